@@ -1,0 +1,116 @@
+//! Stable reason codes: why a request was allowed or denied.
+//!
+//! Data flow: every stage that can end a check (identity verification, rule
+//! evaluation) ends it with one of these. They appear in the denied response
+//! (`x-celador-reason` and the JSON body), in the audit record, and later as
+//! metric labels, so they never change meaning and never carry free text:
+//! the human-readable detail travels beside them.
+
+use std::fmt;
+
+/// Why a check ended the way it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// At least one allow rule matched and no deny rule did.
+    Allowed,
+    /// A deny rule matched.
+    DeniedByRule,
+    /// A deny rule failed to evaluate, and so counts as matching (fail closed).
+    RuleError,
+    /// No allow rule matched.
+    NoAllowRule,
+    /// Envoy sent no client certificate (`source.certificate` is empty).
+    SvidMissing,
+    /// The certificate could not be decoded (URL encoding, PEM or DER).
+    SvidMalformed,
+    /// The certificate does not have exactly one URI SAN.
+    SvidUriSan,
+    /// The URI SAN is not a valid SPIFFE ID.
+    SvidInvalidId,
+    /// The leaf is a CA certificate (`cA=true`).
+    SvidCa,
+    /// The leaf's key usage is missing, lacks digitalSignature, or allows
+    /// certificate or CRL signing.
+    SvidKeyUsage,
+    /// The leaf, or a certificate of its chain, has expired.
+    SvidExpired,
+    /// The leaf, or a certificate of its chain, is not valid yet.
+    SvidNotYetValid,
+    /// The chain does not lead to the bundle of the ID's trust domain.
+    SvidUntrusted,
+    /// The ID's trust domain has no configured bundle.
+    TrustDomainUnknown,
+}
+
+impl Reason {
+    /// The stable snake_case code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allowed",
+            Reason::DeniedByRule => "denied_by_rule",
+            Reason::RuleError => "rule_error",
+            Reason::NoAllowRule => "no_allow_rule",
+            Reason::SvidMissing => "svid_missing",
+            Reason::SvidMalformed => "svid_malformed",
+            Reason::SvidUriSan => "svid_uri_san",
+            Reason::SvidInvalidId => "svid_invalid_id",
+            Reason::SvidCa => "svid_ca",
+            Reason::SvidKeyUsage => "svid_key_usage",
+            Reason::SvidExpired => "svid_expired",
+            Reason::SvidNotYetValid => "svid_not_yet_valid",
+            Reason::SvidUntrusted => "svid_untrusted",
+            Reason::TrustDomainUnknown => "trust_domain_unknown",
+        }
+    }
+
+    /// Whether the reason is about the caller's identity (answered with 401)
+    /// rather than about policy (answered with 403).
+    pub fn is_identity_failure(self) -> bool {
+        !matches!(
+            self,
+            Reason::Allowed | Reason::DeniedByRule | Reason::RuleError | Reason::NoAllowRule
+        )
+    }
+
+    /// Every reason, for documentation and tests.
+    pub const ALL: &'static [Reason] = &[
+        Reason::Allowed,
+        Reason::DeniedByRule,
+        Reason::RuleError,
+        Reason::NoAllowRule,
+        Reason::SvidMissing,
+        Reason::SvidMalformed,
+        Reason::SvidUriSan,
+        Reason::SvidInvalidId,
+        Reason::SvidCa,
+        Reason::SvidKeyUsage,
+        Reason::SvidExpired,
+        Reason::SvidNotYetValid,
+        Reason::SvidUntrusted,
+        Reason::TrustDomainUnknown,
+    ];
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_serialize_as_themselves() {
+        let mut seen = std::collections::HashSet::new();
+        for reason in Reason::ALL {
+            assert!(seen.insert(reason.as_str()), "duplicate {reason}");
+            assert_eq!(
+                serde_json::to_string(reason).unwrap(),
+                format!("\"{}\"", reason.as_str())
+            );
+        }
+    }
+}
