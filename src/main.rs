@@ -1,1 +1,2 @@
+//! The celador binary.
 fn main() {}

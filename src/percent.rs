@@ -13,7 +13,7 @@ use std::borrow::Cow;
 /// Returns `None` when a `%` is not followed by two hex digits.
 pub fn decode(input: &str, plus_as_space: bool) -> Option<Cow<'_, [u8]>> {
     let bytes = input.as_bytes();
-    if !bytes.contains(&b'%') && !(plus_as_space && bytes.contains(&b'+')) {
+    if !(bytes.contains(&b'%') || plus_as_space && bytes.contains(&b'+')) {
         return Some(Cow::Borrowed(bytes));
     }
     let mut out = Vec::with_capacity(bytes.len());
@@ -63,10 +63,7 @@ mod tests {
             decode("a%20b%0A+c", false).unwrap().as_ref(),
             b"a b\n+c".as_slice()
         );
-        assert_eq!(
-            decode("a+b", true).unwrap().as_ref(),
-            b"a b".as_slice()
-        );
+        assert_eq!(decode("a+b", true).unwrap().as_ref(), b"a b".as_slice());
         assert!(matches!(decode("plain", true), Some(Cow::Borrowed(_))));
     }
 

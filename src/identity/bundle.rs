@@ -120,11 +120,13 @@ pub fn parse_pem(bytes: &[u8], path: &Path) -> Result<DomainBundle, BundleError>
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        anchors.push(anchor_from_der(&cert).map_err(|reason| BundleError::Certificate {
-            path: path.to_owned(),
-            index: i + 1,
-            reason,
-        })?);
+        anchors.push(
+            anchor_from_der(&cert).map_err(|reason| BundleError::Certificate {
+                path: path.to_owned(),
+                index: i + 1,
+                reason,
+            })?,
+        );
     }
     if anchors.is_empty() {
         return Err(BundleError::Empty {
@@ -138,8 +140,7 @@ pub fn parse_pem(bytes: &[u8], path: &Path) -> Result<DomainBundle, BundleError>
 pub fn anchor_from_der(der: &CertificateDer<'_>) -> Result<TrustAnchor<'static>, String> {
     // webpki only extracts subject and key; parse fully so a truncated or
     // garbage block is refused here, not silently trusted.
-    x509_parser::parse_x509_certificate(der)
-        .map_err(|e| format!("cannot parse X.509: {e}"))?;
+    x509_parser::parse_x509_certificate(der).map_err(|e| format!("cannot parse X.509: {e}"))?;
     webpki::anchor_from_trusted_cert(der)
         .map(|anchor| anchor.to_owned())
         .map_err(|e| format!("{e:?}"))

@@ -52,7 +52,9 @@ pub enum SpiffeIdError {
     #[error("the trust domain has user information ('@'); a SPIFFE ID has none")]
     Userinfo,
     /// The trust domain has a character outside `[a-z0-9.-_]`.
-    #[error("the trust domain has the character {0:?}; only a-z, 0-9, '.', '-' and '_' are allowed")]
+    #[error(
+        "the trust domain has the character {0:?}; only a-z, 0-9, '.', '-' and '_' are allowed"
+    )]
     TrustDomainChar(char),
     /// The ID has a query.
     #[error("the SPIFFE ID has a query ('?'); a SPIFFE ID has none")]
@@ -106,7 +108,9 @@ impl SpiffeId {
 
     /// The trust domain name, without scheme.
     pub fn trust_domain(&self) -> &str {
-        self.id.get(SCHEME.len()..self.path_start).unwrap_or_default()
+        self.id
+            .get(SCHEME.len()..self.path_start)
+            .unwrap_or_default()
     }
 
     /// The path, empty or starting with `/`.
@@ -205,7 +209,10 @@ mod tests {
             ("spiffe:/example.org/a", WrongScheme),
             ("spiffe://", MissingTrustDomain),
             ("spiffe:///a", MissingTrustDomain),
-            ("spiffe://Example.org/a", UppercaseTrustDomain("Example.org".into())),
+            (
+                "spiffe://Example.org/a",
+                UppercaseTrustDomain("Example.org".into()),
+            ),
             ("spiffe://example.org:8443/a", Port),
             ("spiffe://user@example.org/a", Userinfo),
             ("spiffe://exa%6dple.org/a", TrustDomainChar('%')),

@@ -130,7 +130,10 @@ impl X509Verifier {
         let Some(cache) = &self.cache else {
             return verify_uncached(certificate, xfcc, bundles, now).map(Arc::new);
         };
-        let key = (Sha256::digest(certificate.as_bytes()).into(), bundles.generation());
+        let key = (
+            Sha256::digest(certificate.as_bytes()).into(),
+            bundles.generation(),
+        );
         if let Some(svid) = cache.get(&key) {
             // The cache expires entries itself; this guards its granularity.
             if now < svid.chain_not_after && now >= svid.not_before {
@@ -161,7 +164,9 @@ pub fn verify_uncached(
     let (rest, cert) = x509_parser::parse_x509_certificate(&leaf)
         .map_err(|e| malformed(format!("the certificate is not valid X.509 DER: {e}")))?;
     if !rest.is_empty() {
-        return Err(malformed("the certificate has trailing bytes after its DER"));
+        return Err(malformed(
+            "the certificate has trailing bytes after its DER",
+        ));
     }
 
     let id = spiffe_id_of(&cert)?;
@@ -171,27 +176,39 @@ pub fn verify_uncached(
     if now < not_before {
         return Err(IdentityError::new(
             Reason::SvidNotYetValid,
-            format!("the certificate of {id} is not valid before {}", cert.validity().not_before),
+            format!(
+                "the certificate of {id} is not valid before {}",
+                cert.validity().not_before
+            ),
         ));
     }
     if now > not_after {
         return Err(IdentityError::new(
             Reason::SvidExpired,
-            format!("the certificate of {id} expired at {}", cert.validity().not_after),
+            format!(
+                "the certificate of {id} expired at {}",
+                cert.validity().not_after
+            ),
         ));
     }
 
     let Some(bundle) = bundles.get(id.trust_domain()) else {
         return Err(IdentityError::new(
             Reason::TrustDomainUnknown,
-            format!("no trust bundle is configured for trust domain '{}'", id.trust_domain()),
+            format!(
+                "no trust bundle is configured for trust domain '{}'",
+                id.trust_domain()
+            ),
         ));
     };
     let intermediates = xfcc
         .map(|header| intermediates_from_xfcc(header, &leaf))
         .unwrap_or_default();
-    let end_entity = EndEntityCert::try_from(&leaf)
-        .map_err(|e| malformed(format!("the certificate cannot be used for verification: {e:?}")))?;
+    let end_entity = EndEntityCert::try_from(&leaf).map_err(|e| {
+        malformed(format!(
+            "the certificate cannot be used for verification: {e:?}"
+        ))
+    })?;
     let time = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default());
     let path = end_entity
         .verify_for_usage(
@@ -208,7 +225,8 @@ pub fn verify_uncached(
     let mut chain_not_after = not_after;
     for intermediate in path.intermediate_certificates() {
         if let Ok((_, c)) = x509_parser::parse_x509_certificate(&intermediate.der()) {
-            chain_not_after = chain_not_after.min(asn1_to_system(c.validity().not_after.timestamp()));
+            chain_not_after =
+                chain_not_after.min(asn1_to_system(c.validity().not_after.timestamp()));
         }
     }
     Ok(X509Svid {
@@ -224,7 +242,11 @@ fn single_certificate(pem: &[u8]) -> Result<CertificateDer<'static>, IdentityErr
     let mut certs = CertificateDer::pem_slice_iter(pem);
     let leaf = match certs.next() {
         None => return Err(malformed("source.certificate has no PEM CERTIFICATE block")),
-        Some(Err(e)) => return Err(malformed(format!("source.certificate is not valid PEM: {e}"))),
+        Some(Err(e)) => {
+            return Err(malformed(format!(
+                "source.certificate is not valid PEM: {e}"
+            )));
+        }
         Some(Ok(leaf)) => leaf,
     };
     if certs.next().is_some() {
@@ -237,9 +259,11 @@ fn single_certificate(pem: &[u8]) -> Result<CertificateDer<'static>, IdentityErr
 
 /// The SPIFFE ID of the one URI SAN.
 fn spiffe_id_of(cert: &X509Certificate<'_>) -> Result<SpiffeId, IdentityError> {
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| malformed(format!("the subject alternative name extension is invalid: {e}")))?;
+    let san = cert.subject_alternative_name().map_err(|e| {
+        malformed(format!(
+            "the subject alternative name extension is invalid: {e}"
+        ))
+    })?;
     let mut uris = san
         .iter()
         .flat_map(|ext| ext.value.general_names.iter())
@@ -312,7 +336,10 @@ fn check_leaf_constraints(cert: &X509Certificate<'_>) -> Result<(), IdentityErro
 
 /// Intermediates from the XFCC element Envoy wrote for this leaf: untrusted,
 /// for path building only.
-fn intermediates_from_xfcc(header: &str, leaf: &CertificateDer<'_>) -> Vec<CertificateDer<'static>> {
+fn intermediates_from_xfcc(
+    header: &str,
+    leaf: &CertificateDer<'_>,
+) -> Vec<CertificateDer<'static>> {
     if header.len() > MAX_XFCC_BYTES {
         return Vec::new();
     }
@@ -379,10 +406,12 @@ fn asn1_to_system(unix_seconds: i64) -> SystemTime {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]

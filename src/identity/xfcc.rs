@@ -85,10 +85,7 @@ fn split_unquoted(input: &str, sep: u8) -> Vec<&str> {
 }
 
 fn unquote(value: &str) -> Cow<'_, str> {
-    let Some(inner) = value
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-    else {
+    let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
         return Cow::Borrowed(value);
     };
     if !inner.contains('\\') {

@@ -114,7 +114,7 @@ impl LeafBuilder<'_> {
         self
     }
     /// Makes the leaf a CA (`cA=true`), with CA key usages.
-    pub fn as_ca(mut self) -> Self {
+    pub fn ca_flag(mut self) -> Self {
         self.is_ca = true;
         self.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,

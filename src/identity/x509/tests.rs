@@ -79,7 +79,12 @@ fn a_missing_certificate_is_svid_missing() {
     let ca = Ca::root("root");
     let v = X509Verifier::new(CacheSettings::default());
     let err = v
-        .verify("", None, &bundles(&[("example.org", &ca)]), SystemTime::now())
+        .verify(
+            "",
+            None,
+            &bundles(&[("example.org", &ca)]),
+            SystemTime::now(),
+        )
         .unwrap_err();
     assert_eq!(err.reason, Reason::SvidMissing);
 }
@@ -88,8 +93,16 @@ fn a_missing_certificate_is_svid_missing() {
 fn expired_and_not_yet_valid_leaves_are_denied_with_their_reasons() {
     let ca = Ca::root("root");
     let b = bundles(&[("example.org", &ca)]);
-    let expired = ca.leaf().uri("spiffe://example.org/a").valid_secs(-7200, -60).build();
-    let future = ca.leaf().uri("spiffe://example.org/a").valid_secs(3600, 7200).build();
+    let expired = ca
+        .leaf()
+        .uri("spiffe://example.org/a")
+        .valid_secs(-7200, -60)
+        .build();
+    let future = ca
+        .leaf()
+        .uri("spiffe://example.org/a")
+        .valid_secs(3600, 7200)
+        .build();
     assert_eq!(
         reason_of(verify(&expired.envoy_encoded(), None, &b)),
         Reason::SvidExpired
@@ -130,8 +143,11 @@ fn an_unconfigured_trust_domain_is_trust_domain_unknown() {
 fn a_ca_certificate_as_leaf_is_refused() {
     let ca = Ca::root("root");
     let b = bundles(&[("example.org", &ca)]);
-    let leaf = ca.leaf().uri("spiffe://example.org/a").as_ca().build();
-    assert_eq!(reason_of(verify(&leaf.envoy_encoded(), None, &b)), Reason::SvidCa);
+    let leaf = ca.leaf().uri("spiffe://example.org/a").ca_flag().build();
+    assert_eq!(
+        reason_of(verify(&leaf.envoy_encoded(), None, &b)),
+        Reason::SvidCa
+    );
 }
 
 #[test]
@@ -141,7 +157,10 @@ fn key_usage_must_have_digital_signature_and_no_signing_bits() {
     let cases = [
         vec![],
         vec![KeyUsagePurpose::KeyEncipherment],
-        vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign],
+        vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyCertSign,
+        ],
         vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::CrlSign],
     ];
     for usages in cases {
@@ -267,7 +286,11 @@ fn cached_verdicts_are_per_bundle_generation() {
 #[test]
 fn cached_verdicts_never_outlive_the_certificate() {
     let root = Ca::root("root");
-    let leaf = root.leaf().uri("spiffe://example.org/a").valid_secs(-60, 60).build();
+    let leaf = root
+        .leaf()
+        .uri("spiffe://example.org/a")
+        .valid_secs(-60, 60)
+        .build();
     let v = X509Verifier::new(CacheSettings::default());
     let b = bundles(&[("example.org", &root)]);
     let now = SystemTime::now();
@@ -293,7 +316,10 @@ fn a_cached_leaf_expires_with_its_intermediate() {
 
     let v = X509Verifier::new(CacheSettings::default());
     let now = SystemTime::now();
-    assert!(v.verify(&leaf.envoy_encoded(), Some(&xfcc), &b, now).is_ok());
+    assert!(
+        v.verify(&leaf.envoy_encoded(), Some(&xfcc), &b, now)
+            .is_ok()
+    );
     // Past the intermediate's expiry the cached verdict is not served: the
     // chain is checked again, and fails.
     let later = now + Duration::from_secs(300);
@@ -307,7 +333,11 @@ fn base64_lines(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

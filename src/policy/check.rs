@@ -1,0 +1,670 @@
+//! The rule checker: static types for CEL, which the `cel` crate lacks.
+//!
+//! Data flow: every rule's parsed expression passes through [`check`] when a
+//! rules file is loaded (by `serve` and by `celador check` alike). It infers
+//! a type for each node from [`super::schema`], so an unknown variable, field
+//! or function, or an operator applied to types it cannot take, is an error
+//! with its position before any request is evaluated. Where the type of a
+//! value is only known at evaluation (`dyn`), the checker gives it the
+//! benefit of the doubt: evaluation errors then fail closed.
+
+use std::collections::BTreeSet;
+
+use cel::IdedExpr;
+use cel::common::ast::{EntryExpr, Expr, LiteralValue, SourceInfo, operators};
+
+use super::schema::{self, Object, Ty};
+
+/// One problem in an expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Byte offset in the expression where the problem is.
+    pub offset: u32,
+    /// What is wrong, and the fix when one is likely.
+    pub message: String,
+}
+
+/// What the checker learned about an expression.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// The expression's type.
+    pub ty: Option<Ty>,
+    /// Every error found.
+    pub errors: Vec<Problem>,
+    /// The regular expressions written as literals in `matches` calls, with
+    /// their offsets, to compile at load.
+    pub regex_literals: Vec<(String, u32)>,
+    /// The attributes the expression reads, as dotted paths
+    /// (`source.id`, `request.headers`).
+    pub reads: BTreeSet<String>,
+}
+
+/// Type-checks `expr`, parsed from `info.source`.
+pub fn check(expr: &IdedExpr, info: &SourceInfo) -> Checked {
+    let mut checker = Checker {
+        info,
+        scopes: Vec::new(),
+        out: Checked::default(),
+    };
+    let ty = checker.infer(expr);
+    checker.out.ty = Some(ty);
+    checker.out
+}
+
+struct Checker<'a> {
+    info: &'a SourceInfo,
+    /// Comprehension variables, innermost last.
+    scopes: Vec<(String, Ty)>,
+    out: Checked,
+}
+
+impl Checker<'_> {
+    fn offset(&self, expr: &IdedExpr) -> u32 {
+        self.info.offset_for(expr.id).map_or(0, |(start, _)| start)
+    }
+
+    fn error(&mut self, expr: &IdedExpr, message: String) -> Ty {
+        let offset = self.offset(expr);
+        self.error_at(offset, message)
+    }
+
+    fn error_at(&mut self, offset: u32, message: String) -> Ty {
+        // One node can be reached twice (a macro expansion shares nodes);
+        // report each problem once.
+        let problem = Problem { offset, message };
+        if !self.out.errors.contains(&problem) {
+            self.out.errors.push(problem);
+        }
+        Ty::Dyn
+    }
+
+    fn infer(&mut self, expr: &IdedExpr) -> Ty {
+        match &expr.expr {
+            Expr::Literal(literal) => literal_type(literal),
+            Expr::Ident(name) => self.ident(expr, name),
+            Expr::Select(select) => {
+                let operand = self.infer(&select.operand);
+                let ty = self.select(expr, &operand, &select.field);
+                if let Some(path) = read_path(expr) {
+                    self.out.reads.insert(path);
+                }
+                if select.test { Ty::Bool } else { ty }
+            }
+            Expr::Call(call) => {
+                let target = call.target.as_deref();
+                self.call(expr, &call.func_name, target, &call.args)
+            }
+            Expr::List(list) => {
+                let elems: Vec<Ty> = list.elements.iter().map(|e| self.infer(e)).collect();
+                Ty::List(Box::new(join_all(&elems)))
+            }
+            Expr::Map(map) => {
+                let mut keys = Vec::new();
+                let mut values = Vec::new();
+                for entry in &map.entries {
+                    if let EntryExpr::MapEntry(e) = &entry.expr {
+                        let key = self.infer(&e.key);
+                        if !matches!(key, Ty::String | Ty::Int | Ty::Uint | Ty::Bool | Ty::Dyn) {
+                            self.error(
+                                &e.key,
+                                format!("a map key must be a string, int, uint or bool, not {key}"),
+                            );
+                        }
+                        keys.push(key);
+                        values.push(self.infer(&e.value));
+                    }
+                }
+                Ty::Map(Box::new(join_all(&keys)), Box::new(join_all(&values)))
+            }
+            Expr::Comprehension(comp) => {
+                let range = self.infer(&comp.iter_range);
+                let (first, second) = match &range {
+                    Ty::List(elem) => (Ty::Int, (**elem).clone()),
+                    Ty::Map(key, value) => ((**key).clone(), (**value).clone()),
+                    Ty::Dyn => (Ty::Dyn, Ty::Dyn),
+                    other => {
+                        let other = other.clone();
+                        self.error(
+                            &comp.iter_range,
+                            format!(
+                                "cannot iterate over a value of type {other}; only lists and maps"
+                            ),
+                        );
+                        (Ty::Dyn, Ty::Dyn)
+                    }
+                };
+                // One variable binds list elements or map keys; with two,
+                // the first is the index or key and the second the value.
+                let bindings = match &comp.iter_var2 {
+                    None if matches!(range, Ty::List(_)) => vec![(comp.iter_var.clone(), second)],
+                    None => vec![(comp.iter_var.clone(), first)],
+                    Some(var2) => vec![(comp.iter_var.clone(), first), (var2.clone(), second)],
+                };
+                let accu = self.infer(&comp.accu_init);
+                let depth = self.scopes.len();
+                self.scopes.extend(bindings);
+                self.scopes.push((comp.accu_var.clone(), accu));
+                self.infer(&comp.loop_cond);
+                let step = self.infer(&comp.loop_step);
+                if let Some(slot) = self.scopes.last_mut() {
+                    slot.1 = step;
+                }
+                let result = self.infer(&comp.result);
+                self.scopes.truncate(depth);
+                result
+            }
+            Expr::Struct(s) => self.error(
+                expr,
+                format!(
+                    "constructing a message ('{}{{...}}') is not supported in rules",
+                    s.type_name
+                ),
+            ),
+            Expr::Unspecified => Ty::Dyn,
+        }
+    }
+
+    fn ident(&mut self, expr: &IdedExpr, name: &str) -> Ty {
+        if let Some((_, ty)) = self.scopes.iter().rev().find(|(n, _)| n == name) {
+            return ty.clone();
+        }
+        if let Some(var) = schema::variable(name) {
+            self.out.reads.insert(name.to_owned());
+            return var.ty.ty();
+        }
+        if schema::TYPE_NAMES.contains(&name) {
+            return Ty::Type;
+        }
+        let mut candidates: Vec<&str> = schema::VARIABLES.iter().map(|v| v.name).collect();
+        candidates.extend(self.scopes.iter().map(|(n, _)| n.as_str()));
+        let hint = suggest(name, candidates);
+        self.error(expr, format!("undeclared variable '{name}'{hint}"))
+    }
+
+    fn select(&mut self, expr: &IdedExpr, operand: &Ty, field: &str) -> Ty {
+        match operand {
+            Ty::Object(object) => match object.field(field) {
+                Some(f) => f.ty.ty(),
+                None => self.no_such_field(expr, object, field),
+            },
+            Ty::Map(key, value) => {
+                if !matches!(**key, Ty::String | Ty::Dyn) {
+                    let key = key.clone();
+                    return self.error(
+                        expr,
+                        format!("'.{field}' looks up a string key, but this map's keys are {key}"),
+                    );
+                }
+                (**value).clone()
+            }
+            Ty::Dyn => Ty::Dyn,
+            other => {
+                let other = other.clone();
+                self.error(
+                    expr,
+                    format!("a value of type {other} has no fields; '.{field}' cannot be selected"),
+                )
+            }
+        }
+    }
+
+    fn no_such_field(&mut self, expr: &IdedExpr, object: &Object, field: &str) -> Ty {
+        let hint = suggest(field, object.fields.iter().map(|f| f.name));
+        let owner = read_path(expr)
+            .and_then(|p| p.rsplit_once('.').map(|(owner, _)| owner.to_owned()))
+            .unwrap_or_else(|| object.name.to_owned());
+        // The select node sits on the '.'; point at the field name after it.
+        let offset = self.offset(expr) + 1;
+        self.error_at(offset, format!("'{owner}' has no field '{field}'{hint}"))
+    }
+
+    fn call(
+        &mut self,
+        expr: &IdedExpr,
+        name: &str,
+        target: Option<&IdedExpr>,
+        args: &[IdedExpr],
+    ) -> Ty {
+        // `strings.quote(x)` parses as a call on the identifier `strings`.
+        if let Some(Expr::Ident(namespace)) = target.map(|t| &t.expr)
+            && namespace == "strings"
+            && name == "quote"
+            && !self.scopes.iter().any(|(n, _)| n == "strings")
+        {
+            let tys = self.infer_all(args);
+            return self.check_arity_types(
+                expr,
+                "strings.quote",
+                &tys,
+                &[schema::Param::String],
+                schema::Param::String,
+            );
+        }
+        let target_ty = target.map(|t| self.infer(t));
+        let tys = self.infer_all(args);
+        match (name, target_ty.as_ref(), tys.as_slice()) {
+            (operators::LOGICAL_AND | operators::LOGICAL_OR, None, [a, b]) => {
+                let symbol = if name == operators::LOGICAL_AND {
+                    "&&"
+                } else {
+                    "||"
+                };
+                for (arg, ty) in args.iter().zip([a, b]) {
+                    if !matches!(ty, Ty::Bool | Ty::Dyn) {
+                        self.error(
+                            arg,
+                            format!("'{symbol}' takes bool operands, but this is {ty}"),
+                        );
+                    }
+                }
+                Ty::Bool
+            }
+            (operators::LOGICAL_NOT, None, [a]) => {
+                if !matches!(a, Ty::Bool | Ty::Dyn) {
+                    let a = a.clone();
+                    self.error(expr, format!("'!' takes a bool, but this is {a}"));
+                }
+                Ty::Bool
+            }
+            (operators::NOT_STRICTLY_FALSE, None, [_]) => Ty::Bool,
+            (operators::CONDITIONAL, None, [c, a, b]) => {
+                if !matches!(c, Ty::Bool | Ty::Dyn) {
+                    let c = c.clone();
+                    self.error(
+                        expr,
+                        format!("the condition of '? :' must be bool, but it is {c}"),
+                    );
+                }
+                join(a, b)
+            }
+            (operators::EQUALS | operators::NOT_EQUALS, None, [a, b]) => {
+                if !comparable_for_equality(a, b) {
+                    let symbol = if name == operators::EQUALS {
+                        "=="
+                    } else {
+                        "!="
+                    };
+                    let (a, b) = (a.clone(), b.clone());
+                    let always = if name == operators::EQUALS {
+                        "false"
+                    } else {
+                        "true"
+                    };
+                    self.error(
+                        expr,
+                        format!("'{symbol}' compares {a} with {b}, which is always {always}"),
+                    );
+                }
+                Ty::Bool
+            }
+            (
+                operators::LESS
+                | operators::LESS_EQUALS
+                | operators::GREATER
+                | operators::GREATER_EQUALS,
+                None,
+                [a, b],
+            ) => {
+                if !orderable(a, b) {
+                    let (a, b) = (a.clone(), b.clone());
+                    self.error(
+                        expr,
+                        format!("'{}' cannot order {a} and {b}", operator_symbol(name)),
+                    );
+                }
+                Ty::Bool
+            }
+            (
+                operators::ADD
+                | operators::SUBSTRACT
+                | operators::MULTIPLY
+                | operators::DIVIDE
+                | operators::MODULO,
+                None,
+                [a, b],
+            ) => match arithmetic(name, a, b) {
+                Some(ty) => ty,
+                None => {
+                    let (a, b) = (a.clone(), b.clone());
+                    self.error(
+                        expr,
+                        format!(
+                            "'{}' cannot be applied to {a} and {b}",
+                            operator_symbol(name)
+                        ),
+                    )
+                }
+            },
+            (operators::NEGATE, None, [a]) => match a {
+                Ty::Int | Ty::Double | Ty::Duration | Ty::Dyn => a.clone(),
+                other => {
+                    let other = other.clone();
+                    self.error(expr, format!("'-' cannot negate {other}"))
+                }
+            },
+            (operators::INDEX, None, [container, index]) => self.index(expr, container, index),
+            (operators::IN, None, [elem, container]) => {
+                match container {
+                    Ty::List(item) if !comparable_for_equality(elem, item) => {
+                        let (elem, item) = (elem.clone(), item.clone());
+                        self.error(
+                            expr,
+                            format!(
+                                "'in' looks for {elem} in a list of {item}, which is always false"
+                            ),
+                        );
+                    }
+                    Ty::Map(key, _) if !comparable_for_equality(elem, key) => {
+                        let (elem, key) = (elem.clone(), key.clone());
+                        self.error(expr, format!("'in' looks for {elem} among map keys of type {key}, which is always false"));
+                    }
+                    Ty::List(_) | Ty::Map(..) | Ty::Dyn => {}
+                    other => {
+                        let other = other.clone();
+                        self.error(
+                            expr,
+                            format!("'in' needs a list or a map on its right, not {other}"),
+                        );
+                    }
+                }
+                Ty::Bool
+            }
+            _ => self.function(expr, name, target_ty.as_ref(), args, &tys),
+        }
+    }
+
+    fn infer_all(&mut self, args: &[IdedExpr]) -> Vec<Ty> {
+        args.iter().map(|a| self.infer(a)).collect()
+    }
+
+    fn index(&mut self, expr: &IdedExpr, container: &Ty, index: &Ty) -> Ty {
+        match container {
+            Ty::List(elem) => {
+                if !matches!(index, Ty::Int | Ty::Uint | Ty::Dyn) {
+                    let index = index.clone();
+                    return self.error(expr, format!("a list is indexed by int, not {index}"));
+                }
+                (**elem).clone()
+            }
+            Ty::Map(key, value) => {
+                if !comparable_for_equality(index, key) {
+                    let (index, key) = (index.clone(), key.clone());
+                    return self.error(
+                        expr,
+                        format!("this map's keys are {key}; it cannot be indexed by {index}"),
+                    );
+                }
+                (**value).clone()
+            }
+            Ty::Dyn => Ty::Dyn,
+            other => {
+                let other = other.clone();
+                self.error(
+                    expr,
+                    format!("a value of type {other} cannot be indexed with '[...]'"),
+                )
+            }
+        }
+    }
+
+    fn function(
+        &mut self,
+        expr: &IdedExpr,
+        name: &str,
+        target: Option<&Ty>,
+        args: &[IdedExpr],
+        tys: &[Ty],
+    ) -> Ty {
+        if name == "matches"
+            && let Some(pattern) = args.last()
+            && let Expr::Literal(LiteralValue::String(s)) = &pattern.expr
+        {
+            let offset = self.offset(pattern);
+            self.out.regex_literals.push((s.inner().to_owned(), offset));
+        }
+        let Some(function) = schema::function(name) else {
+            let hint = suggest(name, schema::FUNCTIONS.iter().map(|f| f.name));
+            let what = if target.is_some() {
+                "method"
+            } else {
+                "function"
+            };
+            return self.error(expr, format!("undeclared {what} '{name}'{hint}"));
+        };
+        let is_method = target.is_some();
+        let styled: Vec<_> = function
+            .overloads
+            .iter()
+            .filter(|o| o.receiver.is_some() == is_method)
+            .collect();
+        if styled.is_empty() {
+            let usage = if is_method {
+                format!("'{name}' is a function, called as {name}(...), not as a method")
+            } else {
+                format!("'{name}' is a method, called as x.{name}(...)")
+            };
+            return self.error(expr, usage);
+        }
+        let matching: Vec<_> = styled
+            .iter()
+            .filter(|o| {
+                o.args.len() == tys.len()
+                    && o.receiver
+                        .is_none_or(|r| target.is_some_and(|t| r.accepts(t)))
+                    && o.args.iter().zip(tys).all(|(p, t)| p.accepts(t))
+            })
+            .collect();
+        match matching.as_slice() {
+            [] => {
+                let args: Vec<String> = tys.iter().map(Ty::to_string).collect();
+                let called = match target {
+                    Some(t) => format!("{t}.{name}({})", args.join(", ")),
+                    None => format!("{name}({})", args.join(", ")),
+                };
+                let takes: Vec<String> = styled.iter().map(|o| o.signature(name)).collect();
+                self.error(
+                    expr,
+                    format!(
+                        "'{name}' cannot be called as {called}; it takes {}",
+                        takes.join(" or ")
+                    ),
+                )
+            }
+            [only] => only.result.ty(),
+            several => {
+                let first = several.first().map(|o| o.result.ty()).unwrap_or(Ty::Dyn);
+                if several.iter().all(|o| o.result.ty() == first) {
+                    first
+                } else {
+                    Ty::Dyn
+                }
+            }
+        }
+    }
+
+    fn check_arity_types(
+        &mut self,
+        expr: &IdedExpr,
+        name: &str,
+        tys: &[Ty],
+        params: &[schema::Param],
+        result: schema::Param,
+    ) -> Ty {
+        if tys.len() != params.len() || !params.iter().zip(tys).all(|(p, t)| p.accepts(t)) {
+            let got: Vec<String> = tys.iter().map(Ty::to_string).collect();
+            let want: Vec<String> = params.iter().map(ToString::to_string).collect();
+            return self.error(
+                expr,
+                format!(
+                    "'{name}' takes ({}), not ({})",
+                    want.join(", "),
+                    got.join(", ")
+                ),
+            );
+        }
+        result.ty()
+    }
+}
+
+fn literal_type(literal: &LiteralValue) -> Ty {
+    match literal {
+        LiteralValue::Boolean(_) => Ty::Bool,
+        LiteralValue::Bytes(_) => Ty::Bytes,
+        LiteralValue::Double(_) => Ty::Double,
+        LiteralValue::Int(_) => Ty::Int,
+        LiteralValue::Null => Ty::Null,
+        LiteralValue::String(_) => Ty::String,
+        LiteralValue::UInt(_) => Ty::Uint,
+    }
+}
+
+/// The dotted path of a select chain rooted at a variable: `request.headers`.
+fn read_path(expr: &IdedExpr) -> Option<String> {
+    match &expr.expr {
+        Expr::Ident(name) => schema::variable(name).map(|_| name.clone()),
+        Expr::Select(select) if !select.test => {
+            read_path(&select.operand).map(|base| format!("{base}.{}", select.field))
+        }
+        Expr::Select(select) => read_path(&select.operand),
+        _ => None,
+    }
+}
+
+/// Whether `==` between the two types can ever be true.
+fn comparable_for_equality(a: &Ty, b: &Ty) -> bool {
+    match (a, b) {
+        (Ty::Dyn, _) | (_, Ty::Dyn) => true,
+        (x, y) if x.is_numeric() && y.is_numeric() => true,
+        (Ty::List(x), Ty::List(y)) => comparable_for_equality(x, y),
+        (Ty::Map(k1, v1), Ty::Map(k2, v2)) => {
+            comparable_for_equality(k1, k2) && comparable_for_equality(v1, v2)
+        }
+        (x, y) => x == y,
+    }
+}
+
+fn orderable(a: &Ty, b: &Ty) -> bool {
+    match (a, b) {
+        (Ty::Dyn, x) | (x, Ty::Dyn) => {
+            !matches!(x, Ty::List(_) | Ty::Map(..) | Ty::Object(_) | Ty::Null)
+        }
+        (x, y) if x.is_numeric() && y.is_numeric() => true,
+        (x, y) => {
+            x == y
+                && matches!(
+                    x,
+                    Ty::String | Ty::Bytes | Ty::Bool | Ty::Timestamp | Ty::Duration
+                )
+        }
+    }
+}
+
+fn arithmetic(op: &str, a: &Ty, b: &Ty) -> Option<Ty> {
+    use Ty::*;
+    match (op, a, b) {
+        (_, Dyn, Dyn) => Some(Dyn),
+        (operators::ADD, Timestamp, Duration) | (operators::ADD, Duration, Timestamp) => {
+            Some(Timestamp)
+        }
+        (operators::ADD | operators::SUBSTRACT, Duration, Duration) => Some(Duration),
+        (operators::SUBSTRACT, Timestamp, Timestamp) => Some(Duration),
+        (operators::SUBSTRACT, Timestamp, Duration) => Some(Timestamp),
+        (operators::ADD, String, String) => Some(String),
+        (operators::ADD, Bytes, Bytes) => Some(Bytes),
+        (operators::ADD, List(x), List(y)) => Some(List(Box::new(join(x, y)))),
+        (operators::MODULO, Int, Int) => Some(Int),
+        (operators::MODULO, Uint, Uint) => Some(Uint),
+        (operators::MODULO, _, _) => None,
+        (_, Int, Int) => Some(Int),
+        (_, Uint, Uint) => Some(Uint),
+        (_, Double, Double) => Some(Double),
+        // One side unknown: the known side must be something the operator
+        // takes at all.
+        (_, Dyn, x) | (_, x, Dyn) => {
+            let takes = match op {
+                operators::ADD => matches!(
+                    x,
+                    Int | Uint | Double | String | Bytes | List(_) | Timestamp | Duration
+                ),
+                operators::SUBSTRACT => matches!(x, Int | Uint | Double | Timestamp | Duration),
+                _ => x.is_numeric(),
+            };
+            takes.then_some(Dyn)
+        }
+        _ => None,
+    }
+}
+
+fn operator_symbol(name: &str) -> &str {
+    match name {
+        operators::ADD => "+",
+        operators::SUBSTRACT => "-",
+        operators::MULTIPLY => "*",
+        operators::DIVIDE => "/",
+        operators::MODULO => "%",
+        operators::LESS => "<",
+        operators::LESS_EQUALS => "<=",
+        operators::GREATER => ">",
+        operators::GREATER_EQUALS => ">=",
+        other => other,
+    }
+}
+
+/// The common type of two branches or elements; `dyn` when they differ.
+fn join(a: &Ty, b: &Ty) -> Ty {
+    if a == b { a.clone() } else { Ty::Dyn }
+}
+
+fn join_all(tys: &[Ty]) -> Ty {
+    match tys.split_first() {
+        None => Ty::Dyn,
+        Some((first, rest)) => rest.iter().fold(first.clone(), |acc, t| join(&acc, t)),
+    }
+}
+
+/// `; did you mean 'x'?` for the nearest candidate, if one is near enough.
+pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    let lower = name.to_ascii_lowercase();
+    let mut best: Option<(usize, &str)> = None;
+    for candidate in candidates {
+        let distance = if candidate.to_ascii_lowercase() == lower {
+            0
+        } else {
+            levenshtein(name, candidate)
+        };
+        if best.is_none_or(|(d, _)| distance < d) {
+            best = Some((distance, candidate));
+        }
+    }
+    match best {
+        Some((distance, candidate)) if distance <= (name.chars().count() / 3).max(1) => {
+            format!("; did you mean '{candidate}'?")
+        }
+        _ => String::new(),
+    }
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row.first().copied().unwrap_or(0);
+        if let Some(first) = row.first_mut() {
+            *first = i + 1;
+        }
+        for (j, cb) in b.iter().enumerate() {
+            let above = row.get(j + 1).copied().unwrap_or(0);
+            let left = row.get(j).copied().unwrap_or(0);
+            let cost = usize::from(ca != *cb);
+            let value = (above + 1).min(left + 1).min(diagonal + cost);
+            diagonal = above;
+            if let Some(slot) = row.get_mut(j + 1) {
+                *slot = value;
+            }
+        }
+    }
+    row.last().copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,177 @@
+//! Errors and warnings about a rules file, placed at a line and column of the
+//! file and rendered like a compiler's.
+//!
+//! Data flow: the loader and the checker report problems inside a rule's
+//! `when` expression by byte offset; this module maps that offset back into
+//! the YAML file (through quotes, folded `>` and literal `|` blocks) so the
+//! message points at the exact token a person has to fix.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The rules file is not loaded.
+    Error,
+    /// The rules file loads, but something is likely wrong.
+    Warning,
+}
+
+/// One problem in a rules file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
+    /// The rules file.
+    pub file: PathBuf,
+    /// 1-based line in the file (0 when unknown).
+    pub line: usize,
+    /// 1-based column in the file, in characters (0 when unknown).
+    pub column: usize,
+    /// The rule concerned, if any.
+    pub rule: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// The text of the line, for the snippet.
+    pub line_text: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let severity = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{severity}: ")?;
+        if let Some(rule) = &self.rule {
+            write!(f, "rule '{rule}': ")?;
+        }
+        write!(f, "{}", self.message)?;
+        write!(f, "\n --> {}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if let Some(text) = &self.line_text {
+            let number = self.line.to_string();
+            let pad = " ".repeat(number.len());
+            write!(f, "\n{pad} |\n{number} | {text}\n{pad} | ")?;
+            write!(f, "{}^", " ".repeat(self.column.saturating_sub(1)))?;
+        }
+        Ok(())
+    }
+}
+
+/// A located YAML scalar: where it starts in the file, and its raw text.
+#[derive(Debug, Clone, Copy)]
+pub struct ScalarSpan {
+    /// Byte offset of the scalar's first character in the file.
+    pub start: usize,
+    /// Byte length of the scalar as written.
+    pub len: usize,
+}
+
+/// Maps `offset` (bytes) in the scalar's *value* to a byte offset in `file`.
+///
+/// YAML quoting and folding only add or change whitespace, quotes and
+/// escapes, so the value's other characters appear in the raw text in the
+/// same order: walk both, matching those characters.
+pub fn map_offset(file: &str, span: ScalarSpan, value: &str, offset: usize) -> usize {
+    let raw = file
+        .get(span.start..span.start.saturating_add(span.len))
+        .unwrap_or_default();
+    let mut raw_chars = raw.char_indices().peekable();
+    for (vi, vc) in value.char_indices() {
+        if vc.is_whitespace() {
+            continue;
+        }
+        // Find `vc` in the raw text, skipping what YAML adds.
+        let found = loop {
+            match raw_chars.next() {
+                None => return span.start,
+                Some((ri, rc)) if rc == vc => break ri,
+                Some((_, rc)) if rc.is_whitespace() || matches!(rc, '"' | '\'' | '\\') => {}
+                // Anything else means an escape changed the text: give up on
+                // precision and point at the scalar.
+                Some(_) => return span.start,
+            }
+        };
+        if vi >= offset {
+            return span.start + found;
+        }
+    }
+    span.start
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`,
+/// with the line's text.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize, String) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text
+        .get(line_start..offset)
+        .map_or(1, |s| s.chars().count() + 1);
+    let line_text = text
+        .get(line_start..)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_default()
+        .to_owned();
+    (line, column, line_text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position(file: &str, value: &str, token: &str) -> (usize, usize) {
+        let start = file.find(value.split_whitespace().next().unwrap()).unwrap();
+        let raw_start = file[..start]
+            .rfind(['"', '\''])
+            .filter(|q| *q + 1 == start)
+            .unwrap_or(start);
+        let span = ScalarSpan {
+            start: raw_start,
+            len: file.len() - raw_start,
+        };
+        let offset = value.find(token).unwrap();
+        let mapped = map_offset(file, span, value, offset);
+        let (line, column, _) = line_column(file, mapped);
+        (line, column)
+    }
+
+    #[test]
+    fn offsets_map_through_plain_quoted_and_folded_scalars() {
+        let plain = "rules:\n  - when: source.idd == 'x'\n";
+        assert_eq!(position(plain, "source.idd == 'x'", "idd"), (2, 18));
+
+        let quoted = "  when: \"a && sourc.id\"\n";
+        assert_eq!(position(quoted, "a && sourc.id", "sourc"), (1, 15));
+
+        let folded = "  when: >\n    source.id == 'y' &&\n    reqest.method == 'GET'\n";
+        let value = "source.id == 'y' && reqest.method == 'GET'\n";
+        assert_eq!(position(folded, value, "reqest"), (3, 5));
+
+        let literal = "  when: |\n    a &&\n      bb\n";
+        assert_eq!(position(literal, "a &&\n  bb\n", "bb"), (3, 7));
+    }
+
+    #[test]
+    fn diagnostics_render_with_a_caret_under_the_column() {
+        let d = Diagnostic {
+            severity: Severity::Error,
+            file: "p.yaml".into(),
+            line: 3,
+            column: 5,
+            rule: Some("r".into()),
+            message: "bad".into(),
+            line_text: Some("    sourc.id".into()),
+        };
+        assert_eq!(
+            d.to_string(),
+            "error: rule 'r': bad\n --> p.yaml:3:5\n  |\n3 |     sourc.id\n  |     ^"
+        );
+    }
+}
