@@ -1,2 +1,5 @@
-//! The celador binary.
-fn main() {}
+//! The celador binary: everything happens in [`celador::cli`].
+
+fn main() -> std::process::ExitCode {
+    celador::cli::main()
+}

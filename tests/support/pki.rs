@@ -1,6 +1,11 @@
 //! Test PKI: roots, intermediates and X.509-SVIDs generated in the test with
 //! rcgen, shared by unit tests, integration tests and benchmarks.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,

@@ -1,0 +1,112 @@
+//! One check end to end, in process: attributes, X.509-SVID verification,
+//! rules, the CheckResponse and the audit record. Every iteration asserts
+//! the verdict, so a benchmark can never measure a wrong answer.
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+#[path = "../tests/support/check.rs"]
+mod check;
+#[path = "../tests/support/pki.rs"]
+mod pki;
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use celador::decision::{Authorizer, DecisionSettings};
+use celador::identity::bundle::{TrustBundles, parse_pem};
+use celador::identity::x509::CacheSettings;
+use celador::policy::Policy;
+use celador::workload::Workload;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+const POLICY: &str = r#"
+rules:
+  - name: payments-full-access
+    effect: allow
+    when: source.id == "spiffe://example.org/ns/payments/sa/api"
+  - name: exporter-read-only
+    effect: allow
+    when: >
+      source.id == "spiffe://example.org/ns/batch/sa/exporter" &&
+      request.method == "GET" && request.path.startsWith("/export/")
+  - name: admin-closed
+    effect: deny
+    when: request.path.matches("^/admin(/|$)")
+"#;
+
+fn authorizer(ca: &pki::Ca, cache_entries: u64) -> Authorizer {
+    let policy = Policy::parse(POLICY, Path::new("bench.yaml")).unwrap();
+    let bundle = parse_pem(ca.pem.as_bytes(), Path::new("bench.pem")).unwrap();
+    let bundles = TrustBundles::new(HashMap::from([("example.org".to_owned(), bundle)]));
+    Authorizer::new(
+        Arc::new(policy),
+        Arc::new(bundles),
+        Workload::default(),
+        DecisionSettings {
+            upstream_headers: vec![(
+                "x-spiffe-id".into(),
+                celador::config::HeaderValueSource::SourceId,
+            )],
+            audit_headers: vec!["user-agent".into()],
+            svid_cache: CacheSettings {
+                max_entries: cache_entries,
+                max_ttl: Duration::from_secs(300),
+            },
+        },
+    )
+}
+
+fn bench_check(c: &mut Criterion) {
+    let ca = pki::Ca::root("example.org");
+    let exporter = ca
+        .svid("spiffe://example.org/ns/batch/sa/exporter")
+        .envoy_encoded();
+    let headers = [
+        ("user-agent", "bench/1.0"),
+        ("accept", "*/*"),
+        ("x-request-id", "r-1"),
+    ];
+    let allowed_req = check::request(&exporter, "GET", "/export/daily.csv?day=1", &headers);
+    let denied_req = check::request(&exporter, "POST", "/export/daily.csv", &headers);
+    let admin_req = check::request(&exporter, "GET", "/admin/users", &headers);
+
+    let cached = authorizer(&ca, 10_000);
+    let uncached = authorizer(&ca, 0);
+
+    let mut group = c.benchmark_group("check");
+    group.bench_function("allowed", |b| {
+        b.iter(|| {
+            let response = cached.check(black_box(&allowed_req)).unwrap();
+            assert!(check::allowed(&response));
+        })
+    });
+    group.bench_function("denied_no_allow_rule", |b| {
+        b.iter(|| {
+            let response = cached.check(black_box(&denied_req)).unwrap();
+            assert_eq!(check::denial(&response).unwrap().0, 403);
+        })
+    });
+    group.bench_function("denied_by_rule_regex", |b| {
+        b.iter(|| {
+            let response = cached.check(black_box(&admin_req)).unwrap();
+            assert_eq!(check::denial(&response).unwrap().1, "denied_by_rule");
+        })
+    });
+    group.bench_function("allowed_svid_uncached", |b| {
+        b.iter(|| {
+            let response = uncached.check(black_box(&allowed_req)).unwrap();
+            assert!(check::allowed(&response));
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_check);
+criterion_main!(benches);

@@ -1,0 +1,384 @@
+//! Static settings: the config file given to `celador serve --config`.
+//!
+//! Data flow: read once at start, before anything listens. Every problem is
+//! reported at once with what to fix, and the process exits with code 64
+//! (EX_USAGE). Paths in the file are relative to the file's directory, so a
+//! config and its rules and bundles can be mounted together anywhere.
+//!
+//! ```yaml
+//! listen: 127.0.0.1:9191
+//! policy: policy.yaml
+//! trust_domains:
+//!   example.org:
+//!     bundle: example.org.pem
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::identity::spiffe_id::validate_trust_domain;
+use crate::workload::WorkloadSettings;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The gRPC address Envoy's ext_authz filter calls.
+    pub listen: String,
+    /// The rules file.
+    pub policy: PathBuf,
+    /// The trust domains whose SVIDs are accepted, each with its bundle.
+    pub trust_domains: BTreeMap<String, TrustDomainConfig>,
+    /// Headers set on allowed requests for the upstream, by name; client-sent
+    /// copies are replaced.
+    #[serde(default)]
+    pub upstream_headers: BTreeMap<String, HeaderValueSource>,
+    /// Where the workload's details come from.
+    #[serde(default)]
+    pub workload: WorkloadSettings,
+    /// What audit records include.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Diagnostic logs.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Caches.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// How long in-flight checks may take to finish after SIGTERM/SIGINT.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: DurationText,
+    /// The directory relative paths are resolved against (the config file's).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// One trust domain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustDomainConfig {
+    /// A PEM file of the trust domain's root certificates.
+    pub bundle: PathBuf,
+}
+
+/// What an upstream header carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum HeaderValueSource {
+    /// The verified SPIFFE ID.
+    #[serde(rename = "source.id")]
+    SourceId,
+    /// Its trust domain.
+    #[serde(rename = "source.trust_domain")]
+    SourceTrustDomain,
+    /// Its path.
+    #[serde(rename = "source.path")]
+    SourcePath,
+    /// The name of the allow rule that matched.
+    #[serde(rename = "rule")]
+    Rule,
+    /// The policy version.
+    #[serde(rename = "policy.version")]
+    PolicyVersion,
+}
+
+/// What audit records include.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Request headers whose values are recorded (none by default).
+    #[serde(default)]
+    pub headers: Vec<String>,
+}
+
+/// Diagnostic logging (audit records always go to standard output).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `celador=debug`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `json` or `text`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_log_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Cache sizes and lifetimes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How many verified X.509-SVIDs to keep (0 disables the cache).
+    #[serde(default = "default_svid_entries")]
+    pub svid_entries: u64,
+    /// The longest a verified SVID is reused without verifying it again.
+    #[serde(default = "default_svid_max_ttl")]
+    pub svid_max_ttl: DurationText,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            svid_entries: default_svid_entries(),
+            svid_max_ttl: default_svid_max_ttl(),
+        }
+    }
+}
+
+fn default_svid_entries() -> u64 {
+    10_000
+}
+fn default_svid_max_ttl() -> DurationText {
+    DurationText(Duration::from_secs(300))
+}
+fn default_shutdown_grace() -> DurationText {
+    DurationText(Duration::from_secs(15))
+}
+
+/// A duration written as `500ms`, `30s`, `5m` or `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationText(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text)
+            .map(DurationText)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 500ms, 30s, 5m or 1h"))?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => {
+            return Err(format!(
+                "'{text}' is not a duration like 500ms, 30s, 5m or 1h"
+            ));
+        }
+    };
+    n.checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("'{text}' is too long"))
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML does not fit the config's shape.
+    #[error("{0}")]
+    Yaml(#[from] crate::yaml::YamlError),
+    /// Values that parse but are not valid.
+    #[error("{path}: {}", problems.join(&format!("\n{}: ", path.display())))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Each problem, naming its key.
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; relative paths resolve against the
+    /// directory of `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = crate::yaml::from_str(text, path)?;
+        config.base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.listen_addr().is_none() {
+            problems.push(format!(
+                "listen: '{}' is not an address like 127.0.0.1:9191",
+                self.listen
+            ));
+        }
+        if self.trust_domains.is_empty() {
+            problems
+                .push("trust_domains: at least one trust domain with its bundle is needed".into());
+        }
+        for name in self.trust_domains.keys() {
+            if let Err(e) = validate_trust_domain(name) {
+                problems.push(format!(
+                    "trust_domains: '{name}' is not a trust domain name: {e}"
+                ));
+            }
+        }
+        for name in self.upstream_headers.keys() {
+            if !is_header_name(name) {
+                problems.push(format!(
+                    "upstream_headers: '{name}' is not a lowercase HTTP header name"
+                ));
+            } else if name.starts_with(':') || name == "host" {
+                problems.push(format!("upstream_headers: '{name}' cannot be set"));
+            }
+        }
+        for name in &self.audit.headers {
+            if !is_header_name(name) {
+                problems.push(format!(
+                    "audit.headers: '{name}' is not a lowercase HTTP header name"
+                ));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(format!(
+                "log.level: '{}' is not a log filter: {e}",
+                self.log.level
+            ));
+        }
+        problems
+    }
+
+    /// The listen address.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
+    }
+
+    /// `path` resolved against the config file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/celador/config.yaml"))
+    }
+
+    const MINIMAL: &str = "listen: 127.0.0.1:9191\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n";
+
+    #[test]
+    fn a_minimal_config_has_sensible_defaults_and_relative_paths() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(
+            config.listen_addr(),
+            Some("127.0.0.1:9191".parse().unwrap())
+        );
+        assert_eq!(
+            config.resolve(&config.policy),
+            Path::new("/etc/celador/policy.yaml")
+        );
+        assert_eq!(config.cache.svid_entries, 10_000);
+        assert_eq!(config.shutdown_grace.0, Duration::from_secs(15));
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.workload.namespace_env, "POD_NAMESPACE");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err = parse(&format!("{MINIMAL}lisen: 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `lisen`"), "{err}");
+        assert!(err.contains("config.yaml:6:1"), "{err}");
+        let nested = MINIMAL.replace("bundle:", "bundel:");
+        let err = parse(&nested).unwrap_err().to_string();
+        assert!(err.contains("unknown field `bundel`"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_all_reported_with_what_to_fix() {
+        let text = "listen: localhost\npolicy: p.yaml\ntrust_domains:\n  Example.org:\n    bundle: b.pem\nupstream_headers:\n  X-Spiffe: source.id\naudit:\n  headers: [User-Agent]\nlog:\n  level: '[['\n";
+        let err = parse(text).unwrap_err().to_string();
+        for expected in [
+            "listen: 'localhost' is not an address like 127.0.0.1:9191",
+            "trust_domains: 'Example.org' is not a trust domain name",
+            "upstream_headers: 'X-Spiffe' is not a lowercase HTTP header name",
+            "audit.headers: 'User-Agent' is not a lowercase HTTP header name",
+            "log.level: '[[' is not a log filter",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn header_value_sources_and_durations_are_checked() {
+        let bad_source = format!("{MINIMAL}upstream_headers:\n  x-id: source.name\n");
+        let err = parse(&bad_source).unwrap_err().to_string();
+        assert!(err.contains("unknown variant `source.name`"), "{err}");
+        let bad_duration = format!("{MINIMAL}shutdown_grace: 10 seconds\n");
+        let err = parse(&bad_duration).unwrap_err().to_string();
+        assert!(err.contains("not a duration"), "{err}");
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+    }
+}

@@ -1,0 +1,142 @@
+//! The gRPC server: `envoy.service.auth.v3.Authorization/Check` and the
+//! standard gRPC health service, with graceful shutdown.
+//!
+//! Data flow: Envoy's ext_authz filter calls `Check`; the handler passes the
+//! request to the shared [`Authorizer`] and returns its answer. On shutdown
+//! the health service turns `NOT_SERVING`, the server stops accepting
+//! connections and sends GOAWAY, and in-flight checks finish, within the
+//! configured grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
+    Authorization, AuthorizationServer,
+};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
+
+use crate::decision::Authorizer;
+
+/// The `Authorization` service over an [`Authorizer`].
+#[derive(Debug, Clone)]
+pub struct AuthorizationService {
+    authorizer: Arc<Authorizer>,
+}
+
+impl AuthorizationService {
+    /// A service answering with `authorizer`.
+    pub fn new(authorizer: Arc<Authorizer>) -> Self {
+        AuthorizationService { authorizer }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for AuthorizationService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        self.authorizer.check(request.get_ref()).map(Response::new)
+    }
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The transport failed.
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Binds `address`.
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ServeError::Bind { address, source })
+}
+
+/// Serves until `shutdown` completes, then drains for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    authorizer: Arc<Authorizer>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> Result<(), ServeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<AuthorizationServer<AuthorizationService>>()
+        .await;
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health)
+        .add_service(AuthorizationServer::new(AuthorizationService::new(
+            authorizer,
+        )))
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stopped.await;
+        });
+    tokio::pin!(server);
+
+    tokio::select! {
+        result = &mut server => return result.map_err(ServeError::from),
+        () = shutdown => {}
+    }
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: finishing in-flight checks"
+    );
+    reporter
+        .set_not_serving::<AuthorizationServer<AuthorizationService>>()
+        .await;
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let _ = stop.send(());
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result.map_err(ServeError::from),
+        Err(_) => {
+            tracing::warn!("the shutdown grace period ended with connections still open");
+            Ok(())
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,511 @@
+//! celador behind a real Envoy 1.40: HTTPS requests with client SVIDs go
+//! through Envoy's ext_authz filter; each test asserts the status, the
+//! reason, whether the upstream was reached, and the audit record.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::celador::Celador;
+use support::envoy::{self, Envoy, Listener, Setup};
+use support::https::{self, Call, ClientCert, Reply};
+use support::pki::{Ca, Leaf, sha256_hex, url_encode};
+use support::upstream::Upstream;
+
+const PAYMENTS: &str = "spiffe://example.org/ns/payments/sa/api";
+const EXPORTER: &str = "spiffe://example.org/ns/batch/sa/exporter";
+
+const POLICY: &str = r#"
+rules:
+  - name: payments-full-access
+    effect: allow
+    when: source.id == "spiffe://example.org/ns/payments/sa/api"
+  - name: exporter-read-only
+    effect: allow
+    when: >
+      source.id == "spiffe://example.org/ns/batch/sa/exporter" &&
+      request.method == "GET" && request.path.startsWith("/export/")
+  - name: other-org-reports
+    effect: allow
+    when: source.trust_domain == "other.org" && request.path.startsWith("/reports/")
+  - name: admin-closed
+    effect: deny
+    when: request.path.startsWith("/admin/")
+"#;
+
+/// celador and Envoy, with two trust domains and an upstream.
+struct Harness {
+    example: Ca,
+    other: Ca,
+    server_ca: Ca,
+    upstream: Upstream,
+    celador: Celador,
+    envoy: Envoy,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn start() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let example = Ca::root("example.org root");
+        let other = Ca::root("other.org root");
+        let server_ca = Ca::root("envoy server CA");
+        let server = server_ca.leaf().dns("localhost").build();
+
+        std::fs::write(path("example.org.pem"), &example.pem).unwrap();
+        std::fs::write(path("other.org.pem"), &other.pem).unwrap();
+        std::fs::write(path("policy.yaml"), POLICY).unwrap();
+        std::fs::write(
+            path("celador.yaml"),
+            "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n  other.org:\n    bundle: other.org.pem\nupstream_headers:\n  x-spiffe-id: source.id\n  x-celador-rule: rule\naudit:\n  headers: [user-agent]\nlog:\n  format: json\n",
+        )
+        .unwrap();
+        std::fs::write(path("server.pem"), &server.pem).unwrap();
+        std::fs::write(path("server.key"), &server.key_pem).unwrap();
+        // Envoy asks for client certificates issued by any trust domain's CA.
+        std::fs::write(
+            path("client-ca.pem"),
+            format!("{}{}", example.pem, other.pem),
+        )
+        .unwrap();
+
+        let upstream = Upstream::start();
+        let celador = Celador::start(&path("celador.yaml"));
+        let config = envoy::bootstrap(&Setup {
+            celador: celador.addr,
+            upstream: upstream.addr,
+            server_cert: &path("server.pem"),
+            server_key: &path("server.key"),
+            client_ca: &path("client-ca.pem"),
+            listeners: &[
+                Listener {
+                    name: "mtls",
+                    kind: "mtls",
+                    xfcc: "SANITIZE_SET",
+                },
+                Listener {
+                    name: "append",
+                    kind: "mtls",
+                    xfcc: "APPEND_FORWARD",
+                },
+                Listener {
+                    name: "tls",
+                    kind: "tls",
+                    xfcc: "SANITIZE_SET",
+                },
+                Listener {
+                    name: "plain",
+                    kind: "plain",
+                    xfcc: "SANITIZE_SET",
+                },
+            ],
+        });
+        let envoy = Envoy::start(&config, dir.path());
+        Harness {
+            example,
+            other,
+            server_ca,
+            upstream,
+            celador,
+            envoy,
+            _dir: dir,
+        }
+    }
+
+    fn send(&self, listener: &str, client: Option<&ClientCert>, call: &Call<'_>) -> Reply {
+        let addr = self.envoy.listener(listener);
+        if listener == "plain" {
+            https::plain(addr, call)
+        } else {
+            https::tls(addr, &self.server_ca.pem, client, call)
+        }
+    }
+
+    /// Asserts a denial with `status` and `reason` that never reached the
+    /// upstream, and returns its audit record.
+    fn assert_denied(
+        &self,
+        reply: &Reply,
+        status: u16,
+        reason: &str,
+        marker: &str,
+    ) -> serde_json::Value {
+        assert_eq!(
+            (reply.status, reply.header("x-celador-reason")),
+            (status, Some(reason)),
+            "{marker}: {reply:?}\ncelador log:\n{}",
+            self.celador.log()
+        );
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert_eq!(reply.json()["reason"], reason);
+        assert!(
+            self.upstream.requests_with(marker).is_empty(),
+            "{marker} reached the upstream"
+        );
+        let records = self.celador.audit_for(marker);
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0]["decision"], "deny");
+        assert_eq!(records[0]["reason"], reason);
+        records[0].clone()
+    }
+}
+
+fn cert(leaf: &Leaf, intermediates: &[&Ca]) -> ClientCert {
+    let mut chain_pem = leaf.pem.clone();
+    for ca in intermediates {
+        chain_pem.push_str(&ca.pem);
+    }
+    ClientCert {
+        chain_pem,
+        key_pem: leaf.key_pem.clone(),
+    }
+}
+
+#[test]
+fn a_valid_svid_is_allowed_by_its_rule_and_reaches_the_upstream_as_itself() {
+    let h = Harness::start();
+    let exporter = cert(&h.example.svid(EXPORTER), &[]);
+    let reply = h.send(
+        "mtls",
+        Some(&exporter),
+        &Call {
+            method: "GET",
+            path: "/export/allowed-1?day=today",
+            headers: &[("user-agent", "nightly-export/1.0")],
+        },
+    );
+    assert_eq!(reply.status, 200, "{reply:?}\n{}", h.celador.log());
+    assert_eq!(reply.body, "upstream ok");
+
+    let seen = h.upstream.requests_with("allowed-1");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header_values("x-spiffe-id"), [EXPORTER]);
+    assert_eq!(
+        seen[0].header_values("x-celador-rule"),
+        ["exporter-read-only"]
+    );
+
+    let records = h.celador.audit_for("allowed-1");
+    let record = &records[0];
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(record["reason"], "allowed");
+    assert_eq!(record["rule"], "exporter-read-only");
+    assert_eq!(record["spiffe_id"], EXPORTER);
+    assert_eq!(record["method"], "GET");
+    assert_eq!(record["path"], "/export/allowed-1");
+    assert_eq!(record["host"], "localhost");
+    assert_eq!(record["headers"]["user-agent"], "nightly-export/1.0");
+    assert_eq!(record["policy_version"].as_str().map(str::len), Some(16));
+    assert!(record["latency_us"].as_u64().is_some());
+    assert!(!record["request_id"].as_str().unwrap_or_default().is_empty());
+}
+
+#[test]
+fn the_same_svid_is_denied_by_rules_and_never_reaches_the_upstream() {
+    let h = Harness::start();
+    let exporter = cert(&h.example.svid(EXPORTER), &[]);
+
+    let post = h.send(
+        "mtls",
+        Some(&exporter),
+        &Call {
+            method: "POST",
+            path: "/export/denied-post",
+            headers: &[("content-length", "0")],
+        },
+    );
+    let record = h.assert_denied(&post, 403, "no_allow_rule", "denied-post");
+    assert_eq!(record["spiffe_id"], EXPORTER);
+    assert_eq!(post.json()["rule"], serde_json::Value::Null);
+
+    let payments = cert(&h.example.svid(PAYMENTS), &[]);
+    let admin = h.send("mtls", Some(&payments), &Call::get("/admin/denied-admin"));
+    let record = h.assert_denied(&admin, 403, "denied_by_rule", "denied-admin");
+    assert_eq!(admin.json()["rule"], "admin-closed");
+    assert_eq!(record["rule"], "admin-closed");
+    assert_eq!(record["spiffe_id"], PAYMENTS);
+    // Envoy normalizes the path before celador sees it, so a dot-dot or
+    // doubled slash cannot sneak past the rule.
+    let sneaky = h.send(
+        "mtls",
+        Some(&payments),
+        &Call::get("/export/..//admin/denied-sneaky"),
+    );
+    h.assert_denied(&sneaky, 403, "denied_by_rule", "denied-sneaky");
+}
+
+#[test]
+fn invalid_svids_are_denied_with_their_reasons() {
+    let h = Harness::start();
+    let cases: Vec<(&str, Leaf, &str)> = vec![
+        (
+            "expired",
+            h.example
+                .leaf()
+                .uri(PAYMENTS)
+                .valid_secs(-7200, -60)
+                .build(),
+            "svid_expired",
+        ),
+        (
+            "not-yet-valid",
+            h.example.leaf().uri(PAYMENTS).valid_secs(600, 7200).build(),
+            "svid_not_yet_valid",
+        ),
+        (
+            "wrong-trust-domain",
+            // other.org's CA vouching for an example.org ID.
+            h.other.svid(PAYMENTS),
+            "svid_untrusted",
+        ),
+        (
+            "ca-leaf",
+            h.example.leaf().uri(PAYMENTS).ca_flag().build(),
+            "svid_ca",
+        ),
+        (
+            "two-uri-sans",
+            h.example.leaf().uri(PAYMENTS).uri(EXPORTER).build(),
+            "svid_uri_san",
+        ),
+        (
+            "dns-only",
+            h.example.leaf().dns("payments.example.org").build(),
+            "svid_uri_san",
+        ),
+        (
+            "uppercase",
+            h.example.svid("spiffe://Example.org/ns/payments/sa/api"),
+            "svid_invalid_id",
+        ),
+        (
+            "dot-dot",
+            h.example
+                .svid("spiffe://example.org/ns/batch/../payments/sa/api"),
+            "svid_invalid_id",
+        ),
+        (
+            "unknown-trust-domain",
+            h.example.svid("spiffe://elsewhere.org/ns/payments/sa/api"),
+            "trust_domain_unknown",
+        ),
+    ];
+    for (name, leaf, reason) in cases {
+        let marker = format!("invalid-{name}");
+        let reply = h.send(
+            "mtls",
+            Some(&cert(&leaf, &[])),
+            &Call::get(&format!("/reports/{marker}")),
+        );
+        let record = h.assert_denied(&reply, 401, reason, &marker);
+        assert_eq!(record["spiffe_id"], serde_json::Value::Null, "{name}");
+        assert!(
+            reply.json()["detail"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{name}"
+        );
+    }
+    // The other trust domain's own SVIDs are fine.
+    let other = cert(
+        &h.other.svid("spiffe://other.org/ns/reports/sa/reader"),
+        &[],
+    );
+    let reply = h.send("mtls", Some(&other), &Call::get("/reports/other-ok"));
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
+
+#[test]
+fn a_request_without_a_client_certificate_is_svid_missing() {
+    let h = Harness::start();
+    let tls = h.send("tls", None, &Call::get("/export/missing-tls"));
+    h.assert_denied(&tls, 401, "svid_missing", "missing-tls");
+    let plain = h.send("plain", None, &Call::get("/export/missing-plain"));
+    h.assert_denied(&plain, 401, "svid_missing", "missing-plain");
+}
+
+#[test]
+fn a_chain_through_an_intermediate_is_verified_from_the_forwarded_chain() {
+    let h = Harness::start();
+    let intermediate = h.example.intermediate("example.org intermediate");
+    let leaf = intermediate.svid(PAYMENTS);
+
+    // Without its intermediate the leaf has no path to the root; failures
+    // are not cached, so the same leaf is judged again below.
+    let leaf_only = h.send(
+        "mtls",
+        Some(&cert(&leaf, &[])),
+        &Call::get("/pay/chain-missing"),
+    );
+    h.assert_denied(&leaf_only, 401, "svid_untrusted", "chain-missing");
+
+    let with_chain = h.send(
+        "mtls",
+        Some(&cert(&leaf, &[&intermediate])),
+        &Call::get("/pay/chain-ok"),
+    );
+    assert_eq!(
+        with_chain.status,
+        200,
+        "{with_chain:?}\n{}",
+        h.celador.log()
+    );
+    assert_eq!(
+        h.upstream.requests_with("chain-ok")[0].header_values("x-spiffe-id"),
+        [PAYMENTS]
+    );
+}
+
+#[test]
+fn forged_identity_headers_give_no_other_identity() {
+    let h = Harness::start();
+    let exporter_leaf = h.example.svid(EXPORTER);
+    let exporter = cert(&exporter_leaf, &[]);
+    let payments_leaf = h.example.svid(PAYMENTS);
+    // An XFCC element claiming the payments identity, chain and all.
+    let forged_xfcc = format!(
+        "By=spiffe://example.org/ns/gw/sa/gw;Hash={};Cert=\"{}\";Chain=\"{}\";URI={PAYMENTS}",
+        sha256_hex(&payments_leaf.der),
+        url_encode(&payments_leaf.pem),
+        url_encode(&payments_leaf.pem),
+    );
+    let forged = [
+        ("x-spiffe-id", PAYMENTS),
+        ("x-forwarded-client-cert", forged_xfcc.as_str()),
+        ("x-celador-rule", "payments-full-access"),
+        ("content-length", "0"),
+    ];
+    // Envoy keeps client XFCC elements on the `append` listener: celador must
+    // ignore them there too.
+    for listener in ["mtls", "append"] {
+        let marker = format!("forged-post-{listener}");
+        let reply = h.send(
+            listener,
+            Some(&exporter),
+            &Call {
+                method: "POST",
+                path: &format!("/export/{marker}"),
+                headers: &forged,
+            },
+        );
+        let record = h.assert_denied(&reply, 403, "no_allow_rule", &marker);
+        assert_eq!(record["spiffe_id"], EXPORTER, "{listener}");
+
+        // Allowed as the exporter, the upstream sees only the verified ID.
+        let marker = format!("forged-get-{listener}");
+        let reply = h.send(
+            listener,
+            Some(&exporter),
+            &Call {
+                method: "GET",
+                path: &format!("/export/{marker}"),
+                headers: &forged,
+            },
+        );
+        assert_eq!(reply.status, 200, "{listener}: {reply:?}");
+        let seen = &h.upstream.requests_with(&marker)[0];
+        assert_eq!(seen.header_values("x-spiffe-id"), [EXPORTER], "{listener}");
+        assert_eq!(
+            seen.header_values("x-celador-rule"),
+            ["exporter-read-only"],
+            "{listener}"
+        );
+    }
+
+    // Without a certificate, forged headers are no identity at all.
+    let reply = h.send(
+        "tls",
+        None,
+        &Call {
+            method: "GET",
+            path: "/export/forged-nocert",
+            headers: &forged,
+        },
+    );
+    h.assert_denied(&reply, 401, "svid_missing", "forged-nocert");
+
+    // A rogue CA in a forged chain is never a trust anchor.
+    let rogue = Ca::root("rogue");
+    let rogue_leaf = rogue.svid(PAYMENTS);
+    let rogue_xfcc = format!(
+        "Hash={};Chain=\"{}\"",
+        sha256_hex(&rogue_leaf.der),
+        url_encode(&format!("{}{}", rogue_leaf.pem, rogue.pem))
+    );
+    let reply = h.send(
+        "append",
+        Some(&cert(&rogue_leaf, &[])),
+        &Call {
+            method: "GET",
+            path: "/pay/forged-rogue",
+            headers: &[("x-forwarded-client-cert", rogue_xfcc.as_str())],
+        },
+    );
+    h.assert_denied(&reply, 401, "svid_untrusted", "forged-rogue");
+    drop(exporter_leaf);
+}
+
+#[test]
+fn every_check_is_audited_once() {
+    let h = Harness::start();
+    let payments = cert(&h.example.svid(PAYMENTS), &[]);
+    for i in 0..5 {
+        let reply = h.send(
+            "mtls",
+            Some(&payments),
+            &Call::get(&format!("/pay/audit-once-{i}")),
+        );
+        assert_eq!(reply.status, 200);
+    }
+    let records = h.celador.audit_for("audit-once-4");
+    assert_eq!(records.len(), 1);
+    let all: Vec<_> = h
+        .celador
+        .audit_records()
+        .into_iter()
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p.contains("audit-once-"))
+        })
+        .collect();
+    assert_eq!(all.len(), 5, "{all:?}");
+    // No header values but the allowlisted ones.
+    assert!(all.iter().all(|r| r["headers"].is_null()), "{all:?}");
+}
+
+#[test]
+fn the_readme_shows_the_envoy_configuration_the_tests_use() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for snippet in [envoy::EXT_AUTHZ_FILTER, envoy::XFCC_SETTINGS] {
+        assert!(
+            readme.contains(snippet),
+            "README.md must contain, verbatim:\n{snippet}"
+        );
+    }
+}
+
+#[test]
+fn terminating_celador_stops_it_cleanly() {
+    let mut h = Harness::start();
+    let payments = cert(&h.example.svid(PAYMENTS), &[]);
+    assert_eq!(
+        h.send("mtls", Some(&payments), &Call::get("/pay/before-stop"))
+            .status,
+        200
+    );
+    let status = h.celador.terminate(Duration::from_secs(20));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        h.celador.log()
+    );
+    // With celador gone, Envoy fails closed: failure_mode_allow is false.
+    let reply = h.send("mtls", Some(&payments), &Call::get("/pay/after-stop"));
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert!(h.upstream.requests_with("after-stop").is_empty());
+}

@@ -1,0 +1,353 @@
+//! `celador serve` as a process: its gRPC API, its health, its exit codes,
+//! and hostile input sent straight to it (bypassing Envoy's own limits).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use prost::Message;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use support::celador::{self, Celador};
+use support::check::{allowed, denial, request};
+use support::pki::Ca;
+
+const POLICY: &str = r#"
+rules:
+  - name: payments
+    effect: allow
+    when: source.id == "spiffe://example.org/ns/payments/sa/api"
+"#;
+
+/// A config directory: a CA for example.org, a policy and a config.
+struct Setup {
+    dir: tempfile::TempDir,
+    ca: Ca,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::root("example.org");
+        std::fs::write(dir.path().join("example.org.pem"), &ca.pem).unwrap();
+        std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+        let setup = Setup { dir, ca };
+        setup.config("");
+        setup
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes the config with `extra` appended, and returns its path.
+    fn config(&self, extra: &str) -> PathBuf {
+        let path = self.path("celador.yaml");
+        std::fs::write(
+            &path,
+            format!("listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\nlog:\n  format: json\n{extra}"),
+        )
+        .unwrap();
+        path
+    }
+}
+
+async fn client(celador: &Celador) -> AuthorizationClient<tonic::transport::Channel> {
+    AuthorizationClient::connect(format!("http://{}", celador.addr))
+        .await
+        .unwrap()
+}
+
+async fn check(celador: &Celador, request: CheckRequest) -> Result<CheckResponse, tonic::Status> {
+    client(celador)
+        .await
+        .check(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn health_reports_serving_for_the_authorization_service() {
+    let setup = Setup::new();
+    let celador = Celador::start(&setup.path("celador.yaml"));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", celador.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    for service in ["", "envoy.service.auth.v3.Authorization"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_valid_svid_is_allowed_with_the_grpc_ok_status() {
+    let setup = Setup::new();
+    let celador = Celador::start(&setup.path("celador.yaml"));
+    let leaf = setup.ca.svid("spiffe://example.org/ns/payments/sa/api");
+    let response = check(&celador, request(&leaf.envoy_encoded(), "GET", "/", &[]))
+        .await
+        .unwrap();
+    assert!(allowed(&response), "{response:?}");
+}
+
+#[tokio::test]
+async fn garbage_empty_and_huge_inputs_get_clear_answers_never_a_panic() {
+    let setup = Setup::new();
+    let celador = Celador::start(&setup.path("celador.yaml"));
+    let leaf = setup.ca.svid("spiffe://example.org/ns/payments/sa/api");
+
+    let garbage = check(
+        &celador,
+        request("%%%not-a-certificate\u{0}", "GET", "/", &[]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(denial(&garbage), Some((401, "svid_malformed".into())));
+    let empty = check(&celador, request("", "GET", "/", &[])).await.unwrap();
+    assert_eq!(denial(&empty), Some((401, "svid_missing".into())));
+    let huge_cert = "A".repeat(2 * 1024 * 1024);
+    let huge = check(&celador, request(&huge_cert, "GET", "/", &[]))
+        .await
+        .unwrap();
+    assert_eq!(denial(&huge), Some((401, "svid_malformed".into())));
+
+    // A 1 MiB header is read like any other; the decision is the rules'.
+    let mebibyte = "x".repeat(1024 * 1024);
+    let big_header = check(
+        &celador,
+        request(
+            &leaf.envoy_encoded(),
+            "GET",
+            "/",
+            &[("x-big", mebibyte.as_str())],
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(allowed(&big_header), "{:?}", denial(&big_header));
+    // So is a 1 MiB XFCC header, which is not even parsed for a cached leaf.
+    let fresh = setup.ca.svid("spiffe://example.org/ns/payments/sa/api");
+    let big_xfcc = check(
+        &celador,
+        request(
+            &fresh.envoy_encoded(),
+            "GET",
+            "/",
+            &[("x-forwarded-client-cert", mebibyte.as_str())],
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(allowed(&big_xfcc), "{:?}", denial(&big_xfcc));
+
+    // Still serving after all of it.
+    let after = check(&celador, request(&leaf.envoy_encoded(), "GET", "/", &[]))
+        .await
+        .unwrap();
+    assert!(allowed(&after));
+    let records = support::wait_for(Duration::from_secs(5), || {
+        let r = celador.audit_records();
+        (r.len() >= 6).then_some(r)
+    })
+    .expect("audit records");
+    assert_eq!(
+        records.len(),
+        6,
+        "one audit record per decision: {records:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_that_is_not_http_is_an_error_for_envoy_to_decide() {
+    let setup = Setup::new();
+    let celador = Celador::start(&setup.path("celador.yaml"));
+    let status = check(&celador, CheckRequest::default()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let network = CheckRequest {
+        attributes: Some(AttributeContext::default()),
+    };
+    let status = check(&celador, network).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("no HTTP request"),
+        "{}",
+        status.message()
+    );
+    let records = support::wait_for(Duration::from_secs(5), || {
+        let r = celador.audit_records();
+        (r.len() == 2).then_some(r)
+    })
+    .expect("two audit records");
+    assert!(
+        records.iter().all(|r| r["decision"] == "error"),
+        "{records:?}"
+    );
+}
+
+/// Runs `celador serve` on a config expected to be refused: (code, stderr).
+fn refused(config: &Path) -> (i32, String) {
+    let (code, _stdout, stderr) = celador::run(&["serve", "--config", config.to_str().unwrap()]);
+    (code, stderr)
+}
+
+#[test]
+fn an_unknown_config_key_exits_64_naming_the_key_and_its_line() {
+    let setup = Setup::new();
+    let (code, stderr) = refused(&setup.config("lisen: 127.0.0.1:1\n"));
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("unknown field `lisen`"), "{stderr}");
+    assert!(stderr.contains("celador.yaml:8:1"), "{stderr}");
+}
+
+#[test]
+fn a_missing_config_exits_64() {
+    let (code, stderr) = refused(Path::new("/nonexistent/celador.yaml"));
+    assert_eq!(code, 64);
+    assert!(
+        stderr.contains("cannot read the config file /nonexistent/celador.yaml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_broken_rules_file_exits_64_with_the_rule_and_its_position() {
+    let setup = Setup::new();
+    std::fs::write(
+        setup.path("policy.yaml"),
+        "rules:\n  - name: typo\n    effect: allow\n    when: request.methd == 'GET'\n",
+    )
+    .unwrap();
+    let (code, stderr) = refused(&setup.path("celador.yaml"));
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("rule 'typo': 'request' has no field 'methd'; did you mean 'method'?"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("policy.yaml:4:19"), "{stderr}");
+}
+
+#[test]
+fn missing_or_garbage_bundles_exit_64_naming_the_trust_domain() {
+    let setup = Setup::new();
+    std::fs::write(setup.path("example.org.pem"), "not a certificate\n").unwrap();
+    let (code, stderr) = refused(&setup.path("celador.yaml"));
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("trust_domains.example.org.bundle"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no PEM CERTIFICATE block"), "{stderr}");
+
+    std::fs::remove_file(setup.path("example.org.pem")).unwrap();
+    let (code, stderr) = refused(&setup.path("celador.yaml"));
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+#[test]
+fn every_startup_problem_is_reported_at_once() {
+    let setup = Setup::new();
+    std::fs::write(setup.path("policy.yaml"), "rules: [").unwrap();
+    std::fs::remove_file(setup.path("example.org.pem")).unwrap();
+    let (code, stderr) = refused(&setup.path("celador.yaml"));
+    assert_eq!(code, 64);
+    assert!(stderr.contains("unclosed bracket"), "{stderr}");
+    assert!(
+        stderr.contains("trust_domains.example.org.bundle"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_busy_listen_address_exits_69() {
+    let setup = Setup::new();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let config = setup.path("busy.yaml");
+    std::fs::write(
+        &config,
+        format!("listen: 127.0.0.1:{port}\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n"),
+    )
+    .unwrap();
+    let (code, stderr) = refused(&config);
+    assert_eq!(code, 69, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_check_finish_then_exits_zero() {
+    let setup = Setup::new();
+    let mut celador = Celador::start(&setup.path("celador.yaml"));
+    let leaf = setup.ca.svid("spiffe://example.org/ns/payments/sa/api");
+
+    // Open a Check stream and send only half of its message.
+    let tcp = tokio::net::TcpStream::connect(celador.addr).await.unwrap();
+    let (mut h2, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let message = request(&leaf.envoy_encoded(), "GET", "/", &[]).encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(&message);
+    let head = http::Request::post(format!(
+        "http://{}/envoy.service.auth.v3.Authorization/Check",
+        celador.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap();
+    let (response, mut body) = h2.send_request(head, false).unwrap();
+    let half = frame.len() / 2;
+    body.send_data(bytes::Bytes::copy_from_slice(&frame[..half]), false)
+        .unwrap();
+
+    // Terminate celador while the check is in flight, then finish sending.
+    let pid_exit = tokio::task::spawn_blocking(move || {
+        let status = celador.terminate(Duration::from_secs(20));
+        (celador, status)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    body.send_data(bytes::Bytes::copy_from_slice(&frame[half..]), true)
+        .unwrap();
+
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("the in-flight check was answered")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.into_body();
+    let mut data = Vec::new();
+    while let Some(chunk) = stream.data().await {
+        data.extend_from_slice(&chunk.unwrap());
+    }
+    let trailers = stream.trailers().await.unwrap().unwrap_or_default();
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.to_str().unwrap()),
+        Some("0")
+    );
+    let answer = CheckResponse::decode(&data[5..]).unwrap();
+    assert!(allowed(&answer), "{answer:?}");
+
+    let (celador, status) = pid_exit.await.unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", celador.log());
+    assert!(celador.log().contains("shutting down"), "{}", celador.log());
+}
