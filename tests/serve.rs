@@ -200,6 +200,35 @@ async fn a_request_that_is_not_http_is_an_error_for_envoy_to_decide() {
     );
 }
 
+#[tokio::test]
+async fn a_failing_deny_rule_denies_and_its_audit_record_says_why() {
+    let setup = Setup::new();
+    std::fs::write(
+        setup.path("policy.yaml"),
+        format!("{POLICY}  - name: debug-off\n    effect: deny\n    when: request.headers['x-debug'] == '1'\n"),
+    )
+    .unwrap();
+    let celador = Celador::start(&setup.path("celador.yaml"));
+    let leaf = setup.ca.svid("spiffe://example.org/ns/payments/sa/api");
+    let response = check(
+        &celador,
+        request(&leaf.envoy_encoded(), "GET", "/rule-error", &[]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(denial(&response), Some((403, "rule_error".into())));
+    let record = &celador.audit_for("/rule-error")[0];
+    assert_eq!(record["rule"], "debug-off");
+    assert_eq!(record["errors"][0]["rule"], "debug-off");
+    assert!(
+        record["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("x-debug"),
+        "{record}"
+    );
+}
+
 /// Runs `celador serve` on a config expected to be refused: (code, stderr).
 fn refused(config: &Path) -> (i32, String) {
     let (code, _stdout, stderr) = celador::run(&["serve", "--config", config.to_str().unwrap()]);
