@@ -13,7 +13,6 @@ mod check;
 #[path = "../tests/support/pki.rs"]
 mod pki;
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
@@ -44,7 +43,7 @@ rules:
 fn authorizer(ca: &pki::Ca, cache_entries: u64) -> Authorizer {
     let policy = Policy::parse(POLICY, Path::new("bench.yaml")).unwrap();
     let bundle = parse_pem(ca.pem.as_bytes(), Path::new("bench.pem")).unwrap();
-    let bundles = TrustBundles::new(HashMap::from([("example.org".to_owned(), bundle)]));
+    let bundles = TrustBundles::from_domains([("example.org".to_owned(), bundle)]);
     Authorizer::new(
         Arc::new(policy),
         Arc::new(bundles),

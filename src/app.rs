@@ -78,9 +78,9 @@ pub fn load_bundles(config: &Config) -> Result<TrustBundles, Vec<StartupError>> 
     let mut domains: HashMap<String, DomainBundle> = HashMap::new();
     let mut errors = Vec::new();
     for (name, td) in &config.trust_domains {
-        match bundle::load_pem_file(&config.resolve(&td.bundle)) {
-            Ok(b) => {
-                domains.insert(name.clone(), b);
+        match bundle::load_file(&config.resolve(&td.bundle)) {
+            Ok(loaded) => {
+                domains.insert(name.clone(), loaded.bundle);
             }
             Err(source) => errors.push(StartupError::Bundle {
                 trust_domain: name.clone(),
@@ -89,7 +89,7 @@ pub fn load_bundles(config: &Config) -> Result<TrustBundles, Vec<StartupError>> 
         }
     }
     if errors.is_empty() {
-        Ok(TrustBundles::new(domains))
+        Ok(TrustBundles::from_domains(domains))
     } else {
         Err(errors)
     }

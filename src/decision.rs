@@ -70,7 +70,10 @@ impl std::fmt::Debug for Authorizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authorizer")
             .field("policy", &self.policy.load().version())
-            .field("bundle_generation", &self.bundles.load().generation())
+            .field(
+                "trust_domains",
+                &self.bundles.load().trust_domains().count(),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -8,6 +8,7 @@
 //! against the bundle of the SPIFFE ID's own trust domain.
 
 pub mod bundle;
+pub mod jwt;
 pub mod spiffe_id;
 pub mod x509;
 pub mod xfcc;
@@ -56,5 +57,15 @@ impl IdentityError {
             reason,
             detail: detail.into(),
         }
+    }
+
+    /// The bundle of a configured trust domain is not (yet) available.
+    pub fn bundle_unavailable(trust_domain: &str) -> Self {
+        IdentityError::new(
+            Reason::BundleUnavailable,
+            format!(
+                "trust domain '{trust_domain}' has no bundle yet: its source has not delivered one"
+            ),
+        )
     }
 }

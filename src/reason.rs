@@ -39,8 +39,35 @@ pub enum Reason {
     SvidNotYetValid,
     /// The chain does not lead to the bundle of the ID's trust domain.
     SvidUntrusted,
-    /// The ID's trust domain has no configured bundle.
+    /// The ID's trust domain is not configured.
     TrustDomainUnknown,
+    /// A JWT-SVID is required and none was sent.
+    JwtMissing,
+    /// The token is not a compact JWS with the JWT-SVID header and claims.
+    JwtMalformed,
+    /// The token's `alg` is not one of the JWT-SVID profile's (or does not
+    /// fit its key).
+    JwtAlgorithm,
+    /// The token's `kid` is not in its trust domain's JWT bundle.
+    JwtUnknownKey,
+    /// The token's signature does not verify.
+    JwtSignature,
+    /// The token has expired (beyond the clock-skew leeway).
+    JwtExpired,
+    /// The token is not valid yet (beyond the clock-skew leeway).
+    JwtNotYetValid,
+    /// The token's audience has none of the configured audiences.
+    JwtAudience,
+    /// The token's `sub` is not a valid SPIFFE ID.
+    JwtInvalidId,
+    /// Either credential would do, and neither was sent.
+    IdentityMissing,
+    /// Not a decision: the trust domain's bundle has not arrived yet (or
+    /// was redacted), so nothing can be verified against it.
+    BundleUnavailable,
+    /// Not a decision: the request cannot be checked (not HTTP, no
+    /// attributes, an invalid `celador.identity` context extension).
+    InvalidRequest,
 }
 
 impl Reason {
@@ -61,16 +88,35 @@ impl Reason {
             Reason::SvidNotYetValid => "svid_not_yet_valid",
             Reason::SvidUntrusted => "svid_untrusted",
             Reason::TrustDomainUnknown => "trust_domain_unknown",
+            Reason::JwtMissing => "jwt_missing",
+            Reason::JwtMalformed => "jwt_malformed",
+            Reason::JwtAlgorithm => "jwt_algorithm",
+            Reason::JwtUnknownKey => "jwt_unknown_key",
+            Reason::JwtSignature => "jwt_signature",
+            Reason::JwtExpired => "jwt_expired",
+            Reason::JwtNotYetValid => "jwt_not_yet_valid",
+            Reason::JwtAudience => "jwt_audience",
+            Reason::JwtInvalidId => "jwt_invalid_id",
+            Reason::IdentityMissing => "identity_missing",
+            Reason::BundleUnavailable => "bundle_unavailable",
+            Reason::InvalidRequest => "invalid_request",
         }
+    }
+
+    /// Whether the reason is no decision but an error, answered with a gRPC
+    /// error status so that Envoy's `failure_mode_allow` decides.
+    pub fn is_error(self) -> bool {
+        matches!(self, Reason::BundleUnavailable | Reason::InvalidRequest)
     }
 
     /// Whether the reason is about the caller's identity (answered with 401)
     /// rather than about policy (answered with 403).
     pub fn is_identity_failure(self) -> bool {
-        !matches!(
-            self,
-            Reason::Allowed | Reason::DeniedByRule | Reason::RuleError | Reason::NoAllowRule
-        )
+        !self.is_error()
+            && !matches!(
+                self,
+                Reason::Allowed | Reason::DeniedByRule | Reason::RuleError | Reason::NoAllowRule
+            )
     }
 
     /// Every reason, for documentation and tests.
@@ -89,6 +135,18 @@ impl Reason {
         Reason::SvidNotYetValid,
         Reason::SvidUntrusted,
         Reason::TrustDomainUnknown,
+        Reason::JwtMissing,
+        Reason::JwtMalformed,
+        Reason::JwtAlgorithm,
+        Reason::JwtUnknownKey,
+        Reason::JwtSignature,
+        Reason::JwtExpired,
+        Reason::JwtNotYetValid,
+        Reason::JwtAudience,
+        Reason::JwtInvalidId,
+        Reason::IdentityMissing,
+        Reason::BundleUnavailable,
+        Reason::InvalidRequest,
     ];
 }
 

@@ -1,68 +1,148 @@
-//! Trust bundles: the root certificates of each trust domain.
+//! Trust bundles: the X.509 authorities and JWT-SVID keys of each trust
+//! domain.
 //!
-//! Data flow: bundle files are loaded into an immutable [`TrustBundles`]
-//! snapshot, each with a fresh generation number. The X.509 verifier looks up
-//! the bundle of the SPIFFE ID's *own* trust domain in it, and keys its cache
-//! on the generation, so a new snapshot invalidates every cached verdict
-//! without any flush logic.
+//! Data flow: bundle sources (files, the Workload API) produce one
+//! [`DomainBundle`] per trust domain; [`TrustBundles`] is the immutable
+//! snapshot of all of them that checks read. Every `DomainBundle` has a
+//! generation of its own, and verifiers' caches remember the generation a
+//! credential was verified under: rotating one trust domain's bundle
+//! invalidates exactly that domain's cached verdicts, with no flush logic.
+//! An SVID is only ever checked against the bundle of its own trust domain.
 
-use std::collections::HashMap;
+pub mod document;
+pub mod jwk;
+
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, TrustAnchor};
 
+use jwk::JwtKey;
+
 /// Generations are unique for the life of the process, across every source.
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
-/// The roots of one trust domain.
+fn next_generation() -> u64 {
+    NEXT_GENERATION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The authorities of one trust domain, at one point in time.
 #[derive(Debug)]
 pub struct DomainBundle {
-    anchors: Vec<TrustAnchor<'static>>,
+    generation: u64,
+    x509: Vec<TrustAnchor<'static>>,
+    jwt: HashMap<String, JwtKey>,
+    /// `spiffe_sequence`, for a SPIFFE bundle document.
+    pub sequence: Option<u64>,
+    /// `spiffe_refresh_hint`, for a SPIFFE bundle document.
+    pub refresh_hint: Option<Duration>,
 }
 
 impl DomainBundle {
-    /// A bundle of the given trust anchors.
-    pub fn new(anchors: Vec<TrustAnchor<'static>>) -> Self {
-        DomainBundle { anchors }
-    }
-
-    /// The X.509 roots, for chain verification.
-    pub fn x509_anchors(&self) -> &[TrustAnchor<'static>] {
-        &self.anchors
-    }
-}
-
-/// An immutable snapshot of every configured trust domain's bundle.
-#[derive(Debug)]
-pub struct TrustBundles {
-    generation: u64,
-    domains: HashMap<String, DomainBundle>,
-}
-
-impl TrustBundles {
-    /// A snapshot of `domains`, with a generation never used before.
-    pub fn new(domains: HashMap<String, DomainBundle>) -> Self {
-        TrustBundles {
-            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
-            domains,
+    /// A bundle of X.509 authorities and JWT keys, with a new generation.
+    pub fn new(x509: Vec<TrustAnchor<'static>>, jwt: HashMap<String, JwtKey>) -> Self {
+        DomainBundle {
+            generation: next_generation(),
+            x509,
+            jwt,
+            sequence: None,
+            refresh_hint: None,
         }
     }
 
-    /// This snapshot's generation; caches key on it.
+    /// The same JWT keys with other X.509 authorities (a new generation).
+    pub fn with_x509(&self, x509: Vec<TrustAnchor<'static>>) -> Self {
+        DomainBundle::new(x509, self.jwt.clone())
+    }
+
+    /// The same X.509 authorities with other JWT keys (a new generation).
+    pub fn with_jwt(&self, jwt: HashMap<String, JwtKey>) -> Self {
+        DomainBundle::new(self.x509.clone(), jwt)
+    }
+
+    /// Unique to this bundle's content and lifetime.
     pub fn generation(&self) -> u64 {
         self.generation
     }
 
-    /// The bundle of `trust_domain`, if it is configured.
-    pub fn get(&self, trust_domain: &str) -> Option<&DomainBundle> {
-        self.domains.get(trust_domain)
+    /// The X.509 authorities, for chain verification.
+    pub fn x509_anchors(&self) -> &[TrustAnchor<'static>] {
+        &self.x509
     }
 
-    /// The configured trust domain names.
+    /// The JWT-SVID key with `kid`.
+    pub fn jwt_key(&self, kid: &str) -> Option<&JwtKey> {
+        self.jwt.get(kid)
+    }
+
+    /// How many JWT-SVID keys the bundle has.
+    pub fn jwt_key_count(&self) -> usize {
+        self.jwt.len()
+    }
+}
+
+/// Where a trust domain stands in a snapshot.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup<'a> {
+    /// Its bundle.
+    Found(&'a DomainBundle),
+    /// Configured, but no bundle has arrived yet (or it was redacted).
+    Pending,
+    /// Not a configured trust domain.
+    Unknown,
+}
+
+/// An immutable snapshot of every configured trust domain's bundle.
+#[derive(Debug, Default, Clone)]
+pub struct TrustBundles {
+    domains: HashMap<String, Arc<DomainBundle>>,
+    pending: BTreeSet<String>,
+}
+
+impl TrustBundles {
+    /// A snapshot of `domains`; `pending` are configured trust domains
+    /// without a bundle yet.
+    pub fn new(domains: HashMap<String, Arc<DomainBundle>>, pending: BTreeSet<String>) -> Self {
+        TrustBundles { domains, pending }
+    }
+
+    /// A snapshot of fully loaded domains.
+    pub fn from_domains(domains: impl IntoIterator<Item = (String, DomainBundle)>) -> Self {
+        TrustBundles {
+            domains: domains
+                .into_iter()
+                .map(|(name, bundle)| (name, Arc::new(bundle)))
+                .collect(),
+            pending: BTreeSet::new(),
+        }
+    }
+
+    /// Where `trust_domain` stands.
+    pub fn lookup(&self, trust_domain: &str) -> Lookup<'_> {
+        match self.domains.get(trust_domain) {
+            Some(bundle) => Lookup::Found(bundle),
+            None if self.pending.contains(trust_domain) => Lookup::Pending,
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// The trust domains with a bundle.
     pub fn trust_domains(&self) -> impl Iterator<Item = &str> {
         self.domains.keys().map(String::as_str)
+    }
+
+    /// The configured trust domains still without a bundle.
+    pub fn pending(&self) -> impl Iterator<Item = &str> {
+        self.pending.iter().map(String::as_str)
+    }
+
+    /// Whether every configured trust domain has a bundle.
+    pub fn is_complete(&self) -> bool {
+        self.pending.is_empty()
     }
 }
 
@@ -101,15 +181,58 @@ pub enum BundleError {
         /// What was wrong with it.
         reason: String,
     },
+    /// A SPIFFE bundle document breaks the spec.
+    #[error("{path}: invalid SPIFFE bundle: {reason}")]
+    Document {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
-/// Loads a PEM file of root certificates.
-pub fn load_pem_file(path: &Path) -> Result<DomainBundle, BundleError> {
+/// A loaded bundle file, with what was skipped in it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The bundle.
+    pub bundle: DomainBundle,
+    /// Keys of the document that were skipped (unknown use or type).
+    pub skipped: Vec<String>,
+}
+
+/// Loads a bundle file: a SPIFFE bundle document if it is JSON, else PEM
+/// root certificates.
+pub fn load_file(path: &Path) -> Result<Loaded, BundleError> {
     let bytes = std::fs::read(path).map_err(|source| BundleError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse_pem(&bytes, path)
+    parse(&bytes, path)
+}
+
+/// Parses bundle file content; `path` is only used in error messages.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<Loaded, BundleError> {
+    let is_json = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    if !is_json {
+        return parse_pem(bytes, path).map(|bundle| Loaded {
+            bundle,
+            skipped: Vec::new(),
+        });
+    }
+    let doc = document::parse(bytes).map_err(|reason| BundleError::Document {
+        path: path.to_owned(),
+        reason,
+    })?;
+    let mut bundle = DomainBundle::new(doc.x509, doc.jwt);
+    bundle.sequence = doc.sequence;
+    bundle.refresh_hint = doc.refresh_hint;
+    Ok(Loaded {
+        bundle,
+        skipped: doc.skipped,
+    })
 }
 
 /// Parses PEM root certificates; `path` is only used in error messages.
@@ -133,14 +256,29 @@ pub fn parse_pem(bytes: &[u8], path: &Path) -> Result<DomainBundle, BundleError>
             path: path.to_owned(),
         });
     }
-    Ok(DomainBundle::new(anchors))
+    Ok(DomainBundle::new(anchors, HashMap::new()))
+}
+
+/// X.509 authorities from concatenated DER certificates (the Workload API's
+/// encoding).
+pub fn anchors_from_der_certs<'a>(
+    certs: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Vec<TrustAnchor<'static>>, String> {
+    certs
+        .into_iter()
+        .map(|der| anchor_from_der(&CertificateDer::from(der)))
+        .collect()
 }
 
 /// A trust anchor from a root certificate's DER, checked to parse as X.509.
 pub fn anchor_from_der(der: &CertificateDer<'_>) -> Result<TrustAnchor<'static>, String> {
     // webpki only extracts subject and key; parse fully so a truncated or
     // garbage block is refused here, not silently trusted.
-    x509_parser::parse_x509_certificate(der).map_err(|e| format!("cannot parse X.509: {e}"))?;
+    let (rest, _) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| format!("cannot parse X.509: {e}"))?;
+    if !rest.is_empty() {
+        return Err("trailing bytes after the certificate".into());
+    }
     webpki::anchor_from_trusted_cert(der)
         .map(|anchor| anchor.to_owned())
         .map_err(|e| format!("{e:?}"))
@@ -172,9 +310,25 @@ mod tests {
     }
 
     #[test]
-    fn every_snapshot_has_a_new_generation() {
-        let a = TrustBundles::new(HashMap::new());
-        let b = TrustBundles::new(HashMap::new());
+    fn every_bundle_has_a_new_generation() {
+        let a = DomainBundle::new(Vec::new(), HashMap::new());
+        let b = DomainBundle::new(Vec::new(), HashMap::new());
         assert_ne!(a.generation(), b.generation());
+        assert_ne!(a.with_x509(Vec::new()).generation(), a.generation());
+    }
+
+    #[test]
+    fn lookups_tell_unknown_from_pending_domains() {
+        let bundles = TrustBundles::new(
+            HashMap::from([(
+                "example.org".to_owned(),
+                Arc::new(DomainBundle::new(Vec::new(), HashMap::new())),
+            )]),
+            BTreeSet::from(["later.org".to_owned()]),
+        );
+        assert!(matches!(bundles.lookup("example.org"), Lookup::Found(_)));
+        assert!(matches!(bundles.lookup("later.org"), Lookup::Pending));
+        assert!(matches!(bundles.lookup("other.org"), Lookup::Unknown));
+        assert!(!bundles.is_complete());
     }
 }

@@ -22,7 +22,7 @@ use webpki::{EndEntityCert, KeyPurposeIdIter};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
-use super::bundle::TrustBundles;
+use super::bundle::{Lookup, TrustBundles};
 use super::spiffe_id::SpiffeId;
 use super::{IdentityError, X509Svid, xfcc};
 use crate::percent;
@@ -54,11 +54,18 @@ impl Default for CacheSettings {
     }
 }
 
-type CacheKey = ([u8; 32], u64);
+type CacheKey = [u8; 32];
+
+/// A verified SVID and the generation of the bundle that verified it.
+#[derive(Clone)]
+struct Verified {
+    svid: Arc<X509Svid>,
+    generation: u64,
+}
 
 /// Verifies X.509-SVIDs and caches the verified ones.
 pub struct X509Verifier {
-    cache: Option<moka::sync::Cache<CacheKey, Arc<X509Svid>>>,
+    cache: Option<moka::sync::Cache<CacheKey, Verified>>,
 }
 
 impl std::fmt::Debug for X509Verifier {
@@ -75,14 +82,15 @@ struct UntilChainExpiry {
     max_ttl: Duration,
 }
 
-impl moka::Expiry<CacheKey, Arc<X509Svid>> for UntilChainExpiry {
+impl moka::Expiry<CacheKey, Verified> for UntilChainExpiry {
     fn expire_after_create(
         &self,
         _key: &CacheKey,
-        svid: &Arc<X509Svid>,
+        verified: &Verified,
         _created_at: Instant,
     ) -> Option<Duration> {
-        let left = svid
+        let left = verified
+            .svid
             .chain_not_after
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
@@ -128,21 +136,32 @@ impl X509Verifier {
             ));
         }
         let Some(cache) = &self.cache else {
-            return verify_uncached(certificate, xfcc, bundles, now).map(Arc::new);
+            return verify_uncached(certificate, xfcc, bundles, now)
+                .map(|(svid, _)| Arc::new(svid));
         };
-        let key = (
-            Sha256::digest(certificate.as_bytes()).into(),
-            bundles.generation(),
-        );
-        if let Some(svid) = cache.get(&key) {
-            // The cache expires entries itself; this guards its granularity.
-            if now < svid.chain_not_after && now >= svid.not_before {
-                return Ok(svid);
+        let key: CacheKey = Sha256::digest(certificate.as_bytes()).into();
+        if let Some(hit) = cache.get(&key) {
+            // Valid only while its trust domain still has the very bundle that
+            // verified it; the cache expires entries itself, and this guards
+            // its granularity.
+            let same_bundle = matches!(
+                bundles.lookup(hit.svid.id.trust_domain()),
+                Lookup::Found(b) if b.generation() == hit.generation
+            );
+            if same_bundle && now < hit.svid.chain_not_after && now >= hit.svid.not_before {
+                return Ok(hit.svid);
             }
             cache.invalidate(&key);
         }
-        let svid = Arc::new(verify_uncached(certificate, xfcc, bundles, now)?);
-        cache.insert(key, Arc::clone(&svid));
+        let (svid, generation) = verify_uncached(certificate, xfcc, bundles, now)?;
+        let svid = Arc::new(svid);
+        cache.insert(
+            key,
+            Verified {
+                svid: Arc::clone(&svid),
+                generation,
+            },
+        );
         Ok(svid)
     }
 }
@@ -151,13 +170,14 @@ fn malformed(detail: impl Into<String>) -> IdentityError {
     IdentityError::new(Reason::SvidMalformed, detail)
 }
 
-/// The full verification, without the cache.
+/// The full verification, without the cache; also returns the generation
+/// of the bundle that verified it.
 pub fn verify_uncached(
     certificate: &str,
     xfcc: Option<&str>,
     bundles: &TrustBundles,
     now: SystemTime,
-) -> Result<X509Svid, IdentityError> {
+) -> Result<(X509Svid, u64), IdentityError> {
     let pem = percent::decode(certificate, false)
         .ok_or_else(|| malformed("source.certificate is not valid URL encoding"))?;
     let leaf = single_certificate(&pem)?;
@@ -192,15 +212,25 @@ pub fn verify_uncached(
         ));
     }
 
-    let Some(bundle) = bundles.get(id.trust_domain()) else {
+    let bundle = match bundles.lookup(id.trust_domain()) {
+        Lookup::Found(bundle) => bundle,
+        Lookup::Pending => return Err(IdentityError::bundle_unavailable(id.trust_domain())),
+        Lookup::Unknown => {
+            return Err(IdentityError::new(
+                Reason::TrustDomainUnknown,
+                format!("trust domain '{}' is not configured", id.trust_domain()),
+            ));
+        }
+    };
+    if bundle.x509_anchors().is_empty() {
         return Err(IdentityError::new(
-            Reason::TrustDomainUnknown,
+            Reason::SvidUntrusted,
             format!(
-                "no trust bundle is configured for trust domain '{}'",
+                "the bundle of '{}' has no X.509 authority",
                 id.trust_domain()
             ),
         ));
-    };
+    }
     let intermediates = xfcc
         .map(|header| intermediates_from_xfcc(header, &leaf))
         .unwrap_or_default();
@@ -229,12 +259,15 @@ pub fn verify_uncached(
                 chain_not_after.min(asn1_to_system(c.validity().not_after.timestamp()));
         }
     }
-    Ok(X509Svid {
-        id,
-        not_before,
-        not_after,
-        chain_not_after,
-    })
+    Ok((
+        X509Svid {
+            id,
+            not_before,
+            not_after,
+            chain_not_after,
+        },
+        bundle.generation(),
+    ))
 }
 
 /// The one certificate of a PEM document.

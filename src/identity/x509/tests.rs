@@ -3,30 +3,25 @@
 #[path = "../../../tests/support/pki.rs"]
 mod pki;
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use pki::{Ca, url_encode, xfcc_with_chain};
 use rcgen::KeyUsagePurpose;
 
 use super::*;
-use crate::identity::bundle::{DomainBundle, parse_pem};
+use crate::identity::bundle::parse_pem;
 
 fn bundles(domains: &[(&str, &Ca)]) -> TrustBundles {
-    let map: HashMap<String, DomainBundle> = domains
-        .iter()
-        .map(|(td, ca)| {
-            (
-                (*td).to_owned(),
-                parse_pem(ca.pem.as_bytes(), Path::new("test.pem")).unwrap(),
-            )
-        })
-        .collect();
-    TrustBundles::new(map)
+    TrustBundles::from_domains(domains.iter().map(|(td, ca)| {
+        (
+            (*td).to_owned(),
+            parse_pem(ca.pem.as_bytes(), Path::new("test.pem")).unwrap(),
+        )
+    }))
 }
 
 fn verify(cert: &str, xfcc: Option<&str>, b: &TrustBundles) -> Result<X509Svid, IdentityError> {
-    verify_uncached(cert, xfcc, b, SystemTime::now())
+    verify_uncached(cert, xfcc, b, SystemTime::now()).map(|(svid, _)| svid)
 }
 
 fn reason_of(result: Result<X509Svid, IdentityError>) -> Reason {

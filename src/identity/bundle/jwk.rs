@@ -1,0 +1,302 @@
+//! JWT-SVID signing keys, from JWKs (RFC 7517/7518).
+//!
+//! Data flow: each `jwt-svid` key of a SPIFFE bundle document, or of a JWT
+//! bundle from the Workload API, is parsed here once, when the bundle loads,
+//! into a [`JwtKey`] ready to verify signatures: nothing about a key is
+//! parsed on the request path.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value};
+
+/// The JWS algorithms of the JWT-SVID profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JwsAlg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256
+    Rs256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384
+    Rs384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512
+    Rs512,
+    /// ECDSA P-256 with SHA-256
+    Es256,
+    /// ECDSA P-384 with SHA-384
+    Es384,
+    /// ECDSA P-521 with SHA-512
+    Es512,
+    /// RSASSA-PSS with SHA-256
+    Ps256,
+    /// RSASSA-PSS with SHA-384
+    Ps384,
+    /// RSASSA-PSS with SHA-512
+    Ps512,
+}
+
+impl JwsAlg {
+    /// The algorithm named `name`, if the JWT-SVID profile allows it.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "RS256" => JwsAlg::Rs256,
+            "RS384" => JwsAlg::Rs384,
+            "RS512" => JwsAlg::Rs512,
+            "ES256" => JwsAlg::Es256,
+            "ES384" => JwsAlg::Es384,
+            "ES512" => JwsAlg::Es512,
+            "PS256" => JwsAlg::Ps256,
+            "PS384" => JwsAlg::Ps384,
+            "PS512" => JwsAlg::Ps512,
+            _ => return None,
+        })
+    }
+
+    /// Its JOSE name.
+    pub fn name(self) -> &'static str {
+        match self {
+            JwsAlg::Rs256 => "RS256",
+            JwsAlg::Rs384 => "RS384",
+            JwsAlg::Rs512 => "RS512",
+            JwsAlg::Es256 => "ES256",
+            JwsAlg::Es384 => "ES384",
+            JwsAlg::Es512 => "ES512",
+            JwsAlg::Ps256 => "PS256",
+            JwsAlg::Ps384 => "PS384",
+            JwsAlg::Ps512 => "PS512",
+        }
+    }
+
+    fn is_rsa(self) -> bool {
+        !matches!(self, JwsAlg::Es256 | JwsAlg::Es384 | JwsAlg::Es512)
+    }
+}
+
+/// An elliptic curve of the profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Curve {
+    /// P-256, for ES256.
+    P256,
+    /// P-384, for ES384.
+    P384,
+    /// P-521, for ES512.
+    P521,
+}
+
+impl Curve {
+    fn coordinate_len(self) -> usize {
+        match self {
+            Curve::P256 => 32,
+            Curve::P384 => 48,
+            Curve::P521 => 66,
+        }
+    }
+
+    fn alg(self) -> JwsAlg {
+        match self {
+            Curve::P256 => JwsAlg::Es256,
+            Curve::P384 => JwsAlg::Es384,
+            Curve::P521 => JwsAlg::Es512,
+        }
+    }
+}
+
+/// A public key, parsed and ready to verify.
+#[derive(Clone)]
+pub enum PublicKey {
+    /// An RSA key of at least 2048 bits.
+    Rsa(jsonwebtoken::DecodingKey),
+    /// A P-256 or P-384 key.
+    Ec(Curve, jsonwebtoken::DecodingKey),
+    /// A P-521 key.
+    P521(Box<p521::ecdsa::VerifyingKey>),
+}
+
+/// A JWT-SVID signing key of a trust domain.
+#[derive(Clone)]
+pub struct JwtKey {
+    /// Its key ID.
+    pub kid: String,
+    /// The algorithm the JWK restricts it to, if it says.
+    pub alg: Option<JwsAlg>,
+    /// The key.
+    pub key: PublicKey,
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.key {
+            PublicKey::Rsa(_) => "RSA",
+            PublicKey::Ec(Curve::P256, _) => "EC P-256",
+            PublicKey::Ec(Curve::P384, _) => "EC P-384",
+            PublicKey::Ec(Curve::P521, _) | PublicKey::P521(_) => "EC P-521",
+        };
+        write!(f, "JwtKey({} {kind})", self.kid)
+    }
+}
+
+impl JwtKey {
+    /// Whether a token signed with `alg` may be verified with this key; the
+    /// error says why not.
+    pub fn accepts(&self, alg: JwsAlg) -> Result<(), String> {
+        if let Some(restricted) = self.alg
+            && restricted != alg
+        {
+            return Err(format!(
+                "the key '{}' is for {}, the token is signed with {}",
+                self.kid,
+                restricted.name(),
+                alg.name()
+            ));
+        }
+        let fits = match &self.key {
+            PublicKey::Rsa(_) => alg.is_rsa(),
+            PublicKey::Ec(curve, _) => curve.alg() == alg,
+            PublicKey::P521(_) => alg == JwsAlg::Es512,
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(format!(
+                "the key '{}' ({self:?}) cannot verify a {} signature",
+                self.kid,
+                alg.name()
+            ))
+        }
+    }
+
+    /// Verifies `signature` (base64url) over `message` with `alg`.
+    pub fn verify(&self, alg: JwsAlg, message: &[u8], signature: &str) -> bool {
+        match &self.key {
+            PublicKey::Rsa(key) | PublicKey::Ec(_, key) => {
+                let algorithm = match alg {
+                    JwsAlg::Rs256 => jsonwebtoken::Algorithm::RS256,
+                    JwsAlg::Rs384 => jsonwebtoken::Algorithm::RS384,
+                    JwsAlg::Rs512 => jsonwebtoken::Algorithm::RS512,
+                    JwsAlg::Ps256 => jsonwebtoken::Algorithm::PS256,
+                    JwsAlg::Ps384 => jsonwebtoken::Algorithm::PS384,
+                    JwsAlg::Ps512 => jsonwebtoken::Algorithm::PS512,
+                    JwsAlg::Es256 => jsonwebtoken::Algorithm::ES256,
+                    JwsAlg::Es384 => jsonwebtoken::Algorithm::ES384,
+                    JwsAlg::Es512 => return false,
+                };
+                jsonwebtoken::crypto::verify(signature, message, key, algorithm).unwrap_or(false)
+            }
+            PublicKey::P521(key) => {
+                use p521::ecdsa::signature::Verifier;
+                let Ok(raw) = URL_SAFE_NO_PAD.decode(signature) else {
+                    return false;
+                };
+                let Ok(signature) = p521::ecdsa::Signature::from_slice(&raw) else {
+                    return false;
+                };
+                alg == JwsAlg::Es512 && key.verify(message, &signature).is_ok()
+            }
+        }
+    }
+}
+
+/// What parsing a JWK gave.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A usable key.
+    Key(JwtKey),
+    /// A key type the profile does not use; the SPIFFE bundle spec says to
+    /// ignore such keys.
+    UnknownType(String),
+}
+
+/// Parses one JWK. `kid` is required; an unknown `kty` is not an error.
+pub fn parse(jwk: &Map<String, Value>) -> Result<Parsed, String> {
+    let kid = match jwk.get("kid") {
+        Some(Value::String(kid)) if !kid.is_empty() => kid.clone(),
+        Some(_) => return Err("'kid' must be a non-empty string".into()),
+        None => return Err("a jwt-svid key needs a 'kid'".into()),
+    };
+    let alg =
+        match jwk.get("alg") {
+            None => None,
+            Some(Value::String(name)) => Some(JwsAlg::parse(name).ok_or_else(|| {
+                format!("key '{kid}': 'alg' {name:?} is not a JWT-SVID algorithm")
+            })?),
+            Some(_) => return Err(format!("key '{kid}': 'alg' must be a string")),
+        };
+    let kty = match jwk.get("kty") {
+        Some(Value::String(kty)) => kty.as_str(),
+        _ => return Err(format!("key '{kid}': 'kty' is required")),
+    };
+    let key = match kty {
+        "EC" => ec_key(jwk, &kid)?,
+        "RSA" => rsa_key(jwk, &kid)?,
+        other => return Ok(Parsed::UnknownType(other.to_owned())),
+    };
+    let key = JwtKey { kid, alg, key };
+    if let Some(alg) = alg {
+        key.accepts(alg)?;
+    }
+    Ok(Parsed::Key(key))
+}
+
+fn field<'a>(jwk: &'a Map<String, Value>, name: &str, kid: &str) -> Result<&'a str, String> {
+    match jwk.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(format!("key '{kid}': '{name}' is required")),
+    }
+}
+
+fn decode(jwk: &Map<String, Value>, name: &str, kid: &str) -> Result<Vec<u8>, String> {
+    URL_SAFE_NO_PAD
+        .decode(field(jwk, name, kid)?)
+        .map_err(|e| format!("key '{kid}': '{name}' is not base64url: {e}"))
+}
+
+fn ec_key(jwk: &Map<String, Value>, kid: &str) -> Result<PublicKey, String> {
+    let curve = match field(jwk, "crv", kid)? {
+        "P-256" => Curve::P256,
+        "P-384" => Curve::P384,
+        "P-521" => Curve::P521,
+        other => {
+            return Err(format!(
+                "key '{kid}': curve {other:?} is not P-256, P-384 or P-521"
+            ));
+        }
+    };
+    let x = decode(jwk, "x", kid)?;
+    let y = decode(jwk, "y", kid)?;
+    let len = curve.coordinate_len();
+    if x.len() != len || y.len() != len {
+        return Err(format!(
+            "key '{kid}': coordinates of a {curve:?} key are {len} bytes"
+        ));
+    }
+    let mut point = Vec::with_capacity(1 + 2 * len);
+    point.push(0x04);
+    point.extend_from_slice(&x);
+    point.extend_from_slice(&y);
+    match curve {
+        Curve::P521 => p521::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+            .map(|k| PublicKey::P521(Box::new(k)))
+            .map_err(|_| format!("key '{kid}': not a point on P-521")),
+        Curve::P256 => p256::PublicKey::from_sec1_bytes(&point)
+            .map(|_| PublicKey::Ec(curve, jsonwebtoken::DecodingKey::from_ec_der(&point)))
+            .map_err(|_| format!("key '{kid}': not a point on P-256")),
+        Curve::P384 => p384::PublicKey::from_sec1_bytes(&point)
+            .map(|_| PublicKey::Ec(curve, jsonwebtoken::DecodingKey::from_ec_der(&point)))
+            .map_err(|_| format!("key '{kid}': not a point on P-384")),
+    }
+}
+
+fn rsa_key(jwk: &Map<String, Value>, kid: &str) -> Result<PublicKey, String> {
+    let n = decode(jwk, "n", kid)?;
+    let e = decode(jwk, "e", kid)?;
+    let significant = n.iter().skip_while(|b| **b == 0).count();
+    if significant * 8 < 2048 {
+        return Err(format!(
+            "key '{kid}': an RSA key of {} bits is too weak; at least 2048 are required",
+            significant * 8
+        ));
+    }
+    if e.is_empty() {
+        return Err(format!("key '{kid}': 'e' is empty"));
+    }
+    Ok(PublicKey::Rsa(
+        jsonwebtoken::DecodingKey::from_rsa_raw_components(&n, &e),
+    ))
+}
