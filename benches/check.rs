@@ -58,6 +58,7 @@ fn authorizer(ca: &pki::Ca, cache_entries: u64) -> Authorizer {
                 max_entries: cache_entries,
                 max_ttl: Duration::from_secs(300),
             },
+            ..DecisionSettings::default()
         },
     )
 }

@@ -10,8 +10,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::decision::{Authorizer, DecisionSettings};
+use crate::decision::{Authorizer, DecisionSettings, TokenSettings};
 use crate::identity::bundle::{self, BundleError, DomainBundle, TrustBundles};
+use crate::identity::jwt::JwtSettings;
 use crate::identity::x509::CacheSettings;
 use crate::policy::{Policy, PolicyError};
 use crate::server::{self, ServeError};
@@ -53,17 +54,28 @@ pub fn authorizer(config: &Config) -> Result<Authorizer, Vec<StartupError>> {
     for warning in policy.warnings() {
         tracing::warn!("{warning}");
     }
+    let svid_cache = CacheSettings {
+        max_entries: config.cache.svid_entries,
+        max_ttl: config.cache.svid_max_ttl.0,
+    };
     let settings = DecisionSettings {
+        requirement: config.identity.require,
+        token: config.identity.jwt.as_ref().map(|jwt| TokenSettings {
+            header: jwt.header.clone(),
+            remove_header: jwt.remove_header,
+            verify: JwtSettings {
+                audiences: jwt.audiences.clone(),
+                leeway: jwt.leeway.0,
+                cache: svid_cache,
+            },
+        }),
         upstream_headers: config
             .upstream_headers
             .iter()
             .map(|(name, source)| (name.clone(), *source))
             .collect(),
         audit_headers: config.audit.headers.clone(),
-        svid_cache: CacheSettings {
-            max_entries: config.cache.svid_entries,
-            max_ttl: config.cache.svid_max_ttl.0,
-        },
+        svid_cache,
     };
     Ok(Authorizer::new(
         Arc::new(policy),

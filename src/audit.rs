@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use serde::Serialize;
 
 use crate::attributes::Attributes;
-use crate::decision::Decision;
+use crate::decision::{CheckError, Decision};
 use crate::policy::RuleError;
 use crate::reason::Reason;
 
@@ -31,8 +31,11 @@ pub struct AuditRecord<'a> {
     pub time: String,
     /// Envoy's request ID.
     pub request_id: &'a str,
-    /// The verified SPIFFE ID, if verification succeeded.
+    /// The SPIFFE ID of the verified X.509-SVID (the mTLS peer).
     pub spiffe_id: Option<&'a str>,
+    /// The SPIFFE ID of the verified JWT-SVID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<&'a str>,
     /// The HTTP method.
     pub method: &'a str,
     /// The host.
@@ -65,7 +68,8 @@ pub fn record(decision: &Decision, attrs: &Attributes<'_>, headers: &[String], l
     let record = AuditRecord {
         time: now_rfc3339(),
         request_id: attrs.request_id,
-        spiffe_id: decision.svid.as_ref().map(|s| s.id.as_str()),
+        spiffe_id: decision.identity.x509.as_ref().map(|s| s.id.as_str()),
+        token_id: decision.identity.jwt.as_ref().map(|t| t.id.as_str()),
         method: attrs.method,
         host: attrs.host,
         path: attrs.path,
@@ -87,8 +91,8 @@ pub fn record(decision: &Decision, attrs: &Attributes<'_>, headers: &[String], l
     emit(&record);
 }
 
-/// Audits a request that could not be checked at all.
-pub fn record_error(request: &CheckRequest, error: &str, latency: Duration) {
+/// Audits a request that could not be decided.
+pub fn record_error(request: &CheckRequest, error: &CheckError, latency: Duration) {
     let http = request
         .attributes
         .as_ref()
@@ -101,13 +105,14 @@ pub fn record_error(request: &CheckRequest, error: &str, latency: Duration) {
         time: now_rfc3339(),
         request_id: field(|h| &h.id),
         spiffe_id: None,
+        token_id: None,
         method: field(|h| &h.method),
         host: field(|h| &h.host),
         path: field(|h| &h.path),
         decision: "error",
         rule: None,
-        reason: None,
-        detail: Some(error),
+        reason: Some(error.reason),
+        detail: Some(&error.detail),
         policy_version: None,
         latency_us: micros(latency),
         errors: &[],

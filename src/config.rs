@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::identity::Requirement;
 use crate::identity::spiffe_id::validate_trust_domain;
 use crate::workload::WorkloadSettings;
 
@@ -33,6 +34,9 @@ pub struct Config {
     pub policy: PathBuf,
     /// The trust domains whose SVIDs are accepted, each with its bundle.
     pub trust_domains: BTreeMap<String, TrustDomainConfig>,
+    /// Which credentials requests must present, and how JWT-SVIDs are read.
+    #[serde(default)]
+    pub identity: IdentityConfig,
     /// Headers set on allowed requests for the upstream, by name; client-sent
     /// copies are replaced.
     #[serde(default)]
@@ -65,6 +69,45 @@ pub struct TrustDomainConfig {
     pub bundle: PathBuf,
 }
 
+/// Which credentials requests must present.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The default requirement; the `celador.identity` context extension
+    /// overrides it per route or virtual host.
+    #[serde(default)]
+    pub require: Requirement,
+    /// How JWT-SVIDs are read and judged; needed for any requirement but
+    /// `x509`.
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+}
+
+/// How JWT-SVIDs are read and judged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The header carrying the token (`authorization: Bearer ...` by default).
+    #[serde(default = "default_jwt_header")]
+    pub header: String,
+    /// A token's `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway: DurationText,
+    /// Whether to remove the token header from allowed requests, so the
+    /// upstream cannot replay it.
+    #[serde(default)]
+    pub remove_header: bool,
+}
+
+fn default_jwt_header() -> String {
+    "authorization".into()
+}
+fn default_leeway() -> DurationText {
+    DurationText(Duration::from_secs(30))
+}
+
 /// What an upstream header carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum HeaderValueSource {
@@ -77,6 +120,9 @@ pub enum HeaderValueSource {
     /// Its path.
     #[serde(rename = "source.path")]
     SourcePath,
+    /// The verified JWT-SVID's SPIFFE ID.
+    #[serde(rename = "token.id")]
+    TokenId,
     /// The name of the allow rule that matched.
     #[serde(rename = "rule")]
     Rule,
@@ -269,6 +315,27 @@ impl Config {
                 ));
             }
         }
+        match (&self.identity.jwt, self.identity.require.reads_jwt()) {
+            (None, true) => problems.push(format!(
+                "identity.require: '{}' reads JWT-SVIDs, so identity.jwt must say which audiences to accept",
+                requirement_name(self.identity.require)
+            )),
+            (Some(jwt), _) => {
+                if jwt.audiences.is_empty() || jwt.audiences.iter().any(String::is_empty) {
+                    problems.push(
+                        "identity.jwt.audiences: list the audiences a token must name (at least one)"
+                            .into(),
+                    );
+                }
+                if !is_header_name(&jwt.header) {
+                    problems.push(format!(
+                        "identity.jwt.header: '{}' is not a lowercase HTTP header name",
+                        jwt.header
+                    ));
+                }
+            }
+            (None, false) => {}
+        }
         for name in self.upstream_headers.keys() {
             if !is_header_name(name) {
                 problems.push(format!(
@@ -306,6 +373,15 @@ impl Config {
         } else {
             self.base_dir.join(path)
         }
+    }
+}
+
+fn requirement_name(r: Requirement) -> &'static str {
+    match r {
+        Requirement::X509 => "x509",
+        Requirement::Jwt => "jwt",
+        Requirement::Either => "either",
+        Requirement::Both => "both",
     }
 }
 
@@ -368,6 +444,33 @@ mod tests {
         ] {
             assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
         }
+    }
+
+    #[test]
+    fn jwt_requirements_need_audiences() {
+        let err = parse(&format!("{MINIMAL}identity:\n  require: either\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("identity.require: 'either' reads JWT-SVIDs"),
+            "{err}"
+        );
+        let err = parse(&format!("{MINIMAL}identity:\n  jwt:\n    audiences: []\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("identity.jwt.audiences"), "{err}");
+        let ok = parse(&format!(
+            "{MINIMAL}identity:\n  require: both\n  jwt:\n    audiences: [payments]\n    leeway: 10s\n"
+        ))
+        .unwrap();
+        let jwt = ok.identity.jwt.unwrap();
+        assert_eq!(jwt.header, "authorization");
+        assert_eq!(jwt.leeway.0, Duration::from_secs(10));
+        assert_eq!(ok.identity.require, Requirement::Both);
+        let bad = parse(&format!("{MINIMAL}identity:\n  require: mtls\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("unknown variant `mtls`"), "{bad}");
     }
 
     #[test]

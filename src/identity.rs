@@ -1,11 +1,15 @@
-//! The caller's verified identity.
+//! The caller's verified identities.
 //!
 //! Data flow: [`crate::attributes`] hands the credentials Envoy forwarded to
-//! the verifiers here; what comes out is an [`Identity`] that the policy
-//! context exposes as `source`, or an [`IdentityError`] that ends the check
-//! with a 401 and a stable [`Reason`]. Nothing here reads a principal string,
-//! a DNS SAN, a subject CN or an identity header: only certificates verified
-//! against the bundle of the SPIFFE ID's own trust domain.
+//! the verifiers here: the mTLS peer's X.509-SVID ([`x509`]) and a JWT-SVID
+//! from a request header ([`jwt`]). What comes out is an [`Identity`] that
+//! rules see as `source` (the direct peer) and `token` (often the original
+//! caller, e.g. an agent acting through a gateway), or an [`IdentityError`]
+//! that ends the check with a 401 and a stable [`Reason`]. The
+//! [`Requirement`] says which credentials a route needs. Nothing here reads a
+//! principal string, a DNS SAN, a subject CN or an identity header: only
+//! credentials verified against the bundle of the SPIFFE ID's own trust
+//! domain.
 
 pub mod bundle;
 pub mod jwt;
@@ -34,10 +38,50 @@ pub struct X509Svid {
 }
 
 /// The verified identities of one request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Identity {
-    /// The mTLS peer's X.509-SVID.
-    pub x509: std::sync::Arc<X509Svid>,
+    /// The mTLS peer's X.509-SVID, if verified.
+    pub x509: Option<std::sync::Arc<X509Svid>>,
+    /// The JWT-SVID, if verified.
+    pub jwt: Option<std::sync::Arc<jwt::JwtSvid>>,
+}
+
+/// Which credentials a request must present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Requirement {
+    /// The mTLS peer's X.509-SVID; a JWT-SVID is not read.
+    #[default]
+    X509,
+    /// A JWT-SVID; the client certificate is not read.
+    Jwt,
+    /// At least one of them; each one presented must be valid.
+    Either,
+    /// Both.
+    Both,
+}
+
+impl Requirement {
+    /// The requirement named `name` (`x509`, `jwt`, `either`, `both`).
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "x509" => Requirement::X509,
+            "jwt" => Requirement::Jwt,
+            "either" => Requirement::Either,
+            "both" => Requirement::Both,
+            _ => return None,
+        })
+    }
+
+    /// Whether a JWT-SVID is read at all.
+    pub fn reads_jwt(self) -> bool {
+        self != Requirement::X509
+    }
+
+    /// Whether the client certificate is read at all.
+    pub fn reads_x509(self) -> bool {
+        self != Requirement::Jwt
+    }
 }
 
 /// Why the caller's identity could not be established.

@@ -31,5 +31,7 @@ pub mod reason;
 pub mod response;
 pub mod server;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 pub mod workload;
 pub mod yaml;

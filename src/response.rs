@@ -28,19 +28,28 @@ use crate::decision::Decision;
 pub const REASON_HEADER: &str = "x-celador-reason";
 
 /// Builds Envoy's answer to `decision`.
+///
+/// An allowed request gets `upstream_headers` set; any of them without a
+/// value (say `token.id` with no token) and every header in `remove` are
+/// removed, so the upstream never sees a client-sent copy.
 pub fn build(
     decision: &Decision,
     attrs: &Attributes<'_>,
     upstream_headers: &[(String, HeaderValueSource)],
+    remove: &[String],
 ) -> CheckResponse {
     let http_response = if decision.allowed {
+        let mut headers = Vec::with_capacity(upstream_headers.len());
+        let mut headers_to_remove = remove.to_vec();
+        for (name, source) in upstream_headers {
+            match header_value(decision, *source) {
+                Some(value) => headers.push(overwrite(name, value)),
+                None => headers_to_remove.push(name.clone()),
+            }
+        }
         HttpResponse::OkResponse(OkHttpResponse {
-            headers: upstream_headers
-                .iter()
-                .filter_map(|(name, source)| {
-                    header_value(decision, *source).map(|value| overwrite(name, value))
-                })
-                .collect(),
+            headers,
+            headers_to_remove,
             ..Default::default()
         })
     } else {
@@ -79,11 +88,12 @@ pub fn build(
 }
 
 fn header_value(decision: &Decision, source: HeaderValueSource) -> Option<&str> {
-    let id = decision.svid.as_ref().map(|s| &s.id);
+    let id = decision.identity.x509.as_ref().map(|s| &s.id);
     match source {
         HeaderValueSource::SourceId => id.map(|id| id.as_str()),
         HeaderValueSource::SourceTrustDomain => id.map(|id| id.trust_domain()),
         HeaderValueSource::SourcePath => id.map(|id| id.path()),
+        HeaderValueSource::TokenId => decision.identity.jwt.as_ref().map(|t| t.id.as_str()),
         HeaderValueSource::Rule => decision.rule.as_deref(),
         HeaderValueSource::PolicyVersion => Some(decision.policy.version()),
     }
@@ -132,8 +142,11 @@ fn metadata(decision: &Decision) -> Struct {
     if let Some(rule) = &decision.rule {
         put("rule", rule);
     }
-    if let Some(svid) = &decision.svid {
+    if let Some(svid) = &decision.identity.x509 {
         put("spiffe_id", svid.id.as_str());
+    }
+    if let Some(token) = &decision.identity.jwt {
+        put("token_id", token.id.as_str());
     }
     Struct {
         fields: fields.into_iter().collect(),

@@ -302,6 +302,34 @@ impl JwtVerifier {
     }
 }
 
+/// The JWT-SVID that header `name` with `value` presents, if any.
+///
+/// In `authorization`, only the `Bearer` scheme presents a token: another
+/// scheme (`Basic`, ...) is the application's business and is not read. In
+/// any other header the value is the token, with or without `Bearer `.
+pub fn token_in_header<'a>(name: &str, value: &'a str) -> Result<Option<&'a str>, IdentityError> {
+    let value = value.trim();
+    let bearer = value
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+        .and_then(|_| value.get(7..));
+    let token = match bearer {
+        Some(token) => token.trim(),
+        None if value.eq_ignore_ascii_case("bearer") => "",
+        None if name == "authorization" => return Ok(None),
+        None => value,
+    };
+    if token.is_empty() {
+        return Err(malformed(format!("the {name} header holds no token")));
+    }
+    if token.contains([',', ' ', '\t']) {
+        return Err(malformed(format!(
+            "the {name} header holds more than one value; send one JWT-SVID"
+        )));
+    }
+    Ok(Some(token))
+}
+
 fn malformed(detail: impl Into<String>) -> IdentityError {
     IdentityError::new(Reason::JwtMalformed, detail)
 }

@@ -13,12 +13,16 @@ use std::time::SystemTime;
 
 use cel::ExecutionError;
 use cel::common::traits::Indexer;
-use cel::common::types::{CelInt, CelMap, CelMapKey, CelString, CelTimestamp, Type};
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp,
+    CelUInt, Type,
+};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 
 use crate::attributes::Attributes;
 use crate::identity::X509Svid;
+use crate::identity::jwt::JwtSvid;
 use crate::percent;
 use crate::workload::Workload;
 
@@ -27,6 +31,8 @@ use crate::workload::Workload;
 pub struct Input<'a> {
     /// The verified X.509-SVID of the peer, if any.
     pub source: Option<&'a X509Svid>,
+    /// The verified JWT-SVID, if any.
+    pub token: Option<&'a JwtSvid>,
     /// The request.
     pub attributes: &'a Attributes<'a>,
     /// The protected workload.
@@ -39,6 +45,7 @@ pub struct Input<'a> {
 #[derive(Debug)]
 pub struct Activation<'a> {
     source: SourceVal<'a>,
+    token: TokenVal<'a>,
     request: RequestVal<'a>,
     destination: DestinationVal<'a>,
     context: LazyMap<'a>,
@@ -61,6 +68,17 @@ impl<'a> Activation<'a> {
                 }),
                 address: attrs.source_address.into(),
                 port: CelInt::from(i64::from(attrs.source_port)),
+            },
+            token: TokenVal {
+                jwt: input.token.map(|jwt| TokenFields {
+                    id: jwt.id.as_str().into(),
+                    trust_domain: jwt.id.trust_domain().into(),
+                    path: jwt.id.path().into(),
+                    expiry: timestamp(jwt.expiry),
+                    jwt,
+                    audience: OnceLock::new(),
+                    claims: OnceLock::new(),
+                }),
             },
             request: RequestVal {
                 id: attrs.request_id.into(),
@@ -96,6 +114,7 @@ impl VariableResolver for Activation<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         Some(match variable {
             "source" => CowVal::Borrowed(&self.source),
+            "token" => CowVal::Borrowed(&self.token),
             "request" => CowVal::Borrowed(&self.request),
             "destination" => CowVal::Borrowed(&self.destination),
             "context" => CowVal::Borrowed(self.context.get()),
@@ -261,6 +280,78 @@ impl<'a> SourceVal<'a> {
     }
 }
 record!(SourceVal, "celador.Source");
+
+#[derive(Debug, Clone)]
+struct TokenFields<'a> {
+    jwt: &'a JwtSvid,
+    id: CelString<'a>,
+    trust_domain: CelString<'a>,
+    path: CelString<'a>,
+    expiry: CelTimestamp,
+    audience: OnceLock<CelList<'a>>,
+    claims: OnceLock<CelMap<'a>>,
+}
+
+#[derive(Debug, Clone)]
+struct TokenVal<'a> {
+    jwt: Option<TokenFields<'a>>,
+}
+
+impl<'a> TokenVal<'a> {
+    fn field<'b>(&'b self, name: &str) -> Result<CowVal<'b, 'a>, ExecutionError> {
+        let Some(t) = &self.jwt else {
+            return Err(ExecutionError::function_error(
+                "token",
+                format!("token.{name}: the request has no verified JWT-SVID"),
+            ));
+        };
+        Ok(match name {
+            "id" => CowVal::Borrowed(&t.id),
+            "trust_domain" => CowVal::Borrowed(&t.trust_domain),
+            "path" => CowVal::Borrowed(&t.path),
+            "expiry" => CowVal::Borrowed(&t.expiry),
+            "audience" => CowVal::Borrowed(t.audience.get_or_init(|| {
+                let items: Vec<Box<dyn Val + 'a>> = t
+                    .jwt
+                    .audience
+                    .iter()
+                    .map(|a| Box::new(CelString::from(a.as_str())) as Box<dyn Val + 'a>)
+                    .collect();
+                CelList::from(items)
+            })),
+            "claims" => CowVal::Borrowed(t.claims.get_or_init(|| json_object(&t.jwt.claims))),
+            _ => return Err(ExecutionError::no_such_key(name)),
+        })
+    }
+}
+record!(TokenVal, "celador.Token");
+
+/// A JSON object as a CEL map, borrowing its strings.
+fn json_object<'a>(object: &'a serde_json::Map<String, serde_json::Value>) -> CelMap<'a> {
+    let entries: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = object
+        .iter()
+        .map(|(k, v)| (CelMapKey::from(k.as_str()), json_value(v)))
+        .collect();
+    CelMap::from(entries)
+}
+
+fn json_value<'a>(value: &'a serde_json::Value) -> Box<dyn Val + 'a> {
+    use serde_json::Value as J;
+    match value {
+        J::Null => Box::new(CelNull),
+        J::Bool(b) => Box::new(CelBool::from(*b)),
+        J::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Box::new(CelInt::from(i)),
+            (None, Some(u)) => Box::new(CelUInt::from(u)),
+            (None, None) => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
+        },
+        J::String(s) => Box::new(CelString::from(s.as_str())),
+        J::Array(items) => Box::new(CelList::from(
+            items.iter().map(json_value).collect::<Vec<_>>(),
+        )),
+        J::Object(object) => Box::new(json_object(object)),
+    }
+}
 
 #[derive(Debug, Clone)]
 struct RequestVal<'a> {

@@ -95,6 +95,10 @@ pub enum FieldTy {
     Timestamp,
     /// `map(string, string)`
     StringMap,
+    /// `list(string)`
+    StringList,
+    /// `map(string, dyn)`
+    DynMap,
     /// One of celador's objects.
     Object(&'static Object),
 }
@@ -107,6 +111,8 @@ impl FieldTy {
             FieldTy::Int => Ty::Int,
             FieldTy::Timestamp => Ty::Timestamp,
             FieldTy::StringMap => Ty::string_map(),
+            FieldTy::StringList => Ty::string_list(),
+            FieldTy::DynMap => Ty::Map(Box::new(Ty::String), Box::new(Ty::Dyn)),
             FieldTy::Object(o) => Ty::Object(o),
         }
     }
@@ -182,6 +188,35 @@ pub static SOURCE: Object = Object {
             "port",
             FieldTy::Int,
             "The peer's port (`attributes.source.address`); 0 when unknown.",
+        ),
+    ],
+};
+
+/// `token`: the verified JWT-SVID.
+pub static TOKEN: Object = Object {
+    name: "celador.Token",
+    fields: &[
+        field(
+            "id",
+            FieldTy::String,
+            "The SPIFFE ID of the verified JWT-SVID (its `sub`), read from the configured header (`authorization: Bearer ...` by default).",
+        ),
+        field(
+            "trust_domain",
+            FieldTy::String,
+            "The trust domain of `token.id`.",
+        ),
+        field("path", FieldTy::String, "The path of `token.id`."),
+        field(
+            "audience",
+            FieldTy::StringList,
+            "The token's `aud`, as a list.",
+        ),
+        field("expiry", FieldTy::Timestamp, "The token's `exp`."),
+        field(
+            "claims",
+            FieldTy::DynMap,
+            "Every claim of the token's payload (`sub`, `aud`, `exp` and any other), as JSON values.",
         ),
     ],
 };
@@ -303,6 +338,11 @@ pub static VARIABLES: &[Field] = &[
         "source",
         FieldTy::Object(&SOURCE),
         "The caller: the peer of the mTLS connection, as proven by its X.509-SVID.",
+    ),
+    field(
+        "token",
+        FieldTy::Object(&TOKEN),
+        "The JWT-SVID the request carries, verified: in a mesh often the original caller, such as an agent acting through a gateway.",
     ),
     field(
         "request",

@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 
 use super::*;
 use crate::attributes::Attributes;
+use crate::identity::jwt::JwtSvid;
 use crate::identity::{SpiffeId, X509Svid};
 use crate::workload::Workload;
 
@@ -51,7 +52,28 @@ fn http(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
     }
 }
 
+fn token(id: &str) -> JwtSvid {
+    JwtSvid {
+        id: SpiffeId::parse(id).unwrap(),
+        audience: vec!["payments".into()],
+        expiry: SystemTime::now() + Duration::from_secs(300),
+        claims: serde_json::json!({"sub": id, "aud": "payments", "tenant": "acme", "scopes": ["read", "export"], "level": 3})
+            .as_object()
+            .unwrap()
+            .clone(),
+    }
+}
+
 fn decide(policy: &Policy, id: &str, request: &CheckRequest) -> Verdict {
+    decide_with_token(policy, id, None, request)
+}
+
+fn decide_with_token(
+    policy: &Policy,
+    id: &str,
+    token: Option<&JwtSvid>,
+    request: &CheckRequest,
+) -> Verdict {
     let attrs = Attributes::from_check_request(request).unwrap();
     let svid = svid(id);
     let workload = Workload {
@@ -61,6 +83,7 @@ fn decide(policy: &Policy, id: &str, request: &CheckRequest) -> Verdict {
     };
     policy.evaluate(Input {
         source: Some(&svid),
+        token,
         attributes: &attrs,
         workload: &workload,
         now: SystemTime::now(),
@@ -233,9 +256,49 @@ fn the_activation_serves_every_field_of_the_schema() {
         conditions.join(" && ")
     );
     let p = policy(&yaml);
-    let v = decide(&p, "spiffe://example.org/a", &http("GET", "/", &[]));
+    let agent = token("spiffe://partner.org/agents/export-bot");
+    let v = decide_with_token(
+        &p,
+        "spiffe://example.org/a",
+        Some(&agent),
+        &http("GET", "/", &[]),
+    );
     assert!(v.allowed, "{v:?}");
-    assert!(conditions.len() >= 20, "{conditions:?}");
+    assert!(conditions.len() >= 25, "{conditions:?}");
+}
+
+#[test]
+fn rules_read_the_jwt_svid_as_token_beside_the_peer_as_source() {
+    let p = policy(
+        r#"
+rules:
+  - name: agent-through-gateway
+    effect: allow
+    when: >
+      source.id == "spiffe://example.org/ns/gw/sa/gateway" &&
+      token.trust_domain == "partner.org" && token.path.startsWith("/agents/") &&
+      "payments" in token.audience && token.expiry > now &&
+      token.claims.tenant == "acme" && "export" in token.claims.scopes &&
+      token.claims.level >= 2
+"#,
+    );
+    let agent = token("spiffe://partner.org/agents/export-bot");
+    let req = http("GET", "/", &[]);
+    let v = decide_with_token(
+        &p,
+        "spiffe://example.org/ns/gw/sa/gateway",
+        Some(&agent),
+        &req,
+    );
+    assert!(v.allowed, "{v:?}");
+    // Without a verified token the rule cannot match, and says why.
+    let v = decide(&p, "spiffe://example.org/ns/gw/sa/gateway", &req);
+    assert!(!v.allowed);
+    assert!(
+        v.errors[0].error.contains("no verified JWT-SVID"),
+        "{:?}",
+        v.errors
+    );
 }
 
 #[test]
@@ -245,6 +308,7 @@ fn a_missing_identity_is_an_evaluation_error_not_an_empty_string() {
     let attrs = Attributes::from_check_request(&req).unwrap();
     let v = p.evaluate(Input {
         source: None,
+        token: None,
         attributes: &attrs,
         workload: &Workload::default(),
         now: SystemTime::now(),
@@ -276,6 +340,7 @@ fn explain_evaluates_every_rule() {
     let svid = svid("spiffe://example.org/ns/payments/sa/api");
     let results = p.explain(Input {
         source: Some(&svid),
+        token: None,
         attributes: &attrs,
         workload: &Workload::default(),
         now: SystemTime::now(),

@@ -1,7 +1,4 @@
-#[path = "../../../tests/support/jwt.rs"]
-mod jwt;
-#[path = "../../../tests/support/pki.rs"]
-mod pki;
+use crate::testing::jwt;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -330,4 +327,35 @@ fn a_pending_trust_domain_is_unavailable_not_unknown() {
         .verify_uncached(&signer.token(&claims(SUB, AUD, 300)), &b, SystemTime::now())
         .unwrap_err();
     assert_eq!(err.reason, Reason::BundleUnavailable);
+}
+
+#[test]
+fn tokens_are_read_from_bearer_authorization_or_a_dedicated_header() {
+    assert_eq!(
+        token_in_header("authorization", "Bearer a.b.c").unwrap(),
+        Some("a.b.c")
+    );
+    assert_eq!(
+        token_in_header("authorization", "bearer  a.b.c ").unwrap(),
+        Some("a.b.c")
+    );
+    assert_eq!(
+        token_in_header("authorization", "Basic dXNlcjpwdw==").unwrap(),
+        None
+    );
+    assert_eq!(
+        token_in_header("x-jwt-svid", "a.b.c").unwrap(),
+        Some("a.b.c")
+    );
+    assert_eq!(
+        token_in_header("x-jwt-svid", "Bearer a.b.c").unwrap(),
+        Some("a.b.c")
+    );
+    for bad in ["Bearer ", "Bearer a.b.c,d.e.f", "Bearer a.b.c d.e.f"] {
+        assert_eq!(
+            token_in_header("authorization", bad).unwrap_err().reason,
+            Reason::JwtMalformed,
+            "{bad}"
+        );
+    }
 }

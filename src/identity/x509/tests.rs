@@ -1,7 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-#[path = "../../../tests/support/pki.rs"]
-mod pki;
+use crate::testing::pki;
 
 use std::path::Path;
 

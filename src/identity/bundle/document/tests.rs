@@ -1,7 +1,4 @@
-#[path = "../../../../tests/support/jwt.rs"]
-mod jwt;
-#[path = "../../../../tests/support/pki.rs"]
-mod pki;
+use crate::testing::{jwt, pki};
 
 use serde_json::json;
 
