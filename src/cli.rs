@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
@@ -62,8 +61,8 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let authorizer = match app::authorizer(&config) {
-        Ok(authorizer) => Arc::new(authorizer),
+    let loaded = match app::load(&config, |name| std::env::var(name).ok()) {
+        Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("celador: cannot start with {}:", path.display());
             for e in &errors {
@@ -83,11 +82,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(app::run(
-        &config,
-        authorizer,
-        crate::server::shutdown_signal(),
-    ));
+    let result = runtime.block_on(app::run(&config, loaded, crate::server::shutdown_signal()));
     match result {
         Ok(()) => {
             tracing::info!("stopped");

@@ -32,8 +32,15 @@ pub struct Config {
     pub listen: String,
     /// The rules file.
     pub policy: PathBuf,
-    /// The trust domains whose SVIDs are accepted, each with its bundle.
+    /// The trust domains whose SVIDs are accepted, each with its bundle's
+    /// source.
     pub trust_domains: BTreeMap<String, TrustDomainConfig>,
+    /// Where the SPIFFE Workload API is, for trust domains that use it.
+    #[serde(default)]
+    pub workload_api: WorkloadApiConfig,
+    /// An HTTP address for `/healthz`, `/readyz` and `/metrics`.
+    #[serde(default)]
+    pub admin: Option<String>,
     /// Which credentials requests must present, and how JWT-SVIDs are read.
     #[serde(default)]
     pub identity: IdentityConfig,
@@ -61,12 +68,28 @@ pub struct Config {
     pub base_dir: PathBuf,
 }
 
-/// One trust domain.
+/// One trust domain and where its bundle comes from: a file, or the
+/// Workload API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustDomainConfig {
-    /// A PEM file of the trust domain's root certificates.
-    pub bundle: PathBuf,
+    /// A bundle file, watched: PEM root certificates, or a SPIFFE bundle
+    /// document (JSON).
+    #[serde(default)]
+    pub bundle: Option<PathBuf>,
+    /// Whether the bundle comes from the SPIFFE Workload API.
+    #[serde(default)]
+    pub workload_api: bool,
+}
+
+/// Where the SPIFFE Workload API is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadApiConfig {
+    /// `unix:///path/to/agent.sock` or `tcp://host:port`; by default the
+    /// `SPIFFE_ENDPOINT_SOCKET` environment variable.
+    #[serde(default)]
+    pub endpoint: Option<String>,
 }
 
 /// Which credentials requests must present.
@@ -308,12 +331,35 @@ impl Config {
             problems
                 .push("trust_domains: at least one trust domain with its bundle is needed".into());
         }
-        for name in self.trust_domains.keys() {
+        for (name, td) in &self.trust_domains {
             if let Err(e) = validate_trust_domain(name) {
                 problems.push(format!(
                     "trust_domains: '{name}' is not a trust domain name: {e}"
                 ));
             }
+            match (&td.bundle, td.workload_api) {
+                (Some(_), true) => problems.push(format!(
+                    "trust_domains.{name}: give either `bundle` or `workload_api: true`, not both"
+                )),
+                (None, false) => problems.push(format!(
+                    "trust_domains.{name}: say where its bundle comes from: `bundle: FILE` or `workload_api: true`"
+                )),
+                _ => {}
+            }
+        }
+        if let Some(endpoint) = &self.workload_api.endpoint
+            && !(endpoint.starts_with("unix:") || endpoint.starts_with("tcp:"))
+        {
+            problems.push(format!(
+                "workload_api.endpoint: '{endpoint}' is not an endpoint like unix:///run/spire/agent.sock or tcp://127.0.0.1:8081"
+            ));
+        }
+        if let Some(admin) = &self.admin
+            && admin.parse::<SocketAddr>().is_err()
+        {
+            problems.push(format!(
+                "admin: '{admin}' is not an address like 127.0.0.1:9901"
+            ));
         }
         match (&self.identity.jwt, self.identity.require.reads_jwt()) {
             (None, true) => problems.push(format!(
@@ -364,6 +410,12 @@ impl Config {
     /// The listen address.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen.parse().ok()
+    }
+
+    /// The Workload API endpoint for trust domains that use it: the config's,
+    /// else the value of `SPIFFE_ENDPOINT_SOCKET` given as `env_endpoint`.
+    pub fn workload_api_endpoint(&self, env_endpoint: Option<String>) -> Option<String> {
+        self.workload_api.endpoint.clone().or(env_endpoint)
     }
 
     /// `path` resolved against the config file's directory.
@@ -429,6 +481,38 @@ mod tests {
         let nested = MINIMAL.replace("bundle:", "bundel:");
         let err = parse(&nested).unwrap_err().to_string();
         assert!(err.contains("unknown field `bundel`"), "{err}");
+    }
+
+    #[test]
+    fn each_trust_domain_names_exactly_one_source() {
+        let both = MINIMAL.replace(
+            "bundle: example.org.pem",
+            "bundle: x.pem\n    workload_api: true",
+        );
+        let err = parse(&both).unwrap_err().to_string();
+        assert!(
+            err.contains("give either `bundle` or `workload_api: true`, not both"),
+            "{err}"
+        );
+        let none = "listen: 127.0.0.1:1\npolicy: p\ntrust_domains:\n  example.org: {}\n";
+        let err = parse(none).unwrap_err().to_string();
+        assert!(err.contains("say where its bundle comes from"), "{err}");
+        let api = "listen: 127.0.0.1:1\npolicy: p\ntrust_domains:\n  example.org:\n    workload_api: true\nworkload_api:\n  endpoint: /tmp/agent.sock\nadmin: nowhere\n";
+        let err = parse(api).unwrap_err().to_string();
+        assert!(
+            err.contains("workload_api.endpoint: '/tmp/agent.sock' is not an endpoint"),
+            "{err}"
+        );
+        assert!(err.contains("admin: 'nowhere' is not an address"), "{err}");
+        let ok = parse(
+            &api.replace("/tmp/agent.sock", "unix:///tmp/agent.sock")
+                .replace("nowhere", "127.0.0.1:9901"),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.workload_api_endpoint(None).as_deref(),
+            Some("unix:///tmp/agent.sock")
+        );
     }
 
     #[test]

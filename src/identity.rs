@@ -14,6 +14,8 @@
 pub mod bundle;
 pub mod jwt;
 pub mod spiffe_id;
+pub mod store;
+pub mod workload_api;
 pub mod x509;
 pub mod xfcc;
 

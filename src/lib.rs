@@ -18,6 +18,7 @@
 //! the trust bundles) are immutable snapshots that the [`decision`] module
 //! swaps atomically, each with a generation that caches key on.
 
+pub mod admin;
 pub mod app;
 pub mod attributes;
 pub mod audit;
@@ -25,9 +26,11 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod identity;
+pub mod metrics;
 pub mod percent;
 pub mod policy;
 pub mod reason;
+pub mod reload;
 pub mod response;
 pub mod server;
 pub mod telemetry;

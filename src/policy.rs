@@ -83,6 +83,23 @@ pub struct PolicyError {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+impl PolicyError {
+    /// The rules file at `path` cannot be read.
+    pub fn unreadable(path: &Path, error: &std::io::Error) -> Self {
+        PolicyError {
+            diagnostics: vec![Diagnostic {
+                severity: Severity::Error,
+                file: path.to_owned(),
+                line: 0,
+                column: 0,
+                rule: None,
+                message: format!("cannot read the rules file: {error}"),
+                line_text: None,
+            }],
+        }
+    }
+}
+
 impl std::fmt::Display for PolicyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let errors = self
@@ -135,17 +152,7 @@ pub enum RuleResult {
 impl Policy {
     /// Loads and compiles the rules file at `path`.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
-            diagnostics: vec![Diagnostic {
-                severity: Severity::Error,
-                file: path.to_owned(),
-                line: 0,
-                column: 0,
-                rule: None,
-                message: format!("cannot read the rules file: {e}"),
-                line_text: None,
-            }],
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError::unreadable(path, &e))?;
         Policy::parse(&text, path)
     }
 

@@ -69,20 +69,28 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { address, source })
 }
 
-/// Serves until `shutdown` completes, then drains for at most `grace`.
+/// Serves until `shutdown` completes, then drains for at most `grace`. The
+/// health service reports `SERVING` while `ready` is true.
 pub async fn serve(
     listener: TcpListener,
     authorizer: Arc<Authorizer>,
+    mut ready: tokio::sync::watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<AuthorizationServer<AuthorizationService>>()
-        .await;
-    reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
+    let initially_ready = *ready.borrow_and_update();
+    set_health(&reporter, initially_ready).await;
+    let readiness = {
+        let reporter = reporter.clone();
+        tokio::spawn(async move {
+            while ready.changed().await.is_ok() {
+                let now = *ready.borrow_and_update();
+                tracing::info!(ready = now, "readiness changed");
+                set_health(&reporter, now).await;
+            }
+        })
+    };
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -106,12 +114,8 @@ pub async fn serve(
         grace_ms = grace.as_millis() as u64,
         "shutting down: finishing in-flight checks"
     );
-    reporter
-        .set_not_serving::<AuthorizationServer<AuthorizationService>>()
-        .await;
-    reporter
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
+    readiness.abort();
+    set_health(&reporter, false).await;
     let _ = stop.send(());
     match tokio::time::timeout(grace, server).await {
         Ok(result) => result.map_err(ServeError::from),
@@ -120,6 +124,21 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+async fn set_health(reporter: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    reporter
+        .set_service_status(
+            <AuthorizationServer<AuthorizationService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    reporter.set_service_status("", status).await;
 }
 
 /// Completes on SIGTERM or SIGINT.
