@@ -12,8 +12,10 @@ pub mod celador;
 pub mod check;
 pub mod envoy;
 pub mod https;
+pub mod jwt;
 pub mod pki;
 pub mod upstream;
+pub mod workload_api;
 
 /// Polls `f` every 20 ms until it returns `Some`, for at most `timeout`.
 pub fn wait_for<T>(timeout: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {

@@ -19,6 +19,8 @@ pub struct Celador {
     child: Option<Child>,
     /// The gRPC address it listens on.
     pub addr: SocketAddr,
+    /// The admin address, when the config has one.
+    pub admin: Option<SocketAddr>,
     audit: Arc<Mutex<Vec<String>>>,
     logs: Arc<Mutex<Vec<String>>>,
 }
@@ -36,15 +38,17 @@ impl Celador {
             .expect("cannot start celador");
         let audit = collect(child.stdout.take().expect("stdout"));
         let logs = collect(child.stderr.take().expect("stderr"));
-        let listening = wait_for(Duration::from_secs(20), || {
+        let address_of = |message: &str| {
             logs.lock().unwrap().iter().find_map(|line| {
                 let v: serde_json::Value = serde_json::from_str(line).ok()?;
-                if v["fields"]["message"] != "listening" {
+                if v["fields"]["message"] != message {
                     return None;
                 }
                 v["fields"]["address"].as_str()?.parse::<SocketAddr>().ok()
             })
-        });
+        };
+        let listening = wait_for(Duration::from_secs(20), || address_of("listening"));
+        let admin = address_of("admin listening");
         let Some(addr) = listening else {
             let _ = child.kill();
             panic!(
@@ -55,6 +59,7 @@ impl Celador {
         Celador {
             child: Some(child),
             addr,
+            admin,
             audit,
             logs,
         }
@@ -85,6 +90,18 @@ impl Celador {
             (!records.is_empty()).then_some(records)
         });
         found.unwrap_or_else(|| panic!("no audit record for {marker}; log:\n{}", self.log()))
+    }
+
+    /// `GET path` on the admin listener: (status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        let admin = self.admin.expect("the config has no admin address");
+        let reply = super::https::plain(admin, &super::https::Call::get(path));
+        (reply.status, reply.body)
+    }
+
+    /// Waits up to `timeout` for a log line containing `text`.
+    pub fn wait_for_log(&self, text: &str, timeout: Duration) -> bool {
+        wait_for(timeout, || self.log().contains(text).then_some(())).is_some()
     }
 
     /// The diagnostic log so far.
