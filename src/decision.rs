@@ -176,7 +176,8 @@ impl Authorizer {
                 return Err(error.status());
             }
         };
-        match self.decide(&attrs, SystemTime::now()) {
+        let now = SystemTime::now();
+        match self.decide(&attrs, now) {
             Ok(decision) => {
                 let response = response::build(
                     &decision,
@@ -188,6 +189,7 @@ impl Authorizer {
                     &decision,
                     &attrs,
                     &self.settings.audit_headers,
+                    now,
                     started.elapsed(),
                 );
                 Ok(response)

@@ -308,6 +308,20 @@ fn evaluate_rule(rule: &Rule, ctx: &Context<'_, '_>) -> RuleResult {
                 value.get_type().name()
             )),
         },
+        Err(cel::ExecutionError::UndeclaredReference(name)) => {
+            // A flattened field (see `flatten_fields`) the activation could
+            // not serve: the checker admits only fields of the schema, so the
+            // credential behind it is absent.
+            RuleResult::Error(match name.split_once('.') {
+                Some(("source", field)) => {
+                    format!("source.{field}: the request has no verified X.509-SVID")
+                }
+                Some(("token", field)) => {
+                    format!("token.{field}: the request has no verified JWT-SVID")
+                }
+                _ => format!("undeclared reference to '{name}'"),
+            })
+        }
         Err(e) => RuleResult::Error(e.to_string()),
     }
 }
@@ -436,6 +450,7 @@ fn compile_rule(
         return None;
     }
     rename_matches(&mut expr);
+    flatten_fields(&mut expr, &mut Vec::new());
     Some(Rule {
         name: Arc::from(spec.name.value.as_str()),
         description: spec.description.clone(),
@@ -468,6 +483,62 @@ fn offset_of_position(source: &str, (line, column): (isize, isize)) -> usize {
         .nth(column - 1)
         .map_or(rest.len(), |(i, _)| i);
     line_start + within
+}
+
+/// Turns `source.id` (a select on a variable) into the single identifier
+/// `source.id`, which the activation resolves in one lookup: `cel` resolves
+/// a select on a name as a qualified name, allocating as it goes. Names that
+/// a comprehension binds (`shadowed`) are left alone.
+fn flatten_fields(expr: &mut IdedExpr, shadowed: &mut Vec<String>) {
+    match &mut expr.expr {
+        Expr::Select(select) if !select.test => {
+            if let Expr::Ident(name) = &select.operand.expr
+                && !shadowed.contains(name)
+                && let Some(schema::FieldTy::Object(object)) = schema::variable(name).map(|v| v.ty)
+                && object.field(&select.field).is_some()
+            {
+                let flat = format!("{name}.{}", select.field);
+                expr.expr = Expr::Ident(flat);
+            } else {
+                flatten_fields(&mut select.operand, shadowed);
+            }
+        }
+        Expr::Select(select) => flatten_fields(&mut select.operand, shadowed),
+        Expr::Call(call) => {
+            if let Some(target) = &mut call.target {
+                flatten_fields(target, shadowed);
+            }
+            for arg in &mut call.args {
+                flatten_fields(arg, shadowed);
+            }
+        }
+        Expr::List(list) => {
+            for element in &mut list.elements {
+                flatten_fields(element, shadowed);
+            }
+        }
+        Expr::Map(map) => {
+            for entry in &mut map.entries {
+                if let cel::common::ast::EntryExpr::MapEntry(e) = &mut entry.expr {
+                    flatten_fields(&mut e.key, shadowed);
+                    flatten_fields(&mut e.value, shadowed);
+                }
+            }
+        }
+        Expr::Comprehension(comp) => {
+            flatten_fields(&mut comp.iter_range, shadowed);
+            flatten_fields(&mut comp.accu_init, shadowed);
+            let depth = shadowed.len();
+            shadowed.push(comp.iter_var.clone());
+            shadowed.extend(comp.iter_var2.clone());
+            shadowed.push(comp.accu_var.clone());
+            flatten_fields(&mut comp.loop_cond, shadowed);
+            flatten_fields(&mut comp.loop_step, shadowed);
+            flatten_fields(&mut comp.result, shadowed);
+            shadowed.truncate(depth);
+        }
+        Expr::Struct(_) | Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
 }
 
 /// Points `matches` calls at the cached implementation (see [`functions`]).

@@ -8,7 +8,7 @@
 //! SPIFFE ID, policy version) for Envoy's access logs, under the
 //! `envoy.filters.http.ext_authz` namespace.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
@@ -128,7 +128,7 @@ fn denial_body(decision: &Decision, attrs: &Attributes<'_>) -> String {
 }
 
 fn metadata(decision: &Decision) -> Struct {
-    let mut fields = BTreeMap::new();
+    let mut fields = HashMap::with_capacity(5);
     let mut put = |key: &str, value: &str| {
         fields.insert(
             key.to_owned(),
@@ -148,7 +148,5 @@ fn metadata(decision: &Decision) -> Struct {
     if let Some(token) = &decision.identity.jwt {
         put("token_id", token.id.as_str());
     }
-    Struct {
-        fields: fields.into_iter().collect(),
-    }
+    Struct { fields }
 }

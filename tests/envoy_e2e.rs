@@ -5,13 +5,15 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::celador::Celador;
 use support::envoy::{self, Envoy, Listener, Setup};
 use support::https::{self, Call, ClientCert, Reply};
+use support::jwt::{Signer, claims, epoch};
 use support::pki::{Ca, Leaf, sha256_hex, url_encode};
 use support::upstream::Upstream;
+use support::workload_api::{WorkloadApi, bundles_for};
 
 const PAYMENTS: &str = "spiffe://example.org/ns/payments/sa/api";
 const EXPORTER: &str = "spiffe://example.org/ns/batch/sa/exporter";
@@ -29,6 +31,11 @@ rules:
   - name: other-org-reports
     effect: allow
     when: source.trust_domain == "other.org" && request.path.startsWith("/reports/")
+  - name: export-agents
+    effect: allow
+    when: >
+      token.trust_domain == "example.org" && token.path.startsWith("/agents/") &&
+      token.claims.purpose == "export" && request.path.startsWith("/agents/export/")
   - name: admin-closed
     effect: deny
     when: request.path.startsWith("/admin/")
@@ -38,6 +45,7 @@ rules:
 struct Harness {
     example: Ca,
     other: Ca,
+    signer: Signer,
     server_ca: Ca,
     upstream: Upstream,
     celador: Celador,
@@ -46,20 +54,37 @@ struct Harness {
 }
 
 impl Harness {
+    /// example.org's bundle is a SPIFFE bundle document (a CA and a JWT
+    /// key) in a file.
     fn start() -> Harness {
+        Harness::start_with(Ca::root("example.org root"), None)
+    }
+
+    /// With `workload_api`, example.org's bundle comes from that endpoint.
+    fn start_with(example: Ca, workload_api: Option<&str>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name);
-        let example = Ca::root("example.org root");
         let other = Ca::root("other.org root");
+        let signer = Signer::es256("example-jwt-1");
         let server_ca = Ca::root("envoy server CA");
         let server = server_ca.leaf().dns("localhost").build();
 
-        std::fs::write(path("example.org.pem"), &example.pem).unwrap();
+        let bundle = support::jwt::spiffe_bundle(&[&example.der], &[&signer], 1);
+        std::fs::write(path("example.org.json"), bundle).unwrap();
         std::fs::write(path("other.org.pem"), &other.pem).unwrap();
         std::fs::write(path("policy.yaml"), POLICY).unwrap();
+        let example_source = match workload_api {
+            Some(_) => "    workload_api: true\n",
+            None => "    bundle: example.org.json\n",
+        };
+        let workload_api_section = workload_api
+            .map(|endpoint| format!("workload_api:\n  endpoint: {endpoint}\n"))
+            .unwrap_or_default();
         std::fs::write(
             path("celador.yaml"),
-            "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n  other.org:\n    bundle: other.org.pem\nupstream_headers:\n  x-spiffe-id: source.id\n  x-celador-rule: rule\naudit:\n  headers: [user-agent]\nlog:\n  format: json\n",
+            format!(
+                "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n{example_source}  other.org:\n    bundle: other.org.pem\n{workload_api_section}identity:\n  jwt:\n    audiences: [payments]\nupstream_headers:\n  x-spiffe-id: source.id\n  x-agent-id: token.id\n  x-celador-rule: rule\naudit:\n  headers: [user-agent]\nlog:\n  format: json\n"
+            ),
         )
         .unwrap();
         std::fs::write(path("server.pem"), &server.pem).unwrap();
@@ -106,6 +131,7 @@ impl Harness {
         Harness {
             example,
             other,
+            signer,
             server_ca,
             upstream,
             celador,
@@ -480,7 +506,11 @@ fn every_check_is_audited_once() {
 fn the_readme_shows_the_envoy_configuration_the_tests_use() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    for snippet in [envoy::EXT_AUTHZ_FILTER, envoy::XFCC_SETTINGS] {
+    for snippet in [
+        envoy::EXT_AUTHZ_FILTER,
+        envoy::XFCC_SETTINGS,
+        envoy::JWT_ROUTE,
+    ] {
         assert!(
             readme.contains(snippet),
             "README.md must contain, verbatim:\n{snippet}"
@@ -508,4 +538,138 @@ fn terminating_celador_stops_it_cleanly() {
     let reply = h.send("mtls", Some(&payments), &Call::get("/pay/after-stop"));
     assert_eq!(reply.status, 403, "{reply:?}");
     assert!(h.upstream.requests_with("after-stop").is_empty());
+}
+
+#[test]
+fn a_jwt_svid_in_a_header_is_allowed_or_denied_by_a_rule_over_token() {
+    let h = Harness::start();
+    const AGENT: &str = "spiffe://example.org/agents/export-bot";
+    let bearer = |claims: &serde_json::Value| format!("Bearer {}", h.signer.token(claims));
+    let with_purpose = |purpose: &str, aud: &str, expires_in: i64| {
+        let mut c = claims(AGENT, aud, expires_in);
+        c["purpose"] = serde_json::json!(purpose);
+        c
+    };
+    // The /agents/ route asks for a JWT-SVID (context extension
+    // celador.identity: jwt): no client certificate is needed.
+    let export = bearer(&with_purpose("export", "payments", 300));
+    let reply = h.send(
+        "tls",
+        None,
+        &Call {
+            method: "GET",
+            path: "/agents/export/jwt-ok",
+            headers: &[("authorization", &export)],
+        },
+    );
+    assert_eq!(reply.status, 200, "{reply:?}\n{}", h.celador.log());
+    let seen = &h.upstream.requests_with("jwt-ok")[0];
+    assert_eq!(seen.header_values("x-agent-id"), [AGENT]);
+    assert_eq!(seen.header_values("x-celador-rule"), ["export-agents"]);
+    assert!(
+        seen.header_values("x-spiffe-id").is_empty(),
+        "no X.509-SVID was read"
+    );
+    let record = &h.celador.audit_for("jwt-ok")[0];
+    assert_eq!(record["token_id"], AGENT);
+    assert_eq!(record["rule"], "export-agents");
+
+    // The rule denies a token with another purpose.
+    let debug = bearer(&with_purpose("debug", "payments", 300));
+    let reply = h.send(
+        "tls",
+        None,
+        &Call {
+            method: "GET",
+            path: "/agents/export/jwt-debug",
+            headers: &[("authorization", &debug)],
+        },
+    );
+    h.assert_denied(&reply, 403, "no_allow_rule", "jwt-debug");
+
+    // Invalid tokens are identity failures, each with its reason.
+    let other_key = Signer::es256("example-jwt-1");
+    let forged = format!(
+        "Bearer {}",
+        other_key.token(&with_purpose("export", "payments", 300))
+    );
+    let not_yet = {
+        let mut c = with_purpose("export", "payments", 600);
+        c["nbf"] = serde_json::json!(epoch(300));
+        bearer(&c)
+    };
+    let cases: [(&str, String, &str); 5] = [
+        (
+            "jwt-expired",
+            bearer(&with_purpose("export", "payments", -300)),
+            "jwt_expired",
+        ),
+        ("jwt-not-yet", not_yet, "jwt_not_yet_valid"),
+        (
+            "jwt-audience",
+            bearer(&with_purpose("export", "billing", 300)),
+            "jwt_audience",
+        ),
+        ("jwt-forged", forged, "jwt_signature"),
+        (
+            "jwt-garbage",
+            "Bearer not.a.jwt".to_owned(),
+            "jwt_malformed",
+        ),
+    ];
+    for (marker, token, reason) in cases {
+        let reply = h.send(
+            "tls",
+            None,
+            &Call {
+                method: "GET",
+                path: &format!("/agents/export/{marker}"),
+                headers: &[("authorization", &token)],
+            },
+        );
+        h.assert_denied(&reply, 401, reason, marker);
+    }
+    let reply = h.send("tls", None, &Call::get("/agents/export/jwt-missing"));
+    h.assert_denied(&reply, 401, "jwt_missing", "jwt-missing");
+}
+
+#[test]
+fn a_ca_rotation_flips_verdicts_through_envoy_without_a_restart() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _context = runtime.enter();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let old_ca = Ca::root("example.org old root");
+    let new_ca = Ca::root("example.org new root");
+    let agent = WorkloadApi::start(&socket, bundles_for("example.org", &[&old_ca.der], None));
+    // Envoy accepts client certificates of either CA (ACCEPT_UNTRUSTED):
+    // which one is trusted is celador's call, from the Workload API.
+    let h = Harness::start_with(old_ca, Some(&agent.endpoint()));
+    let old = cert(&h.example.svid(PAYMENTS), &[]);
+    let new = cert(&new_ca.svid(PAYMENTS), &[]);
+    let status = |client: &ClientCert, marker: &str| {
+        h.send("mtls", Some(client), &Call::get(&format!("/pay/{marker}")))
+            .status
+    };
+
+    let ready = support::wait_for(Duration::from_secs(10), || {
+        (status(&old, "rotation-ready") == 200).then_some(())
+    });
+    assert!(ready.is_some(), "{}", h.celador.log());
+    assert_eq!(status(&new, "rotation-new-before"), 401);
+
+    agent.set(bundles_for("example.org", &[&new_ca.der], None));
+    let rotated = Instant::now();
+    let mut i = 0;
+    let flipped = support::wait_for(Duration::from_secs(1), || {
+        i += 1;
+        (status(&new, &format!("rotation-new-{i}")) == 200
+            && status(&old, &format!("rotation-old-{i}")) == 401)
+            .then(|| rotated.elapsed())
+    });
+    let took =
+        flipped.unwrap_or_else(|| panic!("no flip within a second; log:\n{}", h.celador.log()));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let record = h.celador.audit_for(&format!("rotation-old-{i}"));
+    assert_eq!(record[0]["reason"], "svid_untrusted");
 }

@@ -112,6 +112,20 @@ impl<'a> Activation<'a> {
 
 impl VariableResolver for Activation<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        // `source.id` and the like, flattened at load (see
+        // `policy::flatten_fields`): one lookup instead of a qualified-name
+        // resolution.
+        if let Some((var, field)) = variable.split_once('.') {
+            let value = match var {
+                "source" => self.source.field(field),
+                "token" => self.token.field(field),
+                "request" => self.request.field(field),
+                "destination" => self.destination.field(field),
+                "workload" => self.workload.field(field),
+                _ => return None,
+            };
+            return value.ok();
+        }
         Some(match variable {
             "source" => CowVal::Borrowed(&self.source),
             "token" => CowVal::Borrowed(&self.token),

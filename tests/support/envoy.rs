@@ -29,6 +29,17 @@ pub const EXT_AUTHZ_FILTER: &str = r#"- name: envoy.filters.http.ext_authz
     # An error or timeout of celador denies the request (403).
     failure_mode_allow: false"#;
 
+/// A route whose requests must carry a JWT-SVID: the `celador.identity`
+/// context extension selects it (as the tests and the README configure it).
+pub const JWT_ROUTE: &str = r#"- match: { prefix: "/agents/" }
+  route: { cluster: upstream }
+  typed_per_filter_config:
+    envoy.filters.http.ext_authz:
+      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+      check_settings:
+        context_extensions:
+          celador.identity: jwt"#;
+
 /// The HTTP connection manager settings the tests (and the README) use:
 /// Envoy writes its own XFCC element with the client's chain, so celador can
 /// build paths through intermediates, and drops any a client sent.
@@ -176,6 +187,7 @@ pub fn bootstrap(setup: &Setup<'_>) -> String {
             - name: app
               domains: ["*"]
               routes:
+{jwt_route}
               - match: {{ prefix: "/" }}
                 route: {{ cluster: upstream }}
           http_filters:
@@ -186,6 +198,7 @@ pub fn bootstrap(setup: &Setup<'_>) -> String {
 "#,
             name = l.name,
             xfcc = indent(&xfcc, 2),
+            jwt_route = indent(JWT_ROUTE, 14),
         ));
     }
     format!(

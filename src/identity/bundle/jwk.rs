@@ -101,10 +101,15 @@ impl Curve {
 /// A public key, parsed and ready to verify.
 #[derive(Clone)]
 pub enum PublicKey {
-    /// An RSA key of at least 2048 bits.
-    Rsa(jsonwebtoken::DecodingKey),
-    /// A P-256 or P-384 key.
-    Ec(Curve, jsonwebtoken::DecodingKey),
+    /// An RSA key of at least 2048 bits: modulus and exponent, big-endian.
+    Rsa {
+        /// The modulus.
+        n: Vec<u8>,
+        /// The public exponent.
+        e: Vec<u8>,
+    },
+    /// A P-256 or P-384 key, as an uncompressed SEC1 point.
+    Ec(Curve, Vec<u8>),
     /// A P-521 key.
     P521(Box<p521::ecdsa::VerifyingKey>),
 }
@@ -123,7 +128,7 @@ pub struct JwtKey {
 impl std::fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.key {
-            PublicKey::Rsa(_) => "RSA",
+            PublicKey::Rsa { .. } => "RSA",
             PublicKey::Ec(Curve::P256, _) => "EC P-256",
             PublicKey::Ec(Curve::P384, _) => "EC P-384",
             PublicKey::Ec(Curve::P521, _) | PublicKey::P521(_) => "EC P-521",
@@ -147,7 +152,7 @@ impl JwtKey {
             ));
         }
         let fits = match &self.key {
-            PublicKey::Rsa(_) => alg.is_rsa(),
+            PublicKey::Rsa { .. } => alg.is_rsa(),
             PublicKey::Ec(curve, _) => curve.alg() == alg,
             PublicKey::P521(_) => alg == JwsAlg::Es512,
         };
@@ -164,27 +169,39 @@ impl JwtKey {
 
     /// Verifies `signature` (base64url) over `message` with `alg`.
     pub fn verify(&self, alg: JwsAlg, message: &[u8], signature: &str) -> bool {
+        use ring::signature as sig;
+        let Ok(signature) = URL_SAFE_NO_PAD.decode(signature) else {
+            return false;
+        };
         match &self.key {
-            PublicKey::Rsa(key) | PublicKey::Ec(_, key) => {
-                let algorithm = match alg {
-                    JwsAlg::Rs256 => jsonwebtoken::Algorithm::RS256,
-                    JwsAlg::Rs384 => jsonwebtoken::Algorithm::RS384,
-                    JwsAlg::Rs512 => jsonwebtoken::Algorithm::RS512,
-                    JwsAlg::Ps256 => jsonwebtoken::Algorithm::PS256,
-                    JwsAlg::Ps384 => jsonwebtoken::Algorithm::PS384,
-                    JwsAlg::Ps512 => jsonwebtoken::Algorithm::PS512,
-                    JwsAlg::Es256 => jsonwebtoken::Algorithm::ES256,
-                    JwsAlg::Es384 => jsonwebtoken::Algorithm::ES384,
-                    JwsAlg::Es512 => return false,
+            PublicKey::Rsa { n, e } => {
+                let params: &sig::RsaParameters = match alg {
+                    JwsAlg::Rs256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+                    JwsAlg::Rs384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+                    JwsAlg::Rs512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+                    JwsAlg::Ps256 => &sig::RSA_PSS_2048_8192_SHA256,
+                    JwsAlg::Ps384 => &sig::RSA_PSS_2048_8192_SHA384,
+                    JwsAlg::Ps512 => &sig::RSA_PSS_2048_8192_SHA512,
+                    JwsAlg::Es256 | JwsAlg::Es384 | JwsAlg::Es512 => return false,
                 };
-                jsonwebtoken::crypto::verify(signature, message, key, algorithm).unwrap_or(false)
+                sig::RsaPublicKeyComponents { n, e }
+                    .verify(params, message, &signature)
+                    .is_ok()
+            }
+            PublicKey::Ec(curve, point) => {
+                // JWS carries ECDSA signatures as fixed-width R || S.
+                let algorithm: &sig::EcdsaVerificationAlgorithm = match (curve, alg) {
+                    (Curve::P256, JwsAlg::Es256) => &sig::ECDSA_P256_SHA256_FIXED,
+                    (Curve::P384, JwsAlg::Es384) => &sig::ECDSA_P384_SHA384_FIXED,
+                    _ => return false,
+                };
+                sig::UnparsedPublicKey::new(algorithm, point)
+                    .verify(message, &signature)
+                    .is_ok()
             }
             PublicKey::P521(key) => {
                 use p521::ecdsa::signature::Verifier;
-                let Ok(raw) = URL_SAFE_NO_PAD.decode(signature) else {
-                    return false;
-                };
-                let Ok(signature) = p521::ecdsa::Signature::from_slice(&raw) else {
+                let Ok(signature) = p521::ecdsa::Signature::from_slice(&signature) else {
                     return false;
                 };
                 alg == JwsAlg::Es512 && key.verify(message, &signature).is_ok()
@@ -274,11 +291,13 @@ fn ec_key(jwk: &Map<String, Value>, kid: &str) -> Result<PublicKey, String> {
         Curve::P521 => p521::ecdsa::VerifyingKey::from_sec1_bytes(&point)
             .map(|k| PublicKey::P521(Box::new(k)))
             .map_err(|_| format!("key '{kid}': not a point on P-521")),
+        // ring checks points only when verifying: check them at load, to
+        // refuse a bad key with a reason instead of failing every token.
         Curve::P256 => p256::PublicKey::from_sec1_bytes(&point)
-            .map(|_| PublicKey::Ec(curve, jsonwebtoken::DecodingKey::from_ec_der(&point)))
+            .map(|_| PublicKey::Ec(curve, point))
             .map_err(|_| format!("key '{kid}': not a point on P-256")),
         Curve::P384 => p384::PublicKey::from_sec1_bytes(&point)
-            .map(|_| PublicKey::Ec(curve, jsonwebtoken::DecodingKey::from_ec_der(&point)))
+            .map(|_| PublicKey::Ec(curve, point))
             .map_err(|_| format!("key '{kid}': not a point on P-384")),
     }
 }
@@ -296,7 +315,5 @@ fn rsa_key(jwk: &Map<String, Value>, kid: &str) -> Result<PublicKey, String> {
     if e.is_empty() {
         return Err(format!("key '{kid}': 'e' is empty"));
     }
-    Ok(PublicKey::Rsa(
-        jsonwebtoken::DecodingKey::from_rsa_raw_components(&n, &e),
-    ))
+    Ok(PublicKey::Rsa { n, e })
 }
