@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use support::celador::Celador;
 use support::check::{allowed, denial, request};
@@ -52,6 +55,23 @@ async fn until(celador: &Celador, cert: &str, expected: &str, timeout: Duration)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The gRPC health status of the authorization service.
+async fn health(celador: &Celador) -> i32 {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", celador.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "envoy.service.auth.v3.Authorization".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
 }
 
 fn metric(celador: &Celador, name_and_labels: &str) -> f64 {
@@ -100,6 +120,7 @@ async fn workload_api_bundles_become_ready_rotate_and_survive_agent_loss() {
         (status, body.as_str()),
         (503, "waiting for the trust bundles of: example.org\n")
     );
+    assert_eq!(health(&celador).await, ServingStatus::NotServing as i32);
     assert_eq!(outcome(&celador, &old).await, "Unavailable");
     let record = &celador.audit_for("/")[0];
     assert_eq!(record["decision"], "error", "{record}");
@@ -110,6 +131,7 @@ async fn workload_api_bundles_become_ready_rotate_and_survive_agent_loss() {
     until(&celador, &old, "allowed", Duration::from_secs(10)).await;
     assert_eq!(celador.admin_get("/readyz"), (200, "ready\n".to_owned()));
     assert_eq!(metric(&celador, "celador_ready"), 1.0);
+    assert_eq!(health(&celador).await, ServingStatus::Serving as i32);
 
     // The agent rotates the CA: the verdicts flip within a second.
     let rotated_at = Instant::now();

@@ -12,6 +12,9 @@ use tokio_stream::wrappers::{UnixListenerStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+// Generated: rustfmt must leave it as the generator wrote it, or the check
+// against the proto would fail.
+#[rustfmt::skip]
 #[allow(clippy::all, clippy::pedantic, missing_docs, dead_code)]
 #[path = "workload_api/generated.rs"]
 pub mod pb;

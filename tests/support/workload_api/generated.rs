@@ -13,8 +13,10 @@ pub struct X509svidResponse {
     /// Optional: DER bundles of foreign trust domains, keyed by their
     /// SPIFFE ID.
     #[prost(map = "string, bytes", tag = "3")]
-    pub federated_bundles:
-        ::std::collections::HashMap<::prost::alloc::string::String, ::prost::alloc::vec::Vec<u8>>,
+    pub federated_bundles: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::vec::Vec<u8>,
+    >,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct X509svid {
@@ -45,8 +47,10 @@ pub struct X509BundlesResponse {
     /// Required: DER X.509 bundles (concatenated certificates) keyed by the
     /// SPIFFE ID of their trust domain.
     #[prost(map = "string, bytes", tag = "2")]
-    pub bundles:
-        ::std::collections::HashMap<::prost::alloc::string::String, ::prost::alloc::vec::Vec<u8>>,
+    pub bundles: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::vec::Vec<u8>,
+    >,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct JwtsvidRequest {
@@ -82,8 +86,10 @@ pub struct JwtBundlesRequest {}
 pub struct JwtBundlesResponse {
     /// Required: JWK Sets keyed by the SPIFFE ID of their trust domain.
     #[prost(map = "string, bytes", tag = "1")]
-    pub bundles:
-        ::std::collections::HashMap<::prost::alloc::string::String, ::prost::alloc::vec::Vec<u8>>,
+    pub bundles: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::vec::Vec<u8>,
+    >,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ValidateJwtsvidRequest {
@@ -110,7 +116,7 @@ pub mod spiffe_workload_api_server {
         dead_code,
         missing_docs,
         clippy::wildcard_imports,
-        clippy::let_unit_value
+        clippy::let_unit_value,
     )]
     use tonic::codegen::*;
     /// Generated trait containing gRPC methods that should be implemented for use with SpiffeWorkloadApiServer.
@@ -119,25 +125,33 @@ pub mod spiffe_workload_api_server {
         /// Server streaming response type for the FetchX509SVID method.
         type FetchX509SVIDStream: tonic::codegen::tokio_stream::Stream<
                 Item = std::result::Result<super::X509svidResponse, tonic::Status>,
-            > + std::marker::Send
+            >
+            + std::marker::Send
             + 'static;
         /// X.509-SVID profile: the workload's X.509-SVIDs and bundles, streamed
         /// again whenever they change.
         async fn fetch_x509svid(
             &self,
             request: tonic::Request<super::X509svidRequest>,
-        ) -> std::result::Result<tonic::Response<Self::FetchX509SVIDStream>, tonic::Status>;
+        ) -> std::result::Result<
+            tonic::Response<Self::FetchX509SVIDStream>,
+            tonic::Status,
+        >;
         /// Server streaming response type for the FetchX509Bundles method.
         type FetchX509BundlesStream: tonic::codegen::tokio_stream::Stream<
                 Item = std::result::Result<super::X509BundlesResponse, tonic::Status>,
-            > + std::marker::Send
+            >
+            + std::marker::Send
             + 'static;
         /// X.509-SVID profile: the X.509 bundles alone, streamed again whenever
         /// they change.
         async fn fetch_x509_bundles(
             &self,
             request: tonic::Request<super::X509BundlesRequest>,
-        ) -> std::result::Result<tonic::Response<Self::FetchX509BundlesStream>, tonic::Status>;
+        ) -> std::result::Result<
+            tonic::Response<Self::FetchX509BundlesStream>,
+            tonic::Status,
+        >;
         /// JWT-SVID profile: JWT-SVIDs for the requested audience.
         async fn fetch_jwtsvid(
             &self,
@@ -146,19 +160,26 @@ pub mod spiffe_workload_api_server {
         /// Server streaming response type for the FetchJWTBundles method.
         type FetchJWTBundlesStream: tonic::codegen::tokio_stream::Stream<
                 Item = std::result::Result<super::JwtBundlesResponse, tonic::Status>,
-            > + std::marker::Send
+            >
+            + std::marker::Send
             + 'static;
         /// JWT-SVID profile: the JWT bundles (JWK Sets) keyed by trust domain,
         /// streamed again whenever they change.
         async fn fetch_jwt_bundles(
             &self,
             request: tonic::Request<super::JwtBundlesRequest>,
-        ) -> std::result::Result<tonic::Response<Self::FetchJWTBundlesStream>, tonic::Status>;
+        ) -> std::result::Result<
+            tonic::Response<Self::FetchJWTBundlesStream>,
+            tonic::Status,
+        >;
         /// JWT-SVID profile: validation of a JWT-SVID on the workload's behalf.
         async fn validate_jwtsvid(
             &self,
             request: tonic::Request<super::ValidateJwtsvidRequest>,
-        ) -> std::result::Result<tonic::Response<super::ValidateJwtsvidResponse>, tonic::Status>;
+        ) -> std::result::Result<
+            tonic::Response<super::ValidateJwtsvidResponse>,
+            tonic::Status,
+        >;
     }
     #[derive(Debug)]
     pub struct SpiffeWorkloadApiServer<T> {
@@ -181,7 +202,10 @@ pub mod spiffe_workload_api_server {
                 max_encoding_message_size: None,
             }
         }
-        pub fn with_interceptor<F>(inner: T, interceptor: F) -> InterceptedService<Self, F>
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
         where
             F: tonic::service::Interceptor,
         {
@@ -236,21 +260,24 @@ pub mod spiffe_workload_api_server {
                 "/SpiffeWorkloadAPI/FetchX509SVID" => {
                     #[allow(non_camel_case_types)]
                     struct FetchX509SVIDSvc<T: SpiffeWorkloadApi>(pub Arc<T>);
-                    impl<T: SpiffeWorkloadApi>
-                        tonic::server::ServerStreamingService<super::X509svidRequest>
-                        for FetchX509SVIDSvc<T>
-                    {
+                    impl<
+                        T: SpiffeWorkloadApi,
+                    > tonic::server::ServerStreamingService<super::X509svidRequest>
+                    for FetchX509SVIDSvc<T> {
                         type Response = super::X509svidResponse;
                         type ResponseStream = T::FetchX509SVIDStream;
-                        type Future =
-                            BoxFuture<tonic::Response<Self::ResponseStream>, tonic::Status>;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
                         fn call(
                             &mut self,
                             request: tonic::Request<super::X509svidRequest>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
-                                <T as SpiffeWorkloadApi>::fetch_x509svid(&inner, request).await
+                                <T as SpiffeWorkloadApi>::fetch_x509svid(&inner, request)
+                                    .await
                             };
                             Box::pin(fut)
                         }
@@ -280,21 +307,27 @@ pub mod spiffe_workload_api_server {
                 "/SpiffeWorkloadAPI/FetchX509Bundles" => {
                     #[allow(non_camel_case_types)]
                     struct FetchX509BundlesSvc<T: SpiffeWorkloadApi>(pub Arc<T>);
-                    impl<T: SpiffeWorkloadApi>
-                        tonic::server::ServerStreamingService<super::X509BundlesRequest>
-                        for FetchX509BundlesSvc<T>
-                    {
+                    impl<
+                        T: SpiffeWorkloadApi,
+                    > tonic::server::ServerStreamingService<super::X509BundlesRequest>
+                    for FetchX509BundlesSvc<T> {
                         type Response = super::X509BundlesResponse;
                         type ResponseStream = T::FetchX509BundlesStream;
-                        type Future =
-                            BoxFuture<tonic::Response<Self::ResponseStream>, tonic::Status>;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
                         fn call(
                             &mut self,
                             request: tonic::Request<super::X509BundlesRequest>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
-                                <T as SpiffeWorkloadApi>::fetch_x509_bundles(&inner, request).await
+                                <T as SpiffeWorkloadApi>::fetch_x509_bundles(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
                             };
                             Box::pin(fut)
                         }
@@ -324,18 +357,23 @@ pub mod spiffe_workload_api_server {
                 "/SpiffeWorkloadAPI/FetchJWTSVID" => {
                     #[allow(non_camel_case_types)]
                     struct FetchJWTSVIDSvc<T: SpiffeWorkloadApi>(pub Arc<T>);
-                    impl<T: SpiffeWorkloadApi> tonic::server::UnaryService<super::JwtsvidRequest>
-                        for FetchJWTSVIDSvc<T>
-                    {
+                    impl<
+                        T: SpiffeWorkloadApi,
+                    > tonic::server::UnaryService<super::JwtsvidRequest>
+                    for FetchJWTSVIDSvc<T> {
                         type Response = super::JwtsvidResponse;
-                        type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
                         fn call(
                             &mut self,
                             request: tonic::Request<super::JwtsvidRequest>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
-                                <T as SpiffeWorkloadApi>::fetch_jwtsvid(&inner, request).await
+                                <T as SpiffeWorkloadApi>::fetch_jwtsvid(&inner, request)
+                                    .await
                             };
                             Box::pin(fut)
                         }
@@ -365,21 +403,24 @@ pub mod spiffe_workload_api_server {
                 "/SpiffeWorkloadAPI/FetchJWTBundles" => {
                     #[allow(non_camel_case_types)]
                     struct FetchJWTBundlesSvc<T: SpiffeWorkloadApi>(pub Arc<T>);
-                    impl<T: SpiffeWorkloadApi>
-                        tonic::server::ServerStreamingService<super::JwtBundlesRequest>
-                        for FetchJWTBundlesSvc<T>
-                    {
+                    impl<
+                        T: SpiffeWorkloadApi,
+                    > tonic::server::ServerStreamingService<super::JwtBundlesRequest>
+                    for FetchJWTBundlesSvc<T> {
                         type Response = super::JwtBundlesResponse;
                         type ResponseStream = T::FetchJWTBundlesStream;
-                        type Future =
-                            BoxFuture<tonic::Response<Self::ResponseStream>, tonic::Status>;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
                         fn call(
                             &mut self,
                             request: tonic::Request<super::JwtBundlesRequest>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
-                                <T as SpiffeWorkloadApi>::fetch_jwt_bundles(&inner, request).await
+                                <T as SpiffeWorkloadApi>::fetch_jwt_bundles(&inner, request)
+                                    .await
                             };
                             Box::pin(fut)
                         }
@@ -409,19 +450,23 @@ pub mod spiffe_workload_api_server {
                 "/SpiffeWorkloadAPI/ValidateJWTSVID" => {
                     #[allow(non_camel_case_types)]
                     struct ValidateJWTSVIDSvc<T: SpiffeWorkloadApi>(pub Arc<T>);
-                    impl<T: SpiffeWorkloadApi>
-                        tonic::server::UnaryService<super::ValidateJwtsvidRequest>
-                        for ValidateJWTSVIDSvc<T>
-                    {
+                    impl<
+                        T: SpiffeWorkloadApi,
+                    > tonic::server::UnaryService<super::ValidateJwtsvidRequest>
+                    for ValidateJWTSVIDSvc<T> {
                         type Response = super::ValidateJwtsvidResponse;
-                        type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
                         fn call(
                             &mut self,
                             request: tonic::Request<super::ValidateJwtsvidRequest>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
-                                <T as SpiffeWorkloadApi>::validate_jwtsvid(&inner, request).await
+                                <T as SpiffeWorkloadApi>::validate_jwtsvid(&inner, request)
+                                    .await
                             };
                             Box::pin(fut)
                         }
@@ -448,19 +493,25 @@ pub mod spiffe_workload_api_server {
                     };
                     Box::pin(fut)
                 }
-                _ => Box::pin(async move {
-                    let mut response = http::Response::new(tonic::body::Body::default());
-                    let headers = response.headers_mut();
-                    headers.insert(
-                        tonic::Status::GRPC_STATUS,
-                        (tonic::Code::Unimplemented as i32).into(),
-                    );
-                    headers.insert(
-                        http::header::CONTENT_TYPE,
-                        tonic::metadata::GRPC_CONTENT_TYPE,
-                    );
-                    Ok(response)
-                }),
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
             }
         }
     }
