@@ -187,6 +187,7 @@ impl Sinks {
                     x509_authorities = loaded.bundle.x509_anchors().len(),
                     jwt_keys = loaded.bundle.jwt_key_count(),
                     sequence = loaded.bundle.sequence,
+                    refresh_hint_secs = loaded.bundle.refresh_hint.map(|d| d.as_secs()),
                     "trust bundle reloaded"
                 );
                 self.store.replace(trust_domain, loaded.bundle);

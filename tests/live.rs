@@ -164,6 +164,20 @@ async fn workload_api_bundles_become_ready_rotate_and_survive_agent_loss() {
     agent.set(bundles_for("other.org", &[&new_ca.der], None));
     until(&celador, &old, "Unavailable", Duration::from_secs(2)).await;
     assert_eq!(celador.admin_get("/readyz").0, 503);
+
+    // Back, then denied: PermissionDenied redacts every bundle too.
+    agent.set(bundles_for("example.org", &[&old_ca.der], None));
+    until(&celador, &old, "allowed", Duration::from_secs(2)).await;
+    agent.deny();
+    until(&celador, &old, "Unavailable", Duration::from_secs(2)).await;
+    assert!(
+        celador.wait_for_log(
+            "the Workload API denied the X.509 bundles; redacting them",
+            Duration::from_secs(2)
+        ),
+        "{}",
+        celador.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,8 @@
 //! `FetchJWTBundles`, each deliver the complete set of bundles the agent
 //! vouches for; every message updates the configured trust domains in the
 //! [`BundleStore`]. A trust domain missing from a message is redacted, as
-//! the Workload API spec says. A lost connection or a failed stream keeps
+//! the Workload API spec says, and so is every bundle of a stream the agent
+//! denies (`PermissionDenied`). A lost connection or any other failure keeps
 //! the last bundles and reconnects with jittered exponential backoff.
 
 use std::collections::{BTreeSet, HashMap};
@@ -73,12 +74,33 @@ async fn stream_forever(
     let mut jitter = Jitter::new();
     loop {
         match stream_once(&source, &store, kind, &mut backoff).await {
-            Ok(()) => {
-                tracing::warn!(endpoint = %source.endpoint, "the Workload API ended its stream of {}; keeping the last bundles", kind.name())
+            Ok(()) => tracing::warn!(
+                endpoint = %source.endpoint,
+                "the Workload API ended its stream of {}; keeping the last bundles",
+                kind.name()
+            ),
+            // The spec: a PermissionDenied status redacts every bundle.
+            Err(StreamError::Denied(e)) => {
+                tracing::warn!(
+                    endpoint = %source.endpoint,
+                    error = %e,
+                    "the Workload API denied the {}; redacting them",
+                    kind.name()
+                );
+                for td in &source.trust_domains {
+                    let redaction = match kind {
+                        Kind::X509 => PartUpdate::X509(None),
+                        Kind::Jwt => PartUpdate::Jwt(None),
+                    };
+                    store.update_part(td, redaction);
+                }
             }
-            Err(e) => {
-                tracing::warn!(endpoint = %source.endpoint, error = %e, "the Workload API stream of {} failed; keeping the last bundles", kind.name())
-            }
+            Err(StreamError::Failed(e)) => tracing::warn!(
+                endpoint = %source.endpoint,
+                error = %e,
+                "the Workload API stream of {} failed; keeping the last bundles",
+                kind.name()
+            ),
         }
         metrics.workload_api_errors.inc();
         tokio::time::sleep(jitter.apply(backoff)).await;
@@ -93,18 +115,18 @@ async fn stream_once(
     store: &BundleStore,
     kind: Kind,
     backoff: &mut Duration,
-) -> Result<(), String> {
+) -> Result<(), StreamError> {
     let client = WorkloadApiClient::connect_to(&source.endpoint)
         .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|e| StreamError::Failed(format!("cannot connect: {e}")))?;
     match kind {
         Kind::X509 => {
             let mut stream = client
                 .stream_x509_bundles()
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(StreamError::from)?;
             while let Some(message) = stream.next().await {
-                let set = message.map_err(|e| e.to_string())?;
+                let set = message.map_err(StreamError::from)?;
                 *backoff = INITIAL_BACKOFF;
                 for td in &source.trust_domains {
                     let update = match TrustDomain::new(td).ok().and_then(|t| set.get(&t)) {
@@ -134,9 +156,9 @@ async fn stream_once(
             let mut stream = client
                 .stream_jwt_bundles()
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(StreamError::from)?;
             while let Some(message) = stream.next().await {
-                let set = message.map_err(|e| e.to_string())?;
+                let set = message.map_err(StreamError::from)?;
                 *backoff = INITIAL_BACKOFF;
                 for td in &source.trust_domains {
                     let update = TrustDomain::new(td)
@@ -154,6 +176,24 @@ async fn stream_once(
         }
     }
     Ok(())
+}
+
+/// Why a stream stopped.
+enum StreamError {
+    /// The agent refused: every bundle of this kind is redacted.
+    Denied(String),
+    /// Anything else: the last bundles stay in use.
+    Failed(String),
+}
+
+impl From<spiffe::WorkloadApiError> for StreamError {
+    fn from(e: spiffe::WorkloadApiError) -> Self {
+        match e {
+            spiffe::WorkloadApiError::PermissionDenied(_)
+            | spiffe::WorkloadApiError::NoIdentityIssued => StreamError::Denied(e.to_string()),
+            other => StreamError::Failed(other.to_string()),
+        }
+    }
 }
 
 fn log_update<T>(td: &str, what: &str, update: &Option<T>, changed: bool) {

@@ -29,6 +29,8 @@ pub struct Bundles {
     pub x509: HashMap<String, Vec<u8>>,
     /// JWK Set JSON per trust domain.
     pub jwt: HashMap<String, Vec<u8>>,
+    /// Whether the agent refuses the workload (`PermissionDenied`).
+    pub denied: bool,
 }
 
 /// A running test Workload API.
@@ -77,6 +79,9 @@ impl SpiffeWorkloadApi for Service {
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         check_metadata(&request)?;
         let stream = WatchStream::new(self.bundles.clone()).map(|b| {
+            if b.denied {
+                return Err(Status::permission_denied("no identity issued"));
+            }
             Ok(pb::X509BundlesResponse {
                 crl: Vec::new(),
                 bundles: b.x509,
@@ -99,8 +104,12 @@ impl SpiffeWorkloadApi for Service {
         request: Request<pb::JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         check_metadata(&request)?;
-        let stream = WatchStream::new(self.bundles.clone())
-            .map(|b| Ok(pb::JwtBundlesResponse { bundles: b.jwt }));
+        let stream = WatchStream::new(self.bundles.clone()).map(|b| {
+            if b.denied {
+                return Err(Status::permission_denied("no identity issued"));
+            }
+            Ok(pb::JwtBundlesResponse { bundles: b.jwt })
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -142,6 +151,14 @@ impl WorkloadApi {
     /// Pushes new bundles to every open stream.
     pub fn set(&self, bundles: Bundles) {
         self.bundles.send_replace(bundles);
+    }
+
+    /// Refuses the workload from now on (`PermissionDenied`).
+    pub fn deny(&self) {
+        self.bundles.send_replace(Bundles {
+            denied: true,
+            ..Bundles::default()
+        });
     }
 
     /// Vanishes like a crashed agent: connections drop, the socket goes.
