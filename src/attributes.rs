@@ -5,6 +5,8 @@
 //! audit) sees [`Attributes`]. Nothing is copied except when Envoy sent raw
 //! headers (`encode_raw_headers: true`), which are decoded once into a map.
 
+pub mod json;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

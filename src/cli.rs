@@ -1,9 +1,12 @@
-//! The command line: `celador serve`.
+//! The command line: `celador serve`, and the rule author's tools `check`,
+//! `test` and `eval`.
 //!
 //! Data flow: arguments are parsed here and each command runs to an exit
-//! code; `main.rs` only calls [`main`]. Exit codes: 0 success, 64 a config,
-//! rules file or bundle that cannot be used, 69 the listen address cannot be
-//! bound, 1 any other failure.
+//! code; `main.rs` only calls [`main`]. `serve` exits with 0 after a clean
+//! shutdown, 64 for a config, rules file or bundle that cannot be used, 69
+//! when an address cannot be bound, 1 on any other failure. The tools exit
+//! with 0 when all is well and 1 when they found a problem (2 for bad
+//! arguments, as usual).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +15,9 @@ use clap::{Parser, Subcommand};
 
 use crate::app;
 use crate::config::Config;
+use crate::policy::{Policy, Severity};
 use crate::server::ServeError;
+use crate::{explain, suite};
 
 /// Exit code for unusable configuration (sysexits EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
@@ -36,6 +41,40 @@ enum Command {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
     },
+    /// Check rules files: every error and warning, with its position.
+    Check {
+        /// Rules files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Fail on warnings too.
+        #[arg(long)]
+        deny_warnings: bool,
+        /// `text` or `json`.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
+    /// Run policy test suites (`*_test.yaml` files, or the files given).
+    Test {
+        /// Suite files, or directories to search for `*_test.yaml`.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Also write the results as JUnit XML to this file.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
+    /// Explain the decision of rules on one input: a test case, or an Envoy
+    /// CheckRequest in JSON.
+    Eval {
+        /// The rules file.
+        #[arg(long, value_name = "FILE")]
+        rules: PathBuf,
+        /// The input.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// `text` or `json`.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
 }
 
 /// Runs the command line and returns the process exit code.
@@ -43,6 +82,108 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(&config),
+        Command::Check {
+            files,
+            deny_warnings,
+            format,
+        } => check(&files, deny_warnings, &format),
+        Command::Test { paths, junit } => test(&paths, junit.as_deref()),
+        Command::Eval {
+            rules,
+            input,
+            format,
+        } => eval(&rules, &input, &format),
+    }
+}
+
+fn check(files: &[PathBuf], deny_warnings: bool, format: &str) -> ExitCode {
+    let mut diagnostics = Vec::new();
+    for file in files {
+        match Policy::load(file) {
+            Ok(policy) => diagnostics.extend_from_slice(policy.warnings()),
+            Err(e) => diagnostics.extend(e.diagnostics),
+        }
+    }
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let warnings = diagnostics.len() - errors;
+    if format == "json" {
+        let json: Vec<serde_json::Value> = diagnostics
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "severity": d.severity,
+                    "file": d.file,
+                    "line": d.line,
+                    "column": d.column,
+                    "rule": d.rule,
+                    "message": d.message,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(json));
+    } else {
+        for d in &diagnostics {
+            println!(
+                "{d}
+"
+            );
+        }
+        println!(
+            "{} file(s) checked: {errors} error(s), {warnings} warning(s)",
+            files.len()
+        );
+    }
+    if errors > 0 || (deny_warnings && warnings > 0) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn test(paths: &[PathBuf], junit: Option<&std::path::Path>) -> ExitCode {
+    let suites = match suite::discover(paths) {
+        Ok(suites) if suites.is_empty() => {
+            eprintln!("celador: no test suites (*_test.yaml) found");
+            return ExitCode::FAILURE;
+        }
+        Ok(suites) => suites,
+        Err(e) => {
+            eprintln!("celador: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let results: Vec<suite::SuiteResult> = suites.iter().map(|p| suite::run(p)).collect();
+    print!("{}", suite::render_text(&results));
+    if let Some(path) = junit
+        && let Err(e) = std::fs::write(path, suite::render_junit(&results))
+    {
+        eprintln!("celador: cannot write {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    if results.iter().all(|r| r.failed() == 0) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn eval(rules: &std::path::Path, input: &std::path::Path, format: &str) -> ExitCode {
+    match explain::explain(rules, input) {
+        Ok(explanation) => {
+            if format == "json" {
+                println!("{}", explain::render_json(&explanation));
+            } else {
+                print!("{}", explain::render_text(&explanation));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("celador: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -25,6 +25,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod explain;
 pub mod identity;
 pub mod metrics;
 pub mod percent;
@@ -33,6 +34,7 @@ pub mod reason;
 pub mod reload;
 pub mod response;
 pub mod server;
+pub mod suite;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;

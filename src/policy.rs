@@ -15,15 +15,18 @@ pub mod activation;
 pub mod check;
 pub mod diagnostic;
 pub mod functions;
+mod lint;
+pub mod reference;
 pub mod rules_file;
 pub mod schema;
+pub mod unparse;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cel::common::ast::{Expr, SourceInfo};
+use cel::common::ast::Expr;
 use cel::common::types::CelBool;
 use cel::{Context, IdedExpr, Value};
 use sha2::{Digest, Sha256};
@@ -173,21 +176,44 @@ impl Policy {
         let env = functions::environment();
         let mut diagnostics = Vec::new();
         let mut regexes = RegexTable::default();
-        let mut rules = Vec::with_capacity(file.rules.len());
-        for spec in file.rules {
-            let located = Located {
-                text,
-                path,
-                spec: &spec,
-            };
-            match compile_rule(&env, &located, &mut regexes, &mut diagnostics) {
-                Some(rule) => rules.push(rule),
-                None => continue,
+        let located: Vec<Located<'_>> = file
+            .rules
+            .iter()
+            .map(|spec| Located { text, path, spec })
+            .collect();
+        let mut compiled = Vec::with_capacity(located.len());
+        for rule in &located {
+            if let Some(c) = compile_rule(&env, rule, &mut regexes, &mut diagnostics) {
+                compiled.push((c, rule));
             }
         }
         if diagnostics.iter().any(|d| d.severity == Severity::Error) {
             return Err(PolicyError { diagnostics });
         }
+        let places: Vec<_> = compiled
+            .iter()
+            .map(|(_, located)| {
+                move |offset: Option<usize>, message: String| {
+                    located.diagnostic(Severity::Warning, offset, message)
+                }
+            })
+            .collect();
+        let subjects: Vec<lint::Subject<'_>> = compiled
+            .iter()
+            .zip(&places)
+            .map(|((c, _), place)| lint::Subject {
+                name: &c.rule.name,
+                effect: c.rule.effect,
+                expr: &c.rule.expr,
+                map_reads: &c.map_reads,
+                guards: &c.guards,
+                place,
+                line: c.rule.line,
+            })
+            .collect();
+        diagnostics.extend(lint::lint(&subjects));
+        drop(subjects);
+        let rules = compiled.into_iter().map(|(c, _)| c.rule).collect();
         let digest = Sha256::digest(text.as_bytes());
         let version = digest
             .iter()
@@ -286,6 +312,25 @@ impl Policy {
         }
     }
 
+    /// The values of `paths` (attribute paths such as `request.method`)
+    /// for `input`, each as CEL text or the reason it has none; for
+    /// explaining a decision.
+    pub fn values(&self, paths: &[&str], input: Input<'_>) -> Vec<Result<String, String>> {
+        let activation = activation::Activation::new(input);
+        let mut ctx = self.root.new_inner_scope();
+        ctx.set_variable_resolver(&activation);
+        let parser_env = functions::environment();
+        paths
+            .iter()
+            .map(|path| {
+                let expr = parser_env.parser().parse(path).map_err(|e| e.to_string())?;
+                Value::resolve(&expr, &ctx)
+                    .map(|v| display(&v))
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
     /// Evaluates every rule, for explaining a decision.
     pub fn explain(&self, input: Input<'_>) -> Vec<(&Rule, RuleResult)> {
         let activation = activation::Activation::new(input);
@@ -296,6 +341,78 @@ impl Policy {
             .map(|rule| (rule, evaluate_rule(rule, &ctx)))
             .collect()
     }
+}
+
+/// A CEL value as CEL text: strings quoted, maps with sorted keys.
+pub fn display(value: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Int(i) => out.push_str(&i.to_string()),
+        Value::UInt(u) => {
+            let _ = write!(out, "{u}u");
+        }
+        Value::Float(f) => out.push_str(&format!("{f:?}")),
+        Value::String(s) => out.push_str(&serde_json::to_string(s.as_str()).unwrap_or_default()),
+        Value::Bytes(b) => {
+            out.push_str("b\"");
+            for byte in b.iter() {
+                let _ = write!(out, "\\x{byte:02x}");
+            }
+            out.push('"');
+        }
+        Value::List(items) => {
+            out.push('[');
+            let shown: Vec<String> = items.iter().map(display).collect();
+            out.push_str(&shown.join(", "));
+            out.push(']');
+        }
+        Value::Map(map) => {
+            let mut entries: Vec<(String, String)> = map
+                .map
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        cel::objects::Key::String(s) => {
+                            serde_json::to_string(s.as_str()).unwrap_or_default()
+                        }
+                        cel::objects::Key::Int(i) => i.to_string(),
+                        cel::objects::Key::Uint(u) => format!("{u}u"),
+                        cel::objects::Key::Bool(b) => b.to_string(),
+                    };
+                    (key, display(v))
+                })
+                .collect();
+            entries.sort();
+            out.push('{');
+            let shown: Vec<String> = entries
+                .into_iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            out.push_str(&shown.join(", "));
+            out.push('}');
+        }
+        Value::Timestamp(t) => {
+            let _ = write!(
+                out,
+                "timestamp(\"{}\")",
+                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            );
+        }
+        Value::Duration(d) => {
+            let _ = write!(
+                out,
+                "duration(\"{}s\")",
+                d.num_milliseconds() as f64 / 1000.0
+            );
+        }
+        other => {
+            let _ = write!(out, "{other:?}");
+        }
+    }
+    out
 }
 
 fn evaluate_rule(rule: &Rule, ctx: &Context<'_, '_>) -> RuleResult {
@@ -385,12 +502,19 @@ fn line_text(text: &str, line: u64) -> Option<String> {
 }
 
 /// Compiles one rule, adding its problems to `diagnostics`.
+/// A compiled rule and what the linter needs of it.
+struct Compiled {
+    rule: Rule,
+    map_reads: Vec<check::MapRead>,
+    guards: BTreeSet<(String, String)>,
+}
+
 fn compile_rule(
     env: &cel::Env,
     located: &Located<'_>,
     regexes: &mut RegexTable,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Option<Rule> {
+) -> Option<Compiled> {
     let spec = located.spec;
     if spec.name.value.trim().is_empty() {
         diagnostics.push(located.diagnostic(
@@ -433,10 +557,10 @@ fn compile_rule(
         && checked.errors.is_empty()
     {
         failed = true;
-        let offset = root_offset(&expr, &info);
+        // The whole condition is the problem: point at its start.
         diagnostics.push(located.diagnostic(
             Severity::Error,
-            Some(offset),
+            Some(0),
             format!("a rule's condition must be a bool, but this is a {ty}"),
         ));
     }
@@ -451,20 +575,19 @@ fn compile_rule(
     }
     rename_matches(&mut expr);
     flatten_fields(&mut expr, &mut Vec::new());
-    Some(Rule {
-        name: Arc::from(spec.name.value.as_str()),
-        description: spec.description.clone(),
-        effect: spec.effect,
-        source: source.to_owned(),
-        line: usize::try_from(spec.name.referenced.line()).unwrap_or(0),
-        reads: checked.reads,
-        expr,
+    Some(Compiled {
+        rule: Rule {
+            name: Arc::from(spec.name.value.as_str()),
+            description: spec.description.clone(),
+            effect: spec.effect,
+            source: source.to_owned(),
+            line: usize::try_from(spec.name.referenced.line()).unwrap_or(0),
+            reads: checked.reads,
+            expr,
+        },
+        map_reads: checked.map_reads,
+        guards: checked.guards,
     })
-}
-
-fn root_offset(expr: &IdedExpr, info: &SourceInfo) -> usize {
-    info.offset_for(expr.id)
-        .map_or(0, |(start, _)| start as usize)
 }
 
 /// The byte offset of a parser position (1-based line, 1-based column in

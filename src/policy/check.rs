@@ -14,6 +14,7 @@ use cel::IdedExpr;
 use cel::common::ast::{EntryExpr, Expr, LiteralValue, SourceInfo, operators};
 
 use super::schema::{self, Object, Ty};
+use super::unparse::unparse;
 
 /// One problem in an expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,23 @@ pub struct Checked {
     /// The attributes the expression reads, as dotted paths
     /// (`source.id`, `request.headers`).
     pub reads: BTreeSet<String>,
+    /// Every read of a map key (`request.headers["x"]`, `context.route`),
+    /// which fails when the key is absent.
+    pub map_reads: Vec<MapRead>,
+    /// Every presence test of a map key (`has(m.k)`, `"k" in m`), as
+    /// (map, key) in source text.
+    pub guards: BTreeSet<(String, String)>,
+}
+
+/// A read of a key of a map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapRead {
+    /// Byte offset of the read.
+    pub offset: u32,
+    /// The map, as source text (`request.headers`).
+    pub map: String,
+    /// The key, as source text (`"x-debug"`).
+    pub key: String,
 }
 
 /// Type-checks `expr`, parsed from `info.source`.
@@ -68,6 +86,20 @@ impl Checker<'_> {
         self.error_at(offset, message)
     }
 
+    /// Where the name of the function a call node calls starts: the node
+    /// sits on the call's `(`, and a person looks for the name.
+    fn name_offset(&self, call: &IdedExpr, name: &str) -> u32 {
+        let offset = self.offset(call);
+        let len = u32::try_from(name.len()).unwrap_or(0);
+        let start = offset.saturating_sub(len);
+        let written = self
+            .info
+            .source
+            .get(start as usize..offset as usize)
+            .is_some_and(|text| text == name);
+        if written { start } else { offset }
+    }
+
     fn error_at(&mut self, offset: u32, message: String) -> Ty {
         // One node can be reached twice (a macro expansion shares nodes);
         // report each problem once.
@@ -87,6 +119,16 @@ impl Checker<'_> {
                 let ty = self.select(expr, &operand, &select.field);
                 if let Some(path) = read_path(expr) {
                     self.out.reads.insert(path);
+                }
+                if matches!(operand, Ty::Map(..)) {
+                    let map = unparse(&select.operand);
+                    let key = serde_json::to_string(&select.field).unwrap_or_default();
+                    if select.test {
+                        self.out.guards.insert((map, key));
+                    } else {
+                        let offset = self.offset(expr);
+                        self.out.map_reads.push(MapRead { offset, map, key });
+                    }
                 }
                 if select.test { Ty::Bool } else { ty }
             }
@@ -342,8 +384,21 @@ impl Checker<'_> {
                     self.error(expr, format!("'-' cannot negate {other}"))
                 }
             },
-            (operators::INDEX, None, [container, index]) => self.index(expr, container, index),
+            (operators::INDEX, None, [container, index]) => {
+                if let (Ty::Map(..), [map, key]) = (container, args) {
+                    let offset = self.offset(expr);
+                    self.out.map_reads.push(MapRead {
+                        offset,
+                        map: unparse(map),
+                        key: unparse(key),
+                    });
+                }
+                self.index(expr, container, index)
+            }
             (operators::IN, None, [elem, container]) => {
+                if let (Ty::Map(..), [key, map]) = (container, args) {
+                    self.out.guards.insert((unparse(map), unparse(key)));
+                }
                 match container {
                     Ty::List(item) if !comparable_for_equality(elem, item) => {
                         let (elem, item) = (elem.clone(), item.clone());
@@ -422,6 +477,7 @@ impl Checker<'_> {
             let offset = self.offset(pattern);
             self.out.regex_literals.push((s.inner().to_owned(), offset));
         }
+        let at = self.name_offset(expr, name);
         let Some(function) = schema::function(name) else {
             let hint = suggest(name, schema::FUNCTIONS.iter().map(|f| f.name));
             let what = if target.is_some() {
@@ -429,7 +485,7 @@ impl Checker<'_> {
             } else {
                 "function"
             };
-            return self.error(expr, format!("undeclared {what} '{name}'{hint}"));
+            return self.error_at(at, format!("undeclared {what} '{name}'{hint}"));
         };
         let is_method = target.is_some();
         let styled: Vec<_> = function
@@ -443,7 +499,7 @@ impl Checker<'_> {
             } else {
                 format!("'{name}' is a method, called as x.{name}(...)")
             };
-            return self.error(expr, usage);
+            return self.error_at(at, usage);
         }
         let matching: Vec<_> = styled
             .iter()
@@ -462,8 +518,8 @@ impl Checker<'_> {
                     None => format!("{name}({})", args.join(", ")),
                 };
                 let takes: Vec<String> = styled.iter().map(|o| o.signature(name)).collect();
-                self.error(
-                    expr,
+                self.error_at(
+                    at,
                     format!(
                         "'{name}' cannot be called as {called}; it takes {}",
                         takes.join(" or ")

@@ -82,6 +82,9 @@ pub fn map_offset(file: &str, span: ScalarSpan, value: &str, offset: usize) -> u
         .get(span.start..span.start.saturating_add(span.len))
         .unwrap_or_default();
     let mut raw_chars = raw.char_indices().peekable();
+    // Just past the last character matched: where an offset past the end
+    // of the value (a parser's "unexpected end of input") points.
+    let mut after_last = 0;
     for (vi, vc) in value.char_indices() {
         if vc.is_whitespace() {
             continue;
@@ -100,8 +103,9 @@ pub fn map_offset(file: &str, span: ScalarSpan, value: &str, offset: usize) -> u
         if vi >= offset {
             return span.start + found;
         }
+        after_last = found + vc.len_utf8();
     }
-    span.start
+    span.start + after_last
 }
 
 /// The 1-based line and column (in characters) of byte `offset` in `text`,
@@ -156,6 +160,12 @@ mod tests {
 
         let literal = "  when: |\n    a &&\n      bb\n";
         assert_eq!(position(literal, "a &&\n  bb\n", "bb"), (3, 7));
+
+        // Past the end of the value: just after its last character.
+        let file = "  when: source.id ==\n";
+        let span = ScalarSpan { start: 8, len: 12 };
+        let mapped = map_offset(file, span, "source.id ==", 12);
+        assert_eq!(line_column(file, mapped).1, 21);
     }
 
     #[test]

@@ -1,0 +1,294 @@
+//! Warnings about rules that load but are likely wrong.
+//!
+//! Data flow: after every rule of a file compiles and type-checks,
+//! [`lint`] looks at them together: duplicate names, conditions that can
+//! never be true or are always true, allow rules that a deny rule shadows
+//! entirely, and deny rules that read a map key without testing for it
+//! (which then deny every request without the key). The analysis is
+//! syntactic: it reports what can be seen from the text, never guesses.
+//! `celador check` prints the warnings; `serve` logs them on every load.
+
+use cel::IdedExpr;
+use cel::common::ast::{Expr, LiteralValue, operators};
+
+use super::check::MapRead;
+use super::diagnostic::{Diagnostic, Severity};
+use super::rules_file::Effect;
+use super::unparse::unparse;
+
+/// What the linter needs of one rule.
+pub(super) struct Subject<'a> {
+    /// The rule's name.
+    pub name: &'a str,
+    /// Allow or deny.
+    pub effect: Effect,
+    /// Its condition.
+    pub expr: &'a IdedExpr,
+    /// Its map reads and presence tests, from the checker.
+    pub map_reads: &'a [MapRead],
+    /// (map, key) pairs the rule tests for presence.
+    pub guards: &'a std::collections::BTreeSet<(String, String)>,
+    /// Places a warning: `None` for the rule's name, else a byte offset in
+    /// the condition.
+    pub place: &'a dyn Fn(Option<usize>, String) -> Diagnostic,
+    /// The line of the rule's name.
+    pub line: usize,
+}
+
+/// Every warning about `rules`, in file order.
+pub(super) fn lint(rules: &[Subject<'_>]) -> Vec<Diagnostic> {
+    let mut warnings = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let warn = |offset, message| {
+            let mut d = (rule.place)(offset, message);
+            d.severity = Severity::Warning;
+            d
+        };
+        if let Some(first) = rules.iter().take(i).find(|r| r.name == rule.name) {
+            warnings.push(warn(
+                None,
+                format!(
+                    "a rule named '{}' is already defined on line {}; decisions and audit records cannot tell them apart",
+                    rule.name, first.line
+                ),
+            ));
+        }
+        if let Some(why) = never(rule.expr) {
+            warnings.push(warn(Some(0), format!("{why}, so the rule never matches")));
+            continue;
+        }
+        if always(rule.expr) {
+            let consequence = match rule.effect {
+                Effect::Allow => "it allows every request that no deny rule denies",
+                Effect::Deny => "it denies every request",
+            };
+            warnings.push(warn(
+                Some(0),
+                format!("the condition is always true, so {consequence}"),
+            ));
+        }
+        match rule.effect {
+            Effect::Allow => {
+                if let Some((deny, part)) = shadowing_deny(rule, rules) {
+                    warnings.push(warn(
+                        Some(0),
+                        format!(
+                            "this allow rule never allows: whenever it matches, deny rule '{deny}' matches too (`{part}`)"
+                        ),
+                    ));
+                }
+            }
+            Effect::Deny => {
+                for read in rule.map_reads {
+                    if !rule.guards.contains(&(read.map.clone(), read.key.clone())) {
+                        warnings.push(warn(
+                            Some(read.offset as usize),
+                            format!(
+                                "reading {map}[{key}] fails when the key is absent, and a deny rule that fails denies; test for it first: `{key} in {map} && ...`",
+                                map = read.map,
+                                key = read.key
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    warnings
+}
+
+/// A deny rule that matches whenever `allow` does, with the part of its
+/// condition that does.
+fn shadowing_deny<'a>(allow: &Subject<'_>, rules: &'a [Subject<'a>]) -> Option<(&'a str, String)> {
+    let allow_conjuncts: Vec<String> = conjuncts(allow.expr).into_iter().map(unparse).collect();
+    rules
+        .iter()
+        .filter(|r| r.effect == Effect::Deny && never(r.expr).is_none())
+        .find_map(|deny| {
+            if always(deny.expr) {
+                return Some((deny.name, unparse(deny.expr)));
+            }
+            // Some alternative of the deny condition whose every conjunct
+            // the allow condition requires too.
+            disjuncts(deny.expr).into_iter().find_map(|alternative| {
+                let needed: Vec<String> = conjuncts(alternative).into_iter().map(unparse).collect();
+                needed
+                    .iter()
+                    .all(|n| allow_conjuncts.contains(n))
+                    .then(|| (deny.name, unparse(alternative)))
+            })
+        })
+}
+
+fn call<'a>(expr: &'a IdedExpr, name: &str) -> Option<&'a [IdedExpr]> {
+    match &expr.expr {
+        Expr::Call(c) if c.target.is_none() && c.func_name == name => Some(&c.args),
+        _ => None,
+    }
+}
+
+fn conjuncts(expr: &IdedExpr) -> Vec<&IdedExpr> {
+    match call(expr, operators::LOGICAL_AND) {
+        Some([a, b]) => {
+            let mut all = conjuncts(a);
+            all.extend(conjuncts(b));
+            all
+        }
+        _ => vec![expr],
+    }
+}
+
+fn disjuncts(expr: &IdedExpr) -> Vec<&IdedExpr> {
+    match call(expr, operators::LOGICAL_OR) {
+        Some([a, b]) => {
+            let mut all = disjuncts(a);
+            all.extend(disjuncts(b));
+            all
+        }
+        _ => vec![expr],
+    }
+}
+
+fn literal(expr: &IdedExpr) -> Option<&LiteralValue> {
+    match &expr.expr {
+        Expr::Literal(l) => Some(l),
+        _ => None,
+    }
+}
+
+/// The value of a condition, when the text alone decides it.
+fn constant(expr: &IdedExpr) -> Option<bool> {
+    if let Some(LiteralValue::Boolean(b)) = literal(expr) {
+        return Some(*b.inner());
+    }
+    if let Some([a]) = call(expr, operators::LOGICAL_NOT) {
+        return constant(a).map(|b| !b);
+    }
+    if let Some([a, b]) = call(expr, operators::LOGICAL_AND) {
+        return match (constant(a), constant(b)) {
+            (Some(false), _) | (_, Some(false)) => Some(false),
+            (Some(true), Some(true)) => Some(true),
+            _ => None,
+        };
+    }
+    if let Some([a, b]) = call(expr, operators::LOGICAL_OR) {
+        return match (constant(a), constant(b)) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (Some(false), Some(false)) => Some(false),
+            _ => None,
+        };
+    }
+    for (op, equal) in [(operators::EQUALS, true), (operators::NOT_EQUALS, false)] {
+        if let Some([a, b]) = call(expr, op) {
+            // Two literals of one kind, or the same expression on both sides.
+            let same = match (literal(a), literal(b)) {
+                (Some(x), Some(y)) if std::mem::discriminant(x) == std::mem::discriminant(y) => {
+                    x == y
+                }
+                (Some(_), Some(_)) => return None,
+                _ if unparse(a) == unparse(b) => true,
+                _ => return None,
+            };
+            return Some(same == equal);
+        }
+    }
+    if let Some([elem, list]) = call(expr, operators::IN)
+        && let (Some(e), Expr::List(items)) = (literal(elem), &list.expr)
+        && items.elements.iter().all(|i| literal(i).is_some())
+    {
+        return Some(items.elements.iter().any(|i| literal(i) == Some(e)));
+    }
+    None
+}
+
+/// An equality or inequality between an expression and a literal.
+fn comparison(expr: &IdedExpr) -> Option<(String, String, bool)> {
+    for (op, equal) in [(operators::EQUALS, true), (operators::NOT_EQUALS, false)] {
+        if let Some([a, b]) = call(expr, op) {
+            return match (literal(a), literal(b)) {
+                (None, Some(_)) => Some((unparse(a), unparse(b), equal)),
+                (Some(_), None) => Some((unparse(b), unparse(a), equal)),
+                _ => None,
+            };
+        }
+    }
+    None
+}
+
+/// Why the condition can never hold, if the text shows it.
+fn never(expr: &IdedExpr) -> Option<String> {
+    if constant(expr) == Some(false) {
+        return Some("the condition is always false".into());
+    }
+    let parts = conjuncts(expr);
+    if parts.len() > 1 {
+        for (i, a) in parts.iter().enumerate() {
+            for b in parts.iter().skip(i + 1) {
+                if contradict(a, b) {
+                    return Some(format!(
+                        "the condition can never be true (`{}` contradicts `{}`)",
+                        unparse(a),
+                        unparse(b)
+                    ));
+                }
+            }
+        }
+    }
+    let alternatives = disjuncts(expr);
+    if alternatives.len() > 1 && alternatives.iter().all(|a| never(a).is_some()) {
+        return Some("the condition can never be true (no alternative of it can)".into());
+    }
+    None
+}
+
+fn contradict(a: &IdedExpr, b: &IdedExpr) -> bool {
+    if let Some([inner]) = call(a, operators::LOGICAL_NOT)
+        && unparse(inner) == unparse(b)
+    {
+        return true;
+    }
+    if let Some([inner]) = call(b, operators::LOGICAL_NOT)
+        && unparse(inner) == unparse(a)
+    {
+        return true;
+    }
+    match (comparison(a), comparison(b)) {
+        (Some((x, v, true)), Some((y, w, true))) => x == y && v != w,
+        (Some((x, v, true)), Some((y, w, false))) | (Some((y, w, false)), Some((x, v, true))) => {
+            x == y && v == w
+        }
+        _ => false,
+    }
+}
+
+/// Whether the condition always holds, as far as the text shows.
+fn always(expr: &IdedExpr) -> bool {
+    if constant(expr) == Some(true) {
+        return true;
+    }
+    let alternatives = disjuncts(expr);
+    if alternatives.len() > 1 {
+        for (i, a) in alternatives.iter().enumerate() {
+            for b in alternatives.iter().skip(i + 1) {
+                // `e || !e`, and `x != "a" || x != "b"`.
+                let complementary = call(a, operators::LOGICAL_NOT)
+                    .is_some_and(|n| n.first().is_some_and(|inner| unparse(inner) == unparse(b)))
+                    || call(b, operators::LOGICAL_NOT).is_some_and(|n| {
+                        n.first().is_some_and(|inner| unparse(inner) == unparse(a))
+                    });
+                let two_inequalities = matches!(
+                    (comparison(a), comparison(b)),
+                    (Some((x, v, false)), Some((y, w, false))) if x == y && v != w
+                );
+                if complementary || two_inequalities {
+                    return true;
+                }
+            }
+        }
+    }
+    let parts = conjuncts(expr);
+    parts.len() > 1 && parts.iter().all(|p| always(p))
+}
+
+#[cfg(test)]
+mod tests;

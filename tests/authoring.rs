@@ -1,0 +1,591 @@
+//! The rule author's tools as a person uses them: `celador check`, `celador
+//! test` and `celador eval`, the generated policy reference and the JSON
+//! Schemas for editors.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::celador::run;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn example_rules() -> Vec<PathBuf> {
+    let mut files = vec![root().join("examples/policy.yaml")];
+    for dir in ["payments", "ci-secrets", "agent-export", "admin"] {
+        files.push(root().join(format!("examples/policies/{dir}/{dir}.yaml")));
+    }
+    files
+}
+
+fn args(paths: &[PathBuf]) -> Vec<String> {
+    paths.iter().map(|p| p.display().to_string()).collect()
+}
+
+fn check(files: &[&str], flags: &[&str]) -> (i32, String) {
+    let mut argv = vec!["check"];
+    argv.extend_from_slice(flags);
+    argv.extend_from_slice(files);
+    let (code, stdout, stderr) = run(&argv);
+    (code, format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn check_accepts_the_shipped_policies_without_a_warning() {
+    let files = args(&example_rules());
+    let refs: Vec<&str> = files.iter().map(String::as_str).collect();
+    let (code, output) = check(&refs, &["--deny-warnings"]);
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.ends_with("5 file(s) checked: 0 error(s), 0 warning(s)\n"),
+        "{output}"
+    );
+}
+
+const BROKEN: &str = r#"rules:
+  - name: syntax
+    effect: allow
+    when: source.id ==
+  - name: variable
+    effect: allow
+    when: sorce.id == "a"
+  - name: field
+    effect: allow
+    when: request.methd == "GET"
+  - name: method
+    effect: allow
+    when: request.path.startswith("/a")
+  - name: function
+    effect: allow
+    when: lenght(request.path) > 2
+  - name: arguments
+    effect: allow
+    when: request.path.startsWith(1)
+  - name: call-style
+    effect: allow
+    when: startsWith(request.path, "/a")
+  - name: arithmetic
+    effect: allow
+    when: request.size + "a" == "b"
+  - name: always-false
+    effect: deny
+    when: source.id == 3
+  - name: not-bool
+    effect: allow
+    when: request.path
+  - name: regex
+    effect: allow
+    when: request.path.matches("(unclosed")
+  - name: ""
+    effect: allow
+    when: "true"
+"#;
+
+#[test]
+fn check_reports_every_error_class_with_file_rule_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.yaml");
+    std::fs::write(&file, BROKEN).unwrap();
+    let (code, output) = check(&[file.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{output}");
+    let f = file.display();
+    let expected = [
+        (
+            "syntax",
+            4,
+            23,
+            "syntax error: mismatched input '<EOF>' expecting",
+        ),
+        (
+            "variable",
+            7,
+            11,
+            "undeclared variable 'sorce'; did you mean 'source'?",
+        ),
+        (
+            "field",
+            10,
+            19,
+            "'request' has no field 'methd'; did you mean 'method'?",
+        ),
+        (
+            "method",
+            13,
+            24,
+            "undeclared method 'startswith'; did you mean 'startsWith'?",
+        ),
+        ("function", 16, 11, "undeclared function 'lenght'"),
+        (
+            "arguments",
+            19,
+            24,
+            "'startsWith' cannot be called as string.startsWith(int); it takes string.startsWith(string) -> bool",
+        ),
+        (
+            "call-style",
+            22,
+            11,
+            "'startsWith' is a method, called as x.startsWith(...)",
+        ),
+        (
+            "arithmetic",
+            25,
+            24,
+            "'+' cannot be applied to int and string",
+        ),
+        (
+            "always-false",
+            28,
+            21,
+            "'==' compares string with int, which is always false",
+        ),
+        (
+            "not-bool",
+            31,
+            11,
+            "a rule's condition must be a bool, but this is a string",
+        ),
+        (
+            "regex",
+            34,
+            32,
+            "invalid regular expression \"(unclosed\": regex parse error",
+        ),
+        ("", 35, 11, "the rule has an empty name"),
+    ];
+    for (rule, line, column, message) in expected {
+        let head = format!("error: rule '{rule}': {message}");
+        let at = format!(" --> {f}:{line}:{column}");
+        let found = output
+            .split("\n\n")
+            .any(|block| block.starts_with(&head) && block.contains(&at));
+        assert!(found, "missing `{head}` at {line}:{column} in:\n{output}");
+    }
+    assert!(
+        output.contains("1 file(s) checked: 12 error(s), 0 warning(s)"),
+        "{output}"
+    );
+}
+
+#[test]
+fn check_reports_yaml_mistakes_at_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "rules:\n  - name: a\n    efect: allow\n    when: 'true'\n",
+            "p.yaml:3:5",
+            "unknown field `efect`, expected one of name, description, effect, when",
+        ),
+        (
+            "rules:\n  - name: a\n    effect: permit\n    when: 'true'\n",
+            "p.yaml:3:13",
+            "unknown variant `permit`, expected one of allow, deny",
+        ),
+        (
+            "rules:\n  - name: a\n    effect: allow\n",
+            "p.yaml:3:5",
+            "missing field `when`",
+        ),
+    ];
+    for (yaml, at, message) in cases {
+        let file = dir.path().join("p.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let (code, output) = check(&[file.to_str().unwrap()], &[]);
+        assert_eq!(code, 1, "{output}");
+        assert!(output.contains(&format!("error: {message}")), "{output}");
+        assert!(output.contains(at), "{output}");
+    }
+    let (code, output) = check(&["/nonexistent/rules.yaml"], &[]);
+    assert_eq!(code, 1);
+    assert!(output.contains("cannot read the rules file"), "{output}");
+}
+
+const WARNED: &str = r#"rules:
+  - name: twice
+    effect: allow
+    when: source.id == "spiffe://example.org/a"
+  - name: twice
+    effect: allow
+    when: source.id == "spiffe://example.org/b"
+  - name: never
+    effect: allow
+    when: request.method == "GET" && request.method == "POST"
+  - name: always
+    effect: allow
+    when: request.path == request.path
+  - name: no-admin
+    effect: deny
+    when: request.path.startsWith("/admin/") && source.trust_domain != "example.org"
+  - name: partner-admin
+    effect: allow
+    when: source.trust_domain != "example.org" && request.path.startsWith("/admin/") && request.method == "GET"
+  - name: debug-off
+    effect: deny
+    when: request.headers["x-debug"] == "1"
+"#;
+
+#[test]
+fn check_reports_every_warning_class_and_fails_on_them_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("warned.yaml");
+    std::fs::write(&file, WARNED).unwrap();
+    let (code, output) = check(&[file.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "warnings alone pass: {output}");
+    let f = file.display();
+    let expected = [
+        (
+            "twice",
+            5,
+            11,
+            "a rule named 'twice' is already defined on line 2; decisions and audit records cannot tell them apart",
+        ),
+        (
+            "never",
+            10,
+            11,
+            "the condition can never be true (`request.method == \"GET\"` contradicts `request.method == \"POST\"`), so the rule never matches",
+        ),
+        (
+            "always",
+            13,
+            11,
+            "the condition is always true, so it allows every request that no deny rule denies",
+        ),
+        (
+            "partner-admin",
+            19,
+            11,
+            "this allow rule never allows: whenever it matches, deny rule 'no-admin' matches too (`request.path.startsWith(\"/admin/\") && source.trust_domain != \"example.org\"`)",
+        ),
+        (
+            "debug-off",
+            22,
+            26,
+            "reading request.headers[\"x-debug\"] fails when the key is absent, and a deny rule that fails denies; test for it first: `\"x-debug\" in request.headers && ...`",
+        ),
+    ];
+    for (rule, line, column, message) in expected {
+        let head = format!("warning: rule '{rule}': {message}");
+        let at = format!(" --> {f}:{line}:{column}");
+        let found = output
+            .split("\n\n")
+            .any(|block| block.starts_with(&head) && block.contains(&at));
+        assert!(found, "missing `{head}` at {line}:{column} in:\n{output}");
+    }
+    assert!(
+        output.contains("1 file(s) checked: 0 error(s), 5 warning(s)"),
+        "{output}"
+    );
+
+    let (code, _) = check(&[file.to_str().unwrap()], &["--deny-warnings"]);
+    assert_eq!(code, 1);
+
+    let (code, output) = check(&[file.to_str().unwrap()], &["--format", "json"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&output).unwrap();
+    let first = &json[0];
+    assert_eq!(first["severity"], "warning");
+    assert_eq!(first["rule"], "twice");
+    assert_eq!(
+        (first["line"].as_u64(), first["column"].as_u64()),
+        (Some(5), Some(11))
+    );
+    assert_eq!(json.as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn test_runs_the_example_suites() {
+    let (code, stdout, stderr) = run(&["test", root().join("examples/policies").to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.ends_with("29 passed, 0 failed\n"), "{stdout}");
+    assert!(
+        stdout.contains("  PASS  never personal data, whatever the grant\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn test_reports_failures_with_what_was_expected_and_writes_junit() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("examples/policies/payments/payments.yaml"),
+        dir.path().join("payments.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("wrong_test.yaml"),
+        r#"rules: payments.yaml
+cases:
+  - name: right
+    identity: spiffe://example.org/ns/shop/sa/checkout
+    expect: { decision: allow }
+  - name: wrong decision
+    identity: spiffe://example.org/ns/shop/sa/cart
+    expect: { decision: allow }
+  - name: wrong rule
+    identity: spiffe://example.org/ns/shop/sa/refunds
+    request: { method: POST, path: /v1/charges }
+    expect: { decision: deny, rule: shop-checkout-and-refunds }
+  - name: a reason rules never give
+    identity: spiffe://example.org/ns/shop/sa/checkout
+    expect: { decision: deny, reason: svid_expired }
+  - name: a broken identity
+    identity: spiffe://Example.org/x
+    expect: { decision: deny }
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("missing_test.yaml"),
+        "rules: nowhere.yaml\ncases: []\n",
+    )
+    .unwrap();
+    let junit = dir.path().join("junit.xml");
+    let (code, stdout, _) = run(&[
+        "test",
+        dir.path().to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stdout}");
+    for expected in [
+        "  PASS  right\n",
+        "  FAIL  wrong decision\n        expected: allow\n        got:      deny (no_allow_rule)\n",
+        "  FAIL  wrong rule\n        expected: deny by rule 'shop-checkout-and-refunds'\n        got:      deny by rule 'refunds-only-refund' (denied_by_rule)\n",
+        "  ERROR a reason rules never give\n        expect.reason \"svid_expired\" is not one rules give: allowed, denied_by_rule, rule_error or no_allow_rule\n",
+        "  ERROR a broken identity\n        identity \"spiffe://Example.org/x\": the trust domain 'Example.org' has uppercase letters; trust domains are lowercase\n",
+        "missing_test.yaml\n  ERROR the rules under test do not load:\n",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(stdout.ends_with("1 passed, 5 failed\n"), "{stdout}");
+
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"celador\" tests=\"6\" failures=\"5\">"), "{xml}");
+    assert_eq!(xml.matches("<failure").count(), 3, "{xml}");
+    assert_eq!(xml.matches("<error").count(), 2, "{xml}");
+    assert!(
+        xml.contains("expected: allow\ngot: deny (no_allow_rule)"),
+        "{xml}"
+    );
+}
+
+#[test]
+fn eval_explains_a_test_case_rule_by_rule_with_the_values_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("case.yaml");
+    std::fs::write(
+        &input,
+        "name: refunds charging\nidentity: spiffe://example.org/ns/shop/sa/refunds\nrequest: { method: POST, path: /v1/charges }\n",
+    )
+    .unwrap();
+    let rules = root().join("examples/policies/payments/payments.yaml");
+    let (code, stdout, stderr) = run(&[
+        "eval",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    for expected in [
+        "input: a test case (refunds charging)\n",
+        "  allow shop-checkout-and-refunds  match\n",
+        "  deny  refunds-only-refund        match\n",
+        "decision: deny by rule 'refunds-only-refund' (denied_by_rule)\n",
+        "  request.method = \"POST\"\n",
+        "  source.path = \"/ns/shop/sa/refunds\"\n",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn eval_replays_an_envoy_check_request_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = std::fs::read_to_string(root().join("examples/pki/batch-exporter.pem")).unwrap();
+    let token_claims =
+        serde_json::json!({"sub": "spiffe://example.org/agents/bot", "aud": "x", "exp": 1});
+    let token = format!(
+        "e30.{}.sig",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            token_claims.to_string()
+        )
+    );
+    let request = serde_json::json!({"attributes": {
+        "source": {"address": {"socketAddress": {"address": "10.4.2.7", "portValue": 40512}},
+                   "certificate": support::pki::url_encode(&pem)},
+        "request": {"time": "2026-11-22T10:15:00Z", "http": {
+            "id": "3b1f2c", "method": "GET", "path": "/admin/users", "host": "api", "scheme": "https",
+            "headers": {"authorization": format!("Bearer {token}")}}},
+        "contextExtensions": {"route": "admin"}}});
+    let input = dir.path().join("check.json");
+    std::fs::write(&input, request.to_string()).unwrap();
+    let rules = root().join("examples/policy.yaml");
+    let (code, stdout, stderr) = run(&[
+        "eval",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["decision"], "deny");
+    assert_eq!(
+        json["verdict"],
+        "deny by rule 'admin-closed' (denied_by_rule)"
+    );
+    assert_eq!(
+        json["identities"],
+        serde_json::json!([
+            "source: spiffe://example.org/ns/batch/sa/exporter (read from source.certificate; not verified against a bundle)",
+            "token: spiffe://example.org/agents/bot (read from the authorization header; not verified against a bundle)"
+        ])
+    );
+    let admin = json["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "admin-closed")
+        .unwrap();
+    assert_eq!(admin["result"], "match");
+    let paths: Vec<&str> = json["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["request.method", "request.path", "source.id"]);
+}
+
+#[test]
+fn the_policy_reference_is_generated_from_the_schema() {
+    let path = root().join("docs/policy.md");
+    let generated = celador::policy::reference::markdown();
+    if std::env::var_os("CELADOR_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/policy.md is out of date with src/policy/schema.rs; regenerate it with `CELADOR_BLESS=1 cargo test --test authoring`"
+    );
+    // Every variable and function of the schema is in it.
+    for v in celador::policy::schema::VARIABLES {
+        assert!(
+            committed.contains(&format!("| `{}` |", v.name)),
+            "{}",
+            v.name
+        );
+    }
+    for f in celador::policy::schema::FUNCTIONS {
+        assert!(
+            committed.contains(&format!("### `{}`", f.name)),
+            "{}",
+            f.name
+        );
+    }
+}
+
+/// A Python with the `jsonschema` package: the machine's, else one
+/// installed into target/ with pip (never skipped).
+fn jsonschema_python() -> (String, Option<PathBuf>) {
+    let probe = Command::new("python3")
+        .args(["-c", "import jsonschema"])
+        .status();
+    if probe.is_ok_and(|s| s.success()) {
+        return ("python3".into(), None);
+    }
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pylib");
+    let ok = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+        ])
+        .arg(&target)
+        .arg("jsonschema")
+        .status()
+        .expect("python3 must be installed to validate the JSON Schemas");
+    assert!(ok.success(), "pip could not install jsonschema");
+    ("python3".into(), Some(target))
+}
+
+/// Validates YAML `documents` against the schema at `schema`: the errors of
+/// each, empty when valid.
+fn validate(schema: &Path, documents: &[PathBuf]) -> Vec<String> {
+    let as_json: Vec<serde_json::Value> = documents
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            celador::yaml::from_str::<serde_json::Value>(&text, p).unwrap()
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs.json");
+    std::fs::write(&docs, serde_json::Value::Array(as_json).to_string()).unwrap();
+    let (python, pythonpath) = jsonschema_python();
+    let script = "import json, sys, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        jsonschema.Draft202012Validator.check_schema(schema)\n\
+        v = jsonschema.Draft202012Validator(schema)\n\
+        for doc in json.load(open(sys.argv[2])):\n\
+        \x20   print(json.dumps([e.message for e in v.iter_errors(doc)]))\n";
+    let mut command = Command::new(python);
+    command.arg("-c").arg(script).arg(schema).arg(&docs);
+    if let Some(path) = pythonpath {
+        command.env("PYTHONPATH", path);
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Vec<String>>(l).unwrap().join("; "))
+        .collect()
+}
+
+#[test]
+fn the_example_files_validate_against_the_json_schemas_and_mistakes_do_not() {
+    let rules_schema = root().join("docs/rules.schema.json");
+    let results = validate(&rules_schema, &example_rules());
+    assert!(results.iter().all(String::is_empty), "{results:?}");
+
+    let suites: Vec<PathBuf> = ["payments", "ci-secrets", "agent-export", "admin"]
+        .iter()
+        .map(|d| root().join(format!("examples/policies/{d}/{d}_test.yaml")))
+        .collect();
+    let results = validate(&root().join("docs/test-suite.schema.json"), &suites);
+    assert!(results.iter().all(String::is_empty), "{results:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo.yaml");
+    std::fs::write(
+        &typo,
+        "rules:\n  - name: a\n    efect: allow\n    when: 'true'\n",
+    )
+    .unwrap();
+    let results = validate(&rules_schema, &[typo]);
+    assert!(results[0].contains("'efect' was unexpected"), "{results:?}");
+}
