@@ -126,10 +126,8 @@ fn check(files: &[PathBuf], deny_warnings: bool, format: &str) -> ExitCode {
         println!("{}", serde_json::Value::Array(json));
     } else {
         for d in &diagnostics {
-            println!(
-                "{d}
-"
-            );
+            // A blank line between diagnostics, as rustc does.
+            println!("{d}\n");
         }
         println!(
             "{} file(s) checked: {errors} error(s), {warnings} warning(s)",

@@ -511,20 +511,7 @@ fn jsonschema_python() -> (String, Option<PathBuf>) {
         return ("python3".into(), None);
     }
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pylib");
-    let ok = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--target",
-        ])
-        .arg(&target)
-        .arg("jsonschema")
-        .status()
-        .expect("python3 must be installed to validate the JSON Schemas");
-    assert!(ok.success(), "pip could not install jsonschema");
+    support::pip_install("jsonschema", &target, false);
     ("python3".into(), Some(target))
 }
 

@@ -128,21 +128,20 @@ fn call<'a>(expr: &'a IdedExpr, name: &str) -> Option<&'a [IdedExpr]> {
 }
 
 fn conjuncts(expr: &IdedExpr) -> Vec<&IdedExpr> {
-    match call(expr, operators::LOGICAL_AND) {
-        Some([a, b]) => {
-            let mut all = conjuncts(a);
-            all.extend(conjuncts(b));
-            all
-        }
-        _ => vec![expr],
-    }
+    operands(expr, operators::LOGICAL_AND)
 }
 
 fn disjuncts(expr: &IdedExpr) -> Vec<&IdedExpr> {
-    match call(expr, operators::LOGICAL_OR) {
+    operands(expr, operators::LOGICAL_OR)
+}
+
+/// The operands of a chain of one associative operator, `a && (b && c)` as
+/// `[a, b, c]`; the expression itself when it is not that operator.
+fn operands<'a>(expr: &'a IdedExpr, op: &str) -> Vec<&'a IdedExpr> {
+    match call(expr, op) {
         Some([a, b]) => {
-            let mut all = disjuncts(a);
-            all.extend(disjuncts(b));
+            let mut all = operands(a, op);
+            all.extend(operands(b, op));
             all
         }
         _ => vec![expr],

