@@ -411,6 +411,79 @@ fn eval_explains_a_test_case_rule_by_rule_with_the_values_read() {
 }
 
 #[test]
+fn eval_shows_a_rule_that_errors_and_why_and_rejects_garbage_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        r#"rules:
+  - name: tenant-ok
+    effect: allow
+    when: request.headers["x-tenant"] == "acme"
+  - name: debug-off
+    effect: deny
+    when: request.headers["x-debug"] == "1"
+"#,
+    )
+    .unwrap();
+    let eval = |input: &Path| {
+        run(&[
+            "eval",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ])
+    };
+
+    let case = dir.path().join("case.yaml");
+    std::fs::write(
+        &case,
+        "identity: spiffe://example.org/a\nrequest: { headers: { x-tenant: acme } }\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = eval(&case);
+    assert_eq!(code, 0, "{stderr}");
+    for expected in [
+        "  allow tenant-ok  match\n",
+        "  deny  debug-off  error: No such key: x-debug\n",
+        "decision: deny by rule 'debug-off' (rule_error); rule 'debug-off' failed: No such key: x-debug\n",
+        "  request.headers = {\"x-tenant\": \"acme\"}\n",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+
+    let garbage: [(&str, &[u8], &str); 3] = [
+        (
+            "typo.yaml",
+            b"identty: spiffe://example.org/a\n",
+            "unknown field `identty`",
+        ),
+        (
+            "random.bin",
+            &[0xff, 0xfe, 0x00, 0x9c],
+            "stream did not contain valid UTF-8",
+        ),
+        (
+            "check.json",
+            br#"{"attributes": 3}"#,
+            "`attributes` must be an object",
+        ),
+    ];
+    for (name, bytes, message) in garbage {
+        let input = dir.path().join(name);
+        std::fs::write(&input, bytes).unwrap();
+        let (code, stdout, stderr) = eval(&input);
+        assert_eq!(code, 1, "{name}: {stdout}{stderr}");
+        assert!(stdout.is_empty(), "{name}: no explanation: {stdout}");
+        assert!(stderr.contains(message), "{name}: {stderr}");
+    }
+}
+
+#[test]
 fn eval_replays_an_envoy_check_request_in_json() {
     let dir = tempfile::tempdir().unwrap();
     let pem = std::fs::read_to_string(root().join("examples/pki/batch-exporter.pem")).unwrap();
