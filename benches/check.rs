@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use celador::decision::{Authorizer, DecisionSettings};
 use celador::identity::bundle::{TrustBundles, parse_pem};
-use celador::identity::x509::CacheSettings;
+use celador::identity::verified::CacheSettings;
 use celador::policy::Policy;
 use celador::workload::Workload;
 use criterion::{Criterion, criterion_group, criterion_main};

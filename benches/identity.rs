@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use celador::identity::bundle::{self, TrustBundles};
 use celador::identity::jwt::{JwtSettings, JwtVerifier};
-use celador::identity::x509::{CacheSettings, X509Verifier};
+use celador::identity::verified::CacheSettings;
+use celador::identity::x509::X509Verifier;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const ID: &str = "spiffe://example.org/ns/payments/sa/api";

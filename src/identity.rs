@@ -15,6 +15,7 @@ pub mod bundle;
 pub mod jwt;
 pub mod spiffe_id;
 pub mod store;
+pub mod verified;
 pub mod workload_api;
 pub mod x509;
 pub mod xfcc;

@@ -15,20 +15,20 @@
 //! lacks, with `p521`; a unit test holds our verdicts and the spiffe crate's
 //! together.
 //!
-//! Verified tokens are cached by the SHA-256 of the token, with the
+//! Verified tokens are cached ([`super::verified`]) by the SHA-256 of the
+//! token, with the
 //! generation of the bundle that verified them, never past their `exp`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::bundle::jwk::JwsAlg;
 use super::bundle::{Lookup, TrustBundles};
-use super::x509::CacheSettings;
+use super::verified::{CacheSettings, Credential, VerifiedCache};
 use super::{IdentityError, SpiffeId};
 use crate::reason::Reason;
 
@@ -59,17 +59,11 @@ pub struct JwtSettings {
     pub cache: CacheSettings,
 }
 
-#[derive(Clone)]
-struct Verified {
-    svid: Arc<JwtSvid>,
-    generation: u64,
-}
-
 /// Verifies JWT-SVIDs and caches the verified ones.
 pub struct JwtVerifier {
     audiences: Vec<String>,
     leeway: Duration,
-    cache: Option<moka::sync::Cache<[u8; 32], Verified>>,
+    cache: VerifiedCache<JwtSvid>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -81,36 +75,28 @@ impl std::fmt::Debug for JwtVerifier {
     }
 }
 
-struct UntilExpiry {
-    max_ttl: Duration,
-}
+impl Credential for JwtSvid {
+    fn id(&self) -> &SpiffeId {
+        &self.id
+    }
 
-impl moka::Expiry<[u8; 32], Verified> for UntilExpiry {
-    fn expire_after_create(&self, _: &[u8; 32], v: &Verified, _: Instant) -> Option<Duration> {
-        let left = v
-            .svid
-            .expiry
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        Some(left.min(self.max_ttl))
+    fn expires_at(&self) -> SystemTime {
+        self.expiry
+    }
+
+    /// Without the leeway: a token in its leeway is verified afresh.
+    fn valid_at(&self, now: SystemTime) -> bool {
+        now < self.expiry
     }
 }
 
 impl JwtVerifier {
     /// A verifier with `settings`.
     pub fn new(settings: JwtSettings) -> Self {
-        let cache = (settings.cache.max_entries > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(settings.cache.max_entries)
-                .expire_after(UntilExpiry {
-                    max_ttl: settings.cache.max_ttl,
-                })
-                .build()
-        });
         JwtVerifier {
             audiences: settings.audiences,
             leeway: settings.leeway,
-            cache,
+            cache: VerifiedCache::new(settings.cache),
         }
     }
 
@@ -127,32 +113,10 @@ impl JwtVerifier {
                 token.len()
             )));
         }
-        let Some(cache) = &self.cache else {
-            return self
-                .verify_uncached(token, bundles, now)
-                .map(|(svid, _)| Arc::new(svid));
-        };
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(hit) = cache.get(&key) {
-            let same_bundle = matches!(
-                bundles.lookup(hit.svid.id.trust_domain()),
-                Lookup::Found(b) if b.generation() == hit.generation
-            );
-            if same_bundle && now < hit.svid.expiry {
-                return Ok(hit.svid);
-            }
-            cache.invalidate(&key);
-        }
-        let (svid, generation) = self.verify_uncached(token, bundles, now)?;
-        let svid = Arc::new(svid);
-        cache.insert(
-            key,
-            Verified {
-                svid: Arc::clone(&svid),
-                generation,
-            },
-        );
-        Ok(svid)
+        self.cache
+            .get_or_verify(token.as_bytes(), bundles, now, || {
+                self.verify_uncached(token, bundles, now)
+            })
     }
 
     /// The full verification, without the cache; also returns the

@@ -7,13 +7,13 @@
 //! the chain is then verified against the bundle of *that ID's* trust domain
 //! only, so a CA of one trust domain can never vouch for another's IDs.
 //!
-//! Verified leaves are cached by the SHA-256 of the certificate as Envoy sent
-//! it, per bundle generation, and never past the earliest `notAfter` of the
+//! Verified leaves are cached ([`super::verified`]) by the SHA-256 of the
+//! certificate as Envoy sent it, per bundle generation, and never past the earliest `notAfter` of the
 //! verified chain: a chain check costs tens of microseconds, a cache hit well
 //! under one.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -24,6 +24,7 @@ use x509_parser::extensions::GeneralName;
 
 use super::bundle::{Lookup, TrustBundles};
 use super::spiffe_id::SpiffeId;
+use super::verified::{CacheSettings, Credential, VerifiedCache};
 use super::{IdentityError, X509Svid, xfcc};
 use crate::percent;
 use crate::reason::Reason;
@@ -35,81 +36,33 @@ pub const MAX_XFCC_BYTES: usize = 64 * 1024;
 /// At most this many intermediates are offered to path building.
 pub const MAX_INTERMEDIATES: usize = 8;
 
-/// Cache settings for verified leaves.
-#[derive(Debug, Clone, Copy)]
-pub struct CacheSettings {
-    /// How many verified leaves to keep; 0 disables the cache.
-    pub max_entries: u64,
-    /// The longest a verified leaf is trusted without verifying it again,
-    /// however long the certificate is valid.
-    pub max_ttl: Duration,
-}
-
-impl Default for CacheSettings {
-    fn default() -> Self {
-        CacheSettings {
-            max_entries: 10_000,
-            max_ttl: Duration::from_secs(300),
-        }
-    }
-}
-
-type CacheKey = [u8; 32];
-
-/// A verified SVID and the generation of the bundle that verified it.
-#[derive(Clone)]
-struct Verified {
-    svid: Arc<X509Svid>,
-    generation: u64,
-}
-
 /// Verifies X.509-SVIDs and caches the verified ones.
+#[derive(Debug)]
 pub struct X509Verifier {
-    cache: Option<moka::sync::Cache<CacheKey, Verified>>,
+    cache: VerifiedCache<X509Svid>,
 }
 
-impl std::fmt::Debug for X509Verifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("X509Verifier")
-            .field("cached", &self.cache.as_ref().map(|c| c.entry_count()))
-            .finish()
+impl Credential for X509Svid {
+    fn id(&self) -> &SpiffeId {
+        &self.id
     }
-}
 
-/// Expires each cached leaf at the earliest `notAfter` of its chain, or
-/// after `max_ttl`, whichever comes first.
-struct UntilChainExpiry {
-    max_ttl: Duration,
-}
+    /// The earliest `notAfter` of the chain that verified it.
+    fn expires_at(&self) -> SystemTime {
+        self.chain_not_after
+    }
 
-impl moka::Expiry<CacheKey, Verified> for UntilChainExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &CacheKey,
-        verified: &Verified,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        let left = verified
-            .svid
-            .chain_not_after
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        Some(left.min(self.max_ttl))
+    fn valid_at(&self, now: SystemTime) -> bool {
+        now >= self.not_before && now < self.chain_not_after
     }
 }
 
 impl X509Verifier {
     /// A verifier with the given cache settings.
     pub fn new(settings: CacheSettings) -> Self {
-        let cache = (settings.max_entries > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(settings.max_entries)
-                .expire_after(UntilChainExpiry {
-                    max_ttl: settings.max_ttl,
-                })
-                .build()
-        });
-        X509Verifier { cache }
+        X509Verifier {
+            cache: VerifiedCache::new(settings),
+        }
     }
 
     /// Verifies the leaf Envoy forwarded, with intermediates from `xfcc`.
@@ -135,34 +88,10 @@ impl X509Verifier {
                 ),
             ));
         }
-        let Some(cache) = &self.cache else {
-            return verify_uncached(certificate, xfcc, bundles, now)
-                .map(|(svid, _)| Arc::new(svid));
-        };
-        let key: CacheKey = Sha256::digest(certificate.as_bytes()).into();
-        if let Some(hit) = cache.get(&key) {
-            // Valid only while its trust domain still has the very bundle that
-            // verified it; the cache expires entries itself, and this guards
-            // its granularity.
-            let same_bundle = matches!(
-                bundles.lookup(hit.svid.id.trust_domain()),
-                Lookup::Found(b) if b.generation() == hit.generation
-            );
-            if same_bundle && now < hit.svid.chain_not_after && now >= hit.svid.not_before {
-                return Ok(hit.svid);
-            }
-            cache.invalidate(&key);
-        }
-        let (svid, generation) = verify_uncached(certificate, xfcc, bundles, now)?;
-        let svid = Arc::new(svid);
-        cache.insert(
-            key,
-            Verified {
-                svid: Arc::clone(&svid),
-                generation,
-            },
-        );
-        Ok(svid)
+        self.cache
+            .get_or_verify(certificate.as_bytes(), bundles, now, || {
+                verify_uncached(certificate, xfcc, bundles, now)
+            })
     }
 }
 
