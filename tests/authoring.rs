@@ -34,6 +34,20 @@ fn check(files: &[&str], flags: &[&str]) -> (i32, String) {
     (code, format!("{stdout}{stderr}"))
 }
 
+/// Asserts that `output` has, for each `(rule, line, column, message)`, a
+/// block headed `SEVERITY: rule 'RULE': MESSAGE` pointing at FILE:LINE:COLUMN.
+fn assert_reported(output: &str, severity: &str, file: &Path, expected: &[(&str, u32, u32, &str)]) {
+    let f = file.display();
+    for (rule, line, column, message) in expected {
+        let head = format!("{severity}: rule '{rule}': {message}");
+        let at = format!(" --> {f}:{line}:{column}");
+        let found = output
+            .split("\n\n")
+            .any(|block| block.starts_with(&head) && block.contains(&at));
+        assert!(found, "missing `{head}` at {line}:{column} in:\n{output}");
+    }
+}
+
 #[test]
 fn check_accepts_the_shipped_policies_without_a_warning() {
     let files = args(&example_rules());
@@ -92,7 +106,6 @@ fn check_reports_every_error_class_with_file_rule_line_and_column() {
     std::fs::write(&file, BROKEN).unwrap();
     let (code, output) = check(&[file.to_str().unwrap()], &[]);
     assert_eq!(code, 1, "{output}");
-    let f = file.display();
     let expected = [
         (
             "syntax",
@@ -157,14 +170,7 @@ fn check_reports_every_error_class_with_file_rule_line_and_column() {
         ),
         ("", 35, 11, "the rule has an empty name"),
     ];
-    for (rule, line, column, message) in expected {
-        let head = format!("error: rule '{rule}': {message}");
-        let at = format!(" --> {f}:{line}:{column}");
-        let found = output
-            .split("\n\n")
-            .any(|block| block.starts_with(&head) && block.contains(&at));
-        assert!(found, "missing `{head}` at {line}:{column} in:\n{output}");
-    }
+    assert_reported(&output, "error", &file, &expected);
     assert!(
         output.contains("1 file(s) checked: 12 error(s), 0 warning(s)"),
         "{output}"
@@ -235,7 +241,6 @@ fn check_reports_every_warning_class_and_fails_on_them_only_when_asked() {
     std::fs::write(&file, WARNED).unwrap();
     let (code, output) = check(&[file.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "warnings alone pass: {output}");
-    let f = file.display();
     let expected = [
         (
             "twice",
@@ -268,14 +273,7 @@ fn check_reports_every_warning_class_and_fails_on_them_only_when_asked() {
             "reading request.headers[\"x-debug\"] fails when the key is absent, and a deny rule that fails denies; test for it first: `\"x-debug\" in request.headers && ...`",
         ),
     ];
-    for (rule, line, column, message) in expected {
-        let head = format!("warning: rule '{rule}': {message}");
-        let at = format!(" --> {f}:{line}:{column}");
-        let found = output
-            .split("\n\n")
-            .any(|block| block.starts_with(&head) && block.contains(&at));
-        assert!(found, "missing `{head}` at {line}:{column} in:\n{output}");
-    }
+    assert_reported(&output, "warning", &file, &expected);
     assert!(
         output.contains("1 file(s) checked: 0 error(s), 5 warning(s)"),
         "{output}"
