@@ -18,11 +18,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use celador::decision::{Authorizer, DecisionSettings};
-use celador::identity::bundle::{TrustBundles, parse_pem};
-use celador::identity::verified::CacheSettings;
-use celador::policy::Policy;
-use celador::workload::Workload;
+use celador::edge::response::HeaderValueSource;
+use celador::edge::{EdgeSettings, ExtAuthz};
+use celador::engine::identity::bundle::{TrustBundles, parse_pem};
+use celador::engine::identity::verified::CacheSettings;
+use celador::engine::policy::Policy;
+use celador::engine::workload::Workload;
+use celador::engine::{Engine, EngineSettings};
+use celador::store::Store;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const POLICY: &str = r#"
@@ -40,25 +43,27 @@ rules:
     when: request.path.matches("^/admin(/|$)")
 "#;
 
-fn authorizer(ca: &pki::Ca, cache_entries: u64) -> Authorizer {
+fn authorizer(ca: &pki::Ca, cache_entries: u64) -> ExtAuthz {
     let policy = Policy::parse(POLICY, Path::new("bench.yaml")).unwrap();
     let bundle = parse_pem(ca.pem.as_bytes(), Path::new("bench.pem")).unwrap();
     let bundles = TrustBundles::from_domains([("example.org".to_owned(), bundle)]);
-    Authorizer::new(
-        Arc::new(policy),
-        Arc::new(bundles),
+    let engine = Engine::new(
         Workload::default(),
-        DecisionSettings {
-            upstream_headers: vec![(
-                "x-spiffe-id".into(),
-                celador::config::HeaderValueSource::SourceId,
-            )],
-            audit_headers: vec!["user-agent".into()],
-            svid_cache: CacheSettings {
+        EngineSettings {
+            credential_cache: CacheSettings {
                 max_entries: cache_entries,
                 max_ttl: Duration::from_secs(300),
             },
-            ..DecisionSettings::default()
+            ..EngineSettings::default()
+        },
+    );
+    ExtAuthz::new(
+        engine,
+        Store::fixed(Arc::new(policy), bundles),
+        EdgeSettings {
+            upstream_headers: vec![("x-spiffe-id".into(), HeaderValueSource::SourceId)],
+            audit_headers: vec!["user-agent".into()],
+            ..EdgeSettings::default()
         },
     )
 }

@@ -17,10 +17,10 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use celador::identity::bundle::{self, TrustBundles};
-use celador::identity::jwt::{JwtSettings, JwtVerifier};
-use celador::identity::verified::CacheSettings;
-use celador::identity::x509::X509Verifier;
+use celador::engine::identity::bundle::{self, TrustBundles};
+use celador::engine::identity::jwt::{JwtSettings, JwtVerifier};
+use celador::engine::identity::verified::CacheSettings;
+use celador::engine::identity::x509::X509Verifier;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const ID: &str = "spiffe://example.org/ns/payments/sa/api";

@@ -3,10 +3,16 @@
 //!
 //! Data flow: [`load`] reads the rules file, every bundle file and the
 //! workload, reporting all problems together (a bad one exits with code 64
-//! before anything listens); trust domains fed by the Workload API start
-//! pending. [`run`] then starts the live sources (watched files, the Workload
-//! API), the admin listener and the gRPC server, whose health turns
-//! `SERVING` once every trust domain has a bundle.
+//! before anything listens), and turns the static config into the settings
+//! of the engine and the edge; trust domains fed by the Workload API start
+//! pending. [`run`] then starts the live sources (watched files, the
+//! Workload API), which publish into the store, the admin listener and the
+//! gRPC server, whose health turns `SERVING` once every trust domain has a
+//! bundle. Nothing here is on the request path.
+
+pub mod admin;
+pub mod config;
+pub mod telemetry;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -14,19 +20,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::admin::{self, AdminState};
-use crate::config::Config;
-use crate::decision::{Authorizer, DecisionSettings, TokenSettings};
-use crate::identity::bundle::{self, BundleError, DomainBundle, TrustBundles};
-use crate::identity::jwt::JwtSettings;
-use crate::identity::store::BundleStore;
-use crate::identity::verified::CacheSettings;
-use crate::identity::workload_api::WorkloadApiSource;
+use crate::edge::server::{self, ServeError};
+use crate::edge::{EdgeSettings, ExtAuthz};
+use crate::engine::identity::bundle::{self, BundleError, DomainBundle};
+use crate::engine::identity::jwt::JwtSettings;
+use crate::engine::identity::verified::CacheSettings;
+use crate::engine::policy::{Policy, PolicyError};
+use crate::engine::{Engine, EngineSettings, TokenSettings};
 use crate::metrics::Metrics;
-use crate::policy::{Policy, PolicyError};
-use crate::reload::LiveFiles;
-use crate::server::{self, ServeError};
-use crate::workload::{Workload, WorkloadError};
+use crate::sources::files::LiveFiles;
+use crate::sources::workload::WorkloadError;
+use crate::sources::workload_api::WorkloadApiSource;
+use crate::store::Store;
+use admin::AdminState;
+use config::Config;
+
+use crate::engine::workload::Workload;
 
 /// How often watched files are re-read even without a change event.
 const RESYNC: Duration = Duration::from_secs(10);
@@ -55,24 +64,34 @@ pub enum StartupError {
     NoWorkloadApi(String),
 }
 
+/// A file as read at start-up: where it is and what it held, so that its
+/// live source starts from that content.
+type FileContent = (PathBuf, Vec<u8>);
+
 /// Everything loaded at startup, ready to run.
 pub struct Loaded {
-    /// The authorizer, with the loaded policy and bundles.
-    pub authorizer: Arc<Authorizer>,
+    /// The ext_authz edge, deciding with the loaded rules and bundles.
+    pub ext_authz: Arc<ExtAuthz>,
     metrics: Arc<Metrics>,
-    configured: BTreeSet<String>,
-    file_bundles: HashMap<String, (PathBuf, Vec<u8>, Arc<DomainBundle>)>,
-    policy_file: (PathBuf, Vec<u8>),
+    bundle_files: HashMap<String, FileContent>,
+    policy_file: FileContent,
     workload_api: Option<WorkloadApiSource>,
 }
 
 impl std::fmt::Debug for Loaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Loaded")
-            .field("authorizer", &self.authorizer)
-            .field("configured", &self.configured)
+            .field("ext_authz", &self.ext_authz)
             .finish_non_exhaustive()
     }
+}
+
+/// Bundle files read at start-up, by trust domain.
+struct BundleFiles {
+    files: HashMap<String, FileContent>,
+    bundles: HashMap<String, Arc<DomainBundle>>,
+    /// Trust domains fed by the Workload API instead.
+    from_workload_api: BTreeSet<String>,
 }
 
 /// Loads everything the config names; every problem found is returned, not
@@ -82,37 +101,75 @@ pub fn load(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Loaded, Vec<StartupError>> {
     let mut errors = Vec::new();
-    let policy_path = config.resolve(&config.policy);
-    let policy = std::fs::read(&policy_path)
-        .map_err(|e| PolicyError::unreadable(&policy_path, &e))
-        .and_then(|bytes| {
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            Policy::parse(&text, &policy_path).map(|p| (p, bytes))
-        })
+    let policy = load_policy(config).map_err(|e| errors.push(e.into())).ok();
+    let bundles = load_bundles(config, &mut errors);
+    let workload_api = workload_api(config, &bundles.from_workload_api, &env)
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
+    let workload = Workload::load(&config.workload, &env)
         .map_err(|e| errors.push(e.into()))
         .ok();
+    let (Some((policy, policy_file)), Some(workload), true) = (policy, workload, errors.is_empty())
+    else {
+        return Err(errors);
+    };
+    for warning in policy.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let metrics = Arc::new(Metrics::default());
+    let store = Store::new(
+        Arc::new(policy),
+        config.trust_domains.keys().cloned().collect(),
+        bundles.bundles,
+        Arc::clone(&metrics),
+    );
+    let engine = Engine::new(workload, engine_settings(config));
+    Ok(Loaded {
+        ext_authz: Arc::new(ExtAuthz::new(engine, store, edge_settings(config))),
+        metrics,
+        bundle_files: bundles.files,
+        policy_file,
+        workload_api,
+    })
+}
 
-    let mut file_bundles = HashMap::new();
-    let mut api_domains = BTreeSet::new();
+fn load_policy(config: &Config) -> Result<(Policy, FileContent), PolicyError> {
+    let path = config.resolve(&config.policy);
+    let bytes = std::fs::read(&path).map_err(|e| PolicyError::unreadable(&path, &e))?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let policy = Policy::parse(&text, &path)?;
+    Ok((policy, (path, bytes)))
+}
+
+/// Reads every bundle file; trust domains fed by the Workload API are only
+/// noted.
+fn load_bundles(config: &Config, errors: &mut Vec<StartupError>) -> BundleFiles {
+    let mut loaded = BundleFiles {
+        files: HashMap::new(),
+        bundles: HashMap::new(),
+        from_workload_api: BTreeSet::new(),
+    };
     for (name, td) in &config.trust_domains {
         if td.workload_api {
-            api_domains.insert(name.clone());
+            loaded.from_workload_api.insert(name.clone());
             continue;
         }
         let Some(file) = &td.bundle else { continue };
         let path = config.resolve(file);
-        let loaded = std::fs::read(&path)
+        let read = std::fs::read(&path)
             .map_err(|source| BundleError::Read {
                 path: path.clone(),
                 source,
             })
             .and_then(|bytes| bundle::parse(&bytes, &path).map(|l| (bytes, l)));
-        match loaded {
-            Ok((bytes, loaded)) => {
-                for skipped in &loaded.skipped {
+        match read {
+            Ok((bytes, bundle)) => {
+                for skipped in &bundle.skipped {
                     tracing::warn!(trust_domain = %name, "skipped a key: {skipped}");
                 }
-                file_bundles.insert(name.clone(), (path, bytes, Arc::new(loaded.bundle)));
+                loaded.files.insert(name.clone(), (path, bytes));
+                loaded.bundles.insert(name.clone(), Arc::new(bundle.bundle));
             }
             Err(source) => errors.push(StartupError::Bundle {
                 trust_domain: name.clone(),
@@ -120,86 +177,71 @@ pub fn load(
             }),
         }
     }
-    let workload_api = if api_domains.is_empty() {
-        None
-    } else {
-        match config.workload_api_endpoint(env("SPIFFE_ENDPOINT_SOCKET")) {
-            Some(endpoint) => Some(WorkloadApiSource {
-                endpoint,
-                trust_domains: api_domains.clone(),
-            }),
-            None => {
-                let names: Vec<&str> = api_domains.iter().map(String::as_str).collect();
-                errors.push(StartupError::NoWorkloadApi(names.join(", ")));
-                None
-            }
-        }
-    };
-    let workload = Workload::load(&config.workload, &env)
-        .map_err(|e| errors.push(e.into()))
-        .ok();
-    let (Some((policy, policy_bytes)), Some(workload), true) =
-        (policy, workload, errors.is_empty())
-    else {
-        return Err(errors);
-    };
-    for warning in policy.warnings() {
-        tracing::warn!("{warning}");
-    }
-
-    let bundles = TrustBundles::new(
-        file_bundles
-            .iter()
-            .map(|(td, (_, _, b))| (td.clone(), Arc::clone(b)))
-            .collect(),
-        api_domains.clone(),
-    );
-    let authorizer = Arc::new(Authorizer::new(
-        Arc::new(policy),
-        Arc::new(bundles),
-        workload,
-        settings(config),
-    ));
-    Ok(Loaded {
-        authorizer,
-        metrics: Arc::new(Metrics::default()),
-        configured: config.trust_domains.keys().cloned().collect(),
-        file_bundles,
-        policy_file: (policy_path, policy_bytes),
-        workload_api,
-    })
+    loaded
 }
 
-fn settings(config: &Config) -> DecisionSettings {
-    let svid_cache = CacheSettings {
+/// The Workload API source of `trust_domains`, if any uses it.
+fn workload_api(
+    config: &Config,
+    trust_domains: &BTreeSet<String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<WorkloadApiSource>, StartupError> {
+    if trust_domains.is_empty() {
+        return Ok(None);
+    }
+    match config.workload_api_endpoint(env("SPIFFE_ENDPOINT_SOCKET")) {
+        Some(endpoint) => Ok(Some(WorkloadApiSource {
+            endpoint,
+            trust_domains: trust_domains.clone(),
+        })),
+        None => {
+            let names: Vec<&str> = trust_domains.iter().map(String::as_str).collect();
+            Err(StartupError::NoWorkloadApi(names.join(", ")))
+        }
+    }
+}
+
+fn engine_settings(config: &Config) -> EngineSettings {
+    let credential_cache = CacheSettings {
         max_entries: config.cache.svid_entries,
         max_ttl: config.cache.svid_max_ttl.0,
     };
-    DecisionSettings {
+    EngineSettings {
         requirement: config.identity.require,
         token: config.identity.jwt.as_ref().map(|jwt| TokenSettings {
             header: jwt.header.clone(),
-            remove_header: jwt.remove_header,
             verify: JwtSettings {
                 audiences: jwt.audiences.clone(),
                 leeway: jwt.leeway.0,
-                cache: svid_cache,
+                cache: credential_cache,
             },
         }),
+        credential_cache,
+    }
+}
+
+fn edge_settings(config: &Config) -> EdgeSettings {
+    EdgeSettings {
         upstream_headers: config
             .upstream_headers
             .iter()
             .map(|(name, source)| (name.clone(), *source))
             .collect(),
+        removed_headers: config
+            .identity
+            .jwt
+            .iter()
+            .filter(|jwt| jwt.remove_header)
+            .map(|jwt| jwt.header.clone())
+            .collect(),
         audit_headers: config.audit.headers.clone(),
-        svid_cache,
     }
 }
 
-/// Loads everything the config names into an [`Authorizer`], reading the
+/// Loads everything the config names into an [`ExtAuthz`], reading the
 /// process environment.
-pub fn authorizer(config: &Config) -> Result<Arc<Authorizer>, Vec<StartupError>> {
-    load(config, |name| std::env::var(name).ok()).map(|l| l.authorizer)
+pub fn ext_authz(config: &Config) -> Result<Arc<ExtAuthz>, Vec<StartupError>> {
+    load(config, |name| std::env::var(name).ok()).map(|l| l.ext_authz)
 }
 
 /// Starts the live sources and the admin listener, then serves until
@@ -209,42 +251,8 @@ pub async fn run(
     loaded: Loaded,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let Loaded {
-        authorizer,
-        metrics,
-        configured,
-        file_bundles,
-        policy_file,
-        workload_api,
-    } = loaded;
-
-    let initial = file_bundles
-        .iter()
-        .map(|(td, (_, _, bundle))| (td.clone(), Arc::clone(bundle)))
-        .collect();
-    let store = BundleStore::new(
-        Arc::clone(&authorizer),
-        Arc::clone(&metrics),
-        configured,
-        initial,
-    );
-    let mut live = LiveFiles::new(
-        Arc::clone(&authorizer),
-        Arc::clone(&store),
-        Arc::clone(&metrics),
-    );
-    live.policy(policy_file.0, &policy_file.1);
-    for (td, (path, bytes, _)) in file_bundles {
-        live.bundle(td, path, &bytes);
-    }
-    if let Err(e) = live.watch(RESYNC) {
-        tracing::error!("{e}: rules and bundle files will not be reloaded");
-    }
-    if let Some(source) = workload_api {
-        tracing::info!(endpoint = %source.endpoint, trust_domains = ?source.trust_domains, "streaming bundles from the Workload API");
-        source.spawn(Arc::clone(&store), Arc::clone(&metrics));
-    }
-
+    let store = Arc::clone(loaded.ext_authz.store());
+    start_sources(&loaded, &store);
     if let Some(address) = config.admin.as_deref().and_then(|a| a.parse().ok()) {
         let listener = server::bind(address).await?;
         tracing::info!(address = %listener.local_addr().unwrap_or(address), "admin listening");
@@ -252,7 +260,7 @@ pub async fn run(
             listener,
             AdminState {
                 store: Arc::clone(&store),
-                metrics: Arc::clone(&metrics),
+                metrics: Arc::clone(&loaded.metrics),
             },
         );
     }
@@ -267,7 +275,7 @@ pub async fn run(
     let local = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { address, source })?;
-    let policy = authorizer.policy();
+    let policy = Arc::clone(&store.snapshot().policy);
     tracing::info!(
         address = %local,
         policy_version = policy.version(),
@@ -275,12 +283,30 @@ pub async fn run(
         pending_trust_domains = ?store.pending(),
         "listening"
     );
+    let ready = store.ready();
     server::serve(
         listener,
-        authorizer,
-        store.ready(),
+        loaded.ext_authz,
+        ready,
         shutdown,
         config.shutdown_grace.0,
     )
     .await
+}
+
+/// Starts the live sources, each from the content loaded at start-up.
+fn start_sources(loaded: &Loaded, store: &Arc<Store>) {
+    let mut live = LiveFiles::new(Arc::clone(store), Arc::clone(&loaded.metrics));
+    let (path, bytes) = &loaded.policy_file;
+    live.policy(path.clone(), bytes);
+    for (td, (path, bytes)) in &loaded.bundle_files {
+        live.bundle(td.clone(), path.clone(), bytes);
+    }
+    if let Err(e) = live.watch(RESYNC) {
+        tracing::error!("{e}: rules and bundle files will not be reloaded");
+    }
+    if let Some(source) = loaded.workload_api.clone() {
+        tracing::info!(endpoint = %source.endpoint, trust_domains = ?source.trust_domains, "streaming bundles from the Workload API");
+        source.spawn(Arc::clone(store), Arc::clone(&loaded.metrics));
+    }
 }

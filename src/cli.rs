@@ -14,10 +14,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::app;
-use crate::config::Config;
-use crate::policy::{Policy, Severity};
-use crate::server::ServeError;
-use crate::{explain, suite};
+use crate::app::config::Config;
+use crate::authoring::{explain, suite};
+use crate::edge::server::ServeError;
+use crate::engine::policy::Severity;
 
 /// Exit code for unusable configuration (sysexits EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
@@ -99,7 +99,7 @@ pub fn main() -> ExitCode {
 fn check(files: &[PathBuf], deny_warnings: bool, format: &str) -> ExitCode {
     let mut diagnostics = Vec::new();
     for file in files {
-        match Policy::load(file) {
+        match crate::authoring::read_policy(file) {
             Ok(policy) => diagnostics.extend_from_slice(policy.warnings()),
             Err(e) => diagnostics.extend(e.diagnostics),
         }
@@ -193,7 +193,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let _telemetry = match crate::telemetry::init(&config.log) {
+    let _telemetry = match crate::app::telemetry::init(&config.log) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("celador: {e}");
@@ -221,7 +221,11 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(app::run(&config, loaded, crate::server::shutdown_signal()));
+    let result = runtime.block_on(app::run(
+        &config,
+        loaded,
+        crate::edge::server::shutdown_signal(),
+    ));
     match result {
         Ok(()) => {
             tracing::info!("stopped");

@@ -1,42 +1,41 @@
 //! celador: an Envoy ext_authz sidecar that verifies SPIFFE identities and
 //! enforces CEL rules.
 //!
-//! The data flow of one check, each stage in its own module:
+//! The data flow of one check, and the module that owns each stage:
 //!
 //! ```text
-//! Envoy CheckRequest (gRPC)          server     the only place, with attributes, that sees protobuf
-//!   -> Attributes                    attributes a typed view borrowing the request
-//!   -> X509Svid / IdentityError      identity   verified against the bundle of the ID's own trust domain
-//!   -> Activation                    policy     identity + attributes + workload + clock, lazily
-//!   -> Verdict                       policy     deny rules, then allow rules
-//!   -> Decision                      decision   + one audit record (audit)
-//!   -> CheckResponse / Status        response   401/403 with a reason, or OK with upstream headers
+//! Envoy CheckRequest (gRPC)
+//!   edge::server      tonic service: Check and gRPC health
+//!   edge::request     protobuf -> engine::Attributes ........ the only protobuf, with edge::response
+//!   store             one atomic load of the current engine::Snapshot (rules, bundles, generations)
+//!   engine            Attributes + Snapshot + now -> Decision (pure: no I/O, no logging, no protobuf)
+//!     identity        X.509-SVID / JWT-SVID verified against the bundle of the ID's own trust domain
+//!     policy          identity + request + workload + clock, lazily; deny rules, then allow rules
+//!   edge::response    Decision -> CheckResponse (OK, or a denied HTTP response with a reason)
+//!   edge::audit       Decision -> one audit record
+//!
+//! sources             watched files, the Workload API, the Downward API -> publish into the store
+//! authoring           celador check / test / eval and the rule reference, built on the engine
+//! app, cli            config -> engine and edge settings at start-up; the command line
 //! ```
 //!
-//! Two lifecycles are kept apart: static settings ([`config`]) are read once
-//! and a bad one stops startup with exit code 64; live inputs (the policy,
-//! the trust bundles) are immutable snapshots that the [`decision`] module
-//! swaps atomically, each with a generation that caches key on.
+//! Dependencies point one way, down this list: `cli` -> `app` ->
+//! `authoring` -> `edge` | `sources` -> `store` -> `metrics` | `engine`.
+//! The engine depends on nothing above it; `tests/layering.rs` fails when a
+//! module imports against that rule.
+//!
+//! Two lifecycles are kept apart: static settings ([`app::config`]) are
+//! read once and a bad one stops startup with exit code 64; live inputs
+//! (the rules, the trust bundles) are immutable snapshots that the
+//! [`store`] swaps atomically, each with a generation that caches key on.
 
-pub mod admin;
 pub mod app;
-pub mod attributes;
-pub mod audit;
+pub mod authoring;
 pub mod cli;
-pub mod config;
-pub mod decision;
-pub mod explain;
-pub mod identity;
+pub mod edge;
+pub mod engine;
 pub mod metrics;
-pub mod percent;
-pub mod policy;
-pub mod reason;
-pub mod reload;
-pub mod response;
-pub mod server;
-pub mod suite;
-pub mod telemetry;
+pub mod sources;
+pub mod store;
 #[cfg(test)]
 mod testing;
-pub mod workload;
-pub mod yaml;

@@ -546,7 +546,7 @@ fn eval_replays_an_envoy_check_request_in_json() {
 #[test]
 fn the_policy_reference_is_generated_from_the_schema() {
     let path = root().join("docs/policy.md");
-    let generated = celador::policy::reference::markdown();
+    let generated = celador::authoring::reference::markdown();
     if std::env::var_os("CELADOR_BLESS").is_some() {
         std::fs::write(&path, &generated).unwrap();
     }
@@ -556,14 +556,14 @@ fn the_policy_reference_is_generated_from_the_schema() {
         "docs/policy.md is out of date with src/policy/schema.rs; regenerate it with `CELADOR_BLESS=1 cargo test --test authoring`"
     );
     // Every variable and function of the schema is in it.
-    for v in celador::policy::schema::VARIABLES {
+    for v in celador::engine::policy::schema::VARIABLES {
         assert!(
             committed.contains(&format!("| `{}` |", v.name)),
             "{}",
             v.name
         );
     }
-    for f in celador::policy::schema::FUNCTIONS {
+    for f in celador::engine::policy::schema::FUNCTIONS {
         assert!(
             committed.contains(&format!("### `{}`", f.name)),
             "{}",
@@ -593,7 +593,7 @@ fn validate(schema: &Path, documents: &[PathBuf]) -> Vec<String> {
         .iter()
         .map(|p| {
             let text = std::fs::read_to_string(p).unwrap();
-            celador::yaml::from_str::<serde_json::Value>(&text, p).unwrap()
+            celador::engine::yaml::from_str::<serde_json::Value>(&text, p).unwrap()
         })
         .collect();
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@ mod support;
 
 use std::path::Path;
 
-use celador::config::Config;
+use celador::app::config::Config;
 use support::check::{allowed, denial, request};
 use support::pki::url_encode;
 
@@ -22,7 +22,7 @@ fn the_example_configuration_loads_and_decides_as_documented() {
     let config_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/celador.yaml");
     let config = Config::load(&config_path).unwrap();
     assert_eq!(config.listen, "127.0.0.1:9191");
-    let authorizer = celador::app::authorizer(&config).unwrap_or_else(|e| panic!("{e:?}"));
+    let authorizer = celador::app::ext_authz(&config).unwrap_or_else(|e| panic!("{e:?}"));
 
     let payments = url_encode(&example("pki/payments-api.pem"));
     let exporter = url_encode(&example("pki/batch-exporter.pem"));

@@ -1,0 +1,97 @@
+//! The admin listener: `/healthz`, `/readyz` and `/metrics` over HTTP/1.1,
+//! for Kubernetes probes and Prometheus.
+//!
+//! Data flow: read-only views of the process: liveness (the process
+//! answers), readiness (every configured trust domain has a bundle; the
+//! same signal the gRPC health service reports) and the metrics registry.
+//! It never sees a request that Envoy authorizes.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// What the admin endpoints report on.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    /// Readiness.
+    pub store: Arc<Store>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Serves the admin endpoints on `listener` until the runtime stops.
+pub fn spawn(listener: TcpListener, state: AdminState) {
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the admin listener cannot accept");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(respond(&req, &state)) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "admin connection ended");
+                }
+            });
+        }
+    });
+}
+
+fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        ("GET", "/readyz") => {
+            let pending = state.store.pending();
+            if pending.is_empty() {
+                (StatusCode::OK, "text/plain", "ready\n".to_owned())
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("waiting for the trust bundles of: {}\n", pending.join(", ")),
+                )
+            }
+        }
+        ("GET", "/metrics") => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            state.metrics.encode(),
+        ),
+        ("GET", _) => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}

@@ -1,0 +1,549 @@
+//! Static settings: the config file given to `celador serve --config`.
+//!
+//! Data flow: read once at start, before anything listens. Every problem is
+//! reported at once with what to fix, and the process exits with code 64
+//! (EX_USAGE). Paths in the file are relative to the file's directory, so a
+//! config and its rules and bundles can be mounted together anywhere.
+//!
+//! ```yaml
+//! listen: 127.0.0.1:9191
+//! policy: policy.yaml
+//! trust_domains:
+//!   example.org:
+//!     bundle: example.org.pem
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::edge::response::HeaderValueSource;
+use crate::engine::identity::Requirement;
+use crate::engine::identity::spiffe_id::validate_trust_domain;
+use crate::sources::workload::WorkloadSettings;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The gRPC address Envoy's ext_authz filter calls.
+    pub listen: String,
+    /// The rules file.
+    pub policy: PathBuf,
+    /// The trust domains whose SVIDs are accepted, each with its bundle's
+    /// source.
+    pub trust_domains: BTreeMap<String, TrustDomainConfig>,
+    /// Where the SPIFFE Workload API is, for trust domains that use it.
+    #[serde(default)]
+    pub workload_api: WorkloadApiConfig,
+    /// An HTTP address for `/healthz`, `/readyz` and `/metrics`.
+    #[serde(default)]
+    pub admin: Option<String>,
+    /// Which credentials requests must present, and how JWT-SVIDs are read.
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    /// Headers set on allowed requests for the upstream, by name; client-sent
+    /// copies are replaced.
+    #[serde(default)]
+    pub upstream_headers: BTreeMap<String, HeaderValueSource>,
+    /// Where the workload's details come from.
+    #[serde(default)]
+    pub workload: WorkloadSettings,
+    /// What audit records include.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Diagnostic logs.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Caches.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// How long in-flight checks may take to finish after SIGTERM/SIGINT.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: DurationText,
+    /// The directory relative paths are resolved against (the config file's).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// One trust domain and where its bundle comes from: a file, or the
+/// Workload API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustDomainConfig {
+    /// A bundle file, watched: PEM root certificates, or a SPIFFE bundle
+    /// document (JSON).
+    #[serde(default)]
+    pub bundle: Option<PathBuf>,
+    /// Whether the bundle comes from the SPIFFE Workload API.
+    #[serde(default)]
+    pub workload_api: bool,
+}
+
+/// Where the SPIFFE Workload API is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadApiConfig {
+    /// `unix:///path/to/agent.sock` or `tcp://host:port`; by default the
+    /// `SPIFFE_ENDPOINT_SOCKET` environment variable.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+/// Which credentials requests must present.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The default requirement; the `celador.identity` context extension
+    /// overrides it per route or virtual host.
+    #[serde(default)]
+    pub require: Requirement,
+    /// How JWT-SVIDs are read and judged; needed for any requirement but
+    /// `x509`.
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+}
+
+/// How JWT-SVIDs are read and judged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The header carrying the token (`authorization: Bearer ...` by default).
+    #[serde(default = "default_jwt_header")]
+    pub header: String,
+    /// A token's `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway: DurationText,
+    /// Whether to remove the token header from allowed requests, so the
+    /// upstream cannot replay it.
+    #[serde(default)]
+    pub remove_header: bool,
+}
+
+fn default_jwt_header() -> String {
+    "authorization".into()
+}
+fn default_leeway() -> DurationText {
+    DurationText(Duration::from_secs(30))
+}
+
+/// What audit records include.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Request headers whose values are recorded (none by default).
+    #[serde(default)]
+    pub headers: Vec<String>,
+}
+
+/// Diagnostic logging (audit records always go to standard output).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `celador=debug`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `json` or `text`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_log_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Cache sizes and lifetimes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How many verified X.509-SVIDs to keep (0 disables the cache).
+    #[serde(default = "default_svid_entries")]
+    pub svid_entries: u64,
+    /// The longest a verified SVID is reused without verifying it again.
+    #[serde(default = "default_svid_max_ttl")]
+    pub svid_max_ttl: DurationText,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            svid_entries: default_svid_entries(),
+            svid_max_ttl: default_svid_max_ttl(),
+        }
+    }
+}
+
+fn default_svid_entries() -> u64 {
+    10_000
+}
+fn default_svid_max_ttl() -> DurationText {
+    DurationText(Duration::from_secs(300))
+}
+fn default_shutdown_grace() -> DurationText {
+    DurationText(Duration::from_secs(15))
+}
+
+/// A duration written as `500ms`, `30s`, `5m` or `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationText(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text)
+            .map(DurationText)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 500ms, 30s, 5m or 1h"))?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => {
+            return Err(format!(
+                "'{text}' is not a duration like 500ms, 30s, 5m or 1h"
+            ));
+        }
+    };
+    n.checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("'{text}' is too long"))
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML does not fit the config's shape.
+    #[error("{0}")]
+    Yaml(#[from] crate::engine::yaml::YamlError),
+    /// Values that parse but are not valid.
+    #[error("{path}: {}", problems.join(&format!("\n{}: ", path.display())))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Each problem, naming its key.
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; relative paths resolve against the
+    /// directory of `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = crate::engine::yaml::from_str(text, path)?;
+        config.base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.listen_addr().is_none() {
+            problems.push(format!(
+                "listen: '{}' is not an address like 127.0.0.1:9191",
+                self.listen
+            ));
+        }
+        if self.trust_domains.is_empty() {
+            problems
+                .push("trust_domains: at least one trust domain with its bundle is needed".into());
+        }
+        for (name, td) in &self.trust_domains {
+            if let Err(e) = validate_trust_domain(name) {
+                problems.push(format!(
+                    "trust_domains: '{name}' is not a trust domain name: {e}"
+                ));
+            }
+            match (&td.bundle, td.workload_api) {
+                (Some(_), true) => problems.push(format!(
+                    "trust_domains.{name}: give either `bundle` or `workload_api: true`, not both"
+                )),
+                (None, false) => problems.push(format!(
+                    "trust_domains.{name}: say where its bundle comes from: `bundle: FILE` or `workload_api: true`"
+                )),
+                _ => {}
+            }
+        }
+        if let Some(endpoint) = &self.workload_api.endpoint
+            && !(endpoint.starts_with("unix:") || endpoint.starts_with("tcp:"))
+        {
+            problems.push(format!(
+                "workload_api.endpoint: '{endpoint}' is not an endpoint like unix:///run/spire/agent.sock or tcp://127.0.0.1:8081"
+            ));
+        }
+        if let Some(admin) = &self.admin
+            && admin.parse::<SocketAddr>().is_err()
+        {
+            problems.push(format!(
+                "admin: '{admin}' is not an address like 127.0.0.1:9901"
+            ));
+        }
+        match (&self.identity.jwt, self.identity.require.reads_jwt()) {
+            (None, true) => problems.push(format!(
+                "identity.require: '{}' reads JWT-SVIDs, so identity.jwt must say which audiences to accept",
+                requirement_name(self.identity.require)
+            )),
+            (Some(jwt), _) => {
+                if jwt.audiences.is_empty() || jwt.audiences.iter().any(String::is_empty) {
+                    problems.push(
+                        "identity.jwt.audiences: list the audiences a token must name (at least one)"
+                            .into(),
+                    );
+                }
+                if !is_header_name(&jwt.header) {
+                    problems.push(format!(
+                        "identity.jwt.header: '{}' is not a lowercase HTTP header name",
+                        jwt.header
+                    ));
+                }
+            }
+            (None, false) => {}
+        }
+        for name in self.upstream_headers.keys() {
+            if !is_header_name(name) {
+                problems.push(format!(
+                    "upstream_headers: '{name}' is not a lowercase HTTP header name"
+                ));
+            } else if name.starts_with(':') || name == "host" {
+                problems.push(format!("upstream_headers: '{name}' cannot be set"));
+            }
+        }
+        for name in &self.audit.headers {
+            if !is_header_name(name) {
+                problems.push(format!(
+                    "audit.headers: '{name}' is not a lowercase HTTP header name"
+                ));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(format!(
+                "log.level: '{}' is not a log filter: {e}",
+                self.log.level
+            ));
+        }
+        problems
+    }
+
+    /// The listen address.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
+    }
+
+    /// The Workload API endpoint for trust domains that use it: the config's,
+    /// else the value of `SPIFFE_ENDPOINT_SOCKET` given as `env_endpoint`.
+    pub fn workload_api_endpoint(&self, env_endpoint: Option<String>) -> Option<String> {
+        self.workload_api.endpoint.clone().or(env_endpoint)
+    }
+
+    /// `path` resolved against the config file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+}
+
+fn requirement_name(r: Requirement) -> &'static str {
+    match r {
+        Requirement::X509 => "x509",
+        Requirement::Jwt => "jwt",
+        Requirement::Either => "either",
+        Requirement::Both => "both",
+    }
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/celador/config.yaml"))
+    }
+
+    const MINIMAL: &str = "listen: 127.0.0.1:9191\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n";
+
+    #[test]
+    fn a_minimal_config_has_sensible_defaults_and_relative_paths() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(
+            config.listen_addr(),
+            Some("127.0.0.1:9191".parse().unwrap())
+        );
+        assert_eq!(
+            config.resolve(&config.policy),
+            Path::new("/etc/celador/policy.yaml")
+        );
+        assert_eq!(config.cache.svid_entries, 10_000);
+        assert_eq!(config.shutdown_grace.0, Duration::from_secs(15));
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.workload.namespace_env, "POD_NAMESPACE");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err = parse(&format!("{MINIMAL}lisen: 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `lisen`"), "{err}");
+        assert!(err.contains("config.yaml:6:1"), "{err}");
+        let nested = MINIMAL.replace("bundle:", "bundel:");
+        let err = parse(&nested).unwrap_err().to_string();
+        assert!(err.contains("unknown field `bundel`"), "{err}");
+    }
+
+    #[test]
+    fn each_trust_domain_names_exactly_one_source() {
+        let both = MINIMAL.replace(
+            "bundle: example.org.pem",
+            "bundle: x.pem\n    workload_api: true",
+        );
+        let err = parse(&both).unwrap_err().to_string();
+        assert!(
+            err.contains("give either `bundle` or `workload_api: true`, not both"),
+            "{err}"
+        );
+        let none = "listen: 127.0.0.1:1\npolicy: p\ntrust_domains:\n  example.org: {}\n";
+        let err = parse(none).unwrap_err().to_string();
+        assert!(err.contains("say where its bundle comes from"), "{err}");
+        let api = "listen: 127.0.0.1:1\npolicy: p\ntrust_domains:\n  example.org:\n    workload_api: true\nworkload_api:\n  endpoint: /tmp/agent.sock\nadmin: nowhere\n";
+        let err = parse(api).unwrap_err().to_string();
+        assert!(
+            err.contains("workload_api.endpoint: '/tmp/agent.sock' is not an endpoint"),
+            "{err}"
+        );
+        assert!(err.contains("admin: 'nowhere' is not an address"), "{err}");
+        let ok = parse(
+            &api.replace("/tmp/agent.sock", "unix:///tmp/agent.sock")
+                .replace("nowhere", "127.0.0.1:9901"),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.workload_api_endpoint(None).as_deref(),
+            Some("unix:///tmp/agent.sock")
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_all_reported_with_what_to_fix() {
+        let text = "listen: localhost\npolicy: p.yaml\ntrust_domains:\n  Example.org:\n    bundle: b.pem\nupstream_headers:\n  X-Spiffe: source.id\naudit:\n  headers: [User-Agent]\nlog:\n  level: '[['\n";
+        let err = parse(text).unwrap_err().to_string();
+        for expected in [
+            "listen: 'localhost' is not an address like 127.0.0.1:9191",
+            "trust_domains: 'Example.org' is not a trust domain name",
+            "upstream_headers: 'X-Spiffe' is not a lowercase HTTP header name",
+            "audit.headers: 'User-Agent' is not a lowercase HTTP header name",
+            "log.level: '[[' is not a log filter",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn jwt_requirements_need_audiences() {
+        let err = parse(&format!("{MINIMAL}identity:\n  require: either\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("identity.require: 'either' reads JWT-SVIDs"),
+            "{err}"
+        );
+        let err = parse(&format!("{MINIMAL}identity:\n  jwt:\n    audiences: []\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("identity.jwt.audiences"), "{err}");
+        let ok = parse(&format!(
+            "{MINIMAL}identity:\n  require: both\n  jwt:\n    audiences: [payments]\n    leeway: 10s\n"
+        ))
+        .unwrap();
+        let jwt = ok.identity.jwt.unwrap();
+        assert_eq!(jwt.header, "authorization");
+        assert_eq!(jwt.leeway.0, Duration::from_secs(10));
+        assert_eq!(ok.identity.require, Requirement::Both);
+        let bad = parse(&format!("{MINIMAL}identity:\n  require: mtls\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("unknown variant `mtls`"), "{bad}");
+    }
+
+    #[test]
+    fn header_value_sources_and_durations_are_checked() {
+        let bad_source = format!("{MINIMAL}upstream_headers:\n  x-id: source.name\n");
+        let err = parse(&bad_source).unwrap_err().to_string();
+        assert!(err.contains("unknown variant `source.name`"), "{err}");
+        let bad_duration = format!("{MINIMAL}shutdown_grace: 10 seconds\n");
+        let err = parse(&bad_duration).unwrap_err().to_string();
+        assert!(err.contains("not a duration"), "{err}");
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+    }
+}

@@ -1,0 +1,108 @@
+//! Where logs and audit records go.
+//!
+//! Data flow: audit records (the `celador::edge::audit` target) are written as
+//! bare JSON lines to standard output, one per decision; diagnostic logs go
+//! to standard error as JSON or text. Both go through a writer thread, so a
+//! slow reader of the pod's logs never blocks a check on the runtime; the
+//! audit writer is not lossy, since a dropped audit record is a lost fact.
+
+use std::io::Write;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::filter::{EnvFilter, filter_fn};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, fmt};
+
+use crate::app::config::{LogConfig, LogFormat};
+use crate::edge::audit;
+
+/// Keeps the writer threads alive; dropping it flushes them.
+#[must_use = "dropping the guard stops the log writers"]
+pub struct Guard {
+    _audit: WorkerGuard,
+    _logs: WorkerGuard,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("telemetry::Guard")
+    }
+}
+
+/// Installs the global subscriber. `RUST_LOG`, when set, overrides
+/// `log.level`.
+pub fn init(log: &LogConfig) -> Result<Guard, String> {
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| log.level.clone());
+    let filter = EnvFilter::try_new(&level).map_err(|e| format!("log level '{level}': {e}"))?;
+
+    let (audit_writer, audit_guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(64 * 1024)
+        .thread_name("celador-audit")
+        .finish(std::io::stdout());
+    let (log_writer, log_guard) = NonBlockingBuilder::default()
+        .thread_name("celador-log")
+        .finish(std::io::stderr());
+
+    let audit_layer = AuditLayer {
+        writer: audit_writer,
+    }
+    .with_filter(filter_fn(|m| m.target() == audit::TARGET));
+    let not_audit = filter_fn(|m| m.target() != audit::TARGET);
+    let log_layer = match log.format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_writer(log_writer)
+            .with_filter(not_audit)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => fmt::layer()
+            .with_writer(log_writer)
+            .with_ansi(false)
+            .with_filter(not_audit)
+            .with_filter(filter)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(audit_layer)
+        .with(log_layer)
+        .try_init()
+        .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
+    Ok(Guard {
+        _audit: audit_guard,
+        _logs: log_guard,
+    })
+}
+
+/// Writes the `record` field of audit events as a line, and nothing else.
+struct AuditLayer {
+    writer: NonBlocking,
+}
+
+impl<S: Subscriber> Layer<S> for AuditLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut visitor = RecordField(None);
+        event.record(&mut visitor);
+        if let Some(mut line) = visitor.0 {
+            line.push('\n');
+            let mut writer = self.writer.clone();
+            // The non-blocking writer only fails once its thread is gone.
+            let _ = writer.write_all(line.as_bytes());
+        }
+    }
+}
+
+struct RecordField(Option<String>);
+
+impl Visit for RecordField {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "record" {
+            self.0 = Some(value.to_owned());
+        }
+    }
+
+    fn record_debug(&mut self, _field: &Field, _value: &dyn std::fmt::Debug) {}
+}

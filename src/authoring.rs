@@ -1,0 +1,24 @@
+//! Authoring tools: what rule writers run before anything is deployed.
+//!
+//! Data flow: `celador test` runs YAML test [`suite`]s through the engine's
+//! rules, `celador eval` [`explain`]s one decision rule by rule (from a test
+//! case or a replayed Envoy `CheckRequest` in [`json`]), and [`reference`]
+//! renders the rule reference from the engine's schema. Authoring builds on
+//! the engine (and on the edge's reading of a `CheckRequest`, so that a
+//! replay sees exactly what serving sees); nothing on the request path
+//! depends on it.
+
+pub mod explain;
+pub mod json;
+pub mod reference;
+pub mod suite;
+
+use std::path::Path;
+
+use crate::engine::policy::{Policy, PolicyError};
+
+/// Reads and compiles the rules file at `path`.
+pub fn read_policy(path: &Path) -> Result<Policy, PolicyError> {
+    let text = std::fs::read_to_string(path).map_err(|e| PolicyError::unreadable(path, &e))?;
+    Policy::parse(&text, path)
+}

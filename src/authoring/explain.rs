@@ -1,0 +1,276 @@
+//! `celador eval`: one input, every rule's result, and every attribute the
+//! rules read.
+//!
+//! Data flow: the input is either a test case (the form of `celador test`)
+//! or a real Envoy `CheckRequest` in JSON, replayed exactly: the same
+//! attributes code reads it, and its identities come from its certificate
+//! and bearer token. They are read, not verified (eval explains rules, not
+//! trust), and the explanation says so. With the request's own time as
+//! `now`, time-based rules replay as they ran.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+use crate::authoring::suite::case::{Case, svid_from_der};
+use crate::authoring::suite::describe;
+use crate::engine::attributes::Attributes;
+use crate::engine::identity::SpiffeId;
+use crate::engine::identity::X509Svid;
+use crate::engine::identity::jwt::{self, JwtSvid};
+use crate::engine::policy::{Input, Policy, RuleResult};
+use crate::engine::workload::Workload;
+
+/// What `eval` found.
+#[derive(Debug)]
+pub struct Explanation {
+    /// What the input was.
+    pub input: String,
+    /// How the identities were obtained.
+    pub identities: Vec<String>,
+    /// The rules file's version.
+    pub policy_version: String,
+    /// Each rule: name, effect, result.
+    pub rules: Vec<(String, &'static str, RuleResult)>,
+    /// The decision in words.
+    pub decision: String,
+    /// Whether the request is allowed.
+    pub allowed: bool,
+    /// Every attribute the rules read, with its value or why it has none.
+    pub attributes: Vec<(String, Result<String, String>)>,
+}
+
+/// Explains the decision of `rules` on `input`.
+pub fn explain(rules: &Path, input: &Path) -> Result<Explanation, String> {
+    let policy = crate::authoring::read_policy(rules).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(input)
+        .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+    let envoy = serde_json::from_str::<Value>(&text)
+        .ok()
+        .filter(|v| v.get("attributes").is_some());
+    match envoy {
+        Some(json) => explain_check_request(&policy, &json),
+        None => {
+            let case: Case =
+                crate::engine::yaml::from_str(&text, input).map_err(|e| e.to_string())?;
+            let base = input.parent().unwrap_or(Path::new("."));
+            let prepared = case.prepare(base)?;
+            let mut identities = Vec::new();
+            if let Some(s) = &prepared.source {
+                identities.push(format!("source: {} (as the case gives it)", s.id));
+            }
+            if let Some(t) = &prepared.token {
+                identities.push(format!("token: {} (as the case gives it)", t.id));
+            }
+            let attrs =
+                Attributes::from_check_request(&prepared.request).map_err(|e| e.to_string())?;
+            Ok(run(
+                &policy,
+                format!(
+                    "a test case ({})",
+                    case.name.as_deref().unwrap_or("unnamed")
+                ),
+                identities,
+                Input {
+                    source: prepared.source.as_ref(),
+                    token: prepared.token.as_ref(),
+                    attributes: &attrs,
+                    workload: &prepared.workload,
+                    now: prepared.now,
+                },
+            ))
+        }
+    }
+}
+
+fn explain_check_request(policy: &Policy, json: &Value) -> Result<Explanation, String> {
+    let request = crate::authoring::json::check_request(json)?;
+    let attrs = Attributes::from_check_request(&request).map_err(|e| e.to_string())?;
+    let mut identities = Vec::new();
+    let source = if attrs.source_certificate.is_empty() {
+        identities.push("source: none (no source.certificate)".into());
+        None
+    } else {
+        match certificate_identity(attrs.source_certificate) {
+            Ok(svid) => {
+                identities.push(format!(
+                    "source: {} (read from source.certificate; not verified against a bundle)",
+                    svid.id
+                ));
+                Some(svid)
+            }
+            Err(e) => {
+                identities.push(format!("source: none ({e})"));
+                None
+            }
+        }
+    };
+    let token = match attrs
+        .header("authorization")
+        .map(|v| jwt::token_in_header("authorization", v))
+    {
+        Some(Ok(Some(token))) => match read_token(token) {
+            Ok(t) => {
+                identities.push(format!(
+                    "token: {} (read from the authorization header; not verified against a bundle)",
+                    t.id
+                ));
+                Some(t)
+            }
+            Err(e) => {
+                identities.push(format!("token: none ({e})"));
+                None
+            }
+        },
+        _ => None,
+    };
+    let now = attrs.time.unwrap_or_else(SystemTime::now);
+    Ok(run(
+        policy,
+        "an Envoy CheckRequest (now = its request time)".into(),
+        identities,
+        Input {
+            source: source.as_ref(),
+            token: token.as_ref(),
+            attributes: &attrs,
+            workload: &Workload::default(),
+            now,
+        },
+    ))
+}
+
+fn run(
+    policy: &Policy,
+    input_kind: String,
+    identities: Vec<String>,
+    input: Input<'_>,
+) -> Explanation {
+    let verdict = policy.evaluate(input);
+    let rules = policy
+        .explain(input)
+        .into_iter()
+        .map(|(rule, result)| (rule.name.to_string(), rule.effect.as_str(), result))
+        .collect();
+    let mut reads: Vec<&str> = policy
+        .rules()
+        .iter()
+        .flat_map(|r| r.reads.iter().map(String::as_str))
+        .collect();
+    reads.sort_unstable();
+    reads.dedup();
+    // `request` is read whenever `request.method` is: show the leaves.
+    let leaves: Vec<&str> = reads
+        .iter()
+        .copied()
+        .filter(|r| {
+            !reads.iter().any(|o| {
+                o.len() > r.len() && o.starts_with(r) && o.as_bytes().get(r.len()) == Some(&b'.')
+            })
+        })
+        .collect();
+    let values = policy.values(&leaves, input);
+    Explanation {
+        input: input_kind,
+        identities,
+        policy_version: policy.version().to_owned(),
+        rules,
+        decision: describe(&verdict),
+        allowed: verdict.allowed,
+        attributes: leaves.iter().map(|l| (*l).to_owned()).zip(values).collect(),
+    }
+}
+
+fn certificate_identity(certificate: &str) -> Result<X509Svid, String> {
+    use rustls_pki_types::pem::PemObject;
+    let pem = crate::engine::percent::decode(certificate, false)
+        .ok_or("source.certificate is not URL-encoded")?;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(&pem)
+        .map_err(|e| format!("source.certificate: {e}"))?;
+    svid_from_der(&der)
+}
+
+/// A token's claims, unverified.
+fn read_token(token: &str) -> Result<JwtSvid, String> {
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or("the token is not a compact JWS")?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| "the token's payload is not base64url")?;
+    let claims: serde_json::Map<String, Value> =
+        serde_json::from_slice(&bytes).map_err(|_| "the token's payload is not a JSON object")?;
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or("the token has no sub")?;
+    let id = SpiffeId::parse(sub).map_err(|e| format!("sub {sub:?}: {e}"))?;
+    let audience = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.clone()],
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+    Ok(JwtSvid {
+        id,
+        audience,
+        expiry: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(exp),
+        claims,
+    })
+}
+
+/// The explanation for people.
+pub fn render_text(e: &Explanation) -> String {
+    let mut out = format!("input: {}\n", e.input);
+    for identity in &e.identities {
+        out.push_str(&format!("  {identity}\n"));
+    }
+    out.push_str(&format!("rules (version {}):\n", e.policy_version));
+    let width = e.rules.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
+    for (name, effect, result) in &e.rules {
+        let shown = match result {
+            RuleResult::Match => "match".to_owned(),
+            RuleResult::NoMatch => "no match".to_owned(),
+            RuleResult::Error(why) => format!("error: {why}"),
+        };
+        out.push_str(&format!("  {effect:<5} {name:<width$}  {shown}\n"));
+    }
+    out.push_str(&format!("decision: {}\n", e.decision));
+    out.push_str("attributes read:\n");
+    for (path, value) in &e.attributes {
+        match value {
+            Ok(v) => out.push_str(&format!("  {path} = {v}\n")),
+            Err(why) => out.push_str(&format!("  {path}: {why}\n")),
+        }
+    }
+    out
+}
+
+/// The explanation as JSON.
+pub fn render_json(e: &Explanation) -> Value {
+    json!({
+        "input": e.input,
+        "identities": e.identities,
+        "policy_version": e.policy_version,
+        "decision": if e.allowed { "allow" } else { "deny" },
+        "verdict": e.decision,
+        "rules": e.rules.iter().map(|(name, effect, result)| {
+            let (result, error) = match result {
+                RuleResult::Match => ("match", None),
+                RuleResult::NoMatch => ("no_match", None),
+                RuleResult::Error(why) => ("error", Some(why.clone())),
+            };
+            json!({"name": name, "effect": effect, "result": result, "error": error})
+        }).collect::<Vec<_>>(),
+        "attributes": e.attributes.iter().map(|(path, value)| match value {
+            Ok(v) => json!({"path": path, "value": v}),
+            Err(why) => json!({"path": path, "error": why}),
+        }).collect::<Vec<_>>(),
+    })
+}

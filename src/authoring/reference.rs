@@ -1,0 +1,210 @@
+//! The policy reference (`docs/policy.md`), generated from the schema.
+//!
+//! Data flow: the same tables the checker types rules against
+//! ([`crate::engine::policy::schema`]) render here into the reference rule authors read, so
+//! the documentation cannot promise a field or function that the checker
+//! refuses. A test compares `docs/policy.md` with [`markdown`].
+
+use std::fmt::Write;
+
+use crate::engine::policy::schema::{self, FieldTy, Object};
+
+fn type_name(ty: FieldTy) -> String {
+    match ty {
+        FieldTy::Object(o) => format!("[{}](#{})", o.name, anchor(o.name)),
+        other => other.ty().to_string(),
+    }
+}
+
+fn anchor(name: &str) -> String {
+    name.to_ascii_lowercase().replace('.', "")
+}
+
+fn object_section(out: &mut String, variable: &str, object: &Object) {
+    let _ = writeln!(out, "### {}\n", object.name);
+    let _ = writeln!(out, "The type of `{variable}`.\n");
+    let _ = writeln!(
+        out,
+        "| field | type | what it is, and where it comes from |"
+    );
+    let _ = writeln!(out, "|---|---|---|");
+    for f in object.fields {
+        let _ = writeln!(
+            out,
+            "| `{variable}.{}` | {} | {} |",
+            f.name,
+            type_name(f.ty),
+            f.doc
+        );
+    }
+    out.push('\n');
+}
+
+/// The whole reference, as Markdown.
+pub fn markdown() -> String {
+    let mut out = String::new();
+    out.push_str(HEADER);
+    out.push_str("## Variables\n\n");
+    out.push_str("| variable | type | what it is |\n|---|---|---|\n");
+    for v in schema::VARIABLES {
+        let _ = writeln!(out, "| `{}` | {} | {} |", v.name, type_name(v.ty), v.doc);
+    }
+    out.push('\n');
+    for v in schema::VARIABLES {
+        if let FieldTy::Object(object) = v.ty {
+            object_section(&mut out, v.name, object);
+        }
+    }
+    out.push_str(VARIABLE_NOTES);
+    out.push_str("## Functions\n\n");
+    out.push_str(
+        "Besides CEL's operators (`==`, `!=`, `<`, `<=`, `>`, `>=`, `+`, `-`, `*`, `/`, `%`, `!`, `&&`, `||`, `? :`, `in`, `[]`) and macros (`has`, `all`, `exists`, `exists_one`, `map`, `filter`), rules may call these functions. Each example evaluates to `true` (a test checks that).\n\n",
+    );
+    for f in schema::FUNCTIONS {
+        let _ = writeln!(out, "### `{}`\n", f.name);
+        let _ = writeln!(out, "{}\n", f.doc);
+        for o in f.overloads {
+            let _ = writeln!(out, "* `{}`", o.signature(f.name));
+        }
+        let _ = writeln!(out, "\nExample: `{}`\n", f.example);
+    }
+    out.push_str(FOOTER);
+    out
+}
+
+const HEADER: &str = r#"# Policy reference
+
+<!-- Generated from src/policy/schema.rs: edit the schema, then regenerate
+     with `CELADOR_BLESS=1 cargo test --test authoring`. -->
+
+A celador rules file lists rules; each rule is a CEL condition over the
+caller's verified identities, the request and the workload. This reference
+lists everything a condition can read and call. `celador check` refuses any
+name or type it does not list.
+
+## The rules file
+
+```yaml
+rules:
+  - name: exporter-read-only          # required, unique: named in denials and audit records
+    description: the nightly exporter may only read exports   # optional
+    effect: allow                     # required: allow | deny
+    when: >                           # required: a CEL condition that is a bool
+      source.id == "spiffe://example.org/ns/batch/sa/exporter" &&
+      request.method == "GET" && request.path.startsWith("/export/")
+```
+
+Unknown keys are errors. [`rules.schema.json`](rules.schema.json) is the JSON
+Schema of this format, for editors (with the YAML language server, add
+`# yaml-language-server: $schema=<path>/rules.schema.json` at the top).
+
+## How a decision is made
+
+1. The caller's credentials are verified first (see the README); a request
+   without the credentials its route requires is denied (401) before any rule
+   runs.
+2. **Deny rules** run in file order; the first that matches denies the
+   request (403, reason `denied_by_rule`, naming the rule).
+3. Then **allow rules** run in file order; the first that matches allows it
+   (reason `allowed`, naming the rule).
+4. If no allow rule matched, the request is denied (403, `no_allow_rule`).
+
+A condition that **fails to evaluate** (reading `token.id` without a token,
+`request.headers["x"]` without that header, `int("abc")`) counts as *not
+matching* for an allow rule, and as *matching* for a deny rule, which then
+denies with reason `rule_error`: errors always fail closed. The audit record
+lists every rule that failed, and why.
+
+"#;
+
+const VARIABLE_NOTES: &str = r#"### Absent values
+
+`source.*` (except `address` and `port`) exists only when the peer's
+X.509-SVID was verified, and `token.*` only when a JWT-SVID was: reading one
+that is absent fails (see above). Reading a map key that is absent fails
+too: test for it first (`"x-tenant" in request.headers && ...`, or
+`has(context.route) && ...` for a key that is an identifier); `celador
+check` warns when a deny rule does not.
+
+### Types
+
+Strings compare exactly (`==` is case-sensitive); `lowerAscii()` normalises.
+Timestamps compare with `<`, `>` and subtract into durations
+(`now - source.not_after`); `duration("15m")` and `timestamp("2026-01-01T00:00:00Z")`
+build them. `token.claims` values are JSON values: strings, numbers (int or
+double), bools, lists and maps; convert with `string()`, `int()` or
+`double()` where a rule needs one type.
+
+"#;
+
+const FOOTER: &str = r#"## What `celador check` reports
+
+**Errors** (the file is not loaded, by `check` or by `serve`):
+
+* YAML that does not fit the format: an unknown key, a missing `name`,
+  `effect` or `when`, an `effect` other than `allow` or `deny`;
+* an empty rule name;
+* a condition that does not parse (`syntax error: ...`);
+* an unknown variable, field, function or method, with the nearest name
+  suggested (`'request' has no field 'methd'; did you mean 'method'?`);
+* a function called with argument types it does not take, or as a method
+  when it is a function (and the other way round);
+* an operator applied to types it cannot take (`request.size + "a"`), and
+  comparisons that are always false (`source.id == 3`);
+* a condition that is not a bool;
+* a literal regular expression that does not compile.
+
+**Warnings** (the file loads; `--deny-warnings` makes them fail `check`):
+
+* two rules with the same name;
+* a condition that can never be true (`request.method == "GET" &&
+  request.method == "POST"`) or that is always true;
+* an allow rule that a deny rule shadows entirely: whenever it matches, the
+  deny rule matches too;
+* a deny rule that reads a map key without testing that it is present, and
+  so denies every request without that key.
+
+## Test suites
+
+`celador test` runs files named `*_test.yaml` (or the files given). A suite
+names the rules under test and lists cases; `defaults` fill what a case
+leaves out. [`test-suite.schema.json`](test-suite.schema.json) is its JSON
+Schema.
+
+```yaml
+rules: payments.yaml
+defaults:
+  request: { host: payments.shop.svc }
+cases:
+  - name: refunds may not charge
+    identity: spiffe://example.org/ns/shop/sa/refunds   # or certificate: certs/refunds.pem
+    token:                                               # optional: a JWT-SVID
+      id: spiffe://example.org/agents/bot
+      audience: [payments]
+      expires: "2026-11-22T11:00:00Z"                    # an hour after `time` if omitted
+      claims: { tenant: acme }
+    request:
+      method: POST                                       # GET if omitted
+      path: /v1/charges?amount=10                        # / if omitted
+      query: { currency: EUR }                           # appended to the path's query
+      headers: { x-purpose: reporting }
+      host: payments.shop.svc                            # localhost if omitted
+      source_address: 10.0.0.7
+    destination: { principal: spiffe://example.org/ns/shop/sa/payments, address: 10.0.0.9, port: 8443 }
+    context: { route: charges }                          # Envoy's context extensions
+    workload: { namespace: shop, labels: { app: payments } }
+    time: "2026-11-22T10:00:00Z"                         # now and request.time; the real time if omitted
+    expect:
+      decision: deny                                     # allow | deny
+      rule: refunds-only-refund                          # optional: the deciding rule
+      reason: denied_by_rule                             # optional: allowed, denied_by_rule, rule_error, no_allow_rule
+```
+
+A case's request becomes the `CheckRequest` Envoy would send, read by the
+same code as in `serve`. Identities are taken as given (a certificate file is
+read for its SPIFFE ID, not verified): a suite tests rules, not credentials.
+
+`celador eval --rules FILE --input FILE` takes one such case (without
+`expect`), or an Envoy `CheckRequest` in JSON, and explains every rule's
+result and the value of every attribute the rules read.
+"#;

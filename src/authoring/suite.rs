@@ -1,0 +1,329 @@
+//! Policy test suites: what `celador test` runs.
+//!
+//! ```yaml
+//! rules: payments.yaml                     # the rules under test, beside this file
+//! defaults:                                # merged into every case
+//!   request: { host: payments.internal }
+//! cases:
+//!   - name: the payments API may charge
+//!     identity: spiffe://example.org/ns/payments/sa/api
+//!     request: { method: POST, path: /charge }
+//!     expect: { decision: allow, rule: payments-api }
+//! ```
+//!
+//! Data flow: each case becomes exactly what `serve` would evaluate (a
+//! `CheckRequest` read by the same attributes code, the identities, the
+//! workload, a clock), the policy decides, and the verdict is compared with
+//! what the case expects. Results render as text for people and JUnit XML
+//! for CI systems.
+
+pub mod case;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::engine::Decision;
+use crate::engine::attributes::Attributes;
+use crate::engine::policy::{Input, Policy};
+use case::{Case, ExpectedDecision};
+
+/// A test suite file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuiteFile {
+    /// The rules file under test, relative to the suite.
+    pub rules: PathBuf,
+    /// Values every case starts from.
+    #[serde(default)]
+    pub defaults: Case,
+    /// The cases.
+    pub cases: Vec<Case>,
+}
+
+/// The outcome of one case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// As expected.
+    Passed,
+    /// Not as expected: what was expected, what happened.
+    Failed {
+        /// What the case expected.
+        expected: String,
+        /// What the rules decided.
+        got: String,
+    },
+    /// The case could not be run.
+    Error(String),
+}
+
+/// One case's result.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    /// The case's name.
+    pub name: String,
+    /// Its outcome.
+    pub outcome: Outcome,
+}
+
+/// One suite's results.
+#[derive(Debug, Clone)]
+pub struct SuiteResult {
+    /// The suite file.
+    pub path: PathBuf,
+    /// A problem with the whole suite (it does not load, nor its rules).
+    pub error: Option<String>,
+    /// The cases, in order.
+    pub cases: Vec<CaseResult>,
+}
+
+impl SuiteResult {
+    /// Passed cases.
+    pub fn passed(&self) -> usize {
+        self.cases
+            .iter()
+            .filter(|c| c.outcome == Outcome::Passed)
+            .count()
+    }
+
+    /// Cases that failed or could not run; a suite that does not load
+    /// counts as one failure.
+    pub fn failed(&self) -> usize {
+        self.cases.len() - self.passed() + usize::from(self.error.is_some())
+    }
+}
+
+/// The suite files under `paths`: files as given, directories searched for
+/// `*_test.yaml` and `*_test.yml`.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut found = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            walk(path, &mut found).map_err(|e| format!("{}: {e}", path.display()))?;
+        } else if path.is_file() {
+            found.push(path.clone());
+        } else {
+            return Err(format!("{}: no such file or directory", path.display()));
+        }
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, found)?;
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with("_test.yaml") || n.ends_with("_test.yml"))
+        {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the suite at `path`.
+pub fn run(path: &Path) -> SuiteResult {
+    let failed = |error: String| SuiteResult {
+        path: path.to_owned(),
+        error: Some(error),
+        cases: Vec::new(),
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => return failed(format!("cannot read the suite: {e}")),
+    };
+    let suite: SuiteFile = match crate::engine::yaml::from_str(&text, path) {
+        Ok(suite) => suite,
+        Err(e) => return failed(e.to_string()),
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let policy = match crate::authoring::read_policy(&base.join(&suite.rules)) {
+        Ok(policy) => policy,
+        Err(e) => return failed(format!("the rules under test do not load:\n{e}")),
+    };
+    let cases = suite
+        .cases
+        .into_iter()
+        .enumerate()
+        .map(|(i, case)| {
+            let case = case.with_defaults(&suite.defaults);
+            let name = case
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("case {}", i + 1));
+            CaseResult {
+                name,
+                outcome: run_case(&policy, &case, base),
+            }
+        })
+        .collect();
+    SuiteResult {
+        path: path.to_owned(),
+        error: None,
+        cases,
+    }
+}
+
+/// Decides one case with `policy`.
+pub fn decide(policy: &Policy, case: &Case, base: &Path) -> Result<Decision, String> {
+    let prepared = case.prepare(base)?;
+    let attrs = Attributes::from_check_request(&prepared.request).map_err(|e| e.to_string())?;
+    Ok(policy.evaluate(Input {
+        source: prepared.source.as_ref(),
+        token: prepared.token.as_ref(),
+        attributes: &attrs,
+        workload: &prepared.workload,
+        now: prepared.now,
+    }))
+}
+
+fn run_case(policy: &Policy, case: &Case, base: &Path) -> Outcome {
+    let Some(expect) = &case.expect else {
+        return Outcome::Error("the case has no `expect`".into());
+    };
+    if let Some(reason) = &expect.reason
+        && !["allowed", "denied_by_rule", "rule_error", "no_allow_rule"].contains(&reason.as_str())
+    {
+        return Outcome::Error(format!(
+            "expect.reason {reason:?} is not one rules give: allowed, denied_by_rule, rule_error or no_allow_rule"
+        ));
+    }
+    let verdict = match decide(policy, case, base) {
+        Ok(verdict) => verdict,
+        Err(e) => return Outcome::Error(e),
+    };
+    let decision_ok = match expect.decision {
+        ExpectedDecision::Allow => verdict.allowed,
+        ExpectedDecision::Deny => !verdict.allowed,
+    };
+    let rule_ok = expect
+        .rule
+        .as_deref()
+        .is_none_or(|r| verdict.rule.as_deref() == Some(r));
+    let reason_ok = expect
+        .reason
+        .as_deref()
+        .is_none_or(|r| verdict.reason.as_str() == r);
+    if decision_ok && rule_ok && reason_ok {
+        return Outcome::Passed;
+    }
+    let mut expected = match expect.decision {
+        ExpectedDecision::Allow => "allow".to_owned(),
+        ExpectedDecision::Deny => "deny".to_owned(),
+    };
+    if let Some(rule) = &expect.rule {
+        expected.push_str(&format!(" by rule '{rule}'"));
+    }
+    if let Some(reason) = &expect.reason {
+        expected.push_str(&format!(" ({reason})"));
+    }
+    Outcome::Failed {
+        expected,
+        got: describe(&verdict),
+    }
+}
+
+/// A verdict in words: `allow by rule 'x' (allowed)`.
+pub fn describe(verdict: &Decision) -> String {
+    let mut text = if verdict.allowed { "allow" } else { "deny" }.to_owned();
+    if let Some(rule) = &verdict.rule {
+        text.push_str(&format!(" by rule '{rule}'"));
+    }
+    text.push_str(&format!(" ({})", verdict.reason));
+    for e in &verdict.errors {
+        text.push_str(&format!("; rule '{}' failed: {}", e.rule, e.error));
+    }
+    text
+}
+
+/// The results for people; the last line is `N passed, N failed`.
+pub fn render_text(results: &[SuiteResult]) -> String {
+    let mut out = String::new();
+    for suite in results {
+        out.push_str(&format!("{}\n", suite.path.display()));
+        if let Some(error) = &suite.error {
+            out.push_str(&format!("  ERROR {}\n", error.replace('\n', "\n        ")));
+        }
+        for case in &suite.cases {
+            match &case.outcome {
+                Outcome::Passed => out.push_str(&format!("  PASS  {}\n", case.name)),
+                Outcome::Failed { expected, got } => out.push_str(&format!(
+                    "  FAIL  {}\n        expected: {expected}\n        got:      {got}\n",
+                    case.name
+                )),
+                Outcome::Error(e) => out.push_str(&format!("  ERROR {}\n        {e}\n", case.name)),
+            }
+        }
+    }
+    let passed: usize = results.iter().map(SuiteResult::passed).sum();
+    let failed: usize = results.iter().map(SuiteResult::failed).sum();
+    out.push_str(&format!("{passed} passed, {failed} failed\n"));
+    out
+}
+
+/// The results as JUnit XML.
+pub fn render_junit(results: &[SuiteResult]) -> String {
+    let passed: usize = results.iter().map(SuiteResult::passed).sum();
+    let failed: usize = results.iter().map(SuiteResult::failed).sum();
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"celador\" tests=\"{}\" failures=\"{failed}\">\n",
+        passed + failed
+    );
+    for suite in results {
+        let name = xml_escape(&suite.path.display().to_string());
+        out.push_str(&format!(
+            "  <testsuite name=\"{name}\" tests=\"{}\" failures=\"{}\">\n",
+            suite.cases.len() + usize::from(suite.error.is_some()),
+            suite.failed()
+        ));
+        if let Some(error) = &suite.error {
+            out.push_str(&format!(
+                "    <testcase name=\"(suite)\" classname=\"{name}\"><failure message=\"{}\"/></testcase>\n",
+                xml_escape(error)
+            ));
+        }
+        for case in &suite.cases {
+            let case_name = xml_escape(&case.name);
+            match &case.outcome {
+                Outcome::Passed => out.push_str(&format!(
+                    "    <testcase name=\"{case_name}\" classname=\"{name}\"/>\n"
+                )),
+                Outcome::Failed { expected, got } => out.push_str(&format!(
+                    "    <testcase name=\"{case_name}\" classname=\"{name}\"><failure message=\"{}\">expected: {}\ngot: {}</failure></testcase>\n",
+                    xml_escape(&format!("expected {expected}, got {got}")),
+                    xml_escape(expected),
+                    xml_escape(got)
+                )),
+                Outcome::Error(e) => out.push_str(&format!(
+                    "    <testcase name=\"{case_name}\" classname=\"{name}\"><error message=\"{}\"/></testcase>\n",
+                    xml_escape(e)
+                )),
+            }
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {}
+            c => out.push(c),
+        }
+    }
+    out
+}

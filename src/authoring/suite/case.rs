@@ -1,0 +1,438 @@
+//! One test case: an identity, a request and its context, as a rule author
+//! writes it, and what turns it into the exact inputs `serve` would see.
+//!
+//! Data flow: a case becomes a `CheckRequest` (the very message Envoy would
+//! send), read by [`crate::engine::attributes::Attributes::from_check_request`] like any other, plus
+//! the identities rules see as `source` and `token`. Identities are taken as
+//! given: a test checks rules, not credentials, so a certificate file is read
+//! for its SPIFFE ID and validity, not verified against a bundle.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use serde::Deserialize;
+
+use crate::engine::identity::jwt::JwtSvid;
+use crate::engine::identity::{SpiffeId, X509Svid};
+use crate::engine::workload::Workload;
+
+/// A case as written (every field optional, so that a suite's `defaults`
+/// can fill it).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    /// What the case shows.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The SPIFFE ID of the peer's X.509-SVID (`source`).
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// A PEM certificate file whose SPIFFE ID and validity are the peer's,
+    /// instead of `identity`.
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+    /// The JWT-SVID (`token`).
+    #[serde(default)]
+    pub token: Option<TokenInput>,
+    /// The request.
+    #[serde(default)]
+    pub request: RequestInput,
+    /// The local end of the connection.
+    #[serde(default)]
+    pub destination: Option<DestinationInput>,
+    /// Envoy's context extensions.
+    #[serde(default)]
+    pub context: BTreeMap<String, String>,
+    /// The workload.
+    #[serde(default)]
+    pub workload: Option<WorkloadInput>,
+    /// The time of evaluation (`now` and `request.time`), RFC 3339.
+    #[serde(default)]
+    pub time: Option<String>,
+    /// What should happen.
+    #[serde(default)]
+    pub expect: Option<Expect>,
+}
+
+/// The request of a case.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestInput {
+    /// `GET` unless given.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The path, with a query if any; `/` unless given.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Query parameters, appended to the path's.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// `localhost` unless given.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// `https` unless given.
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// `HTTP/1.1` unless given.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// Headers (names are lowercased).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The body size; -1 (unknown) unless given.
+    #[serde(default)]
+    pub size: Option<i64>,
+    /// The request ID.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The peer's address, `10.0.0.1` or `10.0.0.1:5555`.
+    #[serde(default)]
+    pub source_address: Option<String>,
+}
+
+/// The local end of the connection.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationInput {
+    /// `destination.principal`.
+    #[serde(default)]
+    pub principal: String,
+    /// `destination.address`.
+    #[serde(default)]
+    pub address: String,
+    /// `destination.port`.
+    #[serde(default)]
+    pub port: u32,
+}
+
+/// The workload of a case.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadInput {
+    /// Its namespace.
+    #[serde(default)]
+    pub namespace: String,
+    /// Its pod name.
+    #[serde(default)]
+    pub name: String,
+    /// Its service account.
+    #[serde(default)]
+    pub service_account: String,
+    /// Its labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Its annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A JWT-SVID as a case gives it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenInput {
+    /// Its SPIFFE ID (`sub`).
+    pub id: String,
+    /// Its `aud`.
+    #[serde(default)]
+    pub audience: Vec<String>,
+    /// Its `exp`, RFC 3339; an hour after the case's time unless given.
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// Its other claims.
+    #[serde(default)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a case expects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// `allow` or `deny`.
+    pub decision: ExpectedDecision,
+    /// The deciding rule, if the case cares which.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// The reason, if the case cares: `allowed`, `denied_by_rule`,
+    /// `rule_error` or `no_allow_rule`.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// An expected decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpectedDecision {
+    /// Allowed.
+    Allow,
+    /// Denied.
+    Deny,
+}
+
+/// Everything a rule sees for one case.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The request, as Envoy would send it.
+    pub request: CheckRequest,
+    /// The peer's identity.
+    pub source: Option<X509Svid>,
+    /// The JWT-SVID.
+    pub token: Option<JwtSvid>,
+    /// The workload.
+    pub workload: Workload,
+    /// The time of evaluation.
+    pub now: SystemTime,
+}
+
+impl Case {
+    /// This case with `defaults` filling what it leaves out (maps merge,
+    /// the case's entries winning).
+    pub fn with_defaults(mut self, defaults: &Case) -> Case {
+        fn fill<T: Clone>(field: &mut Option<T>, default: &Option<T>) {
+            if field.is_none() {
+                field.clone_from(default);
+            }
+        }
+        fn merge(map: &mut BTreeMap<String, String>, default: &BTreeMap<String, String>) {
+            for (k, v) in default {
+                map.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        if self.identity.is_none() && self.certificate.is_none() {
+            self.identity.clone_from(&defaults.identity);
+            self.certificate.clone_from(&defaults.certificate);
+        }
+        fill(&mut self.token, &defaults.token);
+        fill(&mut self.destination, &defaults.destination);
+        fill(&mut self.workload, &defaults.workload);
+        fill(&mut self.time, &defaults.time);
+        fill(&mut self.expect, &defaults.expect);
+        merge(&mut self.context, &defaults.context);
+        let (r, d) = (&mut self.request, &defaults.request);
+        fill(&mut r.method, &d.method);
+        fill(&mut r.path, &d.path);
+        fill(&mut r.host, &d.host);
+        fill(&mut r.scheme, &d.scheme);
+        fill(&mut r.protocol, &d.protocol);
+        fill(&mut r.size, &d.size);
+        fill(&mut r.id, &d.id);
+        fill(&mut r.source_address, &d.source_address);
+        merge(&mut r.headers, &d.headers);
+        merge(&mut r.query, &d.query);
+        self
+    }
+
+    /// Builds the inputs; relative file names resolve against `base`.
+    pub fn prepare(&self, base: &Path) -> Result<Prepared, String> {
+        if self.identity.is_some() && self.certificate.is_some() {
+            return Err("give either identity or certificate, not both".into());
+        }
+        let now = match &self.time {
+            Some(t) => parse_time(t).map_err(|e| format!("time: {e}"))?,
+            None => SystemTime::now(),
+        };
+        let source = match (&self.identity, &self.certificate) {
+            (Some(id), _) => Some(X509Svid {
+                id: SpiffeId::parse(id).map_err(|e| format!("identity {id:?}: {e}"))?,
+                not_before: now - Duration::from_secs(3600),
+                not_after: now + Duration::from_secs(3600),
+                chain_not_after: now + Duration::from_secs(3600),
+            }),
+            (None, Some(file)) => Some(svid_from_file(&base.join(file))?),
+            (None, None) => None,
+        };
+        let token = match &self.token {
+            None => None,
+            Some(t) => Some(token(t, now)?),
+        };
+        Ok(Prepared {
+            request: self.check_request(now),
+            source,
+            token,
+            workload: self
+                .workload
+                .as_ref()
+                .map(WorkloadInput::workload)
+                .unwrap_or_default(),
+            now,
+        })
+    }
+
+    fn check_request(&self, now: SystemTime) -> CheckRequest {
+        let r = &self.request;
+        let mut path = r.path.clone().unwrap_or_else(|| "/".into());
+        for (i, (k, v)) in r.query.iter().enumerate() {
+            let separator = if i == 0 && !path.contains('?') {
+                '?'
+            } else {
+                '&'
+            };
+            path.push(separator);
+            path.push_str(&query_escape(k));
+            path.push('=');
+            path.push_str(&query_escape(v));
+        }
+        let since_epoch = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let source_address = r.source_address.as_deref().map(socket);
+        let destination = self.destination.as_ref().map(|d| Peer {
+            principal: d.principal.clone(),
+            address: Some(socket(&format!("{}:{}", d.address, d.port))),
+            ..Default::default()
+        });
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                source: Some(Peer {
+                    address: source_address,
+                    ..Default::default()
+                }),
+                destination,
+                request: Some(Request {
+                    time: Some(envoy_types::pb::google::protobuf::Timestamp {
+                        seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
+                        nanos: i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0),
+                    }),
+                    http: Some(HttpRequest {
+                        id: r.id.clone().unwrap_or_else(|| "test".into()),
+                        method: r.method.clone().unwrap_or_else(|| "GET".into()),
+                        headers: r
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                            .collect(),
+                        path,
+                        host: r.host.clone().unwrap_or_else(|| "localhost".into()),
+                        scheme: r.scheme.clone().unwrap_or_else(|| "https".into()),
+                        size: r.size.unwrap_or(-1),
+                        protocol: r.protocol.clone().unwrap_or_else(|| "HTTP/1.1".into()),
+                        ..Default::default()
+                    }),
+                }),
+                context_extensions: self.context.clone().into_iter().collect(),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+impl WorkloadInput {
+    fn workload(&self) -> Workload {
+        Workload {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            service_account: self.service_account.clone(),
+            labels: self.labels.clone().into_iter().collect(),
+            annotations: self.annotations.clone().into_iter().collect(),
+        }
+    }
+}
+
+fn socket(text: &str) -> Address {
+    let (ip, port) = match text.rsplit_once(':') {
+        Some((ip, port)) if !ip.is_empty() && port.parse::<u32>().is_ok() && !ip.ends_with(':') => {
+            (ip.trim_matches(['[', ']']), port.parse().unwrap_or(0))
+        }
+        _ => (text, 0),
+    };
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: ip.to_owned(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+            ..Default::default()
+        })),
+    }
+}
+
+fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An RFC 3339 time.
+pub fn parse_time(text: &str) -> Result<SystemTime, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(SystemTime::from)
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time like 2026-11-22T10:00:00Z: {e}"))
+}
+
+fn token(input: &TokenInput, now: SystemTime) -> Result<JwtSvid, String> {
+    let id = SpiffeId::parse(&input.id).map_err(|e| format!("token.id {:?}: {e}", input.id))?;
+    let expiry = match &input.expires {
+        Some(t) => parse_time(t).map_err(|e| format!("token.expires: {e}"))?,
+        None => now + Duration::from_secs(3600),
+    };
+    let exp = expiry
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut claims = input.claims.clone();
+    claims.insert("sub".into(), input.id.clone().into());
+    claims.insert("aud".into(), input.audience.clone().into());
+    claims.insert("exp".into(), exp.into());
+    Ok(JwtSvid {
+        id,
+        audience: input.audience.clone(),
+        expiry,
+        claims,
+    })
+}
+
+/// The SPIFFE ID and validity of a PEM certificate, unverified.
+pub fn svid_from_file(path: &Path) -> Result<X509Svid, String> {
+    use rustls_pki_types::pem::PemObject;
+    let where_ = path.display();
+    let bytes = std::fs::read(path).map_err(|e| format!("certificate {where_}: {e}"))?;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(&bytes)
+        .map_err(|e| format!("certificate {where_}: not PEM: {e}"))?;
+    svid_from_der(&der).map_err(|e| format!("certificate {where_}: {e}"))
+}
+
+/// The SPIFFE ID and validity of a DER certificate, unverified.
+pub fn svid_from_der(der: &[u8]) -> Result<X509Svid, String> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| format!("not X.509: {e}"))?;
+    let uris: Vec<&str> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let [uri] = uris.as_slice() else {
+        return Err(format!(
+            "an X.509-SVID has exactly one URI SAN, this has {}",
+            uris.len()
+        ));
+    };
+    let id = SpiffeId::parse(uri).map_err(|e| format!("URI SAN {uri:?}: {e}"))?;
+    let time = |t: i64| {
+        u64::try_from(t).map_or(SystemTime::UNIX_EPOCH, |s| {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+        })
+    };
+    let not_after = time(cert.validity().not_after.timestamp());
+    Ok(X509Svid {
+        id,
+        not_before: time(cert.validity().not_before.timestamp()),
+        not_after,
+        chain_not_after: not_after,
+    })
+}

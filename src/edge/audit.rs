@@ -1,0 +1,448 @@
+//! One audit record per decision.
+//!
+//! Data flow: after every check, [`record`] writes one JSON line through
+//! `tracing` under the [`TARGET`] target, which the telemetry setup routes
+//! to standard output apart from diagnostic logs. A record says who called
+//! (the verified SPIFFE ID, never a claimed one), what was asked, what was
+//! decided by which rule and why, under which policy version, and how long
+//! it took. Header values appear only for headers the config allowlists.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use serde::Serialize;
+
+use crate::engine::Decision;
+use crate::engine::RuleError;
+use crate::engine::attributes::Attributes;
+use crate::engine::reason::Reason;
+
+/// The `tracing` target of audit records.
+pub const TARGET: &str = "celador::edge::audit";
+
+/// Longer header values are cut in audit records.
+const MAX_HEADER_VALUE: usize = 1024;
+
+/// What an audit record holds.
+#[derive(Debug, Serialize)]
+pub struct AuditRecord<'a> {
+    /// When the decision was made; written as RFC 3339 in UTC with
+    /// microseconds.
+    #[serde(serialize_with = "serialize_time")]
+    pub time: SystemTime,
+    /// Envoy's request ID.
+    pub request_id: &'a str,
+    /// The SPIFFE ID of the verified X.509-SVID (the mTLS peer).
+    pub spiffe_id: Option<&'a str>,
+    /// The SPIFFE ID of the verified JWT-SVID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<&'a str>,
+    /// The HTTP method.
+    pub method: &'a str,
+    /// The host.
+    pub host: &'a str,
+    /// The path, without query.
+    pub path: &'a str,
+    /// `allow`, `deny` or `error`.
+    pub decision: &'static str,
+    /// The deciding rule.
+    pub rule: Option<&'a str>,
+    /// Why.
+    pub reason: Option<Reason>,
+    /// Details of an identity failure or an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<&'a str>,
+    /// The policy version.
+    pub policy_version: Option<&'a str>,
+    /// How long the check took, in microseconds.
+    pub latency_us: u64,
+    /// Rules whose evaluation failed, and why.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub errors: &'a [RuleError],
+    /// Values of the allowlisted headers present on the request.
+    #[serde(skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers<'a>,
+}
+
+/// Header names and values, written as a JSON object; a vector, since the
+/// allowlist is short and already free of duplicates.
+#[derive(Debug, Default)]
+pub struct Headers<'a>(Vec<(&'a str, &'a str)>);
+
+impl Headers<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Headers<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+/// Audits a decision made at `time`.
+pub fn record(
+    decision: &Decision,
+    attrs: &Attributes<'_>,
+    headers: &[String],
+    time: SystemTime,
+    latency: Duration,
+) {
+    let record = AuditRecord {
+        time,
+        request_id: attrs.request_id,
+        spiffe_id: decision.identity.x509.as_ref().map(|s| s.id.as_str()),
+        token_id: decision.identity.jwt.as_ref().map(|t| t.id.as_str()),
+        method: attrs.method,
+        host: attrs.host,
+        path: attrs.path,
+        decision: if decision.allowed { "allow" } else { "deny" },
+        rule: decision.rule.as_deref(),
+        reason: Some(decision.reason),
+        detail: decision.detail.as_deref(),
+        policy_version: Some(&*decision.policy_version),
+        latency_us: micros(latency),
+        errors: &decision.errors,
+        headers: Headers(
+            headers
+                .iter()
+                .filter_map(|name| {
+                    let value = attrs.header(name)?;
+                    Some((name.as_str(), truncate(value)))
+                })
+                .collect(),
+        ),
+    };
+    emit(&record);
+}
+
+/// Audits a request that could not be decided, for `reason` (an error
+/// reason, see [`Reason::is_error`]) with `detail`.
+pub fn record_error(request: &CheckRequest, reason: Reason, detail: &str, latency: Duration) {
+    let http = request
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref());
+    let field = |f: fn(
+        &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+    ) -> &str| { http.map_or("", f) };
+    let record = AuditRecord {
+        time: SystemTime::now(),
+        request_id: field(|h| &h.id),
+        spiffe_id: None,
+        token_id: None,
+        method: field(|h| &h.method),
+        host: field(|h| &h.host),
+        path: field(|h| &h.path),
+        decision: "error",
+        rule: None,
+        reason: Some(reason),
+        detail: Some(detail),
+        policy_version: None,
+        latency_us: micros(latency),
+        errors: &[],
+        headers: Headers::default(),
+    };
+    emit(&record);
+}
+
+fn emit(record: &AuditRecord<'_>) {
+    let line = record.to_json();
+    tracing::info!(target: TARGET, record = line.as_str());
+}
+
+impl AuditRecord<'_> {
+    /// The record as one line of JSON, the same document `serde_json` makes
+    /// of it. Written by hand because it is on every request's path, where
+    /// serde_json's general machinery made the audit record about a quarter
+    /// of a cached check (see BENCHMARKS.md).
+    pub fn to_json(&self) -> String {
+        let mut buf = String::with_capacity(512);
+        let mut out = JsonObject::open(&mut buf);
+        out.key("time");
+        out.buf.push('"');
+        write_rfc3339(out.buf, self.time);
+        out.buf.push('"');
+        out.str("request_id", self.request_id);
+        out.opt_str("spiffe_id", self.spiffe_id);
+        if let Some(id) = self.token_id {
+            out.str("token_id", id);
+        }
+        out.str("method", self.method);
+        out.str("host", self.host);
+        out.str("path", self.path);
+        out.str("decision", self.decision);
+        out.opt_str("rule", self.rule);
+        out.opt_str("reason", self.reason.map(Reason::as_str));
+        if let Some(detail) = self.detail {
+            out.str("detail", detail);
+        }
+        out.opt_str("policy_version", self.policy_version);
+        out.u64("latency_us", self.latency_us);
+        if !self.errors.is_empty() {
+            out.key("errors");
+            out.buf.push('[');
+            for (i, e) in self.errors.iter().enumerate() {
+                if i > 0 {
+                    out.buf.push(',');
+                }
+                let mut error = JsonObject::open(out.buf);
+                error.str("rule", &e.rule);
+                error.str("error", &e.error);
+                error.close();
+            }
+            out.buf.push(']');
+        }
+        if !self.headers.is_empty() {
+            out.key("headers");
+            let mut headers = JsonObject::open(out.buf);
+            for (name, value) in &self.headers.0 {
+                headers.str(name, value);
+            }
+            headers.close();
+        }
+        out.close();
+        buf
+    }
+}
+
+/// A JSON object being written into a string, member by member.
+struct JsonObject<'a> {
+    buf: &'a mut String,
+    empty: bool,
+}
+
+impl<'a> JsonObject<'a> {
+    fn open(buf: &'a mut String) -> Self {
+        buf.push('{');
+        Self { buf, empty: true }
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.empty {
+            self.buf.push(',');
+        }
+        self.empty = false;
+        string(self.buf, key);
+        self.buf.push(':');
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        string(self.buf, value);
+    }
+
+    fn opt_str(&mut self, key: &str, value: Option<&str>) {
+        match value {
+            Some(value) => self.str(key, value),
+            None => {
+                self.key(key);
+                self.buf.push_str("null");
+            }
+        }
+    }
+
+    fn u64(&mut self, key: &str, value: u64) {
+        use std::fmt::Write;
+        self.key(key);
+        // Writing to a String cannot fail.
+        let _ = write!(self.buf, "{value}");
+    }
+
+    fn close(&mut self) {
+        self.buf.push('}');
+    }
+}
+
+/// Writes `s` as a JSON string: quotes, backslashes and control characters
+/// escaped, everything else (valid UTF-8 already) as it is.
+fn string(out: &mut String, s: &str) {
+    out.push('"');
+    // Almost no value needs escaping; this check has no early exit, so it
+    // runs many bytes at a time, which the loop below cannot.
+    let plain = !s.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
+    let mut start = 0;
+    for (i, byte) in s.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0x00..=0x1f => None,
+            _ => continue,
+        };
+        // `i` is at an ASCII byte, so both ends are character boundaries.
+        out.push_str(s.get(start..i).unwrap_or_default());
+        match escape {
+            Some(escape) => out.push_str(escape),
+            None => {
+                use std::fmt::Write;
+                // Writing to a String cannot fail.
+                let _ = write!(out, "\\u{byte:04x}");
+            }
+        }
+        start = i + 1;
+    }
+    out.push_str(s.get(start..).unwrap_or_default());
+    out.push('"');
+}
+
+fn serialize_time<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let mut text = String::with_capacity(32);
+    write_rfc3339(&mut text, *time);
+    s.serialize_str(&text)
+}
+
+/// Writes `time` as `2026-11-22T04:26:34.880642Z`. The date and time of day
+/// change once a second and are formatted (by chrono) only then, once per
+/// thread; the microseconds are appended each time.
+fn write_rfc3339(out: &mut String, time: SystemTime) {
+    use std::cell::RefCell;
+    use std::fmt::Write;
+
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since_epoch.as_secs();
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != seconds || text.is_empty() {
+            let utc = i64::try_from(seconds)
+                .ok()
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                .unwrap_or_default();
+            text.clear();
+            // Writing to a String cannot fail.
+            let _ = write!(text, "{}", utc.format("%Y-%m-%dT%H:%M:%S"));
+            *cached = seconds;
+        }
+        out.push_str(text);
+    });
+    let _ = write!(out, ".{:06}Z", since_epoch.subsec_micros());
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn truncate(value: &str) -> &str {
+    if value.len() <= MAX_HEADER_VALUE {
+        return value;
+    }
+    let mut end = MAX_HEADER_VALUE;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value.get(..end).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record<'a>(errors: &'a [RuleError], headers: Vec<(&'a str, &'a str)>) -> AuditRecord<'a> {
+        AuditRecord {
+            time: UNIX_EPOCH + Duration::from_micros(1_795_321_594_880_642),
+            request_id: "r-\"1\"",
+            spiffe_id: Some("spiffe://example.org/ns/a/sa/b"),
+            token_id: Some("spiffe://example.org/agent"),
+            method: "GET",
+            host: "h\\ost",
+            path: "/caf\u{e9}/\u{2028}/\u{1F980}/\u{7f}",
+            decision: "deny",
+            rule: Some("r\u{1}\u{8}\u{c}\u{1f}"),
+            reason: Some(Reason::RuleError),
+            detail: Some("line\nbreak\r\ttab"),
+            policy_version: Some("0a1116db286dfaf5"),
+            latency_us: u64::MAX,
+            errors,
+            headers: Headers(headers),
+        }
+    }
+
+    fn parsed(line: &str) -> serde_json::Value {
+        assert!(!line.contains('\n'), "one line: {line}");
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    #[test]
+    fn the_hand_written_line_is_the_document_serde_makes() {
+        let errors = [
+            RuleError {
+                rule: "a".into(),
+                error: "no such key: \"x-debug\"".into(),
+            },
+            RuleError {
+                rule: "b".into(),
+                error: "\u{0}".into(),
+            },
+        ];
+        let full = record(&errors, vec![("user-agent", "curl/8 \"x\""), ("x-b", "")]);
+        let expected = serde_json::to_value(&full).unwrap();
+        assert_eq!(parsed(&full.to_json()), expected);
+        assert_eq!(expected["time"], "2026-11-22T04:26:34.880642Z");
+        assert_eq!(expected["path"], "/caf\u{e9}/\u{2028}/\u{1F980}/\u{7f}");
+
+        let mut bare = record(&[], Vec::new());
+        bare.spiffe_id = None;
+        bare.token_id = None;
+        bare.rule = None;
+        bare.reason = None;
+        bare.detail = None;
+        bare.policy_version = None;
+        bare.latency_us = 0;
+        let line = bare.to_json();
+        assert_eq!(parsed(&line), serde_json::to_value(&bare).unwrap());
+        assert!(
+            !line.contains("errors") && !line.contains("headers") && !line.contains("token_id")
+        );
+        assert!(line.contains(r#""spiffe_id":null"#), "{line}");
+    }
+
+    #[test]
+    fn every_control_character_is_escaped() {
+        let all: String = (0u8..0x20).map(char::from).collect();
+        let mut line = String::new();
+        string(&mut line, &all);
+        assert!(line.bytes().all(|b| b >= 0x20), "{line:?}");
+        assert_eq!(serde_json::from_str::<String>(&line).unwrap(), all);
+    }
+
+    #[test]
+    fn times_are_rfc3339_with_microseconds_across_second_boundaries() {
+        // Out of order and repeated, so the per-second cache is both hit
+        // and refreshed.
+        let micros = [
+            1_795_321_594_880_642u64,
+            1_795_321_594_000_000,
+            1_795_321_595_000_001,
+            1_795_321_594_999_999,
+            0,
+            951_782_400_123_456, // 2000-02-29, a leap day
+            1_795_321_595_000_001,
+        ];
+        for m in micros {
+            let time = UNIX_EPOCH + Duration::from_micros(m);
+            let mut ours = String::new();
+            write_rfc3339(&mut ours, time);
+            let chrono = chrono::DateTime::<chrono::Utc>::from(time)
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            assert_eq!(ours, chrono);
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Envoy's `CheckRequest` into the engine's [`Attributes`]: the only place,
+//! with the answer in [`super::response`], that reads protobuf.
+//!
+//! Data flow: the first stage of a check. Nothing is copied except when
+//! Envoy sent raw headers (`encode_raw_headers: true`), which are decoded
+//! once into a map.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use envoy_types::pb::envoy::config::core::v3::{Address, address, socket_address};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer};
+
+use crate::engine::attributes::Attributes;
+
+/// Why a `CheckRequest` cannot be checked at all (an error for Envoy, not a
+/// deny: its `failure_mode_allow` decides).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttributesError {
+    /// No `attributes`.
+    #[error("the CheckRequest has no attributes")]
+    Missing,
+    /// No `attributes.request.http`: celador authorizes HTTP requests.
+    #[error(
+        "the CheckRequest has no HTTP request; celador authorizes HTTP (use the ext_authz HTTP filter, not the network filter)"
+    )]
+    NotHttp,
+}
+
+impl<'a> Attributes<'a> {
+    /// Reads the attributes of `request`.
+    pub fn from_check_request(request: &'a CheckRequest) -> Result<Self, AttributesError> {
+        let attrs = request
+            .attributes
+            .as_ref()
+            .ok_or(AttributesError::Missing)?;
+        let http = attrs
+            .request
+            .as_ref()
+            .and_then(|r| r.http.as_ref())
+            .ok_or(AttributesError::NotHttp)?;
+        let (source_certificate, source_address, source_port) = match &attrs.source {
+            Some(peer) => {
+                let (addr, port) = socket(peer);
+                (peer.certificate.as_str(), addr, port)
+            }
+            None => ("", "", 0),
+        };
+        let (destination_principal, destination_address, destination_port) =
+            match &attrs.destination {
+                Some(peer) => {
+                    let (addr, port) = socket(peer);
+                    (peer.principal.as_str(), addr, port)
+                }
+                None => ("", "", 0),
+            };
+        let (path, query) = split_path(&http.path);
+        Ok(Attributes {
+            source_certificate,
+            source_address,
+            source_port,
+            destination_principal,
+            destination_address,
+            destination_port,
+            request_id: &http.id,
+            method: &http.method,
+            path,
+            query,
+            host: &http.host,
+            scheme: &http.scheme,
+            protocol: &http.protocol,
+            headers: headers(http),
+            size: http.size,
+            time: attrs
+                .request
+                .as_ref()
+                .and_then(|r| r.time.as_ref())
+                .and_then(|t| timestamp(t.seconds, t.nanos)),
+            context: &attrs.context_extensions,
+        })
+    }
+}
+
+fn socket(peer: &Peer) -> (&str, u32) {
+    match peer
+        .address
+        .as_ref()
+        .and_then(|a: &Address| a.address.as_ref())
+    {
+        Some(address::Address::SocketAddress(s)) => {
+            let port = match s.port_specifier {
+                Some(socket_address::PortSpecifier::PortValue(p)) => p,
+                _ => 0,
+            };
+            (s.address.as_str(), port)
+        }
+        _ => ("", 0),
+    }
+}
+
+/// Splits Envoy's path (which includes the query) into path and query.
+fn split_path(full: &str) -> (&str, &str) {
+    let without_fragment = full.split_once('#').map_or(full, |(p, _)| p);
+    without_fragment
+        .split_once('?')
+        .unwrap_or((without_fragment, ""))
+}
+
+fn headers(http: &HttpRequest) -> Cow<'_, HashMap<String, String>> {
+    let raw = match &http.header_map {
+        Some(map) if http.headers.is_empty() && !map.headers.is_empty() => map,
+        _ => return Cow::Borrowed(&http.headers),
+    };
+    let mut out: HashMap<String, String> = HashMap::with_capacity(raw.headers.len());
+    for header in &raw.headers {
+        let value = if header.raw_value.is_empty() {
+            Cow::Borrowed(header.value.as_str())
+        } else {
+            String::from_utf8_lossy(&header.raw_value)
+        };
+        out.entry(header.key.to_ascii_lowercase())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    Cow::Owned(out)
+}
+
+fn timestamp(seconds: i64, nanos: i32) -> Option<SystemTime> {
+    let secs = u64::try_from(seconds).ok()?;
+    let nanos = u32::try_from(nanos).ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, SocketAddress};
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::Request;
+
+    fn request(http: HttpRequest) -> CheckRequest {
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                source: Some(Peer {
+                    address: Some(Address {
+                        address: Some(address::Address::SocketAddress(SocketAddress {
+                            address: "10.1.2.3".into(),
+                            port_specifier: Some(socket_address::PortSpecifier::PortValue(5555)),
+                            ..Default::default()
+                        })),
+                    }),
+                    certificate: "cert".into(),
+                    ..Default::default()
+                }),
+                request: Some(Request {
+                    time: None,
+                    http: Some(http),
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn the_query_and_fragment_are_split_off_the_path() {
+        let req = request(HttpRequest {
+            path: "/export/a?x=1&y=2#frag".into(),
+            method: "GET".into(),
+            ..Default::default()
+        });
+        let a = Attributes::from_check_request(&req).unwrap();
+        assert_eq!(a.path, "/export/a");
+        assert_eq!(a.query, "x=1&y=2");
+        assert_eq!(a.source_address, "10.1.2.3");
+        assert_eq!(a.source_port, 5555);
+        assert_eq!(a.source_certificate, "cert");
+    }
+
+    #[test]
+    fn raw_header_maps_are_decoded_and_repeated_headers_joined() {
+        #[allow(deprecated)]
+        let req = request(HttpRequest {
+            header_map: Some(HeaderMap {
+                headers: vec![
+                    HeaderValue {
+                        key: "X-A".into(),
+                        value: String::new(),
+                        raw_value: b"1".to_vec(),
+                    },
+                    HeaderValue {
+                        key: "x-a".into(),
+                        value: String::new(),
+                        raw_value: b"2".to_vec(),
+                    },
+                ],
+            }),
+            ..Default::default()
+        });
+        let a = Attributes::from_check_request(&req).unwrap();
+        assert_eq!(a.header("x-a"), Some("1,2"));
+    }
+
+    #[test]
+    fn requests_without_http_attributes_are_errors() {
+        assert_eq!(
+            Attributes::from_check_request(&CheckRequest::default()).unwrap_err(),
+            AttributesError::Missing
+        );
+        let no_http = CheckRequest {
+            attributes: Some(AttributeContext::default()),
+        };
+        assert_eq!(
+            Attributes::from_check_request(&no_http).unwrap_err(),
+            AttributesError::NotHttp
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! The request as the engine sees it: a typed view, free of protobuf.
+//!
+//! Data flow: the ext_authz edge ([`crate::edge::request`]) fills
+//! [`Attributes`] from Envoy's `CheckRequest`, borrowing its strings;
+//! everything downstream (identity, rules, the answer, the audit record)
+//! reads only this view.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+/// What celador reads of one `CheckRequest`.
+#[derive(Debug, Clone)]
+pub struct Attributes<'a> {
+    /// `source.certificate`: the URL-encoded PEM of the peer's leaf.
+    pub source_certificate: &'a str,
+    /// The peer's IP address, empty if it is not a socket address.
+    pub source_address: &'a str,
+    /// The peer's port, 0 if unknown.
+    pub source_port: u32,
+    /// `destination.principal`.
+    pub destination_principal: &'a str,
+    /// The local IP address.
+    pub destination_address: &'a str,
+    /// The local port.
+    pub destination_port: u32,
+    /// `request.http.id`.
+    pub request_id: &'a str,
+    /// `request.http.method`.
+    pub method: &'a str,
+    /// `request.http.path` without query or fragment.
+    pub path: &'a str,
+    /// The raw query string (after `?`, before `#`), not decoded.
+    pub query: &'a str,
+    /// `request.http.host`.
+    pub host: &'a str,
+    /// `request.http.scheme`.
+    pub scheme: &'a str,
+    /// `request.http.protocol`.
+    pub protocol: &'a str,
+    /// Headers by lowercase name.
+    pub headers: Cow<'a, HashMap<String, String>>,
+    /// `request.http.size`: -1 when unknown.
+    pub size: i64,
+    /// `request.time`, if Envoy set it.
+    pub time: Option<SystemTime>,
+    /// `context_extensions`.
+    pub context: &'a HashMap<String, String>,
+}
+
+impl Attributes<'_> {
+    /// The header `name` (lowercase), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}

@@ -1,0 +1,116 @@
+//! The caller's verified identities.
+//!
+//! Data flow: [`crate::engine::attributes`] hands the credentials Envoy forwarded to
+//! the verifiers here: the mTLS peer's X.509-SVID ([`x509`]) and a JWT-SVID
+//! from a request header ([`jwt`]). What comes out is an [`Identity`] that
+//! rules see as `source` (the direct peer) and `token` (often the original
+//! caller, e.g. an agent acting through a gateway), or an [`IdentityError`]
+//! that ends the check with a 401 and a stable [`Reason`]. The
+//! [`Requirement`] says which credentials a route needs. Nothing here reads a
+//! principal string, a DNS SAN, a subject CN or an identity header: only
+//! credentials verified against the bundle of the SPIFFE ID's own trust
+//! domain.
+
+pub mod bundle;
+pub mod jwt;
+pub mod spiffe_id;
+pub mod verified;
+pub mod x509;
+pub mod xfcc;
+
+use std::time::SystemTime;
+
+pub use spiffe_id::SpiffeId;
+
+use crate::engine::reason::Reason;
+
+/// A verified X.509-SVID: who the mTLS peer is, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct X509Svid {
+    /// The SPIFFE ID from the leaf's URI SAN.
+    pub id: SpiffeId,
+    /// The leaf's `notBefore`.
+    pub not_before: SystemTime,
+    /// The leaf's `notAfter`.
+    pub not_after: SystemTime,
+    /// The earliest `notAfter` of the verified chain: past it, a cached
+    /// verdict on this leaf is stale even if the leaf itself is not.
+    pub chain_not_after: SystemTime,
+}
+
+/// The verified identities of one request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Identity {
+    /// The mTLS peer's X.509-SVID, if verified.
+    pub x509: Option<std::sync::Arc<X509Svid>>,
+    /// The JWT-SVID, if verified.
+    pub jwt: Option<std::sync::Arc<jwt::JwtSvid>>,
+}
+
+/// Which credentials a request must present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Requirement {
+    /// The mTLS peer's X.509-SVID; a JWT-SVID is not read.
+    #[default]
+    X509,
+    /// A JWT-SVID; the client certificate is not read.
+    Jwt,
+    /// At least one of them; each one presented must be valid.
+    Either,
+    /// Both.
+    Both,
+}
+
+impl Requirement {
+    /// The requirement named `name` (`x509`, `jwt`, `either`, `both`).
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "x509" => Requirement::X509,
+            "jwt" => Requirement::Jwt,
+            "either" => Requirement::Either,
+            "both" => Requirement::Both,
+            _ => return None,
+        })
+    }
+
+    /// Whether a JWT-SVID is read at all.
+    pub fn reads_jwt(self) -> bool {
+        self != Requirement::X509
+    }
+
+    /// Whether the client certificate is read at all.
+    pub fn reads_x509(self) -> bool {
+        self != Requirement::Jwt
+    }
+}
+
+/// Why the caller's identity could not be established.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct IdentityError {
+    /// The stable code.
+    pub reason: Reason,
+    /// What exactly was wrong, for people.
+    pub detail: String,
+}
+
+impl IdentityError {
+    /// An error with `reason` and `detail`.
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        IdentityError {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    /// The bundle of a configured trust domain is not (yet) available.
+    pub fn bundle_unavailable(trust_domain: &str) -> Self {
+        IdentityError::new(
+            Reason::BundleUnavailable,
+            format!(
+                "trust domain '{trust_domain}' has no bundle yet: its source has not delivered one"
+            ),
+        )
+    }
+}

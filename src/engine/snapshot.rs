@@ -1,0 +1,35 @@
+//! One immutable view of every live input, for one check.
+//!
+//! Data flow: the live-state store ([`crate::store`]) publishes a new
+//! [`Snapshot`] whenever a source delivers new content; each check reads the
+//! current one once and decides with it from start to end, so a reload
+//! never shows a check half old and half new state. Every part carries its
+//! own generation, which caches key on: a reload invalidates by
+//! construction.
+
+use std::sync::Arc;
+
+use super::identity::bundle::TrustBundles;
+use super::policy::Policy;
+
+/// The live state a check is decided with.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The rules in force.
+    pub policy: Arc<Policy>,
+    /// The trust bundles of every configured trust domain.
+    pub bundles: Arc<TrustBundles>,
+    /// Bumped by the store at every publish: which snapshot this is.
+    pub generation: u64,
+}
+
+impl Snapshot {
+    /// A first snapshot of `policy` and `bundles`.
+    pub fn new(policy: Arc<Policy>, bundles: Arc<TrustBundles>) -> Self {
+        Snapshot {
+            policy,
+            bundles,
+            generation: 1,
+        }
+    }
+}

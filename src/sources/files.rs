@@ -1,0 +1,261 @@
+//! Live files: the rules file and bundle files, reloaded without a restart.
+//!
+//! A live source: it publishes into the [`Store`] and nothing reads from it.
+//!
+//! Data flow: Kubernetes updates a mounted ConfigMap or Secret by swapping a
+//! `..data` symlink in the volume's directory, so the *directories* holding
+//! the files are watched, not the files. A burst of events is debounced,
+//! then every file is re-read on a blocking thread; a file whose content
+//! (by SHA-256) did not change is left alone. A file that fails to load
+//! keeps the last good state in use, is logged with the reason, and is
+//! counted. A periodic resync catches anything the watcher missed.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use sha2::{Digest, Sha256};
+
+use crate::engine::identity::bundle;
+use crate::engine::policy::Policy;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// How long a burst of file events may last before the files are read.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// A file and the hash of the content last read from it.
+#[derive(Debug)]
+struct Tracked {
+    path: PathBuf,
+    last: Option<[u8; 32]>,
+}
+
+impl Tracked {
+    fn new(path: PathBuf, content: &[u8]) -> Self {
+        Tracked {
+            path,
+            last: Some(Sha256::digest(content).into()),
+        }
+    }
+
+    /// The new content, if it changed since the last call.
+    fn changed(&mut self) -> Option<Result<Vec<u8>, std::io::Error>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => {
+                let hash: [u8; 32] = Sha256::digest(&bytes).into();
+                if self.last == Some(hash) {
+                    return None;
+                }
+                self.last = Some(hash);
+                Some(Ok(bytes))
+            }
+            Err(e) => {
+                // Report a vanished file once, not on every event.
+                let was_readable = self.last.is_some();
+                self.last = None;
+                was_readable.then_some(Err(e))
+            }
+        }
+    }
+}
+
+/// What a change of a watched file reloads.
+enum Target {
+    Policy,
+    Bundle { trust_domain: String },
+}
+
+/// Where reloaded content goes.
+struct Sinks {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+}
+
+/// The live files and where their content goes.
+pub struct LiveFiles {
+    files: Vec<(Tracked, Target)>,
+    sinks: Sinks,
+}
+
+impl std::fmt::Debug for LiveFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let paths: Vec<_> = self.files.iter().map(|(t, _)| &t.path).collect();
+        f.debug_struct("LiveFiles").field("files", &paths).finish()
+    }
+}
+
+impl LiveFiles {
+    /// Live files starting from the content already loaded at startup.
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
+        LiveFiles {
+            files: Vec::new(),
+            sinks: Sinks { store, metrics },
+        }
+    }
+
+    /// Tracks the rules file, whose current content is `content`.
+    pub fn policy(&mut self, path: PathBuf, content: &[u8]) {
+        self.files
+            .push((Tracked::new(path, content), Target::Policy));
+    }
+
+    /// Tracks a bundle file of `trust_domain`, whose current content is
+    /// `content`.
+    pub fn bundle(&mut self, trust_domain: String, path: PathBuf, content: &[u8]) {
+        self.files
+            .push((Tracked::new(path, content), Target::Bundle { trust_domain }));
+    }
+
+    /// Re-reads every file and applies what changed.
+    pub fn reload(&mut self) {
+        for (tracked, target) in &mut self.files {
+            let Some(content) = tracked.changed() else {
+                continue;
+            };
+            let path = tracked.path.clone();
+            match target {
+                Target::Policy => self.sinks.apply_policy(&path, content),
+                Target::Bundle { trust_domain } => {
+                    self.sinks.apply_bundle(trust_domain, &path, content);
+                }
+            }
+        }
+    }
+}
+
+impl Sinks {
+    fn apply_policy(&self, path: &Path, content: Result<Vec<u8>, std::io::Error>) {
+        let loaded = content
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", path.display()))
+            })
+            .and_then(|text| Policy::parse(&text, path).map_err(|e| e.to_string()));
+        match loaded {
+            Ok(policy) => {
+                for warning in policy.warnings() {
+                    tracing::warn!("{warning}");
+                }
+                tracing::info!(
+                    path = %path.display(),
+                    policy_version = policy.version(),
+                    rules = policy.rules().len(),
+                    "rules reloaded"
+                );
+                self.store.publish_policy(Arc::new(policy));
+                self.metrics.policy_reload(true);
+            }
+            Err(e) => {
+                self.metrics.policy_reload(false);
+                tracing::warn!(
+                    path = %path.display(),
+                    policy_version = self.store.snapshot().policy.version(),
+                    "the rules file cannot be loaded; the last good rules stay in use:\n{e}"
+                );
+            }
+        }
+    }
+
+    fn apply_bundle(
+        &self,
+        trust_domain: &str,
+        path: &Path,
+        content: Result<Vec<u8>, std::io::Error>,
+    ) {
+        let loaded = content
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|bytes| bundle::parse(&bytes, path).map_err(|e| e.to_string()));
+        match loaded {
+            Ok(loaded) => {
+                for skipped in &loaded.skipped {
+                    tracing::warn!(trust_domain, path = %path.display(), "skipped a key: {skipped}");
+                }
+                tracing::info!(
+                    trust_domain,
+                    path = %path.display(),
+                    x509_authorities = loaded.bundle.x509_anchors().len(),
+                    jwt_keys = loaded.bundle.jwt_key_count(),
+                    sequence = loaded.bundle.sequence,
+                    refresh_hint_secs = loaded.bundle.refresh_hint.map(|d| d.as_secs()),
+                    "trust bundle reloaded"
+                );
+                self.store.replace_bundle(trust_domain, loaded.bundle);
+                self.metrics.bundle_update(trust_domain, "file", "ok");
+            }
+            Err(e) => {
+                self.metrics.bundle_update(trust_domain, "file", "error");
+                tracing::warn!(
+                    trust_domain,
+                    path = %path.display(),
+                    "the trust bundle cannot be loaded; the last good bundle stays in use: {e}"
+                );
+            }
+        }
+    }
+}
+
+impl LiveFiles {
+    /// The directories to watch.
+    fn directories(&self) -> BTreeSet<PathBuf> {
+        self.files
+            .iter()
+            .filter_map(|(t, _)| t.path.parent().map(Path::to_owned))
+            .map(|dir| {
+                if dir.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    dir
+                }
+            })
+            .collect()
+    }
+
+    /// Watches the files' directories and reloads on change and every
+    /// `resync`, until the runtime stops.
+    pub fn watch(self, resync: Duration) -> Result<(), String> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok() {
+                    let _ = tx.send(());
+                }
+            })
+            .map_err(|e| format!("cannot watch files: {e}"))?;
+        for dir in self.directories() {
+            watcher
+                .watch(&dir, RecursiveMode::NonRecursive)
+                .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+        }
+        let live = Arc::new(Mutex::new(self));
+        tokio::spawn(async move {
+            // The watcher stops when dropped: keep it with the task.
+            let _watcher = watcher;
+            let mut resync = tokio::time::interval(resync);
+            resync.tick().await;
+            loop {
+                tokio::select! {
+                    event = rx.recv() => {
+                        if event.is_none() {
+                            return;
+                        }
+                        tokio::time::sleep(DEBOUNCE).await;
+                        while rx.try_recv().is_ok() {}
+                    }
+                    _ = resync.tick() => {}
+                }
+                let live = Arc::clone(&live);
+                let reloaded = tokio::task::spawn_blocking(move || {
+                    live.lock().unwrap_or_else(PoisonError::into_inner).reload();
+                })
+                .await;
+                if let Err(e) = reloaded {
+                    tracing::error!(error = %e, "reloading files failed");
+                }
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,270 @@
+//! Trust bundles from the SPIFFE Workload API (a SPIRE agent's socket).
+//!
+//! Data flow: two long-lived streams, `FetchX509Bundles` and
+//! `FetchJWTBundles`, each deliver the complete set of bundles the agent
+//! vouches for; every message updates the configured trust domains in the
+//! [`Store`]. A trust domain missing from a message is redacted, as
+//! the Workload API spec says, and so is every bundle of a stream the agent
+//! denies (`PermissionDenied`). A lost connection or any other failure keeps
+//! the last bundles and reconnects with jittered exponential backoff.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use spiffe::{TrustDomain, WorkloadApiClient};
+use tokio_stream::StreamExt;
+
+use crate::engine::identity::bundle::{anchors_from_der_certs, jwk};
+use crate::metrics::Metrics;
+use crate::store::{PartUpdate, Store};
+
+/// The first reconnection delay.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest reconnection delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Where the Workload API is and which trust domains it feeds.
+#[derive(Debug, Clone)]
+pub struct WorkloadApiSource {
+    /// `unix:///path/to/agent.sock` or `tcp://host:port`.
+    pub endpoint: String,
+    /// The configured trust domains whose bundles it delivers.
+    pub trust_domains: BTreeSet<String>,
+}
+
+impl WorkloadApiSource {
+    /// Starts both streams; they run until the runtime stops.
+    pub fn spawn(self, store: Arc<Store>, metrics: Arc<Metrics>) {
+        let source = Arc::new(self);
+        tokio::spawn(stream_forever(
+            Arc::clone(&source),
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+            Kind::X509,
+        ));
+        tokio::spawn(stream_forever(source, store, metrics, Kind::Jwt));
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    X509,
+    Jwt,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::X509 => "X.509 bundles",
+            Kind::Jwt => "JWT bundles",
+        }
+    }
+}
+
+async fn stream_forever(
+    source: Arc<WorkloadApiSource>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    kind: Kind,
+) {
+    let mut backoff = INITIAL_BACKOFF;
+    let mut jitter = Jitter::new();
+    loop {
+        match stream_once(&source, &store, kind, &mut backoff).await {
+            Ok(()) => tracing::warn!(
+                endpoint = %source.endpoint,
+                "the Workload API ended its stream of {}; keeping the last bundles",
+                kind.name()
+            ),
+            // The spec: a PermissionDenied status redacts every bundle.
+            Err(StreamError::Denied(e)) => {
+                tracing::warn!(
+                    endpoint = %source.endpoint,
+                    error = %e,
+                    "the Workload API denied the {}; redacting them",
+                    kind.name()
+                );
+                for td in &source.trust_domains {
+                    let redaction = match kind {
+                        Kind::X509 => PartUpdate::X509(None),
+                        Kind::Jwt => PartUpdate::Jwt(None),
+                    };
+                    store.update_bundle_part(td, redaction);
+                }
+            }
+            Err(StreamError::Failed(e)) => tracing::warn!(
+                endpoint = %source.endpoint,
+                error = %e,
+                "the Workload API stream of {} failed; keeping the last bundles",
+                kind.name()
+            ),
+        }
+        metrics.workload_api_errors.inc();
+        tokio::time::sleep(jitter.apply(backoff)).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Connects, then applies every message until the stream ends. A message
+/// resets `backoff`: the connection works.
+async fn stream_once(
+    source: &WorkloadApiSource,
+    store: &Store,
+    kind: Kind,
+    backoff: &mut Duration,
+) -> Result<(), StreamError> {
+    let client = WorkloadApiClient::connect_to(&source.endpoint)
+        .await
+        .map_err(|e| StreamError::Failed(format!("cannot connect: {e}")))?;
+    match kind {
+        Kind::X509 => {
+            let mut stream = client
+                .stream_x509_bundles()
+                .await
+                .map_err(StreamError::from)?;
+            while let Some(message) = stream.next().await {
+                let set = message.map_err(StreamError::from)?;
+                *backoff = INITIAL_BACKOFF;
+                for td in &source.trust_domains {
+                    let update = match TrustDomain::new(td).ok().and_then(|t| set.get(&t)) {
+                        None => None,
+                        Some(bundle) => {
+                            let certs: Vec<&[u8]> =
+                                bundle.authorities().iter().map(|c| c.as_bytes()).collect();
+                            match anchors_from_der_certs(certs.iter().copied()) {
+                                Ok(anchors) => Some((anchors, fingerprint(certs.iter().copied()))),
+                                Err(e) => {
+                                    tracing::warn!(trust_domain = %td, error = %e, "the Workload API sent an unusable X.509 bundle; keeping the last one");
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    log_update(
+                        td,
+                        "X.509",
+                        &update,
+                        store.update_bundle_part(td, PartUpdate::X509(update.clone())),
+                    );
+                }
+            }
+        }
+        Kind::Jwt => {
+            let mut stream = client
+                .stream_jwt_bundles()
+                .await
+                .map_err(StreamError::from)?;
+            while let Some(message) = stream.next().await {
+                let set = message.map_err(StreamError::from)?;
+                *backoff = INITIAL_BACKOFF;
+                for td in &source.trust_domains {
+                    let update = TrustDomain::new(td)
+                        .ok()
+                        .and_then(|t| set.get(&t))
+                        .map(|bundle| jwt_keys(td, bundle.jwt_authorities().map(|a| a.jwk_json())));
+                    log_update(
+                        td,
+                        "JWT",
+                        &update,
+                        store.update_bundle_part(td, PartUpdate::Jwt(update.clone())),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why a stream stopped.
+enum StreamError {
+    /// The agent refused: every bundle of this kind is redacted.
+    Denied(String),
+    /// Anything else: the last bundles stay in use.
+    Failed(String),
+}
+
+impl From<spiffe::WorkloadApiError> for StreamError {
+    fn from(e: spiffe::WorkloadApiError) -> Self {
+        match e {
+            spiffe::WorkloadApiError::PermissionDenied(_)
+            | spiffe::WorkloadApiError::NoIdentityIssued => StreamError::Denied(e.to_string()),
+            other => StreamError::Failed(other.to_string()),
+        }
+    }
+}
+
+fn log_update<T>(td: &str, what: &str, update: &Option<T>, changed: bool) {
+    match (update, changed) {
+        (_, false) => {}
+        (Some(_), true) => {
+            tracing::info!(trust_domain = %td, "the Workload API delivered a new {what} bundle")
+        }
+        (None, true) => {
+            tracing::warn!(trust_domain = %td, "the Workload API redacted the {what} bundle")
+        }
+    }
+}
+
+/// The usable keys of a JWT bundle; a key that does not parse is skipped
+/// (and logged) rather than failing the whole bundle.
+fn jwt_keys<'a>(
+    td: &str,
+    jwks: impl Iterator<Item = &'a [u8]>,
+) -> (HashMap<String, jwk::JwtKey>, [u8; 32]) {
+    let mut raw: Vec<&[u8]> = Vec::new();
+    let mut keys = HashMap::new();
+    for json in jwks {
+        raw.push(json);
+        let parsed = match serde_json::from_slice::<Value>(json) {
+            Ok(Value::Object(map)) => jwk::parse(&map),
+            _ => Err("not a JSON object".to_owned()),
+        };
+        match parsed {
+            Ok(jwk::Parsed::Key(key)) => {
+                keys.insert(key.kid.clone(), key);
+            }
+            Ok(jwk::Parsed::UnknownType(kty)) => {
+                tracing::debug!(trust_domain = %td, kty, "skipping a JWT key of an unknown type");
+            }
+            Err(e) => {
+                tracing::warn!(trust_domain = %td, error = %e, "skipping an unusable JWT key")
+            }
+        }
+    }
+    raw.sort_unstable();
+    (keys, fingerprint(raw.into_iter()))
+}
+
+fn fingerprint<'a>(items: impl Iterator<Item = &'a [u8]>) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for item in items {
+        hasher.update((item.len() as u64).to_be_bytes());
+        hasher.update(item);
+    }
+    hasher.finalize().into()
+}
+
+/// Up to 20% random extra delay, so that sidecars restarted together do not
+/// reconnect in lockstep.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64);
+        Jitter(seed | 1)
+    }
+
+    fn apply(&mut self, delay: Duration) -> Duration {
+        // xorshift64: jitter needs spread, not cryptographic randomness.
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let fraction = (self.0 % 1000) as f64 / 5000.0;
+        delay.mul_f64(1.0 + fraction)
+    }
+}

@@ -1,0 +1,247 @@
+//! The live-state store: one current [`Snapshot`] of every live input.
+//!
+//! Data flow: live sources ([`crate::sources`]: watched files, the Workload
+//! API) *publish* into the store; the request path only *reads* it, with one
+//! atomic load per check ([`Store::snapshot`]). Every publish makes a new
+//! immutable snapshot with the next generation, so a check keeps the state
+//! it started with and a reload needs no lock on the request path.
+//!
+//! Trust bundles come in two shapes: file sources replace a trust domain's
+//! whole bundle, the Workload API sets its X.509 and JWT parts separately as
+//! its two streams deliver them. Content that did not change is not
+//! republished, so an agent resending the same bundles invalidates no
+//! cached verdict. The store also tracks readiness: ready once every
+//! configured trust domain has a bundle.
+//!
+//! Adding a live input (grants, revocations) costs one field in
+//! [`Snapshot`], one `publish_*` method here, and one source.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use arc_swap::ArcSwap;
+use rustls_pki_types::TrustAnchor;
+use tokio::sync::watch;
+
+use crate::engine::Snapshot;
+use crate::engine::identity::bundle::jwk::JwtKey;
+use crate::engine::identity::bundle::{DomainBundle, TrustBundles};
+use crate::engine::policy::Policy;
+use crate::metrics::Metrics;
+
+/// A part of a bundle with the fingerprint of the content it came from.
+#[derive(Clone)]
+struct Part<T> {
+    value: T,
+    fingerprint: [u8; 32],
+}
+
+#[derive(Default, Clone)]
+struct Parts {
+    x509: Option<Part<Vec<TrustAnchor<'static>>>>,
+    jwt: Option<Part<HashMap<String, JwtKey>>>,
+}
+
+/// What writers share: the bundles by trust domain, as sources left them.
+struct Bundles {
+    configured: BTreeSet<String>,
+    domains: HashMap<String, Arc<DomainBundle>>,
+    /// Per-part content of trust domains fed by the Workload API.
+    parts: HashMap<String, Parts>,
+}
+
+impl Bundles {
+    fn pending(&self) -> BTreeSet<String> {
+        self.configured
+            .iter()
+            .filter(|td| !self.domains.contains_key(*td))
+            .cloned()
+            .collect()
+    }
+}
+
+/// An update of one part: its content and fingerprint, or `None` when the
+/// source redacted it.
+pub enum PartUpdate {
+    /// New X.509 authorities.
+    X509(Option<(Vec<TrustAnchor<'static>>, [u8; 32])>),
+    /// New JWT keys.
+    Jwt(Option<(HashMap<String, JwtKey>, [u8; 32])>),
+}
+
+/// The live state.
+pub struct Store {
+    current: ArcSwap<Snapshot>,
+    /// Serialises publishers, so that no update is lost between reading the
+    /// current snapshot and storing the next.
+    writer: Mutex<Bundles>,
+    metrics: Arc<Metrics>,
+    ready: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let snapshot = self.current.load();
+        f.debug_struct("Store")
+            .field("generation", &snapshot.generation)
+            .field("policy", &snapshot.policy.version())
+            .field("ready", &*self.ready.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// A store for the `configured` trust domains, starting from `policy`
+    /// and the `initial` bundles.
+    pub fn new(
+        policy: Arc<Policy>,
+        configured: BTreeSet<String>,
+        initial: HashMap<String, Arc<DomainBundle>>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let bundles = Bundles {
+            configured,
+            domains: initial,
+            parts: HashMap::new(),
+        };
+        let snapshot = Snapshot::new(
+            policy,
+            Arc::new(TrustBundles::new(
+                bundles.domains.clone(),
+                bundles.pending(),
+            )),
+        );
+        let (ready, _) = watch::channel(false);
+        let store = Arc::new(Store {
+            current: ArcSwap::from_pointee(snapshot),
+            writer: Mutex::new(bundles),
+            metrics,
+            ready,
+        });
+        let bundles = store.lock();
+        store.publish_bundles(&bundles);
+        drop(bundles);
+        store
+    }
+
+    /// A store fixed at `policy` and `bundles`, which no source feeds: for
+    /// tools and tests.
+    pub fn fixed(policy: Arc<Policy>, bundles: TrustBundles) -> Arc<Self> {
+        let pending = bundles.pending().map(str::to_owned);
+        let domains = bundles.domains().clone();
+        let configured = domains.keys().cloned().chain(pending).collect();
+        Store::new(policy, configured, domains, Arc::new(Metrics::default()))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Bundles> {
+        // Every update is one insert or remove followed by a publish, so a
+        // panic while holding the lock cannot leave it half-updated.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current snapshot: what a check decides with.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Whether every configured trust domain has a bundle, now and as it
+    /// changes.
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    /// The configured trust domains still without a bundle.
+    pub fn pending(&self) -> Vec<String> {
+        self.lock().pending().into_iter().collect()
+    }
+
+    /// Publishes new rules; checks already running keep the old ones.
+    pub fn publish_policy(&self, policy: Arc<Policy>) {
+        let _writer = self.lock();
+        let current = self.current.load();
+        self.current.store(Arc::new(Snapshot {
+            policy,
+            bundles: Arc::clone(&current.bundles),
+            generation: current.generation + 1,
+        }));
+    }
+
+    /// Replaces a trust domain's whole bundle (a file source).
+    pub fn replace_bundle(&self, trust_domain: &str, bundle: DomainBundle) {
+        let mut bundles = self.lock();
+        bundles
+            .domains
+            .insert(trust_domain.to_owned(), Arc::new(bundle));
+        self.publish_bundles(&bundles);
+    }
+
+    /// Sets one part of a trust domain's bundle (the Workload API). Returns
+    /// whether anything changed.
+    pub fn update_bundle_part(&self, trust_domain: &str, update: PartUpdate) -> bool {
+        let mut bundles = self.lock();
+        let mut parts = bundles.parts.get(trust_domain).cloned().unwrap_or_default();
+        if !parts.apply(update) {
+            return false;
+        }
+        if parts.x509.is_none() && parts.jwt.is_none() {
+            bundles.domains.remove(trust_domain);
+            self.metrics
+                .bundle_update(trust_domain, "workload_api", "redacted");
+        } else {
+            bundles
+                .domains
+                .insert(trust_domain.to_owned(), Arc::new(parts.bundle()));
+            self.metrics
+                .bundle_update(trust_domain, "workload_api", "ok");
+        }
+        bundles.parts.insert(trust_domain.to_owned(), parts);
+        self.publish_bundles(&bundles);
+        true
+    }
+
+    /// Publishes the bundles as they now are, and readiness with them.
+    fn publish_bundles(&self, bundles: &Bundles) {
+        let pending = bundles.pending();
+        let ready = pending.is_empty();
+        let current = self.current.load();
+        self.current.store(Arc::new(Snapshot {
+            policy: Arc::clone(&current.policy),
+            bundles: Arc::new(TrustBundles::new(bundles.domains.clone(), pending)),
+            generation: current.generation + 1,
+        }));
+        self.metrics.ready.set(i64::from(ready));
+        self.ready.send_replace(ready);
+    }
+}
+
+impl Parts {
+    /// Applies `update`; whether the content changed.
+    fn apply(&mut self, update: PartUpdate) -> bool {
+        match update {
+            PartUpdate::X509(new) => {
+                let old = self.x509.as_ref().map(|p| p.fingerprint);
+                self.x509 = new.map(|(value, fingerprint)| Part { value, fingerprint });
+                old != self.x509.as_ref().map(|p| p.fingerprint)
+            }
+            PartUpdate::Jwt(new) => {
+                let old = self.jwt.as_ref().map(|p| p.fingerprint);
+                self.jwt = new.map(|(value, fingerprint)| Part { value, fingerprint });
+                old != self.jwt.as_ref().map(|p| p.fingerprint)
+            }
+        }
+    }
+
+    /// The bundle these parts make, with a new generation.
+    fn bundle(&self) -> DomainBundle {
+        DomainBundle::new(
+            self.x509
+                .as_ref()
+                .map(|p| p.value.clone())
+                .unwrap_or_default(),
+            self.jwt
+                .as_ref()
+                .map(|p| p.value.clone())
+                .unwrap_or_default(),
+        )
+    }
+}
