@@ -53,6 +53,8 @@ pub trait Credential: Send + Sync + 'static {
 struct Entry<T> {
     credential: Arc<T>,
     generation: u64,
+    /// How long it stays valid, from the check that verified it.
+    valid_for: Duration,
 }
 
 impl<T> Clone for Entry<T> {
@@ -60,6 +62,7 @@ impl<T> Clone for Entry<T> {
         Entry {
             credential: Arc::clone(&self.credential),
             generation: self.generation,
+            valid_for: self.valid_for,
         }
     }
 }
@@ -71,12 +74,7 @@ struct UntilExpiry {
 
 impl<T: Credential> moka::Expiry<[u8; 32], Entry<T>> for UntilExpiry {
     fn expire_after_create(&self, _: &[u8; 32], entry: &Entry<T>, _: Instant) -> Option<Duration> {
-        let left = entry
-            .credential
-            .expires_at()
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        Some(left.min(self.max_ttl))
+        Some(entry.valid_for.min(self.max_ttl))
     }
 }
 
@@ -139,6 +137,10 @@ impl<T: Credential> VerifiedCache<T> {
         cache.insert(
             key,
             Entry {
+                valid_for: credential
+                    .expires_at()
+                    .duration_since(now)
+                    .unwrap_or(Duration::ZERO),
                 credential: Arc::clone(&credential),
                 generation,
             },

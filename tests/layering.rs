@@ -1,0 +1,297 @@
+//! The layering of `src/`, checked: every module imports only from the
+//! layers below it, the engine stays pure, and no two modules import each
+//! other in a circle. The rule is stated in `src/lib.rs` and in the README's
+//! "How the code is laid out"; this test keeps the code to it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Each top-level module and the top-level modules it may import from.
+/// Test code (`tests.rs` files and `mod tests` blocks) is exempt: a test may
+/// reach across layers to build its fixtures.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("engine", &[]),
+    ("metrics", &[]),
+    ("store", &["engine", "metrics"]),
+    ("sources", &["engine", "store", "metrics"]),
+    ("edge", &["engine", "store", "metrics"]),
+    ("authoring", &["engine", "edge"]),
+    (
+        "app",
+        &["engine", "store", "metrics", "sources", "edge", "authoring"],
+    ),
+    (
+        "cli",
+        &[
+            "engine",
+            "store",
+            "metrics",
+            "sources",
+            "edge",
+            "authoring",
+            "app",
+        ],
+    ),
+];
+
+/// What the engine must never use: it does no I/O, no logging, no
+/// protobuf, and has no runtime.
+const IMPURE: &[&str] = &[
+    "std::fs",
+    "TcpStream",
+    "TcpListener",
+    "UdpSocket",
+    "tokio",
+    "tonic",
+    "envoy_types",
+    "tracing",
+    "hyper",
+    "notify",
+    "prometheus_client",
+    "SystemTime::now",
+    "Instant::now",
+];
+
+/// A source file and the module path it defines.
+struct Module {
+    file: PathBuf,
+    path: Vec<String>,
+    /// The non-test code.
+    code: String,
+}
+
+fn modules() -> Vec<Module> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut out = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let file = entry.unwrap().path();
+            if file.is_dir() {
+                stack.push(file);
+                continue;
+            }
+            let relative = file.strip_prefix(&root).unwrap().with_extension("");
+            let path: Vec<String> = relative
+                .iter()
+                .map(|c| c.to_string_lossy().into_owned())
+                .collect();
+            let last = path.last().unwrap().as_str();
+            if file.extension().is_none_or(|e| e != "rs")
+                || matches!(last, "lib" | "main" | "testing" | "tests")
+                || path.iter().any(|p| p == "generated")
+            {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            out.push(Module {
+                file,
+                path,
+                code: without_tests(&text),
+            });
+        }
+    }
+    out
+}
+
+/// `text` up to its `#[cfg(test)]` test module, without comments.
+fn without_tests(text: &str) -> String {
+    let mut code = String::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let trimmed = line.trim();
+        if trimmed == "#[cfg(test)]"
+            && lines
+                .peek()
+                .is_some_and(|next| next.trim().starts_with("mod tests"))
+        {
+            break;
+        }
+        if trimmed.starts_with("//") {
+            continue;
+        }
+        code.push_str(line.split(" // ").next().unwrap_or_default());
+        code.push('\n');
+    }
+    code
+}
+
+/// The module paths `module` imports from this crate: `crate::a::b` and
+/// `super::…`, resolved, each cut to its first two segments.
+fn imports(module: &Module) -> BTreeSet<Vec<String>> {
+    let mut out = BTreeSet::new();
+    let code = &module.code;
+    for (start, _) in code.match_indices("crate::") {
+        let before = code[..start].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        let rest = &code[start + "crate::".len()..];
+        match rest.strip_prefix('{') {
+            // `crate::{a, b::c}`: each item of the group.
+            Some(group) => {
+                let group = group.split('}').next().unwrap_or_default();
+                for item in group.split(',') {
+                    out.insert(segments(item.trim(), Vec::new()));
+                }
+            }
+            None => {
+                out.insert(segments(rest, Vec::new()));
+            }
+        }
+    }
+    for (start, _) in code.match_indices("super::") {
+        let before = code[..start].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        let mut base = module.path.clone();
+        base.pop();
+        let mut rest = &code[start + "super::".len()..];
+        while let Some(more) = rest.strip_prefix("super::") {
+            base.pop();
+            rest = more;
+        }
+        out.insert(segments(rest, base));
+    }
+    out.into_iter()
+        .map(|mut p| {
+            p.truncate(2);
+            p
+        })
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// `base` followed by the lowercase path segments at the start of `rest`.
+fn segments(rest: &str, mut base: Vec<String>) -> Vec<String> {
+    for segment in rest.split("::") {
+        let name: String = segment
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        // A type, a brace group or a glob ends the module path.
+        if name.is_empty() {
+            break;
+        }
+        let whole = name.len() == segment.len();
+        base.push(name);
+        if !whole {
+            break;
+        }
+    }
+    base
+}
+
+#[test]
+fn every_module_imports_only_from_the_layers_below_it() {
+    let allowed: BTreeMap<&str, &[&str]> = ALLOWED.iter().copied().collect();
+    let mut violations = Vec::new();
+    let modules = modules();
+    assert!(modules.len() > 30, "found only {} modules", modules.len());
+    for module in &modules {
+        let top = module.path[0].as_str();
+        let Some(may) = allowed.get(top) else {
+            violations.push(format!(
+                "{}: the top-level module '{top}' has no place in the layering; add it to ALLOWED and to the README",
+                module.file.display()
+            ));
+            continue;
+        };
+        for import in imports(module) {
+            let target = import[0].as_str();
+            if target != top && !may.contains(&target) {
+                violations.push(format!(
+                    "{}: '{top}' imports crate::{}, against the layering",
+                    module.file.display(),
+                    import.join("::")
+                ));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+#[test]
+fn the_engine_does_no_io_no_logging_and_no_protobuf() {
+    let mut violations = Vec::new();
+    for module in modules().iter().filter(|m| m.path[0] == "engine") {
+        for word in IMPURE {
+            if module.code.contains(word) {
+                violations.push(format!("{}: uses {word}", module.file.display()));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+#[test]
+fn no_modules_import_each_other_in_a_circle() {
+    // The graph over modules two levels deep (engine::identity,
+    // edge::audit, store, ...), which is where circles hurt a reader.
+    let mut graph: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+    for module in modules() {
+        let mut from = module.path.clone();
+        from.truncate(2);
+        for to in imports(&module) {
+            if to != from && !from.starts_with(&to) && !to.starts_with(&from) {
+                graph.entry(from.clone()).or_default().insert(to);
+            }
+        }
+    }
+    // Depth-first search for a back edge.
+    fn visit(
+        node: &Vec<String>,
+        graph: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+        on_path: &mut Vec<Vec<String>>,
+        done: &mut BTreeSet<Vec<String>>,
+    ) -> Option<Vec<Vec<String>>> {
+        if let Some(at) = on_path.iter().position(|n| n == node) {
+            let mut circle = on_path[at..].to_vec();
+            circle.push(node.clone());
+            return Some(circle);
+        }
+        if !done.insert(node.clone()) {
+            return None;
+        }
+        on_path.push(node.clone());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(circle) = visit(next, graph, on_path, done) {
+                return Some(circle);
+            }
+        }
+        on_path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        if let Some(circle) = visit(node, &graph, &mut Vec::new(), &mut done) {
+            let names: Vec<String> = circle.iter().map(|p| p.join("::")).collect();
+            panic!("a module circle: {}", names.join(" -> "));
+        }
+    }
+}
+
+#[test]
+fn the_checker_sees_imports_written_every_way() {
+    let module = Module {
+        file: PathBuf::from("src/engine/policy/lint.rs"),
+        path: vec!["engine".into(), "policy".into(), "lint".into()],
+        code: without_tests(
+            "use super::check::MapRead;\nuse crate::store::Store;\nuse crate::{edge, app::config};\nfn f() { crate::sources::files::reload(); super::super::identity::X; }\n// use crate::cli;\n#[cfg(test)]\nmod tests {\n    use crate::authoring;\n}\n",
+        ),
+    };
+    let found: Vec<String> = imports(&module).iter().map(|p| p.join("::")).collect();
+    assert_eq!(
+        found,
+        [
+            "app::config",
+            "edge",
+            "engine::identity",
+            "engine::policy",
+            "sources::files",
+            "store"
+        ]
+    );
+}
