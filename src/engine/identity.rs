@@ -23,6 +23,7 @@ use std::time::SystemTime;
 pub use spiffe_id::SpiffeId;
 
 use crate::engine::reason::Reason;
+use bundle::{DomainBundle, Lookup, TrustBundles};
 
 /// A verified X.509-SVID: who the mTLS peer is, and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,5 +113,23 @@ impl IdentityError {
                 "trust domain '{trust_domain}' has no bundle yet: its source has not delivered one"
             ),
         )
+    }
+}
+
+/// The bundle of `id`'s own trust domain: the one lookup both verifiers
+/// make, so that an authority of one trust domain never vouches for an ID
+/// of another.
+pub fn bundle_for<'a>(
+    bundles: &'a TrustBundles,
+    id: &SpiffeId,
+) -> Result<&'a DomainBundle, IdentityError> {
+    let td = id.trust_domain();
+    match bundles.lookup(td) {
+        Lookup::Found(bundle) => Ok(bundle),
+        Lookup::Pending => Err(IdentityError::bundle_unavailable(td)),
+        Lookup::Unknown => Err(IdentityError::new(
+            Reason::TrustDomainUnknown,
+            format!("trust domain '{td}' is not configured"),
+        )),
     }
 }

@@ -12,7 +12,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use spiffe::{TrustDomain, WorkloadApiClient};
 use tokio_stream::StreamExt;
@@ -218,11 +217,7 @@ fn jwt_keys<'a>(
     let mut keys = HashMap::new();
     for json in jwks {
         raw.push(json);
-        let parsed = match serde_json::from_slice::<Value>(json) {
-            Ok(Value::Object(map)) => jwk::parse(&map),
-            _ => Err("not a JSON object".to_owned()),
-        };
-        match parsed {
+        match jwk::parse_json(json) {
             Ok(jwk::Parsed::Key(key)) => {
                 keys.insert(key.kid.clone(), key);
             }

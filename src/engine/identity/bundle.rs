@@ -21,6 +21,7 @@ use std::time::Duration;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, TrustAnchor};
 
+use document::DocumentError;
 use jwk::JwtKey;
 
 /// Generations are unique for the life of the process, across every source.
@@ -184,7 +185,7 @@ pub enum BundleError {
         /// 1-based position of the certificate in the file.
         index: usize,
         /// What was wrong with it.
-        reason: String,
+        reason: AnchorError,
     },
     /// A SPIFFE bundle document breaks the spec.
     #[error("{path}: invalid SPIFFE bundle: {reason}")]
@@ -192,8 +193,22 @@ pub enum BundleError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        reason: String,
+        reason: DocumentError,
     },
+}
+
+/// Why a certificate is not a usable trust anchor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnchorError {
+    /// It is not X.509 DER.
+    #[error("cannot parse X.509: {0}")]
+    NotX509(String),
+    /// Bytes follow the certificate.
+    #[error("trailing bytes after the certificate")]
+    TrailingBytes,
+    /// webpki cannot use it as an anchor.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 /// A loaded bundle file, with what was skipped in it.
@@ -258,7 +273,7 @@ pub fn parse_pem(bytes: &[u8], path: &Path) -> Result<DomainBundle, BundleError>
 /// encoding).
 pub fn anchors_from_der_certs<'a>(
     certs: impl IntoIterator<Item = &'a [u8]>,
-) -> Result<Vec<TrustAnchor<'static>>, String> {
+) -> Result<Vec<TrustAnchor<'static>>, AnchorError> {
     certs
         .into_iter()
         .map(|der| anchor_from_der(&CertificateDer::from(der)))
@@ -266,17 +281,17 @@ pub fn anchors_from_der_certs<'a>(
 }
 
 /// A trust anchor from a root certificate's DER, checked to parse as X.509.
-pub fn anchor_from_der(der: &CertificateDer<'_>) -> Result<TrustAnchor<'static>, String> {
+pub fn anchor_from_der(der: &CertificateDer<'_>) -> Result<TrustAnchor<'static>, AnchorError> {
     // webpki only extracts subject and key; parse fully so a truncated or
     // garbage block is refused here, not silently trusted.
-    let (rest, _) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| format!("cannot parse X.509: {e}"))?;
+    let (rest, _) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| AnchorError::NotX509(e.to_string()))?;
     if !rest.is_empty() {
-        return Err("trailing bytes after the certificate".into());
+        return Err(AnchorError::TrailingBytes);
     }
     webpki::anchor_from_trusted_cert(der)
         .map(|anchor| anchor.to_owned())
-        .map_err(|e| format!("{e:?}"))
+        .map_err(|e| AnchorError::Unusable(format!("{e:?}")))
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use super::bundle::jwk::JwsAlg;
-use super::bundle::{Lookup, TrustBundles};
+use super::bundle::{DomainBundle, TrustBundles};
 use super::verified::{CacheSettings, Credential, VerifiedCache};
 use super::{IdentityError, SpiffeId};
 use crate::engine::reason::Reason;
@@ -119,8 +119,11 @@ impl JwtVerifier {
             })
     }
 
-    /// The full verification, without the cache; also returns the
-    /// generation of the bundle that verified it.
+    /// The full verification, without the cache, in stages: parse the
+    /// compact JWS, its header and its claims; look up the bundle of the
+    /// `sub`'s own trust domain; verify the signature; check the validity
+    /// window; then the audience. Also returns the generation of the bundle
+    /// that verified it.
     pub fn verify_uncached(
         &self,
         token: &str,
@@ -130,19 +133,102 @@ impl JwtVerifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(malformed("the token is too large"));
         }
+        let jws = CompactJws::split(token)?;
+        let header = Header::parse(jws.header)?;
+        let claims = Claims::parse(jws.payload)?;
+        let bundle = super::bundle_for(bundles, &claims.id)?;
+        verify_signature(bundle, &header, &claims.id, &jws)?;
+        self.check_window(&claims, now)?;
+        self.check_audience(&claims)?;
+        Ok((
+            JwtSvid {
+                id: claims.id,
+                audience: claims.audience,
+                expiry: claims.expiry,
+                claims: claims.all,
+            },
+            bundle.generation(),
+        ))
+    }
+
+    /// `exp` and `nbf`, with the leeway.
+    fn check_window(&self, claims: &Claims, now: SystemTime) -> Result<(), IdentityError> {
+        let id = &claims.id;
+        if now >= claims.expiry + self.leeway {
+            return Err(IdentityError::new(
+                Reason::JwtExpired,
+                format!("the token of {id} expired at {}", rfc3339(claims.expiry)),
+            ));
+        }
+        if let Some(nbf) = claims.not_before
+            && now + self.leeway < nbf
+        {
+            return Err(IdentityError::new(
+                Reason::JwtNotYetValid,
+                format!("the token of {id} is not valid before {}", rfc3339(nbf)),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `aud` names one of the accepted audiences.
+    fn check_audience(&self, claims: &Claims) -> Result<(), IdentityError> {
+        if claims.audience.iter().any(|a| self.audiences.contains(a)) {
+            return Ok(());
+        }
+        Err(IdentityError::new(
+            Reason::JwtAudience,
+            format!(
+                "the token's audience {:?} has none of the accepted {:?}",
+                claims.audience, self.audiences
+            ),
+        ))
+    }
+}
+
+/// A compact JWS, split into its three base64url parts.
+struct CompactJws<'a> {
+    header: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+    /// `header.payload`, what the signature covers.
+    signed: &'a str,
+}
+
+impl<'a> CompactJws<'a> {
+    fn split(token: &'a str) -> Result<Self, IdentityError> {
         let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature), None) =
+        let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(malformed(
                 "not a compact JWS: a JWT-SVID is three base64url parts separated by '.'",
             ));
         };
-        if header_b64.is_empty() || payload_b64.is_empty() || signature.is_empty() {
+        if header.is_empty() || payload.is_empty() || signature.is_empty() {
             return Err(malformed("a part of the compact JWS is empty"));
         }
+        let signed = token
+            .get(..header.len() + 1 + payload.len())
+            .unwrap_or_default();
+        Ok(CompactJws {
+            header,
+            payload,
+            signature,
+            signed,
+        })
+    }
+}
 
-        let header = decode_object(header_b64, "header")?;
+/// The JOSE header of a JWT-SVID: `alg`, `kid` and optionally `typ`.
+struct Header {
+    alg: JwsAlg,
+    kid: String,
+}
+
+impl Header {
+    fn parse(part: &str) -> Result<Self, IdentityError> {
+        let header = decode_object(part, "header")?;
         if let Some(extra) = header
             .keys()
             .find(|k| !matches!(k.as_str(), "alg" | "kid" | "typ"))
@@ -163,7 +249,7 @@ impl JwtVerifier {
             _ => return Err(malformed("the header has no alg")),
         };
         let kid = match header.get("kid") {
-            Some(Value::String(kid)) if !kid.is_empty() => kid.as_str(),
+            Some(Value::String(kid)) if !kid.is_empty() => kid.clone(),
             _ => return Err(malformed("the header has no kid")),
         };
         match header.get("typ") {
@@ -175,8 +261,22 @@ impl JwtVerifier {
                 )));
             }
         }
+        Ok(Header { alg, kid })
+    }
+}
 
-        let claims = decode_object(payload_b64, "payload")?;
+/// The claims of a JWT-SVID that verification reads, and all of them.
+struct Claims {
+    id: SpiffeId,
+    audience: Vec<String>,
+    expiry: SystemTime,
+    not_before: Option<SystemTime>,
+    all: Map<String, Value>,
+}
+
+impl Claims {
+    fn parse(part: &str) -> Result<Self, IdentityError> {
+        let claims = decode_object(part, "payload")?;
         let sub = match claims.get("sub") {
             Some(Value::String(sub)) => sub.as_str(),
             _ => return Err(malformed("the sub claim is required")),
@@ -199,72 +299,43 @@ impl JwtVerifier {
         let expiry =
             numeric_date(&claims, "exp")?.ok_or_else(|| malformed("the exp claim is required"))?;
         let not_before = numeric_date(&claims, "nbf")?;
-
-        let td = id.trust_domain();
-        let bundle = match bundles.lookup(td) {
-            Lookup::Found(bundle) => bundle,
-            Lookup::Pending => return Err(IdentityError::bundle_unavailable(td)),
-            Lookup::Unknown => {
-                return Err(IdentityError::new(
-                    Reason::TrustDomainUnknown,
-                    format!("trust domain '{td}' is not configured"),
-                ));
-            }
-        };
-        let key = bundle.jwt_key(kid).ok_or_else(|| {
-            IdentityError::new(
-                Reason::JwtUnknownKey,
-                format!(
-                    "the JWT bundle of '{td}' has no key '{kid}' ({} keys)",
-                    bundle.jwt_key_count()
-                ),
-            )
-        })?;
-        key.accepts(alg)
-            .map_err(|e| IdentityError::new(Reason::JwtAlgorithm, e))?;
-        let signed = token
-            .get(..header_b64.len() + 1 + payload_b64.len())
-            .unwrap_or_default();
-        if !key.verify(alg, signed.as_bytes(), signature) {
-            return Err(IdentityError::new(
-                Reason::JwtSignature,
-                format!("the signature does not verify with key '{kid}' of '{td}'"),
-            ));
-        }
-
-        if now >= expiry + self.leeway {
-            return Err(IdentityError::new(
-                Reason::JwtExpired,
-                format!("the token of {id} expired at {}", rfc3339(expiry)),
-            ));
-        }
-        if let Some(nbf) = not_before
-            && now + self.leeway < nbf
-        {
-            return Err(IdentityError::new(
-                Reason::JwtNotYetValid,
-                format!("the token of {id} is not valid before {}", rfc3339(nbf)),
-            ));
-        }
-        if !audience.iter().any(|a| self.audiences.contains(a)) {
-            return Err(IdentityError::new(
-                Reason::JwtAudience,
-                format!(
-                    "the token's audience {audience:?} has none of the accepted {:?}",
-                    self.audiences
-                ),
-            ));
-        }
-        Ok((
-            JwtSvid {
-                id,
-                audience,
-                expiry,
-                claims,
-            },
-            bundle.generation(),
-        ))
+        Ok(Claims {
+            id,
+            audience,
+            expiry,
+            not_before,
+            all: claims,
+        })
     }
+}
+
+/// The signature, by the key `header.kid` of `bundle` (the bundle of `id`'s
+/// trust domain).
+fn verify_signature(
+    bundle: &DomainBundle,
+    header: &Header,
+    id: &SpiffeId,
+    jws: &CompactJws<'_>,
+) -> Result<(), IdentityError> {
+    let (td, kid) = (id.trust_domain(), &header.kid);
+    let key = bundle.jwt_key(kid).ok_or_else(|| {
+        IdentityError::new(
+            Reason::JwtUnknownKey,
+            format!(
+                "the JWT bundle of '{td}' has no key '{kid}' ({} keys)",
+                bundle.jwt_key_count()
+            ),
+        )
+    })?;
+    key.accepts(header.alg)
+        .map_err(|e| IdentityError::new(Reason::JwtAlgorithm, e.to_string()))?;
+    if !key.verify(header.alg, jws.signed.as_bytes(), jws.signature) {
+        return Err(IdentityError::new(
+            Reason::JwtSignature,
+            format!("the signature does not verify with key '{kid}' of '{td}'"),
+        ));
+    }
+    Ok(())
 }
 
 /// The JWT-SVID that header `name` with `value` presents, if any.

@@ -22,7 +22,7 @@ use webpki::{EndEntityCert, KeyPurposeIdIter};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
-use super::bundle::{Lookup, TrustBundles};
+use super::bundle::{DomainBundle, TrustBundles};
 use super::spiffe_id::SpiffeId;
 use super::verified::{CacheSettings, Credential, VerifiedCache};
 use super::{IdentityError, X509Svid, xfcc};
@@ -90,7 +90,7 @@ impl X509Verifier {
         }
         self.cache
             .get_or_verify(certificate.as_bytes(), bundles, now, || {
-                verify_uncached(certificate, xfcc, bundles, now)
+                self.verify_uncached(certificate, xfcc, bundles, now)
             })
     }
 }
@@ -99,104 +99,147 @@ fn malformed(detail: impl Into<String>) -> IdentityError {
     IdentityError::new(Reason::SvidMalformed, detail)
 }
 
-/// The full verification, without the cache; also returns the generation
-/// of the bundle that verified it.
-pub fn verify_uncached(
-    certificate: &str,
-    xfcc: Option<&str>,
-    bundles: &TrustBundles,
-    now: SystemTime,
-) -> Result<(X509Svid, u64), IdentityError> {
-    let pem = percent::decode(certificate, false)
-        .ok_or_else(|| malformed("source.certificate is not valid URL encoding"))?;
-    let leaf = single_certificate(&pem)?;
-    let (rest, cert) = x509_parser::parse_x509_certificate(&leaf)
-        .map_err(|e| malformed(format!("the certificate is not valid X.509 DER: {e}")))?;
-    if !rest.is_empty() {
-        return Err(malformed(
-            "the certificate has trailing bytes after its DER",
-        ));
+impl X509Verifier {
+    /// The full verification, without the cache, in stages: parse the leaf
+    /// and its SPIFFE ID, look up the bundle of that ID's own trust domain,
+    /// check the leaf's validity window, then build and verify the chain.
+    /// Also returns the generation of the bundle that verified it.
+    ///
+    /// The leaf's own window is checked before the chain (webpki checks
+    /// every certificate's window while building the path), so that an
+    /// expired leaf is reported with its own date.
+    pub fn verify_uncached(
+        &self,
+        certificate: &str,
+        xfcc: Option<&str>,
+        bundles: &TrustBundles,
+        now: SystemTime,
+    ) -> Result<(X509Svid, u64), IdentityError> {
+        let leaf = Leaf::parse(certificate)?;
+        let bundle = super::bundle_for(bundles, &leaf.id)?;
+        leaf.check_window(now)?;
+        let chain_not_after = leaf.verify_chain(bundle, xfcc, now)?;
+        Ok((
+            X509Svid {
+                id: leaf.id,
+                not_before: leaf.not_before,
+                not_after: leaf.not_after,
+                chain_not_after,
+            },
+            bundle.generation(),
+        ))
     }
+}
 
-    let id = spiffe_id_of(&cert)?;
-    check_leaf_constraints(&cert)?;
-    let not_before = asn1_to_system(cert.validity().not_before.timestamp());
-    let not_after = asn1_to_system(cert.validity().not_after.timestamp());
-    if now < not_before {
-        return Err(IdentityError::new(
-            Reason::SvidNotYetValid,
-            format!(
-                "the certificate of {id} is not valid before {}",
-                cert.validity().not_before
-            ),
-        ));
-    }
-    if now > not_after {
-        return Err(IdentityError::new(
-            Reason::SvidExpired,
-            format!(
-                "the certificate of {id} expired at {}",
-                cert.validity().not_after
-            ),
-        ));
-    }
+/// A leaf certificate, parsed and checked as a leaf X.509-SVID, not yet
+/// verified.
+struct Leaf {
+    der: CertificateDer<'static>,
+    id: SpiffeId,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    validity: x509_parser::certificate::Validity,
+}
 
-    let bundle = match bundles.lookup(id.trust_domain()) {
-        Lookup::Found(bundle) => bundle,
-        Lookup::Pending => return Err(IdentityError::bundle_unavailable(id.trust_domain())),
-        Lookup::Unknown => {
-            return Err(IdentityError::new(
-                Reason::TrustDomainUnknown,
-                format!("trust domain '{}' is not configured", id.trust_domain()),
+impl Leaf {
+    /// Decodes `source.certificate` and reads its SPIFFE ID, checking the
+    /// constraints of a leaf SVID.
+    fn parse(certificate: &str) -> Result<Self, IdentityError> {
+        let pem = percent::decode(certificate, false)
+            .ok_or_else(|| malformed("source.certificate is not valid URL encoding"))?;
+        let der = single_certificate(&pem)?;
+        let (rest, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| malformed(format!("the certificate is not valid X.509 DER: {e}")))?;
+        if !rest.is_empty() {
+            return Err(malformed(
+                "the certificate has trailing bytes after its DER",
             ));
         }
-    };
-    if bundle.x509_anchors().is_empty() {
-        return Err(IdentityError::new(
-            Reason::SvidUntrusted,
-            format!(
-                "the bundle of '{}' has no X.509 authority",
-                id.trust_domain()
-            ),
-        ));
-    }
-    let intermediates = xfcc
-        .map(|header| intermediates_from_xfcc(header, &leaf))
-        .unwrap_or_default();
-    let end_entity = EndEntityCert::try_from(&leaf).map_err(|e| {
-        malformed(format!(
-            "the certificate cannot be used for verification: {e:?}"
-        ))
-    })?;
-    let time = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default());
-    let path = end_entity
-        .verify_for_usage(
-            webpki::ALL_VERIFICATION_ALGS,
-            bundle.x509_anchors(),
-            &intermediates,
-            time,
-            AnyExtendedKeyUsage,
-            None,
-            None,
-        )
-        .map_err(|e| chain_error(e, &id))?;
-
-    let mut chain_not_after = not_after;
-    for intermediate in path.intermediate_certificates() {
-        if let Ok((_, c)) = x509_parser::parse_x509_certificate(&intermediate.der()) {
-            chain_not_after =
-                chain_not_after.min(asn1_to_system(c.validity().not_after.timestamp()));
-        }
-    }
-    Ok((
-        X509Svid {
+        let id = spiffe_id_of(&cert)?;
+        check_leaf_constraints(&cert)?;
+        let validity = cert.validity().clone();
+        drop(cert);
+        Ok(Leaf {
+            not_before: asn1_to_system(validity.not_before.timestamp()),
+            not_after: asn1_to_system(validity.not_after.timestamp()),
+            validity,
+            der,
             id,
-            not_before,
-            not_after,
-            chain_not_after,
-        },
-        bundle.generation(),
-    ))
+        })
+    }
+
+    /// Whether `now` is inside the leaf's own validity window.
+    fn check_window(&self, now: SystemTime) -> Result<(), IdentityError> {
+        let id = &self.id;
+        if now < self.not_before {
+            return Err(IdentityError::new(
+                Reason::SvidNotYetValid,
+                format!(
+                    "the certificate of {id} is not valid before {}",
+                    self.validity.not_before
+                ),
+            ));
+        }
+        if now > self.not_after {
+            return Err(IdentityError::new(
+                Reason::SvidExpired,
+                format!(
+                    "the certificate of {id} expired at {}",
+                    self.validity.not_after
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Verifies the chain from the leaf to an authority of `bundle`, with
+    /// intermediates from `xfcc`; returns the earliest `notAfter` of the
+    /// verified chain.
+    fn verify_chain(
+        &self,
+        bundle: &DomainBundle,
+        xfcc: Option<&str>,
+        now: SystemTime,
+    ) -> Result<SystemTime, IdentityError> {
+        let id = &self.id;
+        if bundle.x509_anchors().is_empty() {
+            return Err(IdentityError::new(
+                Reason::SvidUntrusted,
+                format!(
+                    "the bundle of '{}' has no X.509 authority",
+                    id.trust_domain()
+                ),
+            ));
+        }
+        let intermediates = xfcc
+            .map(|header| intermediates_from_xfcc(header, &self.der))
+            .unwrap_or_default();
+        let end_entity = EndEntityCert::try_from(&self.der).map_err(|e| {
+            malformed(format!(
+                "the certificate cannot be used for verification: {e:?}"
+            ))
+        })?;
+        let time = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default());
+        let path = end_entity
+            .verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                bundle.x509_anchors(),
+                &intermediates,
+                time,
+                AnyExtendedKeyUsage,
+                None,
+                None,
+            )
+            .map_err(|e| chain_error(e, id))?;
+        let mut chain_not_after = self.not_after;
+        for intermediate in path.intermediate_certificates() {
+            if let Ok((_, c)) = x509_parser::parse_x509_certificate(&intermediate.der()) {
+                chain_not_after =
+                    chain_not_after.min(asn1_to_system(c.validity().not_after.timestamp()));
+            }
+        }
+        Ok(chain_not_after)
+    }
 }
 
 /// The one certificate of a PEM document.

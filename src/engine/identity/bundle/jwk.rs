@@ -98,6 +98,112 @@ impl Curve {
     }
 }
 
+/// Why a JWK is not a usable JWT-SVID key, or a key cannot verify a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwkError {
+    /// The JWK is not a JSON object.
+    #[error("not a JSON object")]
+    NotAnObject,
+    /// No `kid`.
+    #[error("a jwt-svid key needs a 'kid'")]
+    MissingKid,
+    /// A `kid` that is not a non-empty string.
+    #[error("'kid' must be a non-empty string")]
+    InvalidKid,
+    /// An `alg` outside the profile.
+    #[error("key '{kid}': 'alg' {name:?} is not a JWT-SVID algorithm")]
+    UnknownAlg {
+        /// The key.
+        kid: String,
+        /// The `alg` it names.
+        name: String,
+    },
+    /// An `alg` that is not a string.
+    #[error("key '{kid}': 'alg' must be a string")]
+    InvalidAlg {
+        /// The key.
+        kid: String,
+    },
+    /// A required member is missing.
+    #[error("key '{kid}': '{member}' is required")]
+    Missing {
+        /// The key.
+        kid: String,
+        /// The member.
+        member: &'static str,
+    },
+    /// A member is not base64url.
+    #[error("key '{kid}': '{member}' is not base64url: {reason}")]
+    NotBase64 {
+        /// The key.
+        kid: String,
+        /// The member.
+        member: &'static str,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// An EC curve outside the profile.
+    #[error("key '{kid}': curve {curve:?} is not P-256, P-384 or P-521")]
+    UnknownCurve {
+        /// The key.
+        kid: String,
+        /// The curve it names.
+        curve: String,
+    },
+    /// EC coordinates of the wrong length.
+    #[error("key '{kid}': coordinates of a {curve:?} key are {len} bytes")]
+    CoordinateLength {
+        /// The key.
+        kid: String,
+        /// Its curve.
+        curve: Curve,
+        /// The length they must have.
+        len: usize,
+    },
+    /// EC coordinates that are not a point of the curve.
+    #[error("key '{kid}': not a point on {curve}")]
+    NotOnCurve {
+        /// The key.
+        kid: String,
+        /// Its curve's name.
+        curve: &'static str,
+    },
+    /// An RSA modulus under 2048 bits.
+    #[error("key '{kid}': an RSA key of {bits} bits is too weak; at least 2048 are required")]
+    WeakRsa {
+        /// The key.
+        kid: String,
+        /// Its size.
+        bits: usize,
+    },
+    /// An empty RSA exponent.
+    #[error("key '{kid}': 'e' is empty")]
+    EmptyExponent {
+        /// The key.
+        kid: String,
+    },
+    /// The key is restricted to another algorithm.
+    #[error("the key '{kid}' is for {key_alg}, the token is signed with {alg}")]
+    RestrictedAlg {
+        /// The key.
+        kid: String,
+        /// The algorithm it is restricted to.
+        key_alg: &'static str,
+        /// The algorithm asked for.
+        alg: &'static str,
+    },
+    /// The key's type cannot make that algorithm's signatures.
+    #[error("the key '{kid}' ({key}) cannot verify a {alg} signature")]
+    WrongKeyType {
+        /// The key.
+        kid: String,
+        /// Its type, e.g. `JwtKey(k1 EC P-256)`.
+        key: String,
+        /// The algorithm asked for.
+        alg: &'static str,
+    },
+}
+
 /// A public key, parsed and ready to verify.
 #[derive(Clone)]
 pub enum PublicKey {
@@ -140,16 +246,15 @@ impl std::fmt::Debug for JwtKey {
 impl JwtKey {
     /// Whether a token signed with `alg` may be verified with this key; the
     /// error says why not.
-    pub fn accepts(&self, alg: JwsAlg) -> Result<(), String> {
+    pub fn accepts(&self, alg: JwsAlg) -> Result<(), JwkError> {
         if let Some(restricted) = self.alg
             && restricted != alg
         {
-            return Err(format!(
-                "the key '{}' is for {}, the token is signed with {}",
-                self.kid,
-                restricted.name(),
-                alg.name()
-            ));
+            return Err(JwkError::RestrictedAlg {
+                kid: self.kid.clone(),
+                key_alg: restricted.name(),
+                alg: alg.name(),
+            });
         }
         let fits = match &self.key {
             PublicKey::Rsa { .. } => alg.is_rsa(),
@@ -159,11 +264,11 @@ impl JwtKey {
         if fits {
             Ok(())
         } else {
-            Err(format!(
-                "the key '{}' ({self:?}) cannot verify a {} signature",
-                self.kid,
-                alg.name()
-            ))
+            Err(JwkError::WrongKeyType {
+                kid: self.kid.clone(),
+                key: format!("{self:?}"),
+                alg: alg.name(),
+            })
         }
     }
 
@@ -221,24 +326,23 @@ pub enum Parsed {
 }
 
 /// Parses one JWK. `kid` is required; an unknown `kty` is not an error.
-pub fn parse(jwk: &Map<String, Value>) -> Result<Parsed, String> {
+pub fn parse(jwk: &Map<String, Value>) -> Result<Parsed, JwkError> {
     let kid = match jwk.get("kid") {
         Some(Value::String(kid)) if !kid.is_empty() => kid.clone(),
-        Some(_) => return Err("'kid' must be a non-empty string".into()),
-        None => return Err("a jwt-svid key needs a 'kid'".into()),
+        Some(_) => return Err(JwkError::InvalidKid),
+        None => return Err(JwkError::MissingKid),
     };
-    let alg =
-        match jwk.get("alg") {
-            None => None,
-            Some(Value::String(name)) => Some(JwsAlg::parse(name).ok_or_else(|| {
-                format!("key '{kid}': 'alg' {name:?} is not a JWT-SVID algorithm")
-            })?),
-            Some(_) => return Err(format!("key '{kid}': 'alg' must be a string")),
-        };
-    let kty = match jwk.get("kty") {
-        Some(Value::String(kty)) => kty.as_str(),
-        _ => return Err(format!("key '{kid}': 'kty' is required")),
+    let alg = match jwk.get("alg") {
+        None => None,
+        Some(Value::String(name)) => {
+            Some(JwsAlg::parse(name).ok_or_else(|| JwkError::UnknownAlg {
+                kid: kid.clone(),
+                name: name.clone(),
+            })?)
+        }
+        Some(_) => return Err(JwkError::InvalidAlg { kid }),
     };
+    let kty = field(jwk, "kty", &kid)?;
     let key = match kty {
         "EC" => ec_key(jwk, &kid)?,
         "RSA" => rsa_key(jwk, &kid)?,
@@ -251,69 +355,97 @@ pub fn parse(jwk: &Map<String, Value>) -> Result<Parsed, String> {
     Ok(Parsed::Key(key))
 }
 
-fn field<'a>(jwk: &'a Map<String, Value>, name: &str, kid: &str) -> Result<&'a str, String> {
-    match jwk.get(name) {
-        Some(Value::String(s)) => Ok(s),
-        _ => Err(format!("key '{kid}': '{name}' is required")),
+/// Parses one JWK from its JSON text.
+pub fn parse_json(json: &[u8]) -> Result<Parsed, JwkError> {
+    match serde_json::from_slice::<Value>(json) {
+        Ok(Value::Object(map)) => parse(&map),
+        _ => Err(JwkError::NotAnObject),
     }
 }
 
-fn decode(jwk: &Map<String, Value>, name: &str, kid: &str) -> Result<Vec<u8>, String> {
-    URL_SAFE_NO_PAD
-        .decode(field(jwk, name, kid)?)
-        .map_err(|e| format!("key '{kid}': '{name}' is not base64url: {e}"))
+fn field<'a>(
+    jwk: &'a Map<String, Value>,
+    member: &'static str,
+    kid: &str,
+) -> Result<&'a str, JwkError> {
+    match jwk.get(member) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(JwkError::Missing {
+            kid: kid.to_owned(),
+            member,
+        }),
+    }
 }
 
-fn ec_key(jwk: &Map<String, Value>, kid: &str) -> Result<PublicKey, String> {
+fn decode(jwk: &Map<String, Value>, member: &'static str, kid: &str) -> Result<Vec<u8>, JwkError> {
+    URL_SAFE_NO_PAD
+        .decode(field(jwk, member, kid)?)
+        .map_err(|e| JwkError::NotBase64 {
+            kid: kid.to_owned(),
+            member,
+            reason: e.to_string(),
+        })
+}
+
+fn ec_key(jwk: &Map<String, Value>, kid: &str) -> Result<PublicKey, JwkError> {
     let curve = match field(jwk, "crv", kid)? {
         "P-256" => Curve::P256,
         "P-384" => Curve::P384,
         "P-521" => Curve::P521,
         other => {
-            return Err(format!(
-                "key '{kid}': curve {other:?} is not P-256, P-384 or P-521"
-            ));
+            return Err(JwkError::UnknownCurve {
+                kid: kid.to_owned(),
+                curve: other.to_owned(),
+            });
         }
     };
     let x = decode(jwk, "x", kid)?;
     let y = decode(jwk, "y", kid)?;
     let len = curve.coordinate_len();
     if x.len() != len || y.len() != len {
-        return Err(format!(
-            "key '{kid}': coordinates of a {curve:?} key are {len} bytes"
-        ));
+        return Err(JwkError::CoordinateLength {
+            kid: kid.to_owned(),
+            curve,
+            len,
+        });
     }
     let mut point = Vec::with_capacity(1 + 2 * len);
     point.push(0x04);
     point.extend_from_slice(&x);
     point.extend_from_slice(&y);
+    let not_on = |curve: &'static str| JwkError::NotOnCurve {
+        kid: kid.to_owned(),
+        curve,
+    };
     match curve {
         Curve::P521 => p521::ecdsa::VerifyingKey::from_sec1_bytes(&point)
             .map(|k| PublicKey::P521(Box::new(k)))
-            .map_err(|_| format!("key '{kid}': not a point on P-521")),
+            .map_err(|_| not_on("P-521")),
         // ring checks points only when verifying: check them at load, to
         // refuse a bad key with a reason instead of failing every token.
         Curve::P256 => p256::PublicKey::from_sec1_bytes(&point)
             .map(|_| PublicKey::Ec(curve, point))
-            .map_err(|_| format!("key '{kid}': not a point on P-256")),
+            .map_err(|_| not_on("P-256")),
         Curve::P384 => p384::PublicKey::from_sec1_bytes(&point)
             .map(|_| PublicKey::Ec(curve, point))
-            .map_err(|_| format!("key '{kid}': not a point on P-384")),
+            .map_err(|_| not_on("P-384")),
     }
 }
 
-fn rsa_key(jwk: &Map<String, Value>, kid: &str) -> Result<PublicKey, String> {
+fn rsa_key(jwk: &Map<String, Value>, kid: &str) -> Result<PublicKey, JwkError> {
     let n = decode(jwk, "n", kid)?;
     let e = decode(jwk, "e", kid)?;
     let significant = n.iter().skip_while(|b| **b == 0).count();
     if significant * 8 < 2048 {
-        return Err(format!(
-            "key '{kid}': an RSA key of {} bits is too weak; at least 2048 are required",
-            significant * 8
-        ));
+        return Err(JwkError::WeakRsa {
+            kid: kid.to_owned(),
+            bits: significant * 8,
+        });
     }
     if e.is_empty() {
-        return Err(format!("key '{kid}': 'e' is empty"));
+        return Err(JwkError::EmptyExponent {
+            kid: kid.to_owned(),
+        });
     }
     Ok(PublicKey::Rsa { n, e })
 }

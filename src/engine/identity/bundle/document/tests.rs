@@ -4,6 +4,11 @@ use serde_json::json;
 
 use super::*;
 
+/// The document, or its error as the message people read.
+fn parse(bytes: &[u8]) -> Result<Document, String> {
+    super::parse(bytes).map_err(|e| e.to_string())
+}
+
 fn keys(keys: serde_json::Value) -> Vec<u8> {
     json!({"keys": keys}).to_string().into_bytes()
 }
