@@ -52,7 +52,7 @@ pub enum StartupError {
         /// The trust domain.
         trust_domain: String,
         /// Why.
-        source: BundleError,
+        source: Box<BundleError>,
     },
     /// The workload cannot be read.
     #[error("{0}")]
@@ -173,7 +173,7 @@ fn load_bundles(config: &Config, errors: &mut Vec<StartupError>) -> BundleFiles 
             }
             Err(source) => errors.push(StartupError::Bundle {
                 trust_domain: name.clone(),
-                source,
+                source: Box::new(source),
             }),
         }
     }
