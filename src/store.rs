@@ -60,11 +60,14 @@ impl Bundles {
     }
 }
 
+/// X.509 authorities with the fingerprint of the content they came from.
+pub type X509Part = (Vec<TrustAnchor<'static>>, [u8; 32]);
+
 /// An update of one part: its content and fingerprint, or `None` when the
 /// source redacted it.
 pub enum PartUpdate {
     /// New X.509 authorities.
-    X509(Option<(Vec<TrustAnchor<'static>>, [u8; 32])>),
+    X509(Option<X509Part>),
     /// New JWT keys.
     Jwt(Option<(HashMap<String, JwtKey>, [u8; 32])>),
 }

@@ -305,6 +305,33 @@ impl Config {
                 self.listen
             ));
         }
+        self.trust_domain_problems(&mut problems);
+        if let Some(endpoint) = &self.workload_api.endpoint
+            && !(endpoint.starts_with("unix:") || endpoint.starts_with("tcp:"))
+        {
+            problems.push(format!(
+                "workload_api.endpoint: '{endpoint}' is not an endpoint like unix:///run/spire/agent.sock or tcp://127.0.0.1:8081"
+            ));
+        }
+        if let Some(admin) = &self.admin
+            && admin.parse::<SocketAddr>().is_err()
+        {
+            problems.push(format!(
+                "admin: '{admin}' is not an address like 127.0.0.1:9901"
+            ));
+        }
+        self.identity_problems(&mut problems);
+        self.header_problems(&mut problems);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(format!(
+                "log.level: '{}' is not a log filter: {e}",
+                self.log.level
+            ));
+        }
+        problems
+    }
+
+    fn trust_domain_problems(&self, problems: &mut Vec<String>) {
         if self.trust_domains.is_empty() {
             problems
                 .push("trust_domains: at least one trust domain with its bundle is needed".into());
@@ -325,20 +352,9 @@ impl Config {
                 _ => {}
             }
         }
-        if let Some(endpoint) = &self.workload_api.endpoint
-            && !(endpoint.starts_with("unix:") || endpoint.starts_with("tcp:"))
-        {
-            problems.push(format!(
-                "workload_api.endpoint: '{endpoint}' is not an endpoint like unix:///run/spire/agent.sock or tcp://127.0.0.1:8081"
-            ));
-        }
-        if let Some(admin) = &self.admin
-            && admin.parse::<SocketAddr>().is_err()
-        {
-            problems.push(format!(
-                "admin: '{admin}' is not an address like 127.0.0.1:9901"
-            ));
-        }
+    }
+
+    fn identity_problems(&self, problems: &mut Vec<String>) {
         match (&self.identity.jwt, self.identity.require.reads_jwt()) {
             (None, true) => problems.push(format!(
                 "identity.require: '{}' reads JWT-SVIDs, so identity.jwt must say which audiences to accept",
@@ -360,6 +376,9 @@ impl Config {
             }
             (None, false) => {}
         }
+    }
+
+    fn header_problems(&self, problems: &mut Vec<String>) {
         for name in self.upstream_headers.keys() {
             if !is_header_name(name) {
                 problems.push(format!(
@@ -376,13 +395,6 @@ impl Config {
                 ));
             }
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            problems.push(format!(
-                "log.level: '{}' is not a log filter: {e}",
-                self.log.level
-            ));
-        }
-        problems
     }
 
     /// The listen address.

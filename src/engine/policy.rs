@@ -161,40 +161,11 @@ impl Policy {
         if diagnostics.iter().any(|d| d.severity == Severity::Error) {
             return Err(PolicyError { diagnostics });
         }
-        let places: Vec<_> = compiled
-            .iter()
-            .map(|(_, located)| {
-                move |offset: Option<usize>, message: String| {
-                    located.diagnostic(Severity::Warning, offset, message)
-                }
-            })
-            .collect();
-        let subjects: Vec<lint::Subject<'_>> = compiled
-            .iter()
-            .zip(&places)
-            .map(|((c, _), place)| lint::Subject {
-                name: &c.rule.name,
-                effect: c.rule.effect,
-                expr: &c.rule.expr,
-                map_reads: &c.map_reads,
-                guards: &c.guards,
-                place,
-                line: c.rule.line,
-            })
-            .collect();
-        diagnostics.extend(lint::lint(&subjects));
-        drop(subjects);
+        diagnostics.extend(lint_compiled(&compiled));
         let rules = compiled.into_iter().map(|(c, _)| c.rule).collect();
-        let digest = Sha256::digest(text.as_bytes());
-        let version = digest
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-            .into();
         Ok(Policy {
             rules,
-            version,
+            version: version_of(text),
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             path: path.to_owned(),
             warnings: diagnostics,
@@ -344,31 +315,7 @@ pub fn display(value: &Value) -> String {
             out.push_str(&shown.join(", "));
             out.push(']');
         }
-        Value::Map(map) => {
-            let mut entries: Vec<(String, String)> = map
-                .map
-                .iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        cel::objects::Key::String(s) => {
-                            serde_json::to_string(s.as_str()).unwrap_or_default()
-                        }
-                        cel::objects::Key::Int(i) => i.to_string(),
-                        cel::objects::Key::Uint(u) => format!("{u}u"),
-                        cel::objects::Key::Bool(b) => b.to_string(),
-                    };
-                    (key, display(v))
-                })
-                .collect();
-            entries.sort();
-            out.push('{');
-            let shown: Vec<String> = entries
-                .into_iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect();
-            out.push_str(&shown.join(", "));
-            out.push('}');
-        }
+        Value::Map(map) => display_map(&mut out, map),
         Value::Timestamp(t) => {
             let _ = write!(
                 out,
@@ -388,6 +335,33 @@ pub fn display(value: &Value) -> String {
         }
     }
     out
+}
+
+/// A CEL map as CEL text, with its keys sorted.
+fn display_map(out: &mut String, map: &cel::objects::Map) {
+    let mut entries: Vec<(String, String)> = map
+        .map
+        .iter()
+        .map(|(k, v)| {
+            let key = match k {
+                cel::objects::Key::String(s) => {
+                    serde_json::to_string(s.as_str()).unwrap_or_default()
+                }
+                cel::objects::Key::Int(i) => i.to_string(),
+                cel::objects::Key::Uint(u) => format!("{u}u"),
+                cel::objects::Key::Bool(b) => b.to_string(),
+            };
+            (key, display(v))
+        })
+        .collect();
+    entries.sort();
+    out.push('{');
+    let shown: Vec<String> = entries
+        .into_iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    out.push_str(&shown.join(", "));
+    out.push('}');
 }
 
 fn evaluate_rule(rule: &Rule, ctx: &Context<'_, '_>) -> RuleResult {
@@ -416,6 +390,44 @@ fn evaluate_rule(rule: &Rule, ctx: &Context<'_, '_>) -> RuleResult {
         }
         Err(e) => RuleResult::Error(e.to_string()),
     }
+}
+
+/// The lints' warnings on rules that compiled.
+fn lint_compiled(compiled: &[(Compiled, &Located<'_>)]) -> Vec<Diagnostic> {
+    let places: Vec<_> = compiled
+        .iter()
+        .map(|(_, located)| {
+            move |offset: Option<usize>, message: String| {
+                located.diagnostic(Severity::Warning, offset, message)
+            }
+        })
+        .collect();
+    let subjects: Vec<lint::Subject<'_>> = compiled
+        .iter()
+        .zip(&places)
+        .map(|((c, _), place)| lint::Subject {
+            name: &c.rule.name,
+            effect: c.rule.effect,
+            expr: &c.rule.expr,
+            map_reads: &c.map_reads,
+            guards: &c.guards,
+            place,
+            line: c.rule.line,
+        })
+        .collect();
+    lint::lint(&subjects)
+}
+
+/// The policy version of a rules file: the first 16 hex digits of the
+/// SHA-256 of its text.
+fn version_of(text: &str) -> Arc<str> {
+    let digest = Sha256::digest(text.as_bytes());
+    digest
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into()
 }
 
 /// A rule spec with what is needed to place its problems in the file.
@@ -505,19 +517,45 @@ fn compile_rule(
         Err(errors) => {
             for e in errors.errors {
                 let offset = offset_of_position(source, e.pos);
+                let message = e.msg.trim_start_matches("Syntax error: ");
                 diagnostics.push(located.diagnostic(
                     Severity::Error,
                     Some(offset),
-                    format!(
-                        "syntax error: {}",
-                        e.msg.trim_start_matches("Syntax error: ")
-                    ),
+                    format!("syntax error: {message}"),
                 ));
             }
             return None;
         }
     };
     let checked = check::check(&expr, &info);
+    if !accept_checked(&checked, located, regexes, diagnostics) {
+        return None;
+    }
+    rename_matches(&mut expr);
+    flatten_fields(&mut expr, &mut Vec::new());
+    Some(Compiled {
+        rule: Rule {
+            name: Arc::from(spec.name.value.as_str()),
+            description: spec.description.clone(),
+            effect: spec.effect,
+            source: source.to_owned(),
+            line: usize::try_from(spec.name.referenced.line()).unwrap_or(0),
+            reads: checked.reads,
+            expr,
+        },
+        map_reads: checked.map_reads,
+        guards: checked.guards,
+    })
+}
+
+/// Whether a type-checked rule may load: no type error, a bool condition,
+/// and regular expressions that compile. Adds its problems to `diagnostics`.
+fn accept_checked(
+    checked: &check::Checked,
+    located: &Located<'_>,
+    regexes: &mut RegexTable,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> bool {
     let mut failed = false;
     for problem in &checked.errors {
         failed = true;
@@ -545,24 +583,7 @@ fn compile_rule(
             diagnostics.push(located.diagnostic(Severity::Error, Some(*offset as usize), e));
         }
     }
-    if failed {
-        return None;
-    }
-    rename_matches(&mut expr);
-    flatten_fields(&mut expr, &mut Vec::new());
-    Some(Compiled {
-        rule: Rule {
-            name: Arc::from(spec.name.value.as_str()),
-            description: spec.description.clone(),
-            effect: spec.effect,
-            source: source.to_owned(),
-            line: usize::try_from(spec.name.referenced.line()).unwrap_or(0),
-            reads: checked.reads,
-            expr,
-        },
-        map_reads: checked.map_reads,
-        guards: checked.guards,
-    })
+    !failed
 }
 
 /// The byte offset of a parser position (1-based line, 1-based column in

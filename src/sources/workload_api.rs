@@ -18,7 +18,7 @@ use tokio_stream::StreamExt;
 
 use crate::engine::identity::bundle::{anchors_from_der_certs, jwk};
 use crate::metrics::Metrics;
-use crate::store::{PartUpdate, Store};
+use crate::store::{PartUpdate, Store, X509Part};
 
 /// The first reconnection delay.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -128,26 +128,12 @@ async fn stream_once(
                 let set = message.map_err(StreamError::from)?;
                 *backoff = INITIAL_BACKOFF;
                 for td in &source.trust_domains {
-                    let update = match TrustDomain::new(td).ok().and_then(|t| set.get(&t)) {
-                        None => None,
-                        Some(bundle) => {
-                            let certs: Vec<&[u8]> =
-                                bundle.authorities().iter().map(|c| c.as_bytes()).collect();
-                            match anchors_from_der_certs(certs.iter().copied()) {
-                                Ok(anchors) => Some((anchors, fingerprint(certs.iter().copied()))),
-                                Err(e) => {
-                                    tracing::warn!(trust_domain = %td, error = %e, "the Workload API sent an unusable X.509 bundle; keeping the last one");
-                                    continue;
-                                }
-                            }
-                        }
+                    let bundle = TrustDomain::new(td).ok().and_then(|t| set.get(&t));
+                    let Ok(update) = x509_part(td, bundle.as_deref()) else {
+                        continue;
                     };
-                    log_update(
-                        td,
-                        "X.509",
-                        &update,
-                        store.update_bundle_part(td, PartUpdate::X509(update.clone())),
-                    );
+                    let changed = store.update_bundle_part(td, PartUpdate::X509(update.clone()));
+                    log_update(td, "X.509", &update, changed);
                 }
             }
         }
@@ -175,6 +161,22 @@ async fn stream_once(
         }
     }
     Ok(())
+}
+
+/// The X.509 part the Workload API delivered for `td` (`None`: redacted),
+/// or `Err` when it is unusable, which is logged and keeps the last one.
+fn x509_part(td: &str, bundle: Option<&spiffe::X509Bundle>) -> Result<Option<X509Part>, ()> {
+    let Some(bundle) = bundle else {
+        return Ok(None);
+    };
+    let certs: Vec<&[u8]> = bundle.authorities().iter().map(|c| c.as_bytes()).collect();
+    match anchors_from_der_certs(certs.iter().copied()) {
+        Ok(anchors) => Ok(Some((anchors, fingerprint(certs.iter().copied())))),
+        Err(e) => {
+            tracing::warn!(trust_domain = %td, error = %e, "the Workload API sent an unusable X.509 bundle; keeping the last one");
+            Err(())
+        }
+    }
 }
 
 /// Why a stream stopped.

@@ -11,7 +11,9 @@
 use std::collections::BTreeSet;
 
 use cel::IdedExpr;
-use cel::common::ast::{EntryExpr, Expr, LiteralValue, SourceInfo, operators};
+use cel::common::ast::{
+    ComprehensionExpr, EntryExpr, Expr, LiteralValue, MapExpr, SelectExpr, SourceInfo, operators,
+};
 
 use super::schema::{self, Object, Ty};
 use super::unparse::unparse;
@@ -114,24 +116,7 @@ impl Checker<'_> {
         match &expr.expr {
             Expr::Literal(literal) => literal_type(literal),
             Expr::Ident(name) => self.ident(expr, name),
-            Expr::Select(select) => {
-                let operand = self.infer(&select.operand);
-                let ty = self.select(expr, &operand, &select.field);
-                if let Some(path) = read_path(expr) {
-                    self.out.reads.insert(path);
-                }
-                if matches!(operand, Ty::Map(..)) {
-                    let map = unparse(&select.operand);
-                    let key = serde_json::to_string(&select.field).unwrap_or_default();
-                    if select.test {
-                        self.out.guards.insert((map, key));
-                    } else {
-                        let offset = self.offset(expr);
-                        self.out.map_reads.push(MapRead { offset, map, key });
-                    }
-                }
-                if select.test { Ty::Bool } else { ty }
-            }
+            Expr::Select(select) => self.select_expr(expr, select),
             Expr::Call(call) => {
                 let target = call.target.as_deref();
                 self.call(expr, &call.func_name, target, &call.args)
@@ -140,61 +125,8 @@ impl Checker<'_> {
                 let elems: Vec<Ty> = list.elements.iter().map(|e| self.infer(e)).collect();
                 Ty::List(Box::new(join_all(&elems)))
             }
-            Expr::Map(map) => {
-                let mut keys = Vec::new();
-                let mut values = Vec::new();
-                for entry in &map.entries {
-                    if let EntryExpr::MapEntry(e) = &entry.expr {
-                        let key = self.infer(&e.key);
-                        if !matches!(key, Ty::String | Ty::Int | Ty::Uint | Ty::Bool | Ty::Dyn) {
-                            self.error(
-                                &e.key,
-                                format!("a map key must be a string, int, uint or bool, not {key}"),
-                            );
-                        }
-                        keys.push(key);
-                        values.push(self.infer(&e.value));
-                    }
-                }
-                Ty::Map(Box::new(join_all(&keys)), Box::new(join_all(&values)))
-            }
-            Expr::Comprehension(comp) => {
-                let range = self.infer(&comp.iter_range);
-                let (first, second) = match &range {
-                    Ty::List(elem) => (Ty::Int, (**elem).clone()),
-                    Ty::Map(key, value) => ((**key).clone(), (**value).clone()),
-                    Ty::Dyn => (Ty::Dyn, Ty::Dyn),
-                    other => {
-                        let other = other.clone();
-                        self.error(
-                            &comp.iter_range,
-                            format!(
-                                "cannot iterate over a value of type {other}; only lists and maps"
-                            ),
-                        );
-                        (Ty::Dyn, Ty::Dyn)
-                    }
-                };
-                // One variable binds list elements or map keys; with two,
-                // the first is the index or key and the second the value.
-                let bindings = match &comp.iter_var2 {
-                    None if matches!(range, Ty::List(_)) => vec![(comp.iter_var.clone(), second)],
-                    None => vec![(comp.iter_var.clone(), first)],
-                    Some(var2) => vec![(comp.iter_var.clone(), first), (var2.clone(), second)],
-                };
-                let accu = self.infer(&comp.accu_init);
-                let depth = self.scopes.len();
-                self.scopes.extend(bindings);
-                self.scopes.push((comp.accu_var.clone(), accu));
-                self.infer(&comp.loop_cond);
-                let step = self.infer(&comp.loop_step);
-                if let Some(slot) = self.scopes.last_mut() {
-                    slot.1 = step;
-                }
-                let result = self.infer(&comp.result);
-                self.scopes.truncate(depth);
-                result
-            }
+            Expr::Map(map) => self.map_literal(map),
+            Expr::Comprehension(comp) => self.comprehension(comp),
             Expr::Struct(s) => self.error(
                 expr,
                 format!(
@@ -204,6 +136,83 @@ impl Checker<'_> {
             ),
             Expr::Unspecified => Ty::Dyn,
         }
+    }
+
+    /// `a.b`, or `has(a.b)` when `select.test`; records what it reads.
+    fn select_expr(&mut self, expr: &IdedExpr, select: &SelectExpr) -> Ty {
+        let operand = self.infer(&select.operand);
+        let ty = self.select(expr, &operand, &select.field);
+        if let Some(path) = read_path(expr) {
+            self.out.reads.insert(path);
+        }
+        if matches!(operand, Ty::Map(..)) {
+            let map = unparse(&select.operand);
+            let key = serde_json::to_string(&select.field).unwrap_or_default();
+            if select.test {
+                self.out.guards.insert((map, key));
+            } else {
+                let offset = self.offset(expr);
+                self.out.map_reads.push(MapRead { offset, map, key });
+            }
+        }
+        if select.test { Ty::Bool } else { ty }
+    }
+
+    /// A map literal: keys of a type CEL allows.
+    fn map_literal(&mut self, map: &MapExpr) -> Ty {
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for entry in &map.entries {
+            if let EntryExpr::MapEntry(e) = &entry.expr {
+                let key = self.infer(&e.key);
+                if !matches!(key, Ty::String | Ty::Int | Ty::Uint | Ty::Bool | Ty::Dyn) {
+                    self.error(
+                        &e.key,
+                        format!("a map key must be a string, int, uint or bool, not {key}"),
+                    );
+                }
+                keys.push(key);
+                values.push(self.infer(&e.value));
+            }
+        }
+        Ty::Map(Box::new(join_all(&keys)), Box::new(join_all(&values)))
+    }
+
+    /// A macro's loop (`all`, `exists`, `map`, `filter`, ...), with its
+    /// variables in scope.
+    fn comprehension(&mut self, comp: &ComprehensionExpr) -> Ty {
+        let range = self.infer(&comp.iter_range);
+        let (first, second) = match &range {
+            Ty::List(elem) => (Ty::Int, (**elem).clone()),
+            Ty::Map(key, value) => ((**key).clone(), (**value).clone()),
+            Ty::Dyn => (Ty::Dyn, Ty::Dyn),
+            other => {
+                self.error(
+                    &comp.iter_range,
+                    format!("cannot iterate over a value of type {other}; only lists and maps"),
+                );
+                (Ty::Dyn, Ty::Dyn)
+            }
+        };
+        // One variable binds list elements or map keys; with two, the first
+        // is the index or key and the second the value.
+        let bindings = match &comp.iter_var2 {
+            None if matches!(range, Ty::List(_)) => vec![(comp.iter_var.clone(), second)],
+            None => vec![(comp.iter_var.clone(), first)],
+            Some(var2) => vec![(comp.iter_var.clone(), first), (var2.clone(), second)],
+        };
+        let accu = self.infer(&comp.accu_init);
+        let depth = self.scopes.len();
+        self.scopes.extend(bindings);
+        self.scopes.push((comp.accu_var.clone(), accu));
+        self.infer(&comp.loop_cond);
+        let step = self.infer(&comp.loop_step);
+        if let Some(slot) = self.scopes.last_mut() {
+            slot.1 = step;
+        }
+        let result = self.infer(&comp.result);
+        self.scopes.truncate(depth);
+        result
     }
 
     fn ident(&mut self, expr: &IdedExpr, name: &str) -> Ty {
@@ -284,34 +293,36 @@ impl Checker<'_> {
         }
         let target_ty = target.map(|t| self.infer(t));
         let tys = self.infer_all(args);
-        match (name, target_ty.as_ref(), tys.as_slice()) {
-            (operators::LOGICAL_AND | operators::LOGICAL_OR, None, [a, b]) => {
-                let symbol = if name == operators::LOGICAL_AND {
-                    "&&"
-                } else {
-                    "||"
-                };
-                for (arg, ty) in args.iter().zip([a, b]) {
-                    if !matches!(ty, Ty::Bool | Ty::Dyn) {
-                        self.error(
-                            arg,
-                            format!("'{symbol}' takes bool operands, but this is {ty}"),
-                        );
-                    }
-                }
-                Ty::Bool
+        if target_ty.is_none()
+            && let Some(ty) = self.operator(expr, name, args, &tys)
+        {
+            return ty;
+        }
+        self.function(expr, name, target_ty.as_ref(), args, &tys)
+    }
+
+    /// The type of an operator's call, checking its operands; `None` when
+    /// `name` is no operator of that arity.
+    fn operator(
+        &mut self,
+        expr: &IdedExpr,
+        name: &str,
+        args: &[IdedExpr],
+        tys: &[Ty],
+    ) -> Option<Ty> {
+        Some(match (name, tys) {
+            (operators::LOGICAL_AND | operators::LOGICAL_OR, [_, _]) => {
+                self.logical(name, args, tys)
             }
-            (operators::LOGICAL_NOT, None, [a]) => {
+            (operators::LOGICAL_NOT, [a]) => {
                 if !matches!(a, Ty::Bool | Ty::Dyn) {
-                    let a = a.clone();
                     self.error(expr, format!("'!' takes a bool, but this is {a}"));
                 }
                 Ty::Bool
             }
-            (operators::NOT_STRICTLY_FALSE, None, [_]) => Ty::Bool,
-            (operators::CONDITIONAL, None, [c, a, b]) => {
+            (operators::NOT_STRICTLY_FALSE, [_]) => Ty::Bool,
+            (operators::CONDITIONAL, [c, a, b]) => {
                 if !matches!(c, Ty::Bool | Ty::Dyn) {
-                    let c = c.clone();
                     self.error(
                         expr,
                         format!("the condition of '? :' must be bool, but it is {c}"),
@@ -319,40 +330,17 @@ impl Checker<'_> {
                 }
                 join(a, b)
             }
-            (operators::EQUALS | operators::NOT_EQUALS, None, [a, b]) => {
-                if !comparable_for_equality(a, b) {
-                    let symbol = if name == operators::EQUALS {
-                        "=="
-                    } else {
-                        "!="
-                    };
-                    let (a, b) = (a.clone(), b.clone());
-                    let always = if name == operators::EQUALS {
-                        "false"
-                    } else {
-                        "true"
-                    };
-                    self.error(
-                        expr,
-                        format!("'{symbol}' compares {a} with {b}, which is always {always}"),
-                    );
-                }
-                Ty::Bool
-            }
+            (operators::EQUALS | operators::NOT_EQUALS, [a, b]) => self.equality(expr, name, a, b),
             (
                 operators::LESS
                 | operators::LESS_EQUALS
                 | operators::GREATER
                 | operators::GREATER_EQUALS,
-                None,
                 [a, b],
             ) => {
                 if !orderable(a, b) {
-                    let (a, b) = (a.clone(), b.clone());
-                    self.error(
-                        expr,
-                        format!("'{}' cannot order {a} and {b}", operator_symbol(name)),
-                    );
+                    let symbol = operator_symbol(name);
+                    self.error(expr, format!("'{symbol}' cannot order {a} and {b}"));
                 }
                 Ty::Bool
             }
@@ -362,29 +350,16 @@ impl Checker<'_> {
                 | operators::MULTIPLY
                 | operators::DIVIDE
                 | operators::MODULO,
-                None,
                 [a, b],
-            ) => match arithmetic(name, a, b) {
-                Some(ty) => ty,
-                None => {
-                    let (a, b) = (a.clone(), b.clone());
-                    self.error(
-                        expr,
-                        format!(
-                            "'{}' cannot be applied to {a} and {b}",
-                            operator_symbol(name)
-                        ),
-                    )
-                }
-            },
-            (operators::NEGATE, None, [a]) => match a {
+            ) => arithmetic(name, a, b).unwrap_or_else(|| {
+                let symbol = operator_symbol(name);
+                self.error(expr, format!("'{symbol}' cannot be applied to {a} and {b}"))
+            }),
+            (operators::NEGATE, [a]) => match a {
                 Ty::Int | Ty::Double | Ty::Duration | Ty::Dyn => a.clone(),
-                other => {
-                    let other = other.clone();
-                    self.error(expr, format!("'-' cannot negate {other}"))
-                }
+                other => self.error(expr, format!("'-' cannot negate {other}")),
             },
-            (operators::INDEX, None, [container, index]) => {
+            (operators::INDEX, [container, index]) => {
                 if let (Ty::Map(..), [map, key]) = (container, args) {
                     let offset = self.offset(expr);
                     self.out.map_reads.push(MapRead {
@@ -395,37 +370,75 @@ impl Checker<'_> {
                 }
                 self.index(expr, container, index)
             }
-            (operators::IN, None, [elem, container]) => {
-                if let (Ty::Map(..), [key, map]) = (container, args) {
-                    self.out.guards.insert((unparse(map), unparse(key)));
-                }
-                match container {
-                    Ty::List(item) if !comparable_for_equality(elem, item) => {
-                        let (elem, item) = (elem.clone(), item.clone());
-                        self.error(
-                            expr,
-                            format!(
-                                "'in' looks for {elem} in a list of {item}, which is always false"
-                            ),
-                        );
-                    }
-                    Ty::Map(key, _) if !comparable_for_equality(elem, key) => {
-                        let (elem, key) = (elem.clone(), key.clone());
-                        self.error(expr, format!("'in' looks for {elem} among map keys of type {key}, which is always false"));
-                    }
-                    Ty::List(_) | Ty::Map(..) | Ty::Dyn => {}
-                    other => {
-                        let other = other.clone();
-                        self.error(
-                            expr,
-                            format!("'in' needs a list or a map on its right, not {other}"),
-                        );
-                    }
-                }
-                Ty::Bool
+            (operators::IN, [elem, container]) => self.membership(expr, args, elem, container),
+            _ => return None,
+        })
+    }
+
+    /// `&&` and `||`: bool operands.
+    fn logical(&mut self, name: &str, args: &[IdedExpr], tys: &[Ty]) -> Ty {
+        let symbol = if name == operators::LOGICAL_AND {
+            "&&"
+        } else {
+            "||"
+        };
+        for (arg, ty) in args.iter().zip(tys) {
+            if !matches!(ty, Ty::Bool | Ty::Dyn) {
+                self.error(
+                    arg,
+                    format!("'{symbol}' takes bool operands, but this is {ty}"),
+                );
             }
-            _ => self.function(expr, name, target_ty.as_ref(), args, &tys),
         }
+        Ty::Bool
+    }
+
+    /// `==` and `!=`, which CEL allows between any types but which are
+    /// constant between types that never compare equal.
+    fn equality(&mut self, expr: &IdedExpr, name: &str, a: &Ty, b: &Ty) -> Ty {
+        if !comparable_for_equality(a, b) {
+            let (symbol, always) = if name == operators::EQUALS {
+                ("==", "false")
+            } else {
+                ("!=", "true")
+            };
+            self.error(
+                expr,
+                format!("'{symbol}' compares {a} with {b}, which is always {always}"),
+            );
+        }
+        Ty::Bool
+    }
+
+    /// `elem in container`; a map on the right guards its key.
+    fn membership(&mut self, expr: &IdedExpr, args: &[IdedExpr], elem: &Ty, container: &Ty) -> Ty {
+        if let (Ty::Map(..), [key, map]) = (container, args) {
+            self.out.guards.insert((unparse(map), unparse(key)));
+        }
+        match container {
+            Ty::List(item) if !comparable_for_equality(elem, item) => {
+                self.error(
+                    expr,
+                    format!("'in' looks for {elem} in a list of {item}, which is always false"),
+                );
+            }
+            Ty::Map(key, _) if !comparable_for_equality(elem, key) => {
+                self.error(
+                    expr,
+                    format!(
+                        "'in' looks for {elem} among map keys of type {key}, which is always false"
+                    ),
+                );
+            }
+            Ty::List(_) | Ty::Map(..) | Ty::Dyn => {}
+            other => {
+                self.error(
+                    expr,
+                    format!("'in' needs a list or a map on its right, not {other}"),
+                );
+            }
+        }
+        Ty::Bool
     }
 
     fn infer_all(&mut self, args: &[IdedExpr]) -> Vec<Ty> {
@@ -512,19 +525,8 @@ impl Checker<'_> {
             .collect();
         match matching.as_slice() {
             [] => {
-                let args: Vec<String> = tys.iter().map(Ty::to_string).collect();
-                let called = match target {
-                    Some(t) => format!("{t}.{name}({})", args.join(", ")),
-                    None => format!("{name}({})", args.join(", ")),
-                };
-                let takes: Vec<String> = styled.iter().map(|o| o.signature(name)).collect();
-                self.error_at(
-                    at,
-                    format!(
-                        "'{name}' cannot be called as {called}; it takes {}",
-                        takes.join(" or ")
-                    ),
-                )
+                let message = no_overload(name, target, tys, &styled);
+                self.error_at(at, message)
             }
             [only] => only.result.ty(),
             several => {
@@ -560,6 +562,25 @@ impl Checker<'_> {
         }
         result.ty()
     }
+}
+
+/// Why no overload of `name` takes these arguments.
+fn no_overload(
+    name: &str,
+    target: Option<&Ty>,
+    tys: &[Ty],
+    overloads: &[&schema::Overload],
+) -> String {
+    let args: Vec<String> = tys.iter().map(Ty::to_string).collect();
+    let called = match target {
+        Some(t) => format!("{t}.{name}({})", args.join(", ")),
+        None => format!("{name}({})", args.join(", ")),
+    };
+    let takes: Vec<String> = overloads.iter().map(|o| o.signature(name)).collect();
+    format!(
+        "'{name}' cannot be called as {called}; it takes {}",
+        takes.join(" or ")
+    )
 }
 
 fn literal_type(literal: &LiteralValue) -> Ty {

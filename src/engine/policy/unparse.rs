@@ -5,7 +5,7 @@
 //! expressions by their text, which ignores node IDs and spacing.
 
 use cel::IdedExpr;
-use cel::common::ast::{EntryExpr, Expr, LiteralValue, operators};
+use cel::common::ast::{CallExpr, EntryExpr, Expr, LiteralValue, MapExpr, operators};
 
 /// The expression as canonical CEL text.
 pub fn unparse(expr: &IdedExpr) -> String {
@@ -85,76 +85,13 @@ fn write_bare(out: &mut String, expr: &IdedExpr) {
                 out.push(')');
             }
         }
-        Expr::Call(call) => {
-            let prec = precedence(&expr.expr);
-            match (
-                call.target.as_deref(),
-                call.func_name.as_str(),
-                call.args.as_slice(),
-            ) {
-                (None, name, [a, b]) if binary_symbol(name).is_some() => {
-                    let symbol = binary_symbol(name).unwrap_or_default();
-                    write(out, a, prec);
-                    out.push(' ');
-                    out.push_str(symbol);
-                    out.push(' ');
-                    // Left-associative: the right side needs parentheses at
-                    // equal precedence.
-                    write(out, b, prec + 1);
-                }
-                (None, operators::LOGICAL_NOT, [a]) => {
-                    out.push('!');
-                    write(out, a, prec);
-                }
-                (None, operators::NEGATE, [a]) => {
-                    out.push('-');
-                    write(out, a, prec);
-                }
-                (None, operators::CONDITIONAL, [c, a, b]) => {
-                    write(out, c, prec + 1);
-                    out.push_str(" ? ");
-                    write(out, a, prec + 1);
-                    out.push_str(" : ");
-                    write(out, b, prec);
-                }
-                (None, operators::INDEX, [container, index]) => {
-                    write(out, container, 9);
-                    out.push('[');
-                    write(out, index, 0);
-                    out.push(']');
-                }
-                (target, name, args) => {
-                    if let Some(target) = target {
-                        write(out, target, 9);
-                        out.push('.');
-                    }
-                    // The loader renames `matches`; messages show it as written.
-                    out.push_str(name.strip_suffix("#cached").unwrap_or(name));
-                    out.push('(');
-                    write_list(out, args);
-                    out.push(')');
-                }
-            }
-        }
+        Expr::Call(call) => write_call(out, call, precedence(&expr.expr)),
         Expr::List(list) => {
             out.push('[');
             write_list(out, &list.elements);
             out.push(']');
         }
-        Expr::Map(map) => {
-            out.push('{');
-            for (i, entry) in map.entries.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                if let EntryExpr::MapEntry(e) = &entry.expr {
-                    write(out, &e.key, 0);
-                    out.push_str(": ");
-                    write(out, &e.value, 0);
-                }
-            }
-            out.push('}');
-        }
+        Expr::Map(map) => write_map(out, map),
         // Macros are expanded by the parser; their text is not kept.
         Expr::Comprehension(comp) => {
             write(out, &comp.iter_range, 9);
@@ -168,6 +105,74 @@ fn write_bare(out: &mut String, expr: &IdedExpr) {
         }
         Expr::Unspecified => out.push('?'),
     }
+}
+
+/// A call at precedence `prec`: an operator in its own syntax, anything
+/// else as `target.name(args)`.
+fn write_call(out: &mut String, call: &CallExpr, prec: u8) {
+    match (
+        call.target.as_deref(),
+        call.func_name.as_str(),
+        call.args.as_slice(),
+    ) {
+        (None, name, [a, b]) if binary_symbol(name).is_some() => {
+            let symbol = binary_symbol(name).unwrap_or_default();
+            write(out, a, prec);
+            out.push(' ');
+            out.push_str(symbol);
+            out.push(' ');
+            // Left-associative: the right side needs parentheses at equal
+            // precedence.
+            write(out, b, prec + 1);
+        }
+        (None, operators::LOGICAL_NOT, [a]) => {
+            out.push('!');
+            write(out, a, prec);
+        }
+        (None, operators::NEGATE, [a]) => {
+            out.push('-');
+            write(out, a, prec);
+        }
+        (None, operators::CONDITIONAL, [c, a, b]) => {
+            write(out, c, prec + 1);
+            out.push_str(" ? ");
+            write(out, a, prec + 1);
+            out.push_str(" : ");
+            write(out, b, prec);
+        }
+        (None, operators::INDEX, [container, index]) => {
+            write(out, container, 9);
+            out.push('[');
+            write(out, index, 0);
+            out.push(']');
+        }
+        (target, name, args) => {
+            if let Some(target) = target {
+                write(out, target, 9);
+                out.push('.');
+            }
+            // The loader renames `matches`; messages show it as written.
+            out.push_str(name.strip_suffix("#cached").unwrap_or(name));
+            out.push('(');
+            write_list(out, args);
+            out.push(')');
+        }
+    }
+}
+
+fn write_map(out: &mut String, map: &MapExpr) {
+    out.push('{');
+    for (i, entry) in map.entries.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        if let EntryExpr::MapEntry(e) = &entry.expr {
+            write(out, &e.key, 0);
+            out.push_str(": ");
+            write(out, &e.value, 0);
+        }
+    }
+    out.push('}');
 }
 
 fn write_list(out: &mut String, items: &[IdedExpr]) {
