@@ -295,3 +295,118 @@ fn the_checker_sees_imports_written_every_way() {
         ]
     );
 }
+
+/// Functions of `code` longer than `limit` lines, as `(lines, name)`: from
+/// the `fn` line to its closing brace, counted by brace depth with string
+/// and character literals and comments blanked out.
+fn long_functions(code: &str, limit: usize) -> Vec<(usize, String)> {
+    let lines: Vec<String> = code.lines().map(blank_literals).collect();
+    let mut out = Vec::new();
+    for (start, line) in lines.iter().enumerate() {
+        let Some(name) = fn_name(line) else { continue };
+        let mut depth = 0i64;
+        let mut opened = false;
+        for (offset, body) in lines[start..].iter().enumerate() {
+            depth += body.matches('{').count() as i64 - body.matches('}').count() as i64;
+            opened |= body.contains('{');
+            if !opened && body.trim_end().ends_with(';') {
+                break; // a declaration without a body
+            }
+            if opened && depth <= 0 {
+                if offset + 1 > limit {
+                    out.push((offset + 1, name.clone()));
+                }
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The name of the function a line starts, if it does.
+fn fn_name(line: &str) -> Option<String> {
+    let mut rest = line.trim_start();
+    for prefix in [
+        "pub(crate) ",
+        "pub(super) ",
+        "pub ",
+        "const ",
+        "async ",
+        "unsafe ",
+    ] {
+        rest = rest.strip_prefix(prefix).unwrap_or(rest);
+    }
+    let rest = rest.strip_prefix("fn ")?;
+    let name: String = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
+/// The line with string and char literals emptied and a trailing comment
+/// cut, so that braces inside them do not count.
+fn blank_literals(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                out.push('"');
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+                out.push('"');
+            }
+            '\'' => {
+                // A char literal ('{', '\n') or a lifetime ('a).
+                let literal: String = chars.clone().take(3).collect();
+                if literal.starts_with('\\') {
+                    chars.nth(2);
+                    out.push_str("' '");
+                } else if literal.chars().nth(1) == Some('\'') {
+                    chars.nth(1);
+                    out.push_str("' '");
+                } else {
+                    out.push('\'');
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => break,
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_is_longer_than_80_lines_and_at_most_three_longer_than_60() {
+    let mut over_60 = Vec::new();
+    for module in modules() {
+        for (lines, name) in long_functions(&module.code, 60) {
+            over_60.push(format!("{}: {name}: {lines} lines", module.file.display()));
+            assert!(
+                lines <= 80,
+                "{}: {name} is {lines} lines; split it (the limit is 80)",
+                module.file.display()
+            );
+        }
+    }
+    assert!(
+        over_60.len() <= 3,
+        "more than three functions are longer than 60 lines:\n{}",
+        over_60.join("\n")
+    );
+}
+
+#[test]
+fn function_lengths_are_measured_by_their_braces() {
+    let code = "fn short() {\n    let s = \"}}}\";\n    let c = '{';\n}\n\nfn long<'a>(x: &'a str) {\n    // {\n    if true {\n        x;\n    }\n}\nfn declared();\n";
+    assert_eq!(long_functions(code, 4), [(6, "long".to_owned())]);
+    assert_eq!(long_functions(code, 0).len(), 2);
+}
