@@ -50,7 +50,7 @@ fn authorizer(ca: &pki::Ca, cache_entries: u64) -> ExtAuthz {
     let engine = Engine::new(
         Workload::default(),
         EngineSettings {
-            credential_cache: CacheSettings {
+            svid_cache: CacheSettings {
                 max_entries: cache_entries,
                 max_ttl: Duration::from_secs(300),
             },

@@ -202,7 +202,7 @@ fn workload_api(
 }
 
 fn engine_settings(config: &Config) -> EngineSettings {
-    let credential_cache = CacheSettings {
+    let svid_cache = CacheSettings {
         max_entries: config.cache.svid_entries,
         max_ttl: config.cache.svid_max_ttl.0,
     };
@@ -213,10 +213,10 @@ fn engine_settings(config: &Config) -> EngineSettings {
             verify: JwtSettings {
                 audiences: jwt.audiences.clone(),
                 leeway: jwt.leeway.0,
-                cache: credential_cache,
+                cache: svid_cache,
             },
         }),
-        credential_cache,
+        svid_cache,
     }
 }
 

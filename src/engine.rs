@@ -56,7 +56,7 @@ pub struct EngineSettings {
     /// How JWT-SVIDs are read; `None` when no route may use them.
     pub token: Option<TokenSettings>,
     /// The verified-credential caches.
-    pub credential_cache: CacheSettings,
+    pub svid_cache: CacheSettings,
 }
 
 /// Decides checks. Shared by every connection.
@@ -80,7 +80,7 @@ impl Engine {
     /// An engine for `workload` with `settings`.
     pub fn new(workload: Workload, settings: EngineSettings) -> Self {
         Engine {
-            x509: X509Verifier::new(settings.credential_cache),
+            x509: X509Verifier::new(settings.svid_cache),
             jwt: settings
                 .token
                 .map(|t| (t.header, JwtVerifier::new(t.verify))),
@@ -109,8 +109,8 @@ impl Engine {
             Err(failure) => return Decision::refused(failure, policy_version),
         };
         let mut decision = snapshot.policy.evaluate(Input {
-            source: identity.x509.as_deref(),
-            token: identity.jwt.as_deref(),
+            source: identity.source.as_deref(),
+            token: identity.token.as_deref(),
             attributes: attrs,
             workload: &self.workload,
             now,
@@ -137,7 +137,7 @@ impl Engine {
             return Err(IdentityError::new(
                 Reason::InvalidRequest,
                 format!(
-                    "the route asks for {REQUIREMENT_EXTENSION}={name}, but celador's config has no identity.jwt section"
+                    "the route asks for {REQUIREMENT_EXTENSION}={name}, but celador's config has no identity.token section"
                 ),
             ));
         }
@@ -161,11 +161,11 @@ impl Engine {
             },
             _ => None,
         };
-        let x509 = || {
+        let source = || {
             let xfcc = attrs.header("x-forwarded-client-cert");
             self.x509.verify(certificate, xfcc, bundles, now)
         };
-        let jwt = |token: Option<&str>| match (token, &self.jwt) {
+        let verified_token = |token: Option<&str>| match (token, &self.jwt) {
             (Some(token), Some((_, verifier))) => verifier.verify(token, bundles, now),
             _ => Err(IdentityError::new(
                 Reason::JwtMissing,
@@ -174,16 +174,16 @@ impl Engine {
         };
         Ok(match requirement {
             Requirement::X509 => Identity {
-                x509: Some(x509()?),
-                jwt: None,
+                source: Some(source()?),
+                token: None,
             },
             Requirement::Jwt => Identity {
-                x509: None,
-                jwt: Some(jwt(token)?),
+                source: None,
+                token: Some(verified_token(token)?),
             },
             Requirement::Both => Identity {
-                x509: Some(x509()?),
-                jwt: Some(jwt(token)?),
+                source: Some(source()?),
+                token: Some(verified_token(token)?),
             },
             Requirement::Either => {
                 if certificate.is_empty() && token.is_none() {
@@ -193,8 +193,8 @@ impl Engine {
                     ));
                 }
                 Identity {
-                    x509: (!certificate.is_empty()).then(x509).transpose()?,
-                    jwt: token.map(|t| jwt(Some(t))).transpose()?,
+                    source: (!certificate.is_empty()).then(source).transpose()?,
+                    token: token.map(|t| verified_token(Some(t))).transpose()?,
                 }
             }
         })

@@ -10,7 +10,7 @@
 //! whole bundle, the Workload API sets its X.509 and JWT parts separately as
 //! its two streams deliver them. Content that did not change is not
 //! republished, so an agent resending the same bundles invalidates no
-//! cached verdict. The store also tracks readiness: ready once every
+//! cached verification. The store also tracks readiness: ready once every
 //! configured trust domain has a bundle.
 //!
 //! Adding a live input (grants, revocations) costs one field in

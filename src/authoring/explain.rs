@@ -148,7 +148,7 @@ fn run(
     identities: Vec<String>,
     input: Input<'_>,
 ) -> Explanation {
-    let verdict = policy.evaluate(input);
+    let decision = policy.evaluate(input);
     let rules = policy
         .explain(input)
         .into_iter()
@@ -177,8 +177,8 @@ fn run(
         identities,
         policy_version: policy.version().to_owned(),
         rules,
-        decision: describe(&verdict),
-        allowed: verdict.allowed,
+        decision: describe(&decision),
+        allowed: decision.allowed,
         attributes: leaves.iter().map(|l| (*l).to_owned()).zip(values).collect(),
     }
 }

@@ -13,7 +13,7 @@
 //!
 //! Data flow: each case becomes exactly what `serve` would evaluate (a
 //! `CheckRequest` read by the same attributes code, the identities, the
-//! workload, a clock), the policy decides, and the verdict is compared with
+//! workload, a clock), the policy decides, and the decision is compared with
 //! what the case expects. Results render as text for people and JUnit XML
 //! for CI systems.
 
@@ -194,22 +194,22 @@ fn run_case(policy: &Policy, case: &Case, base: &Path) -> Outcome {
             "expect.reason {reason:?} is not one rules give: allowed, denied_by_rule, rule_error or no_allow_rule"
         ));
     }
-    let verdict = match decide(policy, case, base) {
-        Ok(verdict) => verdict,
+    let decision = match decide(policy, case, base) {
+        Ok(decision) => decision,
         Err(e) => return Outcome::Error(e),
     };
     let decision_ok = match expect.decision {
-        ExpectedDecision::Allow => verdict.allowed,
-        ExpectedDecision::Deny => !verdict.allowed,
+        ExpectedDecision::Allow => decision.allowed,
+        ExpectedDecision::Deny => !decision.allowed,
     };
     let rule_ok = expect
         .rule
         .as_deref()
-        .is_none_or(|r| verdict.rule.as_deref() == Some(r));
+        .is_none_or(|r| decision.rule.as_deref() == Some(r));
     let reason_ok = expect
         .reason
         .as_deref()
-        .is_none_or(|r| verdict.reason.as_str() == r);
+        .is_none_or(|r| decision.reason.as_str() == r);
     if decision_ok && rule_ok && reason_ok {
         return Outcome::Passed;
     }
@@ -225,18 +225,18 @@ fn run_case(policy: &Policy, case: &Case, base: &Path) -> Outcome {
     }
     Outcome::Failed {
         expected,
-        got: describe(&verdict),
+        got: describe(&decision),
     }
 }
 
-/// A verdict in words: `allow by rule 'x' (allowed)`.
-pub fn describe(verdict: &Decision) -> String {
-    let mut text = if verdict.allowed { "allow" } else { "deny" }.to_owned();
-    if let Some(rule) = &verdict.rule {
+/// A decision in words: `allow by rule 'x' (allowed)`.
+pub fn describe(decision: &Decision) -> String {
+    let mut text = if decision.allowed { "allow" } else { "deny" }.to_owned();
+    if let Some(rule) = &decision.rule {
         text.push_str(&format!(" by rule '{rule}'"));
     }
-    text.push_str(&format!(" ({})", verdict.reason));
-    for e in &verdict.errors {
+    text.push_str(&format!(" ({})", decision.reason));
+    for e in &decision.errors {
         text.push_str(&format!("; rule '{}' failed: {}", e.rule, e.error));
     }
     text

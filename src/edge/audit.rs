@@ -97,8 +97,8 @@ pub fn record(
     let record = AuditRecord {
         time,
         request_id: attrs.request_id,
-        spiffe_id: decision.identity.x509.as_ref().map(|s| s.id.as_str()),
-        token_id: decision.identity.jwt.as_ref().map(|t| t.id.as_str()),
+        spiffe_id: decision.identity.source.as_ref().map(|s| s.id.as_str()),
+        token_id: decision.identity.token.as_ref().map(|t| t.id.as_str()),
         method: attrs.method,
         host: attrs.host,
         path: attrs.path,

@@ -110,12 +110,12 @@ pub fn build(
 }
 
 fn header_value(decision: &Decision, source: HeaderValueSource) -> Option<&str> {
-    let id = decision.identity.x509.as_ref().map(|s| &s.id);
+    let id = decision.identity.source.as_ref().map(|s| &s.id);
     match source {
         HeaderValueSource::SourceId => id.map(|id| id.as_str()),
         HeaderValueSource::SourceTrustDomain => id.map(|id| id.trust_domain()),
         HeaderValueSource::SourcePath => id.map(|id| id.path()),
-        HeaderValueSource::TokenId => decision.identity.jwt.as_ref().map(|t| t.id.as_str()),
+        HeaderValueSource::TokenId => decision.identity.token.as_ref().map(|t| t.id.as_str()),
         HeaderValueSource::Rule => decision.rule.as_deref(),
         HeaderValueSource::PolicyVersion => Some(&*decision.policy_version),
     }
@@ -164,10 +164,10 @@ fn metadata(decision: &Decision) -> Struct {
     if let Some(rule) = &decision.rule {
         put("rule", rule);
     }
-    if let Some(svid) = &decision.identity.x509 {
+    if let Some(svid) = &decision.identity.source {
         put("spiffe_id", svid.id.as_str());
     }
-    if let Some(token) = &decision.identity.jwt {
+    if let Some(token) = &decision.identity.token {
         put("token_id", token.id.as_str());
     }
     Struct { fields }

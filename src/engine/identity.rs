@@ -39,15 +39,14 @@ pub struct X509Svid {
     pub chain_not_after: SystemTime,
 }
 
-/// The verified identities of one request.
+/// The verified identities of one request, named as rules see them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Identity {
-    /// The mTLS peer's X.509-SVID, if verified.
-    pub x509: Option<std::sync::Arc<X509Svid>>,
-    /// The JWT-SVID, if verified.
-    pub jwt: Option<std::sync::Arc<jwt::JwtSvid>>,
+    /// `source`: the mTLS peer's X.509-SVID, if verified.
+    pub source: Option<std::sync::Arc<X509Svid>>,
+    /// `token`: the JWT-SVID from the request header, if verified.
+    pub token: Option<std::sync::Arc<jwt::JwtSvid>>,
 }
-
 /// Which credentials a request must present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -6,7 +6,7 @@
 //! snapshot of all of them that checks read. Every `DomainBundle` has a
 //! generation of its own, and verifiers' caches remember the generation a
 //! credential was verified under: rotating one trust domain's bundle
-//! invalidates exactly that domain's cached verdicts, with no flush logic.
+//! invalidates exactly that domain's cached verifications, with no flush logic.
 //! An SVID is only ever checked against the bundle of its own trust domain.
 
 pub mod document;
@@ -211,9 +211,9 @@ pub enum AnchorError {
     Unusable(String),
 }
 
-/// A loaded bundle file, with what was skipped in it.
+/// A parsed bundle file, with what was skipped in it.
 #[derive(Debug)]
-pub struct Loaded {
+pub struct ParsedBundle {
     /// The bundle.
     pub bundle: DomainBundle,
     /// Keys of the document that were skipped (unknown use or type).
@@ -221,13 +221,13 @@ pub struct Loaded {
 }
 
 /// Parses bundle file content; `path` is only used in error messages.
-pub fn parse(bytes: &[u8], path: &Path) -> Result<Loaded, BundleError> {
+pub fn parse(bytes: &[u8], path: &Path) -> Result<ParsedBundle, BundleError> {
     let is_json = bytes
         .iter()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| *b == b'{');
     if !is_json {
-        return parse_pem(bytes, path).map(|bundle| Loaded {
+        return parse_pem(bytes, path).map(|bundle| ParsedBundle {
             bundle,
             skipped: Vec::new(),
         });
@@ -239,7 +239,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Loaded, BundleError> {
     let mut bundle = DomainBundle::new(doc.x509, doc.jwt);
     bundle.sequence = doc.sequence;
     bundle.refresh_hint = doc.refresh_hint;
-    Ok(Loaded {
+    Ok(ParsedBundle {
         bundle,
         skipped: doc.skipped,
     })
