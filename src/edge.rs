@@ -106,7 +106,7 @@ impl ExtAuthz {
     /// Decides a request with the current snapshot at `now`, without
     /// answering or auditing it.
     pub fn decide(&self, attrs: &Attributes<'_>, now: SystemTime) -> Decision {
-        self.engine.decide(&self.store.snapshot(), attrs, now)
+        self.engine.decide(&self.store.current(), attrs, now)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod percent;
 pub mod policy;
 pub mod reason;
 pub mod snapshot;
+pub mod time;
 pub mod workload;
 pub mod yaml;
 
@@ -100,13 +101,12 @@ impl Engine {
     /// the request could not be judged (an invalid route setting, a trust
     /// domain still without its bundle).
     pub fn decide(&self, snapshot: &Snapshot, attrs: &Attributes<'_>, now: SystemTime) -> Decision {
-        let policy_version = snapshot.policy.shared_version();
         let identity = self
             .requirement(attrs)
             .and_then(|requirement| self.identify(snapshot, attrs, requirement, now));
         let identity = match identity {
             Ok(identity) => identity,
-            Err(failure) => return Decision::refused(failure, policy_version),
+            Err(failure) => return Decision::refused(failure, snapshot.policy.shared_version()),
         };
         let mut decision = snapshot.policy.evaluate(Input {
             source: identity.source.as_deref(),

@@ -142,9 +142,16 @@ impl Store {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The current snapshot: what a check decides with.
+    /// The current snapshot, to keep.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// The current snapshot, for the length of one check: cheaper than
+    /// [`Store::snapshot`] (no reference count is touched), so this is what
+    /// the request path reads.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
     }
 
     /// Whether every configured trust domain has a bundle, now and as it

@@ -322,10 +322,7 @@ fn write_rfc3339(out: &mut String, time: SystemTime) {
     let seconds = since_epoch.as_secs();
     SECOND.with_borrow_mut(|(cached, text)| {
         if *cached != seconds || text.is_empty() {
-            let utc = i64::try_from(seconds)
-                .ok()
-                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-                .unwrap_or_default();
+            let utc = crate::engine::time::to_chrono(time);
             text.clear();
             // Writing to a String cannot fail.
             let _ = write!(text, "{}", utc.format("%Y-%m-%dT%H:%M:%S"));

@@ -7,13 +7,13 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::config::core::v3::{Address, address, socket_address};
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer};
 
 use crate::engine::attributes::Attributes;
+use crate::engine::time;
 
 /// Why a `CheckRequest` cannot be checked at all (an error for Envoy, not a
 /// deny: its `failure_mode_allow` decides).
@@ -77,7 +77,7 @@ impl<'a> Attributes<'a> {
                 .request
                 .as_ref()
                 .and_then(|r| r.time.as_ref())
-                .and_then(|t| timestamp(t.seconds, t.nanos)),
+                .and_then(|t| time::from_timestamp(t.seconds, t.nanos)),
             context: &attrs.context_extensions,
         })
     }
@@ -128,12 +128,6 @@ fn headers(http: &HttpRequest) -> Cow<'_, HashMap<String, String>> {
             .or_insert_with(|| value.into_owned());
     }
     Cow::Owned(out)
-}
-
-fn timestamp(seconds: i64, nanos: i32) -> Option<SystemTime> {
-    let secs = u64::try_from(seconds).ok()?;
-    let nanos = u32::try_from(nanos).ok()?;
-    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::engine::identity::jwt::JwtSvid;
 use crate::engine::identity::{SpiffeId, X509Svid};
+use crate::engine::time;
 use crate::engine::workload::Workload;
 
 /// A case as written (every field optional, so that a suite's `defaults`
@@ -238,8 +239,8 @@ impl Case {
             (Some(id), _) => Some(X509Svid {
                 id: SpiffeId::parse(id).map_err(|e| format!("identity {id:?}: {e}"))?,
                 not_before: now - Duration::from_secs(3600),
-                not_after: now + Duration::from_secs(3600),
-                chain_not_after: now + Duration::from_secs(3600),
+                not_after: time::saturating_add(now, Duration::from_secs(3600)),
+                chain_not_after: time::saturating_add(now, Duration::from_secs(3600)),
             }),
             (None, Some(file)) => Some(svid_from_file(&base.join(file))?),
             (None, None) => None,
@@ -361,16 +362,14 @@ fn query_escape(text: &str) -> String {
 
 /// An RFC 3339 time.
 pub fn parse_time(text: &str) -> Result<SystemTime, String> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(SystemTime::from)
-        .map_err(|e| format!("{text:?} is not an RFC 3339 time like 2026-11-22T10:00:00Z: {e}"))
+    time::parse_rfc3339(text)
 }
 
 fn token(input: &TokenInput, now: SystemTime) -> Result<JwtSvid, String> {
     let id = SpiffeId::parse(&input.id).map_err(|e| format!("token.id {:?}: {e}", input.id))?;
     let expiry = match &input.expires {
         Some(t) => parse_time(t).map_err(|e| format!("token.expires: {e}"))?,
-        None => now + Duration::from_secs(3600),
+        None => time::saturating_add(now, Duration::from_secs(3600)),
     };
     let exp = expiry
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -423,15 +422,10 @@ pub fn svid_from_der(der: &[u8]) -> Result<X509Svid, String> {
         ));
     };
     let id = SpiffeId::parse(uri).map_err(|e| format!("URI SAN {uri:?}: {e}"))?;
-    let time = |t: i64| {
-        u64::try_from(t).map_or(SystemTime::UNIX_EPOCH, |s| {
-            SystemTime::UNIX_EPOCH + Duration::from_secs(s)
-        })
-    };
-    let not_after = time(cert.validity().not_after.timestamp());
+    let not_after = time::from_asn1_seconds(cert.validity().not_after.timestamp());
     Ok(X509Svid {
         id,
-        not_before: time(cert.validity().not_before.timestamp()),
+        not_before: time::from_asn1_seconds(cert.validity().not_before.timestamp()),
         not_after,
         chain_not_after: not_after,
     })

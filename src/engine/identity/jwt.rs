@@ -20,7 +20,7 @@
 //! generation of the bundle that verified them, never past their `exp`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -31,6 +31,7 @@ use super::bundle::{DomainBundle, TrustBundles};
 use super::verified::{CacheSettings, Credential, VerifiedCache};
 use super::{IdentityError, SpiffeId};
 use crate::engine::reason::Reason;
+use crate::engine::time;
 
 /// Longer tokens are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -154,18 +155,24 @@ impl JwtVerifier {
     /// `exp` and `nbf`, with the leeway.
     fn check_window(&self, claims: &Claims, now: SystemTime) -> Result<(), IdentityError> {
         let id = &claims.id;
-        if now >= claims.expiry + self.leeway {
+        if now >= time::saturating_add(claims.expiry, self.leeway) {
             return Err(IdentityError::new(
                 Reason::JwtExpired,
-                format!("the token of {id} expired at {}", rfc3339(claims.expiry)),
+                format!(
+                    "the token of {id} expired at {}",
+                    time::rfc3339(claims.expiry)
+                ),
             ));
         }
         if let Some(nbf) = claims.not_before
-            && now + self.leeway < nbf
+            && time::saturating_add(now, self.leeway) < nbf
         {
             return Err(IdentityError::new(
                 Reason::JwtNotYetValid,
-                format!("the token of {id} is not valid before {}", rfc3339(nbf)),
+                format!(
+                    "the token of {id} is not valid before {}",
+                    time::rfc3339(nbf)
+                ),
             ));
         }
         Ok(())
@@ -380,35 +387,24 @@ fn decode_object(part: &str, what: &str) -> Result<Map<String, Value>, IdentityE
     }
 }
 
-/// A NumericDate claim (seconds since the epoch, possibly fractional).
+/// A NumericDate claim (seconds since the epoch, possibly fractional); one
+/// beyond the year 9999 is malformed, not a time to convert.
 fn numeric_date(
     claims: &Map<String, Value>,
     name: &str,
 ) -> Result<Option<SystemTime>, IdentityError> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(value) => {
-            let seconds = value
-                .as_f64()
-                .filter(|s| s.is_finite())
-                .ok_or_else(|| malformed(format!("{name} must be a number of seconds")))?;
-            let time = if seconds <= 0.0 {
-                UNIX_EPOCH
-            } else {
-                UNIX_EPOCH
-                    .checked_add(
-                        Duration::try_from_secs_f64(seconds)
-                            .map_err(|_| malformed(format!("{name} is out of range")))?,
-                    )
-                    .ok_or_else(|| malformed(format!("{name} is out of range")))?
-            };
-            Ok(Some(time))
-        }
-    }
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    let Some(value) = claims.get(name) else {
+        return Ok(None);
+    };
+    let seconds = value
+        .as_f64()
+        .filter(|s| s.is_finite())
+        .ok_or_else(|| malformed(format!("{name} must be a number of seconds")))?;
+    time::from_numeric_date(seconds).map(Some).ok_or_else(|| {
+        malformed(format!(
+            "{name} is out of range: it lies beyond the year 9999"
+        ))
+    })
 }
 
 #[cfg(test)]

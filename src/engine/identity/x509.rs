@@ -13,7 +13,7 @@
 //! under one.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -28,6 +28,7 @@ use super::verified::{CacheSettings, Credential, VerifiedCache};
 use super::{IdentityError, X509Svid, xfcc};
 use crate::engine::percent;
 use crate::engine::reason::Reason;
+use crate::engine::time;
 
 /// Envoy sends one leaf; a PEM this large is not one.
 pub const MAX_CERTIFICATE_BYTES: usize = 64 * 1024;
@@ -160,8 +161,8 @@ impl Leaf {
         let validity = cert.validity().clone();
         drop(cert);
         Ok(Leaf {
-            not_before: asn1_to_system(validity.not_before.timestamp()),
-            not_after: asn1_to_system(validity.not_after.timestamp()),
+            not_before: time::from_asn1_seconds(validity.not_before.timestamp()),
+            not_after: time::from_asn1_seconds(validity.not_after.timestamp()),
             validity,
             der,
             id,
@@ -234,8 +235,8 @@ impl Leaf {
         let mut chain_not_after = self.not_after;
         for intermediate in path.intermediate_certificates() {
             if let Ok((_, c)) = x509_parser::parse_x509_certificate(&intermediate.der()) {
-                chain_not_after =
-                    chain_not_after.min(asn1_to_system(c.validity().not_after.timestamp()));
+                chain_not_after = chain_not_after
+                    .min(time::from_asn1_seconds(c.validity().not_after.timestamp()));
             }
         }
         Ok(chain_not_after)
@@ -399,13 +400,6 @@ impl webpki::ExtendedKeyUsageValidator for AnyExtendedKeyUsage {
             purpose?;
         }
         Ok(())
-    }
-}
-
-fn asn1_to_system(unix_seconds: i64) -> SystemTime {
-    match u64::try_from(unix_seconds) {
-        Ok(secs) => UNIX_EPOCH + Duration::from_secs(secs),
-        Err(_) => UNIX_EPOCH,
     }
 }
 

@@ -140,8 +140,7 @@ impl VariableResolver for Activation<'_> {
 }
 
 fn timestamp(t: SystemTime) -> CelTimestamp {
-    let utc: chrono::DateTime<chrono::Utc> = t.into();
-    CelTimestamp::from(utc.fixed_offset())
+    CelTimestamp::from(crate::engine::time::to_chrono(t).fixed_offset())
 }
 
 /// Where a map's entries come from.

@@ -9,6 +9,7 @@ use rcgen::KeyUsagePurpose;
 
 use super::*;
 use crate::engine::identity::bundle::parse_pem;
+use std::time::Duration;
 
 fn bundles(domains: &[(&str, &Ca)]) -> TrustBundles {
     TrustBundles::from_domains(domains.iter().map(|(td, ca)| {
