@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use celador::edge::response::HeaderValueSource;
+use celador::edge::response::{AnswerSettings, HeaderValueSource};
 use celador::edge::{EdgeSettings, ExtAuthz};
 use celador::engine::identity::bundle::{TrustBundles, parse_pem};
 use celador::engine::identity::verified::CacheSettings;
@@ -61,9 +61,11 @@ fn authorizer(ca: &pki::Ca, cache_entries: u64) -> ExtAuthz {
         engine,
         Store::fixed(Arc::new(policy), bundles),
         EdgeSettings {
-            upstream_headers: vec![("x-spiffe-id".into(), HeaderValueSource::SourceId)],
+            answers: AnswerSettings {
+                upstream_headers: vec![("x-spiffe-id".into(), HeaderValueSource::SourceId)],
+                ..AnswerSettings::default()
+            },
             audit_headers: vec!["user-agent".into()],
-            ..EdgeSettings::default()
         },
     )
 }

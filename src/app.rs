@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::edge::response::AnswerSettings;
 use crate::edge::server::{self, ServeError};
 use crate::edge::{EdgeSettings, ExtAuthz};
 use crate::engine::identity::bundle::{self, BundleError, DomainBundle};
@@ -222,18 +223,20 @@ fn engine_settings(config: &Config) -> EngineSettings {
 
 fn edge_settings(config: &Config) -> EdgeSettings {
     EdgeSettings {
-        upstream_headers: config
-            .upstream_headers
-            .iter()
-            .map(|(name, source)| (name.clone(), *source))
-            .collect(),
-        removed_headers: config
-            .identity
-            .jwt
-            .iter()
-            .filter(|jwt| jwt.remove_header)
-            .map(|jwt| jwt.header.clone())
-            .collect(),
+        answers: AnswerSettings {
+            upstream_headers: config
+                .upstream_headers
+                .iter()
+                .map(|(name, source)| (name.clone(), *source))
+                .collect(),
+            remove_token_header: config
+                .identity
+                .jwt
+                .as_ref()
+                .filter(|jwt| jwt.remove_header)
+                .map(|jwt| jwt.header.clone()),
+            detail: config.answers.detail,
+        },
         audit_headers: config.audit.headers.clone(),
     }
 }

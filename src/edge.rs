@@ -16,23 +16,22 @@ pub mod request;
 pub mod response;
 pub mod server;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 
-use crate::engine::{Attributes, Decision, Engine, Reason};
+use crate::engine::identity::IdentityError;
+use crate::engine::{Attributes, Decision, Engine, Reason, Snapshot};
 use crate::store::Store;
-use response::HeaderValueSource;
+use response::AnswerSettings;
 
 /// What the edge is told once, at start-up.
 #[derive(Debug, Clone, Default)]
 pub struct EdgeSettings {
-    /// Headers set on allowed requests, in order.
-    pub upstream_headers: Vec<(String, HeaderValueSource)>,
-    /// Headers removed from allowed requests (the JWT-SVID's header, when
-    /// configured so).
-    pub removed_headers: Vec<String>,
+    /// How answers are shaped.
+    pub answers: AnswerSettings,
     /// Request headers whose values audit records include.
     pub audit_headers: Vec<String>,
 }
@@ -68,38 +67,60 @@ impl ExtAuthz {
         &self.store
     }
 
-    /// Answers one `CheckRequest` and audits it. An `Err` is a request that
-    /// cannot be decided; Envoy's `failure_mode_allow` decides it.
+    /// Answers one `CheckRequest` and audits it. Every HTTP check gets an
+    /// answer from celador itself, a denial when it cannot decide; an `Err`
+    /// is only for a request that is not an HTTP check.
     pub fn check(&self, request: &CheckRequest) -> Result<CheckResponse, tonic::Status> {
+        self.check_with(request, Engine::decide)
+    }
+
+    /// [`ExtAuthz::check`] with `decide` in the engine's place. A panic
+    /// anywhere in deciding or answering still ends in a denial
+    /// (`internal_error`) and an audit record, never a reset stream, which a
+    /// fail-open Envoy would take as an allow.
+    fn check_with(
+        &self,
+        request: &CheckRequest,
+        decide: impl FnOnce(&Engine, &Snapshot, &Attributes<'_>, SystemTime) -> Decision,
+    ) -> Result<CheckResponse, tonic::Status> {
         let started = Instant::now();
         let attrs = match Attributes::from_check_request(request) {
             Ok(attrs) => attrs,
             Err(e) => {
-                let reason = Reason::InvalidRequest;
-                audit::record_error(request, reason, &e.to_string(), started.elapsed());
-                return Err(status(reason, &e.to_string()));
+                let (reason, detail) = (Reason::InvalidRequest, e.to_string());
+                audit::record_error(request, reason, &detail, started.elapsed());
+                return Err(tonic::Status::invalid_argument(format!(
+                    "{reason}: {detail}"
+                )));
             }
         };
         let now = SystemTime::now();
-        let decision = self.decide(&attrs, now);
-        if decision.is_error() {
-            let detail = decision.detail.as_deref().unwrap_or_default();
-            audit::record_error(request, decision.reason, detail, started.elapsed());
-            return Err(status(decision.reason, detail));
+        let snapshot = self.store.current();
+        let answers = &self.settings.answers;
+        let decided = catch_unwind(AssertUnwindSafe(|| {
+            let decision = decide(&self.engine, &snapshot, &attrs, now);
+            let response = response::build(&decision, &attrs, answers);
+            (decision, response)
+        }));
+        let (decision, response) = decided.unwrap_or_else(|_| {
+            let failure = IdentityError::new(
+                Reason::InternalError,
+                "celador failed while deciding this request (a bug: its log has the panic); denied",
+            );
+            let decision = Decision::refused(failure, snapshot.policy.shared_version());
+            let response = response::build(&decision, &attrs, answers);
+            (decision, response)
+        });
+        let audit_headers = &self.settings.audit_headers;
+        let audited = catch_unwind(AssertUnwindSafe(|| {
+            audit::record(&decision, &attrs, audit_headers, now, started.elapsed());
+        }));
+        if audited.is_err() {
+            tracing::error!(
+                request_id = attrs.request_id,
+                "writing the audit record failed"
+            );
         }
-        let response = response::build(
-            &decision,
-            &attrs,
-            &self.settings.upstream_headers,
-            &self.settings.removed_headers,
-        );
-        audit::record(
-            &decision,
-            &attrs,
-            &self.settings.audit_headers,
-            now,
-            started.elapsed(),
-        );
         Ok(response)
     }
 
@@ -107,15 +128,6 @@ impl ExtAuthz {
     /// answering or auditing it.
     pub fn decide(&self, attrs: &Attributes<'_>, now: SystemTime) -> Decision {
         self.engine.decide(&self.store.current(), attrs, now)
-    }
-}
-
-/// The gRPC status of a request that could not be decided.
-fn status(reason: Reason, detail: &str) -> tonic::Status {
-    let message = format!("{reason}: {detail}");
-    match reason {
-        Reason::BundleUnavailable => tonic::Status::unavailable(message),
-        _ => tonic::Status::invalid_argument(message),
     }
 }
 

@@ -97,9 +97,9 @@ impl Engine {
 
     /// Decides a request with `snapshot` at `now`.
     ///
-    /// A decision whose reason [`Reason::is_error`] is no decision at all:
-    /// the request could not be judged (an invalid route setting, a trust
-    /// domain still without its bundle).
+    /// Every request gets a decision; when it cannot be judged (an invalid
+    /// route setting, a trust domain still without its bundle) that is a
+    /// denial with the reason why.
     pub fn decide(&self, snapshot: &Snapshot, attrs: &Attributes<'_>, now: SystemTime) -> Decision {
         let identity = self
             .requirement(attrs)
@@ -127,7 +127,7 @@ impl Engine {
         };
         let requirement = Requirement::parse(name).ok_or_else(|| {
             IdentityError::new(
-                Reason::InvalidRequest,
+                Reason::InvalidRoute,
                 format!(
                     "the context extension {REQUIREMENT_EXTENSION}={name:?} is not one of x509, jwt, either, both"
                 ),
@@ -135,7 +135,7 @@ impl Engine {
         })?;
         if requirement.reads_jwt() && self.jwt.is_none() {
             return Err(IdentityError::new(
-                Reason::InvalidRequest,
+                Reason::InvalidRoute,
                 format!(
                     "the route asks for {REQUIREMENT_EXTENSION}={name}, but celador's config has no identity.token section"
                 ),

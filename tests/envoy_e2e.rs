@@ -45,6 +45,7 @@ rules:
 struct Harness {
     example: Ca,
     other: Ca,
+    pending: Ca,
     signer: Signer,
     server_ca: Ca,
     upstream: Upstream,
@@ -65,6 +66,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name);
         let other = Ca::root("other.org root");
+        let pending = Ca::root("pending.org root");
         let signer = Signer::es256("example-jwt-1");
         let server_ca = Ca::root("envoy server CA");
         let server = server_ca.leaf().dns("localhost").build();
@@ -77,13 +79,15 @@ impl Harness {
             Some(_) => "    workload_api: true\n",
             None => "    bundle: example.org.json\n",
         };
-        let workload_api_section = workload_api
-            .map(|endpoint| format!("workload_api:\n  endpoint: {endpoint}\n"))
-            .unwrap_or_default();
+        // pending.org is fed by the Workload API and never gets a bundle (no
+        // agent serves it): a trust domain that is configured but pending.
+        let no_agent = format!("unix://{}", path("no-agent.sock").display());
+        let endpoint = workload_api.unwrap_or(&no_agent);
+        let workload_api_section = format!("workload_api:\n  endpoint: {endpoint}\n");
         std::fs::write(
             path("celador.yaml"),
             format!(
-                "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n{example_source}  other.org:\n    bundle: other.org.pem\n{workload_api_section}identity:\n  jwt:\n    audiences: [payments]\nupstream_headers:\n  x-spiffe-id: source.id\n  x-agent-id: token.id\n  x-celador-rule: rule\naudit:\n  headers: [user-agent]\nlog:\n  format: json\n"
+                "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n{example_source}  other.org:\n    bundle: other.org.pem\n  pending.org:\n    workload_api: true\n{workload_api_section}identity:\n  jwt:\n    audiences: [payments]\nupstream_headers:\n  x-spiffe-id: source.id\n  x-agent-id: token.id\n  x-celador-rule: rule\naudit:\n  headers: [user-agent]\nlog:\n  format: json\n"
             ),
         )
         .unwrap();
@@ -92,7 +96,7 @@ impl Harness {
         // Envoy asks for client certificates issued by any trust domain's CA.
         std::fs::write(
             path("client-ca.pem"),
-            format!("{}{}", example.pem, other.pem),
+            format!("{}{}{}", example.pem, other.pem, pending.pem),
         )
         .unwrap();
 
@@ -109,21 +113,31 @@ impl Harness {
                     name: "mtls",
                     kind: "mtls",
                     xfcc: "SANITIZE_SET",
+                    fail_open: false,
                 },
                 Listener {
                     name: "append",
                     kind: "mtls",
                     xfcc: "APPEND_FORWARD",
+                    fail_open: false,
                 },
                 Listener {
                     name: "tls",
                     kind: "tls",
                     xfcc: "SANITIZE_SET",
+                    fail_open: false,
+                },
+                Listener {
+                    name: "failopen",
+                    kind: "mtls",
+                    xfcc: "SANITIZE_SET",
+                    fail_open: true,
                 },
                 Listener {
                     name: "plain",
                     kind: "plain",
                     xfcc: "SANITIZE_SET",
+                    fail_open: false,
                 },
             ],
         });
@@ -131,6 +145,7 @@ impl Harness {
         Harness {
             example,
             other,
+            pending,
             signer,
             server_ca,
             upstream,
@@ -249,7 +264,8 @@ fn the_same_svid_is_denied_by_rules_and_never_reaches_the_upstream() {
     let payments = cert(&h.example.svid(PAYMENTS), &[]);
     let admin = h.send("mtls", Some(&payments), &Call::get("/admin/denied-admin"));
     let record = h.assert_denied(&admin, 403, "denied_by_rule", "denied-admin");
-    assert_eq!(admin.json()["rule"], "admin-closed");
+    // The rule is named in the audit record, never to the caller.
+    assert_eq!(admin.json()["rule"], serde_json::Value::Null);
     assert_eq!(record["rule"], "admin-closed");
     assert_eq!(record["spiffe_id"], PAYMENTS);
     // Envoy normalizes the path before celador sees it, so a dot-dot or
@@ -327,12 +343,12 @@ fn invalid_svids_are_denied_with_their_reasons() {
         );
         let record = h.assert_denied(&reply, 401, reason, &marker);
         assert_eq!(record["spiffe_id"], serde_json::Value::Null, "{name}");
+        // What exactly was wrong goes to the audit record, not the caller.
         assert!(
-            reply.json()["detail"]
-                .as_str()
-                .is_some_and(|d| !d.is_empty()),
+            record["detail"].as_str().is_some_and(|d| !d.is_empty()),
             "{name}"
         );
+        assert_eq!(reply.json()["detail"], serde_json::Value::Null, "{name}");
     }
     // The other trust domain's own SVIDs are fine.
     let other = cert(
@@ -672,4 +688,61 @@ fn a_ca_rotation_flips_verdicts_through_envoy_without_a_restart() {
     assert!(took < Duration::from_secs(1), "{took:?}");
     let record = h.celador.audit_for(&format!("rotation-old-{i}"));
     assert_eq!(record[0]["reason"], "svid_untrusted");
+}
+
+#[test]
+fn behind_a_fail_open_envoy_celador_still_denies_what_it_cannot_decide() {
+    // Envoy's failure_mode_allow: true (Istio's failOpen) turns any gRPC
+    // error, timeout or reset from celador into an allow: every answer
+    // here must be celador's own denial.
+    let h = Harness::start();
+    let pending_svid = cert(&h.pending.svid("spiffe://pending.org/ns/a/sa/b"), &[]);
+    let reply = h.send(
+        "failopen",
+        Some(&pending_svid),
+        &Call::get("/reports/fo-x509"),
+    );
+    let record = h.assert_denied(&reply, 503, "bundle_unavailable", "fo-x509");
+    assert!(record["detail"].as_str().unwrap().contains("pending.org"));
+
+    let bearer = |claims: &serde_json::Value| format!("Bearer {}", h.signer.token(claims));
+    let caller = cert(&h.example.svid(EXPORTER), &[]);
+    let send_token = |marker: &str, token: &str| {
+        h.send(
+            "failopen",
+            Some(&caller),
+            &Call {
+                method: "GET",
+                path: &format!("/agents/export/{marker}"),
+                headers: &[("authorization", token)],
+            },
+        )
+    };
+    // A JWT-SVID whose sub names the pending trust domain.
+    let pending_sub = bearer(&claims("spiffe://pending.org/agent", "payments", 300));
+    let reply = send_token("fo-jwt", &pending_sub);
+    h.assert_denied(&reply, 503, "bundle_unavailable", "fo-jwt");
+
+    // Validly signed by a configured key, with an absurd exp: an answer
+    // from celador and exactly one audit record, not a reset stream.
+    let mut absurd = claims("spiffe://example.org/agents/export-bot", "payments", 300);
+    absurd["exp"] = serde_json::json!(10_000_000_000_000u64);
+    absurd["purpose"] = serde_json::json!("export");
+    let reply = send_token("fo-exp", &bearer(&absurd));
+    let record = h.assert_denied(&reply, 401, "jwt_malformed", "fo-exp");
+    assert!(
+        record["detail"].as_str().unwrap().contains("9999"),
+        "{record}"
+    );
+
+    // A wrong audience: the body names the reason, never the audiences
+    // celador accepts (they are in the audit record).
+    let wrong_audience = bearer(&claims("spiffe://example.org/agents/x", "elsewhere", 300));
+    let reply = send_token("fo-aud", &wrong_audience);
+    let record = h.assert_denied(&reply, 401, "jwt_audience", "fo-aud");
+    assert!(!reply.body.contains("payments"), "{}", reply.body);
+    assert!(record["detail"].as_str().unwrap().contains("payments"));
+    let body = reply.json();
+    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["decision", "reason", "request_id"], "{body}");
 }

@@ -112,8 +112,8 @@ async fn workload_api_bundles_become_ready_rotate_and_survive_agent_loss() {
     let old = old_ca.svid(ID).envoy_encoded();
     let new = new_ca.svid(ID).envoy_encoded();
 
-    // The agent is not up yet: not ready, and checks are errors for Envoy's
-    // failure mode, never allowed.
+    // The agent is not up yet: not ready, and checks are denied by celador
+    // itself (503), never left to Envoy's failure mode.
     let celador = Celador::start(&config);
     let (status, body) = celador.admin_get("/readyz");
     assert_eq!(
@@ -121,9 +121,15 @@ async fn workload_api_bundles_become_ready_rotate_and_survive_agent_loss() {
         (503, "waiting for the trust bundles of: example.org\n")
     );
     assert_eq!(health(&celador).await, ServingStatus::NotServing as i32);
-    assert_eq!(outcome(&celador, &old).await, "Unavailable");
+    let pending = check(&celador, request(&old, "GET", "/", &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        denial(&pending),
+        Some((503, "bundle_unavailable".to_owned()))
+    );
     let record = &celador.audit_for("/")[0];
-    assert_eq!(record["decision"], "error", "{record}");
+    assert_eq!(record["decision"], "deny", "{record}");
     assert_eq!(record["reason"], "bundle_unavailable", "{record}");
 
     // The agent comes up with the old CA.
@@ -162,14 +168,14 @@ async fn workload_api_bundles_become_ready_rotate_and_survive_agent_loss() {
 
     // A message without the trust domain redacts it, as the spec says.
     agent.set(bundles_for("other.org", &[&new_ca.der], None));
-    until(&celador, &old, "Unavailable", Duration::from_secs(2)).await;
+    until(&celador, &old, "bundle_unavailable", Duration::from_secs(2)).await;
     assert_eq!(celador.admin_get("/readyz").0, 503);
 
     // Back, then denied: PermissionDenied redacts every bundle too.
     agent.set(bundles_for("example.org", &[&old_ca.der], None));
     until(&celador, &old, "allowed", Duration::from_secs(2)).await;
     agent.deny();
-    until(&celador, &old, "Unavailable", Duration::from_secs(2)).await;
+    until(&celador, &old, "bundle_unavailable", Duration::from_secs(2)).await;
     assert!(
         celador.wait_for_log(
             "the Workload API denied the X.509 bundles; redacting them",

@@ -52,6 +52,9 @@ pub struct Config {
     /// Where the workload's details come from.
     #[serde(default)]
     pub workload: WorkloadSettings,
+    /// What deny answers tell the caller.
+    #[serde(default)]
+    pub answers: AnswersConfig,
     /// What audit records include.
     #[serde(default)]
     pub audit: AuditConfig,
@@ -130,6 +133,18 @@ fn default_jwt_header() -> String {
 }
 fn default_leeway() -> DurationText {
     DurationText(Duration::from_secs(30))
+}
+
+/// What deny answers tell the caller.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswersConfig {
+    /// Deny bodies also name the deciding rule and what exactly failed (for
+    /// development only: the detail describes the configuration, e.g. the
+    /// accepted audiences). Off by default: a body carries the reason code
+    /// and the request id, and the detail goes to the audit record.
+    #[serde(default)]
+    pub detail: bool,
 }
 
 /// What audit records include.
@@ -388,10 +403,17 @@ impl Config {
                 problems.push(format!("upstream_headers: '{name}' cannot be set"));
             }
         }
+        let token_header = self.identity.jwt.as_ref().map(|jwt| jwt.header.as_str());
         for name in &self.audit.headers {
             if !is_header_name(name) {
                 problems.push(format!(
                     "audit.headers: '{name}' is not a lowercase HTTP header name"
+                ));
+            } else if crate::edge::audit::is_secret_header(name)
+                || Some(name.as_str()) == token_header
+            {
+                problems.push(format!(
+                    "audit.headers: '{name}' carries credentials, which celador never records"
                 ));
             }
         }
@@ -518,6 +540,28 @@ mod tests {
         ] {
             assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
         }
+    }
+
+    #[test]
+    fn credential_headers_are_refused_in_audit_records_and_answers_detail_is_opt_in() {
+        let text = format!(
+            "{MINIMAL}identity:\n  jwt:\n    audiences: [a]\n    header: x-svid\naudit:\n  headers: [authorization, cookie, x-svid, user-agent]\n"
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        for name in ["authorization", "cookie", "x-svid"] {
+            assert!(
+                err.contains(&format!(
+                    "audit.headers: '{name}' carries credentials, which celador never records"
+                )),
+                "{name}: {err}"
+            );
+        }
+        assert!(!err.contains("'user-agent'"), "{err}");
+        assert!(!parse(MINIMAL).unwrap().answers.detail);
+        let detail = parse(&format!("{MINIMAL}answers:\n  detail: true\n")).unwrap();
+        assert!(detail.answers.detail);
+        let typo = parse(&format!("{MINIMAL}answers:\n  details: true\n")).unwrap_err();
+        assert!(typo.to_string().contains("details"), "{typo}");
     }
 
     #[test]

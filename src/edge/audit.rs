@@ -23,6 +23,29 @@ pub const TARGET: &str = "celador::edge::audit";
 /// Longer header values are cut in audit records.
 const MAX_HEADER_VALUE: usize = 1024;
 
+/// Headers that carry credentials: their values never reach a record, even
+/// when allowlisted (the config refuses them too).
+pub const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+/// What a secret header's value is recorded as.
+const REDACTED: &str = "<redacted>";
+
+/// Whether `name` (lowercase) carries credentials.
+pub fn is_secret_header(name: &str) -> bool {
+    SECRET_HEADERS.contains(&name)
+}
+
+/// A path without its query string or fragment, which may carry secrets.
+fn without_query(path: &str) -> &str {
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    path.get(..end).unwrap_or_default()
+}
+
 /// What an audit record holds.
 #[derive(Debug, Serialize)]
 pub struct AuditRecord<'a> {
@@ -94,7 +117,19 @@ pub fn record(
     time: SystemTime,
     latency: Duration,
 ) {
-    let record = AuditRecord {
+    emit(&audit_record(decision, attrs, headers, time, latency));
+}
+
+/// The record of a decision: allowlisted `headers` with their values, but
+/// never a credential's.
+fn audit_record<'a>(
+    decision: &'a Decision,
+    attrs: &'a Attributes<'_>,
+    headers: &'a [String],
+    time: SystemTime,
+    latency: Duration,
+) -> AuditRecord<'a> {
+    AuditRecord {
         time,
         request_id: attrs.request_id,
         spiffe_id: decision.identity.source.as_ref().map(|s| s.id.as_str()),
@@ -114,12 +149,16 @@ pub fn record(
                 .iter()
                 .filter_map(|name| {
                     let value = attrs.header(name)?;
-                    Some((name.as_str(), truncate(value)))
+                    let value = if is_secret_header(name) {
+                        REDACTED
+                    } else {
+                        truncate(value)
+                    };
+                    Some((name.as_str(), value))
                 })
                 .collect(),
         ),
-    };
-    emit(&record);
+    }
 }
 
 /// Audits a request that could not be decided, for `reason` (an error
@@ -140,7 +179,7 @@ pub fn record_error(request: &CheckRequest, reason: Reason, detail: &str, latenc
         token_id: None,
         method: field(|h| &h.method),
         host: field(|h| &h.host),
-        path: field(|h| &h.path),
+        path: without_query(field(|h| &h.path)),
         decision: "error",
         rule: None,
         reason: Some(reason),
@@ -409,6 +448,38 @@ mod tests {
             !line.contains("errors") && !line.contains("headers") && !line.contains("token_id")
         );
         assert!(line.contains(r#""spiffe_id":null"#), "{line}");
+    }
+
+    #[test]
+    fn queries_and_credential_headers_never_reach_a_record() {
+        assert_eq!(without_query("/export?token=s3cret#x"), "/export");
+        assert_eq!(without_query("/plain"), "/plain");
+        let request = crate::testing::check::request(
+            "",
+            "GET",
+            "/a?token=s3cret",
+            &[
+                ("authorization", "Bearer s3cret"),
+                ("cookie", "id=s3cret"),
+                ("user-agent", "t"),
+            ],
+        );
+        let attrs = Attributes::from_check_request(&request).unwrap();
+        let decision = Decision::refused(
+            crate::engine::identity::IdentityError::new(Reason::SvidMissing, "no certificate"),
+            "v1".into(),
+        );
+        let headers = [
+            "authorization".to_owned(),
+            "cookie".to_owned(),
+            "user-agent".to_owned(),
+        ];
+        let record = audit_record(&decision, &attrs, &headers, UNIX_EPOCH, Duration::ZERO);
+        let line = record.to_json();
+        assert!(!line.contains("s3cret"), "{line}");
+        assert!(line.contains(r#""authorization":"<redacted>""#), "{line}");
+        assert!(line.contains(r#""user-agent":"t""#), "{line}");
+        assert!(line.contains(r#""path":"/a""#), "{line}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{
     CheckResponse, DeniedHttpResponse, OkHttpResponse,
 };
-use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
 
@@ -49,46 +49,46 @@ pub enum HeaderValueSource {
 /// The header naming the reason of a denial.
 pub const REASON_HEADER: &str = "x-celador-reason";
 
+/// How answers are shaped, set once at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct AnswerSettings {
+    /// Headers set on allowed requests, in order.
+    pub upstream_headers: Vec<(String, HeaderValueSource)>,
+    /// The header a JWT-SVID is read from, to remove from allowed requests
+    /// whose token celador verified (`identity.jwt.remove_header`). A
+    /// header celador did not read as a token (say `authorization: Basic`)
+    /// is the application's and stays.
+    pub remove_token_header: Option<String>,
+    /// Whether deny bodies also name the deciding rule and the detail of the
+    /// failure (`answers.detail`, for development: it tells the caller
+    /// about the configuration).
+    pub detail: bool,
+}
+
 /// Builds Envoy's answer to `decision`.
 ///
 /// An allowed request gets `upstream_headers` set; any of them without a
-/// value (say `token.id` with no token) and every header in `remove` are
-/// removed, so the upstream never sees a client-sent copy.
+/// value (say `token.id` with no token) is removed, so the upstream never
+/// sees a client-sent copy. A denial carries its reason code and the request
+/// id, nothing more unless `settings.detail`.
 pub fn build(
     decision: &Decision,
     attrs: &Attributes<'_>,
-    upstream_headers: &[(String, HeaderValueSource)],
-    remove: &[String],
+    settings: &AnswerSettings,
 ) -> CheckResponse {
     let http_response = if decision.allowed {
-        let mut headers = Vec::with_capacity(upstream_headers.len());
-        let mut headers_to_remove = remove.to_vec();
-        for (name, source) in upstream_headers {
-            match header_value(decision, *source) {
-                Some(value) => headers.push(overwrite(name, value)),
-                None => headers_to_remove.push(name.clone()),
-            }
-        }
-        HttpResponse::OkResponse(OkHttpResponse {
-            headers,
-            headers_to_remove,
-            ..Default::default()
-        })
+        HttpResponse::OkResponse(allowed(decision, settings))
     } else {
-        let status = if decision.reason.is_identity_failure() {
-            StatusCode::Unauthorized
-        } else {
-            StatusCode::Forbidden
-        };
         HttpResponse::DeniedResponse(DeniedHttpResponse {
             status: Some(HttpStatus {
-                code: status as i32,
+                // The enum's values are the HTTP status codes.
+                code: i32::from(decision.reason.http_status()),
             }),
             headers: vec![
                 overwrite("content-type", "application/json"),
                 overwrite(REASON_HEADER, decision.reason.as_str()),
             ],
-            body: denial_body(decision, attrs),
+            body: denial_body(decision, attrs, settings.detail),
         })
     };
     let code = if decision.allowed {
@@ -96,6 +96,8 @@ pub fn build(
     } else if decision.reason.is_identity_failure() {
         tonic::Code::Unauthenticated
     } else {
+        // Also for a 5xx denial: a status in the CheckResponse is a
+        // denial to Envoy, never the error its failure mode decides.
         tonic::Code::PermissionDenied
     };
     CheckResponse {
@@ -106,6 +108,28 @@ pub fn build(
         }),
         http_response: Some(http_response),
         dynamic_metadata: Some(metadata(decision)),
+    }
+}
+
+fn allowed(decision: &Decision, settings: &AnswerSettings) -> OkHttpResponse {
+    let upstream_headers = &settings.upstream_headers;
+    let mut headers = Vec::with_capacity(upstream_headers.len());
+    let mut headers_to_remove = Vec::new();
+    if let Some(token_header) = &settings.remove_token_header
+        && decision.identity.token.is_some()
+    {
+        headers_to_remove.push(token_header.clone());
+    }
+    for (name, source) in upstream_headers {
+        match header_value(decision, *source) {
+            Some(value) => headers.push(overwrite(name, value)),
+            None => headers_to_remove.push(name.clone()),
+        }
+    }
+    OkHttpResponse {
+        headers,
+        headers_to_remove,
+        ..Default::default()
     }
 }
 
@@ -136,17 +160,37 @@ fn overwrite(name: &str, value: &str) -> HeaderValueOption {
     }
 }
 
-fn denial_body(decision: &Decision, attrs: &Attributes<'_>) -> String {
-    // Identity details help the caller fix its credential; rule evaluation
-    // errors stay in the audit record, as they describe the policy.
-    let body = serde_json::json!({
-        "decision": "deny",
-        "reason": decision.reason,
-        "rule": decision.rule.as_deref(),
-        "detail": decision.detail,
-        "request_id": attrs.request_id,
-    });
+fn denial_body(decision: &Decision, attrs: &Attributes<'_>, detail: bool) -> String {
+    // The reason code tells the caller what class of thing to fix; the
+    // details (accepted audiences, key counts, the caller's own text) would
+    // tell it about the configuration, so they go to the audit record only.
+    let request_id = Some(attrs.request_id).filter(|id| is_plain_id(id));
+    let body = if detail {
+        serde_json::json!({
+            "decision": "deny",
+            "reason": decision.reason,
+            "request_id": request_id,
+            "rule": decision.rule.as_deref(),
+            "detail": decision.detail,
+        })
+    } else {
+        serde_json::json!({
+            "decision": "deny",
+            "reason": decision.reason,
+            "request_id": request_id,
+        })
+    };
     body.to_string()
+}
+
+/// Whether a request id may be echoed: Envoy's are UUIDs; anything long or
+/// unusual came from the caller and is not reflected back.
+fn is_plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 fn metadata(decision: &Decision) -> Struct {

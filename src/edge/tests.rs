@@ -7,6 +7,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 
 use super::*;
+use crate::edge::response::HeaderValueSource;
 use crate::engine::identity::Requirement;
 use crate::engine::identity::bundle::{self, TrustBundles};
 use crate::engine::identity::jwt::JwtSettings;
@@ -87,14 +88,13 @@ impl Fixture {
             engine,
             store(bundles),
             EdgeSettings {
-                upstream_headers: vec![
-                    ("x-peer".into(), HeaderValueSource::SourceId),
-                    ("x-caller".into(), HeaderValueSource::TokenId),
-                ],
-                removed_headers: if remove_header {
-                    vec!["authorization".into()]
-                } else {
-                    Vec::new()
+                answers: AnswerSettings {
+                    upstream_headers: vec![
+                        ("x-peer".into(), HeaderValueSource::SourceId),
+                        ("x-caller".into(), HeaderValueSource::TokenId),
+                    ],
+                    remove_token_header: remove_header.then(|| "authorization".into()),
+                    detail: false,
                 },
                 ..EdgeSettings::default()
             },
@@ -225,12 +225,12 @@ fn routes_select_their_requirement_with_a_context_extension() {
     assert_eq!(outcome(&a, &f.cert(), &[], &jwt), Reason::JwtMissing);
     assert_eq!(
         outcome(&a, &f.cert(), &[], &[(REQUIREMENT_EXTENSION, "mtls")]),
-        Reason::InvalidRequest
+        Reason::InvalidRoute
     );
 }
 
 #[test]
-fn a_route_asking_for_jwt_without_jwt_config_is_an_error() {
+fn a_route_asking_for_jwt_without_jwt_config_is_denied_with_500() {
     let f = Fixture::new();
     let a = ExtAuthz::new(
         Engine::new(Workload::default(), EngineSettings::default()),
@@ -239,7 +239,7 @@ fn a_route_asking_for_jwt_without_jwt_config_is_an_error() {
     );
     assert_eq!(
         outcome(&a, &f.cert(), &[], &[(REQUIREMENT_EXTENSION, "either")]),
-        Reason::InvalidRequest
+        Reason::InvalidRoute
     );
     let request = check::request(&f.cert(), "GET", "/", &[]);
     let mut request = request;
@@ -249,20 +249,26 @@ fn a_route_asking_for_jwt_without_jwt_config_is_an_error() {
         .unwrap()
         .context_extensions
         .insert(REQUIREMENT_EXTENSION.into(), "jwt".into());
-    let status = a.check(&request).unwrap_err();
-    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let response = a.check(&request).unwrap();
+    assert_eq!(
+        check::denial(&response),
+        Some((500, "invalid_route".to_owned()))
+    );
 }
 
 #[test]
-fn a_pending_bundle_is_unavailable_for_envoy_to_decide() {
+fn a_pending_bundle_is_denied_with_503_never_left_to_envoy() {
     let f = Fixture::new();
     let pending = TrustBundles::new(HashMap::new(), BTreeSet::from(["example.org".to_owned()]));
     let a = f.authorizer_with(Requirement::X509, false, pending);
     assert_eq!(outcome(&a, &f.cert(), &[], &[]), Reason::BundleUnavailable);
-    let status = a
+    let response = a
         .check(&check::request(&f.cert(), "GET", "/", &[]))
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unavailable);
+        .unwrap();
+    assert_eq!(
+        check::denial(&response),
+        Some((503, "bundle_unavailable".to_owned()))
+    );
 }
 
 #[test]
@@ -296,4 +302,157 @@ fn upstream_headers_carry_both_identities_and_the_token_can_be_removed() {
     let x509 = f.authorizer(Requirement::X509, false);
     let response = ok(&x509, &f.cert(), &[("x-caller", "spiffe://forged/x")]);
     assert_eq!(response.headers_to_remove, ["x-caller"]);
+}
+
+/// The audit records written while `f` runs, on this thread.
+fn audited(f: impl FnOnce()) -> Vec<serde_json::Value> {
+    use std::sync::Mutex;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    struct Records(Arc<Mutex<Vec<String>>>);
+    struct Field(Option<String>);
+    impl tracing::field::Visit for Field {
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            if field.name() == "record" {
+                self.0 = Some(value.to_owned());
+            }
+        }
+        fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Records {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut field = Field(None);
+            event.record(&mut field);
+            if let Some(line) = field
+                .0
+                .filter(|_| event.metadata().target() == audit::TARGET)
+            {
+                self.0.lock().unwrap().push(line);
+            }
+        }
+    }
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::registry().with(Records(Arc::clone(&lines)));
+    tracing::subscriber::with_default(subscriber, f);
+    let lines = lines.lock().unwrap();
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_panic_while_deciding_is_a_500_denial_with_one_audit_record() {
+    let f = Fixture::new();
+    let a = f.authorizer(Requirement::X509, false);
+    let request = check::request(&f.cert(), "GET", "/a?secret=1", &[]);
+    let mut answer = None;
+    let records = audited(|| {
+        answer = Some(a.check_with(&request, |_, _, _, _| panic!("a bug")));
+    });
+    let response = answer.unwrap().unwrap();
+    assert_eq!(
+        check::denial(&response),
+        Some((500, "internal_error".to_owned()))
+    );
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["decision"], "deny");
+    assert_eq!(records[0]["reason"], "internal_error");
+    assert_eq!(records[0]["path"], "/a");
+}
+
+#[test]
+fn every_check_writes_exactly_one_audit_record_and_non_http_is_the_only_error() {
+    let f = Fixture::new();
+    let pending = TrustBundles::new(HashMap::new(), BTreeSet::from(["example.org".to_owned()]));
+    let a = f.authorizer_with(Requirement::X509, false, pending);
+    let records = audited(|| {
+        assert!(a.check(&check::request(&f.cert(), "GET", "/", &[])).is_ok());
+        assert!(a.check(&check::request("garbage", "GET", "/", &[])).is_ok());
+        let status = a.check(&CheckRequest::default()).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    });
+    let reasons: Vec<&str> = records
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["bundle_unavailable", "svid_malformed", "invalid_request"]
+    );
+}
+
+#[test]
+fn deny_bodies_carry_the_reason_and_request_id_only_unless_detail_is_on() {
+    let f = Fixture::new();
+    let mut a = f.authorizer(Requirement::Jwt, false);
+    let wrong_audience = format!(
+        "Bearer {}",
+        f.signer.token(&claims(AGENT, "someone-else", 300))
+    );
+    let request = check::request("", "GET", "/", &[("authorization", &wrong_audience)]);
+    let body = |a: &ExtAuthz| match a.check(&request).unwrap().http_response {
+        Some(HttpResponse::DeniedResponse(denied)) => {
+            serde_json::from_str::<serde_json::Value>(&denied.body).unwrap()
+        }
+        other => panic!("not denied: {other:?}"),
+    };
+    let plain = body(&a);
+    let keys: Vec<&String> = plain.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["decision", "reason", "request_id"], "{plain}");
+    assert_eq!(plain["reason"], "jwt_audience");
+    assert!(!plain.to_string().contains("payments"), "{plain}");
+
+    a.settings.answers.detail = true;
+    let detailed = body(&a);
+    assert!(
+        detailed["detail"].as_str().unwrap().contains("payments"),
+        "{detailed}"
+    );
+}
+
+#[test]
+fn a_caller_chosen_request_id_is_not_reflected() {
+    let f = Fixture::new();
+    let a = f.authorizer(Requirement::X509, false);
+    let mut request = check::request("", "GET", "/", &[]);
+    let http = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .unwrap();
+    http.id = format!("<script>{}", "x".repeat(16 * 1024));
+    let response = a.check(&request).unwrap();
+    let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
+        panic!("not denied")
+    };
+    assert!(denied.body.len() < 200, "{}", denied.body);
+    assert!(!denied.body.contains("script"), "{}", denied.body);
+}
+
+#[test]
+fn basic_credentials_are_never_removed_only_a_verified_token() {
+    let f = Fixture::new();
+    let a = f.authorizer(Requirement::Either, true);
+    let response = a
+        .check(&check::request(
+            &f.cert(),
+            "GET",
+            "/",
+            &[("authorization", "Basic dXNlcjpwYXNz")],
+        ))
+        .unwrap();
+    let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
+        panic!("not allowed: {response:?}")
+    };
+    assert!(
+        !ok.headers_to_remove.contains(&"authorization".to_owned()),
+        "{:?}",
+        ok.headers_to_remove
+    );
 }

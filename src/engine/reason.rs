@@ -62,11 +62,17 @@ pub enum Reason {
     JwtInvalidId,
     /// Either credential would do, and neither was sent.
     IdentityMissing,
-    /// Not a decision: the trust domain's bundle has not arrived yet (or
-    /// was redacted), so nothing can be verified against it.
+    /// The ID's trust domain is configured, but its bundle has not arrived
+    /// yet (or was redacted): nothing can be verified, so the request is
+    /// denied (503).
     BundleUnavailable,
-    /// Not a decision: the request cannot be checked (not HTTP, no
-    /// attributes, an invalid `celador.identity` context extension).
+    /// The route's `celador.identity` context extension is invalid, or asks
+    /// for a JWT-SVID that celador's config cannot read: denied (500).
+    InvalidRoute,
+    /// celador failed while deciding (a bug): denied (500), never allowed.
+    InternalError,
+    /// Not a decision: the `CheckRequest` is not an HTTP check (no
+    /// attributes, no HTTP request), answered with a gRPC error status.
     InvalidRequest,
 }
 
@@ -99,24 +105,48 @@ impl Reason {
             Reason::JwtInvalidId => "jwt_invalid_id",
             Reason::IdentityMissing => "identity_missing",
             Reason::BundleUnavailable => "bundle_unavailable",
+            Reason::InvalidRoute => "invalid_route",
+            Reason::InternalError => "internal_error",
             Reason::InvalidRequest => "invalid_request",
         }
     }
 
-    /// Whether the reason is no decision but an error, answered with a gRPC
-    /// error status so that Envoy's `failure_mode_allow` decides.
+    /// Whether the reason is no decision but an error: only a request that
+    /// is not an HTTP check, answered with a gRPC error status. Every HTTP
+    /// check gets a decision, a denial when celador cannot decide, so that
+    /// Envoy's `failure_mode_allow` never turns an error into an allow.
     pub fn is_error(self) -> bool {
-        matches!(self, Reason::BundleUnavailable | Reason::InvalidRequest)
+        self == Reason::InvalidRequest
     }
 
     /// Whether the reason is about the caller's identity (answered with 401)
-    /// rather than about policy (answered with 403).
+    /// rather than about policy (403) or celador's state (5xx).
     pub fn is_identity_failure(self) -> bool {
-        !self.is_error()
-            && !matches!(
-                self,
-                Reason::Allowed | Reason::DeniedByRule | Reason::RuleError | Reason::NoAllowRule
-            )
+        !matches!(
+            self,
+            Reason::Allowed
+                | Reason::DeniedByRule
+                | Reason::RuleError
+                | Reason::NoAllowRule
+                | Reason::BundleUnavailable
+                | Reason::InvalidRoute
+                | Reason::InternalError
+                | Reason::InvalidRequest
+        )
+    }
+
+    /// The HTTP status of a denial for this reason: 401 for the caller's
+    /// identity, 403 for policy, 503 while a bundle is unavailable, 500 for
+    /// a route celador cannot serve or a failure of its own.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Reason::Allowed => 200,
+            Reason::BundleUnavailable => 503,
+            Reason::InvalidRoute | Reason::InternalError => 500,
+            Reason::InvalidRequest => 400,
+            reason if reason.is_identity_failure() => 401,
+            _ => 403,
+        }
     }
 
     /// Every reason, for documentation and tests.
@@ -146,6 +176,8 @@ impl Reason {
         Reason::JwtInvalidId,
         Reason::IdentityMissing,
         Reason::BundleUnavailable,
+        Reason::InvalidRoute,
+        Reason::InternalError,
         Reason::InvalidRequest,
     ];
 }
@@ -170,5 +202,23 @@ mod tests {
                 format!("\"{}\"", reason.as_str())
             );
         }
+    }
+
+    #[test]
+    fn every_http_check_is_answered_and_only_identity_failures_are_401() {
+        for reason in Reason::ALL {
+            let status = reason.http_status();
+            assert_eq!(
+                reason.is_error(),
+                *reason == Reason::InvalidRequest,
+                "{reason}"
+            );
+            assert_eq!(status == 401, reason.is_identity_failure(), "{reason}");
+        }
+        assert_eq!(Reason::BundleUnavailable.http_status(), 503);
+        assert_eq!(Reason::InternalError.http_status(), 500);
+        assert_eq!(Reason::InvalidRoute.http_status(), 500);
+        assert_eq!(Reason::NoAllowRule.http_status(), 403);
+        assert_eq!(Reason::JwtExpired.http_status(), 401);
     }
 }

@@ -91,6 +91,10 @@ pub struct Listener {
     pub kind: &'static str,
     /// The HCM's `forward_client_cert_details`.
     pub xfcc: &'static str,
+    /// Whether its ext_authz filter fails open (`failure_mode_allow: true`,
+    /// Istio's `failOpen`): then any error from celador is an allow, so
+    /// celador must answer every check itself.
+    pub fail_open: bool,
 }
 
 /// Files and ports the test Envoy needs.
@@ -111,9 +115,14 @@ pub struct Setup<'a> {
 
 /// Renders the Envoy bootstrap of `setup`.
 pub fn bootstrap(setup: &Setup<'_>) -> String {
-    let ext_authz = indent(EXT_AUTHZ_FILTER, 10);
     let mut listeners = String::new();
     for l in setup.listeners {
+        let filter = if l.fail_open {
+            EXT_AUTHZ_FILTER.replace("failure_mode_allow: false", "failure_mode_allow: true")
+        } else {
+            EXT_AUTHZ_FILTER.to_owned()
+        };
+        let ext_authz = indent(&filter, 10);
         let xfcc = if l.xfcc == "SANITIZE_SET" {
             indent(XFCC_SETTINGS, 8)
         } else {
