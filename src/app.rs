@@ -169,6 +169,7 @@ fn load_bundles(config: &Config, errors: &mut Vec<StartupError>) -> BundleFiles 
                 for skipped in &bundle.skipped {
                     tracing::warn!(trust_domain = %name, "skipped a key: {skipped}");
                 }
+                crate::sources::warn_on_invalid_authorities(name, bundle.bundle.x509_authorities());
                 loaded.files.insert(name.clone(), (path, bytes));
                 loaded.bundles.insert(name.clone(), Arc::new(bundle.bundle));
             }

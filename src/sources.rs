@@ -10,3 +10,21 @@
 pub mod files;
 pub mod workload;
 pub mod workload_api;
+
+use std::time::SystemTime;
+
+use crate::engine::identity::bundle::{Authority, authorities_not_valid_at};
+
+/// Logs the X.509 authorities of a bundle just loaded that are outside their
+/// own validity window: they are kept, but vouch for nothing until (or
+/// after) it.
+pub fn warn_on_invalid_authorities(trust_domain: &str, authorities: &[Authority]) {
+    let invalid = authorities_not_valid_at(authorities, SystemTime::now());
+    if !invalid.is_empty() {
+        tracing::warn!(
+            trust_domain,
+            authorities = %invalid.join(", "),
+            "X.509 authorities outside their validity window are not trusted"
+        );
+    }
+}

@@ -20,12 +20,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
-use rustls_pki_types::TrustAnchor;
 use tokio::sync::watch;
 
 use crate::engine::Snapshot;
 use crate::engine::identity::bundle::jwk::JwtKey;
-use crate::engine::identity::bundle::{DomainBundle, TrustBundles};
+use crate::engine::identity::bundle::{Authority, DomainBundle, TrustBundles};
 use crate::engine::policy::Policy;
 use crate::metrics::Metrics;
 
@@ -38,7 +37,7 @@ struct Part<T> {
 
 #[derive(Default, Clone)]
 struct Parts {
-    x509: Option<Part<Vec<TrustAnchor<'static>>>>,
+    x509: Option<Part<Vec<Authority>>>,
     jwt: Option<Part<HashMap<String, JwtKey>>>,
 }
 
@@ -61,7 +60,7 @@ impl Bundles {
 }
 
 /// X.509 authorities with the fingerprint of the content they came from.
-pub type X509Part = (Vec<TrustAnchor<'static>>, [u8; 32]);
+pub type X509Part = (Vec<Authority>, [u8; 32]);
 
 /// An update of one part: its content and fingerprint, or `None` when the
 /// source redacted it.

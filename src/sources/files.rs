@@ -176,12 +176,13 @@ impl Sinks {
                 tracing::info!(
                     trust_domain,
                     path = %path.display(),
-                    x509_authorities = loaded.bundle.x509_anchors().len(),
+                    x509_authorities = loaded.bundle.x509_authorities().len(),
                     jwt_keys = loaded.bundle.jwt_key_count(),
                     sequence = loaded.bundle.sequence,
                     refresh_hint_secs = loaded.bundle.refresh_hint.map(|d| d.as_secs()),
                     "trust bundle reloaded"
                 );
+                super::warn_on_invalid_authorities(trust_domain, loaded.bundle.x509_authorities());
                 self.store.replace_bundle(trust_domain, loaded.bundle);
                 self.metrics.bundle_update(trust_domain, "file", "ok");
             }

@@ -171,7 +171,10 @@ fn x509_part(td: &str, bundle: Option<&spiffe::X509Bundle>) -> Result<Option<X50
     };
     let certs: Vec<&[u8]> = bundle.authorities().iter().map(|c| c.as_bytes()).collect();
     match anchors_from_der_certs(certs.iter().copied()) {
-        Ok(anchors) => Ok(Some((anchors, fingerprint(certs.iter().copied())))),
+        Ok(anchors) => {
+            super::warn_on_invalid_authorities(td, &anchors);
+            Ok(Some((anchors, fingerprint(certs.iter().copied()))))
+        }
         Err(e) => {
             tracing::warn!(trust_domain = %td, error = %e, "the Workload API sent an unusable X.509 bundle; keeping the last one");
             Err(())

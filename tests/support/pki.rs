@@ -36,6 +36,36 @@ impl Ca {
         }
     }
 
+    /// A self-signed root valid from `start` to `end` seconds relative to
+    /// now.
+    pub fn root_valid_secs(name: &str, start: i64, end: i64) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = ca_params(name);
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::seconds(start);
+        params.not_after = now + time::Duration::seconds(end);
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// An intermediate CA signed by this one whose key usage is `usages`
+    /// (empty: no key usage extension at all).
+    pub fn intermediate_with_key_usages(&self, name: &str, usages: Vec<KeyUsagePurpose>) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = ca_params(name);
+        params.key_usages = usages;
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Ca {
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
     /// An intermediate CA signed by this one.
     pub fn intermediate(&self, name: &str) -> Ca {
         self.intermediate_valid_secs(name, -86_400, 86_400 * 365)

@@ -12,15 +12,17 @@
 pub mod document;
 pub mod jwk;
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, TrustAnchor};
 
+use super::super::time;
 use document::DocumentError;
 use jwk::JwtKey;
 
@@ -31,11 +33,52 @@ fn next_generation() -> u64 {
     NEXT_GENERATION.fetch_add(1, Ordering::Relaxed)
 }
 
+/// An X.509 authority of a trust domain: a root it trusts, with the
+/// root's own validity window, outside which it vouches for nothing.
+#[derive(Debug, Clone)]
+pub struct Authority {
+    /// What chain verification starts from.
+    pub anchor: TrustAnchor<'static>,
+    /// The root certificate's `notBefore`.
+    pub not_before: SystemTime,
+    /// The root certificate's `notAfter`.
+    pub not_after: SystemTime,
+}
+
+impl Authority {
+    /// Whether the authority vouches for anything at `now`.
+    pub fn valid_at(&self, now: SystemTime) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
+}
+
+/// The `authorities` that are not valid at `now`, described for a log
+/// line: `#2 (valid 2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z)`.
+pub fn authorities_not_valid_at(authorities: &[Authority], now: SystemTime) -> Vec<String> {
+    authorities
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| !a.valid_at(now))
+        .map(|(i, a)| {
+            format!(
+                "#{} (valid {} to {})",
+                i + 1,
+                time::rfc3339(a.not_before),
+                time::rfc3339(a.not_after)
+            )
+        })
+        .collect()
+}
+
 /// The authorities of one trust domain, at one point in time.
 #[derive(Debug)]
 pub struct DomainBundle {
     generation: u64,
-    x509: Vec<TrustAnchor<'static>>,
+    x509: Vec<Authority>,
+    /// The anchors of `x509`, for the common case that all are valid.
+    anchors: Vec<TrustAnchor<'static>>,
+    /// Every authority is valid from the first to the second.
+    all_valid: (SystemTime, SystemTime),
     jwt: HashMap<String, JwtKey>,
     /// `spiffe_sequence`, for a SPIFFE bundle document.
     pub sequence: Option<u64>,
@@ -45,10 +88,16 @@ pub struct DomainBundle {
 
 impl DomainBundle {
     /// A bundle of X.509 authorities and JWT keys, with a new generation.
-    pub fn new(x509: Vec<TrustAnchor<'static>>, jwt: HashMap<String, JwtKey>) -> Self {
+    pub fn new(x509: Vec<Authority>, jwt: HashMap<String, JwtKey>) -> Self {
+        let all_valid = x509.iter().fold(
+            (SystemTime::UNIX_EPOCH, time::latest()),
+            |(from, until), a| (from.max(a.not_before), until.min(a.not_after)),
+        );
         DomainBundle {
             generation: next_generation(),
+            anchors: x509.iter().map(|a| a.anchor.clone()).collect(),
             x509,
+            all_valid,
             jwt,
             sequence: None,
             refresh_hint: None,
@@ -56,7 +105,7 @@ impl DomainBundle {
     }
 
     /// The same JWT keys with other X.509 authorities (a new generation).
-    pub fn with_x509(&self, x509: Vec<TrustAnchor<'static>>) -> Self {
+    pub fn with_x509(&self, x509: Vec<Authority>) -> Self {
         DomainBundle::new(x509, self.jwt.clone())
     }
 
@@ -70,9 +119,36 @@ impl DomainBundle {
         self.generation
     }
 
-    /// The X.509 authorities, for chain verification.
-    pub fn x509_anchors(&self) -> &[TrustAnchor<'static>] {
+    /// The X.509 authorities, each with its window.
+    pub fn x509_authorities(&self) -> &[Authority] {
         &self.x509
+    }
+
+    /// The anchors of the authorities valid at `now`, for chain
+    /// verification: a root outside its own window is not trusted.
+    pub fn x509_anchors_at(&self, now: SystemTime) -> Cow<'_, [TrustAnchor<'static>]> {
+        let (from, until) = self.all_valid;
+        if from <= now && now <= until {
+            return Cow::Borrowed(&self.anchors);
+        }
+        Cow::Owned(
+            self.x509
+                .iter()
+                .filter(|a| a.valid_at(now))
+                .map(|a| a.anchor.clone())
+                .collect(),
+        )
+    }
+
+    /// The earliest `notAfter` of the authorities valid at `now`: no
+    /// verification made now holds past it.
+    pub fn x509_valid_until(&self, now: SystemTime) -> SystemTime {
+        self.x509
+            .iter()
+            .filter(|a| a.valid_at(now))
+            .map(|a| a.not_after)
+            .min()
+            .unwrap_or(now)
     }
 
     /// The JWT-SVID key with `kid`.
@@ -273,7 +349,7 @@ pub fn parse_pem(bytes: &[u8], path: &Path) -> Result<DomainBundle, BundleError>
 /// encoding).
 pub fn anchors_from_der_certs<'a>(
     certs: impl IntoIterator<Item = &'a [u8]>,
-) -> Result<Vec<TrustAnchor<'static>>, AnchorError> {
+) -> Result<Vec<Authority>, AnchorError> {
     certs
         .into_iter()
         .map(|der| anchor_from_der(&CertificateDer::from(der)))
@@ -281,17 +357,23 @@ pub fn anchors_from_der_certs<'a>(
 }
 
 /// A trust anchor from a root certificate's DER, checked to parse as X.509.
-pub fn anchor_from_der(der: &CertificateDer<'_>) -> Result<TrustAnchor<'static>, AnchorError> {
+pub fn anchor_from_der(der: &CertificateDer<'_>) -> Result<Authority, AnchorError> {
     // webpki only extracts subject and key; parse fully so a truncated or
-    // garbage block is refused here, not silently trusted.
-    let (rest, _) = x509_parser::parse_x509_certificate(der)
+    // garbage block is refused here, not silently trusted, and so that the
+    // root's own validity window is known.
+    let (rest, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| AnchorError::NotX509(e.to_string()))?;
     if !rest.is_empty() {
         return Err(AnchorError::TrailingBytes);
     }
-    webpki::anchor_from_trusted_cert(der)
+    let anchor = webpki::anchor_from_trusted_cert(der)
         .map(|anchor| anchor.to_owned())
-        .map_err(|e| AnchorError::Unusable(format!("{e:?}")))
+        .map_err(|e| AnchorError::Unusable(format!("{e:?}")))?;
+    Ok(Authority {
+        anchor,
+        not_before: time::from_asn1_seconds(cert.validity().not_before.timestamp()),
+        not_after: time::from_asn1_seconds(cert.validity().not_after.timestamp()),
+    })
 }
 
 #[cfg(test)]

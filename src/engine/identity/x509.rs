@@ -203,11 +203,12 @@ impl Leaf {
         now: SystemTime,
     ) -> Result<SystemTime, IdentityError> {
         let id = &self.id;
-        if bundle.x509_anchors().is_empty() {
+        let anchors = bundle.x509_anchors_at(now);
+        if anchors.is_empty() {
             return Err(IdentityError::new(
                 Reason::SvidUntrusted,
                 format!(
-                    "the bundle of '{}' has no X.509 authority",
+                    "the bundle of '{}' has no X.509 authority valid now",
                     id.trust_domain()
                 ),
             ));
@@ -224,7 +225,7 @@ impl Leaf {
         let path = end_entity
             .verify_for_usage(
                 webpki::ALL_VERIFICATION_ALGS,
-                bundle.x509_anchors(),
+                &anchors,
                 &intermediates,
                 time,
                 AnyExtendedKeyUsage,
@@ -232,15 +233,39 @@ impl Leaf {
                 None,
             )
             .map_err(|e| chain_error(e, id))?;
-        let mut chain_not_after = self.not_after;
+        let mut chain_not_after = self.not_after.min(bundle.x509_valid_until(now));
         for intermediate in path.intermediate_certificates() {
-            if let Ok((_, c)) = x509_parser::parse_x509_certificate(&intermediate.der()) {
-                chain_not_after = chain_not_after
-                    .min(time::from_asn1_seconds(c.validity().not_after.timestamp()));
-            }
+            let not_after = check_signing_certificate(&intermediate.der(), id)?;
+            chain_not_after = chain_not_after.min(not_after);
         }
         Ok(chain_not_after)
     }
+}
+
+/// An intermediate of a verified path: it must parse, and (RFC 5280, and
+/// the X.509-SVID spec for signing certificates) have a key usage with
+/// keyCertSign, which webpki does not check. Returns its `notAfter`.
+fn check_signing_certificate(der: &[u8], id: &SpiffeId) -> Result<SystemTime, IdentityError> {
+    let untrusted = |detail: String| IdentityError::new(Reason::SvidUntrusted, detail);
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| {
+        untrusted(format!(
+            "an intermediate certificate in the chain of {id} cannot be parsed: {e}"
+        ))
+    })?;
+    let key_usage = cert.key_usage().map_err(|e| {
+        untrusted(format!(
+            "an intermediate certificate in the chain of {id} has an invalid key usage: {e}"
+        ))
+    })?;
+    if !key_usage.is_some_and(|ku| ku.value.key_cert_sign()) {
+        return Err(untrusted(format!(
+            "an intermediate certificate in the chain of {id} ({}) may not sign certificates: its key usage lacks keyCertSign",
+            cert.subject()
+        )));
+    }
+    Ok(time::from_asn1_seconds(
+        cert.validity().not_after.timestamp(),
+    ))
 }
 
 /// The one certificate of a PEM document.

@@ -19,17 +19,17 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use rustls_pki_types::{CertificateDer, TrustAnchor};
+use rustls_pki_types::CertificateDer;
 use serde_json::Value;
 
 use super::jwk::{self, JwkError, JwtKey};
-use super::{AnchorError, anchor_from_der};
+use super::{AnchorError, Authority, anchor_from_der};
 
 /// What a document holds.
 #[derive(Debug, Default)]
 pub struct Document {
     /// The X.509 authorities.
-    pub x509: Vec<TrustAnchor<'static>>,
+    pub x509: Vec<Authority>,
     /// The JWT-SVID keys by `kid`.
     pub jwt: HashMap<String, JwtKey>,
     /// `spiffe_sequence`.
@@ -211,9 +211,7 @@ impl Document {
     }
 }
 
-fn x509_authority(
-    key: &serde_json::Map<String, Value>,
-) -> Result<TrustAnchor<'static>, AuthorityError> {
+fn x509_authority(key: &serde_json::Map<String, Value>) -> Result<Authority, AuthorityError> {
     let chain = match key.get("x5c") {
         Some(Value::Array(chain)) => chain,
         Some(_) => return Err(AuthorityError::NotAnArray),

@@ -346,3 +346,76 @@ fn base64_lines(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[test]
+fn a_root_outside_its_own_validity_window_vouches_for_nothing() {
+    let expired = Ca::root_valid_secs("expired root", -86_400 * 30, -86_400);
+    let current = Ca::root("current root");
+    let id = "spiffe://example.org/ns/a/sa/b";
+    // Only the expired root: the leaf it signed is untrusted, and says why.
+    let only_expired = bundles(&[("example.org", &expired)]);
+    let err = verify(&expired.svid(id).envoy_encoded(), None, &only_expired).unwrap_err();
+    assert_eq!(err.reason, Reason::SvidUntrusted);
+    assert!(err.detail.contains("valid now"), "{}", err.detail);
+    let not_yet = Ca::root_valid_secs("future root", 86_400, 86_400 * 30);
+    let only_future = bundles(&[("example.org", &not_yet)]);
+    assert_eq!(
+        reason_of(verify(
+            &not_yet.svid(id).envoy_encoded(),
+            None,
+            &only_future
+        )),
+        Reason::SvidUntrusted
+    );
+    // Both roots in one bundle: the current one still verifies its leaves,
+    // the expired one still vouches for nothing.
+    let pem = format!("{}{}", expired.pem, current.pem);
+    let both = TrustBundles::from_domains([(
+        "example.org".to_owned(),
+        parse_pem(pem.as_bytes(), Path::new("both.pem")).unwrap(),
+    )]);
+    assert!(verify(&current.svid(id).envoy_encoded(), None, &both).is_ok());
+    assert_eq!(
+        reason_of(verify(&expired.svid(id).envoy_encoded(), None, &both)),
+        Reason::SvidUntrusted
+    );
+    let bundle = match both.lookup("example.org") {
+        crate::engine::identity::bundle::Lookup::Found(b) => b,
+        _ => unreachable!(),
+    };
+    let invalid = crate::engine::identity::bundle::authorities_not_valid_at(
+        bundle.x509_authorities(),
+        SystemTime::now(),
+    );
+    assert_eq!(invalid.len(), 1, "{invalid:?}");
+    assert!(invalid[0].starts_with("#1 (valid "), "{invalid:?}");
+}
+
+#[test]
+fn an_intermediate_that_may_not_sign_certificates_breaks_the_chain() {
+    let root = Ca::root("root");
+    let b = bundles(&[("example.org", &root)]);
+    for usages in [
+        vec![KeyUsagePurpose::DigitalSignature],
+        vec![KeyUsagePurpose::CrlSign],
+    ] {
+        let intermediate = root.intermediate_with_key_usages("no keyCertSign", usages);
+        let leaf = intermediate.svid("spiffe://example.org/a");
+        let xfcc = xfcc_with_chain(&leaf, &[&intermediate]);
+        let err = verify(&leaf.envoy_encoded(), Some(&xfcc), &b).unwrap_err();
+        assert_eq!(err.reason, Reason::SvidUntrusted, "{}", err.detail);
+        assert!(err.detail.contains("keyCertSign"), "{}", err.detail);
+    }
+    let good = root.intermediate_with_key_usages("signs", vec![KeyUsagePurpose::KeyCertSign]);
+    let leaf = good.svid("spiffe://example.org/a");
+    let xfcc = xfcc_with_chain(&leaf, &[&good]);
+    assert!(verify(&leaf.envoy_encoded(), Some(&xfcc), &b).is_ok());
+}
+
+#[test]
+fn an_intermediate_that_does_not_parse_fails_the_verification() {
+    let id = SpiffeId::parse("spiffe://example.org/a").unwrap();
+    let err = check_signing_certificate(b"\x30\x03garbage", &id).unwrap_err();
+    assert_eq!(err.reason, Reason::SvidUntrusted);
+    assert!(err.detail.contains("cannot be parsed"), "{}", err.detail);
+}
