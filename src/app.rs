@@ -119,6 +119,7 @@ pub fn load(
         tracing::warn!("{warning}");
     }
     let metrics = Arc::new(Metrics::default());
+    metrics.count_drops_from(Box::new(telemetry::dropped));
     let store = Store::new(
         Arc::new(policy),
         config.trust_domains.keys().cloned().collect(),

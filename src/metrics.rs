@@ -31,7 +31,6 @@ pub struct BundleLabels {
 }
 
 /// Every metric celador exports.
-#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     /// Rules file reloads.
@@ -42,6 +41,23 @@ pub struct Metrics {
     pub workload_api_errors: Counter,
     /// 1 when every configured trust domain has a bundle.
     pub ready: Gauge,
+    /// Audit records dropped because their writer fell behind.
+    pub audit_records_dropped: Counter,
+    /// Diagnostic log lines dropped because their writer fell behind.
+    pub log_lines_dropped: Counter,
+    /// Reads the writers' drop counts, when they are installed.
+    drops: std::sync::OnceLock<DropSource>,
+}
+
+/// Reads how many audit records and log lines the writers dropped so far.
+pub type DropSource = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("ready", &self.ready.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Metrics {
@@ -51,6 +67,8 @@ impl Default for Metrics {
         let bundle_updates = Family::<BundleLabels, Counter>::default();
         let workload_api_errors = Counter::default();
         let ready = Gauge::default();
+        let audit_records_dropped = Counter::default();
+        let log_lines_dropped = Counter::default();
         registry.register(
             "policy_reloads",
             "Reloads of the rules file, by outcome; on error the last good rules stay in use",
@@ -71,19 +89,42 @@ impl Default for Metrics {
             "1 when every configured trust domain has a bundle, else 0",
             ready.clone(),
         );
+        registry.register(
+            "audit_records_dropped",
+            "Audit records dropped because standard output fell behind; a check never waits for its record",
+            audit_records_dropped.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Diagnostic log lines dropped because standard error fell behind",
+            log_lines_dropped.clone(),
+        );
         Metrics {
             registry,
             policy_reloads,
             bundle_updates,
             workload_api_errors,
             ready,
+            audit_records_dropped,
+            log_lines_dropped,
+            drops: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl Metrics {
+    /// Where the drop counters come from (the log writers); set once.
+    pub fn count_drops_from(&self, source: DropSource) {
+        let _ = self.drops.set(source);
+    }
+
     /// The exposition in the OpenMetrics text format.
     pub fn encode(&self) -> String {
+        if let Some(drops) = self.drops.get() {
+            let (audit, log) = drops();
+            catch_up(&self.audit_records_dropped, audit);
+            catch_up(&self.log_lines_dropped, log);
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -109,5 +150,46 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+}
+
+/// Raises `counter` to `total`, which only grows.
+fn catch_up(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_records_are_counted_from_the_start() {
+        let metrics = Metrics::default();
+        let text = metrics.encode();
+        assert!(
+            text.contains("celador_audit_records_dropped_total 0"),
+            "{text}"
+        );
+        assert!(text.contains("celador_log_lines_dropped_total 0"), "{text}");
+        let total = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(3));
+        let source = std::sync::Arc::clone(&total);
+        metrics.count_drops_from(Box::new(move || {
+            (source.load(std::sync::atomic::Ordering::Relaxed), 5)
+        }));
+        let text = metrics.encode();
+        assert!(
+            text.contains("celador_audit_records_dropped_total 3"),
+            "{text}"
+        );
+        assert!(text.contains("celador_log_lines_dropped_total 5"), "{text}");
+        total.store(7, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            metrics
+                .encode()
+                .contains("celador_audit_records_dropped_total 7")
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::io::Write;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::{EnvFilter, filter_fn};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
@@ -18,6 +18,22 @@ use tracing_subscriber::{Layer, fmt};
 
 use crate::app::config::{LogConfig, LogFormat};
 use crate::edge::audit;
+
+/// How many audit lines may wait for standard output before new ones are
+/// dropped.
+const AUDIT_BUFFER_LINES: usize = 64 * 1024;
+
+/// The writers' counts of dropped lines, once installed.
+static DROPS: std::sync::OnceLock<(ErrorCounter, ErrorCounter)> = std::sync::OnceLock::new();
+
+/// How many audit records and log lines were dropped so far because their
+/// writer fell behind.
+pub fn dropped() -> (u64, u64) {
+    DROPS.get().map_or((0, 0), |(audit, log)| {
+        let count = |c: &ErrorCounter| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX);
+        (count(audit), count(log))
+    })
+}
 
 /// Keeps the writer threads alive; dropping it flushes them.
 #[must_use = "dropping the guard stops the log writers"]
@@ -38,14 +54,19 @@ pub fn init(log: &LogConfig) -> Result<Guard, String> {
     let level = std::env::var("RUST_LOG").unwrap_or_else(|_| log.level.clone());
     let filter = EnvFilter::try_new(&level).map_err(|e| format!("log level '{level}': {e}"))?;
 
+    // Both writers are lossy: a check never waits for standard output. When
+    // the reader falls behind by this many lines, records are dropped and
+    // counted (celador_audit_records_dropped_total).
     let (audit_writer, audit_guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(64 * 1024)
+        .lossy(true)
+        .buffered_lines_limit(AUDIT_BUFFER_LINES)
         .thread_name("celador-audit")
         .finish(std::io::stdout());
     let (log_writer, log_guard) = NonBlockingBuilder::default()
+        .lossy(true)
         .thread_name("celador-log")
         .finish(std::io::stderr());
+    let _ = DROPS.set((audit_writer.error_counter(), log_writer.error_counter()));
 
     let audit_layer = AuditLayer {
         writer: audit_writer,

@@ -503,12 +503,8 @@ fn compile_rule(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Compiled> {
     let spec = located.spec;
-    if spec.name.value.trim().is_empty() {
-        diagnostics.push(located.diagnostic(
-            Severity::Error,
-            None,
-            "the rule has an empty name".into(),
-        ));
+    if let Some(problem) = name_problem(&spec.name.value) {
+        diagnostics.push(located.diagnostic(Severity::Error, None, problem));
         return None;
     }
     let source = spec.when.value.as_str();
@@ -584,6 +580,32 @@ fn accept_checked(
         }
     }
     !failed
+}
+
+/// The longest rule name: names travel in headers, metadata and metrics.
+const MAX_RULE_NAME: usize = 128;
+
+/// What is wrong with a rule name, if anything. Names become header values
+/// (`x-celador-rule`), so they are limited to a set no header can choke on.
+fn name_problem(name: &str) -> Option<String> {
+    if name.trim().is_empty() {
+        return Some("the rule has an empty name".into());
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/')))
+    {
+        return Some(format!(
+            "the rule name {name:?} has {bad:?}; a name may use only letters, digits and - _ . : / (it is sent in headers)"
+        ));
+    }
+    if name.len() > MAX_RULE_NAME {
+        return Some(format!(
+            "the rule name is {} characters long; at most {MAX_RULE_NAME}",
+            name.len()
+        ));
+    }
+    None
 }
 
 /// The byte offset of a parser position (1-based line, 1-based column in

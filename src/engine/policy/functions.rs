@@ -26,8 +26,15 @@ pub const MATCHES_INTERNAL: &str = "matches#cached";
 
 /// Compiled patterns larger than this are refused (a regex DoS guard).
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
-/// Patterns computed at evaluation time kept compiled, across policies.
-const DYNAMIC_REGEX_CACHE: u64 = 256;
+/// Patterns computed at evaluation time are kept compiled, across policies,
+/// up to this many bytes in all (each entry weighs at least its lazy DFA
+/// cache, so at most 64 entries), so that callers who choose the patterns
+/// cannot make the cache grow without end.
+const DYNAMIC_REGEX_BYTES: u64 = 16 << 20;
+/// A pattern computed at evaluation time may compile to at most this much.
+const DYNAMIC_REGEX_SIZE_LIMIT: usize = 256 << 10;
+/// The lazy DFA cache of such a pattern, per thread matching with it.
+const DYNAMIC_REGEX_DFA_CACHE: usize = 256 << 10;
 
 static TRUE: CelBool = CelBool::TRUE;
 static FALSE: CelBool = CelBool::FALSE;
@@ -102,14 +109,57 @@ impl RegexTable {
         if let Some(regex) = self.compiled.get(pattern) {
             return Ok(regex.is_match(text));
         }
-        static DYNAMIC: LazyLock<moka::sync::Cache<String, Arc<regex::Regex>>> =
-            LazyLock::new(|| moka::sync::Cache::new(DYNAMIC_REGEX_CACHE));
-        if let Some(regex) = DYNAMIC.get(pattern) {
+        let cache = dynamic_regexes();
+        if let Some(regex) = cache.get(pattern) {
             return Ok(regex.is_match(text));
         }
-        let regex = Arc::new(compile_regex(pattern)?);
-        DYNAMIC.insert(pattern.to_owned(), Arc::clone(&regex));
+        let regex = Arc::new(DynamicRegex::compile(pattern)?);
+        cache.insert(pattern.to_owned(), Arc::clone(&regex));
         Ok(regex.is_match(text))
+    }
+}
+
+/// The shared cache of patterns computed at evaluation time, bounded by
+/// the memory they use.
+fn dynamic_regexes() -> &'static moka::sync::Cache<String, Arc<DynamicRegex>> {
+    static DYNAMIC: LazyLock<moka::sync::Cache<String, Arc<DynamicRegex>>> = LazyLock::new(|| {
+        moka::sync::Cache::builder()
+            .max_capacity(DYNAMIC_REGEX_BYTES)
+            .weigher(|pattern: &String, regex: &Arc<DynamicRegex>| {
+                u32::try_from(regex.weight(pattern)).unwrap_or(u32::MAX)
+            })
+            .build()
+    });
+    &DYNAMIC
+}
+
+/// A pattern computed at evaluation time, compiled with tighter limits than
+/// the literals a rules file holds.
+struct DynamicRegex(regex_automata::meta::Regex);
+
+impl DynamicRegex {
+    fn compile(pattern: &str) -> Result<Self, String> {
+        use regex_automata::meta;
+        let config = meta::Config::new()
+            .nfa_size_limit(Some(DYNAMIC_REGEX_SIZE_LIMIT))
+            .onepass_size_limit(Some(DYNAMIC_REGEX_SIZE_LIMIT))
+            .dfa(false)
+            .hybrid_cache_capacity(DYNAMIC_REGEX_DFA_CACHE);
+        meta::Builder::new()
+            .configure(config)
+            .build(pattern)
+            .map(DynamicRegex)
+            .map_err(|e| format!("invalid regular expression {pattern:?}: {e}"))
+    }
+
+    fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+
+    /// What the entry costs the cache, in bytes: the compiled pattern, its
+    /// text, and one lazy DFA cache.
+    fn weight(&self, pattern: &str) -> usize {
+        self.0.memory_usage() + pattern.len() + DYNAMIC_REGEX_DFA_CACHE
     }
 }
 
@@ -266,5 +316,28 @@ mod tests {
         assert!(table.matches("/a/12", "^/a/[0-9]+$").unwrap());
         assert!(table.matches("xyz", "y").unwrap());
         assert!(table.matches("x", "[").is_err());
+    }
+
+    #[test]
+    fn patterns_computed_at_evaluation_are_cached_within_a_memory_bound() {
+        let table = RegexTable::default();
+        for i in 0..400 {
+            // Distinct, and each compiles to a sizeable automaton.
+            let pattern = format!("^(a|b|c|d){{1,{}}}x{i}$", 20 + i % 7);
+            assert!(!table.matches("zzz", &pattern).unwrap());
+        }
+        assert!(table.matches("abx1", "^(a|b|c|d){1,21}x1$").unwrap());
+        let cache = dynamic_regexes();
+        cache.run_pending_tasks();
+        assert!(cache.entry_count() > 0);
+        assert!(
+            cache.weighted_size() <= DYNAMIC_REGEX_BYTES,
+            "{} bytes cached",
+            cache.weighted_size()
+        );
+        assert!(cache.entry_count() <= 64, "{} entries", cache.entry_count());
+        let huge = format!("^{}$", "(a|b)".repeat(40_000));
+        let err = table.matches("a", &huge).unwrap_err();
+        assert!(err.contains("invalid regular expression"), "{err}");
     }
 }

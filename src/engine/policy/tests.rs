@@ -452,3 +452,33 @@ fn malformed_rules_files_are_refused_with_their_location() {
         "the rule has an empty name"
     );
 }
+
+#[test]
+fn rule_names_are_limited_to_a_header_safe_set() {
+    for (name, expected) in [
+        ("ok-name_1.v2:a/b", None),
+        ("has space", Some("' '")),
+        ("line\nbreak", Some("'\\n'")),
+        ("caf\u{e9}", Some("'é'")),
+        ("", Some("empty name")),
+    ] {
+        let text = format!(
+            "rules:\n  - name: {}\n    effect: allow\n    when: \"true\"\n",
+            serde_json::to_string(name).unwrap()
+        );
+        let result = Policy::parse(&text, Path::new("names.yaml"));
+        match expected {
+            None => assert!(result.is_ok(), "{name:?}: {:?}", result.err()),
+            Some(fragment) => {
+                let err = result.unwrap_err().to_string();
+                assert!(err.contains(fragment), "{name:?}: {err}");
+            }
+        }
+    }
+    let long = "r".repeat(129);
+    let text = format!("rules:\n  - name: {long}\n    effect: allow\n    when: \"true\"\n");
+    let err = Policy::parse(&text, Path::new("long.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at most 128"), "{err}");
+}
