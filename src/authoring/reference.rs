@@ -143,7 +143,8 @@ const FOOTER: &str = r#"## What `celador check` reports
 
 * YAML that does not fit the format: an unknown key, a missing `name`,
   `effect` or `when`, an `effect` other than `allow` or `deny`;
-* an empty rule name;
+* an empty rule name, or one with characters outside letters, digits and
+  `- _ . : /`, or longer than 128 characters (names travel in headers);
 * a condition that does not parse (`syntax error: ...`);
 * an unknown variable, field, function or method, with the nearest name
   suggested (`'request' has no field 'methd'; did you mean 'method'?`);
