@@ -10,9 +10,11 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     static POLICY: OnceLock<Policy> = OnceLock::new();
-    let policy = POLICY.get_or_init(|| Policy::parse(celador_fuzz::RULES, Path::new("r.yaml")).unwrap());
+    let policy =
+        POLICY.get_or_init(|| Policy::parse(celador_fuzz::RULES, Path::new("r.yaml")).unwrap());
     let text = String::from_utf8_lossy(data);
-    let Ok(file) = celador::engine::yaml::from_str::<SuiteFile>(&text, Path::new("fuzz_test.yaml")) else {
+    let Ok(file) = celador::engine::yaml::from_str::<SuiteFile>(&text, Path::new("fuzz_test.yaml"))
+    else {
         return;
     };
     for case in file.cases {

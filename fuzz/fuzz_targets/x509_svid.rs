@@ -9,7 +9,9 @@ use celador::engine::identity::x509::X509Verifier;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((mode, rest)) = data.split_first() else { return };
+    let Some((mode, rest)) = data.split_first() else {
+        return;
+    };
     let bundles = celador_fuzz::bundles();
     let verifier = X509Verifier::new(CacheSettings::default());
     let (certificate, xfcc) = match mode % 3 {

@@ -78,7 +78,9 @@ pub fn pki() -> &'static Pki {
         let leaf_key = rcgen::KeyPair::generate().unwrap();
         let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         leaf.subject_alt_names = vec![rcgen::SanType::URI(
-            "spiffe://example.org/ns/payments/sa/api".try_into().unwrap(),
+            "spiffe://example.org/ns/payments/sa/api"
+                .try_into()
+                .unwrap(),
         )];
         leaf.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
         let leaf = leaf.signed_by(&leaf_key, &issuer).unwrap();
@@ -172,7 +174,12 @@ pub fn ext_authz() -> &'static ExtAuthz {
 }
 
 /// An HTTP `CheckRequest` as Envoy sends it.
-pub fn request(certificate: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+pub fn request(
+    certificate: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> CheckRequest {
     CheckRequest {
         attributes: Some(AttributeContext {
             source: Some(Peer {
