@@ -13,6 +13,7 @@ pub mod check;
 pub mod envoy;
 pub mod https;
 pub mod jwt;
+pub mod load;
 pub mod pki;
 pub mod upstream;
 pub mod workload_api;

@@ -65,6 +65,16 @@ impl Celador {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// How many audit records were written so far.
+    pub fn audit_count(&self) -> usize {
+        self.audit.lock().unwrap().len()
+    }
+
     /// Every audit record so far, parsed.
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
         self.audit

@@ -229,6 +229,8 @@ fn indent(text: &str, spaces: usize) -> String {
 pub struct Envoy {
     child: Child,
     dir: PathBuf,
+    /// Its admin address.
+    pub admin: SocketAddr,
     /// Each listener's bound address, by name.
     pub listeners: HashMap<String, SocketAddr>,
 }
@@ -256,6 +258,7 @@ impl Envoy {
         let mut envoy = Envoy {
             child,
             dir: dir.to_owned(),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             listeners: HashMap::new(),
         };
         let admin = wait_for(Duration::from_secs(30), || {
@@ -267,6 +270,7 @@ impl Envoy {
                 .and_then(|s| s.trim().parse::<SocketAddr>().ok())
         })
         .unwrap_or_else(|| panic!("Envoy did not start; its log:\n{}", envoy.log()));
+        envoy.admin = admin;
         let ready = wait_for(Duration::from_secs(30), || {
             admin_get(admin, "/ready").filter(|body| body.trim() == "LIVE")
         });
@@ -290,6 +294,16 @@ impl Envoy {
             );
         }
         envoy
+    }
+
+    /// The value of counter `name` in Envoy's stats (0 when absent).
+    pub fn counter(&self, name: &str) -> u64 {
+        let stats = admin_get(self.admin, &format!("/stats?filter=^{name}$")).unwrap_or_default();
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// The address of listener `name`.
