@@ -388,3 +388,66 @@ fn generated_code_matches_the_proto() {
          copy the output of this test's generator over it"
     );
 }
+
+/// libfaketime, from Debian's `faketime`, installed with apt-get when it is
+/// missing; the test fails, never skips, when it cannot be had.
+fn libfaketime() -> &'static str {
+    const LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+    if !Path::new(LIB).is_file() {
+        let apt = |args: &[&str]| {
+            std::process::Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .output()
+        };
+        let _ = apt(&["update", "-qq"]);
+        let installed = apt(&["install", "-y", "-qq", "faketime"]);
+        assert!(
+            Path::new(LIB).is_file(),
+            "{LIB} is missing and `apt-get install faketime` did not provide it: {installed:?}"
+        );
+    }
+    LIB
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wall_clock_stepping_forward_and_back_changes_verdicts_never_the_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::root("example.org");
+    std::fs::write(dir.path().join("example.org.pem"), &ca.pem).unwrap();
+    let config = config(dir.path(), "    bundle: example.org.pem");
+    // The leaf is valid from an hour ago to an hour from now.
+    let cert = ca.svid(ID).envoy_encoded();
+    let offset = dir.path().join("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let offset_text = offset.to_str().unwrap();
+    let celador = Celador::start_with_env(
+        &config,
+        &[
+            ("LD_PRELOAD", libfaketime()),
+            ("FAKETIME_TIMESTAMP_FILE", offset_text),
+            ("FAKETIME_NO_CACHE", "1"),
+            // Only the wall clock steps; timers keep their monotonic clock.
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    assert_eq!(outcome(&celador, &cert).await, "allowed");
+    for (step, expected) in [
+        ("+3h", "svid_expired"),
+        ("+0", "allowed"),
+        ("-3h", "svid_not_yet_valid"),
+        ("+100000d", "svid_expired"),
+        ("-30000d", "svid_not_yet_valid"),
+        ("+0", "allowed"),
+    ] {
+        std::fs::write(&offset, format!("{step}\n")).unwrap();
+        until(&celador, &cert, expected, Duration::from_secs(3)).await;
+    }
+    // Every check, in every step, was answered and audited by celador.
+    let records = celador.audit_records();
+    assert!(
+        records.iter().all(|r| r["decision"] != "error"),
+        "{records:?}"
+    );
+    assert!(!celador.log().contains("panicked"), "{}", celador.log());
+}

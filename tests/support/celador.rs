@@ -28,9 +28,15 @@ pub struct Celador {
 impl Celador {
     /// Starts `celador serve --config config` and waits until it listens.
     pub fn start(config: &Path) -> Celador {
+        Celador::start_with_env(config, &[])
+    }
+
+    /// [`Celador::start`] with extra environment variables.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Celador {
         let mut child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
