@@ -19,6 +19,7 @@ use support::jwt::{Signer, claims};
 use support::load::{self, Kind, Load};
 use support::pki::Ca;
 use support::upstream::Upstream;
+use support::workload_api::{WorkloadApi, bundles_for};
 
 const RULES: &str = r#"
 rules:
@@ -34,6 +35,9 @@ rules:
 struct Stack {
     dir: tempfile::TempDir,
     signer: Signer,
+    ca: Ca,
+    /// The Workload API agent, when example.org's bundle comes from one.
+    agent: Option<WorkloadApi>,
     celador: Celador,
     envoy: Envoy,
     _upstream: Upstream,
@@ -41,15 +45,34 @@ struct Stack {
 
 impl Stack {
     fn start() -> Stack {
+        Stack::start_with(false)
+    }
+
+    /// With `workload_api`, example.org's bundle comes from a Workload API
+    /// agent (started in the current tokio runtime) instead of a file.
+    fn start_with(workload_api: bool) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name);
         let signer = Signer::es256("k1");
         let ca = Ca::root("example.org");
         std::fs::write(path("rules.yaml"), RULES).unwrap();
         std::fs::write(path("example.org.json"), bundle(&ca, &signer)).unwrap();
+        let (source, agent) = if workload_api {
+            let socket = path("agent.sock");
+            let jwks = support::jwt::jwks(&[&signer]);
+            let agent =
+                WorkloadApi::start(&socket, bundles_for("example.org", &[&ca.der], Some(&jwks)));
+            let source = format!(
+                "    workload_api: true\nworkload_api:\n  endpoint: {}\n",
+                agent.endpoint()
+            );
+            (source, Some(agent))
+        } else {
+            ("    bundle: example.org.json\n".to_owned(), None)
+        };
         std::fs::write(
             path("celador.yaml"),
-            "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\npolicy: rules.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.json\nidentity:\n  require: jwt\n  jwt:\n    audiences: [payments]\nlog:\n  format: json\nshutdown_grace: 5s\n",
+            format!("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\npolicy: rules.yaml\ntrust_domains:\n  example.org:\n{source}identity:\n  require: jwt\n  jwt:\n    audiences: [payments]\nlog:\n  format: json\nshutdown_grace: 5s\n"),
         )
         .unwrap();
         let upstream = Upstream::start();
@@ -68,9 +91,17 @@ impl Stack {
             }],
         });
         let envoy = Envoy::start(&config, dir.path());
+        if workload_api {
+            let ready = support::wait_for(Duration::from_secs(10), || {
+                (celador.admin_get("/readyz").0 == 200).then_some(())
+            });
+            assert!(ready.is_some(), "{}", celador.log());
+        }
         Stack {
             dir,
             signer,
+            ca,
+            agent,
             celador,
             envoy,
             _upstream: upstream,
@@ -319,4 +350,37 @@ fn sigterm_under_load_lets_in_flight_checks_finish() {
         "{} records, {answered} answers",
         stack.celador.audit_count()
     );
+}
+
+#[test]
+fn the_workload_api_agent_killed_and_restarted_under_load_keeps_the_last_bundles() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_runtime = runtime.enter();
+    let mut stack = Stack::start_with(true);
+    let load = Load::start(stack.envoy.listener("plain"), stack.kinds(), 3, u64::MAX);
+    std::thread::sleep(Duration::from_millis(500));
+    stack.agent.take().unwrap().crash();
+    assert!(
+        stack
+            .celador
+            .wait_for_log("keeping the last bundles", Duration::from_secs(5)),
+        "{}",
+        stack.celador.log()
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let jwks = support::jwt::jwks(&[&stack.signer]);
+    let socket = stack.path("agent.sock");
+    stack.agent = Some(WorkloadApi::start(
+        &socket,
+        bundles_for("example.org", &[&stack.ca.der], Some(&jwks)),
+    ));
+    std::thread::sleep(Duration::from_millis(1500));
+    let counts = load.stop();
+    stack.assert_clean(&counts, "the agent killed and restarted under load");
+    assert!(stack.metric("celador_workload_api_errors_total") >= 1.0);
+    assert_eq!(stack.celador.admin_get("/readyz").0, 200);
 }
