@@ -62,13 +62,16 @@ impl Bundles {
 /// X.509 authorities with the fingerprint of the content they came from.
 pub type X509Part = (Vec<Authority>, [u8; 32]);
 
+/// JWT keys by `kid` with the fingerprint of the content they came from.
+pub type JwtPart = (HashMap<String, JwtKey>, [u8; 32]);
+
 /// An update of one part: its content and fingerprint, or `None` when the
 /// source redacted it.
 pub enum PartUpdate {
     /// New X.509 authorities.
     X509(Option<X509Part>),
     /// New JWT keys.
-    Jwt(Option<(HashMap<String, JwtKey>, [u8; 32])>),
+    Jwt(Option<JwtPart>),
 }
 
 /// The live state.

@@ -247,6 +247,22 @@ async fn jwt_bundles_from_the_workload_api_verify_tokens() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(ask(token(&first)).await, "jwt_unknown_key");
+
+    // A JWT bundle where two keys share a kid is refused: the last good keys
+    // stay in use, as with a bundle document.
+    let impostor = Signer::es384("k2");
+    agent.set(bundles_for(
+        "example.org",
+        &[],
+        Some(&support::jwt::jwks(&[&second, &impostor])),
+    ));
+    assert!(
+        celador.wait_for_log("appears twice", Duration::from_secs(2)),
+        "{}",
+        celador.log()
+    );
+    assert_eq!(ask(token(&second)).await, "allowed");
+    assert_eq!(ask(token(&impostor)).await, "jwt_signature");
 }
 
 /// Writes `files` the way the kubelet updates a ConfigMap volume: into a

@@ -8,7 +8,7 @@
 //! denies (`PermissionDenied`). A lost connection or any other failure keeps
 //! the last bundles and reconnects with jittered exponential backoff.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +16,11 @@ use sha2::{Digest, Sha256};
 use spiffe::{TrustDomain, WorkloadApiClient};
 use tokio_stream::StreamExt;
 
-use crate::engine::identity::bundle::{anchors_from_der_certs, jwk};
+mod jwt_stream;
+
+use crate::engine::identity::bundle::anchors_from_der_certs;
 use crate::metrics::Metrics;
-use crate::store::{PartUpdate, Store, X509Part};
+use crate::store::{JwtPart, PartUpdate, Store, X509Part};
 
 /// The first reconnection delay.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -115,49 +117,57 @@ async fn stream_once(
     kind: Kind,
     backoff: &mut Duration,
 ) -> Result<(), StreamError> {
+    match kind {
+        Kind::X509 => stream_x509(source, store, backoff).await,
+        Kind::Jwt => stream_jwt(source, store, backoff).await,
+    }
+}
+
+async fn stream_x509(
+    source: &WorkloadApiSource,
+    store: &Store,
+    backoff: &mut Duration,
+) -> Result<(), StreamError> {
     let client = WorkloadApiClient::connect_to(&source.endpoint)
         .await
         .map_err(|e| StreamError::Failed(format!("cannot connect: {e}")))?;
-    match kind {
-        Kind::X509 => {
-            let mut stream = client
-                .stream_x509_bundles()
-                .await
-                .map_err(StreamError::from)?;
-            while let Some(message) = stream.next().await {
-                let set = message.map_err(StreamError::from)?;
-                *backoff = INITIAL_BACKOFF;
-                for td in &source.trust_domains {
-                    let bundle = TrustDomain::new(td).ok().and_then(|t| set.get(&t));
-                    let Ok(update) = x509_part(td, bundle.as_deref()) else {
-                        continue;
-                    };
-                    let changed = store.update_bundle_part(td, PartUpdate::X509(update.clone()));
-                    log_update(td, "X.509", &update, changed);
-                }
-            }
+    let mut stream = client
+        .stream_x509_bundles()
+        .await
+        .map_err(StreamError::from)?;
+    while let Some(message) = stream.next().await {
+        let set = message.map_err(StreamError::from)?;
+        *backoff = INITIAL_BACKOFF;
+        for td in &source.trust_domains {
+            let bundle = TrustDomain::new(td).ok().and_then(|t| set.get(&t));
+            let Ok(update) = x509_part(td, bundle.as_deref()) else {
+                continue;
+            };
+            let changed = store.update_bundle_part(td, PartUpdate::X509(update.clone()));
+            log_update(td, "X.509", &update, changed);
         }
-        Kind::Jwt => {
-            let mut stream = client
-                .stream_jwt_bundles()
-                .await
-                .map_err(StreamError::from)?;
-            while let Some(message) = stream.next().await {
-                let set = message.map_err(StreamError::from)?;
-                *backoff = INITIAL_BACKOFF;
-                for td in &source.trust_domains {
-                    let update = TrustDomain::new(td)
-                        .ok()
-                        .and_then(|t| set.get(&t))
-                        .map(|bundle| jwt_keys(td, bundle.jwt_authorities().map(|a| a.jwk_json())));
-                    log_update(
-                        td,
-                        "JWT",
-                        &update,
-                        store.update_bundle_part(td, PartUpdate::Jwt(update.clone())),
-                    );
-                }
-            }
+    }
+    Ok(())
+}
+
+async fn stream_jwt(
+    source: &WorkloadApiSource,
+    store: &Store,
+    backoff: &mut Duration,
+) -> Result<(), StreamError> {
+    let mut stream = jwt_stream::open(&source.endpoint)
+        .await
+        .map_err(StreamError::from)?;
+    while let Some(message) = stream.next().await {
+        let message = message.map_err(StreamError::from)?;
+        *backoff = INITIAL_BACKOFF;
+        for td in &source.trust_domains {
+            let jwks = message.bundles.get(&format!("spiffe://{td}"));
+            let Ok(update) = jwt_part(td, jwks.map(Vec::as_slice)) else {
+                continue;
+            };
+            let changed = store.update_bundle_part(td, PartUpdate::Jwt(update.clone()));
+            log_update(td, "JWT", &update, changed);
         }
     }
     Ok(())
@@ -190,6 +200,15 @@ enum StreamError {
     Failed(String),
 }
 
+impl From<tonic::Status> for StreamError {
+    fn from(status: tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::PermissionDenied => StreamError::Denied(status.message().to_owned()),
+            _ => StreamError::Failed(format!("{:?}: {}", status.code(), status.message())),
+        }
+    }
+}
+
 impl From<spiffe::WorkloadApiError> for StreamError {
     fn from(e: spiffe::WorkloadApiError) -> Self {
         match e {
@@ -212,30 +231,25 @@ fn log_update<T>(td: &str, what: &str, update: &Option<T>, changed: bool) {
     }
 }
 
-/// The usable keys of a JWT bundle; a key that does not parse is skipped
-/// (and logged) rather than failing the whole bundle.
-fn jwt_keys<'a>(
-    td: &str,
-    jwks: impl Iterator<Item = &'a [u8]>,
-) -> (HashMap<String, jwk::JwtKey>, [u8; 32]) {
-    let mut raw: Vec<&[u8]> = Vec::new();
-    let mut keys = HashMap::new();
-    for json in jwks {
-        raw.push(json);
-        match jwk::parse_json(json) {
-            Ok(jwk::Parsed::Key(key)) => {
-                keys.insert(key.kid.clone(), key);
+/// The JWT part the Workload API delivered for `td` (`None`: redacted), or
+/// `Err` when it is unusable (not a JWK Set, or a duplicate `kid`), which is
+/// logged and keeps the last one. Keys that do not parse are skipped.
+fn jwt_part(td: &str, jwks: Option<&[u8]>) -> Result<Option<JwtPart>, ()> {
+    let Some(jwks) = jwks else {
+        return Ok(None);
+    };
+    match jwt_stream::keys(jwks) {
+        Ok((keys, skipped)) => {
+            for reason in skipped {
+                tracing::warn!(trust_domain = %td, reason, "skipping an unusable JWT key");
             }
-            Ok(jwk::Parsed::UnknownType(kty)) => {
-                tracing::debug!(trust_domain = %td, kty, "skipping a JWT key of an unknown type");
-            }
-            Err(e) => {
-                tracing::warn!(trust_domain = %td, error = %e, "skipping an unusable JWT key")
-            }
+            Ok(Some((keys, fingerprint(std::iter::once(jwks)))))
+        }
+        Err(e) => {
+            tracing::warn!(trust_domain = %td, error = %e, "the Workload API sent an unusable JWT bundle; keeping the last one");
+            Err(())
         }
     }
-    raw.sort_unstable();
-    (keys, fingerprint(raw.into_iter()))
 }
 
 fn fingerprint<'a>(items: impl Iterator<Item = &'a [u8]>) -> [u8; 32] {
