@@ -24,8 +24,7 @@ use celador::engine::workload::Workload;
 use celador::engine::{Engine, EngineSettings, TokenSettings};
 use celador::store::Store;
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use p256::ecdsa::signature::Signer;
 
 /// Rules that read the identities, the request, the workload and the time,
@@ -173,43 +172,29 @@ pub fn ext_authz() -> &'static ExtAuthz {
     })
 }
 
-/// An HTTP `CheckRequest` as Envoy sends it.
+#[path = "../../tests/support/check.rs"]
+#[allow(dead_code)]
+mod check_support;
+
+/// An HTTP `CheckRequest` as Envoy sends it (the tests' own), from a peer at
+/// 10.1.2.3, which the CIDR rule reads.
 pub fn request(
     certificate: &str,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(Peer {
-                address: Some(Address {
-                    address: Some(address::Address::SocketAddress(SocketAddress {
-                        address: "10.1.2.3".into(),
-                        port_specifier: Some(socket_address::PortSpecifier::PortValue(5555)),
-                        ..Default::default()
-                    })),
-                }),
-                certificate: certificate.to_owned(),
+    let mut request = check_support::request(certificate, method, path, headers);
+    if let Some(peer) = request.attributes.as_mut().and_then(|a| a.source.as_mut()) {
+        peer.address = Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "10.1.2.3".into(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(5555)),
                 ..Default::default()
-            }),
-            request: Some(Request {
-                time: None,
-                http: Some(HttpRequest {
-                    id: "fuzz".into(),
-                    method: method.into(),
-                    path: path.into(),
-                    host: "api".into(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                        .collect(),
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
+            })),
+        });
     }
+    request
 }
 
 /// Decides `request`; an HTTP check must always be answered.
