@@ -380,3 +380,26 @@ async fn sigterm_lets_an_in_flight_check_finish_then_exits_zero() {
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", celador.log());
     assert!(celador.log().contains("shutting down"), "{}", celador.log());
 }
+
+#[tokio::test]
+async fn a_check_request_as_large_as_envoy_can_send_is_answered_not_an_error() {
+    // Envoy's headers may total max_request_headers_kb, 8 MiB at most: a
+    // gRPC error for a request that size would be an allow behind a
+    // fail-open Envoy.
+    let setup = Setup::new();
+    let celador = Celador::start(&setup.path("celador.yaml"));
+    let leaf = setup.ca.svid("spiffe://example.org/ns/payments/sa/api");
+    let eight_mib = "x".repeat(8 * 1024 * 1024);
+    let answer = check(
+        &celador,
+        request(
+            &leaf.envoy_encoded(),
+            "GET",
+            "/",
+            &[("x-big", eight_mib.as_str())],
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(allowed(&answer), "{:?}", denial(&answer));
+}

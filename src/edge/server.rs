@@ -23,6 +23,12 @@ use tonic_health::ServingStatus;
 
 use super::ExtAuthz;
 
+/// The largest `CheckRequest` decoded. tonic's default (4 MiB) is below what
+/// Envoy can send (headers up to `max_request_headers_kb`, 8 MiB at most,
+/// plus a buffered body), and a request refused here is a gRPC error, which
+/// a fail-open Envoy turns into an allow.
+pub const MAX_CHECK_REQUEST_BYTES: usize = 16 << 20;
+
 /// The `Authorization` service over an [`ExtAuthz`].
 #[derive(Debug, Clone)]
 pub struct AuthorizationService {
@@ -98,9 +104,10 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health)
-        .add_service(AuthorizationServer::new(AuthorizationService::new(
-            ext_authz,
-        )))
+        .add_service(
+            AuthorizationServer::new(AuthorizationService::new(ext_authz))
+                .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stopped.await;
         });
