@@ -467,3 +467,34 @@ async fn the_wall_clock_stepping_forward_and_back_changes_verdicts_never_the_ans
     );
     assert!(!celador.log().contains("panicked"), "{}", celador.log());
 }
+
+#[test]
+fn a_root_outside_its_validity_window_is_logged_at_load_and_reload_and_vouches_for_nothing() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let current = Ca::root("example.org current");
+    let expired = Ca::root_valid_secs("example.org expired", -86_400 * 30, -86_400);
+    let bundle = dir.path().join("example.org.pem");
+    std::fs::write(&bundle, format!("{}{}", current.pem, expired.pem)).unwrap();
+    let config = config(dir.path(), "    bundle: example.org.pem");
+    let celador = Celador::start(&config);
+    let warning = "X.509 authorities outside their validity window are not trusted";
+    assert!(
+        celador.wait_for_log(warning, Duration::from_secs(2)),
+        "{}",
+        celador.log()
+    );
+    let ask = |cert: String| runtime.block_on(async { outcome(&celador, &cert).await });
+    assert_eq!(ask(current.svid(ID).envoy_encoded()), "allowed");
+    assert_eq!(ask(expired.svid(ID).envoy_encoded()), "svid_untrusted");
+
+    // A reload that brings only the expired root: logged again, trusted
+    // for nothing.
+    let logged = celador.log().matches(warning).count();
+    std::fs::write(&bundle, &expired.pem).unwrap();
+    let reloaded = support::wait_for(Duration::from_secs(15), || {
+        (celador.log().matches(warning).count() > logged).then_some(())
+    });
+    assert!(reloaded.is_some(), "{}", celador.log());
+    assert_eq!(ask(current.svid(ID).envoy_encoded()), "svid_untrusted");
+}

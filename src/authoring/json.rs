@@ -180,7 +180,7 @@ fn http_request(obj: &Map<String, Value>) -> Result<HttpRequest, String> {
 }
 
 fn timestamp(text: &str) -> Result<envoy_types::pb::google::protobuf::Timestamp, String> {
-    let time = crate::authoring::suite::case::parse_time(text)?;
+    let time = crate::engine::time::parse_rfc3339(text)?;
     let since = time
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();

@@ -456,3 +456,30 @@ fn basic_credentials_are_never_removed_only_a_verified_token() {
         ok.headers_to_remove
     );
 }
+
+#[test]
+fn any_request_time_a_caller_sends_is_answered_never_a_panic() {
+    let f = Fixture::new();
+    let reads_time = "rules:\n  - name: by-time\n    effect: allow\n    when: request.time.getFullYear() >= 1970 && request.time < now + duration(\"87600h\")\n";
+    let a = ExtAuthz::new(
+        Engine::new(Workload::default(), EngineSettings::default()),
+        Store::fixed(
+            Arc::new(Policy::parse(reads_time, Path::new("t.yaml")).unwrap()),
+            f.bundles(),
+        ),
+        EdgeSettings::default(),
+    );
+    for (seconds, nanos) in [
+        (i64::MAX, i32::MAX),
+        (i64::MIN, -1),
+        (253_402_300_800, 0),
+        (10_000_000_000_000, 999_999_999),
+    ] {
+        let mut request = check::request(&f.cert(), "GET", "/", &[]);
+        if let Some(r) = request.attributes.as_mut().and_then(|a| a.request.as_mut()) {
+            r.time = Some(envoy_types::pb::google::protobuf::Timestamp { seconds, nanos });
+        }
+        let response = a.check(&request).unwrap();
+        assert!(check::allowed(&response), "{seconds}: {response:?}");
+    }
+}
