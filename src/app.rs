@@ -120,6 +120,15 @@ pub fn load(
     }
     let metrics = Arc::new(Metrics::default());
     metrics.count_drops_from(Box::new(telemetry::dropped));
+    metrics.rules_reload_attempt(true, crate::sources::files::unix_now());
+    for (name, td) in &config.trust_domains {
+        let source = if td.workload_api {
+            "workload_api"
+        } else {
+            "file"
+        };
+        metrics.trust_domain_configured(name, source);
+    }
     let store = Store::new(
         Arc::new(policy),
         config.trust_domains.keys().cloned().collect(),
@@ -264,7 +273,7 @@ pub async fn run(
         admin::spawn(
             listener,
             AdminState {
-                store: Arc::clone(&store),
+                ext_authz: Arc::clone(&loaded.ext_authz),
                 metrics: Arc::clone(&loaded.metrics),
             },
         );

@@ -62,6 +62,11 @@ impl ExtAuthz {
         }
     }
 
+    /// The engine that decides.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// The live state checks are decided with.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
@@ -89,6 +94,10 @@ impl ExtAuthz {
             Err(e) => {
                 let (reason, detail) = (Reason::InvalidRequest, e.to_string());
                 audit::record_error(request, reason, &detail, started.elapsed());
+                self.store
+                    .metrics()
+                    .decisions
+                    .record_error(started.elapsed());
                 return Err(tonic::Status::invalid_argument(format!(
                     "{reason}: {detail}"
                 )));
@@ -121,6 +130,10 @@ impl ExtAuthz {
                 "writing the audit record failed"
             );
         }
+        self.store
+            .metrics()
+            .decisions
+            .record(&decision, started.elapsed());
         Ok(response)
     }
 

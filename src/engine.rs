@@ -31,7 +31,7 @@ pub use reason::Reason;
 pub use snapshot::Snapshot;
 
 use identity::jwt::{self, JwtSettings, JwtVerifier};
-use identity::verified::CacheSettings;
+use identity::verified::{CacheSettings, CacheStats};
 use identity::x509::X509Verifier;
 use identity::{Identity, IdentityError, Requirement};
 use policy::Input;
@@ -88,6 +88,16 @@ impl Engine {
             workload,
             requirement: settings.requirement,
         }
+    }
+
+    /// The SVID caches' hits and misses: X.509-SVIDs, then JWT-SVIDs.
+    pub fn svid_cache_stats(&self) -> (CacheStats, CacheStats) {
+        let jwt = self
+            .jwt
+            .as_ref()
+            .map(|(_, verifier)| verifier.cache_stats())
+            .unwrap_or_default();
+        (self.x509.cache_stats(), jwt)
     }
 
     /// The header JWT-SVIDs are read from, if any route may use them.

@@ -20,7 +20,7 @@
 //! ```
 //!
 //! Dependencies point one way, down this list: `cli` -> `app` ->
-//! `authoring` -> `edge` | `sources` -> `store` -> `metrics` | `engine`.
+//! `authoring` -> `edge` | `sources` -> `store` -> `metrics` -> `engine`.
 //! The engine depends on nothing above it; `tests/layering.rs` fails when a
 //! module imports against that rule.
 //!

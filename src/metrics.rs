@@ -2,9 +2,16 @@
 //!
 //! Data flow: the live sources (rules file, bundle files, the Workload API)
 //! count every reload and its outcome here, so a bad ConfigMap that is being
-//! ignored shows up on a dashboard and not only in a log line. Labels come
-//! from fixed sets (`outcome`, `source`) or from the configured trust domains,
-//! never from request data.
+//! ignored shows up on a dashboard and not only in a log line; the ext_authz
+//! edge counts every decision ([`decisions`]); gauges that describe the
+//! live state (bundle expiry and age) are set when `/metrics` is read.
+//! Labels come from fixed sets (`outcome`, `source`, reason codes), the
+//! configured trust domains or the loaded rules' names, never from request
+//! data. Every series exists from the start, at 0.
+
+pub mod decisions;
+
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -17,6 +24,77 @@ use prometheus_client::registry::Registry;
 pub struct ReloadLabels {
     /// `ok` or `error`.
     pub outcome: &'static str,
+}
+
+/// Labels of a trust domain.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrustDomainLabels {
+    /// The trust domain.
+    pub trust_domain: String,
+}
+
+/// Labels of the rules version.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RulesLabels {
+    /// The policy version (the first 16 hex digits of the file's SHA-256).
+    pub version: String,
+}
+
+/// A gauge of seconds.
+pub type Seconds = Gauge<f64, AtomicU64>;
+
+/// Gauges of the live state: the rules in force and the trust bundles.
+#[derive(Debug)]
+pub struct LiveState {
+    /// The rules version in force, as an info metric (1).
+    pub rules_info: Family<RulesLabels, Gauge>,
+    /// When the rules file was last (re)loaded or failed to, Unix seconds.
+    pub rules_last_reload: Seconds,
+    /// 1 when the last reload of the rules file succeeded.
+    pub rules_last_reload_success: Gauge,
+    /// Seconds until the earliest `notAfter` of a trust domain's X.509
+    /// authorities (negative once passed).
+    pub bundle_expiry: Family<TrustDomainLabels, Seconds>,
+    /// Seconds since a trust domain's bundle last changed.
+    pub bundle_age: Family<TrustDomainLabels, Seconds>,
+}
+
+impl LiveState {
+    fn register(registry: &mut Registry) -> Self {
+        let live = LiveState {
+            rules_info: Family::default(),
+            rules_last_reload: Seconds::default(),
+            rules_last_reload_success: Gauge::default(),
+            bundle_expiry: Family::default(),
+            bundle_age: Family::default(),
+        };
+        registry.register(
+            "rules_info",
+            "The rules version in force (value 1)",
+            live.rules_info.clone(),
+        );
+        registry.register(
+            "rules_last_reload_timestamp_seconds",
+            "When the rules file was last loaded, or failed to load",
+            live.rules_last_reload.clone(),
+        );
+        registry.register(
+            "rules_last_reload_success",
+            "1 when the last load of the rules file succeeded, 0 when the last good rules stay in use",
+            live.rules_last_reload_success.clone(),
+        );
+        registry.register(
+            "bundle_expiry_seconds",
+            "Seconds until the earliest notAfter of a trust domain's X.509 authorities",
+            live.bundle_expiry.clone(),
+        );
+        registry.register(
+            "bundle_age_seconds",
+            "Seconds since a trust domain's bundle last changed",
+            live.bundle_age.clone(),
+        );
+        live
+    }
 }
 
 /// Labels of a bundle update.
@@ -45,6 +123,10 @@ pub struct Metrics {
     pub audit_records_dropped: Counter,
     /// Diagnostic log lines dropped because their writer fell behind.
     pub log_lines_dropped: Counter,
+    /// Decisions, check latency and the SVID caches.
+    pub decisions: decisions::DecisionMetrics,
+    /// Gauges of the live state.
+    pub live: LiveState,
     /// Reads the writers' drop counts, when they are installed.
     drops: std::sync::OnceLock<DropSource>,
 }
@@ -99,8 +181,14 @@ impl Default for Metrics {
             "Diagnostic log lines dropped because standard error fell behind",
             log_lines_dropped.clone(),
         );
+        let decisions = decisions::DecisionMetrics::register(&mut registry);
+        let live = LiveState::register(&mut registry);
+        let _ = policy_reloads.get_or_create(&ReloadLabels { outcome: "ok" });
+        let _ = policy_reloads.get_or_create(&ReloadLabels { outcome: "error" });
         Metrics {
             registry,
+            decisions,
+            live,
             policy_reloads,
             bundle_updates,
             workload_api_errors,
@@ -139,6 +227,40 @@ impl Metrics {
                 outcome: if ok { "ok" } else { "error" },
             })
             .inc();
+    }
+
+    /// Notes the rules now in force (at start and after a reload): the info
+    /// metric and every decision series they can produce.
+    pub fn rules_loaded(&self, policy: &crate::engine::policy::Policy) {
+        self.live.rules_info.clear();
+        self.live
+            .rules_info
+            .get_or_create(&RulesLabels {
+                version: policy.version().to_owned(),
+            })
+            .set(1);
+        self.decisions.prime(policy);
+    }
+
+    /// Notes an attempt to (re)load the rules file at `unix_seconds`.
+    pub fn rules_reload_attempt(&self, ok: bool, unix_seconds: f64) {
+        self.live.rules_last_reload.set(unix_seconds);
+        self.live.rules_last_reload_success.set(i64::from(ok));
+    }
+
+    /// Creates, at 0, the update counters of a trust domain fed by `source`.
+    pub fn trust_domain_configured(&self, trust_domain: &str, source: &'static str) {
+        let outcomes: &[&'static str] = match source {
+            "workload_api" => &["ok", "error", "redacted"],
+            _ => &["ok", "error"],
+        };
+        for outcome in outcomes {
+            let _ = self.bundle_updates.get_or_create(&BundleLabels {
+                trust_domain: trust_domain.to_owned(),
+                source,
+                outcome,
+            });
+        }
     }
 
     /// Counts a bundle update.

@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -45,6 +46,8 @@ struct Parts {
 struct Bundles {
     configured: BTreeSet<String>,
     domains: HashMap<String, Arc<DomainBundle>>,
+    /// When each trust domain's bundle last changed.
+    changed: HashMap<String, SystemTime>,
     /// Per-part content of trust domains fed by the Workload API.
     parts: HashMap<String, Parts>,
 }
@@ -104,8 +107,11 @@ impl Store {
         initial: HashMap<String, Arc<DomainBundle>>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        metrics.rules_loaded(&policy);
+        let now = SystemTime::now();
         let bundles = Bundles {
             configured,
+            changed: initial.keys().map(|td| (td.clone(), now)).collect(),
             domains: initial,
             parts: HashMap::new(),
         };
@@ -162,6 +168,21 @@ impl Store {
         self.ready.subscribe()
     }
 
+    /// The metrics the store and its readers count into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// When each trust domain's current bundle arrived.
+    pub fn bundle_changes(&self) -> Vec<(String, SystemTime)> {
+        let bundles = self.lock();
+        bundles
+            .domains
+            .keys()
+            .filter_map(|td| Some((td.clone(), *bundles.changed.get(td)?)))
+            .collect()
+    }
+
     /// The configured trust domains still without a bundle.
     pub fn pending(&self) -> Vec<String> {
         self.lock().pending().into_iter().collect()
@@ -170,6 +191,7 @@ impl Store {
     /// Publishes new rules; checks already running keep the old ones.
     pub fn publish_policy(&self, policy: Arc<Policy>) {
         let _writer = self.lock();
+        self.metrics.rules_loaded(&policy);
         let current = self.current.load();
         self.current.store(Arc::new(Snapshot {
             policy,
@@ -184,6 +206,9 @@ impl Store {
         bundles
             .domains
             .insert(trust_domain.to_owned(), Arc::new(bundle));
+        bundles
+            .changed
+            .insert(trust_domain.to_owned(), SystemTime::now());
         self.publish_bundles(&bundles);
     }
 
@@ -207,6 +232,9 @@ impl Store {
                 .bundle_update(trust_domain, "workload_api", "ok");
         }
         bundles.parts.insert(trust_domain.to_owned(), parts);
+        bundles
+            .changed
+            .insert(trust_domain.to_owned(), SystemTime::now());
         self.publish_bundles(&bundles);
         true
     }

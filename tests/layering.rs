@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// reach across layers to build its fixtures.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("engine", &[]),
-    ("metrics", &[]),
+    ("metrics", &["engine"]),
     ("store", &["engine", "metrics"]),
     ("sources", &["engine", "store", "metrics"]),
     ("edge", &["engine", "store", "metrics"]),

@@ -498,3 +498,82 @@ fn a_root_outside_its_validity_window_is_logged_at_load_and_reload_and_vouches_f
     assert!(reloaded.is_some(), "{}", celador.log());
     assert_eq!(ask(current.svid(ID).envoy_encoded()), "svid_untrusted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_counted_by_outcome_reason_and_rule_and_every_series_starts_at_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::root("example.org");
+    std::fs::write(dir.path().join("example.org.pem"), &ca.pem).unwrap();
+    let config = config(dir.path(), "    bundle: example.org.pem");
+    let celador = Celador::start(&config);
+    let (_, body) = celador.admin_get("/metrics");
+    // Present before any check or reload, at 0.
+    for series in [
+        "celador_decisions_total{outcome=\"allow\",reason=\"allowed\",rule=\"payments\"} 0",
+        "celador_decisions_total{outcome=\"deny\",reason=\"svid_untrusted\",rule=\"none\"} 0",
+        "celador_decisions_total{outcome=\"deny\",reason=\"bundle_unavailable\",rule=\"none\"} 0",
+        "celador_policy_reloads_total{outcome=\"error\"} 0",
+        "celador_bundle_updates_total{trust_domain=\"example.org\",source=\"file\",outcome=\"error\"} 0",
+        "celador_svid_cache_lookups_total{kind=\"x509\",result=\"hit\"} 0",
+        "celador_audit_records_dropped_total 0",
+        "celador_rules_last_reload_success 1",
+        "celador_check_duration_seconds_count 0",
+    ] {
+        assert!(body.contains(series), "missing {series} in:\n{body}");
+    }
+    assert!(body.contains("celador_rules_info{version=\""), "{body}");
+
+    let good = ca.svid(ID).envoy_encoded();
+    let other = Ca::root("elsewhere").svid(ID).envoy_encoded();
+    for cert in [&good, &good, &good, &other] {
+        outcome(&celador, cert).await;
+    }
+    let allowed = "celador_decisions_total{outcome=\"allow\",reason=\"allowed\",rule=\"payments\"}";
+    assert_eq!(metric(&celador, allowed), 3.0);
+    let untrusted =
+        "celador_decisions_total{outcome=\"deny\",reason=\"svid_untrusted\",rule=\"none\"}";
+    assert_eq!(metric(&celador, untrusted), 1.0);
+    assert_eq!(
+        metric(&celador, "celador_check_duration_seconds_count"),
+        4.0
+    );
+    assert_eq!(
+        metric(
+            &celador,
+            "celador_svid_cache_lookups_total{kind=\"x509\",result=\"hit\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &celador,
+            "celador_svid_cache_lookups_total{kind=\"x509\",result=\"miss\"}"
+        ),
+        2.0
+    );
+    // The CA is valid for a year: its expiry is about that far away.
+    let expiry = metric(
+        &celador,
+        "celador_bundle_expiry_seconds{trust_domain=\"example.org\"}",
+    );
+    assert!(
+        (86_400.0 * 360.0..86_400.0 * 366.0).contains(&expiry),
+        "{expiry}"
+    );
+    let age = metric(
+        &celador,
+        "celador_bundle_age_seconds{trust_domain=\"example.org\"}",
+    );
+    assert!((0.0..60.0).contains(&age), "{age}");
+
+    // A broken rules file: the reload gauges say so.
+    std::fs::write(dir.path().join("policy.yaml"), "rules: [").unwrap();
+    let failed = support::wait_for(Duration::from_secs(15), || {
+        (metric(&celador, "celador_rules_last_reload_success") == 0.0).then_some(())
+    });
+    assert!(failed.is_some(), "{}", celador.log());
+    assert_eq!(
+        metric(&celador, "celador_policy_reloads_total{outcome=\"error\"}"),
+        1.0
+    );
+}

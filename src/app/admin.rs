@@ -15,16 +15,61 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::metrics::Metrics;
-use crate::store::Store;
+use std::time::SystemTime;
+
+use crate::edge::ExtAuthz;
+use crate::metrics::{Metrics, TrustDomainLabels};
 
 /// What the admin endpoints report on.
 #[derive(Debug, Clone)]
 pub struct AdminState {
-    /// Readiness.
-    pub store: Arc<Store>,
+    /// The edge: its engine's caches and its store (readiness, bundles).
+    pub ext_authz: Arc<ExtAuthz>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+}
+
+/// Sets the metrics that describe the live state as of now: the SVID
+/// caches' counts and each trust domain's bundle expiry and age.
+fn observe(state: &AdminState) {
+    let metrics = &state.metrics;
+    let (x509, jwt) = state.ext_authz.engine().svid_cache_stats();
+    for (kind, stats) in [("x509", x509), ("jwt", jwt)] {
+        for (result, total) in [("hit", stats.hits), ("miss", stats.misses)] {
+            let counter = metrics.decisions.svid_cache_counter(kind, result);
+            let now = counter.get();
+            if total > now {
+                counter.inc_by(total - now);
+            }
+        }
+    }
+    let now = SystemTime::now();
+    let store = state.ext_authz.store();
+    let seconds_between = |from: SystemTime, to: SystemTime| match to.duration_since(from) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    };
+    metrics.live.bundle_expiry.clear();
+    let snapshot = store.snapshot();
+    for (td, bundle) in snapshot.bundles.domains() {
+        if let Some(until) = bundle.x509_authorities().iter().map(|a| a.not_after).min() {
+            metrics
+                .live
+                .bundle_expiry
+                .get_or_create(&TrustDomainLabels {
+                    trust_domain: td.clone(),
+                })
+                .set(seconds_between(now, until));
+        }
+    }
+    metrics.live.bundle_age.clear();
+    for (td, changed) in store.bundle_changes() {
+        metrics
+            .live
+            .bundle_age
+            .get_or_create(&TrustDomainLabels { trust_domain: td })
+            .set(seconds_between(changed, now));
+    }
 }
 
 /// Serves the admin endpoints on `listener` until the runtime stops.
@@ -59,7 +104,7 @@ fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>>
     let (status, content_type, body) = match (req.method().as_str(), req.uri().path()) {
         ("GET", "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         ("GET", "/readyz") => {
-            let pending = state.store.pending();
+            let pending = state.ext_authz.store().pending();
             if pending.is_empty() {
                 (StatusCode::OK, "text/plain", "ready\n".to_owned())
             } else {
@@ -70,11 +115,14 @@ fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>>
                 )
             }
         }
-        ("GET", "/metrics") => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            state.metrics.encode(),
-        ),
+        ("GET", "/metrics") => {
+            observe(state);
+            (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                state.metrics.encode(),
+            )
+        }
         ("GET", _) => (
             StatusCode::NOT_FOUND,
             "text/plain",

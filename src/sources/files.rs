@@ -147,9 +147,11 @@ impl Sinks {
                 );
                 self.store.publish_policy(Arc::new(policy));
                 self.metrics.policy_reload(true);
+                self.metrics.rules_reload_attempt(true, unix_now());
             }
             Err(e) => {
                 self.metrics.policy_reload(false);
+                self.metrics.rules_reload_attempt(false, unix_now());
                 tracing::warn!(
                     path = %path.display(),
                     policy_version = self.store.snapshot().policy.version(),
@@ -196,6 +198,13 @@ impl Sinks {
             }
         }
     }
+}
+
+/// Now, in Unix seconds, for the reload timestamp.
+pub(crate) fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl LiveFiles {

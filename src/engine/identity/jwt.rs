@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 
 use super::bundle::jwk::JwsAlg;
 use super::bundle::{DomainBundle, TrustBundles};
-use super::verified::{CacheSettings, Credential, VerifiedCache};
+use super::verified::{CacheSettings, CacheStats, Credential, VerifiedCache};
 use super::{IdentityError, SpiffeId};
 use crate::engine::reason::Reason;
 use crate::engine::time;
@@ -99,6 +99,11 @@ impl JwtVerifier {
             leeway: settings.leeway,
             cache: VerifiedCache::new(settings.cache),
         }
+    }
+
+    /// How often the cache served a verification.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     /// Verifies `token` against `bundles` at `now`.

@@ -12,6 +12,7 @@
 //! most `max_entries` of them.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -81,6 +82,17 @@ impl<T: Credential> moka::Expiry<[u8; 32], Entry<T>> for UntilExpiry {
 /// Verified credentials of one kind, by the SHA-256 of their bytes.
 pub struct VerifiedCache<T> {
     cache: Option<moka::sync::Cache<[u8; 32], Entry<T>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// How often a cache served a verification, and how often it could not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Served from the cache.
+    pub hits: u64,
+    /// Verified afresh (also every lookup when the cache is off).
+    pub misses: u64,
 }
 
 impl<T> std::fmt::Debug for VerifiedCache<T> {
@@ -102,7 +114,19 @@ impl<T: Credential> VerifiedCache<T> {
                 })
                 .build()
         });
-        VerifiedCache { cache }
+        VerifiedCache {
+            cache,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The hits and misses so far.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
     }
 
     /// The credential `bytes` verified: from the cache when the very bundle
@@ -117,6 +141,7 @@ impl<T: Credential> VerifiedCache<T> {
         verify: impl FnOnce() -> Result<(T, u64), IdentityError>,
     ) -> Result<Arc<T>, IdentityError> {
         let Some(cache) = &self.cache else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
             return verify().map(|(credential, _)| Arc::new(credential));
         };
         let key: [u8; 32] = Sha256::digest(bytes).into();
@@ -128,10 +153,12 @@ impl<T: Credential> VerifiedCache<T> {
                 Lookup::Found(b) if b.generation() == hit.generation
             );
             if same_bundle && hit.credential.valid_at(now) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(hit.credential);
             }
             cache.invalidate(&key);
         }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let (credential, generation) = verify()?;
         let credential = Arc::new(credential);
         cache.insert(

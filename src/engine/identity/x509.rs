@@ -24,7 +24,7 @@ use x509_parser::extensions::GeneralName;
 
 use super::bundle::{DomainBundle, TrustBundles};
 use super::spiffe_id::SpiffeId;
-use super::verified::{CacheSettings, Credential, VerifiedCache};
+use super::verified::{CacheSettings, CacheStats, Credential, VerifiedCache};
 use super::{IdentityError, X509Svid, xfcc};
 use crate::engine::percent;
 use crate::engine::reason::Reason;
@@ -64,6 +64,11 @@ impl X509Verifier {
         X509Verifier {
             cache: VerifiedCache::new(settings),
         }
+    }
+
+    /// How often the cache served a verification.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     /// Verifies the leaf Envoy forwarded, with intermediates from `xfcc`.

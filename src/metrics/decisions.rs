@@ -1,0 +1,235 @@
+//! Per-decision metrics: what was decided, why, by which rule, and how long
+//! it took inside celador; and the SVID caches' hits and misses.
+//!
+//! Data flow: the ext_authz edge records every check here once it is
+//! answered. Labels come from bounded sets only: the outcome, the stable
+//! reason codes, and the names of the loaded rules (at most
+//! [`MAX_RULE_LABELS`] distinct names; any further one counts as `other`).
+//! Every series a loaded policy can produce exists from the start, at 0.
+
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::engine::policy::{Effect, Policy};
+use crate::engine::{Decision, Reason};
+
+/// The most distinct rule names that get a series of their own.
+pub const MAX_RULE_LABELS: usize = 1000;
+
+/// A rule name as a label value, shared with the policy that holds it.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct RuleLabel(Arc<str>);
+
+impl EncodeLabelValue for RuleLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, &self.0)
+    }
+}
+
+/// Labels of a decision.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `allow`, `deny` or `error` (not an HTTP check).
+    pub outcome: &'static str,
+    /// The reason code.
+    pub reason: &'static str,
+    /// The deciding rule, `none`, or `other`.
+    pub rule: RuleLabel,
+}
+
+/// Labels of an SVID cache lookup.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `x509` or `jwt`.
+    pub kind: &'static str,
+    /// `hit` or `miss`.
+    pub result: &'static str,
+}
+
+/// The decision metrics.
+pub struct DecisionMetrics {
+    decisions: Family<DecisionLabels, Counter>,
+    latency: Histogram,
+    svid_cache: Family<CacheLabels, Counter>,
+    rules: RwLock<HashSet<Arc<str>>>,
+    none: RuleLabel,
+    other: RuleLabel,
+}
+
+impl std::fmt::Debug for DecisionMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecisionMetrics").finish_non_exhaustive()
+    }
+}
+
+impl DecisionMetrics {
+    /// The metrics, registered in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = DecisionMetrics {
+            decisions: Family::default(),
+            // 5 µs to 160 ms.
+            latency: Histogram::new(exponential_buckets(5e-6, 2.0, 16)),
+            svid_cache: Family::default(),
+            rules: RwLock::new(HashSet::new()),
+            none: RuleLabel("none".into()),
+            other: RuleLabel("other".into()),
+        };
+        registry.register(
+            "decisions",
+            "Checks answered, by outcome, reason code and deciding rule",
+            metrics.decisions.clone(),
+        );
+        registry.register(
+            "check_duration_seconds",
+            "Time from a CheckRequest's arrival in celador to its answer",
+            metrics.latency.clone(),
+        );
+        registry.register(
+            "svid_cache_lookups",
+            "Lookups in the verified X.509-SVID and JWT-SVID caches, by kind and result",
+            metrics.svid_cache.clone(),
+        );
+        for reason in Reason::ALL {
+            if !matches!(
+                reason,
+                Reason::Allowed | Reason::DeniedByRule | Reason::RuleError
+            ) {
+                let _ = metrics
+                    .decisions
+                    .get_or_create(&metrics.labels(*reason, None));
+            }
+        }
+        for kind in ["x509", "jwt"] {
+            for result in ["hit", "miss"] {
+                let _ = metrics
+                    .svid_cache
+                    .get_or_create(&CacheLabels { kind, result });
+            }
+        }
+        metrics
+    }
+
+    /// Creates, at 0, every series `policy` can produce, and admits its rule
+    /// names as labels.
+    pub fn prime(&self, policy: &Policy) {
+        {
+            let mut rules = self.rules.write().unwrap_or_else(PoisonError::into_inner);
+            for rule in policy.rules() {
+                if rules.len() < MAX_RULE_LABELS {
+                    rules.insert(Arc::clone(&rule.name));
+                }
+            }
+        }
+        for rule in policy.rules() {
+            let reasons: &[Reason] = match rule.effect {
+                Effect::Allow => &[Reason::Allowed],
+                Effect::Deny => &[Reason::DeniedByRule, Reason::RuleError],
+            };
+            for reason in reasons {
+                let _ = self
+                    .decisions
+                    .get_or_create(&self.labels(*reason, Some(&rule.name)));
+            }
+        }
+    }
+
+    /// Counts `decision`, answered after `latency`.
+    pub fn record(&self, decision: &Decision, latency: Duration) {
+        let labels = self.labels(decision.reason, decision.rule.as_ref());
+        self.decisions.get_or_create(&labels).inc();
+        self.latency.observe(latency.as_secs_f64());
+    }
+
+    /// The counter of SVID cache lookups of `kind` with `result`.
+    pub fn svid_cache_counter(&self, kind: &'static str, result: &'static str) -> Counter {
+        self.svid_cache
+            .get_or_create(&CacheLabels { kind, result })
+            .clone()
+    }
+
+    /// Counts a request that was not an HTTP check.
+    pub fn record_error(&self, latency: Duration) {
+        let labels = self.labels(Reason::InvalidRequest, None);
+        self.decisions.get_or_create(&labels).inc();
+        self.latency.observe(latency.as_secs_f64());
+    }
+
+    fn labels(&self, reason: Reason, rule: Option<&Arc<str>>) -> DecisionLabels {
+        let outcome = match reason {
+            Reason::Allowed => "allow",
+            Reason::InvalidRequest => "error",
+            _ => "deny",
+        };
+        let rule = match rule {
+            None => self.none.clone(),
+            Some(name) => {
+                let rules = self.rules.read().unwrap_or_else(PoisonError::into_inner);
+                match rules.get(name) {
+                    Some(known) => RuleLabel(Arc::clone(known)),
+                    None => self.other.clone(),
+                }
+            }
+        };
+        DecisionLabels {
+            outcome,
+            reason: reason.as_str(),
+            rule,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::identity::Identity;
+
+    fn decision(reason: Reason, rule: Option<&str>) -> Decision {
+        Decision {
+            allowed: reason == Reason::Allowed,
+            reason,
+            rule: rule.map(Arc::from),
+            detail: None,
+            identity: Identity::default(),
+            errors: Vec::new(),
+            policy_version: "v".into(),
+        }
+    }
+
+    #[test]
+    fn rule_labels_come_from_loaded_rules_and_anything_else_is_other() {
+        let mut registry = Registry::default();
+        let metrics = DecisionMetrics::register(&mut registry);
+        let policy = Policy::parse(
+            "rules:\n  - name: a\n    effect: allow\n    when: \"true\"\n  - name: d\n    effect: deny\n    when: \"false\"\n",
+            std::path::Path::new("p.yaml"),
+        )
+        .unwrap();
+        metrics.prime(&policy);
+        metrics.record(
+            &decision(Reason::Allowed, Some("a")),
+            Duration::from_micros(7),
+        );
+        metrics.record(
+            &decision(Reason::DeniedByRule, Some("not-loaded")),
+            Duration::ZERO,
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for series in [
+            r#"decisions_total{outcome="allow",reason="allowed",rule="a"} 1"#,
+            r#"decisions_total{outcome="deny",reason="denied_by_rule",rule="d"} 0"#,
+            r#"decisions_total{outcome="deny",reason="rule_error",rule="d"} 0"#,
+            r#"decisions_total{outcome="deny",reason="denied_by_rule",rule="other"} 1"#,
+            "check_duration_seconds_count 2",
+        ] {
+            assert!(text.contains(series), "missing {series} in:\n{text}");
+        }
+    }
+}
