@@ -376,6 +376,37 @@ cases:
 }
 
 #[test]
+fn test_rejects_unknown_expected_rules_and_duplicate_case_names() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("examples/policies/payments/payments.yaml"),
+        dir.path().join("payments.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("typo_test.yaml"),
+        "rules: payments.yaml\ncases:\n  - name: a typo in the rule\n    identity: spiffe://example.org/ns/shop/sa/checkout\n    expect: { decision: allow, rule: shop-checkout }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("twice_test.yaml"),
+        "rules: payments.yaml\ncases:\n  - name: same\n    identity: spiffe://example.org/ns/shop/sa/checkout\n    expect: { decision: allow }\n  - name: same\n    identity: spiffe://example.org/ns/shop/sa/cart\n    expect: { decision: deny }\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = run(&["test", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    for expected in [
+        "  ERROR a typo in the rule\n        expect.rule 'shop-checkout' is not a rule of the file under test (its rules: shop-checkout-and-refunds, refunds-only-refund)\n",
+        "  ERROR the case name 'same' is used twice; each case needs a name of its own\n",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
 fn eval_explains_a_test_case_rule_by_rule_with_the_values_read() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("case.yaml");

@@ -147,6 +147,11 @@ pub fn run(path: &Path) -> SuiteResult {
         Ok(policy) => policy,
         Err(e) => return failed(format!("the rules under test do not load:\n{e}")),
     };
+    if let Some(name) = duplicate_case_name(&suite.cases) {
+        return failed(format!(
+            "the case name '{name}' is used twice; each case needs a name of its own"
+        ));
+    }
     let cases = suite
         .cases
         .into_iter()
@@ -168,6 +173,15 @@ pub fn run(path: &Path) -> SuiteResult {
         error: None,
         cases,
     }
+}
+
+/// The first case name used twice, if any.
+fn duplicate_case_name(cases: &[Case]) -> Option<&str> {
+    let mut seen = std::collections::HashSet::new();
+    cases
+        .iter()
+        .filter_map(|c| c.name.as_deref())
+        .find(|name| !seen.insert(*name))
 }
 
 /// Decides one case with `policy`.
@@ -192,6 +206,15 @@ fn run_case(policy: &Policy, case: &Case, base: &Path) -> Outcome {
     {
         return Outcome::Error(format!(
             "expect.reason {reason:?} is not one rules give: allowed, denied_by_rule, rule_error or no_allow_rule"
+        ));
+    }
+    if let Some(rule) = &expect.rule
+        && !policy.rules().iter().any(|r| &*r.name == rule.as_str())
+    {
+        let names: Vec<&str> = policy.rules().iter().map(|r| &*r.name).collect();
+        return Outcome::Error(format!(
+            "expect.rule '{rule}' is not a rule of the file under test (its rules: {})",
+            names.join(", ")
         ));
     }
     let decision = match decide(policy, case, base) {

@@ -162,6 +162,18 @@ impl Policy {
             return Err(PolicyError { diagnostics });
         }
         diagnostics.extend(lint_compiled(&compiled));
+        if file.rules.is_empty() {
+            diagnostics.push(Diagnostic {
+                severity: Severity::Warning,
+                file: path.to_owned(),
+                line: 1,
+                column: 1,
+                rule: None,
+                message: "the rules file has no rules: every request is denied (no_allow_rule)"
+                    .into(),
+                line_text: line_text(text, 1),
+            });
+        }
         let rules = compiled.into_iter().map(|(c, _)| c.rule).collect();
         Ok(Policy {
             rules,

@@ -30,15 +30,77 @@ pub fn from_str<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, YamlE
         let location = e.location();
         let plain = e.without_snippet().to_string();
         // The plain rendering starts with "error: line L column C: ".
-        let message = plain
+        let raw = plain
             .split_once(": ")
             .and_then(|(_, rest)| rest.split_once(": ").map(|(_, m)| m.to_owned()))
             .unwrap_or(plain);
+        let line = location.map_or(0, |l| l.line());
+        let line_text = usize::try_from(line)
+            .ok()
+            .and_then(|l| text.lines().nth(l.checked_sub(1)?))
+            .unwrap_or_default();
+        // The message without its location, in our words, everywhere.
+        let core = raw.split(" at line ").next().unwrap_or(&raw).to_owned();
+        let ours = in_our_words(&core, line_text);
+        let message = raw.replace(&core, &ours);
+        let rendered = e.render_with_options(options).replace(&core, &ours);
         YamlError {
-            line: location.map_or(0, |l| l.line()),
+            line,
             column: location.map_or(0, |l| l.column()),
             message,
-            rendered: e.render_with_options(options),
+            rendered,
         }
     })
+}
+
+/// The YAML library's message in celador's words, with a hint where a
+/// common slip is likely.
+fn in_our_words(message: &str, line_text: &str) -> String {
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(rest);
+        return format!("the key '{key}' appears twice in the same mapping");
+    }
+    if message.contains("while scanning a tag") && line_text.contains(": !") {
+        return format!(
+            "{message} (a value starting with '!' is a YAML tag: quote the condition, e.g. when: \"!has(source.id)\")"
+        );
+    }
+    message.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_messages_are_put_in_celadors_words_with_a_hint() {
+        let dup = "a: 1\na: 2\n";
+        let err = from_str::<serde_json::Value>(dup, Path::new("d.yaml")).unwrap_err();
+        assert!(
+            err.message.starts_with("the key 'a' appears twice"),
+            "{}",
+            err.message
+        );
+        assert!(
+            !err.rendered.contains("DuplicateKeyPolicy"),
+            "{}",
+            err.rendered
+        );
+        assert_eq!(err.line, 2);
+        let bang = "when: !source.id.startsWith(\"x\")\n";
+        let err = from_str::<serde_json::Value>(bang, Path::new("b.yaml")).unwrap_err();
+        assert!(
+            err.message.contains("quote the condition"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.rendered.contains("quote the condition"),
+            "{}",
+            err.rendered
+        );
+    }
 }

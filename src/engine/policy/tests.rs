@@ -482,3 +482,14 @@ fn rule_names_are_limited_to_a_header_safe_set() {
         .to_string();
     assert!(err.contains("at most 128"), "{err}");
 }
+
+#[test]
+fn an_empty_rules_file_loads_with_a_warning_that_it_denies_everything() {
+    let policy = Policy::parse("rules: []\n", Path::new("empty.yaml")).unwrap();
+    let warnings: Vec<String> = policy.warnings().iter().map(|d| d.to_string()).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("every request is denied"),
+        "{warnings:?}"
+    );
+}
