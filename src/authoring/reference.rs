@@ -164,12 +164,15 @@ const FOOTER: &str = r#"## What `celador check` reports
   deny rule matches too;
 * a deny rule that reads a map key without testing that it is present, and
   so denies every request without that key.
+* a file with no rules at all, which denies every request.
 
 ## Test suites
 
 `celador test` runs files named `*_test.yaml` (or the files given). A suite
 names the rules under test and lists cases; `defaults` fill what a case
-leaves out. [`test-suite.schema.json`](test-suite.schema.json) is its JSON
+leaves out. Each case needs a name of its own, and a rule a case
+expects (`expect.rule`) must be a rule of the file under test: a typo there
+is an error, never a silent pass or failure. [`test-suite.schema.json`](test-suite.schema.json) is its JSON
 Schema.
 
 ```yaml
