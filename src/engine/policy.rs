@@ -523,14 +523,29 @@ fn compile_rule(
     let (mut expr, info) = match env.parser().parse_with_source_info(source) {
         Ok(parsed) => parsed,
         Err(errors) => {
-            for e in errors.errors {
-                let offset = offset_of_position(source, e.pos);
-                let message = e.msg.trim_start_matches("Syntax error: ");
+            // A slip such as `=` for `==` confuses the parser more than
+            // once; one error with a hint says more than several without.
+            let errors: Vec<_> = errors
+                .errors
+                .iter()
+                .map(|e| {
+                    let message = e.msg.trim_start_matches("Syntax error: ");
+                    (e, message, syntax_hint(source, message))
+                })
+                .collect();
+            let hinted = errors.iter().any(|(_, _, hint)| hint.is_some());
+            for (e, message, hint) in errors {
+                if hinted && hint.is_none() {
+                    continue;
+                }
                 diagnostics.push(located.diagnostic(
                     Severity::Error,
-                    Some(offset),
-                    format!("syntax error: {message}"),
+                    Some(offset_of_position(source, e.pos)),
+                    format!("syntax error: {message}{}", hint.unwrap_or_default()),
                 ));
+                if hinted {
+                    break;
+                }
             }
             return None;
         }
@@ -592,6 +607,34 @@ fn accept_checked(
         }
     }
     !failed
+}
+
+/// A hint for a common slip behind a parser error in `source`.
+fn syntax_hint(source: &str, message: &str) -> Option<String> {
+    let bytes = source.as_bytes();
+    let lone_equals = bytes.iter().enumerate().any(|(i, b)| {
+        *b == b'='
+            && !matches!(bytes.get(i + 1), Some(b'='))
+            && !matches!(
+                i.checked_sub(1).and_then(|j| bytes.get(j)),
+                Some(b'=' | b'!' | b'<' | b'>')
+            )
+    });
+    if lone_equals && message.contains("'=") {
+        return Some("; CEL compares with '==', not '='".into());
+    }
+    if message.contains("invalid argument to has() macro") {
+        // `has(request.headers.x-change-ticket)`: the key is the dotted
+        // segment with the dash, the map what comes before it.
+        let inside = source.split_once("has(")?.1.split(')').next()?;
+        let dash = inside.find('-')?;
+        let dot = inside.get(..dash)?.rfind('.')?;
+        let (map, key) = (inside.get(..dot)?, inside.get(dot + 1..)?);
+        return Some(format!(
+            "; has() takes a field name, and '{key}' is not one: write \"{key}\" in {map}"
+        ));
+    }
+    None
 }
 
 /// The longest rule name: names travel in headers, metadata and metrics.

@@ -493,3 +493,27 @@ fn an_empty_rules_file_loads_with_a_warning_that_it_denies_everything() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn common_slips_get_one_error_with_a_hint() {
+    let text = "rules:\n  - name: a\n    effect: allow\n    when: request.method = \"GET\"\n  - name: b\n    effect: deny\n    when: has(request.headers.x-change-ticket)\n";
+    let err = Policy::parse(text, Path::new("slips.yaml")).unwrap_err();
+    let a: Vec<String> = err
+        .diagnostics
+        .iter()
+        .filter(|d| d.rule.as_deref() == Some("a"))
+        .map(|d| d.message.clone())
+        .collect();
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert!(a[0].contains("'==', not '='"), "{a:?}");
+    let b = err
+        .diagnostics
+        .iter()
+        .find(|d| d.rule.as_deref() == Some("b"))
+        .unwrap();
+    assert!(
+        b.message.contains("\"x-change-ticket\" in request.headers"),
+        "{}",
+        b.message
+    );
+}
