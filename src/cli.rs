@@ -43,7 +43,8 @@ enum Command {
     },
     /// Check rules files: every error and warning, with its position.
     Check {
-        /// Rules files.
+        /// Rules files, or directories searched for `*.yaml` files that are
+        /// not test suites.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         /// Fail on warnings too.
@@ -96,9 +97,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn check(files: &[PathBuf], deny_warnings: bool, format: &str) -> ExitCode {
+fn check(paths: &[PathBuf], deny_warnings: bool, format: &str) -> ExitCode {
+    let is_rules =
+        |name: &str| (name.ends_with(".yaml") || name.ends_with(".yml")) && !suite::is_suite(name);
+    let files = match suite::discover_where(paths, is_rules) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut diagnostics = Vec::new();
-    for file in files {
+    for file in &files {
         match crate::authoring::read_policy(file) {
             Ok(policy) => diagnostics.extend_from_slice(policy.warnings()),
             Err(e) => diagnostics.extend(e.diagnostics),

@@ -376,6 +376,24 @@ cases:
 }
 
 #[test]
+fn check_takes_directories_and_says_when_it_was_given_a_suite() {
+    let (code, stdout, _) = run(&["check", root().join("examples/policies").to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.ends_with("4 file(s) checked: 0 error(s), 0 warning(s)\n"),
+        "{stdout}"
+    );
+    let suite = root().join("examples/policies/payments/payments_test.yaml");
+    let (code, stdout, _) = run(&["check", suite.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("this looks like a test suite"), "{stdout}");
+    let rules = root().join("examples/policies/payments/payments.yaml");
+    let (code, stdout, _) = run(&["test", rules.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("this looks like a rules file"), "{stdout}");
+}
+
+#[test]
 fn test_rejects_unknown_expected_rules_and_duplicate_case_names() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(

@@ -96,10 +96,21 @@ impl SuiteResult {
 /// The suite files under `paths`: files as given, directories searched for
 /// `*_test.yaml` and `*_test.yml`.
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    discover_where(paths, is_suite)
+}
+
+/// Whether `name` is a test suite's file name (`*_test.yaml`).
+pub fn is_suite(name: &str) -> bool {
+    name.ends_with("_test.yaml") || name.ends_with("_test.yml")
+}
+
+/// The files among `paths` and, in directories (recursively), the files
+/// whose names `wanted` accepts.
+pub fn discover_where(paths: &[PathBuf], wanted: fn(&str) -> bool) -> Result<Vec<PathBuf>, String> {
     let mut found = Vec::new();
     for path in paths {
         if path.is_dir() {
-            walk(path, &mut found).map_err(|e| format!("{}: {e}", path.display()))?;
+            walk(path, wanted, &mut found).map_err(|e| format!("{}: {e}", path.display()))?;
         } else if path.is_file() {
             found.push(path.clone());
         } else {
@@ -111,15 +122,15 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(found)
 }
 
-fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+fn walk(dir: &Path, wanted: fn(&str) -> bool, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {
-            walk(&path, found)?;
+            walk(&path, wanted, found)?;
         } else if path
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.ends_with("_test.yaml") || n.ends_with("_test.yml"))
+            .is_some_and(wanted)
         {
             found.push(path);
         }
@@ -140,6 +151,14 @@ pub fn run(path: &Path) -> SuiteResult {
     };
     let suite: SuiteFile = match crate::engine::yaml::from_str(&text, path) {
         Ok(suite) => suite,
+        Err(e)
+            if text.lines().any(|l| l.trim_start().starts_with("- name:"))
+                && text.contains("effect:") =>
+        {
+            return failed(format!(
+                "{e}\nthis looks like a rules file (its rules have `effect:`): check it with `celador check`, and test it with a suite that names it in `rules:`"
+            ));
+        }
         Err(e) => return failed(e.to_string()),
     };
     let base = path.parent().unwrap_or(Path::new("."));

@@ -140,7 +140,14 @@ impl Policy {
                     line: usize::try_from(e.line).unwrap_or(0),
                     column: usize::try_from(e.column).unwrap_or(0),
                     rule: None,
-                    message: e.message,
+                    message: if text.lines().any(|l| l.starts_with("cases:")) {
+                        format!(
+                            "{}; this looks like a test suite (it has `cases:`): run it with `celador test`",
+                            e.message
+                        )
+                    } else {
+                        e.message
+                    },
                     line_text: line_text(text, e.line),
                 }],
             })?;
