@@ -100,13 +100,22 @@ pub fn main() -> ExitCode {
 fn check(paths: &[PathBuf], deny_warnings: bool, format: &str) -> ExitCode {
     let is_rules =
         |name: &str| (name.ends_with(".yaml") || name.ends_with(".yml")) && !suite::is_suite(name);
-    let files = match suite::discover_where(paths, is_rules) {
-        Ok(files) => files,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
+    // Directories are searched; any other path is checked as given, so that
+    // a missing file is reported like any other problem with it.
+    let mut files = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
         }
-    };
+        match suite::discover_where(std::slice::from_ref(path), is_rules) {
+            Ok(found) => files.extend(found),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let mut diagnostics = Vec::new();
     for file in &files {
         match crate::authoring::read_policy(file) {
