@@ -75,6 +75,11 @@ enum Command {
         /// `text` or `json`.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
+        /// Another header whose value is shown as `<redacted>` (besides
+        /// authorization, proxy-authorization, cookie, set-cookie and any
+        /// bearer token, which always are); repeatable.
+        #[arg(long = "redact-header", value_name = "NAME")]
+        redact: Vec<String>,
     },
 }
 
@@ -93,7 +98,8 @@ pub fn main() -> ExitCode {
             rules,
             input,
             format,
-        } => eval(&rules, &input, &format),
+            redact,
+        } => eval(&rules, &input, &format, &redact),
     }
 }
 
@@ -187,8 +193,13 @@ fn test(paths: &[PathBuf], junit: Option<&std::path::Path>) -> ExitCode {
     }
 }
 
-fn eval(rules: &std::path::Path, input: &std::path::Path, format: &str) -> ExitCode {
-    match explain::explain(rules, input) {
+fn eval(
+    rules: &std::path::Path,
+    input: &std::path::Path,
+    format: &str,
+    redact: &[String],
+) -> ExitCode {
+    match explain::explain_redacting(rules, input, redact) {
         Ok(explanation) => {
             if format == "json" {
                 println!("{}", explain::render_json(&explanation));

@@ -394,6 +394,40 @@ fn check_takes_directories_and_says_when_it_was_given_a_suite() {
 }
 
 #[test]
+fn eval_never_prints_credentials_even_when_rules_read_the_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "rules:\n  - name: by-header\n    effect: allow\n    when: request.headers[\"x-team\"] == \"pay\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("case.yaml"),
+        "identity: spiffe://example.org/a\nrequest:\n  headers:\n    authorization: Bearer s3cret-token\n    cookie: session=s3cret-cookie\n    x-api-key: s3cret-key\n    x-other: Bearer s3cret-bearer\n    x-team: pay\nexpect: { decision: allow }\n",
+    )
+    .unwrap();
+    let rules = dir.path().join("rules.yaml");
+    let case = dir.path().join("case.yaml");
+    for format in ["text", "json"] {
+        let (code, stdout, stderr) = run(&[
+            "eval",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--input",
+            case.to_str().unwrap(),
+            "--format",
+            format,
+            "--redact-header",
+            "x-api-key",
+        ]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert!(!stdout.contains("s3cret"), "{format}: {stdout}");
+        assert!(stdout.contains("<redacted>"), "{format}: {stdout}");
+        assert!(stdout.contains("pay"), "{format}: {stdout}");
+    }
+}
+
+#[test]
 fn test_rejects_unknown_expected_rules_and_duplicate_case_names() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(

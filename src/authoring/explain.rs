@@ -45,6 +45,17 @@ pub struct Explanation {
 
 /// Explains the decision of `rules` on `input`.
 pub fn explain(rules: &Path, input: &Path) -> Result<Explanation, String> {
+    explain_redacting(rules, input, &[])
+}
+
+/// Explains the decision of `rules` on `input`, showing the values of the
+/// headers in `redact` (besides `authorization`, `proxy-authorization`,
+/// `cookie`, `set-cookie` and any bearer token) as `<redacted>`.
+pub fn explain_redacting(
+    rules: &Path,
+    input: &Path,
+    redact: &[String],
+) -> Result<Explanation, String> {
     let policy = crate::authoring::read_policy(rules).map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(input)
         .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
@@ -52,7 +63,7 @@ pub fn explain(rules: &Path, input: &Path) -> Result<Explanation, String> {
         .ok()
         .filter(|v| v.get("attributes").is_some());
     match envoy {
-        Some(json) => explain_check_request(&policy, &json),
+        Some(json) => explain_check_request(&policy, &json, redact),
         None => {
             let case: Case =
                 crate::engine::yaml::from_str(&text, input).map_err(|e| e.to_string())?;
@@ -68,6 +79,7 @@ pub fn explain(rules: &Path, input: &Path) -> Result<Explanation, String> {
             let attrs =
                 Attributes::from_check_request(&prepared.request).map_err(|e| e.to_string())?;
             Ok(run(
+                redact,
                 &policy,
                 format!(
                     "a test case ({})",
@@ -86,7 +98,11 @@ pub fn explain(rules: &Path, input: &Path) -> Result<Explanation, String> {
     }
 }
 
-fn explain_check_request(policy: &Policy, json: &Value) -> Result<Explanation, String> {
+fn explain_check_request(
+    policy: &Policy,
+    json: &Value,
+    redact: &[String],
+) -> Result<Explanation, String> {
     let request = crate::authoring::json::check_request(json)?;
     let attrs = Attributes::from_check_request(&request).map_err(|e| e.to_string())?;
     let mut identities = Vec::new();
@@ -129,6 +145,7 @@ fn explain_check_request(policy: &Policy, json: &Value) -> Result<Explanation, S
     };
     let now = attrs.time.unwrap_or_else(SystemTime::now);
     Ok(run(
+        redact,
         policy,
         "an Envoy CheckRequest (now = its request time)".into(),
         identities,
@@ -142,7 +159,30 @@ fn explain_check_request(policy: &Policy, json: &Value) -> Result<Explanation, S
     ))
 }
 
+/// `attrs` with every credential header's value, and those of the headers
+/// in `extra`, replaced by `<redacted>`.
+fn redacted<'a>(attrs: &Attributes<'a>, extra: &[String]) -> Attributes<'a> {
+    let headers = attrs
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let secret = crate::edge::audit::is_secret_header(name)
+                || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
+                || value
+                    .get(..7)
+                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "));
+            let shown = if secret { "<redacted>" } else { value.as_str() };
+            (name.clone(), shown.to_owned())
+        })
+        .collect();
+    Attributes {
+        headers: std::borrow::Cow::Owned(headers),
+        ..attrs.clone()
+    }
+}
+
 fn run(
+    redact: &[String],
     policy: &Policy,
     input_kind: String,
     identities: Vec<String>,
@@ -171,7 +211,16 @@ fn run(
             })
         })
         .collect();
-    let values = policy.values(&leaves, input);
+    // Rules see the real request; the attributes shown never hold a
+    // credential.
+    let shown = redacted(input.attributes, redact);
+    let values = policy.values(
+        &leaves,
+        Input {
+            attributes: &shown,
+            ..input
+        },
+    );
     Explanation {
         input: input_kind,
         identities,
