@@ -202,7 +202,11 @@ fn check_reports_yaml_mistakes_at_their_line() {
         std::fs::write(&file, yaml).unwrap();
         let (code, output) = check(&[file.to_str().unwrap()], &[]);
         assert_eq!(code, 1, "{output}");
-        assert!(output.contains(&format!("error: {message}")), "{output}");
+        // Each YAML mistake names the rule it is in.
+        assert!(
+            output.contains(&format!("error: rule 'a': {message}")),
+            "{output}"
+        );
         assert!(output.contains(at), "{output}");
     }
     let (code, output) = check(&["/nonexistent/rules.yaml"], &[]);

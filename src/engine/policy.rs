@@ -134,22 +134,7 @@ impl Policy {
     pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         let file: rules_file::RulesFile =
             crate::engine::yaml::from_str(text, path).map_err(|e| PolicyError {
-                diagnostics: vec![Diagnostic {
-                    severity: Severity::Error,
-                    file: path.to_owned(),
-                    line: usize::try_from(e.line).unwrap_or(0),
-                    column: usize::try_from(e.column).unwrap_or(0),
-                    rule: None,
-                    message: if text.lines().any(|l| l.starts_with("cases:")) {
-                        format!(
-                            "{}; this looks like a test suite (it has `cases:`): run it with `celador test`",
-                            e.message
-                        )
-                    } else {
-                        e.message
-                    },
-                    line_text: line_text(text, e.line),
-                }],
+                diagnostics: vec![yaml_diagnostic(text, path, e)],
             })?;
         let env = functions::environment();
         let mut diagnostics = Vec::new();
@@ -165,10 +150,13 @@ impl Policy {
                 compiled.push((c, rule));
             }
         }
+        // The rules that compiled are linted even when others did not, so
+        // that a file with errors shows its warnings too.
+        diagnostics.extend(lint_compiled(&compiled));
         if diagnostics.iter().any(|d| d.severity == Severity::Error) {
+            diagnostics.sort_by_key(|d| (d.line, d.column));
             return Err(PolicyError { diagnostics });
         }
-        diagnostics.extend(lint_compiled(&compiled));
         if file.rules.is_empty() {
             diagnostics.push(Diagnostic {
                 severity: Severity::Warning,
@@ -447,6 +435,66 @@ fn version_of(text: &str) -> Arc<str> {
         .map(|b| format!("{b:02x}"))
         .collect::<String>()
         .into()
+}
+
+/// A YAML error in a rules file, named with the rule it belongs to (the
+/// last `- name:` at or above it), placed inside that rule, with a hint for
+/// a key that is there but indented wrongly.
+fn yaml_diagnostic(text: &str, path: &Path, e: crate::engine::yaml::YamlError) -> Diagnostic {
+    let lines: Vec<&str> = text.lines().collect();
+    let error_line = usize::try_from(e.line).unwrap_or(0);
+    let names: Vec<(usize, String)> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let name = l.trim_start().strip_prefix("- name:")?.trim();
+            Some((i + 1, name.trim_matches(['"', '\'']).to_owned()))
+        })
+        .collect();
+    let rule = names
+        .iter()
+        .rposition(|(line, _)| *line <= error_line.max(1));
+    // The rule's lines: from its name to the next rule's.
+    let span = rule.map(|i| {
+        let start = names.get(i).map_or(1, |(line, _)| *line);
+        let end = names.get(i + 1).map_or(lines.len(), |(line, _)| line - 1);
+        (start, end)
+    });
+    let mut message = e.message;
+    if let (Some((start, end)), Some(key)) = (
+        span,
+        message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next()),
+    ) && let Some(at) = (start..=end).find(|l| {
+        lines
+            .get(l - 1)
+            .is_some_and(|t| t.trim_start().starts_with(&format!("{key}:")))
+    }) {
+        message.push_str(&format!(
+            "; line {at} has `{key}:`, but it is not indented like the rule's other keys"
+        ));
+    }
+    if text.lines().any(|l| l.starts_with("cases:")) {
+        message.push_str(
+            "; this looks like a test suite (it has `cases:`): run it with `celador test`",
+        );
+    }
+    let (line, column) = match span {
+        Some((start, end)) if !(start..=end).contains(&error_line) => (start, 1),
+        _ => (error_line, usize::try_from(e.column).unwrap_or(0)),
+    };
+    Diagnostic {
+        severity: Severity::Error,
+        file: path.to_owned(),
+        line,
+        column,
+        rule: rule
+            .and_then(|i| names.get(i))
+            .map(|(_, name)| name.clone()),
+        message,
+        line_text: line_text(text, u64::try_from(line).unwrap_or(0)),
+    }
 }
 
 /// A rule spec with what is needed to place its problems in the file.

@@ -517,3 +517,22 @@ fn common_slips_get_one_error_with_a_hint() {
         b.message
     );
 }
+
+#[test]
+fn a_yaml_mistake_names_its_rule_and_a_misindented_key() {
+    let text = "rules:\n  - name: first\n    effect: allow\n    when: \"true\"\n  - name: second\n    effect: allow\n   when: \"true\"\n  - name: third\n    effect: deny\n    when: \"false\"\n";
+    let err = Policy::parse(text, Path::new("indent.yaml")).unwrap_err();
+    let d = &err.diagnostics[0];
+    assert_eq!(d.rule.as_deref(), Some("second"), "{d}");
+    assert!((5..=7).contains(&d.line), "{d}");
+    assert!(d.message.contains("line 7 has `when:`"), "{d}");
+}
+
+#[test]
+fn warnings_are_reported_even_when_the_file_has_errors() {
+    let text = "rules:\n  - name: twice\n    effect: allow\n    when: \"true\"\n  - name: twice\n    effect: allow\n    when: \"false\"\n  - name: broken\n    effect: deny\n    when: request.methd == \"GET\"\n";
+    let err = Policy::parse(text, Path::new("mixed.yaml")).unwrap_err();
+    let severities: Vec<Severity> = err.diagnostics.iter().map(|d| d.severity).collect();
+    assert!(severities.contains(&Severity::Error), "{err}");
+    assert!(severities.contains(&Severity::Warning), "{err}");
+}
