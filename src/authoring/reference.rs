@@ -193,10 +193,14 @@ cases:
       query: { currency: EUR }                           # appended to the path's query
       headers: { x-purpose: reporting }
       host: payments.shop.svc                            # localhost if omitted
-      source_address: 10.0.0.7
+      source_address: 10.0.0.7                           # empty if omitted: inCidr() on it then fails
+      scheme: https                                      # https if omitted
+      size: 0                                            # -1 (unknown) if omitted
+      protocol: HTTP/2                                   # HTTP/1.1 if omitted
+      id: r-1                                            # `test` if omitted
     destination: { principal: spiffe://example.org/ns/shop/sa/payments, address: 10.0.0.9, port: 8443 }
     context: { route: charges }                          # Envoy's context extensions
-    workload: { namespace: shop, labels: { app: payments } }
+    workload: { namespace: shop, labels: { app: payments } }   # empty if omitted
     time: "2026-11-22T10:00:00Z"                         # now and request.time; the real time if omitted
     expect:
       decision: deny                                     # allow | deny
