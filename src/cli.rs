@@ -62,6 +62,9 @@ enum Command {
         /// Also write the results as JUnit XML to this file.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Run only the cases whose names contain PATTERN.
+        #[arg(long = "run", value_name = "PATTERN")]
+        pattern: Option<String>,
     },
     /// Explain the decision of rules on one input: a test case, or an Envoy
     /// CheckRequest in JSON.
@@ -93,7 +96,11 @@ pub fn main() -> ExitCode {
             deny_warnings,
             format,
         } => check(&files, deny_warnings, &format),
-        Command::Test { paths, junit } => test(&paths, junit.as_deref()),
+        Command::Test {
+            paths,
+            junit,
+            pattern,
+        } => test(&paths, junit.as_deref(), pattern.as_deref()),
         Command::Eval {
             rules,
             input,
@@ -166,7 +173,7 @@ fn check(paths: &[PathBuf], deny_warnings: bool, format: &str) -> ExitCode {
     }
 }
 
-fn test(paths: &[PathBuf], junit: Option<&std::path::Path>) -> ExitCode {
+fn test(paths: &[PathBuf], junit: Option<&std::path::Path>, pattern: Option<&str>) -> ExitCode {
     let suites = match suite::discover(paths) {
         Ok(suites) if suites.is_empty() => {
             eprintln!("celador: no test suites (*_test.yaml) found");
@@ -178,7 +185,10 @@ fn test(paths: &[PathBuf], junit: Option<&std::path::Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let results: Vec<suite::SuiteResult> = suites.iter().map(|p| suite::run(p)).collect();
+    let results: Vec<suite::SuiteResult> = suites
+        .iter()
+        .map(|p| suite::run_matching(p, pattern))
+        .collect();
     print!("{}", suite::render_text(&results));
     if let Some(path) = junit
         && let Err(e) = std::fs::write(path, suite::render_junit(&results))

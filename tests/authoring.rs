@@ -432,6 +432,38 @@ fn eval_never_prints_credentials_even_when_rules_read_the_headers() {
 }
 
 #[test]
+fn test_runs_the_cases_a_pattern_names_and_times_them_in_junit() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml");
+    let suites = root().join("examples/policies/payments");
+    let (code, stdout, _) = run(&[
+        "test",
+        suites.to_str().unwrap(),
+        "--run",
+        "refund",
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    let passes: Vec<&str> = stdout.lines().filter(|l| l.contains("PASS")).collect();
+    assert!(
+        !passes.is_empty() && passes.iter().all(|l| l.contains("refund")),
+        "{stdout}"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<testsuite name=") && xml.contains(" time=\""),
+        "{xml}"
+    );
+    assert_eq!(xml.matches("<testcase").count(), passes.len(), "{xml}");
+    assert_eq!(
+        xml.matches("<testcase").count(),
+        xml.matches("\" time=\"").count() - 1,
+        "{xml}"
+    );
+}
+
+#[test]
 fn test_rejects_unknown_expected_rules_and_duplicate_case_names() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(

@@ -64,6 +64,8 @@ pub struct CaseResult {
     pub name: String,
     /// Its outcome.
     pub outcome: Outcome,
+    /// How long it took.
+    pub time: std::time::Duration,
 }
 
 /// One suite's results.
@@ -140,6 +142,12 @@ fn walk(dir: &Path, wanted: fn(&str) -> bool, found: &mut Vec<PathBuf>) -> std::
 
 /// Runs the suite at `path`.
 pub fn run(path: &Path) -> SuiteResult {
+    run_matching(path, None)
+}
+
+/// Runs the cases of the suite at `path` whose names contain `pattern`
+/// (every case when `None`).
+pub fn run_matching(path: &Path, pattern: Option<&str>) -> SuiteResult {
     let failed = |error: String| SuiteResult {
         path: path.to_owned(),
         error: Some(error),
@@ -175,16 +183,22 @@ pub fn run(path: &Path) -> SuiteResult {
         .cases
         .into_iter()
         .enumerate()
-        .map(|(i, case)| {
+        .filter_map(|(i, case)| {
             let case = case.with_defaults(&suite.defaults);
             let name = case
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("case {}", i + 1));
-            CaseResult {
-                name,
-                outcome: run_case(&policy, &case, base),
+            if pattern.is_some_and(|p| !name.contains(p)) {
+                return None;
             }
+            let started = std::time::Instant::now();
+            let outcome = run_case(&policy, &case, base);
+            Some(CaseResult {
+                name,
+                outcome,
+                time: started.elapsed(),
+            })
         })
         .collect();
     SuiteResult {
@@ -319,8 +333,9 @@ pub fn render_junit(results: &[SuiteResult]) -> String {
     );
     for suite in results {
         let name = xml_escape(&suite.path.display().to_string());
+        let suite_time: f64 = suite.cases.iter().map(|c| c.time.as_secs_f64()).sum();
         out.push_str(&format!(
-            "  <testsuite name=\"{name}\" tests=\"{}\" failures=\"{}\">\n",
+            "  <testsuite name=\"{name}\" tests=\"{}\" failures=\"{}\" time=\"{suite_time:.6}\">\n",
             suite.cases.len() + usize::from(suite.error.is_some()),
             suite.failed()
         ));
@@ -332,18 +347,19 @@ pub fn render_junit(results: &[SuiteResult]) -> String {
         }
         for case in &suite.cases {
             let case_name = xml_escape(&case.name);
+            let time = case.time.as_secs_f64();
             match &case.outcome {
                 Outcome::Passed => out.push_str(&format!(
-                    "    <testcase name=\"{case_name}\" classname=\"{name}\"/>\n"
+                    "    <testcase name=\"{case_name}\" classname=\"{name}\" time=\"{time:.6}\"/>\n"
                 )),
                 Outcome::Failed { expected, got } => out.push_str(&format!(
-                    "    <testcase name=\"{case_name}\" classname=\"{name}\"><failure message=\"{}\">expected: {}\ngot: {}</failure></testcase>\n",
+                    "    <testcase name=\"{case_name}\" classname=\"{name}\" time=\"{time:.6}\"><failure message=\"{}\">expected: {}\ngot: {}</failure></testcase>\n",
                     xml_escape(&format!("expected {expected}, got {got}")),
                     xml_escape(expected),
                     xml_escape(got)
                 )),
                 Outcome::Error(e) => out.push_str(&format!(
-                    "    <testcase name=\"{case_name}\" classname=\"{name}\"><error message=\"{}\"/></testcase>\n",
+                    "    <testcase name=\"{case_name}\" classname=\"{name}\" time=\"{time:.6}\"><error message=\"{}\"/></testcase>\n",
                     xml_escape(e)
                 )),
             }
