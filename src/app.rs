@@ -115,9 +115,10 @@ pub fn load(
     else {
         return Err(errors);
     };
-    for warning in policy.warnings() {
-        tracing::warn!("{warning}");
-    }
+    policy
+        .warnings()
+        .iter()
+        .for_each(crate::sources::files::log_diagnostic);
     let metrics = Arc::new(Metrics::default());
     metrics.count_drops_from(Box::new(telemetry::dropped));
     metrics.rules_reload_attempt(true, crate::sources::files::unix_now());

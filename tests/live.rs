@@ -576,4 +576,24 @@ async fn decisions_are_counted_by_outcome_reason_and_rule_and_every_series_start
         metric(&celador, "celador_policy_reloads_total{outcome=\"error\"}"),
         1.0
     );
+    // The problem is one JSON log event with structured fields, not a
+    // pretty-printed string.
+    let structured = support::wait_for(Duration::from_secs(2), || {
+        celador.log().lines().find_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            let f = &v["fields"];
+            (f["message"] == "rules file error").then(|| f.clone())
+        })
+    });
+    let fields = structured.unwrap_or_else(|| panic!("{}", celador.log()));
+    assert_eq!(fields["severity"], "error", "{fields}");
+    assert!(fields["line"].as_u64().is_some(), "{fields}");
+    assert!(
+        fields["file"].as_str().unwrap().ends_with("policy.yaml"),
+        "{fields}"
+    );
+    assert!(
+        !fields["problem"].as_str().unwrap().contains('\n'),
+        "{fields}"
+    );
 }

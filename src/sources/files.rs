@@ -19,7 +19,7 @@ use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 
 use crate::engine::identity::bundle;
-use crate::engine::policy::Policy;
+use crate::engine::policy::{Diagnostic, Policy, PolicyError, Severity};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -129,16 +129,16 @@ impl LiveFiles {
 impl Sinks {
     fn apply_policy(&self, path: &Path, content: Result<Vec<u8>, std::io::Error>) {
         let loaded = content
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .map_err(|e| PolicyError::unreadable(path, &e))
             .and_then(|bytes| {
-                String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", path.display()))
+                String::from_utf8(bytes).map_err(|_| {
+                    PolicyError::unreadable(path, &std::io::Error::other("the file is not UTF-8"))
+                })
             })
-            .and_then(|text| Policy::parse(&text, path).map_err(|e| e.to_string()));
+            .and_then(|text| Policy::parse(&text, path));
         match loaded {
             Ok(policy) => {
-                for warning in policy.warnings() {
-                    tracing::warn!("{warning}");
-                }
+                policy.warnings().iter().for_each(log_diagnostic);
                 tracing::info!(
                     path = %path.display(),
                     policy_version = policy.version(),
@@ -152,11 +152,18 @@ impl Sinks {
             Err(e) => {
                 self.metrics.policy_reload(false);
                 self.metrics.rules_reload_attempt(false, unix_now());
+                let errors = e
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.severity == Severity::Error)
+                    .count();
                 tracing::warn!(
                     path = %path.display(),
                     policy_version = self.store.snapshot().policy.version(),
-                    "the rules file cannot be loaded; the last good rules stay in use:\n{e}"
+                    errors,
+                    "the rules file cannot be loaded; the last good rules stay in use"
                 );
+                e.diagnostics.iter().for_each(log_diagnostic);
             }
         }
     }
@@ -198,6 +205,23 @@ impl Sinks {
             }
         }
     }
+}
+
+/// One problem of a rules file as one log event, with structured fields.
+pub(crate) fn log_diagnostic(d: &Diagnostic) {
+    let severity = match d.severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    };
+    tracing::warn!(
+        file = %d.file.display(),
+        line = d.line,
+        column = d.column,
+        rule = d.rule.as_deref().unwrap_or(""),
+        severity,
+        problem = %d.message,
+        "rules file {severity}"
+    );
 }
 
 /// Now, in Unix seconds, for the reload timestamp.
