@@ -216,7 +216,11 @@ fn eval(
             } else {
                 print!("{}", explain::render_text(&explanation));
             }
-            ExitCode::SUCCESS
+            // A case whose `expect` the decision does not meet fails.
+            match explanation.expectation {
+                None | Some(suite::Outcome::Passed) => ExitCode::SUCCESS,
+                Some(_) => ExitCode::FAILURE,
+            }
         }
         Err(e) => {
             eprintln!("celador: {e}");

@@ -464,6 +464,77 @@ fn test_runs_the_cases_a_pattern_names_and_times_them_in_junit() {
 }
 
 #[test]
+fn eval_json_gives_attribute_values_as_typed_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "rules:\n  - name: small-gets\n    effect: allow\n    when: request.method == \"GET\" && request.size < 10 && \"a\" in request.query\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("case.yaml"),
+        "identity: spiffe://example.org/a\nrequest:\n  size: 3\n  path: /x?a=1\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&[
+        "eval",
+        "--rules",
+        dir.path().join("rules.yaml").to_str().unwrap(),
+        "--input",
+        dir.path().join("case.yaml").to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let value = |path: &str| {
+        json["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["path"] == path)
+            .map(|a| a["value"].clone())
+            .unwrap_or_else(|| panic!("no {path} in {json}"))
+    };
+    assert_eq!(value("request.method"), serde_json::json!("GET"));
+    assert_eq!(value("request.size"), serde_json::json!(3));
+    assert_eq!(value("request.query"), serde_json::json!({"a": "1"}));
+}
+
+#[test]
+fn eval_compares_the_decision_with_the_cases_expect() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = root().join("examples/policy.yaml");
+    let case = |expect: &str| {
+        let path = dir.path().join(format!("{expect}.yaml"));
+        std::fs::write(
+            &path,
+            format!("identity: spiffe://example.org/ns/batch/sa/exporter\nrequest: {{ method: POST, path: /export/x }}\nexpect: {{ decision: {expect} }}\n"),
+        )
+        .unwrap();
+        path
+    };
+    let eval = |path: &std::path::Path| {
+        run(&[
+            "eval",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--input",
+            path.to_str().unwrap(),
+        ])
+    };
+    let (code, stdout, _) = eval(&case("deny"));
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("expected: as the case expects"), "{stdout}");
+    let (code, stdout, _) = eval(&case("allow"));
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("expected: allow, NOT as the case expects (got deny (no_allow_rule))"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn test_rejects_unknown_expected_rules_and_duplicate_case_names() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(

@@ -16,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use crate::authoring::suite::case::{Case, svid_from_der};
-use crate::authoring::suite::describe;
+use crate::authoring::suite::{Outcome, describe};
 use crate::engine::attributes::Attributes;
 use crate::engine::identity::SpiffeId;
 use crate::engine::identity::X509Svid;
@@ -39,8 +39,11 @@ pub struct Explanation {
     pub decision: String,
     /// Whether the request is allowed.
     pub allowed: bool,
-    /// Every attribute the rules read, with its value or why it has none.
-    pub attributes: Vec<(String, Result<String, String>)>,
+    /// Every attribute the rules read, with its value (as CEL text and as
+    /// typed JSON) or why it has none.
+    pub attributes: Vec<(String, Result<(String, Value), String>)>,
+    /// For a test case with `expect`: whether the decision met it.
+    pub expectation: Option<crate::authoring::suite::Outcome>,
 }
 
 /// Explains the decision of `rules` on `input`.
@@ -78,22 +81,26 @@ pub fn explain_redacting(
             }
             let attrs =
                 Attributes::from_check_request(&prepared.request).map_err(|e| e.to_string())?;
-            Ok(run(
+            let input = Input {
+                source: prepared.source.as_ref(),
+                token: prepared.token.as_ref(),
+                attributes: &attrs,
+                workload: &prepared.workload,
+                now: prepared.now,
+            };
+            let name = case.name.as_deref().unwrap_or("unnamed");
+            let mut explanation = run(
                 redact,
                 &policy,
-                format!(
-                    "a test case ({})",
-                    case.name.as_deref().unwrap_or("unnamed")
-                ),
+                format!("a test case ({name})"),
                 identities,
-                Input {
-                    source: prepared.source.as_ref(),
-                    token: prepared.token.as_ref(),
-                    attributes: &attrs,
-                    workload: &prepared.workload,
-                    now: prepared.now,
-                },
-            ))
+                input,
+            );
+            explanation.expectation = case
+                .expect
+                .as_ref()
+                .map(|expect| crate::authoring::suite::judge(expect, &policy.evaluate(input)));
+            Ok(explanation)
         }
     }
 }
@@ -229,6 +236,7 @@ fn run(
         decision: describe(&decision),
         allowed: decision.allowed,
         attributes: leaves.iter().map(|l| (*l).to_owned()).zip(values).collect(),
+        expectation: None,
     }
 }
 
@@ -291,10 +299,20 @@ pub fn render_text(e: &Explanation) -> String {
         out.push_str(&format!("  {effect:<5} {name:<width$}  {shown}\n"));
     }
     out.push_str(&format!("decision: {}\n", e.decision));
+    match &e.expectation {
+        Some(Outcome::Passed) => out.push_str("expected: as the case expects\n"),
+        Some(Outcome::Failed { expected, got }) => {
+            out.push_str(&format!(
+                "expected: {expected}, NOT as the case expects (got {got})\n"
+            ));
+        }
+        Some(Outcome::Error(why)) => out.push_str(&format!("expected: cannot compare: {why}\n")),
+        None => {}
+    }
     out.push_str("attributes read:\n");
     for (path, value) in &e.attributes {
         match value {
-            Ok(v) => out.push_str(&format!("  {path} = {v}\n")),
+            Ok((v, _)) => out.push_str(&format!("  {path} = {v}\n")),
             Err(why) => out.push_str(&format!("  {path}: {why}\n")),
         }
     }
@@ -309,6 +327,12 @@ pub fn render_json(e: &Explanation) -> Value {
         "policy_version": e.policy_version,
         "decision": if e.allowed { "allow" } else { "deny" },
         "verdict": e.decision,
+        "expectation": match &e.expectation {
+            None => Value::Null,
+            Some(Outcome::Passed) => json!({"met": true}),
+            Some(Outcome::Failed { expected, got }) => json!({"met": false, "expected": expected, "got": got}),
+            Some(Outcome::Error(why)) => json!({"met": false, "error": why}),
+        },
         "rules": e.rules.iter().map(|(name, effect, result)| {
             let (result, error) = match result {
                 RuleResult::Match => ("match", None),
@@ -318,7 +342,7 @@ pub fn render_json(e: &Explanation) -> Value {
             json!({"name": name, "effect": effect, "result": result, "error": error})
         }).collect::<Vec<_>>(),
         "attributes": e.attributes.iter().map(|(path, value)| match value {
-            Ok(v) => json!({"path": path, "value": v}),
+            Ok((_, v)) => json!({"path": path, "value": v}),
             Err(why) => json!({"path": path, "error": why}),
         }).collect::<Vec<_>>(),
     })

@@ -254,6 +254,12 @@ fn run_case(policy: &Policy, case: &Case, base: &Path) -> Outcome {
         Ok(decision) => decision,
         Err(e) => return Outcome::Error(e),
     };
+    judge(expect, &decision)
+}
+
+/// Whether `decision` is what `expect` says: passed, or failed with what
+/// was expected and what happened.
+pub fn judge(expect: &case::Expect, decision: &Decision) -> Outcome {
     let decision_ok = match expect.decision {
         ExpectedDecision::Allow => decision.allowed,
         ExpectedDecision::Deny => !decision.allowed,
@@ -281,7 +287,7 @@ fn run_case(policy: &Policy, case: &Case, base: &Path) -> Outcome {
     }
     Outcome::Failed {
         expected,
-        got: describe(&decision),
+        got: describe(decision),
     }
 }
 

@@ -268,7 +268,11 @@ impl Policy {
     /// The values of `paths` (attribute paths such as `request.method`)
     /// for `input`, each as CEL text or the reason it has none; for
     /// explaining a decision.
-    pub fn values(&self, paths: &[&str], input: Input<'_>) -> Vec<Result<String, String>> {
+    pub fn values(
+        &self,
+        paths: &[&str],
+        input: Input<'_>,
+    ) -> Vec<Result<(String, serde_json::Value), String>> {
         let activation = activation::Activation::new(input);
         let mut ctx = self.root.new_inner_scope();
         ctx.set_variable_resolver(&activation);
@@ -278,7 +282,7 @@ impl Policy {
             .map(|path| {
                 let expr = parser_env.parser().parse(path).map_err(|e| e.to_string())?;
                 Value::resolve(&expr, &ctx)
-                    .map(|v| display(&v))
+                    .map(|v| (display(&v), to_json(&v)))
                     .map_err(|e| e.to_string())
             })
             .collect()
@@ -293,6 +297,43 @@ impl Policy {
             .iter()
             .map(|rule| (rule, evaluate_rule(rule, &ctx)))
             .collect()
+    }
+}
+
+/// A CEL value as typed JSON: strings, numbers, booleans, lists and maps
+/// as themselves; timestamps as RFC 3339 text, durations as seconds, bytes
+/// as base64.
+pub fn to_json(value: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        Value::Null => J::Null,
+        Value::Bool(b) => J::Bool(*b),
+        Value::Int(i) => J::from(*i),
+        Value::UInt(u) => J::from(*u),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        Value::String(s) => J::String(s.as_str().to_owned()),
+        Value::Bytes(b) => {
+            use base64::Engine;
+            J::String(base64::engine::general_purpose::STANDARD.encode(b.as_slice()))
+        }
+        Value::List(items) => J::Array(items.iter().map(to_json).collect()),
+        Value::Map(map) => J::Object(
+            map.map
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        cel::objects::Key::String(s) => s.as_str().to_owned(),
+                        cel::objects::Key::Int(i) => i.to_string(),
+                        cel::objects::Key::Uint(u) => u.to_string(),
+                        cel::objects::Key::Bool(b) => b.to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        Value::Timestamp(t) => J::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+        Value::Duration(d) => J::from(d.num_milliseconds() as f64 / 1000.0),
+        other => J::String(display(other)),
     }
 }
 
