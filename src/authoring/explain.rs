@@ -24,6 +24,9 @@ use crate::engine::identity::jwt::{self, JwtSvid};
 use crate::engine::policy::{Input, Policy, RuleResult};
 use crate::engine::workload::Workload;
 
+/// An attribute's value, as CEL text and as typed JSON, or why it has none.
+pub type AttributeValue = Result<(String, Value), String>;
+
 /// What `eval` found.
 #[derive(Debug)]
 pub struct Explanation {
@@ -41,7 +44,7 @@ pub struct Explanation {
     pub allowed: bool,
     /// Every attribute the rules read, with its value (as CEL text and as
     /// typed JSON) or why it has none.
-    pub attributes: Vec<(String, Result<(String, Value), String>)>,
+    pub attributes: Vec<(String, AttributeValue)>,
     /// For a test case with `expect`: whether the decision met it.
     pub expectation: Option<crate::authoring::suite::Outcome>,
 }
