@@ -236,6 +236,18 @@ impl<'de> Deserialize<'de> for DurationText {
     }
 }
 
+/// The log filter `level` (`info`, `celador=debug`, ...). tracing-subscriber
+/// panics on some non-ASCII filters (found by fuzzing the config file), so
+/// they are refused first, and a panic is caught besides.
+pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    if !level.is_ascii() {
+        return Err("a log filter is ASCII: target names and levels".into());
+    }
+    std::panic::catch_unwind(|| tracing_subscriber::EnvFilter::try_new(level))
+        .map_err(|_| "the log filter library cannot parse it".to_owned())?
+        .map_err(|e| e.to_string())
+}
+
 /// Parses `500ms`, `30s`, `5m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -337,7 +349,7 @@ impl Config {
         }
         self.identity_problems(&mut problems);
         self.header_problems(&mut problems);
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+        if let Err(e) = log_filter(&self.log.level) {
             problems.push(format!(
                 "log.level: '{}' is not a log filter: {e}",
                 self.log.level
@@ -562,6 +574,21 @@ mod tests {
         assert!(detail.answers.detail);
         let typo = parse(&format!("{MINIMAL}answers:\n  details: true\n")).unwrap_err();
         assert!(typo.to_string().contains("details"), "{typo}");
+    }
+
+    #[test]
+    fn a_non_ascii_log_filter_is_a_problem_not_a_panic() {
+        // The fuzzer's finding: tracing-subscriber sliced this mid-character.
+        let level = "i\u{a9}acter`, etcxpeed o{{n field\u{d1};\u{d1}[{{{\"\"}{\u{a9}\u{a9}";
+        let err = log_filter(level).unwrap_err();
+        assert!(err.contains("ASCII"), "{err}");
+        let text = format!(
+            "{MINIMAL}log:\n  level: {}\n",
+            serde_json::to_string(level).unwrap()
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("log.level:"), "{err}");
+        assert!(log_filter("info,celador=debug").is_ok());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::io::Write;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::filter::{EnvFilter, filter_fn};
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
@@ -52,7 +52,8 @@ impl std::fmt::Debug for Guard {
 /// `log.level`.
 pub fn init(log: &LogConfig) -> Result<Guard, String> {
     let level = std::env::var("RUST_LOG").unwrap_or_else(|_| log.level.clone());
-    let filter = EnvFilter::try_new(&level).map_err(|e| format!("log level '{level}': {e}"))?;
+    let filter =
+        crate::app::config::log_filter(&level).map_err(|e| format!("log level '{level}': {e}"))?;
 
     // Both writers are lossy: a check never waits for standard output. When
     // the reader falls behind by this many lines, records are dropped and
