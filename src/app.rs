@@ -120,7 +120,6 @@ pub fn load(
         .iter()
         .for_each(crate::sources::files::log_diagnostic);
     let metrics = Arc::new(Metrics::default());
-    metrics.count_drops_from(Box::new(telemetry::dropped));
     metrics.rules_reload_attempt(true, crate::sources::files::unix_now());
     for (name, td) in &config.trust_domains {
         let source = if td.workload_api {

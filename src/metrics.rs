@@ -127,12 +127,7 @@ pub struct Metrics {
     pub decisions: decisions::DecisionMetrics,
     /// Gauges of the live state.
     pub live: LiveState,
-    /// Reads the writers' drop counts, when they are installed.
-    drops: std::sync::OnceLock<DropSource>,
 }
-
-/// Reads how many audit records and log lines the writers dropped so far.
-pub type DropSource = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -195,24 +190,20 @@ impl Default for Metrics {
             ready,
             audit_records_dropped,
             log_lines_dropped,
-            drops: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl Metrics {
-    /// Where the drop counters come from (the log writers); set once.
-    pub fn count_drops_from(&self, source: DropSource) {
-        let _ = self.drops.set(source);
+    /// Notes how many audit records and log lines the writers have dropped
+    /// so far (read from them when `/metrics` is served).
+    pub fn observe_drops(&self, audit: u64, log: u64) {
+        catch_up(&self.audit_records_dropped, audit);
+        catch_up(&self.log_lines_dropped, log);
     }
 
     /// The exposition in the OpenMetrics text format.
     pub fn encode(&self) -> String {
-        if let Some(drops) = self.drops.get() {
-            let (audit, log) = drops();
-            catch_up(&self.audit_records_dropped, audit);
-            catch_up(&self.log_lines_dropped, log);
-        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -275,8 +266,8 @@ impl Metrics {
     }
 }
 
-/// Raises `counter` to `total`, which only grows.
-fn catch_up(counter: &Counter, total: u64) {
+/// Raises `counter` to `total`, a count kept elsewhere that only grows.
+pub fn catch_up(counter: &Counter, total: u64) {
     let now = counter.get();
     if total > now {
         counter.inc_by(total - now);
@@ -296,18 +287,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("celador_log_lines_dropped_total 0"), "{text}");
-        let total = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(3));
-        let source = std::sync::Arc::clone(&total);
-        metrics.count_drops_from(Box::new(move || {
-            (source.load(std::sync::atomic::Ordering::Relaxed), 5)
-        }));
+        metrics.observe_drops(3, 5);
         let text = metrics.encode();
         assert!(
             text.contains("celador_audit_records_dropped_total 3"),
             "{text}"
         );
         assert!(text.contains("celador_log_lines_dropped_total 5"), "{text}");
-        total.store(7, std::sync::atomic::Ordering::Relaxed);
+        metrics.observe_drops(7, 5);
         assert!(
             metrics
                 .encode()

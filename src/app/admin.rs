@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use std::time::SystemTime;
 
 use crate::edge::ExtAuthz;
-use crate::metrics::{Metrics, TrustDomainLabels};
+use crate::metrics::{Metrics, TrustDomainLabels, catch_up};
 
 /// What the admin endpoints report on.
 #[derive(Debug, Clone)]
@@ -29,18 +29,17 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
 }
 
-/// Sets the metrics that describe the live state as of now: the SVID
-/// caches' counts and each trust domain's bundle expiry and age.
+/// Sets the metrics whose counts are kept elsewhere, as of now: the log
+/// writers' drops, the SVID caches' lookups, and each trust domain's bundle
+/// expiry and age.
 fn observe(state: &AdminState) {
     let metrics = &state.metrics;
+    let (audit, log) = super::telemetry::dropped();
+    metrics.observe_drops(audit, log);
     let (x509, jwt) = state.ext_authz.engine().svid_cache_stats();
     for (kind, stats) in [("x509", x509), ("jwt", jwt)] {
         for (result, total) in [("hit", stats.hits), ("miss", stats.misses)] {
-            let counter = metrics.decisions.svid_cache_counter(kind, result);
-            let now = counter.get();
-            if total > now {
-                counter.inc_by(total - now);
-            }
+            catch_up(&metrics.decisions.svid_cache_counter(kind, result), total);
         }
     }
     let now = SystemTime::now();

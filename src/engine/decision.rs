@@ -48,11 +48,6 @@ impl Decision {
             policy_version,
         }
     }
-
-    /// Whether this is no decision but an error (see [`Reason::is_error`]).
-    pub fn is_error(&self) -> bool {
-        self.reason.is_error()
-    }
 }
 
 /// A rule whose evaluation failed.
