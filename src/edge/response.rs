@@ -76,24 +76,34 @@ pub fn build(
     attrs: &Attributes<'_>,
     settings: &AnswerSettings,
 ) -> CheckResponse {
-    let http_response = if decision.allowed {
-        HttpResponse::OkResponse(allowed(decision, settings))
-    } else {
-        HttpResponse::DeniedResponse(DeniedHttpResponse {
-            status: Some(HttpStatus {
-                // The enum's values are the HTTP status codes.
-                code: i32::from(decision.reason.http_status()),
-            }),
-            headers: vec![
-                overwrite("content-type", "application/json"),
-                overwrite(REASON_HEADER, decision.reason.as_str()),
-            ],
-            body: denial_body(decision, attrs, settings.detail),
-        })
-    };
-    let code = if decision.allowed {
-        tonic::Code::Ok
-    } else if decision.reason.is_identity_failure() {
+    if !decision.allowed {
+        let body = denial_body(decision, attrs, settings.detail);
+        return CheckResponse {
+            dynamic_metadata: Some(metadata(decision)),
+            ..denied(decision.reason, body)
+        };
+    }
+    CheckResponse {
+        status: Some(status(tonic::Code::Ok)),
+        http_response: Some(HttpResponse::OkResponse(allowed(decision, settings))),
+        dynamic_metadata: Some(metadata(decision)),
+    }
+}
+
+/// The answer when celador failed outside the decision itself (a panic
+/// while reading the request): a 500 denial, never an error status that a
+/// fail-open Envoy would turn into an allow.
+pub fn internal_error() -> CheckResponse {
+    let reason = crate::engine::Reason::InternalError;
+    denied(
+        reason,
+        format!(r#"{{"decision":"deny","reason":"{reason}"}}"#),
+    )
+}
+
+/// A denial for `reason` with `body`, without dynamic metadata.
+fn denied(reason: crate::engine::Reason, body: String) -> CheckResponse {
+    let code = if reason.is_identity_failure() {
         tonic::Code::Unauthenticated
     } else {
         // Also for a 5xx denial: a status in the CheckResponse is a
@@ -101,13 +111,27 @@ pub fn build(
         tonic::Code::PermissionDenied
     };
     CheckResponse {
-        status: Some(rpc::Status {
-            code: code as i32,
-            message: String::new(),
-            details: Vec::new(),
-        }),
-        http_response: Some(http_response),
-        dynamic_metadata: Some(metadata(decision)),
+        status: Some(status(code)),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                // The enum's values are the HTTP status codes.
+                code: i32::from(reason.http_status()),
+            }),
+            headers: vec![
+                overwrite("content-type", "application/json"),
+                overwrite(REASON_HEADER, reason.as_str()),
+            ],
+            body,
+        })),
+        dynamic_metadata: None,
+    }
+}
+
+fn status(code: tonic::Code) -> rpc::Status {
+    rpc::Status {
+        code: code as i32,
+        message: String::new(),
+        details: Vec::new(),
     }
 }
 

@@ -48,7 +48,15 @@ impl Authorization for AuthorizationService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        self.ext_authz.check(request.get_ref()).map(Response::new)
+        // `ExtAuthz::check` guards the decision itself; this also covers
+        // reading the request, so that no panic becomes a reset stream.
+        let request = request.get_ref();
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.ext_authz.check(request)
+        }));
+        answer
+            .unwrap_or_else(|_| Ok(super::response::internal_error()))
+            .map(Response::new)
     }
 }
 

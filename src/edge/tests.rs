@@ -483,3 +483,16 @@ fn any_request_time_a_caller_sends_is_answered_never_a_panic() {
         assert!(check::allowed(&response), "{seconds}: {response:?}");
     }
 }
+
+#[test]
+fn the_fallback_answer_for_a_failure_outside_the_decision_is_a_500_denial() {
+    let response = response::internal_error();
+    assert_eq!(
+        check::denial(&response),
+        Some((500, "internal_error".to_owned()))
+    );
+    assert_eq!(
+        response.status.map(|s| s.code),
+        Some(tonic::Code::PermissionDenied as i32)
+    );
+}
