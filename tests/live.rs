@@ -453,7 +453,7 @@ async fn the_wall_clock_stepping_forward_and_back_changes_verdicts_never_the_ans
         ("+0", "allowed"),
         ("-3h", "svid_not_yet_valid"),
         ("+100000d", "svid_expired"),
-        ("-30000d", "svid_not_yet_valid"),
+        ("-3000d", "svid_not_yet_valid"),
         ("+0", "allowed"),
     ] {
         std::fs::write(&offset, format!("{step}\n")).unwrap();
