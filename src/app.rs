@@ -29,7 +29,8 @@ use crate::engine::identity::verified::CacheSettings;
 use crate::engine::policy::{Policy, PolicyError};
 use crate::engine::{Engine, EngineSettings, TokenSettings};
 use crate::metrics::Metrics;
-use crate::sources::files::LiveFiles;
+use crate::engine::cache::DecisionCacheSettings;
+use crate::sources::files::{Governance, GovernanceFile, LiveFiles};
 use crate::sources::workload::WorkloadError;
 use crate::sources::workload_api::WorkloadApiSource;
 use crate::store::Store;
@@ -58,6 +59,14 @@ pub enum StartupError {
     /// The workload cannot be read.
     #[error("{0}")]
     Workload(#[from] WorkloadError),
+    /// A grants, revocations or shadow rules file does not load.
+    #[error("{file}: {problem}")]
+    Governance {
+        /// Which file (`grants`, `revocations`, `shadow_policy`).
+        file: &'static str,
+        /// Every problem.
+        problem: String,
+    },
     /// Trust domains use the Workload API, but nothing says where it is.
     #[error(
         "trust domains {0} use the Workload API, but neither workload_api.endpoint nor SPIFFE_ENDPOINT_SOCKET says where it is"
@@ -76,6 +85,7 @@ pub struct Loaded {
     metrics: Arc<Metrics>,
     bundle_files: HashMap<String, FileContent>,
     policy_file: FileContent,
+    governance_files: Vec<(GovernanceFile, FileContent)>,
     workload_api: Option<WorkloadApiSource>,
 }
 
@@ -104,6 +114,7 @@ pub fn load(
     let mut errors = Vec::new();
     let policy = load_policy(config).map_err(|e| errors.push(e.into())).ok();
     let bundles = load_bundles(config, &mut errors);
+    let governance = load_governance(config, &mut errors);
     let workload_api = workload_api(config, &bundles.from_workload_api, &env)
         .map_err(|e| errors.push(e))
         .ok()
@@ -135,8 +146,14 @@ pub fn load(
         bundles.bundles,
         Arc::clone(&metrics),
     );
+    let mut governance_files = Vec::new();
+    for (file, content, (path, bytes)) in governance {
+        content.publish(&store, &path);
+        governance_files.push((file, (path, bytes)));
+    }
     let engine = Engine::new(workload, engine_settings(config));
     Ok(Loaded {
+        governance_files,
         ext_authz: Arc::new(ExtAuthz::new(engine, store, edge_settings(config))),
         metrics,
         bundle_files: bundles.files,
@@ -151,6 +168,39 @@ fn load_policy(config: &Config) -> Result<(Policy, FileContent), PolicyError> {
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let policy = Policy::parse(&text, &path)?;
     Ok((policy, (path, bytes)))
+}
+
+/// Reads the grants, revocations and shadow rules files the config names.
+fn load_governance(
+    config: &Config,
+    errors: &mut Vec<StartupError>,
+) -> Vec<(GovernanceFile, Governance, FileContent)> {
+    let files = [
+        (
+            &config.grants,
+            GovernanceFile::Grants {
+                max_duration: config.grants_max_duration.0,
+            },
+        ),
+        (&config.revocations, GovernanceFile::Revocations),
+        (&config.shadow_policy, GovernanceFile::ShadowPolicy),
+    ];
+    let mut loaded = Vec::new();
+    for (path, file) in files {
+        let Some(path) = path else { continue };
+        let path = config.resolve(path);
+        let parsed = std::fs::read(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|bytes| file.parse(&path, &bytes).map(|g| (g, bytes)));
+        match parsed {
+            Ok((governance, bytes)) => loaded.push((file, governance, (path, bytes))),
+            Err(problem) => errors.push(StartupError::Governance {
+                file: file.name(),
+                problem,
+            }),
+        }
+    }
+    loaded
 }
 
 /// Reads every bundle file; trust domains fed by the Workload API are only
@@ -229,6 +279,12 @@ fn engine_settings(config: &Config) -> EngineSettings {
             },
         }),
         svid_cache,
+        decision_cache: DecisionCacheSettings {
+            ttl: config.cache.decision_ttl.0,
+            max_entries: config.cache.decision_entries,
+            max_bytes: config.cache.decision_max_bytes,
+        },
+        signals_identities: config.signals.max_identities,
     }
 }
 
@@ -315,6 +371,9 @@ fn start_sources(loaded: &Loaded, store: &Arc<Store>) {
     live.policy(path.clone(), bytes);
     for (td, (path, bytes)) in &loaded.bundle_files {
         live.bundle(td.clone(), path.clone(), bytes);
+    }
+    for (file, (path, bytes)) in &loaded.governance_files {
+        live.governance(*file, path.clone(), bytes);
     }
     if let Err(e) = live.watch(RESYNC) {
         tracing::error!("{e}: rules and bundle files will not be reloaded");

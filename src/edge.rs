@@ -15,6 +15,7 @@ pub mod audit;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod trail;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -35,6 +36,10 @@ pub struct EdgeSettings {
     /// Request headers whose values audit records include.
     pub audit_headers: Vec<String>,
 }
+
+/// The context extension that runs a route in shadow mode: decisions are
+/// made and audited, but every request is let through.
+pub const MODE_EXTENSION: &str = "celador.mode";
 
 /// Answers Envoy's checks. Shared by every connection.
 pub struct ExtAuthz {
@@ -106,9 +111,16 @@ impl ExtAuthz {
         let now = SystemTime::now();
         let snapshot = self.store.current();
         let answers = &self.settings.answers;
+        // A route in shadow mode is answered as allowed, whatever the
+        // decision; the audit record says it was not enforced.
+        let enforced = attrs.context.get(MODE_EXTENSION).map(String::as_str) != Some("shadow");
         let decided = catch_unwind(AssertUnwindSafe(|| {
             let decision = decide(&self.engine, &snapshot, &attrs, now);
-            let response = response::build(&decision, &attrs, answers);
+            let response = if enforced || decision.allowed {
+                response::build(&decision, &attrs, answers)
+            } else {
+                response::build_shadowed(&decision, answers)
+            };
             (decision, response)
         }));
         let (decision, response) = decided.unwrap_or_else(|_| {
@@ -122,7 +134,13 @@ impl ExtAuthz {
         });
         let audit_headers = &self.settings.audit_headers;
         let audited = catch_unwind(AssertUnwindSafe(|| {
-            audit::record(&decision, &attrs, audit_headers, now, started.elapsed());
+            let context = audit::Context {
+                snapshot: &snapshot,
+                enforced,
+                time: now,
+                latency: started.elapsed(),
+            };
+            audit::record(&decision, &attrs, audit_headers, context);
         }));
         if audited.is_err() {
             tracing::error!(
@@ -130,10 +148,12 @@ impl ExtAuthz {
                 "writing the audit record failed"
             );
         }
-        self.store
-            .metrics()
-            .decisions
-            .record(&decision, started.elapsed());
+        let metrics = self.store.metrics();
+        metrics.decisions.record(&decision, started.elapsed());
+        metrics.governance.record(&decision);
+        if !enforced && !decision.allowed {
+            metrics.governance.route_shadow_allowed.inc();
+        }
         Ok(response)
     }
 

@@ -6,27 +6,37 @@
 //! bundles ([`identity`]), and evaluates the snapshot's rules ([`policy`])
 //! over the identity, the request ([`attributes`]) and the [`workload`].
 //!
+//! Before the rules, a revoked credential is denied ([`revocations`]) and
+//! the grant in force is found ([`grants`]); the caller's behavioural
+//! [`signals`] are counted; the rules' result may come from the decision
+//! [`cache`].
+//!
 //! The engine is pure: no I/O, no logging, no protobuf, no clock of its own.
-//! The only state it keeps is the memo of verified credentials, keyed by
-//! the generation of the bundle that verified them, so a snapshot with other
-//! bundles never sees a stale verdict. Everything above it (the ext_authz
+//! The state it keeps is memos (verified credentials keyed by the generation
+//! of the bundle that verified them; decisions keyed by what they depend on
+//! and the generations in force) and the signal counters. Everything above it (the ext_authz
 //! edge, the authoring tools) depends on it; it depends on nothing above.
 
 pub mod attributes;
+pub mod cache;
 pub mod decision;
+pub mod grants;
 pub mod identity;
 pub mod percent;
 pub mod policy;
 pub mod reason;
+pub mod revocations;
+pub mod signals;
 pub mod snapshot;
 pub mod time;
 pub mod workload;
 pub mod yaml;
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use attributes::Attributes;
-pub use decision::{Decision, RuleError};
+pub use decision::{Decision, RuleError, Shadow, ShadowSource};
 pub use reason::Reason;
 pub use snapshot::Snapshot;
 
@@ -34,7 +44,11 @@ use identity::jwt::{self, JwtSettings, JwtVerifier};
 use identity::verified::{CacheSettings, CacheStats};
 use identity::x509::X509Verifier;
 use identity::{Identity, IdentityError, Requirement};
+use cache::{DecisionCache, DecisionCacheSettings, DecisionCacheStats};
+use grants::Grant;
 use policy::Input;
+use policy::footprint::Footprint;
+use signals::SignalTable;
 use workload::Workload;
 
 /// The context extension that selects the [`Requirement`] of a route.
@@ -50,7 +64,7 @@ pub struct TokenSettings {
 }
 
 /// What the engine is told once, at start-up.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EngineSettings {
     /// The requirement of routes that do not set `celador.identity`.
     pub requirement: Requirement,
@@ -58,6 +72,22 @@ pub struct EngineSettings {
     pub token: Option<TokenSettings>,
     /// The verified-credential caches.
     pub svid_cache: CacheSettings,
+    /// The decision cache.
+    pub decision_cache: DecisionCacheSettings,
+    /// How many identities behavioural signals are kept for; 0 keeps none.
+    pub signals_identities: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            requirement: Requirement::default(),
+            token: None,
+            svid_cache: CacheSettings::default(),
+            decision_cache: DecisionCacheSettings::default(),
+            signals_identities: 10_000,
+        }
+    }
 }
 
 /// Decides checks. Shared by every connection.
@@ -66,6 +96,8 @@ pub struct Engine {
     jwt: Option<(String, JwtVerifier)>,
     workload: Workload,
     requirement: Requirement,
+    decisions: DecisionCache,
+    signals: SignalTable,
 }
 
 impl std::fmt::Debug for Engine {
@@ -87,7 +119,19 @@ impl Engine {
                 .map(|t| (t.header, JwtVerifier::new(t.verify))),
             workload,
             requirement: settings.requirement,
+            decisions: DecisionCache::new(settings.decision_cache),
+            signals: SignalTable::new(settings.signals_identities),
         }
+    }
+
+    /// The decision cache's hits and misses.
+    pub fn decision_cache_stats(&self) -> DecisionCacheStats {
+        self.decisions.stats()
+    }
+
+    /// The behavioural signals table.
+    pub fn signals(&self) -> &SignalTable {
+        &self.signals
     }
 
     /// The SVID caches' hits and misses: X.509-SVIDs, then JWT-SVIDs.
@@ -118,14 +162,82 @@ impl Engine {
             Ok(identity) => identity,
             Err(failure) => return Decision::refused(failure, snapshot.policy.shared_version()),
         };
-        let mut decision = snapshot.policy.evaluate(Input {
+        // Revocation overrides everything, the decision cache included.
+        if let Some(revoked) = snapshot.revocations.check(&identity) {
+            return Decision {
+                reason: Reason::Revoked,
+                detail: Some(format!("revoked by {}: {}", revoked.entry, revoked.reason)),
+                identity,
+                revoked: Some(revoked),
+                policy_version: snapshot.policy.shared_version(),
+                ..Decision::default()
+            };
+        }
+        let signals = identity
+            .caller()
+            .map(|caller| self.signals.record_request(caller, now))
+            .unwrap_or_default();
+        let input = Input {
             source: identity.source.as_deref(),
             token: identity.token.as_deref(),
             attributes: attrs,
             workload: &self.workload,
             now,
-        });
+            grant: None,
+            signals,
+        };
+        let grant = snapshot.grants.find(&identity, input);
+        let input = Input {
+            grant: grant.as_ref(),
+            ..input
+        };
+        let footprint = footprint_of(snapshot);
+        let mut decision = if self.decisions.enabled() && footprint.cacheable() {
+            self.cached(snapshot, &footprint, input, &identity, grant.as_ref())
+        } else {
+            evaluate(snapshot, input)
+        };
+        if footprint.volatile.contains("signals") {
+            decision.signals = Some(signals);
+        }
+        if !decision.allowed
+            && let Some(caller) = identity.caller()
+        {
+            self.signals.record_denial(caller, now);
+        }
         decision.identity = identity;
+        decision
+    }
+
+    /// The decision for `input` from the decision cache, or evaluated and
+    /// remembered.
+    fn cached(
+        &self,
+        snapshot: &Snapshot,
+        footprint: &Footprint,
+        input: Input<'_>,
+        identity: &Identity,
+        grant: Option<&Arc<Grant>>,
+    ) -> Decision {
+        let key = cache::key(snapshot, footprint, input.attributes, identity, grant);
+        if let Some(hit) = self.decisions.get(&key) {
+            let mut decision = (*hit).clone();
+            decision.from_cache = true;
+            return decision;
+        }
+        let decision = evaluate(snapshot, input);
+        // Never past the credentials, nor past a grant opening or closing.
+        let until = [
+            identity.source.as_ref().map(|s| s.chain_not_after),
+            identity.token.as_ref().map(|t| t.expiry),
+            snapshot.grants.next_change(identity, input.now),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(time::latest);
+        self.decisions
+            .insert(key, Arc::new(decision.clone()), identity, until, input.now);
         decision
     }
 
@@ -171,29 +283,38 @@ impl Engine {
             },
             _ => None,
         };
+        // Whether every credential came from the verified-credential cache.
+        let cached = std::cell::Cell::new(true);
         let source = || {
             let xfcc = attrs.header("x-forwarded-client-cert");
-            self.x509.verify(certificate, xfcc, bundles, now)
+            let (svid, hit) = self.x509.verify_traced(certificate, xfcc, bundles, now)?;
+            cached.set(cached.get() && hit);
+            Ok::<_, IdentityError>(svid)
         };
         let verified_token = |token: Option<&str>| match (token, &self.jwt) {
-            (Some(token), Some((_, verifier))) => verifier.verify(token, bundles, now),
+            (Some(token), Some((_, verifier))) => {
+                let (svid, hit) = verifier.verify_traced(token, bundles, now)?;
+                cached.set(cached.get() && hit);
+                Ok(svid)
+            }
             _ => Err(IdentityError::new(
                 Reason::JwtMissing,
                 "no JWT-SVID: the request has no token in the configured header",
             )),
         };
-        Ok(match requirement {
+        let mut identity = match requirement {
             Requirement::X509 => Identity {
                 source: Some(source()?),
-                token: None,
+                ..Identity::default()
             },
             Requirement::Jwt => Identity {
-                source: None,
                 token: Some(verified_token(token)?),
+                ..Identity::default()
             },
             Requirement::Both => Identity {
                 source: Some(source()?),
                 token: Some(verified_token(token)?),
+                ..Identity::default()
             },
             Requirement::Either => {
                 if certificate.is_empty() && token.is_none() {
@@ -205,8 +326,44 @@ impl Engine {
                 Identity {
                     source: (!certificate.is_empty()).then(source).transpose()?,
                     token: token.map(|t| verified_token(Some(t))).transpose()?,
+                    ..Identity::default()
                 }
             }
-        })
+        };
+        identity.from_cache = cached.get();
+        Ok(identity)
     }
+}
+
+/// What the enforced and the shadow rules can depend on.
+fn footprint_of(snapshot: &Snapshot) -> std::borrow::Cow<'_, Footprint> {
+    match &snapshot.shadow {
+        None => std::borrow::Cow::Borrowed(snapshot.policy.footprint()),
+        Some(shadow) => {
+            let mut both = snapshot.policy.footprint().clone();
+            both.merge(shadow.footprint());
+            std::borrow::Cow::Owned(both)
+        }
+    }
+}
+
+/// The rules' decision, with what the shadow rules would have decided.
+fn evaluate(snapshot: &Snapshot, input: Input<'_>) -> Decision {
+    let mut decision = snapshot.policy.evaluate(input);
+    let shadow = |source: ShadowSource, d: Decision, version: Option<Arc<str>>| Shadow {
+        source,
+        allowed: d.allowed,
+        reason: d.reason,
+        rule: d.rule,
+        version,
+    };
+    if let Some(d) = snapshot.policy.evaluate_shadow(input) {
+        decision.shadow.push(shadow(ShadowSource::Rules, d, None));
+    }
+    if let Some(policy) = &snapshot.shadow {
+        let d = policy.evaluate(input);
+        let version = Some(policy.shared_version());
+        decision.shadow.push(shadow(ShadowSource::Policy, d, version));
+    }
+    decision
 }

@@ -10,6 +10,7 @@
 //! data. Every series exists from the start, at 0.
 
 pub mod decisions;
+pub mod governance;
 
 use std::sync::atomic::AtomicU64;
 
@@ -127,6 +128,8 @@ pub struct Metrics {
     pub decisions: decisions::DecisionMetrics,
     /// Gauges of the live state.
     pub live: LiveState,
+    /// The decision cache, grants, revocations, signals and shadows.
+    pub governance: governance::GovernanceMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -178,12 +181,14 @@ impl Default for Metrics {
         );
         let decisions = decisions::DecisionMetrics::register(&mut registry);
         let live = LiveState::register(&mut registry);
+        let governance = governance::GovernanceMetrics::register(&mut registry);
         let _ = policy_reloads.get_or_create(&ReloadLabels { outcome: "ok" });
         let _ = policy_reloads.get_or_create(&ReloadLabels { outcome: "error" });
         Metrics {
             registry,
             decisions,
             live,
+            governance,
             policy_reloads,
             bundle_updates,
             workload_api_errors,
@@ -195,6 +200,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Notes how many entries the revocations file in force has.
+    pub fn revocations_loaded(&self, entries: usize) {
+        self.governance
+            .revocations_loaded
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
     /// Notes how many audit records and log lines the writers have dropped
     /// so far (read from them when `/metrics` is served).
     pub fn observe_drops(&self, audit: u64, log: u64) {

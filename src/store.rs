@@ -24,6 +24,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::engine::Snapshot;
+use crate::engine::grants::Grants;
+use crate::engine::revocations::Revocations;
 use crate::engine::identity::bundle::jwk::JwtKey;
 use crate::engine::identity::bundle::{Authority, DomainBundle, TrustBundles};
 use crate::engine::policy::Policy;
@@ -192,12 +194,35 @@ impl Store {
     pub fn publish_policy(&self, policy: Arc<Policy>) {
         let _writer = self.lock();
         self.metrics.rules_loaded(&policy);
-        let current = self.current.load();
-        self.current.store(Arc::new(Snapshot {
-            policy,
-            bundles: Arc::clone(&current.bundles),
-            generation: current.generation + 1,
-        }));
+        self.publish(|s| s.policy = policy);
+    }
+
+    /// Publishes new grants.
+    pub fn publish_grants(&self, grants: Arc<Grants>) {
+        let _writer = self.lock();
+        self.publish(|s| s.grants = grants);
+    }
+
+    /// Publishes new revocations.
+    pub fn publish_revocations(&self, revocations: Arc<Revocations>) {
+        let _writer = self.lock();
+        self.metrics.revocations_loaded(revocations.len());
+        self.publish(|s| s.revocations = revocations);
+    }
+
+    /// Publishes a new shadow rules file.
+    pub fn publish_shadow_policy(&self, shadow: Arc<Policy>) {
+        let _writer = self.lock();
+        self.publish(|s| s.shadow = Some(shadow));
+    }
+
+    /// Stores the current snapshot changed by `change`, with the next
+    /// generation. Callers hold the writer lock.
+    fn publish(&self, change: impl FnOnce(&mut Snapshot)) {
+        let mut next = Snapshot::clone(&self.current.load());
+        change(&mut next);
+        next.generation += 1;
+        self.current.store(Arc::new(next));
     }
 
     /// Replaces a trust domain's whole bundle (a file source).
@@ -243,12 +268,8 @@ impl Store {
     fn publish_bundles(&self, bundles: &Bundles) {
         let pending = bundles.pending();
         let ready = pending.is_empty();
-        let current = self.current.load();
-        self.current.store(Arc::new(Snapshot {
-            policy: Arc::clone(&current.policy),
-            bundles: Arc::new(TrustBundles::new(bundles.domains.clone(), pending)),
-            generation: current.generation + 1,
-        }));
+        let bundles = Arc::new(TrustBundles::new(bundles.domains.clone(), pending));
+        self.publish(|s| s.bundles = bundles);
         self.metrics.ready.set(i64::from(ready));
         self.ready.send_replace(ready);
     }

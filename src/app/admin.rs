@@ -30,9 +30,10 @@ pub struct AdminState {
 }
 
 /// Sets the metrics whose counts are kept elsewhere, as of now: the log
-/// writers' drops, the SVID caches' lookups, and each trust domain's bundle
-/// expiry and age.
+/// writers' drops, the SVID and decision caches' lookups, the grants open,
+/// the signals table, and each trust domain's bundle expiry and age.
 fn observe(state: &AdminState) {
+    observe_governance(state);
     let metrics = &state.metrics;
     let (audit, log) = super::telemetry::dropped();
     metrics.observe_drops(audit, log);
@@ -69,6 +70,32 @@ fn observe(state: &AdminState) {
             .get_or_create(&TrustDomainLabels { trust_domain: td })
             .set(seconds_between(changed, now));
     }
+}
+
+fn observe_governance(state: &AdminState) {
+    let governance = &state.metrics.governance;
+    let engine = state.ext_authz.engine();
+    let stats = engine.decision_cache_stats();
+    for (result, total) in [("hit", stats.hits), ("miss", stats.misses)] {
+        catch_up(
+            &governance
+                .decision_cache
+                .get_or_create(&crate::metrics::governance::ResultLabels { result }),
+            total,
+        );
+    }
+    let signals = engine.signals();
+    governance
+        .signals_identities
+        .set(i64::try_from(signals.len()).unwrap_or(i64::MAX));
+    catch_up(&governance.signals_dropped, signals.dropped());
+    let snapshot = state.ext_authz.store().snapshot();
+    let grants = &snapshot.grants;
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    governance
+        .grants_active
+        .set(count(grants.active(SystemTime::now())));
+    governance.grants_loaded.set(count(grants.grants().len()));
 }
 
 /// Serves the admin endpoints on `listener` until the runtime stops.

@@ -64,6 +64,22 @@ pub struct Config {
     /// Caches.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Time-bound grants: a watched file, and the longest grant accepted.
+    #[serde(default)]
+    pub grants: Option<PathBuf>,
+    /// The longest a grant may last (from `not_before`, or from when it is
+    /// loaded); longer grants are refused at load.
+    #[serde(default = "default_grants_max_duration")]
+    pub grants_max_duration: DurationText,
+    /// Revoked credentials: a watched file.
+    #[serde(default)]
+    pub revocations: Option<PathBuf>,
+    /// A candidate rules file evaluated beside `policy`, never enforced.
+    #[serde(default)]
+    pub shadow_policy: Option<PathBuf>,
+    /// Behavioural signals.
+    #[serde(default)]
+    pub signals: SignalsConfig,
     /// How long in-flight checks may take to finish after SIGTERM/SIGINT.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: DurationText,
@@ -202,6 +218,15 @@ pub struct CacheConfig {
     /// The longest a verified SVID is reused without verifying it again.
     #[serde(default = "default_svid_max_ttl")]
     pub svid_max_ttl: DurationText,
+    /// The longest a decision is reused (`0s` disables the decision cache).
+    #[serde(default = "default_decision_ttl")]
+    pub decision_ttl: DurationText,
+    /// How many decisions to keep at most.
+    #[serde(default = "default_decision_entries")]
+    pub decision_entries: u64,
+    /// How many bytes of decisions to keep at most (estimated).
+    #[serde(default = "default_decision_max_bytes")]
+    pub decision_max_bytes: u64,
 }
 
 impl Default for CacheConfig {
@@ -209,8 +234,46 @@ impl Default for CacheConfig {
         CacheConfig {
             svid_entries: default_svid_entries(),
             svid_max_ttl: default_svid_max_ttl(),
+            decision_ttl: default_decision_ttl(),
+            decision_entries: default_decision_entries(),
+            decision_max_bytes: default_decision_max_bytes(),
         }
     }
+}
+
+fn default_decision_ttl() -> DurationText {
+    DurationText(Duration::from_secs(2))
+}
+fn default_decision_entries() -> u64 {
+    10_000
+}
+fn default_decision_max_bytes() -> u64 {
+    16 << 20
+}
+fn default_grants_max_duration() -> DurationText {
+    DurationText(crate::engine::grants::DEFAULT_MAX_DURATION)
+}
+
+/// Behavioural signals.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalsConfig {
+    /// How many identities to count at most; the least recently seen are
+    /// dropped past it. 0 counts nothing (every signal reads 0).
+    #[serde(default = "default_signals_identities")]
+    pub max_identities: usize,
+}
+
+impl Default for SignalsConfig {
+    fn default() -> Self {
+        SignalsConfig {
+            max_identities: default_signals_identities(),
+        }
+    }
+}
+
+fn default_signals_identities() -> usize {
+    10_000
 }
 
 fn default_svid_entries() -> u64 {

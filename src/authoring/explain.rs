@@ -90,6 +90,8 @@ pub fn explain_redacting(
                 attributes: &attrs,
                 workload: &prepared.workload,
                 now: prepared.now,
+                grant: None,
+                signals: prepared.signals,
             };
             let name = case.name.as_deref().unwrap_or("unnamed");
             let mut explanation = run(
@@ -165,6 +167,8 @@ fn explain_check_request(
             attributes: &attrs,
             workload: &Workload::default(),
             now,
+            grant: None,
+            signals: Default::default(),
         },
     ))
 }

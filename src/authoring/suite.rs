@@ -23,8 +23,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use std::sync::Arc;
+
 use crate::engine::Decision;
 use crate::engine::attributes::Attributes;
+use crate::engine::grants::{self, Grants};
+use crate::engine::identity::Identity;
 use crate::engine::policy::{Input, Policy};
 use case::{Case, ExpectedDecision};
 
@@ -34,6 +38,9 @@ use case::{Case, ExpectedDecision};
 pub struct SuiteFile {
     /// The rules file under test, relative to the suite.
     pub rules: PathBuf,
+    /// A grants file in force for every case, relative to the suite.
+    #[serde(default)]
+    pub grants: Option<PathBuf>,
     /// Values every case starts from.
     #[serde(default)]
     pub defaults: Case,
@@ -174,6 +181,13 @@ pub fn run_matching(path: &Path, pattern: Option<&str>) -> SuiteResult {
         Ok(policy) => policy,
         Err(e) => return failed(format!("the rules under test do not load:\n{e}")),
     };
+    let grants = match &suite.grants {
+        None => Grants::default(),
+        Some(file) => match read_grants(&base.join(file)) {
+            Ok(grants) => grants,
+            Err(e) => return failed(format!("the grants file does not load:\n{e}")),
+        },
+    };
     if let Some(name) = duplicate_case_name(&suite.cases) {
         return failed(format!(
             "the case name '{name}' is used twice; each case needs a name of its own"
@@ -193,7 +207,7 @@ pub fn run_matching(path: &Path, pattern: Option<&str>) -> SuiteResult {
                 return None;
             }
             let started = std::time::Instant::now();
-            let outcome = run_case(&policy, &case, base);
+            let outcome = run_case(&policy, &grants, &case, base);
             Some(CaseResult {
                 name,
                 outcome,
@@ -217,28 +231,75 @@ fn duplicate_case_name(cases: &[Case]) -> Option<&str> {
         .find(|name| !seen.insert(*name))
 }
 
-/// Decides one case with `policy`.
-pub fn decide(policy: &Policy, case: &Case, base: &Path) -> Result<Decision, String> {
+/// Reads the grants file at `path` as `celador check` and `test` do: the
+/// default maximum duration, measured from now.
+pub fn read_grants(path: &Path) -> Result<Grants, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Grants::parse(
+        &text,
+        path,
+        grants::DEFAULT_MAX_DURATION,
+        std::time::SystemTime::now(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Decides one case with `policy` and `grants`, as `serve` would after
+/// verifying the case's identities.
+pub fn decide(
+    policy: &Policy,
+    grants: &Grants,
+    case: &Case,
+    base: &Path,
+) -> Result<Decision, String> {
     let prepared = case.prepare(base)?;
     let attrs = Attributes::from_check_request(&prepared.request).map_err(|e| e.to_string())?;
-    Ok(policy.evaluate(Input {
+    let identity = Identity {
+        source: prepared.source.clone().map(Arc::new),
+        token: prepared.token.clone().map(Arc::new),
+        from_cache: false,
+    };
+    let input = Input {
         source: prepared.source.as_ref(),
         token: prepared.token.as_ref(),
         attributes: &attrs,
         workload: &prepared.workload,
         now: prepared.now,
+        grant: None,
+        signals: prepared.signals,
+    };
+    let grant = grants.find(&identity, input);
+    Ok(policy.evaluate(Input {
+        grant: grant.as_ref(),
+        ..input
     }))
 }
 
-fn run_case(policy: &Policy, case: &Case, base: &Path) -> Outcome {
+fn run_case(policy: &Policy, grants: &Grants, case: &Case, base: &Path) -> Outcome {
     let Some(expect) = &case.expect else {
         return Outcome::Error("the case has no `expect`".into());
     };
     if let Some(reason) = &expect.reason
-        && !["allowed", "denied_by_rule", "rule_error", "no_allow_rule"].contains(&reason.as_str())
+        && ![
+            "allowed",
+            "denied_by_rule",
+            "rule_error",
+            "no_allow_rule",
+            "granted",
+        ]
+        .contains(&reason.as_str())
     {
         return Outcome::Error(format!(
-            "expect.reason {reason:?} is not one rules give: allowed, denied_by_rule, rule_error or no_allow_rule"
+            "expect.reason {reason:?} is not one rules give: allowed, denied_by_rule, rule_error, no_allow_rule or granted"
+        ));
+    }
+    if let Some(grant) = &expect.grant
+        && !grant.is_empty()
+        && !grants.grants().iter().any(|g| &*g.name == grant.as_str())
+    {
+        return Outcome::Error(format!(
+            "expect.grant '{grant}' is not a grant of the suite's grants file"
         ));
     }
     if let Some(rule) = &expect.rule
@@ -250,7 +311,7 @@ fn run_case(policy: &Policy, case: &Case, base: &Path) -> Outcome {
             names.join(", ")
         ));
     }
-    let decision = match decide(policy, case, base) {
+    let decision = match decide(policy, grants, case, base) {
         Ok(decision) => decision,
         Err(e) => return Outcome::Error(e),
     };
@@ -272,7 +333,11 @@ pub fn judge(expect: &case::Expect, decision: &Decision) -> Outcome {
         .reason
         .as_deref()
         .is_none_or(|r| decision.reason.as_str() == r);
-    if decision_ok && rule_ok && reason_ok {
+    let grant_ok = expect
+        .grant
+        .as_deref()
+        .is_none_or(|g| decision.grant.as_ref().map_or("", |d| &d.name) == g);
+    if decision_ok && rule_ok && reason_ok && grant_ok {
         return Outcome::Passed;
     }
     let mut expected = match expect.decision {
@@ -284,6 +349,9 @@ pub fn judge(expect: &case::Expect, decision: &Decision) -> Outcome {
     }
     if let Some(reason) = &expect.reason {
         expected.push_str(&format!(" ({reason})"));
+    }
+    if let Some(grant) = expect.grant.as_deref().filter(|g| !g.is_empty()) {
+        expected.push_str(&format!(" with grant '{grant}'"));
     }
     Outcome::Failed {
         expected,
@@ -298,6 +366,9 @@ pub fn describe(decision: &Decision) -> String {
         text.push_str(&format!(" by rule '{rule}'"));
     }
     text.push_str(&format!(" ({})", decision.reason));
+    if let Some(grant) = &decision.grant {
+        text.push_str(&format!(" with grant '{}'", grant.name));
+    }
     for e in &decision.errors {
         text.push_str(&format!("; rule '{}' failed: {}", e.rule, e.error));
     }

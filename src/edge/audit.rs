@@ -16,6 +16,8 @@ use crate::engine::Decision;
 use crate::engine::RuleError;
 use crate::engine::attributes::Attributes;
 use crate::engine::reason::Reason;
+use crate::engine::Snapshot;
+use super::trail::Trail;
 
 /// The `tracing` target of audit records.
 pub const TARGET: &str = "celador::edge::audit";
@@ -85,6 +87,10 @@ pub struct AuditRecord<'a> {
     /// Values of the allowlisted headers present on the request.
     #[serde(skip_serializing_if = "Headers::is_empty")]
     pub headers: Headers<'a>,
+    /// Why, beyond the outcome: values read, grant, revocation, shadows,
+    /// caches and versions.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub trail: Option<Trail<'a>>,
 }
 
 /// Header names and values, written as a JSON object; a vector, since the
@@ -109,15 +115,35 @@ impl Serialize for Headers<'_> {
     }
 }
 
-/// Audits a decision made at `time`.
+/// How a decision was reached, for its audit record.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The snapshot the decision was made with.
+    pub snapshot: &'a Snapshot,
+    /// Whether the decision was enforced (false on a route in shadow mode).
+    pub enforced: bool,
+    /// When the decision was made.
+    pub time: SystemTime,
+    /// How long the check took.
+    pub latency: Duration,
+}
+
+/// Audits a decision.
 pub fn record(
     decision: &Decision,
     attrs: &Attributes<'_>,
     headers: &[String],
-    time: SystemTime,
-    latency: Duration,
+    context: Context<'_>,
 ) {
-    emit(&audit_record(decision, attrs, headers, time, latency));
+    let mut record = audit_record(decision, attrs, headers, context.time, context.latency);
+    record.trail = Some(Trail::of(
+        decision,
+        context.snapshot,
+        attrs,
+        context.enforced,
+        context.time,
+    ));
+    emit(&record);
 }
 
 /// The record of a decision: allowlisted `headers` with their values, but
@@ -130,6 +156,7 @@ fn audit_record<'a>(
     latency: Duration,
 ) -> AuditRecord<'a> {
     AuditRecord {
+        trail: None,
         time,
         request_id: attrs.request_id,
         spiffe_id: decision.identity.source.as_ref().map(|s| s.id.as_str()),
@@ -188,6 +215,7 @@ pub fn record_error(request: &CheckRequest, reason: Reason, detail: &str, latenc
         latency_us: micros(latency),
         errors: &[],
         headers: Headers::default(),
+        trail: None,
     };
     emit(&record);
 }
@@ -408,6 +436,7 @@ mod tests {
             latency_us: u64::MAX,
             errors,
             headers: Headers(headers),
+            trail: None,
         }
     }
 

@@ -90,6 +90,24 @@ pub fn build(
     }
 }
 
+/// The answer on a route in shadow mode to a request the rules denied: let
+/// through, with `x-celador-shadow: <reason>` for the upstream, so that
+/// nothing it does depends on celador yet while the decision is audited.
+pub fn build_shadowed(decision: &Decision, settings: &AnswerSettings) -> CheckResponse {
+    let mut ok = allowed(decision, settings);
+    ok.headers
+        .push(overwrite(SHADOW_HEADER, decision.reason.as_str()));
+    CheckResponse {
+        status: Some(status(tonic::Code::Ok)),
+        http_response: Some(HttpResponse::OkResponse(ok)),
+        dynamic_metadata: Some(metadata(decision)),
+    }
+}
+
+/// The header that tells the upstream a request was let through by a route
+/// in shadow mode, with the reason it would have been denied.
+pub const SHADOW_HEADER: &str = "x-celador-shadow";
+
 /// The answer when celador failed outside the decision itself (a panic
 /// while reading the request): a 500 denial, never an error status that a
 /// fail-open Envoy would turn into an allow.

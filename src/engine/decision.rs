@@ -9,8 +9,10 @@
 
 use std::sync::Arc;
 
+use super::grants::Grant;
 use super::identity::{Identity, IdentityError};
 use super::reason::Reason;
+use super::signals::Signals;
 
 /// What was decided for one request, and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +34,90 @@ pub struct Decision {
     pub errors: Vec<RuleError>,
     /// The version of the rules the decision was made with.
     pub policy_version: Arc<str>,
+    /// The grant that allowed the request, or that deny rules saw as
+    /// `grant`.
+    pub grant: Option<Arc<Grant>>,
+    /// The revocation entry that denied the request.
+    pub revoked: Option<Revoked>,
+    /// What the rules in `mode: shadow`, and the shadow rules file, would
+    /// have decided.
+    pub shadow: Vec<Shadow>,
+    /// The caller's signals as the rules saw them.
+    pub signals: Option<Signals>,
+    /// Whether the decision came from the decision cache.
+    pub from_cache: bool,
+}
+
+impl Default for Decision {
+    fn default() -> Self {
+        Decision {
+            allowed: false,
+            reason: Reason::InternalError,
+            rule: None,
+            detail: None,
+            identity: Identity::default(),
+            errors: Vec::new(),
+            policy_version: Arc::from(""),
+            grant: None,
+            revoked: None,
+            shadow: Vec::new(),
+            signals: None,
+            from_cache: false,
+        }
+    }
+}
+
+/// A revocation entry that matched the caller's credential.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Revoked {
+    /// The entry, as `kind: value` (`spiffe_id_prefix: spiffe://...`).
+    pub entry: String,
+    /// The entry's `reason`.
+    pub reason: Arc<str>,
+}
+
+/// Where a shadow outcome came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShadowSource {
+    /// Rules of the enforced file in `mode: shadow`.
+    Rules,
+    /// The candidate file of `shadow_policy`.
+    Policy,
+}
+
+impl ShadowSource {
+    /// `rules` or `policy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShadowSource::Rules => "rules",
+            ShadowSource::Policy => "policy",
+        }
+    }
+}
+
+/// What shadow rules would have decided.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Shadow {
+    /// Which shadow.
+    pub source: ShadowSource,
+    /// Whether it would have allowed.
+    pub allowed: bool,
+    /// Its reason.
+    pub reason: Reason,
+    /// Its deciding rule.
+    pub rule: Option<Arc<str>>,
+    /// The version of the shadow rules file, for `policy`.
+    pub version: Option<Arc<str>>,
+}
+
+impl Shadow {
+    /// Whether the shadow outcome differs from `decision`'s.
+    pub fn differs_from(&self, decision: &Decision) -> bool {
+        self.allowed != decision.allowed
+            || self.reason != decision.reason
+            || self.rule != decision.rule
+    }
 }
 
 impl Decision {
@@ -46,6 +132,7 @@ impl Decision {
             identity: Identity::default(),
             errors: Vec::new(),
             policy_version,
+            ..Decision::default()
         }
     }
 }

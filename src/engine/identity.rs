@@ -37,6 +37,53 @@ pub struct X509Svid {
     /// The earliest `notAfter` of the verified chain: past it, a cached
     /// verdict on this leaf is stale even if the leaf itself is not.
     pub chain_not_after: SystemTime,
+    /// What revocations match a certificate by.
+    pub certificate: CertificateFacts,
+}
+
+/// The facts of a leaf certificate that revocations name it by.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertificateFacts {
+    /// The SHA-256 of the leaf's DER, lowercase hex.
+    pub sha256: String,
+    /// The serial number, lowercase hex without leading zeros.
+    pub serial: String,
+    /// The issuer's distinguished name (RFC 4514, as x509-parser writes it).
+    pub issuer: String,
+}
+
+impl CertificateFacts {
+    /// The facts of `cert`, whose DER is `der`.
+    pub fn of(der: &[u8], cert: &x509_parser::certificate::X509Certificate<'_>) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(der);
+        CertificateFacts {
+            sha256: hex(&digest),
+            serial: normalize_serial(&hex(cert.raw_serial())),
+            issuer: cert.issuer().to_string(),
+        }
+    }
+}
+
+/// `bytes` as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// A serial number in hex (with or without colons, any case) as lowercase
+/// hex without leading zeros.
+pub fn normalize_serial(text: &str) -> String {
+    let digits: String = text
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let trimmed = digits.trim_start_matches('0');
+    if trimmed.is_empty() { "0".into() } else { trimmed.into() }
 }
 
 /// The verified identities of one request, named as rules see them.
@@ -46,6 +93,20 @@ pub struct Identity {
     pub source: Option<std::sync::Arc<X509Svid>>,
     /// `token`: the JWT-SVID from the request header, if verified.
     pub token: Option<std::sync::Arc<jwt::JwtSvid>>,
+    /// Whether every credential came from the verified-credential cache.
+    pub from_cache: bool,
+}
+
+impl Identity {
+    /// The identity behavioural signals are counted for: the JWT-SVID's
+    /// SPIFFE ID when there is one (often the original caller), else the
+    /// X.509-SVID's.
+    pub fn caller(&self) -> Option<&str> {
+        self.token
+            .as_ref()
+            .map(|t| t.id.as_str())
+            .or_else(|| self.source.as_ref().map(|s| s.id.as_str()))
+    }
 }
 /// Which credentials a request must present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]

@@ -14,6 +14,7 @@
 pub mod activation;
 pub mod check;
 pub mod diagnostic;
+pub mod footprint;
 pub mod functions;
 mod lint;
 pub mod rules_file;
@@ -32,7 +33,7 @@ use sha2::{Digest, Sha256};
 
 pub use activation::Input;
 pub use diagnostic::{Diagnostic, Severity};
-pub use rules_file::Effect;
+pub use rules_file::{Effect, Mode};
 
 use super::decision::{Decision, RuleError};
 use super::identity::Identity;
@@ -57,12 +58,17 @@ pub struct Rule {
     pub line: usize,
     /// The attributes the rule reads (`source.id`, `request.headers`, ...).
     pub reads: BTreeSet<String>,
+    /// Whether the rule is only evaluated beside the enforced ones.
+    pub mode: Mode,
+    /// What of a request the rule's result can depend on.
+    pub footprint: footprint::Footprint,
     expr: IdedExpr,
 }
 
 /// A loaded rules file.
 pub struct Policy {
     rules: Vec<Rule>,
+    footprint: footprint::Footprint,
     version: Arc<str>,
     generation: u64,
     path: PathBuf,
@@ -136,6 +142,16 @@ impl Policy {
             crate::engine::yaml::from_str(text, path).map_err(|e| PolicyError {
                 diagnostics: vec![yaml_diagnostic(text, path, e)],
             })?;
+        Policy::compile(text, path, &file)
+    }
+
+    /// Compiles rules already read from `text` (the file at `path`, named
+    /// in diagnostics): a rules file, or the conditions of a grants file.
+    pub fn compile(
+        text: &str,
+        path: &Path,
+        file: &rules_file::RulesFile,
+    ) -> Result<Policy, PolicyError> {
         let env = functions::environment();
         let mut diagnostics = Vec::new();
         let mut regexes = RegexTable::default();
@@ -169,8 +185,10 @@ impl Policy {
                 line_text: line_text(text, 1),
             });
         }
-        let rules = compiled.into_iter().map(|(c, _)| c.rule).collect();
+        let rules: Vec<Rule> = compiled.into_iter().map(|(c, _)| c.rule).collect();
+        let footprint = footprint::Footprint::union(rules.iter().map(|r| &r.footprint));
         Ok(Policy {
+            footprint,
             rules,
             version: version_of(text),
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
@@ -212,12 +230,52 @@ impl Policy {
 
     /// Decides one request: deny rules first, then allow rules, stopping at
     /// the first that decides.
+    /// Rules in `mode: shadow` are not enforced; a grant in force
+    /// (`input.grant`) allows when no allow rule does.
     pub fn evaluate(&self, input: Input<'_>) -> Decision {
+        self.evaluate_rules(input, |r| r.mode == Mode::Enforce)
+    }
+
+    /// What [`Policy::evaluate`] would decide if the rules in
+    /// `mode: shadow` were enforced too; `None` when there are none.
+    pub fn evaluate_shadow(&self, input: Input<'_>) -> Option<Decision> {
+        self.rules
+            .iter()
+            .any(|r| r.mode == Mode::Shadow)
+            .then(|| self.evaluate_rules(input, |_| true))
+    }
+
+    /// Whether some rule is in `mode: shadow`.
+    pub fn has_shadow_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.mode == Mode::Shadow)
+    }
+
+    /// What the rules can depend on, all rules together.
+    pub fn footprint(&self) -> &footprint::Footprint {
+        &self.footprint
+    }
+
+    /// The results of the rules at `indices`, in one activation.
+    pub fn evaluate_each(&self, input: Input<'_>, indices: &[usize]) -> Vec<RuleResult> {
+        let activation = activation::Activation::new(input);
+        let mut ctx = self.root.new_inner_scope();
+        ctx.set_variable_resolver(&activation);
+        indices
+            .iter()
+            .map(|i| match self.rules.get(*i) {
+                Some(rule) => evaluate_rule(rule, &ctx),
+                None => RuleResult::Error("no such rule".into()),
+            })
+            .collect()
+    }
+
+    fn evaluate_rules(&self, input: Input<'_>, included: impl Fn(&Rule) -> bool) -> Decision {
         let activation = activation::Activation::new(input);
         let mut ctx = self.root.new_inner_scope();
         ctx.set_variable_resolver(&activation);
         let mut errors = Vec::new();
-        for rule in self.rules.iter().filter(|r| r.effect == Effect::Deny) {
+        let rules = || self.rules.iter().filter(|r| included(r));
+        for rule in rules().filter(|r| r.effect == Effect::Deny) {
             let reason = match evaluate_rule(rule, &ctx) {
                 RuleResult::NoMatch => continue,
                 RuleResult::Match => Reason::DeniedByRule,
@@ -232,7 +290,7 @@ impl Policy {
             };
             return self.decision(false, reason, Some(rule), errors);
         }
-        for rule in self.rules.iter().filter(|r| r.effect == Effect::Allow) {
+        for rule in rules().filter(|r| r.effect == Effect::Allow) {
             match evaluate_rule(rule, &ctx) {
                 RuleResult::NoMatch => {}
                 RuleResult::Match => {
@@ -243,6 +301,11 @@ impl Policy {
                     error,
                 }),
             }
+        }
+        if let Some(grant) = input.grant {
+            let mut decision = self.decision(true, Reason::Granted, None, errors);
+            decision.grant = Some(Arc::clone(grant));
+            return decision;
         }
         self.decision(false, Reason::NoAllowRule, None, errors)
     }
@@ -262,6 +325,7 @@ impl Policy {
             identity: Identity::default(),
             errors,
             policy_version: self.shared_version(),
+            ..Decision::default()
         }
     }
 
@@ -468,7 +532,7 @@ fn lint_compiled(compiled: &[(Compiled, &Located<'_>)]) -> Vec<Diagnostic> {
 
 /// The policy version of a rules file: the first 16 hex digits of the
 /// SHA-256 of its text.
-fn version_of(text: &str) -> Arc<str> {
+pub(crate) fn version_of(text: &str) -> Arc<str> {
     let digest = Sha256::digest(text.as_bytes());
     digest
         .iter()
@@ -650,6 +714,7 @@ fn compile_rule(
     if !accept_checked(&checked, located, regexes, diagnostics) {
         return None;
     }
+    let footprint = footprint::Footprint::of(&expr);
     rename_matches(&mut expr);
     flatten_fields(&mut expr, &mut Vec::new());
     Some(Compiled {
@@ -660,6 +725,8 @@ fn compile_rule(
             source: source.to_owned(),
             line: usize::try_from(spec.name.referenced.line()).unwrap_or(0),
             reads: checked.reads,
+            mode: spec.mode,
+            footprint,
             expr,
         },
         map_reads: checked.map_reads,

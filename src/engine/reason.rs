@@ -14,6 +14,12 @@ use std::fmt;
 pub enum Reason {
     /// At least one allow rule matched and no deny rule did.
     Allowed,
+    /// No allow rule matched, but a time-bound grant in force for the
+    /// caller did, and no deny rule matched.
+    Granted,
+    /// The caller's credential is on the revocation list: denied (403),
+    /// whatever the rules, grants or cached decisions say.
+    Revoked,
     /// A deny rule matched.
     DeniedByRule,
     /// A deny rule failed to evaluate, and so counts as matching (fail closed).
@@ -81,6 +87,8 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Allowed => "allowed",
+            Reason::Granted => "granted",
+            Reason::Revoked => "revoked",
             Reason::DeniedByRule => "denied_by_rule",
             Reason::RuleError => "rule_error",
             Reason::NoAllowRule => "no_allow_rule",
@@ -125,6 +133,8 @@ impl Reason {
         !matches!(
             self,
             Reason::Allowed
+                | Reason::Granted
+                | Reason::Revoked
                 | Reason::DeniedByRule
                 | Reason::RuleError
                 | Reason::NoAllowRule
@@ -140,7 +150,7 @@ impl Reason {
     /// a route celador cannot serve or a failure of its own.
     pub fn http_status(self) -> u16 {
         match self {
-            Reason::Allowed => 200,
+            Reason::Allowed | Reason::Granted => 200,
             Reason::BundleUnavailable => 503,
             Reason::InvalidRoute | Reason::InternalError => 500,
             Reason::InvalidRequest => 400,
@@ -152,6 +162,8 @@ impl Reason {
     /// Every reason, for documentation and tests.
     pub const ALL: &'static [Reason] = &[
         Reason::Allowed,
+        Reason::Granted,
+        Reason::Revoked,
         Reason::DeniedByRule,
         Reason::RuleError,
         Reason::NoAllowRule,
@@ -220,5 +232,7 @@ mod tests {
         assert_eq!(Reason::InvalidRoute.http_status(), 500);
         assert_eq!(Reason::NoAllowRule.http_status(), 403);
         assert_eq!(Reason::JwtExpired.http_status(), 401);
+        assert_eq!(Reason::Revoked.http_status(), 403);
+        assert_eq!(Reason::Granted.http_status(), 200);
     }
 }

@@ -9,8 +9,10 @@
 
 use std::sync::Arc;
 
+use super::grants::Grants;
 use super::identity::bundle::TrustBundles;
 use super::policy::Policy;
+use super::revocations::Revocations;
 
 /// The live state a check is decided with.
 #[derive(Debug, Clone)]
@@ -19,6 +21,13 @@ pub struct Snapshot {
     pub policy: Arc<Policy>,
     /// The trust bundles of every configured trust domain.
     pub bundles: Arc<TrustBundles>,
+    /// The time-bound grants.
+    pub grants: Arc<Grants>,
+    /// The revoked credentials.
+    pub revocations: Arc<Revocations>,
+    /// A candidate rules file evaluated beside the enforced one, never
+    /// enforced (`shadow_policy`).
+    pub shadow: Option<Arc<Policy>>,
     /// Bumped by the store at every publish: which snapshot this is.
     pub generation: u64,
 }
@@ -29,6 +38,9 @@ impl Snapshot {
         Snapshot {
             policy,
             bundles,
+            grants: Arc::default(),
+            revocations: Arc::default(),
+            shadow: None,
             generation: 1,
         }
     }

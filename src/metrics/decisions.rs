@@ -163,7 +163,7 @@ impl DecisionMetrics {
 
     fn labels(&self, reason: Reason, rule: Option<&Arc<str>>) -> DecisionLabels {
         let outcome = match reason {
-            Reason::Allowed => "allow",
+            Reason::Allowed | Reason::Granted => "allow",
             Reason::InvalidRequest => "error",
             _ => "deny",
         };
@@ -199,6 +199,7 @@ mod tests {
             identity: Identity::default(),
             errors: Vec::new(),
             policy_version: "v".into(),
+            ..Decision::default()
         }
     }
 

@@ -18,7 +18,9 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 
+use crate::engine::grants::Grants;
 use crate::engine::identity::bundle;
+use crate::engine::revocations::Revocations;
 use crate::engine::policy::{Diagnostic, Policy, PolicyError, Severity};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -66,6 +68,91 @@ impl Tracked {
 enum Target {
     Policy,
     Bundle { trust_domain: String },
+    Governance(GovernanceFile),
+}
+
+/// A watched file of runtime governance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GovernanceFile {
+    /// Time-bound grants, refused when one lasts longer than this.
+    Grants {
+        /// The longest grant accepted.
+        max_duration: Duration,
+    },
+    /// Revoked credentials.
+    Revocations,
+    /// A candidate rules file evaluated beside the enforced one.
+    ShadowPolicy,
+}
+
+/// The parsed content of a governance file, ready to publish.
+#[derive(Debug)]
+pub enum Governance {
+    /// Grants.
+    Grants(Grants),
+    /// Revocations.
+    Revocations(Revocations),
+    /// Shadow rules.
+    ShadowPolicy(Policy),
+}
+
+impl GovernanceFile {
+    /// Its name in config, logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            GovernanceFile::Grants { .. } => "grants",
+            GovernanceFile::Revocations => "revocations",
+            GovernanceFile::ShadowPolicy => "shadow_policy",
+        }
+    }
+
+    /// Parses `bytes`, read from `path`; the error says every problem.
+    pub fn parse(self, path: &Path, bytes: &[u8]) -> Result<Governance, String> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| format!("{}: the file is not UTF-8", path.display()))?;
+        let rules_error = |e: PolicyError| {
+            e.diagnostics
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        Ok(match self {
+            GovernanceFile::Grants { max_duration } => Governance::Grants(
+                Grants::parse(text, path, max_duration, std::time::SystemTime::now())
+                    .map_err(rules_error)?,
+            ),
+            GovernanceFile::Revocations => {
+                Governance::Revocations(Revocations::parse(text, path)?)
+            }
+            GovernanceFile::ShadowPolicy => {
+                Governance::ShadowPolicy(Policy::parse(text, path).map_err(rules_error)?)
+            }
+        })
+    }
+}
+
+impl Governance {
+    /// Publishes the content into `store`, logging what it holds.
+    pub fn publish(self, store: &Store, path: &Path) {
+        let path = path.display();
+        match self {
+            Governance::Grants(grants) => {
+                grants.warnings().iter().for_each(log_diagnostic);
+                tracing::info!(%path, grants = grants.grants().len(), version = grants.version(), "grants loaded");
+                store.publish_grants(Arc::new(grants));
+            }
+            Governance::Revocations(revocations) => {
+                tracing::info!(%path, entries = revocations.len(), version = revocations.version(), "revocations loaded");
+                store.publish_revocations(Arc::new(revocations));
+            }
+            Governance::ShadowPolicy(policy) => {
+                policy.warnings().iter().for_each(log_diagnostic);
+                tracing::info!(%path, rules = policy.rules().len(), policy_version = policy.version(), "shadow rules loaded");
+                store.publish_shadow_policy(Arc::new(policy));
+            }
+        }
+    }
 }
 
 /// Where reloaded content goes.
@@ -109,6 +196,12 @@ impl LiveFiles {
             .push((Tracked::new(path, content), Target::Bundle { trust_domain }));
     }
 
+    /// Tracks a governance file, whose current content is `content`.
+    pub fn governance(&mut self, file: GovernanceFile, path: PathBuf, content: &[u8]) {
+        self.files
+            .push((Tracked::new(path, content), Target::Governance(file)));
+    }
+
     /// Re-reads every file and applies what changed.
     pub fn reload(&mut self) {
         for (tracked, target) in &mut self.files {
@@ -121,12 +214,40 @@ impl LiveFiles {
                 Target::Bundle { trust_domain } => {
                     self.sinks.apply_bundle(trust_domain, &path, content);
                 }
+                Target::Governance(file) => self.sinks.apply_governance(*file, &path, content),
             }
         }
     }
 }
 
 impl Sinks {
+    fn apply_governance(
+        &self,
+        file: GovernanceFile,
+        path: &Path,
+        content: Result<Vec<u8>, std::io::Error>,
+    ) {
+        let parsed = content
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|bytes| file.parse(path, &bytes));
+        match parsed {
+            Ok(governance) => {
+                governance.publish(&self.store, path);
+                self.metrics.governance.file_reload(file.name(), true);
+            }
+            Err(e) => {
+                self.metrics.governance.file_reload(file.name(), false);
+                tracing::warn!(
+                    file = file.name(),
+                    path = %path.display(),
+                    problem = %e,
+                    "the {} file cannot be loaded; the last good content stays in use",
+                    file.name()
+                );
+            }
+        }
+    }
+
     fn apply_policy(&self, path: &Path, content: Result<Vec<u8>, std::io::Error>) {
         let loaded = content
             .map_err(|e| PolicyError::unreadable(path, &e))

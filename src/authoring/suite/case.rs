@@ -54,6 +54,10 @@ pub struct Case {
     /// The time of evaluation (`now` and `request.time`), RFC 3339.
     #[serde(default)]
     pub time: Option<String>,
+    /// The caller's behavioural signals (`signals`); every count 0 when
+    /// absent.
+    #[serde(default)]
+    pub signals: Option<crate::engine::signals::Signals>,
     /// What should happen.
     #[serde(default)]
     pub expect: Option<Expect>,
@@ -158,9 +162,13 @@ pub struct Expect {
     #[serde(default)]
     pub rule: Option<String>,
     /// The reason, if the case cares: `allowed`, `denied_by_rule`,
-    /// `rule_error` or `no_allow_rule`.
+    /// `rule_error`, `no_allow_rule` or `granted`.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The grant that allowed the request, or that deny rules saw, if the
+    /// case cares which; `""` for none.
+    #[serde(default)]
+    pub grant: Option<String>,
 }
 
 /// An expected decision.
@@ -186,6 +194,8 @@ pub struct Prepared {
     pub workload: Workload,
     /// The time of evaluation.
     pub now: SystemTime,
+    /// The caller's signals.
+    pub signals: crate::engine::signals::Signals,
 }
 
 impl Case {
@@ -210,6 +220,7 @@ impl Case {
         fill(&mut self.destination, &defaults.destination);
         fill(&mut self.workload, &defaults.workload);
         fill(&mut self.time, &defaults.time);
+        fill(&mut self.signals, &defaults.signals);
         fill(&mut self.expect, &defaults.expect);
         merge(&mut self.context, &defaults.context);
         let (r, d) = (&mut self.request, &defaults.request);
@@ -241,6 +252,7 @@ impl Case {
                 not_before: now - Duration::from_secs(3600),
                 not_after: time::saturating_add(now, Duration::from_secs(3600)),
                 chain_not_after: time::saturating_add(now, Duration::from_secs(3600)),
+                certificate: Default::default(),
             }),
             (None, Some(file)) => Some(svid_from_file(&base.join(file))?),
             (None, None) => None,
@@ -259,6 +271,7 @@ impl Case {
                 .map(WorkloadInput::workload)
                 .unwrap_or_default(),
             now,
+            signals: self.signals.unwrap_or_default(),
         })
     }
 
@@ -428,5 +441,6 @@ pub fn svid_from_der(der: &[u8]) -> Result<X509Svid, String> {
         not_before: time::from_asn1_seconds(cert.validity().not_before.timestamp()),
         not_after,
         chain_not_after: not_after,
+        certificate: crate::engine::identity::CertificateFacts::of(der, &cert),
     })
 }

@@ -113,6 +113,17 @@ impl JwtVerifier {
         bundles: &TrustBundles,
         now: SystemTime,
     ) -> Result<Arc<JwtSvid>, IdentityError> {
+        self.verify_traced(token, bundles, now).map(|(svid, _)| svid)
+    }
+
+    /// [`JwtVerifier::verify`], also saying whether the verdict came from
+    /// the cache.
+    pub fn verify_traced(
+        &self,
+        token: &str,
+        bundles: &TrustBundles,
+        now: SystemTime,
+    ) -> Result<(Arc<JwtSvid>, bool), IdentityError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(malformed(format!(
                 "the token is {} bytes, more than the {MAX_TOKEN_BYTES} a JWT-SVID can take",

@@ -139,10 +139,10 @@ impl<T: Credential> VerifiedCache<T> {
         bundles: &TrustBundles,
         now: SystemTime,
         verify: impl FnOnce() -> Result<(T, u64), IdentityError>,
-    ) -> Result<Arc<T>, IdentityError> {
+    ) -> Result<(Arc<T>, bool), IdentityError> {
         let Some(cache) = &self.cache else {
             self.misses.fetch_add(1, Ordering::Relaxed);
-            return verify().map(|(credential, _)| Arc::new(credential));
+            return verify().map(|(credential, _)| (Arc::new(credential), false));
         };
         let key: [u8; 32] = Sha256::digest(bytes).into();
         if let Some(hit) = cache.get(&key) {
@@ -154,7 +154,7 @@ impl<T: Credential> VerifiedCache<T> {
             );
             if same_bundle && hit.credential.valid_at(now) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(hit.credential);
+                return Ok((hit.credential, true));
             }
             cache.invalidate(&key);
         }
@@ -172,6 +172,6 @@ impl<T: Credential> VerifiedCache<T> {
                 generation,
             },
         );
-        Ok(credential)
+        Ok((credential, false))
     }
 }

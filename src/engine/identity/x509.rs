@@ -79,6 +79,19 @@ impl X509Verifier {
         bundles: &TrustBundles,
         now: SystemTime,
     ) -> Result<Arc<X509Svid>, IdentityError> {
+        self.verify_traced(certificate, xfcc, bundles, now)
+            .map(|(svid, _)| svid)
+    }
+
+    /// [`X509Verifier::verify`], also saying whether the verdict came from
+    /// the cache.
+    pub fn verify_traced(
+        &self,
+        certificate: &str,
+        xfcc: Option<&str>,
+        bundles: &TrustBundles,
+        now: SystemTime,
+    ) -> Result<(Arc<X509Svid>, bool), IdentityError> {
         if certificate.is_empty() {
             return Err(IdentityError::new(
                 Reason::SvidMissing,
@@ -131,6 +144,7 @@ impl X509Verifier {
                 not_before: leaf.not_before,
                 not_after: leaf.not_after,
                 chain_not_after,
+                certificate: leaf.facts,
             },
             bundle.generation(),
         ))
@@ -145,6 +159,7 @@ struct Leaf {
     not_before: SystemTime,
     not_after: SystemTime,
     validity: x509_parser::certificate::Validity,
+    facts: super::CertificateFacts,
 }
 
 impl Leaf {
@@ -164,6 +179,7 @@ impl Leaf {
         let id = spiffe_id_of(&cert)?;
         check_leaf_constraints(&cert)?;
         let validity = cert.validity().clone();
+        let facts = super::CertificateFacts::of(&der, &cert);
         drop(cert);
         Ok(Leaf {
             not_before: time::from_asn1_seconds(validity.not_before.timestamp()),
@@ -171,6 +187,7 @@ impl Leaf {
             validity,
             der,
             id,
+            facts,
         })
     }
 

@@ -21,6 +21,8 @@ use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 
 use crate::engine::attributes::Attributes;
+use crate::engine::grants::Grant;
+use crate::engine::signals::Signals;
 use crate::engine::identity::X509Svid;
 use crate::engine::identity::jwt::JwtSvid;
 use crate::engine::percent;
@@ -39,6 +41,10 @@ pub struct Input<'a> {
     pub workload: &'a Workload,
     /// The time of evaluation.
     pub now: SystemTime,
+    /// The grant in force for the caller, if any.
+    pub grant: Option<&'a std::sync::Arc<Grant>>,
+    /// The caller's behavioural signals, the current request counted.
+    pub signals: Signals,
 }
 
 /// The variables of one evaluation.
@@ -51,6 +57,8 @@ pub struct Activation<'a> {
     context: LazyMap<'a>,
     workload: WorkloadVal<'a>,
     now: CelTimestamp,
+    grant: GrantVal<'a>,
+    signals: SignalsVal<'a>,
 }
 
 impl<'a> Activation<'a> {
@@ -106,6 +114,24 @@ impl<'a> Activation<'a> {
                 annotations: LazyMap::new(MapSource::Map(&input.workload.annotations)),
             },
             now,
+            grant: GrantVal {
+                name: input.grant.map_or("", |g| &g.name).into(),
+                reason: input.grant.map_or("", |g| &g.reason).into(),
+                expires: timestamp(input.grant.map_or(SystemTime::UNIX_EPOCH, |g| g.expires)),
+                _life: std::marker::PhantomData,
+            },
+            signals: SignalsVal {
+                counts: [
+                    input.signals.requests_10s,
+                    input.signals.requests_1m,
+                    input.signals.requests_10m,
+                    input.signals.denials_10s,
+                    input.signals.denials_1m,
+                    input.signals.denials_10m,
+                ]
+                .map(|c| CelInt::from(i64::from(c))),
+                _life: std::marker::PhantomData,
+            },
         }
     }
 }
@@ -122,6 +148,8 @@ impl VariableResolver for Activation<'_> {
                 "request" => self.request.field(field),
                 "destination" => self.destination.field(field),
                 "workload" => self.workload.field(field),
+                "grant" => self.grant.field(field),
+                "signals" => self.signals.field(field),
                 _ => return None,
             };
             return value.ok();
@@ -134,6 +162,8 @@ impl VariableResolver for Activation<'_> {
             "context" => CowVal::Borrowed(self.context.get()),
             "workload" => CowVal::Borrowed(&self.workload),
             "now" => CowVal::Borrowed(&self.now),
+            "grant" => CowVal::Borrowed(&self.grant),
+            "signals" => CowVal::Borrowed(&self.signals),
             _ => return None,
         })
     }
@@ -440,3 +470,49 @@ impl<'a> WorkloadVal<'a> {
     }
 }
 record!(WorkloadVal, "celador.Workload");
+
+#[derive(Debug, Clone)]
+struct GrantVal<'a> {
+    name: CelString<'a>,
+    reason: CelString<'a>,
+    expires: CelTimestamp,
+    _life: std::marker::PhantomData<&'a ()>,
+}
+
+impl<'a> GrantVal<'a> {
+    fn field<'b>(&'b self, name: &str) -> Result<CowVal<'b, 'a>, ExecutionError> {
+        Ok(match name {
+            "name" => CowVal::Borrowed(&self.name),
+            "reason" => CowVal::Borrowed(&self.reason),
+            "expires" => CowVal::Borrowed(&self.expires),
+            _ => return Err(ExecutionError::no_such_key(name)),
+        })
+    }
+}
+record!(GrantVal, "celador.Grant");
+
+#[derive(Debug, Clone)]
+struct SignalsVal<'a> {
+    /// requests_10s, requests_1m, requests_10m, then the same for denials.
+    counts: [CelInt; 6],
+    _life: std::marker::PhantomData<&'a ()>,
+}
+
+impl<'a> SignalsVal<'a> {
+    fn field<'b>(&'b self, name: &str) -> Result<CowVal<'b, 'a>, ExecutionError> {
+        let index = match name {
+            "requests_10s" => 0,
+            "requests_1m" => 1,
+            "requests_10m" => 2,
+            "denials_10s" => 3,
+            "denials_1m" => 4,
+            "denials_10m" => 5,
+            _ => return Err(ExecutionError::no_such_key(name)),
+        };
+        match self.counts.get(index) {
+            Some(count) => Ok(CowVal::Borrowed(count)),
+            None => Err(ExecutionError::no_such_key(name)),
+        }
+    }
+}
+record!(SignalsVal, "celador.Signals");

@@ -36,6 +36,21 @@ pub struct RuleSpec {
     pub effect: Effect,
     /// The CEL condition.
     pub when: Spanned<String>,
+    /// Enforced (the default), or only evaluated and reported.
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// Whether a rule's effect is enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Its effect decides.
+    #[default]
+    Enforce,
+    /// It is evaluated and what it would have done is audited and counted,
+    /// but it never decides.
+    Shadow,
 }
 
 /// What a matching rule does.

@@ -332,6 +332,65 @@ pub static WORKLOAD: Object = Object {
     ],
 };
 
+/// `grant`: the time-bound grant in force for the caller, if any.
+pub static GRANT: Object = Object {
+    name: "celador.Grant",
+    fields: &[
+        field(
+            "name",
+            FieldTy::String,
+            "The name of the grant in force for this request; `\"\"` when none is.",
+        ),
+        field(
+            "reason",
+            FieldTy::String,
+            "The grant's `reason`; `\"\"` when no grant is in force.",
+        ),
+        field(
+            "expires",
+            FieldTy::Timestamp,
+            "When the grant ends; the Unix epoch when no grant is in force.",
+        ),
+    ],
+};
+
+/// `signals`: the caller's recent behaviour, counted by this celador.
+pub static SIGNALS: Object = Object {
+    name: "celador.Signals",
+    fields: &[
+        field(
+            "requests_10s",
+            FieldTy::Int,
+            "Requests of the caller in the last 10 seconds, this one included.",
+        ),
+        field(
+            "requests_1m",
+            FieldTy::Int,
+            "Requests of the caller in the last minute, this one included.",
+        ),
+        field(
+            "requests_10m",
+            FieldTy::Int,
+            "Requests of the caller in the last 10 minutes, this one included.",
+        ),
+        field(
+            "denials_10s",
+            FieldTy::Int,
+            "Requests of the caller denied in the last 10 seconds (before this one).",
+        ),
+        field(
+            "denials_1m",
+            FieldTy::Int,
+            "Requests of the caller denied in the last minute (before this one).",
+        ),
+        field(
+            "denials_10m",
+            FieldTy::Int,
+            "Requests of the caller denied in the last 10 minutes (before this one).",
+        ),
+    ],
+};
+
 /// The top-level variables.
 pub static VARIABLES: &[Field] = &[
     field(
@@ -368,6 +427,16 @@ pub static VARIABLES: &[Field] = &[
         "now",
         FieldTy::Timestamp,
         "celador's clock when the rule is evaluated.",
+    ),
+    field(
+        "grant",
+        FieldTy::Object(&GRANT),
+        "The time-bound grant in force for the caller (see `grants`); its `name` is empty when none is. Deny rules can refuse what a grant would allow.",
+    ),
+    field(
+        "signals",
+        FieldTy::Object(&SIGNALS),
+        "The caller's request and denial counts over sliding windows, kept per identity by this celador instance (per pod).",
     ),
 ];
 

@@ -27,6 +27,7 @@ fn svid(id: &str) -> X509Svid {
         not_before: now - Duration::from_secs(60),
         not_after: now + Duration::from_secs(3600),
         chain_not_after: now + Duration::from_secs(3600),
+        certificate: Default::default(),
     }
 }
 
@@ -87,6 +88,8 @@ fn decide_with_token(
         attributes: &attrs,
         workload: &workload,
         now: SystemTime::now(),
+        grant: None,
+        signals: Default::default(),
     })
 }
 
@@ -312,6 +315,8 @@ fn a_missing_identity_is_an_evaluation_error_not_an_empty_string() {
         attributes: &attrs,
         workload: &Workload::default(),
         now: SystemTime::now(),
+        grant: None,
+        signals: Default::default(),
     });
     assert!(!v.allowed);
     assert!(
@@ -344,6 +349,8 @@ fn explain_evaluates_every_rule() {
         attributes: &attrs,
         workload: &Workload::default(),
         now: SystemTime::now(),
+        grant: None,
+        signals: Default::default(),
     });
     let summary: Vec<(&str, RuleResult)> = results
         .into_iter()

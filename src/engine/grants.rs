@@ -1,0 +1,364 @@
+//! Time-bound (just-in-time) grants: access for named identities that
+//! opens at `not_before` and closes at `expires`, with a reason.
+//!
+//! ```yaml
+//! grants:
+//!   - name: inc-4711-rerun-export
+//!     identities: ["spiffe://example.org/ns/batch/sa/exporter"]
+//!     when: request.method == "POST" && request.path.startsWith("/export/")
+//!     not_before: 2026-11-25T10:00:00Z     # optional
+//!     expires: 2026-11-25T12:00:00Z
+//!     reason: "INC-4711: re-run the failed export"
+//! ```
+//!
+//! Data flow: a watched grants file is parsed here ([`Grants::parse`]), its
+//! conditions compiled and type-checked like rules, and published into the
+//! live-state store. Per request the engine asks [`Grants::find`] for the
+//! grant in force for the caller, at the time of the check: windows open
+//! and close to the second with no reload. Rules see the grant as `grant`;
+//! a grant in force allows when no allow rule does, and deny rules still
+//! override it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::identity::{Identity, SpiffeId};
+use super::policy::diagnostic::{Diagnostic, Severity};
+use super::policy::rules_file::{Effect, Mode, RuleSpec, RulesFile};
+use super::policy::{Input, Policy, PolicyError, RuleResult};
+
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// The longest grant accepted unless configured otherwise.
+pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantsFile {
+    grants: Vec<GrantSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantSpec {
+    name: Spanned<String>,
+    identities: Vec<String>,
+    #[serde(default)]
+    when: Option<Spanned<String>>,
+    #[serde(default)]
+    not_before: Option<String>,
+    expires: String,
+    reason: String,
+}
+
+/// One grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Its name, reported in audit records.
+    pub name: Arc<str>,
+    /// The SPIFFE IDs it is for (of an X.509-SVID or a JWT-SVID).
+    pub identities: Vec<String>,
+    /// When it opens; open from the start if absent.
+    pub not_before: Option<SystemTime>,
+    /// When it closes.
+    pub expires: SystemTime,
+    /// Why it was given.
+    pub reason: Arc<str>,
+    /// Its condition as written; `true` when absent.
+    pub when: String,
+}
+
+impl Grant {
+    /// Whether the grant is open at `now`: from `not_before` (inclusive) to
+    /// `expires` (exclusive).
+    pub fn open_at(&self, now: SystemTime) -> bool {
+        self.not_before.is_none_or(|t| t <= now) && now < self.expires
+    }
+
+    /// Whether the grant is for a credential of `identity`.
+    pub fn covers(&self, identity: &Identity) -> bool {
+        let ids = [
+            identity.source.as_ref().map(|s| s.id.as_str()),
+            identity.token.as_ref().map(|t| t.id.as_str()),
+        ];
+        ids.into_iter()
+            .flatten()
+            .any(|id| self.identities.iter().any(|g| g == id))
+    }
+}
+
+/// A loaded grants file.
+#[derive(Debug)]
+pub struct Grants {
+    grants: Vec<Arc<Grant>>,
+    /// The grants' conditions, one allow rule per grant, in order.
+    conditions: Option<Policy>,
+    version: Arc<str>,
+    generation: u64,
+    path: PathBuf,
+    warnings: Vec<Diagnostic>,
+}
+
+impl Default for Grants {
+    fn default() -> Self {
+        Grants {
+            grants: Vec::new(),
+            conditions: None,
+            version: Arc::from("none"),
+            generation: 0,
+            path: PathBuf::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl Grants {
+    /// Parses the grants in `text` (the file at `path`). A grant longer than
+    /// `max_duration` (from `not_before`, or from `now` without it) is an
+    /// error, as is any problem in a condition: the file is refused whole.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        max_duration: Duration,
+        now: SystemTime,
+    ) -> Result<Grants, PolicyError> {
+        let file: GrantsFile = super::yaml::from_str(text, path).map_err(|e| PolicyError {
+            diagnostics: vec![diagnostic(path, e.line, Severity::Error, None, e.rendered)],
+        })?;
+        let mut diagnostics = Vec::new();
+        let mut grants = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for spec in &file.grants {
+            let line = spec.name.referenced.line();
+            let name = spec.name.value.as_str();
+            let mut problem = |message: String| {
+                diagnostics.push(diagnostic(
+                    path,
+                    line,
+                    Severity::Error,
+                    Some(name),
+                    message,
+                ));
+            };
+            if !seen.insert(name) {
+                problem(format!("a second grant is named {name:?}; names must be unique"));
+            }
+            match grant(spec, max_duration, now) {
+                Ok(grant) => {
+                    if grant.expires <= now {
+                        diagnostics.push(diagnostic(
+                            path,
+                            line,
+                            Severity::Warning,
+                            Some(name),
+                            "the grant has already expired: it allows nothing".into(),
+                        ));
+                    }
+                    grants.push(Arc::new(grant));
+                }
+                Err(problems) => problems.into_iter().for_each(&mut problem),
+            }
+        }
+        let conditions = compile_conditions(text, path, &file.grants, &mut diagnostics);
+        if diagnostics.iter().any(|d| d.severity == Severity::Error) {
+            diagnostics.sort_by_key(|d| d.line);
+            return Err(PolicyError { diagnostics });
+        }
+        Ok(Grants {
+            grants,
+            conditions,
+            version: super::policy::version_of(text),
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            path: path.to_owned(),
+            warnings: diagnostics,
+        })
+    }
+
+    /// The grants, in file order.
+    pub fn grants(&self) -> &[Arc<Grant>] {
+        &self.grants
+    }
+
+    /// The first 16 hex digits of the SHA-256 of the file; `none` without
+    /// a grants file.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// A number unique to this load, for caches to key on.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The grants file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Warnings found while loading.
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
+    }
+
+    /// How many grants are open at `now`.
+    pub fn active(&self, now: SystemTime) -> usize {
+        self.grants.iter().filter(|g| g.open_at(now)).count()
+    }
+
+    /// The first grant in file order that covers `identity`, is open at
+    /// `input.now` and whose condition holds for `input`. A condition that
+    /// fails to evaluate does not hold.
+    pub fn find(&self, identity: &Identity, input: Input<'_>) -> Option<Arc<Grant>> {
+        let candidates: Vec<usize> = self
+            .grants
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.open_at(input.now) && g.covers(identity))
+            .map(|(i, _)| i)
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let conditions = self.conditions.as_ref()?;
+        let results = conditions.evaluate_each(input, &candidates);
+        let index = candidates
+            .iter()
+            .zip(results)
+            .find(|(_, r)| *r == RuleResult::Match)?
+            .0;
+        self.grants.get(*index).cloned()
+    }
+
+    /// The next time after `now` at which a grant covering `identity` opens
+    /// or closes: past it, a decision made now may no longer hold.
+    pub fn next_change(&self, identity: &Identity, now: SystemTime) -> Option<SystemTime> {
+        self.grants
+            .iter()
+            .filter(|g| g.covers(identity))
+            .flat_map(|g| [g.not_before, Some(g.expires)])
+            .flatten()
+            .filter(|t| *t > now)
+            .min()
+    }
+}
+
+/// One grant, or every problem with it.
+fn grant(spec: &GrantSpec, max: Duration, now: SystemTime) -> Result<Grant, Vec<String>> {
+    let mut problems = Vec::new();
+    if spec.identities.is_empty() {
+        problems.push("`identities` is empty: the grant would be for no one".into());
+    }
+    for id in &spec.identities {
+        if let Err(e) = SpiffeId::parse(id) {
+            problems.push(format!("identity {id:?} is not a SPIFFE ID: {e}"));
+        }
+    }
+    if spec.reason.trim().is_empty() {
+        problems.push("`reason` is empty: say why the grant was given".into());
+    }
+    let mut time = |key: &str, text: &str| {
+        super::time::parse_rfc3339(text)
+            .map_err(|e| problems.push(format!("{key}: {e}")))
+            .ok()
+    };
+    let expires = time("expires", &spec.expires);
+    let not_before = spec.not_before.as_deref().map(|t| time("not_before", t));
+    let (Some(expires), Some(not_before)) = (expires, not_before.unwrap_or(Some(now))) else {
+        return Err(problems);
+    };
+    match expires.duration_since(not_before) {
+        Err(_) | Ok(Duration::ZERO) => {
+            problems.push("`expires` is not after `not_before`: the grant never opens".into());
+        }
+        Ok(length) if length > max => problems.push(format!(
+            "the grant lasts {}, longer than the maximum of {} (grants.max_duration); split it or shorten it",
+            human(length),
+            human(max)
+        )),
+        Ok(_) => {}
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Grant {
+        name: Arc::from(spec.name.value.as_str()),
+        identities: spec.identities.clone(),
+        not_before: spec.not_before.as_ref().map(|_| not_before),
+        expires,
+        reason: Arc::from(spec.reason.as_str()),
+        when: spec
+            .when
+            .as_ref()
+            .map_or_else(|| "true".to_owned(), |w| w.value.clone()),
+    })
+}
+
+/// The grants' conditions as allow rules named like the grants, so that
+/// problems are reported exactly as for rules.
+fn compile_conditions(
+    text: &str,
+    path: &Path,
+    specs: &[GrantSpec],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Policy> {
+    if specs.is_empty() {
+        return None;
+    }
+    let rules = specs
+        .iter()
+        .map(|spec| RuleSpec {
+            name: spec.name.clone(),
+            description: None,
+            effect: Effect::Allow,
+            when: spec.when.clone().unwrap_or_else(|| {
+                Spanned::new("true".into(), spec.name.referenced, spec.name.defined)
+            }),
+            mode: Mode::Enforce,
+        })
+        .collect();
+    match Policy::compile(text, path, &RulesFile { rules }) {
+        Ok(policy) => Some(policy),
+        Err(e) => {
+            diagnostics.extend(e.diagnostics);
+            None
+        }
+    }
+}
+
+fn diagnostic(
+    path: &Path,
+    line: u64,
+    severity: Severity,
+    grant: Option<&str>,
+    message: String,
+) -> Diagnostic {
+    Diagnostic {
+        severity,
+        file: path.to_owned(),
+        line: usize::try_from(line).unwrap_or(0),
+        column: 0,
+        rule: grant.map(str::to_owned),
+        message,
+        line_text: None,
+    }
+}
+
+/// A duration as people write it: `36h`, `90m`, `45s`.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests;
