@@ -132,7 +132,6 @@ impl ExtAuthz {
             let response = response::build(&decision, &attrs, answers);
             (decision, response)
         });
-        let audit_headers = &self.settings.audit_headers;
         let audited = catch_unwind(AssertUnwindSafe(|| {
             let context = audit::Context {
                 snapshot: &snapshot,
@@ -140,7 +139,7 @@ impl ExtAuthz {
                 time: now,
                 latency: started.elapsed(),
             };
-            audit::record(&decision, &attrs, audit_headers, context);
+            audit::record(&decision, &attrs, &self.settings.audit_headers, context);
         }));
         if audited.is_err() {
             tracing::error!(
@@ -148,13 +147,18 @@ impl ExtAuthz {
                 "writing the audit record failed"
             );
         }
+        self.count(&decision, enforced, started.elapsed());
+        Ok(response)
+    }
+
+    /// Counts a decision in the metrics.
+    fn count(&self, decision: &Decision, enforced: bool, latency: std::time::Duration) {
         let metrics = self.store.metrics();
-        metrics.decisions.record(&decision, started.elapsed());
-        metrics.governance.record(&decision);
+        metrics.decisions.record(decision, latency);
+        metrics.governance.record(decision);
         if !enforced && !decision.allowed {
             metrics.governance.route_shadow_allowed.inc();
         }
-        Ok(response)
     }
 
     /// Decides a request with the current snapshot at `now`, without

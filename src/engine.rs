@@ -20,6 +20,7 @@
 pub mod attributes;
 pub mod cache;
 pub mod decision;
+pub mod grant;
 pub mod grants;
 pub mod identity;
 pub mod percent;
@@ -40,12 +41,12 @@ pub use decision::{Decision, RuleError, Shadow, ShadowSource};
 pub use reason::Reason;
 pub use snapshot::Snapshot;
 
+use cache::{DecisionCache, DecisionCacheSettings, DecisionCacheStats};
+use grants::Grant;
 use identity::jwt::{self, JwtSettings, JwtVerifier};
 use identity::verified::{CacheSettings, CacheStats};
 use identity::x509::X509Verifier;
 use identity::{Identity, IdentityError, Requirement};
-use cache::{DecisionCache, DecisionCacheSettings, DecisionCacheStats};
-use grants::Grant;
 use policy::Input;
 use policy::footprint::Footprint;
 use signals::SignalTable;
@@ -220,7 +221,7 @@ impl Engine {
         grant: Option<&Arc<Grant>>,
     ) -> Decision {
         let key = cache::key(snapshot, footprint, input.attributes, identity, grant);
-        if let Some(hit) = self.decisions.get(&key) {
+        if let Some(hit) = self.decisions.get(&key, input.now) {
             let mut decision = (*hit).clone();
             decision.from_cache = true;
             return decision;
@@ -291,16 +292,10 @@ impl Engine {
             cached.set(cached.get() && hit);
             Ok::<_, IdentityError>(svid)
         };
-        let verified_token = |token: Option<&str>| match (token, &self.jwt) {
-            (Some(token), Some((_, verifier))) => {
-                let (svid, hit) = verifier.verify_traced(token, bundles, now)?;
-                cached.set(cached.get() && hit);
-                Ok(svid)
-            }
-            _ => Err(IdentityError::new(
-                Reason::JwtMissing,
-                "no JWT-SVID: the request has no token in the configured header",
-            )),
+        let verified_token = |token: Option<&str>| {
+            let (svid, hit) = self.verify_token(token, bundles, now)?;
+            cached.set(cached.get() && hit);
+            Ok::<_, IdentityError>(svid)
         };
         let mut identity = match requirement {
             Requirement::X509 => Identity {
@@ -335,6 +330,24 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Verifies the JWT-SVID `token`, saying whether the verdict was cached.
+    fn verify_token(
+        &self,
+        token: Option<&str>,
+        bundles: &identity::bundle::TrustBundles,
+        now: SystemTime,
+    ) -> Result<(Arc<identity::jwt::JwtSvid>, bool), IdentityError> {
+        match (token, &self.jwt) {
+            (Some(token), Some((_, verifier))) => verifier.verify_traced(token, bundles, now),
+            _ => Err(IdentityError::new(
+                Reason::JwtMissing,
+                "no JWT-SVID: the request has no token in the configured header",
+            )),
+        }
+    }
+}
+
 /// What the enforced and the shadow rules can depend on.
 fn footprint_of(snapshot: &Snapshot) -> std::borrow::Cow<'_, Footprint> {
     match &snapshot.shadow {
@@ -363,7 +376,9 @@ fn evaluate(snapshot: &Snapshot, input: Input<'_>) -> Decision {
     if let Some(policy) = &snapshot.shadow {
         let d = policy.evaluate(input);
         let version = Some(policy.shared_version());
-        decision.shadow.push(shadow(ShadowSource::Policy, d, version));
+        decision
+            .shadow
+            .push(shadow(ShadowSource::Policy, d, version));
     }
     decision
 }

@@ -25,10 +25,10 @@ use tokio::sync::watch;
 
 use crate::engine::Snapshot;
 use crate::engine::grants::Grants;
-use crate::engine::revocations::Revocations;
 use crate::engine::identity::bundle::jwk::JwtKey;
 use crate::engine::identity::bundle::{Authority, DomainBundle, TrustBundles};
 use crate::engine::policy::Policy;
+use crate::engine::revocations::Revocations;
 use crate::metrics::Metrics;
 
 /// A part of a bundle with the fingerprint of the content it came from.

@@ -110,6 +110,30 @@ pub fn explain_redacting(
     }
 }
 
+/// The JWT-SVID in the `authorization` header, read but not verified,
+/// noting what was found in `identities`.
+fn token_of(attrs: &Attributes<'_>, identities: &mut Vec<String>) -> Option<JwtSvid> {
+    match attrs
+        .header("authorization")
+        .map(|v| jwt::token_in_header("authorization", v))
+    {
+        Some(Ok(Some(token))) => match read_token(token) {
+            Ok(t) => {
+                identities.push(format!(
+                    "token: {} (read from the authorization header; not verified against a bundle)",
+                    t.id
+                ));
+                Some(t)
+            }
+            Err(e) => {
+                identities.push(format!("token: none ({e})"));
+                None
+            }
+        },
+        _ => None,
+    }
+}
+
 fn explain_check_request(
     policy: &Policy,
     json: &Value,
@@ -136,25 +160,7 @@ fn explain_check_request(
             }
         }
     };
-    let token = match attrs
-        .header("authorization")
-        .map(|v| jwt::token_in_header("authorization", v))
-    {
-        Some(Ok(Some(token))) => match read_token(token) {
-            Ok(t) => {
-                identities.push(format!(
-                    "token: {} (read from the authorization header; not verified against a bundle)",
-                    t.id
-                ));
-                Some(t)
-            }
-            Err(e) => {
-                identities.push(format!("token: none ({e})"));
-                None
-            }
-        },
-        _ => None,
-    };
+    let token = token_of(&attrs, &mut identities);
     let now = attrs.time.unwrap_or_else(SystemTime::now);
     Ok(run(
         redact,

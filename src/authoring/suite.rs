@@ -164,29 +164,19 @@ pub fn run_matching(path: &Path, pattern: Option<&str>) -> SuiteResult {
         Ok(text) => text,
         Err(e) => return failed(format!("cannot read the suite: {e}")),
     };
-    let suite: SuiteFile = match crate::engine::yaml::from_str(&text, path) {
+    let suite = match parse_suite(&text, path) {
         Ok(suite) => suite,
-        Err(e)
-            if text.lines().any(|l| l.trim_start().starts_with("- name:"))
-                && text.contains("effect:") =>
-        {
-            return failed(format!(
-                "{e}\nthis looks like a rules file (its rules have `effect:`): check it with `celador check`, and test it with a suite that names it in `rules:`"
-            ));
-        }
-        Err(e) => return failed(e.to_string()),
+        Err(e) => return failed(e),
     };
     let base = path.parent().unwrap_or(Path::new("."));
     let policy = match crate::authoring::read_policy(&base.join(&suite.rules)) {
         Ok(policy) => policy,
         Err(e) => return failed(format!("the rules under test do not load:\n{e}")),
     };
-    let grants = match &suite.grants {
+    let grants = match suite.grants.as_ref().map(|f| read_grants(&base.join(f))) {
         None => Grants::default(),
-        Some(file) => match read_grants(&base.join(file)) {
-            Ok(grants) => grants,
-            Err(e) => return failed(format!("the grants file does not load:\n{e}")),
-        },
+        Some(Ok(grants)) => grants,
+        Some(Err(e)) => return failed(format!("the grants file does not load:\n{e}")),
     };
     if let Some(name) = duplicate_case_name(&suite.cases) {
         return failed(format!(
@@ -222,6 +212,20 @@ pub fn run_matching(path: &Path, pattern: Option<&str>) -> SuiteResult {
     }
 }
 
+/// The suite in `text`; a rules file given by mistake is named as such.
+fn parse_suite(text: &str, path: &Path) -> Result<SuiteFile, String> {
+    crate::engine::yaml::from_str(text, path).map_err(|e| {
+        if text.lines().any(|l| l.trim_start().starts_with("- name:")) && text.contains("effect:")
+        {
+            format!(
+                "{e}\nthis looks like a rules file (its rules have `effect:`): check it with `celador check`, and test it with a suite that names it in `rules:`"
+            )
+        } else {
+            e.to_string()
+        }
+    })
+}
+
 /// The first case name used twice, if any.
 fn duplicate_case_name(cases: &[Case]) -> Option<&str> {
     let mut seen = std::collections::HashSet::new();
@@ -234,8 +238,8 @@ fn duplicate_case_name(cases: &[Case]) -> Option<&str> {
 /// Reads the grants file at `path` as `celador check` and `test` do: the
 /// default maximum duration, measured from now.
 pub fn read_grants(path: &Path) -> Result<Grants, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Grants::parse(
         &text,
         path,

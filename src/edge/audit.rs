@@ -12,12 +12,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use serde::Serialize;
 
+use super::trail::Trail;
 use crate::engine::Decision;
 use crate::engine::RuleError;
+use crate::engine::Snapshot;
 use crate::engine::attributes::Attributes;
 use crate::engine::reason::Reason;
-use crate::engine::Snapshot;
-use super::trail::Trail;
 
 /// The `tracing` target of audit records.
 pub const TARGET: &str = "celador::edge::audit";
@@ -25,22 +25,10 @@ pub const TARGET: &str = "celador::edge::audit";
 /// Longer header values are cut in audit records.
 const MAX_HEADER_VALUE: usize = 1024;
 
-/// Headers that carry credentials: their values never reach a record, even
-/// when allowlisted (the config refuses them too).
-pub const SECRET_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-];
+pub use super::trail::{SECRET_HEADERS, is_secret_header};
 
 /// What a secret header's value is recorded as.
 const REDACTED: &str = "<redacted>";
-
-/// Whether `name` (lowercase) carries credentials.
-pub fn is_secret_header(name: &str) -> bool {
-    SECRET_HEADERS.contains(&name)
-}
 
 /// A path without its query string or fragment, which may carry secrets.
 fn without_query(path: &str) -> &str {

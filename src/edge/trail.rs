@@ -21,6 +21,20 @@ use crate::engine::{Attributes, Decision, Snapshot, percent, time};
 
 const REDACTED: &str = "<redacted>";
 
+/// Headers that carry credentials: their values never reach an audit
+/// record or a trail, even when allowlisted (the config refuses them too).
+pub const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+/// Whether `name` (lowercase) carries credentials.
+pub fn is_secret_header(name: &str) -> bool {
+    SECRET_HEADERS.contains(&name)
+}
+
 /// The trail of one decision.
 #[derive(Debug, Serialize)]
 pub struct Trail<'a> {
@@ -143,12 +157,34 @@ fn read_values(
     attrs: &Attributes<'_>,
     now: SystemTime,
 ) -> Map<String, Value> {
+    let mut out: Map<String, Value> = footprint
+        .parts
+        .iter()
+        .map(|part| part_value(part, decision, attrs))
+        .collect();
+    let text = |s: &str| Value::String(s.to_owned());
+    for volatile in &footprint.volatile {
+        let value = match *volatile {
+            "now" => text(&time::rfc3339(now)),
+            "request.time" => text(&time::rfc3339(attrs.time.unwrap_or(now))),
+            "request.id" => text(attrs.request_id),
+            "signals" => {
+                serde_json::to_value(decision.signals.unwrap_or_default()).unwrap_or(Value::Null)
+            }
+            _ => continue,
+        };
+        out.insert((*volatile).to_owned(), value);
+    }
+    out
+}
+
+/// One part's attribute path and value.
+fn part_value(part: &Part, decision: &Decision, attrs: &Attributes<'_>) -> (String, Value) {
     let source = decision.identity.source.as_deref();
     let token = decision.identity.token.as_deref();
-    let mut out = Map::new();
     let text = |s: &str| Value::String(s.to_owned());
-    for part in &footprint.parts {
-        let (path, value) = match part {
+    {
+        match part {
             Part::Source => (
                 "source.id".to_owned(),
                 source.map_or(Value::Null, |s| text(s.id.as_str())),
@@ -169,63 +205,61 @@ fn read_values(
             Part::Scheme => ("request.scheme".into(), text(attrs.scheme)),
             Part::Protocol => ("request.protocol".into(), text(attrs.protocol)),
             Part::Size => ("request.size".into(), attrs.size.into()),
-            Part::Query => ("request.query".into(), query(attrs.query)),
-            Part::Header(name) => (
-                format!("request.headers[{}]", Value::from(name.as_str())),
-                attrs
-                    .header(name)
-                    .map_or(Value::Null, |v| text(header_value(name, v))),
+            Part::DestinationPrincipal => (
+                "destination.principal".into(),
+                text(attrs.destination_principal),
             ),
-            Part::Headers => (
-                "request.headers".into(),
-                Value::Object(
-                    attrs
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.clone(), text(header_value(k, v))))
-                        .collect(),
-                ),
+            Part::DestinationAddress => (
+                "destination.address".into(),
+                text(attrs.destination_address),
             ),
-            Part::ContextKey(name) => (
-                format!("context[{}]", Value::from(name.as_str())),
-                attrs.context.get(name).map_or(Value::Null, |v| text(v)),
-            ),
-            Part::Context => (
-                "context".into(),
-                Value::Object(
-                    attrs
-                        .context
-                        .iter()
-                        .map(|(k, v)| (k.clone(), text(v)))
-                        .collect(),
-                ),
-            ),
-            Part::DestinationPrincipal => {
-                ("destination.principal".into(), text(attrs.destination_principal))
-            }
-            Part::DestinationAddress => {
-                ("destination.address".into(), text(attrs.destination_address))
-            }
             Part::DestinationPort => ("destination.port".into(), attrs.destination_port.into()),
             Part::Grant => (
                 "grant.name".into(),
                 text(decision.grant.as_ref().map_or("", |g| &g.name)),
             ),
-        };
-        out.insert(path, value);
+            _ => map_part_value(part, attrs),
+        }
     }
-    for volatile in &footprint.volatile {
-        let value = match *volatile {
-            "now" => text(&time::rfc3339(now)),
-            "request.time" => text(&time::rfc3339(attrs.time.unwrap_or(now))),
-            "request.id" => text(attrs.request_id),
-            "signals" => serde_json::to_value(decision.signals.unwrap_or_default())
-                .unwrap_or(Value::Null),
-            _ => continue,
-        };
-        out.insert((*volatile).to_owned(), value);
+}
+
+/// A map part's attribute path and value, redacted.
+fn map_part_value(part: &Part, attrs: &Attributes<'_>) -> (String, Value) {
+    let text = |s: &str| Value::String(s.to_owned());
+    match part {
+        Part::Query => ("request.query".into(), query(attrs.query)),
+        Part::Header(name) => (
+            format!("request.headers[{}]", Value::from(name.as_str())),
+            attrs
+                .header(name)
+                .map_or(Value::Null, |v| text(header_value(name, v))),
+        ),
+        Part::Headers => (
+            "request.headers".into(),
+            Value::Object(
+                attrs
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), text(header_value(k, v))))
+                    .collect(),
+            ),
+        ),
+        Part::ContextKey(name) => (
+            format!("context[{}]", Value::from(name.as_str())),
+            attrs.context.get(name).map_or(Value::Null, |v| text(v)),
+        ),
+        Part::Context => (
+            "context".into(),
+            Value::Object(
+                attrs
+                    .context
+                    .iter()
+                    .map(|(k, v)| (k.clone(), text(v)))
+                    .collect(),
+            ),
+        ),
+        _ => (String::new(), Value::Null),
     }
-    out
 }
 
 /// A header's value as the trail may show it.
@@ -233,7 +267,7 @@ fn header_value<'v>(name: &str, value: &'v str) -> &'v str {
     let bearer = value
         .get(..7)
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "));
-    if super::audit::is_secret_header(name) || bearer {
+    if is_secret_header(name) || bearer {
         REDACTED
     } else {
         value
@@ -247,9 +281,11 @@ fn query(raw: &str) -> Value {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let key = percent::decode_lossy(k, true).into_owned();
         let lower = key.to_ascii_lowercase();
-        let secret = ["token", "secret", "password", "key", "sig", "auth", "code", "session"]
-            .iter()
-            .any(|s| lower.contains(s));
+        let secret = [
+            "token", "secret", "password", "key", "sig", "auth", "code", "session",
+        ]
+        .iter()
+        .any(|s| lower.contains(s));
         let value = if secret {
             REDACTED.to_owned()
         } else {

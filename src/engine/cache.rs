@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use super::attributes::Attributes;
 use super::decision::Decision;
@@ -53,16 +53,23 @@ struct Entry {
     /// Keeps the token the key names by address alive, so that no other
     /// token can take that address while the entry exists.
     _token: Option<Arc<JwtSvid>>,
-    /// When the entry must go.
-    until: Instant,
+    /// When the entry must go, on the clock decisions are made with.
+    until: SystemTime,
+    /// How long the entry may live at most.
+    life: Duration,
     weight: u32,
 }
 
 struct Expiry;
 
 impl moka::Expiry<Arc<[u8]>, Entry> for Expiry {
-    fn expire_after_create(&self, _: &Arc<[u8]>, entry: &Entry, now: Instant) -> Option<Duration> {
-        Some(entry.until.saturating_duration_since(now))
+    fn expire_after_create(
+        &self,
+        _: &Arc<[u8]>,
+        entry: &Entry,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(entry.life)
     }
 }
 
@@ -127,11 +134,11 @@ impl DecisionCache {
         }
     }
 
-    /// The decision remembered under `key`.
-    pub fn get(&self, key: &[u8]) -> Option<Arc<Decision>> {
+    /// The decision remembered under `key`, if still good at `now`.
+    pub fn get(&self, key: &[u8], now: SystemTime) -> Option<Arc<Decision>> {
         let cache = self.cache.as_ref()?;
         match cache.get(key) {
-            Some(entry) if Instant::now() < entry.until => {
+            Some(entry) if now < entry.until => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 Some(entry.decision)
             }
@@ -155,17 +162,22 @@ impl DecisionCache {
         let Some(cache) = &self.cache else {
             return;
         };
-        let life = until.duration_since(now).unwrap_or_default().min(self.settings.ttl);
+        let life = until
+            .duration_since(now)
+            .unwrap_or_default()
+            .min(self.settings.ttl);
         if life.is_zero() {
             return;
         }
-        let weight = u32::try_from(key.len() + 256 + decision.errors.len() * 128).unwrap_or(u32::MAX);
+        let weight =
+            u32::try_from(key.len() + 256 + decision.errors.len() * 128).unwrap_or(u32::MAX);
         cache.insert(
             key,
             Entry {
                 decision,
                 _token: identity.token.clone(),
-                until: Instant::now() + life,
+                until,
+                life,
                 weight,
             },
         );
@@ -264,3 +276,6 @@ fn seconds(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests;

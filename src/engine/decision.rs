@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::grants::Grant;
+use super::grant::Grant;
 use super::identity::{Identity, IdentityError};
 use super::reason::Reason;
 use super::signals::Signals;

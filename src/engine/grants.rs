@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+pub use super::grant::Grant;
 use super::identity::{Identity, SpiffeId};
 use super::policy::diagnostic::{Diagnostic, Severity};
 use super::policy::rules_file::{Effect, Mode, RuleSpec, RulesFile};
@@ -54,42 +55,6 @@ struct GrantSpec {
     not_before: Option<String>,
     expires: String,
     reason: String,
-}
-
-/// One grant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    /// Its name, reported in audit records.
-    pub name: Arc<str>,
-    /// The SPIFFE IDs it is for (of an X.509-SVID or a JWT-SVID).
-    pub identities: Vec<String>,
-    /// When it opens; open from the start if absent.
-    pub not_before: Option<SystemTime>,
-    /// When it closes.
-    pub expires: SystemTime,
-    /// Why it was given.
-    pub reason: Arc<str>,
-    /// Its condition as written; `true` when absent.
-    pub when: String,
-}
-
-impl Grant {
-    /// Whether the grant is open at `now`: from `not_before` (inclusive) to
-    /// `expires` (exclusive).
-    pub fn open_at(&self, now: SystemTime) -> bool {
-        self.not_before.is_none_or(|t| t <= now) && now < self.expires
-    }
-
-    /// Whether the grant is for a credential of `identity`.
-    pub fn covers(&self, identity: &Identity) -> bool {
-        let ids = [
-            identity.source.as_ref().map(|s| s.id.as_str()),
-            identity.token.as_ref().map(|t| t.id.as_str()),
-        ];
-        ids.into_iter()
-            .flatten()
-            .any(|id| self.identities.iter().any(|g| g == id))
-    }
 }
 
 /// A loaded grants file.
@@ -137,16 +102,12 @@ impl Grants {
             let line = spec.name.referenced.line();
             let name = spec.name.value.as_str();
             let mut problem = |message: String| {
-                diagnostics.push(diagnostic(
-                    path,
-                    line,
-                    Severity::Error,
-                    Some(name),
-                    message,
-                ));
+                diagnostics.push(diagnostic(path, line, Severity::Error, Some(name), message));
             };
             if !seen.insert(name) {
-                problem(format!("a second grant is named {name:?}; names must be unique"));
+                problem(format!(
+                    "a second grant is named {name:?}; names must be unique"
+                ));
             }
             match grant(spec, max_duration, now) {
                 Ok(grant) => {
@@ -268,19 +229,22 @@ fn grant(spec: &GrantSpec, max: Duration, now: SystemTime) -> Result<Grant, Vec<
     };
     let expires = time("expires", &spec.expires);
     let not_before = spec.not_before.as_deref().map(|t| time("not_before", t));
-    let (Some(expires), Some(not_before)) = (expires, not_before.unwrap_or(Some(now))) else {
+    let (Some(expires), Some(opens)) = (expires, not_before.unwrap_or(Some(now))) else {
         return Err(problems);
     };
-    match expires.duration_since(not_before) {
-        Err(_) | Ok(Duration::ZERO) => {
+    let explicit = spec.not_before.is_some();
+    match expires.duration_since(opens) {
+        // Without `not_before` a grant opens when loaded: one whose end has
+        // passed is only warned about (it allows nothing).
+        Err(_) | Ok(Duration::ZERO) if explicit => {
             problems.push("`expires` is not after `not_before`: the grant never opens".into());
         }
         Ok(length) if length > max => problems.push(format!(
-            "the grant lasts {}, longer than the maximum of {} (grants.max_duration); split it or shorten it",
+            "the grant lasts {}, longer than the maximum of {} (grants_max_duration); split it or shorten it",
             human(length),
             human(max)
         )),
-        Ok(_) => {}
+        _ => {}
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -288,7 +252,7 @@ fn grant(spec: &GrantSpec, max: Duration, now: SystemTime) -> Result<Grant, Vec<
     Ok(Grant {
         name: Arc::from(spec.name.value.as_str()),
         identities: spec.identities.clone(),
-        not_before: spec.not_before.as_ref().map(|_| not_before),
+        not_before: explicit.then_some(opens),
         expires,
         reason: Arc::from(spec.reason.as_str()),
         when: spec
@@ -351,9 +315,9 @@ fn diagnostic(
 /// A duration as people write it: `36h`, `90m`, `45s`.
 pub fn human(d: Duration) -> String {
     let s = d.as_secs();
-    if s % 3600 == 0 {
+    if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")

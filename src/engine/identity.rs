@@ -83,7 +83,11 @@ pub fn normalize_serial(text: &str) -> String {
         .map(|c| c.to_ascii_lowercase())
         .collect();
     let trimmed = digits.trim_start_matches('0');
-    if trimmed.is_empty() { "0".into() } else { trimmed.into() }
+    if trimmed.is_empty() {
+        "0".into()
+    } else {
+        trimmed.into()
+    }
 }
 
 /// The verified identities of one request, named as rules see them.

@@ -683,30 +683,7 @@ fn compile_rule(
     let (mut expr, info) = match env.parser().parse_with_source_info(source) {
         Ok(parsed) => parsed,
         Err(errors) => {
-            // A slip such as `=` for `==` confuses the parser more than
-            // once; one error with a hint says more than several without.
-            let errors: Vec<_> = errors
-                .errors
-                .iter()
-                .map(|e| {
-                    let message = e.msg.trim_start_matches("Syntax error: ");
-                    (e, message, syntax_hint(source, message))
-                })
-                .collect();
-            let hinted = errors.iter().any(|(_, _, hint)| hint.is_some());
-            for (e, message, hint) in errors {
-                if hinted && hint.is_none() {
-                    continue;
-                }
-                diagnostics.push(located.diagnostic(
-                    Severity::Error,
-                    Some(offset_of_position(source, e.pos)),
-                    format!("syntax error: {message}{}", hint.unwrap_or_default()),
-                ));
-                if hinted {
-                    break;
-                }
-            }
+            report_syntax_errors(located, source, &errors, diagnostics);
             return None;
         }
     };
@@ -732,6 +709,39 @@ fn compile_rule(
         map_reads: checked.map_reads,
         guards: checked.guards,
     })
+}
+
+/// Reports the parser's errors for a rule's condition.
+fn report_syntax_errors(
+    located: &Located<'_>,
+    source: &str,
+    errors: &cel::ParseErrors,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    // A slip such as `=` for `==` confuses the parser more than
+    // once; one error with a hint says more than several without.
+    let errors: Vec<_> = errors
+        .errors
+        .iter()
+        .map(|e| {
+            let message = e.msg.trim_start_matches("Syntax error: ");
+            (e, message, syntax_hint(source, message))
+        })
+        .collect();
+    let hinted = errors.iter().any(|(_, _, hint)| hint.is_some());
+    for (e, message, hint) in errors {
+        if hinted && hint.is_none() {
+            continue;
+        }
+        diagnostics.push(located.diagnostic(
+            Severity::Error,
+            Some(offset_of_position(source, e.pos)),
+            format!("syntax error: {message}{}", hint.unwrap_or_default()),
+        ));
+        if hinted {
+            break;
+        }
+    }
 }
 
 /// Whether a type-checked rule may load: no type error, a bool condition,

@@ -269,7 +269,10 @@ mod tests {
         let reason = |id: &str, facts: CertificateFacts| {
             r.check(&source(id, facts)).map(|h| h.reason.to_string())
         };
-        assert_eq!(reason("spiffe://e.org/a", none.clone()).as_deref(), Some("one"));
+        assert_eq!(
+            reason("spiffe://e.org/a", none.clone()).as_deref(),
+            Some("one")
+        );
         assert_eq!(reason("spiffe://e.org/a/b", none.clone()), None);
         assert_eq!(
             reason("spiffe://e.org/ns/legacy/sa/x", none.clone()).as_deref(),
@@ -286,7 +289,10 @@ mod tests {
             issuer: "CN=ca,O=e".into(),
             ..Default::default()
         };
-        assert_eq!(reason("spiffe://e.org/z", serial).as_deref(), Some("serial"));
+        assert_eq!(
+            reason("spiffe://e.org/z", serial).as_deref(),
+            Some("serial")
+        );
         let other_issuer = CertificateFacts {
             serial: "a1b".into(),
             issuer: "CN=other".into(),

@@ -313,7 +313,10 @@ mod tests {
         // The newest identity survived.
         assert_eq!(table.peek("spiffe://a/9999", at(0)).requests_10s, 1);
         let off = SignalTable::new(0);
-        assert_eq!(off.record_request("spiffe://a/x", at(0)), Signals::default());
+        assert_eq!(
+            off.record_request("spiffe://a/x", at(0)),
+            Signals::default()
+        );
         assert!(off.is_empty());
     }
 }

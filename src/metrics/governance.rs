@@ -115,6 +115,13 @@ impl GovernanceMetrics {
             "Denials let through because the route runs in shadow mode (celador.mode: shadow)",
             m.route_shadow_allowed.clone(),
         );
+        m.prime();
+        m
+    }
+
+    /// Creates every series at 0.
+    fn prime(&self) {
+        let m = self;
         for result in ["hit", "miss"] {
             let _ = m.decision_cache.get_or_create(&ResultLabels { result });
         }
@@ -136,7 +143,6 @@ impl GovernanceMetrics {
                 }
             }
         }
-        m
     }
 
     /// Counts the shadow outcomes of `decision` that differ from it.

@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 
 use crate::engine::grants::Grants;
 use crate::engine::identity::bundle;
-use crate::engine::revocations::Revocations;
 use crate::engine::policy::{Diagnostic, Policy, PolicyError, Severity};
+use crate::engine::revocations::Revocations;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -122,9 +122,7 @@ impl GovernanceFile {
                 Grants::parse(text, path, max_duration, std::time::SystemTime::now())
                     .map_err(rules_error)?,
             ),
-            GovernanceFile::Revocations => {
-                Governance::Revocations(Revocations::parse(text, path)?)
-            }
+            GovernanceFile::Revocations => Governance::Revocations(Revocations::parse(text, path)?),
             GovernanceFile::ShadowPolicy => {
                 Governance::ShadowPolicy(Policy::parse(text, path).map_err(rules_error)?)
             }

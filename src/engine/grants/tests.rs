@@ -38,7 +38,11 @@ fn identity(id: &str) -> Identity {
     }
 }
 
-fn attrs<'a>(method: &'a str, path: &'a str, context: &'a HashMap<String, String>) -> Attributes<'a> {
+fn attrs<'a>(
+    method: &'a str,
+    path: &'a str,
+    context: &'a HashMap<String, String>,
+) -> Attributes<'a> {
     Attributes {
         source_certificate: "",
         source_address: "",
@@ -97,7 +101,11 @@ fn a_grant_is_in_force_only_inside_its_window_for_its_identities_and_condition()
     assert_eq!(find(EXPORTER, "POST", "2026-11-25T12:00:00Z"), None);
     assert_eq!(find(EXPORTER, "GET", "2026-11-25T11:00:00Z"), None);
     assert_eq!(
-        find("spiffe://example.org/ns/batch/sa/other", "POST", "2026-11-25T11:00:00Z"),
+        find(
+            "spiffe://example.org/ns/batch/sa/other",
+            "POST",
+            "2026-11-25T11:00:00Z"
+        ),
         None
     );
     assert_eq!(g.active(at("2026-11-25T11:00:00Z")), 1);
@@ -160,9 +168,14 @@ fn every_problem_of_a_grants_file_is_reported_with_its_grant_and_line() {
     ] {
         assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
     }
-    let e = Grants::parse("grants:\n  - name: x\n", Path::new("g.yaml"), DEFAULT_MAX_DURATION, at("2026-11-25T09:00:00Z"))
-        .unwrap_err()
-        .to_string();
+    let e = Grants::parse(
+        "grants:\n  - name: x\n",
+        Path::new("g.yaml"),
+        DEFAULT_MAX_DURATION,
+        at("2026-11-25T09:00:00Z"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("missing field"), "{e}");
 }
 

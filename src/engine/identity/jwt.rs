@@ -113,7 +113,8 @@ impl JwtVerifier {
         bundles: &TrustBundles,
         now: SystemTime,
     ) -> Result<Arc<JwtSvid>, IdentityError> {
-        self.verify_traced(token, bundles, now).map(|(svid, _)| svid)
+        self.verify_traced(token, bundles, now)
+            .map(|(svid, _)| svid)
     }
 
     /// [`JwtVerifier::verify`], also saying whether the verdict came from

@@ -21,11 +21,11 @@ use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 
 use crate::engine::attributes::Attributes;
-use crate::engine::grants::Grant;
-use crate::engine::signals::Signals;
+use crate::engine::grant::Grant;
 use crate::engine::identity::X509Svid;
 use crate::engine::identity::jwt::JwtSvid;
 use crate::engine::percent;
+use crate::engine::signals::Signals;
 use crate::engine::workload::Workload;
 
 /// Everything a rule can read about one request.
@@ -114,24 +114,8 @@ impl<'a> Activation<'a> {
                 annotations: LazyMap::new(MapSource::Map(&input.workload.annotations)),
             },
             now,
-            grant: GrantVal {
-                name: input.grant.map_or("", |g| &g.name).into(),
-                reason: input.grant.map_or("", |g| &g.reason).into(),
-                expires: timestamp(input.grant.map_or(SystemTime::UNIX_EPOCH, |g| g.expires)),
-                _life: std::marker::PhantomData,
-            },
-            signals: SignalsVal {
-                counts: [
-                    input.signals.requests_10s,
-                    input.signals.requests_1m,
-                    input.signals.requests_10m,
-                    input.signals.denials_10s,
-                    input.signals.denials_1m,
-                    input.signals.denials_10m,
-                ]
-                .map(|c| CelInt::from(i64::from(c))),
-                _life: std::marker::PhantomData,
-            },
+            grant: GrantVal::new(input.grant),
+            signals: SignalsVal::new(input.signals),
         }
     }
 }
@@ -480,6 +464,15 @@ struct GrantVal<'a> {
 }
 
 impl<'a> GrantVal<'a> {
+    fn new(grant: Option<&'a std::sync::Arc<Grant>>) -> Self {
+        GrantVal {
+            name: grant.map_or("", |g| &g.name).into(),
+            reason: grant.map_or("", |g| &g.reason).into(),
+            expires: timestamp(grant.map_or(SystemTime::UNIX_EPOCH, |g| g.expires)),
+            _life: std::marker::PhantomData,
+        }
+    }
+
     fn field<'b>(&'b self, name: &str) -> Result<CowVal<'b, 'a>, ExecutionError> {
         Ok(match name {
             "name" => CowVal::Borrowed(&self.name),
@@ -499,6 +492,21 @@ struct SignalsVal<'a> {
 }
 
 impl<'a> SignalsVal<'a> {
+    fn new(s: Signals) -> Self {
+        SignalsVal {
+            counts: [
+                s.requests_10s,
+                s.requests_1m,
+                s.requests_10m,
+                s.denials_10s,
+                s.denials_1m,
+                s.denials_10m,
+            ]
+            .map(|c| CelInt::from(i64::from(c))),
+            _life: std::marker::PhantomData,
+        }
+    }
+
     fn field<'b>(&'b self, name: &str) -> Result<CowVal<'b, 'a>, ExecutionError> {
         let index = match name {
             "requests_10s" => 0,

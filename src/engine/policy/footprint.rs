@@ -115,27 +115,7 @@ impl Footprint {
                     self.walk(&select.operand, shadowed);
                 }
             }
-            Expr::Call(call) => {
-                let keyed = match (call.func_name.as_str(), call.args.as_slice()) {
-                    (operators::INDEX, [map, key]) | (operators::IN, [key, map]) => {
-                        match (map_of(map, shadowed), string_literal(key)) {
-                            (Some(map), Some(key)) => Some((map, key)),
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                };
-                if let Some((map, key)) = keyed {
-                    self.map_key(map, key);
-                    return;
-                }
-                if let Some(target) = &call.target {
-                    self.walk(target, shadowed);
-                }
-                for arg in &call.args {
-                    self.walk(arg, shadowed);
-                }
-            }
+            Expr::Call(call) => self.call(call, shadowed),
             Expr::List(list) => {
                 for element in &list.elements {
                     self.walk(element, shadowed);
@@ -162,6 +142,29 @@ impl Footprint {
                 shadowed.truncate(depth);
             }
             Expr::Struct(_) | Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+
+    /// A call: a constant-key read of a map keys on that entry only.
+    fn call(&mut self, call: &cel::common::ast::CallExpr, shadowed: &mut Vec<String>) {
+        let keyed = match (call.func_name.as_str(), call.args.as_slice()) {
+            (operators::INDEX, [map, key]) | (operators::IN, [key, map]) => {
+                match (map_of(map, shadowed), string_literal(key)) {
+                    (Some(map), Some(key)) => Some((map, key)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some((map, key)) = keyed {
+            self.map_key(map, key);
+            return;
+        }
+        if let Some(target) = &call.target {
+            self.walk(target, shadowed);
+        }
+        for arg in &call.args {
+            self.walk(arg, shadowed);
         }
     }
 
@@ -264,7 +267,10 @@ fn map_of(expr: &IdedExpr, shadowed: &[String]) -> Option<MapName> {
             Some(MapName::Context)
         }
         Expr::Select(select) if !select.test => {
-            match (variable_of(&select.operand, shadowed)?, select.field.as_str()) {
+            match (
+                variable_of(&select.operand, shadowed)?,
+                select.field.as_str(),
+            ) {
                 ("request", "headers") => Some(MapName::Headers),
                 ("request", "query") => Some(MapName::Query),
                 ("workload", "labels" | "annotations") => Some(MapName::Constant),
