@@ -41,7 +41,8 @@ enum Command {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
     },
-    /// Check rules files: every error and warning, with its position.
+    /// Check rules, grants and revocations files: every error and warning,
+    /// with its position.
     Check {
         /// Rules files, or directories searched for `*.yaml` files that are
         /// not test suites.
@@ -131,10 +132,7 @@ fn check(paths: &[PathBuf], deny_warnings: bool, format: &str) -> ExitCode {
     }
     let mut diagnostics = Vec::new();
     for file in &files {
-        match crate::authoring::read_policy(file) {
-            Ok(policy) => diagnostics.extend_from_slice(policy.warnings()),
-            Err(e) => diagnostics.extend(e.diagnostics),
-        }
+        diagnostics.extend(crate::authoring::check_file(file));
     }
     let errors = diagnostics
         .iter()

@@ -16,7 +16,7 @@ fn root() -> &'static Path {
 
 fn example_rules() -> Vec<PathBuf> {
     let mut files = vec![root().join("examples/policy.yaml")];
-    for dir in ["payments", "ci-secrets", "agent-export", "admin"] {
+    for dir in ["payments", "ci-secrets", "agent-export", "admin", "jit-grant"] {
         files.push(root().join(format!("examples/policies/{dir}/{dir}.yaml")));
     }
     files
@@ -55,7 +55,7 @@ fn check_accepts_the_shipped_policies_without_a_warning() {
     let (code, output) = check(&refs, &["--deny-warnings"]);
     assert_eq!(code, 0, "{output}");
     assert!(
-        output.ends_with("5 file(s) checked: 0 error(s), 0 warning(s)\n"),
+        output.ends_with("6 file(s) checked: 0 error(s), 0 warning(s)\n"),
         "{output}"
     );
 }
@@ -303,7 +303,11 @@ fn check_reports_every_warning_class_and_fails_on_them_only_when_asked() {
 fn test_runs_the_example_suites() {
     let (code, stdout, stderr) = run(&["test", root().join("examples/policies").to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.ends_with("29 passed, 0 failed\n"), "{stdout}");
+    assert!(stdout.ends_with("36 passed, 0 failed\n"), "{stdout}");
+    assert!(
+        stdout.contains("  PASS  a deny rule still overrides the grant\n"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("  PASS  never personal data, whatever the grant\n"),
         "{stdout}"
@@ -384,7 +388,7 @@ fn check_takes_directories_and_says_when_it_was_given_a_suite() {
     let (code, stdout, _) = run(&["check", root().join("examples/policies").to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}");
     assert!(
-        stdout.ends_with("4 file(s) checked: 0 error(s), 0 warning(s)\n"),
+        stdout.ends_with("6 file(s) checked: 0 error(s), 0 warning(s)\n"),
         "{stdout}"
     );
     let suite = root().join("examples/policies/payments/payments_test.yaml");
@@ -820,7 +824,7 @@ fn the_example_files_validate_against_the_json_schemas_and_mistakes_do_not() {
     let results = validate(&rules_schema, &example_rules());
     assert!(results.iter().all(String::is_empty), "{results:?}");
 
-    let suites: Vec<PathBuf> = ["payments", "ci-secrets", "agent-export", "admin"]
+    let suites: Vec<PathBuf> = ["payments", "ci-secrets", "agent-export", "admin", "jit-grant"]
         .iter()
         .map(|d| root().join(format!("examples/policies/{d}/{d}_test.yaml")))
         .collect();
@@ -836,4 +840,57 @@ fn the_example_files_validate_against_the_json_schemas_and_mistakes_do_not() {
     .unwrap();
     let results = validate(&rules_schema, &[typo]);
     assert!(results[0].contains("'efect' was unexpected"), "{results:?}");
+}
+
+#[test]
+fn check_understands_grants_and_revocations_files_and_test_reads_a_suites_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let grants = dir.path().join("grants.yaml");
+    std::fs::write(
+        &grants,
+        "grants:\n  - name: week-long\n    identities: [\"spiffe://example.org/a\"]\n    when: request.method = \"POST\"\n    not_before: 2030-01-01T00:00:00Z\n    expires: 2030-01-08T00:00:00Z\n    reason: too long\n",
+    )
+    .unwrap();
+    let (code, stdout) = check(&[grants.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{stdout}");
+    for needle in [
+        "grants.yaml:2",
+        "the grant lasts 168h, longer than the maximum of 24h",
+        "CEL compares with '==', not '='",
+        "2 error(s)",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+    let revocations = dir.path().join("revocations.yaml");
+    std::fs::write(
+        &revocations,
+        "revocations:\n  - spiffe_id: spiffe://example.org/a\n    reason: leaked\n  - x509_serial: \"0a\"\n    reason: no issuer\n",
+    )
+    .unwrap();
+    let (code, stdout) = check(&[revocations.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("revocation 2 (reason \"no issuer\"): `issuer` goes with `x509_serial`"),
+        "{stdout}"
+    );
+    std::fs::write(
+        &revocations,
+        "revocations:\n  - spiffe_id_prefix: spiffe://example.org/ns/legacy\n    reason: decommissioned\n",
+    )
+    .unwrap();
+    let (code, stdout) = check(&[revocations.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{stdout}");
+
+    // A suite whose grants file does not load fails as a whole, saying why.
+    std::fs::write(dir.path().join("rules.yaml"), "rules: []\n").unwrap();
+    let suite = dir.path().join("g_test.yaml");
+    std::fs::write(
+        &suite,
+        "rules: rules.yaml\ngrants: grants.yaml\ncases:\n  - name: x\n    expect: { decision: deny }\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = run(&["test", suite.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("the grants file does not load"), "{stdout}");
+    assert!(stdout.contains("longer than the maximum of 24h"), "{stdout}");
 }

@@ -270,6 +270,13 @@ impl Policy {
     }
 
     fn evaluate_rules(&self, input: Input<'_>, included: impl Fn(&Rule) -> bool) -> Decision {
+        let mut decision = self.evaluate_included(input, included);
+        // The grant in force is part of every decision, whoever decided.
+        decision.grant = input.grant.cloned();
+        decision
+    }
+
+    fn evaluate_included(&self, input: Input<'_>, included: impl Fn(&Rule) -> bool) -> Decision {
         let activation = activation::Activation::new(input);
         let mut ctx = self.root.new_inner_scope();
         ctx.set_variable_resolver(&activation);
@@ -302,12 +309,10 @@ impl Policy {
                 }),
             }
         }
-        if let Some(grant) = input.grant {
-            let mut decision = self.decision(true, Reason::Granted, None, errors);
-            decision.grant = Some(Arc::clone(grant));
-            return decision;
+        match input.grant {
+            Some(_) => self.decision(true, Reason::Granted, None, errors),
+            None => self.decision(false, Reason::NoAllowRule, None, errors),
         }
-        self.decision(false, Reason::NoAllowRule, None, errors)
     }
 
     fn decision(
