@@ -16,7 +16,13 @@ fn root() -> &'static Path {
 
 fn example_rules() -> Vec<PathBuf> {
     let mut files = vec![root().join("examples/policy.yaml")];
-    for dir in ["payments", "ci-secrets", "agent-export", "admin", "jit-grant"] {
+    for dir in [
+        "payments",
+        "ci-secrets",
+        "agent-export",
+        "admin",
+        "jit-grant",
+    ] {
         files.push(root().join(format!("examples/policies/{dir}/{dir}.yaml")));
     }
     files
@@ -824,10 +830,16 @@ fn the_example_files_validate_against_the_json_schemas_and_mistakes_do_not() {
     let results = validate(&rules_schema, &example_rules());
     assert!(results.iter().all(String::is_empty), "{results:?}");
 
-    let suites: Vec<PathBuf> = ["payments", "ci-secrets", "agent-export", "admin", "jit-grant"]
-        .iter()
-        .map(|d| root().join(format!("examples/policies/{d}/{d}_test.yaml")))
-        .collect();
+    let suites: Vec<PathBuf> = [
+        "payments",
+        "ci-secrets",
+        "agent-export",
+        "admin",
+        "jit-grant",
+    ]
+    .iter()
+    .map(|d| root().join(format!("examples/policies/{d}/{d}_test.yaml")))
+    .collect();
     let results = validate(&root().join("docs/test-suite.schema.json"), &suites);
     assert!(results.iter().all(String::is_empty), "{results:?}");
 
@@ -892,5 +904,8 @@ fn check_understands_grants_and_revocations_files_and_test_reads_a_suites_grants
     let (code, stdout, _) = run(&["test", suite.to_str().unwrap()]);
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("the grants file does not load"), "{stdout}");
-    assert!(stdout.contains("longer than the maximum of 24h"), "{stdout}");
+    assert!(
+        stdout.contains("longer than the maximum of 24h"),
+        "{stdout}"
+    );
 }

@@ -263,6 +263,15 @@ impl AuditRecord<'_> {
             }
             headers.close();
         }
+        if let Some(trail) = &self.trail
+            && let Ok(json) = serde_json::to_string(trail)
+            && let Some(members) = json.get(1..json.len().saturating_sub(1))
+            && !members.is_empty()
+        {
+            // The trail's members, after the record's own (never empty).
+            out.buf.push(',');
+            out.buf.push_str(members);
+        }
         out.close();
         buf
     }

@@ -40,6 +40,17 @@ pub const JWT_ROUTE: &str = r#"- match: { prefix: "/agents/" }
         context_extensions:
           celador.identity: jwt"#;
 
+/// A route in shadow mode: celador decides and audits, Envoy always lets
+/// the request through.
+pub const SHADOW_ROUTE: &str = r#"- match: { prefix: "/shadow/" }
+  route: { cluster: upstream }
+  typed_per_filter_config:
+    envoy.filters.http.ext_authz:
+      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+      check_settings:
+        context_extensions:
+          celador.mode: shadow"#;
+
 /// The HTTP connection manager settings the tests (and the README) use:
 /// Envoy writes its own XFCC element with the client's chain, so celador can
 /// build paths through intermediates, and drops any a client sent.
@@ -172,6 +183,7 @@ pub fn bootstrap(setup: &Setup<'_>) -> String {
               domains: ["*"]
               routes:
 {jwt_route}
+{shadow_route}
               - match: {{ prefix: "/" }}
                 route: {{ cluster: upstream }}
           http_filters:
@@ -183,6 +195,7 @@ pub fn bootstrap(setup: &Setup<'_>) -> String {
             name = l.name,
             xfcc = indent(&xfcc, 2),
             jwt_route = indent(JWT_ROUTE, 14),
+            shadow_route = indent(SHADOW_ROUTE, 14),
         ));
     }
     format!(

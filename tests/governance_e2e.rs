@@ -1,0 +1,381 @@
+//! Runtime governance through a real Envoy 1.40: time-bound grants that
+//! open and close by themselves, revocations that beat the decision cache,
+//! behavioural signals, and shadow rules and routes that change nothing but
+//! the audit trail.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use support::celador::Celador;
+use support::envoy::{self, Envoy, Listener, Setup};
+use support::https::{self, Call, ClientCert, Reply};
+use support::pki::Ca;
+use support::upstream::Upstream;
+
+const EXPORTER: &str = "spiffe://example.org/ns/batch/sa/exporter";
+const PAYMENTS: &str = "spiffe://example.org/ns/payments/sa/api";
+
+/// celador (with `config_extra` appended to its config and the given files
+/// beside it) behind Envoy, one trust domain.
+struct Harness {
+    ca: Ca,
+    server_ca: Ca,
+    upstream: Upstream,
+    celador: Celador,
+    envoy: Envoy,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn start(policy: &str, config_extra: &str, files: &[(&str, &str)]) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let ca = Ca::root("example.org root");
+        let server_ca = Ca::root("envoy server CA");
+        let server = server_ca.leaf().dns("localhost").build();
+        std::fs::write(path("example.org.pem"), &ca.pem).unwrap();
+        std::fs::write(path("policy.yaml"), policy).unwrap();
+        for (name, content) in files {
+            std::fs::write(path(name), content).unwrap();
+        }
+        std::fs::write(
+            path("celador.yaml"),
+            format!(
+                "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\nupstream_headers:\n  x-spiffe-id: source.id\nlog:\n  format: json\n{config_extra}"
+            ),
+        )
+        .unwrap();
+        std::fs::write(path("server.pem"), &server.pem).unwrap();
+        std::fs::write(path("server.key"), &server.key_pem).unwrap();
+        std::fs::write(path("client-ca.pem"), &ca.pem).unwrap();
+        let upstream = Upstream::start();
+        let celador = Celador::start(&path("celador.yaml"));
+        let config = envoy::bootstrap(&Setup {
+            celador: celador.addr,
+            upstream: upstream.addr,
+            server_cert: &path("server.pem"),
+            server_key: &path("server.key"),
+            client_ca: &path("client-ca.pem"),
+            listeners: &[Listener {
+                name: "mtls",
+                kind: "mtls",
+                xfcc: "SANITIZE_SET",
+                fail_open: false,
+            }],
+        });
+        let envoy = Envoy::start(&config, dir.path());
+        Harness {
+            ca,
+            server_ca,
+            upstream,
+            celador,
+            envoy,
+            dir,
+        }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn client(&self, id: &str) -> ClientCert {
+        let leaf = self.ca.svid(id);
+        ClientCert {
+            chain_pem: leaf.pem.clone(),
+            key_pem: leaf.key_pem.clone(),
+        }
+    }
+
+    fn send(&self, client: &ClientCert, method: &str, path: &str) -> Reply {
+        https::tls(
+            self.envoy.listener("mtls"),
+            &self.server_ca.pem,
+            Some(client),
+            &Call {
+                method,
+                path,
+                headers: &[("authorization", "Bearer not-a-jwt-but-a-secret")],
+            },
+        )
+    }
+
+    /// The one audit record of the request whose path contains `marker`.
+    fn record(&self, marker: &str) -> serde_json::Value {
+        let records = self.celador.audit_for(marker);
+        assert_eq!(records.len(), 1, "{records:?}");
+        records[0].clone()
+    }
+}
+
+/// Now plus `seconds`, as RFC 3339 to the second, and that instant.
+fn at(offset: u64) -> (String, SystemTime) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + offset;
+    let t = UNIX_EPOCH + Duration::from_secs(now);
+    let text = time::OffsetDateTime::from_unix_timestamp(now as i64)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    (text, t)
+}
+
+fn sleep_until(t: SystemTime) {
+    if let Ok(d) = t.duration_since(SystemTime::now()) {
+        std::thread::sleep(d);
+    }
+}
+
+/// Rewrites `path` as Kubernetes does: a new file renamed over the old.
+fn replace(path: &Path, content: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+const GRANT_POLICY: &str = r#"
+rules:
+  - name: exporter-reads
+    effect: allow
+    when: source.id == "spiffe://example.org/ns/batch/sa/exporter" && request.method == "GET"
+  - name: no-granted-billing
+    effect: deny
+    when: grant.name != "" && request.path.startsWith("/export/billing/")
+"#;
+
+#[test]
+fn a_grant_opens_at_not_before_and_closes_at_expires_with_no_file_change() {
+    let (opens, opens_at) = at(8);
+    let (expires, expires_at) = at(14);
+    let grants = format!(
+        "grants:\n  - name: inc-4711\n    identities: [\"{EXPORTER}\"]\n    when: request.method == \"POST\"\n    not_before: {opens}\n    expires: {expires}\n    reason: \"INC-4711: re-run the export\"\n"
+    );
+    let h = Harness::start(
+        GRANT_POLICY,
+        "grants: grants.yaml\ncache:\n  decision_ttl: 30s\n",
+        &[("grants.yaml", &grants)],
+    );
+    let exporter = h.client(EXPORTER);
+    let before = h.send(&exporter, "POST", "/export/before-1");
+    assert!(
+        SystemTime::now() < opens_at,
+        "the harness took too long to start to see the grant closed"
+    );
+    assert_eq!(before.status, 403, "{before:?}");
+    assert_eq!(before.header("x-celador-reason"), Some("no_allow_rule"));
+
+    sleep_until(opens_at);
+    let during = h.send(&exporter, "POST", "/export/during-1");
+    assert_eq!(during.status, 200, "{during:?}\n{}", h.celador.log());
+    let record = h.record("during-1");
+    assert_eq!(record["reason"], "granted");
+    assert_eq!(record["grant"]["name"], "inc-4711");
+    assert_eq!(record["grant"]["reason"], "INC-4711: re-run the export");
+    assert_eq!(
+        record["versions"]["grants"].as_str().map(str::len),
+        Some(16)
+    );
+    // The same request again is served from the decision cache.
+    let again = h.send(&exporter, "POST", "/export/during-1");
+    assert_eq!(again.status, 200);
+    let records = h.celador.audit_for("during-1");
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1]["cache"]["decision"], true, "{records:?}");
+    // A deny rule still overrides the grant, and sees it.
+    let billing = h.send(&exporter, "POST", "/export/billing/run-1");
+    assert_eq!(billing.status, 403);
+    let record = h.record("billing/run-1");
+    assert_eq!(record["rule"], "no-granted-billing");
+    assert_eq!(record["grant"]["name"], "inc-4711");
+    assert_eq!(record["read"]["grant.name"], "inc-4711");
+
+    sleep_until(expires_at);
+    // The cached allow of during-1 does not outlive the grant.
+    let after = h.send(&exporter, "POST", "/export/during-1");
+    assert_eq!(after.status, 403, "{after:?}");
+    assert_eq!(after.header("x-celador-reason"), Some("no_allow_rule"));
+    let (_, metrics) = h.celador.admin_get("/metrics");
+    assert!(metrics.contains("celador_grants_loaded 1\n"), "{metrics}");
+    assert!(metrics.contains("celador_grants_active 0\n"), "{metrics}");
+}
+
+#[test]
+fn a_revocation_denies_a_cached_identity_within_a_second_and_its_removal_restores_it() {
+    let empty = "revocations: []\n";
+    let h = Harness::start(
+        "rules:\n  - name: exporter\n    effect: allow\n    when: source.id.endsWith(\"/exporter\")\n",
+        "revocations: revocations.yaml\ncache:\n  decision_ttl: 30s\n",
+        &[("revocations.yaml", empty)],
+    );
+    let exporter = h.client(EXPORTER);
+    for _ in 0..2 {
+        let reply = h.send(&exporter, "GET", "/export/cached-1");
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    let records = h.celador.audit_for("cached-1");
+    assert_eq!(records[1]["cache"]["decision"], true, "{records:?}");
+
+    let revoked = format!(
+        "revocations:\n  - spiffe_id_prefix: spiffe://example.org/ns/batch\n    reason: \"INC-4712: namespace compromised\"\n"
+    );
+    let written = Instant::now();
+    replace(&h.file("revocations.yaml"), &revoked);
+    let denied = poll(Duration::from_secs(3), || {
+        let reply = h.send(&exporter, "GET", "/export/cached-1");
+        (reply.status == 403).then_some(reply)
+    });
+    let took = written.elapsed();
+    let reply = denied.unwrap_or_else(|| panic!("never revoked; log:\n{}", h.celador.log()));
+    assert!(took < Duration::from_secs(1), "revocation took {took:?}");
+    assert_eq!(reply.header("x-celador-reason"), Some("revoked"));
+    assert_eq!(reply.json()["reason"], "revoked");
+    let record = h.celador.audit_for("cached-1").pop().unwrap();
+    assert_eq!(record["reason"], "revoked");
+    assert_eq!(
+        record["revoked"]["entry"],
+        "spiffe_id_prefix: spiffe://example.org/ns/batch"
+    );
+    assert_eq!(
+        record["revoked"]["reason"],
+        "INC-4712: namespace compromised"
+    );
+    // Other identities are untouched.
+    let payments = h.client(PAYMENTS);
+    assert_eq!(
+        h.send(&payments, "GET", "/x").header("x-celador-reason"),
+        Some("no_allow_rule")
+    );
+
+    // A broken file keeps the last good revocations, and is counted.
+    replace(
+        &h.file("revocations.yaml"),
+        "revocations: [ {spiffe_id: 3\n",
+    );
+    assert!(h.celador.wait_for_log(
+        "the revocations file cannot be loaded",
+        Duration::from_secs(5)
+    ));
+    assert_eq!(h.send(&exporter, "GET", "/export/still-1").status, 403);
+    let (_, metrics) = h.celador.admin_get("/metrics");
+    assert!(
+        metrics.contains(
+            "celador_governance_file_reloads_total{file=\"revocations\",outcome=\"error\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("celador_revocations_loaded 1\n"),
+        "{metrics}"
+    );
+
+    let written = Instant::now();
+    replace(&h.file("revocations.yaml"), empty);
+    let allowed = poll(Duration::from_secs(3), || {
+        (h.send(&exporter, "GET", "/export/back-1").status == 200).then_some(())
+    });
+    assert!(allowed.is_some() && written.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn a_burst_over_a_signals_limit_is_denied_and_recovers_after_the_window() {
+    let policy = r#"
+rules:
+  - name: exporter-burst-limit
+    effect: deny
+    when: source.id.endsWith("/exporter") && signals.requests_10s > 5
+  - name: exporter
+    effect: allow
+    when: source.id.endsWith("/exporter")
+"#;
+    let h = Harness::start(policy, "", &[]);
+    let exporter = h.client(EXPORTER);
+    let statuses: Vec<u16> = (0..8)
+        .map(|i| h.send(&exporter, "GET", &format!("/burst-{i}")).status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 403, 403, 403]);
+    let record = h.record("burst-5");
+    assert_eq!(record["rule"], "exporter-burst-limit");
+    assert_eq!(record["read"]["signals"]["requests_10s"], 6);
+    // Another identity has counts of its own.
+    let payments = h.client(PAYMENTS);
+    assert_eq!(
+        h.send(&payments, "GET", "/other")
+            .header("x-celador-reason"),
+        Some("no_allow_rule")
+    );
+    // Past the window (10 s, counted in whole seconds), access returns.
+    std::thread::sleep(Duration::from_secs(11));
+    let reply = h.send(&exporter, "GET", "/burst-after");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let (_, metrics) = h.celador.admin_get("/metrics");
+    assert!(
+        metrics.contains("celador_signals_identities 2\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn shadow_rules_and_shadow_routes_change_nothing_but_are_audited() {
+    let policy = r#"
+rules:
+  - name: exporter
+    effect: allow
+    when: source.id.endsWith("/exporter")
+  - name: candidate-no-deletes
+    effect: deny
+    mode: shadow
+    when: request.method == "DELETE"
+"#;
+    let h = Harness::start(policy, "", &[]);
+    let exporter = h.client(EXPORTER);
+    let reply = h.send(&exporter, "DELETE", "/export/shadowed-1");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(h.upstream.requests_with("shadowed-1").len(), 1);
+    let record = h.record("shadowed-1");
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(record["rule"], "exporter");
+    assert_eq!(record["shadow"][0]["source"], "rules");
+    assert_eq!(record["shadow"][0]["allowed"], false);
+    assert_eq!(record["shadow"][0]["rule"], "candidate-no-deletes");
+    // A request the shadow rule agrees with is audited with its outcome too.
+    assert_eq!(h.send(&exporter, "GET", "/export/agree-1").status, 200);
+    assert_eq!(h.record("agree-1")["shadow"][0]["allowed"], true);
+    let (_, metrics) = h.celador.admin_get("/metrics");
+    assert!(
+        metrics.contains(
+            "celador_shadow_differences_total{source=\"rules\",enforced=\"allow\",shadow=\"deny\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    // A route in shadow mode lets a denied request through, marked.
+    let payments = h.client(PAYMENTS);
+    let reply = h.send(&payments, "GET", "/shadow/denied-1");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let seen = h.upstream.requests_with("denied-1");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header_values("x-celador-shadow"), ["no_allow_rule"]);
+    let record = h.record("denied-1");
+    assert_eq!(record["decision"], "deny");
+    assert_eq!(record["reason"], "no_allow_rule");
+    assert_eq!(record["enforced"], false);
+    // The bearer token the request carried is nowhere in the records.
+    let all = h.celador.audit_records();
+    assert!(!format!("{all:?}").contains("not-a-jwt-but-a-secret"));
+}
+
+fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
