@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use celador::edge::response::{AnswerSettings, HeaderValueSource};
 use celador::edge::{EdgeSettings, ExtAuthz};
+use celador::engine::cache::DecisionCacheSettings;
 use celador::engine::identity::bundle::{TrustBundles, parse_pem};
 use celador::engine::identity::verified::CacheSettings;
 use celador::engine::policy::Policy;
@@ -43,7 +44,9 @@ rules:
     when: request.path.matches("^/admin(/|$)")
 "#;
 
-fn authorizer(ca: &pki::Ca, cache_entries: u64) -> ExtAuthz {
+/// An authorizer with `cache_entries` verified SVIDs cached, and decisions
+/// cached for `decision_ttl` (zero: every check evaluates the rules).
+fn authorizer(ca: &pki::Ca, cache_entries: u64, decision_ttl: Duration) -> ExtAuthz {
     let policy = Policy::parse(POLICY, Path::new("bench.yaml")).unwrap();
     let bundle = parse_pem(ca.pem.as_bytes(), Path::new("bench.pem")).unwrap();
     let bundles = TrustBundles::from_domains([("example.org".to_owned(), bundle)]);
@@ -53,6 +56,10 @@ fn authorizer(ca: &pki::Ca, cache_entries: u64) -> ExtAuthz {
             svid_cache: CacheSettings {
                 max_entries: cache_entries,
                 max_ttl: Duration::from_secs(300),
+            },
+            decision_cache: DecisionCacheSettings {
+                ttl: decision_ttl,
+                ..DecisionCacheSettings::default()
             },
             ..EngineSettings::default()
         },
@@ -84,8 +91,9 @@ fn bench_check(c: &mut Criterion) {
     let denied_req = check::request(&exporter, "POST", "/export/daily.csv", &headers);
     let admin_req = check::request(&exporter, "GET", "/admin/users", &headers);
 
-    let cached = authorizer(&ca, 10_000);
-    let uncached = authorizer(&ca, 0);
+    let cached = authorizer(&ca, 10_000, Duration::ZERO);
+    let uncached = authorizer(&ca, 0, Duration::ZERO);
+    let decisions_cached = authorizer(&ca, 10_000, Duration::from_secs(2));
 
     let mut group = c.benchmark_group("check");
     group.bench_function("allowed", |b| {
@@ -104,6 +112,12 @@ fn bench_check(c: &mut Criterion) {
         b.iter(|| {
             let response = cached.check(black_box(&admin_req)).unwrap();
             assert_eq!(check::denial(&response).unwrap().1, "denied_by_rule");
+        })
+    });
+    group.bench_function("allowed_decision_cached", |b| {
+        b.iter(|| {
+            let response = decisions_cached.check(black_box(&allowed_req)).unwrap();
+            assert!(check::allowed(&response));
         })
     });
     group.bench_function("allowed_svid_uncached", |b| {

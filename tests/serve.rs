@@ -403,3 +403,37 @@ async fn a_check_request_as_large_as_envoy_can_send_is_answered_not_an_error() {
     .unwrap();
     assert!(allowed(&answer), "{:?}", denial(&answer));
 }
+
+#[test]
+fn broken_or_missing_governance_files_exit_64_naming_the_file_and_each_problem() {
+    let setup = Setup::new();
+    std::fs::write(
+        setup.path("grants.yaml"),
+        "grants:\n  - name: forever\n    identities: [\"spiffe://example.org/a\"]\n    not_before: 2030-01-01T00:00:00Z\n    expires: 2031-01-01T00:00:00Z\n    reason: x\n",
+    )
+    .unwrap();
+    std::fs::write(
+        setup.path("revocations.yaml"),
+        "revocations:\n  - jwt_id: a\n    spiffe_id: spiffe://example.org/a\n    reason: both\n",
+    )
+    .unwrap();
+    let (code, stderr) = refused(&setup.config(
+        "grants: grants.yaml\nrevocations: revocations.yaml\nshadow_policy: missing.yaml\n",
+    ));
+    assert_eq!(code, 64, "{stderr}");
+    for needle in [
+        "grants: ",
+        "the grant lasts 8760h, longer than the maximum of 24h",
+        "revocations: ",
+        "give exactly one of spiffe_id",
+        "shadow_policy: cannot read",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+    // The longest grant is a setting.
+    let (code, stderr) = refused(&setup.config(
+        "grants: grants.yaml\ngrants_max_duration: 9000h\nrevocations: revocations.yaml\n",
+    ));
+    assert_eq!(code, 64, "{stderr}");
+    assert!(!stderr.contains("the grant lasts"), "{stderr}");
+}

@@ -68,6 +68,7 @@ pub fn markdown() -> String {
         }
         let _ = writeln!(out, "\nExample: `{}`\n", f.example);
     }
+    out.push_str(GOVERNANCE);
     out.push_str(FOOTER);
     out
 }
@@ -92,6 +93,7 @@ rules:
     when: >                           # required: a CEL condition that is a bool
       source.id == "spiffe://example.org/ns/batch/sa/exporter" &&
       request.method == "GET" && request.path.startsWith("/export/")
+    mode: enforce                     # optional: enforce (default) | shadow
 ```
 
 Unknown keys are errors. [`rules.schema.json`](rules.schema.json) is the JSON
@@ -103,11 +105,22 @@ Schema of this format, for editors (with the YAML language server, add
 1. The caller's credentials are verified first (see the README); a request
    without the credentials its route requires is denied (401) before any rule
    runs.
-2. **Deny rules** run in file order; the first that matches denies the
+2. A credential on the **revocation list** is denied (403, `revoked`),
+   whatever the rules, grants or cached decisions say.
+3. The caller's **signals** are counted (this request included), and the
+   **grant** in force for it is found: the first grant of the grants file
+   that names one of its SPIFFE IDs, is open now and whose condition holds.
+4. **Deny rules** run in file order; the first that matches denies the
    request (403, reason `denied_by_rule`, naming the rule).
-3. Then **allow rules** run in file order; the first that matches allows it
+5. Then **allow rules** run in file order; the first that matches allows it
    (reason `allowed`, naming the rule).
-4. If no allow rule matched, the request is denied (403, `no_allow_rule`).
+6. If no allow rule matched but a grant is in force, the grant allows it
+   (reason `granted`; the audit record names the grant and its reason).
+7. Otherwise the request is denied (403, `no_allow_rule`).
+
+Rules in **`mode: shadow`** take no part in this: they are evaluated as if
+enforced, and what they would have decided is written to the audit record
+(`shadow`) and counted (`celador_shadow_differences_total`) when it differs.
 
 A condition that **fails to evaluate** (reading `token.id` without a token,
 `request.headers["x"]` without that header, `int("abc")`) counts as *not
@@ -134,6 +147,91 @@ Timestamps compare with `<`, `>` and subtract into durations
 build them. `token.claims` values are JSON values: strings, numbers (int or
 double), bools, lists and maps; convert with `string()`, `int()` or
 `double()` where a rule needs one type.
+
+"#;
+
+const GOVERNANCE: &str = r#"## Grants
+
+A grants file (config key `grants:`, in Kubernetes a ConfigMap) gives named
+identities access for a time, with a reason:
+
+```yaml
+grants:
+  - name: inc-4711-rerun-export                       # required, unique, named in audit records
+    identities: ["spiffe://example.org/ns/batch/sa/exporter"]   # SPIFFE IDs of an X.509- or JWT-SVID
+    when: request.method == "POST" && request.path.startsWith("/export/")   # optional: checked like a rule
+    not_before: 2026-11-25T10:00:00Z                  # optional: open from the start without it
+    expires: 2026-11-25T12:00:00Z                     # required
+    reason: "INC-4711: re-run the failed export"      # required
+```
+
+A grant is in force from `not_before` (inclusive) to `expires` (exclusive),
+to the second and with no reload: it allows what no allow rule does, and
+deny rules still override it. Deny rules read it as `grant`
+(`grant.name != "" && request.path.startsWith("/export/billing/")`).
+A grant longer than `grants_max_duration` (24h by default; measured from
+`not_before`, or from when the file is loaded) is an error, as are an empty
+reason, an identity that is not a SPIFFE ID, and any problem in a condition.
+`celador check` checks a grants file; a test suite's `grants:` puts one in
+force for its cases.
+
+## Revocations
+
+A revocations file (config key `revocations:`) lists credentials that are
+denied at once (403, reason `revoked`), before rules, grants and the
+decision cache; each entry names one thing and says why:
+
+```yaml
+revocations:
+  - spiffe_id: spiffe://example.org/ns/batch/sa/exporter        # one SPIFFE ID
+    reason: "INC-4712: key leaked"
+  - spiffe_id_prefix: spiffe://example.org/ns/legacy            # this ID and every ID below it
+    reason: namespace decommissioned
+  - x509_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08   # a leaf's DER fingerprint (colons allowed)
+    reason: stolen workstation
+  - x509_serial: "0a:1b:2c"                                     # a serial number, with its issuer
+    issuer: "CN=intermediate,O=example"
+    reason: mis-issued
+  - jwt_id: 4f1c2d9e                                            # a JWT-SVID's jti
+    reason: replayed token
+```
+
+A change to the file takes effect within a second; removing an entry
+restores access as fast. A file that does not load keeps the last good list
+in force, is logged, and counted
+(`celador_governance_file_reloads_total{file="revocations",outcome="error"}`).
+
+## Signals
+
+`signals` holds the caller's request and denial counts over sliding windows
+of 10 seconds, 1 minute and 10 minutes, so a rule can react to behaviour:
+
+```yaml
+  - name: exporters-slow-down
+    effect: deny
+    when: source.id.endsWith("/exporter") && signals.requests_1m > 600
+```
+
+The caller is the JWT-SVID's SPIFFE ID when the request has one, else the
+X.509-SVID's. Request counts include the current request (the 31st request
+of a minute sees `requests_1m == 31`); denial counts are of earlier
+requests. Each window is ten buckets of a tenth of its length, so it covers
+between 90 % and 100 % of its length. The counts are kept **per celador
+instance**: in Kubernetes, per pod, not per service. At most
+`signals.max_identities` identities (10,000) are counted; the least recently
+seen are dropped past that (`celador_signals_dropped_identities_total`).
+
+## The decision cache
+
+Decisions are remembered for `cache.decision_ttl` (2s; `0s` turns the cache
+off), keyed on exactly what the loaded rules read (derived from the rules
+themselves: a rule that reads `request.headers["x-tenant"]` keys on that
+header only), the grant in force and the generations of the rules, bundles,
+grants and revocations, so any reload invalidates every entry. An entry
+never outlives the credentials it was decided for, nor the next opening or
+closing of a grant for the caller. Policies whose rules read `now`,
+`request.time`, `request.id` or `signals` are never cached. Credentials are
+verified and revocations checked on every request, cached or not.
 
 "#;
 
@@ -164,12 +262,17 @@ const FOOTER: &str = r#"## What `celador check` reports
   deny rule matches too;
 * a deny rule that reads a map key without testing that it is present, and
   so denies every request without that key.
-* a file with no rules at all, which denies every request.
+* a file with no rules at all, which denies every request;
+* in a grants file, a grant that has already expired.
+
+`celador check` tells the kind of a file by its top-level key: `rules:`,
+`grants:` or `revocations:`.
 
 ## Test suites
 
 `celador test` runs files named `*_test.yaml` (or the files given). A suite
-names the rules under test and lists cases; `defaults` fill what a case
+names the rules under test (and optionally a grants file in force) and lists
+cases; `defaults` fill what a case
 leaves out. Each case needs a name of its own, and a rule a case
 expects (`expect.rule`) must be a rule of the file under test: a typo there
 is an error, never a silent pass or failure. [`test-suite.schema.json`](test-suite.schema.json) is its JSON
@@ -177,6 +280,7 @@ Schema.
 
 ```yaml
 rules: payments.yaml
+grants: grants.yaml                                      # optional: grants in force for every case
 defaults:
   request: { host: payments.shop.svc }
 cases:
@@ -202,10 +306,12 @@ cases:
     context: { route: charges }                          # Envoy's context extensions
     workload: { namespace: shop, labels: { app: payments } }   # empty if omitted
     time: "2026-11-22T10:00:00Z"                         # now and request.time; the real time if omitted
+    signals: { requests_1m: 700 }                        # the caller's counts; 0 if omitted
     expect:
       decision: deny                                     # allow | deny
       rule: refunds-only-refund                          # optional: the deciding rule
-      reason: denied_by_rule                             # optional: allowed, denied_by_rule, rule_error, no_allow_rule
+      reason: denied_by_rule                             # optional: allowed, denied_by_rule, rule_error, no_allow_rule, granted
+      grant: ""                                          # optional: the grant in force ("" for none)
 ```
 
 A case's request becomes the `CheckRequest` Envoy would send, read by the

@@ -496,3 +496,38 @@ fn the_fallback_answer_for_a_failure_outside_the_decision_is_a_500_denial() {
         Some(tonic::Code::PermissionDenied as i32)
     );
 }
+
+#[test]
+fn a_shadow_rules_file_is_evaluated_beside_the_enforced_one_and_only_audited() {
+    let f = Fixture::new();
+    let a = f.authorizer(Requirement::X509, false);
+    let candidate =
+        "rules:\n  - name: only-gets\n    effect: allow\n    when: request.method == \"GET\"\n";
+    a.store().publish_shadow_policy(Arc::new(
+        Policy::parse(candidate, Path::new("c.yaml")).unwrap(),
+    ));
+    let post = check::request(&f.cert(), "POST", "/charge", &[("x-tenant", "acme")]);
+    let get = check::request(&f.cert(), "GET", "/charge", &[]);
+    let mut answers = Vec::new();
+    let records = audited(|| {
+        answers.push(a.check(&post).unwrap());
+        answers.push(a.check(&get).unwrap());
+    });
+    // The enforced rules allow both; the candidate would deny the POST.
+    assert!(answers.iter().all(check::allowed));
+    assert_eq!(records.len(), 2, "{records:?}");
+    let shadow = &records[0]["shadow"][0];
+    assert_eq!(shadow["source"], "policy");
+    assert_eq!(shadow["allowed"], false);
+    assert_eq!(shadow["reason"], "no_allow_rule");
+    assert_eq!(shadow["version"].as_str().map(str::len), Some(16));
+    assert_eq!(records[0]["versions"]["shadow_policy"], shadow["version"]);
+    assert_eq!(records[1]["shadow"][0]["allowed"], true);
+    let metrics = a.store().metrics().encode();
+    assert!(
+        metrics.contains(
+            "celador_shadow_differences_total{source=\"policy\",enforced=\"allow\",shadow=\"deny\"} 1"
+        ),
+        "{metrics}"
+    );
+}

@@ -112,11 +112,11 @@ pub struct Shadow {
 }
 
 impl Shadow {
-    /// Whether the shadow outcome differs from `decision`'s.
+    /// Whether the shadow outcome differs from `decision`'s: another
+    /// verdict or another reason (a different deciding rule with the same
+    /// outcome is in the audit record, not counted).
     pub fn differs_from(&self, decision: &Decision) -> bool {
-        self.allowed != decision.allowed
-            || self.reason != decision.reason
-            || self.rule != decision.rule
+        self.allowed != decision.allowed || self.reason != decision.reason
     }
 }
 
