@@ -220,11 +220,9 @@ fn a_revocation_denies_a_cached_identity_within_a_second_and_its_removal_restore
     let records = h.celador.audit_for("cached-1");
     assert_eq!(records[1]["cache"]["decision"], true, "{records:?}");
 
-    let revoked = format!(
-        "revocations:\n  - spiffe_id_prefix: spiffe://example.org/ns/batch\n    reason: \"INC-4712: namespace compromised\"\n"
-    );
+    let revoked = "revocations:\n  - spiffe_id_prefix: spiffe://example.org/ns/batch\n    reason: \"INC-4712: namespace compromised\"\n";
     let written = Instant::now();
-    replace(&h.file("revocations.yaml"), &revoked);
+    replace(&h.file("revocations.yaml"), revoked);
     let denied = poll(Duration::from_secs(3), || {
         let reply = h.send(&exporter, "GET", "/export/cached-1");
         (reply.status == 403).then_some(reply)

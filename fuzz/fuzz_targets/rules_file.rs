@@ -16,6 +16,8 @@ fuzz_target!(|data: &[u8]| {
             attributes: &attrs,
             workload: &workload,
             now: std::time::SystemTime::now(),
+            grant: None,
+            signals: Default::default(),
         });
     }
 });

@@ -22,6 +22,11 @@ fuzz_target!(|data: &[u8]| {
         if case.certificate.is_some() {
             continue;
         }
-        let _ = suite::decide(policy, &case, Path::new("/nonexistent"));
+        let _ = suite::decide(
+            policy,
+            &celador::engine::grants::Grants::default(),
+            &case,
+            Path::new("/nonexistent"),
+        );
     }
 });

@@ -152,6 +152,9 @@ pub fn ext_authz() -> &'static ExtAuthz {
                     },
                 }),
                 svid_cache: cache,
+                // Fuzzed requests go through the decision cache and the
+                // signals table as served ones do.
+                ..EngineSettings::default()
             },
         );
         ExtAuthz::new(
