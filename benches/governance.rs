@@ -87,6 +87,8 @@ fn bench_governance(c: &mut Criterion) {
             assert_eq!(d.reason, Reason::Allowed);
         })
     });
+    // The first decision fills the cache.
+    assert!(!cached.decide(&snapshot, &attrs, now).from_cache);
     group.bench_function("cache_hit", |b| {
         b.iter(|| {
             let d = cached.decide(&snapshot, black_box(&attrs), now);

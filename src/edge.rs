@@ -12,6 +12,7 @@
 //! answer's shape, the side effect of auditing.
 
 pub mod audit;
+pub mod json_line;
 pub mod request;
 pub mod response;
 pub mod server;

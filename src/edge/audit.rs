@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use serde::Serialize;
 
+use super::json_line::JsonObject;
 use super::trail::Trail;
 use crate::engine::Decision;
 use crate::engine::RuleError;
@@ -76,8 +77,8 @@ pub struct AuditRecord<'a> {
     #[serde(skip_serializing_if = "Headers::is_empty")]
     pub headers: Headers<'a>,
     /// Why, beyond the outcome: values read, grant, revocation, shadows,
-    /// caches and versions.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    /// caches and versions (written by [`AuditRecord::to_json`] only).
+    #[serde(skip)]
     pub trail: Option<Trail<'a>>,
 }
 
@@ -263,107 +264,12 @@ impl AuditRecord<'_> {
             }
             headers.close();
         }
-        if let Some(trail) = &self.trail
-            && let Ok(json) = serde_json::to_string(trail)
-            && let Some(members) = json.get(1..json.len().saturating_sub(1))
-            && !members.is_empty()
-        {
-            // The trail's members, after the record's own (never empty).
-            out.buf.push(',');
-            out.buf.push_str(members);
+        if let Some(trail) = &self.trail {
+            trail.write(&mut out);
         }
         out.close();
         buf
     }
-}
-
-/// A JSON object being written into a string, member by member.
-struct JsonObject<'a> {
-    buf: &'a mut String,
-    empty: bool,
-}
-
-impl<'a> JsonObject<'a> {
-    fn open(buf: &'a mut String) -> Self {
-        buf.push('{');
-        Self { buf, empty: true }
-    }
-
-    fn key(&mut self, key: &str) {
-        if !self.empty {
-            self.buf.push(',');
-        }
-        self.empty = false;
-        string(self.buf, key);
-        self.buf.push(':');
-    }
-
-    fn str(&mut self, key: &str, value: &str) {
-        self.key(key);
-        string(self.buf, value);
-    }
-
-    fn opt_str(&mut self, key: &str, value: Option<&str>) {
-        match value {
-            Some(value) => self.str(key, value),
-            None => {
-                self.key(key);
-                self.buf.push_str("null");
-            }
-        }
-    }
-
-    fn u64(&mut self, key: &str, value: u64) {
-        use std::fmt::Write;
-        self.key(key);
-        // Writing to a String cannot fail.
-        let _ = write!(self.buf, "{value}");
-    }
-
-    fn close(&mut self) {
-        self.buf.push('}');
-    }
-}
-
-/// Writes `s` as a JSON string: quotes, backslashes and control characters
-/// escaped, everything else (valid UTF-8 already) as it is.
-fn string(out: &mut String, s: &str) {
-    out.push('"');
-    // Almost no value needs escaping; this check has no early exit, so it
-    // runs many bytes at a time, which the loop below cannot.
-    let plain = !s.bytes().fold(false, |any, b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if plain {
-        out.push_str(s);
-        out.push('"');
-        return;
-    }
-    let mut start = 0;
-    for (i, byte) in s.bytes().enumerate() {
-        let escape = match byte {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            b'\n' => Some("\\n"),
-            b'\r' => Some("\\r"),
-            b'\t' => Some("\\t"),
-            0x00..=0x1f => None,
-            _ => continue,
-        };
-        // `i` is at an ASCII byte, so both ends are character boundaries.
-        out.push_str(s.get(start..i).unwrap_or_default());
-        match escape {
-            Some(escape) => out.push_str(escape),
-            None => {
-                use std::fmt::Write;
-                // Writing to a String cannot fail.
-                let _ = write!(out, "\\u{byte:04x}");
-            }
-        }
-        start = i + 1;
-    }
-    out.push_str(s.get(start..).unwrap_or_default());
-    out.push('"');
 }
 
 fn serialize_time<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -415,6 +321,7 @@ fn truncate(value: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::edge::json_line::string;
 
     fn record<'a>(errors: &'a [RuleError], headers: Vec<(&'a str, &'a str)>) -> AuditRecord<'a> {
         AuditRecord {

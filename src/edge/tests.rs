@@ -531,3 +531,60 @@ fn a_shadow_rules_file_is_evaluated_beside_the_enforced_one_and_only_audited() {
         "{metrics}"
     );
 }
+
+#[test]
+fn the_trail_records_what_the_deciding_rule_read_without_a_credential() {
+    let f = Fixture::new();
+    let rules = r#"rules:
+  - name: reads-everything
+    effect: allow
+    when: >
+      request.headers.exists(k, k == "x-tenant") && request.query["day"] == "1" &&
+      request.headers["x-tenant"] == "acme" && source.id != ""
+"#;
+    let a = ExtAuthz::new(
+        Engine::new(Workload::default(), EngineSettings::default()),
+        Store::fixed(
+            Arc::new(Policy::parse(rules, Path::new("p.yaml")).unwrap()),
+            f.bundles(),
+        ),
+        EdgeSettings::default(),
+    );
+    let request = check::request(
+        &f.cert(),
+        "GET",
+        "/x?day=1&access_token=s3cret&day=2",
+        &[
+            ("x-tenant", "acme"),
+            ("authorization", "Bearer eyJ.secret.token"),
+            ("cookie", "session=s3cret"),
+            ("x-other", "bearer eyJ.other"),
+        ],
+    );
+    let mut answers = Vec::new();
+    let records = audited(|| {
+        answers.push(a.check(&request).unwrap());
+        answers.push(a.check(&request).unwrap());
+    });
+    assert!(answers.iter().all(check::allowed));
+    let read = &records[0]["read"];
+    assert_eq!(read["source.id"], PEER);
+    assert_eq!(read["request.headers[\"x-tenant\"]"], "acme");
+    assert_eq!(read["request.headers"]["x-tenant"], "acme");
+    assert_eq!(read["request.headers"]["authorization"], "<redacted>");
+    assert_eq!(read["request.headers"]["cookie"], "<redacted>");
+    assert_eq!(read["request.headers"]["x-other"], "<redacted>");
+    assert_eq!(read["request.query"]["day"], "1");
+    assert_eq!(read["request.query"]["access_token"], "<redacted>");
+    let all = serde_json::to_string(&records).unwrap();
+    assert!(!all.contains("s3cret") && !all.contains("eyJ"), "{all}");
+    // The second answer came from the decision cache, the identity from
+    // the SVID cache; the versions in force are named.
+    assert_eq!(records[0]["cache"]["decision"], false);
+    assert_eq!(records[1]["cache"]["decision"], true);
+    assert_eq!(records[1]["cache"]["identity"], true);
+    assert_eq!(records[1]["enforced"], true);
+    assert_eq!(records[1]["versions"]["grants"], "none");
+    assert_eq!(records[1]["versions"]["revocations"], "none");
+    assert!(records[1]["versions"]["bundles"]["example.org"].is_u64());
+}

@@ -1,21 +1,18 @@
 //! The decision trail: what an audit record says about *why*, beyond the
 //! outcome.
 //!
-//! Data flow: after a decision, [`super::audit`] asks [`Trail::of`] for the
-//! values of what the deciding rules read (from the rules' own footprints,
+//! Data flow: after a decision, [`super::audit`] has [`Trail::write`] add
+//! to its record the values of what the deciding rules read (from the rules' own footprints,
 //! [`crate::engine::policy::footprint`]), the grant used, a revocation hit,
 //! shadow outcomes, whether the decision and the identity came from
 //! caches, and the generations of every live input in force. Credentials
 //! never appear: secret headers, bearer values and credential-like query
 //! parameters are written as `<redacted>`.
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use serde::Serialize;
-use serde_json::{Map, Value};
-
-use crate::engine::decision::{Revoked, Shadow};
+use super::json_line::JsonObject;
+use crate::engine::decision::Shadow;
 use crate::engine::policy::footprint::{Footprint, Part};
 use crate::engine::{Attributes, Decision, Snapshot, percent, time};
 
@@ -35,231 +32,204 @@ pub fn is_secret_header(name: &str) -> bool {
     SECRET_HEADERS.contains(&name)
 }
 
-/// The trail of one decision.
-#[derive(Debug, Serialize)]
+/// The trail of one decision, written into its audit record.
+#[derive(Debug, Clone, Copy)]
 pub struct Trail<'a> {
-    /// The values of what the deciding rule read (every rule's, when none
-    /// decided), by attribute path.
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    pub read: Map<String, Value>,
-    /// The grant that allowed the request, or that deny rules saw.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grant: Option<GrantTrail<'a>>,
-    /// The revocation entry that denied the request.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub revoked: Option<&'a Revoked>,
-    /// What shadow rules would have decided.
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    pub shadow: &'a [Shadow],
-    /// False when the route runs in shadow mode and the request was let
-    /// through whatever the decision.
-    pub enforced: bool,
-    /// Whether the decision and the identity came from caches.
-    pub cache: CacheTrail,
-    /// The live inputs in force.
-    pub versions: Versions<'a>,
-}
-
-/// A grant as the trail records it.
-#[derive(Debug, Serialize)]
-pub struct GrantTrail<'a> {
-    /// Its name.
-    pub name: &'a str,
-    /// Why it was given.
-    pub reason: &'a str,
-    /// When it closes.
-    pub expires: String,
-}
-
-/// Which caches served the decision.
-#[derive(Debug, Serialize)]
-pub struct CacheTrail {
-    /// The decision came from the decision cache.
-    pub decision: bool,
-    /// Every verified credential came from the SVID caches.
-    pub identity: bool,
-}
-
-/// The generations of the live inputs a decision was made with.
-#[derive(Debug, Serialize)]
-pub struct Versions<'a> {
-    /// The rules version.
-    pub rules: &'a str,
-    /// The grants file version (`none` without one).
-    pub grants: &'a str,
-    /// The revocations file version (`none` without one).
-    pub revocations: &'a str,
-    /// The shadow rules file version.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shadow_policy: Option<&'a str>,
-    /// Each trust domain's bundle generation.
-    pub bundles: BTreeMap<&'a str, u64>,
-    /// The snapshot: bumped by every publish of any input.
-    pub snapshot: u64,
+    decision: &'a Decision,
+    snapshot: &'a Snapshot,
+    attrs: &'a Attributes<'a>,
+    enforced: bool,
+    now: SystemTime,
 }
 
 impl<'a> Trail<'a> {
-    /// The trail of `decision`, made with `snapshot` at `now`.
+    /// The trail of `decision`, made with `snapshot` at `now`; `enforced` is
+    /// false on a route in shadow mode.
     pub fn of(
         decision: &'a Decision,
         snapshot: &'a Snapshot,
-        attrs: &Attributes<'_>,
+        attrs: &'a Attributes<'a>,
         enforced: bool,
         now: SystemTime,
     ) -> Self {
-        let identified = decision.identity.source.is_some() || decision.identity.token.is_some();
-        let read = if identified && decision.revoked.is_none() {
-            let policy = &snapshot.policy;
-            let footprint = decision
+        Trail {
+            decision,
+            snapshot,
+            attrs,
+            enforced,
+            now,
+        }
+    }
+
+    /// Writes the trail's members into `out`:
+    /// * `read`: the values of what the deciding rule read (every rule's,
+    ///   when none decided), by attribute path, redacted;
+    /// * `grant`, `revoked`, `shadow`: the grant in force, the revocation
+    ///   entry that denied, what shadow rules would have decided;
+    /// * `enforced`, `cache` (whether the decision and the identity came from
+    ///   caches) and `versions` (of every live input in force).
+    pub fn write(&self, out: &mut JsonObject<'_>) {
+        let d = self.decision;
+        let identified = d.identity.source.is_some() || d.identity.token.is_some();
+        if identified && d.revoked.is_none() {
+            let policy = &self.snapshot.policy;
+            let footprint = d
                 .rule
                 .as_ref()
                 .and_then(|name| policy.rules().iter().find(|r| &r.name == name))
                 .map_or(policy.footprint(), |rule| &rule.footprint);
-            read_values(footprint, decision, attrs, now)
-        } else {
-            Map::new()
-        };
-        Trail {
-            read,
-            grant: decision.grant.as_ref().map(|g| GrantTrail {
-                name: &g.name,
-                reason: &g.reason,
-                expires: time::rfc3339(g.expires),
-            }),
-            revoked: decision.revoked.as_ref(),
-            shadow: &decision.shadow,
-            enforced,
-            cache: CacheTrail {
-                decision: decision.from_cache,
-                identity: identified && decision.identity.from_cache,
-            },
-            versions: Versions {
-                rules: snapshot.policy.version(),
-                grants: snapshot.grants.version(),
-                revocations: snapshot.revocations.version(),
-                shadow_policy: snapshot.shadow.as_ref().map(|p| p.version()),
-                bundles: snapshot
-                    .bundles
-                    .domains()
-                    .iter()
-                    .map(|(td, b)| (td.as_str(), b.generation()))
-                    .collect(),
-                snapshot: snapshot.generation,
-            },
-        }
-    }
-}
-
-/// The values of `footprint`'s parts and volatile reads, redacted.
-fn read_values(
-    footprint: &Footprint,
-    decision: &Decision,
-    attrs: &Attributes<'_>,
-    now: SystemTime,
-) -> Map<String, Value> {
-    let mut out: Map<String, Value> = footprint
-        .parts
-        .iter()
-        .map(|part| part_value(part, decision, attrs))
-        .collect();
-    let text = |s: &str| Value::String(s.to_owned());
-    for volatile in &footprint.volatile {
-        let value = match *volatile {
-            "now" => text(&time::rfc3339(now)),
-            "request.time" => text(&time::rfc3339(attrs.time.unwrap_or(now))),
-            "request.id" => text(attrs.request_id),
-            "signals" => {
-                serde_json::to_value(decision.signals.unwrap_or_default()).unwrap_or(Value::Null)
+            if !footprint.parts.is_empty() || !footprint.volatile.is_empty() {
+                out.object("read", |o| self.write_read(o, footprint));
             }
-            _ => continue,
-        };
-        out.insert((*volatile).to_owned(), value);
+        }
+        if let Some(g) = &d.grant {
+            out.object("grant", |o| {
+                o.str("name", &g.name);
+                o.str("reason", &g.reason);
+                o.str("expires", &time::rfc3339(g.expires));
+            });
+        }
+        if let Some(r) = &d.revoked {
+            out.object("revoked", |o| {
+                o.str("entry", &r.entry);
+                o.str("reason", &r.reason);
+            });
+        }
+        if !d.shadow.is_empty() {
+            write_shadow(out, &d.shadow);
+        }
+        out.bool("enforced", self.enforced);
+        out.object("cache", |o| {
+            o.bool("decision", d.from_cache);
+            o.bool("identity", identified && d.identity.from_cache);
+        });
+        out.object("versions", |o| self.write_versions(o));
     }
-    out
-}
 
-/// One part's attribute path and value.
-fn part_value(part: &Part, decision: &Decision, attrs: &Attributes<'_>) -> (String, Value) {
-    let source = decision.identity.source.as_deref();
-    let token = decision.identity.token.as_deref();
-    let text = |s: &str| Value::String(s.to_owned());
-    {
+    fn write_versions(&self, o: &mut JsonObject<'_>) {
+        let s = self.snapshot;
+        o.str("rules", s.policy.version());
+        o.str("grants", s.grants.version());
+        o.str("revocations", s.revocations.version());
+        if let Some(shadow) = &s.shadow {
+            o.str("shadow_policy", shadow.version());
+        }
+        o.object("bundles", |b| {
+            let mut domains: Vec<_> = s.bundles.domains().iter().collect();
+            domains.sort_unstable_by(|x, y| x.0.cmp(y.0));
+            for (td, bundle) in domains {
+                b.u64(td, bundle.generation());
+            }
+        });
+        o.u64("snapshot", s.generation);
+    }
+
+    /// The values of `footprint`'s parts and volatile reads, redacted.
+    fn write_read(&self, o: &mut JsonObject<'_>, footprint: &Footprint) {
+        for part in &footprint.parts {
+            self.write_part(o, part);
+        }
+        let (attrs, now) = (self.attrs, self.now);
+        for volatile in &footprint.volatile {
+            match *volatile {
+                "now" => o.str("now", &time::rfc3339(now)),
+                "request.time" => o.str("request.time", &time::rfc3339(attrs.time.unwrap_or(now))),
+                "request.id" => o.str("request.id", attrs.request_id),
+                "signals" => {
+                    let s = self.decision.signals.unwrap_or_default();
+                    o.object("signals", |o| {
+                        o.u64("requests_10s", s.requests_10s.into());
+                        o.u64("requests_1m", s.requests_1m.into());
+                        o.u64("requests_10m", s.requests_10m.into());
+                        o.u64("denials_10s", s.denials_10s.into());
+                        o.u64("denials_1m", s.denials_1m.into());
+                        o.u64("denials_10m", s.denials_10m.into());
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// One part's attribute path and value.
+    fn write_part(&self, o: &mut JsonObject<'_>, part: &Part) {
+        let (d, attrs) = (self.decision, self.attrs);
+        let source = d.identity.source.as_deref();
+        let token = d.identity.token.as_deref();
         match part {
-            Part::Source => (
-                "source.id".to_owned(),
-                source.map_or(Value::Null, |s| text(s.id.as_str())),
-            ),
-            Part::SourceAddress => ("source.address".into(), text(attrs.source_address)),
-            Part::SourcePort => ("source.port".into(), attrs.source_port.into()),
-            Part::TokenId => (
-                "token.id".into(),
-                token.map_or(Value::Null, |t| text(t.id.as_str())),
-            ),
-            Part::Token => (
-                "token.claims".into(),
-                token.map_or(Value::Null, |t| Value::Object(t.claims.clone())),
-            ),
-            Part::Method => ("request.method".into(), text(attrs.method)),
-            Part::Path => ("request.path".into(), text(attrs.path)),
-            Part::Host => ("request.host".into(), text(attrs.host)),
-            Part::Scheme => ("request.scheme".into(), text(attrs.scheme)),
-            Part::Protocol => ("request.protocol".into(), text(attrs.protocol)),
-            Part::Size => ("request.size".into(), attrs.size.into()),
-            Part::DestinationPrincipal => (
-                "destination.principal".into(),
-                text(attrs.destination_principal),
-            ),
-            Part::DestinationAddress => (
-                "destination.address".into(),
-                text(attrs.destination_address),
-            ),
-            Part::DestinationPort => ("destination.port".into(), attrs.destination_port.into()),
-            Part::Grant => (
-                "grant.name".into(),
-                text(decision.grant.as_ref().map_or("", |g| &g.name)),
-            ),
-            _ => map_part_value(part, attrs),
+            Part::Source => o.opt_str("source.id", source.map(|s| s.id.as_str())),
+            Part::SourceAddress => o.str("source.address", attrs.source_address),
+            Part::SourcePort => o.u64("source.port", attrs.source_port.into()),
+            Part::TokenId => o.opt_str("token.id", token.map(|t| t.id.as_str())),
+            Part::Token => {
+                let claims = token.and_then(|t| serde_json::to_string(&t.claims).ok());
+                o.raw("token.claims", claims.as_deref().unwrap_or("null"));
+            }
+            Part::Method => o.str("request.method", attrs.method),
+            Part::Path => o.str("request.path", attrs.path),
+            Part::Host => o.str("request.host", attrs.host),
+            Part::Scheme => o.str("request.scheme", attrs.scheme),
+            Part::Protocol => o.str("request.protocol", attrs.protocol),
+            Part::Size => o.i64("request.size", attrs.size),
+            Part::DestinationPrincipal => {
+                o.str("destination.principal", attrs.destination_principal);
+            }
+            Part::DestinationAddress => o.str("destination.address", attrs.destination_address),
+            Part::DestinationPort => o.u64("destination.port", attrs.destination_port.into()),
+            Part::Grant => o.str("grant.name", d.grant.as_ref().map_or("", |g| &g.name)),
+            Part::Query => o.object("request.query", |o| query(o, attrs.query)),
+            Part::Header(name) => {
+                let value = attrs.header(name).map(|v| header_value(name, v));
+                o.opt_str(&format!("request.headers[{}]", quoted(name)), value);
+            }
+            Part::Headers => o.object("request.headers", |o| {
+                let mut headers: Vec<_> = attrs.headers.iter().collect();
+                headers.sort_unstable();
+                for (k, v) in headers {
+                    o.str(k, header_value(k, v));
+                }
+            }),
+            Part::ContextKey(name) => {
+                let value = attrs.context.get(name).map(String::as_str);
+                o.opt_str(&format!("context[{}]", quoted(name)), value);
+            }
+            Part::Context => o.object("context", |o| {
+                let mut context: Vec<_> = attrs.context.iter().collect();
+                context.sort_unstable();
+                for (k, v) in context {
+                    o.str(k, v);
+                }
+            }),
         }
     }
 }
 
-/// A map part's attribute path and value, redacted.
-fn map_part_value(part: &Part, attrs: &Attributes<'_>) -> (String, Value) {
-    let text = |s: &str| Value::String(s.to_owned());
-    match part {
-        Part::Query => ("request.query".into(), query(attrs.query)),
-        Part::Header(name) => (
-            format!("request.headers[{}]", Value::from(name.as_str())),
-            attrs
-                .header(name)
-                .map_or(Value::Null, |v| text(header_value(name, v))),
-        ),
-        Part::Headers => (
-            "request.headers".into(),
-            Value::Object(
-                attrs
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), text(header_value(k, v))))
-                    .collect(),
-            ),
-        ),
-        Part::ContextKey(name) => (
-            format!("context[{}]", Value::from(name.as_str())),
-            attrs.context.get(name).map_or(Value::Null, |v| text(v)),
-        ),
-        Part::Context => (
-            "context".into(),
-            Value::Object(
-                attrs
-                    .context
-                    .iter()
-                    .map(|(k, v)| (k.clone(), text(v)))
-                    .collect(),
-            ),
-        ),
-        _ => (String::new(), Value::Null),
+/// `shadow`: what each shadow would have decided.
+fn write_shadow(out: &mut JsonObject<'_>, shadows: &[Shadow]) {
+    out.key("shadow");
+    out.buf.push('[');
+    for (i, s) in shadows.iter().enumerate() {
+        if i > 0 {
+            out.buf.push(',');
+        }
+        let mut o = JsonObject::open(out.buf);
+        o.str("source", s.source.as_str());
+        o.bool("allowed", s.allowed);
+        o.str("reason", s.reason.as_str());
+        o.opt_str("rule", s.rule.as_deref());
+        if let Some(version) = &s.version {
+            o.str("version", version);
+        }
+        o.close();
     }
+    out.buf.push(']');
+}
+
+/// A map key as CEL writes it in an index: a quoted string.
+fn quoted(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 2);
+    super::json_line::string(&mut out, key);
+    out
 }
 
 /// A header's value as the trail may show it.
@@ -274,24 +244,26 @@ fn header_value<'v>(name: &str, value: &'v str) -> &'v str {
     }
 }
 
-/// The query parameters, decoded, with credential-like ones redacted.
-fn query(raw: &str) -> Value {
-    let mut out = Map::new();
+/// The query parameters, decoded, with credential-like ones redacted; for
+/// a repeated name, the first value (as rules see it).
+fn query(o: &mut JsonObject<'_>, raw: &str) {
+    let mut seen = std::collections::HashSet::new();
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = percent::decode_lossy(k, true).into_owned();
+        let key = percent::decode_lossy(k, true);
+        if !seen.insert(key.clone()) {
+            continue;
+        }
         let lower = key.to_ascii_lowercase();
         let secret = [
             "token", "secret", "password", "key", "sig", "auth", "code", "session",
         ]
         .iter()
         .any(|s| lower.contains(s));
-        let value = if secret {
-            REDACTED.to_owned()
+        if secret {
+            o.str(&key, REDACTED);
         } else {
-            percent::decode_lossy(v, true).into_owned()
-        };
-        out.entry(key).or_insert(Value::String(value));
+            o.str(&key, &percent::decode_lossy(v, true));
+        }
     }
-    Value::Object(out)
 }
