@@ -55,22 +55,7 @@ struct Entry {
     _token: Option<Arc<JwtSvid>>,
     /// When the entry must go, on the clock decisions are made with.
     until: SystemTime,
-    /// How long the entry may live at most.
-    life: Duration,
     weight: u32,
-}
-
-struct Expiry;
-
-impl moka::Expiry<Arc<[u8]>, Entry> for Expiry {
-    fn expire_after_create(
-        &self,
-        _: &Arc<[u8]>,
-        entry: &Entry,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(entry.life)
-    }
 }
 
 /// Hits and misses of the decision cache.
@@ -110,7 +95,9 @@ impl DecisionCache {
             moka::sync::Cache::builder()
                 .max_capacity(settings.max_bytes)
                 .weigher(move |_, e: &Entry| e.weight.max(u32::try_from(floor).unwrap_or(u32::MAX)))
-                .expire_after(Expiry)
+                // One TTL for all: cheaper than per-entry expiry; an entry's
+                // own end (`until`) is checked on every hit.
+                .time_to_live(settings.ttl)
                 .build()
         });
         DecisionCache {
@@ -177,7 +164,6 @@ impl DecisionCache {
                 decision,
                 _token: identity.token.clone(),
                 until,
-                life,
                 weight,
             },
         );
