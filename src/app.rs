@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod envoy_config;
 pub mod telemetry;
 
 use std::collections::{BTreeSet, HashMap};
@@ -306,6 +307,35 @@ fn edge_settings(config: &Config) -> EdgeSettings {
         },
         audit_headers: config.audit.headers.clone(),
     }
+}
+
+/// The ext_authz filter block for the rules `config` names (with its shadow
+/// rules and grants): what `celador envoy-config` prints.
+pub fn envoy_filter(
+    config: &Config,
+    settings: &envoy_config::FilterSettings,
+) -> Result<String, Vec<StartupError>> {
+    let mut errors = Vec::new();
+    let policy = load_policy(config).map_err(|e| errors.push(e.into())).ok();
+    let governance = load_governance(config, &mut errors);
+    let Some((policy, _)) = policy.filter(|_| errors.is_empty()) else {
+        return Err(errors);
+    };
+    let mut footprints = vec![policy.footprint().clone()];
+    for (_, content, _) in &governance {
+        match content {
+            Governance::Grants(grants) => footprints.push(grants.footprint()),
+            Governance::ShadowPolicy(shadow) => footprints.push(shadow.footprint().clone()),
+            Governance::Revocations(_) => {}
+        }
+    }
+    let refs: Vec<_> = footprints.iter().collect();
+    let headers = envoy_config::headers_needed(config, &refs);
+    Ok(envoy_config::render(
+        settings,
+        headers.as_ref(),
+        policy.version(),
+    ))
 }
 
 /// Loads everything the config names into an [`ExtAuthz`], reading the

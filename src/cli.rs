@@ -1,5 +1,5 @@
-//! The command line: `celador serve`, and the rule author's tools `check`,
-//! `test` and `eval`.
+//! The command line: `celador serve`, `celador envoy-config`, and the rule
+//! author's tools `check`, `test` and `eval`.
 //!
 //! Data flow: arguments are parsed here and each command runs to an exit
 //! code; `main.rs` only calls [`main`]. `serve` exits with 0 after a clean
@@ -40,6 +40,19 @@ enum Command {
         /// The config file.
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Print the Envoy ext_authz filter block that suits the config's rules:
+    /// `allowed_headers` limited to the headers celador reads.
+    EnvoyConfig {
+        /// The config file.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+        /// The Envoy cluster that is celador.
+        #[arg(long, default_value = "celador")]
+        cluster: String,
+        /// The ext_authz gRPC timeout, as Envoy writes durations.
+        #[arg(long, default_value = "0.5s")]
+        timeout: String,
     },
     /// Check rules, grants and revocations files: every error and warning,
     /// with its position.
@@ -92,6 +105,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(&config),
+        Command::EnvoyConfig {
+            config,
+            cluster,
+            timeout,
+        } => envoy_config(&config, cluster, timeout),
         Command::Check {
             files,
             deny_warnings,
@@ -223,6 +241,37 @@ fn eval(
         Err(e) => {
             eprintln!("celador: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn envoy_config(path: &std::path::Path, cluster: String, timeout: String) -> ExitCode {
+    let valid_timeout = timeout
+        .strip_suffix('s')
+        .and_then(|n| n.parse::<f64>().ok())
+        .is_some_and(|n| n > 0.0 && n.is_finite());
+    if !valid_timeout {
+        eprintln!("celador: --timeout {timeout:?} is not a duration like 0.5s");
+        return ExitCode::from(2);
+    }
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("celador: the config cannot be used:\n{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let settings = app::envoy_config::FilterSettings { cluster, timeout };
+    match app::envoy_filter(&config, &settings) {
+        Ok(filter) => {
+            print!("{filter}");
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            ExitCode::from(EXIT_CONFIG)
         }
     }
 }

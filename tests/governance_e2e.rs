@@ -1,7 +1,8 @@
 //! Runtime governance through a real Envoy 1.40: time-bound grants that
 //! open and close by themselves, revocations that beat the decision cache,
 //! behavioural signals, and shadow rules and routes that change nothing but
-//! the audit trail.
+//! the audit trail; and the ext_authz filter `celador envoy-config` prints
+//! for the rules, in place of the default one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod support;
@@ -31,6 +32,16 @@ struct Harness {
 
 impl Harness {
     fn start(policy: &str, config_extra: &str, files: &[(&str, &str)]) -> Harness {
+        Harness::start_with_filter(policy, config_extra, files, None)
+    }
+
+    /// With `filter` as Envoy's ext_authz filter instead of the default.
+    fn start_with_filter(
+        policy: &str,
+        config_extra: &str,
+        files: &[(&str, &str)],
+        filter: Option<&str>,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name);
         let ca = Ca::root("example.org root");
@@ -66,6 +77,10 @@ impl Harness {
                 fail_open: false,
             }],
         });
+        let config = match filter {
+            Some(filter) => envoy::with_ext_authz_filter(&config, filter),
+            None => config,
+        };
         let envoy = Envoy::start(&config, dir.path());
         Harness {
             ca,
@@ -365,6 +380,54 @@ rules:
     // The bearer token the request carried is nowhere in the records.
     let all = h.celador.audit_records();
     assert!(!format!("{all:?}").contains("not-a-jwt-but-a-secret"));
+}
+
+#[test]
+fn the_filter_envoy_config_prints_sends_celador_only_the_headers_its_rules_read() {
+    // The rules the filter is generated for read one header.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "rules:\n  - name: tenants\n    effect: allow\n    when: request.headers[\"x-tenant\"] == \"acme\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("example.org.pem"), Ca::root("x").pem).unwrap();
+    let config = dir.path().join("celador.yaml");
+    std::fs::write(
+        &config,
+        "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\naudit:\n  headers: [user-agent]\n",
+    )
+    .unwrap();
+    let (code, filter, stderr) =
+        support::celador::run(&["envoy-config", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(filter.contains("      - exact: x-tenant\n"), "{filter}");
+
+    // The celador behind it reads (and so audits) every header it is sent.
+    let policy = "rules:\n  - name: all\n    effect: allow\n    when: request.headers.size() > 0 && source.id.endsWith(\"/exporter\")\n";
+    let h = Harness::start_with_filter(policy, "", &[], Some(&filter));
+    let reply = https::tls(
+        h.envoy.listener("mtls"),
+        &h.server_ca.pem,
+        Some(&h.client(EXPORTER)),
+        &Call {
+            method: "GET",
+            path: "/filtered-1",
+            headers: &[
+                ("x-tenant", "acme"),
+                ("x-unlisted", "not for celador"),
+                ("user-agent", "probe/1.0"),
+            ],
+        },
+    );
+    assert_eq!(reply.status, 200, "{reply:?}\n{}", h.envoy.log());
+    let sent = &h.record("filtered-1")["read"]["request.headers"];
+    assert_eq!(sent["x-tenant"], "acme", "{sent}");
+    assert_eq!(sent["user-agent"], "probe/1.0", "{sent}");
+    assert!(sent["x-forwarded-client-cert"].is_string(), "{sent}");
+    assert!(sent.get("x-unlisted").is_none(), "{sent}");
+    // celador still verified the peer certificate Envoy forwarded.
+    assert_eq!(h.record("filtered-1")["spiffe_id"], EXPORTER);
 }
 
 fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {

@@ -166,6 +166,14 @@ impl Grants {
         &self.warnings
     }
 
+    /// What the grants' conditions read.
+    pub fn footprint(&self) -> super::policy::footprint::Footprint {
+        self.conditions
+            .as_ref()
+            .map(|c| c.footprint().clone())
+            .unwrap_or_default()
+    }
+
     /// How many grants are open at `now`.
     pub fn active(&self, now: SystemTime) -> usize {
         self.grants.iter().filter(|g| g.open_at(now)).count()

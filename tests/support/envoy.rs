@@ -230,6 +230,15 @@ static_resources:
     )
 }
 
+/// `bootstrap` with `filter` in place of [`EXT_AUTHZ_FILTER`] on every
+/// listener (for instance the block `celador envoy-config` prints).
+pub fn with_ext_authz_filter(bootstrap: &str, filter: &str) -> String {
+    bootstrap.replace(
+        &indent(EXT_AUTHZ_FILTER, 10),
+        &indent(filter.trim_end(), 10),
+    )
+}
+
 fn indent(text: &str, spaces: usize) -> String {
     let pad = " ".repeat(spaces);
     text.lines()
