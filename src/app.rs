@@ -353,6 +353,12 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let store = Arc::clone(loaded.ext_authz.store());
     start_sources(&loaded, &store);
+    let tracer_provider = config.tracing.as_ref().map(|t| {
+        let (provider, tracing) = telemetry::tracing(t);
+        loaded.ext_authz.set_tracing(tracing);
+        tracing::info!(endpoint = %t.otlp_endpoint, sample_ratio = t.sample_ratio, "exporting a span per check over OTLP");
+        provider
+    });
     if let Some(address) = config.admin.as_deref().and_then(|a| a.parse().ok()) {
         let listener = server::bind(address).await?;
         tracing::info!(address = %listener.local_addr().unwrap_or(address), "admin listening");
@@ -384,14 +390,19 @@ pub async fn run(
         "listening"
     );
     let ready = store.ready();
-    server::serve(
+    let served = server::serve(
         listener,
         loaded.ext_authz,
         ready,
         shutdown,
         config.shutdown_grace.0,
     )
-    .await
+    .await;
+    if let Some(provider) = tracer_provider {
+        // Flushes the spans not yet exported, off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+    served
 }
 
 /// Starts the live sources, each from the content loaded at start-up.

@@ -16,6 +16,7 @@ pub mod json_line;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod trace;
 pub mod trail;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -47,6 +48,8 @@ pub struct ExtAuthz {
     engine: Engine,
     store: Arc<Store>,
     settings: EdgeSettings,
+    /// Set once, at start, when tracing is configured.
+    tracing: std::sync::OnceLock<trace::Tracing>,
 }
 
 impl std::fmt::Debug for ExtAuthz {
@@ -65,7 +68,13 @@ impl ExtAuthz {
             engine,
             store,
             settings,
+            tracing: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Records a span per check with `tracing` from now on.
+    pub fn set_tracing(&self, tracing: trace::Tracing) {
+        let _ = self.tracing.set(tracing);
     }
 
     /// The engine that decides.
@@ -141,6 +150,9 @@ impl ExtAuthz {
                 latency: started.elapsed(),
             };
             audit::record(&decision, &attrs, &self.settings.audit_headers, context);
+            if let Some(tracing) = self.tracing.get() {
+                tracing.record(&attrs, &decision, enforced, now, SystemTime::now());
+            }
         }));
         if audited.is_err() {
             tracing::error!(

@@ -437,3 +437,129 @@ fn broken_or_missing_governance_files_exit_64_naming_the_file_and_each_problem()
     assert_eq!(code, 64, "{stderr}");
     assert!(!stderr.contains("the grant lasts"), "{stderr}");
 }
+
+/// An in-process OTLP/gRPC collector that keeps every span it receives.
+#[derive(Clone, Default)]
+struct Collector(
+    std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Collector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let mut spans = self.0.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            let service = resource
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .any(|kv| {
+                    kv.key == "service.name" && format!("{:?}", kv.value).contains("celador-test")
+                });
+            assert!(service, "spans come from the configured service name");
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+// Multi-threaded: the collector serves while the test waits for spans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_check_is_a_span_continuing_the_trace_envoy_sent_w3c_or_b3() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(collector.clone()))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    tokio::spawn(server);
+
+    let setup = Setup::new();
+    let celador = Celador::start(&setup.config(&format!(
+        "tracing:\n  otlp_endpoint: http://127.0.0.1:{port}\n  sample_ratio: 0.0\n  service_name: celador-test\n"
+    )));
+    let leaf = setup.ca.svid("spiffe://example.org/ns/payments/sa/api");
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let w3c_parent = "00f067aa0ba902b7";
+    let b3_trace = "80f198ee56343ba864fe8b2a57d3eff7";
+    let b3_parent = "e457b5a2e4d86bd1";
+    for (path, header, value) in [
+        ("/w3c", "traceparent", format!("00-{trace}-{w3c_parent}-01")),
+        ("/b3", "b3", format!("{b3_trace}-{b3_parent}-1")),
+        // Not sampled by its parent, and new traces are sampled at 0: no span.
+        (
+            "/unsampled",
+            "traceparent",
+            format!("00-{trace}-{w3c_parent}-00"),
+        ),
+        ("/new", "x-unrelated", "1".to_owned()),
+    ] {
+        let response = check(
+            &celador,
+            request(
+                &leaf.envoy_encoded(),
+                "GET",
+                path,
+                &[(header, value.as_str())],
+            ),
+        )
+        .await
+        .unwrap();
+        assert!(allowed(&response));
+    }
+    support::wait_for(Duration::from_secs(10), || {
+        (collector.0.lock().unwrap().len() >= 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no spans exported; log:\n{}", celador.log()));
+    // Give a stray span time to arrive, then look at all of them.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let spans = collector.0.lock().unwrap().clone();
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    let attribute = |span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .map(|kv| format!("{:?}", kv.value))
+            .unwrap_or_default()
+    };
+    for (span, trace, parent, path) in [
+        (&spans[0], trace, w3c_parent, "/w3c"),
+        (&spans[1], b3_trace, b3_parent, "/b3"),
+    ] {
+        assert_eq!(span.name, "celador.check");
+        assert_eq!(span.trace_id, hex(trace), "{span:?}");
+        assert_eq!(span.parent_span_id, hex(parent), "{span:?}");
+        assert_ne!(span.span_id, hex(parent));
+        assert!(attribute(span, "url.path").contains(path), "{span:?}");
+        assert!(
+            attribute(span, "celador.decision").contains("allow"),
+            "{span:?}"
+        );
+        assert!(
+            attribute(span, "celador.rule").contains("payments"),
+            "{span:?}"
+        );
+    }
+}

@@ -80,6 +80,9 @@ pub struct Config {
     /// Behavioural signals.
     #[serde(default)]
     pub signals: SignalsConfig,
+    /// Tracing: a span per check, exported over OTLP; off without it.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
     /// How long in-flight checks may take to finish after SIGTERM/SIGINT.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: DurationText,
@@ -254,6 +257,28 @@ fn default_grants_max_duration() -> DurationText {
     DurationText(crate::engine::grants::DEFAULT_MAX_DURATION)
 }
 
+/// Where spans go, and how many.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`.
+    pub otlp_endpoint: String,
+    /// The share of new traces sampled (0 to 1); a request whose parent
+    /// says whether it is sampled follows its parent.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// The `service.name` of the spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+fn default_service_name() -> String {
+    "celador".into()
+}
+
 /// Behavioural signals.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -412,6 +437,22 @@ impl Config {
         }
         self.identity_problems(&mut problems);
         self.header_problems(&mut problems);
+        if let Some(tracing) = &self.tracing {
+            if !(tracing.otlp_endpoint.starts_with("http://")
+                || tracing.otlp_endpoint.starts_with("https://"))
+            {
+                problems.push(format!(
+                    "tracing.otlp_endpoint: '{}' is not a URL like http://127.0.0.1:4317",
+                    tracing.otlp_endpoint
+                ));
+            }
+            if !(0.0..=1.0).contains(&tracing.sample_ratio) {
+                problems.push(format!(
+                    "tracing.sample_ratio: {} is not between 0 and 1",
+                    tracing.sample_ratio
+                ));
+            }
+        }
         if let Err(e) = log_filter(&self.log.level) {
             problems.push(format!(
                 "log.level: '{}' is not a log filter: {e}",

@@ -5,8 +5,11 @@
 //! to standard error as JSON or text. Both go through a writer thread, so a
 //! slow reader of the pod's logs never blocks a check on the runtime; the
 //! audit writer is not lossy, since a dropped audit record is a lost fact.
+//! Spans, when configured, are exported over OTLP ([`tracing`]).
 
 use std::io::Write;
+
+use opentelemetry_sdk::trace::SdkTracerProvider;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -16,8 +19,9 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
 
-use crate::app::config::{LogConfig, LogFormat};
+use crate::app::config::{LogConfig, LogFormat, TracingConfig};
 use crate::edge::audit;
+use crate::edge::trace::Tracing;
 
 /// How many audit lines may wait for standard output before new ones are
 /// dropped.
@@ -127,4 +131,46 @@ impl Visit for RecordField {
     }
 
     fn record_debug(&mut self, _field: &Field, _value: &dyn std::fmt::Debug) {}
+}
+
+/// The OTLP exporter of `config`, as a tracer provider (kept to flush at
+/// shutdown) and the edge's [`Tracing`]. Spans are exported in batches by a
+/// task of the current Tokio runtime; an unreachable collector drops spans,
+/// never a check.
+pub fn tracing(config: &TracingConfig) -> (SdkTracerProvider, Tracing) {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler};
+
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio)));
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .build();
+    let mut builder = SdkTracerProvider::builder()
+        .with_sampler(sampler)
+        .with_resource(resource);
+    match opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(config.otlp_endpoint.clone())
+        .with_timeout(std::time::Duration::from_secs(5))
+        .build()
+    {
+        Ok(exporter) => {
+            let batch = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio)
+                .with_batch_config(
+                    BatchConfigBuilder::default()
+                        .with_scheduled_delay(std::time::Duration::from_millis(500))
+                        .build(),
+                )
+                .build();
+            builder = builder.with_span_processor(batch);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the OTLP exporter cannot be built; spans are not exported")
+        }
+    }
+    let provider = builder.build();
+    let tracing = Tracing::new(provider.tracer("celador"));
+    (provider, tracing)
 }
