@@ -93,16 +93,22 @@ impl Grants {
         now: SystemTime,
     ) -> Result<Grants, PolicyError> {
         let file: GrantsFile = super::yaml::from_str(text, path).map_err(|e| PolicyError {
-            diagnostics: vec![diagnostic(path, e.line, Severity::Error, None, e.rendered)],
+            diagnostics: vec![diagnostic(
+                path,
+                (e.line, e.column),
+                Severity::Error,
+                None,
+                e.message,
+            )],
         })?;
         let mut diagnostics = Vec::new();
         let mut grants = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for spec in &file.grants {
-            let line = spec.name.referenced.line();
+            let at = (spec.name.referenced.line(), spec.name.referenced.column());
             let name = spec.name.value.as_str();
             let mut problem = |message: String| {
-                diagnostics.push(diagnostic(path, line, Severity::Error, Some(name), message));
+                diagnostics.push(diagnostic(path, at, Severity::Error, Some(name), message));
             };
             if !seen.insert(name) {
                 problem(format!(
@@ -114,7 +120,7 @@ impl Grants {
                     if grant.expires <= now {
                         diagnostics.push(diagnostic(
                             path,
-                            line,
+                            at,
                             Severity::Warning,
                             Some(name),
                             "the grant has already expired: it allows nothing".into(),
@@ -126,6 +132,12 @@ impl Grants {
             }
         }
         let conditions = compile_conditions(text, path, &file.grants, &mut diagnostics);
+        // Problems are the grant's, not a rule's.
+        for d in &mut diagnostics {
+            if let Some(grant) = d.rule.take() {
+                d.message = format!("grant '{grant}': {}", d.message);
+            }
+        }
         if diagnostics.iter().any(|d| d.severity == Severity::Error) {
             diagnostics.sort_by_key(|d| d.line);
             return Err(PolicyError { diagnostics });
@@ -304,7 +316,7 @@ fn compile_conditions(
 
 fn diagnostic(
     path: &Path,
-    line: u64,
+    (line, column): (u64, u64),
     severity: Severity,
     grant: Option<&str>,
     message: String,
@@ -313,23 +325,23 @@ fn diagnostic(
         severity,
         file: path.to_owned(),
         line: usize::try_from(line).unwrap_or(0),
-        column: 0,
+        column: usize::try_from(column).unwrap_or(0),
         rule: grant.map(str::to_owned),
         message,
         line_text: None,
     }
 }
 
-/// A duration as people write it: `36h`, `90m`, `45s`.
+/// A duration as people write it: `36h`, `1h30m`, `45s`.
 pub fn human(d: Duration) -> String {
     let s = d.as_secs();
-    if s.is_multiple_of(3600) {
-        format!("{}h", s / 3600)
-    } else if s.is_multiple_of(60) {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
-    }
+    let parts = [(s / 3600, "h"), (s % 3600 / 60, "m"), (s % 60, "s")];
+    let text: String = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if text.is_empty() { "0s".into() } else { text }
 }
 
 #[cfg(test)]

@@ -222,15 +222,18 @@ impl Revocations {
 }
 
 /// A distinguished name compared loosely: no spaces around separators,
-/// attribute types in upper case.
+/// attribute types in upper case, and in any order (`openssl` prints
+/// RFC 2253 names last-first, x509-parser first-last).
 fn normalize_dn(dn: &str) -> String {
-    dn.split(',')
+    let mut rdns: Vec<String> = dn
+        .split(',')
         .map(|rdn| match rdn.split_once('=') {
             Some((ty, value)) => format!("{}={}", ty.trim().to_ascii_uppercase(), value.trim()),
             None => rdn.trim().to_owned(),
         })
-        .collect::<Vec<_>>()
-        .join(",")
+        .collect();
+    rdns.sort_unstable();
+    rdns.join(",")
 }
 
 #[cfg(test)]
@@ -291,6 +294,15 @@ mod tests {
         };
         assert_eq!(
             reason("spiffe://e.org/z", serial).as_deref(),
+            Some("serial")
+        );
+        let reversed = CertificateFacts {
+            serial: "a1b".into(),
+            issuer: "O=e, CN=ca".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            reason("spiffe://e.org/z", reversed).as_deref(),
             Some("serial")
         );
         let other_issuer = CertificateFacts {
