@@ -77,3 +77,38 @@ fn ci_runs_the_test_command_the_readme_gives() {
         readme.contains("```sh\ncargo run --release -- serve --config examples/celador.yaml\n```")
     );
 }
+
+#[test]
+fn the_example_envoy_config_holds_what_envoy_config_prints_and_envoy_accepts_it() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let (code, printed, stderr) = support::celador::run(&[
+        "envoy-config",
+        "--config",
+        examples.join("celador.yaml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let envoy_yaml = example("envoy.yaml");
+    let block: Vec<&str> = envoy_yaml
+        .lines()
+        .skip_while(|l| !l.contains("# BEGIN celador envoy-config"))
+        .skip(1)
+        .take_while(|l| !l.contains("# END celador envoy-config"))
+        .map(|l| l.strip_prefix("          ").unwrap_or(l))
+        .collect();
+    assert_eq!(
+        block.join("\n"),
+        printed.trim_end(),
+        "examples/envoy.yaml's filter differs from `celador envoy-config --config examples/celador.yaml`: paste the new output between its BEGIN and END lines"
+    );
+    let output = std::process::Command::new(support::envoy::binary())
+        .args(["--mode", "validate", "-c", "envoy.yaml"])
+        .current_dir(&examples)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "envoy refuses examples/envoy.yaml:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
