@@ -10,6 +10,9 @@
 //! point (4 connections × 1 stream, 8 × 8) is warmed up, then measured by
 //! request count, in rounds that interleave the variants; the report gives
 //! medians and ratios, since this machine is shared and noisy.
+//! `CELADOR_BIN` measures another celador binary; `CELADOR_BASELINE_BIN`
+//! adds a second one as the variant `baseline`, to compare two builds in
+//! one run.
 #![allow(
     dead_code,
     missing_docs,
@@ -105,9 +108,8 @@ impl Drop for Pinned {
     }
 }
 
-fn pinned(program: &Path, args: &[&str], dir: &Path) -> Pinned {
-    let name = program.file_name().unwrap().to_string_lossy().into_owned();
-    let log = std::fs::File::create(dir.join(format!("{name}.{}.log", args.len()))).unwrap();
+fn pinned(name: &str, program: &Path, args: &[&str], dir: &Path) -> Pinned {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     Pinned(
         Command::new("taskset")
             .args(["-c", "0"])
@@ -242,9 +244,16 @@ fn run(rounds: u64, requests: u64) {
         format!("listen: 127.0.0.1:{celador_port}\nadmin: 127.0.0.1:{admin_port}\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\nlog:\n  format: json\n"),
     )
     .unwrap();
-    let celador_bin = PathBuf::from(env!("CARGO_BIN_EXE_celador"));
+    let celador_bin = std::env::var("CELADOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_BIN_EXE_celador")));
     let started = Instant::now();
-    let celador = pinned(&celador_bin, &["serve", "--config", "celador.yaml"], dir);
+    let celador = pinned(
+        "celador",
+        &celador_bin,
+        &["serve", "--config", "celador.yaml"],
+        dir,
+    );
     let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
     wait_for("celador to be ready", dir, || {
         http_get(admin, "/readyz").filter(|(status, _)| *status == 200)
@@ -255,7 +264,7 @@ fn run(rounds: u64, requests: u64) {
 
     let me = std::env::current_exe().unwrap();
     let port_file = dir.join("floor.port");
-    let floor = pinned(&me, &["--floor", port_file.to_str().unwrap()], dir);
+    let floor = pinned("floor", &me, &["--floor", port_file.to_str().unwrap()], dir);
     let floor_port: u16 = wait_for("the floor server", dir, || {
         std::fs::read_to_string(&port_file)
             .ok()?
@@ -270,13 +279,38 @@ fn run(rounds: u64, requests: u64) {
         .output()
         .unwrap();
     let celador_filter = String::from_utf8(filter.stdout).unwrap();
-    let variants = ["none", "rbac", "floor", "celador"];
+    // Optionally a second celador, another build, measured in the same run.
+    let baseline_bin = std::env::var("CELADOR_BASELINE_BIN")
+        .ok()
+        .map(PathBuf::from);
+    let baseline_port = free_port();
+    let baseline = baseline_bin.as_ref().map(|bin| {
+        std::fs::write(
+            dir.join("baseline.yaml"),
+            format!("listen: 127.0.0.1:{baseline_port}\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\nlog:\n  format: json\n"),
+        )
+        .unwrap();
+        let child = pinned("baseline", bin, &["serve", "--config", "baseline.yaml"], dir);
+        std::thread::sleep(Duration::from_millis(500));
+        child
+    });
+    let mut variants = vec!["none", "rbac", "floor", "celador"];
+    if baseline.is_some() {
+        variants.push("baseline");
+    }
     let ports: Vec<u16> = variants.iter().map(|_| free_port()).collect();
-    let envoy_config = bootstrap(&variants, &ports, celador_port, floor_port, &celador_filter);
+    let envoy_config = bootstrap(
+        &variants,
+        &ports,
+        (celador_port, baseline_port),
+        floor_port,
+        &celador_filter,
+    );
     std::fs::write(dir.join("envoy.yaml"), envoy_config).unwrap();
     let envoy_bin = envoy_binary();
     let envoy_admin = free_port();
     let _envoy = pinned(
+        "envoy",
         &envoy_bin,
         &[
             "-c",
@@ -317,6 +351,7 @@ fn run(rounds: u64, requests: u64) {
                 let authz_pid = match *variant {
                     "celador" => Some(celador_pid),
                     "floor" => Some(floor.0.id()),
+                    "baseline" => baseline.as_ref().map(|b| b.0.id()),
                     _ => None,
                 };
                 let sample = runtime.block_on(measure(
@@ -366,7 +401,7 @@ fn envoy_binary() -> PathBuf {
 fn bootstrap(
     variants: &[&str],
     ports: &[u16],
-    celador: u16,
+    (celador, baseline): (u16, u16),
     floor: u16,
     celador_filter: &str,
 ) -> String {
@@ -410,6 +445,12 @@ fn bootstrap(
             "none" => String::new(),
             "rbac" => rbac.to_owned(),
             "floor" => ext_authz("floor"),
+            "baseline" => celador_filter
+                .lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .map(|l| l.replace("cluster_name: celador", "cluster_name: baseline"))
+                .collect::<Vec<_>>()
+                .join("\n"),
             _ => celador_filter
                 .lines()
                 .filter(|l| !l.trim_start().starts_with('#'))
@@ -473,8 +514,9 @@ fn bootstrap(
         )
     };
     format!(
-        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\nstatic_resources:\n  listeners:{listeners}\n  clusters:{}{}\n",
+        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\nstatic_resources:\n  listeners:{listeners}\n  clusters:{}{}{}\n",
         cluster("celador", celador),
+        cluster("baseline", baseline),
         cluster("floor", floor)
     )
 }

@@ -301,11 +301,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("celador")
-        .build()
-    {
+    let runtime = match app::runtime(&config).build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("celador: cannot start the runtime: {e}");

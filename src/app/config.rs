@@ -83,6 +83,10 @@ pub struct Config {
     /// Tracing: a span per check, exported over OTLP; off without it.
     #[serde(default)]
     pub tracing: Option<TracingConfig>,
+    /// Runtime worker threads: 0 (the default) for one per CPU the process
+    /// may run on; 1 for a current-thread runtime.
+    #[serde(default)]
+    pub worker_threads: usize,
     /// How long in-flight checks may take to finish after SIGTERM/SIGINT.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: DurationText,
