@@ -563,3 +563,38 @@ async fn each_check_is_a_span_continuing_the_trace_envoy_sent_w3c_or_b3() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_current_thread_runtime_serves_checks_and_reloads_like_the_default() {
+    let setup = Setup::new();
+    let celador = Celador::start(&setup.config("worker_threads: 1\n"));
+    let leaf = setup.ca.svid("spiffe://example.org/ns/payments/sa/api");
+    let response = check(&celador, request(&leaf.envoy_encoded(), "GET", "/", &[]))
+        .await
+        .unwrap();
+    assert!(allowed(&response), "{response:?}");
+    // The file watcher runs on the same runtime: a reload still applies.
+    std::fs::write(
+        setup.path("policy.yaml"),
+        "rules:\n  - name: nobody\n    effect: allow\n    when: \"false\"\n",
+    )
+    .unwrap();
+    let denied = support::wait_for(Duration::from_secs(10), || {
+        let response = futures_block(check(
+            &celador,
+            request(&leaf.envoy_encoded(), "GET", "/", &[]),
+        ));
+        denial(&response.ok()?).filter(|(_, reason)| reason == "no_allow_rule")
+    });
+    assert!(
+        denied.is_some(),
+        "the reload did not apply; log:\n{}",
+        celador.log()
+    );
+}
+
+/// Runs `future` to completion on a runtime of its own (the test's runtime
+/// is busy waiting).
+fn futures_block<F: std::future::Future>(future: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+}
