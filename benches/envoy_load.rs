@@ -31,6 +31,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const EXPORTER: &str = "spiffe://example.org/ns/batch/sa/exporter";
+/// What a real client sends besides the request line: none of it is read
+/// by the rules.
+const HEADERS: &[(&str, &str)] = &[
+    ("user-agent", "nightly-export/1.4.2 (linux; rust 1.95)"),
+    ("accept", "text/csv, application/json;q=0.9, */*;q=0.1"),
+    ("accept-encoding", "gzip, deflate, br, zstd"),
+    ("accept-language", "en-GB,en;q=0.8"),
+    (
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ),
+    ("x-request-source", "batch/exporter/nightly"),
+    ("x-correlation-id", "7f0c6c2e-0d9e-4f3b-9a57-2f1e5b8c4d11"),
+    ("cache-control", "no-cache"),
+];
 const RULES: &str = r#"rules:
   - name: exporter-read-only
     effect: allow
@@ -294,7 +309,10 @@ fn run(rounds: u64, requests: u64) {
         std::thread::sleep(Duration::from_millis(500));
         child
     });
-    let mut variants = vec!["none", "rbac", "floor", "celador"];
+    // `unfiltered`: the same celador behind the filter without
+    // `allowed_headers`, so Envoy sends every header: the gain of
+    // `celador envoy-config` is the difference.
+    let mut variants = vec!["none", "rbac", "floor", "celador", "unfiltered"];
     if baseline.is_some() {
         variants.push("baseline");
     }
@@ -349,7 +367,7 @@ fn run(rounds: u64, requests: u64) {
             for (v, variant) in variants.iter().enumerate() {
                 let addr: SocketAddr = format!("127.0.0.1:{}", ports[v]).parse().unwrap();
                 let authz_pid = match *variant {
-                    "celador" => Some(celador_pid),
+                    "celador" | "unfiltered" => Some(celador_pid),
                     "floor" => Some(floor.0.id()),
                     "baseline" => baseline.as_ref().map(|b| b.0.id()),
                     _ => None,
@@ -445,6 +463,7 @@ fn bootstrap(
             "none" => String::new(),
             "rbac" => rbac.to_owned(),
             "floor" => ext_authz("floor"),
+            "unfiltered" => ext_authz("celador"),
             "baseline" => celador_filter
                 .lines()
                 .filter(|l| !l.trim_start().starts_with('#'))
@@ -589,9 +608,12 @@ async fn measure(
                     tasks.push(tokio::spawn(async move {
                         let mut latencies = Vec::with_capacity(per_worker as usize);
                         for _ in 0..per_worker {
-                            let request = http::Request::get("https://localhost/export/daily.csv")
-                                .body(())
-                                .unwrap();
+                            let mut request =
+                                http::Request::get("https://localhost/export/daily.csv");
+                            for (name, value) in HEADERS {
+                                request = request.header(*name, *value);
+                            }
+                            let request = request.body(()).unwrap();
                             let sent = Instant::now();
                             sender = sender.ready().await.unwrap();
                             let (response, _) = sender.send_request(request, true).unwrap();

@@ -142,26 +142,33 @@ impl ExtAuthz {
             let response = response::build(&decision, &attrs, answers);
             (decision, response)
         });
-        let audited = catch_unwind(AssertUnwindSafe(|| {
-            let context = audit::Context {
-                snapshot: &snapshot,
-                enforced,
-                time: now,
-                latency: started.elapsed(),
-            };
-            audit::record(&decision, &attrs, &self.settings.audit_headers, context);
+        let context = audit::Context {
+            snapshot: &snapshot,
+            enforced,
+            time: now,
+            latency: started.elapsed(),
+        };
+        self.record(&decision, &attrs, context);
+        self.count(&decision, enforced, started.elapsed());
+        Ok(response)
+    }
+
+    /// Writes the audit record of a decision, and its span when tracing is
+    /// on. A failure here is logged; the answer stands.
+    fn record(&self, decision: &Decision, attrs: &Attributes<'_>, context: audit::Context<'_>) {
+        let recorded = catch_unwind(AssertUnwindSafe(|| {
+            audit::record(decision, attrs, &self.settings.audit_headers, context);
             if let Some(tracing) = self.tracing.get() {
-                tracing.record(&attrs, &decision, enforced, now, SystemTime::now());
+                let end = SystemTime::now();
+                tracing.record(attrs, decision, context.enforced, context.time, end);
             }
         }));
-        if audited.is_err() {
+        if recorded.is_err() {
             tracing::error!(
                 request_id = attrs.request_id,
                 "writing the audit record failed"
             );
         }
-        self.count(&decision, enforced, started.elapsed());
-        Ok(response)
     }
 
     /// Counts a decision in the metrics.

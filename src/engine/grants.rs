@@ -101,36 +101,7 @@ impl Grants {
                 e.message,
             )],
         })?;
-        let mut diagnostics = Vec::new();
-        let mut grants = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for spec in &file.grants {
-            let at = (spec.name.referenced.line(), spec.name.referenced.column());
-            let name = spec.name.value.as_str();
-            let mut problem = |message: String| {
-                diagnostics.push(diagnostic(path, at, Severity::Error, Some(name), message));
-            };
-            if !seen.insert(name) {
-                problem(format!(
-                    "a second grant is named {name:?}; names must be unique"
-                ));
-            }
-            match grant(spec, max_duration, now) {
-                Ok(grant) => {
-                    if grant.expires <= now {
-                        diagnostics.push(diagnostic(
-                            path,
-                            at,
-                            Severity::Warning,
-                            Some(name),
-                            "the grant has already expired: it allows nothing".into(),
-                        ));
-                    }
-                    grants.push(Arc::new(grant));
-                }
-                Err(problems) => problems.into_iter().for_each(&mut problem),
-            }
-        }
+        let (grants, mut diagnostics) = grants_of(&file.grants, path, max_duration, now);
         let conditions = compile_conditions(text, path, &file.grants, &mut diagnostics);
         // Problems are the grant's, not a rule's.
         for d in &mut diagnostics {
@@ -226,6 +197,46 @@ impl Grants {
             .filter(|t| *t > now)
             .min()
     }
+}
+
+/// The grants of `specs`, checked, with every problem found.
+fn grants_of(
+    specs: &[GrantSpec],
+    path: &Path,
+    max_duration: Duration,
+    now: SystemTime,
+) -> (Vec<Arc<Grant>>, Vec<Diagnostic>) {
+    let mut diagnostics = Vec::new();
+    let mut grants = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for spec in specs {
+        let at = (spec.name.referenced.line(), spec.name.referenced.column());
+        let name = spec.name.value.as_str();
+        let mut problem = |message: String| {
+            diagnostics.push(diagnostic(path, at, Severity::Error, Some(name), message));
+        };
+        if !seen.insert(name) {
+            problem(format!(
+                "a second grant is named {name:?}; names must be unique"
+            ));
+        }
+        match grant(spec, max_duration, now) {
+            Ok(grant) => {
+                if grant.expires <= now {
+                    diagnostics.push(diagnostic(
+                        path,
+                        at,
+                        Severity::Warning,
+                        Some(name),
+                        "the grant has already expired: it allows nothing".into(),
+                    ));
+                }
+                grants.push(Arc::new(grant));
+            }
+            Err(problems) => problems.into_iter().for_each(&mut problem),
+        }
+    }
+    (grants, diagnostics)
 }
 
 /// One grant, or every problem with it.
