@@ -909,3 +909,30 @@ fn check_understands_grants_and_revocations_files_and_test_reads_a_suites_grants
         "{stdout}"
     );
 }
+
+#[test]
+fn an_absent_token_is_said_plainly_never_as_a_library_function_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "rules:\n  - name: agents\n    effect: deny\n    when: token.path.startsWith(\"/a\") || [1].exists(x, token.id == \"a\")\n",
+    )
+    .unwrap();
+    let case = dir.path().join("case.yaml");
+    std::fs::write(&case, "name: c\nidentity: spiffe://example.org/a\n").unwrap();
+    let (code, stdout, stderr) = run(&[
+        "eval",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--input",
+        case.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("Error executing function"), "{stdout}");
+    assert!(
+        stdout.contains("  token.path: the request has no verified JWT-SVID\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("rule 'agents' failed: token."), "{stdout}");
+}

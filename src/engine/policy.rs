@@ -352,7 +352,14 @@ impl Policy {
                 let expr = parser_env.parser().parse(path).map_err(|e| e.to_string())?;
                 Value::resolve(&expr, &ctx)
                     .map(|v| (display(&v), to_json(&v)))
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| {
+                        // Shown beside its path: not twice.
+                        let message = message_of(&e);
+                        match message.strip_prefix(&format!("{path}: ")) {
+                            Some(rest) => rest.to_owned(),
+                            None => message,
+                        }
+                    })
             })
             .collect()
     }
@@ -505,7 +512,21 @@ fn evaluate_rule(rule: &Rule, ctx: &Context<'_, '_>) -> RuleResult {
                 _ => format!("undeclared reference to '{name}'"),
             })
         }
-        Err(e) => RuleResult::Error(e.to_string()),
+        Err(e) => RuleResult::Error(message_of(&e)),
+    }
+}
+
+/// What went wrong, in words for rule authors: the activation reports an
+/// absent `source` or `token` as a "function error" of that name, which
+/// neither is.
+fn message_of(e: &cel::ExecutionError) -> String {
+    match e {
+        cel::ExecutionError::FunctionError { function, message }
+            if function == "source" || function == "token" =>
+        {
+            message.clone()
+        }
+        other => other.to_string(),
     }
 }
 
