@@ -192,13 +192,18 @@ impl Engine {
             grant: grant.as_ref(),
             ..input
         };
-        let footprint = footprint_of(snapshot);
-        let mut decision = if self.decisions.enabled() && footprint.cacheable() {
-            self.cached(snapshot, &footprint, input, &identity, grant.as_ref())
+        // What the enforced and the shadow rules can depend on.
+        let shadow = snapshot.shadow.as_ref().map(|p| p.footprint());
+        let footprints: &[&Footprint] = match &shadow {
+            Some(shadow) => &[snapshot.policy.footprint(), shadow],
+            None => &[snapshot.policy.footprint()],
+        };
+        let mut decision = if self.decisions.enabled() && footprints.iter().all(|f| f.cacheable()) {
+            self.cached(snapshot, footprints, input, &identity, grant.as_ref())
         } else {
             evaluate(snapshot, input)
         };
-        if footprint.volatile.contains("signals") {
+        if footprints.iter().any(|f| f.volatile.contains("signals")) {
             decision.signals = Some(signals);
         }
         if !decision.allowed
@@ -215,12 +220,12 @@ impl Engine {
     fn cached(
         &self,
         snapshot: &Snapshot,
-        footprint: &Footprint,
+        footprints: &[&Footprint],
         input: Input<'_>,
         identity: &Identity,
         grant: Option<&Arc<Grant>>,
     ) -> Decision {
-        let key = cache::key(snapshot, footprint, input.attributes, identity, grant);
+        let key = cache::key(snapshot, footprints, input.attributes, identity, grant);
         if let Some(hit) = self.decisions.get(&key, input.now) {
             let mut decision = (*hit).clone();
             decision.from_cache = true;
@@ -237,8 +242,13 @@ impl Engine {
         .flatten()
         .min()
         .unwrap_or_else(time::latest);
-        self.decisions
-            .insert(key, Arc::new(decision.clone()), identity, until, input.now);
+        self.decisions.insert(
+            key.into(),
+            Arc::new(decision.clone()),
+            identity,
+            until,
+            input.now,
+        );
         decision
     }
 
@@ -328,9 +338,7 @@ impl Engine {
         identity.from_cache = cached.get();
         Ok(identity)
     }
-}
 
-impl Engine {
     /// Verifies the JWT-SVID `token`, saying whether the verdict was cached.
     fn verify_token(
         &self,
@@ -344,18 +352,6 @@ impl Engine {
                 Reason::JwtMissing,
                 "no JWT-SVID: the request has no token in the configured header",
             )),
-        }
-    }
-}
-
-/// What the enforced and the shadow rules can depend on.
-fn footprint_of(snapshot: &Snapshot) -> std::borrow::Cow<'_, Footprint> {
-    match &snapshot.shadow {
-        None => std::borrow::Cow::Borrowed(snapshot.policy.footprint()),
-        Some(shadow) => {
-            let mut both = snapshot.policy.footprint().clone();
-            both.merge(shadow.footprint());
-            std::borrow::Cow::Owned(both)
         }
     }
 }

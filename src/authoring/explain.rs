@@ -84,15 +84,7 @@ pub fn explain_redacting(
             }
             let attrs =
                 Attributes::from_check_request(&prepared.request).map_err(|e| e.to_string())?;
-            let input = Input {
-                source: prepared.source.as_ref(),
-                token: prepared.token.as_ref(),
-                attributes: &attrs,
-                workload: &prepared.workload,
-                now: prepared.now,
-                grant: None,
-                signals: prepared.signals,
-            };
+            let input = prepared.input(&attrs);
             let name = case.name.as_deref().unwrap_or("unnamed");
             let mut explanation = run(
                 redact,

@@ -264,15 +264,7 @@ pub fn decide(
         token: prepared.token.clone().map(Arc::new),
         from_cache: false,
     };
-    let input = Input {
-        source: prepared.source.as_ref(),
-        token: prepared.token.as_ref(),
-        attributes: &attrs,
-        workload: &prepared.workload,
-        now: prepared.now,
-        grant: None,
-        signals: prepared.signals,
-    };
+    let input = prepared.input(&attrs);
     let grant = grants.find(&identity, input);
     Ok(policy.evaluate(Input {
         grant: grant.as_ref(),

@@ -171,15 +171,15 @@ impl DecisionCache {
 }
 
 /// The cache key of a request: the generations in force, the grant, and the
-/// values of every part in `footprint`, each length-prefixed so that no two
-/// different requests share a key.
+/// values of every part in `footprints` (the rules' and the shadow rules'),
+/// each length-prefixed so that no two different requests share a key.
 pub fn key(
     snapshot: &Snapshot,
-    footprint: &Footprint,
+    footprints: &[&Footprint],
     attrs: &Attributes<'_>,
     identity: &Identity,
     grant: Option<&Arc<Grant>>,
-) -> Arc<[u8]> {
+) -> Vec<u8> {
     let mut key = Vec::with_capacity(128);
     for generation in [
         snapshot.generation,
@@ -191,10 +191,12 @@ pub fn key(
         key.extend_from_slice(&generation.to_le_bytes());
     }
     field(&mut key, grant.map(|g| g.name.as_bytes()));
-    for part in &footprint.parts {
+    // A part in both footprints is written twice: the key is longer, never
+    // less exact.
+    for part in footprints.iter().flat_map(|f| &f.parts) {
         part_value(&mut key, part, attrs, identity);
     }
-    key.into()
+    key
 }
 
 fn part_value(key: &mut Vec<u8>, part: &Part, attrs: &Attributes<'_>, identity: &Identity) {

@@ -198,6 +198,25 @@ pub struct Prepared {
     pub signals: crate::engine::signals::Signals,
 }
 
+impl Prepared {
+    /// What rules see for this case, with the request read as `attrs`, and
+    /// no grant yet.
+    pub fn input<'a>(
+        &'a self,
+        attrs: &'a crate::engine::Attributes<'a>,
+    ) -> crate::engine::policy::Input<'a> {
+        crate::engine::policy::Input {
+            source: self.source.as_ref(),
+            token: self.token.as_ref(),
+            attributes: attrs,
+            workload: &self.workload,
+            now: self.now,
+            grant: None,
+            signals: self.signals,
+        }
+    }
+}
+
 impl Case {
     /// This case with `defaults` filling what it leaves out (maps merge,
     /// the case's entries winning).

@@ -419,3 +419,17 @@ fn an_intermediate_that_does_not_parse_fails_the_verification() {
     assert_eq!(err.reason, Reason::SvidUntrusted);
     assert!(err.detail.contains("cannot be parsed"), "{}", err.detail);
 }
+
+#[test]
+fn a_verified_leaf_carries_the_facts_revocations_name_it_by() {
+    let ca = Ca::root("example.org root");
+    let b = bundles(&[("example.org", &ca)]);
+    let leaf = ca.svid("spiffe://example.org/ns/payments/sa/api");
+    let svid = verify(&leaf.envoy_encoded(), None, &b).unwrap();
+    assert_eq!(svid.certificate.sha256, pki::sha256_hex(&leaf.der));
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf.der).unwrap();
+    let serial = crate::engine::identity::normalize_serial(&cert.raw_serial_as_string());
+    assert_eq!(svid.certificate.serial, serial);
+    assert!(!serial.starts_with('0') || serial == "0", "{serial}");
+    assert_eq!(svid.certificate.issuer, "CN=example.org root");
+}
