@@ -408,9 +408,11 @@ pub async fn run(
         pending_trust_domains = ?store.pending(),
         "listening"
     );
+    let health_listener = bind_health(config).await?;
     let ready = store.ready();
     let served = server::serve(
         listener,
+        health_listener,
         loaded.ext_authz,
         ready,
         shutdown,
@@ -422,6 +424,16 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
     }
     served
+}
+
+/// Binds the health-only gRPC address, when the config has one.
+async fn bind_health(config: &Config) -> Result<Option<tokio::net::TcpListener>, ServeError> {
+    let Some(address) = config.health_listen.as_deref().and_then(|a| a.parse().ok()) else {
+        return Ok(None);
+    };
+    let listener = server::bind(address).await?;
+    tracing::info!(address = %listener.local_addr().unwrap_or(address), "gRPC health listening");
+    Ok(Some(listener))
 }
 
 /// Starts the live sources, each from the content loaded at start-up.

@@ -38,8 +38,40 @@ enum Command {
     /// Serve Envoy's ext_authz gRPC API.
     Serve {
         /// The config file.
+        #[arg(
+            long,
+            short = 'c',
+            value_name = "FILE",
+            required_unless_present = "config_env"
+        )]
+        config: Option<PathBuf>,
+        /// Read the config from this environment variable instead (how the
+        /// injected sidecar gets it); relative paths resolve against the
+        /// working directory.
+        #[arg(long, value_name = "NAME", conflicts_with = "config")]
+        config_env: Option<String>,
+    },
+    /// Serve the mutating admission webhook that adds celador to pods as a
+    /// native sidecar; or, with --pod, print what it makes of one pod.
+    Inject {
+        /// The injector's settings file.
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
+        /// The HTTPS address the API server calls.
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        listen: String,
+        /// The serving certificate (PEM), reloaded when it changes.
+        #[arg(long, value_name = "FILE", required_unless_present = "pod")]
+        tls_cert: Option<PathBuf>,
+        /// The serving certificate's key (PEM).
+        #[arg(long, value_name = "FILE", required_unless_present = "pod")]
+        tls_key: Option<PathBuf>,
+        /// How often the certificate files are read again.
+        #[arg(long, default_value = "10s")]
+        tls_reload_interval: String,
+        /// Print the pod that this Pod (JSON or YAML) becomes, then exit.
+        #[arg(long, value_name = "FILE")]
+        pod: Option<PathBuf>,
     },
     /// Print the Envoy ext_authz filter block that suits the config's rules:
     /// `allowed_headers` limited to the headers celador reads.
@@ -104,7 +136,18 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config, config_env } => serve(config.as_deref(), config_env.as_deref()),
+        Command::Inject {
+            config,
+            listen,
+            tls_cert,
+            tls_key,
+            tls_reload_interval,
+            pod,
+        } => match pod {
+            Some(pod) => inject_one(&config, &pod),
+            None => inject(&config, &listen, tls_cert, tls_key, &tls_reload_interval),
+        },
         Command::EnvoyConfig {
             config,
             cluster,
@@ -276,13 +319,10 @@ fn envoy_config(path: &std::path::Path, cluster: String, timeout: String) -> Exi
     }
 }
 
-fn serve(path: &std::path::Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("celador: the config cannot be used:\n{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+fn serve(path: Option<&std::path::Path>, env: Option<&str>) -> ExitCode {
+    let (config, shown) = match load_config(path, env) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let _telemetry = match crate::app::telemetry::init(&config.log) {
         Ok(guard) => guard,
@@ -294,7 +334,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
     let loaded = match app::load(&config, |name| std::env::var(name).ok()) {
         Ok(loaded) => loaded,
         Err(errors) => {
-            eprintln!("celador: cannot start with {}:", path.display());
+            eprintln!("celador: cannot start with {shown}:");
             for e in &errors {
                 eprintln!("{e}");
             }
@@ -328,4 +368,191 @@ fn serve(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The config from `--config FILE` or `--config-env NAME`, and how to name
+/// it in messages.
+fn load_config(
+    path: Option<&std::path::Path>,
+    env: Option<&str>,
+) -> Result<(Config, String), ExitCode> {
+    let (loaded, shown) = match (path, env) {
+        (_, Some(name)) => (Config::from_env(name), format!("${name}")),
+        (Some(path), None) => (Config::load(path), path.display().to_string()),
+        (None, None) => {
+            eprintln!("celador: give --config FILE or --config-env NAME");
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    match loaded {
+        Ok(config) => Ok((config, shown)),
+        Err(e) => {
+            eprintln!("celador: the config cannot be used:\n{e}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+fn inject(
+    config: &std::path::Path,
+    listen: &str,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    reload: &str,
+) -> ExitCode {
+    let settings = match crate::inject::load(config) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("celador: the injector settings cannot be used:\n{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let Some((address, every, certificate)) = webhook_args(listen, cert, key, reload) else {
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let _telemetry = match crate::app::telemetry::init(&settings.log) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("celador: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("celador-inject")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("celador: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve_webhook(settings, address, certificate, every))
+}
+
+async fn serve_webhook(
+    settings: crate::inject::settings::Settings,
+    address: std::net::SocketAddr,
+    certificate: crate::inject::webhook::ReloadingCert,
+    every: std::time::Duration,
+) -> ExitCode {
+    use crate::inject::webhook;
+    let listener = match webhook::bind(address).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("celador: {e}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    tracing::info!(
+        address = %listener.local_addr().unwrap_or(address),
+        image = %settings.image,
+        rules = %settings.rules.config_map,
+        "injector listening"
+    );
+    webhook::serve(
+        listener,
+        std::sync::Arc::new(settings),
+        std::sync::Arc::new(certificate),
+        every,
+        crate::edge::server::shutdown_signal(),
+    )
+    .await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// `celador inject --pod FILE`: what the webhook would make of one pod.
+fn inject_one(config: &std::path::Path, pod: &std::path::Path) -> ExitCode {
+    use crate::inject::review;
+    let settings = match crate::inject::load(config) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("celador: the injector settings cannot be used:\n{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let text = match std::fs::read_to_string(pod) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("celador: cannot read {}: {e}", pod.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut value: serde_json::Value = match crate::engine::yaml::from_str(&text, pod) {
+        Ok(value) => value,
+        Err(e) => {
+            eprintln!("celador: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match review::inject(&mut value, &settings) {
+        Ok(skipped) => {
+            if let Some(reason) = skipped {
+                eprintln!("celador: not injected: {reason}");
+            }
+            match serde_json::to_string_pretty(&value) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("celador: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(message) => {
+            eprintln!("celador: the pod cannot be injected: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The webhook's arguments, each problem printed.
+fn webhook_args(
+    listen: &str,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    reload: &str,
+) -> Option<(
+    std::net::SocketAddr,
+    std::time::Duration,
+    crate::inject::webhook::ReloadingCert,
+)> {
+    let mut problems = Vec::new();
+    let address = listen
+        .parse::<std::net::SocketAddr>()
+        .map_err(|_| {
+            problems.push(format!(
+                "--listen: '{listen}' is not an address like 0.0.0.0:8443"
+            ))
+        })
+        .ok();
+    let every = match crate::app::config::parse_duration(reload) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            problems.push("--tls-reload-interval: must be more than 0".to_owned());
+            None
+        }
+        Err(e) => {
+            problems.push(format!("--tls-reload-interval: {e}"));
+            None
+        }
+    };
+    let certificate = match (cert, key) {
+        (Some(cert), Some(key)) => crate::inject::webhook::ReloadingCert::load(&cert, &key)
+            .map_err(|e| problems.push(e.to_string()))
+            .ok(),
+        _ => {
+            problems.push("--tls-cert and --tls-key are both needed".to_owned());
+            None
+        }
+    };
+    for problem in &problems {
+        eprintln!("celador: {problem}");
+    }
+    Some((address?, every?, certificate?))
 }

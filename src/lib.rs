@@ -17,6 +17,7 @@
 //! sources             watched files, the Workload API, the Downward API -> publish into the store
 //! authoring           celador check / test / eval and the rule reference, built on the engine
 //! app, cli            config -> engine and edge settings at start-up; the command line
+//! inject              `celador inject`: the admission webhook that adds celador to pods
 //! ```
 //!
 //! Dependencies point one way, down this list: `cli` -> `app` ->
@@ -34,6 +35,7 @@ pub mod authoring;
 pub mod cli;
 pub mod edge;
 pub mod engine;
+pub mod inject;
 pub mod metrics;
 pub mod sources;
 pub mod store;

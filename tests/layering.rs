@@ -21,9 +21,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "app",
         &["engine", "store", "metrics", "sources", "edge", "authoring"],
     ),
+    ("inject", &["engine", "app"]),
     (
         "cli",
         &[
+            "inject",
             "engine",
             "store",
             "metrics",

@@ -42,6 +42,11 @@ pub struct Config {
     /// An HTTP address for `/healthz`, `/readyz` and `/metrics`.
     #[serde(default)]
     pub admin: Option<String>,
+    /// A second gRPC address that serves only the gRPC health service, for
+    /// the kubelet's `grpc` probes: they call the pod's IP, while `listen`
+    /// stays on the loopback where only the pod's own Envoy reaches it.
+    #[serde(default)]
+    pub health_listen: Option<String>,
     /// Which credentials requests must present, and how JWT-SVIDs are read.
     #[serde(default)]
     pub identity: IdentityConfig,
@@ -400,6 +405,20 @@ impl Config {
         Config::parse(&text, path)
     }
 
+    /// Reads and validates the config held by the environment variable
+    /// `name` (how `celador inject` hands a sidecar its config); relative
+    /// paths resolve against the working directory.
+    pub fn from_env(name: &str) -> Result<Config, ConfigError> {
+        let shown = PathBuf::from(format!("${name}"));
+        let text = std::env::var(name).map_err(|e| ConfigError::Read {
+            path: shown.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, e),
+        })?;
+        let mut config = Config::parse(&text, &shown)?;
+        config.base_dir = PathBuf::new();
+        Ok(config)
+    }
+
     /// Parses and validates `text`; relative paths resolve against the
     /// directory of `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -437,6 +456,13 @@ impl Config {
         {
             problems.push(format!(
                 "admin: '{admin}' is not an address like 127.0.0.1:9901"
+            ));
+        }
+        if let Some(health) = &self.health_listen
+            && health.parse::<SocketAddr>().is_err()
+        {
+            problems.push(format!(
+                "health_listen: '{health}' is not an address like 0.0.0.0:9192"
             ));
         }
         self.identity_problems(&mut problems);

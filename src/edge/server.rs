@@ -87,6 +87,7 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, ServeError> {
 /// health service reports `SERVING` while `ready` is true.
 pub async fn serve(
     listener: TcpListener,
+    health_listener: Option<TcpListener>,
     ext_authz: Arc<ExtAuthz>,
     mut ready: tokio::sync::watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
@@ -105,6 +106,22 @@ pub async fn serve(
             }
         })
     };
+
+    // The health-only listener (for the kubelet) lives as long as the
+    // process: it reports NOT_SERVING during the drain like the main one.
+    if let Some(listener) = health_listener {
+        let health = health.clone();
+        tokio::spawn(async move {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let served = tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(incoming)
+                .await;
+            if let Err(e) = served {
+                tracing::error!("the gRPC health listener failed: {e}");
+            }
+        });
+    }
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

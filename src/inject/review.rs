@@ -1,0 +1,212 @@
+//! One AdmissionReview in, one out: skip the pod, inject it (a JSON Patch),
+//! or refuse it with a message.
+//!
+//! Data flow: request bytes -> `AdmissionReview<DynamicObject>` -> the
+//! pod as raw JSON, changed in place -> the JSON Patch from the pod before
+//! to the pod after. The pod is edited as raw JSON, never through a typed
+//! `Pod`, so fields newer than this build's Kubernetes types survive.
+//!
+//! Bad input never panics and never passes silently: it gets an
+//! AdmissionReview whose response is not allowed, with a message the
+//! API server shows to whoever created the pod.
+
+use kube_core::DynamicObject;
+use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde_json::{Map, Value};
+
+use super::settings::{Settings, dns_subdomain};
+use super::sidecar::{self, CONTAINER, VOLUMES};
+use super::{INJECT_KEY, RULES_ANNOTATION, STATUS_ANNOTATION};
+
+/// What the injector did with one review, for its logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The pod was injected.
+    Injected,
+    /// The pod was let through unchanged, for this reason.
+    Skipped(&'static str),
+    /// The pod was refused, with this message.
+    Refused(String),
+    /// The body was not an AdmissionReview.
+    Invalid(String),
+}
+
+/// Answers the AdmissionReview in `body`.
+pub fn answer(body: &[u8], settings: &Settings) -> (AdmissionReview<DynamicObject>, Outcome) {
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+        Ok(review) => review,
+        Err(e) => {
+            let message = format!("celador inject: the body is not an AdmissionReview v1: {e}");
+            return (
+                AdmissionResponse::invalid(&message).into_review(),
+                Outcome::Invalid(message),
+            );
+        }
+    };
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(request) => request,
+        Err(_) => {
+            let message = "celador inject: the AdmissionReview has no request".to_owned();
+            return (
+                AdmissionResponse::invalid(&message).into_review(),
+                Outcome::Invalid(message),
+            );
+        }
+    };
+    let response = AdmissionResponse::from(&request);
+    let (response, outcome) = match decide(&request, settings) {
+        Decision::Skip(reason) => (response, Outcome::Skipped(reason)),
+        Decision::Refuse(message) => (
+            response.deny(format!("celador inject: {message}")),
+            Outcome::Refused(message),
+        ),
+        Decision::Patch(patch) => match response.clone().with_patch(patch) {
+            Ok(patched) => (patched, Outcome::Injected),
+            Err(e) => {
+                let message = format!("the patch cannot be written: {e}");
+                (
+                    response.deny(format!("celador inject: {message}")),
+                    Outcome::Refused(message),
+                )
+            }
+        },
+    };
+    (response.into_review(), outcome)
+}
+
+enum Decision {
+    Skip(&'static str),
+    Refuse(String),
+    Patch(json_patch::Patch),
+}
+
+fn decide(request: &AdmissionRequest<DynamicObject>, settings: &Settings) -> Decision {
+    if request.kind.kind != "Pod"
+        || !request.kind.group.is_empty()
+        || request.sub_resource.is_some()
+    {
+        return Decision::Skip("not a pod");
+    }
+    if request.operation != Operation::Create {
+        return Decision::Skip("not a pod creation");
+    }
+    let Some(object) = &request.object else {
+        return Decision::Refuse("the review has no pod object".to_owned());
+    };
+    let pod = match serde_json::to_value(object) {
+        Ok(pod) => pod,
+        Err(e) => return Decision::Refuse(format!("the pod cannot be read: {e}")),
+    };
+    let namespace = request
+        .namespace
+        .as_deref()
+        .or_else(|| pod.pointer("/metadata/namespace").and_then(Value::as_str))
+        .unwrap_or_default();
+    if settings.excluded_namespaces.iter().any(|n| n == namespace) {
+        return Decision::Skip("the namespace is excluded");
+    }
+    let mut after = pod.clone();
+    match inject(&mut after, settings) {
+        Ok(None) => Decision::Patch(json_patch::diff(&pod, &after)),
+        Ok(Some(reason)) => Decision::Skip(reason),
+        Err(message) => Decision::Refuse(message),
+    }
+}
+
+/// Adds celador to `pod` (raw JSON) in place. `Ok(Some(reason))` when the
+/// pod is to be left alone, `Err` when it cannot be injected as asked.
+pub fn inject(pod: &mut Value, settings: &Settings) -> Result<Option<&'static str>, String> {
+    let metadata = |key: &str, name: &str| {
+        pod.pointer(&format!("/metadata/{key}"))
+            .and_then(|m| m.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    if metadata("annotations", INJECT_KEY).as_deref() == Some("disabled")
+        || metadata("labels", INJECT_KEY).as_deref() == Some("disabled")
+    {
+        return Ok(Some("the pod opts out"));
+    }
+    if metadata("annotations", STATUS_ANNOTATION).is_some() || has_container(pod, CONTAINER) {
+        return Ok(Some("the pod already has celador"));
+    }
+    if pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true) {
+        return Ok(Some(
+            "the pod uses the host's network, where celador's ports would be the node's",
+        ));
+    }
+    let rules = match metadata("annotations", RULES_ANNOTATION) {
+        Some(name) => {
+            dns_subdomain(&name).map_err(|e| format!("annotation {RULES_ANNOTATION}: {e}"))?;
+            name
+        }
+        None => settings.rules.config_map.clone(),
+    };
+    let volumes = list(pod, "/spec/volumes")?;
+    if let Some(clash) = volumes
+        .iter()
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .find(|name| VOLUMES.contains(name))
+    {
+        return Err(format!(
+            "the pod already has a volume named '{clash}', which celador's sidecar needs"
+        ));
+    }
+    for volume in sidecar::volumes(settings, &rules) {
+        volumes.push(to_json(&volume)?);
+    }
+    let container = to_json(&sidecar::container(settings))?;
+    // First among the init containers: the others, and then the app, start
+    // once celador's startup probe passes.
+    list(pod, "/spec/initContainers")?.insert(0, container);
+    annotations(pod)?.insert(STATUS_ANNOTATION.to_owned(), Value::from("injected"));
+    Ok(None)
+}
+
+fn has_container(pod: &Value, name: &str) -> bool {
+    ["/spec/containers", "/spec/initContainers"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .any(|c| c.get("name").and_then(Value::as_str) == Some(name))
+}
+
+/// The array at `pointer` (one of `/spec/...`), created when absent.
+fn list<'a>(pod: &'a mut Value, pointer: &str) -> Result<&'a mut Vec<Value>, String> {
+    let (parent, key) = pointer.rsplit_once('/').unwrap_or(("", pointer));
+    let spec = pod
+        .pointer_mut(parent)
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| format!("the pod has no {parent} object"))?;
+    let slot = spec
+        .entry(key.to_owned())
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if slot.is_null() {
+        *slot = Value::Array(Vec::new());
+    }
+    slot.as_array_mut()
+        .ok_or_else(|| format!("the pod's {pointer} is not a list"))
+}
+
+fn annotations(pod: &mut Value) -> Result<&mut Map<String, Value>, String> {
+    let metadata = pod
+        .as_object_mut()
+        .ok_or("the pod is not an object")?
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let annotations = metadata
+        .as_object_mut()
+        .ok_or("the pod's metadata is not an object")?
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if annotations.is_null() {
+        *annotations = Value::Object(Map::new());
+    }
+    annotations
+        .as_object_mut()
+        .ok_or_else(|| "the pod's annotations are not a map".to_owned())
+}
+
+fn to_json<T: serde::Serialize>(object: &T) -> Result<Value, String> {
+    serde_json::to_value(object).map_err(|e| format!("cannot write the sidecar: {e}"))
+}

@@ -1,0 +1,304 @@
+//! What the injector adds to a pod: the celador container, its volumes, and
+//! the `celador serve` config it is handed in `CELADOR_CONFIG`.
+//!
+//! Data flow: [`super::settings::Settings`] -> Kubernetes objects (typed by
+//! `k8s-openapi`, so a misspelt field does not compile) -> JSON values that
+//! [`super::review`] splices into the pod.
+//!
+//! The config travels in an environment variable because a pod may mount
+//! ConfigMaps only from its own namespace: the injector's settings live in
+//! the chart's namespace, the rules ConfigMap in the workload's.
+
+use k8s_openapi::api::core::v1::{
+    CSIVolumeSource, Capabilities, ConfigMapVolumeSource, Container, ContainerPort,
+    DownwardAPIVolumeFile, DownwardAPIVolumeSource, EnvVar, EnvVarSource, GRPCAction,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, Probe, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::{Value, json};
+
+use super::settings::{BundleSource, Settings};
+
+/// The sidecar container's name.
+pub const CONTAINER: &str = "celador";
+/// The environment variable holding the sidecar's config.
+pub const CONFIG_ENV: &str = "CELADOR_CONFIG";
+/// Where the rules ConfigMap is mounted.
+pub const RULES_DIR: &str = "/etc/celador/rules";
+/// Where a bundle ConfigMap or Secret is mounted.
+pub const BUNDLE_DIR: &str = "/etc/celador/bundle";
+/// Where the Downward API volume (labels, annotations) is mounted.
+pub const PODINFO_DIR: &str = "/etc/celador/podinfo";
+/// Where the SPIFFE CSI driver's Workload API directory is mounted.
+pub const WORKLOAD_API_DIR: &str = "/spiffe-workload-api";
+/// The names of the volumes the injector adds.
+pub const VOLUMES: &[&str] = &[
+    "celador-rules",
+    "celador-podinfo",
+    "celador-bundle",
+    "celador-workload-api",
+];
+
+/// The `celador serve` config of the sidecar, as JSON (which is YAML).
+pub fn config_text(settings: &Settings) -> String {
+    config(settings).to_string()
+}
+
+fn config(settings: &Settings) -> Value {
+    let ports = settings.ports;
+    let mut config = serde_json::Map::new();
+    let mut set = |key: &str, value: Value| {
+        config.insert(key.to_owned(), value);
+    };
+    set("listen", json!(format!("127.0.0.1:{}", ports.grpc)));
+    set("health_listen", json!(format!("0.0.0.0:{}", ports.health)));
+    set("admin", json!(format!("0.0.0.0:{}", ports.admin)));
+    set(
+        "policy",
+        json!(format!("{RULES_DIR}/{}", settings.rules.key)),
+    );
+    set("workload", json!({"downward_api": PODINFO_DIR}));
+    set("log", json!({"format": "json"}));
+    let trust_domain = match &settings.bundle {
+        BundleSource::ConfigMap(r) | BundleSource::Secret(r) => {
+            json!({"bundle": format!("{BUNDLE_DIR}/{}", r.key)})
+        }
+        BundleSource::WorkloadApi(w) => {
+            set(
+                "workload_api",
+                json!({"endpoint": format!("unix://{WORKLOAD_API_DIR}/{}", w.socket)}),
+            );
+            json!({"workload_api": true})
+        }
+    };
+    set(
+        "trust_domains",
+        json!({ settings.trust_domain.clone(): trust_domain }),
+    );
+    for (key, value) in &settings.config {
+        set(key, value.clone());
+    }
+    Value::Object(config)
+}
+
+/// The sidecar container: a native sidecar (`restartPolicy: Always` in
+/// `initContainers`), locked down, probed over gRPC health.
+pub fn container(settings: &Settings) -> Container {
+    let ports = settings.ports;
+    let grpc_probe = |period: i32, failures: i32| Probe {
+        grpc: Some(GRPCAction {
+            port: i32::from(ports.health),
+            service: None,
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(1),
+        ..Probe::default()
+    };
+    Container {
+        name: CONTAINER.to_owned(),
+        image: Some(settings.image.clone()),
+        image_pull_policy: Some(settings.image_pull_policy.clone()),
+        args: Some(vec![
+            "serve".to_owned(),
+            "--config-env".to_owned(),
+            CONFIG_ENV.to_owned(),
+        ]),
+        restart_policy: Some("Always".to_owned()),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+            field_env("POD_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+            EnvVar {
+                name: CONFIG_ENV.to_owned(),
+                value: Some(config_text(settings)),
+                value_from: None,
+            },
+        ]),
+        ports: Some(vec![
+            port("celador-health", ports.health),
+            port("celador-admin", ports.admin),
+        ]),
+        // The app starts only once celador answers: a native sidecar's
+        // startup probe holds back the containers after it.
+        startup_probe: Some(grpc_probe(1, 120)),
+        readiness_probe: Some(grpc_probe(5, 3)),
+        liveness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/healthz".to_owned()),
+                port: IntOrString::Int(i32::from(ports.admin)),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(10),
+            failure_threshold: Some(3),
+            timeout_seconds: Some(1),
+            ..Probe::default()
+        }),
+        resources: super::settings::resources(&settings.resources).ok(),
+        security_context: Some(security_context(settings.run_as_user)),
+        volume_mounts: Some(mounts(settings)),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    }
+}
+
+/// The locked-down security context: non-root, read-only root filesystem,
+/// no capabilities, no privilege escalation, the runtime's seccomp profile.
+pub fn security_context(user: i64) -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(user),
+        run_as_group: Some(user),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                api_version: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+fn port(name: &str, number: u16) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: i32::from(number),
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }
+}
+
+fn mounts(settings: &Settings) -> Vec<VolumeMount> {
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    let mut mounts = vec![
+        mount("celador-rules", RULES_DIR),
+        mount("celador-podinfo", PODINFO_DIR),
+    ];
+    match settings.bundle {
+        BundleSource::ConfigMap(_) | BundleSource::Secret(_) => {
+            mounts.push(mount("celador-bundle", BUNDLE_DIR));
+        }
+        BundleSource::WorkloadApi(_) => {
+            mounts.push(mount("celador-workload-api", WORKLOAD_API_DIR));
+        }
+    }
+    mounts
+}
+
+/// The volumes behind the sidecar's mounts; `rules` is the rules
+/// ConfigMap's name. Whole ConfigMaps are mounted (no `subPath`), so the
+/// kubelet's updates reach the watched files.
+pub fn volumes(settings: &Settings, rules: &str) -> Vec<Volume> {
+    let mut volumes = vec![
+        Volume {
+            name: "celador-rules".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: rules.to_owned(),
+                optional: Some(false),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "celador-podinfo".to_owned(),
+            downward_api: Some(DownwardAPIVolumeSource {
+                items: Some(vec![
+                    downward_file("labels", "metadata.labels"),
+                    downward_file("annotations", "metadata.annotations"),
+                ]),
+                ..DownwardAPIVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    volumes.push(bundle_volume(settings));
+    volumes
+}
+
+fn bundle_volume(settings: &Settings) -> Volume {
+    let key = |key: &str| {
+        Some(vec![KeyToPath {
+            key: key.to_owned(),
+            path: key.to_owned(),
+            mode: None,
+        }])
+    };
+    match &settings.bundle {
+        BundleSource::ConfigMap(r) => Volume {
+            name: "celador-bundle".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: r.name.clone(),
+                items: key(&r.key),
+                optional: Some(false),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        BundleSource::Secret(r) => Volume {
+            name: "celador-bundle".to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(r.name.clone()),
+                items: key(&r.key),
+                optional: Some(false),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        BundleSource::WorkloadApi(w) => Volume {
+            name: "celador-workload-api".to_owned(),
+            csi: Some(CSIVolumeSource {
+                driver: w.csi_driver.clone(),
+                read_only: Some(true),
+                ..CSIVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    }
+}
+
+fn downward_file(path: &str, field: &str) -> DownwardAPIVolumeFile {
+    DownwardAPIVolumeFile {
+        path: path.to_owned(),
+        field_ref: Some(ObjectFieldSelector {
+            field_path: field.to_owned(),
+            api_version: None,
+        }),
+        ..DownwardAPIVolumeFile::default()
+    }
+}
+
+/// Checks that `celador serve` would load the config built from
+/// `settings`, as the sidecar will.
+pub fn check_config(settings: &Settings) -> Result<(), String> {
+    crate::app::config::Config::parse(
+        &config_text(settings),
+        std::path::Path::new("the sidecar config"),
+    )
+    .map(|_| ())
+    .map_err(|e| format!("config: the sidecar's config would not load: {e}"))
+}
