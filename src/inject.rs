@@ -20,6 +20,9 @@ pub mod webhook;
 pub const INJECT_KEY: &str = "celador.io/inject";
 /// The pod annotation naming the rules ConfigMap, in the pod's namespace.
 pub const RULES_ANNOTATION: &str = "celador.io/rules";
+/// The label the injector sets (`"true"`) on the pods it changed; the
+/// chart's Istio resources select pods by it.
+pub const INJECTED_LABEL: &str = "celador.io/injected";
 /// The annotation the injector sets on the pods it changed.
 pub const STATUS_ANNOTATION: &str = "celador.io/status";
 

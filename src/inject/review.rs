@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use super::settings::{Settings, dns_subdomain};
 use super::sidecar::{self, CONTAINER, VOLUMES};
-use super::{INJECT_KEY, RULES_ANNOTATION, STATUS_ANNOTATION};
+use super::{INJECT_KEY, INJECTED_LABEL, RULES_ANNOTATION, STATUS_ANNOTATION};
 
 /// What the injector did with one review, for its logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +159,9 @@ pub fn inject(pod: &mut Value, settings: &Settings) -> Result<Option<&'static st
     // First among the init containers: the others, and then the app, start
     // once celador's startup probe passes.
     list(pod, "/spec/initContainers")?.insert(0, container);
-    annotations(pod)?.insert(STATUS_ANNOTATION.to_owned(), Value::from("injected"));
+    metadata_map(pod, "annotations")?.insert(STATUS_ANNOTATION.to_owned(), Value::from("injected"));
+    // Istio's AuthorizationPolicy and EnvoyFilter select pods by this label.
+    metadata_map(pod, "labels")?.insert(INJECTED_LABEL.to_owned(), Value::from("true"));
     Ok(None)
 }
 
@@ -188,23 +190,22 @@ fn list<'a>(pod: &'a mut Value, pointer: &str) -> Result<&'a mut Vec<Value>, Str
         .ok_or_else(|| format!("the pod's {pointer} is not a list"))
 }
 
-fn annotations(pod: &mut Value) -> Result<&mut Map<String, Value>, String> {
+fn metadata_map<'a>(pod: &'a mut Value, name: &str) -> Result<&'a mut Map<String, Value>, String> {
     let metadata = pod
         .as_object_mut()
         .ok_or("the pod is not an object")?
         .entry("metadata")
         .or_insert_with(|| Value::Object(Map::new()));
-    let annotations = metadata
+    let map = metadata
         .as_object_mut()
         .ok_or("the pod's metadata is not an object")?
-        .entry("annotations")
+        .entry(name)
         .or_insert_with(|| Value::Object(Map::new()));
-    if annotations.is_null() {
-        *annotations = Value::Object(Map::new());
+    if map.is_null() {
+        *map = Value::Object(Map::new());
     }
-    annotations
-        .as_object_mut()
-        .ok_or_else(|| "the pod's annotations are not a map".to_owned())
+    map.as_object_mut()
+        .ok_or_else(|| format!("the pod's {name} are not a map"))
 }
 
 fn to_json<T: serde::Serialize>(object: &T) -> Result<Value, String> {

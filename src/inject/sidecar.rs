@@ -22,6 +22,8 @@ use super::settings::{BundleSource, Settings};
 
 /// The sidecar container's name.
 pub const CONTAINER: &str = "celador";
+/// Where the image (see the `Dockerfile`) has the binary.
+pub const BINARY: &str = "/usr/local/bin/celador";
 /// The environment variable holding the sidecar's config.
 pub const CONFIG_ENV: &str = "CELADOR_CONFIG";
 /// Where the rules ConfigMap is mounted.
@@ -100,6 +102,7 @@ pub fn container(settings: &Settings) -> Container {
         name: CONTAINER.to_owned(),
         image: Some(settings.image.clone()),
         image_pull_policy: Some(settings.image_pull_policy.clone()),
+        command: Some(vec![BINARY.to_owned()]),
         args: Some(vec![
             "serve".to_owned(),
             "--config-env".to_owned(),

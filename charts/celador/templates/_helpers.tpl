@@ -1,0 +1,142 @@
+{{/* The chart's name. */}}
+{{- define "celador.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The prefix of every resource name. */}}
+{{- define "celador.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The injector's resource name. */}}
+{{- define "celador.injector" -}}
+{{- printf "%s-injector" (include "celador.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every resource. */}}
+{{- define "celador.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "celador.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: celador
+{{- end }}
+
+{{/* The injector's selector labels. */}}
+{{- define "celador.injectorSelector" -}}
+app.kubernetes.io/name: {{ include "celador.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: injector
+{{- end }}
+
+{{/* The image reference: the digest when set, else the tag (default appVersion). */}}
+{{- define "celador.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The webhook's TLS Secret. */}}
+{{- define "celador.tlsSecret" -}}
+{{- printf "%s-tls" (include "celador.injector" .) }}
+{{- end }}
+
+{{/* Namespaces never injected: the values' list and the release's own. */}}
+{{- define "celador.excludedNamespaces" -}}
+{{- $list := .Values.webhook.excludedNamespaces | default list }}
+{{- if not (has .Release.Namespace $list) }}
+{{- $list = append $list .Release.Namespace }}
+{{- end }}
+{{- toJson $list }}
+{{- end }}
+
+{{/* The injector's settings file (celador inject --config), as JSON. */}}
+{{- define "celador.injectorSettings" -}}
+{{- $bundle := dict }}
+{{- if eq .Values.bundle.source "configMap" }}
+{{- $bundle = dict "config_map" (dict "name" .Values.bundle.name "key" .Values.bundle.key) }}
+{{- else if eq .Values.bundle.source "secret" }}
+{{- $bundle = dict "secret" (dict "name" .Values.bundle.name "key" .Values.bundle.key) }}
+{{- else }}
+{{- $bundle = dict "workload_api" (dict "csi_driver" .Values.bundle.csiDriver "socket" .Values.bundle.socket) }}
+{{- end }}
+{{- $settings := dict
+  "image" (include "celador.image" .)
+  "image_pull_policy" .Values.image.pullPolicy
+  "rules" (dict "config_map" .Values.rules.configMapName "key" .Values.rules.key)
+  "trust_domain" .Values.trustDomain
+  "bundle" $bundle
+  "excluded_namespaces" (include "celador.excludedNamespaces" . | fromJsonArray)
+  "resources" .Values.sidecar.resources
+  "ports" .Values.sidecar.ports
+  "run_as_user" .Values.sidecar.runAsUser
+  "config" .Values.sidecar.config
+  "log" (dict "level" .Values.injector.logLevel "format" "json")
+}}
+{{- toPrettyJson $settings }}
+{{- end }}
+
+{{/* The EnvoyFilter's patches (also used by the README's Istio example). */}}
+{{- define "celador.istioPatches" -}}
+- applyTo: HTTP_FILTER
+  match:
+    context: SIDECAR_INBOUND
+    listener:
+      filterChain:
+        filter:
+          name: envoy.filters.network.http_connection_manager
+          subFilter:
+            name: envoy.filters.http.ext_authz
+  patch:
+    operation: MERGE
+    value:
+      name: envoy.filters.http.ext_authz
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+        include_peer_certificate: true
+{{- if .Values.istio.forwardChain }}
+# The client's chain in x-forwarded-client-cert (Hash= ties it to the peer
+# certificate), replacing any element a client sent.
+- applyTo: NETWORK_FILTER
+  match:
+    context: SIDECAR_INBOUND
+    listener:
+      filterChain:
+        filter:
+          name: envoy.filters.network.http_connection_manager
+  patch:
+    operation: MERGE
+    value:
+      name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        forward_client_cert_details: SANITIZE_SET
+        set_current_client_cert_details:
+          uri: true
+          chain: true
+{{- end }}
+{{- end }}
+
+{{/* The meshConfig.extensionProviders entry Istio needs (printed by NOTES). */}}
+{{- define "celador.meshConfig" -}}
+meshConfig:
+  extensionProviders:
+    - name: {{ .Values.istio.providerName }}
+      envoyExtAuthzGrpc:
+        service: {{ .Values.istio.providerHost }}
+        port: {{ .Values.sidecar.ports.grpc }}
+        timeout: {{ .Values.istio.timeout }}
+        failOpen: false
+{{- end }}
