@@ -13,8 +13,10 @@ pub mod check;
 pub mod envoy;
 pub mod https;
 pub mod jwt;
+pub mod kubelet;
 pub mod load;
 pub mod pki;
+pub mod sds;
 pub mod upstream;
 pub mod workload_api;
 
@@ -70,4 +72,12 @@ pub fn pip_install(spec: &str, dest: &std::path::Path, no_deps: bool) {
     if std::fs::rename(&staging, dest).is_err() {
         let _ = std::fs::remove_dir_all(&staging);
     }
+}
+
+/// Decodes standard base64 (as Kubernetes writes Secret data and caBundle).
+pub fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap_or_else(|e| panic!("not base64: {e}"))
 }

@@ -74,6 +74,24 @@ pub fn answer(body: &[u8], settings: &Settings) -> (AdmissionReview<DynamicObjec
     (response.into_review(), outcome)
 }
 
+/// The review as the API server reads it: JSON, with the patch in base64
+/// (Go's encoding of `[]byte`; the types here would write a list of
+/// numbers).
+pub fn encode(review: &AdmissionReview<DynamicObject>) -> Result<Vec<u8>, serde_json::Error> {
+    use base64::Engine;
+    let mut value = serde_json::to_value(review)?;
+    if let Some(patch) = value.pointer_mut("/response/patch")
+        && let Some(bytes) = patch.as_array()
+    {
+        let bytes: Vec<u8> = bytes
+            .iter()
+            .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect();
+        *patch = Value::from(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+    serde_json::to_vec(&value)
+}
+
 enum Decision {
     Skip(&'static str),
     Refuse(String),

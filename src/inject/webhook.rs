@@ -286,7 +286,7 @@ fn log(
 fn review_json(
     review: &kube_core::admission::AdmissionReview<kube_core::DynamicObject>,
 ) -> Response<Full<Bytes>> {
-    match serde_json::to_vec(review) {
+    match super::review::encode(review) {
         Ok(body) => {
             let mut response = Response::new(Full::new(Bytes::from(body)));
             response.headers_mut().insert(

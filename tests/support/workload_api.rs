@@ -126,6 +126,16 @@ impl SpiffeWorkloadApi for Service {
 impl WorkloadApi {
     /// Starts serving `bundles` on `socket` (in the current runtime).
     pub fn start(socket: &Path, bundles: Bundles) -> WorkloadApi {
+        WorkloadApi::serve(socket, bundles, None)
+    }
+
+    /// [`WorkloadApi::start`], also serving Envoy's SDS on the same socket,
+    /// as a SPIRE agent does.
+    pub fn start_agent(socket: &Path, bundles: Bundles, sds: super::sds::Sds) -> WorkloadApi {
+        WorkloadApi::serve(socket, bundles, Some(sds))
+    }
+
+    fn serve(socket: &Path, bundles: Bundles, sds: Option<super::sds::Sds>) -> WorkloadApi {
         let _ = std::fs::remove_file(socket);
         let listener = tokio::net::UnixListener::bind(socket).unwrap();
         let (tx, rx) = watch::channel(bundles);
@@ -133,6 +143,7 @@ impl WorkloadApi {
         let server = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_optional_service(sds.map(super::sds::Sds::service))
                 .serve_with_incoming(UnixListenerStream::new(listener))
                 .await;
         });

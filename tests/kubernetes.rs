@@ -1,0 +1,1595 @@
+//! The Kubernetes side: the Helm chart (linted, rendered and its values
+//! schema exercised by Helm's own SDK, every manifest validated strictly
+//! against Kubernetes 1.30's schemas), the injector on real AdmissionReview
+//! documents and over HTTPS, the `k8s/` manifests and the `Dockerfile` kept
+//! in step with the chart, and the shipped configuration run as the kubelet
+//! would run it, with real mTLS traffic through a real Envoy.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use celador::inject::review::{Outcome, answer, encode};
+use celador::inject::settings::Settings;
+use support::kubelet::{Kubelet, Running};
+use support::pki::{Ca, Leaf};
+
+const NAMESPACE: &str = "celador-system";
+const KUBERNETES: &str = "1.30.0";
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+// ---------------------------------------------------------------- tools
+
+/// Helm's SDK and kubernetes-validate, installed under target/ once.
+fn python_path() -> String {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let helm = tmp.join("py-helm-python-sdk-0.2.2");
+    let validate = tmp.join("py-kubernetes-validate-1.37.0");
+    support::pip_install("helm-python-sdk==0.2.2", &helm, false);
+    support::pip_install("kubernetes-validate==1.37.0", &validate, false);
+    format!("{}:{}", helm.display(), validate.display())
+}
+
+fn python(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("python3")
+        .args(args)
+        .env("PYTHONPATH", python_path())
+        .output()
+        .expect("python3");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn helm(command: &str, values: &Value, extra: &str) -> Value {
+    let script = repo("tests/kubernetes/helm.py");
+    let chart = repo("charts/celador");
+    let values = values.to_string();
+    let (ok, out, err) = python(&[
+        script.to_str().unwrap(),
+        command,
+        chart.to_str().unwrap(),
+        &values,
+        extra,
+    ]);
+    assert!(ok, "helm.py {command} failed:\n{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// A rendering: every document, and NOTES.txt.
+struct Rendered {
+    docs: Vec<Value>,
+    notes: String,
+}
+
+impl Rendered {
+    fn of(values: &Value) -> Rendered {
+        let out = helm("render", values, NAMESPACE);
+        let mut docs = Vec::new();
+        let mut notes = String::new();
+        for (template, content) in out.as_object().unwrap() {
+            match content {
+                Value::String(text) => notes = text.clone(),
+                Value::Array(list) => docs.extend(list.iter().cloned()),
+                _ => unreachable!(),
+            }
+            assert!(!template.is_empty());
+        }
+        Rendered { docs, notes }
+    }
+
+    fn kind(&self, kind: &str) -> Vec<&Value> {
+        self.docs.iter().filter(|d| d["kind"] == kind).collect()
+    }
+
+    fn one(&self, kind: &str) -> &Value {
+        let found = self.kind(kind);
+        assert_eq!(found.len(), 1, "expected one {kind}");
+        found[0]
+    }
+}
+
+/// The value sets every chart test covers.
+fn value_sets() -> Vec<(&'static str, Value)> {
+    let istio: Value = {
+        let text = std::fs::read_to_string(repo("k8s/istio-values.yaml")).unwrap();
+        serde_saphyr_json(&text)
+    };
+    vec![
+        ("defaults", json!({})),
+        ("istio", istio),
+        (
+            "istio with the client chain",
+            json!({"istio": {"enabled": true, "forwardChain": true}}),
+        ),
+        ("cert-manager", json!({"certManager": {"enabled": true}})),
+        (
+            "cert-manager with an issuer",
+            json!({"certManager": {"enabled": true, "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}}}),
+        ),
+        (
+            "a custom rules ConfigMap",
+            json!({"rules": {"configMapName": "team-rules", "key": "rules.yaml", "namespaces": ["shop", "billing"],
+                "policy": "rules:\n  - name: billing-only\n    effect: allow\n    when: source.id == \"spiffe://cluster.local/ns/billing/sa/api\"\n"}}),
+        ),
+        (
+            "SPIRE through the CSI driver, an image digest",
+            json!({"trustDomain": "example.org", "bundle": {"source": "workloadApi"},
+                "image": {"digest": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
+                "sidecar": {"config": {"cache": {"decision_ttl": "5s"}, "audit": {"headers": ["user-agent"]}}},
+                "rules": {"namespaces": ["shop"]}}),
+        ),
+        (
+            "a Secret bundle, Ignore, no PDB",
+            json!({"bundle": {"source": "secret", "name": "spiffe-bundle", "key": "bundle.spiffe"},
+                "webhook": {"failurePolicy": "Ignore"}, "injector": {"podDisruptionBudget": {"enabled": false}}}),
+        ),
+    ]
+}
+
+fn serde_saphyr_json(text: &str) -> Value {
+    serde_saphyr::from_str(text).unwrap()
+}
+
+// ---------------------------------------------------------------- the chart
+
+#[test]
+fn the_chart_lints_strictly_for_kubernetes_1_30() {
+    for (name, values) in value_sets() {
+        let report = helm("lint", &values, &format!("v{KUBERNETES}"));
+        assert_eq!(report["errors"], json!([]), "{name}: {report}");
+        for message in report["messages"].as_array().unwrap() {
+            // 1 is info (Helm recommends an icon); warnings and errors fail.
+            assert!(
+                message["severity"].as_u64().unwrap() < 2,
+                "{name}: {message}"
+            );
+        }
+        assert_eq!(report["total_charts_linted"], 1);
+    }
+}
+
+/// Kinds with no schema in kubernetes-validate (custom resources), checked
+/// by the tests below instead.
+const CUSTOM_KINDS: &[(&str, &str)] = &[
+    ("cert-manager.io/v1", "Issuer"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("networking.istio.io/v1", "ServiceEntry"),
+    ("security.istio.io/v1", "AuthorizationPolicy"),
+    ("networking.istio.io/v1alpha3", "EnvoyFilter"),
+];
+
+#[test]
+fn every_rendered_manifest_validates_strictly_against_kubernetes_1_30() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    let mut kinds = std::collections::BTreeSet::new();
+    for (set, (name, values)) in value_sets().into_iter().enumerate() {
+        let rendered = Rendered::of(&values);
+        assert!(!rendered.docs.is_empty(), "{name}");
+        for (i, doc) in rendered.docs.iter().enumerate() {
+            let api = doc["apiVersion"].as_str().unwrap();
+            let kind = doc["kind"].as_str().unwrap();
+            if CUSTOM_KINDS.contains(&(api, kind)) {
+                kinds.insert(kind.to_owned());
+                continue;
+            }
+            let file = dir.path().join(format!("{set}-{i}-{kind}.yaml"));
+            std::fs::write(&file, doc.to_string()).unwrap();
+            files.push(file.display().to_string());
+        }
+    }
+    let mut args = vec!["-m", "kubernetes_validate", "--strict", "-k", KUBERNETES];
+    args.extend(files.iter().map(String::as_str));
+    let (ok, out, err) = python(&args);
+    assert!(ok, "kubernetes-validate failed:\n{out}{err}");
+    let passed = out
+        .lines()
+        .filter(|l| l.starts_with("INFO") && l.contains("passed"))
+        .count();
+    assert_eq!(
+        passed,
+        files.len(),
+        "not every manifest passed:\n{out}{err}"
+    );
+    assert!(!out.contains("WARN") && !out.contains("ERROR"), "{out}");
+    // The custom resources were rendered by some value set.
+    assert_eq!(kinds.len(), 5, "{kinds:?}");
+}
+
+#[test]
+fn the_values_schema_rejects_unknown_keys_and_wrong_types() {
+    for (name, values) in value_sets() {
+        let result = helm("schema", &values, "");
+        assert_eq!(result["ok"], true, "{name}: {result}");
+    }
+    let bad = [
+        (json!({"imagee": {}}), "imagee"),
+        (json!({"image": {"tagg": "1"}}), "tagg"),
+        (
+            json!({"injector": {"replicaCount": "two"}}),
+            "/injector/replicaCount",
+        ),
+        (
+            json!({"webhook": {"failurePolicy": "Sometimes"}}),
+            "/webhook/failurePolicy",
+        ),
+        (json!({"bundle": {"source": "vault"}}), "/bundle/source"),
+        (json!({"image": {"digest": "latest"}}), "/image/digest"),
+        (
+            json!({"sidecar": {"config": {"listen": "0.0.0.0:1"}}}),
+            "/sidecar/config",
+        ),
+        (json!({"sidecar": {"runAsUser": 0}}), "/sidecar/runAsUser"),
+        (
+            json!({"sidecar": {"resources": {"requests": {"cpu": "lots"}}}}),
+            "/sidecar/resources/requests/cpu",
+        ),
+        (
+            json!({"rules": {"namespaces": ["Not_A_Namespace"]}}),
+            "/rules/namespaces/0",
+        ),
+        (json!({"istio": {"enabled": "yes"}}), "/istio/enabled"),
+    ];
+    for (values, key) in bad {
+        let result = helm("schema", &values, "");
+        assert_eq!(result["ok"], false, "{values} was accepted");
+        let error = result["error"].as_str().unwrap();
+        assert!(
+            error.contains(key),
+            "{values}: the error does not name {key}: {error}"
+        );
+    }
+}
+
+#[test]
+fn every_rules_file_the_chart_renders_passes_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for (name, values) in value_sets() {
+        let rendered = Rendered::of(&values);
+        for map in rendered.kind("ConfigMap") {
+            if map["metadata"]["labels"]["app.kubernetes.io/component"] != "rules" {
+                continue;
+            }
+            for (key, text) in map["data"].as_object().unwrap() {
+                let file = dir.path().join(format!("{checked}-{key}"));
+                std::fs::write(&file, text.as_str().unwrap()).unwrap();
+                let (code, out, err) =
+                    support::celador::run(&["check", "--deny-warnings", file.to_str().unwrap()]);
+                assert_eq!(code, 0, "{name}: {key} does not pass check:\n{out}{err}");
+                checked += 1;
+            }
+        }
+    }
+    // The default policy in two sets' namespaces, the custom one in two.
+    assert_eq!(
+        checked, 3,
+        "the custom set's two namespaces and the SPIRE set's one"
+    );
+}
+
+#[test]
+fn the_chart_follows_the_conventions_of_well_kept_charts() {
+    for (name, values) in value_sets() {
+        let rendered = Rendered::of(&values);
+        for doc in &rendered.docs {
+            let labels = &doc["metadata"]["labels"];
+            for key in [
+                "app.kubernetes.io/name",
+                "app.kubernetes.io/instance",
+                "app.kubernetes.io/managed-by",
+                "helm.sh/chart",
+            ] {
+                assert!(
+                    labels[key].is_string(),
+                    "{name}: {} {} has no {key}",
+                    doc["kind"],
+                    doc["metadata"]["name"]
+                );
+            }
+            let namespace = doc["metadata"]["namespace"].as_str();
+            match doc["kind"].as_str().unwrap() {
+                "MutatingWebhookConfiguration" => assert!(namespace.is_none()),
+                "AuthorizationPolicy" | "EnvoyFilter" => {
+                    assert_eq!(namespace, Some("istio-system"))
+                }
+                "ConfigMap" if labels["app.kubernetes.io/component"] == "rules" => {}
+                _ => assert_eq!(
+                    namespace,
+                    Some(NAMESPACE),
+                    "{name}: {}",
+                    doc["metadata"]["name"]
+                ),
+            }
+        }
+        // The image: the digest when set, else the tag.
+        let image =
+            rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        match values["image"]["digest"].as_str() {
+            Some(digest) => assert_eq!(image, format!("ghcr.io/celador-dev/celador@{digest}")),
+            None => assert_eq!(image, "ghcr.io/celador-dev/celador:0.1.0"),
+        }
+        // The release namespace and kube-system are never sent to the webhook.
+        let webhook = rendered.one("MutatingWebhookConfiguration");
+        for hook in webhook["webhooks"].as_array().unwrap() {
+            let excluded = &hook["namespaceSelector"]["matchExpressions"][0];
+            assert_eq!(excluded["key"], "kubernetes.io/metadata.name");
+            assert_eq!(excluded["operator"], "NotIn");
+            for ns in ["kube-system", NAMESPACE] {
+                assert!(
+                    excluded["values"].as_array().unwrap().contains(&json!(ns)),
+                    "{name}"
+                );
+            }
+            assert_eq!(
+                hook["failurePolicy"],
+                values["webhook"]["failurePolicy"]
+                    .as_str()
+                    .unwrap_or("Fail")
+            );
+            assert_eq!(hook["sideEffects"], "None");
+            assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
+            assert_eq!(hook["clientConfig"]["service"]["path"], "/inject");
+        }
+    }
+    // No template names a namespace of its own.
+    for entry in std::fs::read_dir(repo("charts/celador/templates")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!text.contains("celador-system") && !text.contains("namespace: default"));
+    }
+}
+
+#[test]
+fn the_webhook_certificate_is_made_by_helm_or_by_cert_manager() {
+    let helm_made = Rendered::of(&json!({}));
+    let secret = helm_made.one("Secret");
+    let ca = support::base64_decode(secret["data"]["ca.crt"].as_str().unwrap());
+    let webhook = helm_made.one("MutatingWebhookConfiguration");
+    for hook in webhook["webhooks"].as_array().unwrap() {
+        assert_eq!(
+            support::base64_decode(hook["clientConfig"]["caBundle"].as_str().unwrap()),
+            ca
+        );
+    }
+    assert!(helm_made.kind("Certificate").is_empty());
+
+    let managed = Rendered::of(&json!({"certManager": {"enabled": true}}));
+    assert!(
+        managed.kind("Secret").is_empty(),
+        "cert-manager writes the Secret"
+    );
+    let webhook = managed.one("MutatingWebhookConfiguration");
+    assert_eq!(
+        webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        format!("{NAMESPACE}/celador-injector")
+    );
+    for hook in webhook["webhooks"].as_array().unwrap() {
+        assert!(hook["clientConfig"].get("caBundle").is_none());
+    }
+    let serving = managed
+        .kind("Certificate")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "celador-injector")
+        .unwrap();
+    assert_eq!(serving["spec"]["secretName"], "celador-injector-tls");
+    assert!(
+        serving["spec"]["dnsNames"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("celador-injector.celador-system.svc"))
+    );
+    let mounted = managed.one("Deployment")["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .unwrap()["secret"]["secretName"]
+        .clone();
+    assert_eq!(mounted, "celador-injector-tls");
+}
+
+#[test]
+fn istio_resources_agree_with_the_mesh_config_the_notes_print() {
+    let values = value_sets()
+        .into_iter()
+        .find(|(n, _)| *n == "istio")
+        .unwrap()
+        .1;
+    let rendered = Rendered::of(&values);
+    let entry = rendered.one("ServiceEntry");
+    assert_eq!(
+        entry["spec"]["endpoints"],
+        json!([{"address": "127.0.0.1"}])
+    );
+    assert_eq!(entry["spec"]["resolution"], "STATIC");
+    assert_eq!(entry["spec"]["ports"][0]["number"], 9191);
+    let policy = rendered.one("AuthorizationPolicy");
+    assert_eq!(policy["spec"]["action"], "CUSTOM");
+    assert_eq!(
+        policy["spec"]["selector"]["matchLabels"][celador::inject::INJECTED_LABEL],
+        "true"
+    );
+    let filter = rendered.one("EnvoyFilter");
+    assert_eq!(
+        filter["spec"]["workloadSelector"]["labels"][celador::inject::INJECTED_LABEL],
+        "true"
+    );
+    let patch = &filter["spec"]["configPatches"][0];
+    assert_eq!(patch["patch"]["operation"], "MERGE");
+    assert_eq!(
+        patch["patch"]["value"]["typed_config"]["include_peer_certificate"],
+        true
+    );
+
+    // NOTES prints the meshConfig entry; it names the provider the policy
+    // uses, at the ServiceEntry's host and port.
+    let start = rendered
+        .notes
+        .find("meshConfig:")
+        .expect("NOTES print the mesh config");
+    let block: String = rendered.notes[start..]
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("     ").unwrap_or(l)))
+        .collect();
+    let mesh = serde_saphyr_json(&block);
+    let provider = &mesh["meshConfig"]["extensionProviders"][0];
+    assert_eq!(provider["name"], policy["spec"]["provider"]["name"]);
+    assert_eq!(
+        provider["envoyExtAuthzGrpc"]["service"],
+        entry["spec"]["hosts"][0]
+    );
+    assert_eq!(
+        provider["envoyExtAuthzGrpc"]["port"],
+        entry["spec"]["ports"][0]["number"]
+    );
+    assert_eq!(provider["envoyExtAuthzGrpc"]["failOpen"], false);
+}
+
+// ---------------------------------------------------------------- the injector
+
+fn settings_of(rendered: &Rendered) -> (Settings, String) {
+    let map = rendered
+        .kind("ConfigMap")
+        .into_iter()
+        .find(|m| m["metadata"]["name"] == "celador-injector")
+        .unwrap();
+    let text = map["data"]["inject.yaml"].as_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inject.yaml");
+    std::fs::write(&path, &text).unwrap();
+    (celador::inject::load(&path).unwrap(), text)
+}
+
+fn default_settings() -> Settings {
+    settings_of(&Rendered::of(&json!({}))).0
+}
+
+fn pod(namespace: &str, extra: Value) -> Value {
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "web-7d4b9c-", "namespace": namespace, "labels": {"app": "web"}},
+        "spec": {"serviceAccountName": "web", "containers": [{"name": "app", "image": "hashicorp/http-echo:1.0"}]}
+    });
+    merge(&mut pod, &extra);
+    pod
+}
+
+fn merge(into: &mut Value, from: &Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (slot, value) => *slot = value.clone(),
+    }
+}
+
+fn review(pod: &Value, operation: &str) -> Vec<u8> {
+    let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("shop");
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace, "operation": operation,
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "uid": "1", "groups": ["system:serviceaccounts"]},
+            "object": pod, "oldObject": null, "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Answers `body`; returns the response, the outcome and the patched pod.
+fn admit(body: &[u8], pod: &Value, settings: &Settings) -> (Value, Outcome, Value) {
+    let (review, outcome) = answer(body, settings);
+    let review: Value = serde_json::from_slice(&encode(&review).unwrap()).unwrap();
+    let response = review["response"].clone();
+    let mut patched = pod.clone();
+    if let Some(patch) = response["patch"].as_str() {
+        assert_eq!(response["patchType"], "JSONPatch");
+        let patch: json_patch::Patch =
+            serde_json::from_slice(&support::base64_decode(patch)).unwrap();
+        json_patch::patch(&mut patched, &patch).unwrap();
+    }
+    assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(review["kind"], "AdmissionReview");
+    (response, outcome, patched)
+}
+
+#[test]
+fn the_injector_adds_a_locked_down_native_sidecar() {
+    let settings = default_settings();
+    let pod = pod("shop", json!({}));
+    let (response, outcome, injected) = admit(&review(&pod, "CREATE"), &pod, &settings);
+    assert_eq!(outcome, Outcome::Injected);
+    assert_eq!(response["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(response["allowed"], true);
+    let sidecar = &injected["spec"]["initContainers"][0];
+    assert_eq!(sidecar["name"], "celador");
+    assert_eq!(sidecar["restartPolicy"], "Always");
+    assert_eq!(sidecar["command"], json!(["/usr/local/bin/celador"]));
+    assert_eq!(
+        sidecar["args"],
+        json!(["serve", "--config-env", "CELADOR_CONFIG"])
+    );
+    let security = &sidecar["securityContext"];
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(sidecar["startupProbe"]["grpc"]["port"], 9192);
+    assert_eq!(sidecar["readinessProbe"]["grpc"]["port"], 9192);
+    assert_eq!(sidecar["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(sidecar["resources"]["requests"]["memory"], "24Mi");
+    let env: Vec<&str> = sidecar["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        env,
+        [
+            "POD_NAME",
+            "POD_NAMESPACE",
+            "POD_SERVICE_ACCOUNT",
+            "CELADOR_CONFIG"
+        ]
+    );
+    let config: Value = serde_json::from_str(sidecar["env"][3]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        config["listen"], "127.0.0.1:9191",
+        "ext_authz stays on the loopback"
+    );
+    assert_eq!(config["policy"], "/etc/celador/rules/policy.yaml");
+    assert_eq!(
+        config["trust_domains"]["cluster.local"]["bundle"],
+        "/etc/celador/bundle/root-cert.pem"
+    );
+    assert_eq!(config["workload"]["downward_api"], "/etc/celador/podinfo");
+    let volumes = injected["spec"]["volumes"].as_array().unwrap();
+    let volume = |name: &str| volumes.iter().find(|v| v["name"] == name).unwrap().clone();
+    assert_eq!(
+        volume("celador-rules")["configMap"]["name"],
+        "celador-rules"
+    );
+    assert_eq!(
+        volume("celador-bundle")["configMap"]["name"],
+        "istio-ca-root-cert"
+    );
+    assert_eq!(
+        volume("celador-podinfo")["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"],
+        "metadata.labels"
+    );
+    assert_eq!(
+        injected["metadata"]["annotations"][celador::inject::STATUS_ANNOTATION],
+        "injected"
+    );
+    assert_eq!(
+        injected["metadata"]["labels"][celador::inject::INJECTED_LABEL],
+        "true"
+    );
+    assert_eq!(injected["metadata"]["labels"]["app"], "web");
+    // The app container is untouched.
+    assert_eq!(injected["spec"]["containers"], pod["spec"]["containers"]);
+}
+
+#[test]
+fn the_injector_keeps_existing_init_containers_volumes_and_unknown_fields() {
+    let settings = default_settings();
+    let pod = pod(
+        "shop",
+        json!({"metadata": {"annotations": {"team": "payments"}},
+            "spec": {"initContainers": [{"name": "migrate", "image": "migrate:1"}],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "someFieldFromKubernetes1_40": {"kept": true}}}),
+    );
+    let (_, outcome, injected) = admit(&review(&pod, "CREATE"), &pod, &settings);
+    assert_eq!(outcome, Outcome::Injected);
+    let init: Vec<&str> = injected["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(init, ["celador", "migrate"], "celador starts first");
+    let volumes: Vec<&str> = injected["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        volumes,
+        ["data", "celador-rules", "celador-podinfo", "celador-bundle"]
+    );
+    assert_eq!(injected["metadata"]["annotations"]["team"], "payments");
+    assert_eq!(
+        injected["spec"]["someFieldFromKubernetes1_40"],
+        json!({"kept": true})
+    );
+}
+
+#[test]
+fn the_injector_is_idempotent_and_skips_what_it_must() {
+    let settings = default_settings();
+    // Injected once; the result sent again is left alone.
+    let pod = pod("shop", json!({}));
+    let (_, _, injected) = admit(&review(&pod, "CREATE"), &pod, &settings);
+    let (response, outcome, again) = admit(&review(&injected, "CREATE"), &injected, &settings);
+    assert_eq!(outcome, Outcome::Skipped("the pod already has celador"));
+    assert!(response.get("patch").is_none());
+    assert_eq!(again, injected);
+    // The same for a pod that carries celador by hand.
+    let by_hand = pod_with_container("shop", "celador");
+    let (_, outcome, _) = admit(&review(&by_hand, "CREATE"), &by_hand, &settings);
+    assert_eq!(outcome, Outcome::Skipped("the pod already has celador"));
+
+    let cases = [
+        (pod_in("kube-system"), "CREATE", "the namespace is excluded"),
+        (pod_in(NAMESPACE), "CREATE", "the namespace is excluded"),
+        (pod_annotated("disabled"), "CREATE", "the pod opts out"),
+        (
+            pod_host_network(),
+            "CREATE",
+            "the pod uses the host's network, where celador's ports would be the node's",
+        ),
+        (pod_in("shop"), "UPDATE", "not a pod creation"),
+    ];
+    for (pod, operation, reason) in cases {
+        let (response, outcome, after) = admit(&review(&pod, operation), &pod, &settings);
+        assert_eq!(outcome, Outcome::Skipped(reason));
+        assert_eq!(response["allowed"], true, "a skipped pod is never blocked");
+        assert!(response.get("patch").is_none());
+        assert_eq!(after, pod);
+    }
+}
+
+fn pod_in(namespace: &str) -> Value {
+    pod(namespace, json!({}))
+}
+fn pod_annotated(value: &str) -> Value {
+    pod(
+        "shop",
+        json!({"metadata": {"annotations": {celador::inject::INJECT_KEY: value}}}),
+    )
+}
+fn pod_host_network() -> Value {
+    pod("shop", json!({"spec": {"hostNetwork": true}}))
+}
+fn pod_with_container(namespace: &str, name: &str) -> Value {
+    let mut pod = pod(namespace, json!({}));
+    pod["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": name, "image": "x"}));
+    pod
+}
+
+#[test]
+fn the_rules_annotation_names_another_config_map() {
+    let settings = default_settings();
+    let pod = pod(
+        "shop",
+        json!({"metadata": {"annotations": {celador::inject::RULES_ANNOTATION: "payments-rules"}}}),
+    );
+    let (_, outcome, injected) = admit(&review(&pod, "CREATE"), &pod, &settings);
+    assert_eq!(outcome, Outcome::Injected);
+    let rules = injected["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "celador-rules")
+        .unwrap()
+        .clone();
+    assert_eq!(rules["configMap"]["name"], "payments-rules");
+}
+
+#[test]
+fn bad_input_gets_an_admission_error_never_a_crash() {
+    let settings = default_settings();
+    let refused = |body: &[u8]| {
+        let (review, outcome) = answer(body, &settings);
+        let review: Value = serde_json::from_slice(&encode(&review).unwrap()).unwrap();
+        assert_eq!(review["kind"], "AdmissionReview");
+        assert_eq!(review["response"]["allowed"], false, "{review}");
+        let message = review["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.starts_with("celador inject: "), "{message}");
+        (outcome, message)
+    };
+    for garbage in [
+        &b""[..],
+        b"\xff\xfe\x00",
+        b"{",
+        b"[]",
+        b"{\"request\": 5}",
+        b"null",
+    ] {
+        let (outcome, message) = refused(garbage);
+        assert!(matches!(outcome, Outcome::Invalid(_)), "{outcome:?}");
+        assert!(message.contains("AdmissionReview"), "{message}");
+    }
+    let (outcome, _) = refused(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#);
+    assert!(matches!(outcome, Outcome::Invalid(_)));
+    // A bad rules annotation and a volume name clash: refused, with why.
+    let annotated = pod(
+        "shop",
+        json!({"metadata": {"annotations": {celador::inject::RULES_ANNOTATION: "Rules_With_Caps"}}}),
+    );
+    let (_, message) = refused(&review(&annotated, "CREATE"));
+    assert!(
+        message.contains("celador.io/rules") && message.contains("Rules_With_Caps"),
+        "{message}"
+    );
+    let clashing = pod(
+        "shop",
+        json!({"spec": {"volumes": [{"name": "celador-rules", "emptyDir": {}}]}}),
+    );
+    let (_, message) = refused(&review(&clashing, "CREATE"));
+    assert!(message.contains("'celador-rules'"), "{message}");
+    let mut broken = pod_in("shop");
+    broken["spec"]["volumes"] = json!("not a list");
+    let (_, message) = refused(&review(&broken, "CREATE"));
+    assert!(message.contains("/spec/volumes"), "{message}");
+    // A review of something else is let through unchanged.
+    let mut other: Value = serde_json::from_slice(&review(&pod_in("shop"), "CREATE")).unwrap();
+    other["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+    let (review, outcome) = answer(other.to_string().as_bytes(), &settings);
+    assert_eq!(outcome, Outcome::Skipped("not a pod"));
+    assert_eq!(
+        serde_json::to_value(&review).unwrap()["response"]["allowed"],
+        true
+    );
+}
+
+#[test]
+fn the_injector_refuses_settings_that_would_not_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inject.yaml");
+    std::fs::write(
+        &path,
+        "image: ''\nrules: {config_map: Bad_Name}\ntrust_domain: 'Upper.Case'\nbundle: {secret: {name: s, key: 'a/b'}}\n\
+         ports: {grpc: 9191, health: 9191}\nrun_as_user: 0\nresources: {requests: {cpu: lots}}\nconfig: {listen: '0.0.0.0:1'}\n",
+    )
+    .unwrap();
+    let (code, _, err) = support::celador::run(&[
+        "inject",
+        "--config",
+        path.to_str().unwrap(),
+        "--pod",
+        "/dev/null",
+    ]);
+    assert_eq!(code, 64, "{err}");
+    for problem in [
+        "image:",
+        "rules.config_map:",
+        "trust_domain:",
+        "bundle: key:",
+        "ports:",
+        "run_as_user:",
+        "resources: requests.cpu:",
+        "config.listen:",
+    ] {
+        assert!(err.contains(problem), "no {problem} in:\n{err}");
+    }
+    // A sidecar config the sidecar would refuse stops the injector too.
+    std::fs::write(
+        &path,
+        "image: x\nrules: {config_map: r}\ntrust_domain: example.org\nbundle: {config_map: {name: b, key: b.pem}}\nconfig: {cache: {decision_ttl: forever}}\n",
+    )
+    .unwrap();
+    let (code, _, err) = support::celador::run(&[
+        "inject",
+        "--config",
+        path.to_str().unwrap(),
+        "--pod",
+        "/dev/null",
+    ]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("the sidecar's config would not load") && err.contains("decision_ttl"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------- HTTPS
+
+/// Writes a serving certificate for the injector's Service name, signed by
+/// `ca`, into `dir` as tls.crt and tls.key.
+fn serving_cert(ca: &Ca, dir: &Path) -> Leaf {
+    let leaf = ca
+        .leaf()
+        .dns("celador-injector.celador-system.svc")
+        .common_name("celador-injector")
+        .build();
+    // Written beside and renamed, as the kubelet swaps a Secret's files.
+    std::fs::write(dir.join("tls.crt.new"), &leaf.pem).unwrap();
+    std::fs::write(dir.join("tls.key.new"), &leaf.key_pem).unwrap();
+    std::fs::rename(dir.join("tls.key.new"), dir.join("tls.key")).unwrap();
+    std::fs::rename(dir.join("tls.crt.new"), dir.join("tls.crt")).unwrap();
+    leaf
+}
+
+/// POSTs `body` to the webhook as the API server does, trusting `ca_pem`
+/// for the Service's name; returns the status, the JSON and the server's
+/// certificate.
+fn post(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, Value, Vec<u8>) {
+    use rustls_pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name =
+        rustls_pki_types::ServerName::try_from("celador-injector.celador-system.svc").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: celador-injector.celador-system.svc\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw);
+    let peer = tls.conn.peer_certificates().unwrap()[0].to_vec();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let json = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| serde_json::from_str(b).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    (status, json, peer)
+}
+
+struct Webhook {
+    _process: Running,
+    addr: std::net::SocketAddr,
+}
+
+fn start_webhook(settings: &Path, tls: &Path, log: &Path) -> Webhook {
+    let port = support::kubelet::free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let log_file = std::fs::File::create(log).unwrap();
+    let child = Command::new(support::celador::binary())
+        .args(["inject", "--config"])
+        .arg(settings)
+        .args([
+            "--listen",
+            &addr.to_string(),
+            "--tls-reload-interval",
+            "100ms",
+            "--tls-cert",
+        ])
+        .arg(tls.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(tls.join("tls.key"))
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let process = Running(child);
+    let up = support::wait_for(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(addr).ok()
+    });
+    assert!(
+        up.is_some(),
+        "the webhook did not listen:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    Webhook {
+        _process: process,
+        addr,
+    }
+}
+
+#[test]
+fn the_webhook_answers_over_https_and_reloads_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, text) = settings_of(&Rendered::of(&json!({})));
+    std::fs::write(dir.path().join("inject.yaml"), text).unwrap();
+    let ca = Ca::root("webhook-ca");
+    let first = serving_cert(&ca, dir.path());
+    let webhook = start_webhook(
+        &dir.path().join("inject.yaml"),
+        dir.path(),
+        &dir.path().join("log"),
+    );
+
+    let pod = pod_in("shop");
+    let (status, body, peer) = post(webhook.addr, &ca.pem, "/inject", &review(&pod, "CREATE"));
+    assert_eq!(status, 200);
+    assert_eq!(peer, first.der);
+    assert_eq!(body["response"]["allowed"], true);
+    assert_eq!(
+        body["response"]["uid"],
+        "705ab4f5-6393-11e8-b7cc-42010a800002"
+    );
+    assert_eq!(body["response"]["patchType"], "JSONPatch");
+    // Garbage gets an AdmissionReview error, and the webhook lives on.
+    let (status, body, _) = post(webhook.addr, &ca.pem, "/inject", b"\x00garbage");
+    assert_eq!(status, 200);
+    assert_eq!(body["response"]["allowed"], false);
+    let (status, _, _) = post(webhook.addr, &ca.pem, "/elsewhere", b"{}");
+    assert_eq!(status, 404);
+    // Too large a body: refused with a message, not read to the end.
+    let huge = vec![b' '; celador::inject::webhook::MAX_BODY_BYTES + 1];
+    let (_, body, _) = post(webhook.addr, &ca.pem, "/inject", &huge);
+    assert_eq!(body["response"]["allowed"], false);
+
+    // The Secret rotates: new connections get the new certificate.
+    let second = serving_cert(&ca, dir.path());
+    let rotated = support::wait_for(Duration::from_secs(10), || {
+        let (_, _, peer) = post(webhook.addr, &ca.pem, "/inject", &review(&pod, "CREATE"));
+        (peer == second.der).then_some(())
+    });
+    assert!(rotated.is_some(), "the new certificate was not served");
+    // A half-written pair is not taken: the last good one stays.
+    std::fs::write(
+        dir.path().join("tls.key"),
+        "-----BEGIN PRIVATE KEY-----\ngarbage\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let (status, _, peer) = post(webhook.addr, &ca.pem, "/inject", &review(&pod, "CREATE"));
+    assert_eq!((status, peer), (200, second.der));
+}
+
+// ---------------------------------------------------------------- running it
+
+/// The test SPIRE agent's PKI: the trust domain's root, the caller's SVID,
+/// and the workload Envoy's SVID (with `localhost`, which the test client
+/// checks).
+struct Mesh {
+    root: Ca,
+    client: support::https::ClientCert,
+    server: Leaf,
+}
+
+impl Mesh {
+    fn new(trust_domain: &str, caller: &str) -> Mesh {
+        let root = Ca::root(trust_domain);
+        let client = root.svid(&format!("spiffe://{trust_domain}{caller}"));
+        let server = root
+            .leaf()
+            .uri(&format!("spiffe://{trust_domain}/ns/shop/sa/web"))
+            .dns("localhost")
+            .build();
+        Mesh {
+            client: support::https::ClientCert {
+                chain_pem: client.pem.clone(),
+                key_pem: client.key_pem.clone(),
+            },
+            root,
+            server,
+        }
+    }
+}
+
+/// Sends an allowed and a denied request through `envoy_addr`; the first
+/// reaches the app, the second does not.
+fn allowed_reaches_the_app_and_denied_does_not(
+    envoy_addr: std::net::SocketAddr,
+    mesh: &Mesh,
+    upstream: &support::upstream::Upstream,
+    server_ca: &str,
+) {
+    let allowed = support::wait_for(Duration::from_secs(20), || {
+        let reply = support::https::tls(
+            envoy_addr,
+            server_ca,
+            Some(&mesh.client),
+            &support::https::Call::get("/catalogue/shoes?m=allowed"),
+        );
+        (reply.status == 200).then_some(reply)
+    });
+    let allowed = allowed.unwrap_or_else(|| {
+        let reply = support::https::tls(
+            envoy_addr,
+            server_ca,
+            Some(&mesh.client),
+            &support::https::Call::get("/catalogue/shoes?m=allowed"),
+        );
+        panic!(
+            "the allowed request was not let through: {} {:?} {}",
+            reply.status, reply.headers, reply.body
+        )
+    });
+    assert_eq!(allowed.body, "upstream ok");
+    assert!(!upstream.requests_with("m=allowed").is_empty());
+    let denied = support::https::tls(
+        envoy_addr,
+        server_ca,
+        Some(&mesh.client),
+        &support::https::Call::get("/admin/users?m=denied"),
+    );
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.header("x-celador-reason"), Some("denied_by_rule"));
+    assert!(
+        upstream.requests_with("m=denied").is_empty(),
+        "a denied request reached the app"
+    );
+}
+
+/// `GET path` over plain HTTP: the status and body, or `None` when
+/// nothing answers (yet).
+fn try_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw).ok()?;
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        status,
+        raw.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default(),
+    ))
+}
+
+fn wait_ready(kubelet: &Kubelet, admin_port: u16, container: &str) {
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", kubelet.ports[&admin_port])
+        .parse()
+        .unwrap();
+    let ready = support::wait_for(Duration::from_secs(20), || {
+        try_get(admin, "/readyz").filter(|(status, _)| *status == 200)
+    });
+    assert!(
+        ready.is_some(),
+        "{container} is not ready; its log:\n{}",
+        kubelet.log(container)
+    );
+}
+
+fn wait_envoy(kubelet: &Kubelet, admin_port: u16) {
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", kubelet.ports[&admin_port])
+        .parse()
+        .unwrap();
+    let ready = support::wait_for(Duration::from_secs(30), || {
+        try_get(admin, "/ready")
+            .filter(|(status, body)| *status == 200 && body.lines().any(|l| l.trim() == "LIVE"))
+    });
+    if ready.is_none() {
+        let get = |path: &str| {
+            try_get(admin, path)
+                .map(|(_, body)| body)
+                .unwrap_or_default()
+        };
+        panic!(
+            "Envoy is not ready ({}); its SDS secrets:\n{}\nclusters:\n{}\nits log:\n{}",
+            get("/ready"),
+            get("/config_dump?resource=dynamic_warming_secrets"),
+            get("/clusters"),
+            kubelet.log("envoy")
+        );
+    }
+}
+
+fn k8s_docs(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(repo(file)).unwrap();
+    text.split("\n---\n")
+        .filter(|d| d.contains("kind:"))
+        .map(serde_saphyr_json)
+        .collect()
+}
+
+fn pod_of(deployment: &Value, namespace: &str) -> Value {
+    let template = &deployment["spec"]["template"];
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("{}-7d4b9c-x2x9q", deployment["metadata"]["name"].as_str().unwrap()),
+            "namespace": namespace, "labels": template["metadata"]["labels"]},
+        "spec": template["spec"]})
+}
+
+/// The chart's injector Deployment run as the kubelet would, and its
+/// answer for `pod` over HTTPS, checked with the caBundle the API server
+/// would use: the injected pod.
+fn inject_through_the_chart(rendered: &Rendered, pod: &Value) -> Value {
+    let deployment = rendered.one("Deployment");
+    let injector_pod = pod_of(deployment, NAMESPACE);
+    let objects: Vec<Value> = rendered.docs.clone();
+    let kubelet = Kubelet::new(injector_pod, NAMESPACE, objects, &[8443], &[]);
+    let _injector = Running(kubelet.start("injector"));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", kubelet.ports[&8443])
+        .parse()
+        .unwrap();
+    let up = support::wait_for(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(addr).ok()
+    });
+    assert!(
+        up.is_some(),
+        "the injector did not listen:\n{}",
+        kubelet.log("injector")
+    );
+    let webhook = rendered.one("MutatingWebhookConfiguration");
+    let ca = String::from_utf8(support::base64_decode(
+        webhook["webhooks"][0]["clientConfig"]["caBundle"]
+            .as_str()
+            .unwrap(),
+    ))
+    .unwrap();
+    let path = webhook["webhooks"][0]["clientConfig"]["service"]["path"]
+        .as_str()
+        .unwrap();
+    let (status, body, _) = post(addr, &ca, path, &review(pod, "CREATE"));
+    assert_eq!(status, 200);
+    let response = &body["response"];
+    assert_eq!(response["allowed"], true, "{body}");
+    let patch: json_patch::Patch =
+        serde_json::from_slice(&support::base64_decode(response["patch"].as_str().unwrap()))
+            .unwrap();
+    let mut injected = pod.clone();
+    json_patch::patch(&mut injected, &patch).unwrap();
+    injected
+}
+
+fn plain_envoy_rules_values(trust_domain: &str) -> Value {
+    let docs = k8s_docs("k8s/plain-envoy.yaml");
+    let rules = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "celador-rules")
+        .unwrap();
+    json!({"trustDomain": trust_domain, "bundle": {"source": "workloadApi"},
+        "rules": {"namespaces": ["shop"], "policy": rules["data"]["policy.yaml"]}})
+}
+
+#[test]
+fn the_chart_and_its_injector_run_as_the_kubelet_would_behind_a_plain_envoy() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    // The chart with SPIRE's CSI driver; the sample Deployment is the
+    // k8s/ one without its hand-written celador, labelled for injection.
+    let rendered = Rendered::of(&plain_envoy_rules_values("example.org"));
+    let docs = k8s_docs("k8s/plain-envoy.yaml");
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let mut pod = pod_of(deployment, "shop");
+    pod["spec"]["initContainers"] = json!([]);
+    pod["metadata"]["labels"][celador::inject::INJECT_KEY] = json!("enabled");
+    pod["spec"]["volumes"] = json!(
+        pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| !v["name"].as_str().unwrap().starts_with("celador"))
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    let injected = inject_through_the_chart(&rendered, &pod);
+    run_plain_envoy_pod(injected, rendered.docs.clone(), &docs);
+}
+
+#[test]
+fn the_plain_envoy_manifests_run_as_the_kubelet_would() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let docs = k8s_docs("k8s/plain-envoy.yaml");
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    run_plain_envoy_pod(pod_of(deployment, "shop"), Vec::new(), &docs);
+}
+
+/// Runs celador and Envoy of `pod` (from k8s/plain-envoy.yaml, or the
+/// injector's version of it) with a test SPIRE agent on the CSI socket.
+fn run_plain_envoy_pod(pod: Value, mut objects: Vec<Value>, k8s: &[Value]) {
+    objects.extend(k8s.iter().filter(|d| d["kind"] == "ConfigMap").cloned());
+    let upstream = support::upstream::Upstream::start();
+    let kubelet = Kubelet::new(
+        pod,
+        "shop",
+        objects,
+        &[9191, 9192, 9901, 9902, 8443],
+        &[(8080, upstream.addr.port())],
+    );
+    let mesh = Mesh::new("example.org", "/ns/shop/sa/frontend");
+    let socket = kubelet.host_path("/spiffe-workload-api/spire-agent.sock");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let _agent = support::workload_api::WorkloadApi::start_agent(
+        &socket,
+        support::workload_api::bundles_for("example.org", &[&mesh.root.der], None),
+        support::sds::Sds {
+            svid_pem: mesh.server.pem.clone(),
+            key_pem: mesh.server.key_pem.clone(),
+            bundle_pem: mesh.root.pem.clone(),
+        },
+    );
+    let _celador = Running(kubelet.start("celador"));
+    wait_ready(&kubelet, 9901, "celador");
+    let _envoy = Running(kubelet.start("envoy"));
+    wait_envoy(&kubelet, 9902);
+    let envoy: std::net::SocketAddr = format!("127.0.0.1:{}", kubelet.ports[&8443])
+        .parse()
+        .unwrap();
+    allowed_reaches_the_app_and_denied_does_not(envoy, &mesh, &upstream, &mesh.root.pem);
+    // celador saw the workload as the kubelet describes it.
+    let audit: Vec<Value> = kubelet
+        .log("celador")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &Value| v.get("decision").is_some() || v.get("outcome").is_some())
+        .collect();
+    assert!(
+        !audit.is_empty(),
+        "no audit record:\n{}",
+        kubelet.log("celador")
+    );
+}
+
+// ---------------------------------------------------------------- Istio
+
+/// The inbound listener Istio generates for a workload under a CUSTOM
+/// AuthorizationPolicy with an `envoyExtAuthzGrpc` provider: the SVID and
+/// root over SDS from istio-agent, Istio's RBAC filter in shadow mode
+/// marking the requests the policy selects, then ext_authz, enabled by that
+/// mark, calling the provider's `outbound|port||host` cluster. As in
+/// Istio's own golden output, it does not set `include_peer_certificate`.
+fn istio_inbound(
+    mesh_config: &Value,
+    provider_cluster_port: u16,
+    listen: u16,
+    app: u16,
+    sds_socket: &Path,
+) -> Value {
+    let provider = &mesh_config["meshConfig"]["extensionProviders"][0];
+    let host = provider["envoyExtAuthzGrpc"]["service"].as_str().unwrap();
+    let port = provider["envoyExtAuthzGrpc"]["port"].as_u64().unwrap();
+    let cluster = format!("outbound|{port}||{host}");
+    let sds = |name: &str| {
+        json!({"name": name, "sds_config": {"resource_api_version": "V3", "api_config_source": {
+        "api_type": "GRPC", "transport_api_version": "V3", "grpc_services": [{"envoy_grpc": {"cluster_name": "sds-grpc"}}]}}})
+    };
+    let http2 = json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}}}});
+    let endpoint = |address: Value| json!([{"lb_endpoints": [{"endpoint": {"address": address}}]}]);
+    let rbac = json!({"name": "envoy.filters.http.rbac", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "shadow_rules": {"action": "DENY", "policies": {
+            "istio-ext-authz-ns[istio-system]-policy[celador]-rule[0]": {
+                "permissions": [{"and_rules": {"rules": [{"any": true}]}}],
+                "principals": [{"and_ids": {"ids": [{"any": true}]}}]}}},
+        "shadow_rules_stat_prefix": "istio_ext_authz_"}});
+    let ext_authz = json!({"name": "envoy.filters.http.ext_authz", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "grpc_service": {"envoy_grpc": {"cluster_name": cluster, "authority": format!("outbound_.{port}_._.{host}")},
+            "timeout": provider["envoyExtAuthzGrpc"]["timeout"]},
+        "transport_api_version": "V3",
+        "filter_enabled_metadata": {"filter": "envoy.filters.http.rbac",
+            "path": [{"key": "istio_ext_authz_shadow_effective_policy_id"}],
+            "value": {"string_match": {"prefix": "istio-ext-authz"}}}}});
+    let router = json!({"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}});
+    let hcm = json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "inbound_0.0.0.0_8080",
+            "forward_client_cert_details": "APPEND_FORWARD",
+            "set_current_client_cert_details": {"subject": true, "dns": true, "uri": true},
+            "normalize_path": true,
+            "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
+            "route_config": {"name": "inbound|8080||", "virtual_hosts": [{"name": "inbound|http|8080", "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "inbound|8080||"}}]}]},
+            "http_filters": [rbac, ext_authz, router]
+        }
+    });
+    let tls = json!({"name": "envoy.transport_sockets.tls", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+    "require_client_certificate": true,
+    "common_tls_context": {
+        "alpn_protocols": ["h2", "http/1.1"],
+        "tls_certificate_sds_secret_configs": [sds("default")],
+        "combined_validation_context": {"default_validation_context": {}, "validation_context_sds_secret_config": sds("ROOTCA")}
+    }}});
+    let listener = json!({
+        "name": "virtualInbound",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
+        "filter_chains": [{"transport_socket": tls, "filters": [hcm]}]
+    });
+    let clusters = json!([
+        {"name": cluster, "type": "STATIC", "connect_timeout": "1s", "typed_extension_protocol_options": http2,
+         "load_assignment": {"cluster_name": cluster, "endpoints": endpoint(json!({"socket_address": {"address": "127.0.0.1", "port_value": provider_cluster_port}}))}},
+        {"name": "inbound|8080||", "type": "STATIC", "connect_timeout": "1s",
+         "load_assignment": {"cluster_name": "inbound|8080||", "endpoints": endpoint(json!({"socket_address": {"address": "127.0.0.1", "port_value": app}}))}},
+        {"name": "sds-grpc", "type": "STATIC", "connect_timeout": "1s", "typed_extension_protocol_options": http2,
+         "load_assignment": {"cluster_name": "sds-grpc", "endpoints": endpoint(json!({"pipe": {"path": sds_socket.display().to_string()}}))}}
+    ]);
+    json!({
+        "node": {"id": "sidecar~10.0.0.7~catalogue-7d4b9c-x2x9q.shop~shop.svc.cluster.local", "cluster": "catalogue.shop"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {"listeners": [listener], "clusters": clusters}
+    })
+}
+
+/// Applies an EnvoyFilter's MERGE patches as Istio does: the patch's
+/// `typed_config` merged field by field (protobuf merge: messages merge,
+/// scalars replace) into the matching filter of the inbound listener.
+fn apply_envoy_filter(config: &mut Value, filter: &Value) {
+    let chain = &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0];
+    for patch in filter["spec"]["configPatches"].as_array().unwrap() {
+        assert_eq!(patch["match"]["context"], "SIDECAR_INBOUND");
+        assert_eq!(patch["patch"]["operation"], "MERGE");
+        let network = &patch["match"]["listener"]["filterChain"]["filter"];
+        assert_eq!(network["name"], chain["name"]);
+        let value = &patch["patch"]["value"];
+        match patch["applyTo"].as_str().unwrap() {
+            "HTTP_FILTER" => {
+                let name = network["subFilter"]["name"].as_str().unwrap();
+                let http = chain["typed_config"]["http_filters"]
+                    .as_array_mut()
+                    .unwrap()
+                    .iter_mut()
+                    .find(|f| f["name"] == name)
+                    .unwrap();
+                assert_eq!(
+                    http["typed_config"]["@type"], value["typed_config"]["@type"],
+                    "Istio merges only the same type"
+                );
+                merge(&mut http["typed_config"], &value["typed_config"]);
+            }
+            "NETWORK_FILTER" => {
+                assert_eq!(
+                    chain["typed_config"]["@type"],
+                    value["typed_config"]["@type"]
+                );
+                merge(&mut chain["typed_config"], &value["typed_config"]);
+            }
+            other => panic!("unexpected applyTo {other}"),
+        }
+    }
+}
+
+/// Renders the chart with `values`, injects k8s/istio.yaml's workload, runs
+/// its celador as the kubelet would (the bundle from istio-ca-root-cert),
+/// and puts an Istio-generated inbound listener in front, with or without
+/// the chart's EnvoyFilter merged in. Returns the reply to a GET of `path`
+/// by `client`, and whether the app saw it.
+struct IstioPod {
+    kubelet: Kubelet,
+    _celador: Running,
+    _agent: support::workload_api::WorkloadApi,
+    rendered: Rendered,
+    mesh_config: Value,
+    upstream: support::upstream::Upstream,
+    root: Ca,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl IstioPod {
+    fn start(values: Value) -> IstioPod {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let rendered = Rendered::of(&values);
+        let docs = k8s_docs("k8s/istio.yaml");
+        let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        let injected = inject_through_the_chart(&rendered, &pod_of(deployment, "shop"));
+        let root = Ca::root("cluster.local");
+        let mut objects = rendered.docs.clone();
+        objects.extend(docs.iter().filter(|d| d["kind"] == "ConfigMap").cloned());
+        // Istio publishes its root in every namespace.
+        objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "istio-ca-root-cert", "namespace": "shop"}, "data": {"root-cert.pem": root.pem}}));
+        let upstream = support::upstream::Upstream::start();
+        let kubelet = Kubelet::new(injected, "shop", objects, &[9191, 9192, 9901], &[]);
+        let celador = Running(kubelet.start("celador"));
+        wait_ready(&kubelet, 9901, "celador");
+        let server = root
+            .leaf()
+            .uri("spiffe://cluster.local/ns/shop/sa/catalogue")
+            .dns("localhost")
+            .build();
+        let socket = kubelet.host_path("/var/run/secrets/workload-spiffe-uds/socket");
+        std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+        let agent = {
+            let _guard = runtime.enter();
+            support::workload_api::WorkloadApi::start_agent(
+                &socket,
+                support::workload_api::Bundles::default(),
+                support::sds::Sds {
+                    svid_pem: server.pem.clone(),
+                    key_pem: server.key_pem.clone(),
+                    bundle_pem: root.pem.clone(),
+                },
+            )
+        };
+        let start = rendered.notes.find("meshConfig:").unwrap();
+        let block: String = rendered.notes[start..]
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(|l| format!("{}\n", l.strip_prefix("     ").unwrap_or(l)))
+            .collect();
+        let mesh_config = serde_saphyr_json(&block);
+        IstioPod {
+            kubelet,
+            _celador: celador,
+            _agent: agent,
+            rendered,
+            mesh_config,
+            upstream,
+            root,
+            runtime,
+        }
+    }
+
+    /// Envoy as Istio configures it, `patched` with the chart's EnvoyFilter.
+    fn envoy(&self, patched: bool) -> support::envoy::Envoy {
+        let entry = self.rendered.one("ServiceEntry");
+        assert_eq!(entry["spec"]["endpoints"][0]["address"], "127.0.0.1");
+        let port = entry["spec"]["ports"][0]["number"].as_u64().unwrap() as u16;
+        let mut config = istio_inbound(
+            &self.mesh_config,
+            self.kubelet.ports[&port],
+            0,
+            self.upstream.addr.port(),
+            &self
+                .kubelet
+                .host_path("/var/run/secrets/workload-spiffe-uds/socket"),
+        );
+        if patched {
+            apply_envoy_filter(&mut config, self.rendered.one("EnvoyFilter"));
+        }
+        let dir = self.kubelet.root.path().join(if patched {
+            "envoy-patched"
+        } else {
+            "envoy-istio"
+        });
+        std::fs::create_dir_all(&dir).unwrap();
+        support::envoy::Envoy::start(&config.to_string(), &dir)
+    }
+
+    fn get(
+        &self,
+        envoy: &support::envoy::Envoy,
+        client: &support::https::ClientCert,
+        path: &str,
+    ) -> support::https::Reply {
+        support::https::tls(
+            envoy.listener("virtualInbound"),
+            &self.root.pem,
+            Some(client),
+            &support::https::Call::get(path),
+        )
+    }
+}
+
+fn client_of(leaf: &Leaf, intermediates: &[&Ca]) -> support::https::ClientCert {
+    let mut chain = leaf.pem.clone();
+    for ca in intermediates {
+        chain.push_str(&ca.pem);
+    }
+    support::https::ClientCert {
+        chain_pem: chain,
+        key_pem: leaf.key_pem.clone(),
+    }
+}
+
+#[test]
+fn istio_wiring_delivers_the_peer_certificate_to_celador() {
+    let values =
+        serde_saphyr_json(&std::fs::read_to_string(repo("k8s/istio-values.yaml")).unwrap());
+    let pod = IstioPod::start(values);
+    let frontend = pod.root.svid("spiffe://cluster.local/ns/shop/sa/frontend");
+    let client = client_of(&frontend, &[]);
+
+    // As Istio generates it, celador never sees the caller's certificate.
+    let unpatched = pod.envoy(false);
+    let reply = pod.get(&unpatched, &client, "/catalogue/shoes?m=unpatched");
+    assert_eq!(
+        (reply.status, reply.header("x-celador-reason")),
+        (401, Some("svid_missing"))
+    );
+    assert!(pod.upstream.requests_with("m=unpatched").is_empty());
+    drop(unpatched);
+
+    // With the chart's EnvoyFilter merged in, it does.
+    let envoy = pod.envoy(true);
+    allowed_reaches_the_app_and_denied_does_not(
+        envoy.listener("virtualInbound"),
+        &Mesh {
+            client,
+            server: frontend.clone(),
+            root: Ca::root("unused"),
+        },
+        &pod.upstream,
+        &pod.root.pem,
+    );
+    let stranger = client_of(
+        &pod.root.svid("spiffe://cluster.local/ns/other/sa/frontend"),
+        &[],
+    );
+    let reply = pod.get(&envoy, &stranger, "/catalogue/shoes?m=stranger");
+    assert_eq!(
+        (reply.status, reply.header("x-celador-reason")),
+        (403, Some("no_allow_rule"))
+    );
+    drop(pod.runtime);
+}
+
+#[test]
+fn istio_with_a_plugged_in_intermediate_ca_needs_the_forwarded_chain() {
+    // Istio's CA is an intermediate under the root istio-ca-root-cert holds:
+    // workload certificates chain through it.
+    let values = json!({"istio": {"enabled": true, "forwardChain": true}});
+    let pod = IstioPod::start(values);
+    let intermediate = pod.root.intermediate("istio-intermediate");
+    let frontend = intermediate.svid("spiffe://cluster.local/ns/shop/sa/frontend");
+    let client = client_of(&frontend, &[&intermediate]);
+    let envoy = pod.envoy(true);
+    let reply = pod.get(&envoy, &client, "/catalogue/shoes?m=chained");
+    assert_eq!(reply.status, 200, "{:?} {}", reply.headers, reply.body);
+    assert!(!pod.upstream.requests_with("m=chained").is_empty());
+    drop(envoy);
+
+    // Without forwardChain the leaf alone does not reach the root.
+    let values = json!({"istio": {"enabled": true}});
+    let pod = IstioPod::start(values);
+    let intermediate = pod.root.intermediate("istio-intermediate");
+    let frontend = intermediate.svid("spiffe://cluster.local/ns/shop/sa/frontend");
+    let client = client_of(&frontend, &[&intermediate]);
+    let envoy = pod.envoy(true);
+    let reply = pod.get(&envoy, &client, "/catalogue/shoes?m=unchained");
+    assert_eq!(
+        (reply.status, reply.header("x-celador-reason")),
+        (401, Some("svid_untrusted"))
+    );
+}
