@@ -69,7 +69,9 @@ enum Command {
         /// How often the certificate files are read again.
         #[arg(long, default_value = "10s")]
         tls_reload_interval: String,
-        /// Print the pod that this Pod (JSON or YAML) becomes, then exit.
+        /// Print what this Pod, or the pod template of this Deployment,
+        /// StatefulSet, DaemonSet, ReplicaSet, Job or CronJob (JSON or YAML),
+        /// becomes, then exit.
         #[arg(long, value_name = "FILE")]
         pod: Option<PathBuf>,
     },
@@ -464,8 +466,9 @@ async fn serve_webhook(
     ExitCode::SUCCESS
 }
 
-/// `celador inject --pod FILE`: what the webhook would make of one pod.
-fn inject_one(config: &std::path::Path, pod: &std::path::Path) -> ExitCode {
+/// `celador inject --pod FILE`: what the webhook would make of each pod and
+/// workload in FILE, printed as YAML documents (each in JSON form).
+fn inject_one(config: &std::path::Path, file: &std::path::Path) -> ExitCode {
     use crate::inject::review;
     let settings = match crate::inject::load(config) {
         Ok(settings) => settings,
@@ -474,41 +477,42 @@ fn inject_one(config: &std::path::Path, pod: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let text = match std::fs::read_to_string(pod) {
+    let text = match std::fs::read_to_string(file) {
         Ok(text) => text,
         Err(e) => {
-            eprintln!("celador: cannot read {}: {e}", pod.display());
+            eprintln!("celador: cannot read {}: {e}", file.display());
             return ExitCode::FAILURE;
         }
     };
-    let mut value: serde_json::Value = match crate::engine::yaml::from_str(&text, pod) {
-        Ok(value) => value,
+    let mut documents: Vec<serde_json::Value> = match serde_saphyr::from_multiple(&text) {
+        Ok(documents) => documents,
         Err(e) => {
-            eprintln!("celador: {e}");
+            eprintln!("celador: {}: {e}", file.display());
             return ExitCode::FAILURE;
         }
     };
-    match review::inject(&mut value, &settings) {
-        Ok(skipped) => {
-            if let Some(reason) = skipped {
-                eprintln!("celador: not injected: {reason}");
-            }
-            match serde_json::to_string_pretty(&value) {
-                Ok(text) => {
-                    println!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("celador: {e}");
-                    ExitCode::FAILURE
-                }
+    match review::inject_documents(&mut documents, &settings) {
+        Ok(notes) => {
+            for note in notes {
+                eprintln!("celador: {note}");
             }
         }
         Err(message) => {
-            eprintln!("celador: the pod cannot be injected: {message}");
-            ExitCode::FAILURE
+            eprintln!("celador: {}: {message}", file.display());
+            return ExitCode::FAILURE;
         }
     }
+    // A closed pipe (`| head`) ends the output quietly.
+    let mut out = std::io::stdout().lock();
+    for document in &documents {
+        let Ok(text) = serde_json::to_string_pretty(document) else {
+            return ExitCode::FAILURE;
+        };
+        if std::io::Write::write_all(&mut out, format!("---\n{text}\n").as_bytes()).is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// The webhook's arguments, each problem printed.

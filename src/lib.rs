@@ -20,7 +20,7 @@
 //! inject              `celador inject`: the admission webhook that adds celador to pods
 //! ```
 //!
-//! Dependencies point one way, down this list: `cli` -> `app` ->
+//! Dependencies point one way, down this list: `cli` -> `inject` -> `app` ->
 //! `authoring` -> `edge` | `sources` -> `store` -> `metrics` -> `engine`.
 //! The engine depends on nothing above it; `tests/layering.rs` fails when a
 //! module imports against that rule.

@@ -1091,6 +1091,48 @@ fn try_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
     ))
 }
 
+/// Runs `container`'s startup, readiness and liveness probes as the kubelet
+/// would (gRPC health, HTTP GET), on the ports they name.
+fn probes_pass(kubelet: &Kubelet, container: &str) {
+    let spec = kubelet.container(container);
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        let probe = &spec[probe];
+        if let Some(grpc) = probe.get("grpc") {
+            let port = kubelet.ports[&(grpc["port"].as_u64().unwrap() as u16)];
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let status = runtime.block_on(async {
+                let channel =
+                    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+                        .unwrap()
+                        .connect()
+                        .await
+                        .unwrap();
+                let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+                let request = tonic_health::pb::HealthCheckRequest {
+                    service: grpc["service"].as_str().unwrap_or_default().to_owned(),
+                };
+                client.check(request).await.unwrap().into_inner().status
+            });
+            assert_eq!(
+                status,
+                tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+                "{container}'s gRPC probe on {port}"
+            );
+        } else if let Some(get) = probe.get("httpGet") {
+            let port = kubelet.ports[&(get["port"].as_u64().unwrap() as u16)];
+            let addr = format!("127.0.0.1:{port}").parse().unwrap();
+            let (status, _) =
+                try_get(addr, get["path"].as_str().unwrap()).expect("the probe's port answers");
+            assert_eq!(status, 200, "{container}'s HTTP probe");
+        } else {
+            panic!("{container} has an unexpected probe {probe}");
+        }
+    }
+}
+
 fn wait_ready(kubelet: &Kubelet, admin_port: u16, container: &str) {
     let admin: std::net::SocketAddr = format!("127.0.0.1:{}", kubelet.ports[&admin_port])
         .parse()
@@ -1257,6 +1299,7 @@ fn run_plain_envoy_pod(pod: Value, mut objects: Vec<Value>, k8s: &[Value]) {
     );
     let _celador = Running(kubelet.start("celador"));
     wait_ready(&kubelet, 9901, "celador");
+    probes_pass(&kubelet, "celador");
     let _envoy = Running(kubelet.start("envoy"));
     wait_envoy(&kubelet, 9902);
     let envoy: std::net::SocketAddr = format!("127.0.0.1:{}", kubelet.ports[&8443])
@@ -1433,6 +1476,7 @@ impl IstioPod {
         let kubelet = Kubelet::new(injected, "shop", objects, &[9191, 9192, 9901], &[]);
         let celador = Running(kubelet.start("celador"));
         wait_ready(&kubelet, 9901, "celador");
+        probes_pass(&kubelet, "celador");
         let server = root
             .leaf()
             .uri("spiffe://cluster.local/ns/shop/sa/catalogue")
@@ -1592,4 +1636,288 @@ fn istio_with_a_plugged_in_intermediate_ca_needs_the_forwarded_chain() {
         (reply.status, reply.header("x-celador-reason")),
         (401, Some("svid_untrusted"))
     );
+}
+
+// ---------------------------------------------------------------- in step
+
+#[test]
+fn the_k8s_manifests_match_what_the_injector_adds() {
+    let rendered = Rendered::of(&plain_envoy_rules_values("example.org"));
+    let (settings, _) = settings_of(&rendered);
+    let docs = k8s_docs("k8s/plain-envoy.yaml");
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let by_hand = pod_of(deployment, "shop");
+    let mut pod = by_hand.clone();
+    pod["spec"]["initContainers"] = json!([]);
+    pod["spec"]["volumes"] = json!(
+        pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| !v["name"].as_str().unwrap().starts_with("celador"))
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        celador::inject::review::inject(&mut pod, &settings),
+        Ok(None)
+    );
+    let injected = &pod["spec"]["initContainers"][0];
+    let written = &by_hand["spec"]["initContainers"][0];
+    for field in [
+        "name",
+        "image",
+        "imagePullPolicy",
+        "command",
+        "restartPolicy",
+        "ports",
+        "startupProbe",
+        "readinessProbe",
+        "livenessProbe",
+        "resources",
+        "securityContext",
+        "terminationMessagePolicy",
+    ] {
+        assert_eq!(
+            injected[field], written[field],
+            "k8s/plain-envoy.yaml's celador differs from the injector's in {field}"
+        );
+    }
+    let env = |c: &Value| -> Vec<Value> {
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] != "CELADOR_CONFIG")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(env(injected), env(written));
+    // The same config: the injector's in CELADOR_CONFIG, k8s/'s in a file.
+    let from_env: Value =
+        serde_json::from_str(injected["env"][3]["value"].as_str().unwrap()).unwrap();
+    let config_map = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "web-celador")
+        .unwrap();
+    let from_file = serde_saphyr_json(config_map["data"]["celador.yaml"].as_str().unwrap());
+    assert_eq!(from_env, from_file);
+    assert_eq!(
+        written["args"],
+        json!(["serve", "--config", "/etc/celador/config/celador.yaml"])
+    );
+    // Each injected mount is there by hand too, from an equal volume.
+    let volume = |pod: &Value, name: &str| -> Value {
+        let mut v = pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap()
+            .clone();
+        v.as_object_mut().unwrap().remove("name");
+        v
+    };
+    for mount in injected["volumeMounts"].as_array().unwrap() {
+        let by_path = written["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == mount["mountPath"]);
+        let by_path =
+            by_path.unwrap_or_else(|| panic!("k8s/ does not mount {}", mount["mountPath"]));
+        assert_eq!(by_path["readOnly"], true);
+        let (a, b) = (
+            volume(&pod, mount["name"].as_str().unwrap()),
+            volume(&by_hand, by_path["name"].as_str().unwrap()),
+        );
+        // The rules ConfigMap's name is the chart's default in both.
+        assert_eq!(a, b, "volume for {}", mount["mountPath"]);
+    }
+    // The rules the chart would write are k8s/'s, and they pass check.
+    let rules = rendered
+        .kind("ConfigMap")
+        .into_iter()
+        .find(|m| m["metadata"]["namespace"] == "shop")
+        .unwrap();
+    let k8s_rules = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "celador-rules")
+        .unwrap();
+    assert_eq!(rules["data"], k8s_rules["data"]);
+}
+
+#[test]
+fn the_dockerfile_provides_what_the_chart_runs() {
+    let dockerfile = std::fs::read_to_string(repo("Dockerfile")).unwrap();
+    let last_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
+    let line = |keyword: &str| -> String {
+        last_stage
+            .lines()
+            .find(|l| l.starts_with(keyword))
+            .unwrap_or_else(|| panic!("the final stage has no {keyword}"))
+            .to_owned()
+    };
+    let binary = celador::inject::sidecar::BINARY;
+    assert!(
+        line("COPY --from=build").ends_with(&format!(" {binary}")),
+        "{}",
+        line("COPY --from=build")
+    );
+    assert_eq!(line("ENTRYPOINT"), format!("ENTRYPOINT [\"{binary}\"]"));
+    let user = line("USER ");
+    let values =
+        serde_saphyr_json(&std::fs::read_to_string(repo("charts/celador/values.yaml")).unwrap());
+    let uid = values["sidecar"]["runAsUser"].as_u64().unwrap();
+    assert_eq!(user, format!("USER {uid}:{uid}"));
+    let exposed: Vec<u64> = line("EXPOSE")
+        .split_whitespace()
+        .skip(1)
+        .map(|p| p.parse().unwrap())
+        .collect();
+    for port in ["grpc", "health", "admin"] {
+        assert!(
+            exposed.contains(&values["sidecar"]["ports"][port].as_u64().unwrap()),
+            "EXPOSE lacks the {port} port"
+        );
+    }
+    assert!(exposed.contains(&values["injector"]["port"].as_u64().unwrap()));
+
+    // The chart's injector runs that binary, as that user, with flags the
+    // binary has; the injector's sidecar runs it with flags it has too.
+    let rendered = Rendered::of(&json!({}));
+    let spec = &rendered.one("Deployment")["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    assert_eq!(container["command"], json!([binary]));
+    assert_eq!(spec["securityContext"]["runAsUser"], uid);
+    let (_, help, _) = support::celador::run(&["inject", "--help"]);
+    for arg in container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|a| a.starts_with("--"))
+    {
+        assert!(help.contains(arg), "celador inject has no {arg}");
+    }
+    let (_, help, _) = support::celador::run(&["serve", "--help"]);
+    assert!(help.contains("--config-env"));
+    let k8s = k8s_docs("k8s/plain-envoy.yaml");
+    let deployment = k8s.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let sidecar = &deployment["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(sidecar["command"], json!([binary]));
+    assert_eq!(sidecar["securityContext"]["runAsUser"], uid);
+    // Probes and ports name the ports the sidecar config listens on.
+    let health = values["sidecar"]["ports"]["health"].as_u64().unwrap();
+    assert_eq!(sidecar["readinessProbe"]["grpc"]["port"], health);
+}
+
+// ---------------------------------------------------------------- README
+
+/// Every command of the README's Kubernetes section: run here, or listed
+/// there as needing a real cluster.
+#[test]
+fn the_readme_kubernetes_commands_are_run_or_listed_as_needing_a_cluster() {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let start = readme.find("\n## Kubernetes\n").unwrap();
+    let end = readme[start + 1..]
+        .find("\n## ")
+        .map_or(readme.len(), |i| start + 1 + i);
+    let section = &readme[start..end];
+    let not_run = section
+        .split("Only what needs a real cluster is not run here:")
+        .nth(1)
+        .expect("the section lists what it does not run");
+    let not_run = not_run.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut commands = Vec::new();
+    for block in section.split("```sh\n").skip(1) {
+        let block = block.split("```").next().unwrap();
+        let mut command = String::new();
+        for line in block.lines() {
+            let line = line.trim();
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            command.push_str(line.trim_end_matches('\\').trim());
+            command.push(' ');
+            if !line.ends_with('\\') {
+                commands.push(command.trim().to_owned());
+                command.clear();
+            }
+        }
+    }
+    assert!(commands.len() >= 7, "{commands:?}");
+    let dir = tempfile::tempdir().unwrap();
+    for command in &commands {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        match words[..] {
+            ["helm", "install", release, chart, ..] => {
+                // What `helm install` applies is what Helm renders: render it
+                // with the same values and namespace.
+                assert_eq!((release, chart), ("celador", "charts/celador"));
+                assert!(command.contains("--namespace celador-system"));
+                let set = command
+                    .split("--set '")
+                    .nth(1)
+                    .unwrap()
+                    .split('\'')
+                    .next()
+                    .unwrap();
+                assert_eq!(set, "rules.namespaces={shop}");
+                let rendered = Rendered::of(&json!({"rules": {"namespaces": ["shop"]}}));
+                assert!(
+                    rendered
+                        .kind("ConfigMap")
+                        .iter()
+                        .any(|m| m["metadata"]["namespace"] == "shop"
+                            && m["metadata"]["name"] == "celador-rules")
+                );
+                assert!(not_run.contains("`helm install`"));
+            }
+            ["kubectl", "-n", _, verb, ..] | ["kubectl", verb, ..] => {
+                let listed = match verb {
+                    "label" => "`kubectl label`",
+                    "create" => "`kubectl create configmap`/`apply`",
+                    "logs" => "`kubectl logs`",
+                    "rollout" => "`rollout restart`",
+                    other => panic!("an unlisted kubectl {other}"),
+                };
+                assert!(
+                    not_run.contains(listed),
+                    "{command}: {listed} is not listed"
+                );
+            }
+            ["docker", "build", ..] => assert!(not_run.contains("`docker build`")),
+            ["celador", "check", file] => {
+                // The rules file a user writes; here the chart's default.
+                let values = serde_saphyr_json(
+                    &std::fs::read_to_string(repo("charts/celador/values.yaml")).unwrap(),
+                );
+                let path = dir.path().join(file);
+                std::fs::write(&path, values["rules"]["policy"].as_str().unwrap()).unwrap();
+                let (code, out, err) = support::celador::run(&["check", path.to_str().unwrap()]);
+                assert_eq!(code, 0, "{out}{err}");
+            }
+            ["cargo", "run", "--release", "--", ref args @ ..] => {
+                let out = Command::new(support::celador::binary())
+                    .args(args)
+                    .current_dir(repo(""))
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{command}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let text = String::from_utf8(out.stdout).unwrap();
+                let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+                let injected = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+                assert_eq!(
+                    injected["spec"]["template"]["spec"]["initContainers"][0]["name"],
+                    "celador"
+                );
+            }
+            _ => panic!("the README's Kubernetes section has a command no test runs: {command}"),
+        }
+    }
 }

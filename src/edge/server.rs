@@ -107,20 +107,8 @@ pub async fn serve(
         })
     };
 
-    // The health-only listener (for the kubelet) lives as long as the
-    // process: it reports NOT_SERVING during the drain like the main one.
     if let Some(listener) = health_listener {
-        let health = health.clone();
-        tokio::spawn(async move {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            let served = tonic::transport::Server::builder()
-                .add_service(health)
-                .serve_with_incoming(incoming)
-                .await;
-            if let Err(e) = served {
-                tracing::error!("the gRPC health listener failed: {e}");
-            }
-        });
+        spawn_health_listener(listener, health.clone());
     }
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -156,6 +144,34 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+/// Serves only the gRPC health service on `listener`, for the kubelet. It
+/// lives as long as the process, reporting NOT_SERVING during the drain like
+/// the main listener.
+fn spawn_health_listener<S>(listener: TcpListener, health: S)
+where
+    S: tower::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    tokio::spawn(async move {
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let served = tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(incoming)
+            .await;
+        if let Err(e) = served {
+            tracing::error!("the gRPC health listener failed: {e}");
+        }
+    });
 }
 
 async fn set_health(reporter: &tonic_health::server::HealthReporter, serving: bool) {

@@ -183,6 +183,57 @@ pub fn inject(pod: &mut Value, settings: &Settings) -> Result<Option<&'static st
     Ok(None)
 }
 
+/// Injects every Pod and workload pod template among `documents` (as
+/// `celador inject --pod` does), leaving other documents alone; returns a
+/// note for each pod skipped, or why one cannot be injected.
+pub fn inject_documents(
+    documents: &mut [Value],
+    settings: &Settings,
+) -> Result<Vec<String>, String> {
+    let mut pods = 0;
+    let mut notes = Vec::new();
+    for (i, document) in documents.iter_mut().enumerate() {
+        let name = document
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned();
+        let Some(pod) = pod_template_mut(document) else {
+            continue;
+        };
+        pods += 1;
+        match inject(pod, settings) {
+            Ok(None) => {}
+            Ok(Some(reason)) => notes.push(format!(
+                "document {} ({name}) not injected: {reason}",
+                i + 1
+            )),
+            Err(message) => {
+                return Err(format!(
+                    "document {} ({name}) cannot be injected: {message}",
+                    i + 1
+                ));
+            }
+        }
+    }
+    if pods == 0 {
+        return Err("no Pod, nor a workload with a pod template".to_owned());
+    }
+    Ok(notes)
+}
+
+/// The pod inside a workload document: the document itself for a Pod, its
+/// pod template for a workload, `None` for anything else.
+pub fn pod_template_mut(document: &mut Value) -> Option<&mut Value> {
+    let pointer = match document.get("kind").and_then(Value::as_str)? {
+        "Pod" => "",
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => "/spec/template",
+        "CronJob" => "/spec/jobTemplate/spec/template",
+        _ => return None,
+    };
+    document.pointer_mut(pointer).filter(|pod| pod.is_object())
+}
+
 fn has_container(pod: &Value, name: &str) -> bool {
     ["/spec/containers", "/spec/initContainers"]
         .iter()

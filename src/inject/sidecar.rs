@@ -222,7 +222,6 @@ pub fn volumes(settings: &Settings, rules: &str) -> Vec<Volume> {
             name: "celador-rules".to_owned(),
             config_map: Some(ConfigMapVolumeSource {
                 name: rules.to_owned(),
-                optional: Some(false),
                 ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
@@ -257,7 +256,6 @@ fn bundle_volume(settings: &Settings) -> Volume {
             config_map: Some(ConfigMapVolumeSource {
                 name: r.name.clone(),
                 items: key(&r.key),
-                optional: Some(false),
                 ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
@@ -267,7 +265,6 @@ fn bundle_volume(settings: &Settings) -> Volume {
             secret: Some(SecretVolumeSource {
                 secret_name: Some(r.name.clone()),
                 items: key(&r.key),
-                optional: Some(false),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()
