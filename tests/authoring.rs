@@ -271,6 +271,12 @@ fn check_reports_every_warning_class_and_fails_on_them_only_when_asked() {
             "the condition is always true, so it allows every request that no deny rule denies",
         ),
         (
+            "no-admin",
+            16,
+            49,
+            "this deny rule reads source.trust_domain, which fails for a request without a verified X.509-SVID, and a deny rule that fails denies: on routes that accept `jwt` or `either`, every caller presenting only a JWT-SVID is denied by it. Test for it: `has(source.id) && ...` leaves those callers to the other rules, `!has(source.id) || ...` denies them on purpose",
+        ),
+        (
             "partner-admin",
             19,
             11,
@@ -285,7 +291,7 @@ fn check_reports_every_warning_class_and_fails_on_them_only_when_asked() {
     ];
     assert_reported(&output, "warning", &file, &expected);
     assert!(
-        output.contains("1 file(s) checked: 0 error(s), 5 warning(s)"),
+        output.contains("1 file(s) checked: 0 error(s), 6 warning(s)"),
         "{output}"
     );
 
@@ -302,7 +308,7 @@ fn check_reports_every_warning_class_and_fails_on_them_only_when_asked() {
         (first["line"].as_u64(), first["column"].as_u64()),
         (Some(5), Some(11))
     );
-    assert_eq!(json.as_array().unwrap().len(), 5);
+    assert_eq!(json.as_array().unwrap().len(), 6);
 }
 
 #[test]

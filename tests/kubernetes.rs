@@ -273,6 +273,19 @@ fn every_rules_file_the_chart_renders_passes_check() {
         }
     }
     // The default policy in two sets' namespaces, the custom one in two.
+    // And the rules of k8s/.
+    for file in ["k8s/plain-envoy.yaml", "k8s/istio.yaml"] {
+        let docs = k8s_docs(file);
+        let rules = docs
+            .iter()
+            .find(|d| d["metadata"]["name"] == "celador-rules")
+            .unwrap();
+        let path = dir.path().join("k8s-policy.yaml");
+        std::fs::write(&path, rules["data"]["policy.yaml"].as_str().unwrap()).unwrap();
+        let (code, out, err) =
+            support::celador::run(&["check", "--deny-warnings", path.to_str().unwrap()]);
+        assert_eq!(code, 0, "{file}'s rules do not pass check:\n{out}{err}");
+    }
     assert_eq!(
         checked, 3,
         "the custom set's two namespaces and the SPIRE set's one"

@@ -134,7 +134,11 @@ const VARIABLE_NOTES: &str = r#"### Absent values
 
 `source.*` (except `address` and `port`) exists only when the peer's
 X.509-SVID was verified, and `token.*` only when a JWT-SVID was: reading one
-that is absent fails (see above). Reading a map key that is absent fails
+that is absent fails (see above). `has(source.id)` and `has(token.id)` test
+for them (false when absent, never an error): a deny rule written
+`has(token.id) && token.path.startsWith("/agents/")` leaves callers without
+a token to the other rules, and `!has(source.id) || !(source.id in [...])`
+denies them on purpose. Reading a map key that is absent fails
 too: test for it first (`"x-tenant" in request.headers && ...`, or
 `has(context.route) && ...` for a key that is an identifier); `celador
 check` warns when a deny rule does not.
@@ -261,7 +265,11 @@ const FOOTER: &str = r#"## What `celador check` reports
 * an allow rule that a deny rule shadows entirely: whenever it matches, the
   deny rule matches too;
 * a deny rule that reads a map key without testing that it is present, and
-  so denies every request without that key.
+  so denies every request without that key;
+* a deny rule that reads `source.*` or `token.*` with no `has(source.id)` or
+  `has(token.id)` in it: on routes that accept the other credential (`jwt`
+  or `either` for `source`, `x509` or `either` for `token`), it denies every
+  caller without that credential;
 * a file with no rules at all, which denies every request;
 * in a grants file, a grant that has already expired.
 

@@ -346,15 +346,49 @@ impl Policy {
         let mut ctx = self.root.new_inner_scope();
         ctx.set_variable_resolver(&activation);
         let parser_env = functions::environment();
+        const NO_SVID: &str = "the request has no verified X.509-SVID";
+        const NO_TOKEN: &str = "the request has no verified JWT-SVID";
         paths
             .iter()
             .map(|path| {
+                // The whole identity, as `has(source.id)` reads it.
+                match *path {
+                    "source" => {
+                        return input.source.map_or(Err(NO_SVID.to_owned()), |svid| {
+                            let id = svid.id.to_string();
+                            Ok((
+                                format!("an X.509-SVID of {id}"),
+                                serde_json::Value::from(id),
+                            ))
+                        });
+                    }
+                    "token" => {
+                        return input.token.map_or(Err(NO_TOKEN.to_owned()), |jwt| {
+                            let id = jwt.id.to_string();
+                            Ok((format!("a JWT-SVID of {id}"), serde_json::Value::from(id)))
+                        });
+                    }
+                    _ => {}
+                }
                 let expr = parser_env.parser().parse(path).map_err(|e| e.to_string())?;
                 Value::resolve(&expr, &ctx)
                     .map(|v| (display(&v), to_json(&v)))
                     .map_err(|e| {
+                        let absent = match (&e, path.split_once('.')) {
+                            (cel::ExecutionError::NoSuchKey(_), Some(("source", _)))
+                                if input.source.is_none() =>
+                            {
+                                Some(NO_SVID)
+                            }
+                            (cel::ExecutionError::NoSuchKey(_), Some(("token", _)))
+                                if input.token.is_none() =>
+                            {
+                                Some(NO_TOKEN)
+                            }
+                            _ => None,
+                        };
                         // Shown beside its path: not twice.
-                        let message = message_of(&e);
+                        let message = absent.map_or_else(|| message_of(&e), str::to_owned);
                         match message.strip_prefix(&format!("{path}: ")) {
                             Some(rest) => rest.to_owned(),
                             None => message,
@@ -551,6 +585,7 @@ fn lint_compiled(compiled: &[(Compiled, &Located<'_>)]) -> Vec<Diagnostic> {
             guards: &c.guards,
             place,
             line: c.rule.line,
+            source: &c.rule.source,
         })
         .collect();
     lint::lint(&subjects)

@@ -255,7 +255,17 @@ macro_rules! record {
                         want: "string".to_owned(),
                     });
                 };
-                self.field(name.inner())
+                // `has(source.id)` with no X.509-SVID (or `has(token.id)`
+                // with no JWT-SVID) is false, not an error: that is how a
+                // rule guards its reads of an identity that may be absent.
+                self.field(name.inner()).map_err(|e| match e {
+                    ExecutionError::FunctionError { function, .. }
+                        if function == "source" || function == "token" =>
+                    {
+                        ExecutionError::no_such_key(name.inner())
+                    }
+                    other => other,
+                })
             }
             fn steal<'v>(
                 self: Box<Self>,

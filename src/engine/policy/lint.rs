@@ -33,6 +33,8 @@ pub(super) struct Subject<'a> {
     pub place: &'a dyn Fn(Option<usize>, String) -> Diagnostic,
     /// The line of the rule's name.
     pub line: usize,
+    /// The condition's text, to place warnings found in the tree.
+    pub source: &'a str,
 }
 
 /// Every warning about `rules`, in file order.
@@ -79,6 +81,9 @@ pub(super) fn lint(rules: &[Subject<'_>]) -> Vec<Diagnostic> {
                 }
             }
             Effect::Deny => {
+                if let Some(warning) = unguarded_identity(rule) {
+                    warnings.push(warn(rule.source.find(&warning.0), warning.1));
+                }
                 for read in rule.map_reads {
                     if !rule.guards.contains(&(read.map.clone(), read.key.clone())) {
                         warnings.push(warn(
@@ -95,6 +100,83 @@ pub(super) fn lint(rules: &[Subject<'_>]) -> Vec<Diagnostic> {
         }
     }
     warnings
+}
+
+/// A deny rule's read of `source.*` or `token.*` (not `source.address` or
+/// `source.port`, which every request has) with no `has()` test of that
+/// identity anywhere in the rule: the read fails for a caller without that
+/// credential, and a deny rule that fails denies. Returns the read and the
+/// warning.
+fn unguarded_identity(rule: &Subject<'_>) -> Option<(String, String)> {
+    let mut reads = Vec::new();
+    let mut guarded = std::collections::BTreeSet::new();
+    visit(rule.expr, &mut |e| match &e.expr {
+        Expr::Ident(name) => {
+            if let Some((var, field)) = name.split_once('.')
+                && (var == "token" || (var == "source" && field != "address" && field != "port"))
+            {
+                reads.push(name.clone());
+            }
+        }
+        Expr::Select(select) if select.test => {
+            if let Expr::Ident(var) = &select.operand.expr {
+                guarded.insert(var.clone());
+            }
+        }
+        _ => {}
+    });
+    let read = reads
+        .into_iter()
+        .find(|r| r.split_once('.').is_some_and(|(v, _)| !guarded.contains(v)))?;
+    let (var, _) = read.split_once('.')?;
+    let (credential, other, routes) = if var == "source" {
+        ("X.509-SVID", "a JWT-SVID", "`jwt` or `either`")
+    } else {
+        ("JWT-SVID", "an X.509-SVID", "`x509` or `either`")
+    };
+    Some((
+        read.clone(),
+        format!(
+            "this deny rule reads {read}, which fails for a request without a verified {credential}, and a deny rule that fails denies: on routes that accept {routes}, every caller presenting only {other} is denied by it. Test for it: `has({var}.id) && ...` leaves those callers to the other rules, `!has({var}.id) || ...` denies them on purpose"
+        ),
+    ))
+}
+
+/// Calls `f` on `expr` and every expression inside it.
+fn visit(expr: &IdedExpr, f: &mut dyn FnMut(&IdedExpr)) {
+    f(expr);
+    match &expr.expr {
+        Expr::Call(call) => {
+            if let Some(target) = &call.target {
+                visit(target, f);
+            }
+            for arg in &call.args {
+                visit(arg, f);
+            }
+        }
+        Expr::Select(select) => visit(&select.operand, f),
+        Expr::List(list) => list.elements.iter().for_each(|e| visit(e, f)),
+        Expr::Map(map) => {
+            for entry in &map.entries {
+                if let cel::common::ast::EntryExpr::MapEntry(e) = &entry.expr {
+                    visit(&e.key, f);
+                    visit(&e.value, f);
+                }
+            }
+        }
+        Expr::Comprehension(c) => {
+            for e in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
+                visit(e, f);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// A deny rule that matches whenever `allow` does, with the part of its

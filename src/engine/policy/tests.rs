@@ -543,3 +543,24 @@ fn warnings_are_reported_even_when_the_file_has_errors() {
     assert!(severities.contains(&Severity::Error), "{err}");
     assert!(severities.contains(&Severity::Warning), "{err}");
 }
+
+#[test]
+fn has_is_false_for_an_absent_identity_never_an_error() {
+    let p = policy(
+        "rules:\n  - name: guarded\n    effect: deny\n    when: has(source.id) && source.id == 'x'\n  - name: no-token\n    effect: allow\n    when: '!has(token.id) && !has(token.claims) && has(source.address)'\n",
+    );
+    let req = http("GET", "/", &[]);
+    let attrs = Attributes::from_check_request(&req).unwrap();
+    let v = p.evaluate(Input {
+        source: None,
+        token: None,
+        attributes: &attrs,
+        workload: &Workload::default(),
+        now: SystemTime::now(),
+        grant: None,
+        signals: Default::default(),
+    });
+    assert!(v.allowed, "{v:?}");
+    assert!(v.errors.is_empty(), "{:?}", v.errors);
+    assert_eq!(v.rule.as_deref(), Some("no-token"));
+}

@@ -235,13 +235,66 @@ fn ordinary_policies_have_no_warnings() {
         rule(
             "admin",
             "deny",
-            "request.path.startsWith(\"/admin/\") && !(source.id in [\"spiffe://example.org/ops\"])",
+            "request.path.startsWith(\"/admin/\") && (!has(source.id) || !(source.id in [\"spiffe://example.org/ops\"]))",
         ),
         rule(
             "time",
             "allow",
             "now.getHours(\"UTC\") < 18 && request.method in [\"GET\", \"HEAD\"]",
         ),
+    ]));
+    assert_eq!(w, []);
+}
+
+#[test]
+fn deny_rules_reading_an_identity_that_may_be_absent_are_reported_unless_tested() {
+    let w = warnings(&file(&[
+        rule(
+            "agents",
+            "deny",
+            "token.path.startsWith(\"/agents/\") && request.method == \"DELETE\"",
+        ),
+        rule(
+            "legacy",
+            "deny",
+            "request.method == \"GET\" && source.id == \"spiffe://example.org/legacy\"",
+        ),
+    ]));
+    let found: Vec<(&str, usize, usize)> =
+        w.iter().map(|(r, l, c, _)| (r.as_str(), *l, *c)).collect();
+    assert_eq!(found, [("agents", 4, 12), ("legacy", 7, 39)]);
+    assert!(
+        w[0].3
+            .contains("reads token.path, which fails for a request without a verified JWT-SVID"),
+        "{}",
+        w[0].3
+    );
+    assert!(
+        w[0].3
+            .contains("every caller presenting only an X.509-SVID is denied"),
+        "{}",
+        w[0].3
+    );
+    assert!(
+        w[1].3.contains("reads source.id") && w[1].3.contains("only a JWT-SVID"),
+        "{}",
+        w[1].3
+    );
+    // Tested either way, the source's address and port, and allow rules
+    // (which just do not match) are fine.
+    let w = warnings(&file(&[
+        rule(
+            "agents",
+            "deny",
+            "has(token.id) && token.path.startsWith(\"/agents/\")",
+        ),
+        rule(
+            "on-purpose",
+            "deny",
+            "!has(source.id) || source.trust_domain != \"example.org\"",
+        ),
+        rule("address", "deny", "source.address.inCidr([\"10.0.0.0/8\"])"),
+        rule("allow", "allow", "token.path.startsWith(\"/agents/\")"),
     ]));
     assert_eq!(w, []);
 }
