@@ -312,6 +312,36 @@ fn check_reports_every_warning_class_and_fails_on_them_only_when_asked() {
 }
 
 #[test]
+fn deny_warnings_fails_on_every_new_warning_class() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, when) in [
+        ("ranges", "request.size < 0 && request.size > 10"),
+        ("literal", "request.method == \"get\""),
+        (
+            "branch",
+            "request.path == \"/x\" || (request.size > 5 && request.size < 2)",
+        ),
+        ("identity", "token.path.startsWith(\"/agents/\")"),
+    ] {
+        let effect = if name == "identity" { "deny" } else { "allow" };
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!("rules:\n  - name: {name}\n    effect: {effect}\n    when: '{when}'\n"),
+        )
+        .unwrap();
+        let (code, output) = check(&[file.to_str().unwrap()], &[]);
+        assert_eq!(code, 0, "{name}: {output}");
+        assert!(
+            output.contains("0 error(s), 1 warning(s)"),
+            "{name}: {output}"
+        );
+        let (code, _) = check(&[file.to_str().unwrap()], &["--deny-warnings"]);
+        assert_eq!(code, 1, "{name}");
+    }
+}
+
+#[test]
 fn test_runs_the_example_suites() {
     let (code, stdout, stderr) = run(&["test", root().join("examples/policies").to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");

@@ -245,6 +245,28 @@ fn an_unknown_config_key_exits_64_naming_the_key_and_its_line() {
 }
 
 #[test]
+fn every_bad_duration_is_reported_at_once_naming_its_key() {
+    let setup = Setup::new();
+    let (code, stderr) = refused(&setup.config(
+        "shutdown_grace: soon\ncache:\n  decision_ttl: forever\n  svid_max_ttl: 5 minutes\nidentity:\n  require: either\n  jwt:\n    audiences: [a]\n    leeway: -1s\n",
+    ));
+    assert_eq!(code, 64, "{stderr}");
+    for (key, text) in [
+        ("shutdown_grace", "'soon'"),
+        ("cache.decision_ttl", "'forever'"),
+        ("cache.svid_max_ttl", "'5 minutes'"),
+        ("identity.jwt.leeway", "'-1s'"),
+    ] {
+        assert!(
+            stderr.contains(&format!(
+                "{key}: {text} is not a duration like 500ms, 30s, 5m or 1h"
+            )),
+            "{key}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn a_missing_config_exits_64() {
     let (code, stderr) = refused(Path::new("/nonexistent/celador.yaml"));
     assert_eq!(code, 64);

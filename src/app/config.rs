@@ -160,7 +160,7 @@ fn default_jwt_header() -> String {
     "authorization".into()
 }
 fn default_leeway() -> DurationText {
-    DurationText(Duration::from_secs(30))
+    DurationText::new(Duration::from_secs(30))
 }
 
 /// What deny answers tell the caller.
@@ -254,7 +254,7 @@ impl Default for CacheConfig {
 }
 
 fn default_decision_ttl() -> DurationText {
-    DurationText(Duration::from_secs(2))
+    DurationText::new(Duration::from_secs(2))
 }
 fn default_decision_entries() -> u64 {
     10_000
@@ -263,7 +263,7 @@ fn default_decision_max_bytes() -> u64 {
     16 << 20
 }
 fn default_grants_max_duration() -> DurationText {
-    DurationText(crate::engine::grants::DEFAULT_MAX_DURATION)
+    DurationText::new(crate::engine::grants::DEFAULT_MAX_DURATION)
 }
 
 /// Where spans go, and how many.
@@ -314,22 +314,37 @@ fn default_svid_entries() -> u64 {
     10_000
 }
 fn default_svid_max_ttl() -> DurationText {
-    DurationText(Duration::from_secs(300))
+    DurationText::new(Duration::from_secs(300))
 }
 fn default_shutdown_grace() -> DurationText {
-    DurationText(Duration::from_secs(15))
+    DurationText::new(Duration::from_secs(15))
 }
 
-/// A duration written as `500ms`, `30s`, `5m` or `1h`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DurationText(pub Duration);
+/// A duration written as `500ms`, `30s`, `5m` or `1h`. One that does not
+/// parse is kept as its problem, so that every bad duration of a config is
+/// reported at once, naming its key (see `Config::problems`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationText(pub Duration, Option<String>);
+
+impl DurationText {
+    /// A valid duration.
+    pub const fn new(duration: Duration) -> Self {
+        DurationText(duration, None)
+    }
+
+    /// Why the text was not a duration, if it was not.
+    pub fn problem(&self) -> Option<&str> {
+        self.1.as_deref()
+    }
+}
 
 impl<'de> Deserialize<'de> for DurationText {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        parse_duration(&text)
-            .map(DurationText)
-            .map_err(serde::de::Error::custom)
+        Ok(match parse_duration(&text) {
+            Ok(duration) => DurationText::new(duration),
+            Err(problem) => DurationText(Duration::ZERO, Some(problem)),
+        })
     }
 }
 
@@ -465,6 +480,7 @@ impl Config {
                 "health_listen: '{health}' is not an address like 0.0.0.0:9192"
             ));
         }
+        self.duration_problems(&mut problems);
         self.identity_problems(&mut problems);
         self.header_problems(&mut problems);
         if let Some(tracing) = &self.tracing {
@@ -490,6 +506,24 @@ impl Config {
             ));
         }
         problems
+    }
+
+    fn duration_problems(&self, problems: &mut Vec<String>) {
+        let durations = [
+            ("grants_max_duration", Some(&self.grants_max_duration)),
+            ("shutdown_grace", Some(&self.shutdown_grace)),
+            ("cache.svid_max_ttl", Some(&self.cache.svid_max_ttl)),
+            ("cache.decision_ttl", Some(&self.cache.decision_ttl)),
+            (
+                "identity.jwt.leeway",
+                self.identity.jwt.as_ref().map(|j| &j.leeway),
+            ),
+        ];
+        for (key, duration) in durations {
+            if let Some(problem) = duration.and_then(DurationText::problem) {
+                problems.push(format!("{key}: {problem}"));
+            }
+        }
     }
 
     fn trust_domain_problems(&self, problems: &mut Vec<String>) {

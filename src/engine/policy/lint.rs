@@ -1,10 +1,12 @@
 //! Warnings about rules that load but are likely wrong.
 //!
 //! Data flow: after every rule of a file compiles and type-checks,
-//! [`lint`] looks at them together: duplicate names, conditions that can
-//! never be true or are always true, allow rules that a deny rule shadows
-//! entirely, and deny rules that read a map key without testing for it
-//! (which then deny every request without the key). The analysis is
+//! [`lint`] looks at them together: duplicate names, conditions (or parts of
+//! them) that can never be true or are always true, numeric ranges
+//! included ([`ranges`]), literals a field never holds ([`literals`]), allow
+//! rules that a deny rule shadows entirely (and a deny rule that shadows them
+//! all), and deny rules that read a map key or an identity without testing
+//! for it (which then deny every request without it). The analysis is
 //! syntactic: it reports what can be seen from the text, never guesses.
 //! `celador check` prints the warnings; `serve` logs them on every load.
 
@@ -69,6 +71,22 @@ pub(super) fn lint(rules: &[Subject<'_>]) -> Vec<Diagnostic> {
                 format!("the condition is always true, so {consequence}"),
             ));
         }
+        for (offset, message) in branches(rule.expr, rule.source) {
+            warnings.push(warn(offset, message));
+        }
+        for read in rule.map_reads.iter().filter(|r| r.map == "request.headers") {
+            let key = read.key.trim_matches('"');
+            if key.chars().any(|c| c.is_ascii_uppercase()) {
+                warnings.push(warn(
+                    Some(read.offset as usize),
+                    format!(
+                        "header names are lowercase in request.headers: {} is never there (write \"{}\")",
+                        read.key,
+                        key.to_ascii_lowercase()
+                    ),
+                ));
+            }
+        }
         match rule.effect {
             Effect::Allow => {
                 if let Some((deny, part)) = shadowing_deny(rule, rules) {
@@ -99,7 +117,42 @@ pub(super) fn lint(rules: &[Subject<'_>]) -> Vec<Diagnostic> {
             }
         }
     }
+    warnings.extend(shadowing_everything(rules));
     warnings
+}
+
+/// A deny rule that shadows every allow rule of the file: the rules can then
+/// only deny (a grant aside).
+fn shadowing_everything(rules: &[Subject<'_>]) -> Option<Diagnostic> {
+    let allows: Vec<&Subject<'_>> = rules
+        .iter()
+        .filter(|r| r.effect == Effect::Allow && never(r.expr).is_none())
+        .collect();
+    if allows.len() < 2 {
+        // One allow rule shadowed is reported on that rule already.
+        return None;
+    }
+    let first = shadowing_deny(allows.first()?, rules)?.0;
+    if !allows
+        .iter()
+        .all(|a| shadowing_deny(a, rules).is_some_and(|(deny, _)| deny == first))
+    {
+        return None;
+    }
+    let deny = rules.iter().find(|r| r.name == first)?;
+    let mut d = (deny.place)(
+        None,
+        format!(
+            "this deny rule shadows every allow rule ({}): the rules can only deny",
+            allows
+                .iter()
+                .map(|a| format!("'{}'", a.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    d.severity = Severity::Warning;
+    Some(d)
 }
 
 /// A deny rule's read of `source.*` or `token.*` (not `source.address` or
@@ -140,6 +193,56 @@ fn unguarded_identity(rule: &Subject<'_>) -> Option<(String, String)> {
             "this deny rule reads {read}, which fails for a request without a verified {credential}, and a deny rule that fails denies: on routes that accept {routes}, every caller presenting only {other} is denied by it. Test for it: `has({var}.id) && ...` leaves those callers to the other rules, `!has({var}.id) || ...` denies them on purpose"
         ),
     ))
+}
+
+/// Parts of a condition that decide nothing: an alternative of an `||`
+/// that can never be true, and a clause of an `&&` that is always true,
+/// at any depth (the condition as a whole is judged by [`never`] and
+/// [`always`]). Each with its offset in `source`, when it can be found.
+fn branches(expr: &IdedExpr, source: &str) -> Vec<(Option<usize>, String)> {
+    let mut found = Vec::new();
+    let mut stack = vec![expr];
+    while let Some(e) = stack.pop() {
+        let alternatives = disjuncts(e);
+        let clauses = conjuncts(e);
+        if alternatives.len() > 1 && never(e).is_none() {
+            for a in &alternatives {
+                if let Some(why) = never(a) {
+                    let why = why
+                        .strip_prefix("the condition can never be true (")
+                        .and_then(|w| w.strip_suffix(')'))
+                        .map_or(why.clone(), str::to_owned);
+                    let text = unparse(a);
+                    found.push((
+                        source.find(&text),
+                        format!("the alternative `{text}` can never be true ({why}), so only the others can match"),
+                    ));
+                }
+            }
+        }
+        if clauses.len() > 1 && !always(e) {
+            for c in &clauses {
+                if always(c) {
+                    let text = unparse(c);
+                    found.push((
+                        source.find(&text),
+                        format!("`{text}` is always true, so it adds nothing to the condition"),
+                    ));
+                }
+            }
+        }
+        let parts = if alternatives.len() > 1 {
+            alternatives
+        } else {
+            clauses
+        };
+        if parts.len() > 1 {
+            stack.extend(parts);
+        } else if let Some([inner]) = call(e, operators::LOGICAL_NOT) {
+            stack.push(inner);
+        }
+    }
+    found
 }
 
 /// Calls `f` on `expr` and every expression inside it.
@@ -302,6 +405,12 @@ fn never(expr: &IdedExpr) -> Option<String> {
         return Some("the condition is always false".into());
     }
     let parts = conjuncts(expr);
+    if let Some((clause, why)) = parts
+        .iter()
+        .find_map(|p| literals::impossible(p).map(|why| (unparse(p), why)))
+    {
+        return Some(format!("`{clause}` can never be true: {why}"));
+    }
     if parts.len() > 1 {
         for (i, a) in parts.iter().enumerate() {
             for b in parts.iter().skip(i + 1) {
@@ -333,6 +442,11 @@ fn contradict(a: &IdedExpr, b: &IdedExpr) -> bool {
     {
         return true;
     }
+    if let (Some(x), Some(y)) = (ranges::range(a), ranges::range(b))
+        && ranges::disjoint(&x, &y)
+    {
+        return true;
+    }
     match (comparison(a), comparison(b)) {
         (Some((x, v, true)), Some((y, w, true))) => x == y && v != w,
         (Some((x, v, true)), Some((y, w, false))) | (Some((y, w, false)), Some((x, v, true))) => {
@@ -357,11 +471,19 @@ fn always(expr: &IdedExpr) -> bool {
                     || call(b, operators::LOGICAL_NOT).is_some_and(|n| {
                         n.first().is_some_and(|inner| unparse(inner) == unparse(a))
                     });
+                // `x != "a" || x != "b"`, and `x == "a" || x != "a"`.
                 let two_inequalities = matches!(
                     (comparison(a), comparison(b)),
                     (Some((x, v, false)), Some((y, w, false))) if x == y && v != w
+                ) || matches!(
+                    (comparison(a), comparison(b)),
+                    (Some((x, v, e)), Some((y, w, f))) if x == y && v == w && e != f
                 );
-                if complementary || two_inequalities {
+                let ranges_cover = matches!(
+                    (ranges::range(a), ranges::range(b)),
+                    (Some(x), Some(y)) if ranges::cover(&x, &y)
+                );
+                if complementary || two_inequalities || ranges_cover {
                     return true;
                 }
             }
@@ -371,5 +493,7 @@ fn always(expr: &IdedExpr) -> bool {
     parts.len() > 1 && parts.iter().all(|p| always(p))
 }
 
+mod literals;
+mod ranges;
 #[cfg(test)]
 mod tests;

@@ -298,3 +298,151 @@ fn deny_rules_reading_an_identity_that_may_be_absent_are_reported_unless_tested(
     ]));
     assert_eq!(w, []);
 }
+
+/// The messages of the warnings of one rule file, by rule.
+fn messages(rules: &[String]) -> Vec<(String, String)> {
+    warnings(&file(rules))
+        .into_iter()
+        .map(|(r, _, _, m)| (r, m))
+        .collect()
+}
+
+#[test]
+fn numeric_ranges_that_leave_no_value_or_every_value_are_reported() {
+    let w = messages(&[
+        rule("empty", "deny", "request.size < 0 && request.size > 10"),
+        rule("touching", "allow", "request.size < 5 && 5 <= request.size"),
+        rule(
+            "equal-outside",
+            "allow",
+            "request.size == 3 && request.size > 4",
+        ),
+        rule(
+            "everything",
+            "allow",
+            "request.path == \"/a\" && (request.size < 10 || request.size >= 5)",
+        ),
+        rule(
+            "fine",
+            "allow",
+            "request.size >= 0 && request.size <= 10 && source.port > 1024",
+        ),
+        rule("fine-too", "allow", "request.size < 5 || request.size > 5"),
+    ]);
+    let rules: Vec<&str> = w.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        rules,
+        ["empty", "touching", "equal-outside", "everything"],
+        "{w:?}"
+    );
+    assert!(
+        w[0].1
+            .contains("`request.size < 0` contradicts `request.size > 10`"),
+        "{}",
+        w[0].1
+    );
+    assert!(
+        w[3].1.contains(
+            "`request.size < 10 || request.size >= 5` is always true, so it adds nothing"
+        ),
+        "{}",
+        w[3].1
+    );
+}
+
+#[test]
+fn literals_a_field_never_holds_are_reported() {
+    let w = messages(&[
+        rule("method", "allow", "request.method == \"get\""),
+        rule("methods", "allow", "request.method in [\"get\", \"head\"]"),
+        rule("path", "allow", "request.path == \"export\""),
+        rule("prefix", "allow", "request.path.startsWith(\"api/\")"),
+        rule("scheme", "allow", "request.scheme == \"HTTPS\""),
+        rule("header", "allow", "\"X-Tenant\" in request.headers"),
+        rule(
+            "header-read",
+            "allow",
+            "request.headers[\"X-Tenant\"] == \"a\" && request.method == \"GET\"",
+        ),
+        rule(
+            "fine",
+            "allow",
+            "request.method in [\"GET\", \"head\"] && request.path.startsWith(\"/api/\")",
+        ),
+    ]);
+    let find = |name: &str| {
+        w.iter()
+            .find(|(r, _)| r == name)
+            .map(|(_, m)| m.as_str())
+            .unwrap_or_else(|| panic!("no warning for {name}: {w:?}"))
+    };
+    assert!(
+        find("method").contains(
+            "request.method is uppercase, as sent: \"get\" never matches (write \"GET\")"
+        )
+    );
+    assert!(find("methods").contains("never matches"));
+    assert!(find("path").contains("request.path always starts with '/'"));
+    assert!(find("prefix").contains("it never starts with \"api/\""));
+    assert!(find("scheme").contains("write \"https\""));
+    assert!(find("header").contains("write \"x-tenant\""));
+    assert!(find("header-read").contains("header names are lowercase"));
+    assert!(
+        !w.iter().any(|(r, _)| r == "fine"),
+        "one possible element is enough: {w:?}"
+    );
+}
+
+#[test]
+fn branches_that_decide_nothing_are_reported_where_they_are() {
+    let w = warnings(&file(&[rule(
+        "branch",
+        "allow",
+        "request.path == \"/x\" || (request.method == \"GET\" && request.method == \"POST\")",
+    )]));
+    assert_eq!(w.len(), 1, "{w:?}");
+    let (_, line, column, message) = &w[0];
+    assert_eq!((*line, *column), (4, 37));
+    assert_eq!(
+        message,
+        "the alternative `request.method == \"GET\" && request.method == \"POST\"` can never be true (`request.method == \"GET\"` contradicts `request.method == \"POST\"`), so only the others can match"
+    );
+}
+
+#[test]
+fn a_deny_rule_that_shadows_every_allow_rule_is_reported() {
+    let w = messages(&[
+        rule("reads-closed", "deny", "request.method == \"GET\""),
+        rule(
+            "a",
+            "allow",
+            "request.method == \"GET\" && request.path == \"/a\"",
+        ),
+        rule(
+            "b",
+            "allow",
+            "request.path == \"/b\" && request.method == \"GET\"",
+        ),
+    ]);
+    assert!(
+        w.contains(&(
+            "reads-closed".into(),
+            "this deny rule shadows every allow rule ('a', 'b'): the rules can only deny".into()
+        )),
+        "{w:?}"
+    );
+    // One allow rule that escapes it: no such warning.
+    let w = messages(&[
+        rule("reads-closed", "deny", "request.method == \"GET\""),
+        rule(
+            "a",
+            "allow",
+            "request.method == \"GET\" && request.path == \"/a\"",
+        ),
+        rule("c", "allow", "request.method == \"POST\""),
+    ]);
+    assert!(
+        !w.iter().any(|(_, m)| m.contains("every allow rule")),
+        "{w:?}"
+    );
+}
