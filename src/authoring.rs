@@ -8,8 +8,10 @@
 //! replay sees exactly what serving sees); nothing on the request path
 //! depends on it.
 
+pub mod clauses;
 pub mod explain;
 pub mod json;
+pub mod redaction;
 pub mod reference;
 pub mod suite;
 

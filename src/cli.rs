@@ -113,6 +113,19 @@ enum Command {
         /// Run only the cases whose names contain PATTERN.
         #[arg(long = "run", value_name = "PATTERN")]
         pattern: Option<String>,
+        /// Also list, for each rule and grant, the cases that matched it,
+        /// and the rules no case exercised.
+        #[arg(long)]
+        coverage: bool,
+        /// Fail unless at least PERCENT of the rules and grants are
+        /// covered (implies --coverage).
+        #[arg(long, value_name = "PERCENT")]
+        min_coverage: Option<f64>,
+        /// Another header whose value is shown as `<redacted>` in
+        /// explanations (besides the credentials, which always are);
+        /// repeatable.
+        #[arg(long = "redact-header", value_name = "NAME")]
+        redact: Vec<String>,
     },
     /// Explain the decision of rules on one input: a test case, or an Envoy
     /// CheckRequest in JSON.
@@ -164,7 +177,15 @@ pub fn main() -> ExitCode {
             paths,
             junit,
             pattern,
-        } => test(&paths, junit.as_deref(), pattern.as_deref()),
+            coverage,
+            min_coverage,
+            redact,
+        } => test(
+            &paths,
+            junit.as_deref(),
+            &suite::Options { pattern, redact },
+            (coverage || min_coverage.is_some(), min_coverage),
+        ),
         Command::Eval {
             rules,
             input,
@@ -234,7 +255,12 @@ fn check(paths: &[PathBuf], deny_warnings: bool, format: &str) -> ExitCode {
     }
 }
 
-fn test(paths: &[PathBuf], junit: Option<&std::path::Path>, pattern: Option<&str>) -> ExitCode {
+fn test(
+    paths: &[PathBuf],
+    junit: Option<&std::path::Path>,
+    options: &suite::Options,
+    (coverage, min_coverage): (bool, Option<f64>),
+) -> ExitCode {
     let suites = match suite::discover(paths) {
         Ok(suites) if suites.is_empty() => {
             eprintln!("celador: no test suites (*_test.yaml) found");
@@ -246,10 +272,8 @@ fn test(paths: &[PathBuf], junit: Option<&std::path::Path>, pattern: Option<&str
             return ExitCode::FAILURE;
         }
     };
-    let results: Vec<suite::SuiteResult> = suites
-        .iter()
-        .map(|p| suite::run_matching(p, pattern))
-        .collect();
+    let results: Vec<suite::SuiteResult> =
+        suites.iter().map(|p| suite::run_with(p, options)).collect();
     print!("{}", suite::render_text(&results));
     if let Some(path) = junit
         && let Err(e) = std::fs::write(path, suite::render_junit(&results))
@@ -257,7 +281,19 @@ fn test(paths: &[PathBuf], junit: Option<&std::path::Path>, pattern: Option<&str
         eprintln!("celador: cannot write {}: {e}", path.display());
         return ExitCode::FAILURE;
     }
-    if results.iter().all(|r| r.failed() == 0) {
+    let mut ok = results.iter().all(|r| r.failed() == 0);
+    if coverage {
+        let files = suite::coverage::coverage(&results);
+        print!("{}", suite::coverage::render_text(&files));
+        let percent = suite::coverage::percent(&files);
+        if let Some(min) = min_coverage
+            && percent < min
+        {
+            println!("coverage {percent:.0}% is below --min-coverage {min}%");
+            ok = false;
+        }
+    }
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -343,9 +343,24 @@ fn deny_warnings_fails_on_every_new_warning_class() {
 
 #[test]
 fn test_runs_the_example_suites() {
-    let (code, stdout, stderr) = run(&["test", root().join("examples/policies").to_str().unwrap()]);
+    // As CI should run them: every rule and grant exercised by some case.
+    let (code, stdout, stderr) = run(&[
+        "test",
+        "--coverage",
+        "--min-coverage",
+        "100",
+        root().join("examples/policies").to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.ends_with("36 passed, 0 failed\n"), "{stdout}");
+    assert!(stdout.contains("36 passed, 0 failed\n"), "{stdout}");
+    assert!(
+        stdout.ends_with("100% of rules and grants covered\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("    grant inc-4711-rerun-export       2 case(s): "),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("  PASS  a deny rule still overrides the grant\n"),
         "{stdout}"
@@ -353,6 +368,153 @@ fn test_runs_the_example_suites() {
     assert!(
         stdout.contains("  PASS  never personal data, whatever the grant\n"),
         "{stdout}"
+    );
+}
+
+#[test]
+fn coverage_marks_the_rules_no_case_exercised_and_min_coverage_gates_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "rules:\n  - name: reads\n    effect: allow\n    when: request.method == \"GET\"\n  - name: writes\n    effect: allow\n    when: request.method == \"POST\"\n  - name: no-admin\n    effect: deny\n    when: request.path.startsWith(\"/admin/\")\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("r_test.yaml"),
+        "rules: r.yaml\ndefaults:\n  identity: spiffe://example.org/a\ncases:\n  - name: a read\n    request: { method: GET }\n    expect: { decision: allow, rule: reads }\n  - name: no admin read\n    request: { method: GET, path: /admin/x }\n    expect: { decision: deny, rule: no-admin }\n",
+    )
+    .unwrap();
+    let suite = dir.path().join("r_test.yaml");
+    let (code, stdout, _) = run(&["test", "--coverage", suite.to_str().unwrap()]);
+    assert_eq!(code, 0, "coverage alone never fails: {stdout}");
+    assert!(stdout.contains("(2 of 3 covered)"), "{stdout}");
+    assert!(
+        stdout.contains("rule  reads     2 case(s): a read; no admin read"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rule  writes    NOT COVERED: no case matched it"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rule  no-admin  1 case(s): no admin read"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("67% of rules and grants covered\n"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(&["test", "--min-coverage", "90", suite.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.ends_with("coverage 67% is below --min-coverage 90%\n"),
+        "{stdout}"
+    );
+    let (code, _, _) = run(&["test", "--min-coverage", "60", suite.to_str().unwrap()]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_failing_case_is_explained_clause_by_clause_with_other_errors_apart() {
+    let (code, stdout, _) = run(&["test", root().join("examples/explain").to_str().unwrap()]);
+    assert_eq!(code, 1, "the example fails on purpose: {stdout}");
+    let expected = r#"  FAIL  the reporter exports at 04:00
+        expected: allow by rule 'reporter-exports-before-4am'
+        got:      deny (no_allow_rule)
+        allow rule 'reporter-exports-before-4am' (was expected to decide) did not match; the first false clause is `request.time.getHours("UTC") < 4` (false):
+          && false
+            source.id == "spiffe://example.org/ns/reporting/sa/reporter"  => true  (source.id = "spiffe://example.org/ns/reporting/sa/reporter")
+            request.method == "GET"  => true  (request.method = "GET")
+            request.path.startsWith("/export/")  => true  (request.path = "/export/daily.csv")
+            request.time.getHours("UTC") < 4  => false  (request.time = timestamp("2026-11-25T04:00:00Z"))
+        other rules failed to evaluate (not the cause of this decision):
+          rule 'agent-reads-own-tenant': token.claims: the request has no verified JWT-SVID
+"#;
+    assert!(stdout.contains(expected), "{stdout}");
+    // The README shows this very output.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let indented: String = expected.lines().map(|l| format!("   {l}\n")).collect();
+    assert!(
+        readme.contains(&indented),
+        "the README's example output is stale"
+    );
+}
+
+#[test]
+fn eval_gives_the_clause_tree_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = dir.path().join("case.yaml");
+    std::fs::write(
+        &case,
+        "name: at four\nidentity: spiffe://example.org/ns/reporting/sa/reporter\ntime: 2026-11-25T04:00:00Z\nrequest: { method: GET, path: /export/daily.csv }\nexpect: { decision: allow, rule: reporter-exports-before-4am }\n",
+    )
+    .unwrap();
+    let rules = root().join("examples/explain/reporting.yaml");
+    let (code, stdout, _) = run(&[
+        "eval",
+        "--format",
+        "json",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--input",
+        case.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "the case's expectation is not met");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let traced = &json["why"]["rules"][0];
+    assert_eq!(traced["rule"], "reporter-exports-before-4am");
+    assert_eq!(traced["result"], "did not match");
+    assert_eq!(
+        traced["first_false_clause"],
+        "request.time.getHours(\"UTC\") < 4"
+    );
+    let clauses = traced["tree"]["children"].as_array().unwrap();
+    assert_eq!(traced["tree"]["op"], "&&");
+    assert_eq!(clauses.len(), 4);
+    assert_eq!(clauses[3]["value"], "false");
+    assert_eq!(clauses[3]["reads"][0]["path"], "request.time");
+    assert_eq!(
+        json["why"]["other_errors"][0]["rule"],
+        "agent-reads-own-tenant"
+    );
+}
+
+#[test]
+fn explanations_never_print_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "rules:\n  - name: keyed\n    effect: allow\n    when: >\n      \"authorization\" in request.headers && request.headers[\"authorization\"] != \"\" &&\n      \"x-api-key\" in request.headers && request.headers[\"x-api-key\"] == \"k\" && request.method == \"POST\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("r_test.yaml"),
+        "rules: r.yaml\ncases:\n  - name: a get\n    identity: spiffe://example.org/a\n    request:\n      method: GET\n      headers: { authorization: Bearer supersecret-token, x-api-key: hunter2, cookie: session=topsecret }\n    expect: { decision: allow, rule: keyed }\n",
+    )
+    .unwrap();
+    let suite = dir.path().join("r_test.yaml");
+    let (code, stdout, stderr) = run(&[
+        "test",
+        "--redact-header",
+        "X-Api-Key",
+        suite.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    let all = format!("{stdout}{stderr}");
+    for secret in ["supersecret-token", "hunter2", "topsecret"] {
+        assert!(!all.contains(secret), "{secret} printed:\n{all}");
+    }
+    assert!(
+        all.contains(r#"request.headers["authorization"] = "<redacted>""#),
+        "{all}"
+    );
+    assert!(
+        all.contains(r#"request.headers["x-api-key"] = "<redacted>""#),
+        "{all}"
+    );
+    assert!(
+        all.contains("the first false clause is `request.headers[\"x-api-key\"] == \"k\"` (false)"),
+        "{all}"
     );
 }
 
@@ -680,8 +842,8 @@ fn eval_shows_a_rule_that_errors_and_why_and_rejects_garbage_inputs() {
     assert_eq!(code, 0, "{stderr}");
     for expected in [
         "  allow tenant-ok  match\n",
-        "  deny  debug-off  error: No such key: x-debug\n",
-        "decision: deny by rule 'debug-off' (rule_error); rule 'debug-off' failed: No such key: x-debug\n",
+        "  deny  debug-off  error: the key \"x-debug\" is absent (test for it first: `\"x-debug\" in ... && ...`)\n",
+        "decision: deny by rule 'debug-off' (rule_error): the key \"x-debug\" is absent (test for it first: `\"x-debug\" in ... && ...`)\n",
         "  request.headers = {\"x-tenant\": \"acme\"}\n",
     ] {
         assert!(
@@ -970,5 +1132,11 @@ fn an_absent_token_is_said_plainly_never_as_a_library_function_error() {
         stdout.contains("  token.path: the request has no verified JWT-SVID\n"),
         "{stdout}"
     );
-    assert!(stdout.contains("rule 'agents' failed: token."), "{stdout}");
+    assert!(stdout.contains("(rule_error): token."), "{stdout}");
+    assert!(
+        stdout.contains(
+            "      [1].exists(x, token.id == \"a\")  => error: the request has no verified JWT-SVID"
+        ),
+        "{stdout}"
+    );
 }

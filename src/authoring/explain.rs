@@ -15,6 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
+use crate::authoring::redaction::redacted;
 use crate::authoring::suite::case::{Case, svid_from_der};
 use crate::authoring::suite::{Outcome, describe};
 use crate::engine::attributes::Attributes;
@@ -47,6 +48,8 @@ pub struct Explanation {
     pub attributes: Vec<(String, AttributeValue)>,
     /// For a test case with `expect`: whether the decision met it.
     pub expectation: Option<crate::authoring::suite::Outcome>,
+    /// Why, down to the clause.
+    pub why: crate::authoring::clauses::Why,
 }
 
 /// Explains the decision of `rules` on `input`.
@@ -86,12 +89,13 @@ pub fn explain_redacting(
                 Attributes::from_check_request(&prepared.request).map_err(|e| e.to_string())?;
             let input = prepared.input(&attrs);
             let name = case.name.as_deref().unwrap_or("unnamed");
+            let expected_rule = case.expect.as_ref().and_then(|e| e.rule.as_deref());
             let mut explanation = run(
                 redact,
                 &policy,
                 format!("a test case ({name})"),
                 identities,
-                input,
+                (input, expected_rule),
             );
             explanation.expectation = case
                 .expect
@@ -159,38 +163,19 @@ fn explain_check_request(
         policy,
         "an Envoy CheckRequest (now = its request time)".into(),
         identities,
-        Input {
-            source: source.as_ref(),
-            token: token.as_ref(),
-            attributes: &attrs,
-            workload: &Workload::default(),
-            now,
-            grant: None,
-            signals: Default::default(),
-        },
+        (
+            Input {
+                source: source.as_ref(),
+                token: token.as_ref(),
+                attributes: &attrs,
+                workload: &Workload::default(),
+                now,
+                grant: None,
+                signals: Default::default(),
+            },
+            None,
+        ),
     ))
-}
-
-/// `attrs` with every credential header's value, and those of the headers
-/// in `extra`, replaced by `<redacted>`.
-fn redacted<'a>(attrs: &Attributes<'a>, extra: &[String]) -> Attributes<'a> {
-    let headers = attrs
-        .headers
-        .iter()
-        .map(|(name, value)| {
-            let secret = crate::edge::audit::is_secret_header(name)
-                || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
-                || value
-                    .get(..7)
-                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "));
-            let shown = if secret { "<redacted>" } else { value.as_str() };
-            (name.clone(), shown.to_owned())
-        })
-        .collect();
-    Attributes {
-        headers: std::borrow::Cow::Owned(headers),
-        ..attrs.clone()
-    }
 }
 
 fn run(
@@ -198,7 +183,7 @@ fn run(
     policy: &Policy,
     input_kind: String,
     identities: Vec<String>,
-    input: Input<'_>,
+    (input, expected_rule): (Input<'_>, Option<&str>),
 ) -> Explanation {
     let decision = policy.evaluate(input);
     let rules = policy
@@ -226,13 +211,12 @@ fn run(
     // Rules see the real request; the attributes shown never hold a
     // credential.
     let shown = redacted(input.attributes, redact);
-    let values = policy.values(
-        &leaves,
-        Input {
-            attributes: &shown,
-            ..input
-        },
-    );
+    let shown = Input {
+        attributes: &shown,
+        ..input
+    };
+    let values = policy.values(&leaves, shown);
+    let why = crate::authoring::clauses::explain(policy, &decision, expected_rule, input, shown);
     Explanation {
         input: input_kind,
         identities,
@@ -242,6 +226,7 @@ fn run(
         allowed: decision.allowed,
         attributes: leaves.iter().map(|l| (*l).to_owned()).zip(values).collect(),
         expectation: None,
+        why,
     }
 }
 
@@ -306,13 +291,17 @@ pub fn render_text(e: &Explanation) -> String {
     out.push_str(&format!("decision: {}\n", e.decision));
     match &e.expectation {
         Some(Outcome::Passed) => out.push_str("expected: as the case expects\n"),
-        Some(Outcome::Failed { expected, got }) => {
+        Some(Outcome::Failed { expected, got, .. }) => {
             out.push_str(&format!(
                 "expected: {expected}, NOT as the case expects (got {got})\n"
             ));
         }
         Some(Outcome::Error(why)) => out.push_str(&format!("expected: cannot compare: {why}\n")),
         None => {}
+    }
+    if !e.why.rules.is_empty() || !e.why.other_errors.is_empty() {
+        out.push_str("why:\n");
+        out.push_str(&crate::authoring::clauses::render_text(&e.why, "  "));
     }
     out.push_str("attributes read:\n");
     for (path, value) in &e.attributes {
@@ -335,9 +324,10 @@ pub fn render_json(e: &Explanation) -> Value {
         "expectation": match &e.expectation {
             None => Value::Null,
             Some(Outcome::Passed) => json!({"met": true}),
-            Some(Outcome::Failed { expected, got }) => json!({"met": false, "expected": expected, "got": got}),
+            Some(Outcome::Failed { expected, got, .. }) => json!({"met": false, "expected": expected, "got": got}),
             Some(Outcome::Error(why)) => json!({"met": false, "error": why}),
         },
+        "why": crate::authoring::clauses::render_json(&e.why),
         "rules": e.rules.iter().map(|(name, effect, result)| {
             let (result, error) = match result {
                 RuleResult::Match => ("match", None),

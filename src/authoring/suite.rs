@@ -18,6 +18,7 @@
 //! for CI systems.
 
 pub mod case;
+pub mod coverage;
 
 use std::path::{Path, PathBuf};
 
@@ -53,12 +54,15 @@ pub struct SuiteFile {
 pub enum Outcome {
     /// As expected.
     Passed,
-    /// Not as expected: what was expected, what happened.
+    /// Not as expected: what was expected, what happened, and why.
     Failed {
         /// What the case expected.
         expected: String,
         /// What the rules decided.
         got: String,
+        /// Why, down to the clause (see `authoring::clauses`), as lines;
+        /// empty when not worked out.
+        why: String,
     },
     /// The case could not be run.
     Error(String),
@@ -73,6 +77,11 @@ pub struct CaseResult {
     pub outcome: Outcome,
     /// How long it took.
     pub time: std::time::Duration,
+    /// The rules whose conditions held for the case (every rule is
+    /// evaluated), for coverage.
+    pub matched: Vec<String>,
+    /// The grant in force for the case, if any.
+    pub grant: Option<String>,
 }
 
 /// One suite's results.
@@ -84,6 +93,28 @@ pub struct SuiteResult {
     pub error: Option<String>,
     /// The cases, in order.
     pub cases: Vec<CaseResult>,
+    /// The rules file under test, and its rules and grants, for coverage.
+    pub covers: Option<Covered>,
+}
+
+/// What a suite's cases can cover.
+#[derive(Debug, Clone)]
+pub struct Covered {
+    /// The rules file under test.
+    pub rules_file: PathBuf,
+    /// Its rules, in order.
+    pub rules: Vec<String>,
+    /// The grants of the suite's grants file.
+    pub grants: Vec<String>,
+}
+
+/// How `celador test` runs suites.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Run only the cases whose names contain it.
+    pub pattern: Option<String>,
+    /// More headers whose values are shown as `<redacted>`.
+    pub redact: Vec<String>,
 }
 
 impl SuiteResult {
@@ -149,40 +180,22 @@ fn walk(dir: &Path, wanted: fn(&str) -> bool, found: &mut Vec<PathBuf>) -> std::
 
 /// Runs the suite at `path`.
 pub fn run(path: &Path) -> SuiteResult {
-    run_matching(path, None)
+    run_with(path, &Options::default())
 }
 
-/// Runs the cases of the suite at `path` whose names contain `pattern`
-/// (every case when `None`).
-pub fn run_matching(path: &Path, pattern: Option<&str>) -> SuiteResult {
+/// Runs the cases of the suite at `path` that `options` select.
+pub fn run_with(path: &Path, options: &Options) -> SuiteResult {
     let failed = |error: String| SuiteResult {
         path: path.to_owned(),
         error: Some(error),
         cases: Vec::new(),
+        covers: None,
     };
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) => return failed(format!("cannot read the suite: {e}")),
-    };
-    let suite = match parse_suite(&text, path) {
-        Ok(suite) => suite,
+    let (suite, policy, grants) = match load(path) {
+        Ok(loaded) => loaded,
         Err(e) => return failed(e),
     };
     let base = path.parent().unwrap_or(Path::new("."));
-    let policy = match crate::authoring::read_policy(&base.join(&suite.rules)) {
-        Ok(policy) => policy,
-        Err(e) => return failed(format!("the rules under test do not load:\n{e}")),
-    };
-    let grants = match suite.grants.as_ref().map(|f| read_grants(&base.join(f))) {
-        None => Grants::default(),
-        Some(Ok(grants)) => grants,
-        Some(Err(e)) => return failed(format!("the grants file does not load:\n{e}")),
-    };
-    if let Some(name) = duplicate_case_name(&suite.cases) {
-        return failed(format!(
-            "the case name '{name}' is used twice; each case needs a name of its own"
-        ));
-    }
     let cases = suite
         .cases
         .into_iter()
@@ -193,23 +206,50 @@ pub fn run_matching(path: &Path, pattern: Option<&str>) -> SuiteResult {
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("case {}", i + 1));
-            if pattern.is_some_and(|p| !name.contains(p)) {
+            if options
+                .pattern
+                .as_deref()
+                .is_some_and(|p| !name.contains(p))
+            {
                 return None;
             }
             let started = std::time::Instant::now();
-            let outcome = run_case(&policy, &grants, &case, base);
-            Some(CaseResult {
-                name,
-                outcome,
-                time: started.elapsed(),
-            })
+            let mut result = run_case(&policy, &grants, &case, base, &options.redact);
+            result.name = name;
+            result.time = started.elapsed();
+            Some(result)
         })
         .collect();
     SuiteResult {
         path: path.to_owned(),
         error: None,
         cases,
+        covers: Some(Covered {
+            rules_file: base.join(&suite.rules),
+            rules: policy.rules().iter().map(|r| r.name.to_string()).collect(),
+            grants: grants.grants().iter().map(|g| g.name.to_string()).collect(),
+        }),
     }
+}
+
+/// The suite at `path`, its rules and its grants, or why they do not load.
+fn load(path: &Path) -> Result<(SuiteFile, Policy, Grants), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the suite: {e}"))?;
+    let suite = parse_suite(&text, path)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let policy = crate::authoring::read_policy(&base.join(&suite.rules))
+        .map_err(|e| format!("the rules under test do not load:\n{e}"))?;
+    let grants = match suite.grants.as_ref().map(|f| read_grants(&base.join(f))) {
+        None => Grants::default(),
+        Some(Ok(grants)) => grants,
+        Some(Err(e)) => return Err(format!("the grants file does not load:\n{e}")),
+    };
+    if let Some(name) = duplicate_case_name(&suite.cases) {
+        return Err(format!(
+            "the case name '{name}' is used twice; each case needs a name of its own"
+        ));
+    }
+    Ok((suite, policy, grants))
 }
 
 /// The suite in `text`; a rules file given by mistake is named as such.
@@ -249,33 +289,110 @@ pub fn read_grants(path: &Path) -> Result<Grants, String> {
     .map_err(|e| e.to_string())
 }
 
-/// Decides one case with `policy` and `grants`, as `serve` would after
-/// verifying the case's identities.
-pub fn decide(
+fn run_case(
     policy: &Policy,
     grants: &Grants,
     case: &Case,
     base: &Path,
-) -> Result<Decision, String> {
-    let prepared = case.prepare(base)?;
-    let attrs = Attributes::from_check_request(&prepared.request).map_err(|e| e.to_string())?;
+    redact: &[String],
+) -> CaseResult {
+    let mut result = CaseResult {
+        name: String::new(),
+        outcome: Outcome::Passed,
+        time: std::time::Duration::ZERO,
+        matched: Vec::new(),
+        grant: None,
+    };
+    let Some(expect) = &case.expect else {
+        result.outcome = Outcome::Error("the case has no `expect`".into());
+        return result;
+    };
+    if let Err(problem) = check_expect(expect, policy, grants) {
+        result.outcome = Outcome::Error(problem);
+        return result;
+    }
+    let prepared = match case.prepare(base) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            result.outcome = Outcome::Error(e);
+            return result;
+        }
+    };
+    let attrs = match Attributes::from_check_request(&prepared.request) {
+        Ok(attrs) => attrs,
+        Err(e) => {
+            result.outcome = Outcome::Error(e.to_string());
+            return result;
+        }
+    };
+    let (outcome, matched, grant) = evaluate(policy, grants, expect, &prepared, &attrs, redact);
+    result.outcome = outcome;
+    result.matched = matched;
+    result.grant = grant;
+    result
+}
+
+/// Decides a prepared case and judges the decision: the outcome (explained
+/// down to the clause when it failed), the rules that matched, the grant.
+fn evaluate(
+    policy: &Policy,
+    grants: &Grants,
+    expect: &case::Expect,
+    prepared: &case::Prepared,
+    attrs: &Attributes<'_>,
+    redact: &[String],
+) -> (Outcome, Vec<String>, Option<String>) {
     let identity = Identity {
         source: prepared.source.clone().map(Arc::new),
         token: prepared.token.clone().map(Arc::new),
         from_cache: false,
     };
-    let input = prepared.input(&attrs);
+    let input = prepared.input(attrs);
     let grant = grants.find(&identity, input);
-    Ok(policy.evaluate(Input {
+    let input = Input {
         grant: grant.as_ref(),
         ..input
-    }))
+    };
+    let decision = policy.evaluate(input);
+    let matched = policy
+        .explain(input)
+        .into_iter()
+        .filter(|(_, r)| *r == crate::engine::policy::RuleResult::Match)
+        .map(|(rule, _)| rule.name.to_string())
+        .collect();
+    let outcome = match judge(expect, &decision) {
+        Outcome::Failed { expected, got, .. } => {
+            // Why, down to the clause, with the credentials redacted.
+            let shown_attrs = crate::authoring::redaction::redacted(attrs, redact);
+            let shown = Input {
+                attributes: &shown_attrs,
+                ..input
+            };
+            let why = crate::authoring::clauses::explain(
+                policy,
+                &decision,
+                expect.rule.as_deref(),
+                input,
+                shown,
+            );
+            Outcome::Failed {
+                expected,
+                got,
+                why: crate::authoring::clauses::render_text(&why, "        "),
+            }
+        }
+        other => other,
+    };
+    (
+        outcome,
+        matched,
+        decision.grant.as_ref().map(|g| g.name.to_string()),
+    )
 }
 
-fn run_case(policy: &Policy, grants: &Grants, case: &Case, base: &Path) -> Outcome {
-    let Some(expect) = &case.expect else {
-        return Outcome::Error("the case has no `expect`".into());
-    };
+/// An `expect` that names what cannot be: a reason rules never give, a
+/// grant or a rule the files under test do not have.
+fn check_expect(expect: &case::Expect, policy: &Policy, grants: &Grants) -> Result<(), String> {
     if let Some(reason) = &expect.reason
         && ![
             "allowed",
@@ -286,7 +403,7 @@ fn run_case(policy: &Policy, grants: &Grants, case: &Case, base: &Path) -> Outco
         ]
         .contains(&reason.as_str())
     {
-        return Outcome::Error(format!(
+        return Err(format!(
             "expect.reason {reason:?} is not one rules give: allowed, denied_by_rule, rule_error, no_allow_rule or granted"
         ));
     }
@@ -294,7 +411,7 @@ fn run_case(policy: &Policy, grants: &Grants, case: &Case, base: &Path) -> Outco
         && !grant.is_empty()
         && !grants.grants().iter().any(|g| &*g.name == grant.as_str())
     {
-        return Outcome::Error(format!(
+        return Err(format!(
             "expect.grant '{grant}' is not a grant of the suite's grants file"
         ));
     }
@@ -302,16 +419,12 @@ fn run_case(policy: &Policy, grants: &Grants, case: &Case, base: &Path) -> Outco
         && !policy.rules().iter().any(|r| &*r.name == rule.as_str())
     {
         let names: Vec<&str> = policy.rules().iter().map(|r| &*r.name).collect();
-        return Outcome::Error(format!(
+        return Err(format!(
             "expect.rule '{rule}' is not a rule of the file under test (its rules: {})",
             names.join(", ")
         ));
     }
-    let decision = match decide(policy, grants, case, base) {
-        Ok(decision) => decision,
-        Err(e) => return Outcome::Error(e),
-    };
-    judge(expect, &decision)
+    Ok(())
 }
 
 /// Whether `decision` is what `expect` says: passed, or failed with what
@@ -352,10 +465,13 @@ pub fn judge(expect: &case::Expect, decision: &Decision) -> Outcome {
     Outcome::Failed {
         expected,
         got: describe(decision),
+        why: String::new(),
     }
 }
 
-/// A decision in words: `allow by rule 'x' (allowed)`.
+/// A decision in words: `allow by rule 'x' (allowed)`. Only the deciding
+/// rule's error is named, as the cause of a `rule_error`; other rules'
+/// errors are not the cause and are listed apart (`authoring::clauses`).
 pub fn describe(decision: &Decision) -> String {
     let mut text = if decision.allowed { "allow" } else { "deny" }.to_owned();
     if let Some(rule) = &decision.rule {
@@ -365,8 +481,12 @@ pub fn describe(decision: &Decision) -> String {
     if let Some(grant) = &decision.grant {
         text.push_str(&format!(" with grant '{}'", grant.name));
     }
-    for e in &decision.errors {
-        text.push_str(&format!("; rule '{}' failed: {}", e.rule, e.error));
+    if let Some(cause) = decision
+        .errors
+        .iter()
+        .find(|e| decision.rule.as_deref() == Some(&*e.rule))
+    {
+        text.push_str(&format!(": {}", cause.error));
     }
     text
 }
@@ -382,8 +502,8 @@ pub fn render_text(results: &[SuiteResult]) -> String {
         for case in &suite.cases {
             match &case.outcome {
                 Outcome::Passed => out.push_str(&format!("  PASS  {}\n", case.name)),
-                Outcome::Failed { expected, got } => out.push_str(&format!(
-                    "  FAIL  {}\n        expected: {expected}\n        got:      {got}\n",
+                Outcome::Failed { expected, got, why } => out.push_str(&format!(
+                    "  FAIL  {}\n        expected: {expected}\n        got:      {got}\n{why}",
                     case.name
                 )),
                 Outcome::Error(e) => out.push_str(&format!("  ERROR {}\n        {e}\n", case.name)),
@@ -425,7 +545,7 @@ pub fn render_junit(results: &[SuiteResult]) -> String {
                 Outcome::Passed => out.push_str(&format!(
                     "    <testcase name=\"{case_name}\" classname=\"{name}\" time=\"{time:.6}\"/>\n"
                 )),
-                Outcome::Failed { expected, got } => out.push_str(&format!(
+                Outcome::Failed { expected, got, .. } => out.push_str(&format!(
                     "    <testcase name=\"{case_name}\" classname=\"{name}\" time=\"{time:.6}\"><failure message=\"{}\">expected: {}\ngot: {}</failure></testcase>\n",
                     xml_escape(&format!("expected {expected}, got {got}")),
                     xml_escape(expected),

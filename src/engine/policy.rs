@@ -19,6 +19,7 @@ pub mod functions;
 mod lint;
 pub mod rules_file;
 pub mod schema;
+pub mod trace;
 pub mod unparse;
 
 use std::collections::BTreeSet;
@@ -398,6 +399,20 @@ impl Policy {
             .collect()
     }
 
+    /// The condition of rule `name` evaluated clause by clause on `input`,
+    /// with the attribute values shown from `shown` (the same input,
+    /// redacted). `None` when there is no such rule.
+    pub fn trace(&self, name: &str, input: Input<'_>, shown: Input<'_>) -> Option<trace::Clause> {
+        let rule = self.rules.iter().find(|r| &*r.name == name)?;
+        let activation = activation::Activation::new(input);
+        let mut truth = self.root.new_inner_scope();
+        truth.set_variable_resolver(&activation);
+        let shown_activation = activation::Activation::new(shown);
+        let mut shown_ctx = self.root.new_inner_scope();
+        shown_ctx.set_variable_resolver(&shown_activation);
+        Some(trace::trace(&rule.expr, &truth, &shown_ctx))
+    }
+
     /// Evaluates every rule, for explaining a decision.
     pub fn explain(&self, input: Input<'_>) -> Vec<(&Rule, RuleResult)> {
         let activation = activation::Activation::new(input);
@@ -559,6 +574,9 @@ fn message_of(e: &cel::ExecutionError) -> String {
             if function == "source" || function == "token" =>
         {
             message.clone()
+        }
+        cel::ExecutionError::NoSuchKey(key) => {
+            format!("the key \"{key}\" is absent (test for it first: `\"{key}\" in ... && ...`)")
         }
         other => other.to_string(),
     }

@@ -43,82 +43,92 @@ pub(super) struct Subject<'a> {
 pub(super) fn lint(rules: &[Subject<'_>]) -> Vec<Diagnostic> {
     let mut warnings = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
-        let warn = |offset, message| {
-            let mut d = (rule.place)(offset, message);
-            d.severity = Severity::Warning;
-            d
+        rule_warnings(rule, i, rules, &mut warnings);
+    }
+    warnings.extend(shadowing_everything(rules));
+    warnings
+}
+
+/// The warnings about one rule, the `i`th of `rules`.
+fn rule_warnings(
+    rule: &Subject<'_>,
+    i: usize,
+    rules: &[Subject<'_>],
+    warnings: &mut Vec<Diagnostic>,
+) {
+    let warn = |offset, message| {
+        let mut d = (rule.place)(offset, message);
+        d.severity = Severity::Warning;
+        d
+    };
+    if let Some(first) = rules.iter().take(i).find(|r| r.name == rule.name) {
+        warnings.push(warn(
+            None,
+            format!(
+                "a rule named '{}' is already defined on line {}; decisions and audit records cannot tell them apart",
+                rule.name, first.line
+            ),
+        ));
+    }
+    if let Some(why) = never(rule.expr) {
+        warnings.push(warn(Some(0), format!("{why}, so the rule never matches")));
+        return;
+    }
+    if always(rule.expr) {
+        let consequence = match rule.effect {
+            Effect::Allow => "it allows every request that no deny rule denies",
+            Effect::Deny => "it denies every request",
         };
-        if let Some(first) = rules.iter().take(i).find(|r| r.name == rule.name) {
+        warnings.push(warn(
+            Some(0),
+            format!("the condition is always true, so {consequence}"),
+        ));
+    }
+    for (offset, message) in branches(rule.expr, rule.source) {
+        warnings.push(warn(offset, message));
+    }
+    for read in rule.map_reads.iter().filter(|r| r.map == "request.headers") {
+        let key = read.key.trim_matches('"');
+        if key.chars().any(|c| c.is_ascii_uppercase()) {
             warnings.push(warn(
-                None,
+                Some(read.offset as usize),
                 format!(
-                    "a rule named '{}' is already defined on line {}; decisions and audit records cannot tell them apart",
-                    rule.name, first.line
+                    "header names are lowercase in request.headers: {} is never there (write \"{}\")",
+                    read.key,
+                    key.to_ascii_lowercase()
                 ),
             ));
         }
-        if let Some(why) = never(rule.expr) {
-            warnings.push(warn(Some(0), format!("{why}, so the rule never matches")));
-            continue;
-        }
-        if always(rule.expr) {
-            let consequence = match rule.effect {
-                Effect::Allow => "it allows every request that no deny rule denies",
-                Effect::Deny => "it denies every request",
-            };
-            warnings.push(warn(
-                Some(0),
-                format!("the condition is always true, so {consequence}"),
-            ));
-        }
-        for (offset, message) in branches(rule.expr, rule.source) {
-            warnings.push(warn(offset, message));
-        }
-        for read in rule.map_reads.iter().filter(|r| r.map == "request.headers") {
-            let key = read.key.trim_matches('"');
-            if key.chars().any(|c| c.is_ascii_uppercase()) {
+    }
+    match rule.effect {
+        Effect::Allow => {
+            if let Some((deny, part)) = shadowing_deny(rule, rules) {
                 warnings.push(warn(
-                    Some(read.offset as usize),
+                    Some(0),
                     format!(
-                        "header names are lowercase in request.headers: {} is never there (write \"{}\")",
-                        read.key,
-                        key.to_ascii_lowercase()
+                        "this allow rule never allows: whenever it matches, deny rule '{deny}' matches too (`{part}`)"
                     ),
                 ));
             }
         }
-        match rule.effect {
-            Effect::Allow => {
-                if let Some((deny, part)) = shadowing_deny(rule, rules) {
+        Effect::Deny => {
+            if let Some(warning) = unguarded_identity(rule) {
+                warnings.push(warn(rule.source.find(&warning.0), warning.1));
+            }
+            for read in rule.map_reads {
+                if !rule.guards.contains(&(read.map.clone(), read.key.clone())) {
                     warnings.push(warn(
-                        Some(0),
+                        Some(read.offset as usize),
                         format!(
-                            "this allow rule never allows: whenever it matches, deny rule '{deny}' matches too (`{part}`)"
+                            "reading {map}[{key}] fails when the key is absent, and a deny rule that fails denies; test for it first: `{key} in {map} && ...`",
+                            map = read.map,
+                            key = read.key
                         ),
                     ));
                 }
             }
-            Effect::Deny => {
-                if let Some(warning) = unguarded_identity(rule) {
-                    warnings.push(warn(rule.source.find(&warning.0), warning.1));
-                }
-                for read in rule.map_reads {
-                    if !rule.guards.contains(&(read.map.clone(), read.key.clone())) {
-                        warnings.push(warn(
-                            Some(read.offset as usize),
-                            format!(
-                                "reading {map}[{key}] fails when the key is absent, and a deny rule that fails denies; test for it first: `{key} in {map} && ...`",
-                                map = read.map,
-                                key = read.key
-                            ),
-                        ));
-                    }
-                }
-            }
         }
     }
-    warnings.extend(shadowing_everything(rules));
-    warnings
 }
 
 /// A deny rule that shadows every allow rule of the file: the rules can then

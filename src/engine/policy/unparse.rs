@@ -92,18 +92,50 @@ fn write_bare(out: &mut String, expr: &IdedExpr) {
             out.push(']');
         }
         Expr::Map(map) => write_map(out, map),
-        // Macros are expanded by the parser; their text is not kept.
-        Expr::Comprehension(comp) => {
-            write(out, &comp.iter_range, 9);
-            out.push_str(".<macro>(");
-            out.push_str(&comp.iter_var);
-            out.push_str(", ...)");
-        }
+        // Macros are expanded by the parser; `exists` and `all` are
+        // recognised by their shape, others are not spelt out.
+        Expr::Comprehension(comp) => write_comprehension(out, comp),
         Expr::Struct(s) => {
             out.push_str(&s.type_name);
             out.push_str("{...}");
         }
         Expr::Unspecified => out.push('?'),
+    }
+}
+
+/// A macro: `exists` and `all` are recognised by their shape, others are
+/// not spelt out.
+fn write_comprehension(out: &mut String, comp: &cel::common::ast::ComprehensionExpr) {
+    write(out, &comp.iter_range, 9);
+    let step = match &comp.loop_step.expr {
+        Expr::Call(c) if c.target.is_none() && c.args.len() == 2 => {
+            match (
+                c.func_name.as_str(),
+                c.args.first().map(|a| &a.expr),
+                c.args.get(1),
+            ) {
+                (operators::LOGICAL_OR, Some(Expr::Ident(a)), Some(p)) if *a == comp.accu_var => {
+                    Some(("exists", p))
+                }
+                (operators::LOGICAL_AND, Some(Expr::Ident(a)), Some(p)) if *a == comp.accu_var => {
+                    Some(("all", p))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    match step {
+        Some((name, predicate)) => {
+            out.push_str(&format!(".{name}({}, ", comp.iter_var));
+            write(out, predicate, 0);
+            out.push(')');
+        }
+        None => {
+            out.push_str(".<macro>(");
+            out.push_str(&comp.iter_var);
+            out.push_str(", ...)");
+        }
     }
 }
 

@@ -1,0 +1,179 @@
+//! Why a decision came out as it did, down to the clause: the tree of the
+//! deciding rule and of the rule a case expected, the first false clause of
+//! an allow rule expected to match, and other rules' errors listed apart,
+//! never as the cause.
+//!
+//! Data flow: `test` (for a failing case) and `eval` hand over the decision,
+//! the real input and a redacted copy; [`explain`] asks the engine for each
+//! rule's clause tree ([`Policy::trace`]); [`render_text`] and
+//! [`render_json`] word it.
+
+use serde_json::{Value, json};
+
+use crate::engine::decision::Decision;
+use crate::engine::policy::rules_file::Effect;
+use crate::engine::policy::trace::Clause;
+use crate::engine::policy::{Input, Policy};
+
+/// One rule's part in a decision.
+#[derive(Debug, Clone)]
+pub struct Traced {
+    /// The rule.
+    pub rule: String,
+    /// `allow` or `deny`.
+    pub effect: &'static str,
+    /// `decided`, or `was expected to decide`.
+    pub role: &'static str,
+    /// Its condition, clause by clause.
+    pub tree: Clause,
+    /// For an allow rule expected to match that did not: the first clause
+    /// that was false (or failed).
+    pub first_false: Option<Clause>,
+}
+
+/// The explanation of `decision`.
+#[derive(Debug, Clone, Default)]
+pub struct Why {
+    /// The deciding rule, and the expected one when another.
+    pub rules: Vec<Traced>,
+    /// Other rules' evaluation errors: (rule, error), never the cause.
+    pub other_errors: Vec<(String, String)>,
+}
+
+/// Works out why `decision` was made on `input`; values are shown from
+/// `shown`, its redacted copy.
+pub fn explain(
+    policy: &Policy,
+    decision: &Decision,
+    expected_rule: Option<&str>,
+    input: Input<'_>,
+    shown: Input<'_>,
+) -> Why {
+    let mut why = Why::default();
+    let deciding = decision.rule.as_deref();
+    for (name, role) in [
+        (deciding, "decided"),
+        (expected_rule, "was expected to decide"),
+    ] {
+        let Some(name) = name.filter(|n| !why.rules.iter().any(|t| t.rule == *n)) else {
+            continue;
+        };
+        let Some(rule) = policy.rules().iter().find(|r| &*r.name == name) else {
+            continue;
+        };
+        let Some(tree) = policy.trace(name, input, shown) else {
+            continue;
+        };
+        let expected_to_match = rule.effect == Effect::Allow
+            && Some(name) == expected_rule
+            && tree.value.as_deref() != Ok("true");
+        why.rules.push(Traced {
+            rule: name.to_owned(),
+            effect: match rule.effect {
+                Effect::Allow => "allow",
+                Effect::Deny => "deny",
+            },
+            role,
+            first_false: expected_to_match
+                .then(|| tree.first_false().cloned())
+                .flatten(),
+            tree,
+        });
+    }
+    why.other_errors = decision
+        .errors
+        .iter()
+        .filter(|e| Some(&*e.rule) != deciding)
+        .map(|e| (e.rule.to_string(), e.error.clone()))
+        .collect();
+    why
+}
+
+fn verdict(tree: &Clause) -> String {
+    match &tree.value {
+        Ok(v) if v == "true" => "matched".to_owned(),
+        Ok(v) if v == "false" => "did not match".to_owned(),
+        Ok(v) => format!("gave {v}, not a bool"),
+        Err(e) => format!("failed: {e}"),
+    }
+}
+
+/// The explanation as lines indented by `indent`.
+pub fn render_text(why: &Why, indent: &str) -> String {
+    let mut out = String::new();
+    for t in &why.rules {
+        out.push_str(&format!(
+            "{indent}{} rule '{}' ({}) {}",
+            t.effect,
+            t.rule,
+            t.role,
+            verdict(&t.tree)
+        ));
+        if let Some(first) = &t.first_false {
+            let value = match &first.value {
+                Ok(v) => v.clone(),
+                Err(e) => format!("error: {e}"),
+            };
+            out.push_str(&format!(
+                "; the first false clause is `{}` ({value})",
+                first.text
+            ));
+        }
+        out.push_str(":\n");
+        out.push_str(&t.tree.render(&format!("{indent}  ")));
+    }
+    if !why.other_errors.is_empty() {
+        out.push_str(&format!(
+            "{indent}other rules failed to evaluate (not the cause of this decision):\n"
+        ));
+        for (rule, error) in &why.other_errors {
+            out.push_str(&format!("{indent}  rule '{rule}': {error}\n"));
+        }
+    }
+    out
+}
+
+/// The explanation as JSON.
+pub fn render_json(why: &Why) -> Value {
+    json!({
+        "rules": why.rules.iter().map(|t| json!({
+            "rule": t.rule,
+            "effect": t.effect,
+            "role": t.role,
+            "result": verdict(&t.tree),
+            "first_false_clause": t.first_false.as_ref().map(|c| c.text.clone()),
+            "tree": clause_json(&t.tree),
+        })).collect::<Vec<_>>(),
+        "other_errors": why.other_errors.iter().map(|(rule, error)| json!({"rule": rule, "error": error})).collect::<Vec<_>>(),
+    })
+}
+
+fn clause_json(c: &Clause) -> Value {
+    let mut v = serde_json::Map::new();
+    v.insert("clause".into(), json!(c.text));
+    if let Some(op) = c.op {
+        v.insert("op".into(), json!(op));
+    }
+    match &c.value {
+        Ok(value) => v.insert("value".into(), json!(value)),
+        Err(e) => v.insert("error".into(), json!(e)),
+    };
+    if !c.reads.is_empty() {
+        let reads = c
+            .reads
+            .iter()
+            .map(|(path, value)| match value {
+                Ok(value) => json!({"path": path, "value": value}),
+                Err(e) => json!({"path": path, "error": e}),
+            })
+            .collect();
+        v.insert("reads".into(), reads);
+    }
+    if !c.children.is_empty() {
+        v.insert(
+            "children".into(),
+            c.children.iter().map(clause_json).collect(),
+        );
+    }
+    Value::Object(v)
+}
