@@ -19,6 +19,7 @@
 
 pub mod attributes;
 pub mod cache;
+pub mod clause;
 pub mod decision;
 pub mod grant;
 pub mod grants;
@@ -359,6 +360,18 @@ impl Engine {
 /// The rules' decision, with what the shadow rules would have decided.
 fn evaluate(snapshot: &Snapshot, input: Input<'_>) -> Decision {
     let mut decision = snapshot.policy.evaluate(input);
+    // A deny rule that failed: which clause, for the audit record. Rare, and
+    // the request is denied anyway.
+    if decision.reason == Reason::RuleError
+        && let Some(rule) = decision.rule.as_deref()
+    {
+        let shown = input.attributes.redacted(&[]);
+        let shown = Input {
+            attributes: &shown,
+            ..input
+        };
+        decision.explanation = snapshot.policy.trace(rule, input, shown).map(Arc::new);
+    }
     let shadow = |source: ShadowSource, d: Decision, version: Option<Arc<str>>| Shadow {
         source,
         allowed: d.allowed,

@@ -142,38 +142,8 @@ pub fn render_json(why: &Why) -> Value {
             "role": t.role,
             "result": verdict(&t.tree),
             "first_false_clause": t.first_false.as_ref().map(|c| c.text.clone()),
-            "tree": clause_json(&t.tree),
+            "tree": crate::edge::trail::clause_json(&t.tree),
         })).collect::<Vec<_>>(),
         "other_errors": why.other_errors.iter().map(|(rule, error)| json!({"rule": rule, "error": error})).collect::<Vec<_>>(),
     })
-}
-
-fn clause_json(c: &Clause) -> Value {
-    let mut v = serde_json::Map::new();
-    v.insert("clause".into(), json!(c.text));
-    if let Some(op) = c.op {
-        v.insert("op".into(), json!(op));
-    }
-    match &c.value {
-        Ok(value) => v.insert("value".into(), json!(value)),
-        Err(e) => v.insert("error".into(), json!(e)),
-    };
-    if !c.reads.is_empty() {
-        let reads = c
-            .reads
-            .iter()
-            .map(|(path, value)| match value {
-                Ok(value) => json!({"path": path, "value": value}),
-                Err(e) => json!({"path": path, "error": e}),
-            })
-            .collect();
-        v.insert("reads".into(), reads);
-    }
-    if !c.children.is_empty() {
-        v.insert(
-            "children".into(),
-            c.children.iter().map(clause_json).collect(),
-        );
-    }
-    Value::Object(v)
 }

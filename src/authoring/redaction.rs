@@ -11,21 +11,5 @@ use crate::engine::attributes::Attributes;
 /// `attrs` with every credential header's value, and those of the headers
 /// in `extra`, replaced by `<redacted>`.
 pub fn redacted<'a>(attrs: &Attributes<'a>, extra: &[String]) -> Attributes<'a> {
-    let headers = attrs
-        .headers
-        .iter()
-        .map(|(name, value)| {
-            let secret = crate::edge::audit::is_secret_header(name)
-                || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
-                || value
-                    .get(..7)
-                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "));
-            let shown = if secret { "<redacted>" } else { value.as_str() };
-            (name.clone(), shown.to_owned())
-        })
-        .collect();
-    Attributes {
-        headers: std::borrow::Cow::Owned(headers),
-        ..attrs.clone()
-    }
+    attrs.redacted(extra)
 }

@@ -126,7 +126,8 @@ A condition that **fails to evaluate** (reading `token.id` without a token,
 `request.headers["x"]` without that header, `int("abc")`) counts as *not
 matching* for an allow rule, and as *matching* for a deny rule, which then
 denies with reason `rule_error`: errors always fail closed. The audit record
-lists every rule that failed, and why.
+lists every rule that failed, and why, and for a `rule_error` the failing
+rule's condition clause by clause (`explanation`).
 
 "#;
 

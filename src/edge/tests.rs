@@ -588,3 +588,58 @@ fn the_trail_records_what_the_deciding_rule_read_without_a_credential() {
     assert_eq!(records[1]["versions"]["revocations"], "none");
     assert!(records[1]["versions"]["bundles"]["example.org"].is_u64());
 }
+
+#[test]
+fn a_rule_error_is_explained_clause_by_clause_in_the_audit_record() {
+    let f = Fixture::new();
+    let rules = r#"rules:
+  - name: open
+    effect: allow
+    when: "true"
+  - name: debug-off
+    effect: deny
+    when: request.method == "GET" && request.headers["x-debug"] == "1"
+"#;
+    let a = ExtAuthz::new(
+        Engine::new(Workload::default(), EngineSettings::default()),
+        Store::fixed(
+            Arc::new(Policy::parse(rules, Path::new("p.yaml")).unwrap()),
+            f.bundles(),
+        ),
+        EdgeSettings::default(),
+    );
+    let request = check::request(
+        &f.cert(),
+        "GET",
+        "/x",
+        &[("authorization", "Bearer eyJ.secret.token")],
+    );
+    let records = audited(|| {
+        let answer = a.check(&request).unwrap();
+        assert_eq!(
+            check::denial(&answer).map(|(_, r)| r),
+            Some("rule_error".to_owned())
+        );
+    });
+    let tree = &records[0]["explanation"];
+    assert_eq!(tree["op"], "&&", "{tree}");
+    assert_eq!(tree["children"][0]["value"], "true");
+    assert_eq!(tree["children"][0]["reads"][0]["path"], "request.method");
+    let failing = &tree["children"][1];
+    assert_eq!(failing["clause"], "request.headers[\"x-debug\"] == \"1\"");
+    assert!(
+        failing["error"]
+            .as_str()
+            .unwrap()
+            .contains("the key \"x-debug\" is absent"),
+        "{failing}"
+    );
+    let all = serde_json::to_string(&records).unwrap();
+    assert!(!all.contains("eyJ"), "{all}");
+    // Only a rule_error carries one.
+    let allowed = check::request(&f.cert(), "POST", "/x", &[]);
+    let records = audited(|| {
+        a.check(&allowed).unwrap();
+    });
+    assert!(records[0].get("explanation").is_none());
+}

@@ -20,12 +20,7 @@ const REDACTED: &str = "<redacted>";
 
 /// Headers that carry credentials: their values never reach an audit
 /// record or a trail, even when allowlisted (the config refuses them too).
-pub const SECRET_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-];
+pub const SECRET_HEADERS: &[&str] = crate::engine::attributes::CREDENTIAL_HEADERS;
 
 /// Whether `name` (lowercase) carries credentials.
 pub fn is_secret_header(name: &str) -> bool {
@@ -81,6 +76,9 @@ impl<'a> Trail<'a> {
             if !footprint.parts.is_empty() || !footprint.volatile.is_empty() {
                 out.object("read", |o| self.write_read(o, footprint));
             }
+        }
+        if let Some(tree) = &d.explanation {
+            out.raw("explanation", &clause_json(tree).to_string());
         }
         if let Some(g) = &d.grant {
             out.object("grant", |o| {
@@ -266,4 +264,36 @@ fn query(o: &mut JsonObject<'_>, raw: &str) {
             o.str(&key, &percent::decode_lossy(v, true));
         }
     }
+}
+
+/// A rule's clause tree (see `engine::policy::trace`) as JSON: each clause
+/// with its value or error, the values it read, and the clauses below it.
+pub fn clause_json(c: &crate::engine::policy::trace::Clause) -> serde_json::Value {
+    let mut v = serde_json::Map::new();
+    v.insert("clause".into(), c.text.clone().into());
+    if let Some(op) = c.op {
+        v.insert("op".into(), op.into());
+    }
+    match &c.value {
+        Ok(value) => v.insert("value".into(), value.clone().into()),
+        Err(e) => v.insert("error".into(), e.clone().into()),
+    };
+    if !c.reads.is_empty() {
+        let reads = c
+            .reads
+            .iter()
+            .map(|(path, value)| match value {
+                Ok(value) => serde_json::json!({"path": path, "value": value}),
+                Err(e) => serde_json::json!({"path": path, "error": e}),
+            })
+            .collect();
+        v.insert("reads".into(), reads);
+    }
+    if !c.children.is_empty() {
+        v.insert(
+            "children".into(),
+            c.children.iter().map(clause_json).collect(),
+        );
+    }
+    serde_json::Value::Object(v)
 }

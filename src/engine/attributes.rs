@@ -9,6 +9,24 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::SystemTime;
 
+/// Headers that carry credentials: their values are never shown (audit
+/// records, explanations, the tools' output), whatever else is.
+pub const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+/// Whether a header (`name` lowercase) carries a credential: one of
+/// [`CREDENTIAL_HEADERS`], or any value that is a bearer token.
+pub fn is_credential(name: &str, value: &str) -> bool {
+    CREDENTIAL_HEADERS.contains(&name)
+        || value
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+}
+
 /// What celador reads of one `CheckRequest`.
 #[derive(Debug, Clone)]
 pub struct Attributes<'a> {
@@ -52,5 +70,27 @@ impl Attributes<'_> {
     /// The header `name` (lowercase), if present.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
+    }
+}
+
+impl<'a> Attributes<'a> {
+    /// These attributes with every credential header's value (see
+    /// [`is_credential`]), and those of the headers `also` names, replaced
+    /// by `<redacted>`: what may be shown of the request.
+    pub fn redacted(&self, also: &[String]) -> Attributes<'a> {
+        let headers = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let secret =
+                    is_credential(name, value) || also.iter().any(|e| e.eq_ignore_ascii_case(name));
+                let shown = if secret { "<redacted>" } else { value.as_str() };
+                (name.clone(), shown.to_owned())
+            })
+            .collect();
+        Attributes {
+            headers: Cow::Owned(headers),
+            ..self.clone()
+        }
     }
 }

@@ -46,6 +46,9 @@ pub struct Decision {
     pub signals: Option<Signals>,
     /// Whether the decision came from the decision cache.
     pub from_cache: bool,
+    /// For a `rule_error`: the failing rule's condition clause by clause,
+    /// with the (redacted) values it read; for the audit record.
+    pub explanation: Option<Arc<super::clause::Clause>>,
 }
 
 impl Default for Decision {
@@ -63,6 +66,7 @@ impl Default for Decision {
             shadow: Vec::new(),
             signals: None,
             from_cache: false,
+            explanation: None,
         }
     }
 }

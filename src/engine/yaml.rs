@@ -68,6 +68,24 @@ fn in_our_words(message: &str, line_text: &str) -> String {
             "{message} (a value starting with '!' is a YAML tag: quote the condition, e.g. when: \"!has(source.id)\")"
         );
     }
+    // `when: !has(source.id)`: YAML reads `!has(source.id)` as a tag on an
+    // empty value.
+    if message.starts_with("cannot deserialize null") {
+        if line_text.contains(": !") {
+            return "a value starting with '!' is a YAML tag, which leaves the value empty: quote it, e.g. when: \"!has(source.id)\"".to_owned();
+        }
+        return "the value is empty where text is needed".to_owned();
+    }
+    // A key indented further than the one above it continues that value.
+    if let Some(rest) = message.strip_prefix("unknown variant `")
+        && let Some((value, _)) = rest.split_once('`')
+        && value.contains(' ')
+        && let Some((first, _)) = value.split_once(' ')
+    {
+        return format!(
+            "'{value}' is not a value here: the next line is indented further than its key, so YAML read it as part of this value; line up the keys of one rule (and write '{first}' here)"
+        );
+    }
     message.to_owned()
 }
 
@@ -101,6 +119,45 @@ mod tests {
             err.rendered.contains("quote the condition"),
             "{}",
             err.rendered
+        );
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Rule {
+        effect: Effect,
+        when: String,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Effect {
+        Allow,
+    }
+
+    #[test]
+    fn a_tag_that_empties_a_value_and_a_key_indented_too_far_get_hints() {
+        let bang = "effect: allow\nwhen: !has(source.id)\n";
+        let err = from_str::<Rule>(bang, Path::new("b.yaml")).unwrap_err();
+        assert!(
+            err.message
+                .contains("a value starting with '!' is a YAML tag"),
+            "{}",
+            err.message
+        );
+        assert!(!err.message.contains("Option<"), "{}", err.message);
+        let indented = "effect: allow\n when: request.method == 'GET'\n";
+        let err = from_str::<Rule>(indented, Path::new("i.yaml")).unwrap_err();
+        assert!(
+            err.message
+                .contains("the next line is indented further than its key"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("write 'allow' here"),
+            "{}",
+            err.message
         );
     }
 }
