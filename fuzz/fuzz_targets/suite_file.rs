@@ -1,4 +1,4 @@
-//! `celador test` suites: parsed, and each case decided (cases that name a
+//! `celador test` suites: parsed, and each case decided and judged (cases that name a
 //! certificate file are skipped: the fuzzer must not read the disk).
 #![no_main]
 use std::path::Path;
@@ -22,11 +22,12 @@ fuzz_target!(|data: &[u8]| {
         if case.certificate.is_some() {
             continue;
         }
-        let _ = suite::decide(
+        let _ = suite::run_case(
             policy,
             &celador::engine::grants::Grants::default(),
             &case,
             Path::new("/nonexistent"),
+            &[],
         );
     }
 });

@@ -289,7 +289,10 @@ pub fn read_grants(path: &Path) -> Result<Grants, String> {
     .map_err(|e| e.to_string())
 }
 
-fn run_case(
+/// Runs one case (its defaults already applied) against `policy` and
+/// `grants`, as `serve` would decide it after verifying its identities;
+/// `redact` names more headers to redact in explanations.
+pub fn run_case(
     policy: &Policy,
     grants: &Grants,
     case: &Case,
