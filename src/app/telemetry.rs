@@ -24,8 +24,13 @@ use crate::edge::audit;
 use crate::edge::trace::Tracing;
 
 /// How many audit lines may wait for standard output before new ones are
-/// dropped.
-const AUDIT_BUFFER_LINES: usize = 64 * 1024;
+/// dropped: over a second of a saturated sidecar's checks. Each slot of the
+/// writer's channel is allocated and touched at start (32 bytes), so this
+/// is resident memory from the first moment (BENCHMARKS.md).
+const AUDIT_BUFFER_LINES: usize = 16 * 1024;
+/// The same for diagnostic log lines, which are few: the library's default
+/// (128,000) alone would hold 4 MiB resident.
+const LOG_BUFFER_LINES: usize = 1024;
 
 /// The writers' counts of dropped lines, once installed.
 static DROPS: std::sync::OnceLock<(ErrorCounter, ErrorCounter)> = std::sync::OnceLock::new();
@@ -69,6 +74,7 @@ pub fn init(log: &LogConfig) -> Result<Guard, String> {
         .finish(std::io::stdout());
     let (log_writer, log_guard) = NonBlockingBuilder::default()
         .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
         .thread_name("celador-log")
         .finish(std::io::stderr());
     let _ = DROPS.set((audit_writer.error_counter(), log_writer.error_counter()));

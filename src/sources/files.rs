@@ -319,7 +319,8 @@ impl Sinks {
                 tracing::warn!(
                     trust_domain,
                     path = %path.display(),
-                    "the trust bundle cannot be loaded; the last good bundle stays in use: {e}"
+                    problem = %e,
+                    "the trust bundle cannot be loaded; the last good bundle stays in use"
                 );
             }
         }
