@@ -28,6 +28,8 @@ use crate::edge::trace::Tracing;
 /// writer's channel is allocated and touched at start (32 bytes), so this
 /// is resident memory from the first moment (BENCHMARKS.md).
 const AUDIT_BUFFER_LINES: usize = 16 * 1024;
+/// The most bytes of audit records written to standard output at once.
+const AUDIT_WRITE_BYTES: usize = 64 * 1024;
 /// The same for diagnostic log lines, which are few: the library's default
 /// (128,000) alone would hold 4 MiB resident.
 const LOG_BUFFER_LINES: usize = 1024;
@@ -71,7 +73,13 @@ pub fn init(log: &LogConfig) -> Result<Guard, String> {
         .lossy(true)
         .buffered_lines_limit(AUDIT_BUFFER_LINES)
         .thread_name("celador-audit")
-        .finish(std::io::stdout());
+        // Written in batches: the writer thread flushes when it has taken
+        // every waiting record, so under load one write carries many
+        // records, and at rest each record is written at once.
+        .finish(std::io::BufWriter::with_capacity(
+            AUDIT_WRITE_BYTES,
+            std::io::stdout(),
+        ));
     let (log_writer, log_guard) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(LOG_BUFFER_LINES)
