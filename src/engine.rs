@@ -366,8 +366,9 @@ fn evaluate(snapshot: &Snapshot, input: Input<'_>) -> Decision {
         && let Some(rule) = decision.rule.as_deref()
     {
         let shown = input.attributes.redacted(&[]);
+        let shown_attrs = shown.attributes();
         let shown = Input {
-            attributes: &shown,
+            attributes: &shown_attrs,
             ..input
         };
         decision.explanation = snapshot.policy.trace(rule, input, shown).map(Arc::new);

@@ -484,12 +484,12 @@ fn explanations_never_print_credentials() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("r.yaml"),
-        "rules:\n  - name: keyed\n    effect: allow\n    when: >\n      \"authorization\" in request.headers && request.headers[\"authorization\"] != \"\" &&\n      \"x-api-key\" in request.headers && request.headers[\"x-api-key\"] == \"k\" && request.method == \"POST\"\n",
+        "rules:\n  - name: keyed\n    effect: allow\n    when: >\n      \"authorization\" in request.headers && request.headers[\"authorization\"] != \"\" &&\n      \"x-api-key\" in request.headers && request.headers[\"x-api-key\"] == \"k\" && request.method == \"POST\" &&\n      request.query[\"access_token\"] != \"\"\n",
     )
     .unwrap();
     std::fs::write(
         dir.path().join("r_test.yaml"),
-        "rules: r.yaml\ncases:\n  - name: a get\n    identity: spiffe://example.org/a\n    request:\n      method: GET\n      headers: { authorization: Bearer supersecret-token, x-api-key: hunter2, cookie: session=topsecret }\n    expect: { decision: allow, rule: keyed }\n",
+        "rules: r.yaml\ncases:\n  - name: a get\n    identity: spiffe://example.org/a\n    request:\n      method: GET\n      headers: { authorization: Bearer supersecret-token, x-api-key: hunter2, cookie: session=topsecret }\n      query: { access_token: tok-secret-9, page: \"2\" }\n    expect: { decision: allow, rule: keyed }\n",
     )
     .unwrap();
     let suite = dir.path().join("r_test.yaml");
@@ -501,7 +501,7 @@ fn explanations_never_print_credentials() {
     ]);
     assert_eq!(code, 1);
     let all = format!("{stdout}{stderr}");
-    for secret in ["supersecret-token", "hunter2", "topsecret"] {
+    for secret in ["supersecret-token", "hunter2", "topsecret", "tok-secret-9"] {
         assert!(!all.contains(secret), "{secret} printed:\n{all}");
     }
     assert!(

@@ -211,8 +211,9 @@ fn run(
     // Rules see the real request; the attributes shown never hold a
     // credential.
     let shown = redacted(input.attributes, redact);
+    let shown_attrs = shown.attributes();
     let shown = Input {
-        attributes: &shown,
+        attributes: &shown_attrs,
         ..input
     };
     let values = policy.values(&leaves, shown);

@@ -366,7 +366,8 @@ fn evaluate(
     let outcome = match judge(expect, &decision) {
         Outcome::Failed { expected, got, .. } => {
             // Why, down to the clause, with the credentials redacted.
-            let shown_attrs = crate::authoring::redaction::redacted(attrs, redact);
+            let shown = crate::authoring::redaction::redacted(attrs, redact);
+            let shown_attrs = shown.attributes();
             let shown = Input {
                 attributes: &shown_attrs,
                 ..input

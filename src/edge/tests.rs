@@ -598,7 +598,7 @@ fn a_rule_error_is_explained_clause_by_clause_in_the_audit_record() {
     when: "true"
   - name: debug-off
     effect: deny
-    when: request.method == "GET" && request.headers["x-debug"] == "1"
+    when: request.method == "GET" && request.query["access_token"] != "" && request.headers["x-debug"] == "1"
 "#;
     let a = ExtAuthz::new(
         Engine::new(Workload::default(), EngineSettings::default()),
@@ -611,7 +611,7 @@ fn a_rule_error_is_explained_clause_by_clause_in_the_audit_record() {
     let request = check::request(
         &f.cert(),
         "GET",
-        "/x",
+        "/x?access_token=s3cret&page=2",
         &[("authorization", "Bearer eyJ.secret.token")],
     );
     let records = audited(|| {
@@ -625,7 +625,14 @@ fn a_rule_error_is_explained_clause_by_clause_in_the_audit_record() {
     assert_eq!(tree["op"], "&&", "{tree}");
     assert_eq!(tree["children"][0]["value"], "true");
     assert_eq!(tree["children"][0]["reads"][0]["path"], "request.method");
-    let failing = &tree["children"][1];
+    let query = &tree["children"][1];
+    assert_eq!(
+        query["value"], "true",
+        "the truth comes from the real request"
+    );
+    assert_eq!(query["reads"][0]["path"], "request.query[\"access_token\"]");
+    assert_eq!(query["reads"][0]["value"], "\"<redacted>\"");
+    let failing = &tree["children"][2];
     assert_eq!(failing["clause"], "request.headers[\"x-debug\"] == \"1\"");
     assert!(
         failing["error"]
@@ -635,7 +642,7 @@ fn a_rule_error_is_explained_clause_by_clause_in_the_audit_record() {
         "{failing}"
     );
     let all = serde_json::to_string(&records).unwrap();
-    assert!(!all.contains("eyJ"), "{all}");
+    assert!(!all.contains("eyJ") && !all.contains("s3cret"), "{all}");
     // Only a rule_error carries one.
     let allowed = check::request(&f.cert(), "POST", "/x", &[]);
     let records = audited(|| {

@@ -252,13 +252,7 @@ fn query(o: &mut JsonObject<'_>, raw: &str) {
         if !seen.insert(key.clone()) {
             continue;
         }
-        let lower = key.to_ascii_lowercase();
-        let secret = [
-            "token", "secret", "password", "key", "sig", "auth", "code", "session",
-        ]
-        .iter()
-        .any(|s| lower.contains(s));
-        if secret {
+        if crate::engine::attributes::is_credential_param(&key) {
             o.str(&key, REDACTED);
         } else {
             o.str(&key, &percent::decode_lossy(v, true));

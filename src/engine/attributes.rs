@@ -73,11 +73,43 @@ impl Attributes<'_> {
     }
 }
 
+/// Whether a query parameter's name looks like a credential (`token`,
+/// `secret`, `password`, `key`, `sig`, `auth`, `code`, `session` in it).
+pub fn is_credential_param(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    [
+        "token", "secret", "password", "key", "sig", "auth", "code", "session",
+    ]
+    .iter()
+    .any(|s| lower.contains(s))
+}
+
+/// A request's attributes as they may be shown: see
+/// [`Attributes::redacted`].
+#[derive(Debug, Clone)]
+pub struct Shown<'a> {
+    base: Attributes<'a>,
+    headers: HashMap<String, String>,
+    query: String,
+}
+
+impl Shown<'_> {
+    /// The redacted attributes.
+    pub fn attributes(&self) -> Attributes<'_> {
+        Attributes {
+            headers: Cow::Borrowed(&self.headers),
+            query: &self.query,
+            ..self.base.clone()
+        }
+    }
+}
+
 impl<'a> Attributes<'a> {
-    /// These attributes with every credential header's value (see
-    /// [`is_credential`]), and those of the headers `also` names, replaced
-    /// by `<redacted>`: what may be shown of the request.
-    pub fn redacted(&self, also: &[String]) -> Attributes<'a> {
+    /// These attributes as they may be shown: every credential header's
+    /// value (see [`is_credential`]), those of the headers `also` names,
+    /// and credential-like query parameters ([`is_credential_param`])
+    /// replaced by `<redacted>`.
+    pub fn redacted(&self, also: &[String]) -> Shown<'a> {
         let headers = self
             .headers
             .iter()
@@ -88,9 +120,23 @@ impl<'a> Attributes<'a> {
                 (name.clone(), shown.to_owned())
             })
             .collect();
-        Attributes {
-            headers: Cow::Owned(headers),
-            ..self.clone()
+        let query = self
+            .query
+            .split('&')
+            .map(|pair| {
+                let (k, _) = pair.split_once('=').unwrap_or((pair, ""));
+                if is_credential_param(&super::percent::decode_lossy(k, true)) {
+                    format!("{k}=%3Credacted%3E")
+                } else {
+                    pair.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        Shown {
+            base: self.clone(),
+            headers,
+            query,
         }
     }
 }
