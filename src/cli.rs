@@ -237,16 +237,16 @@ fn check(paths: &[PathBuf], deny_warnings: bool, format: &str) -> ExitCode {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(json));
+        say(&format!("{}\n", serde_json::Value::Array(json)));
     } else {
         for d in &diagnostics {
             // A blank line between diagnostics, as rustc does.
-            println!("{d}\n");
+            say(&format!("{d}\n\n"));
         }
-        println!(
-            "{} file(s) checked: {errors} error(s), {warnings} warning(s)",
+        say(&format!(
+            "{} file(s) checked: {errors} error(s), {warnings} warning(s)\n",
             files.len()
-        );
+        ));
     }
     if errors > 0 || (deny_warnings && warnings > 0) {
         ExitCode::FAILURE
@@ -274,7 +274,7 @@ fn test(
     };
     let results: Vec<suite::SuiteResult> =
         suites.iter().map(|p| suite::run_with(p, options)).collect();
-    print!("{}", suite::render_text(&results));
+    say(&suite::render_text(&results));
     if let Some(path) = junit
         && let Err(e) = std::fs::write(path, suite::render_junit(&results))
     {
@@ -284,12 +284,14 @@ fn test(
     let mut ok = results.iter().all(|r| r.failed() == 0);
     if coverage {
         let files = suite::coverage::coverage(&results);
-        print!("{}", suite::coverage::render_text(&files));
+        say(&suite::coverage::render_text(&files));
         let percent = suite::coverage::percent(&files);
         if let Some(min) = min_coverage
             && percent < min
         {
-            println!("coverage {percent:.0}% is below --min-coverage {min}%");
+            say(&format!(
+                "coverage {percent:.0}% is below --min-coverage {min}%\n"
+            ));
             ok = false;
         }
     }
@@ -309,9 +311,9 @@ fn eval(
     match explain::explain_redacting(rules, input, redact) {
         Ok(explanation) => {
             if format == "json" {
-                println!("{}", explain::render_json(&explanation));
+                say(&format!("{}\n", explain::render_json(&explanation)));
             } else {
-                print!("{}", explain::render_text(&explanation));
+                say(&explain::render_text(&explanation));
             }
             // A case whose `expect` the decision does not meet fails.
             match explanation.expectation {
@@ -345,7 +347,7 @@ fn envoy_config(path: &std::path::Path, cluster: String, timeout: String) -> Exi
     let settings = app::envoy_config::FilterSettings { cluster, timeout };
     match app::envoy_filter(&config, &settings) {
         Ok(filter) => {
-            print!("{filter}");
+            say(&filter);
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -595,4 +597,11 @@ fn webhook_args(
         eprintln!("celador: {problem}");
     }
     Some((address?, every?, certificate?))
+}
+
+/// Writes `text` to standard output. A closed pipe (`celador test ... |
+/// head`) ends the output quietly, where `print!` would panic.
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }

@@ -1140,3 +1140,41 @@ fn an_absent_token_is_said_plainly_never_as_a_library_function_error() {
         "{stdout}"
     );
 }
+
+/// `celador test ... | head -1`: the tools stop quietly when their reader
+/// goes away, never with a panic. The output is larger than a pipe holds,
+/// so the writes after the reader left fail.
+#[test]
+fn the_tools_end_quietly_on_a_closed_pipe() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "rules:\n  - name: reads\n    effect: allow\n    when: request.method == \"GET\"\n",
+    )
+    .unwrap();
+    let cases: String = (0..4000)
+        .map(|i| format!("  - name: a read that is case number {i} of many\n    expect: {{ decision: allow }}\n"))
+        .collect();
+    std::fs::write(
+        dir.path().join("r_test.yaml"),
+        format!("rules: r.yaml\ndefaults:\n  identity: spiffe://example.org/a\n  request: {{ method: GET }}\ncases:\n{cases}"),
+    )
+    .unwrap();
+    let mut child = Command::new(support::celador::binary())
+        .args(["test", "--coverage", dir.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.ends_with("r_test.yaml\n"), "{first}");
+    // The pipe closes here, with most of the output unread.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101));
+}
