@@ -722,6 +722,65 @@ fn pod_with_container(namespace: &str, name: &str) -> Value {
 }
 
 #[test]
+fn the_preview_injects_workloads_and_says_what_it_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, settings) = settings_of(&Rendered::of(&json!({})));
+    std::fs::write(dir.path().join("inject.yaml"), settings).unwrap();
+    let manifest = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: app, image: x}]}\n---\napiVersion: batch/v1\nkind: CronJob\nmetadata: {name: nightly, namespace: shop}\nspec:\n  jobTemplate:\n    spec:\n      template:\n        spec: {containers: [{name: job, image: y}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: dns, namespace: kube-system}\nspec: {containers: [{name: dns, image: z}]}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\n";
+    std::fs::write(dir.path().join("app.yaml"), manifest).unwrap();
+    let config = dir.path().join("inject.yaml");
+    let app = dir.path().join("app.yaml");
+    let (code, out, err) = support::celador::run(&[
+        "inject",
+        "--config",
+        config.to_str().unwrap(),
+        "--pod",
+        app.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&out).unwrap();
+    assert_eq!(docs.len(), 4);
+    assert_eq!(
+        docs[0]["spec"]["template"]["spec"]["initContainers"][0]["name"],
+        "celador"
+    );
+    assert_eq!(
+        docs[1]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"][0]["name"],
+        "celador"
+    );
+    assert!(
+        docs[2]["spec"].get("initContainers").is_none(),
+        "kube-system is excluded"
+    );
+    assert!(
+        err.contains("document 3 (dns) not injected: the namespace is excluded"),
+        "{err}"
+    );
+    assert_eq!(
+        docs[3],
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "b"}})
+    );
+    // Nothing to inject is an error, said plainly.
+    std::fs::write(
+        &app,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+    )
+    .unwrap();
+    let (code, _, err) = support::celador::run(&[
+        "inject",
+        "--config",
+        config.to_str().unwrap(),
+        "--pod",
+        app.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no Pod, nor a workload with a pod template"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_rules_annotation_names_another_config_map() {
     let settings = default_settings();
     let pod = pod(

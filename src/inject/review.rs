@@ -198,10 +198,21 @@ pub fn inject_documents(
             .and_then(Value::as_str)
             .unwrap_or("?")
             .to_owned();
+        let namespace = document
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let Some(pod) = pod_template_mut(document) else {
             continue;
         };
         pods += 1;
+        if namespace.is_some_and(|n| settings.excluded_namespaces.contains(&n)) {
+            notes.push(format!(
+                "document {} ({name}) not injected: the namespace is excluded",
+                i + 1
+            ));
+            continue;
+        }
         match inject(pod, settings) {
             Ok(None) => {}
             Ok(Some(reason)) => notes.push(format!(
