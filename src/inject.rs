@@ -32,7 +32,7 @@ pub fn load(path: &std::path::Path) -> Result<settings::Settings, settings::Sett
     let settings = settings::Settings::load(path)?;
     match sidecar::check_config(&settings) {
         Ok(()) => Ok(settings),
-        Err(problem) => Err(settings::SettingsError::Invalid {
+        Err(problem) => Err(crate::app::config::ConfigError::Invalid {
             path: path.to_owned(),
             problems: vec![problem],
         }),

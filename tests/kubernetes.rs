@@ -450,16 +450,7 @@ fn istio_resources_agree_with_the_mesh_config_the_notes_print() {
 
     // NOTES prints the meshConfig entry; it names the provider the policy
     // uses, at the ServiceEntry's host and port.
-    let start = rendered
-        .notes
-        .find("meshConfig:")
-        .expect("NOTES print the mesh config");
-    let block: String = rendered.notes[start..]
-        .lines()
-        .take_while(|l| !l.trim().is_empty())
-        .map(|l| format!("{}\n", l.strip_prefix("     ").unwrap_or(l)))
-        .collect();
-    let mesh = serde_saphyr_json(&block);
+    let mesh = mesh_config_of(&rendered.notes);
     let provider = &mesh["meshConfig"]["extensionProviders"][0];
     assert_eq!(provider["name"], policy["spec"]["provider"]["name"]);
     assert_eq!(
@@ -471,6 +462,24 @@ fn istio_resources_agree_with_the_mesh_config_the_notes_print() {
         entry["spec"]["ports"][0]["number"]
     );
     assert_eq!(provider["envoyExtAuthzGrpc"]["failOpen"], false);
+}
+
+/// The `meshConfig` block NOTES.txt prints, parsed.
+fn mesh_config_of(notes: &str) -> Value {
+    let start = notes
+        .find("meshConfig:")
+        .expect("NOTES print the mesh config");
+    let block: String = notes[start..]
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("     ").unwrap_or(l)))
+        .collect();
+    serde_saphyr_json(&block)
+}
+
+/// `celador inject --config CONFIG --pod FILE`: (exit code, stdout, stderr).
+fn preview(config: &str, file: &str) -> (i32, String, String) {
+    support::celador::run(&["inject", "--config", config, "--pod", file])
 }
 
 // ---------------------------------------------------------------- the injector
@@ -730,13 +739,7 @@ fn the_preview_injects_workloads_and_says_what_it_skipped() {
     std::fs::write(dir.path().join("app.yaml"), manifest).unwrap();
     let config = dir.path().join("inject.yaml");
     let app = dir.path().join("app.yaml");
-    let (code, out, err) = support::celador::run(&[
-        "inject",
-        "--config",
-        config.to_str().unwrap(),
-        "--pod",
-        app.to_str().unwrap(),
-    ]);
+    let (code, out, err) = preview(config.to_str().unwrap(), app.to_str().unwrap());
     assert_eq!(code, 0, "{err}");
     let docs: Vec<Value> = serde_saphyr::from_multiple(&out).unwrap();
     assert_eq!(docs.len(), 4);
@@ -766,13 +769,7 @@ fn the_preview_injects_workloads_and_says_what_it_skipped() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
     )
     .unwrap();
-    let (code, _, err) = support::celador::run(&[
-        "inject",
-        "--config",
-        config.to_str().unwrap(),
-        "--pod",
-        app.to_str().unwrap(),
-    ]);
+    let (code, _, err) = preview(config.to_str().unwrap(), app.to_str().unwrap());
     assert_eq!(code, 1);
     assert!(
         err.contains("no Pod, nor a workload with a pod template"),
@@ -869,13 +866,7 @@ fn the_injector_refuses_settings_that_would_not_work() {
          ports: {grpc: 9191, health: 9191}\nrun_as_user: 0\nresources: {requests: {cpu: lots}}\nconfig: {listen: '0.0.0.0:1'}\n",
     )
     .unwrap();
-    let (code, _, err) = support::celador::run(&[
-        "inject",
-        "--config",
-        path.to_str().unwrap(),
-        "--pod",
-        "/dev/null",
-    ]);
+    let (code, _, err) = preview(path.to_str().unwrap(), "/dev/null");
     assert_eq!(code, 64, "{err}");
     for problem in [
         "image:",
@@ -895,13 +886,7 @@ fn the_injector_refuses_settings_that_would_not_work() {
         "image: x\nrules: {config_map: r}\ntrust_domain: example.org\nbundle: {config_map: {name: b, key: b.pem}}\nconfig: {cache: {decision_ttl: forever}}\n",
     )
     .unwrap();
-    let (code, _, err) = support::celador::run(&[
-        "inject",
-        "--config",
-        path.to_str().unwrap(),
-        "--pod",
-        "/dev/null",
-    ]);
+    let (code, _, err) = preview(path.to_str().unwrap(), "/dev/null");
     assert_eq!(code, 64);
     assert!(
         err.contains("the sidecar's config would not load") && err.contains("decision_ttl"),
@@ -1568,13 +1553,7 @@ impl IstioPod {
                 },
             )
         };
-        let start = rendered.notes.find("meshConfig:").unwrap();
-        let block: String = rendered.notes[start..]
-            .lines()
-            .take_while(|l| !l.trim().is_empty())
-            .map(|l| format!("{}\n", l.strip_prefix("     ").unwrap_or(l)))
-            .collect();
-        let mesh_config = serde_saphyr_json(&block);
+        let mesh_config = mesh_config_of(&rendered.notes);
         IstioPod {
             kubelet,
             _celador: celador,

@@ -14,12 +14,12 @@
 //! excluded_namespaces: [kube-system, celador-system]
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::app::config::LogConfig;
+use crate::app::config::{ConfigError, LogConfig};
 use crate::engine::identity::spiffe_id::validate_trust_domain;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -176,34 +176,14 @@ pub const RESERVED_CONFIG_KEYS: &[&str] = &[
     "workload",
 ];
 
-/// Why the settings cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    /// The file could not be read.
-    #[error("cannot read the injector settings {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The YAML does not fit the settings' shape.
-    #[error("{0}")]
-    Yaml(#[from] crate::engine::yaml::YamlError),
-    /// Values that parse but are not valid.
-    #[error("{path}: {}", problems.join(&format!("\n{}: ", path.display())))]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// Each problem, naming its key.
-        problems: Vec<String>,
-    },
-}
+/// Why the settings cannot be used: the same kinds of problem as a
+/// `celador serve` config's, worded the same way.
+pub type SettingsError = ConfigError;
 
 impl Settings {
     /// Reads and validates the settings file at `path`.
     pub fn load(path: &Path) -> Result<Settings, SettingsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
@@ -217,7 +197,7 @@ impl Settings {
         if problems.is_empty() {
             Ok(settings)
         } else {
-            Err(SettingsError::Invalid {
+            Err(ConfigError::Invalid {
                 path: path.to_owned(),
                 problems,
             })
