@@ -11,7 +11,6 @@
 pub mod clauses;
 pub mod explain;
 pub mod json;
-pub mod redaction;
 pub mod reference;
 pub mod suite;
 

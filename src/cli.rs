@@ -159,10 +159,19 @@ pub fn main() -> ExitCode {
             tls_key,
             tls_reload_interval,
             pod,
-        } => match pod {
-            Some(pod) => inject_one(&config, &pod),
-            None => inject(&config, &listen, tls_cert, tls_key, &tls_reload_interval),
-        },
+        } => {
+            let settings = match crate::inject::load(&config) {
+                Ok(settings) => settings,
+                Err(e) => {
+                    eprintln!("celador: the injector settings cannot be used:\n{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match pod {
+                Some(pod) => inject_one(&settings, &pod),
+                None => inject(settings, &listen, tls_cert, tls_key, &tls_reload_interval),
+            }
+        }
         Command::EnvoyConfig {
             config,
             cluster,
@@ -434,19 +443,12 @@ fn load_config(
 }
 
 fn inject(
-    config: &std::path::Path,
+    settings: crate::inject::settings::Settings,
     listen: &str,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     reload: &str,
 ) -> ExitCode {
-    let settings = match crate::inject::load(config) {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("celador: the injector settings cannot be used:\n{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
     let Some((address, every, certificate)) = webhook_args(listen, cert, key, reload) else {
         return ExitCode::from(EXIT_CONFIG);
     };
@@ -506,15 +508,8 @@ async fn serve_webhook(
 
 /// `celador inject --pod FILE`: what the webhook would make of each pod and
 /// workload in FILE, printed as YAML documents (each in JSON form).
-fn inject_one(config: &std::path::Path, file: &std::path::Path) -> ExitCode {
+fn inject_one(settings: &crate::inject::settings::Settings, file: &std::path::Path) -> ExitCode {
     use crate::inject::review;
-    let settings = match crate::inject::load(config) {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("celador: the injector settings cannot be used:\n{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
     let text = match std::fs::read_to_string(file) {
         Ok(text) => text,
         Err(e) => {
@@ -529,7 +524,7 @@ fn inject_one(config: &std::path::Path, file: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match review::inject_documents(&mut documents, &settings) {
+    match review::inject_documents(&mut documents, settings) {
         Ok(notes) => {
             for note in notes {
                 eprintln!("celador: {note}");

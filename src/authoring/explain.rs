@@ -15,7 +15,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use crate::authoring::redaction::redacted;
 use crate::authoring::suite::case::{Case, svid_from_der};
 use crate::authoring::suite::{Outcome, describe};
 use crate::engine::attributes::Attributes;
@@ -210,7 +209,7 @@ fn run(
         .collect();
     // Rules see the real request; the attributes shown never hold a
     // credential.
-    let shown = redacted(input.attributes, redact);
+    let shown = input.attributes.redacted(redact);
     let shown_attrs = shown.attributes();
     let shown = Input {
         attributes: &shown_attrs,

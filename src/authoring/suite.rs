@@ -366,7 +366,7 @@ fn evaluate(
     let outcome = match judge(expect, &decision) {
         Outcome::Failed { expected, got, .. } => {
             // Why, down to the clause, with the credentials redacted.
-            let shown = crate::authoring::redaction::redacted(attrs, redact);
+            let shown = attrs.redacted(redact);
             let shown_attrs = shown.attributes();
             let shown = Input {
                 attributes: &shown_attrs,

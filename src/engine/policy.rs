@@ -347,15 +347,14 @@ impl Policy {
         let mut ctx = self.root.new_inner_scope();
         ctx.set_variable_resolver(&activation);
         let parser_env = functions::environment();
-        const NO_SVID: &str = "the request has no verified X.509-SVID";
-        const NO_TOKEN: &str = "the request has no verified JWT-SVID";
+        let missing = |path: &str| absent_credential(path).unwrap_or_default().to_owned();
         paths
             .iter()
             .map(|path| {
                 // The whole identity, as `has(source.id)` reads it.
                 match *path {
                     "source" => {
-                        return input.source.map_or(Err(NO_SVID.to_owned()), |svid| {
+                        return input.source.map_or(Err(missing(path)), |svid| {
                             let id = svid.id.to_string();
                             Ok((
                                 format!("an X.509-SVID of {id}"),
@@ -364,7 +363,7 @@ impl Policy {
                         });
                     }
                     "token" => {
-                        return input.token.map_or(Err(NO_TOKEN.to_owned()), |jwt| {
+                        return input.token.map_or(Err(missing(path)), |jwt| {
                             let id = jwt.id.to_string();
                             Ok((format!("a JWT-SVID of {id}"), serde_json::Value::from(id)))
                         });
@@ -375,19 +374,15 @@ impl Policy {
                 Value::resolve(&expr, &ctx)
                     .map(|v| (display(&v), to_json(&v)))
                     .map_err(|e| {
-                        let absent = match (&e, path.split_once('.')) {
-                            (cel::ExecutionError::NoSuchKey(_), Some(("source", _)))
-                                if input.source.is_none() =>
-                            {
-                                Some(NO_SVID)
-                            }
-                            (cel::ExecutionError::NoSuchKey(_), Some(("token", _)))
-                                if input.token.is_none() =>
-                            {
-                                Some(NO_TOKEN)
-                            }
-                            _ => None,
+                        let credential_absent = match path.split_once('.') {
+                            Some(("source", _)) => input.source.is_none(),
+                            Some(("token", _)) => input.token.is_none(),
+                            _ => false,
                         };
+                        let absent = (credential_absent
+                            && matches!(e, cel::ExecutionError::NoSuchKey(_)))
+                        .then(|| absent_credential(path))
+                        .flatten();
                         // Shown beside its path: not twice.
                         let message = absent.map_or_else(|| message_of(&e), str::to_owned);
                         match message.strip_prefix(&format!("{path}: ")) {
@@ -551,17 +546,22 @@ fn evaluate_rule(rule: &Rule, ctx: &Context<'_, '_>) -> RuleResult {
             // A flattened field (see `flatten_fields`) the activation could
             // not serve: the checker admits only fields of the schema, so the
             // credential behind it is absent.
-            RuleResult::Error(match name.split_once('.') {
-                Some(("source", field)) => {
-                    format!("source.{field}: the request has no verified X.509-SVID")
-                }
-                Some(("token", field)) => {
-                    format!("token.{field}: the request has no verified JWT-SVID")
-                }
-                _ => format!("undeclared reference to '{name}'"),
+            RuleResult::Error(match absent_credential(&name) {
+                Some(why) => format!("{name}: {why}"),
+                None => format!("undeclared reference to '{name}'"),
             })
         }
         Err(e) => RuleResult::Error(message_of(&e)),
+    }
+}
+
+/// Why the attribute `path` (`source.id`, `token.claims`) has no value
+/// when it is an identity's: the credential is absent.
+pub(crate) fn absent_credential(path: &str) -> Option<&'static str> {
+    match path.split_once('.').map_or(path, |(var, _)| var) {
+        "source" => Some("the request has no verified X.509-SVID"),
+        "token" => Some("the request has no verified JWT-SVID"),
+        _ => None,
     }
 }
 

@@ -12,16 +12,15 @@
 use cel::common::ast::{Expr, LiteralValue, operators};
 use cel::{Context, IdedExpr, Value};
 
-use super::functions::MATCHES_INTERNAL;
 use super::unparse::unparse;
-use super::{display, message_of};
+use super::{absent_credential, display, message_of};
 pub use crate::engine::clause::Clause;
 
 /// The tree of `expr`: `truth` evaluates on the real input, `shown` on the
 /// redacted one.
 pub(super) fn trace(expr: &IdedExpr, truth: &Context<'_, '_>, shown: &Context<'_, '_>) -> Clause {
     let value = evaluate(expr, truth);
-    let text = readable(expr);
+    let text = unparse(expr);
     let (op, parts): (Option<&'static str>, Vec<&IdedExpr>) = match &expr.expr {
         Expr::Call(c) if c.target.is_none() && c.func_name == operators::LOGICAL_AND => {
             (Some("&&"), chain(expr, operators::LOGICAL_AND))
@@ -47,7 +46,7 @@ pub(super) fn trace(expr: &IdedExpr, truth: &Context<'_, '_>, shown: &Context<'_
     collect_reads(expr, &mut reads, &mut Vec::new());
     let reads = reads
         .into_iter()
-        .map(|r| (readable(r), evaluate(r, shown)))
+        .map(|r| (unparse(r), evaluate(r, shown)))
         .fold(
             Vec::<(String, Result<String, String>)>::new(),
             |mut all, read| {
@@ -79,17 +78,12 @@ fn evaluate(expr: &IdedExpr, ctx: &Context<'_, '_>) -> Result<String, String> {
     Value::resolve(expr, ctx)
         .map(|v| display(&v))
         .map_err(|e| match e {
-            cel::ExecutionError::UndeclaredReference(name) => match name.split_once('.') {
-                Some(("source", _)) => "the request has no verified X.509-SVID".to_owned(),
-                Some(("token", _)) => "the request has no verified JWT-SVID".to_owned(),
-                _ => format!("undeclared reference to '{name}'"),
-            },
+            cel::ExecutionError::UndeclaredReference(name) => absent_credential(&name).map_or_else(
+                || format!("undeclared reference to '{name}'"),
+                str::to_owned,
+            ),
             other => message_of(&other),
         })
-}
-
-fn readable(expr: &IdedExpr) -> String {
-    unparse(expr).replace(MATCHES_INTERNAL, "matches")
 }
 
 /// `a && (b && c)` as `[a, b, c]`.
