@@ -3,8 +3,9 @@
 //! Data flow: audit records (the `celador::edge::audit` target) are written as
 //! bare JSON lines to standard output, one per decision; diagnostic logs go
 //! to standard error as JSON or text. Both go through a writer thread, so a
-//! slow reader of the pod's logs never blocks a check on the runtime; the
-//! audit writer is not lossy, since a dropped audit record is a lost fact.
+//! slow reader of the pod's logs never blocks a check on the runtime; both
+//! are lossy for that reason, and every line they drop is counted
+//! (`celador_audit_records_dropped_total`, `celador_log_lines_dropped_total`).
 //! Spans, when configured, are exported over OTLP ([`tracing`]).
 
 use std::io::Write;
