@@ -11,6 +11,7 @@
 //! counted. A periodic resync catches anything the watcher missed.
 
 use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -351,7 +352,40 @@ pub(crate) fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Whether a file event in a watched directory can change a watched file:
+/// it touches one of their `names`, or a name starting with `..` (the
+/// kubelet's `..data` symlink and timestamped directories), or the watcher
+/// lost track (a rescan). Reads, and writes to other files in the same
+/// directory (a log written beside the rules), are not re-read for: each
+/// would cost a reload of every file, under load many times a second.
+fn concerns(event: &notify::Event, names: &BTreeSet<OsString>) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    if event.need_rescan() {
+        return true;
+    }
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
+        EventKind::Access(_) => return false,
+        _ => {}
+    }
+    event.paths.is_empty()
+        || event.paths.iter().any(|path| {
+            path.file_name().is_some_and(|name| {
+                names.contains(name) || name.as_encoded_bytes().starts_with(b"..")
+            })
+        })
+}
+
 impl LiveFiles {
+    /// The names of the watched files, in their directories.
+    fn names(&self) -> BTreeSet<OsString> {
+        self.files
+            .iter()
+            .filter_map(|(t, _)| t.path.file_name().map(OsStr::to_owned))
+            .collect()
+    }
+
     /// The directories to watch.
     fn directories(&self) -> BTreeSet<PathBuf> {
         self.files
@@ -371,9 +405,11 @@ impl LiveFiles {
     /// `resync`, until the runtime stops.
     pub fn watch(self, resync: Duration) -> Result<(), String> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let names = self.names();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
+                // An error may mean lost events: re-read to be sure.
+                if event.as_ref().map_or(true, |e| concerns(e, &names)) {
                     let _ = tx.send(());
                 }
             })
@@ -411,5 +447,70 @@ impl LiveFiles {
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::mpsc;
+
+    /// What a real watcher on `dir` reports while `act` runs, as whether
+    /// any of it concerns `policy.yaml`.
+    fn reloads_after(dir: &Path, act: impl FnOnce()) -> bool {
+        let (tx, rx) = mpsc::channel();
+        let mut watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+            let _ = tx.send(e);
+        })
+        .unwrap();
+        watcher.watch(dir, RecursiveMode::NonRecursive).unwrap();
+        act();
+        std::thread::sleep(Duration::from_millis(200));
+        drop(watcher);
+        let names = BTreeSet::from([OsString::from("policy.yaml")]);
+        let events: Vec<_> = rx.try_iter().map(Result::unwrap).collect();
+        assert!(!events.is_empty(), "the watcher saw nothing");
+        events.iter().any(|e| concerns(e, &names))
+    }
+
+    #[test]
+    fn only_events_that_can_change_a_watched_file_cause_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("policy.yaml"), "rules: []\n").unwrap();
+
+        // A log written beside the rules, and reading the rules, do not.
+        assert!(!reloads_after(d, || {
+            for i in 0..5 {
+                let mut log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(d.join("audit.log"))
+                    .unwrap();
+                writeln!(log, "{{\"n\": {i}}}").unwrap();
+            }
+        }));
+        assert!(!reloads_after(d, || {
+            std::fs::read(d.join("policy.yaml")).unwrap();
+        }));
+
+        // Rewriting it in place, replacing it by a rename, deleting it, and
+        // the kubelet's `..data` swap do.
+        assert!(reloads_after(d, || {
+            std::fs::write(d.join("policy.yaml"), "rules: [] # edited\n").unwrap();
+        }));
+        assert!(reloads_after(d, || {
+            std::fs::write(d.join("policy.yaml.tmp"), "rules: []\n").unwrap();
+            std::fs::rename(d.join("policy.yaml.tmp"), d.join("policy.yaml")).unwrap();
+        }));
+        assert!(reloads_after(d, || {
+            std::fs::remove_file(d.join("policy.yaml")).unwrap();
+        }));
+        assert!(reloads_after(d, || {
+            std::fs::create_dir(d.join("..2026_11_25_1")).unwrap();
+            std::os::unix::fs::symlink("..2026_11_25_1", d.join("..data_tmp")).unwrap();
+            std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        }));
     }
 }
