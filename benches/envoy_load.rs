@@ -57,7 +57,7 @@ const RULES: &str = r#"rules:
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--floor") {
-        floor(&args[i + 1]);
+        floor(&args[i + 1], args.iter().any(|a| a == "--current-thread"));
         return;
     }
     if !args.iter().any(|a| a == "--bench") {
@@ -77,8 +77,10 @@ fn env(name: &str, default: u64) -> u64 {
 }
 
 /// The do-nothing ext_authz server: OK to every check. Writes its port to
-/// `port_file`.
-fn floor(port_file: &str) {
+/// `port_file`. On tonic's usual multi-thread runtime, or, to tell the
+/// runtime's share of a difference from celador's own work, on the
+/// current-thread runtime celador uses on one core.
+fn floor(port_file: &str, current_thread: bool) {
     use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
         Authorization, AuthorizationServer,
     };
@@ -98,16 +100,25 @@ fn floor(port_file: &str) {
             }))
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = if current_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build()
+    .unwrap();
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         std::fs::write(port_file, listener.local_addr().unwrap().port().to_string()).unwrap();
         tonic::transport::Server::builder()
             .add_service(AuthorizationServer::new(Floor))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            // TCP_NODELAY, as tonic's `serve` sets by default and celador
+            // does: without it, Nagle's algorithm holds small answers back
+            // until the previous one is acknowledged.
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
             .await
             .unwrap();
     });
@@ -278,15 +289,22 @@ fn run(rounds: u64, requests: u64) {
     let idle_rss = memory(celador_pid).0;
 
     let me = std::env::current_exe().unwrap();
-    let port_file = dir.join("floor.port");
-    let floor = pinned("floor", &me, &["--floor", port_file.to_str().unwrap()], dir);
-    let floor_port: u16 = wait_for("the floor server", dir, || {
-        std::fs::read_to_string(&port_file)
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    });
+    let start_floor = |name: &str, extra: &[&str]| {
+        let port_file = dir.join(format!("{name}.port"));
+        let mut args = vec!["--floor", port_file.to_str().unwrap()];
+        args.extend(extra);
+        let floor = pinned(name, &me, &args, dir);
+        let port: u16 = wait_for("the floor server", dir, || {
+            std::fs::read_to_string(&port_file)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        });
+        (floor, port)
+    };
+    let (floor, floor_port) = start_floor("floor", &[]);
+    let (floor_ct, floor_ct_port) = start_floor("floor_ct", &["--current-thread"]);
 
     let filter = Command::new(&celador_bin)
         .args(["envoy-config", "--config", "celador.yaml"])
@@ -312,7 +330,8 @@ fn run(rounds: u64, requests: u64) {
     // `unfiltered`: the same celador behind the filter without
     // `allowed_headers`, so Envoy sends every header: the gain of
     // `celador envoy-config` is the difference.
-    let mut variants = vec!["none", "rbac", "floor", "celador", "unfiltered"];
+    // `floor_ct`: the floor on celador's current-thread runtime.
+    let mut variants = vec!["none", "rbac", "floor", "floor_ct", "celador", "unfiltered"];
     if baseline.is_some() {
         variants.push("baseline");
     }
@@ -321,7 +340,7 @@ fn run(rounds: u64, requests: u64) {
         &variants,
         &ports,
         (celador_port, baseline_port),
-        floor_port,
+        (floor_port, floor_ct_port),
         &celador_filter,
     );
     std::fs::write(dir.join("envoy.yaml"), envoy_config).unwrap();
@@ -369,6 +388,7 @@ fn run(rounds: u64, requests: u64) {
                 let authz_pid = match *variant {
                     "celador" | "unfiltered" => Some(celador_pid),
                     "floor" => Some(floor.0.id()),
+                    "floor_ct" => Some(floor_ct.0.id()),
                     "baseline" => baseline.as_ref().map(|b| b.0.id()),
                     _ => None,
                 };
@@ -398,6 +418,7 @@ fn run(rounds: u64, requests: u64) {
         peak_rss,
     );
     drop(floor);
+    drop(floor_ct);
     drop(celador);
 }
 
@@ -420,7 +441,7 @@ fn bootstrap(
     variants: &[&str],
     ports: &[u16],
     (celador, baseline): (u16, u16),
-    floor: u16,
+    (floor, floor_ct): (u16, u16),
     celador_filter: &str,
 ) -> String {
     let ext_authz = |cluster: &str| {
@@ -463,6 +484,7 @@ fn bootstrap(
             "none" => String::new(),
             "rbac" => rbac.to_owned(),
             "floor" => ext_authz("floor"),
+            "floor_ct" => ext_authz("floor_ct"),
             "unfiltered" => ext_authz("celador"),
             "baseline" => celador_filter
                 .lines()
@@ -533,10 +555,11 @@ fn bootstrap(
         )
     };
     format!(
-        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\nstatic_resources:\n  listeners:{listeners}\n  clusters:{}{}{}\n",
+        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\nstatic_resources:\n  listeners:{listeners}\n  clusters:{}{}{}{}\n",
         cluster("celador", celador),
         cluster("baseline", baseline),
-        cluster("floor", floor)
+        cluster("floor", floor),
+        cluster("floor_ct", floor_ct)
     )
 }
 
