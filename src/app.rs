@@ -11,6 +11,7 @@
 //! bundle. Nothing here is on the request path.
 
 pub mod admin;
+pub mod audit_log;
 pub mod config;
 pub mod envoy_config;
 pub mod telemetry;

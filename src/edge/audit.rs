@@ -1,8 +1,9 @@
 //! One audit record per decision.
 //!
-//! Data flow: after every check, [`record`] writes one JSON line through
-//! `tracing` under the [`TARGET`] target, which the telemetry setup routes
-//! to standard output apart from diagnostic logs. A record says who called
+//! Data flow: after every check, [`record`] writes one JSON line to the
+//! installed [`Sink`] (the server's writer to standard output,
+//! `app::audit_log`); with none installed, as in tests, the line is a
+//! `tracing` event under the [`TARGET`] target. A record says who called
 //! (the verified SPIFFE ID, never a claimed one), what was asked, what was
 //! decided by which rule and why, under which policy version, and how long
 //! it took. Header values appear only for headers the config allowlists.
@@ -209,9 +210,27 @@ pub fn record_error(request: &CheckRequest, reason: Reason, detail: &str, latenc
     emit(&record);
 }
 
+/// Where audit records go: one JSON line per record, without its newline.
+/// It must not block: a check calls it before its answer is sent.
+pub trait Sink: Send + Sync {
+    /// Takes one record.
+    fn write_line(&self, line: &str);
+}
+
+static SINK: std::sync::OnceLock<Box<dyn Sink>> = std::sync::OnceLock::new();
+
+/// Sends every audit record of this process to `sink` from now on. Only the
+/// first call takes effect; it returns whether this one did.
+pub fn install(sink: Box<dyn Sink>) -> bool {
+    SINK.set(sink).is_ok()
+}
+
 fn emit(record: &AuditRecord<'_>) {
     let line = record.to_json();
-    tracing::info!(target: TARGET, record = line.as_str());
+    match SINK.get() {
+        Some(sink) => sink.write_line(&line),
+        None => tracing::info!(target: TARGET, record = line.as_str()),
+    }
 }
 
 impl AuditRecord<'_> {
