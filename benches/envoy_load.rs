@@ -1,10 +1,13 @@
 //! A load benchmark through a real Envoy 1.40, run on demand (never in CI):
 //! `scripts/envoy-load.sh`.
 //!
-//! One Envoy (one worker) has four mTLS listeners that differ only in
+//! One Envoy (one worker) has mTLS listeners that differ only in
 //! authorization: none, Envoy's RBAC filter with a CEL condition expressing
 //! the rule, ext_authz to a do-nothing server (the floor: the price of any
-//! ext_authz server), and ext_authz to celador. Envoy and the authorization
+//! ext_authz server), the same on celador's current-thread runtime
+//! (`floor_ct`), and ext_authz to celador, behind the filter `celador
+//! envoy-config` prints and behind one sending every header
+//! (`unfiltered`). Envoy and the authorization
 //! servers are pinned to CPU 0, this load generator to CPU 1. The client is
 //! HTTP/2 over TLS with a client SVID (h2load cannot present one). Each
 //! point (4 connections × 1 stream, 8 × 8) is warmed up, then measured by
