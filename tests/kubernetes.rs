@@ -921,6 +921,17 @@ fn post(
     path: &str,
     body: &[u8],
 ) -> (u16, Value, Vec<u8>) {
+    post_declaring(addr, ca_pem, path, body.len(), body)
+}
+
+/// [`post`], with a `content-length` of `declared` whatever the body sent.
+fn post_declaring(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    path: &str,
+    declared: usize,
+    body: &[u8],
+) -> (u16, Value, Vec<u8>) {
     use rustls_pki_types::pem::PemObject;
     use std::io::{Read, Write};
     let mut roots = rustls::RootCertStore::empty();
@@ -938,11 +949,10 @@ fn post(
         rustls_pki_types::ServerName::try_from("celador-injector.celador-system.svc").unwrap();
     let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
     let tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: celador-injector.celador-system.svc\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
+        "POST {path} HTTP/1.1\r\nhost: celador-injector.celador-system.svc\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\nconnection: close\r\n\r\n"
     );
     tls.write_all(head.as_bytes()).unwrap();
     tls.write_all(body).unwrap();
@@ -1049,6 +1059,35 @@ fn the_webhook_answers_over_https_and_reloads_its_certificate() {
     std::thread::sleep(Duration::from_millis(400));
     let (status, _, peer) = post(webhook.addr, &ca.pem, "/inject", &review(&pod, "CREATE"));
     assert_eq!((status, peer), (200, second.der));
+}
+
+#[test]
+fn a_body_that_never_arrives_is_refused_after_ten_seconds_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, text) = settings_of(&Rendered::of(&json!({})));
+    std::fs::write(dir.path().join("inject.yaml"), text).unwrap();
+    let ca = Ca::root("webhook-ca");
+    serving_cert(&ca, dir.path());
+    let webhook = start_webhook(
+        &dir.path().join("inject.yaml"),
+        dir.path(),
+        &dir.path().join("log"),
+    );
+    // 10 bytes of the 1,000 declared, then nothing.
+    let started = std::time::Instant::now();
+    let (status, body, _) = post_declaring(webhook.addr, &ca.pem, "/inject", 1000, b"{\"kind\": ");
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    assert_eq!(body["response"]["allowed"], false);
+    let message = body["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the body was not received within 10 s"),
+        "{message}"
+    );
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(20)).contains(&took),
+        "answered after {took:?}"
+    );
 }
 
 // ---------------------------------------------------------------- running it

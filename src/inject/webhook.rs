@@ -241,21 +241,22 @@ async fn route(request: Request<Incoming>, settings: &Settings) -> Response<Full
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok\n"),
         (&Method::POST, "/inject") => {
-            let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
-                .collect()
-                .await
-            {
-                Ok(body) => body.to_bytes(),
-                Err(e) => {
-                    let message =
-                        format!("the body cannot be read (at most {MAX_BODY_BYTES} bytes): {e}");
-                    tracing::warn!("{message}");
-                    return review_json(
-                        &kube_core::admission::AdmissionResponse::invalid(format!(
-                            "celador inject: {message}"
-                        ))
-                        .into_review(),
-                    );
+            // Bounded in time too: a client trickling its body would
+            // otherwise hold one of the connection slots for as long as it
+            // likes (the header's own limit is the server's).
+            let read = Limited::new(request.into_body(), MAX_BODY_BYTES).collect();
+            let body = match tokio::time::timeout(IO_TIMEOUT, read).await {
+                Ok(Ok(body)) => body.to_bytes(),
+                Ok(Err(e)) => {
+                    return unreadable(&format!(
+                        "the body cannot be read (at most {MAX_BODY_BYTES} bytes): {e}"
+                    ));
+                }
+                Err(_) => {
+                    return unreadable(&format!(
+                        "the body was not received within {} s",
+                        IO_TIMEOUT.as_secs()
+                    ));
                 }
             };
             let (review, outcome) = answer(&body, settings);
@@ -268,6 +269,15 @@ async fn route(request: Request<Incoming>, settings: &Settings) -> Response<Full
             "not found: POST /inject, GET /healthz\n",
         ),
     }
+}
+
+/// The answer to a review whose body could not be read.
+fn unreadable(message: &str) -> Response<Full<Bytes>> {
+    tracing::warn!("{message}");
+    review_json(
+        &kube_core::admission::AdmissionResponse::invalid(format!("celador inject: {message}"))
+            .into_review(),
+    )
 }
 
 fn log(
