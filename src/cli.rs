@@ -8,6 +8,15 @@
 //! with 0 when all is well and 1 when they found a problem (2 for bad
 //! arguments, as usual).
 
+/// `eprintln!` that ignores a standard error nobody reads any more (a pipe
+/// whose reader left) instead of panicking, as [`say`] does for output.
+macro_rules! complain {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -163,7 +172,7 @@ pub fn main() -> ExitCode {
             let settings = match crate::inject::load(&config) {
                 Ok(settings) => settings,
                 Err(e) => {
-                    eprintln!("celador: the injector settings cannot be used:\n{e}");
+                    complain!("celador: the injector settings cannot be used:\n{e}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
@@ -218,7 +227,7 @@ fn check(paths: &[PathBuf], deny_warnings: bool, format: &str) -> ExitCode {
         match suite::discover_where(std::slice::from_ref(path), is_rules) {
             Ok(found) => files.extend(found),
             Err(e) => {
-                eprintln!("error: {e}");
+                complain!("error: {e}");
                 return ExitCode::from(2);
             }
         }
@@ -272,12 +281,12 @@ fn test(
 ) -> ExitCode {
     let suites = match suite::discover(paths) {
         Ok(suites) if suites.is_empty() => {
-            eprintln!("celador: no test suites (*_test.yaml) found");
+            complain!("celador: no test suites (*_test.yaml) found");
             return ExitCode::FAILURE;
         }
         Ok(suites) => suites,
         Err(e) => {
-            eprintln!("celador: {e}");
+            complain!("celador: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -287,7 +296,7 @@ fn test(
     if let Some(path) = junit
         && let Err(e) = std::fs::write(path, suite::render_junit(&results))
     {
-        eprintln!("celador: cannot write {}: {e}", path.display());
+        complain!("celador: cannot write {}: {e}", path.display());
         return ExitCode::FAILURE;
     }
     let mut ok = results.iter().all(|r| r.failed() == 0);
@@ -331,7 +340,7 @@ fn eval(
             }
         }
         Err(e) => {
-            eprintln!("celador: {e}");
+            complain!("celador: {e}");
             ExitCode::FAILURE
         }
     }
@@ -343,13 +352,13 @@ fn envoy_config(path: &std::path::Path, cluster: String, timeout: String) -> Exi
         .and_then(|n| n.parse::<f64>().ok())
         .is_some_and(|n| n > 0.0 && n.is_finite());
     if !valid_timeout {
-        eprintln!("celador: --timeout {timeout:?} is not a duration like 0.5s");
+        complain!("celador: --timeout {timeout:?} is not a duration like 0.5s");
         return ExitCode::from(2);
     }
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("celador: the config cannot be used:\n{e}");
+            complain!("celador: the config cannot be used:\n{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -361,7 +370,7 @@ fn envoy_config(path: &std::path::Path, cluster: String, timeout: String) -> Exi
         }
         Err(errors) => {
             for e in &errors {
-                eprintln!("{e}");
+                complain!("{e}");
             }
             ExitCode::from(EXIT_CONFIG)
         }
@@ -376,16 +385,16 @@ fn serve(path: Option<&std::path::Path>, env: Option<&str>) -> ExitCode {
     let _telemetry = match crate::app::telemetry::init(&config.log) {
         Ok(guard) => guard,
         Err(e) => {
-            eprintln!("celador: {e}");
+            complain!("celador: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let loaded = match app::load(&config, |name| std::env::var(name).ok()) {
         Ok(loaded) => loaded,
         Err(errors) => {
-            eprintln!("celador: cannot start with {shown}:");
+            complain!("celador: cannot start with {shown}:");
             for e in &errors {
-                eprintln!("{e}");
+                complain!("{e}");
             }
             return ExitCode::from(EXIT_CONFIG);
         }
@@ -393,7 +402,7 @@ fn serve(path: Option<&std::path::Path>, env: Option<&str>) -> ExitCode {
     let runtime = match app::runtime(&config).build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("celador: cannot start the runtime: {e}");
+            complain!("celador: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -409,7 +418,7 @@ fn serve(path: Option<&std::path::Path>, env: Option<&str>) -> ExitCode {
         }
         Err(e @ ServeError::Bind { .. }) => {
             tracing::error!("{e}");
-            eprintln!("celador: {e}");
+            complain!("celador: {e}");
             ExitCode::from(EXIT_UNAVAILABLE)
         }
         Err(e) => {
@@ -429,14 +438,14 @@ fn load_config(
         (_, Some(name)) => (Config::from_env(name), format!("${name}")),
         (Some(path), None) => (Config::load(path), path.display().to_string()),
         (None, None) => {
-            eprintln!("celador: give --config FILE or --config-env NAME");
+            complain!("celador: give --config FILE or --config-env NAME");
             return Err(ExitCode::from(EXIT_CONFIG));
         }
     };
     match loaded {
         Ok(config) => Ok((config, shown)),
         Err(e) => {
-            eprintln!("celador: the config cannot be used:\n{e}");
+            complain!("celador: the config cannot be used:\n{e}");
             Err(ExitCode::from(EXIT_CONFIG))
         }
     }
@@ -455,7 +464,7 @@ fn inject(
     let _telemetry = match crate::app::telemetry::init(&settings.log) {
         Ok(guard) => guard,
         Err(e) => {
-            eprintln!("celador: {e}");
+            complain!("celador: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -467,7 +476,7 @@ fn inject(
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("celador: cannot start the runtime: {e}");
+            complain!("celador: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -484,7 +493,7 @@ async fn serve_webhook(
     let listener = match webhook::bind(address).await {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("celador: {e}");
+            complain!("celador: {e}");
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
@@ -513,25 +522,25 @@ fn inject_one(settings: &crate::inject::settings::Settings, file: &std::path::Pa
     let text = match std::fs::read_to_string(file) {
         Ok(text) => text,
         Err(e) => {
-            eprintln!("celador: cannot read {}: {e}", file.display());
+            complain!("celador: cannot read {}: {e}", file.display());
             return ExitCode::FAILURE;
         }
     };
     let mut documents: Vec<serde_json::Value> = match serde_saphyr::from_multiple(&text) {
         Ok(documents) => documents,
         Err(e) => {
-            eprintln!("celador: {}: {e}", file.display());
+            complain!("celador: {}: {e}", file.display());
             return ExitCode::FAILURE;
         }
     };
     match review::inject_documents(&mut documents, settings) {
         Ok(notes) => {
             for note in notes {
-                eprintln!("celador: {note}");
+                complain!("celador: {note}");
             }
         }
         Err(message) => {
-            eprintln!("celador: {}: {message}", file.display());
+            complain!("celador: {}: {message}", file.display());
             return ExitCode::FAILURE;
         }
     }
@@ -589,7 +598,7 @@ fn webhook_args(
         }
     };
     for problem in &problems {
-        eprintln!("celador: {problem}");
+        complain!("celador: {problem}");
     }
     Some((address?, every?, certificate?))
 }

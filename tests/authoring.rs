@@ -1141,6 +1141,41 @@ fn an_absent_token_is_said_plainly_never_as_a_library_function_error() {
     );
 }
 
+/// `celador serve ... 2>&1 | head -1`: a problem said to a standard error
+/// nobody reads any more ends in its exit code, not in a panic.
+#[test]
+fn problems_said_to_a_closed_standard_error_end_in_their_exit_code() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    // The reader has left before anything is written.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = Command::new(support::celador::binary())
+        .args(["serve", "--config"])
+        .arg(dir.path().join("missing.yaml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(64), "the config error's exit code");
+
+    // And with the reader there, the same run says why.
+    let mut out = Command::new(support::celador::binary())
+        .args(["serve", "--config"])
+        .arg(dir.path().join("missing.yaml"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    out.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert_eq!(out.wait().unwrap().code(), Some(64));
+    assert!(said.contains("missing.yaml"), "{said}");
+}
+
 /// `celador test ... | head -1`: the tools stop quietly when their reader
 /// goes away, never with a panic. The output is larger than a pipe holds,
 /// so the writes after the reader left fail.
