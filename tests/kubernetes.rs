@@ -1009,18 +1009,21 @@ fn start_webhook(settings: &Path, tls: &Path, log: &Path) -> Webhook {
     }
 }
 
+/// The webhook with the chart's default settings and a serving
+/// certificate from a new CA, all in `dir`.
+fn default_webhook(dir: &Path) -> (Ca, Leaf, Webhook) {
+    let (_, text) = settings_of(&Rendered::of(&json!({})));
+    std::fs::write(dir.join("inject.yaml"), text).unwrap();
+    let ca = Ca::root("webhook-ca");
+    let cert = serving_cert(&ca, dir);
+    let webhook = start_webhook(&dir.join("inject.yaml"), dir, &dir.join("log"));
+    (ca, cert, webhook)
+}
+
 #[test]
 fn the_webhook_answers_over_https_and_reloads_its_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, text) = settings_of(&Rendered::of(&json!({})));
-    std::fs::write(dir.path().join("inject.yaml"), text).unwrap();
-    let ca = Ca::root("webhook-ca");
-    let first = serving_cert(&ca, dir.path());
-    let webhook = start_webhook(
-        &dir.path().join("inject.yaml"),
-        dir.path(),
-        &dir.path().join("log"),
-    );
+    let (ca, first, webhook) = default_webhook(dir.path());
 
     let pod = pod_in("shop");
     let (status, body, peer) = post(webhook.addr, &ca.pem, "/inject", &review(&pod, "CREATE"));
@@ -1064,15 +1067,7 @@ fn the_webhook_answers_over_https_and_reloads_its_certificate() {
 #[test]
 fn a_body_that_never_arrives_is_refused_after_ten_seconds_not_waited_for() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, text) = settings_of(&Rendered::of(&json!({})));
-    std::fs::write(dir.path().join("inject.yaml"), text).unwrap();
-    let ca = Ca::root("webhook-ca");
-    serving_cert(&ca, dir.path());
-    let webhook = start_webhook(
-        &dir.path().join("inject.yaml"),
-        dir.path(),
-        &dir.path().join("log"),
-    );
+    let (ca, _, webhook) = default_webhook(dir.path());
     // 10 bytes of the 1,000 declared, then nothing.
     let started = std::time::Instant::now();
     let (status, body, _) = post_declaring(webhook.addr, &ca.pem, "/inject", 1000, b"{\"kind\": ");
