@@ -1145,7 +1145,6 @@ fn an_absent_token_is_said_plainly_never_as_a_library_function_error() {
 /// nobody reads any more ends in its exit code, not in a panic.
 #[test]
 fn problems_said_to_a_closed_standard_error_end_in_their_exit_code() {
-    use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     // The reader has left before anything is written.
     let (reader, writer) = std::io::pipe().unwrap();
@@ -1160,19 +1159,9 @@ fn problems_said_to_a_closed_standard_error_end_in_their_exit_code() {
     assert_eq!(status.code(), Some(64), "the config error's exit code");
 
     // And with the reader there, the same run says why.
-    let mut out = Command::new(support::celador::binary())
-        .args(["serve", "--config"])
-        .arg(dir.path().join("missing.yaml"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut said = String::new();
-    out.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut said)
-        .unwrap();
-    assert_eq!(out.wait().unwrap().code(), Some(64));
+    let missing = dir.path().join("missing.yaml");
+    let (code, _, said) = run(&["serve", "--config", missing.to_str().unwrap()]);
+    assert_eq!(code, 64);
     assert!(said.contains("missing.yaml"), "{said}");
 }
 

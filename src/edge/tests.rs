@@ -101,6 +101,18 @@ impl Fixture {
         )
     }
 
+    /// An authorizer with default settings deciding with `rules`.
+    fn deciding_with(&self, rules: &str) -> ExtAuthz {
+        ExtAuthz::new(
+            Engine::new(Workload::default(), EngineSettings::default()),
+            Store::fixed(
+                Arc::new(Policy::parse(rules, Path::new("p.yaml")).unwrap()),
+                self.bundles(),
+            ),
+            EdgeSettings::default(),
+        )
+    }
+
     fn cert(&self) -> String {
         self.ca.svid(PEER).envoy_encoded()
     }
@@ -461,14 +473,7 @@ fn basic_credentials_are_never_removed_only_a_verified_token() {
 fn any_request_time_a_caller_sends_is_answered_never_a_panic() {
     let f = Fixture::new();
     let reads_time = "rules:\n  - name: by-time\n    effect: allow\n    when: request.time.getFullYear() >= 1970 && request.time < now + duration(\"87600h\")\n";
-    let a = ExtAuthz::new(
-        Engine::new(Workload::default(), EngineSettings::default()),
-        Store::fixed(
-            Arc::new(Policy::parse(reads_time, Path::new("t.yaml")).unwrap()),
-            f.bundles(),
-        ),
-        EdgeSettings::default(),
-    );
+    let a = f.deciding_with(reads_time);
     for (seconds, nanos) in [
         (i64::MAX, i32::MAX),
         (i64::MIN, -1),
@@ -542,14 +547,7 @@ fn the_trail_records_what_the_deciding_rule_read_without_a_credential() {
       request.headers.exists(k, k == "x-tenant") && request.query["day"] == "1" &&
       request.headers["x-tenant"] == "acme" && source.id != ""
 "#;
-    let a = ExtAuthz::new(
-        Engine::new(Workload::default(), EngineSettings::default()),
-        Store::fixed(
-            Arc::new(Policy::parse(rules, Path::new("p.yaml")).unwrap()),
-            f.bundles(),
-        ),
-        EdgeSettings::default(),
-    );
+    let a = f.deciding_with(rules);
     let request = check::request(
         &f.cert(),
         "GET",
@@ -600,14 +598,7 @@ fn a_rule_error_is_explained_clause_by_clause_in_the_audit_record() {
     effect: deny
     when: request.method == "GET" && request.query["access_token"] != "" && request.headers["x-debug"] == "1"
 "#;
-    let a = ExtAuthz::new(
-        Engine::new(Workload::default(), EngineSettings::default()),
-        Store::fixed(
-            Arc::new(Policy::parse(rules, Path::new("p.yaml")).unwrap()),
-            f.bundles(),
-        ),
-        EdgeSettings::default(),
-    );
+    let a = f.deciding_with(rules);
     let request = check::request(
         &f.cert(),
         "GET",
