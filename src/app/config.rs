@@ -13,6 +13,8 @@
 //!     bundle: example.org.pem
 //! ```
 
+pub mod duration;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -360,30 +362,10 @@ pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> 
         .map_err(|e| e.to_string())
 }
 
-/// Parses `500ms`, `30s`, `5m`, `1h`.
+/// Parses a duration: Go's `time.ParseDuration` grammar, unsigned
+/// (`500ms`, `30s`, `1m30s`, `1.5h`, `0`); see [`duration`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration like 500ms, 30s, 5m or 1h"))?;
-    let unit_ms = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => {
-            return Err(format!(
-                "'{text}' is not a duration like 500ms, 30s, 5m or 1h"
-            ));
-        }
-    };
-    n.checked_mul(unit_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("'{text}' is too long"))
+    duration::parse(text)
 }
 
 /// A config file that cannot be used.
