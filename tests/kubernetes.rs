@@ -52,6 +52,11 @@ fn python(args: &[&str]) -> (bool, String, String) {
 }
 
 fn helm(command: &str, values: &Value, extra: &str) -> Value {
+    helm_result(command, values, extra).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// helm.py's answer, or its error output.
+fn helm_result(command: &str, values: &Value, extra: &str) -> Result<Value, String> {
     let script = repo("tests/kubernetes/helm.py");
     let chart = repo("charts/celador");
     let values = values.to_string();
@@ -62,8 +67,82 @@ fn helm(command: &str, values: &Value, extra: &str) -> Value {
         &values,
         extra,
     ]);
-    assert!(ok, "helm.py {command} failed:\n{err}");
-    serde_json::from_str(&out).unwrap()
+    if !ok {
+        return Err(format!("helm.py {command} failed:\n{err}"));
+    }
+    Ok(serde_json::from_str(&out).unwrap())
+}
+
+/// `helm.py COMMAND-each` on many value sets at once (the chart loaded
+/// once): one answer per set.
+fn helm_each(command: &str, values: &[Value]) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("values.json");
+    std::fs::write(&file, Value::from(values.to_vec()).to_string()).unwrap();
+    let script = repo("tests/kubernetes/helm.py");
+    let chart = repo("charts/celador");
+    let (ok, out, err) = python(&[
+        script.to_str().unwrap(),
+        &format!("{command}-each"),
+        chart.to_str().unwrap(),
+        &format!("@{}", file.display()),
+        NAMESPACE,
+    ]);
+    assert!(ok, "helm.py {command}-each failed:\n{err}");
+    let answers: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(answers.len(), values.len());
+    answers
+}
+
+/// The webhook certificate the tests provide (`tls.existingSecret`): the
+/// chart refuses to make one of its own without a cluster, as here.
+struct ProvidedTls {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// The Secret name the tests provide.
+const PROVIDED_SECRET: &str = "celador-injector-tls";
+
+fn provided_tls() -> &'static ProvidedTls {
+    static TLS: std::sync::OnceLock<ProvidedTls> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let ca = Ca::root("celador-injector-ca");
+        let leaf = ca
+            .leaf()
+            .dns("celador-injector.celador-system.svc")
+            .common_name("celador-injector.celador-system.svc")
+            .build();
+        ProvidedTls {
+            ca_pem: ca.pem.clone(),
+            cert_pem: leaf.pem,
+            key_pem: leaf.key_pem,
+        }
+    })
+}
+
+/// `values` with the provided certificate, unless they choose cert-manager
+/// or a certificate of their own.
+fn offline(values: &Value) -> Value {
+    let mut values = values.clone();
+    if values["certManager"]["enabled"] != true && values["tls"]["existingSecret"].is_null() {
+        merge(
+            &mut values,
+            &json!({"tls": {"existingSecret": PROVIDED_SECRET, "caCertificate": provided_tls().ca_pem}}),
+        );
+    }
+    values
+}
+
+/// The provided Secret, as the kubelet would find it.
+fn provided_secret() -> Value {
+    use base64::Engine;
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let tls = provided_tls();
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": PROVIDED_SECRET, "namespace": NAMESPACE},
+        "data": {"tls.crt": b64(&tls.cert_pem), "tls.key": b64(&tls.key_pem), "ca.crt": b64(&tls.ca_pem)}})
 }
 
 /// A rendering: every document, and NOTES.txt.
@@ -73,8 +152,32 @@ struct Rendered {
 }
 
 impl Rendered {
+    /// Renders `values` (with the provided certificate, see [`offline`]).
     fn of(values: &Value) -> Rendered {
-        let out = helm("render", values, NAMESPACE);
+        Rendered::exactly(&offline(values)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Renders exactly `values`, or says why Helm refused.
+    fn exactly(values: &Value) -> Result<Rendered, String> {
+        Ok(Rendered::from_json(&helm_result(
+            "render", values, NAMESPACE,
+        )?))
+    }
+
+    /// Renders each of `sets` (each with the provided certificate) in one
+    /// Helm process.
+    fn each(sets: &[Value]) -> Vec<Result<Rendered, String>> {
+        let sets: Vec<Value> = sets.iter().map(offline).collect();
+        helm_each("render", &sets)
+            .into_iter()
+            .map(|answer| match answer["ok"].as_bool() {
+                Some(true) => Ok(Rendered::from_json(&answer["render"])),
+                _ => Err(answer["error"].as_str().unwrap_or_default().to_owned()),
+            })
+            .collect()
+    }
+
+    fn from_json(out: &Value) -> Rendered {
         let mut docs = Vec::new();
         let mut notes = String::new();
         for (template, content) in out.as_object().unwrap() {
@@ -105,7 +208,7 @@ fn value_sets() -> Vec<(&'static str, Value)> {
         let text = std::fs::read_to_string(repo("k8s/istio-values.yaml")).unwrap();
         serde_saphyr_json(&text)
     };
-    vec![
+    let sets = vec![
         ("defaults", json!({})),
         ("istio", istio),
         (
@@ -134,7 +237,12 @@ fn value_sets() -> Vec<(&'static str, Value)> {
             json!({"bundle": {"source": "secret", "name": "spiffe-bundle", "key": "bundle.spiffe"},
                 "webhook": {"failurePolicy": "Ignore"}, "injector": {"podDisruptionBudget": {"enabled": false}}}),
         ),
-    ]
+    ];
+    // Rendered without a cluster, as every GitOps tool does: with the
+    // provided certificate where cert-manager is not chosen.
+    sets.into_iter()
+        .map(|(name, values)| (name, offline(&values)))
+        .collect()
 }
 
 fn serde_saphyr_json(text: &str) -> Value {
@@ -205,6 +313,261 @@ fn every_rendered_manifest_validates_strictly_against_kubernetes_1_30() {
     assert!(!out.contains("WARN") && !out.contains("ERROR"), "{out}");
     // The custom resources were rendered by some value set.
     assert_eq!(kinds.len(), 5, "{kinds:?}");
+}
+
+/// Spellings of a duration in Go's grammar (celador's), and not.
+const GO_DURATIONS: &[&str] = &[
+    "10s",
+    "1m30s",
+    "1.5s",
+    "500ms",
+    "2h45m",
+    ".5s",
+    "5.s",
+    "1h0m0.5s",
+    "250000us",
+    "250000\u{b5}s",
+    "250000\u{3bc}s",
+];
+const NOT_DURATIONS: &[&str] = &[
+    "10",
+    "1d",
+    "-1s",
+    "+1s",
+    "1.5.5s",
+    "1e3s",
+    "5 s",
+    " 10s",
+    "ten seconds",
+    "",
+    "1s1",
+    "P1D",
+    "00",
+];
+
+/// Every duration value of the chart, spelt the ways above: the schema
+/// takes exactly the spellings that what reads the value takes. The
+/// injector's reload interval runs in the injector; the sidecar's own
+/// durations go through the injector's check of the sidecar config;
+/// cert-manager's are Go's grammar (the parser celador uses is tested on
+/// Go's own table); Istio's timeout is loaded by Envoy.
+#[test]
+fn every_duration_value_means_the_same_to_the_schema_and_to_what_reads_it() {
+    // (key, values, spelling) for every duration value and spelling; the
+    // schema's verdicts and the renderings come from one Helm process each.
+    let mut cases: Vec<(String, Value, &str)> = Vec::new();
+    for spelling in GO_DURATIONS
+        .iter()
+        .chain(NOT_DURATIONS)
+        .chain(&["0", "0s", "0.0m"])
+    {
+        let values = json!({"injector": {"tlsReloadInterval": spelling}});
+        cases.push(("/injector/tlsReloadInterval".into(), values, spelling));
+    }
+    for key in ["duration", "renewBefore"] {
+        for spelling in GO_DURATIONS.iter().chain(NOT_DURATIONS).chain(&["0"]) {
+            let values = json!({"certManager": {"enabled": true, key: spelling}});
+            cases.push((format!("/certManager/{key}"), values, spelling));
+        }
+    }
+    for spelling in ISTIO_TIMEOUTS.iter().map(|(s, _)| s) {
+        let values = json!({"istio": {"enabled": true, "timeout": spelling}});
+        cases.push(("/istio/timeout".into(), values, spelling));
+    }
+    for key in SIDECAR_DURATIONS {
+        for spelling in GO_DURATIONS.iter().chain(NOT_DURATIONS) {
+            cases.push((
+                format!("sidecar.config.{key}"),
+                sidecar_duration(key, spelling),
+                spelling,
+            ));
+        }
+    }
+    let sets: Vec<Value> = cases.iter().map(|(_, values, _)| offline(values)).collect();
+    let verdicts = helm_each("schema", &sets);
+    let renders = Rendered::each(&sets);
+    let dir = tempfile::tempdir().unwrap();
+    let injector = InjectorArgs::new(dir.path());
+    for (((key, _, spelling), verdict), render) in cases.iter().zip(&verdicts).zip(renders) {
+        let accepted = verdict["ok"] == true;
+        if !accepted && key.starts_with('/') {
+            let error = verdict["error"].as_str().unwrap();
+            assert!(
+                error.contains(key.as_str()),
+                "{key} {spelling:?}: the error does not name it: {error}"
+            );
+        }
+        let reader_takes = match key.as_str() {
+            "/injector/tlsReloadInterval" => injector.takes(spelling, accepted.then_some(&render)),
+            "/istio/timeout" => envoy_takes_timeout(spelling, dir.path()),
+            key if key.starts_with("/certManager/") => {
+                if accepted {
+                    let rendered = render.as_ref().unwrap();
+                    let certificate = rendered
+                        .kind("Certificate")
+                        .into_iter()
+                        .find(|c| c["metadata"]["name"] == "celador-injector")
+                        .unwrap();
+                    let field = key.rsplit('/').next().unwrap();
+                    assert_eq!(
+                        certificate["spec"][field],
+                        json!(spelling),
+                        "rendered as written"
+                    );
+                }
+                // cert-manager reads them with Go's parser; celador's is
+                // tested on Go's own table.
+                celador::app::config::parse_duration(spelling).is_ok()
+            }
+            _ => {
+                // The sidecar config is free-form in the schema: the
+                // injector checks it as the sidecar will read it.
+                let text = settings_text(render.as_ref().unwrap());
+                let path = dir.path().join("sidecar.yaml");
+                std::fs::write(&path, text).unwrap();
+                let loaded = celador::inject::load(&path);
+                if let Err(e) = &loaded {
+                    let name = key.trim_start_matches("sidecar.config.");
+                    assert!(e.to_string().contains(name), "{e}");
+                }
+                assert!(
+                    accepted,
+                    "the schema leaves the sidecar config to the injector"
+                );
+                loaded.is_ok()
+            }
+        };
+        let expected = match key.as_str() {
+            "/istio/timeout" => ISTIO_TIMEOUTS.iter().any(|(s, ok)| s == spelling && *ok),
+            "/injector/tlsReloadInterval" => GO_DURATIONS.contains(spelling),
+            key if key.starts_with("/certManager/") => {
+                GO_DURATIONS.contains(spelling) || *spelling == "0"
+            }
+            _ => GO_DURATIONS.contains(spelling),
+        };
+        assert_eq!(reader_takes, expected, "{key} {spelling:?}: what reads it");
+        if key.starts_with('/') {
+            assert_eq!(
+                accepted, reader_takes,
+                "{key} {spelling:?}: the schema and what reads it disagree"
+            );
+        }
+    }
+}
+
+/// The `celador serve` durations a sidecar takes in `sidecar.config`.
+const SIDECAR_DURATIONS: &[&str] = &[
+    "cache.decision_ttl",
+    "cache.svid_max_ttl",
+    "shutdown_grace",
+    "grants_max_duration",
+    "identity.jwt.leeway",
+];
+
+/// Values with `spelling` at the sidecar config's dotted `key`.
+fn sidecar_duration(key: &str, spelling: &str) -> Value {
+    let mut config = json!({});
+    let mut slot = &mut config;
+    for part in key.split('.') {
+        slot = &mut slot[part];
+    }
+    *slot = json!(spelling);
+    if key.starts_with("identity") {
+        config["identity"]["jwt"]["audiences"] = json!(["payments"]);
+    }
+    json!({"sidecar": {"config": config}})
+}
+
+/// `istio.timeout` spellings and whether Envoy (and Istio's mesh config,
+/// a protobuf Duration) takes them.
+const ISTIO_TIMEOUTS: &[(&str, bool)] = &[
+    ("0.5s", true),
+    ("2s", true),
+    ("0.25s", true),
+    ("10s", true),
+    ("500ms", false),
+    ("1m30s", false),
+    ("1m", false),
+    ("1.5", false),
+    ("-1s", false),
+    ("1h", false),
+];
+
+/// Whether Envoy loads an Istio-generated listener whose ext_authz
+/// timeout is `spelling`.
+fn envoy_takes_timeout(spelling: &str, dir: &Path) -> bool {
+    let mesh = json!({"meshConfig": {"extensionProviders": [{"name": "celador",
+        "envoyExtAuthzGrpc": {"service": "celador.ext-authz.local", "port": 9191, "timeout": spelling}}]}});
+    let config = istio_inbound(&mesh, 9191, 0, 8080, &dir.join("sds.sock"));
+    let file = dir.join("envoy.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let out = Command::new(support::envoy::binary())
+        .args(["--mode", "validate", "--log-level", "error", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    out.status.success()
+}
+
+/// The injector's settings and certificate, to start it with a reload
+/// interval.
+struct InjectorArgs {
+    settings: PathBuf,
+    dir: PathBuf,
+}
+
+impl InjectorArgs {
+    fn new(dir: &Path) -> InjectorArgs {
+        let (_, text) = settings_of(&Rendered::of(&json!({})));
+        std::fs::write(dir.join("inject.yaml"), text).unwrap();
+        std::fs::write(dir.join("tls.crt"), &provided_tls().cert_pem).unwrap();
+        std::fs::write(dir.join("tls.key"), &provided_tls().key_pem).unwrap();
+        InjectorArgs {
+            settings: dir.join("inject.yaml"),
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Whether the injector runs with `spelling`: the chart's Deployment
+    /// started as the kubelet would when the schema took it (`rendered`),
+    /// else the binary given it directly.
+    fn takes(&self, spelling: &str, rendered: Option<&Result<Rendered, String>>) -> bool {
+        if let Some(rendered) = rendered {
+            let rendered = rendered.as_ref().unwrap();
+            let container =
+                &rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0];
+            assert!(
+                container["args"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(spelling))
+            );
+            let (kubelet, mut injector, _) = start_chart_injector(rendered);
+            std::thread::sleep(Duration::from_millis(100));
+            let running = injector.0.try_wait().unwrap().is_none();
+            assert!(
+                running,
+                "{spelling:?}: the injector stopped:\n{}",
+                kubelet.log("injector")
+            );
+            return running;
+        }
+        let (code, _, err) = support::celador::run(&[
+            "inject",
+            "--config",
+            self.settings.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            self.dir.join("tls.crt").to_str().unwrap(),
+            "--tls-key",
+            self.dir.join("tls.key").to_str().unwrap(),
+            &format!("--tls-reload-interval={spelling}"),
+        ]);
+        assert_eq!(code, 64, "{spelling:?} was taken by the binary: {err}");
+        assert!(err.contains("--tls-reload-interval"), "{err}");
+        false
+    }
 }
 
 #[test]
@@ -368,17 +731,65 @@ fn the_chart_follows_the_conventions_of_well_kept_charts() {
 
 #[test]
 fn the_webhook_certificate_is_made_by_helm_or_by_cert_manager() {
-    let helm_made = Rendered::of(&json!({}));
-    let secret = helm_made.one("Secret");
-    let ca = support::base64_decode(secret["data"]["ca.crt"].as_str().unwrap());
-    let webhook = helm_made.one("MutatingWebhookConfiguration");
+    // Without a cluster (helm template, Argo CD), Helm's own certificate
+    // would be new on every render: refused, saying what to do instead.
+    for values in [json!({}), json!({"istio": {"enabled": true}})] {
+        let refused = Rendered::exactly(&values)
+            .err()
+            .expect("rendered without a cluster");
+        for words in [
+            "rendered without a cluster",
+            "every sync would rotate it",
+            "certManager.enabled=true",
+            "tls.existingSecret with tls.caCertificate",
+            "--dry-run=server",
+        ] {
+            assert!(refused.contains(words), "{words}: {refused}");
+        }
+    }
+    // `helm lint` stays usable on the defaults: Helm's lint mode does not
+    // stop at `fail`.
+    let report = helm("lint", &json!({}), &format!("v{KUBERNETES}"));
+    assert_eq!(report["errors"], json!([]), "{report}");
+    // A provided certificate: no Secret of the chart's, its CA in the
+    // caBundle, its Secret mounted.
+    let provided = Rendered::of(&json!({}));
+    assert!(provided.kind("Secret").is_empty());
+    assert!(provided.kind("Certificate").is_empty());
+    let webhook = provided.one("MutatingWebhookConfiguration");
     for hook in webhook["webhooks"].as_array().unwrap() {
         assert_eq!(
             support::base64_decode(hook["clientConfig"]["caBundle"].as_str().unwrap()),
-            ca
+            provided_tls().ca_pem.as_bytes()
         );
     }
-    assert!(helm_made.kind("Certificate").is_empty());
+    let mounted = |rendered: &Rendered| {
+        rendered.one("Deployment")["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "tls")
+            .unwrap()["secret"]["secretName"]
+            .clone()
+    };
+    let other = Rendered::of(
+        &json!({"tls": {"existingSecret": "corp-webhook-tls", "caCertificate": provided_tls().ca_pem}}),
+    );
+    assert_eq!(mounted(&other), "corp-webhook-tls");
+    // The CA is required with the Secret, and the two ways exclude each other.
+    let schema = helm(
+        "schema",
+        &json!({"tls": {"existingSecret": "corp-webhook-tls"}}),
+        "",
+    );
+    assert_eq!(schema["ok"], false, "{schema}");
+    assert!(
+        schema["error"].as_str().unwrap().contains("caCertificate"),
+        "{schema}"
+    );
+    let both = Rendered::exactly(&json!({"certManager": {"enabled": true},
+        "tls": {"existingSecret": "x", "caCertificate": provided_tls().ca_pem}}));
+    assert!(both.err().unwrap().contains("not both"));
 
     let managed = Rendered::of(&json!({"certManager": {"enabled": true}}));
     assert!(
@@ -405,14 +816,7 @@ fn the_webhook_certificate_is_made_by_helm_or_by_cert_manager() {
             .unwrap()
             .contains(&json!("celador-injector.celador-system.svc"))
     );
-    let mounted = managed.one("Deployment")["spec"]["template"]["spec"]["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "tls")
-        .unwrap()["secret"]["secretName"]
-        .clone();
-    assert_eq!(mounted, "celador-injector-tls");
+    assert_eq!(mounted(&managed), "celador-injector-tls");
 }
 
 #[test]
@@ -485,16 +889,21 @@ fn preview(config: &str, file: &str) -> (i32, String, String) {
 // ---------------------------------------------------------------- the injector
 
 fn settings_of(rendered: &Rendered) -> (Settings, String) {
+    let text = settings_text(rendered);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inject.yaml");
+    std::fs::write(&path, &text).unwrap();
+    (celador::inject::load(&path).unwrap(), text)
+}
+
+/// The injector's settings file as rendered, not loaded.
+fn settings_text(rendered: &Rendered) -> String {
     let map = rendered
         .kind("ConfigMap")
         .into_iter()
         .find(|m| m["metadata"]["name"] == "celador-injector")
         .unwrap();
-    let text = map["data"]["inject.yaml"].as_str().unwrap().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("inject.yaml");
-    std::fs::write(&path, &text).unwrap();
-    (celador::inject::load(&path).unwrap(), text)
+    map["data"]["inject.yaml"].as_str().unwrap().to_owned()
 }
 
 fn default_settings() -> Settings {
@@ -1278,15 +1687,16 @@ fn pod_of(deployment: &Value, namespace: &str) -> Value {
         "spec": template["spec"]})
 }
 
-/// The chart's injector Deployment run as the kubelet would, and its
-/// answer for `pod` over HTTPS, checked with the caBundle the API server
-/// would use: the injected pod.
-fn inject_through_the_chart(rendered: &Rendered, pod: &Value) -> Value {
+/// The chart's injector Deployment started as the kubelet would, with the
+/// provided certificate: the kubelet, the process and its address once it
+/// listens.
+fn start_chart_injector(rendered: &Rendered) -> (Kubelet, Running, std::net::SocketAddr) {
     let deployment = rendered.one("Deployment");
     let injector_pod = pod_of(deployment, NAMESPACE);
-    let objects: Vec<Value> = rendered.docs.clone();
+    let mut objects: Vec<Value> = rendered.docs.clone();
+    objects.push(provided_secret());
     let kubelet = Kubelet::new(injector_pod, NAMESPACE, objects, &[8443], &[]);
-    let _injector = Running(kubelet.start("injector"));
+    let injector = Running(kubelet.start("injector"));
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", kubelet.ports[&8443])
         .parse()
         .unwrap();
@@ -1298,6 +1708,14 @@ fn inject_through_the_chart(rendered: &Rendered, pod: &Value) -> Value {
         "the injector did not listen:\n{}",
         kubelet.log("injector")
     );
+    (kubelet, injector, addr)
+}
+
+/// The chart's injector Deployment run as the kubelet would, and its
+/// answer for `pod` over HTTPS, checked with the caBundle the API server
+/// would use: the injected pod.
+fn inject_through_the_chart(rendered: &Rendered, pod: &Value) -> Value {
+    let (_kubelet, _injector, addr) = start_chart_injector(rendered);
     let webhook = rendered.one("MutatingWebhookConfiguration");
     let ca = String::from_utf8(support::base64_decode(
         webhook["webhooks"][0]["clientConfig"]["caBundle"]

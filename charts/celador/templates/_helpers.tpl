@@ -48,9 +48,9 @@ app.kubernetes.io/component: injector
 {{- end }}
 {{- end }}
 
-{{/* The webhook's TLS Secret. */}}
+{{/* The webhook's TLS Secret: the one provided, else the chart's (Helm's or cert-manager's). */}}
 {{- define "celador.tlsSecret" -}}
-{{- printf "%s-tls" (include "celador.injector" .) }}
+{{- default (printf "%s-tls" (include "celador.injector" .)) .Values.tls.existingSecret }}
 {{- end }}
 
 {{/* Namespaces never injected: the values' list and the release's own. */}}
@@ -137,6 +137,6 @@ meshConfig:
       envoyExtAuthzGrpc:
         service: {{ .Values.istio.providerHost }}
         port: {{ .Values.sidecar.ports.grpc }}
-        timeout: {{ .Values.istio.timeout }}
+        timeout: {{ .Values.istio.timeout | quote }}
         failOpen: false
 {{- end }}
