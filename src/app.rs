@@ -10,6 +10,7 @@
 //! gRPC server, whose health turns `SERVING` once every trust domain has a
 //! bundle. Nothing here is on the request path.
 
+pub mod accept;
 pub mod admin;
 pub mod audit_log;
 pub mod config;

@@ -237,6 +237,10 @@ fn value_sets() -> Vec<(&'static str, Value)> {
             json!({"bundle": {"source": "secret", "name": "spiffe-bundle", "key": "bundle.spiffe"},
                 "webhook": {"failurePolicy": "Ignore"}, "injector": {"podDisruptionBudget": {"enabled": false}}}),
         ),
+        (
+            "a NetworkPolicy for the injector",
+            json!({"injector": {"networkPolicy": {"enabled": true, "from": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}}}),
+        ),
     ];
     // Rendered without a cluster, as every GitOps tool does: with the
     // provided certificate where cert-manager is not chosen.
@@ -817,6 +821,46 @@ fn the_webhook_certificate_is_made_by_helm_or_by_cert_manager() {
             .contains(&json!("celador-injector.celador-system.svc"))
     );
     assert_eq!(mounted(&managed), "celador-injector-tls");
+}
+
+#[test]
+fn the_injector_network_policy_admits_only_the_webhook_port_from_the_peers_given() {
+    assert!(
+        Rendered::of(&json!({})).kind("NetworkPolicy").is_empty(),
+        "off by default"
+    );
+    let from = json!([{"ipBlock": {"cidr": "10.0.0.0/24"}}]);
+    let rendered =
+        Rendered::of(&json!({"injector": {"networkPolicy": {"enabled": true, "from": from}}}));
+    let policy = rendered.one("NetworkPolicy");
+    let pod_labels = &rendered.one("Deployment")["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in policy["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &pod_labels[key], value,
+            "the policy selects the injector's pods"
+        );
+    }
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(
+        policy["spec"]["egress"],
+        json!([]),
+        "the injector calls nothing"
+    );
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1);
+    assert_eq!(ingress[0]["from"], from);
+    let port = &ingress[0]["ports"][0];
+    let container = &rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(port["port"], container["ports"][0]["name"]);
+    assert_eq!(container["ports"][0]["containerPort"], 8443);
+    // Without peers: any source, still only that port.
+    let open = Rendered::of(&json!({"injector": {"networkPolicy": {"enabled": true}}}));
+    let ingress = &open.one("NetworkPolicy")["spec"]["ingress"][0];
+    assert!(ingress.get("from").is_none());
+    assert_eq!(ingress["ports"][0]["port"], "https");
 }
 
 #[test]
@@ -1492,6 +1536,120 @@ fn a_body_that_never_arrives_is_refused_after_ten_seconds_not_waited_for() {
         (Duration::from_secs(9)..Duration::from_secs(20)).contains(&took),
         "answered after {took:?}"
     );
+}
+
+/// Keeps `count` connections to `addr` open that never send a byte,
+/// reopening each one the webhook closes, until dropped: the hostile pod
+/// of issue 19 (1,000 of these once left no review answered).
+struct IdleFlood {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    reopened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl IdleFlood {
+    fn start(addr: std::net::SocketAddr, count: usize) -> IdleFlood {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let open = std::sync::Arc::new(AtomicUsize::new(0));
+        let reopened = std::sync::Arc::new(AtomicUsize::new(0));
+        let (s, o, r) = (stop.clone(), open.clone(), reopened.clone());
+        let thread = std::thread::spawn(move || {
+            let connect = || {
+                let tcp = std::net::TcpStream::connect(addr).ok()?;
+                tcp.set_nonblocking(true).ok()?;
+                Some(tcp)
+            };
+            let mut conns: Vec<Option<std::net::TcpStream>> =
+                (0..count).map(|_| connect()).collect();
+            // Bounded: a sweep every 100 ms, for at most a minute.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while !s.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                let mut alive = 0;
+                for conn in conns.iter_mut() {
+                    let closed = match conn {
+                        Some(tcp) => {
+                            !matches!(tcp.peek(&mut [0u8]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                        }
+                        None => true,
+                    };
+                    if closed {
+                        *conn = connect();
+                        r.fetch_add(1, Ordering::Relaxed);
+                    }
+                    alive += usize::from(conn.is_some());
+                }
+                o.store(alive, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        IdleFlood {
+            stop,
+            open,
+            reopened,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for IdleFlood {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn two_thousand_idle_connections_from_one_address_do_not_starve_real_reviews() {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _, webhook) = default_webhook(dir.path());
+    // A connection that sends nothing is closed after the first-byte
+    // timeout (1 s, at most 2).
+    let mut lone = std::net::TcpStream::connect(webhook.addr).unwrap();
+    lone.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = std::time::Instant::now();
+    let read = lone.read(&mut [0u8; 16]);
+    let took = started.elapsed();
+    assert!(matches!(read, Ok(0)) || read.is_err(), "{read:?}");
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(2)).contains(&took),
+        "closed after {took:?}"
+    );
+
+    // 2,000 idle connections from 127.0.0.1, the real reviews' address too.
+    let flood = IdleFlood::start(webhook.addr, 2_000);
+    let full = support::wait_for(Duration::from_secs(20), || {
+        (flood.open.load(Ordering::Relaxed) >= 2_000).then_some(())
+    });
+    assert!(
+        full.is_some(),
+        "the flood holds {}",
+        flood.open.load(Ordering::Relaxed)
+    );
+    let pod = pod_in("shop");
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        let (status, body, _) = post(webhook.addr, &ca.pem, "/inject", &review(&pod, "CREATE"));
+        let took = started.elapsed();
+        assert_eq!(status, 200);
+        assert_eq!(body["response"]["allowed"], true, "{body}");
+        assert_eq!(body["response"]["patchType"], "JSONPatch");
+        slowest = slowest.max(took);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a review took {slowest:?}"
+    );
+    // The webhook did close idle connections (the flood reopened them).
+    assert!(flood.reopened.load(Ordering::Relaxed) > 0);
+    drop(flood);
 }
 
 // ---------------------------------------------------------------- running it

@@ -98,32 +98,40 @@ fn observe_governance(state: &AdminState) {
     governance.grants_loaded.set(count(grants.grants().len()));
 }
 
+/// The admin listener's connection bounds: the kubelet's probes and a
+/// Prometheus scrape or two need few, and an idle flood from the pod
+/// network must not fail the liveness probe (a restart is an outage, or
+/// under fail-open, an open door).
+const LIMITS: super::accept::Limits = super::accept::Limits {
+    total: 1_024,
+    per_peer: 256,
+    first_byte: std::time::Duration::from_secs(1),
+};
+
 /// Serves the admin endpoints on `listener` until the runtime stops.
 pub fn spawn(listener: TcpListener, state: AdminState) {
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the admin listener cannot accept");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+    let (limits, _) = LIMITS.fitting_open_files();
+    tokio::spawn(super::accept::serve(
+        listener,
+        limits,
+        std::future::pending(),
+        move |stream, _, slot, opening| {
             let state = state.clone();
-            tokio::spawn(async move {
+            async move {
+                drop(opening);
                 let service = hyper::service::service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(respond(&req, &state)) }
+                    let _busy = slot.busy();
+                    let response = respond(&req, &state);
+                    async move { Ok::<_, Infallible>(response) }
                 });
                 let connection = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service);
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "admin connection ended");
                 }
-            });
-        }
-    });
+            }
+        },
+    ));
 }
 
 fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {

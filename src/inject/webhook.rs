@@ -1,10 +1,13 @@
 //! The webhook's HTTPS server: `POST /inject` takes an AdmissionReview,
 //! `GET /healthz` answers the kubelet.
 //!
-//! Data flow: TCP -> rustls (the certificate from [`ReloadingCert`]) ->
-//! hyper HTTP/1.1 -> [`super::review::answer`] -> JSON. The certificate and
-//! key files are read again every `reload_every`; a pair that does not
-//! load (half-written, mismatched) is logged and the last good one kept.
+//! Data flow: TCP, admitted by [`crate::app::accept`] (bounded per peer
+//! address and in total; a connection that sends nothing for a second is
+//! closed; idle ones make room for new ones) -> rustls (the certificate
+//! from [`ReloadingCert`]) -> hyper HTTP/1.1 -> [`super::review::answer`]
+//! -> JSON. The certificate and key files are read again every
+//! `reload_every`; a pair that does not load (half-written, mismatched) is
+//! logged and the last good one kept.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,14 +27,28 @@ use tokio::net::TcpListener;
 
 use super::review::{Outcome, answer};
 use super::settings::Settings;
+use crate::app::accept::{self, Busy, Limits, Slot};
 
 /// The largest AdmissionReview accepted (the API server's own object limit
 /// is 3 MiB; a review carries the object and options).
 pub const MAX_BODY_BYTES: usize = 8 << 20;
-/// Connections served at once; more wait in the accept queue.
-const MAX_CONNECTIONS: usize = 256;
-/// A TLS handshake or request slower than this is dropped.
+/// The webhook's connection bounds. An idle connection costs a socket and
+/// a small task, so many are held (as the open-file limit allows); the
+/// API server keeps a few keep-alive connections from each of its
+/// addresses, far below the bound per peer.
+pub const LIMITS: Limits = Limits {
+    total: 16_384,
+    per_peer: 1_024,
+    first_byte: Duration::from_secs(1),
+};
+/// A TLS handshake slower than this is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A request body slower than this is refused with a message.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may wait for, and take to send, a request's
+/// headers: the keep-alive time between the API server's reviews (idle
+/// connections are closed sooner when room is needed).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the webhook cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -143,36 +160,31 @@ pub async fn serve(
     let Some(tls) = tls_config(&cert) else {
         return;
     };
+    let (limits, files) = LIMITS.fitting_open_files();
+    tracing::info!(
+        connections = limits.total,
+        per_peer = limits.per_peer,
+        open_files = files,
+        "the webhook holds at most these many connections"
+    );
     let reloader = tokio::spawn(reload_loop(cert, reload_every));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let settings = Arc::clone(&settings);
-        tokio::spawn(async move {
-            let _permit = permit;
-            connection(stream, peer, acceptor, settings).await;
-        });
-    }
+    accept::serve(
+        listener,
+        limits,
+        shutdown,
+        move |stream, peer, slot, opening| {
+            connection(
+                stream,
+                peer,
+                acceptor.clone(),
+                Arc::clone(&settings),
+                slot,
+                opening,
+            )
+        },
+    )
+    .await;
     reloader.abort();
 }
 
@@ -194,14 +206,17 @@ fn tls_config(cert: &Arc<ReloadingCert>) -> Option<Arc<rustls::ServerConfig>> {
     Some(Arc::new(tls))
 }
 
-/// Serves one connection: TLS, then HTTP/1.1 requests until it closes.
+/// Serves one connection: TLS (busy), then HTTP/1.1 requests until it
+/// closes, busy while each is answered.
 async fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: tokio_rustls::TlsAcceptor,
     settings: Arc<Settings>,
+    slot: Slot,
+    opening: Busy,
 ) {
-    let tls = match tokio::time::timeout(IO_TIMEOUT, acceptor.accept(stream)).await {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%peer, "TLS handshake failed: {e}");
@@ -209,13 +224,19 @@ async fn connection(
         }
         Err(_) => return,
     };
+    drop(opening);
     let service = hyper::service::service_fn(move |request| {
         let settings = Arc::clone(&settings);
-        async move { Ok::<_, std::convert::Infallible>(route(request, &settings).await) }
+        let busy = slot.busy();
+        async move {
+            let response = route(request, &settings).await;
+            drop(busy);
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(IO_TIMEOUT)
+        .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(TokioIo::new(tls), service);
     if let Err(e) = connection.await {
         tracing::debug!(%peer, "connection ended: {e}");
@@ -320,7 +341,5 @@ fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
 
 /// Binds `address`.
 pub async fn bind(address: SocketAddr) -> Result<TcpListener, WebhookError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| WebhookError::Bind { address, source })
+    accept::bind(address).map_err(|source| WebhookError::Bind { address, source })
 }
