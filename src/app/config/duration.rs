@@ -56,43 +56,10 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let mut rest = text;
     let mut total: u64 = 0;
     while !rest.is_empty() {
-        let (whole, after) = leading_int(rest).ok_or_else(too_long)?;
-        let pre = after.len() != rest.len();
-        let (fraction, scale, after, post) = match after.strip_prefix('.') {
-            Some(digits) => {
-                let (fraction, scale, after) = leading_fraction(digits);
-                (fraction, scale, after, after.len() != digits.len())
-            }
-            None => (0, 1.0, after, false),
-        };
-        if !pre && !post {
-            return Err(grammar());
-        }
-        let unit_end = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_end);
-        let Some(&(_, unit)) = UNITS.iter().find(|(name, _)| *name == unit) else {
-            return Err(grammar());
-        };
-        if whole > BOUND / unit {
-            return Err(too_long());
-        }
-        let mut value = whole * unit;
-        if fraction > 0 {
-            // Go's own float step: exact to the nanosecond for fractions
-            // of hours (the product is at most 3.6e12).
-            #[allow(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                clippy::cast_precision_loss
-            )]
-            let part = (fraction as f64 * (unit as f64 / scale)) as u64;
-            value = value.saturating_add(part);
-            if value > BOUND {
-                return Err(too_long());
-            }
-        }
+        let (value, after) = component(rest).map_err(|problem| match problem {
+            Problem::Grammar => grammar(),
+            Problem::TooLong => too_long(),
+        })?;
         total = total.saturating_add(value);
         if total > BOUND {
             return Err(too_long());
@@ -103,6 +70,50 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         return Err(too_long());
     }
     Ok(Duration::from_nanos(total))
+}
+
+/// Why a component of a duration cannot be read.
+enum Problem {
+    Grammar,
+    TooLong,
+}
+
+/// One number and its unit at the start of `text`: its nanoseconds (at
+/// most `1<<63`, as Go checks), and the rest.
+fn component(text: &str) -> Result<(u64, &str), Problem> {
+    let (whole, after) = leading_int(text).ok_or(Problem::TooLong)?;
+    let pre = after.len() != text.len();
+    let (fraction, scale, after, post) = match after.strip_prefix('.') {
+        Some(digits) => {
+            let (fraction, scale, after) = leading_fraction(digits);
+            (fraction, scale, after, after.len() != digits.len())
+        }
+        None => (0, 1.0, after, false),
+    };
+    if !pre && !post {
+        return Err(Problem::Grammar);
+    }
+    let unit_end = after
+        .find(|c: char| c.is_ascii_digit() || c == '.')
+        .unwrap_or(after.len());
+    let (unit, after) = after.split_at(unit_end);
+    let Some(&(_, unit)) = UNITS.iter().find(|(name, _)| *name == unit) else {
+        return Err(Problem::Grammar);
+    };
+    if whole > BOUND / unit {
+        return Err(Problem::TooLong);
+    }
+    let mut value = whole * unit;
+    if fraction > 0 {
+        // Go's own float step: exact to the nanosecond for fractions of
+        // hours (the product is at most 3.6e12).
+        let part = (fraction as f64 * (unit as f64 / scale)) as u64;
+        value = value.saturating_add(part);
+        if value > BOUND {
+            return Err(Problem::TooLong);
+        }
+    }
+    Ok((value, after))
 }
 
 /// Go's `leadingInt`: the leading digits as a number (`None` past
