@@ -10,6 +10,7 @@
 //! JSON Patch in the AdmissionReview answer. The injector never calls the
 //! Kubernetes API, so it needs no RBAC of its own.
 
+pub mod istio;
 pub mod review;
 pub mod settings;
 pub mod sidecar;

@@ -1183,6 +1183,260 @@ fn pod_with_container(namespace: &str, name: &str) -> Value {
     pod
 }
 
+// ---------------------------------------------------------------- Istio's injection
+
+/// `istio-iptables` arguments as Istio's injection template writes them
+/// (pkg/kube/inject/testdata/inject/hello.yaml.injected): `-d` lists the
+/// inbound ports the capture leaves alone.
+fn istio_iptables_args(exclude: &str, cni: bool) -> Value {
+    let mut args = json!([
+        "istio-iptables",
+        "-p",
+        "15001",
+        "-z",
+        "15006",
+        "-u",
+        "1337",
+        "-m",
+        "REDIRECT",
+        "-i",
+        "*",
+        "-x",
+        "",
+        "-b",
+        "*",
+        "-d",
+        exclude
+    ]);
+    if cni {
+        args.as_array_mut()
+            .unwrap()
+            .extend([json!("--run-validation"), json!("--skip-rule-apply")]);
+    }
+    args
+}
+
+fn istio_proxy(native: bool) -> Value {
+    let mut proxy = json!({"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.27.0",
+        "args": ["proxy", "sidecar"], "ports": [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15020}}});
+    if native {
+        proxy["restartPolicy"] = json!("Always");
+    }
+    proxy
+}
+
+/// What Istio's webhook makes of `pod`: its init container (`istio-init`,
+/// or `istio-validation` with istio-cni) whose `-d` is built from the
+/// pod's `excludeInboundPorts` annotation as the injection template does
+/// ("15090,15021," then the status port 15020 and the annotation), and
+/// its proxy; ordered as `reorderPod` (pkg/kube/inject/inject.go) orders
+/// them: with native sidecars `istio-init`, then `istio-proxy`, first;
+/// without, `istio-init` last and `istio-proxy` a container.
+fn istio_injects(pod: &Value, native: bool, cni: bool) -> Value {
+    let mut pod = pod.clone();
+    let annotation = pod["metadata"]["annotations"][celador::inject::istio::EXCLUDE_INBOUND_PORTS]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    let exclude = if annotation.is_empty() {
+        "15090,15021,15020".to_owned()
+    } else {
+        format!("15090,15021,15020,{annotation}")
+    };
+    let setup = json!({"name": if cni { "istio-validation" } else { "istio-init" },
+        "image": "docker.io/istio/proxyv2:1.27.0", "args": istio_iptables_args(&exclude, cni)});
+    pod["metadata"]["annotations"]["sidecar.istio.io/status"] =
+        json!("{\"initContainers\":[\"istio-init\"],\"containers\":[\"istio-proxy\"]}");
+    let mut init: Vec<Value> = pod["spec"]["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if native {
+        init.insert(0, istio_proxy(true));
+        init.insert(0, setup);
+    } else {
+        init.push(setup);
+        pod["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(istio_proxy(false));
+    }
+    pod["spec"]["initContainers"] = Value::from(init);
+    pod
+}
+
+fn init_names(pod: &Value) -> Vec<String> {
+    pod["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The ports in Istio's exclusions of `pod`: its annotation and each setup
+/// container's `-d`.
+fn excluded_ports(pod: &Value) -> Vec<Vec<String>> {
+    let split = |list: &str| list.split(',').map(str::to_owned).collect::<Vec<_>>();
+    let mut lists = vec![split(
+        pod["metadata"]["annotations"][celador::inject::istio::EXCLUDE_INBOUND_PORTS]
+            .as_str()
+            .unwrap_or(""),
+    )];
+    for container in pod["spec"]["initContainers"].as_array().unwrap() {
+        if let Some(args) = container["args"].as_array()
+            && let Some(d) = args.iter().position(|a| a == "-d")
+        {
+            lists.push(split(args[d + 1].as_str().unwrap()));
+        }
+    }
+    lists
+}
+
+/// The ports the kubelet probes celador on.
+fn probed_ports(pod: &Value) -> Vec<String> {
+    let celador = pod["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "celador")
+        .unwrap();
+    ["startupProbe", "readinessProbe", "livenessProbe"]
+        .iter()
+        .map(|p| {
+            let probe = &celador[p];
+            probe["grpc"]["port"]
+                .as_u64()
+                .or(probe["httpGet"]["port"].as_u64())
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+fn istio_settings() -> Settings {
+    let values =
+        serde_saphyr_json(&std::fs::read_to_string(repo("k8s/istio-values.yaml")).unwrap());
+    settings_of(&Rendered::of(&values)).0
+}
+
+#[test]
+fn under_istio_the_probe_ports_are_excluded_from_capture_whichever_webhook_runs_first() {
+    let settings = istio_settings();
+    assert!(settings.istio, "the chart tells the injector about Istio");
+    let mut checked = 0;
+    for (native, cni) in [(true, false), (true, true), (false, false), (false, true)] {
+        let app = pod(
+            "shop",
+            json!({"metadata": {"annotations": {
+            celador::inject::istio::EXCLUDE_INBOUND_PORTS: "8081"}}}),
+        );
+        // Istio's webhook first: celador merges its ports into what Istio
+        // already wrote.
+        let by_istio = istio_injects(&app, native, cni);
+        let (_, outcome, injected) = admit(&review(&by_istio, "CREATE"), &by_istio, &settings);
+        assert_eq!(outcome, Outcome::Injected);
+        // celador's first: Istio's template then reads celador's
+        // annotation; the API server calls celador again (IfNeeded), which
+        // puts celador back where it belongs.
+        let (_, _, ours) = admit(&review(&app, "CREATE"), &app, &settings);
+        let both = istio_injects(&ours, native, cni);
+        let (_, _, reinvoked) = admit(&review(&both, "CREATE"), &both, &settings);
+        for (order, pod) in [("Istio first", &injected), ("celador first", &reinvoked)] {
+            let lists = excluded_ports(pod);
+            assert_eq!(lists.len(), 2, "{order}: the annotation and istio's -d");
+            for list in &lists {
+                for port in probed_ports(pod).iter().chain([&"8081".to_owned()]) {
+                    assert!(
+                        list.contains(port),
+                        "{order} native={native} cni={cni}: {port} not in {list:?}"
+                    );
+                }
+            }
+            assert!(
+                lists[1].contains(&"15021".to_owned()),
+                "Istio's own exclusions are kept"
+            );
+            checked += 1;
+        }
+        // Once right, it stays: a further call changes nothing.
+        let (response, outcome, _) = admit(&review(&reinvoked, "CREATE"), &reinvoked, &settings);
+        assert_eq!(outcome, Outcome::Skipped("the pod already has celador"));
+        assert!(response.get("patch").is_none());
+    }
+    assert_eq!(checked, 8);
+    // A pod that Istio does not inject gets the annotation, harmlessly;
+    // without istio.enabled, nothing is added.
+    let plain = pod("shop", json!({}));
+    let (_, _, injected) = admit(&review(&plain, "CREATE"), &plain, &settings);
+    assert_eq!(
+        injected["metadata"]["annotations"][celador::inject::istio::EXCLUDE_INBOUND_PORTS],
+        "9192,9901"
+    );
+    let (_, _, injected) = admit(&review(&plain, "CREATE"), &plain, &default_settings());
+    assert!(
+        injected["metadata"]["annotations"]
+            .get(celador::inject::istio::EXCLUDE_INBOUND_PORTS)
+            .is_none()
+    );
+    // The chart's webhook is called again when Istio's changed the pod.
+    let rendered = Rendered::of(&json!({}));
+    for hook in rendered.one("MutatingWebhookConfiguration")["webhooks"]
+        .as_array()
+        .unwrap()
+    {
+        assert_eq!(hook["reinvocationPolicy"], "IfNeeded");
+    }
+}
+
+#[test]
+fn celador_starts_after_istio_init_and_before_istio_proxy_and_the_apps_init_containers() {
+    let settings = istio_settings();
+    let app = pod(
+        "shop",
+        json!({"spec": {"initContainers": [{"name": "migrate", "image": "migrate:1"}]}}),
+    );
+    for cni in [false, true] {
+        let setup = if cni {
+            "istio-validation"
+        } else {
+            "istio-init"
+        };
+        // Native sidecars, either webhook first.
+        let by_istio = istio_injects(&app, true, cni);
+        let (_, _, injected) = admit(&review(&by_istio, "CREATE"), &by_istio, &settings);
+        let (_, _, ours) = admit(&review(&app, "CREATE"), &app, &settings);
+        let both = istio_injects(&ours, true, cni);
+        assert_eq!(
+            init_names(&both),
+            [setup, "istio-proxy", "celador", "migrate"],
+            "Istio's reorder"
+        );
+        let (_, _, reinvoked) = admit(&review(&both, "CREATE"), &both, &settings);
+        for pod in [&injected, &reinvoked] {
+            assert_eq!(
+                init_names(pod),
+                [setup, "celador", "istio-proxy", "migrate"]
+            );
+        }
+        // Without native sidecars Istio puts its setup last; celador
+        // follows it, after the app's init containers.
+        let by_istio = istio_injects(&app, false, cni);
+        let (_, _, injected) = admit(&review(&by_istio, "CREATE"), &by_istio, &settings);
+        let (_, _, ours) = admit(&review(&app, "CREATE"), &app, &settings);
+        let both = istio_injects(&ours, false, cni);
+        let (_, _, reinvoked) = admit(&review(&both, "CREATE"), &both, &settings);
+        for pod in [&injected, &reinvoked] {
+            assert_eq!(init_names(pod), ["migrate", setup, "celador"]);
+        }
+    }
+    // Without Istio: first, so every later native sidecar (an Envoy) and
+    // init container starts after it.
+    let (_, _, injected) = admit(&review(&app, "CREATE"), &app, &default_settings());
+    assert_eq!(init_names(&injected), ["celador", "migrate"]);
+}
+
 #[test]
 fn the_preview_injects_workloads_and_says_what_it_skipped() {
     let dir = tempfile::tempdir().unwrap();

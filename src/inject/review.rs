@@ -145,6 +145,16 @@ pub fn inject(pod: &mut Value, settings: &Settings) -> Result<Option<&'static st
     {
         return Ok(Some("the pod opts out"));
     }
+    if metadata("annotations", STATUS_ANNOTATION).as_deref() == Some("injected")
+        && has_container(pod, CONTAINER)
+    {
+        // Called again after another webhook (Istio's) changed the pod:
+        // celador's place and probe ports are put right, nothing else.
+        return match super::istio::arrange(pod, &probe_ports(settings))? {
+            true => Ok(None),
+            false => Ok(Some("the pod already has celador")),
+        };
+    }
     if metadata("annotations", STATUS_ANNOTATION).is_some() || has_container(pod, CONTAINER) {
         return Ok(Some("the pod already has celador"));
     }
@@ -174,13 +184,26 @@ pub fn inject(pod: &mut Value, settings: &Settings) -> Result<Option<&'static st
         volumes.push(to_json(&volume)?);
     }
     let container = to_json(&sidecar::container(settings))?;
-    // First among the init containers: the others, and then the app, start
-    // once celador's startup probe passes.
-    list(pod, "/spec/initContainers")?.insert(0, container);
+    // Before the init containers that need it (Istio's proxy, the app's):
+    // they start once celador's startup probe passes. See `istio`.
+    let init = list(pod, "/spec/initContainers")?;
+    let at = super::istio::place(init);
+    init.insert(at, container);
+    super::istio::arrange(pod, &probe_ports(settings))?;
     metadata_map(pod, "annotations")?.insert(STATUS_ANNOTATION.to_owned(), Value::from("injected"));
     // Istio's AuthorizationPolicy and EnvoyFilter select pods by this label.
     metadata_map(pod, "labels")?.insert(INJECTED_LABEL.to_owned(), Value::from("true"));
     Ok(None)
+}
+
+/// The ports the kubelet probes, kept out of Istio's capture when the
+/// settings say the pods are in an Istio mesh.
+fn probe_ports(settings: &Settings) -> Vec<u16> {
+    if settings.istio {
+        vec![settings.ports.health, settings.ports.admin]
+    } else {
+        Vec::new()
+    }
 }
 
 /// Injects every Pod and workload pod template among `documents` (as

@@ -61,6 +61,10 @@ pub struct Settings {
     /// The injector's own logs.
     #[serde(default)]
     pub log: LogConfig,
+    /// The pods are in an Istio mesh: the sidecar's probe ports are kept
+    /// out of Istio's traffic capture (see [`super::istio`]).
+    #[serde(default)]
+    pub istio: bool,
 }
 
 /// The rules ConfigMap.

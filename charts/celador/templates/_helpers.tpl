@@ -84,6 +84,7 @@ app.kubernetes.io/component: injector
   "run_as_user" .Values.sidecar.runAsUser
   "config" .Values.sidecar.config
   "log" (dict "level" .Values.injector.logLevel "format" "json")
+  "istio" .Values.istio.enabled
 }}
 {{- toPrettyJson $settings }}
 {{- end }}
