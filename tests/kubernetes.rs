@@ -912,6 +912,99 @@ fn istio_resources_agree_with_the_mesh_config_the_notes_print() {
     assert_eq!(provider["envoyExtAuthzGrpc"]["failOpen"], false);
 }
 
+/// The headers `celador envoy-config` lets Envoy send for the sidecar
+/// config the injector builds from `rendered` and the rules it writes;
+/// `None` when every header is sent.
+fn envoy_config_headers(rendered: &Rendered) -> Option<Vec<String>> {
+    let (settings, _) = settings_of(rendered);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config: Value =
+        serde_json::from_str(&celador::inject::sidecar::config_text(&settings)).unwrap();
+    let rules = rendered
+        .kind("ConfigMap")
+        .into_iter()
+        .find(|m| m["metadata"]["labels"]["app.kubernetes.io/component"] == "rules")
+        .expect("the value set writes rules");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        rules["data"][&settings.rules.key].as_str().unwrap(),
+    )
+    .unwrap();
+    let bundle = dir.path().join("bundle.pem");
+    std::fs::write(&bundle, &provided_tls().ca_pem).unwrap();
+    config["policy"] = json!(policy);
+    config["trust_domains"] = json!({settings.trust_domain.clone(): {"bundle": bundle}});
+    config["workload"] = json!({"downward_api": dir.path()});
+    let file = dir.path().join("celador.yaml");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let (code, out, err) =
+        support::celador::run(&["envoy-config", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    if out.contains("every\n    # header is sent") {
+        return None;
+    }
+    Some(
+        out.lines()
+            .filter_map(|l| l.trim().strip_prefix("- exact: "))
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+#[test]
+fn the_istio_envoy_filter_sends_only_the_headers_celador_envoy_config_computes() {
+    let tenant_rule = "rules:\n  - name: tenant\n    effect: allow\n    when: request.headers[\"x-tenant\"] == \"acme\" && request.size < 4096\n";
+    let whole_map = "rules:\n  - name: any-debug\n    effect: deny\n    when: request.headers.exists(h, h.startsWith(\"x-debug\"))\n";
+    let cases = [
+        json!({"istio": {"enabled": true}, "rules": {"namespaces": ["shop"]}}),
+        json!({"istio": {"enabled": true, "forwardChain": true, "ruleHeaders": ["X-Tenant", "content-length"]},
+            "rules": {"namespaces": ["shop"], "policy": tenant_rule},
+            "sidecar": {"config": {"identity": {"require": "either", "jwt": {"header": "x-jwt-svid", "audiences": ["payments"]}},
+                "audit": {"headers": ["user-agent"]}}}}),
+        json!({"istio": {"enabled": true, "sendAllHeaders": true}, "rules": {"namespaces": ["shop"], "policy": whole_map}}),
+    ];
+    for values in cases {
+        let rendered = Rendered::of(&values);
+        let expected = envoy_config_headers(&rendered);
+        let filter = rendered.one("EnvoyFilter");
+        let typed = &filter["spec"]["configPatches"][0]["patch"]["value"]["typed_config"];
+        let sent: Option<Vec<String>> = typed.get("allowed_headers").map(|allowed| {
+            allowed["patterns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["exact"].as_str().unwrap().to_owned())
+                .collect()
+        });
+        assert_eq!(sent, expected, "{values}");
+        // NOTES names them, and says why the EnvoyFilter sets them.
+        match &expected {
+            Some(headers) => {
+                assert!(
+                    rendered.notes.contains(&headers.join(", ")),
+                    "{}",
+                    rendered.notes
+                );
+                assert!(rendered.notes.contains("no includeRequestHeadersInCheck"));
+            }
+            None => assert!(rendered.notes.contains("every request header")),
+        }
+        // Istio's gRPC provider has no such field: the mesh config stays
+        // what Istio takes.
+        let mesh = mesh_config_of(&rendered.notes);
+        let provider = &mesh["meshConfig"]["extensionProviders"][0]["envoyExtAuthzGrpc"];
+        let mut keys: Vec<&str> = provider
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["failOpen", "port", "service", "timeout"]);
+    }
+}
+
 /// The `meshConfig` block NOTES.txt prints, parsed.
 fn mesh_config_of(notes: &str) -> Value {
     let start = notes

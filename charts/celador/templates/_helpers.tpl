@@ -107,6 +107,14 @@ app.kubernetes.io/component: injector
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
         include_peer_certificate: true
+        {{- if not .Values.istio.sendAllHeaders }}
+        # Only the headers celador reads (Istio sends every one otherwise).
+        allowed_headers:
+          patterns:
+            {{- range (include "celador.checkHeaders" . | fromJsonArray) }}
+            - exact: {{ . | quote }}
+            {{- end }}
+        {{- end }}
 {{- if .Values.istio.forwardChain }}
 # The client's chain in x-forwarded-client-cert (Hash= ties it to the peer
 # certificate), replacing any element a client sent.
@@ -128,6 +136,35 @@ app.kubernetes.io/component: injector
           uri: true
           chain: true
 {{- end }}
+{{- end }}
+
+{{/* The request headers Envoy sends celador in each check under Istio, as
+     `celador envoy-config` computes allowed_headers: the ones celador's
+     config reads (x-forwarded-client-cert, the JWT-SVID's header, the
+     audited ones) and the ones the rules read (istio.ruleHeaders). A JSON
+     list, sorted, lowercase. Istio's envoyExtAuthzGrpc provider has no
+     includeRequestHeadersInCheck (only envoyExtAuthzHttp has), so the
+     EnvoyFilter sets them. */}}
+{{- define "celador.checkHeaders" -}}
+{{- $headers := list "x-forwarded-client-cert" }}
+{{- $config := .Values.sidecar.config | default dict }}
+{{- $identity := get $config "identity" | default dict }}
+{{- if hasKey $identity "jwt" }}
+{{- $jwt := get $identity "jwt" | default dict }}
+{{- $headers = append $headers (get $jwt "header" | default "authorization") }}
+{{- end }}
+{{- $audit := get $config "audit" | default dict }}
+{{- range (get $audit "headers" | default list) }}
+{{- $headers = append $headers . }}
+{{- end }}
+{{- range .Values.istio.ruleHeaders }}
+{{- $headers = append $headers . }}
+{{- end }}
+{{- $lower := list }}
+{{- range $headers }}
+{{- $lower = append $lower (lower .) }}
+{{- end }}
+{{- toJson ($lower | uniq | sortAlpha) }}
 {{- end }}
 
 {{/* The meshConfig.extensionProviders entry Istio needs (printed by NOTES). */}}
