@@ -87,6 +87,9 @@ pub struct Store {
     writer: Mutex<Bundles>,
     metrics: Arc<Metrics>,
     ready: watch::Sender<bool>,
+    /// Why the pending trust domains wait, when a source knows (the
+    /// Workload API's refusal), for `/readyz`.
+    pending_reason: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -128,6 +131,7 @@ impl Store {
         let store = Arc::new(Store {
             current: ArcSwap::from_pointee(snapshot),
             writer: Mutex::new(bundles),
+            pending_reason: Mutex::new(None),
             metrics,
             ready,
         });
@@ -188,6 +192,22 @@ impl Store {
     /// The configured trust domains still without a bundle.
     pub fn pending(&self) -> Vec<String> {
         self.lock().pending().into_iter().collect()
+    }
+
+    /// Says why the pending trust domains wait (`None`: no reason known).
+    pub fn set_pending_reason(&self, reason: Option<String>) {
+        *self
+            .pending_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = reason;
+    }
+
+    /// Why the pending trust domains wait, when a source said.
+    pub fn pending_reason(&self) -> Option<String> {
+        self.pending_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Publishes new rules; checks already running keep the old ones.

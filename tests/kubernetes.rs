@@ -2334,6 +2334,85 @@ fn run_plain_envoy_pod(pod: Value, mut objects: Vec<Value>, k8s: &[Value]) {
     );
 }
 
+/// A SPIRE agent without `allow_unauthenticated_verifiers` answers a
+/// caller no entry matches with PermissionDenied ("no identity issued"):
+/// celador, injected by the chart with `bundle.source: workloadApi`, stays
+/// not ready and says why, in `/readyz` and its log, until the agent
+/// answers; NOTES says what to set.
+#[test]
+fn a_spire_agent_that_refuses_celador_is_named_in_its_readiness_and_log() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let rendered = Rendered::of(&plain_envoy_rules_values("example.org"));
+    for words in [
+        "allow_unauthenticated_verifiers = true",
+        "PermissionDenied",
+        "no identity issued",
+        "k8s:container-name:celador",
+    ] {
+        assert!(
+            rendered.notes.contains(words),
+            "NOTES lack {words}:\n{}",
+            rendered.notes
+        );
+    }
+    let (settings, _) = settings_of(&rendered);
+    let mut pod = pod("shop", json!({}));
+    assert_eq!(
+        celador::inject::review::inject(&mut pod, &settings),
+        Ok(None)
+    );
+    let mut objects = rendered.docs.clone();
+    objects.extend(
+        k8s_docs("k8s/plain-envoy.yaml")
+            .into_iter()
+            .filter(|d| d["kind"] == "ConfigMap"),
+    );
+    let kubelet = Kubelet::new(pod, "shop", objects, &[9191, 9192, 9901], &[]);
+    let socket = kubelet.host_path("/spiffe-workload-api/spire-agent.sock");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let mesh = Mesh::new("example.org", "/ns/shop/sa/frontend");
+    let agent = support::workload_api::WorkloadApi::start(
+        &socket,
+        support::workload_api::Bundles {
+            denied: true,
+            ..Default::default()
+        },
+    );
+    let _celador = Running(kubelet.start("celador"));
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", kubelet.ports[&9901])
+        .parse()
+        .unwrap();
+    let refused = support::wait_for(Duration::from_secs(20), || {
+        try_get(admin, "/readyz").filter(|(_, body)| body.contains("PermissionDenied"))
+    });
+    let (status, body) =
+        refused.unwrap_or_else(|| panic!("no refusal named:\n{}", kubelet.log("celador")));
+    assert_eq!(status, 503);
+    for words in [
+        "example.org",
+        "no identity issued",
+        "allow_unauthenticated_verifiers = true",
+        "k8s:container-name:celador",
+    ] {
+        assert!(body.contains(words), "/readyz lacks {words}: {body}");
+    }
+    let log = kubelet.log("celador");
+    assert!(
+        log.contains("PermissionDenied") && log.contains("allow_unauthenticated_verifiers"),
+        "{log}"
+    );
+    // The agent lets verifiers in: ready, and the reason is gone.
+    agent.set(support::workload_api::bundles_for(
+        "example.org",
+        &[&mesh.root.der],
+        None,
+    ));
+    wait_ready(&kubelet, 9901, "celador");
+    let (_, body) = try_get(admin, "/readyz").unwrap();
+    assert!(!body.contains("PermissionDenied"), "{body}");
+}
+
 // ---------------------------------------------------------------- Istio
 
 /// The inbound listener Istio generates for a workload under a CUSTOM

@@ -142,11 +142,13 @@ fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>>
             if pending.is_empty() {
                 (StatusCode::OK, "text/plain", "ready\n".to_owned())
             } else {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!("waiting for the trust bundles of: {}\n", pending.join(", ")),
-                )
+                let mut body =
+                    format!("waiting for the trust bundles of: {}\n", pending.join(", "));
+                if let Some(reason) = state.ext_authz.store().pending_reason() {
+                    body.push_str(&reason);
+                    body.push('\n');
+                }
+                (StatusCode::SERVICE_UNAVAILABLE, "text/plain", body)
             }
         }
         ("GET", "/metrics") => {

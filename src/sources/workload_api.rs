@@ -26,6 +26,10 @@ use crate::store::{JwtPart, PartUpdate, Store, X509Part};
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest reconnection delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// What a refusal means for celador, which only verifies: a SPIRE agent
+/// answers `PermissionDenied` ("no identity issued") to a caller no
+/// registration entry matches, unless it lets verifiers in.
+const REFUSAL_HINT: &str = "celador only verifies (it fetches bundles, it needs no SVID): set allow_unauthenticated_verifiers = true in the SPIRE agent's config, or register an entry whose selectors match celador's container (for example k8s:container-name:celador with the pod's service account)";
 
 /// Where the Workload API is and which trust domains it feeds.
 #[derive(Debug, Clone)]
@@ -85,9 +89,15 @@ async fn stream_forever(
                 tracing::warn!(
                     endpoint = %source.endpoint,
                     error = %e,
-                    "the Workload API denied the {}; redacting them",
+                    hint = REFUSAL_HINT,
+                    "the Workload API answered PermissionDenied to the {}; redacting them",
                     kind.name()
                 );
+                store.set_pending_reason(Some(format!(
+                    "the Workload API at {} answered PermissionDenied (\"{e}\") to the {}: {REFUSAL_HINT}",
+                    source.endpoint,
+                    kind.name()
+                )));
                 for td in &source.trust_domains {
                     let redaction = match kind {
                         Kind::X509 => PartUpdate::X509(None),
@@ -138,6 +148,7 @@ async fn stream_x509(
     while let Some(message) = stream.next().await {
         let set = message.map_err(StreamError::from)?;
         *backoff = INITIAL_BACKOFF;
+        store.set_pending_reason(None);
         for td in &source.trust_domains {
             let bundle = TrustDomain::new(td).ok().and_then(|t| set.get(&t));
             let Ok(update) = x509_part(td, bundle.as_deref()) else {
@@ -161,6 +172,7 @@ async fn stream_jwt(
     while let Some(message) = stream.next().await {
         let message = message.map_err(StreamError::from)?;
         *backoff = INITIAL_BACKOFF;
+        store.set_pending_reason(None);
         for td in &source.trust_domains {
             let jwks = message.bundles.get(&format!("spiffe://{td}"));
             let Ok(update) = jwt_part(td, jwks.map(Vec::as_slice)) else {
