@@ -62,6 +62,9 @@ enum Command {
     },
     /// Serve the mutating admission webhook that adds celador to pods as a
     /// native sidecar; or, with --pod, print what it makes of one pod.
+    // A flag given again overrides the first, so the chart's extraArgs can
+    // change a flag the chart sets.
+    #[command(args_override_self = true)]
     Inject {
         /// The injector's settings file.
         #[arg(long, short = 'c', value_name = "FILE")]

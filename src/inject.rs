@@ -11,6 +11,7 @@
 //! Kubernetes API, so it needs no RBAC of its own.
 
 pub mod istio;
+pub mod metrics;
 pub mod review;
 pub mod settings;
 pub mod sidecar;

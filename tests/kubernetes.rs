@@ -21,6 +21,10 @@ use support::pki::{Ca, Leaf};
 
 const NAMESPACE: &str = "celador-system";
 const KUBERNETES: &str = "1.30.0";
+/// Every version the rendered manifests are validated for: the oldest the
+/// chart supports well (1.30) and the oldest the k8s-openapi crate
+/// supports (1.33).
+const KUBERNETES_VERSIONS: &[&str] = &["1.30.0", "1.33.0"];
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -237,6 +241,7 @@ fn value_sets() -> Vec<(&'static str, Value)> {
             json!({"bundle": {"source": "secret", "name": "spiffe-bundle", "key": "bundle.spiffe"},
                 "webhook": {"failurePolicy": "Ignore"}, "injector": {"podDisruptionBudget": {"enabled": false}}}),
         ),
+        ("cert-manager-style values, monitors", expected_values()),
         (
             "a NetworkPolicy for the injector",
             json!({"injector": {"networkPolicy": {"enabled": true, "from": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}}}),
@@ -256,9 +261,12 @@ fn serde_saphyr_json(text: &str) -> Value {
 // ---------------------------------------------------------------- the chart
 
 #[test]
-fn the_chart_lints_strictly_for_kubernetes_1_30() {
-    for (name, values) in value_sets() {
-        let report = helm("lint", &values, &format!("v{KUBERNETES}"));
+fn the_chart_lints_strictly_for_kubernetes_1_30_and_1_33() {
+    for ((name, values), version) in value_sets()
+        .into_iter()
+        .flat_map(|set| KUBERNETES_VERSIONS.iter().map(move |v| (set.clone(), v)))
+    {
+        let report = helm("lint", &values, &format!("v{version}"));
         assert_eq!(report["errors"], json!([]), "{name}: {report}");
         for message in report["messages"].as_array().unwrap() {
             // 1 is info (Helm recommends an icon); warnings and errors fail.
@@ -279,10 +287,12 @@ const CUSTOM_KINDS: &[(&str, &str)] = &[
     ("networking.istio.io/v1", "ServiceEntry"),
     ("security.istio.io/v1", "AuthorizationPolicy"),
     ("networking.istio.io/v1alpha3", "EnvoyFilter"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
 ];
 
 #[test]
-fn every_rendered_manifest_validates_strictly_against_kubernetes_1_30() {
+fn every_rendered_manifest_validates_strictly_against_kubernetes_1_30_and_1_33() {
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();
     let mut kinds = std::collections::BTreeSet::new();
@@ -301,22 +311,24 @@ fn every_rendered_manifest_validates_strictly_against_kubernetes_1_30() {
             files.push(file.display().to_string());
         }
     }
-    let mut args = vec!["-m", "kubernetes_validate", "--strict", "-k", KUBERNETES];
-    args.extend(files.iter().map(String::as_str));
-    let (ok, out, err) = python(&args);
-    assert!(ok, "kubernetes-validate failed:\n{out}{err}");
-    let passed = out
-        .lines()
-        .filter(|l| l.starts_with("INFO") && l.contains("passed"))
-        .count();
-    assert_eq!(
-        passed,
-        files.len(),
-        "not every manifest passed:\n{out}{err}"
-    );
-    assert!(!out.contains("WARN") && !out.contains("ERROR"), "{out}");
+    for version in KUBERNETES_VERSIONS {
+        let mut args = vec!["-m", "kubernetes_validate", "--strict", "-k", version];
+        args.extend(files.iter().map(String::as_str));
+        let (ok, out, err) = python(&args);
+        assert!(ok, "kubernetes-validate {version} failed:\n{out}{err}");
+        let passed = out
+            .lines()
+            .filter(|l| l.starts_with("INFO") && l.contains("passed"))
+            .count();
+        assert_eq!(
+            passed,
+            files.len(),
+            "not every manifest passed for {version}:\n{out}{err}"
+        );
+        assert!(!out.contains("WARN") && !out.contains("ERROR"), "{out}");
+    }
     // The custom resources were rendered by some value set.
-    assert_eq!(kinds.len(), 5, "{kinds:?}");
+    assert_eq!(kinds.len(), CUSTOM_KINDS.len(), "{kinds:?}");
 }
 
 /// Spellings of a duration in Go's grammar (celador's), and not.
@@ -607,6 +619,15 @@ fn the_values_schema_rejects_unknown_keys_and_wrong_types() {
             "/rules/namespaces/0",
         ),
         (json!({"istio": {"enabled": "yes"}}), "/istio/enabled"),
+        (json!({"serviceAccount": {"nmae": "x"}}), "nmae"),
+        (
+            json!({"metrics": {"podMonitor": {"interval": "soon"}}}),
+            "/metrics/podMonitor/interval",
+        ),
+        (
+            json!({"injector": {"topologySpreadConstraints": [{"maxSkew": 1}]}}),
+            "/injector/topologySpreadConstraints/0",
+        ),
     ];
     for (values, key) in bad {
         let result = helm("schema", &values, "");
@@ -861,6 +882,227 @@ fn the_injector_network_policy_admits_only_the_webhook_port_from_the_peers_given
     let ingress = &open.one("NetworkPolicy")["spec"]["ingress"][0];
     assert!(ingress.get("from").is_none());
     assert_eq!(ingress["ports"][0]["port"], "https");
+}
+
+/// The values a cert-manager chart user expects, all set.
+fn expected_values() -> Value {
+    json!({
+        "serviceAccount": {"create": true, "name": "celador-webhook", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}},
+        "injector": {
+            "podSecurityContext": {"runAsNonRoot": true, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"}},
+            "securityContext": {"runAsNonRoot": true, "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false,
+                "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
+            "extraArgs": ["--tls-reload-interval=30s"],
+            "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}],
+            "extraVolumes": [{"name": "scratch", "emptyDir": {}}],
+            "extraVolumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "injector"}}}]
+        },
+        "sidecar": {"securityContext": {"runAsUser": null, "runAsGroup": null}},
+        "metrics": {"podMonitor": {"enabled": true, "labels": {"release": "prometheus"}},
+            "serviceMonitor": {"enabled": true, "interval": "1m"}}
+    })
+}
+
+#[test]
+fn the_chart_takes_the_values_cert_managers_users_expect() {
+    let rendered = Rendered::of(&expected_values());
+    let account = rendered.one("ServiceAccount");
+    assert_eq!(account["metadata"]["name"], "celador-webhook");
+    assert_eq!(
+        account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::1:role/x"
+    );
+    assert_eq!(account["automountServiceAccountToken"], false);
+    let spec = &rendered.one("Deployment")["spec"]["template"]["spec"];
+    assert_eq!(spec["serviceAccountName"], "celador-webhook");
+    assert_eq!(
+        spec["securityContext"]["runAsUser"], 10001,
+        "no longer borrowed from sidecar.runAsUser"
+    );
+    assert_eq!(spec["securityContext"]["fsGroup"], 10001);
+    let container = &spec["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert!(
+        container["args"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("--tls-reload-interval=30s"))
+    );
+    assert_eq!(
+        container["env"],
+        json!([{"name": "RUST_BACKTRACE", "value": "1"}])
+    );
+    assert!(
+        container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/scratch")
+    );
+    assert!(
+        spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "scratch")
+    );
+    assert_eq!(
+        spec["topologySpreadConstraints"][0]["topologyKey"],
+        "topology.kubernetes.io/zone"
+    );
+    // The chart's injector runs with these values, as the kubelet would.
+    let (kubelet, mut injector, _) = start_chart_injector(&rendered);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        injector.0.try_wait().unwrap().is_none(),
+        "{}",
+        kubelet.log("injector")
+    );
+    drop(injector);
+    // The sidecar's override: the user left to the platform (OpenShift).
+    let (settings, _) = settings_of(&rendered);
+    let mut pod = pod("shop", json!({}));
+    celador::inject::review::inject(&mut pod, &settings).unwrap();
+    let security = &pod["spec"]["initContainers"][0]["securityContext"];
+    assert!(
+        security.get("runAsUser").is_none() && security.get("runAsGroup").is_none(),
+        "{security}"
+    );
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    // An existing account; and overrides that would weaken the sidecar are
+    // refused, each with why.
+    let existing = Rendered::of(&json!({"serviceAccount": {"create": false, "name": "shared"}}));
+    assert!(existing.kind("ServiceAccount").is_empty());
+    assert_eq!(
+        existing.one("Deployment")["spec"]["template"]["spec"]["serviceAccountName"],
+        "shared"
+    );
+    let nameless = Rendered::exactly(&offline(&json!({"serviceAccount": {"create": false}})));
+    assert!(
+        nameless
+            .err()
+            .unwrap()
+            .contains("serviceAccount.name must name an existing ServiceAccount")
+    );
+    for (weakening, why) in [
+        (json!({"privileged": true}), "privileged"),
+        (json!({"runAsNonRoot": false}), "runAsNonRoot"),
+        (json!({"runAsUser": 0}), "runAsUser 0"),
+        (
+            json!({"readOnlyRootFilesystem": null}),
+            "readOnlyRootFilesystem",
+        ),
+        (
+            json!({"allowPrivilegeEscalation": true}),
+            "allowPrivilegeEscalation",
+        ),
+        (
+            json!({"capabilities": {"add": ["NET_ADMIN"]}}),
+            "capabilities.add",
+        ),
+        (
+            json!({"seccompProfile": {"type": "Unconfined"}}),
+            "seccompProfile",
+        ),
+        (
+            json!({"runAsUsr": 1}),
+            "'runAsUsr' is not a securityContext field",
+        ),
+    ] {
+        let text = settings_text(&Rendered::of(
+            &json!({"sidecar": {"securityContext": weakening}}),
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inject.yaml");
+        std::fs::write(&path, text).unwrap();
+        let error = celador::inject::load(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("security_context:") && error.contains(why),
+            "{weakening}: {error}"
+        );
+    }
+}
+
+#[test]
+fn the_monitors_scrape_what_celador_and_its_injector_serve() {
+    assert!(
+        Rendered::of(&json!({})).kind("PodMonitor").is_empty(),
+        "off by default"
+    );
+    assert!(
+        Rendered::of(&json!({})).kind("ServiceMonitor").is_empty(),
+        "off by default"
+    );
+    let rendered = Rendered::of(&expected_values());
+    // The PodMonitor selects injected pods and the port the injector names.
+    let monitor = rendered.one("PodMonitor");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"][celador::inject::INJECTED_LABEL],
+        "true"
+    );
+    assert_eq!(monitor["spec"]["namespaceSelector"], json!({"any": true}));
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["path"], "/metrics");
+    let (settings, _) = settings_of(&rendered);
+    let mut pod = pod("shop", json!({}));
+    celador::inject::review::inject(&mut pod, &settings).unwrap();
+    assert!(pod["metadata"]["labels"][celador::inject::INJECTED_LABEL] == "true");
+    let port = pod["spec"]["initContainers"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == endpoint["port"])
+        .expect("the injected container has the PodMonitor's port")
+        .clone();
+    assert_eq!(port["containerPort"], settings.ports.admin);
+    // The ServiceMonitor selects the injector's Service, on its HTTPS port,
+    // trusting the webhook's CA.
+    let service_monitor = rendered.one("ServiceMonitor");
+    let service = rendered.one("Service");
+    for (key, value) in service_monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&service["metadata"]["labels"][key], value);
+    }
+    let endpoint = &service_monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["port"], service["spec"]["ports"][0]["name"]);
+    assert_eq!(
+        (
+            endpoint["scheme"].as_str(),
+            endpoint["path"].as_str(),
+            endpoint["interval"].as_str()
+        ),
+        (Some("https"), Some("/metrics"), Some("1m"))
+    );
+    assert_eq!(
+        endpoint["tlsConfig"]["ca"]["secret"]["name"],
+        PROVIDED_SECRET
+    );
+    assert_eq!(
+        endpoint["tlsConfig"]["serverName"],
+        "celador-injector.celador-system.svc"
+    );
+    // And the injector serves its metrics there, counting reviews.
+    let (_kubelet, _injector, addr) = start_chart_injector(&rendered);
+    let (status, _, _) = post(
+        addr,
+        &provided_tls().ca_pem,
+        "/inject",
+        &review(&pod_in("shop"), "CREATE"),
+    );
+    assert_eq!(status, 200);
+    let metrics = https_get(addr, &provided_tls().ca_pem, "/metrics");
+    assert!(
+        metrics.contains("celador_injector_reviews_total{outcome=\"injected\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -1766,6 +2008,37 @@ fn post_declaring(
         .map(|(_, b)| serde_json::from_str(b).unwrap_or(Value::Null))
         .unwrap_or(Value::Null);
     (status, json, peer)
+}
+
+/// `GET path` from the webhook over HTTPS: the body.
+fn https_get(addr: std::net::SocketAddr, ca_pem: &str, path: &str) -> String {
+    use rustls_pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name =
+        rustls_pki_types::ServerName::try_from("celador-injector.celador-system.svc").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: celador-injector\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw).into_owned()
 }
 
 struct Webhook {

@@ -53,6 +53,10 @@ pub struct Settings {
     /// The user and group the sidecar runs as (never root).
     #[serde(default = "default_run_as")]
     pub run_as_user: i64,
+    /// Fields merged over the sidecar's locked-down `securityContext` (a
+    /// `null` removes one); nothing that weakens it is taken.
+    #[serde(default)]
+    pub security_context: Map<String, Value>,
     /// More `celador serve` config keys for the sidecar (for example
     /// `cache`, `audit`, `identity`, `revocations`); the keys the injector
     /// sets itself are refused here.
@@ -240,6 +244,9 @@ impl Settings {
         }
         if let Err(e) = resources(&self.resources) {
             problems.push(format!("resources: {e}"));
+        }
+        if let Err(e) = super::sidecar::merged_security_context(self) {
+            problems.push(format!("security_context: {e}"));
         }
         for key in self.config.keys() {
             if RESERVED_CONFIG_KEYS.contains(&key.as_str()) {

@@ -25,6 +25,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
+use super::metrics::InjectorMetrics;
 use super::review::{Outcome, answer};
 use super::settings::Settings;
 use crate::app::accept::{self, Busy, Limits, Slot};
@@ -149,6 +150,13 @@ fn certified_key(cert: &[u8], key: &[u8]) -> Result<CertifiedKey, String> {
         .map_err(|e| format!("the key does not suit the certificate: {e}"))
 }
 
+/// What every connection shares: the settings and the counters.
+#[derive(Debug)]
+struct State {
+    settings: Arc<Settings>,
+    metrics: InjectorMetrics,
+}
+
 /// Serves the webhook on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -169,6 +177,10 @@ pub async fn serve(
     );
     let reloader = tokio::spawn(reload_loop(cert, reload_every));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let state = Arc::new(State {
+        settings,
+        metrics: InjectorMetrics::default(),
+    });
     accept::serve(
         listener,
         limits,
@@ -178,7 +190,7 @@ pub async fn serve(
                 stream,
                 peer,
                 acceptor.clone(),
-                Arc::clone(&settings),
+                Arc::clone(&state),
                 slot,
                 opening,
             )
@@ -212,7 +224,7 @@ async fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: tokio_rustls::TlsAcceptor,
-    settings: Arc<Settings>,
+    state: Arc<State>,
     slot: Slot,
     opening: Busy,
 ) {
@@ -226,10 +238,10 @@ async fn connection(
     };
     drop(opening);
     let service = hyper::service::service_fn(move |request| {
-        let settings = Arc::clone(&settings);
+        let state = Arc::clone(&state);
         let busy = slot.busy();
         async move {
-            let response = route(request, &settings).await;
+            let response = route(request, &state).await;
             drop(busy);
             Ok::<_, std::convert::Infallible>(response)
         }
@@ -258,9 +270,10 @@ async fn reload_loop(cert: Arc<ReloadingCert>, every: Duration) {
     }
 }
 
-async fn route(request: Request<Incoming>, settings: &Settings) -> Response<Full<Bytes>> {
+async fn route(request: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/metrics") => plain(StatusCode::OK, &state.metrics.encode()),
         (&Method::POST, "/inject") => {
             // Bounded in time too: a client trickling its body would
             // otherwise hold one of the connection slots for as long as it
@@ -280,14 +293,17 @@ async fn route(request: Request<Incoming>, settings: &Settings) -> Response<Full
                     ));
                 }
             };
-            let (review, outcome) = answer(&body, settings);
+            let (review, outcome) = answer(&body, &state.settings);
             log(&review, &outcome);
+            state.metrics.review(&outcome);
             review_json(&review)
         }
-        (_, "/inject" | "/healthz") => plain(StatusCode::METHOD_NOT_ALLOWED, "wrong method\n"),
+        (_, "/inject" | "/healthz" | "/metrics") => {
+            plain(StatusCode::METHOD_NOT_ALLOWED, "wrong method\n")
+        }
         _ => plain(
             StatusCode::NOT_FOUND,
-            "not found: POST /inject, GET /healthz\n",
+            "not found: POST /inject, GET /healthz, GET /metrics\n",
         ),
     }
 }

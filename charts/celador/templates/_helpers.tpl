@@ -48,6 +48,15 @@ app.kubernetes.io/component: injector
 {{- end }}
 {{- end }}
 
+{{/* The injector's ServiceAccount name. */}}
+{{- define "celador.serviceAccount" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "celador.injector" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "celador: serviceAccount.create is false, so serviceAccount.name must name an existing ServiceAccount" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
 {{/* The webhook's TLS Secret: the one provided, else the chart's (Helm's or cert-manager's). */}}
 {{- define "celador.tlsSecret" -}}
 {{- default (printf "%s-tls" (include "celador.injector" .)) .Values.tls.existingSecret }}
@@ -82,6 +91,7 @@ app.kubernetes.io/component: injector
   "resources" .Values.sidecar.resources
   "ports" .Values.sidecar.ports
   "run_as_user" .Values.sidecar.runAsUser
+  "security_context" (.Values.sidecar.securityContext | default dict)
   "config" .Values.sidecar.config
   "log" (dict "level" .Values.injector.logLevel "format" "json")
   "istio" .Values.istio.enabled
