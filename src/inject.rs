@@ -13,6 +13,7 @@
 pub mod istio;
 pub mod metrics;
 pub mod review;
+pub mod security;
 pub mod settings;
 pub mod sidecar;
 pub mod webhook;

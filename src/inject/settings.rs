@@ -245,7 +245,7 @@ impl Settings {
         if let Err(e) = resources(&self.resources) {
             problems.push(format!("resources: {e}"));
         }
-        if let Err(e) = super::sidecar::merged_security_context(self) {
+        if let Err(e) = super::security::merged(self.run_as_user, &self.security_context) {
             problems.push(format!("security_context: {e}"));
         }
         for key in self.config.keys() {
