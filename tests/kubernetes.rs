@@ -1265,6 +1265,149 @@ fn preview(config: &str, file: &str) -> (i32, String, String) {
     support::celador::run(&["inject", "--config", config, "--pod", file])
 }
 
+// ---------------------------------------------------------------- the chart's README
+
+/// Every `# --` comment of values.yaml and the dotted key it documents, in
+/// file order (helm-docs' convention: the comment above a key documents
+/// it; a map without one is a section whose keys are documented).
+fn documented_values(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut doc: Option<String> = None;
+    let mut block_scalar_above: Option<usize> = None;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let trimmed = line.trim();
+        if let Some(key_indent) = block_scalar_above {
+            if trimmed.is_empty() || indent > key_indent {
+                continue;
+            }
+            block_scalar_above = None;
+        }
+        if let Some(rest) = trimmed.strip_prefix("# --") {
+            doc = Some(rest.trim().to_owned());
+            continue;
+        }
+        if let Some(rest) = trimmed.strip_prefix('#') {
+            if let Some(d) = doc.as_mut() {
+                d.push(' ');
+                d.push_str(rest.trim());
+            }
+            continue;
+        }
+        let Some((key, value)) = trimmed.split_once(':') else {
+            doc = None;
+            continue;
+        };
+        if trimmed.starts_with('-') || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            doc = None;
+            continue;
+        }
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        let path: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).chain([key]).collect();
+        if let Some(d) = doc.take() {
+            out.push((path.join("."), d));
+        }
+        stack.push((indent, key.to_owned()));
+        if matches!(value.trim(), "|" | "|-" | ">" | ">-") {
+            block_scalar_above = Some(indent);
+        }
+    }
+    out
+}
+
+/// The chart's README: a table of every value, generated from values.yaml.
+fn chart_readme() -> String {
+    let text = std::fs::read_to_string(repo("charts/celador/values.yaml")).unwrap();
+    let values = serde_saphyr_json(&text);
+    let chart =
+        serde_saphyr_json(&std::fs::read_to_string(repo("charts/celador/Chart.yaml")).unwrap());
+    let documented = documented_values(&text);
+    // Every value is documented, itself or as a whole map.
+    fn undocumented(
+        value: &Value,
+        path: &str,
+        documented: &[(String, String)],
+        out: &mut Vec<String>,
+    ) {
+        if documented.iter().any(|(k, _)| k == path) {
+            return;
+        }
+        match value.as_object() {
+            Some(map) if !map.is_empty() => {
+                for (key, child) in map {
+                    let child_path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    undocumented(child, &child_path, documented, out);
+                }
+            }
+            _ => out.push(path.to_owned()),
+        }
+    }
+    let mut missing = Vec::new();
+    undocumented(&values, "", &documented, &mut missing);
+    assert!(
+        missing.is_empty(),
+        "values.yaml has values without a `# --` comment: {missing:?}"
+    );
+    let cell = |text: &str| text.replace('|', "\\|");
+    let mut rows = String::new();
+    for (key, description) in &documented {
+        let value = key.split('.').fold(&values, |v, k| &v[k]);
+        let kind = match value {
+            Value::String(_) => "string",
+            Value::Bool(_) => "bool",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "int",
+            Value::Number(_) => "float",
+            Value::Array(_) => "list",
+            Value::Object(_) => "object",
+            Value::Null => "null",
+        };
+        rows.push_str(&format!(
+            "| `{key}` | {kind} | `{}` | {} |\n",
+            cell(&value.to_string()),
+            cell(description)
+        ));
+    }
+    format!(
+        "# celador's Helm chart\n\n{}\n\nInstall it, then opt a namespace in (`kubectl label namespace shop celador.io/inject=enabled`):\n\n```sh\nhelm install celador charts/celador --namespace celador-system --create-namespace\n```\n\n`helm template` (and Argo CD, which renders with it) needs `certManager.enabled=true` or `tls.existingSecret` with `tls.caCertificate`: without a cluster Helm cannot keep the webhook certificate it makes. The repository's README (its Kubernetes section) explains every choice; `NOTES.txt` prints the next steps with your values.\n\n## Values\n\nThis table is generated from [`values.yaml`](values.yaml) by `tests/kubernetes.rs` (`CELADOR_BLESS=1 cargo test --test kubernetes the_chart_readme` rewrites it; the test fails when it is stale). [`values.schema.json`](values.schema.json) refuses unknown keys and wrong types.\n\n| Key | Type | Default | Description |\n|-----|------|---------|-------------|\n{rows}",
+        chart["description"].as_str().unwrap().trim()
+    )
+}
+
+#[test]
+fn the_chart_readme_is_generated_from_values_yaml_and_documents_every_value() {
+    let path = repo("charts/celador/README.md");
+    let generated = chart_readme();
+    if std::env::var_os("CELADOR_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "charts/celador/README.md is out of date with values.yaml; regenerate it with `CELADOR_BLESS=1 cargo test --test kubernetes the_chart_readme`"
+    );
+    // A value the schema knows is a value the README documents, and back.
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo("charts/celador/values.schema.json")).unwrap(),
+    )
+    .unwrap();
+    for (key, _) in
+        documented_values(&std::fs::read_to_string(repo("charts/celador/values.yaml")).unwrap())
+    {
+        let mut node = &schema;
+        for part in key.split('.') {
+            node = &node["properties"][part];
+        }
+        assert!(!node.is_null(), "the schema has no {key}");
+    }
+}
+
 // ---------------------------------------------------------------- the injector
 
 fn settings_of(rendered: &Rendered) -> (Settings, String) {
