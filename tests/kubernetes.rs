@@ -903,7 +903,7 @@ fn expected_values() -> Value {
         },
         "sidecar": {"securityContext": {"runAsUser": null, "runAsGroup": null}},
         "metrics": {"podMonitor": {"enabled": true, "labels": {"release": "prometheus"}},
-            "serviceMonitor": {"enabled": true, "interval": "1m"}}
+            "serviceMonitor": {"enabled": true, "interval": "1m"}, "dashboard": {"enabled": true}}
     })
 }
 
@@ -1103,6 +1103,121 @@ fn the_monitors_scrape_what_celador_and_its_injector_serve() {
         metrics.contains("celador_injector_reviews_total{outcome=\"injected\"} 1"),
         "{metrics}"
     );
+}
+
+/// Every metric name a PromQL expression uses.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find("celador_") {
+        let name: String = rest[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[start + name.len()..];
+        names.push(name);
+    }
+    names
+}
+
+/// The series names a `/metrics` text offers: every sample's, and those a
+/// family without samples yet would have (from its `# TYPE`).
+fn exported_series(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut words = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total", "_created"],
+                "histogram" => &["_bucket", "_sum", "_count", "_created"],
+                "info" => &["_info"],
+                _ => &[""],
+            };
+            names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+        } else if !line.starts_with('#') {
+            if let Some(name) = line.split(['{', ' ']).next().filter(|n| !n.is_empty()) {
+                names.insert(name.to_owned());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_grafana_dashboard_uses_only_metrics_celador_exports() {
+    let text = std::fs::read_to_string(repo("charts/celador/dashboards/celador.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "celador-decisions");
+    let mut exprs = Vec::new();
+    let mut titles = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        titles.push(panel["title"].as_str().unwrap().to_owned());
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    for wanted in [
+        "Decisions by outcome",
+        "Denials by reason",
+        "Check latency inside celador",
+        "Cache hit ratio",
+        "Rules and governance reloads",
+        "Shadow differences",
+        "Store staleness",
+    ] {
+        assert!(
+            titles.iter().any(|t| t == wanted),
+            "no {wanted} panel: {titles:?}"
+        );
+    }
+    // A running celador's /metrics, as the kubelet would run the injected
+    // sidecar.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let values =
+        serde_saphyr_json(&std::fs::read_to_string(repo("k8s/istio-values.yaml")).unwrap());
+    let rendered = Rendered::of(&values);
+    let (settings, _) = settings_of(&rendered);
+    let mut pod = pod("shop", json!({}));
+    celador::inject::review::inject(&mut pod, &settings).unwrap();
+    let root = Ca::root("cluster.local");
+    let mut objects = k8s_docs("k8s/istio.yaml");
+    objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "istio-ca-root-cert", "namespace": "shop"}, "data": {"root-cert.pem": root.pem}}));
+    let kubelet = Kubelet::new(pod, "shop", objects, &[9191, 9192, 9901], &[]);
+    let _celador = Running(kubelet.start("celador"));
+    wait_ready(&kubelet, 9901, "celador");
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", kubelet.ports[&9901])
+        .parse()
+        .unwrap();
+    let (status, metrics) = try_get(admin, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let exported = exported_series(&metrics);
+    let mut checked = 0;
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            assert!(
+                exported.contains(&name),
+                "the dashboard queries {name}, which celador does not export:\n{expr}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "{checked}");
+    // The chart can ship it to Grafana's sidecar as is.
+    let rendered = Rendered::of(&expected_values());
+    let map = rendered
+        .kind("ConfigMap")
+        .into_iter()
+        .find(|m| m["metadata"]["labels"]["app.kubernetes.io/component"] == "dashboard")
+        .unwrap();
+    assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: Value =
+        serde_json::from_str(map["data"]["celador.json"].as_str().unwrap()).unwrap();
+    assert_eq!(shipped, dashboard);
 }
 
 #[test]
