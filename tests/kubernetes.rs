@@ -1137,10 +1137,10 @@ fn exported_series(text: &str) -> std::collections::BTreeSet<String> {
                 _ => &[""],
             };
             names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
-        } else if !line.starts_with('#') {
-            if let Some(name) = line.split(['{', ' ']).next().filter(|n| !n.is_empty()) {
-                names.insert(name.to_owned());
-            }
+        } else if !line.starts_with('#')
+            && let Some(name) = line.split(['{', ' ']).next().filter(|n| !n.is_empty())
+        {
+            names.insert(name.to_owned());
         }
     }
     names
