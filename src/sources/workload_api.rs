@@ -89,8 +89,9 @@ async fn stream_forever(
                 tracing::warn!(
                     endpoint = %source.endpoint,
                     error = %e,
+                    answer = "PermissionDenied",
                     hint = REFUSAL_HINT,
-                    "the Workload API answered PermissionDenied to the {}; redacting them",
+                    "the Workload API denied the {}; redacting them",
                     kind.name()
                 );
                 store.set_pending_reason(Some(format!(
