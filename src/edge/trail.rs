@@ -164,7 +164,8 @@ impl<'a> Trail<'a> {
                 o.raw("token.claims", claims.as_deref().unwrap_or("null"));
             }
             Part::Method => o.str("request.method", attrs.method),
-            Part::Path => o.str("request.path", attrs.path),
+            Part::Path => o.str("request.path", &attrs.path),
+            Part::RawPath => o.str("request.raw_path", attrs.raw_path),
             Part::Host => o.str("request.host", attrs.host),
             Part::Scheme => o.str("request.scheme", attrs.scheme),
             Part::Protocol => o.str("request.protocol", attrs.protocol),
