@@ -170,6 +170,7 @@ pub fn ext_authz() -> &'static ExtAuthz {
                     detail: false,
                 },
                 audit_headers: vec!["user-agent".into()],
+                ..EdgeSettings::default()
             },
         )
     })
