@@ -66,7 +66,10 @@ impl<'a> Trail<'a> {
     pub fn write(&self, out: &mut JsonObject<'_>) {
         let d = self.decision;
         let identified = d.identity.source.is_some() || d.identity.token.is_some();
-        if identified && d.revoked.is_none() {
+        // A revoked credential and an ambiguous path are denied before
+        // any rule reads anything.
+        let rules_ran = d.revoked.is_none() && d.reason != crate::engine::Reason::InvalidPath;
+        if identified && rules_ran {
             let policy = &self.snapshot.policy;
             let footprint = d
                 .rule
