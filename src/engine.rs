@@ -36,6 +36,7 @@ pub mod time;
 pub mod workload;
 pub mod yaml;
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -167,8 +168,8 @@ impl Engine {
             Err(failure) => return Decision::refused(failure, snapshot.policy.shared_version()),
         };
         let (identity, signals) = match self.screen(snapshot, attrs, identity, now) {
-            Ok(screened) => screened,
-            Err(denied) => return denied,
+            ControlFlow::Continue(screened) => screened,
+            ControlFlow::Break(denied) => return denied,
         };
         let input = Input {
             source: identity.source.as_deref(),
@@ -217,9 +218,9 @@ impl Engine {
         attrs: &Attributes<'_>,
         identity: Identity,
         now: SystemTime,
-    ) -> Result<(Identity, signals::Signals), Decision> {
+    ) -> ControlFlow<Decision, (Identity, signals::Signals)> {
         if let Some(revoked) = snapshot.revocations.check(&identity) {
-            return Err(Decision {
+            return ControlFlow::Break(Decision {
                 reason: Reason::Revoked,
                 detail: Some(format!("revoked by {}: {}", revoked.entry, revoked.reason)),
                 identity,
@@ -236,12 +237,12 @@ impl Engine {
             if let Some(caller) = identity.caller() {
                 self.signals.record_denial(caller, now);
             }
-            return Err(Decision {
+            return ControlFlow::Break(Decision {
                 identity,
                 ..Decision::invalid_path(ambiguity, snapshot.policy.shared_version())
             });
         }
-        Ok((identity, signals))
+        ControlFlow::Continue((identity, signals))
     }
 
     /// The decision for `input` from the decision cache, or evaluated and
