@@ -83,6 +83,13 @@ fn ambiguous_paths_are_denied_before_the_rules_with_the_raw_path_audited() {
         let raw = (canonical != path).then_some(path);
         assert_eq!(record["raw_path"].as_str(), raw, "{path}: {record}");
     }
+    // Counted like any other denial.
+    let metrics = a.store().metrics().encode();
+    let counted = format!(
+        "celador_decisions_total{{outcome=\"deny\",reason=\"invalid_path\",rule=\"none\"}} {}",
+        paths.len()
+    );
+    assert!(metrics.contains(&counted), "{metrics}");
     // Canonical spellings that every server agrees on are decided on their
     // canonical form.
     for (path, allowed) in [
