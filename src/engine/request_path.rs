@@ -248,7 +248,9 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 /// Escapes of unreserved characters decoded, the others' hexadecimal digits
-/// upper case, backslashes read as slashes; malformed escapes kept as sent.
+/// upper case, backslashes read as slashes, and a `%` that starts no escape
+/// written `%25`: so that no decoded character can complete it into a new
+/// escape (`%e%33` is `%25e3`, not `%e3`), and canonical is canonical.
 fn normalize_escapes(raw: &str) -> String {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -267,6 +269,10 @@ fn normalize_escapes(raw: &str) -> String {
             }
             (b'\\', _) => {
                 out.push(b'/');
+                i += 1;
+            }
+            (b'%', None) => {
+                out.extend_from_slice(b"%25");
                 i += 1;
             }
             _ => {

@@ -139,11 +139,15 @@ fn nul_control_characters_and_malformed_or_double_escapes_are_ambiguous() {
     ] {
         assert_eq!(canonicalize(raw).ambiguity, Some(ambiguity), "{raw:?}");
     }
-    // A literal percent sign, encoded, is fine; malformed escapes are kept.
+    // A literal percent sign, encoded, is fine; a `%` that starts no escape
+    // is written encoded, so that nothing decoded after it completes one.
     assert_eq!(canonical("/100%25"), ("/100%25".into(), None));
     assert_eq!(canonical("/100%25x"), ("/100%25x".into(), None));
-    assert_eq!(canonical("/a%zz").0, "/a%zz");
+    assert_eq!(canonical("/a%zz").0, "/a%25zz");
+    assert_eq!(canonical("/a%").0, "/a%25");
     assert_eq!(canonical("/%252e").0, "/%252e");
+    // The fuzzer's finding: `%e` then `%33` (`3`) must not become `%e3`.
+    assert_eq!(canonical("/ca%e%33r").0, "/ca%25e3r");
 }
 
 #[test]
@@ -193,6 +197,8 @@ fn canonical_paths_are_fixed_points_and_have_no_dot_segments_or_double_slashes()
         "/%252e/%u002e/%zz%",
         "/a;b/..;/c",
         "//x//y",
+        "ca\u{fffd}7%e%33r%33r",
+        "/%%32%65%%32%65/admin",
     ] {
         let once = canonicalize(raw).path.into_owned();
         assert_eq!(canonicalize(&once).path, once, "{raw}");
