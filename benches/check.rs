@@ -73,6 +73,7 @@ fn authorizer(ca: &pki::Ca, cache_entries: u64, decision_ttl: Duration) -> ExtAu
                 ..AnswerSettings::default()
             },
             audit_headers: vec!["user-agent".into()],
+            ..EdgeSettings::default()
         },
     )
 }

@@ -308,6 +308,7 @@ fn edge_settings(config: &Config) -> EdgeSettings {
             detail: config.answers.detail,
         },
         audit_headers: config.audit.headers.clone(),
+        paths: config.request.paths,
     }
 }
 

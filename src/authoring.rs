@@ -16,9 +16,21 @@ pub mod suite;
 
 use std::path::Path;
 
+use crate::engine::Decision;
 use crate::engine::grants::{self, Grants};
-use crate::engine::policy::{Diagnostic, Policy, PolicyError, Severity};
+use crate::engine::policy::{Diagnostic, Input, Policy, PolicyError, Severity};
 use crate::engine::revocations::Revocations;
+
+/// The decision of `policy` on `input` as `serve` makes it once the
+/// identities are verified: a path that servers resolve differently from
+/// its canonical form is denied (`invalid_path`) before any rule, as with
+/// `request.paths: reject_ambiguous`, the default.
+pub fn decide(policy: &Policy, input: Input<'_>) -> Decision {
+    match input.attributes.path_ambiguity {
+        Some(ambiguity) => Decision::invalid_path(ambiguity, policy.shared_version()),
+        None => policy.evaluate(input),
+    }
+}
 
 /// Reads and compiles the rules file at `path`.
 pub fn read_policy(path: &Path) -> Result<Policy, PolicyError> {

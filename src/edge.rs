@@ -26,6 +26,7 @@ use std::time::{Instant, SystemTime};
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 
 use crate::engine::identity::IdentityError;
+use crate::engine::request_path::PathMode;
 use crate::engine::{Attributes, Decision, Engine, Reason, Snapshot};
 use crate::store::Store;
 use response::AnswerSettings;
@@ -37,6 +38,8 @@ pub struct EdgeSettings {
     pub answers: AnswerSettings,
     /// Request headers whose values audit records include.
     pub audit_headers: Vec<String>,
+    /// How request paths are read and judged (`request.paths`).
+    pub paths: PathMode,
 }
 
 /// The context extension that runs a route in shadow mode: decisions are
@@ -105,7 +108,7 @@ impl ExtAuthz {
     ) -> Result<CheckResponse, tonic::Status> {
         let started = Instant::now();
         let attrs = match Attributes::from_check_request(request) {
-            Ok(attrs) => attrs,
+            Ok(attrs) => attrs.with_paths(self.settings.paths),
             Err(e) => {
                 let (reason, detail) = (Reason::InvalidRequest, e.to_string());
                 audit::record_error(request, reason, &detail, started.elapsed());
@@ -129,7 +132,7 @@ impl ExtAuthz {
             let response = if enforced || decision.allowed {
                 response::build(&decision, &attrs, answers)
             } else {
-                response::build_shadowed(&decision, answers)
+                response::build_shadowed(&decision, &attrs, answers)
             };
             (decision, response)
         }));

@@ -6,10 +6,11 @@
 //! bundles ([`identity`]), and evaluates the snapshot's rules ([`policy`])
 //! over the identity, the request ([`attributes`]) and the [`workload`].
 //!
-//! Before the rules, a revoked credential is denied ([`revocations`]) and
-//! the grant in force is found ([`grants`]); the caller's behavioural
-//! [`signals`] are counted; the rules' result may come from the decision
-//! [`cache`].
+//! Before the rules, a revoked credential is denied ([`revocations`]), so
+//! is a path servers resolve differently from its canonical form
+//! ([`request_path`]), and the grant in force is found ([`grants`]); the
+//! caller's behavioural [`signals`] are counted; the rules' result may come
+//! from the decision [`cache`].
 //!
 //! The engine is pure: no I/O, no logging, no protobuf, no clock of its own.
 //! The state it keeps is memos (verified credentials keyed by the generation
@@ -27,6 +28,7 @@ pub mod identity;
 pub mod percent;
 pub mod policy;
 pub mod reason;
+pub mod request_path;
 pub mod revocations;
 pub mod signals;
 pub mod snapshot;
@@ -34,6 +36,7 @@ pub mod time;
 pub mod workload;
 pub mod yaml;
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -164,21 +167,10 @@ impl Engine {
             Ok(identity) => identity,
             Err(failure) => return Decision::refused(failure, snapshot.policy.shared_version()),
         };
-        // Revocation overrides everything, the decision cache included.
-        if let Some(revoked) = snapshot.revocations.check(&identity) {
-            return Decision {
-                reason: Reason::Revoked,
-                detail: Some(format!("revoked by {}: {}", revoked.entry, revoked.reason)),
-                identity,
-                revoked: Some(revoked),
-                policy_version: snapshot.policy.shared_version(),
-                ..Decision::default()
-            };
-        }
-        let signals = identity
-            .caller()
-            .map(|caller| self.signals.record_request(caller, now))
-            .unwrap_or_default();
+        let (identity, signals) = match self.screen(snapshot, attrs, identity, now) {
+            ControlFlow::Continue(screened) => screened,
+            ControlFlow::Break(denied) => return denied,
+        };
         let input = Input {
             source: identity.source.as_deref(),
             token: identity.token.as_deref(),
@@ -214,6 +206,43 @@ impl Engine {
         }
         decision.identity = identity;
         decision
+    }
+
+    /// The denials made before any rule, and outside the decision cache: a
+    /// revoked credential (which overrides everything), and a path that
+    /// servers resolve differently from the canonical one rules would
+    /// judge. Counts the caller's request in its signals, and its denial.
+    fn screen(
+        &self,
+        snapshot: &Snapshot,
+        attrs: &Attributes<'_>,
+        identity: Identity,
+        now: SystemTime,
+    ) -> ControlFlow<Decision, (Identity, signals::Signals)> {
+        if let Some(revoked) = snapshot.revocations.check(&identity) {
+            return ControlFlow::Break(Decision {
+                reason: Reason::Revoked,
+                detail: Some(format!("revoked by {}: {}", revoked.entry, revoked.reason)),
+                identity,
+                revoked: Some(revoked),
+                policy_version: snapshot.policy.shared_version(),
+                ..Decision::default()
+            });
+        }
+        let signals = identity
+            .caller()
+            .map(|caller| self.signals.record_request(caller, now))
+            .unwrap_or_default();
+        if let Some(ambiguity) = attrs.path_ambiguity {
+            if let Some(caller) = identity.caller() {
+                self.signals.record_denial(caller, now);
+            }
+            return ControlFlow::Break(Decision {
+                identity,
+                ..Decision::invalid_path(ambiguity, snapshot.policy.shared_version())
+            });
+        }
+        ControlFlow::Continue((identity, signals))
     }
 
     /// The decision for `input` from the decision cache, or evaluated and

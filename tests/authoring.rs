@@ -566,7 +566,7 @@ cases:
         "  PASS  right\n",
         "  FAIL  wrong decision\n        expected: allow\n        got:      deny (no_allow_rule)\n",
         "  FAIL  wrong rule\n        expected: deny by rule 'shop-checkout-and-refunds'\n        got:      deny by rule 'refunds-only-refund' (denied_by_rule)\n",
-        "  ERROR a reason rules never give\n        expect.reason \"svid_expired\" is not one rules give: allowed, denied_by_rule, rule_error, no_allow_rule or granted\n",
+        "  ERROR a reason rules never give\n        expect.reason \"svid_expired\" is not one rules give: allowed, denied_by_rule, rule_error, no_allow_rule, granted or invalid_path\n",
         "  ERROR a broken identity\n        identity \"spiffe://Example.org/x\": the trust domain 'Example.org' has uppercase letters; trust domains are lowercase\n",
         "missing_test.yaml\n  ERROR the rules under test do not load:\n",
     ] {
@@ -877,6 +877,63 @@ fn eval_shows_a_rule_that_errors_and_why_and_rejects_garbage_inputs() {
         assert!(stdout.is_empty(), "{name}: no explanation: {stdout}");
         assert!(stderr.contains(message), "{name}: {stderr}");
     }
+}
+
+#[test]
+fn test_and_eval_canonicalize_a_cases_path_and_refuse_an_ambiguous_one_as_serve_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = root().join("examples/policy.yaml");
+    let exporter = "spiffe://example.org/ns/batch/sa/exporter";
+    let payments = "spiffe://example.org/ns/payments/sa/api";
+    let suite = dir.path().join("paths_test.yaml");
+    std::fs::write(
+        &suite,
+        format!(
+            r#"rules: {rules}
+cases:
+  - name: a canonical spelling of an export
+    identity: {exporter}
+    request: {{ path: "/export//%64aily.csv?x=1" }}
+    expect: {{ decision: allow, rule: exporter-read-only }}
+  - name: out of the exports by a parent segment
+    identity: {exporter}
+    request: {{ path: /export/../pay }}
+    expect: {{ decision: deny, reason: invalid_path }}
+  - name: into admin by a Tomcat path parameter
+    identity: {payments}
+    request: {{ path: "/export/%2e%2e;/admin/users" }}
+    expect: {{ decision: deny, reason: invalid_path }}
+  - name: an encoded slash
+    identity: {exporter}
+    request: {{ path: /export/..%2fpay }}
+    expect: {{ decision: deny, reason: invalid_path }}
+"#,
+            rules = rules.display()
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&["test", "--coverage", suite.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("4 passed, 0 failed\n"), "{stdout}");
+
+    let case = dir.path().join("case.yaml");
+    std::fs::write(
+        &case,
+        format!("identity: {payments}\nrequest: {{ path: \"/export/..;/admin/users\" }}\n"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&[
+        "eval",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--input",
+        case.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("decision: deny (invalid_path): the path has a dot segment"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -52,6 +52,12 @@ rules:
     effect: deny
     when: >
       "debug" in request.query || ("route" in context && context["route"] == "closed")
+  - name: repeated-query-and-raw-path
+    effect: deny
+    when: >
+      ("tag" in request.query && request.query.tag == "x") ||
+      ("tag" in request.query_all && request.query_all.tag.exists(t, t == "y")) ||
+      request.raw_path.endsWith("/closed")
 "#;
 
 /// A fixed root CA of example.org and a leaf it signed.
@@ -170,6 +176,7 @@ pub fn ext_authz() -> &'static ExtAuthz {
                     detail: false,
                 },
                 audit_headers: vec!["user-agent".into()],
+                ..EdgeSettings::default()
             },
         )
     })

@@ -25,6 +25,7 @@ use serde::Deserialize;
 use crate::edge::response::HeaderValueSource;
 use crate::engine::identity::Requirement;
 use crate::engine::identity::spiffe_id::validate_trust_domain;
+use crate::engine::request_path::PathMode;
 use crate::sources::workload::WorkloadSettings;
 
 /// The whole config file.
@@ -59,6 +60,9 @@ pub struct Config {
     /// Where the workload's details come from.
     #[serde(default)]
     pub workload: WorkloadSettings,
+    /// How requests are read before any rule.
+    #[serde(default)]
+    pub request: RequestConfig,
     /// What deny answers tell the caller.
     #[serde(default)]
     pub answers: AnswersConfig,
@@ -163,6 +167,18 @@ fn default_jwt_header() -> String {
 }
 fn default_leeway() -> DurationText {
     DurationText::new(Duration::from_secs(30))
+}
+
+/// How requests are read before any rule.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestConfig {
+    /// `reject_ambiguous` (the default): rules read the canonical path, and
+    /// a path servers resolve differently is denied (`invalid_path`);
+    /// `canonical`: the canonical path, nothing denied; `raw`: the path as
+    /// sent (unsafe).
+    #[serde(default)]
+    pub paths: PathMode,
 }
 
 /// What deny answers tell the caller.
@@ -724,6 +740,26 @@ mod tests {
         assert!(detail.answers.detail);
         let typo = parse(&format!("{MINIMAL}answers:\n  details: true\n")).unwrap_err();
         assert!(typo.to_string().contains("details"), "{typo}");
+    }
+
+    #[test]
+    fn request_paths_default_to_rejecting_ambiguity_and_take_the_other_modes() {
+        assert_eq!(
+            parse(MINIMAL).unwrap().request.paths,
+            PathMode::RejectAmbiguous
+        );
+        for (name, mode) in [
+            ("canonical", PathMode::Canonical),
+            ("reject_ambiguous", PathMode::RejectAmbiguous),
+            ("raw", PathMode::Raw),
+        ] {
+            let config = parse(&format!("{MINIMAL}request:\n  paths: {name}\n")).unwrap();
+            assert_eq!(config.request.paths, mode);
+        }
+        let err = parse(&format!("{MINIMAL}request:\n  paths: normalize\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("normalize"), "{err}");
     }
 
     #[test]

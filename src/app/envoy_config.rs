@@ -6,7 +6,8 @@
 //! taken from their footprints ([`crate::engine::policy::footprint`]), plus
 //! the headers celador itself reads (the XFCC chain, the JWT-SVID's header,
 //! the audited headers) become the filter's `allowed_headers`, so that Envoy
-//! builds and sends no header celador does not need. The rest of the block
+//! builds and sends no header celador does not need, but for the client's
+//! `x-celador-*` headers, which celador removes. The rest of the block
 //! is what celador requires of every deployment: the peer certificate, and
 //! no fail-open.
 
@@ -88,11 +89,16 @@ pub fn render(
         ),
         Some(headers) => {
             out.push_str(
-                "    # Only the headers celador reads: the rules', the XFCC chain, the\n    # JWT-SVID's and the audited ones. Regenerate when the rules change.\n    allowed_headers:\n      patterns:\n",
+                "    # Only the headers celador reads: the rules', the XFCC chain, the\n    # JWT-SVID's and the audited ones. Regenerate when the rules change.\n    # And any x-celador-* a client sent, which celador removes.\n    allowed_headers:\n      patterns:\n",
             );
             for header in headers {
                 let _ = writeln!(out, "      - exact: {header}");
             }
+            let _ = writeln!(
+                out,
+                "      - prefix: {}",
+                crate::edge::response::OWN_HEADER_PREFIX
+            );
         }
     }
     out
@@ -151,6 +157,7 @@ mod tests {
             "v1",
         );
         assert!(text.contains("      - exact: x-tenant\n"), "{text}");
+        assert!(text.contains("      - prefix: x-celador-\n"), "{text}");
         assert!(text.contains("include_peer_certificate: true"), "{text}");
         assert!(text.contains("failure_mode_allow: false"), "{text}");
         let whole = footprint(

@@ -96,10 +96,9 @@ pub fn explain_redacting(
                 identities,
                 (input, expected_rule),
             );
-            explanation.expectation = case
-                .expect
-                .as_ref()
-                .map(|expect| crate::authoring::suite::judge(expect, &policy.evaluate(input)));
+            explanation.expectation = case.expect.as_ref().map(|expect| {
+                crate::authoring::suite::judge(expect, &crate::authoring::decide(&policy, input))
+            });
             Ok(explanation)
         }
     }
@@ -184,7 +183,7 @@ fn run(
     identities: Vec<String>,
     (input, expected_rule): (Input<'_>, Option<&str>),
 ) -> Explanation {
-    let decision = policy.evaluate(input);
+    let decision = crate::authoring::decide(policy, input);
     let rules = policy
         .explain(input)
         .into_iter()

@@ -107,16 +107,19 @@ Schema of this format, for editors (with the YAML language server, add
    runs.
 2. A credential on the **revocation list** is denied (403, `revoked`),
    whatever the rules, grants or cached decisions say.
-3. The caller's **signals** are counted (this request included), and the
+3. A **path that servers resolve differently** from its canonical form
+   (`request.path`, see below) is denied (400, `invalid_path`) before any
+   rule runs, unless celador's `request.paths` setting says otherwise.
+4. The caller's **signals** are counted (this request included), and the
    **grant** in force for it is found: the first grant of the grants file
    that names one of its SPIFFE IDs, is open now and whose condition holds.
-4. **Deny rules** run in file order; the first that matches denies the
+5. **Deny rules** run in file order; the first that matches denies the
    request (403, reason `denied_by_rule`, naming the rule).
-5. Then **allow rules** run in file order; the first that matches allows it
+6. Then **allow rules** run in file order; the first that matches allows it
    (reason `allowed`, naming the rule).
-6. If no allow rule matched but a grant is in force, the grant allows it
+7. If no allow rule matched but a grant is in force, the grant allows it
    (reason `granted`; the audit record names the grant and its reason).
-7. Otherwise the request is denied (403, `no_allow_rule`).
+8. Otherwise the request is denied (403, `no_allow_rule`).
 
 Rules in **`mode: shadow`** take no part in this: they are evaluated as if
 enforced, and what they would have decided is written to the audit record
@@ -143,6 +146,24 @@ denies them on purpose. Reading a map key that is absent fails
 too: test for it first (`"x-tenant" in request.headers && ...`, or
 `has(context.route) && ...` for a key that is an identifier); `celador
 check` warns when a deny rule does not.
+
+### Paths and queries
+
+`request.path` is canonical: `/export/%61.csv`, `/export//a.csv` and
+`/export/a.csv` are all `/export/a.csv` to a rule, so
+`request.path.startsWith("/export/")` means what it says. A path whose
+canonical form a common server would not serve as such (`/export/../pay`,
+`/export/%2e%2e/pay`, `/export/..%2fpay`, `/export/..;/pay` which Tomcat
+serves as `/pay`, `/export/..\pay`, `/admin;x=1`, `%00`, `//host/x`) never
+reaches a rule: it is denied with `invalid_path`. `request.raw_path` is the
+path as sent, for the rare rule that needs it.
+
+A query parameter given more than once (`?debug=false&debug=true`) has no
+single value that every server agrees on: reading it through
+`request.query` fails (so a deny rule reading it matches and an allow rule
+does not), and `request.query_all` gives every value, in order:
+`"debug" in request.query_all && request.query_all.debug.exists(v, v == "true")`
+reads them all.
 
 ### Types
 
@@ -326,12 +347,15 @@ cases:
     expect:
       decision: deny                                     # allow | deny
       rule: refunds-only-refund                          # optional: the deciding rule
-      reason: denied_by_rule                             # optional: allowed, denied_by_rule, rule_error, no_allow_rule, granted
+      reason: denied_by_rule                             # optional: allowed, denied_by_rule, rule_error, no_allow_rule, granted, invalid_path
       grant: ""                                          # optional: the grant in force ("" for none)
 ```
 
 A case's request becomes the `CheckRequest` Envoy would send, read by the
-same code as in `serve`. Identities are taken as given (a certificate file is
+same code as in `serve`: its `path` is what the client sends, canonicalized
+for the rules, and an ambiguous one is denied with `invalid_path` as `serve`
+denies it by default (`request.paths: reject_ambiguous`). Identities are
+taken as given (a certificate file is
 read for its SPIFFE ID, not verified): a suite tests rules, not credentials.
 
 `celador eval --rules FILE --input FILE` takes one such case (without

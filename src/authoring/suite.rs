@@ -356,13 +356,17 @@ fn evaluate(
         grant: grant.as_ref(),
         ..input
     };
-    let decision = policy.evaluate(input);
-    let matched = policy
-        .explain(input)
-        .into_iter()
-        .filter(|(_, r)| *r == crate::engine::policy::RuleResult::Match)
-        .map(|(rule, _)| rule.name.to_string())
-        .collect();
+    let decision = crate::authoring::decide(policy, input);
+    // A path refused before the rules matches none of them.
+    let matched = match attrs.path_ambiguity {
+        Some(_) => Vec::new(),
+        None => policy
+            .explain(input)
+            .into_iter()
+            .filter(|(_, r)| *r == crate::engine::policy::RuleResult::Match)
+            .map(|(rule, _)| rule.name.to_string())
+            .collect(),
+    };
     let outcome = match judge(expect, &decision) {
         Outcome::Failed { expected, got, .. } => {
             // Why, down to the clause, with the credentials redacted.
@@ -404,11 +408,12 @@ fn check_expect(expect: &case::Expect, policy: &Policy, grants: &Grants) -> Resu
             "rule_error",
             "no_allow_rule",
             "granted",
+            "invalid_path",
         ]
         .contains(&reason.as_str())
     {
         return Err(format!(
-            "expect.reason {reason:?} is not one rules give: allowed, denied_by_rule, rule_error, no_allow_rule or granted"
+            "expect.reason {reason:?} is not one rules give: allowed, denied_by_rule, rule_error, no_allow_rule, granted or invalid_path"
         ));
     }
     if let Some(grant) = &expect.grant
@@ -491,6 +496,11 @@ pub fn describe(decision: &Decision) -> String {
         .find(|e| decision.rule.as_deref() == Some(&*e.rule))
     {
         text.push_str(&format!(": {}", cause.error));
+    }
+    if decision.reason == crate::engine::Reason::InvalidPath
+        && let Some(detail) = &decision.detail
+    {
+        text.push_str(&format!(": {detail}"));
     }
     text
 }

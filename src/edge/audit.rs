@@ -56,8 +56,11 @@ pub struct AuditRecord<'a> {
     pub method: &'a str,
     /// The host.
     pub host: &'a str,
-    /// The path, without query.
+    /// The path, without query: the canonical path rules read.
     pub path: &'a str,
+    /// The path as Envoy sent it, when it differs from `path`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_path: Option<&'a str>,
     /// `allow`, `deny` or `error`.
     pub decision: &'static str,
     /// The deciding rule.
@@ -153,7 +156,8 @@ fn audit_record<'a>(
         token_id: decision.identity.token.as_ref().map(|t| t.id.as_str()),
         method: attrs.method,
         host: attrs.host,
-        path: attrs.path,
+        path: &attrs.path,
+        raw_path: Some(attrs.raw_path).filter(|raw| *raw != attrs.path),
         decision: if decision.allowed { "allow" } else { "deny" },
         rule: decision.rule.as_deref(),
         reason: Some(decision.reason),
@@ -197,6 +201,7 @@ pub fn record_error(request: &CheckRequest, reason: Reason, detail: &str, latenc
         method: field(|h| &h.method),
         host: field(|h| &h.host),
         path: without_query(field(|h| &h.path)),
+        raw_path: None,
         decision: "error",
         rule: None,
         reason: Some(reason),
@@ -253,6 +258,9 @@ impl AuditRecord<'_> {
         out.str("method", self.method);
         out.str("host", self.host);
         out.str("path", self.path);
+        if let Some(raw) = self.raw_path {
+            out.str("raw_path", raw);
+        }
         out.str("decision", self.decision);
         out.opt_str("rule", self.rule);
         out.opt_str("reason", self.reason.map(Reason::as_str));
@@ -351,6 +359,7 @@ mod tests {
             method: "GET",
             host: "h\\ost",
             path: "/caf\u{e9}/\u{2028}/\u{1F980}/\u{7f}",
+            raw_path: Some("/caf\u{e9}/./\u{2028}/\u{1F980}/\u{7f}"),
             decision: "deny",
             rule: Some("r\u{1}\u{8}\u{c}\u{1f}"),
             reason: Some(Reason::RuleError),
@@ -393,11 +402,15 @@ mod tests {
         bare.reason = None;
         bare.detail = None;
         bare.policy_version = None;
+        bare.raw_path = None;
         bare.latency_us = 0;
         let line = bare.to_json();
         assert_eq!(parsed(&line), serde_json::to_value(&bare).unwrap());
         assert!(
-            !line.contains("errors") && !line.contains("headers") && !line.contains("token_id")
+            !line.contains("errors")
+                && !line.contains("headers")
+                && !line.contains("token_id")
+                && !line.contains("raw_path")
         );
         assert!(line.contains(r#""spiffe_id":null"#), "{line}");
     }

@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer};
 
 use crate::engine::attributes::Attributes;
-use crate::engine::time;
+use crate::engine::{request_path, time};
 
 /// Why a `CheckRequest` cannot be checked at all (an error for Envoy, not a
 /// deny: its `failure_mode_allow` decides).
@@ -30,7 +30,9 @@ pub enum AttributesError {
 }
 
 impl<'a> Attributes<'a> {
-    /// Reads the attributes of `request`.
+    /// Reads the attributes of `request`: `path` is the canonical path and
+    /// an ambiguous one is refused (`request.paths: reject_ambiguous`, the
+    /// default; see [`Attributes::with_paths`] for the others).
     pub fn from_check_request(request: &'a CheckRequest) -> Result<Self, AttributesError> {
         let attrs = request
             .attributes
@@ -56,7 +58,8 @@ impl<'a> Attributes<'a> {
                 }
                 None => ("", "", 0),
             };
-        let (path, query) = split_path(&http.path);
+        let (raw_path, query) = split_path(&http.path);
+        let canonical = request_path::canonicalize(raw_path);
         Ok(Attributes {
             source_certificate,
             source_address,
@@ -66,7 +69,9 @@ impl<'a> Attributes<'a> {
             destination_port,
             request_id: &http.id,
             method: &http.method,
-            path,
+            path: canonical.path,
+            raw_path,
+            path_ambiguity: canonical.ambiguity,
             query,
             host: &http.host,
             scheme: &http.scheme,
@@ -169,10 +174,36 @@ mod tests {
         });
         let a = Attributes::from_check_request(&req).unwrap();
         assert_eq!(a.path, "/export/a");
+        assert_eq!(a.raw_path, "/export/a");
         assert_eq!(a.query, "x=1&y=2");
         assert_eq!(a.source_address, "10.1.2.3");
         assert_eq!(a.source_port, 5555);
         assert_eq!(a.source_certificate, "cert");
+    }
+
+    #[test]
+    fn the_path_is_canonical_the_raw_one_kept_and_ambiguity_found() {
+        use crate::engine::request_path::{Ambiguity, PathMode};
+        let req = request(HttpRequest {
+            path: "/export/%2e%2e//%61dmin?x=/../".into(),
+            ..Default::default()
+        });
+        let a = Attributes::from_check_request(&req).unwrap();
+        assert_eq!(
+            (a.path.as_ref(), a.raw_path, a.query),
+            ("/admin", "/export/%2e%2e//%61dmin", "x=/../")
+        );
+        assert_eq!(a.path_ambiguity, Some(Ambiguity::EncodedDot));
+        let canonical = a.clone().with_paths(PathMode::Canonical);
+        assert_eq!(
+            (canonical.path.as_ref(), canonical.path_ambiguity),
+            ("/admin", None)
+        );
+        let raw = a.with_paths(PathMode::Raw);
+        assert_eq!(
+            (raw.path.as_ref(), raw.path_ambiguity),
+            (raw.raw_path, None)
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! A [`Decision`] as Envoy's `CheckResponse`.
 //!
 //! Data flow: the last stage of a check. An allow is an OK status with the
-//! configured upstream headers (overwriting any the client sent); a deny is
+//! configured upstream headers (overwriting any the client sent) and every
+//! client-sent `x-celador-*` header removed; a deny is
 //! a denied HTTP response: 401 for a missing or invalid identity, 403 for a
 //! policy deny, a JSON body with the reason and the deciding rule, and an
 //! `x-celador-reason` header. Both carry dynamic metadata (reason, rule,
@@ -85,7 +86,9 @@ pub fn build(
     }
     CheckResponse {
         status: Some(status(tonic::Code::Ok)),
-        http_response: Some(HttpResponse::OkResponse(allowed(decision, settings))),
+        http_response: Some(HttpResponse::OkResponse(allowed(
+            decision, attrs, settings, None,
+        ))),
         dynamic_metadata: Some(metadata(decision)),
     }
 }
@@ -93,10 +96,12 @@ pub fn build(
 /// The answer on a route in shadow mode to a request the rules denied: let
 /// through, with `x-celador-shadow: <reason>` for the upstream, so that
 /// nothing it does depends on celador yet while the decision is audited.
-pub fn build_shadowed(decision: &Decision, settings: &AnswerSettings) -> CheckResponse {
-    let mut ok = allowed(decision, settings);
-    ok.headers
-        .push(overwrite(SHADOW_HEADER, decision.reason.as_str()));
+pub fn build_shadowed(
+    decision: &Decision,
+    attrs: &Attributes<'_>,
+    settings: &AnswerSettings,
+) -> CheckResponse {
+    let ok = allowed(decision, attrs, settings, Some(decision.reason.as_str()));
     CheckResponse {
         status: Some(status(tonic::Code::Ok)),
         http_response: Some(HttpResponse::OkResponse(ok)),
@@ -153,10 +158,23 @@ fn status(code: tonic::Code) -> rpc::Status {
     }
 }
 
-fn allowed(decision: &Decision, settings: &AnswerSettings) -> OkHttpResponse {
+/// The headers celador owns: a client's copy never reaches the upstream.
+pub const OWN_HEADER_PREFIX: &str = "x-celador-";
+
+/// An allowed request's upstream headers: each configured one set
+/// (replacing the client's copies) or removed when it has no value; every
+/// `x-celador-*` header the client sent, and `x-celador-shadow` whether or
+/// not celador saw it, removed unless celador sets it; `shadow`, when a
+/// shadow route lets a denial through, as `x-celador-shadow`.
+fn allowed(
+    decision: &Decision,
+    attrs: &Attributes<'_>,
+    settings: &AnswerSettings,
+    shadow: Option<&str>,
+) -> OkHttpResponse {
     let upstream_headers = &settings.upstream_headers;
-    let mut headers = Vec::with_capacity(upstream_headers.len());
-    let mut headers_to_remove = Vec::new();
+    let mut headers = Vec::with_capacity(upstream_headers.len() + usize::from(shadow.is_some()));
+    let mut headers_to_remove = Vec::with_capacity(2);
     if let Some(token_header) = &settings.remove_token_header
         && decision.identity.token.is_some()
     {
@@ -166,6 +184,20 @@ fn allowed(decision: &Decision, settings: &AnswerSettings) -> OkHttpResponse {
         match header_value(decision, *source) {
             Some(value) => headers.push(overwrite(name, value)),
             None => headers_to_remove.push(name.clone()),
+        }
+    }
+    // Set headers replace the client's copies (OVERWRITE_IF_EXISTS_OR_ADD),
+    // so only the others are removed: Envoy's order of removing and setting
+    // then does not matter.
+    let configured = |name: &str| upstream_headers.iter().any(|(n, _)| n == name);
+    match shadow {
+        Some(reason) => headers.push(overwrite(SHADOW_HEADER, reason)),
+        None if !configured(SHADOW_HEADER) => headers_to_remove.push(SHADOW_HEADER.to_owned()),
+        None => {}
+    }
+    for name in attrs.headers.keys() {
+        if name.starts_with(OWN_HEADER_PREFIX) && name != SHADOW_HEADER && !configured(name) {
+            headers_to_remove.push(name.clone());
         }
     }
     OkHttpResponse {

@@ -54,7 +54,7 @@ impl Tracing {
             KeyValue::new("celador.enforced", enforced),
             KeyValue::new("celador.cache_hit", decision.from_cache),
             KeyValue::new("http.request.method", attrs.method.to_owned()),
-            KeyValue::new("url.path", attrs.path.to_owned()),
+            KeyValue::new("url.path", attrs.path.to_string()),
         ];
         if let Some(rule) = &decision.rule {
             attributes.push(KeyValue::new("celador.rule", rule.to_string()));
@@ -178,7 +178,9 @@ mod tests {
             destination_port: 0,
             request_id: "",
             method: "GET",
-            path: "/",
+            path: "/".into(),
+            raw_path: "/",
+            path_ambiguity: None,
             query: "",
             host: "",
             scheme: "",

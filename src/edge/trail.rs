@@ -66,7 +66,10 @@ impl<'a> Trail<'a> {
     pub fn write(&self, out: &mut JsonObject<'_>) {
         let d = self.decision;
         let identified = d.identity.source.is_some() || d.identity.token.is_some();
-        if identified && d.revoked.is_none() {
+        // A revoked credential and an ambiguous path are denied before
+        // any rule reads anything.
+        let rules_ran = d.revoked.is_none() && d.reason != crate::engine::Reason::InvalidPath;
+        if identified && rules_ran {
             let policy = &self.snapshot.policy;
             let footprint = d
                 .rule
@@ -164,7 +167,8 @@ impl<'a> Trail<'a> {
                 o.raw("token.claims", claims.as_deref().unwrap_or("null"));
             }
             Part::Method => o.str("request.method", attrs.method),
-            Part::Path => o.str("request.path", attrs.path),
+            Part::Path => o.str("request.path", &attrs.path),
+            Part::RawPath => o.str("request.raw_path", attrs.raw_path),
             Part::Host => o.str("request.host", attrs.host),
             Part::Scheme => o.str("request.scheme", attrs.scheme),
             Part::Protocol => o.str("request.protocol", attrs.protocol),

@@ -46,8 +46,15 @@ pub struct Attributes<'a> {
     pub request_id: &'a str,
     /// `request.http.method`.
     pub method: &'a str,
-    /// `request.http.path` without query or fragment.
-    pub path: &'a str,
+    /// `request.path`: the canonical path (see [`super::request_path`]), or
+    /// the raw one with `request.paths: raw`.
+    pub path: Cow<'a, str>,
+    /// `request.raw_path`: `request.http.path` without query or fragment,
+    /// as Envoy sent it.
+    pub raw_path: &'a str,
+    /// Why the path is ambiguous, when it is and `request.paths` refuses
+    /// ambiguous paths: the engine then denies it (`invalid_path`).
+    pub path_ambiguity: Option<super::request_path::Ambiguity>,
     /// The raw query string (after `?`, before `#`), not decoded.
     pub query: &'a str,
     /// `request.http.host`.
@@ -70,6 +77,22 @@ impl Attributes<'_> {
     /// The header `name` (lowercase), if present.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
+    }
+
+    /// These attributes with paths read as `mode` says: the attributes are
+    /// built canonical and refusing ambiguity (the default); `canonical`
+    /// refuses nothing, `raw` gives rules the raw path.
+    pub fn with_paths(mut self, mode: super::request_path::PathMode) -> Self {
+        use super::request_path::PathMode;
+        match mode {
+            PathMode::RejectAmbiguous => {}
+            PathMode::Canonical => self.path_ambiguity = None,
+            PathMode::Raw => {
+                self.path = Cow::Borrowed(self.raw_path);
+                self.path_ambiguity = None;
+            }
+        }
+        self
     }
 }
 

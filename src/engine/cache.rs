@@ -217,6 +217,7 @@ fn part_value(key: &mut Vec<u8>, part: &Part, attrs: &Attributes<'_>, identity: 
         Part::Token => number(key, token.map_or(0, |t| Arc::as_ptr(t) as usize as u64)),
         Part::Method => field(key, Some(attrs.method.as_bytes())),
         Part::Path => field(key, Some(attrs.path.as_bytes())),
+        Part::RawPath => field(key, Some(attrs.raw_path.as_bytes())),
         Part::Host => field(key, Some(attrs.host.as_bytes())),
         Part::Scheme => field(key, Some(attrs.scheme.as_bytes())),
         Part::Protocol => field(key, Some(attrs.protocol.as_bytes())),

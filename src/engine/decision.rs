@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::grant::Grant;
 use super::identity::{Identity, IdentityError};
 use super::reason::Reason;
+use super::request_path::Ambiguity;
 use super::signals::Signals;
 
 /// What was decided for one request, and why.
@@ -135,6 +136,22 @@ impl Decision {
             detail: Some(failure.detail),
             identity: Identity::default(),
             errors: Vec::new(),
+            policy_version,
+            ..Decision::default()
+        }
+    }
+}
+
+impl Decision {
+    /// A denial of a path servers resolve differently from its canonical
+    /// form (`invalid_path`), made before any rule.
+    pub fn invalid_path(ambiguity: Ambiguity, policy_version: Arc<str>) -> Self {
+        Decision {
+            reason: Reason::InvalidPath,
+            detail: Some(format!(
+                "{}, which servers resolve differently; denied before any rule (request.paths: reject_ambiguous)",
+                ambiguity.describe()
+            )),
             policy_version,
             ..Decision::default()
         }

@@ -17,6 +17,7 @@ pub mod diagnostic;
 pub mod footprint;
 pub mod functions;
 mod lint;
+mod query;
 pub mod rules_file;
 pub mod schema;
 pub mod trace;

@@ -26,6 +26,10 @@ pub enum Reason {
     RuleError,
     /// No allow rule matched.
     NoAllowRule,
+    /// The path is one that servers resolve differently from its canonical
+    /// form (a dot segment, an encoded slash, a `;` parameter, ...): denied
+    /// (400) before any rule, unless `request.paths` says otherwise.
+    InvalidPath,
     /// Envoy sent no client certificate (`source.certificate` is empty).
     SvidMissing,
     /// The certificate could not be decoded (URL encoding, PEM or DER).
@@ -92,6 +96,7 @@ impl Reason {
             Reason::DeniedByRule => "denied_by_rule",
             Reason::RuleError => "rule_error",
             Reason::NoAllowRule => "no_allow_rule",
+            Reason::InvalidPath => "invalid_path",
             Reason::SvidMissing => "svid_missing",
             Reason::SvidMalformed => "svid_malformed",
             Reason::SvidUriSan => "svid_uri_san",
@@ -138,6 +143,7 @@ impl Reason {
                 | Reason::DeniedByRule
                 | Reason::RuleError
                 | Reason::NoAllowRule
+                | Reason::InvalidPath
                 | Reason::BundleUnavailable
                 | Reason::InvalidRoute
                 | Reason::InternalError
@@ -146,14 +152,15 @@ impl Reason {
     }
 
     /// The HTTP status of a denial for this reason: 401 for the caller's
-    /// identity, 403 for policy, 503 while a bundle is unavailable, 500 for
-    /// a route celador cannot serve or a failure of its own.
+    /// identity, 403 for policy, 400 for an ambiguous path, 503 while a
+    /// bundle is unavailable, 500 for a route celador cannot serve or a
+    /// failure of its own.
     pub fn http_status(self) -> u16 {
         match self {
             Reason::Allowed | Reason::Granted => 200,
             Reason::BundleUnavailable => 503,
             Reason::InvalidRoute | Reason::InternalError => 500,
-            Reason::InvalidRequest => 400,
+            Reason::InvalidRequest | Reason::InvalidPath => 400,
             reason if reason.is_identity_failure() => 401,
             _ => 403,
         }
@@ -167,6 +174,7 @@ impl Reason {
         Reason::DeniedByRule,
         Reason::RuleError,
         Reason::NoAllowRule,
+        Reason::InvalidPath,
         Reason::SvidMissing,
         Reason::SvidMalformed,
         Reason::SvidUriSan,
@@ -234,5 +242,6 @@ mod tests {
         assert_eq!(Reason::JwtExpired.http_status(), 401);
         assert_eq!(Reason::Revoked.http_status(), 403);
         assert_eq!(Reason::Granted.http_status(), 200);
+        assert_eq!(Reason::InvalidPath.http_status(), 400);
     }
 }

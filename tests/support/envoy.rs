@@ -239,6 +239,17 @@ pub fn with_ext_authz_filter(bootstrap: &str, filter: &str) -> String {
     )
 }
 
+/// `bootstrap` with Envoy's own path normalization (`normalize_path`,
+/// `merge_slashes`, `path_with_escaped_slashes_action`) off on listener
+/// `name`: its paths reach celador and the upstream as the client sent them.
+pub fn without_path_normalization(bootstrap: &str, name: &str) -> String {
+    let normalized = format!(
+        "stat_prefix: {name}\n          normalize_path: true\n          merge_slashes: true\n          path_with_escaped_slashes_action: REJECT_REQUEST\n"
+    );
+    assert!(bootstrap.contains(&normalized), "no listener {name}");
+    bootstrap.replace(&normalized, &format!("stat_prefix: {name}\n"))
+}
+
 fn indent(text: &str, spaces: usize) -> String {
     let pad = " ".repeat(spaces);
     text.lines()

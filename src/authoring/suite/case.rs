@@ -70,7 +70,9 @@ pub struct RequestInput {
     /// `GET` unless given.
     #[serde(default)]
     pub method: Option<String>,
-    /// The path, with a query if any; `/` unless given.
+    /// The path as the client sends it, with a query if any; `/` unless
+    /// given. It is canonicalized, and an ambiguous one refused
+    /// (`invalid_path`), as `serve` does by default.
     #[serde(default)]
     pub path: Option<String>,
     /// Query parameters, appended to the path's.
@@ -162,7 +164,7 @@ pub struct Expect {
     #[serde(default)]
     pub rule: Option<String>,
     /// The reason, if the case cares: `allowed`, `denied_by_rule`,
-    /// `rule_error`, `no_allow_rule` or `granted`.
+    /// `rule_error`, `no_allow_rule`, `granted` or `invalid_path`.
     #[serde(default)]
     pub reason: Option<String>,
     /// The grant that allowed the request, or that deny rules saw, if the

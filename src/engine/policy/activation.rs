@@ -3,9 +3,10 @@
 //! Data flow: an [`Input`] (the verified identity, the request's
 //! [`Attributes`], the [`Workload`] and the clock) becomes an [`Activation`],
 //! the variable resolver CEL evaluates against. Scalars are borrowed strings
-//! made once per request; maps (`request.headers`, `request.query`,
-//! `context`, the workload's labels) are built only if a rule reads them,
-//! and at most once per request.
+//! made once per request; maps (`request.headers`, `request.query` and
+//! `request.query_all` (see [`super::query`]), `context`, the workload's
+//! labels) are built only if a rule reads them, and at most once per
+//! request.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -20,11 +21,11 @@ use cel::common::types::{
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 
+use super::query::Query;
 use crate::engine::attributes::Attributes;
 use crate::engine::grant::Grant;
 use crate::engine::identity::X509Svid;
 use crate::engine::identity::jwt::JwtSvid;
-use crate::engine::percent;
 use crate::engine::signals::Signals;
 use crate::engine::workload::Workload;
 
@@ -91,27 +92,28 @@ impl<'a> Activation<'a> {
             request: RequestVal {
                 id: attrs.request_id.into(),
                 method: attrs.method.into(),
-                path: attrs.path.into(),
+                path: attrs.path.as_ref().into(),
+                raw_path: attrs.raw_path.into(),
                 host: attrs.host.into(),
                 scheme: attrs.scheme.into(),
                 protocol: attrs.protocol.into(),
                 size: CelInt::from(attrs.size),
                 time: attrs.time.map_or_else(|| now.clone(), timestamp),
-                headers: LazyMap::new(MapSource::Map(&attrs.headers)),
-                query: LazyMap::new(MapSource::Query(attrs.query)),
+                headers: LazyMap::new(&attrs.headers),
+                query: Query::new(attrs.query),
             },
             destination: DestinationVal {
                 principal: attrs.destination_principal.into(),
                 address: attrs.destination_address.into(),
                 port: CelInt::from(i64::from(attrs.destination_port)),
             },
-            context: LazyMap::new(MapSource::Map(attrs.context)),
+            context: LazyMap::new(attrs.context),
             workload: WorkloadVal {
                 namespace: input.workload.namespace.as_str().into(),
                 name: input.workload.name.as_str().into(),
                 service_account: input.workload.service_account.as_str().into(),
-                labels: LazyMap::new(MapSource::Map(&input.workload.labels)),
-                annotations: LazyMap::new(MapSource::Map(&input.workload.annotations)),
+                labels: LazyMap::new(&input.workload.labels),
+                annotations: LazyMap::new(&input.workload.annotations),
             },
             now,
             grant: GrantVal::new(input.grant),
@@ -157,23 +159,15 @@ fn timestamp(t: SystemTime) -> CelTimestamp {
     CelTimestamp::from(crate::engine::time::to_chrono(t).fixed_offset())
 }
 
-/// Where a map's entries come from.
-#[derive(Debug, Clone, Copy)]
-enum MapSource<'a> {
-    Map(&'a HashMap<String, String>),
-    /// A raw query string, decoded when first read.
-    Query(&'a str),
-}
-
 /// A `map(string, string)` built on first access.
 #[derive(Debug, Clone)]
 struct LazyMap<'a> {
-    source: MapSource<'a>,
+    source: &'a HashMap<String, String>,
     built: OnceLock<CelMap<'a>>,
 }
 
 impl<'a> LazyMap<'a> {
-    fn new(source: MapSource<'a>) -> Self {
+    fn new(source: &'a HashMap<String, String>) -> Self {
         LazyMap {
             source,
             built: OnceLock::new(),
@@ -182,35 +176,16 @@ impl<'a> LazyMap<'a> {
 
     fn get(&self) -> &CelMap<'a> {
         self.built.get_or_init(|| {
-            let mut entries: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = HashMap::new();
-            match self.source {
-                MapSource::Map(map) => {
-                    entries.reserve(map.len());
-                    for (k, v) in map {
-                        entries.insert(
-                            CelMapKey::from(k.as_str()),
-                            Box::new(CelString::from(v.as_str())),
-                        );
-                    }
-                }
-                MapSource::Query(query) => {
-                    for pair in query.split('&').filter(|p| !p.is_empty()) {
-                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                        let key = percent::decode_lossy(k, true);
-                        let key: CelMapKey<'a> = match key {
-                            std::borrow::Cow::Borrowed(k) => CelMapKey::from(k),
-                            std::borrow::Cow::Owned(k) => CelMapKey::from(k),
-                        };
-                        // The first value of a repeated name wins.
-                        entries.entry(key).or_insert_with(|| {
-                            Box::new(match percent::decode_lossy(v, true) {
-                                std::borrow::Cow::Borrowed(v) => CelString::from(v),
-                                std::borrow::Cow::Owned(v) => CelString::from(v),
-                            })
-                        });
-                    }
-                }
-            }
+            let entries: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = self
+                .source
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        CelMapKey::from(k.as_str()),
+                        Box::new(CelString::from(v.as_str())) as Box<dyn Val + 'a>,
+                    )
+                })
+                .collect();
             CelMap::from(entries)
         })
     }
@@ -395,13 +370,14 @@ struct RequestVal<'a> {
     id: CelString<'a>,
     method: CelString<'a>,
     path: CelString<'a>,
+    raw_path: CelString<'a>,
     host: CelString<'a>,
     scheme: CelString<'a>,
     protocol: CelString<'a>,
     size: CelInt,
     time: CelTimestamp,
     headers: LazyMap<'a>,
-    query: LazyMap<'a>,
+    query: Query<'a>,
 }
 
 impl<'a> RequestVal<'a> {
@@ -410,7 +386,9 @@ impl<'a> RequestVal<'a> {
             "id" => CowVal::Borrowed(&self.id),
             "method" => CowVal::Borrowed(&self.method),
             "path" => CowVal::Borrowed(&self.path),
-            "query" => CowVal::Borrowed(self.query.get()),
+            "raw_path" => CowVal::Borrowed(&self.raw_path),
+            "query" => CowVal::Borrowed(self.query.single()),
+            "query_all" => CowVal::Borrowed(self.query.all()),
             "host" => CowVal::Borrowed(&self.host),
             "scheme" => CowVal::Borrowed(&self.scheme),
             "protocol" => CowVal::Borrowed(&self.protocol),

@@ -36,6 +36,8 @@ pub enum Part {
     Method,
     /// `request.path`.
     Path,
+    /// `request.raw_path`.
+    RawPath,
     /// `request.host`.
     Host,
     /// `request.scheme`.
@@ -44,7 +46,7 @@ pub enum Part {
     Protocol,
     /// `request.size`.
     Size,
-    /// The query string.
+    /// The query string (`request.query`, `request.query_all`).
     Query,
     /// One request header, by its key as written.
     Header(String),
@@ -174,7 +176,17 @@ impl Footprint {
             "source" => &["id", "address", "port"],
             "token" => &["claims"],
             "request" => &[
-                "id", "method", "path", "query", "host", "scheme", "protocol", "headers", "size",
+                "id",
+                "method",
+                "path",
+                "raw_path",
+                "query",
+                "query_all",
+                "host",
+                "scheme",
+                "protocol",
+                "headers",
+                "size",
                 "time",
             ],
             "destination" => &["principal", "address", "port"],
@@ -212,11 +224,12 @@ impl Footprint {
             }
             ("request", "method") => Part::Method,
             ("request", "path") => Part::Path,
+            ("request", "raw_path") => Part::RawPath,
             ("request", "host") => Part::Host,
             ("request", "scheme") => Part::Scheme,
             ("request", "protocol") => Part::Protocol,
             ("request", "size") => Part::Size,
-            ("request", "query") => Part::Query,
+            ("request", "query" | "query_all") => Part::Query,
             ("request", "headers") => Part::Headers,
             ("destination", "principal") => Part::DestinationPrincipal,
             ("destination", "address") => Part::DestinationAddress,
@@ -272,7 +285,7 @@ fn map_of(expr: &IdedExpr, shadowed: &[String]) -> Option<MapName> {
                 select.field.as_str(),
             ) {
                 ("request", "headers") => Some(MapName::Headers),
-                ("request", "query") => Some(MapName::Query),
+                ("request", "query" | "query_all") => Some(MapName::Query),
                 ("workload", "labels" | "annotations") => Some(MapName::Constant),
                 _ => None,
             }
@@ -335,6 +348,16 @@ mod tests {
         // A macro's own variable named like a top-level one is not it.
         let f = footprint("[1, 2].exists(now, now > 1)");
         assert!(f.cacheable(), "{f:?}");
+    }
+
+    #[test]
+    fn the_raw_path_and_every_query_value_are_parts_of_their_own() {
+        let f = footprint(r#"request.raw_path == "/a" && request.query_all.x == ["1"]"#);
+        assert_eq!(f.parts, BTreeSet::from([Part::RawPath, Part::Query]));
+        let f = footprint(r#""x" in request.query_all && request.path == "/a""#);
+        assert_eq!(f.parts, BTreeSet::from([Part::Path, Part::Query]));
+        let f = footprint("request == request");
+        assert!(f.parts.contains(&Part::RawPath) && f.parts.contains(&Part::Query));
     }
 
     #[test]

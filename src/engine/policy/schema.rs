@@ -99,6 +99,8 @@ pub enum FieldTy {
     StringList,
     /// `map(string, dyn)`
     DynMap,
+    /// `map(string, list(string))`
+    StringListMap,
     /// One of celador's objects.
     Object(&'static Object),
 }
@@ -113,6 +115,7 @@ impl FieldTy {
             FieldTy::StringMap => Ty::string_map(),
             FieldTy::StringList => Ty::string_list(),
             FieldTy::DynMap => Ty::Map(Box::new(Ty::String), Box::new(Ty::Dyn)),
+            FieldTy::StringListMap => Ty::Map(Box::new(Ty::String), Box::new(Ty::string_list())),
             FieldTy::Object(o) => Ty::Object(o),
         }
     }
@@ -238,12 +241,22 @@ pub static REQUEST: Object = Object {
         field(
             "path",
             FieldTy::String,
-            "The path without query or fragment (`attributes.request.http.path` up to `?` or `#`), as Envoy forwards it.",
+            "The canonical path: `request.raw_path` with percent-encoded unreserved characters decoded (`%61` is `a`), other escapes in upper case, backslashes read as `/`, slashes merged and dot segments removed (RFC 3986). A path that servers resolve differently from this form (a `.` or `..` segment, `%2e`, `%2f`, `%5c`, `\\`, a `;` parameter, NUL, a control character, a malformed or double escape, a leading `//`) never reaches the rules: it is denied with `invalid_path` (celador's `request.paths` setting can change this).",
+        ),
+        field(
+            "raw_path",
+            FieldTy::String,
+            "The path as Envoy sent it, without query or fragment (`attributes.request.http.path` up to `?` or `#`).",
         ),
         field(
             "query",
             FieldTy::StringMap,
-            "The query parameters of `attributes.request.http.path`, percent-decoded (`+` is a space); for a repeated name, the first value.",
+            "The query parameters of `attributes.request.http.path`, percent-decoded (`+` is a space). Reading a name given more than once (`?a=1&a=2`) is an evaluation error (servers disagree on its value): a deny rule reading it matches, an allow rule does not; read `request.query_all` for such names.",
+        ),
+        field(
+            "query_all",
+            FieldTy::StringListMap,
+            "Every value of each query parameter, in order, percent-decoded: `request.query_all.tag == [\"a\", \"b\"]` for `?tag=a&tag=b`.",
         ),
         field(
             "host",

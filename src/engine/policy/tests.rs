@@ -226,6 +226,8 @@ rules:
     when: >
       source.trust_domain == "example.org" && source.path == "/ns/batch/sa/x" &&
       source.not_after > now && request.query["page"] == "2 3" && request.query.q == "é" &&
+      request.query_all.page == ["2 3"] && request.query_all.tag == ["a", "b"] &&
+      request.raw_path == "/export//%61bc" &&
       request.host == "api.example.org" && request.headers["x-a"] == "b" &&
       context.route == "export" && workload.namespace == "payments" &&
       workload.labels.app == "api" && request.time <= now && request.size == 0 &&
@@ -234,7 +236,7 @@ rules:
     );
     let req = http(
         "GET",
-        "/export/abc?page=2+3&q=%C3%A9&page=9",
+        "/export//%61bc?page=2+3&q=%C3%A9&tag=a&tag=b",
         &[("x-a", "b")],
     );
     let v = decide(&p, "spiffe://example.org/ns/batch/sa/x", &req);
