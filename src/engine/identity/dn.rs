@@ -159,7 +159,7 @@ fn decode_string(tag: u32, data: &[u8]) -> Option<String> {
             })
             .collect(),
         // BMPString: UCS-2 (read as UTF-16), big-endian.
-        30 if data.len() % 2 == 0 => {
+        30 if data.len().is_multiple_of(2) => {
             let units: Vec<u16> = data
                 .chunks_exact(2)
                 .filter_map(|c| <[u8; 2]>::try_from(c).ok())
@@ -405,7 +405,7 @@ impl<'t> Reader<'t> {
             self.pos += 1;
         }
         let hex = self.text.get(start..self.pos).unwrap_or_default();
-        if hex.is_empty() || hex.len() % 2 != 0 {
+        if hex.is_empty() || !hex.len().is_multiple_of(2) {
             return Err(error("`#` must be followed by the hex of an encoded value"));
         }
         let der: Vec<u8> = (0..hex.len())
