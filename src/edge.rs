@@ -147,6 +147,7 @@ impl ExtAuthz {
             enforced,
             time: now,
             latency: started.elapsed(),
+            redaction: self.engine.redaction(),
         };
         self.record(&decision, &attrs, context);
         self.count(&decision, enforced, started.elapsed());
@@ -160,12 +161,18 @@ impl ExtAuthz {
             audit::record(decision, attrs, &self.settings.audit_headers, context);
             if let Some(tracing) = self.tracing.get() {
                 let end = SystemTime::now();
-                tracing.record(attrs, decision, context.enforced, context.time, end);
+                tracing.record(
+                    (attrs, context.redaction),
+                    decision,
+                    context.enforced,
+                    context.time,
+                    end,
+                );
             }
         }));
         if recorded.is_err() {
             tracing::error!(
-                request_id = attrs.request_id,
+                request_id = %context.redaction.text(attrs.request_id),
                 "writing the audit record failed"
             );
         }

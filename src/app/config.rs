@@ -182,6 +182,11 @@ pub struct AuditConfig {
     /// Request headers whose values are recorded (none by default).
     #[serde(default)]
     pub headers: Vec<String>,
+    /// Query parameters whose values may be shown (none by default: a
+    /// record, a span or an explanation shows every other value as
+    /// `<redacted>`).
+    #[serde(default)]
+    pub query_params: Vec<String>,
 }
 
 /// Diagnostic logging (audit records always go to standard output).
@@ -589,11 +594,20 @@ impl Config {
                 problems.push(format!(
                     "audit.headers: '{name}' is not a lowercase HTTP header name"
                 ));
-            } else if crate::edge::audit::is_secret_header(name)
+            } else if crate::engine::redaction::is_credential_header(name)
                 || Some(name.as_str()) == token_header
             {
                 problems.push(format!(
                     "audit.headers: '{name}' carries credentials, which celador never records"
+                ));
+            }
+        }
+        for name in &self.audit.query_params {
+            if name.is_empty() {
+                problems.push("audit.query_params: an empty name".to_owned());
+            } else if crate::engine::redaction::is_credential_name(name) {
+                problems.push(format!(
+                    "audit.query_params: '{name}' looks like a credential, whose value celador never shows"
                 ));
             }
         }
