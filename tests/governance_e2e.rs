@@ -1,8 +1,9 @@
 //! Runtime governance through a real Envoy 1.40: time-bound grants that
 //! open and close by themselves, revocations that beat the decision cache,
 //! behavioural signals, and shadow rules and routes that change nothing but
-//! the audit trail; and the ext_authz filter `celador envoy-config` prints
-//! for the rules, in place of the default one.
+//! the audit trail; the ext_authz filter `celador envoy-config` prints
+//! for the rules, in place of the default one; and what the audit trail
+//! never shows: a request's secrets.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod support;
@@ -428,6 +429,100 @@ fn the_filter_envoy_config_prints_sends_celador_only_the_headers_its_rules_read(
     assert!(sent.get("x-unlisted").is_none(), "{sent}");
     // celador still verified the peer certificate Envoy forwarded.
     assert_eq!(h.record("filtered-1")["spiffe_id"], EXPORTER);
+}
+
+/// Issue 19's leaks, through Envoy: a full JWT-SVID in the configured
+/// `x-jwt-svid` header that rules read as a whole header map (`in`,
+/// `exists`) and fail on, credentials in query values, a bearer value in
+/// an audited header, a token in the path. The audit records, the log and
+/// the answers hold none of them.
+#[test]
+fn no_secret_of_a_request_reaches_the_audit_trail_or_the_log_through_envoy() {
+    let signer = support::jwt::Signer::es256("k1");
+    let svid = signer.token(&support::jwt::claims(
+        "spiffe://example.org/agents/export-bot",
+        "payments",
+        300,
+    ));
+    let policy = r#"rules:
+  - name: token-header-present
+    effect: allow
+    when: '"x-jwt-svid" in request.headers && request.method == "PATCH"'
+  - name: any-debug-header
+    effect: allow
+    when: request.headers.exists(k, k.startsWith("x-never"))
+  - name: query
+    effect: allow
+    when: request.query["pass"] == "nope" && request.query["page"] == "2"
+  - name: odd-addresses
+    effect: deny
+    when: request.path.startsWith("/fails/") && (request.headers["x-jwt-svid"].inCidr("10.0.0.0/8") || request.query["pwd"].inCidr("10.0.0.0/8"))
+"#;
+    let h = Harness::start(
+        policy,
+        "identity:\n  jwt:\n    header: x-jwt-svid\n    audiences: [payments]\naudit:\n  headers: [x-debug-info, x-tenant]\n  query_params: [page]\n",
+        &[],
+    );
+    let query = format!(
+        "jwt={svid}&pass=hunter2&pwd=correct-horse-battery&x-amz-credential=AKIAIOSFODNN7EXAMPLE%2F20260101%2Fus-east-1%2Fs3%2Faws4_request&page=2"
+    );
+    let client = h.client(EXPORTER);
+    let mut replies = Vec::new();
+    for (marker, expected) in [("reads-1", "no_allow_rule"), ("fails/1", "rule_error")] {
+        let reply = https::tls(
+            h.envoy.listener("mtls"),
+            &h.server_ca.pem,
+            Some(&client),
+            &Call {
+                method: "GET",
+                path: &format!("/{marker}/{svid}?{query}"),
+                headers: &[
+                    ("x-jwt-svid", &svid),
+                    ("x-debug-info", "Bearer opaque-debug-credential"),
+                    ("x-tenant", "acme"),
+                ],
+            },
+        );
+        assert_eq!(reply.status, 403, "{reply:?}\n{}", h.envoy.log());
+        assert!(reply.body.contains(expected), "{reply:?}");
+        replies.push(reply);
+    }
+    let read = &h.record("reads-1")["read"];
+    assert_eq!(
+        read["request.headers"]["x-jwt-svid"], "<redacted>",
+        "{read}"
+    );
+    assert_eq!(read["request.headers"]["x-tenant"], "acme", "{read}");
+    assert_eq!(read["request.query"]["jwt"], "<redacted>", "{read}");
+    assert_eq!(read["request.query"]["page"], "2", "{read}");
+    let failed = h.record("fails/1");
+    assert_eq!(failed["headers"]["x-debug-info"], "<redacted>", "{failed}");
+    assert!(
+        failed["explanation"]["children"][1]["children"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("\"<redacted>\" is not an IP address")),
+        "{failed}"
+    );
+    let outputs = [
+        (
+            "the audit records",
+            serde_json::to_string(&h.celador.audit_records()).unwrap(),
+        ),
+        ("the log", h.celador.log()),
+        ("the answers", format!("{replies:?}")),
+    ];
+    for (what, text) in &outputs {
+        for secret in [
+            svid.as_str(),
+            "hunter2",
+            "correct-horse-battery",
+            "AKIAIOSFODNN7EXAMPLE",
+            "opaque-debug-credential",
+            "eyJ",
+        ] {
+            assert!(!text.contains(secret), "{what} hold {secret}:\n{text}");
+        }
+    }
 }
 
 fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {

@@ -739,10 +739,17 @@ mod tests {
     #[test]
     fn credential_headers_are_refused_in_audit_records_and_answers_detail_is_opt_in() {
         let text = format!(
-            "{MINIMAL}identity:\n  jwt:\n    audiences: [a]\n    header: x-svid\naudit:\n  headers: [authorization, cookie, x-svid, user-agent]\n"
+            "{MINIMAL}identity:\n  jwt:\n    audiences: [a]\n    header: x-svid\naudit:\n  headers: [authorization, cookie, x-svid, x-api-key, x-amz-security-token, x-session-token, user-agent]\n"
         );
         let err = parse(&text).unwrap_err().to_string();
-        for name in ["authorization", "cookie", "x-svid"] {
+        for name in [
+            "authorization",
+            "cookie",
+            "x-svid",
+            "x-api-key",
+            "x-amz-security-token",
+            "x-session-token",
+        ] {
             assert!(
                 err.contains(&format!(
                     "audit.headers: '{name}' carries credentials, which celador never records"
@@ -756,6 +763,28 @@ mod tests {
         assert!(detail.answers.detail);
         let typo = parse(&format!("{MINIMAL}answers:\n  details: true\n")).unwrap_err();
         assert!(typo.to_string().contains("details"), "{typo}");
+    }
+
+    #[test]
+    fn query_params_shown_in_audit_records_are_named_and_never_credentials() {
+        let config = parse(&format!("{MINIMAL}audit:\n  query_params: [page, sort]\n")).unwrap();
+        assert_eq!(config.audit.query_params, ["page", "sort"]);
+        assert!(parse(MINIMAL).unwrap().audit.query_params.is_empty());
+        let err = parse(&format!(
+            "{MINIMAL}audit:\n  query_params: [page, access_token, client_secret, sig, pwd, \"\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        for name in ["access_token", "client_secret", "sig", "pwd"] {
+            assert!(
+                err.contains(&format!(
+                    "audit.query_params: '{name}' looks like a credential, whose value celador never shows"
+                )),
+                "{name}: {err}"
+            );
+        }
+        assert!(err.contains("audit.query_params: an empty name"), "{err}");
+        assert!(!err.contains("'page'"), "{err}");
     }
 
     #[test]
