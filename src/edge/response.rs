@@ -213,7 +213,7 @@ fn denial_body(decision: &Decision, attrs: &Attributes<'_>, detail: bool) -> Str
             "reason": decision.reason,
             "request_id": request_id,
             "rule": decision.rule.as_deref(),
-            "detail": decision.detail,
+            "detail": decision.detail.as_deref().map(crate::engine::redaction::text),
         })
     } else {
         serde_json::json!({
