@@ -48,6 +48,9 @@ pub struct ExtAuthz {
     engine: Engine,
     store: Arc<Store>,
     settings: EdgeSettings,
+    /// `settings.audit_headers`, each with whether its name alone makes it
+    /// a credential: worked out once, not per record.
+    audited: Vec<(String, bool)>,
     /// Set once, at start, when tracing is configured.
     tracing: std::sync::OnceLock<trace::Tracing>,
 }
@@ -64,7 +67,13 @@ impl std::fmt::Debug for ExtAuthz {
 impl ExtAuthz {
     /// An edge deciding with `engine` over the live state in `store`.
     pub fn new(engine: Engine, store: Arc<Store>, settings: EdgeSettings) -> Self {
+        let audited = settings
+            .audit_headers
+            .iter()
+            .map(|name| (name.clone(), engine.redaction().is_secret_header(name)))
+            .collect();
         ExtAuthz {
+            audited,
             engine,
             store,
             settings,
@@ -158,7 +167,7 @@ impl ExtAuthz {
     /// on. A failure here is logged; the answer stands.
     fn record(&self, decision: &Decision, attrs: &Attributes<'_>, context: audit::Context<'_>) {
         let recorded = catch_unwind(AssertUnwindSafe(|| {
-            audit::record(decision, attrs, &self.settings.audit_headers, context);
+            audit::record(decision, attrs, &self.audited, context);
             if let Some(tracing) = self.tracing.get() {
                 let end = SystemTime::now();
                 tracing.record(

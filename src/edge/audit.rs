@@ -118,11 +118,12 @@ pub struct Context<'a> {
     pub redaction: &'a Redaction,
 }
 
-/// Audits a decision.
+/// Audits a decision; `headers` are the audited headers, each with
+/// whether its name makes it a credential ([`Redaction::is_secret_header`]).
 pub fn record(
     decision: &Decision,
     attrs: &Attributes<'_>,
-    headers: &[String],
+    headers: &[(String, bool)],
     context: Context<'_>,
 ) {
     let mut record = audit_record(
@@ -147,7 +148,7 @@ pub fn record(
 fn audit_record<'a>(
     decision: &'a Decision,
     (attrs, redaction): (&'a Attributes<'_>, &Redaction),
-    headers: &'a [String],
+    headers: &'a [(String, bool)],
     time: SystemTime,
     latency: Duration,
 ) -> AuditRecord<'a> {
@@ -170,9 +171,15 @@ fn audit_record<'a>(
         headers: Headers(
             headers
                 .iter()
-                .filter_map(|name| {
+                .filter_map(|(name, secret)| {
                     let value = attrs.header(name)?;
-                    Some((name.as_str(), truncate(redaction.header(name, value))))
+                    // As `redaction.header`, its name judged once.
+                    let value = if *secret {
+                        redaction::REDACTED
+                    } else {
+                        redaction.value(value)
+                    };
+                    Some((name.as_str(), truncate(value)))
                 })
                 .collect(),
         ),
@@ -422,12 +429,9 @@ mod tests {
             crate::engine::identity::IdentityError::new(Reason::SvidMissing, "no certificate"),
             "v1".into(),
         );
-        let headers = [
-            "authorization".to_owned(),
-            "cookie".to_owned(),
-            "user-agent".to_owned(),
-        ];
         let redaction = Redaction::default();
+        let headers = ["authorization", "cookie", "user-agent"]
+            .map(|name| (name.to_owned(), redaction.is_secret_header(name)));
         let record = audit_record(
             &decision,
             (&attrs, &redaction),

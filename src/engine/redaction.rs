@@ -268,9 +268,13 @@ impl Redaction {
     /// word and every value of `attrs` that would be redacted replaced:
     /// CEL and celador's functions quote the values they fail on.
     pub fn message<'t>(&self, text: &'t str, attrs: &Attributes<'_>) -> Cow<'t, str> {
+        // Only values the message quotes are looked at: a rule that often
+        // fails (a header that is often absent) costs a scan, not a
+        // redaction of the whole request.
+        let quoted = |value: &str| !value.is_empty() && text.contains(escaped(value).as_ref());
         let mut secrets: Vec<Cow<'_, str>> = Vec::new();
         for (name, value) in attrs.headers.iter() {
-            if self.header(name, value) == REDACTED {
+            if quoted(value) && self.header(name, value) == REDACTED {
                 secrets.push(Cow::Borrowed(value));
             }
         }
@@ -280,10 +284,10 @@ impl Redaction {
                 percent::decode_lossy(k, true),
                 percent::decode_lossy(v, true),
             );
-            if self.query_name(&k) == REDACTED {
+            if quoted(&k) && self.query_name(&k) == REDACTED {
                 secrets.push(k.clone());
             }
-            if self.query_value(&k, &v) == REDACTED {
+            if quoted(&v) && self.query_value(&k, &v) == REDACTED {
                 secrets.push(v);
             }
         }
@@ -408,10 +412,20 @@ pub fn is_credential_header(name: &str) -> bool {
 /// `xsrf`, or is `auth`, `authorization`, `key`, `pass`, `pwd`, `pin`,
 /// `sig`, `signature`, `otp`, `bearer` or `sid`.
 pub fn is_credential_name(name: &str) -> bool {
-    name.split(['-', '_', '.']).any(|word| {
-        let word = word.to_ascii_lowercase();
-        CREDENTIAL_WORDS.iter().any(|w| word.contains(w))
-            || CREDENTIAL_WHOLE_WORDS.contains(&word.as_str())
+    // Header names arrive in lower case; only a config's names may not.
+    let lower: Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    };
+    lower.split(['-', '_', '.']).any(|word| {
+        CREDENTIAL_WHOLE_WORDS.contains(&word)
+            || word.char_indices().any(|(at, c)| {
+                // A word rarely starts where one of them could.
+                CREDENTIAL_WORDS.iter().any(|w| {
+                    w.starts_with(c) && word.get(at..).is_some_and(|rest| rest.starts_with(w))
+                })
+            })
     })
 }
 
@@ -419,7 +433,8 @@ pub fn is_credential_name(name: &str) -> bool {
 /// authentication scheme and a credential (`Bearer …`, `Basic …`), or one
 /// of its words is a compact JWS/JWE or a cloud access key.
 pub fn is_secret_value(value: &str) -> bool {
-    starts_with_scheme(value) || words(value).any(|(_, word)| is_secret_word(word))
+    may_hold_secret(value)
+        && (starts_with_scheme(value) || words(value).any(|(_, word)| is_secret_word(word)))
 }
 
 /// `Scheme credentials`, the scheme one of [`AUTH_SCHEMES`].
@@ -430,21 +445,60 @@ fn starts_with_scheme(value: &str) -> bool {
     })
 }
 
-/// The runs of characters a token or key is made of (letters, digits,
-/// `-`, `_`, `.`, `~`), with their byte offsets.
+/// Whether `b` is a byte of a token or a key: a letter, a digit, `-`,
+/// `_`, `.` or `~` (all ASCII, so a run of them is whole characters).
+fn is_word_byte(b: u8) -> bool {
+    // A table: values are scanned on every audit record, and this is one
+    // load a byte (the bound is known, so `get` costs no check). Indexing
+    // is evaluated at compile time here, where it cannot panic.
+    #[allow(clippy::indexing_slicing)]
+    static WORD_BYTES: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0u8;
+        loop {
+            table[b as usize] =
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
+            if b == u8::MAX {
+                break;
+            }
+            b += 1;
+        }
+        table
+    };
+    WORD_BYTES.get(usize::from(b)).copied().unwrap_or(false)
+}
+
+/// The runs of [`is_word_byte`]s in `text`, with their byte offsets.
 fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    let is_word = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~');
-    let mut rest = 0;
+    let bytes = text.as_bytes();
+    let mut at = 0;
     std::iter::from_fn(move || {
-        let tail = text.get(rest..)?;
-        let start = rest + tail.find(is_word)?;
-        let len = text
+        let start = at + bytes.get(at..)?.iter().position(|b| is_word_byte(*b))?;
+        let len = bytes
             .get(start..)?
-            .find(|c: char| !is_word(c))
-            .unwrap_or(text.len() - start);
-        rest = start + len;
-        Some((start, text.get(start..rest)?))
+            .iter()
+            .position(|b| !is_word_byte(*b))
+            .unwrap_or(bytes.len() - start);
+        at = start + len;
+        Some((start, text.get(start..at)?))
     })
+}
+
+/// Whether `text` may hold a credential at all: a word as long as the
+/// shortest one, or a space (after which a scheme's credential may
+/// follow). Most values hold neither, and cost one pass over their bytes.
+fn may_hold_secret(text: &str) -> bool {
+    let mut run = 0;
+    for &b in text.as_bytes() {
+        if b == b' ' {
+            return true;
+        }
+        run = if is_word_byte(b) { run + 1 } else { 0 };
+        if run >= MIN_SECRET_WORD {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether one word is a compact JWS/JWE or an access key.
@@ -488,9 +542,28 @@ fn is_jose(word: &str) -> bool {
     serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes).is_ok()
 }
 
+/// `value` as it stands inside a quoted string in a message: escaped as
+/// `{:?}` escapes it (CEL's and celador's messages quote values so).
+fn escaped(value: &str) -> Cow<'_, str> {
+    if value
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        return Cow::Borrowed(value);
+    }
+    let debug = format!("{value:?}");
+    match debug.get(1..debug.len().saturating_sub(1)) {
+        Some(inner) if inner != value => Cow::Owned(inner.to_owned()),
+        _ => Cow::Borrowed(value),
+    }
+}
+
 /// `text` with every credential-like word, every credential after an
 /// authentication scheme and every occurrence of `secrets` replaced.
 fn scrub<'t>(text: &'t str, secrets: &[Cow<'_, str>]) -> Cow<'t, str> {
+    if secrets.is_empty() && !may_hold_secret(text) {
+        return Cow::Borrowed(text);
+    }
     let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut after_scheme = false;
     for (start, word) in words(text) {
@@ -503,11 +576,12 @@ fn scrub<'t>(text: &'t str, secrets: &[Cow<'_, str>]) -> Cow<'t, str> {
                 .is_some_and(|t| t.starts_with(' '));
     }
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        // A short value is replaced where it stands quoted (as CEL and
-        // `{:?}` quote it); a longer one wherever it stands.
-        let quoted = format!("{secret:?}");
+        // As CEL and `{:?}` write it; a short value only where it stands
+        // quoted, a longer one wherever it stands.
+        let inner = escaped(secret);
+        let quoted = format!("\"{inner}\"");
         let (needle, inside) = if secret.len() >= 6 {
-            (secret.as_ref(), 0)
+            (inner.as_ref(), 0)
         } else {
             (quoted.as_str(), 1)
         };
@@ -667,6 +741,7 @@ mod tests {
         let headers: HashMap<String, String> = [
             ("x-jwt-svid".to_owned(), "opaque-svid-value".to_owned()),
             ("x-tenant".to_owned(), "acme".to_owned()),
+            ("x-api-key".to_owned(), "q\"uote\\d\u{e9}".to_owned()),
         ]
         .into();
         let context = HashMap::new();
@@ -698,6 +773,8 @@ mod tests {
             shown,
             "\"<redacted>\" is not an IP address; int(\"<redacted>\"), String(\"<redacted>\") and 42 and \"acme\""
         );
+        let quoting = format!("{:?} is not an IP address", "q\"uote\\d\u{e9}");
+        assert_eq!(r.message(&quoting, &attrs), "\"<redacted>\" is not an IP address");
         let shown = r.shown(&attrs);
         let attrs = shown.attributes();
         assert_eq!(attrs.header("x-jwt-svid"), Some(REDACTED));
