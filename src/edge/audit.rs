@@ -53,7 +53,7 @@ pub struct AuditRecord<'a> {
     /// The HTTP method.
     pub method: &'a str,
     /// The host.
-    pub host: &'a str,
+    pub host: Cow<'a, str>,
     /// The path, without query.
     pub path: Cow<'a, str>,
     /// `allow`, `deny` or `error`.
@@ -159,7 +159,7 @@ fn audit_record<'a>(
         spiffe_id: decision.identity.source.as_ref().map(|s| s.id.as_str()),
         token_id: decision.identity.token.as_ref().map(|t| t.id.as_str()),
         method: attrs.method,
-        host: attrs.host,
+        host: redaction.text(attrs.host),
         path: redaction.text(attrs.path),
         decision: if decision.allowed { "allow" } else { "deny" },
         rule: decision.rule.as_deref(),
@@ -203,7 +203,7 @@ pub fn record_error(request: &CheckRequest, reason: Reason, detail: &str, latenc
         spiffe_id: None,
         token_id: None,
         method: field(|h| &h.method),
-        host: field(|h| &h.host),
+        host: redaction::text(field(|h| &h.host)),
         path: redaction::text(without_query(field(|h| &h.path))),
         decision: "error",
         rule: None,
@@ -259,7 +259,7 @@ impl AuditRecord<'_> {
             out.str("token_id", id);
         }
         out.str("method", self.method);
-        out.str("host", self.host);
+        out.str("host", &self.host);
         out.str("path", &self.path);
         out.str("decision", self.decision);
         out.opt_str("rule", self.rule);
@@ -357,7 +357,7 @@ mod tests {
             spiffe_id: Some("spiffe://example.org/ns/a/sa/b"),
             token_id: Some("spiffe://example.org/agent"),
             method: "GET",
-            host: "h\\ost",
+            host: "h\\ost".into(),
             path: "/caf\u{e9}/\u{2028}/\u{1F980}/\u{7f}".into(),
             decision: "deny",
             rule: Some("r\u{1}\u{8}\u{c}\u{1f}"),

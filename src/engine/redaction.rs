@@ -456,8 +456,7 @@ fn is_word_byte(b: u8) -> bool {
         let mut table = [false; 256];
         let mut b = 0u8;
         loop {
-            table[b as usize] =
-                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
+            table[b as usize] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
             if b == u8::MAX {
                 break;
             }
@@ -774,7 +773,10 @@ mod tests {
             "\"<redacted>\" is not an IP address; int(\"<redacted>\"), String(\"<redacted>\") and 42 and \"acme\""
         );
         let quoting = format!("{:?} is not an IP address", "q\"uote\\d\u{e9}");
-        assert_eq!(r.message(&quoting, &attrs), "\"<redacted>\" is not an IP address");
+        assert_eq!(
+            r.message(&quoting, &attrs),
+            "\"<redacted>\" is not an IP address"
+        );
         let shown = r.shown(&attrs);
         let attrs = shown.attributes();
         assert_eq!(attrs.header("x-jwt-svid"), Some(REDACTED));
@@ -783,5 +785,6 @@ mod tests {
             attrs.query,
             "pass=%3Credacted%3E&pin=%3Credacted%3E&page=%3Credacted%3E"
         );
+        assert_eq!(percent::decode_lossy(REDACTED_IN_QUERY, true), REDACTED);
     }
 }
