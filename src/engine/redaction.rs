@@ -487,11 +487,16 @@ fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
 /// shortest one, or a space (after which a scheme's credential may
 /// follow). Most values hold neither, and cost one pass over their bytes.
 fn may_hold_secret(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    // `contains` on bytes is memchr: a word at a time.
+    if bytes.contains(&b' ') {
+        return true;
+    }
+    if bytes.len() < MIN_SECRET_WORD {
+        return false;
+    }
     let mut run = 0;
-    for &b in text.as_bytes() {
-        if b == b' ' {
-            return true;
-        }
+    for &b in bytes {
         run = if is_word_byte(b) { run + 1 } else { 0 };
         if run >= MIN_SECRET_WORD {
             return true;
