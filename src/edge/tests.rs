@@ -452,12 +452,46 @@ fn a_caller_chosen_request_id_is_not_reflected() {
         .and_then(|r| r.http.as_mut())
         .unwrap();
     http.id = format!("<script>{}", "x".repeat(16 * 1024));
-    let response = a.check(&request).unwrap();
-    let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
-        panic!("not denied")
+    let body = |request: &CheckRequest| match a.check(request).unwrap().http_response {
+        Some(HttpResponse::DeniedResponse(denied)) => denied.body,
+        other => panic!("not denied: {other:?}"),
     };
-    assert!(denied.body.len() < 200, "{}", denied.body);
-    assert!(!denied.body.contains("script"), "{}", denied.body);
+    let denied = body(&request);
+    assert!(denied.len() < 200, "{denied}");
+    assert!(!denied.contains("script"), "{denied}");
+    // Plain characters, short enough, but a token: not echoed either, nor
+    // written to the record.
+    let token = f.signer.token(&claims(AGENT, "payments", 300));
+    let token = token
+        .get(..token.find('.').unwrap() + 4)
+        .unwrap()
+        .to_owned()
+        + ".sig";
+    assert!(token.len() <= 128, "{token}");
+    let plain = "8d5c0b4e-1f2a-4b3c-9d8e-7f6a5b4c3d2e";
+    let mut denials = Vec::new();
+    let records = audited(|| {
+        for id in [token.as_str(), plain] {
+            let mut request = request.clone();
+            if let Some(http) = request
+                .attributes
+                .as_mut()
+                .and_then(|a| a.request.as_mut())
+                .and_then(|r| r.http.as_mut())
+            {
+                http.id = id.to_owned();
+            }
+            denials.push(body(&request));
+        }
+    });
+    assert!(
+        !denials[0].contains(&token) && denials[0].contains("\"request_id\":null"),
+        "{}",
+        denials[0]
+    );
+    assert_eq!(records[0]["request_id"], "<redacted>");
+    assert!(denials[1].contains(plain), "{}", denials[1]);
+    assert_eq!(records[1]["request_id"], plain);
 }
 
 #[test]

@@ -737,6 +737,14 @@ mod tests {
             "\"Bearer <redacted>\" is not an IP address"
         );
         assert_eq!(text("key AKIAIOSFODNN7EXAMPLE."), "key <redacted>");
+        // A token's claims as the trail writes them: still JSON after.
+        let claims = format!("{{\"sub\":\"spiffe://e.org/a\",\"act\":\"{JWT}\"}}");
+        let shown = text(&claims);
+        assert_eq!(
+            shown,
+            "{\"sub\":\"spiffe://e.org/a\",\"act\":\"<redacted>\"}"
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(&shown).is_ok());
         assert_eq!(text("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."), "<redacted>");
     }
 
