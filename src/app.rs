@@ -31,6 +31,7 @@ use crate::engine::identity::bundle::{self, BundleError, DomainBundle};
 use crate::engine::identity::jwt::JwtSettings;
 use crate::engine::identity::verified::CacheSettings;
 use crate::engine::policy::{Policy, PolicyError};
+use crate::engine::redaction::Redaction;
 use crate::engine::{Engine, EngineSettings, TokenSettings};
 use crate::metrics::Metrics;
 use crate::sources::files::{Governance, GovernanceFile, LiveFiles};
@@ -288,6 +289,7 @@ fn engine_settings(config: &Config) -> EngineSettings {
             max_bytes: config.cache.decision_max_bytes,
         },
         signals_identities: config.signals.max_identities,
+        redaction: Redaction::new(Vec::new(), config.audit.query_params.iter().cloned()),
     }
 }
 

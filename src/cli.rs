@@ -27,6 +27,7 @@ use crate::app::config::Config;
 use crate::authoring::{explain, suite};
 use crate::edge::server::ServeError;
 use crate::engine::policy::Severity;
+use crate::engine::redaction::Redaction;
 
 /// Exit code for unusable configuration (sysexits EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
@@ -138,6 +139,10 @@ enum Command {
         /// repeatable.
         #[arg(long = "redact-header", value_name = "NAME")]
         redact: Vec<String>,
+        /// A query parameter whose value explanations may show (every
+        /// other is `<redacted>`, as in audit records); repeatable.
+        #[arg(long = "show-query-param", value_name = "NAME")]
+        show_query: Vec<String>,
     },
     /// Explain the decision of rules on one input: a test case, or an Envoy
     /// CheckRequest in JSON.
@@ -152,10 +157,13 @@ enum Command {
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
         /// Another header whose value is shown as `<redacted>` (besides
-        /// authorization, proxy-authorization, cookie, set-cookie and any
-        /// bearer token, which always are); repeatable.
+        /// the credentials, which always are); repeatable.
         #[arg(long = "redact-header", value_name = "NAME")]
         redact: Vec<String>,
+        /// A query parameter whose value may be shown (every other is
+        /// `<redacted>`, as in audit records); repeatable.
+        #[arg(long = "show-query-param", value_name = "NAME")]
+        show_query: Vec<String>,
     },
 }
 
@@ -201,10 +209,14 @@ pub fn main() -> ExitCode {
             coverage,
             min_coverage,
             redact,
+            show_query,
         } => test(
             &paths,
             junit.as_deref(),
-            &suite::Options { pattern, redact },
+            &suite::Options {
+                pattern,
+                redaction: Redaction::new(redact, show_query),
+            },
             (coverage || min_coverage.is_some(), min_coverage),
         ),
         Command::Eval {
@@ -212,7 +224,8 @@ pub fn main() -> ExitCode {
             input,
             format,
             redact,
-        } => eval(&rules, &input, &format, &redact),
+            show_query,
+        } => eval(&rules, &input, &format, &Redaction::new(redact, show_query)),
     }
 }
 
@@ -327,9 +340,9 @@ fn eval(
     rules: &std::path::Path,
     input: &std::path::Path,
     format: &str,
-    redact: &[String],
+    redaction: &Redaction,
 ) -> ExitCode {
-    match explain::explain_redacting(rules, input, redact) {
+    match explain::explain_redacting(rules, input, redaction) {
         Ok(explanation) => {
             if format == "json" {
                 say(&format!("{}\n", explain::render_json(&explanation)));

@@ -51,6 +51,9 @@ pub struct ExtAuthz {
     engine: Engine,
     store: Arc<Store>,
     settings: EdgeSettings,
+    /// `settings.audit_headers`, each with whether its name alone makes it
+    /// a credential: worked out once, not per record.
+    audited: Vec<(String, bool)>,
     /// Set once, at start, when tracing is configured.
     tracing: std::sync::OnceLock<trace::Tracing>,
 }
@@ -67,7 +70,13 @@ impl std::fmt::Debug for ExtAuthz {
 impl ExtAuthz {
     /// An edge deciding with `engine` over the live state in `store`.
     pub fn new(engine: Engine, store: Arc<Store>, settings: EdgeSettings) -> Self {
+        let audited = settings
+            .audit_headers
+            .iter()
+            .map(|name| (name.clone(), engine.redaction().is_secret_header(name)))
+            .collect();
         ExtAuthz {
+            audited,
             engine,
             store,
             settings,
@@ -150,6 +159,7 @@ impl ExtAuthz {
             enforced,
             time: now,
             latency: started.elapsed(),
+            redaction: self.engine.redaction(),
         };
         self.record(&decision, &attrs, context);
         self.count(&decision, enforced, started.elapsed());
@@ -160,15 +170,21 @@ impl ExtAuthz {
     /// on. A failure here is logged; the answer stands.
     fn record(&self, decision: &Decision, attrs: &Attributes<'_>, context: audit::Context<'_>) {
         let recorded = catch_unwind(AssertUnwindSafe(|| {
-            audit::record(decision, attrs, &self.settings.audit_headers, context);
+            audit::record(decision, attrs, &self.audited, context);
             if let Some(tracing) = self.tracing.get() {
                 let end = SystemTime::now();
-                tracing.record(attrs, decision, context.enforced, context.time, end);
+                tracing.record(
+                    (attrs, context.redaction),
+                    decision,
+                    context.enforced,
+                    context.time,
+                    end,
+                );
             }
         }));
         if recorded.is_err() {
             tracing::error!(
-                request_id = attrs.request_id,
+                request_id = %context.redaction.text(attrs.request_id),
                 "writing the audit record failed"
             );
         }

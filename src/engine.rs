@@ -28,6 +28,7 @@ pub mod identity;
 pub mod percent;
 pub mod policy;
 pub mod reason;
+pub mod redaction;
 pub mod request_path;
 pub mod revocations;
 pub mod signals;
@@ -53,6 +54,7 @@ use identity::x509::X509Verifier;
 use identity::{Identity, IdentityError, Requirement};
 use policy::Input;
 use policy::footprint::Footprint;
+use redaction::Redaction;
 use signals::SignalTable;
 use workload::Workload;
 
@@ -81,6 +83,8 @@ pub struct EngineSettings {
     pub decision_cache: DecisionCacheSettings,
     /// How many identities behavioural signals are kept for; 0 keeps none.
     pub signals_identities: usize,
+    /// What outputs may show of a request (the token's header is added).
+    pub redaction: Redaction,
 }
 
 impl Default for EngineSettings {
@@ -91,6 +95,7 @@ impl Default for EngineSettings {
             svid_cache: CacheSettings::default(),
             decision_cache: DecisionCacheSettings::default(),
             signals_identities: 10_000,
+            redaction: Redaction::default(),
         }
     }
 }
@@ -103,6 +108,7 @@ pub struct Engine {
     requirement: Requirement,
     decisions: DecisionCache,
     signals: SignalTable,
+    redaction: Redaction,
 }
 
 impl std::fmt::Debug for Engine {
@@ -117,7 +123,13 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// An engine for `workload` with `settings`.
     pub fn new(workload: Workload, settings: EngineSettings) -> Self {
+        // The token's header is a credential, whatever else is shown.
+        let redaction = match &settings.token {
+            Some(token) => settings.redaction.hiding_header(&token.header),
+            None => settings.redaction,
+        };
         Engine {
+            redaction,
             x509: X509Verifier::new(settings.svid_cache),
             jwt: settings
                 .token
@@ -147,6 +159,11 @@ impl Engine {
             .map(|(_, verifier)| verifier.cache_stats())
             .unwrap_or_default();
         (self.x509.cache_stats(), jwt)
+    }
+
+    /// What outputs may show of a request.
+    pub fn redaction(&self) -> &Redaction {
+        &self.redaction
     }
 
     /// The header JWT-SVIDs are read from, if any route may use them.
@@ -194,7 +211,7 @@ impl Engine {
         let mut decision = if self.decisions.enabled() && footprints.iter().all(|f| f.cacheable()) {
             self.cached(snapshot, footprints, input, &identity, grant.as_ref())
         } else {
-            evaluate(snapshot, input)
+            evaluate(snapshot, input, &self.redaction)
         };
         if footprints.iter().any(|f| f.volatile.contains("signals")) {
             decision.signals = Some(signals);
@@ -261,7 +278,7 @@ impl Engine {
             decision.from_cache = true;
             return decision;
         }
-        let decision = evaluate(snapshot, input);
+        let decision = evaluate(snapshot, input, &self.redaction);
         // Never past the credentials, nor past a grant opening or closing.
         let until = [
             identity.source.as_ref().map(|s| s.chain_not_after),
@@ -386,21 +403,26 @@ impl Engine {
     }
 }
 
-/// The rules' decision, with what the shadow rules would have decided.
-fn evaluate(snapshot: &Snapshot, input: Input<'_>) -> Decision {
+/// The rules' decision, with what the shadow rules would have decided;
+/// its rule errors as `redaction` lets them be shown.
+fn evaluate(snapshot: &Snapshot, input: Input<'_>, redaction: &Redaction) -> Decision {
     let mut decision = snapshot.policy.evaluate(input);
     // A deny rule that failed: which clause, for the audit record. Rare, and
     // the request is denied anyway.
     if decision.reason == Reason::RuleError
         && let Some(rule) = decision.rule.as_deref()
     {
-        let shown = input.attributes.redacted(&[]);
+        let shown = redaction.shown(input.attributes);
         let shown_attrs = shown.attributes();
         let shown = Input {
             attributes: &shown_attrs,
             ..input
         };
         decision.explanation = snapshot.policy.trace(rule, input, shown).map(Arc::new);
+    }
+    // Errors may quote what a rule read; rare, so the cost is theirs.
+    if !decision.errors.is_empty() {
+        redaction.decision(&mut decision, input.attributes);
     }
     let shadow = |source: ShadowSource, d: Decision, version: Option<Arc<str>>| Shadow {
         source,

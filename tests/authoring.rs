@@ -706,7 +706,146 @@ fn eval_json_gives_attribute_values_as_typed_json() {
     };
     assert_eq!(value("request.method"), serde_json::json!("GET"));
     assert_eq!(value("request.size"), serde_json::json!(3));
-    assert_eq!(value("request.query"), serde_json::json!({"a": "1"}));
+    // Query values are redacted unless named, as in audit records.
+    assert_eq!(
+        value("request.query"),
+        serde_json::json!({"a": "<redacted>"})
+    );
+    let (code, stdout, stderr) = run(&[
+        "eval",
+        "--rules",
+        dir.path().join("rules.yaml").to_str().unwrap(),
+        "--input",
+        dir.path().join("case.yaml").to_str().unwrap(),
+        "--format",
+        "json",
+        "--show-query-param",
+        "a",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let query = json["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["path"] == "request.query")
+        .map(|a| a["value"].clone());
+    assert_eq!(query, Some(serde_json::json!({"a": "1"})));
+}
+
+/// Issue 19's leaks, through the tools: a full JWT-SVID in `x-jwt-svid`
+/// read as a whole header map (`in`, `exists`) and by a rule that fails on
+/// it, credentials in query values, a bearer value in another header. No
+/// output of `celador test` or `celador eval` (text and JSON, a test case
+/// and an Envoy CheckRequest) holds any of them.
+#[test]
+fn test_and_eval_print_no_secret_of_the_request() {
+    let signer = support::jwt::Signer::es256("k1");
+    let svid = signer.token(&support::jwt::claims(
+        "spiffe://example.org/agent",
+        "payments",
+        300,
+    ));
+    let secrets = [
+        svid.as_str(),
+        "hunter2",
+        "correct-horse-battery",
+        "AKIAIOSFODNN7EXAMPLE",
+        "opaque-debug-credential",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(
+        path("rules.yaml"),
+        r#"rules:
+  - name: token-header-present
+    effect: allow
+    when: '"x-jwt-svid" in request.headers && request.method == "PATCH"'
+  - name: any-debug-header
+    effect: allow
+    when: request.headers.exists(k, k.startsWith("x-never"))
+  - name: query
+    effect: allow
+    when: request.query["pass"] == "nope" && request.query["page"] == "2"
+  - name: odd-addresses
+    effect: deny
+    when: request.headers["x-jwt-svid"].inCidr("10.0.0.0/8") || request.query["pwd"].inCidr("10.0.0.0/8")
+"#,
+    )
+    .unwrap();
+    let query = format!(
+        "jwt={svid}&pass=hunter2&pwd=correct-horse-battery&x-amz-credential=AKIAIOSFODNN7EXAMPLE%2F20260101%2Fus-east-1%2Fs3%2Faws4_request&page=2"
+    );
+    let case = format!(
+        "name: leaks\nidentity: spiffe://example.org/a\nrequest:\n  method: GET\n  path: \"/export/{svid}?{query}\"\n  headers:\n    x-jwt-svid: \"{svid}\"\n    x-debug-info: Bearer opaque-debug-credential\n    x-tenant: acme\nexpect: {{ decision: allow, rule: query }}\n"
+    );
+    std::fs::write(path("case.yaml"), &case).unwrap();
+    std::fs::write(
+        path("rules_test.yaml"),
+        format!(
+            "rules: rules.yaml\ncases:\n  - {}\n",
+            case.trim_end().replace('\n', "\n    ")
+        ),
+    )
+    .unwrap();
+    let check_request = serde_json::json!({"attributes": {
+        "source": {"address": {"socketAddress": {"address": "10.1.2.3", "portValue": 4242}}},
+        "request": {"time": "2026-11-25T04:00:00Z", "http": {
+            "method": "GET",
+            "path": format!("/export/{svid}?{query}"),
+            "host": "api.example.org",
+            "headers": {"x-jwt-svid": svid, "x-debug-info": "Bearer opaque-debug-credential", "x-tenant": "acme"},
+        }},
+    }});
+    std::fs::write(path("request.json"), check_request.to_string()).unwrap();
+    let rules = path("rules.yaml");
+    let mut outputs = Vec::new();
+    let (code, stdout, stderr) = run(&["test", path("rules_test.yaml").to_str().unwrap()]);
+    assert_eq!(
+        code, 1,
+        "the case fails, so it is explained: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("rule_error") && stdout.contains("is not an IP address"),
+        "{stdout}"
+    );
+    // The rule's own text is shown as written; what it read is not.
+    assert!(
+        stdout.contains(
+            r#"request.query["page"] == "2"  => true  (request.query["page"] = "<redacted>")"#
+        ),
+        "{stdout}"
+    );
+    outputs.push(("test".to_owned(), format!("{stdout}{stderr}")));
+    for input in ["case.yaml", "request.json"] {
+        for format in ["text", "json"] {
+            let (_, stdout, stderr) = run(&[
+                "eval",
+                "--rules",
+                rules.to_str().unwrap(),
+                "--input",
+                path(input).to_str().unwrap(),
+                "--format",
+                format,
+            ]);
+            assert!(
+                stdout.contains("odd-addresses"),
+                "{input} {format}: {stdout}{stderr}"
+            );
+            assert!(stdout.contains("acme"), "{input} {format}: {stdout}");
+            outputs.push((
+                format!("eval {input} {format}"),
+                format!("{stdout}{stderr}"),
+            ));
+        }
+    }
+    for (what, text) in &outputs {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{what} printed {secret}:\n{text}");
+        }
+        assert!(!text.contains("eyJ"), "{what} printed a token:\n{text}");
+        assert!(text.contains("<redacted>"), "{what}: {text}");
+    }
 }
 
 #[test]

@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
             &celador::engine::grants::Grants::default(),
             &case,
             Path::new("/nonexistent"),
-            &[],
+            &celador::engine::redaction::Redaction::default(),
         );
     }
 });

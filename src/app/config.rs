@@ -200,6 +200,11 @@ pub struct AuditConfig {
     /// Request headers whose values are recorded (none by default).
     #[serde(default)]
     pub headers: Vec<String>,
+    /// Query parameters whose values may be shown (none by default: a
+    /// record, a span or an explanation shows every other value as
+    /// `<redacted>`).
+    #[serde(default)]
+    pub query_params: Vec<String>,
 }
 
 /// Diagnostic logging (audit records always go to standard output).
@@ -587,11 +592,20 @@ impl Config {
                 problems.push(format!(
                     "audit.headers: '{name}' is not a lowercase HTTP header name"
                 ));
-            } else if crate::edge::audit::is_secret_header(name)
+            } else if crate::engine::redaction::is_credential_header(name)
                 || Some(name.as_str()) == token_header
             {
                 problems.push(format!(
                     "audit.headers: '{name}' carries credentials, which celador never records"
+                ));
+            }
+        }
+        for name in &self.audit.query_params {
+            if name.is_empty() {
+                problems.push("audit.query_params: an empty name".to_owned());
+            } else if crate::engine::redaction::is_credential_name(name) {
+                problems.push(format!(
+                    "audit.query_params: '{name}' looks like a credential, whose value celador never shows"
                 ));
             }
         }
@@ -723,10 +737,17 @@ mod tests {
     #[test]
     fn credential_headers_are_refused_in_audit_records_and_answers_detail_is_opt_in() {
         let text = format!(
-            "{MINIMAL}identity:\n  jwt:\n    audiences: [a]\n    header: x-svid\naudit:\n  headers: [authorization, cookie, x-svid, user-agent]\n"
+            "{MINIMAL}identity:\n  jwt:\n    audiences: [a]\n    header: x-svid\naudit:\n  headers: [authorization, cookie, x-svid, x-api-key, x-amz-security-token, x-session-token, user-agent]\n"
         );
         let err = parse(&text).unwrap_err().to_string();
-        for name in ["authorization", "cookie", "x-svid"] {
+        for name in [
+            "authorization",
+            "cookie",
+            "x-svid",
+            "x-api-key",
+            "x-amz-security-token",
+            "x-session-token",
+        ] {
             assert!(
                 err.contains(&format!(
                     "audit.headers: '{name}' carries credentials, which celador never records"
@@ -760,6 +781,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("normalize"), "{err}");
+    }
+
+    #[test]
+    fn query_params_shown_in_audit_records_are_named_and_never_credentials() {
+        let config = parse(&format!("{MINIMAL}audit:\n  query_params: [page, sort]\n")).unwrap();
+        assert_eq!(config.audit.query_params, ["page", "sort"]);
+        assert!(parse(MINIMAL).unwrap().audit.query_params.is_empty());
+        let err = parse(&format!(
+            "{MINIMAL}audit:\n  query_params: [page, access_token, client_secret, sig, pwd, \"\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        for name in ["access_token", "client_secret", "sig", "pwd"] {
+            assert!(
+                err.contains(&format!(
+                    "audit.query_params: '{name}' looks like a credential, whose value celador never shows"
+                )),
+                "{name}: {err}"
+            );
+        }
+        assert!(err.contains("audit.query_params: an empty name"), "{err}");
+        assert!(!err.contains("'page'"), "{err}");
     }
 
     #[test]

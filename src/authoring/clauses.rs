@@ -14,6 +14,7 @@ use crate::engine::decision::Decision;
 use crate::engine::policy::rules_file::Effect;
 use crate::engine::policy::trace::Clause;
 use crate::engine::policy::{Input, Policy};
+use crate::engine::redaction::Redaction;
 
 /// One rule's part in a decision.
 #[derive(Debug, Clone)]
@@ -41,13 +42,14 @@ pub struct Why {
 }
 
 /// Works out why `decision` was made on `input`; values are shown from
-/// `shown`, its redacted copy.
+/// `shown`, its redacted copy, and errors (of the real input) as
+/// `redaction` lets them be shown.
 pub fn explain(
     policy: &Policy,
     decision: &Decision,
     expected_rule: Option<&str>,
-    input: Input<'_>,
-    shown: Input<'_>,
+    (input, shown): (Input<'_>, Input<'_>),
+    redaction: &Redaction,
 ) -> Why {
     let mut why = Why::default();
     let deciding = decision.rule.as_deref();
@@ -61,9 +63,10 @@ pub fn explain(
         let Some(rule) = policy.rules().iter().find(|r| &*r.name == name) else {
             continue;
         };
-        let Some(tree) = policy.trace(name, input, shown) else {
+        let Some(mut tree) = policy.trace(name, input, shown) else {
             continue;
         };
+        redaction.clause(&mut tree, input.attributes);
         let expected_to_match = rule.effect == Effect::Allow
             && Some(name) == expected_rule
             && tree.value.as_deref() != Ok("true");
@@ -84,7 +87,10 @@ pub fn explain(
         .errors
         .iter()
         .filter(|e| Some(&*e.rule) != deciding)
-        .map(|e| (e.rule.to_string(), e.error.clone()))
+        .map(|e| {
+            let error = redaction.message(&e.error, input.attributes);
+            (e.rule.to_string(), error.into_owned())
+        })
         .collect();
     why
 }

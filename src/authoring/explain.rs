@@ -22,6 +22,7 @@ use crate::engine::identity::SpiffeId;
 use crate::engine::identity::X509Svid;
 use crate::engine::identity::jwt::{self, JwtSvid};
 use crate::engine::policy::{Input, Policy, RuleResult};
+use crate::engine::redaction::Redaction;
 use crate::engine::workload::Workload;
 
 /// An attribute's value, as CEL text and as typed JSON, or why it has none.
@@ -51,18 +52,18 @@ pub struct Explanation {
     pub why: crate::authoring::clauses::Why,
 }
 
-/// Explains the decision of `rules` on `input`.
+/// Explains the decision of `rules` on `input`, showing what the default
+/// [`Redaction`] lets be shown.
 pub fn explain(rules: &Path, input: &Path) -> Result<Explanation, String> {
-    explain_redacting(rules, input, &[])
+    explain_redacting(rules, input, &Redaction::default())
 }
 
-/// Explains the decision of `rules` on `input`, showing the values of the
-/// headers in `redact` (besides `authorization`, `proxy-authorization`,
-/// `cookie`, `set-cookie` and any bearer token) as `<redacted>`.
+/// Explains the decision of `rules` on `input`, showing what `redaction`
+/// lets be shown (see [`crate::engine::redaction`]).
 pub fn explain_redacting(
     rules: &Path,
     input: &Path,
-    redact: &[String],
+    redaction: &Redaction,
 ) -> Result<Explanation, String> {
     let policy = crate::authoring::read_policy(rules).map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(input)
@@ -71,7 +72,7 @@ pub fn explain_redacting(
         .ok()
         .filter(|v| v.get("attributes").is_some());
     match envoy {
-        Some(json) => explain_check_request(&policy, &json, redact),
+        Some(json) => explain_check_request(&policy, &json, redaction),
         None => {
             let case: Case =
                 crate::engine::yaml::from_str(&text, input).map_err(|e| e.to_string())?;
@@ -90,14 +91,16 @@ pub fn explain_redacting(
             let name = case.name.as_deref().unwrap_or("unnamed");
             let expected_rule = case.expect.as_ref().and_then(|e| e.rule.as_deref());
             let mut explanation = run(
-                redact,
+                redaction,
                 &policy,
                 format!("a test case ({name})"),
                 identities,
                 (input, expected_rule),
             );
             explanation.expectation = case.expect.as_ref().map(|expect| {
-                crate::authoring::suite::judge(expect, &crate::authoring::decide(&policy, input))
+                let mut decision = crate::authoring::decide(&policy, input);
+                redaction.decision(&mut decision, &attrs);
+                crate::authoring::suite::judge(expect, &decision)
             });
             Ok(explanation)
         }
@@ -131,7 +134,7 @@ fn token_of(attrs: &Attributes<'_>, identities: &mut Vec<String>) -> Option<JwtS
 fn explain_check_request(
     policy: &Policy,
     json: &Value,
-    redact: &[String],
+    redaction: &Redaction,
 ) -> Result<Explanation, String> {
     let request = crate::authoring::json::check_request(json)?;
     let attrs = Attributes::from_check_request(&request).map_err(|e| e.to_string())?;
@@ -157,7 +160,7 @@ fn explain_check_request(
     let token = token_of(&attrs, &mut identities);
     let now = attrs.time.unwrap_or_else(SystemTime::now);
     Ok(run(
-        redact,
+        redaction,
         policy,
         "an Envoy CheckRequest (now = its request time)".into(),
         identities,
@@ -177,18 +180,15 @@ fn explain_check_request(
 }
 
 fn run(
-    redact: &[String],
+    redaction: &Redaction,
     policy: &Policy,
     input_kind: String,
     identities: Vec<String>,
     (input, expected_rule): (Input<'_>, Option<&str>),
 ) -> Explanation {
-    let decision = crate::authoring::decide(policy, input);
-    let rules = policy
-        .explain(input)
-        .into_iter()
-        .map(|(rule, result)| (rule.name.to_string(), rule.effect.as_str(), result))
-        .collect();
+    let mut decision = crate::authoring::decide(policy, input);
+    redaction.decision(&mut decision, input.attributes);
+    let rules = rule_results(policy, input, redaction);
     let mut reads: Vec<&str> = policy
         .rules()
         .iter()
@@ -208,14 +208,20 @@ fn run(
         .collect();
     // Rules see the real request; the attributes shown never hold a
     // credential.
-    let shown = input.attributes.redacted(redact);
+    let shown = redaction.shown(input.attributes);
     let shown_attrs = shown.attributes();
     let shown = Input {
         attributes: &shown_attrs,
         ..input
     };
     let values = policy.values(&leaves, shown);
-    let why = crate::authoring::clauses::explain(policy, &decision, expected_rule, input, shown);
+    let why = crate::authoring::clauses::explain(
+        policy,
+        &decision,
+        expected_rule,
+        (input, shown),
+        redaction,
+    );
     Explanation {
         input: input_kind,
         identities,
@@ -227,6 +233,27 @@ fn run(
         expectation: None,
         why,
     }
+}
+
+/// Each rule's result, its error as `redaction` lets it be shown.
+fn rule_results(
+    policy: &Policy,
+    input: Input<'_>,
+    redaction: &Redaction,
+) -> Vec<(String, &'static str, RuleResult)> {
+    policy
+        .explain(input)
+        .into_iter()
+        .map(|(rule, result)| {
+            let result = match result {
+                RuleResult::Error(e) => {
+                    RuleResult::Error(redaction.message(&e, input.attributes).into_owned())
+                }
+                other => other,
+            };
+            (rule.name.to_string(), rule.effect.as_str(), result)
+        })
+        .collect()
 }
 
 fn certificate_identity(certificate: &str) -> Result<X509Svid, String> {

@@ -222,6 +222,16 @@ revocations:
     reason: replayed token
 ```
 
+An `issuer` is the distinguished name of the certificate's issuer, in any of
+the forms tools print it: RFC 4514 (`CN=intermediate,O=example`), OpenSSL's
+oneline form (`O = example, CN = intermediate`, what `openssl x509 -noout
+-issuer` prints) or its slash form (`/O=example/CN=intermediate`). It is
+compared with the certificate's issuer as a name: attribute types by OID
+(`CN`, `commonName`, `2.5.4.3`), string values ignoring case and extra white
+space (RFC 4518), the RDNs in any order. An issuer that is none of these
+forms (an unknown attribute type, text without `=`, a bad escape) refuses
+the whole file with a message naming the entry, like any other bad entry.
+
 A change to the file takes effect within a second; removing an entry
 restores access as fast. A file that does not load keeps the last good list
 in force, is logged, and counted

@@ -31,6 +31,7 @@ use crate::engine::attributes::Attributes;
 use crate::engine::grants::{self, Grants};
 use crate::engine::identity::Identity;
 use crate::engine::policy::{Input, Policy};
+use crate::engine::redaction::Redaction;
 use case::{Case, ExpectedDecision};
 
 /// A test suite file.
@@ -113,8 +114,8 @@ pub struct Covered {
 pub struct Options {
     /// Run only the cases whose names contain it.
     pub pattern: Option<String>,
-    /// More headers whose values are shown as `<redacted>`.
-    pub redact: Vec<String>,
+    /// What explanations may show of a case's request.
+    pub redaction: Redaction,
 }
 
 impl SuiteResult {
@@ -214,7 +215,7 @@ pub fn run_with(path: &Path, options: &Options) -> SuiteResult {
                 return None;
             }
             let started = std::time::Instant::now();
-            let mut result = run_case(&policy, &grants, &case, base, &options.redact);
+            let mut result = run_case(&policy, &grants, &case, base, &options.redaction);
             result.name = name;
             result.time = started.elapsed();
             Some(result)
@@ -291,13 +292,13 @@ pub fn read_grants(path: &Path) -> Result<Grants, String> {
 
 /// Runs one case (its defaults already applied) against `policy` and
 /// `grants`, as `serve` would decide it after verifying its identities;
-/// `redact` names more headers to redact in explanations.
+/// its explanation shows what `redaction` lets be shown.
 pub fn run_case(
     policy: &Policy,
     grants: &Grants,
     case: &Case,
     base: &Path,
-    redact: &[String],
+    redaction: &Redaction,
 ) -> CaseResult {
     let mut result = CaseResult {
         name: String::new(),
@@ -328,7 +329,8 @@ pub fn run_case(
             return result;
         }
     };
-    let (outcome, matched, grant) = evaluate(policy, grants, expect, &prepared, &attrs, redact);
+    let (outcome, matched, grant) =
+        evaluate(policy, grants, expect, &prepared, (&attrs, redaction));
     result.outcome = outcome;
     result.matched = matched;
     result.grant = grant;
@@ -342,8 +344,7 @@ fn evaluate(
     grants: &Grants,
     expect: &case::Expect,
     prepared: &case::Prepared,
-    attrs: &Attributes<'_>,
-    redact: &[String],
+    (attrs, redaction): (&Attributes<'_>, &Redaction),
 ) -> (Outcome, Vec<String>, Option<String>) {
     let identity = Identity {
         source: prepared.source.clone().map(Arc::new),
@@ -356,7 +357,8 @@ fn evaluate(
         grant: grant.as_ref(),
         ..input
     };
-    let decision = crate::authoring::decide(policy, input);
+    let mut decision = crate::authoring::decide(policy, input);
+    redaction.decision(&mut decision, attrs);
     // A path refused before the rules matches none of them.
     let matched = match attrs.path_ambiguity {
         Some(_) => Vec::new(),
@@ -370,7 +372,7 @@ fn evaluate(
     let outcome = match judge(expect, &decision) {
         Outcome::Failed { expected, got, .. } => {
             // Why, down to the clause, with the credentials redacted.
-            let shown = attrs.redacted(redact);
+            let shown = redaction.shown(attrs);
             let shown_attrs = shown.attributes();
             let shown = Input {
                 attributes: &shown_attrs,
@@ -380,8 +382,8 @@ fn evaluate(
                 policy,
                 &decision,
                 expect.rule.as_deref(),
-                input,
-                shown,
+                (input, shown),
+                redaction,
             );
             Outcome::Failed {
                 expected,

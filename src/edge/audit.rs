@@ -6,8 +6,10 @@
 //! `tracing` event under the [`TARGET`] target. A record says who called
 //! (the verified SPIFFE ID, never a claimed one), what was asked, what was
 //! decided by which rule and why, under which policy version, and how long
-//! it took. Header values appear only for headers the config allowlists.
+//! it took. Header values appear only for headers the config allowlists,
+//! and every value shown passes through the engine's [`Redaction`].
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
@@ -20,17 +22,13 @@ use crate::engine::RuleError;
 use crate::engine::Snapshot;
 use crate::engine::attributes::Attributes;
 use crate::engine::reason::Reason;
+use crate::engine::redaction::{self, Redaction};
 
 /// The `tracing` target of audit records.
 pub const TARGET: &str = "celador::edge::audit";
 
 /// Longer header values are cut in audit records.
 const MAX_HEADER_VALUE: usize = 1024;
-
-pub use super::trail::{SECRET_HEADERS, is_secret_header};
-
-/// What a secret header's value is recorded as.
-const REDACTED: &str = "<redacted>";
 
 /// A path without its query string or fragment, which may carry secrets.
 fn without_query(path: &str) -> &str {
@@ -46,7 +44,7 @@ pub struct AuditRecord<'a> {
     #[serde(serialize_with = "serialize_time")]
     pub time: SystemTime,
     /// Envoy's request ID.
-    pub request_id: &'a str,
+    pub request_id: Cow<'a, str>,
     /// The SPIFFE ID of the verified X.509-SVID (the mTLS peer).
     pub spiffe_id: Option<&'a str>,
     /// The SPIFFE ID of the verified JWT-SVID.
@@ -55,12 +53,12 @@ pub struct AuditRecord<'a> {
     /// The HTTP method.
     pub method: &'a str,
     /// The host.
-    pub host: &'a str,
+    pub host: Cow<'a, str>,
     /// The path, without query: the canonical path rules read.
-    pub path: &'a str,
+    pub path: Cow<'a, str>,
     /// The path as Envoy sent it, when it differs from `path`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub raw_path: Option<&'a str>,
+    pub raw_path: Option<Cow<'a, str>>,
     /// `allow`, `deny` or `error`.
     pub decision: &'static str,
     /// The deciding rule.
@@ -69,7 +67,7 @@ pub struct AuditRecord<'a> {
     pub reason: Option<Reason>,
     /// Details of an identity failure or an error.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<&'a str>,
+    pub detail: Option<Cow<'a, str>>,
     /// The policy version.
     pub policy_version: Option<&'a str>,
     /// How long the check took, in microseconds.
@@ -119,20 +117,29 @@ pub struct Context<'a> {
     pub time: SystemTime,
     /// How long the check took.
     pub latency: Duration,
+    /// What the record may show of the request.
+    pub redaction: &'a Redaction,
 }
 
-/// Audits a decision.
+/// Audits a decision; `headers` are the audited headers, each with
+/// whether its name makes it a credential ([`Redaction::is_secret_header`]).
 pub fn record(
     decision: &Decision,
     attrs: &Attributes<'_>,
-    headers: &[String],
+    headers: &[(String, bool)],
     context: Context<'_>,
 ) {
-    let mut record = audit_record(decision, attrs, headers, context.time, context.latency);
+    let mut record = audit_record(
+        decision,
+        (attrs, context.redaction),
+        headers,
+        context.time,
+        context.latency,
+    );
     record.trail = Some(Trail::of(
         decision,
         context.snapshot,
-        attrs,
+        (attrs, context.redaction),
         context.enforced,
         context.time,
     ));
@@ -143,39 +150,42 @@ pub fn record(
 /// never a credential's.
 fn audit_record<'a>(
     decision: &'a Decision,
-    attrs: &'a Attributes<'_>,
-    headers: &'a [String],
+    (attrs, redaction): (&'a Attributes<'_>, &Redaction),
+    headers: &'a [(String, bool)],
     time: SystemTime,
     latency: Duration,
 ) -> AuditRecord<'a> {
     AuditRecord {
         trail: None,
         time,
-        request_id: attrs.request_id,
+        request_id: redaction.text(attrs.request_id),
         spiffe_id: decision.identity.source.as_ref().map(|s| s.id.as_str()),
         token_id: decision.identity.token.as_ref().map(|t| t.id.as_str()),
         method: attrs.method,
-        host: attrs.host,
-        path: &attrs.path,
-        raw_path: Some(attrs.raw_path).filter(|raw| *raw != attrs.path),
+        host: redaction.text(attrs.host),
+        path: redaction.text(&attrs.path),
+        raw_path: Some(attrs.raw_path)
+            .filter(|raw| *raw != attrs.path)
+            .map(|raw| redaction.text(raw)),
         decision: if decision.allowed { "allow" } else { "deny" },
         rule: decision.rule.as_deref(),
         reason: Some(decision.reason),
-        detail: decision.detail.as_deref(),
+        detail: decision.detail.as_deref().map(|d| redaction.text(d)),
         policy_version: Some(&*decision.policy_version),
         latency_us: micros(latency),
         errors: &decision.errors,
         headers: Headers(
             headers
                 .iter()
-                .filter_map(|name| {
+                .filter_map(|(name, secret)| {
                     let value = attrs.header(name)?;
-                    let value = if is_secret_header(name) {
-                        REDACTED
+                    // As `redaction.header`, its name judged once.
+                    let value = if *secret {
+                        redaction::REDACTED
                     } else {
-                        truncate(value)
+                        redaction.value(value)
                     };
-                    Some((name.as_str(), value))
+                    Some((name.as_str(), truncate(value)))
                 })
                 .collect(),
         ),
@@ -195,17 +205,17 @@ pub fn record_error(request: &CheckRequest, reason: Reason, detail: &str, latenc
     ) -> &str| { http.map_or("", f) };
     let record = AuditRecord {
         time: SystemTime::now(),
-        request_id: field(|h| &h.id),
+        request_id: redaction::text(field(|h| &h.id)),
         spiffe_id: None,
         token_id: None,
         method: field(|h| &h.method),
-        host: field(|h| &h.host),
-        path: without_query(field(|h| &h.path)),
+        host: redaction::text(field(|h| &h.host)),
+        path: redaction::text(without_query(field(|h| &h.path))),
         raw_path: None,
         decision: "error",
         rule: None,
         reason: Some(reason),
-        detail: Some(detail),
+        detail: Some(redaction::text(detail)),
         policy_version: None,
         latency_us: micros(latency),
         errors: &[],
@@ -250,21 +260,21 @@ impl AuditRecord<'_> {
         out.buf.push('"');
         write_rfc3339(out.buf, self.time);
         out.buf.push('"');
-        out.str("request_id", self.request_id);
+        out.str("request_id", &self.request_id);
         out.opt_str("spiffe_id", self.spiffe_id);
         if let Some(id) = self.token_id {
             out.str("token_id", id);
         }
         out.str("method", self.method);
-        out.str("host", self.host);
-        out.str("path", self.path);
-        if let Some(raw) = self.raw_path {
+        out.str("host", &self.host);
+        out.str("path", &self.path);
+        if let Some(raw) = &self.raw_path {
             out.str("raw_path", raw);
         }
         out.str("decision", self.decision);
         out.opt_str("rule", self.rule);
         out.opt_str("reason", self.reason.map(Reason::as_str));
-        if let Some(detail) = self.detail {
+        if let Some(detail) = &self.detail {
             out.str("detail", detail);
         }
         out.opt_str("policy_version", self.policy_version);
@@ -353,17 +363,17 @@ mod tests {
     fn record<'a>(errors: &'a [RuleError], headers: Vec<(&'a str, &'a str)>) -> AuditRecord<'a> {
         AuditRecord {
             time: UNIX_EPOCH + Duration::from_micros(1_795_321_594_880_642),
-            request_id: "r-\"1\"",
+            request_id: "r-\"1\"".into(),
             spiffe_id: Some("spiffe://example.org/ns/a/sa/b"),
             token_id: Some("spiffe://example.org/agent"),
             method: "GET",
-            host: "h\\ost",
-            path: "/caf\u{e9}/\u{2028}/\u{1F980}/\u{7f}",
-            raw_path: Some("/caf\u{e9}/./\u{2028}/\u{1F980}/\u{7f}"),
+            host: "h\\ost".into(),
+            path: "/caf\u{e9}/\u{2028}/\u{1F980}/\u{7f}".into(),
+            raw_path: Some("/caf\u{e9}/./\u{2028}/\u{1F980}/\u{7f}".into()),
             decision: "deny",
             rule: Some("r\u{1}\u{8}\u{c}\u{1f}"),
             reason: Some(Reason::RuleError),
-            detail: Some("line\nbreak\r\ttab"),
+            detail: Some("line\nbreak\r\ttab".into()),
             policy_version: Some("0a1116db286dfaf5"),
             latency_us: u64::MAX,
             errors,
@@ -434,12 +444,16 @@ mod tests {
             crate::engine::identity::IdentityError::new(Reason::SvidMissing, "no certificate"),
             "v1".into(),
         );
-        let headers = [
-            "authorization".to_owned(),
-            "cookie".to_owned(),
-            "user-agent".to_owned(),
-        ];
-        let record = audit_record(&decision, &attrs, &headers, UNIX_EPOCH, Duration::ZERO);
+        let redaction = Redaction::default();
+        let headers = ["authorization", "cookie", "user-agent"]
+            .map(|name| (name.to_owned(), redaction.is_secret_header(name)));
+        let record = audit_record(
+            &decision,
+            (&attrs, &redaction),
+            &headers,
+            UNIX_EPOCH,
+            Duration::ZERO,
+        );
         let line = record.to_json();
         assert!(!line.contains("s3cret"), "{line}");
         assert!(line.contains(r#""authorization":"<redacted>""#), "{line}");

@@ -36,6 +36,19 @@ impl<'a> JsonObject<'a> {
         string(self.buf, value);
     }
 
+    /// A member that is an array of strings.
+    pub fn strs(&mut self, key: &str, values: &[String]) {
+        self.key(key);
+        self.buf.push('[');
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                self.buf.push(',');
+            }
+            string(self.buf, value);
+        }
+        self.buf.push(']');
+    }
+
     /// A string member, or `null`.
     pub fn opt_str(&mut self, key: &str, value: Option<&str>) {
         match value {

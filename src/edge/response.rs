@@ -245,7 +245,7 @@ fn denial_body(decision: &Decision, attrs: &Attributes<'_>, detail: bool) -> Str
             "reason": decision.reason,
             "request_id": request_id,
             "rule": decision.rule.as_deref(),
-            "detail": decision.detail,
+            "detail": decision.detail.as_deref().map(crate::engine::redaction::text),
         })
     } else {
         serde_json::json!({
@@ -257,14 +257,16 @@ fn denial_body(decision: &Decision, attrs: &Attributes<'_>, detail: bool) -> Str
     body.to_string()
 }
 
-/// Whether a request id may be echoed: Envoy's are UUIDs; anything long or
-/// unusual came from the caller and is not reflected back.
+/// Whether a request id may be echoed: Envoy's are UUIDs; anything long,
+/// unusual or shaped like a credential came from the caller and is not
+/// reflected back.
 fn is_plain_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && !crate::engine::redaction::is_secret_value(id)
 }
 
 fn metadata(decision: &Decision) -> Struct {

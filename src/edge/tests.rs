@@ -13,6 +13,7 @@ use crate::engine::identity::bundle::{self, TrustBundles};
 use crate::engine::identity::jwt::JwtSettings;
 use crate::engine::identity::verified::CacheSettings;
 use crate::engine::policy::Policy;
+use crate::engine::redaction::Redaction;
 use crate::engine::workload::Workload;
 use crate::engine::{EngineSettings, REQUIREMENT_EXTENSION, TokenSettings};
 use jwt_support::{Signer, claims};
@@ -103,13 +104,22 @@ impl Fixture {
 
     /// An authorizer with default settings deciding with `rules`.
     fn deciding_with(&self, rules: &str) -> ExtAuthz {
+        self.deciding_with_settings(rules, EngineSettings::default(), EdgeSettings::default())
+    }
+
+    fn deciding_with_settings(
+        &self,
+        rules: &str,
+        engine: EngineSettings,
+        edge: EdgeSettings,
+    ) -> ExtAuthz {
         ExtAuthz::new(
-            Engine::new(Workload::default(), EngineSettings::default()),
+            Engine::new(Workload::default(), engine),
             Store::fixed(
                 Arc::new(Policy::parse(rules, Path::new("p.yaml")).unwrap()),
                 self.bundles(),
             ),
-            EdgeSettings::default(),
+            edge,
         )
     }
 
@@ -320,45 +330,48 @@ fn upstream_headers_carry_both_identities_and_the_token_can_be_removed() {
     assert_eq!(response.headers_to_remove, ["x-caller", "x-celador-shadow"]);
 }
 
+/// A layer keeping the audit records of the events it sees.
+struct Records(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Records {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Field(Option<String>);
+        impl tracing::field::Visit for Field {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "record" {
+                    self.0 = Some(value.to_owned());
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut field = Field(None);
+        event.record(&mut field);
+        if let Some(line) = field
+            .0
+            .filter(|_| event.metadata().target() == audit::TARGET)
+        {
+            self.0.lock().unwrap().push(line);
+        }
+    }
+}
+
+impl Records {
+    fn parsed(&self) -> Vec<serde_json::Value> {
+        let lines = self.0.lock().unwrap();
+        lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
 /// The audit records written while `f` runs, on this thread.
 fn audited(f: impl FnOnce()) -> Vec<serde_json::Value> {
-    use std::sync::Mutex;
     use tracing_subscriber::layer::SubscriberExt;
-
-    struct Records(Arc<Mutex<Vec<String>>>);
-    struct Field(Option<String>);
-    impl tracing::field::Visit for Field {
-        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-            if field.name() == "record" {
-                self.0 = Some(value.to_owned());
-            }
-        }
-        fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
-    }
-    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Records {
-        fn on_event(
-            &self,
-            event: &tracing::Event<'_>,
-            _: tracing_subscriber::layer::Context<'_, S>,
-        ) {
-            let mut field = Field(None);
-            event.record(&mut field);
-            if let Some(line) = field
-                .0
-                .filter(|_| event.metadata().target() == audit::TARGET)
-            {
-                self.0.lock().unwrap().push(line);
-            }
-        }
-    }
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let subscriber = tracing_subscriber::registry().with(Records(Arc::clone(&lines)));
+    let records = Records(Arc::default());
+    let subscriber = tracing_subscriber::registry().with(Records(Arc::clone(&records.0)));
     tracing::subscriber::with_default(subscriber, f);
-    let lines = lines.lock().unwrap();
-    lines
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    records.parsed()
 }
 
 #[test]
@@ -443,12 +456,46 @@ fn a_caller_chosen_request_id_is_not_reflected() {
         .and_then(|r| r.http.as_mut())
         .unwrap();
     http.id = format!("<script>{}", "x".repeat(16 * 1024));
-    let response = a.check(&request).unwrap();
-    let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
-        panic!("not denied")
+    let body = |request: &CheckRequest| match a.check(request).unwrap().http_response {
+        Some(HttpResponse::DeniedResponse(denied)) => denied.body,
+        other => panic!("not denied: {other:?}"),
     };
-    assert!(denied.body.len() < 200, "{}", denied.body);
-    assert!(!denied.body.contains("script"), "{}", denied.body);
+    let denied = body(&request);
+    assert!(denied.len() < 200, "{denied}");
+    assert!(!denied.contains("script"), "{denied}");
+    // Plain characters, short enough, but a token: not echoed either, nor
+    // written to the record.
+    let token = f.signer.token(&claims(AGENT, "payments", 300));
+    let token = token
+        .get(..token.find('.').unwrap() + 4)
+        .unwrap()
+        .to_owned()
+        + ".sig";
+    assert!(token.len() <= 128, "{token}");
+    let plain = "8d5c0b4e-1f2a-4b3c-9d8e-7f6a5b4c3d2e";
+    let mut denials = Vec::new();
+    let records = audited(|| {
+        for id in [token.as_str(), plain] {
+            let mut request = request.clone();
+            if let Some(http) = request
+                .attributes
+                .as_mut()
+                .and_then(|a| a.request.as_mut())
+                .and_then(|r| r.http.as_mut())
+            {
+                http.id = id.to_owned();
+            }
+            denials.push(body(&request));
+        }
+    });
+    assert!(
+        !denials[0].contains(&token) && denials[0].contains("\"request_id\":null"),
+        "{}",
+        denials[0]
+    );
+    assert_eq!(records[0]["request_id"], "<redacted>");
+    assert!(denials[1].contains(plain), "{}", denials[1]);
+    assert_eq!(records[1]["request_id"], plain);
 }
 
 #[test]
@@ -551,11 +598,18 @@ fn the_trail_records_what_the_deciding_rule_read_without_a_credential() {
       request.headers.exists(k, k == "x-tenant") && request.query["day"] == "1" &&
       request.headers["x-tenant"] == "acme" && source.id != ""
 "#;
-    let a = f.deciding_with(rules);
+    let a = f.deciding_with_settings(
+        rules,
+        EngineSettings {
+            redaction: Redaction::new(Vec::new(), ["day".to_owned()]),
+            ..EngineSettings::default()
+        },
+        EdgeSettings::default(),
+    );
     let request = check::request(
         &f.cert(),
         "GET",
-        "/x?day=1&access_token=s3cret",
+        "/x?day=1&access_token=s3cret&page=3",
         &[
             ("x-tenant", "acme"),
             ("authorization", "Bearer eyJ.secret.token"),
@@ -576,8 +630,10 @@ fn the_trail_records_what_the_deciding_rule_read_without_a_credential() {
     assert_eq!(read["request.headers"]["authorization"], "<redacted>");
     assert_eq!(read["request.headers"]["cookie"], "<redacted>");
     assert_eq!(read["request.headers"]["x-other"], "<redacted>");
+    // Shown: only a parameter that audit.query_params names.
     assert_eq!(read["request.query"]["day"], "1");
     assert_eq!(read["request.query"]["access_token"], "<redacted>");
+    assert_eq!(read["request.query"]["page"], "<redacted>");
     let all = serde_json::to_string(&records).unwrap();
     assert!(!all.contains("s3cret") && !all.contains("eyJ"), "{all}");
     // The second answer came from the decision cache, the identity from
@@ -644,6 +700,203 @@ fn a_rule_error_is_explained_clause_by_clause_in_the_audit_record() {
         a.check(&allowed).unwrap();
     });
     assert!(records[0].get("explanation").is_none());
+}
+
+/// Spans exported as they end, kept for the test to read.
+#[derive(Debug, Clone, Default)]
+struct Spans(Arc<std::sync::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+impl opentelemetry_sdk::trace::SpanExporter for Spans {
+    fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
+        self.0.lock().unwrap().extend(batch);
+        std::future::ready(Ok(()))
+    }
+}
+
+/// The audit records written while `f` runs, on this thread, and every
+/// tracing event (the records among them) as text.
+fn logged(f: impl FnOnce()) -> (Vec<serde_json::Value>, String) {
+    use std::sync::Mutex;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    struct Lines(Arc<Mutex<String>>);
+    struct Fields(String);
+    impl tracing::field::Visit for Fields {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.push_str(&format!(" {}={value:?}", field.name()));
+        }
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Lines {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut fields = Fields(event.metadata().target().to_owned());
+            event.record(&mut fields);
+            let mut lines = self.0.lock().unwrap();
+            lines.push_str(&fields.0);
+            lines.push('\n');
+        }
+    }
+    let lines = Arc::new(Mutex::new(String::new()));
+    let records = Records(Arc::default());
+    let subscriber = tracing_subscriber::registry()
+        .with(Records(Arc::clone(&records.0)))
+        .with(Lines(Arc::clone(&lines)));
+    tracing::subscriber::with_default(subscriber, f);
+    let text = lines.lock().unwrap().clone();
+    (records.parsed(), text)
+}
+
+/// Issue 19's leaks: a JWT-SVID in the configured token header read as a
+/// whole header map (`in`, `exists`), credentials in query values, and a
+/// bearer value in an audited header. None reaches the audit record (its
+/// `read`, `headers` and a rule_error's explanation), a span or a log line.
+#[test]
+fn no_secret_of_the_request_reaches_the_record_the_explanation_the_span_or_the_log() {
+    use opentelemetry::trace::TracerProvider as _;
+    let f = Fixture::new();
+    let svid = f.signer.token(&claims(AGENT, "payments", 300));
+    let secrets = [
+        svid.as_str(),
+        "hunter2",
+        "correct-horse-battery",
+        "AKIAIOSFODNN7EXAMPLE",
+        "opaque-debug-credential",
+    ];
+    let query = format!(
+        "jwt={svid}&pass=hunter2&pwd=correct-horse-battery&x-amz-credential=AKIAIOSFODNN7EXAMPLE%2F20260101%2Fus-east-1%2Fs3%2Faws4_request&page=2"
+    );
+    let headers = [
+        ("x-jwt-svid", svid.as_str()),
+        ("x-debug-info", "Bearer opaque-debug-credential"),
+        ("x-tenant", "acme"),
+    ];
+    let settings = |rules| {
+        let a = f.deciding_with_settings(
+            rules,
+            EngineSettings {
+                token: Some(TokenSettings {
+                    header: "x-jwt-svid".into(),
+                    verify: JwtSettings {
+                        audiences: vec!["payments".into()],
+                        leeway: Duration::from_secs(30),
+                        cache: CacheSettings::default(),
+                    },
+                }),
+                redaction: Redaction::new(Vec::new(), ["page".to_owned()]),
+                ..EngineSettings::default()
+            },
+            EdgeSettings {
+                audit_headers: vec!["x-debug-info".into(), "x-tenant".into()],
+                ..EdgeSettings::default()
+            },
+        );
+        let spans = Spans::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(spans.clone())
+            .build();
+        a.set_tracing(trace::Tracing::new(provider.tracer("celador")));
+        (a, spans)
+    };
+    // No rule decides, so the record reads what every rule read: the whole
+    // header map (through `in` and `exists`) and the whole query.
+    let (reads_all, spans) = settings(
+        r#"rules:
+  - name: token-header-present
+    effect: allow
+    when: '"x-jwt-svid" in request.headers && request.method == "PATCH"'
+  - name: any-debug-header
+    effect: allow
+    when: request.headers.exists(k, k.startsWith("x-never"))
+  - name: query
+    effect: allow
+    when: request.query["pass"] == "nope" && request.query["page"] == "2"
+"#,
+    );
+    // A deny rule that fails on values it read: its error quotes them.
+    let (fails, more_spans) = settings(
+        r#"rules:
+  - name: open
+    effect: allow
+    when: "true"
+  - name: odd-addresses
+    effect: deny
+    when: request.headers["x-jwt-svid"].inCidr("10.0.0.0/8") || request.query["pass"].inCidr("10.0.0.0/8")
+"#,
+    );
+    let request = check::request(
+        &f.cert(),
+        "GET",
+        &format!("/export/{svid}?{query}"),
+        &headers,
+    );
+    let (records, log) = logged(|| {
+        let denied = reads_all.check(&request).unwrap();
+        assert_eq!(
+            check::denial(&denied).map(|(_, r)| r).as_deref(),
+            Some("no_allow_rule")
+        );
+        let failed = fails.check(&request).unwrap();
+        assert_eq!(
+            check::denial(&failed).map(|(_, r)| r).as_deref(),
+            Some("rule_error")
+        );
+    });
+    assert_eq!(records.len(), 2, "{records:?}");
+    let read = &records[0]["read"];
+    assert_eq!(
+        read["request.headers"]["x-jwt-svid"], "<redacted>",
+        "{read}"
+    );
+    assert_eq!(
+        read["request.headers"]["x-debug-info"], "<redacted>",
+        "{read}"
+    );
+    assert_eq!(read["request.headers"]["x-tenant"], "acme", "{read}");
+    assert_eq!(read["request.query"]["pass"], "<redacted>", "{read}");
+    assert_eq!(read["request.query"]["page"], "2", "{read}");
+    assert_eq!(records[0]["headers"]["x-debug-info"], "<redacted>");
+    assert_eq!(records[0]["headers"]["x-tenant"], "acme");
+    assert_eq!(records[0]["path"], "/export/<redacted>");
+    let explanation = &records[1]["explanation"];
+    assert!(
+        explanation["children"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not an IP address"),
+        "{explanation}"
+    );
+    let spans: Vec<_> = [spans, more_spans]
+        .iter()
+        .flat_map(|s| s.0.lock().unwrap().clone())
+        .collect();
+    assert_eq!(spans.len(), 2);
+    let outputs = [
+        (
+            "the audit records",
+            serde_json::to_string(&records).unwrap(),
+        ),
+        (
+            "the spans",
+            format!(
+                "{:?}",
+                spans.iter().map(|s| &s.attributes).collect::<Vec<_>>()
+            ),
+        ),
+        ("the log", log),
+    ];
+    for (what, text) in &outputs {
+        assert!(!text.is_empty(), "{what}");
+        for secret in secrets {
+            assert!(!text.contains(secret), "{what} hold {secret}:\n{text}");
+        }
+        assert!(!text.contains("eyJ"), "{what} hold a token:\n{text}");
+    }
 }
 
 mod requests;

@@ -16,6 +16,7 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{Context, KeyValue};
 
+use crate::engine::redaction::Redaction;
 use crate::engine::{Attributes, Decision};
 
 /// Records a span per check.
@@ -30,11 +31,12 @@ impl Tracing {
         Tracing { tracer }
     }
 
-    /// Records the span of one check, from `start` to `end`; `enforced` is
-    /// false on a route in shadow mode.
+    /// Records the span of one check, from `start` to `end`, showing what
+    /// `redaction` lets be shown; `enforced` is false on a route in shadow
+    /// mode.
     pub fn record(
         &self,
-        attrs: &Attributes<'_>,
+        (attrs, redaction): (&Attributes<'_>, &Redaction),
         decision: &Decision,
         enforced: bool,
         start: SystemTime,
@@ -54,7 +56,7 @@ impl Tracing {
             KeyValue::new("celador.enforced", enforced),
             KeyValue::new("celador.cache_hit", decision.from_cache),
             KeyValue::new("http.request.method", attrs.method.to_owned()),
-            KeyValue::new("url.path", attrs.path.to_string()),
+            KeyValue::new("url.path", redaction.text(&attrs.path).into_owned()),
         ];
         if let Some(rule) = &decision.rule {
             attributes.push(KeyValue::new("celador.rule", rule.to_string()));

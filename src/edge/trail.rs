@@ -6,26 +6,17 @@
 //! [`crate::engine::policy::footprint`]), the grant used, a revocation hit,
 //! shadow outcomes, whether the decision and the identity came from
 //! caches, and the generations of every live input in force. Credentials
-//! never appear: secret headers, bearer values and credential-like query
-//! parameters are written as `<redacted>`.
+//! never appear: every value read passes through the engine's
+//! [`Redaction`], so secret headers, query values and anything shaped like
+//! a credential are written as `<redacted>`.
 
 use std::time::SystemTime;
 
 use super::json_line::JsonObject;
 use crate::engine::decision::Shadow;
 use crate::engine::policy::footprint::{Footprint, Part};
+use crate::engine::redaction::Redaction;
 use crate::engine::{Attributes, Decision, Snapshot, percent, time};
-
-const REDACTED: &str = "<redacted>";
-
-/// Headers that carry credentials: their values never reach an audit
-/// record or a trail, even when allowlisted (the config refuses them too).
-pub const SECRET_HEADERS: &[&str] = crate::engine::attributes::CREDENTIAL_HEADERS;
-
-/// Whether `name` (lowercase) carries credentials.
-pub fn is_secret_header(name: &str) -> bool {
-    SECRET_HEADERS.contains(&name)
-}
 
 /// The trail of one decision, written into its audit record.
 #[derive(Debug, Clone, Copy)]
@@ -33,17 +24,19 @@ pub struct Trail<'a> {
     decision: &'a Decision,
     snapshot: &'a Snapshot,
     attrs: &'a Attributes<'a>,
+    redaction: &'a Redaction,
     enforced: bool,
     now: SystemTime,
 }
 
 impl<'a> Trail<'a> {
-    /// The trail of `decision`, made with `snapshot` at `now`; `enforced` is
-    /// false on a route in shadow mode.
+    /// The trail of `decision`, made with `snapshot` at `now`, its values
+    /// as `redaction` lets them be shown; `enforced` is false on a route in
+    /// shadow mode.
     pub fn of(
         decision: &'a Decision,
         snapshot: &'a Snapshot,
-        attrs: &'a Attributes<'a>,
+        (attrs, redaction): (&'a Attributes<'a>, &'a Redaction),
         enforced: bool,
         now: SystemTime,
     ) -> Self {
@@ -51,6 +44,7 @@ impl<'a> Trail<'a> {
             decision,
             snapshot,
             attrs,
+            redaction,
             enforced,
             now,
         }
@@ -135,7 +129,7 @@ impl<'a> Trail<'a> {
             match *volatile {
                 "now" => o.str("now", &time::rfc3339(now)),
                 "request.time" => o.str("request.time", &time::rfc3339(attrs.time.unwrap_or(now))),
-                "request.id" => o.str("request.id", attrs.request_id),
+                "request.id" => o.str("request.id", &self.redaction.text(attrs.request_id)),
                 "signals" => {
                     let s = self.decision.signals.unwrap_or_default();
                     o.object("signals", |o| {
@@ -154,7 +148,7 @@ impl<'a> Trail<'a> {
 
     /// One part's attribute path and value.
     fn write_part(&self, o: &mut JsonObject<'_>, part: &Part) {
-        let (d, attrs) = (self.decision, self.attrs);
+        let (d, attrs, redaction) = (self.decision, self.attrs, self.redaction);
         let source = d.identity.source.as_deref();
         let token = d.identity.token.as_deref();
         match part {
@@ -164,12 +158,15 @@ impl<'a> Trail<'a> {
             Part::TokenId => o.opt_str("token.id", token.map(|t| t.id.as_str())),
             Part::Token => {
                 let claims = token.and_then(|t| serde_json::to_string(&t.claims).ok());
+                // A claim can hold a token of its own; `<redacted>` keeps
+                // the JSON valid where one is cut out.
+                let claims = claims.as_deref().map(|c| redaction.text(c));
                 o.raw("token.claims", claims.as_deref().unwrap_or("null"));
             }
             Part::Method => o.str("request.method", attrs.method),
-            Part::Path => o.str("request.path", &attrs.path),
-            Part::RawPath => o.str("request.raw_path", attrs.raw_path),
-            Part::Host => o.str("request.host", attrs.host),
+            Part::Path => o.str("request.path", &redaction.text(&attrs.path)),
+            Part::RawPath => o.str("request.raw_path", &redaction.text(attrs.raw_path)),
+            Part::Host => o.str("request.host", &redaction.text(attrs.host)),
             Part::Scheme => o.str("request.scheme", attrs.scheme),
             Part::Protocol => o.str("request.protocol", attrs.protocol),
             Part::Size => o.i64("request.size", attrs.size),
@@ -179,27 +176,27 @@ impl<'a> Trail<'a> {
             Part::DestinationAddress => o.str("destination.address", attrs.destination_address),
             Part::DestinationPort => o.u64("destination.port", attrs.destination_port.into()),
             Part::Grant => o.str("grant.name", d.grant.as_ref().map_or("", |g| &g.name)),
-            Part::Query => o.object("request.query", |o| query(o, attrs.query)),
+            Part::Query => o.object("request.query", |o| query(o, attrs.query, redaction)),
             Part::Header(name) => {
-                let value = attrs.header(name).map(|v| header_value(name, v));
+                let value = attrs.header(name).map(|v| redaction.header(name, v));
                 o.opt_str(&format!("request.headers[{}]", quoted(name)), value);
             }
             Part::Headers => o.object("request.headers", |o| {
                 let mut headers: Vec<_> = attrs.headers.iter().collect();
                 headers.sort_unstable();
                 for (k, v) in headers {
-                    o.str(k, header_value(k, v));
+                    o.str(k, redaction.header(k, v));
                 }
             }),
             Part::ContextKey(name) => {
-                let value = attrs.context.get(name).map(String::as_str);
+                let value = attrs.context.get(name).map(|v| redaction.value(v));
                 o.opt_str(&format!("context[{}]", quoted(name)), value);
             }
             Part::Context => o.object("context", |o| {
                 let mut context: Vec<_> = attrs.context.iter().collect();
                 context.sort_unstable();
                 for (k, v) in context {
-                    o.str(k, v);
+                    o.str(k, redaction.value(v));
                 }
             }),
         }
@@ -234,32 +231,28 @@ fn quoted(key: &str) -> String {
     out
 }
 
-/// A header's value as the trail may show it.
-fn header_value<'v>(name: &str, value: &'v str) -> &'v str {
-    let bearer = value
-        .get(..7)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "));
-    if is_secret_header(name) || bearer {
-        REDACTED
-    } else {
-        value
-    }
-}
-
-/// The query parameters, decoded, with credential-like ones redacted; for
-/// a repeated name, the first value (as rules see it).
-fn query(o: &mut JsonObject<'_>, raw: &str) {
-    let mut seen = std::collections::HashSet::new();
+/// The query parameters, decoded, as `redaction` shows them (values only
+/// of the parameters `audit.query_params` names); for a repeated name, the
+/// first value (as rules see it).
+fn query(o: &mut JsonObject<'_>, raw: &str, redaction: &Redaction) {
+    // A name given more than once is shown with every value, in order: a
+    // rule can only have read it through `request.query_all`.
+    let mut values: Vec<(String, Vec<String>)> = Vec::new();
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let key = percent::decode_lossy(k, true);
-        if !seen.insert(key.clone()) {
-            continue;
+        let value = percent::decode_lossy(v, true);
+        let value = redaction.query_value(&key, &value).to_owned();
+        match values.iter_mut().find(|(name, _)| *name == key) {
+            Some((_, all)) => all.push(value),
+            None => values.push((key.into_owned(), vec![value])),
         }
-        if crate::engine::attributes::is_credential_param(&key) {
-            o.str(&key, REDACTED);
-        } else {
-            o.str(&key, &percent::decode_lossy(v, true));
+    }
+    for (key, all) in &values {
+        let name = redaction.query_name(key);
+        match all.as_slice() {
+            [one] => o.str(name, one),
+            many => o.strs(name, many),
         }
     }
 }

@@ -9,24 +9,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-/// Headers that carry credentials: their values are never shown (audit
-/// records, explanations, the tools' output), whatever else is.
-pub const CREDENTIAL_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-];
-
-/// Whether a header (`name` lowercase) carries a credential: one of
-/// [`CREDENTIAL_HEADERS`], or any value that is a bearer token.
-pub fn is_credential(name: &str, value: &str) -> bool {
-    CREDENTIAL_HEADERS.contains(&name)
-        || value
-            .get(..7)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
-}
-
 /// What celador reads of one `CheckRequest`.
 #[derive(Debug, Clone)]
 pub struct Attributes<'a> {
@@ -93,73 +75,5 @@ impl Attributes<'_> {
             }
         }
         self
-    }
-}
-
-/// Whether a query parameter's name looks like a credential (`token`,
-/// `secret`, `password`, `key`, `sig`, `auth`, `code`, `session` in it).
-pub fn is_credential_param(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    [
-        "token", "secret", "password", "key", "sig", "auth", "code", "session",
-    ]
-    .iter()
-    .any(|s| lower.contains(s))
-}
-
-/// A request's attributes as they may be shown: see
-/// [`Attributes::redacted`].
-#[derive(Debug, Clone)]
-pub struct Shown<'a> {
-    base: Attributes<'a>,
-    headers: HashMap<String, String>,
-    query: String,
-}
-
-impl Shown<'_> {
-    /// The redacted attributes.
-    pub fn attributes(&self) -> Attributes<'_> {
-        Attributes {
-            headers: Cow::Borrowed(&self.headers),
-            query: &self.query,
-            ..self.base.clone()
-        }
-    }
-}
-
-impl<'a> Attributes<'a> {
-    /// These attributes as they may be shown: every credential header's
-    /// value (see [`is_credential`]), those of the headers `also` names,
-    /// and credential-like query parameters ([`is_credential_param`])
-    /// replaced by `<redacted>`.
-    pub fn redacted(&self, also: &[String]) -> Shown<'a> {
-        let headers = self
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                let secret =
-                    is_credential(name, value) || also.iter().any(|e| e.eq_ignore_ascii_case(name));
-                let shown = if secret { "<redacted>" } else { value.as_str() };
-                (name.clone(), shown.to_owned())
-            })
-            .collect();
-        let query = self
-            .query
-            .split('&')
-            .map(|pair| {
-                let (k, _) = pair.split_once('=').unwrap_or((pair, ""));
-                if is_credential_param(&super::percent::decode_lossy(k, true)) {
-                    format!("{k}=%3Credacted%3E")
-                } else {
-                    pair.to_owned()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("&");
-        Shown {
-            base: self.clone(),
-            headers,
-            query,
-        }
     }
 }

@@ -5,6 +5,8 @@
 //! record of a `rule_error` ([`crate::engine::Decision::explanation`]);
 //! rendered by the tools and written by the edge's trail.
 
+use std::borrow::Cow;
+
 /// One clause of a condition and what it evaluated to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Clause {
@@ -43,6 +45,35 @@ impl Clause {
                 .and_then(|c| c.first_false().or(Some(c))),
             _ if self.is_false() || self.value.is_err() => Some(self),
             _ => None,
+        }
+    }
+
+    /// The tree with `text` applied to the rule's own text in it (clauses
+    /// and the paths they read) and `value` to what it evaluated to (values
+    /// and errors): how a redaction reaches a tree built from the real
+    /// request.
+    pub fn redact<T, V>(&mut self, text: &T, value: &V)
+    where
+        T: Fn(&str) -> Cow<'_, str>,
+        V: Fn(&str) -> Cow<'_, str>,
+    {
+        fn apply(shown: &impl Fn(&str) -> Cow<'_, str>, s: &mut String) {
+            if let Cow::Owned(redacted) = shown(s) {
+                *s = redacted;
+            }
+        }
+        apply(text, &mut self.text);
+        match &mut self.value {
+            Ok(v) | Err(v) => apply(value, v),
+        }
+        for (path, read) in &mut self.reads {
+            apply(text, path);
+            match read {
+                Ok(v) | Err(v) => apply(value, v),
+            }
+        }
+        for child in &mut self.children {
+            child.redact(text, value);
         }
     }
 

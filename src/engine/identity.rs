@@ -12,6 +12,7 @@
 //! domain.
 
 pub mod bundle;
+pub mod dn;
 pub mod jwt;
 pub mod spiffe_id;
 pub mod verified;
@@ -50,6 +51,8 @@ pub struct CertificateFacts {
     pub serial: String,
     /// The issuer's distinguished name (RFC 4514, as x509-parser writes it).
     pub issuer: String,
+    /// The issuer's name, for comparing with a written one.
+    pub issuer_dn: dn::DistinguishedName,
 }
 
 impl CertificateFacts {
@@ -61,6 +64,7 @@ impl CertificateFacts {
             sha256: hex(&digest),
             serial: normalize_serial(&hex(cert.raw_serial())),
             issuer: cert.issuer().to_string(),
+            issuer_dn: dn::DistinguishedName::of(cert.issuer()),
         }
     }
 }

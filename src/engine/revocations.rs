@@ -10,7 +10,7 @@
 //!   - x509_sha256: 3f:a1:...                               # a leaf's fingerprint
 //!     reason: stolen laptop
 //!   - x509_serial: 0a:1b:2c
-//!     issuer: CN=intermediate,O=example
+//!     issuer: CN=intermediate,O=example    # or `O = example, CN = intermediate`, `/O=example/CN=intermediate`
 //!     reason: mis-issued
 //!   - jwt_id: 4f1c2d                                        # a token's jti
 //!     reason: replayed token
@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Deserialize;
 
 use super::decision::Revoked;
+use super::identity::dn::DistinguishedName;
 use super::identity::{Identity, SpiffeId, normalize_serial};
 
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -63,7 +64,8 @@ pub struct Revocations {
     ids: HashMap<String, Arc<str>>,
     prefixes: Vec<(String, Arc<str>)>,
     sha256: HashMap<String, Arc<str>>,
-    serials: HashMap<(String, String), Arc<str>>,
+    /// By serial number: the issuers' names, and why.
+    serials: HashMap<String, Vec<(DistinguishedName, Arc<str>)>>,
     jwt_ids: HashMap<String, Arc<str>>,
     entries: usize,
     version: Option<Arc<str>>,
@@ -140,8 +142,15 @@ impl Revocations {
             if serial.is_empty() || !serial.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
                 return Err(format!("x509_serial {serial:?} is not hex"));
             }
+            let dn = DistinguishedName::parse(issuer).map_err(|e| {
+                format!(
+                    "issuer {issuer:?} is not a distinguished name ({e}); write it as RFC 4514 (`CN=ca,O=example`), OpenSSL's oneline (`O = example, CN = ca`) or slash form (`/O=example/CN=ca`)"
+                )
+            })?;
             self.serials
-                .insert((normalize_serial(serial), normalize_dn(issuer)), reason);
+                .entry(normalize_serial(serial))
+                .or_default()
+                .push((dn, reason));
         } else if let Some(jti) = &entry.jwt_id {
             self.jwt_ids.insert(jti.clone(), reason);
         }
@@ -200,8 +209,11 @@ impl Revocations {
             if let Some(reason) = self.sha256.get(&facts.sha256) {
                 return Some(hit(format!("x509_sha256: {}", facts.sha256), reason));
             }
-            let key = (facts.serial.clone(), normalize_dn(&facts.issuer));
-            if let Some(reason) = self.serials.get(&key) {
+            if let Some((_, reason)) = self.serials.get(&facts.serial).and_then(|issuers| {
+                issuers
+                    .iter()
+                    .find(|(issuer, _)| *issuer == facts.issuer_dn)
+            }) {
                 return Some(hit(
                     format!("x509_serial: {} issuer: {}", facts.serial, facts.issuer),
                     reason,
@@ -219,21 +231,6 @@ impl Revocations {
         }
         None
     }
-}
-
-/// A distinguished name compared loosely: no spaces around separators,
-/// attribute types in upper case, and in any order (`openssl` prints
-/// RFC 2253 names last-first, x509-parser first-last).
-fn normalize_dn(dn: &str) -> String {
-    let mut rdns: Vec<String> = dn
-        .split(',')
-        .map(|rdn| match rdn.split_once('=') {
-            Some((ty, value)) => format!("{}={}", ty.trim().to_ascii_uppercase(), value.trim()),
-            None => rdn.trim().to_owned(),
-        })
-        .collect();
-    rdns.sort_unstable();
-    rdns.join(",")
 }
 
 #[cfg(test)]
@@ -287,30 +284,95 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(reason("spiffe://e.org/z", fp).as_deref(), Some("fp"));
-        let serial = CertificateFacts {
+        let issued_by = |issuer: &str| CertificateFacts {
             serial: "a1b".into(),
-            issuer: "CN=ca,O=e".into(),
+            issuer_dn: DistinguishedName::parse(issuer).unwrap(),
             ..Default::default()
         };
         assert_eq!(
-            reason("spiffe://e.org/z", serial).as_deref(),
+            reason("spiffe://e.org/z", issued_by("CN=ca,O=e")).as_deref(),
             Some("serial")
         );
-        let reversed = CertificateFacts {
-            serial: "a1b".into(),
-            issuer: "O=e, CN=ca".into(),
-            ..Default::default()
-        };
         assert_eq!(
-            reason("spiffe://e.org/z", reversed).as_deref(),
+            reason("spiffe://e.org/z", issued_by("O=e, CN=ca")).as_deref(),
             Some("serial")
         );
-        let other_issuer = CertificateFacts {
-            serial: "a1b".into(),
-            issuer: "CN=other".into(),
-            ..Default::default()
+        assert_eq!(reason("spiffe://e.org/z", issued_by("CN=other")), None);
+    }
+
+    /// A leaf of a root named `C=US, O=SPIFFE acceptance, CN=example.org
+    /// SPIFFE root CA`, verified: its identity and its serial number.
+    fn verified_leaf() -> (Identity, String) {
+        use crate::engine::identity::bundle::{TrustBundles, parse_pem};
+        use crate::engine::identity::verified::CacheSettings;
+        use crate::engine::identity::x509::X509Verifier;
+        use crate::testing::pki::Ca;
+        use rcgen::DnType;
+        let ca = Ca::root_named(&[
+            (DnType::CountryName, "US".into()),
+            (DnType::OrganizationName, "SPIFFE acceptance".into()),
+            (DnType::CommonName, "example.org SPIFFE root CA".into()),
+        ]);
+        let bundle = parse_pem(ca.pem.as_bytes(), Path::new("ca.pem")).unwrap();
+        let bundles = TrustBundles::from_domains([("example.org".to_owned(), bundle)]);
+        let leaf = ca.svid("spiffe://example.org/ns/batch/sa/exporter");
+        let (svid, _) = X509Verifier::new(CacheSettings::default())
+            .verify_uncached(&leaf.envoy_encoded(), None, &bundles, SystemTime::now())
+            .unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&leaf.der).unwrap();
+        let identity = Identity {
+            source: Some(Arc::new(svid)),
+            ..Identity::default()
         };
-        assert_eq!(reason("spiffe://e.org/z", other_issuer), None);
+        (identity, cert.raw_serial_as_string())
+    }
+
+    #[test]
+    fn an_issuer_in_each_written_form_matches_a_real_certificate() {
+        let (identity, serial) = verified_leaf();
+        for issuer in [
+            // RFC 4514, last RDN first.
+            "CN=example.org SPIFFE root CA,O=SPIFFE acceptance,C=US",
+            // OpenSSL's oneline form, as `openssl x509 -issuer` prints it.
+            "C = US, O = SPIFFE acceptance, CN = example.org SPIFFE root CA",
+            // OpenSSL's slash form: the finding of issue 19.
+            "/C=US/O=SPIFFE acceptance/CN=example.org SPIFFE root CA",
+            // Case and white space do not matter; OIDs name types.
+            "cn=Example.org  SPIFFE Root CA, 2.5.4.10=spiffe acceptance, countryName=us",
+        ] {
+            let text = format!(
+                "revocations:\n  - x509_serial: \"{serial}\"\n    issuer: \"{issuer}\"\n    reason: mis-issued\n"
+            );
+            let r = Revocations::parse(&text, Path::new("r.yaml")).unwrap();
+            let hit = r
+                .check(&identity)
+                .unwrap_or_else(|| panic!("{issuer} did not match"));
+            assert_eq!(&*hit.reason, "mis-issued");
+            assert!(hit.entry.starts_with("x509_serial: "), "{}", hit.entry);
+        }
+        for issuer in [
+            "/O=SPIFFE acceptance/CN=example.org SPIFFE root CA",
+            "CN=example.org SPIFFE root CA,O=another,C=US",
+        ] {
+            let text = format!(
+                "revocations:\n  - x509_serial: \"{serial}\"\n    issuer: \"{issuer}\"\n    reason: x\n"
+            );
+            let r = Revocations::parse(&text, Path::new("r.yaml")).unwrap();
+            assert!(r.check(&identity).is_none(), "{issuer} matched");
+        }
+    }
+
+    #[test]
+    fn an_issuer_that_is_not_a_distinguished_name_refuses_the_file_naming_the_entry() {
+        let text = "revocations:\n  - spiffe_id: spiffe://e.org/a\n    reason: fine\n  - x509_serial: \"0a\"\n    issuer: example.org SPIFFE root CA\n    reason: typo\n  - x509_serial: \"0b\"\n    issuer: \"Organisation=Acme\"\n    reason: unknown type\n";
+        let e = Revocations::parse(text, Path::new("r.yaml")).unwrap_err();
+        assert!(
+            e.contains("r.yaml: revocation 2 (reason \"typo\"): issuer \"example.org SPIFFE root CA\" is not a distinguished name"),
+            "{e}"
+        );
+        assert!(e.contains("revocation 3 (reason \"unknown type\")"), "{e}");
+        assert!(e.contains("not an attribute type"), "{e}");
+        assert!(!e.contains("revocation 1 "), "{e}");
     }
 
     #[test]

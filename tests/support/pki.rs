@@ -36,6 +36,22 @@ impl Ca {
         }
     }
 
+    /// A self-signed root whose name is `name`, RDN by RDN in order.
+    pub fn root_named(name: &[(DnType, rcgen::DnValue)]) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = ca_params("");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (ty, value) in name {
+            params.distinguished_name.push(ty.clone(), value.clone());
+        }
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
     /// A self-signed root valid from `start` to `end` seconds relative to
     /// now.
     pub fn root_valid_secs(name: &str, start: i64, end: i64) -> Ca {

@@ -343,12 +343,24 @@ fn spiffe_id_of(cert: &X509Certificate<'_>) -> Result<SpiffeId, IdentityError> {
             ));
         }
     };
-    SpiffeId::parse(uri).map_err(|e| {
+    let id = SpiffeId::parse(uri).map_err(|e| {
         IdentityError::new(
             Reason::SvidInvalidId,
             format!("the URI SAN {uri:?} is not a valid SPIFFE ID: {e}"),
         )
-    })
+    })?;
+    // X509-SVID spec, sections 3.1 and 5.2: a leaf's SPIFFE ID has a
+    // non-root path; `spiffe://example.org` names the trust domain, which
+    // only a signing certificate may carry (go-spiffe refuses it too).
+    if id.path().is_empty() {
+        return Err(IdentityError::new(
+            Reason::SvidInvalidId,
+            format!(
+                "the URI SAN {uri:?} has no path: it names the trust domain, and a leaf X.509-SVID's SPIFFE ID must name a workload"
+            ),
+        ));
+    }
+    Ok(id)
 }
 
 /// A leaf SVID is not a CA, and signs with its key but never certificates.

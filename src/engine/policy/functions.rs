@@ -222,9 +222,7 @@ fn in_cidr<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Executio
     };
     let address = as_str(address.as_ref())
         .ok_or_else(|| ExecutionError::function_error("inCidr", "the address must be a string"))?;
-    let ip = parse_ip(address).ok_or_else(|| {
-        ExecutionError::function_error("inCidr", format!("{address:?} is not an IP address"))
-    })?;
+    let ip = parse_ip(address).map_err(|e| ExecutionError::function_error("inCidr", e))?;
     if let Some(range) = as_str(ranges.as_ref()) {
         return cidr_contains(range, ip).map(bool_val);
     }
@@ -248,24 +246,40 @@ fn is_ip<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionE
         .first()
         .and_then(|a| as_str(a.as_ref()))
         .ok_or_else(|| ExecutionError::function_error("isIP", "takes a string"))?;
-    Ok(bool_val(parse_ip(text).is_some()))
+    Ok(bool_val(parse_ip(text).is_ok()))
 }
 
-/// An IP address; IPv4-mapped IPv6 addresses become IPv4, since dual-stack
-/// listeners report IPv4 peers that way.
-fn parse_ip(text: &str) -> Option<IpAddr> {
-    let ip: IpAddr = text.parse().ok()?;
-    Some(match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    })
+/// An IP address, v4 or v6, but not an IPv4-mapped IPv6 one
+/// (`::ffff:10.0.0.1`): as Kubernetes' CEL `ip()` and `cidr()` refuse
+/// them, so that one address has one spelling and a rule cannot be
+/// sidestepped by the other. Envoy reports an IPv4 peer of a dual-stack
+/// listener as IPv4, so `source.address` never takes that form.
+fn parse_ip(text: &str) -> Result<IpAddr, String> {
+    let ip: IpAddr = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IP address"))?;
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => Err(format!(
+            "{text:?} is an IPv4-mapped IPv6 address, which is not allowed: write the IPv4 address"
+        )),
+        ip => Ok(ip),
+    }
 }
 
 fn cidr_contains(range: &str, ip: IpAddr) -> Result<bool, ExecutionError> {
     let invalid =
         || ExecutionError::function_error("inCidr", format!("{range:?} is not a CIDR range"));
     let (network, prefix) = range.split_once('/').ok_or_else(invalid)?;
-    let network: IpAddr = network.parse().map_err(|_| invalid())?;
+    let network = match parse_ip(network) {
+        Ok(network) => network,
+        Err(e) if network.parse::<IpAddr>().is_ok() => {
+            return Err(ExecutionError::function_error(
+                "inCidr",
+                format!("in range {range:?}: {e}"),
+            ));
+        }
+        Err(_) => return Err(invalid()),
+    };
     let prefix: u32 = prefix.parse().map_err(|_| invalid())?;
     match (network, ip) {
         (IpAddr::V4(net), IpAddr::V4(ip)) if prefix <= 32 => {
@@ -286,16 +300,18 @@ fn cidr_contains(range: &str, ip: IpAddr) -> Result<bool, ExecutionError> {
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> IpAddr {
+        parse_ip(s).unwrap()
+    }
+
     #[test]
     fn cidr_membership_for_v4_v6_and_mapped_addresses() {
-        let ip = |s| parse_ip(s).unwrap();
         assert!(cidr_contains("10.0.0.0/8", ip("10.255.0.1")).unwrap());
         assert!(!cidr_contains("10.0.0.0/8", ip("11.0.0.1")).unwrap());
         assert!(cidr_contains("0.0.0.0/0", ip("8.8.8.8")).unwrap());
         assert!(cidr_contains("192.168.1.7/32", ip("192.168.1.7")).unwrap());
         assert!(cidr_contains("fd00::/8", ip("fd12::1")).unwrap());
         assert!(!cidr_contains("fd00::/8", ip("10.0.0.1")).unwrap());
-        assert!(cidr_contains("10.0.0.0/8", ip("::ffff:10.1.2.3")).unwrap());
         for bad in [
             "10.0.0.0",
             "10.0.0.0/33",
@@ -305,6 +321,19 @@ mod tests {
         ] {
             assert!(cidr_contains(bad, ip("10.0.0.1")).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_and_ranges_are_errors_as_in_kubernetes_cel() {
+        // Kubernetes' `ip()` and `cidr()` refuse them (and `isIP` is false).
+        for mapped in ["::ffff:10.1.2.3", "::FFFF:192.168.0.1", "::ffff:0a01:0203"] {
+            let e = parse_ip(mapped).unwrap_err();
+            assert!(e.contains("IPv4-mapped"), "{e}");
+        }
+        assert!(parse_ip("::1").is_ok() && parse_ip("fd00::ffff:10.0.0.1").is_ok());
+        let e = cidr_contains("::ffff:192.168.0.1/24", ip("192.168.0.1")).unwrap_err();
+        assert!(e.to_string().contains("IPv4-mapped"), "{e}");
+        assert!(cidr_contains("::ffff:0.0.0.0/96", ip("::1")).is_err());
     }
 
     #[test]

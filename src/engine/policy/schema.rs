@@ -757,13 +757,13 @@ pub static FUNCTIONS: &[Function] = &[
             global(&[P::String, P::String], P::Bool),
             global(&[P::String, P::StringList], P::Bool),
         ],
-        doc: "Whether the IP address (v4 or v6) lies in the CIDR range, or in any of a list of them. An address or range that does not parse is an error, which fails closed.",
+        doc: "Whether the IP address (v4 or v6) lies in the CIDR range, or in any of a list of them. An address or range that does not parse is an error, which fails closed; so is an IPv4-mapped IPv6 address or range (`::ffff:10.0.0.1`, `::ffff:10.0.0.0/104`), as in Kubernetes' CEL `ip()` and `cidr()`: write the IPv4 form. An IPv4 address is never in an IPv6 range, nor the reverse.",
         example: "'10.1.2.3'.inCidr(['192.168.0.0/16', '10.0.0.0/8'])",
     },
     Function {
         name: "isIP",
         overloads: &[global(&[P::String], P::Bool)],
-        doc: "Whether the string is an IPv4 or IPv6 address.",
+        doc: "Whether the string is an IPv4 or IPv6 address; false for an IPv4-mapped IPv6 address (`::ffff:10.0.0.1`), as Kubernetes' CEL `isIP` is.",
         example: "isIP('fd00::1') && !isIP('example.org')",
     },
     Function {

@@ -202,6 +202,39 @@ rules:
 }
 
 #[test]
+fn an_ipv4_mapped_address_or_range_in_in_cidr_is_an_error_so_a_deny_rule_fails_closed() {
+    // As Kubernetes' CEL `ip()`/`cidr()`: a mapped form is refused, never
+    // silently compared as another family (which made these false).
+    for when in [
+        "'192.168.0.1'.inCidr('::ffff:192.168.0.1/24')",
+        "'::ffff:10.0.0.1'.inCidr('10.0.0.0/8')",
+        "request.headers['x-real-ip'].inCidr(['10.0.0.0/8'])",
+        "inCidr('10.1.2.3', ['fd00::/8', '::ffff:10.0.0.0/104'])",
+    ] {
+        let p = policy(&format!(
+            "rules:\n  - name: everyone\n    effect: allow\n    when: \"true\"\n  - name: blocked-range\n    effect: deny\n    when: \"{when}\"\n"
+        ));
+        let v = decide(
+            &p,
+            "spiffe://example.org/a",
+            &http("GET", "/", &[("x-real-ip", "::ffff:10.9.9.9")]),
+        );
+        assert!(!v.allowed, "{when}");
+        assert_eq!(v.reason, Reason::RuleError, "{when}");
+        assert!(
+            v.errors[0].error.contains("IPv4-mapped"),
+            "{when}: {:?}",
+            v.errors
+        );
+    }
+    // isIP is false for one, as in Kubernetes; plain forms still work.
+    let p = policy(
+        "rules:\n  - name: ok\n    effect: allow\n    when: \"!isIP('::ffff:10.0.0.1') && isIP('10.0.0.1') && isIP('::1') && '10.0.0.1'.inCidr('10.0.0.0/8') && !'10.0.0.1'.inCidr('fd00::/8')\"\n",
+    );
+    assert!(decide(&p, "spiffe://example.org/a", &http("GET", "/", &[])).allowed);
+}
+
+#[test]
 fn a_condition_that_is_not_a_bool_at_runtime_fails_closed() {
     let p = policy(
         r#"

@@ -285,6 +285,7 @@ fn verdicts_agree_with_the_spiffe_crate() {
             &claims(SUB, AUD, 300),
         ),
         signer.token(&claims("spiffe://elsewhere.org/a", AUD, 300)),
+        signer.token(&claims("spiffe://example.org", AUD, 300)),
         "a.b.c".to_owned(),
     ];
     for token in &tokens {
@@ -294,6 +295,23 @@ fn verdicts_agree_with_the_spiffe_crate() {
         let theirs = spiffe::JwtSvid::parse_and_validate(token, &set, &[AUD]).is_ok();
         assert_eq!(ours, theirs, "{token}");
     }
+}
+
+#[test]
+fn a_sub_without_a_path_is_accepted_as_the_jwt_svid_spec_and_go_spiffe_do() {
+    // JWT-SVID spec 3.1 asks only that `sub` be a SPIFFE ID; unlike the
+    // X509-SVID spec (3.1, 5.2) it sets no non-root path rule, and
+    // go-spiffe's jwtsvid and the spiffe crate accept such a token (the
+    // agreement test above includes one). Rules see an empty token.path.
+    let signer = Signer::es256("k1");
+    let b = bundles(&[("example.org", &[&signer])]);
+    let token = signer.token(&claims("spiffe://example.org", AUD, 300));
+    let svid = verifier(0)
+        .verify_uncached(&token, &b, SystemTime::now())
+        .unwrap()
+        .0;
+    assert_eq!(svid.id.as_str(), "spiffe://example.org");
+    assert_eq!(svid.id.path(), "");
 }
 
 #[test]

@@ -216,6 +216,9 @@ fn invalid_spiffe_ids_are_refused_not_normalised() {
         "spiffe://example.org/a?x=1",
         "spiffe://example.org:443/a",
         "https://example.org/a",
+        // A leaf names a workload: a trust domain's own ID has no path.
+        "spiffe://example.org",
+        "spiffe://example.org/",
     ] {
         let leaf = ca.svid(id);
         assert_eq!(

@@ -1,0 +1,808 @@
+//! What celador may show of a request: the one definition of a secret,
+//! used by every output.
+//!
+//! Data flow: the engine holds one [`Redaction`], made at start-up from the
+//! config (the JWT-SVID's header, `audit.query_params`); the audit record
+//! and its trail (`edge::audit`, `edge::trail`), the span (`edge::trace`),
+//! the diagnostic log, a `rule_error`'s explanation, and `celador test` and
+//! `celador eval` pass every request value they show through it. Rules
+//! always see the real request; only what is shown is redacted.
+//!
+//! A value is shown as [`REDACTED`] when
+//! * it is a header that carries credentials: one of
+//!   [`CREDENTIAL_HEADERS`], a name with a credential word in it (see
+//!   [`is_credential_name`]), the configured JWT-SVID header, or one named
+//!   by `--redact-header`;
+//! * it is a query parameter's value, unless `audit.query_params` (or
+//!   `--show-query-param`) names the parameter;
+//! * it looks like a credential wherever it is ([`is_secret_value`]): it
+//!   starts with an HTTP authentication scheme ([`AUTH_SCHEMES`]), or holds
+//!   a compact JWS/JWE (`eyJ…` segments whose first decodes to a JSON
+//!   object) or a cloud provider's access key ([`AWS_KEY_ID_PREFIXES`],
+//!   [`KEY_PREFIXES`]).
+//!
+//! In free text (a path, a request id, a rule's error message) only the
+//! credential-like words are replaced, and in an error message also any
+//! value of this request that would have been redacted.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::attributes::Attributes;
+use super::clause::Clause;
+use super::decision::Decision;
+use super::percent;
+
+/// What a secret is shown as, everywhere.
+pub const REDACTED: &str = "<redacted>";
+
+/// [`REDACTED`] percent-encoded, as it stands in a query string.
+const REDACTED_IN_QUERY: &str = "%3Credacted%3E";
+
+/// Headers that carry credentials by definition: their values are never
+/// shown, and `audit.headers` refuses them.
+pub const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "apikey",
+    "x-auth-token",
+    "x-access-token",
+    "x-amz-security-token",
+    "x-goog-api-key",
+    "x-goog-iap-jwt-assertion",
+    "cf-access-jwt-assertion",
+    "x-amzn-oidc-data",
+    "x-amzn-oidc-accesstoken",
+    "x-forwarded-access-token",
+    "x-auth-request-access-token",
+    "x-ms-token-aad-access-token",
+    "x-ms-token-aad-id-token",
+    "x-vault-token",
+    "x-consul-token",
+    "x-nomad-token",
+    "private-token",
+    "x-gitlab-token",
+    "x-csrf-token",
+    "x-xsrf-token",
+];
+
+/// HTTP authentication schemes: a value starting with one of them and a
+/// credential is one (the IANA registry's, and common vendors').
+pub const AUTH_SCHEMES: &[&str] = &[
+    "Basic",
+    "Bearer",
+    "Digest",
+    "Negotiate",
+    "NTLM",
+    "Kerberos",
+    "DPoP",
+    "GNAP",
+    "HOBA",
+    "Mutual",
+    "OAuth",
+    "PrivateToken",
+    "Concealed",
+    "SCRAM-SHA-1",
+    "SCRAM-SHA-256",
+    "vapid",
+    "AWS4-HMAC-SHA256",
+    "AWS",
+    "Token",
+    "Hawk",
+    "ApiKey",
+    "SharedKey",
+    "SharedKeyLite",
+];
+
+/// Prefixes of AWS access key ids (`AKIA…`, `ASIA…`, and the STS bearer
+/// and context credential kinds): 20 upper-case letters and digits in all.
+pub const AWS_KEY_ID_PREFIXES: &[&str] = &["AKIA", "ASIA", "ABIA", "ACCA"];
+
+/// Prefixes of other providers' access keys and tokens, each with the
+/// shortest whole word that is one: GitHub, GitLab, Slack, Google (API
+/// keys and OAuth access tokens), Stripe, npm, PyPI, OpenAI, Anthropic,
+/// HashiCorp Vault, SendGrid, DigitalOcean and Shopify.
+pub const KEY_PREFIXES: &[(&str, usize)] = &[
+    ("ghp_", 20),
+    ("gho_", 20),
+    ("ghu_", 20),
+    ("ghs_", 20),
+    ("ghr_", 20),
+    ("github_pat_", 20),
+    ("glpat-", 20),
+    ("glrt-", 20),
+    ("xoxa-", 16),
+    ("xoxb-", 16),
+    ("xoxe-", 16),
+    ("xoxe.", 16),
+    ("xoxp-", 16),
+    ("xoxr-", 16),
+    ("xoxs-", 16),
+    ("xapp-", 16),
+    ("AIza", 30),
+    ("ya29.", 20),
+    ("sk_live_", 16),
+    ("rk_live_", 16),
+    ("sk_test_", 16),
+    ("rk_test_", 16),
+    ("whsec_", 16),
+    ("npm_", 20),
+    ("pypi-", 20),
+    ("sk-proj-", 20),
+    ("sk-ant-", 20),
+    ("hvs.", 20),
+    ("hvb.", 20),
+    ("hvr.", 20),
+    ("SG.", 30),
+    ("dop_v1_", 20),
+    ("shpat_", 20),
+    ("shpss_", 20),
+];
+
+/// Words in a header or query parameter name that say it carries a
+/// credential (`x-session-token`, `client_secret`, `api-key`, ...).
+const CREDENTIAL_WORDS: &[&str] = &[
+    "token",
+    "secret",
+    "passw",
+    "credential",
+    "apikey",
+    "session",
+    "cookie",
+    "jwt",
+    "csrf",
+    "xsrf",
+];
+
+/// Whole words of a name that say the same (`x-auth-user`, `sig`).
+const CREDENTIAL_WHOLE_WORDS: &[&str] = &[
+    "auth",
+    "authorization",
+    "key",
+    "pass",
+    "pwd",
+    "pin",
+    "sig",
+    "signature",
+    "otp",
+    "bearer",
+    "sid",
+];
+
+/// The words shorter than this are never credentials by their shape.
+const MIN_SECRET_WORD: usize = 16;
+
+/// What outputs may show of a request.
+#[derive(Debug, Clone, Default)]
+pub struct Redaction {
+    /// More headers (lowercase) whose values are never shown.
+    headers: Vec<String>,
+    /// Query parameters whose values may be shown.
+    query_params: Vec<String>,
+}
+
+impl Redaction {
+    /// A redaction that also hides the values of the headers `headers`
+    /// (any case) and shows the values of the query parameters
+    /// `query_params` (exact names, decoded), unless they look like
+    /// credentials.
+    pub fn new(
+        headers: impl IntoIterator<Item = String>,
+        query_params: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let mut redaction = Redaction {
+            headers: Vec::new(),
+            query_params: query_params.into_iter().collect(),
+        };
+        for header in headers {
+            redaction = redaction.hiding_header(&header);
+        }
+        redaction
+    }
+
+    /// This redaction, also hiding the values of the header `name`.
+    #[must_use]
+    pub fn hiding_header(mut self, name: &str) -> Self {
+        let name = name.to_ascii_lowercase();
+        if !self.headers.contains(&name) {
+            self.headers.push(name);
+        }
+        self
+    }
+
+    /// Whether the header `name` (lowercase) carries credentials.
+    pub fn is_secret_header(&self, name: &str) -> bool {
+        is_credential_header(name) || self.headers.iter().any(|h| h == name)
+    }
+
+    /// The header `name` (lowercase) with `value`, as it may be shown.
+    pub fn header<'v>(&self, name: &str, value: &'v str) -> &'v str {
+        if self.is_secret_header(name) || is_secret_value(value) {
+            REDACTED
+        } else {
+            value
+        }
+    }
+
+    /// The query parameter `name` (decoded) with `value` (decoded), as it
+    /// may be shown: only a parameter the config names, and never a value
+    /// that looks like a credential.
+    pub fn query_value<'v>(&self, name: &str, value: &'v str) -> &'v str {
+        if self.query_params.iter().any(|p| p == name) && !is_secret_value(value) {
+            value
+        } else {
+            REDACTED
+        }
+    }
+
+    /// A query parameter's name as it may be shown (a credential can stand
+    /// alone in a query: `?eyJ…`).
+    pub fn query_name<'n>(&self, name: &'n str) -> &'n str {
+        self.value(name)
+    }
+
+    /// A value of any other kind (a context extension, a key), as it may
+    /// be shown.
+    pub fn value<'v>(&self, value: &'v str) -> &'v str {
+        if is_secret_value(value) {
+            REDACTED
+        } else {
+            value
+        }
+    }
+
+    /// Free text (a path, a request id) with every credential-like word in
+    /// it replaced.
+    pub fn text<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        self::text(text)
+    }
+
+    /// A message about `attrs` (a rule's error) with every credential-like
+    /// word and every value of `attrs` that would be redacted replaced:
+    /// CEL and celador's functions quote the values they fail on.
+    pub fn message<'t>(&self, text: &'t str, attrs: &Attributes<'_>) -> Cow<'t, str> {
+        // Only values the message quotes are looked at: a rule that often
+        // fails (a header that is often absent) costs a scan, not a
+        // redaction of the whole request.
+        let quoted = |value: &str| !value.is_empty() && text.contains(escaped(value).as_ref());
+        let mut secrets: Vec<Cow<'_, str>> = Vec::new();
+        for (name, value) in attrs.headers.iter() {
+            if quoted(value) && self.header(name, value) == REDACTED {
+                secrets.push(Cow::Borrowed(value));
+            }
+        }
+        for pair in attrs.query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let (k, v) = (
+                percent::decode_lossy(k, true),
+                percent::decode_lossy(v, true),
+            );
+            if quoted(&k) && self.query_name(&k) == REDACTED {
+                secrets.push(k.clone());
+            }
+            if quoted(&v) && self.query_value(&k, &v) == REDACTED {
+                secrets.push(v);
+            }
+        }
+        scrub(text, &secrets)
+    }
+
+    /// `decision`'s rule errors (and its explanation's) as they may be shown
+    /// for a decision on `attrs`: errors quote what rules read.
+    pub fn decision(&self, decision: &mut Decision, attrs: &Attributes<'_>) {
+        for error in &mut decision.errors {
+            if let Cow::Owned(shown) = self.message(&error.error, attrs) {
+                error.error = shown;
+            }
+        }
+        if let Some(detail) = &mut decision.detail
+            && let Cow::Owned(shown) = self.message(detail, attrs)
+        {
+            *detail = shown;
+        }
+        if let Some(tree) = &mut decision.explanation {
+            self.clause(std::sync::Arc::make_mut(tree), attrs);
+        }
+    }
+
+    /// A clause tree (made from the real request, see
+    /// `engine::policy::trace`) as it may be shown.
+    pub fn clause(&self, tree: &mut Clause, attrs: &Attributes<'_>) {
+        tree.redact(&|text| self.text(text), &|value| self.message(value, attrs));
+    }
+
+    /// `attrs` as they may be shown, for evaluating what explanations show
+    /// (rules still see `attrs`): headers, query values, the path, the
+    /// request id and context values redacted.
+    pub fn shown<'a>(&self, attrs: &Attributes<'a>) -> Shown<'a> {
+        let headers = attrs
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), self.header(name, value).to_owned()))
+            .collect();
+        let query = attrs
+            .query
+            .split('&')
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                let (name, value) = (
+                    percent::decode_lossy(k, true),
+                    percent::decode_lossy(v, true),
+                );
+                let k = if self.query_name(&name) == REDACTED {
+                    REDACTED_IN_QUERY
+                } else {
+                    k
+                };
+                if !pair.contains('=') {
+                    k.to_owned()
+                } else if self.query_value(&name, &value) == REDACTED {
+                    format!("{k}={REDACTED_IN_QUERY}")
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let context = attrs
+            .context
+            .iter()
+            .map(|(k, v)| (k.clone(), self.value(v).to_owned()))
+            .collect();
+        Shown {
+            base: attrs.clone(),
+            headers,
+            query,
+            path: self.text(&attrs.path).into_owned(),
+            raw_path: self.text(attrs.raw_path).into_owned(),
+            request_id: self.text(attrs.request_id).into_owned(),
+            context,
+        }
+    }
+}
+
+/// A request's attributes as they may be shown: see [`Redaction::shown`].
+#[derive(Debug, Clone)]
+pub struct Shown<'a> {
+    base: Attributes<'a>,
+    headers: HashMap<String, String>,
+    query: String,
+    path: String,
+    raw_path: String,
+    request_id: String,
+    context: HashMap<String, String>,
+}
+
+impl Shown<'_> {
+    /// The redacted attributes.
+    pub fn attributes(&self) -> Attributes<'_> {
+        Attributes {
+            headers: Cow::Borrowed(&self.headers),
+            query: &self.query,
+            path: Cow::Borrowed(&self.path),
+            raw_path: &self.raw_path,
+            request_id: &self.request_id,
+            context: &self.context,
+            ..self.base.clone()
+        }
+    }
+}
+
+/// Free text with every credential-like word in it replaced: what
+/// [`Redaction::text`] does, for outputs made before a redaction is at
+/// hand (a request that is not an HTTP check).
+pub fn text(text: &str) -> Cow<'_, str> {
+    scrub(text, &[])
+}
+
+/// Whether the header `name` (lowercase) carries credentials whatever the
+/// config says: one of [`CREDENTIAL_HEADERS`], or a credential word in its
+/// name ([`is_credential_name`]).
+pub fn is_credential_header(name: &str) -> bool {
+    CREDENTIAL_HEADERS.contains(&name) || is_credential_name(name)
+}
+
+/// Whether a header or query parameter name says it carries a credential:
+/// one of its words (split at `-`, `_` and `.`) holds `token`, `secret`,
+/// `passw`, `credential`, `apikey`, `session`, `cookie`, `jwt`, `csrf` or
+/// `xsrf`, or is `auth`, `authorization`, `key`, `pass`, `pwd`, `pin`,
+/// `sig`, `signature`, `otp`, `bearer` or `sid`.
+pub fn is_credential_name(name: &str) -> bool {
+    // Header names arrive in lower case; only a config's names may not.
+    let lower: Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    };
+    lower.split(['-', '_', '.']).any(|word| {
+        CREDENTIAL_WHOLE_WORDS.contains(&word)
+            || word.char_indices().any(|(at, c)| {
+                // A word rarely starts where one of them could.
+                CREDENTIAL_WORDS.iter().any(|w| {
+                    w.starts_with(c) && word.get(at..).is_some_and(|rest| rest.starts_with(w))
+                })
+            })
+    })
+}
+
+/// Whether `value` looks like a credential: it starts with an HTTP
+/// authentication scheme and a credential (`Bearer …`, `Basic …`), or one
+/// of its words is a compact JWS/JWE or a cloud access key.
+pub fn is_secret_value(value: &str) -> bool {
+    may_hold_secret(value)
+        && (starts_with_scheme(value) || words(value).any(|(_, word)| is_secret_word(word)))
+}
+
+/// `Scheme credentials`, the scheme one of [`AUTH_SCHEMES`].
+fn starts_with_scheme(value: &str) -> bool {
+    let value = value.trim_start();
+    value.split_once(' ').is_some_and(|(scheme, rest)| {
+        !rest.trim().is_empty() && AUTH_SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(scheme))
+    })
+}
+
+/// Whether `b` is a byte of a token or a key: a letter, a digit, `-`,
+/// `_`, `.` or `~` (all ASCII, so a run of them is whole characters).
+fn is_word_byte(b: u8) -> bool {
+    // A table: values are scanned on every audit record, and this is one
+    // load a byte (the bound is known, so `get` costs no check). Indexing
+    // is evaluated at compile time here, where it cannot panic.
+    #[allow(clippy::indexing_slicing)]
+    static WORD_BYTES: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0u8;
+        loop {
+            table[b as usize] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
+            if b == u8::MAX {
+                break;
+            }
+            b += 1;
+        }
+        table
+    };
+    WORD_BYTES.get(usize::from(b)).copied().unwrap_or(false)
+}
+
+/// The runs of [`is_word_byte`]s in `text`, with their byte offsets.
+fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let start = at + bytes.get(at..)?.iter().position(|b| is_word_byte(*b))?;
+        let len = bytes
+            .get(start..)?
+            .iter()
+            .position(|b| !is_word_byte(*b))
+            .unwrap_or(bytes.len() - start);
+        at = start + len;
+        Some((start, text.get(start..at)?))
+    })
+}
+
+/// Whether `text` may hold a credential at all: a word as long as the
+/// shortest one, or a space (after which a scheme's credential may
+/// follow). Most values hold neither, and cost one pass over their bytes.
+fn may_hold_secret(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    // `contains` on bytes is memchr: a word at a time.
+    if bytes.contains(&b' ') {
+        return true;
+    }
+    if bytes.len() < MIN_SECRET_WORD {
+        return false;
+    }
+    let mut run = 0;
+    for &b in bytes {
+        run = if is_word_byte(b) { run + 1 } else { 0 };
+        if run >= MIN_SECRET_WORD {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether one word is a compact JWS/JWE or an access key.
+fn is_secret_word(word: &str) -> bool {
+    if word.len() < MIN_SECRET_WORD {
+        return false;
+    }
+    // A sentence's full stop is not part of a key; an unsecured JWT's
+    // empty signature leaves one that is.
+    let trimmed = word.trim_end_matches('.');
+    is_key(trimmed) || is_jose(word) || is_jose(trimmed)
+}
+
+fn is_key(word: &str) -> bool {
+    let aws = word.len() == 20
+        && AWS_KEY_ID_PREFIXES.iter().any(|p| word.starts_with(p))
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    aws || KEY_PREFIXES
+        .iter()
+        .any(|(prefix, min)| word.len() >= *min && word.starts_with(prefix))
+}
+
+/// Three (JWS) or five (JWE) base64url segments, the first decoding to a
+/// JSON object: a JOSE header.
+fn is_jose(word: &str) -> bool {
+    let dots = word.bytes().filter(|b| *b == b'.').count();
+    if dots != 2 && dots != 4 {
+        return false;
+    }
+    let Some(header) = word.split('.').next() else {
+        return false;
+    };
+    if header.len() < 4 || header.len() > 8192 {
+        return false;
+    }
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(header) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes).is_ok()
+}
+
+/// `value` as it stands inside a quoted string in a message: escaped as
+/// `{:?}` escapes it (CEL's and celador's messages quote values so).
+fn escaped(value: &str) -> Cow<'_, str> {
+    if value
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        return Cow::Borrowed(value);
+    }
+    let debug = format!("{value:?}");
+    match debug.get(1..debug.len().saturating_sub(1)) {
+        Some(inner) if inner != value => Cow::Owned(inner.to_owned()),
+        _ => Cow::Borrowed(value),
+    }
+}
+
+/// `text` with every credential-like word, every credential after an
+/// authentication scheme and every occurrence of `secrets` replaced.
+fn scrub<'t>(text: &'t str, secrets: &[Cow<'_, str>]) -> Cow<'t, str> {
+    if secrets.is_empty() && !may_hold_secret(text) {
+        return Cow::Borrowed(text);
+    }
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut after_scheme = false;
+    for (start, word) in words(text) {
+        if after_scheme || is_secret_word(word) {
+            spans.push((start, start + word.len()));
+        }
+        after_scheme = AUTH_SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(word))
+            && text
+                .get(start + word.len()..)
+                .is_some_and(|t| t.starts_with(' '));
+    }
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        // As CEL and `{:?}` write it; a short value only where it stands
+        // quoted, a longer one wherever it stands.
+        let inner = escaped(secret);
+        let quoted = format!("\"{inner}\"");
+        let (needle, inside) = if secret.len() >= 6 {
+            (inner.as_ref(), 0)
+        } else {
+            (quoted.as_str(), 1)
+        };
+        let mut from = 0;
+        while let Some(at) = text.get(from..).and_then(|t| t.find(needle)) {
+            let start = from + at;
+            spans.push((start + inside, start + needle.len() - inside));
+            from = start + needle.len();
+        }
+    }
+    if spans.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    spans.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (start, end) in spans {
+        if end <= at {
+            continue;
+        }
+        out.push_str(text.get(at..start.max(at)).unwrap_or_default());
+        out.push_str(REDACTED);
+        at = end;
+    }
+    out.push_str(text.get(at..).unwrap_or_default());
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A JWT-SVID as a SPIRE agent issues one (header `{"alg":"ES256",
+    /// "kid":"k1","typ":"JWT"}`), signature made up.
+    const JWT: &str = "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0.eyJzdWIiOiJzcGlmZmU6Ly9leGFtcGxlLm9yZy9hZ2VudCIsImF1ZCI6WyJwYXltZW50cyJdLCJleHAiOjE5MDAwMDAwMDB9.c2lnbmF0dXJl";
+
+    #[test]
+    fn credential_shaped_values_are_secret_wherever_they_stand() {
+        for secret in [
+            JWT.to_owned(),
+            format!("Bearer {JWT}"),
+            "bearer opaque-token".to_owned(),
+            "Basic dXNlcjpodW50ZXIy".to_owned(),
+            "Digest username=\"a\", response=\"b\"".to_owned(),
+            "Negotiate YIIGhgYJKoZIhvcSAQICAQBuggZ1MIIGcaADAgEF".to_owned(),
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request"
+                .to_owned(),
+            "AKIAIOSFODNN7EXAMPLE".to_owned(),
+            "ASIAY34FZKBOKMUTVV7A".to_owned(),
+            "ghp_16C7e42F292c6912E7710c838347Ae178B4a".to_owned(),
+            "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz".to_owned(),
+            "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy".to_owned(),
+            "AIzaSyA1234567890abcdefghijklmnopqrstu".to_owned(),
+            "glpat-xxxxxxxxxxxxxxxxxxxx".to_owned(),
+            "ya29.a0AfH6SMBx1234567890abcdef".to_owned(),
+            // Inside a longer value: a cookie, a JSON blob, a list.
+            format!("id=1; session={JWT}; theme=dark"),
+            format!("{{\"token\":\"{JWT}\"}}"),
+            "keys: AKIAIOSFODNN7EXAMPLE, other".to_owned(),
+        ] {
+            assert!(is_secret_value(&secret), "{secret}");
+        }
+        for plain in [
+            "",
+            "curl/8.5.0",
+            "acme",
+            "application/json",
+            "report.2024.csv",
+            "a.b.c",
+            "eyJub3QganNvbg.e30.x", // a header that is not a JSON object
+            "AKIAIOSFODNN7EXAMPL",  // 19 characters: not an AWS key id
+            "akiaiosfodnn7example",
+            "Bearer",
+            "Basic ",
+            "text/html, Bearer-like",
+            "8d5c0b4e-1f2a-4b3c-9d8e-7f6a5b4c3d2e",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ] {
+            assert!(!is_secret_value(plain), "{plain}");
+        }
+    }
+
+    #[test]
+    fn credential_headers_by_name_and_by_the_configured_token_header() {
+        let r = Redaction::default().hiding_header("X-JWT-SVID");
+        for name in [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "set-cookie",
+            "x-api-key",
+            "x-amz-security-token",
+            "x-jwt-svid",
+            "x-session-id",
+            "x-auth-user",
+            "x-client-secret",
+            "x-my-service-token",
+            "x-hub-signature-256",
+        ] {
+            assert!(r.is_secret_header(name), "{name}");
+            assert_eq!(r.header(name, "plain"), REDACTED, "{name}");
+        }
+        for name in [
+            "user-agent",
+            ":authority",
+            "x-tenant",
+            "x-request-id",
+            "traceparent",
+            "content-type",
+            "x-forwarded-for",
+        ] {
+            assert!(!r.is_secret_header(name), "{name}");
+            assert_eq!(r.header(name, "plain"), "plain", "{name}");
+            assert_eq!(r.header(name, &format!("Bearer {JWT}")), REDACTED, "{name}");
+        }
+    }
+
+    #[test]
+    fn query_values_are_shown_only_for_named_parameters_and_never_when_credential_shaped() {
+        let r = Redaction::new(Vec::new(), ["page".to_owned(), "next".to_owned()]);
+        assert_eq!(r.query_value("page", "2"), "2");
+        assert_eq!(r.query_value("next", JWT), REDACTED);
+        for (name, value) in [
+            ("pass", "hunter2"),
+            ("pwd", "hunter2"),
+            ("jwt", JWT),
+            (
+                "x-amz-credential",
+                "AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/s3/aws4_request",
+            ),
+            ("day", "1"),
+        ] {
+            assert_eq!(r.query_value(name, value), REDACTED, "{name}");
+        }
+        assert_eq!(r.query_name("page"), "page");
+        assert_eq!(r.query_name(JWT), REDACTED);
+    }
+
+    #[test]
+    fn free_text_keeps_all_but_the_credential_words() {
+        assert_eq!(
+            text(&format!("/reset/{JWT}/confirm")),
+            "/reset/<redacted>/confirm"
+        );
+        assert_eq!(text("/export/daily.csv"), "/export/daily.csv");
+        assert!(matches!(text("/export/daily.csv"), Cow::Borrowed(_)));
+        assert_eq!(
+            text("\"Bearer abc.def\" is not an IP address"),
+            "\"Bearer <redacted>\" is not an IP address"
+        );
+        assert_eq!(text("key AKIAIOSFODNN7EXAMPLE."), "key <redacted>");
+        // A token's claims as the trail writes them: still JSON after.
+        let claims = format!("{{\"sub\":\"spiffe://e.org/a\",\"act\":\"{JWT}\"}}");
+        let shown = text(&claims);
+        assert_eq!(
+            shown,
+            "{\"sub\":\"spiffe://e.org/a\",\"act\":\"<redacted>\"}"
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(&shown).is_ok());
+        assert_eq!(text("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."), "<redacted>");
+    }
+
+    #[test]
+    fn a_message_loses_the_request_values_that_are_redacted() {
+        let headers: HashMap<String, String> = [
+            ("x-jwt-svid".to_owned(), "opaque-svid-value".to_owned()),
+            ("x-tenant".to_owned(), "acme".to_owned()),
+            ("x-api-key".to_owned(), "q\"uote\\d\u{e9}".to_owned()),
+        ]
+        .into();
+        let context = HashMap::new();
+        let attrs = Attributes {
+            source_certificate: "",
+            source_address: "",
+            source_port: 0,
+            destination_principal: "",
+            destination_address: "",
+            destination_port: 0,
+            request_id: "r1",
+            method: "GET",
+            path: Cow::Borrowed("/"),
+            raw_path: "/",
+            path_ambiguity: None,
+            query: "pass=hunter2&pin=42&page=2",
+            host: "h",
+            scheme: "https",
+            protocol: "HTTP/2",
+            headers: Cow::Owned(headers),
+            size: -1,
+            time: None,
+            context: &context,
+        };
+        let r = Redaction::default().hiding_header("x-jwt-svid");
+        let shown = r.message(
+            "\"opaque-svid-value\" is not an IP address; int(\"hunter2\"), String(\"42\") and 42 and \"acme\"",
+            &attrs,
+        );
+        assert_eq!(
+            shown,
+            "\"<redacted>\" is not an IP address; int(\"<redacted>\"), String(\"<redacted>\") and 42 and \"acme\""
+        );
+        let quoting = format!("{:?} is not an IP address", "q\"uote\\d\u{e9}");
+        assert_eq!(
+            r.message(&quoting, &attrs),
+            "\"<redacted>\" is not an IP address"
+        );
+        let shown = r.shown(&attrs);
+        let attrs = shown.attributes();
+        assert_eq!(attrs.header("x-jwt-svid"), Some(REDACTED));
+        assert_eq!(attrs.header("x-tenant"), Some("acme"));
+        assert_eq!(
+            attrs.query,
+            "pass=%3Credacted%3E&pin=%3Credacted%3E&page=%3Credacted%3E"
+        );
+        assert_eq!(percent::decode_lossy(REDACTED_IN_QUERY, true), REDACTED);
+    }
+}
