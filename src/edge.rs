@@ -197,11 +197,17 @@ impl ExtAuthz {
         detail: &str,
         latency: std::time::Duration,
     ) -> CheckResponse {
-        audit::record_refusal(request, reason, detail, latency);
-        self.store
-            .metrics()
-            .decisions
-            .record_refusal(reason, latency);
+        // As for a decision: a failure here is logged, the answer stands.
+        let recorded = catch_unwind(AssertUnwindSafe(|| {
+            audit::record_refusal(request, reason, detail, latency);
+            self.store
+                .metrics()
+                .decisions
+                .record_refusal(reason, latency);
+        }));
+        if recorded.is_err() {
+            tracing::error!(%reason, "writing the audit record of a refusal failed");
+        }
         response::refused(reason, &request.request_id)
     }
 

@@ -169,7 +169,10 @@ impl Inner {
                 &detail,
                 arrived.elapsed(),
             )),
-            Ok(Read::Failed(status)) => Err(status),
+            Ok(Read::Failed(status)) => {
+                tracing::debug!(%status, "a check's stream ended before its message was read");
+                Err(status)
+            }
         }
     }
 
