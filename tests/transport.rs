@@ -490,12 +490,18 @@ impl FailOpen {
     }
 }
 
-/// A client going away in a loop: `rounds` times, an HTTP/2 connection to
-/// `addr` with 100 requests, each cancelled once sent, then a short pause.
-/// Returns how many it cancelled.
-async fn cancel_in_a_loop(addr: std::net::SocketAddr, rounds: usize) -> usize {
+/// A client going away in a loop, until `stop` or 20 rounds: an HTTP/2
+/// connection to `addr` with 100 requests, each cancelled once sent, then
+/// a short pause. Returns how many it cancelled.
+async fn cancel_in_a_loop(
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> usize {
     let mut cancelled = 0;
-    for _ in 0..rounds {
+    for _ in 0..20 {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (sender, connection) = h2::client::handshake(tcp).await.unwrap();
         let task = tokio::spawn(connection);
@@ -539,26 +545,29 @@ async fn behind_a_fail_open_envoy_clients_cancelling_in_a_loop_get_nobody_else_a
             headers: Vec::new(),
             expect: Some("svid_missing"),
         }],
-        4,
+        16,
         2_000,
     );
-    // 10 clients that each cancel 100 requests at a time, 20 times over.
+    // Meanwhile 10 clients each cancel 100 requests at a time, again and
+    // again.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let cancellers: Vec<_> = (0..10)
-        .map(|_| tokio::spawn(cancel_in_a_loop(addr, 20)))
+        .map(|_| tokio::spawn(cancel_in_a_loop(addr, std::sync::Arc::clone(&stop))))
         .collect();
+    let counts = tokio::task::spawn_blocking(move || denied.wait())
+        .await
+        .unwrap();
+    stop.store(true, Relaxed);
     let mut cancelled = 0;
     for canceller in cancellers {
         cancelled += canceller.await.unwrap();
     }
-    let counts = tokio::task::spawn_blocking(move || denied.wait())
-        .await
-        .unwrap();
     let examples = format!(
         "{}\nEnvoy:\n{}",
         counts.examples.lock().unwrap().join("\n"),
         stack.envoy.stats_with("celador")
     );
-    assert_eq!(cancelled, 20_000);
+    assert!(cancelled >= 1_000, "{cancelled} cancelled");
     assert_eq!(
         counts.allowed_unexpectedly.load(Relaxed),
         0,
