@@ -57,7 +57,7 @@ impl Default for Limits {
         Limits {
             max_request_bytes: 16 << 20,
             // With the rest, a flood of 16,000 streams of 56 KB checks
-            // peaked at 45 MiB (16 MiB: 56 MiB; BENCHMARKS.md).
+            // peaked at 44 MiB (with 16 MiB: 55 MiB; BENCHMARKS.md).
             buffered_bytes: 8 << 20,
             checks: 1024,
             deadline_share: 0.5,
