@@ -16,6 +16,17 @@
 //! `CELADOR_BIN` measures another celador binary; `CELADOR_BASELINE_BIN`
 //! adds a second one as the variant `baseline`, to compare two builds in
 //! one run.
+//!
+//! Then a fail-open flood: requests no rule allows, through a filter with
+//! `failure_mode_allow: true` sending every header, at 200 and 400
+//! concurrent streams with 56 KiB of headers and at 6,400 concurrent small
+//! ones; each allowed request is one Envoy let through because celador's
+//! answer did not come in time (Envoy's counters say why, celador's how
+//! many it answered). The authorization clusters have the README's HTTP/2
+//! flood limits and circuit breakers as high as Istio sets them, so that
+//! every check reaches its server. `ENVOY_LOAD_FLOOD_ROUNDS` (2) sets how
+//! many times, `ENVOY_LOAD_ROUNDS=0` runs the flood alone, and
+//! `CELADOR_CONFIG_EXTRA` is appended to celador's config (say, `limits`).
 #![allow(
     dead_code,
     missing_docs,
@@ -270,7 +281,7 @@ fn run(rounds: u64, requests: u64) {
     let admin_port = free_port();
     std::fs::write(
         dir.join("celador.yaml"),
-        format!("listen: 127.0.0.1:{celador_port}\nadmin: 127.0.0.1:{admin_port}\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\nlog:\n  format: json\n"),
+        format!("listen: 127.0.0.1:{celador_port}\nadmin: 127.0.0.1:{admin_port}\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\nlog:\n  format: json\n{}", std::env::var("CELADOR_CONFIG_EXTRA").unwrap_or_default()),
     )
     .unwrap();
     let celador_bin = std::env::var("CELADOR_BIN")
@@ -334,9 +345,15 @@ fn run(rounds: u64, requests: u64) {
     // `allowed_headers`, so Envoy sends every header: the gain of
     // `celador envoy-config` is the difference.
     // `floor_ct`: the floor on celador's current-thread runtime.
+    // `*_failopen`: the same, behind a filter sending every header with
+    // `failure_mode_allow: true`, for the flood below.
     let mut variants = vec!["none", "rbac", "floor", "floor_ct", "celador", "unfiltered"];
     if baseline.is_some() {
         variants.push("baseline");
+    }
+    variants.push("celador_failopen");
+    if baseline.is_some() {
+        variants.push("baseline_failopen");
     }
     let ports: Vec<u16> = variants.iter().map(|_| free_port()).collect();
     let envoy_config = bootstrap(
@@ -384,9 +401,17 @@ fn run(rounds: u64, requests: u64) {
     let tls = client_tls(&s);
     let points = [(4usize, 1usize), (8, 8)];
     let mut results: Vec<(usize, &str, Sample)> = Vec::new();
+    let measured: Vec<&str> = variants
+        .iter()
+        .copied()
+        .filter(|v| !v.ends_with("_failopen"))
+        .collect();
     for round in 0..rounds {
         for (p, &(conns, streams)) in points.iter().enumerate() {
             for (v, variant) in variants.iter().enumerate() {
+                if variant.ends_with("_failopen") {
+                    continue;
+                }
                 let addr: SocketAddr = format!("127.0.0.1:{}", ports[v]).parse().unwrap();
                 let authz_pid = match *variant {
                     "celador" | "unfiltered" => Some(celador_pid),
@@ -412,14 +437,39 @@ fn run(rounds: u64, requests: u64) {
         }
     }
     let (_, peak_rss) = memory(celador_pid);
-    report(
-        &results,
-        &points,
-        &variants,
-        ready_after,
-        idle_rss,
-        peak_rss,
-    );
+    if rounds > 0 {
+        report(
+            &results,
+            &points,
+            &measured,
+            ready_after,
+            idle_rss,
+            peak_rss,
+        );
+    }
+    let floods = env("ENVOY_LOAD_FLOOD_ROUNDS", 2);
+    let fail_open: Vec<(&str, u16, Option<u32>)> = variants
+        .iter()
+        .zip(&ports)
+        .filter(|(v, _)| v.ends_with("_failopen"))
+        .map(|(v, port)| {
+            let pid = if v.starts_with("baseline") {
+                baseline.as_ref().map(|b| b.0.id())
+            } else {
+                Some(celador_pid)
+            };
+            (*v, *port, pid)
+        })
+        .collect();
+    if floods > 0 {
+        let samples = runtime.block_on(floods_of_must_deny(
+            &fail_open,
+            &tls,
+            floods,
+            (envoy_admin, admin),
+        ));
+        report_floods(&samples);
+    }
     drop(floor);
     drop(floor_ct);
     drop(celador);
@@ -447,7 +497,7 @@ fn bootstrap(
     (floor, floor_ct): (u16, u16),
     celador_filter: &str,
 ) -> String {
-    let ext_authz = |cluster: &str| {
+    let ext_authz_with = |cluster: &str, fail_open: bool| {
         format!(
             r#"- name: envoy.filters.http.ext_authz
   typed_config:
@@ -455,9 +505,10 @@ fn bootstrap(
     transport_api_version: V3
     grpc_service: {{ envoy_grpc: {{ cluster_name: {cluster} }}, timeout: 0.5s }}
     include_peer_certificate: true
-    failure_mode_allow: false"#
+    failure_mode_allow: {fail_open}"#
         )
     };
+    let ext_authz = |cluster: &str| ext_authz_with(cluster, false);
     let rbac = r#"- name: envoy.filters.http.rbac
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
@@ -489,6 +540,8 @@ fn bootstrap(
             "floor" => ext_authz("floor"),
             "floor_ct" => ext_authz("floor_ct"),
             "unfiltered" => ext_authz("celador"),
+            "celador_failopen" => ext_authz_with("celador", true),
+            "baseline_failopen" => ext_authz_with("baseline", true),
             "baseline" => celador_filter
                 .lines()
                 .filter(|l| !l.trim_start().starts_with('#'))
@@ -549,7 +602,10 @@ fn bootstrap(
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
+        explicit_http_config: {{ http2_protocol_options: {{ max_outbound_frames: 100000, max_outbound_control_frames: 100000 }} }}
+    # As Istio sets them: every check is sent to the authorization server,
+    # none refused by Envoy's circuit breakers.
+    circuit_breakers: {{ thresholds: [{{ max_connections: 1000000, max_pending_requests: 1000000, max_requests: 1000000 }}] }}
     load_assignment:
       cluster_name: {name}
       endpoints:
@@ -677,6 +733,245 @@ async fn measure(
         p99: at(0.99),
         cpu_per_request: cpu.map(|c| c / latencies.len() as u32),
     }
+}
+
+/// A flood of requests that must all be denied, sent through a fail-open
+/// filter: how many Envoy let through because celador's answer did not come
+/// in time.
+#[derive(Debug, Clone)]
+struct Flood {
+    shape: &'static str,
+    variant: &'static str,
+    sent: u64,
+    allowed: u64,
+    /// Denials by celador, by `x-celador-reason`.
+    denied: std::collections::BTreeMap<String, u64>,
+    /// Other answers (Envoy's own), by status.
+    other: std::collections::BTreeMap<u16, u64>,
+    /// Checks celador answered during the flood (from its metrics; none for
+    /// the baseline, which runs without an admin listener).
+    answered_by_celador: Option<f64>,
+    /// Envoy's counters for the flood: why its failure mode decided.
+    envoy: std::collections::BTreeMap<&'static str, u64>,
+    elapsed: Duration,
+    /// The authorization server's peak RSS so far, KiB.
+    peak_rss: u64,
+}
+
+/// The flood shapes: (name, connections, streams each, requests in all,
+/// header bytes per request). The first two are large-header requests at
+/// 200 and 400 concurrent streams, the third 6,400 concurrent small ones.
+const FLOODS: &[(&str, usize, usize, u64, usize)] = &[
+    ("200 streams, 56 KiB headers", 4, 50, 5_000, 56 << 10),
+    ("400 streams, 56 KiB headers", 8, 50, 5_000, 56 << 10),
+    ("6,400 streams, small", 64, 100, 25_600, 0),
+];
+
+/// Runs every flood shape against each fail-open variant, `rounds` times,
+/// the variants interleaved.
+async fn floods_of_must_deny(
+    variants: &[(&'static str, u16, Option<u32>)],
+    tls: &Arc<rustls::ClientConfig>,
+    rounds: u64,
+    (envoy_admin, celador_admin): (SocketAddr, SocketAddr),
+) -> Vec<Flood> {
+    let mut samples = Vec::new();
+    for round in 0..rounds {
+        for &(shape, conns, streams, requests, header_bytes) in FLOODS {
+            for &(variant, port, pid) in variants {
+                let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+                let shape_load = (conns, streams, requests, header_bytes);
+                let before = envoy_counters(envoy_admin);
+                let answered_before = celador_answers(celador_admin);
+                let mut sample = flood(addr, Arc::clone(tls), shape_load).await;
+                // Give celador's last answers time to be counted.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if !variant.starts_with("baseline") {
+                    sample.answered_by_celador =
+                        Some(celador_answers(celador_admin) - answered_before);
+                }
+                let after = envoy_counters(envoy_admin);
+                let cluster = variant.trim_end_matches("_failopen");
+                for (name, key) in [
+                    (
+                        "failure_mode_allowed",
+                        format!("http.{variant}.ext_authz.failure_mode_allowed"),
+                    ),
+                    ("timeouts", format!("cluster.{cluster}.upstream_rq_timeout")),
+                    (
+                        "overflows",
+                        format!("cluster.{cluster}.upstream_rq_pending_overflow"),
+                    ),
+                    (
+                        "connections closed by Envoy",
+                        format!("cluster.{cluster}.upstream_cx_destroy_local"),
+                    ),
+                ] {
+                    let delta = after.get(&key).copied().unwrap_or(0)
+                        - before.get(&key).copied().unwrap_or(0);
+                    if delta > 0 {
+                        sample.envoy.insert(name, delta);
+                    }
+                }
+                sample.shape = shape;
+                sample.variant = variant;
+                sample.peak_rss = pid.map_or(0, |p| memory(p).1);
+                eprintln!("flood round {round} {shape} {variant}: {sample:?}");
+                samples.push(sample);
+                // Let Envoy and celador drain before the next.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+    samples
+}
+
+/// `conns` connections with `streams` requests in flight on each, `requests`
+/// in all, each a `GET /admin/flood` that no rule allows, with
+/// `header_bytes` of extra headers.
+async fn flood(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    (conns, streams, requests, header_bytes): (usize, usize, u64, usize),
+) -> Flood {
+    let pad = "x".repeat(1024);
+    let headers: Vec<(String, &str)> = (0..header_bytes / 1024)
+        .map(|i| (format!("x-pad-{i}"), pad.as_str()))
+        .collect();
+    let mut head = http::Request::get("https://localhost/admin/flood");
+    for (name, value) in HEADERS
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), *v))
+        .chain(headers)
+    {
+        head = head.header(name, value);
+    }
+    let head = head.body(()).unwrap();
+    let mut senders = Vec::new();
+    for _ in 0..conns {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::clone(&tls))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let (sender, connection) = h2::client::Builder::new()
+            .initial_window_size(1 << 20)
+            .handshake::<_, bytes::Bytes>(stream)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        senders.push(sender);
+    }
+    let per_worker = requests / (conns * streams) as u64;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for sender in &senders {
+        for _ in 0..streams {
+            let mut sender = sender.clone();
+            let head = head.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seen: Vec<(u16, Option<String>)> = Vec::new();
+                for _ in 0..per_worker {
+                    let Ok(ready) = sender.ready().await else {
+                        seen.push((0, None));
+                        break;
+                    };
+                    sender = ready;
+                    let Ok((response, _)) = sender.send_request(head.clone(), true) else {
+                        seen.push((0, None));
+                        continue;
+                    };
+                    let Ok(response) = response.await else {
+                        seen.push((0, None));
+                        continue;
+                    };
+                    let reason = response
+                        .headers()
+                        .get("x-celador-reason")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    seen.push((response.status().as_u16(), reason));
+                    let mut body = response.into_body();
+                    while let Some(Ok(chunk)) = body.data().await {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                    }
+                }
+                seen
+            }));
+        }
+    }
+    let mut sample = Flood {
+        shape: "",
+        variant: "",
+        sent: 0,
+        allowed: 0,
+        denied: Default::default(),
+        other: Default::default(),
+        envoy: Default::default(),
+        answered_by_celador: None,
+        elapsed: Duration::ZERO,
+        peak_rss: 0,
+    };
+    for task in tasks {
+        for (status, reason) in task.await.unwrap() {
+            sample.sent += 1;
+            match (status, reason) {
+                (200, _) => sample.allowed += 1,
+                (_, Some(reason)) => *sample.denied.entry(reason).or_default() += 1,
+                (status, None) => *sample.other.entry(status).or_default() += 1,
+            }
+        }
+    }
+    sample.elapsed = started.elapsed();
+    sample
+}
+
+fn report_floods(samples: &[Flood]) {
+    println!(
+        "\n| flood | variant | sent | allowed (share) | denied by celador | other answers | Envoy | answered by celador | time | peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for s in samples {
+        println!(
+            "| {} | {} | {} | {} ({:.2} %) | {:?} | {:?} | {:?} | {} | {:.1} s | {:.1} MiB |",
+            s.shape,
+            s.variant,
+            s.sent,
+            s.allowed,
+            100.0 * s.allowed as f64 / s.sent.max(1) as f64,
+            s.denied,
+            s.other,
+            s.envoy,
+            s.answered_by_celador
+                .map_or(String::new(), |a| format!("{a:.0}")),
+            s.elapsed.as_secs_f64(),
+            s.peak_rss as f64 / 1024.0
+        );
+    }
+}
+
+/// The checks celador has answered (`celador_decisions_total`, summed).
+fn celador_answers(admin: SocketAddr) -> f64 {
+    let (_, body) = http_get(admin, "/metrics").unwrap_or_default();
+    body.lines()
+        .filter(|l| l.starts_with("celador_decisions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Envoy's counters, by name.
+fn envoy_counters(admin: SocketAddr) -> std::collections::HashMap<String, u64> {
+    let (_, body) = http_get(admin, "/stats").unwrap_or_default();
+    body.lines()
+        .filter_map(|l| {
+            let (name, value) = l.split_once(": ")?;
+            Some((name.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

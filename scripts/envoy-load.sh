@@ -2,9 +2,10 @@
 # The load benchmark through a real Envoy (see BENCHMARKS.md): Envoy with no
 # authorization, with its RBAC filter, with a do-nothing ext_authz server
 # (the floor) and with celador, at 4x1 and 8x8, pinned (Envoy and the
-# authorization servers to CPU 0, the load generator to CPU 1).
+# authorization servers to CPU 0, the load generator to CPU 1); then a
+# flood of must-deny requests through fail-open filters.
 #
-#   scripts/envoy-load.sh                 # 3 rounds of 20,000 requests per point
+#   scripts/envoy-load.sh                 # 3 rounds of 20,000 requests per point, 2 floods
 #   ENVOY_LOAD_ROUNDS=5 ENVOY_LOAD_REQUESTS=50000 scripts/envoy-load.sh
 #
 # Needs taskset (util-linux) and an Envoy 1.40: ENVOY_BIN, or the one the

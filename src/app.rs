@@ -418,7 +418,7 @@ pub async fn run(
     let served = server::serve(
         listener,
         health_listener,
-        loaded.ext_authz,
+        (loaded.ext_authz, config.limits.to_limits()),
         ready,
         shutdown,
         config.shutdown_grace.0,

@@ -1,6 +1,8 @@
 //! The ext_authz edge: Envoy's protocol around the engine.
 //!
-//! Data flow: the gRPC [`server`] hands each `CheckRequest` to
+//! Data flow: the gRPC [`server`] hands each call on the Check method to
+//! the [`service`], which bounds what is read at once ([`admission`]),
+//! decodes the message and passes the `CheckRequest` to
 //! [`ExtAuthz::check`], which reads its attributes ([`request`]), takes the
 //! current snapshot from the live-state [`Store`] (one atomic load), lets
 //! the [`Engine`] decide, turns the decision into Envoy's answer
@@ -11,13 +13,16 @@
 //! written. The edge owns everything the engine must not: protobuf, the
 //! answer's shape, the side effect of auditing.
 
+pub mod admission;
 pub mod audit;
 pub mod json_line;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod service;
 pub mod trace;
 pub mod trail;
+pub mod undecodable;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -198,6 +203,31 @@ impl ExtAuthz {
         if !enforced && !decision.allowed {
             metrics.governance.route_shadow_allowed.inc();
         }
+    }
+
+    /// Answers a check denied before it was decided: `overloaded` when it
+    /// waited past its share of its deadline, `invalid_request` when its
+    /// message cannot be read. The denial is audited with what could be
+    /// read of the request and counted, like any decision.
+    pub fn refuse(
+        &self,
+        request: &undecodable::Salvaged,
+        reason: Reason,
+        detail: &str,
+        latency: std::time::Duration,
+    ) -> CheckResponse {
+        // As for a decision: a failure here is logged, the answer stands.
+        let recorded = catch_unwind(AssertUnwindSafe(|| {
+            audit::record_refusal(request, reason, detail, latency);
+            self.store
+                .metrics()
+                .decisions
+                .record_refusal(reason, latency);
+        }));
+        if recorded.is_err() {
+            tracing::error!(%reason, "writing the audit record of a refusal failed");
+        }
+        response::refused(reason, &request.request_id)
     }
 
     /// Decides a request with the current snapshot at `now`, without

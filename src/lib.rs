@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! Envoy CheckRequest (gRPC)
-//!   edge::server      tonic service: Check and gRPC health
+//!   edge::server      tonic's HTTP/2 server: Check and gRPC health
+//!   edge::service     the Check method: arrival, deadline, admission (edge::admission), decoding
 //!   edge::request     protobuf -> engine::Attributes ........ the only protobuf, with edge::response
 //!   store             one atomic load of the current engine::Snapshot (rules, bundles, generations)
 //!   engine            Attributes + Snapshot + now -> Decision (pure: no I/O, no logging, no protobuf)

@@ -11,6 +11,7 @@
 pub mod celador;
 pub mod check;
 pub mod envoy;
+pub mod grpc;
 pub mod https;
 pub mod jwt;
 pub mod kubelet;

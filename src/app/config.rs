@@ -101,6 +101,10 @@ pub struct Config {
     /// How long in-flight checks may take to finish after SIGTERM/SIGINT.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: DurationText,
+    /// Bounds on the checks read and decided at once, and on how long one
+    /// may wait.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// The directory relative paths are resolved against (the config file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -343,6 +347,117 @@ fn default_shutdown_grace() -> DurationText {
     DurationText::new(Duration::from_secs(15))
 }
 
+/// Bounds on the checks read and decided at once (see
+/// [`crate::edge::admission::Limits`]); the defaults suit a sidecar limited
+/// to 64 MiB.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The largest `CheckRequest` read, in bytes.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// `CheckRequest` bytes buffered at once across all checks.
+    #[serde(default = "default_buffered_bytes")]
+    pub buffered_bytes: usize,
+    /// Checks being read, decoded or decided at once.
+    #[serde(default = "default_checks")]
+    pub checks: usize,
+    /// The share of its deadline (`grpc-timeout`) a check may wait in
+    /// celador before it is denied `overloaded`.
+    #[serde(default = "default_deadline_share")]
+    pub deadline_share: f64,
+    /// The deadline of a check that comes without `grpc-timeout`.
+    #[serde(default = "default_deadline")]
+    pub default_deadline: DurationText,
+    /// HTTP/2 stream flow-control window, in bytes.
+    #[serde(default = "default_window")]
+    pub stream_window: u32,
+    /// HTTP/2 connection flow-control window, in bytes.
+    #[serde(default = "default_window")]
+    pub connection_window: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_request_bytes: default_max_request_bytes(),
+            buffered_bytes: default_buffered_bytes(),
+            checks: default_checks(),
+            deadline_share: default_deadline_share(),
+            default_deadline: default_deadline(),
+            stream_window: default_window(),
+            connection_window: default_window(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The edge's limits.
+    pub fn to_limits(&self) -> crate::edge::admission::Limits {
+        crate::edge::admission::Limits {
+            max_request_bytes: self.max_request_bytes,
+            buffered_bytes: self.buffered_bytes,
+            checks: self.checks,
+            deadline_share: self.deadline_share,
+            default_deadline: self.default_deadline.0,
+            stream_window: self.stream_window,
+            connection_window: self.connection_window,
+        }
+    }
+
+    fn problems(&self, problems: &mut Vec<String>) {
+        if let Some(problem) = self.default_deadline.problem() {
+            problems.push(format!("limits.default_deadline: {problem}"));
+        }
+        if !(self.deadline_share > 0.0 && self.deadline_share <= 1.0) {
+            problems.push(format!(
+                "limits.deadline_share: {} is not a share above 0 and at most 1",
+                self.deadline_share
+            ));
+        }
+        for (key, value) in [
+            ("limits.max_request_bytes", self.max_request_bytes),
+            ("limits.buffered_bytes", self.buffered_bytes),
+            ("limits.checks", self.checks),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key}: must be at least 1"));
+            }
+        }
+        // HTTP/2 allows windows from 65,535 bytes (the initial window) to
+        // 2^31 - 1.
+        for (key, value) in [
+            ("limits.stream_window", self.stream_window),
+            ("limits.connection_window", self.connection_window),
+        ] {
+            if !(65_535..=0x7fff_ffff).contains(&value) {
+                problems.push(format!(
+                    "{key}: {value} is not an HTTP/2 window from 65535 to 2147483647 bytes"
+                ));
+            }
+        }
+    }
+}
+
+fn default_max_request_bytes() -> usize {
+    crate::edge::admission::Limits::default().max_request_bytes
+}
+fn default_buffered_bytes() -> usize {
+    crate::edge::admission::Limits::default().buffered_bytes
+}
+fn default_checks() -> usize {
+    crate::edge::admission::Limits::default().checks
+}
+fn default_deadline_share() -> f64 {
+    crate::edge::admission::Limits::default().deadline_share
+}
+fn default_deadline() -> DurationText {
+    DurationText::new(crate::edge::admission::Limits::default().default_deadline)
+}
+fn default_window() -> u32 {
+    crate::edge::admission::Limits::default().stream_window
+}
+
 /// A duration written as `500ms`, `30s`, `5m` or `1h`. One that does not
 /// parse is kept as its problem, so that every bad duration of a config is
 /// reported at once, naming its key (see `Config::problems`).
@@ -484,6 +599,7 @@ impl Config {
             ));
         }
         self.duration_problems(&mut problems);
+        self.limits.problems(&mut problems);
         self.identity_problems(&mut problems);
         self.header_problems(&mut problems);
         if let Some(tracing) = &self.tracing {
@@ -729,6 +845,37 @@ mod tests {
             "upstream_headers: 'X-Spiffe' is not a lowercase HTTP header name",
             "audit.headers: 'User-Agent' is not a lowercase HTTP header name",
             "log.level: '[[' is not a log filter",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn limits_default_for_a_small_sidecar_and_bad_ones_are_reported() {
+        let defaults = parse(MINIMAL).unwrap().limits.to_limits();
+        assert_eq!(defaults, crate::edge::admission::Limits::default());
+        let set = parse(&format!(
+            "{MINIMAL}limits:\n  checks: 8\n  buffered_bytes: 1000\n  deadline_share: 0.25\n  default_deadline: 200ms\n  stream_window: 65535\n"
+        ))
+        .unwrap()
+        .limits
+        .to_limits();
+        assert_eq!(
+            (set.checks, set.buffered_bytes, set.deadline_share),
+            (8, 1000, 0.25)
+        );
+        assert_eq!(set.default_deadline, Duration::from_millis(200));
+        assert_eq!(set.stream_window, 65_535);
+        let err = parse(&format!(
+            "{MINIMAL}limits:\n  checks: 0\n  deadline_share: 1.5\n  default_deadline: soon\n  connection_window: 1024\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "limits.checks: must be at least 1",
+            "limits.deadline_share: 1.5 is not a share above 0 and at most 1",
+            "limits.default_deadline: 'soon' is not a duration",
+            "limits.connection_window: 1024 is not an HTTP/2 window from 65535 to 2147483647 bytes",
         ] {
             assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
         }

@@ -225,6 +225,37 @@ pub fn record_error(request: &CheckRequest, reason: Reason, detail: &str, latenc
     emit(&record);
 }
 
+/// Audits a check denied before it was decided, for `reason`
+/// (`overloaded`, or `invalid_request` for a message that cannot be read),
+/// with what could be read of the request.
+pub fn record_refusal(
+    request: &super::undecodable::Salvaged,
+    reason: Reason,
+    detail: &str,
+    latency: Duration,
+) {
+    let record = AuditRecord {
+        time: SystemTime::now(),
+        request_id: redaction::text(&request.request_id),
+        spiffe_id: None,
+        token_id: None,
+        method: &request.method,
+        host: redaction::text(&request.host),
+        path: redaction::text(without_query(&request.path)),
+        raw_path: None,
+        decision: "deny",
+        rule: None,
+        reason: Some(reason),
+        detail: Some(redaction::text(detail)),
+        policy_version: None,
+        latency_us: micros(latency),
+        errors: &[],
+        headers: Headers::default(),
+        trail: None,
+    };
+    emit(&record);
+}
+
 /// Where audit records go: one JSON line per record, without its newline.
 /// It must not block: a check calls it before its answer is sent.
 pub trait Sink: Send + Sync {

@@ -124,6 +124,29 @@ pub fn internal_error() -> CheckResponse {
     )
 }
 
+/// The answer to a check celador refuses before deciding it (`overloaded`,
+/// or `invalid_request` for a message it cannot read): a denial with the
+/// reason and, when it is a plain token, the request id; the reason is
+/// also Envoy's dynamic metadata.
+pub fn refused(reason: crate::engine::Reason, request_id: &str) -> CheckResponse {
+    let body = serde_json::json!({
+        "decision": "deny",
+        "reason": reason,
+        "request_id": Some(request_id).filter(|id| is_plain_id(id)),
+    });
+    let mut fields = HashMap::with_capacity(1);
+    fields.insert(
+        "reason".to_owned(),
+        Value {
+            kind: Some(Kind::StringValue(reason.as_str().to_owned())),
+        },
+    );
+    CheckResponse {
+        dynamic_metadata: Some(Struct { fields }),
+        ..denied(reason, body.to_string())
+    }
+}
+
 /// A denial for `reason` with `body`, without dynamic metadata.
 fn denied(reason: crate::engine::Reason, body: String) -> CheckResponse {
     let code = if reason.is_identity_failure() {

@@ -1,8 +1,9 @@
 //! The gRPC server: `envoy.service.auth.v3.Authorization/Check` and the
 //! standard gRPC health service, with graceful shutdown.
 //!
-//! Data flow: Envoy's ext_authz filter calls `Check`; the handler passes the
-//! request to the shared [`ExtAuthz`] and returns its answer. On shutdown
+//! Data flow: Envoy's ext_authz filter calls `Check`; the [`CheckService`]
+//! reads the message within the [`Limits`] and passes the request to the
+//! shared [`ExtAuthz`], and returns its answer. On shutdown
 //! the health service turns `NOT_SERVING`, the server stops accepting
 //! connections and sends GOAWAY, and in-flight checks finish, within the
 //! configured grace period.
@@ -12,53 +13,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
-    Authorization, AuthorizationServer,
-};
-use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
-use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
 use super::ExtAuthz;
-
-/// The largest `CheckRequest` decoded. tonic's default (4 MiB) is below what
-/// Envoy can send (headers up to `max_request_headers_kb`, 8 MiB at most,
-/// plus a buffered body), and a request refused here is a gRPC error, which
-/// a fail-open Envoy turns into an allow.
-pub const MAX_CHECK_REQUEST_BYTES: usize = 16 << 20;
-
-/// The `Authorization` service over an [`ExtAuthz`].
-#[derive(Debug, Clone)]
-pub struct AuthorizationService {
-    ext_authz: Arc<ExtAuthz>,
-}
-
-impl AuthorizationService {
-    /// A service answering with `ext_authz`.
-    pub fn new(ext_authz: Arc<ExtAuthz>) -> Self {
-        AuthorizationService { ext_authz }
-    }
-}
-
-#[tonic::async_trait]
-impl Authorization for AuthorizationService {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
-        // `ExtAuthz::check` guards the decision itself; this also covers
-        // reading the request, so that no panic becomes a reset stream.
-        let request = request.get_ref();
-        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.ext_authz.check(request)
-        }));
-        answer
-            .unwrap_or_else(|_| Ok(super::response::internal_error()))
-            .map(Response::new)
-    }
-}
+use super::admission::Limits;
+use super::service::{CheckService, SERVICE};
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +49,7 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, ServeError> {
 pub async fn serve(
     listener: TcpListener,
     health_listener: Option<TcpListener>,
-    ext_authz: Arc<ExtAuthz>,
+    (ext_authz, limits): (Arc<ExtAuthz>, Limits),
     mut ready: tokio::sync::watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -113,14 +74,9 @@ pub async fn serve(
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+    let server = http2(&limits)
         .add_service(health)
-        .add_service(
-            AuthorizationServer::new(AuthorizationService::new(ext_authz))
-                .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES),
-        )
+        .add_service(CheckService::new(ext_authz, limits))
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stopped.await;
         });
@@ -144,6 +100,33 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+/// tonic's server with the HTTP/2 settings of the Check listener. It sets
+/// no `max_concurrent_streams`: Envoy fails a check above a server's stream
+/// limit instead of queueing it, and a fail-open Envoy allows it.
+fn http2(limits: &Limits) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // The only peer on this listener is the pod's own Envoy, which
+        // multiplexes every user's checks over a few connections and cancels
+        // a check (RST_STREAM) whenever its downstream client goes away. h2
+        // answers more than 20 streams cancelled before they are accepted
+        // with GOAWAY(ENHANCE_YOUR_CALM), and more than 1,024 streams it
+        // resets itself over a connection's life (each early answer to a
+        // stream whose body is still coming is one) the same way: either
+        // would fail every other user's check in flight on that
+        // connection, which a fail-open Envoy allows. A cancelled stream
+        // must cancel that stream only, so neither limit applies. What
+        // bounds memory instead: unread request bytes by the flow-control
+        // windows below, a cancelled stream's state is freed when it is
+        // accepted (the next poll of the connection), and the checks read
+        // at once by the admission limits.
+        .http2_max_pending_accept_reset_streams(Some(usize::MAX))
+        .http2_max_local_error_reset_streams(None)
+        .initial_stream_window_size(limits.stream_window)
+        .initial_connection_window_size(limits.connection_window)
 }
 
 /// Serves only the gRPC health service on `listener`, for the kubelet. It
@@ -180,12 +163,7 @@ async fn set_health(reporter: &tonic_health::server::HealthReporter, serving: bo
     } else {
         ServingStatus::NotServing
     };
-    reporter
-        .set_service_status(
-            <AuthorizationServer<AuthorizationService> as tonic::server::NamedService>::NAME,
-            status,
-        )
-        .await;
+    reporter.set_service_status(SERVICE, status).await;
     reporter.set_service_status("", status).await;
 }
 

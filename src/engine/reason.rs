@@ -81,8 +81,16 @@ pub enum Reason {
     InvalidRoute,
     /// celador failed while deciding (a bug): denied (500), never allowed.
     InternalError,
-    /// Not a decision: the `CheckRequest` is not an HTTP check (no
-    /// attributes, no HTTP request), answered with a gRPC error status.
+    /// The check waited in celador (for a slot, for its bytes, for its
+    /// message) past its share of the deadline Envoy sent: denied at once
+    /// (503), before Envoy's own timeout could let a fail-open filter allow
+    /// it.
+    Overloaded,
+    /// The message on the Check method cannot be read: not protobuf, a
+    /// string that is not UTF-8, larger than the limit, compressed, or
+    /// missing: denied (400). A `CheckRequest` that decodes but is not an
+    /// HTTP check (no attributes, no HTTP request) is no decision but an
+    /// error, answered with a gRPC error status.
     InvalidRequest,
 }
 
@@ -120,6 +128,7 @@ impl Reason {
             Reason::BundleUnavailable => "bundle_unavailable",
             Reason::InvalidRoute => "invalid_route",
             Reason::InternalError => "internal_error",
+            Reason::Overloaded => "overloaded",
             Reason::InvalidRequest => "invalid_request",
         }
     }
@@ -147,18 +156,20 @@ impl Reason {
                 | Reason::BundleUnavailable
                 | Reason::InvalidRoute
                 | Reason::InternalError
+                | Reason::Overloaded
                 | Reason::InvalidRequest
         )
     }
 
     /// The HTTP status of a denial for this reason: 401 for the caller's
-    /// identity, 403 for policy, 400 for an ambiguous path, 503 while a
-    /// bundle is unavailable, 500 for a route celador cannot serve or a
-    /// failure of its own.
+    /// identity, 403 for policy, 400 for an ambiguous path or a message
+    /// that cannot be read, 503 while a bundle is unavailable or when
+    /// overloaded, 500 for a route celador cannot serve or a failure of its
+    /// own.
     pub fn http_status(self) -> u16 {
         match self {
             Reason::Allowed | Reason::Granted => 200,
-            Reason::BundleUnavailable => 503,
+            Reason::BundleUnavailable | Reason::Overloaded => 503,
             Reason::InvalidRoute | Reason::InternalError => 500,
             Reason::InvalidRequest | Reason::InvalidPath => 400,
             reason if reason.is_identity_failure() => 401,
@@ -198,6 +209,7 @@ impl Reason {
         Reason::BundleUnavailable,
         Reason::InvalidRoute,
         Reason::InternalError,
+        Reason::Overloaded,
         Reason::InvalidRequest,
     ];
 }
@@ -236,6 +248,8 @@ mod tests {
             assert_eq!(status == 401, reason.is_identity_failure(), "{reason}");
         }
         assert_eq!(Reason::BundleUnavailable.http_status(), 503);
+        assert_eq!(Reason::Overloaded.http_status(), 503);
+        assert_eq!(Reason::InvalidRequest.http_status(), 400);
         assert_eq!(Reason::InternalError.http_status(), 500);
         assert_eq!(Reason::InvalidRoute.http_status(), 500);
         assert_eq!(Reason::NoAllowRule.http_status(), 403);

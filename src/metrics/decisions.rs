@@ -106,6 +106,11 @@ impl DecisionMetrics {
                     .get_or_create(&metrics.labels(*reason, None));
             }
         }
+        // A message that cannot be read is denied, not an error.
+        let _ = metrics.decisions.get_or_create(&DecisionLabels {
+            outcome: "deny",
+            ..metrics.labels(Reason::InvalidRequest, None)
+        });
         for kind in ["x509", "jwt"] {
             for result in ["hit", "miss"] {
                 let _ = metrics
@@ -157,6 +162,18 @@ impl DecisionMetrics {
     /// Counts a request that was not an HTTP check.
     pub fn record_error(&self, latency: Duration) {
         let labels = self.labels(Reason::InvalidRequest, None);
+        self.decisions.get_or_create(&labels).inc();
+        self.latency.observe(latency.as_secs_f64());
+    }
+
+    /// Counts a check denied for `reason` before it was decided
+    /// (`overloaded`, or `invalid_request` for a message that cannot be
+    /// read), answered after `latency`.
+    pub fn record_refusal(&self, reason: Reason, latency: Duration) {
+        let labels = DecisionLabels {
+            outcome: "deny",
+            ..self.labels(reason, None)
+        };
         self.decisions.get_or_create(&labels).inc();
         self.latency.observe(latency.as_secs_f64());
     }
@@ -221,6 +238,7 @@ mod tests {
             &decision(Reason::DeniedByRule, Some("not-loaded")),
             Duration::ZERO,
         );
+        metrics.record_refusal(Reason::Overloaded, Duration::from_millis(100));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for series in [
@@ -228,7 +246,10 @@ mod tests {
             r#"decisions_total{outcome="deny",reason="denied_by_rule",rule="d"} 0"#,
             r#"decisions_total{outcome="deny",reason="rule_error",rule="d"} 0"#,
             r#"decisions_total{outcome="deny",reason="denied_by_rule",rule="other"} 1"#,
-            "check_duration_seconds_count 2",
+            r#"decisions_total{outcome="deny",reason="overloaded",rule="none"} 1"#,
+            r#"decisions_total{outcome="deny",reason="invalid_request",rule="none"} 0"#,
+            r#"decisions_total{outcome="error",reason="invalid_request",rule="none"} 0"#,
+            "check_duration_seconds_count 3",
         ] {
             assert!(text.contains(series), "missing {series} in:\n{text}");
         }

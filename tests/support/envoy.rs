@@ -210,7 +210,7 @@ static_resources:
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
+        explicit_http_config: {{ http2_protocol_options: {{ max_outbound_frames: 100000, max_outbound_control_frames: 100000 }} }}
     load_assignment:
       cluster_name: celador
       endpoints:
@@ -337,6 +337,17 @@ impl Envoy {
             .find_map(|l| l.strip_prefix(&format!("{name}: ")))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Every non-zero counter and gauge whose name contains `part`, one a
+    /// line (for failure messages).
+    pub fn stats_with(&self, part: &str) -> String {
+        let stats = admin_get(self.admin, "/stats").unwrap_or_default();
+        stats
+            .lines()
+            .filter(|l| l.contains(part) && !l.ends_with(": 0") && !l.contains("No recorded"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The address of listener `name`.

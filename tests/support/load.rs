@@ -29,6 +29,9 @@ pub struct Counts {
     pub as_expected: AtomicU64,
     /// Responses celador gave, but not the expected one.
     pub unexpected: AtomicU64,
+    /// Of those, requests allowed (the upstream answered) that should not
+    /// have been.
+    pub allowed_unexpectedly: AtomicU64,
     /// Denials without `x-celador-reason`: Envoy's own failure path.
     pub failure_path: AtomicU64,
     /// Connections that broke.
@@ -157,6 +160,9 @@ fn classify(kind: &Kind, status: u16, reason: Option<String>, counts: &Counts) {
         counts.as_expected.fetch_add(1, Ordering::Relaxed);
     } else {
         counts.unexpected.fetch_add(1, Ordering::Relaxed);
+        if got.is_none() {
+            counts.allowed_unexpectedly.fetch_add(1, Ordering::Relaxed);
+        }
         counts.note(format!(
             "{}: {status} {got:?}, expected {:?}",
             kind.name, kind.expect
