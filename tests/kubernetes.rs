@@ -3033,8 +3033,28 @@ fn istio_inbound(
 /// `typed_config` merged field by field (protobuf merge: messages merge,
 /// scalars replace) into the matching filter of the inbound listener.
 fn apply_envoy_filter(config: &mut Value, filter: &Value) {
-    let chain = &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0];
     for patch in filter["spec"]["configPatches"].as_array().unwrap() {
+        assert_eq!(patch["patch"]["operation"], "MERGE");
+        if patch["applyTo"] == "CLUSTER" {
+            // Istio names the cluster of a ServiceEntry's host and port
+            // `outbound|port||host`; the patch merges into it.
+            assert_eq!(patch["match"]["context"], "SIDECAR_OUTBOUND");
+            let name = format!(
+                "outbound|{}||{}",
+                patch["match"]["cluster"]["portNumber"],
+                patch["match"]["cluster"]["service"].as_str().unwrap()
+            );
+            let cluster = config["static_resources"]["clusters"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|c| c["name"] == name.as_str())
+                .unwrap_or_else(|| panic!("no cluster {name}"));
+            merge(cluster, &patch["patch"]["value"]);
+            continue;
+        }
+        let chain =
+            &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0];
         assert_eq!(patch["match"]["context"], "SIDECAR_INBOUND");
         assert_eq!(patch["patch"]["operation"], "MERGE");
         let network = &patch["match"]["listener"]["filterChain"]["filter"];
@@ -3203,8 +3223,21 @@ fn istio_wiring_delivers_the_peer_certificate_to_celador() {
     assert!(pod.upstream.requests_with("m=unpatched").is_empty());
     drop(unpatched);
 
-    // With the chart's EnvoyFilter merged in, it does.
+    // With the chart's EnvoyFilter merged in, it does, and Envoy's HTTP/2
+    // flood limits on the provider's cluster are raised.
     let envoy = pod.envoy(true);
+    let clusters = envoy.config_dump("static_clusters");
+    let provider = clusters["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["cluster"])
+        .find(|c| c["name"].as_str().unwrap().starts_with("outbound|9191||"))
+        .expect("the provider's cluster");
+    let http2 = &provider["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        ["explicit_http_config"]["http2_protocol_options"];
+    assert_eq!(http2["max_outbound_frames"], 100000, "{provider}");
+    assert_eq!(http2["max_outbound_control_frames"], 100000, "{provider}");
     allowed_reaches_the_app_and_denied_does_not(
         envoy.listener("virtualInbound"),
         &Mesh {

@@ -350,6 +350,13 @@ impl Envoy {
             .join("\n")
     }
 
+    /// Envoy's config dump of `resource` (e.g. `static_clusters`), as JSON.
+    pub fn config_dump(&self, resource: &str) -> serde_json::Value {
+        let dump = admin_get(self.admin, &format!("/config_dump?resource={resource}"))
+            .expect("config_dump");
+        serde_json::from_str(&dump).unwrap()
+    }
+
     /// The address of listener `name`.
     pub fn listener(&self, name: &str) -> SocketAddr {
         self.listeners[name]

@@ -125,6 +125,28 @@ app.kubernetes.io/component: injector
             - exact: {{ . | quote }}
             {{- end }}
         {{- end }}
+# Envoy's HTTP/2 flood limits on its connection to celador, raised: Envoy
+# sends a RST_STREAM for every check whose client goes away, and with the
+# defaults (10,000 frames, 1,000 control frames) a burst of cancellations
+# makes Envoy close the connection itself, failing every check in flight on
+# it (allowed under failOpen). The cluster is the one Istio generates for the
+# ServiceEntry's host and port.
+- applyTo: CLUSTER
+  match:
+    context: SIDECAR_OUTBOUND
+    cluster:
+      service: {{ .Values.istio.providerHost | quote }}
+      portNumber: {{ .Values.sidecar.ports.grpc }}
+  patch:
+    operation: MERGE
+    value:
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config:
+            http2_protocol_options:
+              max_outbound_frames: 100000
+              max_outbound_control_frames: 100000
 {{- if .Values.istio.forwardChain }}
 # The client's chain in x-forwarded-client-cert (Hash= ties it to the peer
 # certificate), replacing any element a client sent.
