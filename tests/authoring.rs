@@ -1398,3 +1398,23 @@ fn the_tools_end_quietly_on_a_closed_pipe() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(out.status.code(), Some(101));
 }
+
+#[test]
+fn a_has_guard_is_explained_without_an_internal_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "rules:\n  - name: exporter\n    effect: allow\n    when: has(source.id) && has(token.claims.purpose) && source.id == \"spiffe://example.org/ns/batch/sa/exporter\"\n",
+    )
+    .unwrap();
+    let suite = dir.path().join("suite_test.yaml");
+    std::fs::write(
+        &suite,
+        "rules: rules.yaml\ncases:\n  - name: someone else\n    identity: spiffe://example.org/ns/batch/sa/other\n    request: {method: GET, path: /export}\n    expect: {decision: allow, rule: exporter}\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["test", suite.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("has(source.id)  => true\n"), "{out}");
+    assert!(!out.contains("Unexpected type"), "{out}");
+}

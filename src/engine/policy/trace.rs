@@ -103,6 +103,10 @@ fn collect_reads<'e>(expr: &'e IdedExpr, reads: &mut Vec<&'e IdedExpr>, bound: &
     match &expr.expr {
         Expr::Ident(name) if !bound.contains(name) => reads.push(expr),
         Expr::Select(s) if !s.test && is_variable(&s.operand, bound) => reads.push(expr),
+        // `has(source.id)`: the clause's own value says whether the field
+        // is there; the operand, a whole variable, is no value to show
+        // (`source` is not one CEL can print).
+        Expr::Select(s) if s.test && matches!(s.operand.expr, Expr::Ident(_)) => {}
         Expr::Select(s) => collect_reads(&s.operand, reads, bound),
         Expr::Call(c) if c.func_name == operators::INDEX && c.target.is_none() => {
             if let [map, key] = c.args.as_slice()
