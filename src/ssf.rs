@@ -16,5 +16,7 @@
 //! touches the request path: sidecars see the actions as governance state.
 
 pub mod event;
+pub mod receiver;
 pub mod set;
+pub mod sink;
 pub mod subject;

@@ -270,6 +270,11 @@ impl Verifier {
         self.max_age
     }
 
+    /// How many transmitters it accepts.
+    pub fn transmitter_count(&self) -> usize {
+        self.transmitters.len()
+    }
+
     /// The transmitter with issuer `issuer`.
     pub fn transmitter(&self, issuer: &str) -> Option<&Transmitter> {
         self.transmitters.get(issuer)
