@@ -15,8 +15,10 @@
 //! Nothing of a SET that does not verify goes past [`set`]; nothing here
 //! touches the request path: sidecars see the actions as governance state.
 
+pub mod config;
 pub mod event;
 pub mod receiver;
+pub mod server;
 pub mod set;
 pub mod sink;
 pub mod subject;
