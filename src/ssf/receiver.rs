@@ -147,98 +147,109 @@ impl Receiver {
         body: &[u8],
         now: SystemTime,
     ) -> (Answer, Delivery) {
-        let refuse = |status: u16, error: SetError| {
+        let refuse = |(status, error): (u16, SetError)| {
             tracing::warn!(status, err = error.code.as_str(), description = %error.description, "SET refused");
             let code = error.code;
             (Answer::refused(status, &error), Delivery::Refused(code))
         };
-        let media = content_type
-            .and_then(|c| c.split(';').next())
-            .map(str::trim)
-            .unwrap_or("");
-        if !media.eq_ignore_ascii_case(SET_MEDIA_TYPE) {
-            return refuse(
-                415,
-                SetError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("Content-Type is {media:?}; a SET is pushed as {SET_MEDIA_TYPE}"),
-                ),
-            );
-        }
         let presented = bearer_digest(authorization);
-        // Before any signature is checked, when every transmitter pushes
-        // with a token: floods without one cost a hash, not a verification.
-        if !self.tokens.is_empty()
-            && self.tokens.len() == self.verifier.transmitter_count()
-            && !presented.is_some_and(|p| self.tokens.values().any(|t| *t == p))
-        {
-            return refuse(
-                401,
-                SetError::new(
-                    ErrorCode::AuthenticationFailed,
-                    "the push carries no Authorization this receiver gave a transmitter",
-                ),
-            );
+        if let Err(refusal) = self.admit(content_type, presented) {
+            return refuse(refusal);
         }
         let set = match self.verifier.verify(body, now) {
             Ok(set) => set,
-            Err(error) => return refuse(400, error),
+            Err(error) => return refuse((400, error)),
         };
         if let Some(expected) = self.tokens.get(&set.issuer)
             && presented != Some(*expected)
         {
-            return refuse(
-                400,
-                SetError::new(
-                    ErrorCode::AccessDenied,
-                    format!(
-                        "the push's Authorization is not the one given to {}",
-                        set.issuer
-                    ),
-                ),
+            let why = format!(
+                "the push's Authorization is not the one given to {}",
+                set.issuer
             );
+            return refuse((400, SetError::new(ErrorCode::AccessDenied, why)));
         }
         let key = (set.issuer.clone(), set.jti.clone());
-        let entry = self.seen.entry(key.clone()).or_insert(set.digest);
-        if !entry.is_fresh() {
-            if *entry.value() == set.digest {
+        match self.remember(&key, set.digest) {
+            Ok(true) => {}
+            Ok(false) => {
                 tracing::info!(issuer = %set.issuer, jti = %set.jti, "SET received again; applied once");
                 return (Answer::accepted(), Delivery::Duplicate);
             }
-            return refuse(
-                400,
-                SetError::new(
-                    ErrorCode::InvalidRequest,
-                    format!(
-                        "jti {:?} of {} was already received with other content",
-                        set.jti, set.issuer
-                    ),
-                ),
-            );
+            Err(error) => return refuse((400, error)),
         }
         let outcomes = match self.mapping.apply(&set, &self.subjects) {
             Ok(outcomes) => outcomes,
             Err(error) => {
                 self.seen.invalidate(&key);
-                return refuse(400, error);
+                return refuse((400, error));
             }
         };
         if let Err(e) = self.sink.apply(&outcomes).await {
             // Forgotten, so that the transmitter's next attempt is applied.
             self.seen.invalidate(&key);
             tracing::error!(issuer = %set.issuer, jti = %set.jti, "the SET's actions cannot be kept: {e}");
-            return (
-                Answer {
-                    status: 503,
-                    body: Some(json!({"description": e.to_string()}).to_string()),
-                },
-                Delivery::Unavailable,
-            );
+            let body = json!({"description": e.to_string()}).to_string();
+            let answer = Answer {
+                status: 503,
+                body: Some(body),
+            };
+            return (answer, Delivery::Unavailable);
         }
         for outcome in &outcomes {
             self.log(outcome);
         }
         (Answer::accepted(), Delivery::Applied)
+    }
+
+    /// The checks before any signature: the media type, and, when every
+    /// transmitter pushes with a token, one of them (so that a flood
+    /// without one costs a hash, not a verification).
+    fn admit(
+        &self,
+        content_type: Option<&str>,
+        presented: Option<[u8; 32]>,
+    ) -> Result<(), (u16, SetError)> {
+        let media = content_type
+            .and_then(|c| c.split(';').next())
+            .map(str::trim)
+            .unwrap_or("");
+        if !media.eq_ignore_ascii_case(SET_MEDIA_TYPE) {
+            let why = format!("Content-Type is {media:?}; a SET is pushed as {SET_MEDIA_TYPE}");
+            return Err((415, SetError::new(ErrorCode::InvalidRequest, why)));
+        }
+        if !self.tokens.is_empty()
+            && self.tokens.len() == self.verifier.transmitter_count()
+            && !presented.is_some_and(|p| self.tokens.values().any(|t| *t == p))
+        {
+            return Err((
+                401,
+                SetError::new(
+                    ErrorCode::AuthenticationFailed,
+                    "the push carries no Authorization this receiver gave a transmitter",
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Remembers `key` with `digest`: `Ok(true)` the first time, `Ok(false)`
+    /// for the same bytes again, an error for other bytes under it.
+    fn remember(&self, key: &(String, String), digest: [u8; 32]) -> Result<bool, SetError> {
+        let entry = self.seen.entry(key.clone()).or_insert(digest);
+        if entry.is_fresh() {
+            Ok(true)
+        } else if *entry.value() == digest {
+            Ok(false)
+        } else {
+            Err(SetError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "jti {:?} of {} was already received with other content",
+                    key.1, key.0
+                ),
+            ))
+        }
     }
 
     /// One log line per outcome: the audit trail of what a SET changed.
