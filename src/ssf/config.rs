@@ -155,6 +155,42 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
     build(config, base)
 }
 
+/// The transmitters and their push tokens; each problem pushed.
+fn transmitters(
+    specs: &[TransmitterSpec],
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> (Vec<Transmitter>, HashMap<String, String>) {
+    let mut transmitters = Vec::new();
+    let mut tokens = HashMap::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let at = format!("transmitters[{i}] ({})", spec.issuer);
+        let audiences = match &spec.audience {
+            OneOrMany::One(a) => vec![a.clone()],
+            OneOrMany::Many(list) => list.clone(),
+        };
+        let jwks_path = base.join(&spec.jwks_file);
+        match std::fs::read(&jwks_path) {
+            Ok(jwks) => match Transmitter::new(&spec.issuer, audiences, &jwks) {
+                Ok(t) => transmitters.push(t),
+                Err(e) => problems.push(format!("{at}: {e}")),
+            },
+            Err(e) => problems.push(format!("{at}: cannot read {}: {e}", jwks_path.display())),
+        }
+        if let Some(file) = &spec.push_token_file {
+            let file = base.join(file);
+            match std::fs::read_to_string(&file) {
+                Ok(token) if !token.trim().is_empty() => {
+                    tokens.insert(spec.issuer.clone(), token.trim().to_owned());
+                }
+                Ok(_) => problems.push(format!("{at}: {} is empty", file.display())),
+                Err(e) => problems.push(format!("{at}: cannot read {}: {e}", file.display())),
+            }
+        }
+    }
+    (transmitters, tokens)
+}
+
 fn build(config: ReceiverConfig, base: &Path) -> Result<Loaded, String> {
     let resolve = |p: &Path| base.join(p);
     let mut problems = Vec::new();
@@ -182,33 +218,7 @@ fn build(config: ReceiverConfig, base: &Path) -> Result<Loaded, String> {
     if config.transmitters.is_empty() {
         problems.push("transmitters: name at least one".into());
     }
-    let mut transmitters = Vec::new();
-    let mut tokens = HashMap::new();
-    for (i, spec) in config.transmitters.iter().enumerate() {
-        let at = format!("transmitters[{i}] ({})", spec.issuer);
-        let audiences = match &spec.audience {
-            OneOrMany::One(a) => vec![a.clone()],
-            OneOrMany::Many(list) => list.clone(),
-        };
-        let jwks_path = resolve(&spec.jwks_file);
-        match std::fs::read(&jwks_path) {
-            Ok(jwks) => match Transmitter::new(&spec.issuer, audiences, &jwks) {
-                Ok(t) => transmitters.push(t),
-                Err(e) => problems.push(format!("{at}: {e}")),
-            },
-            Err(e) => problems.push(format!("{at}: cannot read {}: {e}", jwks_path.display())),
-        }
-        if let Some(file) = &spec.push_token_file {
-            let file = resolve(file);
-            match std::fs::read_to_string(&file) {
-                Ok(token) if !token.trim().is_empty() => {
-                    tokens.insert(spec.issuer.clone(), token.trim().to_owned());
-                }
-                Ok(_) => problems.push(format!("{at}: {} is empty", file.display())),
-                Err(e) => problems.push(format!("{at}: cannot read {}: {e}", file.display())),
-            }
-        }
-    }
+    let (transmitters, tokens) = transmitters(&config.transmitters, base, &mut problems);
     let subjects = Subjects::new(&config.subjects)
         .map_err(|e| problems.push(format!("subjects:\n{e}")))
         .ok();
