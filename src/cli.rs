@@ -204,12 +204,8 @@ pub fn main() -> ExitCode {
             tls_reload_interval,
             pod,
         } => {
-            let settings = match crate::inject::load(&config) {
-                Ok(settings) => settings,
-                Err(e) => {
-                    complain!("celador: the injector settings cannot be used:\n{e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
+            let Some(settings) = inject_settings(&config) else {
+                return ExitCode::from(EXIT_CONFIG);
             };
             match pod {
                 Some(pod) => inject_one(&settings, &pod),
@@ -642,6 +638,13 @@ fn webhook_args(
         complain!("celador: {problem}");
     }
     Some((address?, every?, certificate?))
+}
+
+/// The injector's settings file, or its problems printed.
+fn inject_settings(config: &std::path::Path) -> Option<crate::inject::settings::Settings> {
+    crate::inject::load(config)
+        .map_err(|e| complain!("celador: the injector settings cannot be used:\n{e}"))
+        .ok()
 }
 
 /// `celador signals serve` and `celador signals check`.
