@@ -257,6 +257,11 @@ impl Receiver {
         match outcome {
             Outcome::Actions(provenance, actions) => {
                 for action in actions {
+                    if matches!(action, Action::Risk { .. }) && !self.sink.keeps_risk() {
+                        self.metrics.ignored.inc();
+                        tracing::warn!(transmitter = %provenance.transmitter, event = %provenance.event, jti = %provenance.jti, "a risk level is not applied: the sink keeps no risk levels");
+                        continue;
+                    }
                     log_action(provenance, action);
                     self.metrics.action(action);
                 }

@@ -39,6 +39,11 @@ pub trait Sink: Send + Sync {
     /// Applies the actions of `outcomes` (ignored outcomes change nothing);
     /// done when they are durable.
     fn apply<'a>(&'a self, outcomes: &'a [Outcome]) -> Applying<'a>;
+
+    /// Whether it keeps risk levels (a file of revocations does not).
+    fn keeps_risk(&self) -> bool {
+        false
+    }
 }
 
 /// An entry, with the time of the event that set or cleared it.
