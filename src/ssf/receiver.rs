@@ -106,7 +106,7 @@ impl Receiver {
     ) -> Receiver {
         let seen = moka::sync::Cache::builder()
             .max_capacity(MAX_REMEMBERED)
-            .time_to_live(verifier.max_age() + Duration::from_secs(300))
+            .time_to_live(verifier.max_age().saturating_add(Duration::from_secs(300)))
             .build();
         Receiver {
             verifier,
