@@ -505,17 +505,8 @@ fn inject(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("celador-inject")
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            complain!("celador: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = two_thread_runtime("celador-inject") else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(serve_webhook(settings, address, certificate, every))
 }
@@ -647,6 +638,17 @@ fn inject_settings(config: &std::path::Path) -> Option<crate::inject::settings::
         .ok()
 }
 
+/// The runtime of the webhook and the signals receiver: two workers.
+fn two_thread_runtime(name: &str) -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name(name)
+        .build()
+        .map_err(|e| complain!("celador: cannot start the runtime: {e}"))
+        .ok()
+}
+
 /// `celador signals serve` and `celador signals check`.
 fn signals(command: SignalsCommand) -> ExitCode {
     let (config, serve) = match command {
@@ -678,17 +680,8 @@ fn signals(command: SignalsCommand) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("celador-signals")
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            complain!("celador: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = two_thread_runtime("celador-signals") else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(serve_signals(loaded, certificate))
 }

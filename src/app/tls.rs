@@ -7,15 +7,30 @@
 //! that does not (half-written, mismatched) is logged and the last good one
 //! kept -> rustls asks [`ReloadingCert`] for the pair at each handshake.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::accept::{Busy, Slot};
+
+/// A TLS handshake slower than this is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a connection may wait for, and take to send, a request's
+/// headers (the keep-alive time between requests; idle connections are
+/// closed sooner when room is needed).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -136,5 +151,47 @@ pub async fn reload_loop(cert: Arc<ReloadingCert>, every: Duration, what: &'stat
             Ok(Err(e)) => tracing::error!("{what}: {e}; the previous certificate stays in use"),
             Err(e) => tracing::error!("{what}: the certificate reload failed: {e}"),
         }
+    }
+}
+
+/// Serves one HTTPS connection admitted by [`super::accept`]: the TLS
+/// handshake (busy), then HTTP/1.1 requests until it closes, each answered
+/// by `handle` while the connection is marked busy.
+pub async fn serve_connection<H, F>(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    slot: Slot,
+    opening: Busy,
+    handle: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send,
+{
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    drop(opening);
+    let handle = Arc::new(handle);
+    let service = hyper::service::service_fn(move |request| {
+        let handle = Arc::clone(&handle);
+        let busy = slot.busy();
+        async move {
+            let response = handle(request).await;
+            drop(busy);
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(tls), service);
+    if let Err(e) = connection.await {
+        tracing::debug!(%peer, "connection ended: {e}");
     }
 }

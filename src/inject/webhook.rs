@@ -16,13 +16,12 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::metrics::InjectorMetrics;
 use super::review::{Outcome, answer};
 use super::settings::Settings;
-use crate::app::accept::{self, Busy, Limits, Slot};
+use crate::app::accept::{self, Limits};
 use crate::app::tls::{self, ReloadingCert, TlsError};
 
 /// The largest AdmissionReview accepted (the API server's own object limit
@@ -37,14 +36,8 @@ pub const LIMITS: Limits = Limits {
     per_peer: 1_024,
     first_byte: Duration::from_secs(1),
 };
-/// A TLS handshake slower than this is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A request body slower than this is refused with a message.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a connection may wait for, and take to send, a request's
-/// headers: the keep-alive time between the API server's reviews (idle
-/// connections are closed sooner when room is needed).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the webhook cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -98,55 +91,22 @@ pub async fn serve(
         limits,
         shutdown,
         move |stream, peer, slot, opening| {
-            connection(
+            let state = Arc::clone(&state);
+            tls::serve_connection(
                 stream,
                 peer,
                 acceptor.clone(),
-                Arc::clone(&state),
                 slot,
                 opening,
+                move |request| {
+                    let state = Arc::clone(&state);
+                    async move { route(request, &state).await }
+                },
             )
         },
     )
     .await;
     reloader.abort();
-}
-
-/// Serves one connection: TLS (busy), then HTTP/1.1 requests until it
-/// closes, busy while each is answered.
-async fn connection(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
-    state: Arc<State>,
-    slot: Slot,
-    opening: Busy,
-) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, "TLS handshake failed: {e}");
-            return;
-        }
-        Err(_) => return,
-    };
-    drop(opening);
-    let service = hyper::service::service_fn(move |request| {
-        let state = Arc::clone(&state);
-        let busy = slot.busy();
-        async move {
-            let response = route(request, &state).await;
-            drop(busy);
-            Ok::<_, std::convert::Infallible>(response)
-        }
-    });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(tls), service);
-    if let Err(e) = connection.await {
-        tracing::debug!(%peer, "connection ended: {e}");
-    }
 }
 
 async fn route(request: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {

@@ -7,19 +7,17 @@
 //! [`MAX_SET_BYTES`] and within [`BODY_TIMEOUT`] -> [`Receiver::push`] ->
 //! `202`, or the RFC's error JSON.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::receiver::{Answer, Receiver};
 use super::set::MAX_SET_BYTES;
-use crate::app::accept::{self, Busy, Limits, Slot};
+use crate::app::accept::{self, Limits};
 use crate::app::tls::{self, ReloadingCert};
 
 /// The path transmitters push to.
@@ -28,8 +26,6 @@ pub const PUSH_PATH: &str = "/events";
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of an oversized body is read (and dropped) before it is refused.
 const DRAIN_BYTES: usize = 1 << 20;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const LIMITS: Limits = Limits {
     total: 4_096,
     per_peer: 256,
@@ -55,53 +51,22 @@ pub async fn serve(
         limits,
         shutdown,
         move |stream, peer, slot, opening| {
-            connection(
+            let receiver = Arc::clone(&receiver);
+            tls::serve_connection(
                 stream,
                 peer,
                 acceptor.clone(),
-                Arc::clone(&receiver),
                 slot,
                 opening,
+                move |request| {
+                    let receiver = Arc::clone(&receiver);
+                    async move { route(request, &receiver).await }
+                },
             )
         },
     )
     .await;
     reloader.abort();
-}
-
-async fn connection(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
-    receiver: Arc<Receiver>,
-    slot: Slot,
-    opening: Busy,
-) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, "TLS handshake failed: {e}");
-            return;
-        }
-        Err(_) => return,
-    };
-    drop(opening);
-    let service = hyper::service::service_fn(move |request| {
-        let receiver = Arc::clone(&receiver);
-        let busy = slot.busy();
-        async move {
-            let response = route(request, &receiver).await;
-            drop(busy);
-            Ok::<_, std::convert::Infallible>(response)
-        }
-    });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(tls), service);
-    if let Err(e) = connection.await {
-        tracing::debug!(%peer, "connection ended: {e}");
-    }
 }
 
 async fn route(request: Request<Incoming>, receiver: &Receiver) -> Response<Full<Bytes>> {
