@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 seconds=${1:-10}
 shift || true
-all=(xfcc percent request_path spiffe_id x509_svid jwt_svid jwt_claims bundle check_request rules_file suite_file config_file governance_file)
+all=(xfcc percent request_path spiffe_id x509_svid jwt_svid jwt_claims bundle check_request rules_file suite_file config_file governance_file ssf_set)
 targets=("${@:-${all[@]}}")
 if [ "$#" -eq 0 ]; then targets=("${all[@]}"); fi
 

@@ -16,6 +16,7 @@ pub mod audit_log;
 pub mod config;
 pub mod envoy_config;
 pub mod telemetry;
+pub mod tls;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;

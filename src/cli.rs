@@ -1,4 +1,5 @@
-//! The command line: `celador serve`, `celador envoy-config`, and the rule
+//! The command line: `celador serve`, `celador inject`, `celador signals`,
+//! `celador envoy-config`, and the rule
 //! author's tools `check`, `test` and `eval`.
 //!
 //! Data flow: arguments are parsed here and each command runs to an exit
@@ -88,6 +89,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         pod: Option<PathBuf>,
     },
+    /// Receive risk signals (OpenID Shared Signals: CAEP and RISC events)
+    /// from security tools and turn them into revocations.
+    Signals {
+        #[command(subcommand)]
+        command: SignalsCommand,
+    },
     /// Print the Envoy ext_authz filter block that suits the config's rules:
     /// `allowed_headers` limited to the headers celador reads.
     EnvoyConfig {
@@ -167,6 +174,23 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum SignalsCommand {
+    /// Serve the push endpoint (RFC 8935) that transmitters send SETs to.
+    Serve {
+        /// The receiver's config file.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check the receiver's config file (its transmitters' keys, subjects
+    /// and event handling), then exit.
+    Check {
+        /// The receiver's config file.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -180,18 +204,15 @@ pub fn main() -> ExitCode {
             tls_reload_interval,
             pod,
         } => {
-            let settings = match crate::inject::load(&config) {
-                Ok(settings) => settings,
-                Err(e) => {
-                    complain!("celador: the injector settings cannot be used:\n{e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
+            let Some(settings) = inject_settings(&config) else {
+                return ExitCode::from(EXIT_CONFIG);
             };
             match pod {
                 Some(pod) => inject_one(&settings, &pod),
                 None => inject(settings, &listen, tls_cert, tls_key, &tls_reload_interval),
             }
         }
+        Command::Signals { command } => signals(command),
         Command::EnvoyConfig {
             config,
             cluster,
@@ -484,17 +505,8 @@ fn inject(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("celador-inject")
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            complain!("celador: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = two_thread_runtime("celador-inject") else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(serve_webhook(settings, address, certificate, every))
 }
@@ -502,7 +514,7 @@ fn inject(
 async fn serve_webhook(
     settings: crate::inject::settings::Settings,
     address: std::net::SocketAddr,
-    certificate: crate::inject::webhook::ReloadingCert,
+    certificate: crate::app::tls::ReloadingCert,
     every: std::time::Duration,
 ) -> ExitCode {
     use crate::inject::webhook;
@@ -582,7 +594,7 @@ fn webhook_args(
 ) -> Option<(
     std::net::SocketAddr,
     std::time::Duration,
-    crate::inject::webhook::ReloadingCert,
+    crate::app::tls::ReloadingCert,
 )> {
     let mut problems = Vec::new();
     let address = listen
@@ -605,7 +617,7 @@ fn webhook_args(
         }
     };
     let certificate = match (cert, key) {
-        (Some(cert), Some(key)) => crate::inject::webhook::ReloadingCert::load(&cert, &key)
+        (Some(cert), Some(key)) => crate::app::tls::ReloadingCert::load(&cert, &key)
             .map_err(|e| problems.push(e.to_string()))
             .ok(),
         _ => {
@@ -617,6 +629,89 @@ fn webhook_args(
         complain!("celador: {problem}");
     }
     Some((address?, every?, certificate?))
+}
+
+/// The injector's settings file, or its problems printed.
+fn inject_settings(config: &std::path::Path) -> Option<crate::inject::settings::Settings> {
+    crate::inject::load(config)
+        .map_err(|e| complain!("celador: the injector settings cannot be used:\n{e}"))
+        .ok()
+}
+
+/// The runtime of the webhook and the signals receiver: two workers.
+fn two_thread_runtime(name: &str) -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name(name)
+        .build()
+        .map_err(|e| complain!("celador: cannot start the runtime: {e}"))
+        .ok()
+}
+
+/// `celador signals serve` and `celador signals check`.
+fn signals(command: SignalsCommand) -> ExitCode {
+    let (config, serve) = match command {
+        SignalsCommand::Serve { config } => (config, true),
+        SignalsCommand::Check { config } => (config, false),
+    };
+    let loaded = match crate::ssf::config::load(&config) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            complain!("celador: the signals receiver's config cannot be used:\n{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let certificate = match crate::app::tls::ReloadingCert::load(&loaded.cert, &loaded.key) {
+        Ok(certificate) => certificate,
+        Err(e) => {
+            complain!("celador: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if !serve {
+        say(&format!("{}: ok\n", config.display()));
+        return ExitCode::SUCCESS;
+    }
+    let _telemetry = match crate::app::telemetry::init(&loaded.log) {
+        Ok(guard) => guard,
+        Err(e) => {
+            complain!("celador: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let Some(runtime) = two_thread_runtime("celador-signals") else {
+        return ExitCode::FAILURE;
+    };
+    runtime.block_on(serve_signals(loaded, certificate))
+}
+
+async fn serve_signals(
+    loaded: crate::ssf::config::Loaded,
+    certificate: crate::app::tls::ReloadingCert,
+) -> ExitCode {
+    let listener = match crate::app::accept::bind(loaded.listen) {
+        Ok(listener) => listener,
+        Err(e) => {
+            complain!("celador: cannot listen on {}: {e}", loaded.listen);
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    tracing::info!(
+        address = %listener.local_addr().unwrap_or(loaded.listen),
+        path = crate::ssf::server::PUSH_PATH,
+        "signals receiver listening"
+    );
+    crate::ssf::server::serve(
+        listener,
+        std::sync::Arc::new(loaded.receiver),
+        std::sync::Arc::new(certificate),
+        loaded.reload_interval,
+        crate::edge::server::shutdown_signal(),
+    )
+    .await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
 }
 
 /// Writes `text` to standard output. A closed pipe (`celador test ... |

@@ -39,6 +39,7 @@ pub mod engine;
 pub mod inject;
 pub mod metrics;
 pub mod sources;
+pub mod ssf;
 pub mod store;
 #[cfg(test)]
 mod testing;

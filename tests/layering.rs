@@ -22,10 +22,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["engine", "store", "metrics", "sources", "edge", "authoring"],
     ),
     ("inject", &["engine", "app"]),
+    ("ssf", &["engine", "app"]),
     (
         "cli",
         &[
             "inject",
+            "ssf",
             "engine",
             "store",
             "metrics",

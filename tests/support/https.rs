@@ -85,6 +85,36 @@ pub fn tls(
     client: Option<&ClientCert>,
     call: &Call<'_>,
 ) -> Reply {
+    tls_raw(addr, server_ca_pem, client, &request_bytes(call))
+}
+
+/// `POST path` with `body` (and `headers`) over TLS.
+pub fn tls_post(
+    addr: SocketAddr,
+    server_ca_pem: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    tls_raw(addr, server_ca_pem, None, &bytes)
+}
+
+fn tls_raw(
+    addr: SocketAddr,
+    server_ca_pem: &str,
+    client: Option<&ClientCert>,
+    request: &[u8],
+) -> Reply {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(server_ca_pem.as_bytes()) {
@@ -109,7 +139,7 @@ pub fn tls(
     let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let tcp = connect(addr);
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    tls.write_all(&request_bytes(call)).unwrap();
+    tls.write_all(request).unwrap();
     let mut raw = Vec::new();
     // Envoy may close without close_notify once the response is complete.
     match tls.read_to_end(&mut raw) {

@@ -1,0 +1,249 @@
+//! The receiver's config file (`celador signals serve --config FILE`).
+//!
+//! ```yaml
+//! listen: 0.0.0.0:8443
+//! tls: { cert: tls/tls.crt, key: tls/tls.key, reload_interval: 10s }
+//! max_age: 1h          # the oldest iat accepted (and how long a jti is remembered)
+//! max_future: 5m       # how far ahead of this clock an iat may be
+//! transmitters:
+//!   - issuer: https://idp.example.com/
+//!     audience: https://celador-signals.example.com/   # or a list
+//!     jwks_file: idp-jwks.json
+//!     push_token_file: idp-token     # optional: the bearer it must push with
+//! subjects:            # RFC 9493 subjects that are not SPIFFE IDs
+//!   - subject: { format: iss_sub, iss: https://idp.example.com/, sub: exporter-bot }
+//!     spiffe_id: spiffe://prod.acme.io/ns/batch/sa/exporter
+//! events:              # overrides of the default handling, by event type
+//!   risc/account-purged: ignore
+//! sink:
+//!   revocations_file: /var/run/celador/revocations.yaml
+//! log: { level: info, format: json }
+//! ```
+//!
+//! Data flow: read and checked once at start-up (every problem reported at
+//! once, exit code 64), then turned into the [`super::receiver::Receiver`]
+//! and the server's settings. Paths are relative to the file's directory.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::event::{Handling, Mapping};
+use super::receiver::Receiver;
+use super::set::{Transmitter, Verifier};
+use super::sink::{FileSink, Sink};
+use super::subject::{SubjectSpec, Subjects};
+use crate::app::config::{DurationText, LogConfig};
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// The HTTPS address transmitters push to.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The serving certificate.
+    pub tls: TlsFiles,
+    /// The oldest `iat` accepted.
+    #[serde(default = "default_max_age")]
+    pub max_age: DurationText,
+    /// How far ahead of the clock an `iat` may be.
+    #[serde(default = "default_max_future")]
+    pub max_future: DurationText,
+    /// The transmitters SETs are accepted from.
+    pub transmitters: Vec<TransmitterSpec>,
+    /// Subjects that are not SPIFFE IDs, mapped to SPIFFE IDs.
+    #[serde(default)]
+    pub subjects: Vec<SubjectSpec>,
+    /// Overrides of the default handling of event types.
+    #[serde(default)]
+    pub events: HashMap<String, Handling>,
+    /// Where actions go.
+    pub sink: SinkSpec,
+    /// The receiver's own logs.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// The serving certificate's files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its key (PEM).
+    pub key: PathBuf,
+    /// How often the files are read again.
+    #[serde(default = "default_reload")]
+    pub reload_interval: DurationText,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// One transmitter.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransmitterSpec {
+    /// Its issuer, as its SETs' `iss`.
+    pub issuer: String,
+    /// The `aud` its SETs carry for this receiver.
+    pub audience: OneOrMany,
+    /// Its JWKS (the keys its SETs are signed with).
+    pub jwks_file: PathBuf,
+    /// A file holding the bearer token it must push with.
+    #[serde(default)]
+    pub push_token_file: Option<PathBuf>,
+}
+
+/// Where the receiver's actions go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    /// A revocations file that `celador serve` watches.
+    pub revocations_file: PathBuf,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:8443".into()
+}
+fn default_max_age() -> DurationText {
+    DurationText::new(Duration::from_secs(3600))
+}
+fn default_max_future() -> DurationText {
+    DurationText::new(Duration::from_secs(300))
+}
+fn default_reload() -> DurationText {
+    DurationText::new(Duration::from_secs(10))
+}
+
+/// The receiver and the server's settings, ready to run.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The receiver.
+    pub receiver: Receiver,
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// The certificate files.
+    pub cert: PathBuf,
+    /// The key file.
+    pub key: PathBuf,
+    /// How often they are read again.
+    pub reload_interval: Duration,
+    /// The logs.
+    pub log: LogConfig,
+}
+
+/// Reads and checks the config at `path`; every problem at once.
+pub fn load(path: &Path) -> Result<Loaded, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let config: ReceiverConfig =
+        crate::engine::yaml::from_str(&text, path).map_err(|e| e.rendered)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    build(config, base)
+}
+
+/// The transmitters and their push tokens; each problem pushed.
+fn transmitters(
+    specs: &[TransmitterSpec],
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> (Vec<Transmitter>, HashMap<String, String>) {
+    let mut transmitters = Vec::new();
+    let mut tokens = HashMap::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let at = format!("transmitters[{i}] ({})", spec.issuer);
+        let audiences = match &spec.audience {
+            OneOrMany::One(a) => vec![a.clone()],
+            OneOrMany::Many(list) => list.clone(),
+        };
+        let jwks_path = base.join(&spec.jwks_file);
+        match std::fs::read(&jwks_path) {
+            Ok(jwks) => match Transmitter::new(&spec.issuer, audiences, &jwks) {
+                Ok(t) => transmitters.push(t),
+                Err(e) => problems.push(format!("{at}: {e}")),
+            },
+            Err(e) => problems.push(format!("{at}: cannot read {}: {e}", jwks_path.display())),
+        }
+        if let Some(file) = &spec.push_token_file {
+            let file = base.join(file);
+            match std::fs::read_to_string(&file) {
+                Ok(token) if !token.trim().is_empty() => {
+                    tokens.insert(spec.issuer.clone(), token.trim().to_owned());
+                }
+                Ok(_) => problems.push(format!("{at}: {} is empty", file.display())),
+                Err(e) => problems.push(format!("{at}: cannot read {}: {e}", file.display())),
+            }
+        }
+    }
+    (transmitters, tokens)
+}
+
+fn build(config: ReceiverConfig, base: &Path) -> Result<Loaded, String> {
+    let resolve = |p: &Path| base.join(p);
+    let mut problems = Vec::new();
+    let listen = config
+        .listen
+        .parse::<SocketAddr>()
+        .map_err(|_| {
+            problems.push(format!(
+                "listen: {:?} is not an address like 0.0.0.0:8443",
+                config.listen
+            ))
+        })
+        .ok();
+    for (key, value) in [
+        ("max_age", &config.max_age),
+        ("max_future", &config.max_future),
+        ("tls.reload_interval", &config.tls.reload_interval),
+    ] {
+        if let Some(problem) = value.problem() {
+            problems.push(format!("{key}: {problem}"));
+        } else if value.0.is_zero() && key != "max_future" {
+            problems.push(format!("{key}: must be more than 0"));
+        }
+    }
+    if config.transmitters.is_empty() {
+        problems.push("transmitters: name at least one".into());
+    }
+    let (transmitters, tokens) = transmitters(&config.transmitters, base, &mut problems);
+    let subjects = Subjects::new(&config.subjects)
+        .map_err(|e| problems.push(format!("subjects:\n{e}")))
+        .ok();
+    let mapping = Mapping::new(&config.events)
+        .map_err(|e| problems.push(e))
+        .ok();
+    if let Err(e) = crate::app::config::log_filter(&config.log.level) {
+        problems.push(format!("log.level {:?}: {e}", config.log.level));
+    }
+    let (Some(listen), Some(subjects), Some(mapping), true) =
+        (listen, subjects, mapping, problems.is_empty())
+    else {
+        return Err(problems.join("\n"));
+    };
+    let verifier = Verifier::new(transmitters, config.max_age.0, config.max_future.0);
+    let sink: Arc<dyn Sink> = Arc::new(FileSink::new(&resolve(&config.sink.revocations_file)));
+    Ok(Loaded {
+        receiver: Receiver::new(verifier, subjects, mapping, tokens, sink),
+        listen,
+        cert: resolve(&config.tls.cert),
+        key: resolve(&config.tls.key),
+        reload_interval: config.tls.reload_interval.0,
+        log: config.log,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,60 @@
+use super::*;
+use crate::testing::jwt::{self, Signer};
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+#[test]
+fn a_config_loads_with_paths_relative_to_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "idp.json", &jwt::jwks(&[&Signer::es256("k1")]));
+    write(dir.path(), "idp-token", "s3cret\n");
+    write(
+        dir.path(),
+        "receiver.yaml",
+        "listen: 127.0.0.1:0\ntls: {cert: tls.crt, key: tls.key}\n\
+         transmitters:\n  - issuer: https://idp.example.com/\n    audience: [https://r.example.com/]\n    jwks_file: idp.json\n    push_token_file: idp-token\n\
+         events: {risc/account-purged: ignore}\n\
+         sink: {revocations_file: out/revocations.yaml}\n",
+    );
+    let loaded = load(&dir.path().join("receiver.yaml")).unwrap();
+    assert_eq!(loaded.listen.to_string(), "127.0.0.1:0");
+    assert_eq!(loaded.cert, dir.path().join("tls.crt"));
+    assert_eq!(loaded.reload_interval, Duration::from_secs(10));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "empty-token", "  \n");
+    write(
+        dir.path(),
+        "receiver.yaml",
+        "listen: nowhere\ntls: {cert: c, key: k, reload_interval: 0s}\nmax_age: forever\n\
+         transmitters:\n  - issuer: https://idp.example.com/\n    audience: a\n    jwks_file: missing.json\n    push_token_file: empty-token\n\
+         subjects:\n  - subject: {format: opaque, id: x}\n\
+         events: {account-purged: ignore}\n\
+         sink: {revocations_file: r.yaml}\nlog: {level: \"é\"}\n",
+    );
+    let error = load(&dir.path().join("receiver.yaml")).unwrap_err();
+    for expected in [
+        "listen:",
+        "max_age:",
+        "tls.reload_interval: must be more than 0",
+        "missing.json",
+        "empty-token is empty",
+        "subject 1:",
+        "account-purged",
+        "log.level",
+    ] {
+        assert!(error.contains(expected), "{expected} in:\n{error}");
+    }
+    let unknown = dir.path().join("unknown.yaml");
+    write(
+        dir.path(),
+        "unknown.yaml",
+        "tls: {cert: c, key: k}\ntransmitters: []\nsink: {revocations_file: r}\nstore: redis://x\n",
+    );
+    assert!(load(&unknown).unwrap_err().contains("store"));
+}

@@ -1,0 +1,392 @@
+//! The push receiver's decision for one delivery (RFC 8935): accept it
+//! (`202`, empty body) once its actions are kept, or refuse it with the
+//! RFC's error JSON.
+//!
+//! Data flow: the HTTPS server ([`super::server`]) hands each `POST` here
+//! with its `Content-Type`, `Authorization` and body -> content type and
+//! push authorization -> [`super::set::Verifier`] -> the `jti` replay
+//! check -> [`super::event::Mapping`] -> [`super::sink::Sink`] -> the
+//! answer, counted in [`ReceiverMetrics`] and logged (never the token).
+//!
+//! Replays. A transmitter sends a SET again when it did not get our answer
+//! (RFC 8935 §2), so the same bytes under a `jti` already accepted are
+//! answered `202` and applied once; other bytes under a `jti` already seen
+//! are refused (`invalid_request`). `jti`s are remembered for the
+//! verifier's `max_age` (a SET older than that is refused by its `iat`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::event::{Action, Mapping, Outcome, Provenance};
+use super::set::{ErrorCode, SetError, Verifier};
+use super::sink::Sink;
+use super::subject::Subjects;
+
+/// The media type of a pushed SET (RFC 8417 §2.3).
+pub const SET_MEDIA_TYPE: &str = "application/secevent+jwt";
+
+/// How many `jti`s are remembered at most (each ~100 bytes).
+const MAX_REMEMBERED: u64 = 1_000_000;
+
+/// The answer to one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The HTTP status: 202, 400, 401, 413, 415 or 503.
+    pub status: u16,
+    /// The error JSON (`{"err": ..., "description": ...}`), if refused.
+    pub body: Option<String>,
+}
+
+impl Answer {
+    fn accepted() -> Answer {
+        Answer {
+            status: 202,
+            body: None,
+        }
+    }
+
+    fn refused(status: u16, error: &SetError) -> Answer {
+        Answer {
+            status,
+            body: Some(
+                json!({"err": error.code.as_str(), "description": error.description}).to_string(),
+            ),
+        }
+    }
+}
+
+/// The receiver: what verifies, maps and keeps SETs.
+pub struct Receiver {
+    verifier: Verifier,
+    subjects: Subjects,
+    mapping: Mapping,
+    /// The SHA-256 of the bearer token each transmitter pushes with, where
+    /// one is configured.
+    tokens: HashMap<String, [u8; 32]>,
+    seen: moka::sync::Cache<(String, String), [u8; 32]>,
+    sink: Arc<dyn Sink>,
+    metrics: ReceiverMetrics,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("subjects", &self.subjects.len())
+            .field("tokens", &self.tokens.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one delivery was, for the log and the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Applied,
+    Duplicate,
+    Refused(ErrorCode),
+    Unavailable,
+}
+
+impl Receiver {
+    /// A receiver; `tokens` maps a transmitter's issuer to the bearer
+    /// token it must push with.
+    pub fn new(
+        verifier: Verifier,
+        subjects: Subjects,
+        mapping: Mapping,
+        tokens: HashMap<String, String>,
+        sink: Arc<dyn Sink>,
+    ) -> Receiver {
+        let seen = moka::sync::Cache::builder()
+            .max_capacity(MAX_REMEMBERED)
+            .time_to_live(verifier.max_age().saturating_add(Duration::from_secs(300)))
+            .build();
+        Receiver {
+            verifier,
+            subjects,
+            mapping,
+            tokens: tokens
+                .into_iter()
+                .map(|(issuer, token)| (issuer, Sha256::digest(token.as_bytes()).into()))
+                .collect(),
+            seen,
+            sink,
+            metrics: ReceiverMetrics::default(),
+        }
+    }
+
+    /// Its counters.
+    pub fn metrics(&self) -> &ReceiverMetrics {
+        &self.metrics
+    }
+
+    /// Answers one push delivery received at `now`.
+    pub async fn push(
+        &self,
+        content_type: Option<&str>,
+        authorization: Option<&str>,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Answer {
+        let (answer, delivery) = self.decide(content_type, authorization, body, now).await;
+        self.metrics.delivery(delivery);
+        answer
+    }
+
+    async fn decide(
+        &self,
+        content_type: Option<&str>,
+        authorization: Option<&str>,
+        body: &[u8],
+        now: SystemTime,
+    ) -> (Answer, Delivery) {
+        let refuse = |(status, error): (u16, SetError)| {
+            tracing::warn!(status, err = error.code.as_str(), description = %error.description, "SET refused");
+            let code = error.code;
+            (Answer::refused(status, &error), Delivery::Refused(code))
+        };
+        let presented = bearer_digest(authorization);
+        if let Err(refusal) = self.admit(content_type, presented) {
+            return refuse(refusal);
+        }
+        let set = match self.verifier.verify(body, now) {
+            Ok(set) => set,
+            Err(error) => return refuse((400, error)),
+        };
+        if let Some(expected) = self.tokens.get(&set.issuer)
+            && presented != Some(*expected)
+        {
+            let why = format!(
+                "the push's Authorization is not the one given to {}",
+                set.issuer
+            );
+            return refuse((400, SetError::new(ErrorCode::AccessDenied, why)));
+        }
+        let key = (set.issuer.clone(), set.jti.clone());
+        match self.remember(&key, set.digest) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(issuer = %set.issuer, jti = %set.jti, "SET received again; applied once");
+                return (Answer::accepted(), Delivery::Duplicate);
+            }
+            Err(error) => return refuse((400, error)),
+        }
+        let outcomes = match self.mapping.apply(&set, &self.subjects) {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                self.seen.invalidate(&key);
+                return refuse((400, error));
+            }
+        };
+        if let Err(e) = self.sink.apply(&outcomes).await {
+            // Forgotten, so that the transmitter's next attempt is applied.
+            self.seen.invalidate(&key);
+            tracing::error!(issuer = %set.issuer, jti = %set.jti, "the SET's actions cannot be kept: {e}");
+            let body = json!({"description": e.to_string()}).to_string();
+            let answer = Answer {
+                status: 503,
+                body: Some(body),
+            };
+            return (answer, Delivery::Unavailable);
+        }
+        for outcome in &outcomes {
+            self.log(outcome);
+        }
+        (Answer::accepted(), Delivery::Applied)
+    }
+
+    /// The checks before any signature: the media type, and, when every
+    /// transmitter pushes with a token, one of them (so that a flood
+    /// without one costs a hash, not a verification).
+    fn admit(
+        &self,
+        content_type: Option<&str>,
+        presented: Option<[u8; 32]>,
+    ) -> Result<(), (u16, SetError)> {
+        let media = content_type
+            .and_then(|c| c.split(';').next())
+            .map(str::trim)
+            .unwrap_or("");
+        if !media.eq_ignore_ascii_case(SET_MEDIA_TYPE) {
+            let why = format!("Content-Type is {media:?}; a SET is pushed as {SET_MEDIA_TYPE}");
+            return Err((415, SetError::new(ErrorCode::InvalidRequest, why)));
+        }
+        if !self.tokens.is_empty()
+            && self.tokens.len() == self.verifier.transmitter_count()
+            && !presented.is_some_and(|p| self.tokens.values().any(|t| *t == p))
+        {
+            return Err((
+                401,
+                SetError::new(
+                    ErrorCode::AuthenticationFailed,
+                    "the push carries no Authorization this receiver gave a transmitter",
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Remembers `key` with `digest`: `Ok(true)` the first time, `Ok(false)`
+    /// for the same bytes again, an error for other bytes under it.
+    fn remember(&self, key: &(String, String), digest: [u8; 32]) -> Result<bool, SetError> {
+        let entry = self.seen.entry(key.clone()).or_insert(digest);
+        if entry.is_fresh() {
+            Ok(true)
+        } else if *entry.value() == digest {
+            Ok(false)
+        } else {
+            Err(SetError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "jti {:?} of {} was already received with other content",
+                    key.1, key.0
+                ),
+            ))
+        }
+    }
+
+    /// One log line per outcome: the audit trail of what a SET changed.
+    fn log(&self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Actions(provenance, actions) => {
+                for action in actions {
+                    if matches!(action, Action::Risk { .. }) && !self.sink.keeps_risk() {
+                        self.metrics.ignored.inc();
+                        tracing::warn!(transmitter = %provenance.transmitter, event = %provenance.event, jti = %provenance.jti, "a risk level is not applied: the sink keeps no risk levels");
+                        continue;
+                    }
+                    log_action(provenance, action);
+                    self.metrics.action(action);
+                }
+            }
+            Outcome::Ignored(p, why) => {
+                self.metrics.ignored.inc();
+                tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, why = %why, "event changes nothing");
+            }
+        }
+    }
+}
+
+fn log_action(p: &Provenance, action: &Action) {
+    match action {
+        Action::Revoke { entry, reason } => {
+            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, entry = ?entry, reason = %reason, "revoked")
+        }
+        Action::Unrevoke { entry } => {
+            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, entry = ?entry, "revocation removed")
+        }
+        Action::Risk { target, level, .. } => {
+            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, target = %target.describe(), level = level.as_str(), "risk level set")
+        }
+    }
+}
+
+/// The SHA-256 of the token of `Authorization: Bearer TOKEN` (compared by
+/// digest, so the comparison's time says nothing about the token).
+fn bearer_digest(authorization: Option<&str>) -> Option<[u8; 32]> {
+    let value = authorization?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    Some(Sha256::digest(token.trim().as_bytes()).into())
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    outcome: &'static str,
+    err: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: &'static str,
+}
+
+/// The receiver's counters, served at `GET /metrics`.
+#[derive(Debug)]
+pub struct ReceiverMetrics {
+    registry: Registry,
+    deliveries: Family<DeliveryLabels, Counter>,
+    actions: Family<ActionLabels, Counter>,
+    ignored: Counter,
+}
+
+impl Default for ReceiverMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "celador_signals_deliveries",
+            "SET deliveries by outcome (applied, duplicate, refused, unavailable) and RFC 8935 error code",
+            deliveries.clone(),
+        );
+        let actions = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "celador_signals_actions",
+            "Governance actions made from SET events (revoke, unrevoke, risk)",
+            actions.clone(),
+        );
+        let ignored = Counter::default();
+        registry.register(
+            "celador_signals_events_ignored",
+            "Events accepted that change nothing (an event type celador does not act on, or an unmapped subject)",
+            ignored.clone(),
+        );
+        ReceiverMetrics {
+            registry,
+            deliveries,
+            actions,
+            ignored,
+        }
+    }
+}
+
+impl ReceiverMetrics {
+    fn delivery(&self, delivery: Delivery) {
+        let (outcome, err) = match delivery {
+            Delivery::Applied => ("applied", ""),
+            Delivery::Duplicate => ("duplicate", ""),
+            Delivery::Refused(code) => ("refused", code.as_str()),
+            Delivery::Unavailable => ("unavailable", ""),
+        };
+        self.deliveries
+            .get_or_create(&DeliveryLabels { outcome, err })
+            .inc();
+    }
+
+    fn action(&self, action: &Action) {
+        let action = match action {
+            Action::Revoke { .. } => "revoke",
+            Action::Unrevoke { .. } => "unrevoke",
+            Action::Risk { .. } => "risk",
+        };
+        self.actions.get_or_create(&ActionLabels { action }).inc();
+    }
+
+    /// The deliveries counted with `outcome` (and `err`, for refusals).
+    pub fn deliveries(&self, outcome: &'static str, err: &'static str) -> u64 {
+        self.deliveries
+            .get_or_create(&DeliveryLabels { outcome, err })
+            .get()
+    }
+
+    /// The OpenMetrics text of every counter.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

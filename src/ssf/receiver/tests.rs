@@ -1,0 +1,234 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::ssf::set::Transmitter;
+use crate::ssf::sink::{Applying, SinkError};
+use crate::testing::jwt::{self, Signer};
+
+const ISS: &str = "https://idp.example.com/";
+const OTHER: &str = "https://ci.example.com/";
+const AUD: &str = "https://celador-signals.example.com/";
+const NOW: u64 = 1_800_000_000;
+const DISABLED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-disabled";
+
+/// Records what it is given; fails while `failing` is set.
+#[derive(Default)]
+struct Recording {
+    outcomes: Mutex<Vec<Outcome>>,
+    failing: AtomicBool,
+}
+
+impl Sink for Recording {
+    fn apply<'a>(&'a self, outcomes: &'a [Outcome]) -> Applying<'a> {
+        Box::pin(async move {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(SinkError("the store is away".into()));
+            }
+            self.outcomes
+                .lock()
+                .unwrap()
+                .extend(outcomes.iter().cloned());
+            Ok(())
+        })
+    }
+}
+
+impl Recording {
+    fn actions(&self) -> usize {
+        self.outcomes
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|o| match o {
+                Outcome::Actions(_, a) => a.len(),
+                Outcome::Ignored(..) => 0,
+            })
+            .sum()
+    }
+}
+
+fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(NOW)
+}
+
+struct Fixture {
+    signer: Signer,
+    other: Signer,
+    sink: Arc<Recording>,
+    receiver: Receiver,
+}
+
+fn fixture(tokens: &[(&str, &str)]) -> Fixture {
+    let signer = Signer::es256("k1");
+    let other = Signer::rsa("r1", "RS256");
+    let transmitters = vec![
+        Transmitter::new(ISS, vec![AUD.into()], jwt::jwks(&[&signer]).as_bytes()).unwrap(),
+        Transmitter::new(OTHER, vec![AUD.into()], jwt::jwks(&[&other]).as_bytes()).unwrap(),
+    ];
+    let verifier = Verifier::new(
+        transmitters,
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    );
+    let sink = Arc::new(Recording::default());
+    let receiver = Receiver::new(
+        verifier,
+        Subjects::default(),
+        Mapping::default(),
+        tokens
+            .iter()
+            .map(|(i, t)| (i.to_string(), t.to_string()))
+            .collect::<HashMap<_, _>>(),
+        Arc::clone(&sink) as Arc<dyn Sink>,
+    );
+    Fixture {
+        signer,
+        other,
+        sink,
+        receiver,
+    }
+}
+
+fn claims(iss: &str, jti: &str, id: &str) -> Value {
+    json!({"iss": iss, "aud": AUD, "iat": NOW, "jti": jti,
+           "sub_id": {"format": "uri", "uri": id},
+           "events": {DISABLED: {}}})
+}
+
+fn sign(signer: &Signer, claims: &Value) -> String {
+    signer.token_with_header(
+        &json!({"alg": signer.alg, "kid": signer.kid, "typ": "secevent+jwt"}),
+        claims,
+    )
+}
+
+fn err(answer: &Answer) -> String {
+    let body: Value = serde_json::from_str(answer.body.as_deref().unwrap()).unwrap();
+    body["err"].as_str().unwrap().to_owned()
+}
+
+async fn push(f: &Fixture, token: &str, auth: Option<&str>) -> Answer {
+    f.receiver
+        .push(Some(SET_MEDIA_TYPE), auth, token.as_bytes(), now())
+        .await
+}
+
+#[tokio::test]
+async fn a_set_is_applied_once_and_answered_202_with_an_empty_body() {
+    let f = fixture(&[]);
+    let token = sign(&f.signer, &claims(ISS, "j1", "spiffe://td/ns/a/sa/a"));
+    let answer = push(&f, &token, None).await;
+    assert_eq!(
+        answer,
+        Answer {
+            status: 202,
+            body: None
+        }
+    );
+    assert_eq!(f.sink.actions(), 1);
+    // The transmitter did not hear us and sends it again: 202, applied once.
+    assert_eq!(push(&f, &token, None).await.status, 202);
+    assert_eq!(f.sink.actions(), 1);
+    assert_eq!(f.receiver.metrics().deliveries("duplicate", ""), 1);
+    // Other content under the same jti is a replay.
+    let forged = sign(&f.signer, &claims(ISS, "j1", "spiffe://td/ns/b/sa/b"));
+    let answer = push(&f, &forged, None).await;
+    assert_eq!(
+        (answer.status, err(&answer)),
+        (400, "invalid_request".into())
+    );
+    assert_eq!(f.sink.actions(), 1);
+    // The same jti from another transmitter is another SET.
+    let theirs = sign(&f.other, &claims(OTHER, "j1", "spiffe://td/ns/c/sa/c"));
+    assert_eq!(push(&f, &theirs, None).await.status, 202);
+    assert_eq!(f.sink.actions(), 2);
+}
+
+#[tokio::test]
+async fn the_content_type_must_be_a_set() {
+    let f = fixture(&[]);
+    let token = sign(&f.signer, &claims(ISS, "j1", "spiffe://td/a"));
+    for content_type in [None, Some("application/json"), Some("text/plain")] {
+        let answer = f
+            .receiver
+            .push(content_type, None, token.as_bytes(), now())
+            .await;
+        assert_eq!(
+            (answer.status, err(&answer)),
+            (415, "invalid_request".into())
+        );
+    }
+    let answer = f
+        .receiver
+        .push(
+            Some("Application/SecEvent+JWT; charset=utf-8"),
+            None,
+            token.as_bytes(),
+            now(),
+        )
+        .await;
+    assert_eq!(answer.status, 202);
+    assert_eq!(f.sink.actions(), 1);
+}
+
+#[tokio::test]
+async fn push_authorization_is_checked_per_transmitter() {
+    let f = fixture(&[(ISS, "idp-secret"), (OTHER, "ci-secret")]);
+    let token = sign(&f.signer, &claims(ISS, "j1", "spiffe://td/a"));
+    for auth in [None, Some("Bearer wrong"), Some("Basic aWRwLXNlY3JldA==")] {
+        let answer = push(&f, &token, auth).await;
+        assert_eq!(
+            (answer.status, err(&answer)),
+            (401, "authentication_failed".into()),
+            "{auth:?}"
+        );
+    }
+    // The CI system's token does not let it push as the identity provider.
+    let answer = push(&f, &token, Some("Bearer ci-secret")).await;
+    assert_eq!((answer.status, err(&answer)), (400, "access_denied".into()));
+    assert_eq!(f.sink.actions(), 0);
+    assert_eq!(
+        push(&f, &token, Some("Bearer idp-secret")).await.status,
+        202
+    );
+    assert_eq!(f.sink.actions(), 1);
+    // The token is in no answer and no counter.
+    assert!(!f.receiver.metrics().encode().contains("secret"));
+}
+
+#[tokio::test]
+async fn a_sink_that_fails_gets_the_set_again_and_it_is_then_applied() {
+    let f = fixture(&[]);
+    let token = sign(&f.signer, &claims(ISS, "j1", "spiffe://td/a"));
+    f.sink.failing.store(true, Ordering::SeqCst);
+    assert_eq!(push(&f, &token, None).await.status, 503);
+    f.sink.failing.store(false, Ordering::SeqCst);
+    assert_eq!(push(&f, &token, None).await.status, 202);
+    assert_eq!(f.sink.actions(), 1);
+    assert_eq!(f.receiver.metrics().deliveries("unavailable", ""), 1);
+    assert_eq!(f.receiver.metrics().deliveries("applied", ""), 1);
+}
+
+#[tokio::test]
+async fn refusals_are_counted_by_code() {
+    let f = fixture(&[]);
+    let stranger = Signer::es256("k1");
+    let token = sign(&stranger, &claims(ISS, "j1", "spiffe://td/a"));
+    assert_eq!(err(&push(&f, &token, None).await), "invalid_key");
+    let token = sign(
+        &f.signer,
+        &claims("https://evil.example.com/", "j2", "spiffe://td/a"),
+    );
+    assert_eq!(err(&push(&f, &token, None).await), "invalid_issuer");
+    assert_eq!(f.receiver.metrics().deliveries("refused", "invalid_key"), 1);
+    assert_eq!(
+        f.receiver.metrics().deliveries("refused", "invalid_issuer"),
+        1
+    );
+    assert_eq!(f.sink.actions(), 0);
+}

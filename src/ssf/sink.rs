@@ -1,0 +1,218 @@
+//! Where the receiver's actions go: the governance state every sidecar
+//! reads.
+//!
+//! Data flow: [`super::receiver`] hands each accepted SET's
+//! [`Outcome`]s to a [`Sink`] and answers the transmitter `202` only once
+//! the sink has them (RFC 8935 §2.2: a SET is acknowledged once retained).
+//! [`FileSink`] writes a revocations file in celador's own format, which
+//! `celador serve` watches (`revocations:` in its config), for a single
+//! node or a demo; several pods share state through the governance store
+//! instead.
+//!
+//! Ordering: SETs may arrive in any order (RFC 8417 §5.3), so each entry
+//! remembers the time of the event that set it, and an older event never
+//! undoes a newer one (an `account-enabled` from before an
+//! `account-disabled` leaves the revocation in place).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use super::event::{Action, Outcome, Provenance, Revocation};
+
+/// A sink could not keep the actions; the transmitter is answered with an
+/// error and will send the SET again.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkError(pub String);
+
+/// The future a sink returns.
+pub type Applying<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
+/// Keeps the receiver's actions where sidecars read them.
+pub trait Sink: Send + Sync {
+    /// Applies the actions of `outcomes` (ignored outcomes change nothing);
+    /// done when they are durable.
+    fn apply<'a>(&'a self, outcomes: &'a [Outcome]) -> Applying<'a>;
+
+    /// Whether it keeps risk levels (a file of revocations does not).
+    fn keeps_risk(&self) -> bool {
+        false
+    }
+}
+
+/// An entry, with the time of the event that set or cleared it.
+#[derive(Debug, Clone)]
+struct Entry {
+    at: SystemTime,
+    /// `None` once removed (a tombstone, so an older revoke stays undone).
+    reason: Option<String>,
+}
+
+/// Writes revocations to a file in celador's revocations format.
+#[derive(Debug)]
+pub struct FileSink {
+    path: PathBuf,
+    entries: Mutex<BTreeMap<Key, Entry>>,
+}
+
+/// A revocation as a sortable key (the file lists entries in this order).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    SpiffeId(String),
+    SpiffeIdPrefix(String),
+    X509Serial(String, String),
+    JwtId(String),
+}
+
+impl From<&Revocation> for Key {
+    fn from(entry: &Revocation) -> Key {
+        match entry {
+            Revocation::SpiffeId(id) => Key::SpiffeId(id.clone()),
+            Revocation::SpiffeIdPrefix(p) => Key::SpiffeIdPrefix(p.clone()),
+            Revocation::X509Serial { serial, issuer } => {
+                Key::X509Serial(serial.clone(), issuer.clone())
+            }
+            Revocation::JwtId(jti) => Key::JwtId(jti.clone()),
+        }
+    }
+}
+
+/// One entry of the file, as `celador serve` reads it.
+#[derive(Debug, Serialize)]
+struct FileEntry<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spiffe_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spiffe_id_prefix: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x509_serial: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwt_id: Option<&'a str>,
+    reason: &'a str,
+}
+
+impl FileSink {
+    /// A sink writing `path` (created on the first action; an existing file
+    /// is replaced: the receiver owns it).
+    pub fn new(path: &Path) -> FileSink {
+        FileSink {
+            path: path.to_owned(),
+            entries: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Records `action`; whether it changed anything.
+    fn record(
+        entries: &mut BTreeMap<Key, Entry>,
+        provenance: &Provenance,
+        action: &Action,
+    ) -> bool {
+        let (key, reason) = match action {
+            Action::Revoke { entry, reason } => (
+                Key::from(entry),
+                Some(format!(
+                    "{reason} (SET {} from {})",
+                    provenance.jti, provenance.transmitter
+                )),
+            ),
+            Action::Unrevoke { entry } => (Key::from(entry), None),
+            // Risk levels need the governance store.
+            Action::Risk { .. } => return false,
+        };
+        match entries.get(&key) {
+            Some(existing) if existing.at > provenance.at => false,
+            _ => {
+                entries.insert(
+                    key,
+                    Entry {
+                        at: provenance.at,
+                        reason,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    fn render(entries: &BTreeMap<Key, Entry>) -> Result<String, SinkError> {
+        let list: Vec<FileEntry<'_>> = entries
+            .iter()
+            .filter_map(|(key, entry)| {
+                let reason = entry.reason.as_deref()?;
+                let mut out = FileEntry {
+                    spiffe_id: None,
+                    spiffe_id_prefix: None,
+                    x509_serial: None,
+                    issuer: None,
+                    jwt_id: None,
+                    reason,
+                };
+                match key {
+                    Key::SpiffeId(id) => out.spiffe_id = Some(id),
+                    Key::SpiffeIdPrefix(p) => out.spiffe_id_prefix = Some(p),
+                    Key::X509Serial(serial, issuer) => {
+                        out.x509_serial = Some(serial);
+                        out.issuer = Some(issuer);
+                    }
+                    Key::JwtId(jti) => out.jwt_id = Some(jti),
+                }
+                Some(out)
+            })
+            .collect();
+        // JSON is YAML: serde_json writes it without a YAML serializer.
+        let body = serde_json::to_string_pretty(&serde_json::json!({ "revocations": list }))
+            .map_err(|e| SinkError(format!("cannot write the revocations: {e}")))?;
+        Ok(format!(
+            "# Written by celador signals serve from Shared Signals events; edits are overwritten.\n{body}\n"
+        ))
+    }
+
+    /// Writes `text` to the file atomically (a temporary file renamed over
+    /// it), so a watching sidecar never reads half of it.
+    fn write(&self, text: &str) -> Result<(), SinkError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        std::fs::write(&temporary, text)
+            .and_then(|()| std::fs::rename(&temporary, &self.path))
+            .map_err(|e| SinkError(format!("cannot write {}: {e}", self.path.display())))
+    }
+}
+
+impl Sink for FileSink {
+    fn apply<'a>(&'a self, outcomes: &'a [Outcome]) -> Applying<'a> {
+        Box::pin(async move {
+            // Written under the lock, so that files reach the disk in the
+            // order their states were made; a small file, written at the
+            // rate security events arrive, not on any request path.
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let mut changed = false;
+            for outcome in outcomes {
+                if let Outcome::Actions(provenance, actions) = outcome {
+                    for action in actions {
+                        changed |= Self::record(&mut entries, provenance, action);
+                    }
+                }
+            }
+            if changed {
+                self.write(&Self::render(&entries)?)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,77 @@
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::*;
+use crate::engine::revocations::Revocations;
+
+fn provenance(jti: &str, at: u64) -> Provenance {
+    Provenance {
+        transmitter: "https://idp.example.com/".into(),
+        event: "https://schemas.openid.net/secevent/risc/event-type/account-disabled".into(),
+        jti: jti.into(),
+        at: UNIX_EPOCH + Duration::from_secs(at),
+    }
+}
+
+fn revoke(id: &str, jti: &str, at: u64) -> Outcome {
+    Outcome::Actions(
+        provenance(jti, at),
+        vec![Action::Revoke {
+            entry: Revocation::SpiffeId(id.into()),
+            reason: "account-disabled".into(),
+        }],
+    )
+}
+
+fn unrevoke(id: &str, jti: &str, at: u64) -> Outcome {
+    Outcome::Actions(
+        provenance(jti, at),
+        vec![Action::Unrevoke {
+            entry: Revocation::SpiffeId(id.into()),
+        }],
+    )
+}
+
+const A: &str = "spiffe://prod.acme.io/ns/a/sa/a";
+const B: &str = "spiffe://prod.acme.io/ns/b/sa/b";
+
+fn loaded(path: &Path) -> Revocations {
+    let text = std::fs::read_to_string(path).unwrap();
+    Revocations::parse(&text, path).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+#[tokio::test]
+async fn the_file_is_one_celador_serve_loads_and_older_events_never_undo_newer_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revocations.yaml");
+    let sink = FileSink::new(&path);
+    sink.apply(&[revoke(A, "j1", 100), revoke(B, "j2", 100)])
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("SET j1 from https://idp.example.com/"),
+        "{text}"
+    );
+    assert_eq!(loaded(&path).len(), 2);
+    // An enable from before the disable changes nothing.
+    sink.apply(&[unrevoke(A, "j3", 50)]).await.unwrap();
+    assert_eq!(loaded(&path).len(), 2);
+    // A later one removes it; a revoke older than that removal stays undone.
+    sink.apply(&[unrevoke(A, "j4", 200)]).await.unwrap();
+    assert_eq!(loaded(&path).len(), 1);
+    sink.apply(&[revoke(A, "j5", 150)]).await.unwrap();
+    assert_eq!(loaded(&path).len(), 1);
+    sink.apply(&[revoke(A, "j6", 300)]).await.unwrap();
+    assert_eq!(loaded(&path).len(), 2);
+    // Nothing but the file is left in the directory.
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 1);
+}
+
+#[tokio::test]
+async fn a_file_that_cannot_be_written_is_an_error_not_a_silent_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = FileSink::new(&dir.path().join("missing-dir/revocations.yaml"));
+    let error = sink.apply(&[revoke(A, "j1", 100)]).await.unwrap_err();
+    assert!(error.0.contains("cannot write"), "{error}");
+}

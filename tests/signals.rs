@@ -1,0 +1,460 @@
+//! The Shared Signals receiver end to end: `celador signals serve` over
+//! HTTPS takes SETs a test transmitter signs (ES256 and RS256) and pushes
+//! (RFC 8935), and a `celador serve` watching the revocations file it writes
+//! denies the revoked identity within a second; refused SETs get the RFC's
+//! error JSON.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use serde_json::{Value, json};
+use support::celador::Celador;
+use support::check::{allowed, denial, request};
+use support::https::{Reply, tls_post};
+use support::jwt::{self, Signer};
+use support::pki::Ca;
+
+const IDP: &str = "https://idp.example.com/";
+const CI: &str = "https://ci.example.com/";
+const AUD: &str = "https://celador-signals.example.com/";
+const EXPORTER: &str = "spiffe://example.org/ns/batch/sa/exporter";
+const PAYMENTS: &str = "spiffe://example.org/ns/payments/sa/api";
+const RISC: &str = "https://schemas.openid.net/secevent/risc/event-type/";
+
+/// A running `celador signals serve`.
+struct Receiver {
+    child: Child,
+    addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Receiver {
+    fn start(config: &Path) -> Receiver {
+        let mut child = Command::new(support::celador::binary())
+            .args(["signals", "serve", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = support::wait_for(Duration::from_secs(20), || {
+            logs.lock().unwrap().iter().find_map(|line| {
+                let v: Value = serde_json::from_str(line).ok()?;
+                (v["fields"]["message"] == "signals receiver listening")
+                    .then(|| v["fields"]["address"].as_str()?.parse().ok())?
+            })
+        });
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            panic!(
+                "the receiver did not start: {}",
+                logs.lock().unwrap().join("\n")
+            );
+        };
+        Receiver { child, addr, logs }
+    }
+
+    fn log(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    ca: Ca,
+    server_ca: Ca,
+    idp: Signer,
+    ci: Signer,
+    receiver: Receiver,
+    celador: Celador,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let idp = Signer::es256("idp-1");
+    let ci = Signer::rsa("ci-1", "RS256");
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write("ci.json", &jwt::jwks(&[&ci]));
+    write("ci-token", "ci-push-secret\n");
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\nmax_age: 10m\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             \x20 - issuer: {CI}\n    audience: [{AUD}]\n    jwks_file: ci.json\n    push_token_file: ci-token\n\
+             subjects:\n  - subject: {{format: iss_sub, iss: {IDP}, sub: exporter-bot}}\n    spiffe_id: {EXPORTER}\n\
+             sink: {{revocations_file: revocations.yaml}}\nlog: {{format: json}}\n"
+        ),
+    );
+    write("revocations.yaml", "revocations: []\n");
+    let ca = Ca::root("example.org");
+    write("example.org.pem", &ca.pem);
+    write(
+        "policy.yaml",
+        "rules:\n  - name: anyone\n    effect: allow\n    when: source.trust_domain == \"example.org\"\n",
+    );
+    write(
+        "celador.yaml",
+        "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
+         revocations: revocations.yaml\ncache:\n  decision_ttl: 30s\nlog:\n  format: json\n",
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    let celador = Celador::start(&path("celador.yaml"));
+    Fixture {
+        dir,
+        ca,
+        server_ca,
+        idp,
+        ci,
+        receiver,
+        celador,
+    }
+}
+
+impl Fixture {
+    fn push_with(&self, token: &str, headers: &[(&str, &str)]) -> Reply {
+        tls_post(
+            self.receiver.addr,
+            &self.server_ca.pem,
+            "/events",
+            headers,
+            token.as_bytes(),
+        )
+    }
+
+    fn push(&self, token: &str) -> Reply {
+        self.push_with(token, &[("content-type", "application/secevent+jwt")])
+    }
+
+    async fn decision(&self, id: &str) -> Result<(), (i32, String)> {
+        let leaf = self.ca.svid(id);
+        let response = AuthorizationClient::connect(format!("http://{}", self.celador.addr))
+            .await
+            .unwrap()
+            .check(request(&leaf.envoy_encoded(), "GET", "/export", &[]))
+            .await
+            .unwrap()
+            .into_inner();
+        if allowed(&response) {
+            Ok(())
+        } else {
+            Err(denial(&response).unwrap())
+        }
+    }
+
+    /// Waits up to 3 s for `id`'s check to be `denied` (or allowed);
+    /// returns how long it took.
+    async fn until(&self, id: &str, denied: bool) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if self.decision(id).await.is_err() == denied {
+                return start.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "{id} never became denied={denied}; receiver log:\n{}\ncelador log:\n{}",
+            self.receiver.log(),
+            self.celador.log()
+        );
+    }
+}
+
+fn set(
+    signer: &Signer,
+    iss: &str,
+    jti: &str,
+    subject: Value,
+    event: &str,
+    payload: Value,
+) -> String {
+    signer.token_with_header(
+        &json!({"alg": signer.alg, "kid": signer.kid, "typ": "secevent+jwt"}),
+        &json!({"iss": iss, "aud": AUD, "iat": now(), "jti": jti, "sub_id": subject,
+                "events": {format!("{RISC}{event}"): payload}}),
+    )
+}
+
+fn err(reply: &Reply) -> String {
+    reply.json()["err"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_compromise_revokes_within_a_second_and_an_enable_restores() {
+    let f = fixture();
+    assert!(f.decision(EXPORTER).await.is_ok());
+    assert!(f.decision(EXPORTER).await.is_ok()); // now cached
+
+    // The identity provider's subject is mapped to the exporter.
+    let compromise = set(
+        &f.idp,
+        IDP,
+        "c-1",
+        json!({"format": "iss_sub", "iss": IDP, "sub": "exporter-bot"}),
+        "credential-compromise",
+        json!({"credential_type": "x509", "reason_admin": {"en": "key in a CI log"}}),
+    );
+    let pushed = Instant::now();
+    let reply = f.push(&compromise);
+    assert_eq!((reply.status, reply.body.as_str()), (202, ""), "{reply:?}");
+    let took = pushed.elapsed() + f.until(EXPORTER, true).await;
+    assert!(took < Duration::from_secs(1), "revocation took {took:?}");
+    assert_eq!(f.decision(EXPORTER).await, Err((403, "revoked".to_owned())));
+    assert!(f.decision(PAYMENTS).await.is_ok());
+    let revocations = std::fs::read_to_string(f.dir.path().join("revocations.yaml")).unwrap();
+    assert!(
+        revocations.contains("SET c-1 from https://idp.example.com/"),
+        "{revocations}"
+    );
+
+    // The CI system enables it again (RS256, with its push token).
+    let enabled = set(
+        &f.ci,
+        CI,
+        "e-1",
+        json!({"format": "uri", "uri": EXPORTER}),
+        "account-enabled",
+        json!({}),
+    );
+    let reply = f.push_with(
+        &enabled,
+        &[
+            ("content-type", "application/secevent+jwt"),
+            ("authorization", "Bearer ci-push-secret"),
+        ],
+    );
+    assert_eq!(reply.status, 202, "{reply:?}");
+    f.until(EXPORTER, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_sets_get_the_rfc_8935_error_and_change_nothing() {
+    let f = fixture();
+    let subject = json!({"format": "uri", "uri": EXPORTER});
+    let good = |jti: &str| {
+        set(
+            &f.idp,
+            IDP,
+            jti,
+            subject.clone(),
+            "account-disabled",
+            json!({}),
+        )
+    };
+    let stranger = Signer::es256("idp-1");
+    let mut expired = json!({"iss": IDP, "aud": AUD, "iat": now() - 3600, "jti": "x", "sub_id": subject,
+        "events": {format!("{RISC}account-disabled"): {}}});
+    let expired_token = f.idp.token_with_header(
+        &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
+        &expired,
+    );
+    expired["aud"] = json!("https://someone-else.example.com/");
+    expired["iat"] = json!(now());
+    let wrong_audience = f.idp.token_with_header(
+        &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
+        &expired,
+    );
+    let cases: Vec<(&str, Reply, u16, &str)> = vec![
+        (
+            "bad signature",
+            f.push(&set(
+                &stranger,
+                IDP,
+                "s1",
+                subject.clone(),
+                "account-disabled",
+                json!({}),
+            )),
+            400,
+            "invalid_key",
+        ),
+        (
+            "unknown issuer",
+            f.push(&set(
+                &f.idp,
+                "https://evil.example.com/",
+                "s2",
+                subject.clone(),
+                "account-disabled",
+                json!({}),
+            )),
+            400,
+            "invalid_issuer",
+        ),
+        (
+            "wrong audience",
+            f.push(&wrong_audience),
+            400,
+            "invalid_audience",
+        ),
+        (
+            "expired iat",
+            f.push(&expired_token),
+            400,
+            "invalid_request",
+        ),
+        ("not a JWT", f.push("hello"), 400, "invalid_request"),
+        (
+            "wrong content type",
+            f.push_with(&good("s3"), &[("content-type", "application/json")]),
+            415,
+            "invalid_request",
+        ),
+        (
+            "oversized",
+            f.push(&"a".repeat(70_000)),
+            413,
+            "invalid_request",
+        ),
+        (
+            "the CI's SET without its token",
+            f.push(&set(
+                &f.ci,
+                CI,
+                "s4",
+                subject.clone(),
+                "account-disabled",
+                json!({}),
+            )),
+            400,
+            "access_denied",
+        ),
+    ];
+    for (name, reply, status, code) in cases {
+        assert_eq!(
+            (reply.status, err(&reply)),
+            (status, code.to_owned()),
+            "{name}: {reply:?}"
+        );
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/json"),
+            "{name}"
+        );
+    }
+    // A replayed jti with other content is refused; the same SET again is
+    // accepted and applied once.
+    let first = good("r1");
+    assert_eq!(f.push(&first).status, 202);
+    assert_eq!(f.push(&first).status, 202);
+    let replay = set(
+        &f.idp,
+        IDP,
+        "r1",
+        json!({"format": "uri", "uri": PAYMENTS}),
+        "account-disabled",
+        json!({}),
+    );
+    let reply = f.push(&replay);
+    assert_eq!((reply.status, err(&reply)), (400, "invalid_request".into()));
+    f.until(EXPORTER, true).await;
+    assert!(
+        f.decision(PAYMENTS).await.is_ok(),
+        "the replay changed nothing"
+    );
+    // Nothing in the log carries a token.
+    assert!(!f.receiver.log().contains(&first), "a SET in the log");
+    // Counted.
+    let metrics = tls_get(&f, "/metrics");
+    for series in [
+        r#"celador_signals_deliveries_total{outcome="refused",err="invalid_key"} 1"#,
+        r#"celador_signals_deliveries_total{outcome="duplicate",err=""} 1"#,
+        r#"celador_signals_deliveries_total{outcome="applied",err=""} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_sets_is_absorbed_without_losing_one() {
+    let f = fixture();
+    const N: usize = 300;
+    let tokens: Vec<String> = (0..N)
+        .map(|i| {
+            set(
+                &f.idp,
+                IDP,
+                &format!("b-{i}"),
+                json!({"format": "uri", "uri": format!("spiffe://example.org/ns/burst/sa/s{i}")}),
+                "account-disabled",
+                json!({}),
+            )
+        })
+        .collect();
+    let tokens = Arc::new(tokens);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let tokens = Arc::clone(&tokens);
+            let addr = f.receiver.addr;
+            let ca = f.server_ca.pem.clone();
+            std::thread::spawn(move || {
+                (t..N)
+                    .step_by(4)
+                    .filter(|i| {
+                        tls_post(
+                            addr,
+                            &ca,
+                            "/events",
+                            &[("content-type", "application/secevent+jwt")],
+                            tokens[*i].as_bytes(),
+                        )
+                        .status
+                            == 202
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let accepted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(accepted, N);
+    let text = std::fs::read_to_string(f.dir.path().join("revocations.yaml")).unwrap();
+    assert_eq!(text.matches("spiffe://example.org/ns/burst/").count(), N);
+    f.until("spiffe://example.org/ns/burst/sa/s299", true).await;
+}
+
+fn tls_get(f: &Fixture, path: &str) -> String {
+    support::https::tls(
+        f.receiver.addr,
+        &f.server_ca.pem,
+        None,
+        &support::https::Call::get(path),
+    )
+    .body
+}
