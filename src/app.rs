@@ -35,6 +35,9 @@ use crate::engine::redaction::Redaction;
 use crate::engine::{Engine, EngineSettings, TokenSettings};
 use crate::metrics::Metrics;
 use crate::sources::files::{Governance, GovernanceFile, LiveFiles};
+use crate::sources::fleet::connect::Endpoint;
+use crate::sources::fleet::replica::Replica;
+use crate::sources::fleet::{ReplicaSettings, StoreStatus};
 use crate::sources::workload::WorkloadError;
 use crate::sources::workload_api::WorkloadApiSource;
 use crate::store::Store;
@@ -71,6 +74,9 @@ pub enum StartupError {
         /// Every problem.
         problem: String,
     },
+    /// The governance store cannot be used (its password or CA file).
+    #[error("governance: {0}")]
+    Store(String),
     /// Trust domains use the Workload API, but nothing says where it is.
     #[error(
         "trust domains {0} use the Workload API, but neither workload_api.endpoint nor SPIFFE_ENDPOINT_SOCKET says where it is"
@@ -91,6 +97,7 @@ pub struct Loaded {
     policy_file: FileContent,
     governance_files: Vec<(GovernanceFile, FileContent)>,
     workload_api: Option<WorkloadApiSource>,
+    fleet: Option<(ReplicaSettings, Endpoint)>,
 }
 
 impl std::fmt::Debug for Loaded {
@@ -126,6 +133,13 @@ pub fn load(
     let workload = Workload::load(&config.workload, &env)
         .map_err(|e| errors.push(e.into()))
         .ok();
+    let fleet = config.governance.as_ref().and_then(|g| {
+        let settings = g.replica(config.grants_max_duration.0, |p| config.resolve(p));
+        Endpoint::new(&settings.store, &env)
+            .map(|endpoint| (settings, endpoint))
+            .map_err(|e| errors.push(StartupError::Store(e)))
+            .ok()
+    });
     let (Some((policy, policy_file)), Some(workload), true) = (policy, workload, errors.is_empty())
     else {
         return Err(errors);
@@ -163,6 +177,7 @@ pub fn load(
         bundle_files: bundles.files,
         policy_file,
         workload_api,
+        fleet,
     })
 }
 
@@ -377,6 +392,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let store = Arc::clone(loaded.ext_authz.store());
     start_sources(&loaded, &store);
+    let store_status = start_replica(&loaded, &store).await;
     let tracer_provider = config.tracing.as_ref().map(|t| {
         let (provider, tracing) = telemetry::tracing(t);
         loaded.ext_authz.set_tracing(tracing);
@@ -391,6 +407,7 @@ pub async fn run(
             AdminState {
                 ext_authz: Arc::clone(&loaded.ext_authz),
                 metrics: Arc::clone(&loaded.metrics),
+                store_status,
             },
         );
     }
@@ -439,6 +456,25 @@ async fn bind_health(config: &Config) -> Result<Option<tokio::net::TcpListener>,
     let listener = server::bind(address).await?;
     tracing::info!(address = %listener.local_addr().unwrap_or(address), "gRPC health listening");
     Ok(Some(listener))
+}
+
+/// Starts the replica of the governance store, if one is configured, and
+/// waits (bounded by `startup_wait`) for its first full sync: past that,
+/// celador serves with the files alone until the store answers.
+async fn start_replica(loaded: &Loaded, store: &Arc<Store>) -> Option<Arc<StoreStatus>> {
+    let (settings, endpoint) = loaded.fleet.clone()?;
+    let status = Arc::new(StoreStatus::default());
+    tracing::info!(store = %endpoint.shown, "replicating the governance store");
+    let replica = Replica::new(&settings, endpoint, Arc::clone(store), Arc::clone(&status));
+    let mut synced = replica.spawn();
+    let waited = tokio::time::timeout(settings.startup_wait, synced.wait_for(|s| *s)).await;
+    if !matches!(waited, Ok(Ok(_))) {
+        tracing::warn!(
+            waited = ?settings.startup_wait,
+            "the governance store has not answered: serving with the governance files alone until it does"
+        );
+    }
+    Some(status)
 }
 
 /// Starts the live sources, each from the content loaded at start-up.

@@ -17,6 +17,8 @@ macro_rules! complain {
     }};
 }
 
+mod governance;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -165,6 +167,17 @@ enum Command {
         #[arg(long = "show-query-param", value_name = "NAME")]
         show_query: Vec<String>,
     },
+    /// Revoke a credential in the fleet's governance store: every celador
+    /// replicating it denies it within a second.
+    Revoke(governance::RevokeArgs),
+    /// Withdraw a revocation from the governance store.
+    Unrevoke(governance::UnrevokeArgs),
+    /// Grant identities access for a time, in the governance store.
+    Grant(governance::GrantArgs),
+    /// Remove a grant from the governance store.
+    Ungrant(governance::UngrantArgs),
+    /// List the governance store's revocations and grants.
+    Governance(governance::ListArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -226,6 +239,11 @@ pub fn main() -> ExitCode {
             redact,
             show_query,
         } => eval(&rules, &input, &format, &Redaction::new(redact, show_query)),
+        Command::Revoke(args) => governance::revoke(args),
+        Command::Unrevoke(args) => governance::unrevoke(args),
+        Command::Grant(args) => governance::grant(args),
+        Command::Ungrant(args) => governance::ungrant(args),
+        Command::Governance(args) => governance::list(args),
     }
 }
 
@@ -621,7 +639,7 @@ fn webhook_args(
 
 /// Writes `text` to standard output. A closed pipe (`celador test ... |
 /// head`) ends the output quietly, where `print!` would panic.
-fn say(text: &str) {
+pub(crate) fn say(text: &str) {
     use std::io::Write;
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod duration;
+pub mod governance;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -91,6 +92,9 @@ pub struct Config {
     /// Behavioural signals.
     #[serde(default)]
     pub signals: SignalsConfig,
+    /// The fleet's governance store (Redis), merged with the files.
+    #[serde(default)]
+    pub governance: Option<governance::GovernanceConfig>,
     /// Tracing: a span per check, exported over OTLP; off without it.
     #[serde(default)]
     pub tracing: Option<TracingConfig>,
@@ -599,6 +603,9 @@ impl Config {
             ));
         }
         self.duration_problems(&mut problems);
+        if let Some(governance) = &self.governance {
+            governance.problems(&mut problems);
+        }
         self.limits.problems(&mut problems);
         self.identity_problems(&mut problems);
         self.header_problems(&mut problems);

@@ -82,12 +82,14 @@ impl<'a> Trail<'a> {
                 o.str("name", &g.name);
                 o.str("reason", &g.reason);
                 o.str("expires", &time::rfc3339(g.expires));
+                o.str("origin", g.origin.as_str());
             });
         }
         if let Some(r) = &d.revoked {
             out.object("revoked", |o| {
                 o.str("entry", &r.entry);
                 o.str("reason", &r.reason);
+                o.str("origin", r.origin.as_str());
             });
         }
         if !d.shadow.is_empty() {
