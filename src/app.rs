@@ -133,13 +133,7 @@ pub fn load(
     let workload = Workload::load(&config.workload, &env)
         .map_err(|e| errors.push(e.into()))
         .ok();
-    let fleet = config.governance.as_ref().and_then(|g| {
-        let settings = g.replica(config.grants_max_duration.0, |p| config.resolve(p));
-        Endpoint::new(&settings.store, &env)
-            .map(|endpoint| (settings, endpoint))
-            .map_err(|e| errors.push(StartupError::Store(e)))
-            .ok()
-    });
+    let fleet = fleet_endpoint(config, &env, &mut errors);
     let (Some((policy, policy_file)), Some(workload), true) = (policy, workload, errors.is_empty())
     else {
         return Err(errors);
@@ -179,6 +173,20 @@ pub fn load(
         workload_api,
         fleet,
     })
+}
+
+/// The governance store's settings and endpoint, if one is configured.
+fn fleet_endpoint(
+    config: &Config,
+    env: impl Fn(&str) -> Option<String>,
+    errors: &mut Vec<StartupError>,
+) -> Option<(ReplicaSettings, Endpoint)> {
+    let g = config.governance.as_ref()?;
+    let settings = g.replica(config.grants_max_duration.0, |p| config.resolve(p));
+    Endpoint::new(&settings.store, env)
+        .map(|endpoint| (settings, endpoint))
+        .map_err(|e| errors.push(StartupError::Store(e)))
+        .ok()
 }
 
 fn load_policy(config: &Config) -> Result<(Policy, FileContent), PolicyError> {
@@ -391,7 +399,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let store = Arc::clone(loaded.ext_authz.store());
-    start_sources(&loaded, &store);
     let store_status = start_replica(&loaded, &store).await;
     let tracer_provider = config.tracing.as_ref().map(|t| {
         let (provider, tracing) = telemetry::tracing(t);
@@ -461,7 +468,9 @@ async fn bind_health(config: &Config) -> Result<Option<tokio::net::TcpListener>,
 /// Starts the replica of the governance store, if one is configured, and
 /// waits (bounded by `startup_wait`) for its first full sync: past that,
 /// celador serves with the files alone until the store answers.
+/// The files and the Workload API are started first.
 async fn start_replica(loaded: &Loaded, store: &Arc<Store>) -> Option<Arc<StoreStatus>> {
+    start_sources(loaded, store);
     let (settings, endpoint) = loaded.fleet.clone()?;
     let status = Arc::new(StoreStatus::default());
     tracing::info!(store = %endpoint.shown, "replicating the governance store");

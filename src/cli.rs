@@ -167,23 +167,15 @@ enum Command {
         #[arg(long = "show-query-param", value_name = "NAME")]
         show_query: Vec<String>,
     },
-    /// Revoke a credential in the fleet's governance store: every celador
-    /// replicating it denies it within a second.
-    Revoke(governance::RevokeArgs),
-    /// Withdraw a revocation from the governance store.
-    Unrevoke(governance::UnrevokeArgs),
-    /// Grant identities access for a time, in the governance store.
-    Grant(governance::GrantArgs),
-    /// Remove a grant from the governance store.
-    Ungrant(governance::UngrantArgs),
-    /// List the governance store's revocations and grants.
-    Governance(governance::ListArgs),
+    /// The fleet's governance store: revoke, unrevoke, grant, ungrant,
+    /// governance.
+    #[command(flatten)]
+    Store(governance::StoreCommand),
 }
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    match Cli::parse().command {
         Command::Serve { config, config_env } => serve(config.as_deref(), config_env.as_deref()),
         Command::Inject {
             config,
@@ -239,11 +231,7 @@ pub fn main() -> ExitCode {
             redact,
             show_query,
         } => eval(&rules, &input, &format, &Redaction::new(redact, show_query)),
-        Command::Revoke(args) => governance::revoke(args),
-        Command::Unrevoke(args) => governance::unrevoke(args),
-        Command::Grant(args) => governance::grant(args),
-        Command::Ungrant(args) => governance::ungrant(args),
-        Command::Governance(args) => governance::list(args),
+        Command::Store(command) => governance::run(command),
     }
 }
 

@@ -603,9 +603,6 @@ impl Config {
             ));
         }
         self.duration_problems(&mut problems);
-        if let Some(governance) = &self.governance {
-            governance.problems(&mut problems);
-        }
         self.limits.problems(&mut problems);
         self.identity_problems(&mut problems);
         self.header_problems(&mut problems);
@@ -634,7 +631,9 @@ impl Config {
         problems
     }
 
+    /// The durations' problems, and the governance store's settings'.
     fn duration_problems(&self, problems: &mut Vec<String>) {
+        self.governance.iter().for_each(|g| g.problems(problems));
         let durations = [
             ("grants_max_duration", Some(&self.grants_max_duration)),
             ("shutdown_grace", Some(&self.shutdown_grace)),

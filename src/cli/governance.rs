@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use crate::app::config::parse_duration;
 use crate::engine::grants::human;
@@ -21,6 +21,33 @@ use crate::sources::fleet::commands::{Change, Writer, provenance};
 use crate::sources::fleet::entries::{
     StoredGrant, StoredRevocation, check_grant, check_revocation,
 };
+
+/// The commands on the store.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Revoke a credential in the fleet's governance store: every celador
+    /// replicating it denies it within a second.
+    Revoke(RevokeArgs),
+    /// Withdraw a revocation from the governance store.
+    Unrevoke(UnrevokeArgs),
+    /// Grant identities access for a time, in the governance store.
+    Grant(GrantArgs),
+    /// Remove a grant from the governance store.
+    Ungrant(UngrantArgs),
+    /// List the governance store's revocations and grants.
+    Governance(ListArgs),
+}
+
+/// Runs `command`.
+pub fn run(command: StoreCommand) -> ExitCode {
+    match command {
+        StoreCommand::Revoke(args) => revoke(args),
+        StoreCommand::Unrevoke(args) => unrevoke(args),
+        StoreCommand::Grant(args) => grant(args),
+        StoreCommand::Ungrant(args) => ungrant(args),
+        StoreCommand::Governance(args) => list(args),
+    }
+}
 
 /// Where the store is.
 #[derive(Debug, Args)]
@@ -290,28 +317,37 @@ pub fn unrevoke(args: UnrevokeArgs) -> ExitCode {
     })
 }
 
-/// `celador grant`.
-pub fn grant(args: GrantArgs) -> ExitCode {
-    let max = match parse_duration(&args.max_duration) {
-        Ok(d) => d,
-        Err(e) => return usage(&format!("--max-duration: {e}")),
-    };
+/// The longest grant, when it opens and how long it lasts, from the
+/// arguments; or what is wrong with them.
+fn grant_window(args: &GrantArgs) -> Result<(Duration, Option<SystemTime>, Duration), String> {
+    let max = parse_duration(&args.max_duration).map_err(|e| format!("--max-duration: {e}"))?;
     let length = match parse_duration(&args.duration) {
         Ok(d) if !d.is_zero() => d,
-        Ok(_) => return usage("--duration: a grant of no length grants nothing"),
-        Err(e) => return usage(&format!("--duration: {e}")),
+        Ok(_) => return Err("--duration: a grant of no length grants nothing".into()),
+        Err(e) => return Err(format!("--duration: {e}")),
     };
-    let opens = match args.not_before.as_deref().map(parse_rfc3339).transpose() {
-        Ok(t) => t,
-        Err(e) => return usage(&format!("--not-before: {e}")),
-    };
+    let opens = args
+        .not_before
+        .as_deref()
+        .map(parse_rfc3339)
+        .transpose()
+        .map_err(|e| format!("--not-before: {e}"))?;
     if length > max {
-        return usage(&format!(
+        return Err(format!(
             "--duration {}: the grant lasts longer than the maximum of {} (grants_max_duration; --max-duration); split it or shorten it",
             human(length),
             human(max)
         ));
     }
+    Ok((max, opens, length))
+}
+
+/// `celador grant`.
+pub fn grant(args: GrantArgs) -> ExitCode {
+    let (max, opens, length) = match grant_window(&args) {
+        Ok(window) => window,
+        Err(e) => return usage(&e),
+    };
     let start = opens.unwrap_or_else(SystemTime::now);
     let grant = StoredGrant {
         name: args.name.clone(),
@@ -381,66 +417,77 @@ pub fn list(args: ListArgs) -> ExitCode {
     let json = args.format == "json";
     with_store(&args.store, |mut w| async move {
         let (revocations, grants) = w.list().await?;
-        let keys = w.keys().clone();
-        let now = SystemTime::now();
-        if json {
+        let text = if json {
             let parse = |raw: &String| {
                 serde_json::from_str::<serde_json::Value>(raw)
                     .unwrap_or_else(|_| raw.clone().into())
             };
+            let all = |map: &Map| -> serde_json::Map<_, _> {
+                map.iter().map(|(f, v)| (f.clone(), parse(v))).collect()
+            };
             let out = serde_json::json!({
                 "store": w.shown(),
-                "revocations": revocations.iter().map(|(f, v)| (f.clone(), parse(v))).collect::<serde_json::Map<_, _>>(),
-                "grants": grants.iter().map(|(f, v)| (f.clone(), parse(v))).collect::<serde_json::Map<_, _>>(),
+                "revocations": all(&revocations),
+                "grants": all(&grants),
             });
-            crate::cli::say(&format!("{out}\n"));
-            return Ok(());
-        }
-        let mut text = format!(
-            "{}: {} revocations, {} grants\n",
-            w.shown(),
-            revocations.len(),
-            grants.len()
-        );
-        for (field, raw) in &revocations {
-            text.push_str(&match check_revocation(&keys.revocations, field, raw) {
-                Ok(e) => {
-                    let state = match e.lapses() {
-                        Some(t) if t <= now => format!("lapsed at {}", rfc3339(t)),
-                        Some(t) => format!("until {}", rfc3339(t)),
-                        None => "until unrevoked".into(),
-                    };
-                    format!(
-                        "revoked  {field}  {state}  reason {:?}  by {} from {} at {}\n",
-                        e.reason, e.provenance.by, e.provenance.from, e.provenance.at
-                    )
-                }
-                Err(problem) => format!("REFUSED  {problem}\n"),
-            });
-        }
-        for (field, raw) in &grants {
-            text.push_str(
-                &match check_grant(&keys.grants, field, raw, Duration::MAX, now) {
-                    Ok(g) => format!(
-                        "granted  {field}  to {}  {}until {}  reason {:?}  by {} from {} at {}\n",
-                        g.identities.join(", "),
-                        g.not_before
-                            .as_deref()
-                            .map(|t| format!("from {t} "))
-                            .unwrap_or_default(),
-                        g.expires,
-                        g.reason,
-                        g.provenance.by,
-                        g.provenance.from,
-                        g.provenance.at
-                    ),
-                    Err(problem) => format!("REFUSED  {problem}\n"),
-                },
+            format!("{out}\n")
+        } else {
+            let head = format!(
+                "{}: {} revocations, {} grants\n",
+                w.shown(),
+                revocations.len(),
+                grants.len()
             );
-        }
+            head + &listing(w.keys(), &revocations, &grants)
+        };
         crate::cli::say(&text);
         Ok(())
     })
+}
+
+type Map = std::collections::BTreeMap<String, String>;
+
+/// One line per stored entry; a refused one says why.
+fn listing(keys: &crate::sources::fleet::keys::Keys, revocations: &Map, grants: &Map) -> String {
+    let now = SystemTime::now();
+    let mut text = String::new();
+    for (field, raw) in revocations {
+        text.push_str(&match check_revocation(&keys.revocations, field, raw) {
+            Ok(e) => {
+                let state = match e.lapses() {
+                    Some(t) if t <= now => format!("lapsed at {}", rfc3339(t)),
+                    Some(t) => format!("until {}", rfc3339(t)),
+                    None => "until unrevoked".into(),
+                };
+                format!(
+                    "revoked  {field}  {state}  reason {:?}  by {} from {} at {}\n",
+                    e.reason, e.provenance.by, e.provenance.from, e.provenance.at
+                )
+            }
+            Err(problem) => format!("REFUSED  {problem}\n"),
+        });
+    }
+    for (field, raw) in grants {
+        text.push_str(
+            &match check_grant(&keys.grants, field, raw, Duration::MAX, now) {
+                Ok(g) => format!(
+                    "granted  {field}  to {}  {}until {}  reason {:?}  by {} from {} at {}\n",
+                    g.identities.join(", "),
+                    g.not_before
+                        .as_deref()
+                        .map(|t| format!("from {t} "))
+                        .unwrap_or_default(),
+                    g.expires,
+                    g.reason,
+                    g.provenance.by,
+                    g.provenance.from,
+                    g.provenance.at
+                ),
+                Err(problem) => format!("REFUSED  {problem}\n"),
+            },
+        );
+    }
+    text
 }
 
 fn usage(problem: &str) -> ExitCode {

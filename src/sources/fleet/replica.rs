@@ -31,6 +31,9 @@ const BLOCK: Duration = Duration::from_secs(1);
 /// How long past `BLOCK` a silent server is waited for before the
 /// connection is dropped and opened again.
 const SILENCE: Duration = Duration::from_secs(2);
+/// How often the whole state is read even without a feed record: catches
+/// an entry written by hand without one, and a `FLUSHALL`.
+const RESYNC: Duration = Duration::from_secs(30);
 /// Reconnection backoff bounds.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 
@@ -96,8 +99,8 @@ impl Replica {
         };
         let mut backoff = BACKOFF.0;
         loop {
-            let was_connected = self.status.connected();
             let problem = self.follow(&mut state, &synced).await;
+            let was_connected = self.status.connected();
             self.status.unreachable(problem.clone());
             self.metrics.governance.store.connected.set(0);
             if was_connected || !self.status.ever_synced() && backoff == BACKOFF.0 {
@@ -222,7 +225,8 @@ impl Replica {
         conn: &mut MultiplexedConnection,
         state: &mut State,
     ) -> Result<(), String> {
-        loop {
+        let since = std::time::Instant::now();
+        while since.elapsed() < RESYNC {
             let block = state
                 .next_lapse
                 .and_then(|t| t.duration_since(SystemTime::now()).ok())
@@ -260,5 +264,6 @@ impl Replica {
             }
             return Ok(());
         }
+        Ok(())
     }
 }
