@@ -246,10 +246,14 @@ impl Engine {
                 ..Decision::default()
             });
         }
-        let signals = identity
+        let mut signals = identity
             .caller()
             .map(|caller| self.signals.record_request(caller, now))
             .unwrap_or_default();
+        signals.store_stale_seconds = snapshot.store_stale_since.map_or(0, |since| {
+            let stale = now.duration_since(since).unwrap_or_default().as_secs();
+            u32::try_from(stale).unwrap_or(u32::MAX)
+        });
         if let Some(ambiguity) = attrs.path_ambiguity {
             if let Some(caller) = identity.caller() {
                 self.signals.record_denial(caller, now);

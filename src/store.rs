@@ -245,6 +245,16 @@ impl Store {
         self.publish_governance(|parts| parts.store = Some((grants, revocations)));
     }
 
+    /// Says since when the replica of the governance store may have missed
+    /// changes (`None`: it is current); published only when it changes.
+    pub fn publish_store_staleness(&self, since: Option<SystemTime>) {
+        let _writer = self.lock();
+        if self.current.load().store_stale_since.is_some() == since.is_some() {
+            return;
+        }
+        self.publish(|s| s.store_stale_since = since);
+    }
+
     /// Changes one part of governance and publishes the merge.
     fn publish_governance(&self, change: impl FnOnce(&mut GovernanceParts)) {
         let _writer = self.lock();

@@ -604,3 +604,36 @@ async fn unreachable_at_start_serves_from_the_files_and_an_emptied_redis_is_a_ne
     assert!(fleet.instances[0].log().contains("came back empty"));
     assert_eq!(fleet.outcome(0, &fleet.payments).await, "revoked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_can_deny_while_revocations_may_be_stale() {
+    let policy = format!(
+        "{ALLOW_BOTH}  - name: stale-store\n    effect: deny\n    when: signals.store_stale_seconds > 1\n"
+    );
+    let mut fleet = Fleet::start(Redis::start(false), 1, &policy, "").await;
+    assert_eq!(fleet.outcome(0, &fleet.exporter).await, "allowed");
+    fleet.redis.kill();
+    let start = Instant::now();
+    assert!(
+        fleet
+            .until(0, &fleet.exporter, "denied_by_rule", Duration::from_secs(5))
+            .await
+    );
+    let waited = start.elapsed();
+    // Staleness counts from the last contact (at most a feed wait, 1 s,
+    // before the kill).
+    assert!(waited >= Duration::from_secs(1), "denied after {waited:?}");
+    let record = fleet.instances[0]
+        .audit_records()
+        .into_iter()
+        .rfind(|r| r["reason"] == "denied_by_rule")
+        .unwrap();
+    let stale = record["read"]["signals"]["store_stale_seconds"].as_u64();
+    assert!(stale.unwrap() >= 2, "{record}");
+    fleet.redis.restart();
+    assert!(
+        fleet
+            .until(0, &fleet.exporter, "allowed", Duration::from_secs(4))
+            .await
+    );
+}

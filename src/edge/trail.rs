@@ -141,6 +141,7 @@ impl<'a> Trail<'a> {
                         o.u64("denials_10s", s.denials_10s.into());
                         o.u64("denials_1m", s.denials_1m.into());
                         o.u64("denials_10m", s.denials_10m.into());
+                        o.u64("store_stale_seconds", s.store_stale_seconds.into());
                     });
                 }
                 _ => {}

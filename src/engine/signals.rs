@@ -41,6 +41,10 @@ pub struct Signals {
     pub denials_1m: u32,
     /// Denials in the last 10 minutes.
     pub denials_10m: u32,
+    /// How long the replica of the fleet's governance store may have
+    /// missed changes, in seconds: 0 without a store or while it is
+    /// connected and current.
+    pub store_stale_seconds: u32,
 }
 
 /// One window: ten buckets, each a (requests, denials) pair.
@@ -120,6 +124,7 @@ impl Entry {
             denials_10s: d0,
             denials_1m: d1,
             denials_10m: d2,
+            store_stale_seconds: 0,
         }
     }
 

@@ -474,8 +474,9 @@ record!(GrantVal, "celador.Grant");
 
 #[derive(Debug, Clone)]
 struct SignalsVal<'a> {
-    /// requests_10s, requests_1m, requests_10m, then the same for denials.
-    counts: [CelInt; 6],
+    /// requests_10s, requests_1m, requests_10m, then the same for denials,
+    /// then store_stale_seconds.
+    counts: [CelInt; 7],
     _life: std::marker::PhantomData<&'a ()>,
 }
 
@@ -489,6 +490,7 @@ impl<'a> SignalsVal<'a> {
                 s.denials_10s,
                 s.denials_1m,
                 s.denials_10m,
+                s.store_stale_seconds,
             ]
             .map(|c| CelInt::from(i64::from(c))),
             _life: std::marker::PhantomData,
@@ -503,6 +505,7 @@ impl<'a> SignalsVal<'a> {
             "denials_10s" => 3,
             "denials_1m" => 4,
             "denials_10m" => 5,
+            "store_stale_seconds" => 6,
             _ => return Err(ExecutionError::no_such_key(name)),
         };
         match self.counts.get(index) {

@@ -401,6 +401,11 @@ pub static SIGNALS: Object = Object {
             FieldTy::Int,
             "Requests of the caller denied in the last 10 minutes (before this one).",
         ),
+        field(
+            "store_stale_seconds",
+            FieldTy::Int,
+            "How long the replica of the fleet's governance store may have missed revocations and grants, in seconds: 0 without a store or while it is connected and current (`signals.store_stale_seconds > 30` denies what must not rely on stale revocations).",
+        ),
     ],
 };
 

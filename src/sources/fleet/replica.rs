@@ -102,6 +102,9 @@ impl Replica {
             let problem = self.follow(&mut state, &synced).await;
             let was_connected = self.status.connected();
             self.status.unreachable(problem.clone());
+            let now = SystemTime::now();
+            let stale = now.checked_sub(self.status.staleness()).unwrap_or(now);
+            self.store.publish_store_staleness(Some(stale));
             self.metrics.governance.store.connected.set(0);
             if was_connected || !self.status.ever_synced() && backoff == BACKOFF.0 {
                 tracing::warn!(store = %self.endpoint.shown, "governance store unreachable ({problem}): keeping the last replica; retrying");
@@ -193,6 +196,7 @@ impl Replica {
         state.entries = loaded.entries;
         self.publish(state);
         self.status.in_sync();
+        self.store.publish_store_staleness(None);
         self.metrics.governance.store.connected.set(1);
         Ok(())
     }
