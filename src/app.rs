@@ -37,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::sources::files::{Governance, GovernanceFile, LiveFiles};
 use crate::sources::fleet::connect::Endpoint;
 use crate::sources::fleet::replica::Replica;
+use crate::sources::fleet::signals::FleetCounts;
 use crate::sources::fleet::{ReplicaSettings, StoreStatus};
 use crate::sources::workload::WorkloadError;
 use crate::sources::workload_api::WorkloadApiSource;
@@ -98,6 +99,7 @@ pub struct Loaded {
     governance_files: Vec<(GovernanceFile, FileContent)>,
     workload_api: Option<WorkloadApiSource>,
     fleet: Option<(ReplicaSettings, Endpoint)>,
+    fleet_signals: Option<Arc<FleetCounts>>,
 }
 
 impl std::fmt::Debug for Loaded {
@@ -163,7 +165,7 @@ pub fn load(
         content.publish(&store, &path);
         governance_files.push((file, (path, bytes)));
     }
-    let engine = Engine::new(workload, engine_settings(config));
+    let (engine, fleet_signals) = engine(config, workload, fleet.as_ref());
     Ok(Loaded {
         governance_files,
         ext_authz: Arc::new(ExtAuthz::new(engine, store, edge_settings(config))),
@@ -172,7 +174,25 @@ pub fn load(
         policy_file,
         workload_api,
         fleet,
+        fleet_signals,
     })
+}
+
+/// The engine, counting fleet signals when the store is configured for
+/// them; and their counts.
+fn engine(
+    config: &Config,
+    workload: Workload,
+    fleet: Option<&(ReplicaSettings, Endpoint)>,
+) -> (Engine, Option<Arc<FleetCounts>>) {
+    let engine = Engine::new(workload, engine_settings(config));
+    let counts = fleet
+        .filter(|(s, _)| !s.signals_interval.is_zero())
+        .map(|_| FleetCounts::new(config.signals.max_identities));
+    match &counts {
+        Some(c) => (engine.with_fleet(Arc::clone(c) as _), counts),
+        None => (engine, None),
+    }
 }
 
 /// The governance store's settings and endpoint, if one is configured.
@@ -472,6 +492,16 @@ async fn bind_health(config: &Config) -> Result<Option<tokio::net::TcpListener>,
 async fn start_replica(loaded: &Loaded, store: &Arc<Store>) -> Option<Arc<StoreStatus>> {
     start_sources(loaded, store);
     let (settings, endpoint) = loaded.fleet.clone()?;
+    if let Some(counts) = &loaded.fleet_signals {
+        let keys = crate::sources::fleet::keys::Keys::new(&settings.store.key_prefix);
+        let task = crate::sources::fleet::signals::run(
+            Arc::clone(counts),
+            endpoint.clone(),
+            keys,
+            settings.signals_interval,
+        );
+        tokio::spawn(task);
+    }
     let status = Arc::new(StoreStatus::default());
     tracing::info!(store = %endpoint.shown, "replicating the governance store");
     let replica = Replica::new(&settings, endpoint, Arc::clone(store), Arc::clone(&status));

@@ -637,3 +637,74 @@ async fn rules_can_deny_while_revocations_may_be_stale() {
             .await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_signal_rule_denies_once_the_sum_over_four_instances_crosses_it() {
+    let policy = format!(
+        "{ALLOW_BOTH}  - name: fleet-volume\n    effect: deny\n    when: signals.fleet.requests_1m > 40\n"
+    );
+    let fleet = Fleet::start(Redis::start(false), 4, &policy, "").await;
+    // 11 requests on each instance: 44 over the fleet, 11 on each.
+    for round in 0..11 {
+        for i in 0..4 {
+            let o = fleet.outcome(i, &fleet.exporter).await;
+            // Only the last requests can see more than 40.
+            if round < 9 {
+                assert_eq!(o, "allowed", "round {round} on instance {i}");
+            }
+        }
+    }
+    // After at most an interval and a round trip, every instance sees the
+    // fleet's total: the next request is denied, on every instance.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for i in 0..4 {
+        assert_eq!(
+            fleet.outcome(i, &fleet.exporter).await,
+            "denied_by_rule",
+            "instance {i}"
+        );
+        let record = fleet.instances[i]
+            .audit_records()
+            .into_iter()
+            .last()
+            .unwrap();
+        let signals = &record["read"]["signals"];
+        assert!(signals["requests_1m"].as_u64().unwrap() <= 12, "{record}");
+        assert!(
+            signals["fleet"]["requests_1m"].as_u64().unwrap() > 40,
+            "{record}"
+        );
+    }
+    // Another identity is counted apart.
+    assert_eq!(fleet.outcome(2, &fleet.payments).await, "allowed");
+
+    // The error bound, measured: a burst on instance 0 until instance 3's
+    // fleet count includes it.
+    let start = Instant::now();
+    for _ in 0..20 {
+        fleet.outcome(0, &fleet.payments).await;
+    }
+    let mut lag = None;
+    while start.elapsed() < Duration::from_secs(3) {
+        fleet.outcome(3, &fleet.payments).await;
+        let others = fleet.instances[3]
+            .audit_records()
+            .iter()
+            .rev()
+            .find_map(|r| {
+                let s = &r["read"]["signals"];
+                let fleet_count = s["fleet"]["requests_1m"].as_u64()?;
+                (r["spiffe_id"] == PAYMENTS)
+                    .then(|| fleet_count - s["requests_1m"].as_u64().unwrap_or(0))
+            });
+        // Instance 2's one request and instance 0's burst of 20.
+        if others.is_some_and(|n| n >= 21) {
+            lag = Some(start.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lag = lag.expect("instance 3 never saw instance 0's burst");
+    eprintln!("fleet signal lag (burst of 20 on one instance, seen on another): {lag:?}");
+    assert!(lag < Duration::from_millis(800), "{lag:?}");
+}

@@ -38,6 +38,12 @@ fn object_section(out: &mut String, variable: &str, object: &Object) {
         );
     }
     out.push('\n');
+    // A field that is itself an object (`signals.fleet`) gets its section.
+    for f in object.fields {
+        if let FieldTy::Object(inner) = f.ty {
+            object_section(out, &format!("{variable}.{}", f.name), inner);
+        }
+    }
 }
 
 /// The whole reference, as Markdown.

@@ -28,6 +28,7 @@ pub mod connect;
 pub mod entries;
 pub mod keys;
 pub mod replica;
+pub mod signals;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -66,6 +67,8 @@ pub struct ReplicaSettings {
     pub startup_wait: Duration,
     /// The longest grant accepted (`grants_max_duration`).
     pub grants_max_duration: Duration,
+    /// How often fleet signals are exchanged; zero: not at all.
+    pub signals_interval: Duration,
 }
 
 /// How the replica stands with the store: for `/readyz` and the metrics.

@@ -42,6 +42,14 @@ pub struct GovernanceConfig {
     /// How long start-up waits for the first full sync.
     #[serde(default = "default_startup_wait")]
     pub startup_wait: DurationText,
+    /// How often fleet signals are exchanged (at most 250 ms is the
+    /// promise of the error bound); `0` turns fleet signals off.
+    #[serde(default = "default_signals_interval")]
+    pub signals_interval: DurationText,
+}
+
+fn default_signals_interval() -> DurationText {
+    DurationText::new(std::time::Duration::from_millis(250))
 }
 
 fn default_key_prefix() -> String {
@@ -73,6 +81,9 @@ impl GovernanceConfig {
         if let Some(problem) = self.startup_wait.problem() {
             problems.push(format!("governance.startup_wait: {problem}"));
         }
+        if let Some(problem) = self.signals_interval.problem() {
+            problems.push(format!("governance.signals_interval: {problem}"));
+        }
     }
 
     /// The replica's settings; paths resolved by `resolve`.
@@ -91,6 +102,7 @@ impl GovernanceConfig {
                 key_prefix: self.key_prefix.clone(),
             },
             startup_wait: self.startup_wait.0,
+            signals_interval: self.signals_interval.0,
             grants_max_duration,
         }
     }

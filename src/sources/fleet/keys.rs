@@ -16,6 +16,8 @@ pub struct Keys {
     /// A random value set by the first write: a Redis that lost its data
     /// has none, or another.
     pub epoch: String,
+    /// The prefix itself, for per-identity keys (fleet signals).
+    pub prefix: String,
 }
 
 /// How many feed entries Redis keeps (approximately): the feed only wakes
@@ -31,6 +33,7 @@ impl Keys {
             grants: key("grants"),
             feed: key("feed"),
             epoch: key("epoch"),
+            prefix: prefix.to_owned(),
         }
     }
 }
