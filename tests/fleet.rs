@@ -708,3 +708,44 @@ async fn a_fleet_signal_rule_denies_once_the_sum_over_four_instances_crosses_it(
     eprintln!("fleet signal lag (burst of 20 on one instance, seen on another): {lag:?}");
     assert!(lag < Duration::from_millis(800), "{lag:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_from_a_file_is_used_and_never_shown() {
+    const SECRET: &str = "pw-5f1d0c9e-never-shown";
+    let redis = Redis::start_with_password(false, Some(SECRET));
+    let secrets = tempfile::tempdir().unwrap();
+    let (good, bad) = (
+        secrets.path().join("password"),
+        secrets.path().join("wrong"),
+    );
+    std::fs::write(&good, format!("{SECRET}\n")).unwrap();
+    std::fs::write(&bad, "not-it\n").unwrap();
+    let extra = format!("  password_file: {}\n", good.display());
+    // The governance section is the config's last: `extra` continues it.
+    let fleet = Fleet::start(redis, 1, ALLOW_BOTH, &extra).await;
+    let good = good.to_str().unwrap();
+    let revoke = [
+        "revoke",
+        "--password-file",
+        good,
+        "--spiffe-id",
+        EXPORTER,
+        "--reason",
+        "r",
+    ];
+    let revoked = fleet.propagation(&revoke, &fleet.exporter, "revoked").await;
+    assert!(*revoked.last().unwrap() < Duration::from_secs(1));
+    let (code, out, err) = fleet.cli(&["governance", "--password-file", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Password authentication failed"), "{err}");
+    let (_, listing, _) = fleet.cli(&["governance", "--password-file", good]);
+    for text in [
+        out,
+        err,
+        listing,
+        fleet.instances[0].log(),
+        fleet.instances[0].admin_get("/metrics").1,
+    ] {
+        assert!(!text.contains(SECRET), "the password leaked: {text}");
+    }
+}

@@ -34,6 +34,7 @@ pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     persistent: bool,
+    password: Option<String>,
 }
 
 /// A port that was free a moment ago.
@@ -48,11 +49,17 @@ impl Redis {
     /// A Redis on a free port; `persistent` writes every change to an
     /// append-only file (fsync always) so that a restart keeps it.
     pub fn start(persistent: bool) -> Redis {
+        Redis::start_with_password(persistent, None)
+    }
+
+    /// [`Redis::start`], requiring `password` (`requirepass`) if given.
+    pub fn start_with_password(persistent: bool, password: Option<&str>) -> Redis {
         let mut redis = Redis {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             persistent,
+            password: password.map(str::to_owned),
         };
         // `--port 0` is not supported: a free port is picked, and another
         // one if some process took it first.
@@ -77,6 +84,12 @@ impl Redis {
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--appendonly", appendonly, "--appendfsync", "always"])
             .args(["--save", save, "--protected-mode", "no"])
+            .args(
+                self.password
+                    .as_deref()
+                    .map(|p| vec!["--requirepass", p])
+                    .unwrap_or_default(),
+            )
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())
@@ -104,6 +117,7 @@ impl Redis {
         let cli = binary().with_file_name("redis-cli");
         let out = Command::new(cli)
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .envs(self.password.as_deref().map(|p| ("REDISCLI_AUTH", p)))
             .args(args)
             .stdin(Stdio::null())
             .output();
