@@ -749,3 +749,36 @@ async fn a_password_from_a_file_is_used_and_never_shown() {
         assert!(!text.contains(SECRET), "the password leaked: {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_for_a_time_lapses_on_every_instance() {
+    let fleet = Fleet::start(Redis::start(false), 2, ALLOW_BOTH, "").await;
+    let revoke = [
+        "revoke",
+        "--spiffe-id",
+        EXPORTER,
+        "--reason",
+        "cool-down",
+        "--for",
+        "2s",
+    ];
+    let start = Instant::now();
+    let revoked = fleet.propagation(&revoke, &fleet.exporter, "revoked").await;
+    assert!(*revoked.last().unwrap() < Duration::from_secs(1));
+    // `expires` is written to the second: the entry lapses 1 to 2 s after
+    // the command, with no store round trip, on both instances.
+    for i in 0..2 {
+        assert!(
+            fleet
+                .until(i, &fleet.exporter, "allowed", Duration::from_secs(3))
+                .await
+        );
+    }
+    let lapsed = start.elapsed();
+    assert!(
+        lapsed >= Duration::from_secs(1) && lapsed < Duration::from_millis(2600),
+        "{lapsed:?}"
+    );
+    let (_, out, _) = fleet.cli(&["governance"]);
+    assert!(out.contains("lapsed at"), "{out}");
+}
