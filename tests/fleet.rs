@@ -782,3 +782,36 @@ async fn a_revocation_for_a_time_lapses_on_every_instance() {
     let (_, out, _) = fleet.cli(&["governance"]);
     assert!(out.contains("lapsed at"), "{out}");
 }
+
+#[test]
+fn a_store_that_cannot_be_used_stops_start_up_with_64_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::root("example.org root");
+    std::fs::write(dir.path().join("example.org.pem"), &ca.pem).unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), ALLOW_BOTH).unwrap();
+    let config = dir.path().join("celador.yaml");
+    for (governance, expected) in [
+        (
+            "  store: redis://127.0.0.1:1/0\n  password_file: missing-password\n",
+            "cannot read the store's password file",
+        ),
+        (
+            "  store: http://127.0.0.1:1/0\n",
+            "governance.store: 'http://127.0.0.1:1/0' is not a URL like redis://",
+        ),
+        (
+            "  store: redis://:pw-in-url@127.0.0.1:1/0\n  ca_file: ca.pem\n",
+            "governance.ca_file: a CA file verifies a rediss:// store",
+        ),
+    ] {
+        std::fs::write(
+            &config,
+            format!("listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\ngovernance:\n{governance}"),
+        )
+        .unwrap();
+        let (code, out, err) = run(&["serve", "--config", config.to_str().unwrap()]);
+        assert_eq!(code, 64, "{out}{err}");
+        assert!(err.contains(expected), "{err}");
+        assert!(!err.contains("pw-in-url"), "{err}");
+    }
+}
