@@ -423,6 +423,37 @@ mod tests {
     }
 
     #[test]
+    fn merged_revocations_revoke_in_either_and_say_where_from() {
+        let file = Revocations::parse(
+            "revocations:\n  - spiffe_id: spiffe://e.org/a\n    reason: file\n",
+            Path::new("r.yaml"),
+        )
+        .unwrap();
+        let store = Revocations::parse(
+            "revocations:\n  - spiffe_id: spiffe://e.org/a\n    reason: store\n  - spiffe_id_prefix: spiffe://e.org/ns/b\n    reason: ns\n",
+            Path::new("store"),
+        )
+        .unwrap()
+        .with_origin(Origin::Store);
+        let merged = Revocations::merged(&file, &store);
+        assert_eq!(merged.len(), 3);
+        assert_ne!(merged.generation(), file.generation());
+        let none = CertificateFacts::default();
+        let hit = |id: &str| {
+            merged
+                .check(&source(id, none.clone()))
+                .map(|h| (h.reason.to_string(), h.origin))
+        };
+        // Both name it: the file's entry is reported.
+        assert_eq!(hit("spiffe://e.org/a"), Some(("file".into(), Origin::File)));
+        assert_eq!(
+            hit("spiffe://e.org/ns/b/sa/x"),
+            Some(("ns".into(), Origin::Store))
+        );
+        assert_eq!(hit("spiffe://e.org/c"), None);
+    }
+
+    #[test]
     fn bad_entries_are_all_reported() {
         let e = Revocations::parse(
             "revocations:\n  - spiffe_id: nope\n    reason: x\n  - jwt_id: a\n    spiffe_id: spiffe://e.org/a\n    reason: two\n  - jwt_id: b\n    reason: \"\"\n  - x509_serial: \"12\"\n    reason: no issuer\n",
