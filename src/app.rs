@@ -36,6 +36,10 @@ use crate::engine::redaction::Redaction;
 use crate::engine::{Engine, EngineSettings, TokenSettings};
 use crate::metrics::Metrics;
 use crate::sources::files::{Governance, GovernanceFile, LiveFiles};
+use crate::sources::fleet::connect::Endpoint;
+use crate::sources::fleet::replica::Replica;
+use crate::sources::fleet::signals::FleetCounts;
+use crate::sources::fleet::{ReplicaSettings, StoreStatus};
 use crate::sources::workload::WorkloadError;
 use crate::sources::workload_api::WorkloadApiSource;
 use crate::store::Store;
@@ -72,6 +76,9 @@ pub enum StartupError {
         /// Every problem.
         problem: String,
     },
+    /// The governance store cannot be used (its password or CA file).
+    #[error("governance: {0}")]
+    Store(String),
     /// Trust domains use the Workload API, but nothing says where it is.
     #[error(
         "trust domains {0} use the Workload API, but neither workload_api.endpoint nor SPIFFE_ENDPOINT_SOCKET says where it is"
@@ -92,6 +99,8 @@ pub struct Loaded {
     policy_file: FileContent,
     governance_files: Vec<(GovernanceFile, FileContent)>,
     workload_api: Option<WorkloadApiSource>,
+    fleet: Option<(ReplicaSettings, Endpoint)>,
+    fleet_signals: Option<Arc<FleetCounts>>,
 }
 
 impl std::fmt::Debug for Loaded {
@@ -127,6 +136,7 @@ pub fn load(
     let workload = Workload::load(&config.workload, &env)
         .map_err(|e| errors.push(e.into()))
         .ok();
+    let fleet = fleet_endpoint(config, &env, &mut errors);
     let (Some((policy, policy_file)), Some(workload), true) = (policy, workload, errors.is_empty())
     else {
         return Err(errors);
@@ -156,7 +166,7 @@ pub fn load(
         content.publish(&store, &path);
         governance_files.push((file, (path, bytes)));
     }
-    let engine = Engine::new(workload, engine_settings(config));
+    let (engine, fleet_signals) = engine(config, workload, fleet.as_ref());
     Ok(Loaded {
         governance_files,
         ext_authz: Arc::new(ExtAuthz::new(engine, store, edge_settings(config))),
@@ -164,7 +174,40 @@ pub fn load(
         bundle_files: bundles.files,
         policy_file,
         workload_api,
+        fleet,
+        fleet_signals,
     })
+}
+
+/// The engine, counting fleet signals when the store is configured for
+/// them; and their counts.
+fn engine(
+    config: &Config,
+    workload: Workload,
+    fleet: Option<&(ReplicaSettings, Endpoint)>,
+) -> (Engine, Option<Arc<FleetCounts>>) {
+    let engine = Engine::new(workload, engine_settings(config));
+    let counts = fleet
+        .filter(|(s, _)| !s.signals_interval.is_zero())
+        .map(|_| FleetCounts::new(config.signals.max_identities));
+    match &counts {
+        Some(c) => (engine.with_fleet(Arc::clone(c) as _), counts),
+        None => (engine, None),
+    }
+}
+
+/// The governance store's settings and endpoint, if one is configured.
+fn fleet_endpoint(
+    config: &Config,
+    env: impl Fn(&str) -> Option<String>,
+    errors: &mut Vec<StartupError>,
+) -> Option<(ReplicaSettings, Endpoint)> {
+    let g = config.governance.as_ref()?;
+    let settings = g.replica(config.grants_max_duration.0, |p| config.resolve(p));
+    Endpoint::new(&settings.store, env)
+        .map(|endpoint| (settings, endpoint))
+        .map_err(|e| errors.push(StartupError::Store(e)))
+        .ok()
 }
 
 fn load_policy(config: &Config) -> Result<(Policy, FileContent), PolicyError> {
@@ -377,7 +420,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let store = Arc::clone(loaded.ext_authz.store());
-    start_sources(&loaded, &store);
+    let store_status = start_replica(&loaded, &store).await;
     let tracer_provider = config.tracing.as_ref().map(|t| {
         let (provider, tracing) = telemetry::tracing(t);
         loaded.ext_authz.set_tracing(tracing);
@@ -392,6 +435,7 @@ pub async fn run(
             AdminState {
                 ext_authz: Arc::clone(&loaded.ext_authz),
                 metrics: Arc::clone(&loaded.metrics),
+                store_status,
             },
         );
     }
@@ -440,6 +484,37 @@ async fn bind_health(config: &Config) -> Result<Option<tokio::net::TcpListener>,
     let listener = server::bind(address).await?;
     tracing::info!(address = %listener.local_addr().unwrap_or(address), "gRPC health listening");
     Ok(Some(listener))
+}
+
+/// Starts the replica of the governance store, if one is configured, and
+/// waits (bounded by `startup_wait`) for its first full sync: past that,
+/// celador serves with the files alone until the store answers.
+/// The files and the Workload API are started first.
+async fn start_replica(loaded: &Loaded, store: &Arc<Store>) -> Option<Arc<StoreStatus>> {
+    start_sources(loaded, store);
+    let (settings, endpoint) = loaded.fleet.clone()?;
+    if let Some(counts) = &loaded.fleet_signals {
+        let keys = crate::sources::fleet::keys::Keys::new(&settings.store.key_prefix);
+        let task = crate::sources::fleet::signals::run(
+            Arc::clone(counts),
+            endpoint.clone(),
+            keys,
+            settings.signals_interval,
+        );
+        tokio::spawn(task);
+    }
+    let status = Arc::new(StoreStatus::default());
+    tracing::info!(store = %endpoint.shown, "replicating the governance store");
+    let replica = Replica::new(&settings, endpoint, Arc::clone(store), Arc::clone(&status));
+    let mut synced = replica.spawn();
+    let waited = tokio::time::timeout(settings.startup_wait, synced.wait_for(|s| *s)).await;
+    if !matches!(waited, Ok(Ok(_))) {
+        tracing::warn!(
+            waited = ?settings.startup_wait,
+            "the governance store has not answered: serving with the governance files alone until it does"
+        );
+    }
+    Some(status)
 }
 
 /// Starts the live sources, each from the content loaded at start-up.

@@ -18,6 +18,8 @@ macro_rules! complain {
     }};
 }
 
+mod governance;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -172,6 +174,10 @@ enum Command {
         #[arg(long = "show-query-param", value_name = "NAME")]
         show_query: Vec<String>,
     },
+    /// The fleet's governance store: revoke, unrevoke, grant, ungrant,
+    /// governance.
+    #[command(flatten)]
+    Store(governance::StoreCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,8 +199,7 @@ enum SignalsCommand {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    match Cli::parse().command {
         Command::Serve { config, config_env } => serve(config.as_deref(), config_env.as_deref()),
         Command::Inject {
             config,
@@ -247,6 +252,7 @@ pub fn main() -> ExitCode {
             redact,
             show_query,
         } => eval(&rules, &input, &format, &Redaction::new(redact, show_query)),
+        Command::Store(command) => governance::run(command),
     }
 }
 
@@ -716,7 +722,7 @@ async fn serve_signals(
 
 /// Writes `text` to standard output. A closed pipe (`celador test ... |
 /// head`) ends the output quietly, where `print!` would panic.
-fn say(text: &str) {
+pub(crate) fn say(text: &str) {
     use std::io::Write;
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }

@@ -108,6 +108,7 @@ pub struct Engine {
     requirement: Requirement,
     decisions: DecisionCache,
     signals: SignalTable,
+    fleet: Option<Arc<dyn signals::FleetCounter>>,
     redaction: Redaction,
 }
 
@@ -138,6 +139,22 @@ impl Engine {
             requirement: settings.requirement,
             decisions: DecisionCache::new(settings.decision_cache),
             signals: SignalTable::new(settings.signals_identities),
+            fleet: None,
+        }
+    }
+
+    /// This engine, also counting into `fleet` (rules read it as
+    /// `signals.fleet`).
+    pub fn with_fleet(mut self, fleet: Arc<dyn signals::FleetCounter>) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// Counts a denial of `caller`, here and over the fleet.
+    fn count_denial(&self, caller: &str, now: SystemTime) {
+        self.signals.record_denial(caller, now);
+        if let Some(fleet) = &self.fleet {
+            fleet.record_denial(caller, now);
         }
     }
 
@@ -219,7 +236,7 @@ impl Engine {
         if !decision.allowed
             && let Some(caller) = identity.caller()
         {
-            self.signals.record_denial(caller, now);
+            self.count_denial(caller, now);
         }
         decision.identity = identity;
         decision
@@ -246,13 +263,23 @@ impl Engine {
                 ..Decision::default()
             });
         }
-        let signals = identity
+        let mut signals = identity
             .caller()
-            .map(|caller| self.signals.record_request(caller, now))
+            .map(|caller| {
+                let mut counts = self.signals.record_request(caller, now);
+                if let Some(fleet) = &self.fleet {
+                    counts.fleet = fleet.record_request(caller, now);
+                }
+                counts
+            })
             .unwrap_or_default();
+        signals.store_stale_seconds = snapshot.store_stale_since.map_or(0, |since| {
+            let stale = now.duration_since(since).unwrap_or_default().as_secs();
+            u32::try_from(stale).unwrap_or(u32::MAX)
+        });
         if let Some(ambiguity) = attrs.path_ambiguity {
             if let Some(caller) = identity.caller() {
-                self.signals.record_denial(caller, now);
+                self.count_denial(caller, now);
             }
             return ControlFlow::Break(Decision {
                 identity,

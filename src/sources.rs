@@ -8,6 +8,7 @@
 //! bad input keeps the last good state in use.
 
 pub mod files;
+pub mod fleet;
 pub mod workload;
 pub mod workload_api;
 

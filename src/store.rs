@@ -79,8 +79,19 @@ pub enum PartUpdate {
     Jwt(Option<JwtPart>),
 }
 
+/// Grants and revocations by where they came from, merged at each
+/// publish: a revocation in either revokes, a grant in either grants.
+#[derive(Default)]
+struct GovernanceParts {
+    file_grants: Arc<Grants>,
+    file_revocations: Arc<Revocations>,
+    /// The fleet's governance store's, once it has been read.
+    store: Option<(Arc<Grants>, Arc<Revocations>)>,
+}
+
 /// The live state.
 pub struct Store {
+    governance: Mutex<GovernanceParts>,
     current: ArcSwap<Snapshot>,
     /// Serialises publishers, so that no update is lost between reading the
     /// current snapshot and storing the next.
@@ -131,6 +142,7 @@ impl Store {
         let store = Arc::new(Store {
             current: ArcSwap::from_pointee(snapshot),
             writer: Mutex::new(bundles),
+            governance: Mutex::default(),
             pending_reason: Mutex::new(None),
             metrics,
             ready,
@@ -217,17 +229,55 @@ impl Store {
         self.publish(|s| s.policy = policy);
     }
 
-    /// Publishes new grants.
+    /// Publishes new grants from the grants file.
     pub fn publish_grants(&self, grants: Arc<Grants>) {
-        let _writer = self.lock();
-        self.publish(|s| s.grants = grants);
+        self.publish_governance(|parts| parts.file_grants = grants);
     }
 
-    /// Publishes new revocations.
+    /// Publishes new revocations from the revocations file.
     pub fn publish_revocations(&self, revocations: Arc<Revocations>) {
+        self.publish_governance(|parts| parts.file_revocations = revocations);
+    }
+
+    /// Publishes the grants and revocations of the fleet's governance
+    /// store, merged with the files'.
+    pub fn publish_store_governance(&self, grants: Arc<Grants>, revocations: Arc<Revocations>) {
+        self.publish_governance(|parts| parts.store = Some((grants, revocations)));
+    }
+
+    /// Says since when the replica of the governance store may have missed
+    /// changes (`None`: it is current); published only when it changes.
+    pub fn publish_store_staleness(&self, since: Option<SystemTime>) {
         let _writer = self.lock();
+        if self.current.load().store_stale_since.is_some() == since.is_some() {
+            return;
+        }
+        self.publish(|s| s.store_stale_since = since);
+    }
+
+    /// Changes one part of governance and publishes the merge.
+    fn publish_governance(&self, change: impl FnOnce(&mut GovernanceParts)) {
+        let _writer = self.lock();
+        let mut parts = self
+            .governance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        change(&mut parts);
+        let (grants, revocations) = match &parts.store {
+            None => (
+                Arc::clone(&parts.file_grants),
+                Arc::clone(&parts.file_revocations),
+            ),
+            Some((grants, revocations)) => (
+                Arc::new(Grants::merged(&parts.file_grants, grants)),
+                Arc::new(Revocations::merged(&parts.file_revocations, revocations)),
+            ),
+        };
         self.metrics.revocations_loaded(revocations.len());
-        self.publish(|s| s.revocations = revocations);
+        self.publish(|s| {
+            s.grants = grants;
+            s.revocations = revocations;
+        });
     }
 
     /// Publishes a new shadow rules file.

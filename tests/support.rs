@@ -17,6 +17,7 @@ pub mod jwt;
 pub mod kubelet;
 pub mod load;
 pub mod pki;
+pub mod redis;
 pub mod sds;
 pub mod upstream;
 pub mod workload_api;

@@ -27,6 +27,8 @@ pub struct AdminState {
     pub ext_authz: Arc<ExtAuthz>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// The replica of the governance store, when one is configured.
+    pub store_status: Option<Arc<crate::sources::fleet::StoreStatus>>,
 }
 
 /// Sets the metrics whose counts are kept elsewhere, as of now: the log
@@ -96,6 +98,16 @@ fn observe_governance(state: &AdminState) {
         .grants_active
         .set(count(grants.active(SystemTime::now())));
     governance.grants_loaded.set(count(grants.grants().len()));
+    if let Some(status) = &state.store_status {
+        governance
+            .store
+            .staleness_seconds
+            .set(status.staleness().as_secs_f64());
+        governance
+            .store
+            .connected
+            .set(i64::from(status.connected()));
+    }
 }
 
 /// The admin listener's connection bounds: the kubelet's probes and a
@@ -139,8 +151,12 @@ fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>>
         ("GET", "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         ("GET", "/readyz") => {
             let pending = state.ext_authz.store().pending();
+            let store = state.store_status.as_ref().and_then(|s| s.detail());
             if pending.is_empty() {
-                (StatusCode::OK, "text/plain", "ready\n".to_owned())
+                // A store away is said, but not unready: the files and the
+                // last replica still decide (and rules can read staleness).
+                let body = store.map_or_else(|| "ready\n".to_owned(), |d| format!("ready\n{d}\n"));
+                (StatusCode::OK, "text/plain", body)
             } else {
                 let mut body =
                     format!("waiting for the trust bundles of: {}\n", pending.join(", "));

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod duration;
+pub mod governance;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -91,6 +92,9 @@ pub struct Config {
     /// Behavioural signals.
     #[serde(default)]
     pub signals: SignalsConfig,
+    /// The fleet's governance store (Redis), merged with the files.
+    #[serde(default)]
+    pub governance: Option<governance::GovernanceConfig>,
     /// Tracing: a span per check, exported over OTLP; off without it.
     #[serde(default)]
     pub tracing: Option<TracingConfig>,
@@ -627,7 +631,9 @@ impl Config {
         problems
     }
 
+    /// The durations' problems, and the governance store's settings'.
     fn duration_problems(&self, problems: &mut Vec<String>) {
+        self.governance.iter().for_each(|g| g.problems(problems));
         let durations = [
             ("grants_max_duration", Some(&self.grants_max_duration)),
             ("shutdown_grace", Some(&self.shutdown_grace)),

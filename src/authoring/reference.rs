@@ -38,6 +38,12 @@ fn object_section(out: &mut String, variable: &str, object: &Object) {
         );
     }
     out.push('\n');
+    // A field that is itself an object (`signals.fleet`) gets its section.
+    for f in object.fields {
+        if let FieldTy::Object(inner) = f.ty {
+            object_section(out, &format!("{variable}.{}", f.name), inner);
+        }
+    }
 }
 
 /// The whole reference, as Markdown.
@@ -184,7 +190,7 @@ identities access for a time, with a reason:
 ```yaml
 grants:
   - name: inc-4711-rerun-export                       # required, unique, named in audit records
-    identities: ["spiffe://example.org/ns/batch/sa/exporter"]   # SPIFFE IDs of an X.509- or JWT-SVID
+    identities: ["spiffe://example.org/ns/batch/sa/exporter"]   # SPIFFE IDs of an X.509- or JWT-SVID; "spiffe://example.org/ns/ops/" (ending in /): everyone under it
     when: request.method == "POST" && request.path.startsWith("/export/")   # optional: checked like a rule
     not_before: 2026-11-25T10:00:00Z                  # optional: open from the start without it
     expires: 2026-11-25T12:00:00Z                     # required
@@ -197,7 +203,10 @@ deny rules still override it. Deny rules read it as `grant`
 (`grant.name != "" && request.path.startsWith("/export/billing/")`).
 A grant longer than `grants_max_duration` (24h by default; measured from
 `not_before`, or from when the file is loaded) is an error, as are an empty
-reason, an identity that is not a SPIFFE ID, and any problem in a condition.
+reason, an identity that is not a SPIFFE ID (nor one ending in `/`, a
+prefix), and any problem in a condition. With a governance store
+(`governance.store`), `celador grant` puts the same grants in Redis for the
+whole fleet; they are merged with the file's.
 `celador check` checks a grants file; a test suite's `grants:` puts one in
 force for its cases.
 
@@ -256,6 +265,11 @@ between 90 % and 100 % of its length. The counts are kept **per celador
 instance**: in Kubernetes, per pod, not per service. At most
 `signals.max_identities` identities (10,000) are counted; the least recently
 seen are dropped past that (`celador_signals_dropped_identities_total`).
+With a governance store, `signals.fleet.*` are the same counts summed over
+every celador sharing it, lagging by up to one `governance.signals_interval`
+(250 ms) per instance plus round trips; `signals.store_stale_seconds` is how
+long the store's revocations and grants may have been missed (0 while
+connected).
 
 ## The decision cache
 

@@ -82,12 +82,14 @@ impl<'a> Trail<'a> {
                 o.str("name", &g.name);
                 o.str("reason", &g.reason);
                 o.str("expires", &time::rfc3339(g.expires));
+                o.str("origin", g.origin.as_str());
             });
         }
         if let Some(r) = &d.revoked {
             out.object("revoked", |o| {
                 o.str("entry", &r.entry);
                 o.str("reason", &r.reason);
+                o.str("origin", r.origin.as_str());
             });
         }
         if !d.shadow.is_empty() {
@@ -139,6 +141,15 @@ impl<'a> Trail<'a> {
                         o.u64("denials_10s", s.denials_10s.into());
                         o.u64("denials_1m", s.denials_1m.into());
                         o.u64("denials_10m", s.denials_10m.into());
+                        o.u64("store_stale_seconds", s.store_stale_seconds.into());
+                        o.object("fleet", |o| {
+                            o.u64("requests_10s", s.fleet.requests_10s.into());
+                            o.u64("requests_1m", s.fleet.requests_1m.into());
+                            o.u64("requests_10m", s.fleet.requests_10m.into());
+                            o.u64("denials_10s", s.fleet.denials_10s.into());
+                            o.u64("denials_1m", s.fleet.denials_1m.into());
+                            o.u64("denials_10m", s.fleet.denials_10m.into());
+                        });
                     });
                 }
                 _ => {}

@@ -79,6 +79,8 @@ pub struct Revoked {
     pub entry: String,
     /// The entry's `reason`.
     pub reason: Arc<str>,
+    /// Where the entry came from: a file or the fleet's store.
+    pub origin: super::grant::Origin,
 }
 
 /// Where a shadow outcome came from.

@@ -11,12 +11,35 @@ use std::time::SystemTime;
 
 use super::identity::Identity;
 
+/// Where a piece of runtime governance (a grant, a revocation) came from:
+/// reported in audit records beside it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// A watched file (`grants:`, `revocations:`).
+    #[default]
+    File,
+    /// The fleet's governance store (`governance.store`).
+    Store,
+}
+
+impl Origin {
+    /// `file` or `store`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::File => "file",
+            Origin::Store => "store",
+        }
+    }
+}
+
 /// One grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     /// Its name, reported in audit records.
     pub name: Arc<str>,
-    /// The SPIFFE IDs it is for (of an X.509-SVID or a JWT-SVID).
+    /// The SPIFFE IDs it is for (of an X.509-SVID or a JWT-SVID); one
+    /// ending in `/` is a prefix: every ID under that path.
     pub identities: Vec<String>,
     /// When it opens; open from the start if absent.
     pub not_before: Option<SystemTime>,
@@ -26,6 +49,8 @@ pub struct Grant {
     pub reason: Arc<str>,
     /// Its condition as written; `true` when absent.
     pub when: String,
+    /// Where it came from.
+    pub origin: Origin,
 }
 
 impl Grant {
@@ -43,6 +68,16 @@ impl Grant {
         ];
         ids.into_iter()
             .flatten()
-            .any(|id| self.identities.iter().any(|g| g == id))
+            .any(|id| self.identities.iter().any(|g| names(g, id)))
+    }
+}
+
+/// Whether the grant's identity `granted` names `id`: equal, or a prefix
+/// ending in `/` that `id` continues.
+fn names(granted: &str, id: &str) -> bool {
+    if granted.ends_with('/') {
+        id.starts_with(granted)
+    } else {
+        granted == id
     }
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-pub use super::grant::Grant;
+pub use super::grant::{Grant, Origin};
 use super::identity::{Identity, SpiffeId};
 use super::policy::diagnostic::{Diagnostic, Severity};
 use super::policy::rules_file::{Effect, Mode, RuleSpec, RulesFile};
@@ -57,12 +57,20 @@ struct GrantSpec {
     reason: String,
 }
 
-/// A loaded grants file.
+/// The compiled conditions of the grants from `start` on: one allow rule
+/// per grant, in order. Grants merged from two sources keep one per source.
+#[derive(Debug)]
+struct Conditions {
+    start: usize,
+    policy: Arc<Policy>,
+}
+
+/// A loaded grants file, or the grants of a file and of the fleet's store
+/// merged ([`Grants::merged`]).
 #[derive(Debug)]
 pub struct Grants {
     grants: Vec<Arc<Grant>>,
-    /// The grants' conditions, one allow rule per grant, in order.
-    conditions: Option<Policy>,
+    conditions: Vec<Conditions>,
     version: Arc<str>,
     generation: u64,
     path: PathBuf,
@@ -73,7 +81,7 @@ impl Default for Grants {
     fn default() -> Self {
         Grants {
             grants: Vec::new(),
-            conditions: None,
+            conditions: Vec::new(),
             version: Arc::from("none"),
             generation: 0,
             path: PathBuf::new(),
@@ -115,7 +123,13 @@ impl Grants {
         }
         Ok(Grants {
             grants,
-            conditions,
+            conditions: conditions
+                .map(|policy| Conditions {
+                    start: 0,
+                    policy: Arc::new(policy),
+                })
+                .into_iter()
+                .collect(),
             version: super::policy::version_of(text),
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             path: path.to_owned(),
@@ -126,6 +140,43 @@ impl Grants {
     /// The grants, in file order.
     pub fn grants(&self) -> &[Arc<Grant>] {
         &self.grants
+    }
+
+    /// These grants marked as coming from `origin`.
+    pub fn with_origin(mut self, origin: Origin) -> Grants {
+        for grant in &mut self.grants {
+            Arc::make_mut(grant).origin = origin;
+        }
+        self
+    }
+
+    /// The grants of `first`, then those of `second` (a grant in either
+    /// grants; `first`'s is found first), with a new generation and the
+    /// version `first+second`. The path is `first`'s.
+    pub fn merged(first: &Grants, second: &Grants) -> Grants {
+        let offset = first.grants.len();
+        let conditions = first
+            .conditions
+            .iter()
+            .map(|c| Conditions {
+                start: c.start,
+                policy: Arc::clone(&c.policy),
+            })
+            .chain(second.conditions.iter().map(|c| Conditions {
+                start: c.start + offset,
+                policy: Arc::clone(&c.policy),
+            }))
+            .collect();
+        let mut warnings = first.warnings.clone();
+        warnings.extend(second.warnings.iter().cloned());
+        Grants {
+            grants: first.grants.iter().chain(&second.grants).cloned().collect(),
+            conditions,
+            version: Arc::from(format!("{}+{}", first.version, second.version)),
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            path: first.path.clone(),
+            warnings,
+        }
     }
 
     /// The first 16 hex digits of the SHA-256 of the file; `none` without
@@ -151,10 +202,9 @@ impl Grants {
 
     /// What the grants' conditions read.
     pub fn footprint(&self) -> super::policy::footprint::Footprint {
-        self.conditions
-            .as_ref()
-            .map(|c| c.footprint().clone())
-            .unwrap_or_default()
+        super::policy::footprint::Footprint::union(
+            self.conditions.iter().map(|c| c.policy.footprint()),
+        )
     }
 
     /// How many grants are open at `now`.
@@ -176,14 +226,30 @@ impl Grants {
         if candidates.is_empty() {
             return None;
         }
-        let conditions = self.conditions.as_ref()?;
-        let results = conditions.evaluate_each(input, &candidates);
-        let index = candidates
-            .iter()
-            .zip(results)
-            .find(|(_, r)| *r == RuleResult::Match)?
-            .0;
-        self.grants.get(*index).cloned()
+        // Each source's conditions in turn, in grant order.
+        for (n, c) in self.conditions.iter().enumerate() {
+            let end = self
+                .conditions
+                .get(n + 1)
+                .map_or(self.grants.len(), |next| next.start);
+            let local: Vec<usize> = candidates
+                .iter()
+                .filter(|i| (c.start..end).contains(*i))
+                .map(|i| i - c.start)
+                .collect();
+            if local.is_empty() {
+                continue;
+            }
+            let results = c.policy.evaluate_each(input, &local);
+            if let Some((i, _)) = local
+                .iter()
+                .zip(results)
+                .find(|(_, r)| *r == RuleResult::Match)
+            {
+                return self.grants.get(c.start + i).cloned();
+            }
+        }
+        None
     }
 
     /// The next time after `now` at which a grant covering `identity` opens
@@ -246,8 +312,11 @@ fn grant(spec: &GrantSpec, max: Duration, now: SystemTime) -> Result<Grant, Vec<
         problems.push("`identities` is empty: the grant would be for no one".into());
     }
     for id in &spec.identities {
-        if let Err(e) = SpiffeId::parse(id) {
-            problems.push(format!("identity {id:?} is not a SPIFFE ID: {e}"));
+        // A trailing `/` names every ID under the path (a prefix).
+        if let Err(e) = SpiffeId::parse(id.strip_suffix('/').unwrap_or(id)) {
+            problems.push(format!(
+                "identity {id:?} is not a SPIFFE ID, nor one ending in `/` (a prefix): {e}"
+            ));
         }
     }
     if spec.reason.trim().is_empty() {
@@ -290,6 +359,7 @@ fn grant(spec: &GrantSpec, max: Duration, now: SystemTime) -> Result<Grant, Vec<
             .when
             .as_ref()
             .map_or_else(|| "true".to_owned(), |w| w.value.clone()),
+        origin: Origin::File,
     })
 }
 

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Deserialize;
 
 use super::decision::Revoked;
+use super::grant::Origin;
 use super::identity::dn::DistinguishedName;
 use super::identity::{Identity, SpiffeId, normalize_serial};
 
@@ -58,15 +59,19 @@ struct EntrySpec {
     reason: String,
 }
 
-/// A loaded revocations file.
-#[derive(Debug, Default)]
+/// Why an entry revokes, and where it came from.
+type Why = (Arc<str>, Origin);
+
+/// A loaded revocations file, or the revocations of a file and of the
+/// fleet's store merged ([`Revocations::merged`]).
+#[derive(Debug, Default, Clone)]
 pub struct Revocations {
-    ids: HashMap<String, Arc<str>>,
-    prefixes: Vec<(String, Arc<str>)>,
-    sha256: HashMap<String, Arc<str>>,
+    ids: HashMap<String, Why>,
+    prefixes: Vec<(String, Why)>,
+    sha256: HashMap<String, Why>,
     /// By serial number: the issuers' names, and why.
-    serials: HashMap<String, Vec<(DistinguishedName, Arc<str>)>>,
-    jwt_ids: HashMap<String, Arc<str>>,
+    serials: HashMap<String, Vec<(DistinguishedName, Why)>>,
+    jwt_ids: HashMap<String, Why>,
     entries: usize,
     version: Option<Arc<str>>,
     generation: u64,
@@ -101,8 +106,49 @@ impl Revocations {
         }
     }
 
+    /// These revocations marked as coming from `origin`.
+    pub fn with_origin(mut self, origin: Origin) -> Revocations {
+        let all = self.ids.values_mut().chain(self.sha256.values_mut());
+        let all = all.chain(self.jwt_ids.values_mut());
+        let all = all.chain(self.prefixes.iter_mut().map(|(_, w)| w));
+        let all = all.chain(self.serials.values_mut().flatten().map(|(_, w)| w));
+        all.for_each(|why| why.1 = origin);
+        self
+    }
+
+    /// Every entry of `first` and of `second` (revoked by either; where
+    /// both name a credential, `first`'s entry is reported), with a new
+    /// generation and the version `first+second`.
+    pub fn merged(first: &Revocations, second: &Revocations) -> Revocations {
+        let mut out = first.clone();
+        for (k, v) in &second.ids {
+            out.ids.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        for (k, v) in &second.sha256 {
+            out.sha256.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        for (k, v) in &second.jwt_ids {
+            out.jwt_ids.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        out.prefixes.extend(second.prefixes.iter().cloned());
+        for (k, v) in &second.serials {
+            out.serials
+                .entry(k.clone())
+                .or_default()
+                .extend(v.iter().cloned());
+        }
+        out.entries = first.entries + second.entries;
+        out.version = Some(Arc::from(format!(
+            "{}+{}",
+            first.version(),
+            second.version()
+        )));
+        out.generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+        out
+    }
+
     fn add(&mut self, entry: &EntrySpec) -> Result<(), String> {
-        let reason: Arc<str> = Arc::from(entry.reason.as_str());
+        let reason: Why = (Arc::from(entry.reason.as_str()), Origin::File);
         if entry.reason.trim().is_empty() {
             return Err("`reason` is empty: say why".into());
         }
@@ -183,9 +229,10 @@ impl Revocations {
         if self.entries == 0 {
             return None;
         }
-        let hit = |entry: String, reason: &Arc<str>| Revoked {
+        let hit = |entry: String, (reason, origin): &Why| Revoked {
             entry,
             reason: Arc::clone(reason),
+            origin: *origin,
         };
         let ids = [
             identity.source.as_ref().map(|s| s.id.as_str()),
@@ -373,6 +420,37 @@ mod tests {
         assert!(e.contains("revocation 3 (reason \"unknown type\")"), "{e}");
         assert!(e.contains("not an attribute type"), "{e}");
         assert!(!e.contains("revocation 1 "), "{e}");
+    }
+
+    #[test]
+    fn merged_revocations_revoke_in_either_and_say_where_from() {
+        let file = Revocations::parse(
+            "revocations:\n  - spiffe_id: spiffe://e.org/a\n    reason: file\n",
+            Path::new("r.yaml"),
+        )
+        .unwrap();
+        let store = Revocations::parse(
+            "revocations:\n  - spiffe_id: spiffe://e.org/a\n    reason: store\n  - spiffe_id_prefix: spiffe://e.org/ns/b\n    reason: ns\n",
+            Path::new("store"),
+        )
+        .unwrap()
+        .with_origin(Origin::Store);
+        let merged = Revocations::merged(&file, &store);
+        assert_eq!(merged.len(), 3);
+        assert_ne!(merged.generation(), file.generation());
+        let none = CertificateFacts::default();
+        let hit = |id: &str| {
+            merged
+                .check(&source(id, none.clone()))
+                .map(|h| (h.reason.to_string(), h.origin))
+        };
+        // Both name it: the file's entry is reported.
+        assert_eq!(hit("spiffe://e.org/a"), Some(("file".into(), Origin::File)));
+        assert_eq!(
+            hit("spiffe://e.org/ns/b/sa/x"),
+            Some(("ns".into(), Origin::Store))
+        );
+        assert_eq!(hit("spiffe://e.org/c"), None);
     }
 
     #[test]

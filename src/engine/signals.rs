@@ -41,7 +41,52 @@ pub struct Signals {
     pub denials_1m: u32,
     /// Denials in the last 10 minutes.
     pub denials_10m: u32,
+    /// The same counts summed over every celador sharing the fleet's
+    /// governance store (`signals.fleet.*`); 0 without one.
+    pub fleet: FleetSignals,
+    /// How long the replica of the fleet's governance store may have
+    /// missed changes, in seconds: 0 without a store or while it is
+    /// connected and current.
+    pub store_stale_seconds: u32,
 }
+
+/// The counts of an identity over the whole fleet: rules read them as
+/// `signals.fleet.requests_1m`, ...
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetSignals {
+    /// Requests in the last 10 s, over the fleet.
+    pub requests_10s: u32,
+    /// Requests in the last minute, over the fleet.
+    pub requests_1m: u32,
+    /// Requests in the last 10 minutes, over the fleet.
+    pub requests_10m: u32,
+    /// Denials in the last 10 s, over the fleet.
+    pub denials_10s: u32,
+    /// Denials in the last minute, over the fleet.
+    pub denials_1m: u32,
+    /// Denials in the last 10 minutes, over the fleet.
+    pub denials_10m: u32,
+}
+
+/// Counts kept across the fleet, beside this instance's table: the engine
+/// counts into it on the request path, which must never wait (an
+/// implementation counts locally and exchanges totals in the background).
+pub trait FleetCounter: Send + Sync + std::fmt::Debug {
+    /// Counts a request of `identity` at `now`; the fleet's counts, this
+    /// request included.
+    fn record_request(&self, identity: &str, now: SystemTime) -> FleetSignals;
+    /// Counts a denial of `identity` at `now`.
+    fn record_denial(&self, identity: &str, now: SystemTime);
+}
+
+/// The window lengths in milliseconds (10 s, 1 min, 10 min) and their
+/// bucket lengths: a fleet counter buckets as this table does.
+pub const WINDOWS_MS: [(u64, u64); 3] = [
+    (10_000, BUCKET_MS[0]),
+    (60_000, BUCKET_MS[1]),
+    (600_000, BUCKET_MS[2]),
+];
 
 /// One window: ten buckets, each a (requests, denials) pair.
 #[derive(Debug, Clone, Copy, Default)]
@@ -120,6 +165,8 @@ impl Entry {
             denials_10s: d0,
             denials_1m: d1,
             denials_10m: d2,
+            store_stale_seconds: 0,
+            fleet: FleetSignals::default(),
         }
     }
 

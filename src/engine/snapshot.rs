@@ -28,6 +28,9 @@ pub struct Snapshot {
     /// A candidate rules file evaluated beside the enforced one, never
     /// enforced (`shadow_policy`).
     pub shadow: Option<Arc<Policy>>,
+    /// Since when the replica of the fleet's governance store may have
+    /// missed changes; `None` without a store or while it is current.
+    pub store_stale_since: Option<std::time::SystemTime>,
     /// Bumped by the store at every publish: which snapshot this is.
     pub generation: u64,
 }
@@ -41,6 +44,7 @@ impl Snapshot {
             grants: Arc::default(),
             revocations: Arc::default(),
             shadow: None,
+            store_stale_since: None,
             generation: 1,
         }
     }

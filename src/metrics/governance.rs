@@ -64,6 +64,54 @@ pub struct GovernanceMetrics {
     pub shadow_differences: Family<ShadowLabels, Counter>,
     /// Denials let through because the route runs in shadow mode.
     pub route_shadow_allowed: Counter,
+    /// The fleet's governance store: see [`StoreMetrics`].
+    pub store: StoreMetrics,
+}
+
+/// The fleet's governance store (`governance.store`), as the replica sees
+/// it; all 0 without a store.
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    /// 1 while the replica is connected and current.
+    pub connected: Gauge,
+    /// How long the replica may have missed changes (0 while connected).
+    pub staleness_seconds: crate::metrics::Seconds,
+    /// Full reads of the store's state.
+    pub syncs: Counter,
+    /// Entries refused (each logged naming its key).
+    pub refused_entries: Counter,
+    /// Times the store came back empty or replaced (a new epoch).
+    pub epochs: Counter,
+}
+
+impl StoreMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "governance_store_connected",
+            "1 while the replica of the fleet's governance store is connected and current",
+            self.connected.clone(),
+        );
+        registry.register(
+            "governance_store_staleness_seconds",
+            "How long the replica of the governance store may have missed changes: 0 while connected, else the time since the last sync",
+            self.staleness_seconds.clone(),
+        );
+        registry.register(
+            "governance_store_syncs",
+            "Full reads of the governance store's revocations and grants",
+            self.syncs.clone(),
+        );
+        registry.register(
+            "governance_store_refused_entries",
+            "Entries of the governance store refused (logged naming their key); their last good value stays in use",
+            self.refused_entries.clone(),
+        );
+        registry.register(
+            "governance_store_epochs",
+            "Times the governance store came back empty or was replaced (a new epoch); the replica then follows it",
+            self.epochs.clone(),
+        );
+    }
 }
 
 impl GovernanceMetrics {
@@ -115,6 +163,7 @@ impl GovernanceMetrics {
             "Denials let through because the route runs in shadow mode (celador.mode: shadow)",
             m.route_shadow_allowed.clone(),
         );
+        m.store.register(registry);
         m.prime();
         m
     }

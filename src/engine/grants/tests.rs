@@ -231,3 +231,59 @@ fn a_grant_allows_when_no_rule_does_but_deny_rules_still_win_and_can_read_it() {
     assert_eq!(decide("POST", "/export/huge").1, Reason::DeniedByRule);
     assert_eq!(decide("POST", "/other"), (false, Reason::NoAllowRule, None));
 }
+
+#[test]
+fn a_prefix_grants_everyone_under_its_path_and_merged_grants_keep_their_conditions_and_origin() {
+    let file = grants(
+        "grants:\n  - name: ops\n    identities: [\"spiffe://example.org/ns/ops/\"]\n    when: request.method == \"GET\"\n    expires: 2026-11-25T12:00:00Z\n    reason: on-call\n",
+    );
+    let store = grants(
+        "grants:\n  - name: batch\n    identities: [\"spiffe://example.org/ns/batch/sa/exporter\"]\n    when: request.method == \"POST\"\n    expires: 2026-11-25T12:00:00Z\n    reason: rerun\n",
+    )
+    .with_origin(Origin::Store);
+    let merged = Grants::merged(&file, &store);
+    assert_eq!(merged.grants().len(), 2);
+    assert_ne!(merged.generation(), file.generation());
+    let context = HashMap::new();
+    let workload = Workload::default();
+    let find = |id: &str, method: &str| {
+        let who = identity(id);
+        let a = attrs(method, "/export/x", &context);
+        let input = Input {
+            source: who.source.as_deref(),
+            token: None,
+            attributes: &a,
+            workload: &workload,
+            now: at("2026-11-25T11:00:00Z"),
+            grant: None,
+            signals: Default::default(),
+        };
+        merged
+            .find(&who, input)
+            .map(|g| (g.name.to_string(), g.origin))
+    };
+    let ops = Some(("ops".to_owned(), Origin::File));
+    assert_eq!(find("spiffe://example.org/ns/ops/sa/oncall", "GET"), ops);
+    assert_eq!(find("spiffe://example.org/ns/ops/a/b/c", "GET"), ops);
+    // A prefix ends at a segment: `ops2` is not under `ops/`.
+    assert_eq!(find("spiffe://example.org/ns/ops2/sa/x", "GET"), None);
+    assert_eq!(find("spiffe://example.org/ns/ops/sa/oncall", "POST"), None);
+    // The second source's condition is its own, not the first's.
+    assert_eq!(
+        find(EXPORTER, "POST"),
+        Some(("batch".to_owned(), Origin::Store))
+    );
+    assert_eq!(find(EXPORTER, "GET"), None);
+    // A prefix that is not a SPIFFE ID is refused like an ID.
+    let bad = Grants::parse(
+        "grants:\n  - name: x\n    identities: [\"example.org/ns/\"]\n    expires: 2026-11-25T12:00:00Z\n    reason: r\n",
+        Path::new("grants.yaml"),
+        DEFAULT_MAX_DURATION,
+        at("2026-11-25T09:00:00Z"),
+    );
+    assert!(
+        bad.unwrap_err()
+            .to_string()
+            .contains("nor one ending in `/`")
+    );
+}

@@ -474,10 +474,38 @@ record!(GrantVal, "celador.Grant");
 
 #[derive(Debug, Clone)]
 struct SignalsVal<'a> {
+    /// requests_10s, requests_1m, requests_10m, then the same for denials,
+    /// then store_stale_seconds.
+    counts: [CelInt; 7],
+    fleet: FleetVal<'a>,
+    _life: std::marker::PhantomData<&'a ()>,
+}
+
+#[derive(Debug, Clone)]
+struct FleetVal<'a> {
     /// requests_10s, requests_1m, requests_10m, then the same for denials.
     counts: [CelInt; 6],
     _life: std::marker::PhantomData<&'a ()>,
 }
+
+impl<'a> FleetVal<'a> {
+    fn field<'b>(&'b self, name: &str) -> Result<CowVal<'b, 'a>, ExecutionError> {
+        let index = match name {
+            "requests_10s" => 0,
+            "requests_1m" => 1,
+            "requests_10m" => 2,
+            "denials_10s" => 3,
+            "denials_1m" => 4,
+            "denials_10m" => 5,
+            _ => return Err(ExecutionError::no_such_key(name)),
+        };
+        match self.counts.get(index) {
+            Some(count) => Ok(CowVal::Borrowed(count)),
+            None => Err(ExecutionError::no_such_key(name)),
+        }
+    }
+}
+record!(FleetVal, "celador.FleetSignals");
 
 impl<'a> SignalsVal<'a> {
     fn new(s: Signals) -> Self {
@@ -489,8 +517,21 @@ impl<'a> SignalsVal<'a> {
                 s.denials_10s,
                 s.denials_1m,
                 s.denials_10m,
+                s.store_stale_seconds,
             ]
             .map(|c| CelInt::from(i64::from(c))),
+            fleet: FleetVal {
+                counts: [
+                    s.fleet.requests_10s,
+                    s.fleet.requests_1m,
+                    s.fleet.requests_10m,
+                    s.fleet.denials_10s,
+                    s.fleet.denials_1m,
+                    s.fleet.denials_10m,
+                ]
+                .map(|c| CelInt::from(i64::from(c))),
+                _life: std::marker::PhantomData,
+            },
             _life: std::marker::PhantomData,
         }
     }
@@ -503,6 +544,8 @@ impl<'a> SignalsVal<'a> {
             "denials_10s" => 3,
             "denials_1m" => 4,
             "denials_10m" => 5,
+            "store_stale_seconds" => 6,
+            "fleet" => return Ok(CowVal::Borrowed(&self.fleet)),
             _ => return Err(ExecutionError::no_such_key(name)),
         };
         match self.counts.get(index) {

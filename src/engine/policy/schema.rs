@@ -401,6 +401,53 @@ pub static SIGNALS: Object = Object {
             FieldTy::Int,
             "Requests of the caller denied in the last 10 minutes (before this one).",
         ),
+        field(
+            "fleet",
+            FieldTy::Object(&FLEET_SIGNALS),
+            "The same counts summed over every celador sharing the fleet's governance store (`governance.store`); 0 without one. Exchanged in batches: another instance's requests show after at most one `governance.signals_interval` (250 ms) plus a round trip.",
+        ),
+        field(
+            "store_stale_seconds",
+            FieldTy::Int,
+            "How long the replica of the fleet's governance store may have missed revocations and grants, in seconds: 0 without a store or while it is connected and current (`signals.store_stale_seconds > 30` denies what must not rely on stale revocations).",
+        ),
+    ],
+};
+
+/// `signals.fleet`: the caller's counts over the whole fleet.
+pub static FLEET_SIGNALS: Object = Object {
+    name: "celador.FleetSignals",
+    fields: &[
+        field(
+            "requests_10s",
+            FieldTy::Int,
+            "Requests of the caller in the last 10 seconds, over the fleet, this one included.",
+        ),
+        field(
+            "requests_1m",
+            FieldTy::Int,
+            "Requests of the caller in the last minute, over the fleet, this one included.",
+        ),
+        field(
+            "requests_10m",
+            FieldTy::Int,
+            "Requests of the caller in the last 10 minutes, over the fleet, this one included.",
+        ),
+        field(
+            "denials_10s",
+            FieldTy::Int,
+            "Requests of the caller denied in the last 10 seconds, over the fleet.",
+        ),
+        field(
+            "denials_1m",
+            FieldTy::Int,
+            "Requests of the caller denied in the last minute, over the fleet.",
+        ),
+        field(
+            "denials_10m",
+            FieldTy::Int,
+            "Requests of the caller denied in the last 10 minutes, over the fleet.",
+        ),
     ],
 };
 
