@@ -41,8 +41,6 @@ use crate::store::Store;
 use admin::AdminState;
 use config::Config;
 
-use crate::engine::workload::Workload;
-
 /// How often watched files are re-read even without a change event.
 const RESYNC: Duration = Duration::from_secs(10);
 
@@ -123,7 +121,7 @@ pub fn load(
         .map_err(|e| errors.push(e))
         .ok()
         .flatten();
-    let workload = Workload::load(&config.workload, &env)
+    let workload = crate::sources::workload::load(&config.workload, &env)
         .map_err(|e| errors.push(e.into()))
         .ok();
     let (Some((policy, policy_file)), Some(workload), true) = (policy, workload, errors.is_empty())

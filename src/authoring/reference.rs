@@ -75,7 +75,7 @@ pub fn markdown() -> String {
 
 const HEADER: &str = r#"# Policy reference
 
-<!-- Generated from src/engine/policy/schema.rs: edit the schema, then regenerate
+<!-- Generated from crates/celador-engine/src/policy/schema.rs: edit the schema, then regenerate
      with `CELADOR_BLESS=1 cargo test --test authoring`. -->
 
 A celador rules file lists rules; each rule is a CEL condition over the

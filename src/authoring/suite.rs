@@ -322,7 +322,7 @@ pub fn run_case(
             return result;
         }
     };
-    let attrs = match Attributes::from_check_request(&prepared.request) {
+    let attrs = match crate::edge::request::attributes(&prepared.request) {
         Ok(attrs) => attrs,
         Err(e) => {
             result.outcome = Outcome::Error(e.to_string());

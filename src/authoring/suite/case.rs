@@ -2,7 +2,7 @@
 //! writes it, and what turns it into the exact inputs `serve` would see.
 //!
 //! Data flow: a case becomes a `CheckRequest` (the very message Envoy would
-//! send), read by [`crate::engine::attributes::Attributes::from_check_request`] like any other, plus
+//! send), read by [`crate::edge::request::attributes`] like any other, plus
 //! the identities rules see as `source` and `token`. Identities are taken as
 //! given: a test checks rules, not credentials, so a certificate file is read
 //! for its SPIFFE ID and validity, not verified against a bundle.
