@@ -147,11 +147,6 @@ impl Requirement {
     pub fn reads_jwt(self) -> bool {
         self != Requirement::X509
     }
-
-    /// Whether the client certificate is read at all.
-    pub fn reads_x509(self) -> bool {
-        self != Requirement::Jwt
-    }
 }
 
 /// Why the caller's identity could not be established.

@@ -18,11 +18,15 @@
 //! and the generations in force) and the signal counters. Everything above it (the ext_authz
 //! edge, the authoring tools) depends on it; it depends on nothing above.
 
+// A `pub` item no other crate can reach is a warning: such an item is
+// `pub(crate)`, so that rustc reports it as dead code once nothing uses it.
+#![warn(unreachable_pub)]
+
 pub mod attributes;
 pub mod cache;
-pub mod clause;
+mod clause;
 pub mod decision;
-pub mod grant;
+mod grant;
 pub mod grants;
 pub mod identity;
 pub mod percent;
@@ -32,7 +36,7 @@ pub mod redaction;
 pub mod request_path;
 pub mod revocations;
 pub mod signals;
-pub mod snapshot;
+mod snapshot;
 pub mod time;
 pub mod workload;
 pub mod yaml;

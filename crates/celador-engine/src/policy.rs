@@ -247,11 +247,6 @@ impl Policy {
             .then(|| self.evaluate_rules(input, |_| true))
     }
 
-    /// Whether some rule is in `mode: shadow`.
-    pub fn has_shadow_rules(&self) -> bool {
-        self.rules.iter().any(|r| r.mode == Mode::Shadow)
-    }
-
     /// What the rules can depend on, all rules together.
     pub fn footprint(&self) -> &footprint::Footprint {
         &self.footprint

@@ -3,6 +3,7 @@
 #![allow(
     dead_code,
     missing_docs,
+    unreachable_pub,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing

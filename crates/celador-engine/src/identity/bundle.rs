@@ -109,11 +109,6 @@ impl DomainBundle {
         DomainBundle::new(x509, self.jwt.clone())
     }
 
-    /// The same X.509 authorities with other JWT keys (a new generation).
-    pub fn with_jwt(&self, jwt: HashMap<String, JwtKey>) -> Self {
-        DomainBundle::new(self.x509.clone(), jwt)
-    }
-
     /// Unique to this bundle's content and lifetime.
     pub fn generation(&self) -> u64 {
         self.generation

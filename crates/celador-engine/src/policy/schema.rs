@@ -52,11 +52,6 @@ impl Ty {
         Ty::List(Box::new(Ty::String))
     }
 
-    /// Whether the type is known before evaluation.
-    pub fn is_dyn(&self) -> bool {
-        matches!(self, Ty::Dyn)
-    }
-
     /// Whether it is `int`, `uint` or `double`.
     pub fn is_numeric(&self) -> bool {
         matches!(self, Ty::Int | Ty::Uint | Ty::Double)
