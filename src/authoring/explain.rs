@@ -85,8 +85,7 @@ pub fn explain_redacting(
             if let Some(t) = &prepared.token {
                 identities.push(format!("token: {} (as the case gives it)", t.id));
             }
-            let attrs =
-                crate::edge::request::attributes(&prepared.request).map_err(|e| e.to_string())?;
+            let attrs = prepared.request.attributes();
             let input = prepared.input(&attrs);
             let name = case.name.as_deref().unwrap_or("unnamed");
             let expected_rule = case.expect.as_ref().and_then(|e| e.rule.as_deref());

@@ -361,8 +361,8 @@ cases:
       grant: ""                                          # optional: the grant in force ("" for none)
 ```
 
-A case's request becomes the `CheckRequest` Envoy would send, read by the
-same code as in `serve`: its `path` is what the client sends, canonicalized
+A case's request is read into the attributes rules see as `serve` reads
+Envoy's `CheckRequest`: its `path` is what the client sends, canonicalized
 for the rules, and an ambiguous one is denied with `invalid_path` as `serve`
 denies it by default (`request.paths: reject_ambiguous`). Identities are
 taken as given (a certificate file is
