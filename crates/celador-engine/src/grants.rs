@@ -21,7 +21,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
@@ -32,8 +31,6 @@ use super::identity::{Identity, SpiffeId};
 use super::policy::diagnostic::{Diagnostic, Severity};
 use super::policy::rules_file::{Effect, Mode, RuleSpec, RulesFile};
 use super::policy::{Input, Policy, PolicyError, RuleResult};
-
-static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// The longest grant accepted unless configured otherwise.
 pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
@@ -117,7 +114,7 @@ impl Grants {
             grants,
             conditions,
             version: super::policy::version_of(text),
-            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            generation: crate::generation::next(),
             path: path.to_owned(),
             warnings: diagnostics,
         })

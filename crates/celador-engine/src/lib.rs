@@ -26,6 +26,7 @@ pub mod attributes;
 pub mod cache;
 mod clause;
 pub mod decision;
+mod generation;
 mod grant;
 pub mod grants;
 pub mod identity;

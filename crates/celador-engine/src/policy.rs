@@ -26,7 +26,6 @@ pub mod unparse;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use cel::common::ast::Expr;
 use cel::common::types::CelBool;
@@ -42,8 +41,6 @@ use super::identity::Identity;
 use super::reason::Reason;
 use diagnostic::ScalarSpan;
 use functions::RegexTable;
-
-static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// A compiled rule.
 #[derive(Debug)]
@@ -193,7 +190,7 @@ impl Policy {
             footprint,
             rules,
             version: version_of(text),
-            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            generation: crate::generation::next(),
             path: path.to_owned(),
             warnings: diagnostics,
             root: functions::root_context(Arc::new(env), Arc::new(regexes)),

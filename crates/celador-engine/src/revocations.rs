@@ -24,15 +24,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
 
 use super::decision::Revoked;
 use super::identity::dn::DistinguishedName;
 use super::identity::{Identity, SpiffeId, normalize_serial};
-
-static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,7 +77,7 @@ impl Revocations {
         let mut out = Revocations {
             entries: file.revocations.len(),
             version: Some(super::policy::version_of(text)),
-            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            generation: crate::generation::next(),
             ..Revocations::default()
         };
         let mut problems = Vec::new();

@@ -16,7 +16,6 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::pem::PemObject;
@@ -25,13 +24,6 @@ use rustls_pki_types::{CertificateDer, TrustAnchor};
 use super::super::time;
 use document::DocumentError;
 use jwk::JwtKey;
-
-/// Generations are unique for the life of the process, across every source.
-static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
-
-fn next_generation() -> u64 {
-    NEXT_GENERATION.fetch_add(1, Ordering::Relaxed)
-}
 
 /// An X.509 authority of a trust domain: a root it trusts, with the
 /// root's own validity window, outside which it vouches for nothing.
@@ -94,7 +86,7 @@ impl DomainBundle {
             |(from, until), a| (from.max(a.not_before), until.min(a.not_after)),
         );
         DomainBundle {
-            generation: next_generation(),
+            generation: crate::generation::next(),
             anchors: x509.iter().map(|a| a.anchor.clone()).collect(),
             x509,
             all_valid,
