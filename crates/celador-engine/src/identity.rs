@@ -116,9 +116,10 @@ impl Identity {
             .or_else(|| self.source.as_ref().map(|s| s.id.as_str()))
     }
 }
-/// Which credentials a request must present.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Which credentials a request must present. Its names (in the config's
+/// `identity.require` and the `celador.identity` context extension) are
+/// [`Requirement::name`]'s, and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Requirement {
     /// The mTLS peer's X.509-SVID; a JWT-SVID is not read.
     #[default]
@@ -132,20 +133,45 @@ pub enum Requirement {
 }
 
 impl Requirement {
+    /// Every requirement, in the order of [`Requirement::NAMES`].
+    pub const ALL: [Requirement; 4] = [
+        Requirement::X509,
+        Requirement::Jwt,
+        Requirement::Either,
+        Requirement::Both,
+    ];
+
+    /// The names of [`Requirement::ALL`], for messages that list them.
+    pub const NAMES: &'static [&'static str] = &["x509", "jwt", "either", "both"];
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Requirement::X509 => "x509",
+            Requirement::Jwt => "jwt",
+            Requirement::Either => "either",
+            Requirement::Both => "both",
+        }
+    }
+
     /// The requirement named `name` (`x509`, `jwt`, `either`, `both`).
     pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "x509" => Requirement::X509,
-            "jwt" => Requirement::Jwt,
-            "either" => Requirement::Either,
-            "both" => Requirement::Both,
-            _ => return None,
-        })
+        Requirement::ALL.into_iter().find(|r| r.name() == name)
     }
 
     /// Whether a JWT-SVID is read at all.
     pub fn reads_jwt(self) -> bool {
         self != Requirement::X509
+    }
+}
+
+/// Read by its name; an unknown one is serde's `unknown variant` error, as
+/// for any other enum of the config.
+impl<'de> serde::Deserialize<'de> for Requirement {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Requirement::parse(&name)
+            .ok_or_else(|| serde::de::Error::unknown_variant(&name, Requirement::NAMES))
     }
 }
 
@@ -194,5 +220,27 @@ pub fn bundle_for<'a>(
             Reason::TrustDomainUnknown,
             format!("trust domain '{td}' is not configured"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Requirement;
+
+    #[test]
+    fn each_requirement_is_read_by_its_one_name() {
+        let names: Vec<&str> = Requirement::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names, Requirement::NAMES);
+        for r in Requirement::ALL {
+            assert_eq!(Requirement::parse(r.name()), Some(r));
+            let read: Requirement = serde_json::from_value(serde_json::json!(r.name())).unwrap();
+            assert_eq!(read, r);
+        }
+        assert_eq!(Requirement::parse("X509"), None);
+        let err = serde_json::from_value::<Requirement>(serde_json::json!("mtls")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown variant `mtls`, expected one of `x509`, `jwt`, `either`, `both`"
+        );
     }
 }

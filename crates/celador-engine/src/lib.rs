@@ -317,7 +317,8 @@ impl Engine {
             IdentityError::new(
                 Reason::InvalidRoute,
                 format!(
-                    "the context extension {REQUIREMENT_EXTENSION}={name:?} is not one of x509, jwt, either, both"
+                    "the context extension {REQUIREMENT_EXTENSION}={name:?} is not one of {}",
+                    Requirement::NAMES.join(", ")
                 ),
             )
         })?;
