@@ -11,17 +11,17 @@
 //! no deny rule matches. A rule whose evaluation fails counts as not matching
 //! if it allows and as matching if it denies, so errors fail closed.
 
-pub mod activation;
+mod activation;
 pub mod check;
 pub mod diagnostic;
 pub mod footprint;
-pub mod functions;
+mod functions;
 mod lint;
 mod query;
 pub mod rules_file;
 pub mod schema;
 pub mod trace;
-pub mod unparse;
+mod unparse;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -50,7 +50,7 @@ pub struct Input<'a> {
 
 /// The variables of one evaluation.
 #[derive(Debug)]
-pub struct Activation<'a> {
+pub(crate) struct Activation<'a> {
     source: SourceVal<'a>,
     token: TokenVal<'a>,
     request: RequestVal<'a>,
@@ -64,7 +64,7 @@ pub struct Activation<'a> {
 
 impl<'a> Activation<'a> {
     /// The activation of `input`.
-    pub fn new(input: Input<'a>) -> Self {
+    pub(crate) fn new(input: Input<'a>) -> Self {
         let attrs = input.attributes;
         let now = timestamp(input.now);
         Activation {

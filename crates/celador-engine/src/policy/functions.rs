@@ -22,7 +22,7 @@ use cel::{Context, Env, ExecutionError, FunctionContext};
 
 /// The name `matches` calls are renamed to. It cannot be written in CEL, so
 /// no rule can call it directly.
-pub const MATCHES_INTERNAL: &str = "matches#cached";
+pub(crate) const MATCHES_INTERNAL: &str = "matches#cached";
 
 /// Compiled patterns larger than this are refused (a regex DoS guard).
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -44,7 +44,7 @@ fn bool_val<'b, 'v>(b: bool) -> CowVal<'b, 'v> {
 }
 
 /// The environment every rule compiles and runs in.
-pub fn environment() -> Env {
+pub(crate) fn environment() -> Env {
     // Optional syntax (`a.?b`) is left out: the checker does not type it.
     let mut env = Env::stdlib().with_optional_support(false);
     let mut add = || -> Result<(), cel::DeclarationError> {
@@ -90,13 +90,13 @@ pub fn environment() -> Env {
 
 /// Regular expressions a policy's rules write as literals, compiled at load.
 #[derive(Debug, Default)]
-pub struct RegexTable {
+pub(crate) struct RegexTable {
     compiled: HashMap<String, regex::Regex>,
 }
 
 impl RegexTable {
     /// Compiles `pattern` into the table; the error says why it is invalid.
-    pub fn add(&mut self, pattern: &str) -> Result<(), String> {
+    pub(crate) fn add(&mut self, pattern: &str) -> Result<(), String> {
         if self.compiled.contains_key(pattern) {
             return Ok(());
         }
@@ -177,7 +177,7 @@ type ContextFunction = Box<
 >;
 
 /// The root scope of a policy: its environment and its `matches`.
-pub fn root_context(env: Arc<Env>, regexes: Arc<RegexTable>) -> Context<'static, 'static> {
+pub(crate) fn root_context(env: Arc<Env>, regexes: Arc<RegexTable>) -> Context<'static, 'static> {
     let mut root = Context::with_env(env);
     let matches: ContextFunction = Box::new(move |ftx| {
         // Both `text.matches(re)` and `matches(text, re)` arrive here.

@@ -8,7 +8,7 @@ use cel::IdedExpr;
 use cel::common::ast::{CallExpr, EntryExpr, Expr, LiteralValue, MapExpr, operators};
 
 /// The expression as canonical CEL text.
-pub fn unparse(expr: &IdedExpr) -> String {
+pub(crate) fn unparse(expr: &IdedExpr) -> String {
     let mut out = String::new();
     write(&mut out, expr, 0);
     out
