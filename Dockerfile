@@ -11,6 +11,7 @@ WORKDIR /src
 # The manifest first, so the dependencies are a cached layer of their own.
 COPY Cargo.toml Cargo.lock ./
 COPY src src
+COPY crates crates
 COPY benches benches
 COPY tests tests
 COPY proto proto

@@ -25,7 +25,7 @@ use celador::engine::identity::bundle::{TrustBundles, parse_pem};
 use celador::engine::policy::Policy;
 use celador::engine::signals::SignalTable;
 use celador::engine::workload::Workload;
-use celador::engine::{Attributes, Engine, EngineSettings, Reason, Snapshot};
+use celador::engine::{Engine, EngineSettings, Reason, Snapshot};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const POLICY: &str = r#"
@@ -75,7 +75,7 @@ fn bench_governance(c: &mut Criterion) {
         "/export/daily.csv",
         &[("x-tenant", "acme"), ("user-agent", "bench/1.0")],
     );
-    let attrs = Attributes::from_check_request(&request).unwrap();
+    let attrs = celador::edge::request::attributes(&request).unwrap();
     let now = SystemTime::now();
 
     let rules = engine(Duration::ZERO);

@@ -33,6 +33,7 @@ use crate::engine::identity::jwt::JwtSettings;
 use crate::engine::identity::verified::CacheSettings;
 use crate::engine::policy::{Policy, PolicyError};
 use crate::engine::redaction::Redaction;
+use crate::engine::workload::Workload;
 use crate::engine::{Engine, EngineSettings, TokenSettings};
 use crate::metrics::Metrics;
 use crate::sources::files::{Governance, GovernanceFile, LiveFiles};
@@ -45,8 +46,6 @@ use crate::sources::workload_api::WorkloadApiSource;
 use crate::store::Store;
 use admin::AdminState;
 use config::Config;
-
-use crate::engine::workload::Workload;
 
 /// How often watched files are re-read even without a change event.
 const RESYNC: Duration = Duration::from_secs(10);
@@ -133,7 +132,7 @@ pub fn load(
         .map_err(|e| errors.push(e))
         .ok()
         .flatten();
-    let workload = Workload::load(&config.workload, &env)
+    let workload = crate::sources::workload::load(&config.workload, &env)
         .map_err(|e| errors.push(e.into()))
         .ok();
     let fleet = fleet_endpoint(config, &env, &mut errors);

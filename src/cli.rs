@@ -31,6 +31,7 @@ use crate::authoring::{explain, suite};
 use crate::edge::server::ServeError;
 use crate::engine::policy::Severity;
 use crate::engine::redaction::Redaction;
+use crate::inject::serve::WebhookArgs;
 
 /// Exit code for unusable configuration (sysexits EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
@@ -209,13 +210,13 @@ pub fn main() -> ExitCode {
             tls_reload_interval,
             pod,
         } => {
-            let Some(settings) = inject_settings(&config) else {
-                return ExitCode::from(EXIT_CONFIG);
+            let args = WebhookArgs {
+                listen: &listen,
+                cert: tls_cert,
+                key: tls_key,
+                reload: &tls_reload_interval,
             };
-            match pod {
-                Some(pod) => inject_one(&settings, &pod),
-                None => inject(settings, &listen, tls_cert, tls_key, &tls_reload_interval),
-            }
+            inject(&config, pod.as_deref(), args)
         }
         Command::Signals { command } => signals(command),
         Command::EnvoyConfig {
@@ -494,59 +495,42 @@ fn load_config(
     }
 }
 
+/// `celador inject`: the settings read, then what `pod` becomes, or the
+/// webhook served until a shutdown signal; each problem printed, and its
+/// exit code.
 fn inject(
-    settings: crate::inject::settings::Settings,
-    listen: &str,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    reload: &str,
+    config: &std::path::Path,
+    pod: Option<&std::path::Path>,
+    args: WebhookArgs<'_>,
 ) -> ExitCode {
-    let Some((address, every, certificate)) = webhook_args(listen, cert, key, reload) else {
-        return ExitCode::from(EXIT_CONFIG);
-    };
-    let _telemetry = match crate::app::telemetry::init(&settings.log) {
-        Ok(guard) => guard,
+    use crate::inject::serve::{self, ServeError};
+    let settings = match crate::inject::load(config) {
+        Ok(settings) => settings,
         Err(e) => {
-            complain!("celador: {e}");
+            complain!("celador: the injector settings cannot be used:\n{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let Some(runtime) = two_thread_runtime("celador-inject") else {
-        return ExitCode::FAILURE;
-    };
-    runtime.block_on(serve_webhook(settings, address, certificate, every))
-}
-
-async fn serve_webhook(
-    settings: crate::inject::settings::Settings,
-    address: std::net::SocketAddr,
-    certificate: crate::app::tls::ReloadingCert,
-    every: std::time::Duration,
-) -> ExitCode {
-    use crate::inject::webhook;
-    let listener = match webhook::bind(address).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            complain!("celador: {e}");
-            return ExitCode::from(EXIT_UNAVAILABLE);
+    if let Some(pod) = pod {
+        return inject_one(&settings, pod);
+    }
+    match serve::run(settings, args, crate::edge::server::shutdown_signal()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ServeError::Unusable(problems)) => {
+            for problem in &problems {
+                complain!("celador: {problem}");
+            }
+            ExitCode::from(EXIT_CONFIG)
         }
-    };
-    tracing::info!(
-        address = %listener.local_addr().unwrap_or(address),
-        image = %settings.image,
-        rules = %settings.rules.config_map,
-        "injector listening"
-    );
-    webhook::serve(
-        listener,
-        std::sync::Arc::new(settings),
-        std::sync::Arc::new(certificate),
-        every,
-        crate::edge::server::shutdown_signal(),
-    )
-    .await;
-    tracing::info!("stopped");
-    ExitCode::SUCCESS
+        Err(e @ ServeError::Runtime(_)) => {
+            complain!("celador: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e @ ServeError::Bind(_)) => {
+            complain!("celador: {e}");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    }
 }
 
 /// `celador inject --pod FILE`: what the webhook would make of each pod and
@@ -589,59 +573,6 @@ fn inject_one(settings: &crate::inject::settings::Settings, file: &std::path::Pa
         }
     }
     ExitCode::SUCCESS
-}
-
-/// The webhook's arguments, each problem printed.
-fn webhook_args(
-    listen: &str,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    reload: &str,
-) -> Option<(
-    std::net::SocketAddr,
-    std::time::Duration,
-    crate::app::tls::ReloadingCert,
-)> {
-    let mut problems = Vec::new();
-    let address = listen
-        .parse::<std::net::SocketAddr>()
-        .map_err(|_| {
-            problems.push(format!(
-                "--listen: '{listen}' is not an address like 0.0.0.0:8443"
-            ))
-        })
-        .ok();
-    let every = match crate::app::config::parse_duration(reload) {
-        Ok(d) if !d.is_zero() => Some(d),
-        Ok(_) => {
-            problems.push("--tls-reload-interval: must be more than 0".to_owned());
-            None
-        }
-        Err(e) => {
-            problems.push(format!("--tls-reload-interval: {e}"));
-            None
-        }
-    };
-    let certificate = match (cert, key) {
-        (Some(cert), Some(key)) => crate::app::tls::ReloadingCert::load(&cert, &key)
-            .map_err(|e| problems.push(e.to_string()))
-            .ok(),
-        _ => {
-            problems.push("--tls-cert and --tls-key are both needed".to_owned());
-            None
-        }
-    };
-    for problem in &problems {
-        complain!("celador: {problem}");
-    }
-    Some((address?, every?, certificate?))
-}
-
-/// The injector's settings file, or its problems printed.
-fn inject_settings(config: &std::path::Path) -> Option<crate::inject::settings::Settings> {
-    crate::inject::load(config)
-        .map_err(|e| complain!("celador: the injector settings cannot be used:\n{e}"))
-        .ok()
 }
 
 /// The runtime of the webhook and the signals receiver: two workers.

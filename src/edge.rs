@@ -121,7 +121,7 @@ impl ExtAuthz {
         decide: impl FnOnce(&Engine, &Snapshot, &Attributes<'_>, SystemTime) -> Decision,
     ) -> Result<CheckResponse, tonic::Status> {
         let started = Instant::now();
-        let attrs = match Attributes::from_check_request(request) {
+        let attrs = match request::attributes(request) {
             Ok(attrs) => attrs.with_paths(self.settings.paths),
             Err(e) => {
                 let (reason, detail) = (Reason::InvalidRequest, e.to_string());

@@ -7,13 +7,15 @@
 //! [`webhook`] (HTTPS with rustls; the certificate is reloaded when its
 //! Secret rotates) -> [`review`] decides to skip or inject -> [`sidecar`]
 //! builds the container, its volumes and its config from [`settings`] -> a
-//! JSON Patch in the AdmissionReview answer. The injector never calls the
+//! JSON Patch in the AdmissionReview answer; [`serve`] checks the
+//! webhook's arguments and runs it. The injector never calls the
 //! Kubernetes API, so it needs no RBAC of its own.
 
 pub mod istio;
 pub mod metrics;
 pub mod review;
 pub mod security;
+pub mod serve;
 pub mod settings;
 pub mod sidecar;
 pub mod webhook;

@@ -23,8 +23,10 @@
 //!
 //! Dependencies point one way, down this list: `cli` -> `inject` -> `app` ->
 //! `authoring` -> `edge` | `sources` -> `store` -> `metrics` -> `engine`.
-//! The engine depends on nothing above it; `tests/layering.rs` fails when a
-//! module imports against that rule.
+//! The engine is its own crate (`crates/celador-engine`, re-exported here as
+//! [`engine`]), so the compiler keeps it from depending on anything above
+//! it; `tests/layering.rs` fails when a module of this crate imports against
+//! the rule, or when the engine crate gains a protocol or runtime dependency.
 //!
 //! Two lifecycles are kept apart: static settings ([`app::config`]) are
 //! read once and a bad one stops startup with exit code 64; live inputs
@@ -35,7 +37,8 @@ pub mod app;
 pub mod authoring;
 pub mod cli;
 pub mod edge;
-pub mod engine;
+/// The decision, protocol-free: the celador-engine crate (`crates/celador-engine`).
+pub use celador_engine as engine;
 pub mod inject;
 pub mod metrics;
 pub mod sources;

@@ -1147,7 +1147,7 @@ fn the_policy_reference_is_generated_from_the_schema() {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == generated,
-        "docs/policy.md is out of date with src/engine/policy/schema.rs; regenerate it with `CELADOR_BLESS=1 cargo test --test authoring`"
+        "docs/policy.md is out of date with crates/celador-engine/src/policy/schema.rs; regenerate it with `CELADOR_BLESS=1 cargo test --test authoring`"
     );
     // Every variable and function of the schema is in it.
     for v in celador::engine::policy::schema::VARIABLES {

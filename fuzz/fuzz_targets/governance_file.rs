@@ -21,8 +21,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = r.check(issued());
     }
     if let Ok(grants) = Grants::parse(&text, Path::new("grants.yaml"), DEFAULT_MAX_DURATION, now) {
-        let request = celador_fuzz::request(&celador_fuzz::pki().leaf, "POST", "/a?b=c", &[]);
-        let attrs = celador::engine::Attributes::from_check_request(&request).unwrap();
+        let request = celador_fuzz::engine_request(&celador_fuzz::pki().leaf, "POST", "/a?b=c");
+        let attrs = request.attributes();
         let workload = celador::engine::workload::Workload::default();
         let input = celador::engine::policy::Input {
             source: None,

@@ -15,6 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use celador::edge::response::{AnswerSettings, HeaderValueSource};
 use celador::edge::{EdgeSettings, ExtAuthz};
+use celador::engine::attributes::Request;
 use celador::engine::identity::Requirement;
 use celador::engine::identity::bundle::{self, TrustBundles};
 use celador::engine::identity::jwt::JwtSettings;
@@ -205,6 +206,21 @@ pub fn request(
         });
     }
     request
+}
+
+/// The request of [`request`] without headers, built for the engine
+/// without protobuf (for the targets that evaluate rules only).
+pub fn engine_request(certificate: &str, method: &str, path: &str) -> Request {
+    Request {
+        source_certificate: certificate.to_owned(),
+        source_address: "10.1.2.3".into(),
+        source_port: 5555,
+        id: "test-request".into(),
+        host: "api.example.org".into(),
+        scheme: "https".into(),
+        protocol: "HTTP/2".into(),
+        ..Request::new(method, path)
+    }
 }
 
 /// Decides `request`; an HTTP check must always be answered.

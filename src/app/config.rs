@@ -678,7 +678,7 @@ impl Config {
         match (&self.identity.jwt, self.identity.require.reads_jwt()) {
             (None, true) => problems.push(format!(
                 "identity.require: '{}' reads JWT-SVIDs, so identity.jwt must say which audiences to accept",
-                requirement_name(self.identity.require)
+                self.identity.require.name()
             )),
             (Some(jwt), _) => {
                 if jwt.audiences.is_empty() || jwt.audiences.iter().any(String::is_empty) {
@@ -751,15 +751,6 @@ impl Config {
         } else {
             self.base_dir.join(path)
         }
-    }
-}
-
-fn requirement_name(r: Requirement) -> &'static str {
-    match r {
-        Requirement::X509 => "x509",
-        Requirement::Jwt => "jwt",
-        Requirement::Either => "either",
-        Requirement::Both => "both",
     }
 }
 

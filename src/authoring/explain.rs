@@ -85,8 +85,7 @@ pub fn explain_redacting(
             if let Some(t) = &prepared.token {
                 identities.push(format!("token: {} (as the case gives it)", t.id));
             }
-            let attrs =
-                Attributes::from_check_request(&prepared.request).map_err(|e| e.to_string())?;
+            let attrs = prepared.request.attributes();
             let input = prepared.input(&attrs);
             let name = case.name.as_deref().unwrap_or("unnamed");
             let expected_rule = case.expect.as_ref().and_then(|e| e.rule.as_deref());
@@ -137,7 +136,7 @@ fn explain_check_request(
     redaction: &Redaction,
 ) -> Result<Explanation, String> {
     let request = crate::authoring::json::check_request(json)?;
-    let attrs = Attributes::from_check_request(&request).map_err(|e| e.to_string())?;
+    let attrs = crate::edge::request::attributes(&request).map_err(|e| e.to_string())?;
     let mut identities = Vec::new();
     let source = if attrs.source_certificate.is_empty() {
         identities.push("source: none (no source.certificate)".into());

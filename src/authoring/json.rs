@@ -193,7 +193,6 @@ fn timestamp(text: &str) -> Result<envoy_types::pb::google::protobuf::Timestamp,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::attributes::Attributes;
 
     #[test]
     fn a_check_request_in_json_reads_like_the_protobuf_one() {
@@ -211,7 +210,7 @@ mod tests {
         )
         .unwrap();
         let request = check_request(&json).unwrap();
-        let attrs = Attributes::from_check_request(&request).unwrap();
+        let attrs = crate::edge::request::attributes(&request).unwrap();
         assert_eq!(attrs.source_address, "10.1.2.3");
         assert_eq!(attrs.source_port, 5555);
         assert_eq!(attrs.destination_port, 8443);

@@ -81,7 +81,7 @@ pub fn markdown() -> String {
 
 const HEADER: &str = r#"# Policy reference
 
-<!-- Generated from src/engine/policy/schema.rs: edit the schema, then regenerate
+<!-- Generated from crates/celador-engine/src/policy/schema.rs: edit the schema, then regenerate
      with `CELADOR_BLESS=1 cargo test --test authoring`. -->
 
 A celador rules file lists rules; each rule is a CEL condition over the
@@ -375,8 +375,8 @@ cases:
       grant: ""                                          # optional: the grant in force ("" for none)
 ```
 
-A case's request becomes the `CheckRequest` Envoy would send, read by the
-same code as in `serve`: its `path` is what the client sends, canonicalized
+A case's request is read into the attributes rules see as `serve` reads
+Envoy's `CheckRequest`: its `path` is what the client sends, canonicalized
 for the rules, and an ambiguous one is denied with `invalid_path` as `serve`
 denies it by default (`request.paths: reject_ambiguous`). Identities are
 taken as given (a certificate file is

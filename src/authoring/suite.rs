@@ -322,13 +322,7 @@ pub fn run_case(
             return result;
         }
     };
-    let attrs = match Attributes::from_check_request(&prepared.request) {
-        Ok(attrs) => attrs,
-        Err(e) => {
-            result.outcome = Outcome::Error(e.to_string());
-            return result;
-        }
-    };
+    let attrs = prepared.request.attributes();
     let (outcome, matched, grant) =
         evaluate(policy, grants, expect, &prepared, (&attrs, redaction));
     result.outcome = outcome;

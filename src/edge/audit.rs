@@ -470,7 +470,7 @@ mod tests {
                 ("user-agent", "t"),
             ],
         );
-        let attrs = Attributes::from_check_request(&request).unwrap();
+        let attrs = crate::edge::request::attributes(&request).unwrap();
         let decision = Decision::refused(
             crate::engine::identity::IdentityError::new(Reason::SvidMissing, "no certificate"),
             "v1".into(),

@@ -29,63 +29,60 @@ pub enum AttributesError {
     NotHttp,
 }
 
-impl<'a> Attributes<'a> {
-    /// Reads the attributes of `request`: `path` is the canonical path and
-    /// an ambiguous one is refused (`request.paths: reject_ambiguous`, the
-    /// default; see [`Attributes::with_paths`] for the others).
-    pub fn from_check_request(request: &'a CheckRequest) -> Result<Self, AttributesError> {
-        let attrs = request
-            .attributes
-            .as_ref()
-            .ok_or(AttributesError::Missing)?;
-        let http = attrs
+/// Reads the attributes of `request`: `path` is the canonical path and
+/// an ambiguous one is refused (`request.paths: reject_ambiguous`, the
+/// default; see [`Attributes::with_paths`] for the others).
+pub fn attributes(request: &CheckRequest) -> Result<Attributes<'_>, AttributesError> {
+    let attrs = request
+        .attributes
+        .as_ref()
+        .ok_or(AttributesError::Missing)?;
+    let http = attrs
+        .request
+        .as_ref()
+        .and_then(|r| r.http.as_ref())
+        .ok_or(AttributesError::NotHttp)?;
+    let (source_certificate, source_address, source_port) = match &attrs.source {
+        Some(peer) => {
+            let (addr, port) = socket(peer);
+            (peer.certificate.as_str(), addr, port)
+        }
+        None => ("", "", 0),
+    };
+    let (destination_principal, destination_address, destination_port) = match &attrs.destination {
+        Some(peer) => {
+            let (addr, port) = socket(peer);
+            (peer.principal.as_str(), addr, port)
+        }
+        None => ("", "", 0),
+    };
+    let (raw_path, query) = request_path::split_query(&http.path);
+    let canonical = request_path::canonicalize(raw_path);
+    Ok(Attributes {
+        source_certificate,
+        source_address,
+        source_port,
+        destination_principal,
+        destination_address,
+        destination_port,
+        request_id: &http.id,
+        method: &http.method,
+        path: canonical.path,
+        raw_path,
+        path_ambiguity: canonical.ambiguity,
+        query,
+        host: &http.host,
+        scheme: &http.scheme,
+        protocol: &http.protocol,
+        headers: headers(http),
+        size: http.size,
+        time: attrs
             .request
             .as_ref()
-            .and_then(|r| r.http.as_ref())
-            .ok_or(AttributesError::NotHttp)?;
-        let (source_certificate, source_address, source_port) = match &attrs.source {
-            Some(peer) => {
-                let (addr, port) = socket(peer);
-                (peer.certificate.as_str(), addr, port)
-            }
-            None => ("", "", 0),
-        };
-        let (destination_principal, destination_address, destination_port) =
-            match &attrs.destination {
-                Some(peer) => {
-                    let (addr, port) = socket(peer);
-                    (peer.principal.as_str(), addr, port)
-                }
-                None => ("", "", 0),
-            };
-        let (raw_path, query) = split_path(&http.path);
-        let canonical = request_path::canonicalize(raw_path);
-        Ok(Attributes {
-            source_certificate,
-            source_address,
-            source_port,
-            destination_principal,
-            destination_address,
-            destination_port,
-            request_id: &http.id,
-            method: &http.method,
-            path: canonical.path,
-            raw_path,
-            path_ambiguity: canonical.ambiguity,
-            query,
-            host: &http.host,
-            scheme: &http.scheme,
-            protocol: &http.protocol,
-            headers: headers(http),
-            size: http.size,
-            time: attrs
-                .request
-                .as_ref()
-                .and_then(|r| r.time.as_ref())
-                .and_then(|t| time::from_timestamp(t.seconds, t.nanos)),
-            context: &attrs.context_extensions,
-        })
-    }
+            .and_then(|r| r.time.as_ref())
+            .and_then(|t| time::from_timestamp(t.seconds, t.nanos)),
+        context: &attrs.context_extensions,
+    })
 }
 
 fn socket(peer: &Peer) -> (&str, u32) {
@@ -103,14 +100,6 @@ fn socket(peer: &Peer) -> (&str, u32) {
         }
         _ => ("", 0),
     }
-}
-
-/// Splits Envoy's path (which includes the query) into path and query.
-fn split_path(full: &str) -> (&str, &str) {
-    let without_fragment = full.split_once('#').map_or(full, |(p, _)| p);
-    without_fragment
-        .split_once('?')
-        .unwrap_or((without_fragment, ""))
 }
 
 fn headers(http: &HttpRequest) -> Cow<'_, HashMap<String, String>> {
@@ -172,7 +161,7 @@ mod tests {
             method: "GET".into(),
             ..Default::default()
         });
-        let a = Attributes::from_check_request(&req).unwrap();
+        let a = attributes(&req).unwrap();
         assert_eq!(a.path, "/export/a");
         assert_eq!(a.raw_path, "/export/a");
         assert_eq!(a.query, "x=1&y=2");
@@ -188,7 +177,7 @@ mod tests {
             path: "/export/%2e%2e//%61dmin?x=/../".into(),
             ..Default::default()
         });
-        let a = Attributes::from_check_request(&req).unwrap();
+        let a = attributes(&req).unwrap();
         assert_eq!(
             (a.path.as_ref(), a.raw_path, a.query),
             ("/admin", "/export/%2e%2e//%61dmin", "x=/../")
@@ -226,22 +215,19 @@ mod tests {
             }),
             ..Default::default()
         });
-        let a = Attributes::from_check_request(&req).unwrap();
+        let a = attributes(&req).unwrap();
         assert_eq!(a.header("x-a"), Some("1,2"));
     }
 
     #[test]
     fn requests_without_http_attributes_are_errors() {
         assert_eq!(
-            Attributes::from_check_request(&CheckRequest::default()).unwrap_err(),
+            attributes(&CheckRequest::default()).unwrap_err(),
             AttributesError::Missing
         );
         let no_http = CheckRequest {
             attributes: Some(AttributeContext::default()),
         };
-        assert_eq!(
-            Attributes::from_check_request(&no_http).unwrap_err(),
-            AttributesError::NotHttp
-        );
+        assert_eq!(attributes(&no_http).unwrap_err(), AttributesError::NotHttp);
     }
 }

@@ -144,7 +144,7 @@ fn outcome(a: &ExtAuthz, cert: &str, headers: &[(&str, &str)], context: &[(&str,
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
     }
-    let attrs = Attributes::from_check_request(&request).unwrap();
+    let attrs = crate::edge::request::attributes(&request).unwrap();
     a.decide(&attrs, SystemTime::now()).reason
 }
 

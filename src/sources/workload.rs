@@ -80,28 +80,26 @@ pub enum WorkloadError {
     },
 }
 
-impl Workload {
-    /// Reads the workload as `settings` say, from `env` (the process
-    /// environment in production).
-    pub fn load(
-        settings: &WorkloadSettings,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Workload, WorkloadError> {
-        let mut workload = Workload {
-            namespace: env(&settings.namespace_env).unwrap_or_default(),
-            name: env(&settings.name_env).unwrap_or_default(),
-            service_account: env(&settings.service_account_env).unwrap_or_default(),
-            ..Workload::default()
-        };
-        if let Some(dir) = &settings.downward_api {
-            if !dir.is_dir() {
-                return Err(WorkloadError::NotADirectory { path: dir.clone() });
-            }
-            workload.labels = read_map(&dir.join("labels"))?;
-            workload.annotations = read_map(&dir.join("annotations"))?;
+/// Reads the workload as `settings` say, from `env` (the process
+/// environment in production).
+pub fn load(
+    settings: &WorkloadSettings,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Workload, WorkloadError> {
+    let mut workload = Workload {
+        namespace: env(&settings.namespace_env).unwrap_or_default(),
+        name: env(&settings.name_env).unwrap_or_default(),
+        service_account: env(&settings.service_account_env).unwrap_or_default(),
+        ..Workload::default()
+    };
+    if let Some(dir) = &settings.downward_api {
+        if !dir.is_dir() {
+            return Err(WorkloadError::NotADirectory { path: dir.clone() });
         }
-        Ok(workload)
+        workload.labels = read_map(&dir.join("labels"))?;
+        workload.annotations = read_map(&dir.join("annotations"))?;
     }
+    Ok(workload)
 }
 
 /// A Downward API map file; a missing file is an empty map, since a volume
@@ -218,7 +216,7 @@ mod tests {
             "POD_SERVICE_ACCOUNT" => Some("api".to_owned()),
             _ => None,
         };
-        let w = Workload::load(&settings, env).unwrap();
+        let w = load(&settings, env).unwrap();
         assert_eq!(w.namespace, "payments");
         assert_eq!(w.service_account, "api");
         assert_eq!(w.name, "");
@@ -231,7 +229,7 @@ mod tests {
             ..WorkloadSettings::default()
         };
         assert!(matches!(
-            Workload::load(&missing, env),
+            load(&missing, env),
             Err(WorkloadError::NotADirectory { .. })
         ));
     }

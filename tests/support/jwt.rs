@@ -100,19 +100,10 @@ impl Signer {
 
     /// An RSA 2048 signer for `alg` (RS256 ... PS512), from the fixture key.
     pub fn rsa(kid: &str, alg: &'static str) -> Signer {
-        let der = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/rsa-2048.der"
-        ))
-        .unwrap();
-        let public: Value = serde_json::from_str(
-            &std::fs::read_to_string(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/rsa-2048.jwk.json"
-            ))
-            .unwrap(),
-        )
-        .unwrap();
+        // Included relative to this file: the engine crate's tests use it too.
+        let der = include_bytes!("../fixtures/rsa-2048.der");
+        let public: Value =
+            serde_json::from_str(include_str!("../fixtures/rsa-2048.jwk.json")).unwrap();
         let algorithm = match alg {
             "RS256" => jsonwebtoken::Algorithm::RS256,
             "RS384" => jsonwebtoken::Algorithm::RS384,
@@ -126,7 +117,7 @@ impl Signer {
             kid: kid.to_owned(),
             alg,
             jwk: json!({"kty": "RSA", "use": "jwt-svid", "kid": kid, "n": public["n"], "e": public["e"]}),
-            key: Key::Jwt(jsonwebtoken::EncodingKey::from_rsa_der(&der), algorithm),
+            key: Key::Jwt(jsonwebtoken::EncodingKey::from_rsa_der(der), algorithm),
         }
     }
 

@@ -1,9 +1,11 @@
 //! One test case: an identity, a request and its context, as a rule author
 //! writes it, and what turns it into the exact inputs `serve` would see.
 //!
-//! Data flow: a case becomes a `CheckRequest` (the very message Envoy would
-//! send), read by [`crate::engine::attributes::Attributes::from_check_request`] like any other, plus
-//! the identities rules see as `source` and `token`. Identities are taken as
+//! Data flow: a case becomes an engine [`Request`] (the fields of the
+//! `CheckRequest` Envoy would send, without protobuf), whose attributes are
+//! read as the edge reads Envoy's (the same split of path and query, the
+//! same canonical path), plus the identities rules see as `source` and
+//! `token`. Identities are taken as
 //! given: a test checks rules, not credentials, so a certificate file is read
 //! for its SPIFFE ID and validity, not verified against a bundle.
 
@@ -11,11 +13,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use serde::Deserialize;
 
+use crate::engine::attributes::Request;
 use crate::engine::identity::jwt::JwtSvid;
 use crate::engine::identity::{SpiffeId, X509Svid};
 use crate::engine::time;
@@ -187,7 +187,7 @@ pub enum ExpectedDecision {
 #[derive(Debug)]
 pub struct Prepared {
     /// The request, as Envoy would send it.
-    pub request: CheckRequest,
+    pub request: Request,
     /// The peer's identity.
     pub source: Option<X509Svid>,
     /// The JWT-SVID.
@@ -283,7 +283,7 @@ impl Case {
             Some(t) => Some(token(t, now)?),
         };
         Ok(Prepared {
-            request: self.check_request(now),
+            request: self.request(now),
             source,
             token,
             workload: self
@@ -296,7 +296,7 @@ impl Case {
         })
     }
 
-    fn check_request(&self, now: SystemTime) -> CheckRequest {
+    fn request(&self, now: SystemTime) -> Request {
         let r = &self.request;
         let mut path = r.path.clone().unwrap_or_else(|| "/".into());
         for (i, (k, v)) in r.query.iter().enumerate() {
@@ -313,43 +313,41 @@ impl Case {
         let since_epoch = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
-        let source_address = r.source_address.as_deref().map(socket);
-        let destination = self.destination.as_ref().map(|d| Peer {
-            principal: d.principal.clone(),
-            address: Some(socket(&format!("{}:{}", d.address, d.port))),
-            ..Default::default()
-        });
-        CheckRequest {
-            attributes: Some(AttributeContext {
-                source: Some(Peer {
-                    address: source_address,
-                    ..Default::default()
-                }),
-                destination,
-                request: Some(Request {
-                    time: Some(envoy_types::pb::google::protobuf::Timestamp {
-                        seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
-                        nanos: i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0),
-                    }),
-                    http: Some(HttpRequest {
-                        id: r.id.clone().unwrap_or_else(|| "test".into()),
-                        method: r.method.clone().unwrap_or_else(|| "GET".into()),
-                        headers: r
-                            .headers
-                            .iter()
-                            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                            .collect(),
-                        path,
-                        host: r.host.clone().unwrap_or_else(|| "localhost".into()),
-                        scheme: r.scheme.clone().unwrap_or_else(|| "https".into()),
-                        size: r.size.unwrap_or(-1),
-                        protocol: r.protocol.clone().unwrap_or_else(|| "HTTP/1.1".into()),
-                        ..Default::default()
-                    }),
-                }),
-                context_extensions: self.context.clone().into_iter().collect(),
-                ..Default::default()
-            }),
+        let (source_address, source_port) =
+            r.source_address.as_deref().map(socket).unwrap_or_default();
+        let (destination_principal, (destination_address, destination_port)) =
+            match &self.destination {
+                Some(d) => (
+                    d.principal.clone(),
+                    socket(&format!("{}:{}", d.address, d.port)),
+                ),
+                None => Default::default(),
+            };
+        Request {
+            source_address,
+            source_port,
+            destination_principal,
+            destination_address,
+            destination_port,
+            // As Envoy's timestamp would carry it.
+            time: time::from_timestamp(
+                i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
+                i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0),
+            ),
+            id: r.id.clone().unwrap_or_else(|| "test".into()),
+            method: r.method.clone().unwrap_or_else(|| "GET".into()),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            path,
+            host: r.host.clone().unwrap_or_else(|| "localhost".into()),
+            scheme: r.scheme.clone().unwrap_or_else(|| "https".into()),
+            size: r.size.unwrap_or(-1),
+            protocol: r.protocol.clone().unwrap_or_else(|| "HTTP/1.1".into()),
+            context: self.context.clone().into_iter().collect(),
+            ..Request::default()
         }
     }
 }
@@ -366,20 +364,16 @@ impl WorkloadInput {
     }
 }
 
-fn socket(text: &str) -> Address {
+/// An address as `ip:port` (`[ip]:port` for IPv6), as Envoy's socket
+/// address carries it; without a port, the whole text and port 0.
+fn socket(text: &str) -> (String, u32) {
     let (ip, port) = match text.rsplit_once(':') {
         Some((ip, port)) if !ip.is_empty() && port.parse::<u32>().is_ok() && !ip.ends_with(':') => {
             (ip.trim_matches(['[', ']']), port.parse().unwrap_or(0))
         }
         _ => (text, 0),
     };
-    Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: ip.to_owned(),
-            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
-            ..Default::default()
-        })),
-    }
+    (ip.to_owned(), port)
 }
 
 fn query_escape(text: &str) -> String {

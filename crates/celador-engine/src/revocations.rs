@@ -1,0 +1,465 @@
+//! Live revocation: credentials that are denied at once, whatever the rules,
+//! grants or cached decisions say.
+//!
+//! ```yaml
+//! revocations:
+//!   - spiffe_id: spiffe://example.org/ns/batch/sa/exporter
+//!     reason: "INC-4712: key leaked"
+//!   - spiffe_id_prefix: spiffe://example.org/ns/legacy     # a whole namespace
+//!     reason: decommissioned
+//!   - x509_sha256: 3f:a1:...                               # a leaf's fingerprint
+//!     reason: stolen laptop
+//!   - x509_serial: 0a:1b:2c
+//!     issuer: CN=intermediate,O=example    # or `O = example, CN = intermediate`, `/O=example/CN=intermediate`
+//!     reason: mis-issued
+//!   - jwt_id: 4f1c2d                                        # a token's jti
+//!     reason: replayed token
+//! ```
+//!
+//! Data flow: a watched revocations file is parsed here and published into
+//! the live-state store; the engine checks every verified identity against
+//! the snapshot's [`Revocations`] before rules, grants and the decision
+//! cache. A file that does not parse keeps the last good list.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::decision::Revoked;
+use super::grant::Origin;
+use super::identity::dn::DistinguishedName;
+use super::identity::{Identity, SpiffeId, normalize_serial};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevocationsFile {
+    revocations: Vec<EntrySpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntrySpec {
+    #[serde(default)]
+    spiffe_id: Option<String>,
+    #[serde(default)]
+    spiffe_id_prefix: Option<String>,
+    #[serde(default)]
+    x509_sha256: Option<String>,
+    #[serde(default)]
+    x509_serial: Option<String>,
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    jwt_id: Option<String>,
+    reason: String,
+}
+
+/// Why an entry revokes, and where it came from.
+type Why = (Arc<str>, Origin);
+
+/// A loaded revocations file, or the revocations of a file and of the
+/// fleet's store merged ([`Revocations::merged`]).
+#[derive(Debug, Default, Clone)]
+pub struct Revocations {
+    ids: HashMap<String, Why>,
+    prefixes: Vec<(String, Why)>,
+    sha256: HashMap<String, Why>,
+    /// By serial number: the issuers' names, and why.
+    serials: HashMap<String, Vec<(DistinguishedName, Why)>>,
+    jwt_ids: HashMap<String, Why>,
+    entries: usize,
+    version: Option<Arc<str>>,
+    generation: u64,
+}
+
+impl Revocations {
+    /// Parses the revocations in `text` (the file at `path`); every problem
+    /// is reported at once, and the file is refused whole.
+    pub fn parse(text: &str, path: &Path) -> Result<Revocations, String> {
+        let file: RevocationsFile = super::yaml::from_str(text, path).map_err(|e| e.rendered)?;
+        let mut out = Revocations {
+            entries: file.revocations.len(),
+            version: Some(super::policy::version_of(text)),
+            generation: crate::generation::next(),
+            ..Revocations::default()
+        };
+        let mut problems = Vec::new();
+        for (i, entry) in file.revocations.iter().enumerate() {
+            if let Err(problem) = out.add(entry) {
+                problems.push(format!(
+                    "{}: revocation {} (reason {:?}): {problem}",
+                    path.display(),
+                    i + 1,
+                    entry.reason
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(problems.join("\n"))
+        }
+    }
+
+    /// These revocations marked as coming from `origin`.
+    pub fn with_origin(mut self, origin: Origin) -> Revocations {
+        let all = self.ids.values_mut().chain(self.sha256.values_mut());
+        let all = all.chain(self.jwt_ids.values_mut());
+        let all = all.chain(self.prefixes.iter_mut().map(|(_, w)| w));
+        let all = all.chain(self.serials.values_mut().flatten().map(|(_, w)| w));
+        all.for_each(|why| why.1 = origin);
+        self
+    }
+
+    /// Every entry of `first` and of `second` (revoked by either; where
+    /// both name a credential, `first`'s entry is reported), with a new
+    /// generation and the version `first+second`.
+    pub fn merged(first: &Revocations, second: &Revocations) -> Revocations {
+        let mut out = first.clone();
+        for (k, v) in &second.ids {
+            out.ids.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        for (k, v) in &second.sha256 {
+            out.sha256.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        for (k, v) in &second.jwt_ids {
+            out.jwt_ids.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        out.prefixes.extend(second.prefixes.iter().cloned());
+        for (k, v) in &second.serials {
+            out.serials
+                .entry(k.clone())
+                .or_default()
+                .extend(v.iter().cloned());
+        }
+        out.entries = first.entries + second.entries;
+        out.version = Some(Arc::from(format!(
+            "{}+{}",
+            first.version(),
+            second.version()
+        )));
+        out.generation = crate::generation::next();
+        out
+    }
+
+    fn add(&mut self, entry: &EntrySpec) -> Result<(), String> {
+        let reason: Why = (Arc::from(entry.reason.as_str()), Origin::File);
+        if entry.reason.trim().is_empty() {
+            return Err("`reason` is empty: say why".into());
+        }
+        let kinds = [
+            entry.spiffe_id.is_some(),
+            entry.spiffe_id_prefix.is_some(),
+            entry.x509_sha256.is_some(),
+            entry.x509_serial.is_some(),
+            entry.jwt_id.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err("give exactly one of spiffe_id, spiffe_id_prefix, x509_sha256, x509_serial (with issuer) or jwt_id".into());
+        }
+        if entry.issuer.is_some() != entry.x509_serial.is_some() {
+            return Err("`issuer` goes with `x509_serial`, and `x509_serial` needs it".into());
+        }
+        if let Some(id) = &entry.spiffe_id {
+            SpiffeId::parse(id).map_err(|e| format!("spiffe_id {id:?}: {e}"))?;
+            self.ids.insert(id.clone(), reason);
+        } else if let Some(prefix) = &entry.spiffe_id_prefix {
+            let id = prefix.trim_end_matches('/');
+            SpiffeId::parse(id).map_err(|e| format!("spiffe_id_prefix {prefix:?}: {e}"))?;
+            self.prefixes.push((id.to_owned(), reason));
+        } else if let Some(sha) = &entry.x509_sha256 {
+            let hex: String = sha
+                .chars()
+                .filter(|c| *c != ':')
+                .map(|c| c.to_ascii_lowercase())
+                .collect();
+            if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "x509_sha256 {sha:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)"
+                ));
+            }
+            self.sha256.insert(hex, reason);
+        } else if let (Some(serial), Some(issuer)) = (&entry.x509_serial, &entry.issuer) {
+            if serial.is_empty() || !serial.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
+                return Err(format!("x509_serial {serial:?} is not hex"));
+            }
+            let dn = DistinguishedName::parse(issuer).map_err(|e| {
+                format!(
+                    "issuer {issuer:?} is not a distinguished name ({e}); write it as RFC 4514 (`CN=ca,O=example`), OpenSSL's oneline (`O = example, CN = ca`) or slash form (`/O=example/CN=ca`)"
+                )
+            })?;
+            self.serials
+                .entry(normalize_serial(serial))
+                .or_default()
+                .push((dn, reason));
+        } else if let Some(jti) = &entry.jwt_id {
+            self.jwt_ids.insert(jti.clone(), reason);
+        }
+        Ok(())
+    }
+
+    /// How many entries the file has.
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    /// Whether nothing is revoked.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// The first 16 hex digits of the SHA-256 of the file; `none` without
+    /// a revocations file.
+    pub fn version(&self) -> &str {
+        self.version.as_deref().unwrap_or("none")
+    }
+
+    /// A number unique to this load, for caches to key on.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The entry that revokes a credential of `identity`, if any.
+    pub fn check(&self, identity: &Identity) -> Option<Revoked> {
+        if self.entries == 0 {
+            return None;
+        }
+        let hit = |entry: String, (reason, origin): &Why| Revoked {
+            entry,
+            reason: Arc::clone(reason),
+            origin: *origin,
+        };
+        let ids = [
+            identity.source.as_ref().map(|s| s.id.as_str()),
+            identity.token.as_ref().map(|t| t.id.as_str()),
+        ];
+        for id in ids.into_iter().flatten() {
+            if let Some(reason) = self.ids.get(id) {
+                return Some(hit(format!("spiffe_id: {id}"), reason));
+            }
+            if let Some((prefix, reason)) = self.prefixes.iter().find(|(p, _)| {
+                id == p
+                    || id
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }) {
+                return Some(hit(format!("spiffe_id_prefix: {prefix}"), reason));
+            }
+        }
+        if let Some(svid) = &identity.source {
+            let facts = &svid.certificate;
+            if let Some(reason) = self.sha256.get(&facts.sha256) {
+                return Some(hit(format!("x509_sha256: {}", facts.sha256), reason));
+            }
+            if let Some((_, reason)) = self.serials.get(&facts.serial).and_then(|issuers| {
+                issuers
+                    .iter()
+                    .find(|(issuer, _)| *issuer == facts.issuer_dn)
+            }) {
+                return Some(hit(
+                    format!("x509_serial: {} issuer: {}", facts.serial, facts.issuer),
+                    reason,
+                ));
+            }
+        }
+        if let Some(jti) = identity
+            .token
+            .as_ref()
+            .and_then(|t| t.claims.get("jti"))
+            .and_then(|v| v.as_str())
+            && let Some(reason) = self.jwt_ids.get(jti)
+        {
+            return Some(hit(format!("jwt_id: {jti}"), reason));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{CertificateFacts, X509Svid};
+    use std::time::SystemTime;
+
+    fn source(id: &str, facts: CertificateFacts) -> Identity {
+        Identity {
+            source: Some(Arc::new(X509Svid {
+                id: SpiffeId::parse(id).unwrap(),
+                not_before: SystemTime::UNIX_EPOCH,
+                not_after: SystemTime::UNIX_EPOCH,
+                chain_not_after: SystemTime::UNIX_EPOCH,
+                certificate: facts,
+            })),
+            ..Identity::default()
+        }
+    }
+
+    #[test]
+    fn each_kind_of_entry_revokes_what_it_names_and_nothing_else() {
+        let r = Revocations::parse(
+            "revocations:\n  - spiffe_id: spiffe://e.org/a\n    reason: one\n  - spiffe_id_prefix: spiffe://e.org/ns/legacy/\n    reason: ns\n  - x509_sha256: \"AB:\"\n    reason: bad\n",
+            Path::new("r.yaml"),
+        );
+        assert!(r.unwrap_err().contains("revocation 3"));
+        let sha = "ab".repeat(32);
+        let text = format!(
+            "revocations:\n  - spiffe_id: spiffe://e.org/a\n    reason: one\n  - spiffe_id_prefix: spiffe://e.org/ns/legacy/\n    reason: ns\n  - x509_sha256: \"{sha}\"\n    reason: fp\n  - x509_serial: \"00:0A:1b\"\n    issuer: \"CN=ca, O=e\"\n    reason: serial\n"
+        );
+        let r = Revocations::parse(&text, Path::new("r.yaml")).unwrap();
+        assert_eq!(r.len(), 4);
+        let none = CertificateFacts::default();
+        let reason = |id: &str, facts: CertificateFacts| {
+            r.check(&source(id, facts)).map(|h| h.reason.to_string())
+        };
+        assert_eq!(
+            reason("spiffe://e.org/a", none.clone()).as_deref(),
+            Some("one")
+        );
+        assert_eq!(reason("spiffe://e.org/a/b", none.clone()), None);
+        assert_eq!(
+            reason("spiffe://e.org/ns/legacy/sa/x", none.clone()).as_deref(),
+            Some("ns")
+        );
+        assert_eq!(reason("spiffe://e.org/ns/legacy2/sa/x", none.clone()), None);
+        let fp = CertificateFacts {
+            sha256: sha.clone(),
+            ..Default::default()
+        };
+        assert_eq!(reason("spiffe://e.org/z", fp).as_deref(), Some("fp"));
+        let issued_by = |issuer: &str| CertificateFacts {
+            serial: "a1b".into(),
+            issuer_dn: DistinguishedName::parse(issuer).unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(
+            reason("spiffe://e.org/z", issued_by("CN=ca,O=e")).as_deref(),
+            Some("serial")
+        );
+        assert_eq!(
+            reason("spiffe://e.org/z", issued_by("O=e, CN=ca")).as_deref(),
+            Some("serial")
+        );
+        assert_eq!(reason("spiffe://e.org/z", issued_by("CN=other")), None);
+    }
+
+    /// A leaf of a root named `C=US, O=SPIFFE acceptance, CN=example.org
+    /// SPIFFE root CA`, verified: its identity and its serial number.
+    fn verified_leaf() -> (Identity, String) {
+        use crate::identity::bundle::{TrustBundles, parse_pem};
+        use crate::identity::verified::CacheSettings;
+        use crate::identity::x509::X509Verifier;
+        use crate::testing::pki::Ca;
+        use rcgen::DnType;
+        let ca = Ca::root_named(&[
+            (DnType::CountryName, "US".into()),
+            (DnType::OrganizationName, "SPIFFE acceptance".into()),
+            (DnType::CommonName, "example.org SPIFFE root CA".into()),
+        ]);
+        let bundle = parse_pem(ca.pem.as_bytes(), Path::new("ca.pem")).unwrap();
+        let bundles = TrustBundles::from_domains([("example.org".to_owned(), bundle)]);
+        let leaf = ca.svid("spiffe://example.org/ns/batch/sa/exporter");
+        let (svid, _) = X509Verifier::new(CacheSettings::default())
+            .verify_uncached(&leaf.envoy_encoded(), None, &bundles, SystemTime::now())
+            .unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&leaf.der).unwrap();
+        let identity = Identity {
+            source: Some(Arc::new(svid)),
+            ..Identity::default()
+        };
+        (identity, cert.raw_serial_as_string())
+    }
+
+    #[test]
+    fn an_issuer_in_each_written_form_matches_a_real_certificate() {
+        let (identity, serial) = verified_leaf();
+        for issuer in [
+            // RFC 4514, last RDN first.
+            "CN=example.org SPIFFE root CA,O=SPIFFE acceptance,C=US",
+            // OpenSSL's oneline form, as `openssl x509 -issuer` prints it.
+            "C = US, O = SPIFFE acceptance, CN = example.org SPIFFE root CA",
+            // OpenSSL's slash form: the finding of issue 19.
+            "/C=US/O=SPIFFE acceptance/CN=example.org SPIFFE root CA",
+            // Case and white space do not matter; OIDs name types.
+            "cn=Example.org  SPIFFE Root CA, 2.5.4.10=spiffe acceptance, countryName=us",
+        ] {
+            let text = format!(
+                "revocations:\n  - x509_serial: \"{serial}\"\n    issuer: \"{issuer}\"\n    reason: mis-issued\n"
+            );
+            let r = Revocations::parse(&text, Path::new("r.yaml")).unwrap();
+            let hit = r
+                .check(&identity)
+                .unwrap_or_else(|| panic!("{issuer} did not match"));
+            assert_eq!(&*hit.reason, "mis-issued");
+            assert!(hit.entry.starts_with("x509_serial: "), "{}", hit.entry);
+        }
+        for issuer in [
+            "/O=SPIFFE acceptance/CN=example.org SPIFFE root CA",
+            "CN=example.org SPIFFE root CA,O=another,C=US",
+        ] {
+            let text = format!(
+                "revocations:\n  - x509_serial: \"{serial}\"\n    issuer: \"{issuer}\"\n    reason: x\n"
+            );
+            let r = Revocations::parse(&text, Path::new("r.yaml")).unwrap();
+            assert!(r.check(&identity).is_none(), "{issuer} matched");
+        }
+    }
+
+    #[test]
+    fn an_issuer_that_is_not_a_distinguished_name_refuses_the_file_naming_the_entry() {
+        let text = "revocations:\n  - spiffe_id: spiffe://e.org/a\n    reason: fine\n  - x509_serial: \"0a\"\n    issuer: example.org SPIFFE root CA\n    reason: typo\n  - x509_serial: \"0b\"\n    issuer: \"Organisation=Acme\"\n    reason: unknown type\n";
+        let e = Revocations::parse(text, Path::new("r.yaml")).unwrap_err();
+        assert!(
+            e.contains("r.yaml: revocation 2 (reason \"typo\"): issuer \"example.org SPIFFE root CA\" is not a distinguished name"),
+            "{e}"
+        );
+        assert!(e.contains("revocation 3 (reason \"unknown type\")"), "{e}");
+        assert!(e.contains("not an attribute type"), "{e}");
+        assert!(!e.contains("revocation 1 "), "{e}");
+    }
+
+    #[test]
+    fn merged_revocations_revoke_in_either_and_say_where_from() {
+        let file = Revocations::parse(
+            "revocations:\n  - spiffe_id: spiffe://e.org/a\n    reason: file\n",
+            Path::new("r.yaml"),
+        )
+        .unwrap();
+        let store = Revocations::parse(
+            "revocations:\n  - spiffe_id: spiffe://e.org/a\n    reason: store\n  - spiffe_id_prefix: spiffe://e.org/ns/b\n    reason: ns\n",
+            Path::new("store"),
+        )
+        .unwrap()
+        .with_origin(Origin::Store);
+        let merged = Revocations::merged(&file, &store);
+        assert_eq!(merged.len(), 3);
+        assert_ne!(merged.generation(), file.generation());
+        let none = CertificateFacts::default();
+        let hit = |id: &str| {
+            merged
+                .check(&source(id, none.clone()))
+                .map(|h| (h.reason.to_string(), h.origin))
+        };
+        // Both name it: the file's entry is reported.
+        assert_eq!(hit("spiffe://e.org/a"), Some(("file".into(), Origin::File)));
+        assert_eq!(
+            hit("spiffe://e.org/ns/b/sa/x"),
+            Some(("ns".into(), Origin::Store))
+        );
+        assert_eq!(hit("spiffe://e.org/c"), None);
+    }
+
+    #[test]
+    fn bad_entries_are_all_reported() {
+        let e = Revocations::parse(
+            "revocations:\n  - spiffe_id: nope\n    reason: x\n  - jwt_id: a\n    spiffe_id: spiffe://e.org/a\n    reason: two\n  - jwt_id: b\n    reason: \"\"\n  - x509_serial: \"12\"\n    reason: no issuer\n",
+            Path::new("r.yaml"),
+        )
+        .unwrap_err();
+        for n in 1..=4 {
+            assert!(e.contains(&format!("revocation {n} ")), "{e}");
+        }
+        assert!(Revocations::parse("revocations: 3", Path::new("r.yaml")).is_err());
+    }
+}
