@@ -16,6 +16,7 @@ pub mod check;
 pub mod diagnostic;
 pub mod footprint;
 pub mod functions;
+pub mod index;
 mod lint;
 mod query;
 pub mod rules_file;
@@ -76,6 +77,7 @@ pub struct Policy {
     path: PathBuf,
     warnings: Vec<Diagnostic>,
     root: Context<'static, 'static>,
+    index: index::RuleIndex,
 }
 
 impl std::fmt::Debug for Policy {
@@ -189,7 +191,9 @@ impl Policy {
         }
         let rules: Vec<Rule> = compiled.into_iter().map(|(c, _)| c.rule).collect();
         let footprint = footprint::Footprint::union(rules.iter().map(|r| &r.footprint));
+        let index = index::RuleIndex::build(rules.iter().map(|r| &r.expr));
         Ok(Policy {
+            index,
             footprint,
             rules,
             version: version_of(text),
@@ -271,19 +275,47 @@ impl Policy {
             .collect()
     }
 
+    /// What [`Policy::evaluate`] (or, with `shadow`, what
+    /// [`Policy::evaluate_shadow`]) decides, found by evaluating every rule
+    /// in order, without the rule index: the reference the index is tested
+    /// and measured against.
+    pub fn evaluate_sequential(&self, input: Input<'_>, shadow: bool) -> Decision {
+        let included = |r: &Rule| shadow || r.mode == Mode::Enforce;
+        let mut decision =
+            self.evaluate_included(input, || self.rules.iter().filter(|r| included(r)));
+        decision.grant = input.grant.cloned();
+        decision
+    }
+
+    /// The rule index built at load.
+    pub fn index(&self) -> &index::RuleIndex {
+        &self.index
+    }
+
     fn evaluate_rules(&self, input: Input<'_>, included: impl Fn(&Rule) -> bool) -> Decision {
-        let mut decision = self.evaluate_included(input, included);
+        // Only the rules the index cannot rule out, in file order.
+        let candidates = self.index.candidates(&input);
+        let rules = || {
+            candidates
+                .iter()
+                .filter_map(|&i| self.rules.get(i as usize))
+                .filter(|r| included(r))
+        };
+        let mut decision = self.evaluate_included(input, rules);
         // The grant in force is part of every decision, whoever decided.
         decision.grant = input.grant.cloned();
         decision
     }
 
-    fn evaluate_included(&self, input: Input<'_>, included: impl Fn(&Rule) -> bool) -> Decision {
+    /// Decides with `rules()`, the rules to evaluate in file order.
+    fn evaluate_included<'r, I>(&'r self, input: Input<'_>, rules: impl Fn() -> I) -> Decision
+    where
+        I: Iterator<Item = &'r Rule>,
+    {
         let activation = activation::Activation::new(input);
         let mut ctx = self.root.new_inner_scope();
         ctx.set_variable_resolver(&activation);
         let mut errors = Vec::new();
-        let rules = || self.rules.iter().filter(|r| included(r));
         for rule in rules().filter(|r| r.effect == Effect::Deny) {
             let reason = match evaluate_rule(rule, &ctx) {
                 RuleResult::NoMatch => continue,
