@@ -13,6 +13,7 @@
 
 pub mod activation;
 pub mod check;
+pub mod clock;
 pub mod diagnostic;
 pub mod footprint;
 pub mod functions;
@@ -78,6 +79,7 @@ pub struct Policy {
     warnings: Vec<Diagnostic>,
     root: Context<'static, 'static>,
     index: index::RuleIndex,
+    clock: clock::ClockReads,
 }
 
 impl std::fmt::Debug for Policy {
@@ -194,6 +196,7 @@ impl Policy {
         let index = index::RuleIndex::build(rules.iter().map(|r| &r.expr));
         Ok(Policy {
             index,
+            clock: clock::ClockReads::compile(&footprint.clock),
             footprint,
             rules,
             version: version_of(text),
@@ -285,6 +288,12 @@ impl Policy {
             self.evaluate_included(input, || self.rules.iter().filter(|r| included(r)));
         decision.grant = input.grant.cloned();
         decision
+    }
+
+    /// Appends to a decision cache key the values of the bounded clock
+    /// reads of the rules (see [`clock`]) for `input`.
+    pub fn clock_key(&self, input: Input<'_>, key: &mut Vec<u8>) {
+        self.clock.key(&self.root, input, key);
     }
 
     /// The rule index built at load.
