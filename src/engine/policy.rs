@@ -161,10 +161,16 @@ impl Policy {
         let env = functions::environment();
         let mut diagnostics = Vec::new();
         let mut regexes = RegexTable::default();
+        let lines = diagnostic::Lines::of(text);
         let located: Vec<Located<'_>> = file
             .rules
             .iter()
-            .map(|spec| Located { text, path, spec })
+            .map(|spec| Located {
+                text,
+                path,
+                spec,
+                lines: &lines,
+            })
             .collect();
         let mut compiled = Vec::with_capacity(located.len());
         for rule in &located {
@@ -726,6 +732,7 @@ fn yaml_diagnostic(text: &str, path: &Path, e: crate::engine::yaml::YamlError) -
 /// A rule spec with what is needed to place its problems in the file.
 struct Located<'a> {
     text: &'a str,
+    lines: &'a diagnostic::Lines,
     path: &'a Path,
     spec: &'a rules_file::RuleSpec,
 }
@@ -751,7 +758,7 @@ impl Located<'_> {
         };
         let (line, column, line_text) = match file_offset {
             Some(offset) => {
-                let (line, column, text) = diagnostic::line_column(self.text, offset);
+                let (line, column, text) = self.lines.line_column(self.text, offset);
                 (line, column, Some(text))
             }
             None => {
@@ -760,7 +767,7 @@ impl Located<'_> {
                 (
                     line,
                     column,
-                    line_text(self.text, self.spec.name.referenced.line()),
+                    self.lines.text(self.text, self.spec.name.referenced.line()),
                 )
             }
         };
