@@ -8,7 +8,8 @@
 //! parts get equal results from every rule. A rule that reads a value that
 //! changes on every request or with the clock (`now`, `request.time`,
 //! `request.id`, `signals`) makes the footprint *volatile*: decisions of
-//! such a policy are not cached.
+//! such a policy are not cached, unless the clock is read only in ways a
+//! cache key can hold ([`super::clock`]).
 //!
 //! The walk errs on the side of more parts: a map read with a constant key
 //! (`request.headers["x"]`, `has(context.route)`, `"x" in request.headers`)
