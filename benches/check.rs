@@ -153,6 +153,17 @@ fn rules(n: usize, pinned: bool) -> String {
     yaml
 }
 
+/// The resident set of this process, from `/proc/self/status`.
+fn rss_kib() -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 /// The rules alone, indexed and evaluated one by one (as before the index),
 /// for a caller only the last allow rule matches; and a whole check with
 /// the decision cache off.
@@ -167,11 +178,14 @@ fn bench_rule_count(c: &mut Criterion) {
         (2_000, false),
     ] {
         let text = rules(n, pinned);
-        let started = Instant::now();
+        let (rss, started) = (rss_kib(), Instant::now());
         let policy = Policy::parse(&text, Path::new("bench.yaml")).unwrap();
         eprintln!(
-            "{n} rules (pinned: {pinned}) load in {:?}",
-            started.elapsed()
+            "{n} rules (pinned: {pinned}, {} filed): loaded in {:?}, RSS {} KiB more, {} KiB in all",
+            policy.index().filed(),
+            started.elapsed(),
+            rss_kib() - rss,
+            rss_kib()
         );
         // The last allow rule.
         let last = (0..n).rev().find(|i| i % 10 != 9).unwrap();

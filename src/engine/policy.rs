@@ -80,6 +80,10 @@ pub struct Policy {
     root: Context<'static, 'static>,
     index: index::RuleIndex,
     clock: clock::ClockReads,
+    /// Whether some rule is in `mode: shadow`.
+    shadow_rules: bool,
+    /// Each name's first rule.
+    named: std::collections::HashMap<Arc<str>, usize>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -200,7 +204,13 @@ impl Policy {
         let rules: Vec<Rule> = compiled.into_iter().map(|(c, _)| c.rule).collect();
         let footprint = footprint::Footprint::union(rules.iter().map(|r| &r.footprint));
         let index = index::RuleIndex::build(rules.iter().map(|r| &r.expr));
+        let mut named = std::collections::HashMap::with_capacity(rules.len());
+        for (i, rule) in rules.iter().enumerate() {
+            named.entry(Arc::clone(&rule.name)).or_insert(i);
+        }
         Ok(Policy {
+            shadow_rules: rules.iter().any(|r| r.mode == Mode::Shadow),
+            named,
             index,
             clock: clock::ClockReads::compile(&footprint.clock),
             footprint,
@@ -254,15 +264,19 @@ impl Policy {
     /// What [`Policy::evaluate`] would decide if the rules in
     /// `mode: shadow` were enforced too; `None` when there are none.
     pub fn evaluate_shadow(&self, input: Input<'_>) -> Option<Decision> {
-        self.rules
-            .iter()
-            .any(|r| r.mode == Mode::Shadow)
+        self.shadow_rules
             .then(|| self.evaluate_rules(input, |_| true))
     }
 
     /// Whether some rule is in `mode: shadow`.
     pub fn has_shadow_rules(&self) -> bool {
-        self.rules.iter().any(|r| r.mode == Mode::Shadow)
+        self.shadow_rules
+    }
+
+    /// The first rule named `name`: a lookup, not a scan, on every check's
+    /// audit record.
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.named.get(name).and_then(|&i| self.rules.get(i))
     }
 
     /// What the rules can depend on, all rules together.
@@ -446,7 +460,7 @@ impl Policy {
     /// with the attribute values shown from `shown` (the same input,
     /// redacted). `None` when there is no such rule.
     pub fn trace(&self, name: &str, input: Input<'_>, shown: Input<'_>) -> Option<trace::Clause> {
-        let rule = self.rules.iter().find(|r| &*r.name == name)?;
+        let rule = self.rule(name)?;
         let activation = activation::Activation::new(input);
         let mut truth = self.root.new_inner_scope();
         truth.set_variable_resolver(&activation);
