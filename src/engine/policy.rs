@@ -204,13 +204,9 @@ impl Policy {
         let rules: Vec<Rule> = compiled.into_iter().map(|(c, _)| c.rule).collect();
         let footprint = footprint::Footprint::union(rules.iter().map(|r| &r.footprint));
         let index = index::RuleIndex::build(rules.iter().map(|r| &r.expr));
-        let mut named = std::collections::HashMap::with_capacity(rules.len());
-        for (i, rule) in rules.iter().enumerate() {
-            named.entry(Arc::clone(&rule.name)).or_insert(i);
-        }
         Ok(Policy {
             shadow_rules: rules.iter().any(|r| r.mode == Mode::Shadow),
-            named,
+            named: first_of_each_name(&rules),
             index,
             clock: clock::ClockReads::compile(&footprint.clock),
             footprint,
@@ -669,6 +665,15 @@ fn lint_compiled(compiled: &[(Compiled, &Located<'_>)]) -> Vec<Diagnostic> {
         })
         .collect();
     lint::lint(&subjects)
+}
+
+/// The position of each name's first rule.
+fn first_of_each_name(rules: &[Rule]) -> std::collections::HashMap<Arc<str>, usize> {
+    let mut named = std::collections::HashMap::with_capacity(rules.len());
+    for (i, rule) in rules.iter().enumerate() {
+        named.entry(Arc::clone(&rule.name)).or_insert(i);
+    }
+    named
 }
 
 /// The policy version of a rules file: the first 16 hex digits of the
