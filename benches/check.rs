@@ -16,14 +16,15 @@ mod pki;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use celador::edge::response::{AnswerSettings, HeaderValueSource};
 use celador::edge::{EdgeSettings, ExtAuthz};
 use celador::engine::cache::DecisionCacheSettings;
 use celador::engine::identity::bundle::{TrustBundles, parse_pem};
 use celador::engine::identity::verified::CacheSettings;
-use celador::engine::policy::Policy;
+use celador::engine::identity::{SpiffeId, X509Svid};
+use celador::engine::policy::{Input, Policy};
 use celador::engine::workload::Workload;
 use celador::engine::{Engine, EngineSettings};
 use celador::store::Store;
@@ -130,5 +131,128 @@ fn bench_check(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_check);
+/// A policy of `n` rules shaped like a shared service's: allow rules keyed on
+/// the caller's SPIFFE ID, a method and a path prefix, one in ten a deny rule
+/// on other namespaces. `pinned: false` writes the caller's ID test with
+/// `endsWith`, which the rule index cannot file a rule under.
+fn rules(n: usize, pinned: bool) -> String {
+    let mut yaml = String::from("rules:\n");
+    for i in 0..n {
+        let (effect, ns, path) = match i % 10 {
+            9 => ("deny", format!("other-{i}"), "/admin/"),
+            _ => ("allow", format!("team-{i}"), "/v1/"),
+        };
+        let id = match pinned {
+            true => format!(r#"source.id == \"spiffe://example.org/ns/{ns}/sa/api\""#),
+            false => format!(r#"source.id.endsWith(\"/ns/{ns}/sa/api\")"#),
+        };
+        yaml.push_str(&format!(
+            "  - name: r{i}\n    effect: {effect}\n    when: \"{id} && request.method == \\\"GET\\\" && request.path.startsWith(\\\"{path}\\\")\"\n"
+        ));
+    }
+    yaml
+}
+
+/// The resident set of this process, from `/proc/self/status`.
+fn rss_kib() -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The rules alone, indexed and evaluated one by one (as before the index),
+/// for a caller only the last allow rule matches; and a whole check with
+/// the decision cache off.
+fn bench_rule_count(c: &mut Criterion) {
+    let ca = pki::Ca::root("example.org");
+    let mut group = c.benchmark_group("rules");
+    for (n, pinned) in [
+        (2, true),
+        (200, true),
+        (2_000, true),
+        (20_000, true),
+        (2_000, false),
+    ] {
+        let text = rules(n, pinned);
+        let (rss, started) = (rss_kib(), Instant::now());
+        let policy = Policy::parse(&text, Path::new("bench.yaml")).unwrap();
+        eprintln!(
+            "{n} rules (pinned: {pinned}, {} filed): loaded in {:?}, RSS {} KiB more, {} KiB in all",
+            policy.index().filed(),
+            started.elapsed(),
+            rss_kib() - rss,
+            rss_kib()
+        );
+        // The last allow rule.
+        let last = (0..n).rev().find(|i| i % 10 != 9).unwrap();
+        let caller = format!("spiffe://example.org/ns/team-{last}/sa/api");
+        let request = check::request("", "GET", "/v1/orders", &[]);
+        let attrs = celador::edge::request::attributes(&request).unwrap();
+        let now = SystemTime::now();
+        let svid = X509Svid {
+            id: SpiffeId::parse(&caller).unwrap(),
+            not_before: now,
+            not_after: now,
+            chain_not_after: now,
+            certificate: Default::default(),
+        };
+        let workload = Workload::default();
+        let input = Input {
+            source: Some(&svid),
+            token: None,
+            attributes: &attrs,
+            workload: &workload,
+            now,
+            grant: None,
+            signals: Default::default(),
+        };
+        let name = if pinned {
+            format!("{n}")
+        } else {
+            format!("{n}_unindexable")
+        };
+        assert!(policy.evaluate(input).allowed);
+        group.bench_function(format!("{name}/indexed"), |b| {
+            b.iter(|| assert!(policy.evaluate(black_box(input)).allowed))
+        });
+        if n <= 2_000 {
+            group.bench_function(format!("{name}/sequential"), |b| {
+                b.iter(|| assert!(policy.evaluate_sequential(black_box(input), false).allowed))
+            });
+        }
+        let bundle = parse_pem(ca.pem.as_bytes(), Path::new("bench.pem")).unwrap();
+        let authorizer = ExtAuthz::new(
+            Engine::new(
+                Workload::default(),
+                EngineSettings {
+                    decision_cache: DecisionCacheSettings {
+                        ttl: Duration::ZERO,
+                        ..DecisionCacheSettings::default()
+                    },
+                    ..EngineSettings::default()
+                },
+            ),
+            Store::fixed(
+                Arc::new(policy),
+                TrustBundles::from_domains([("example.org".to_owned(), bundle)]),
+            ),
+            EdgeSettings::default(),
+        );
+        let request = check::request(&ca.svid(&caller).envoy_encoded(), "GET", "/v1/orders", &[]);
+        group.bench_function(format!("{name}/check"), |b| {
+            b.iter(|| {
+                assert!(check::allowed(
+                    &authorizer.check(black_box(&request)).unwrap()
+                ))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_check, bench_rule_count);
 criterion_main!(benches);

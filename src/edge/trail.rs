@@ -68,7 +68,7 @@ impl<'a> Trail<'a> {
             let footprint = d
                 .rule
                 .as_ref()
-                .and_then(|name| policy.rules().iter().find(|r| &r.name == name))
+                .and_then(|name| policy.rule(name))
                 .map_or(policy.footprint(), |rule| &rule.footprint);
             if !footprint.parts.is_empty() || !footprint.volatile.is_empty() {
                 out.object("read", |o| self.write_read(o, footprint));

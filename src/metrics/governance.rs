@@ -120,7 +120,7 @@ impl GovernanceMetrics {
         let m = GovernanceMetrics::default();
         registry.register(
             "decision_cache_lookups",
-            "Lookups in the decision cache, by result (decisions of policies that read now, request.time, request.id or signals are not looked up)",
+            "Lookups in the decision cache, by result (decisions of policies that read request.id, signals, or now or request.time other than through calendar accessors and literal instants are not looked up)",
             m.decision_cache.clone(),
         );
         registry.register(

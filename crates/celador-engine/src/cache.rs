@@ -7,7 +7,10 @@
 //! ([`crate::policy::footprint`]), the grant in force, and the
 //! generations of the snapshot, the rules, the grants and the revocations:
 //! any reload invalidates by construction. Policies that read a volatile
-//! value (`now`, `request.time`, `request.id`, `signals`) are not cached.
+//! value (`request.id`, `signals`, the clock) are not cached, except for
+//! clock reads a key can hold: the values of calendar accessors and literal
+//! comparisons ([`crate::engine::policy::clock`]), which the engine appends
+//! to the key.
 //!
 //! An entry lives for the configured TTL at most, and never past the
 //! credential it was decided for, nor past the next time a grant covering

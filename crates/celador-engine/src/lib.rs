@@ -307,7 +307,12 @@ impl Engine {
         identity: &Identity,
         grant: Option<&Arc<Grant>>,
     ) -> Decision {
-        let key = cache::key(snapshot, footprints, input.attributes, identity, grant);
+        let mut key = cache::key(snapshot, footprints, input.attributes, identity, grant);
+        // Time-bound rules: the hour, day or side of an instant they read.
+        snapshot.policy.clock_key(input, &mut key);
+        if let Some(shadow) = &snapshot.shadow {
+            shadow.clock_key(input, &mut key);
+        }
         if let Some(hit) = self.decisions.get(&key, input.now) {
             let mut decision = (*hit).clone();
             decision.from_cache = true;

@@ -13,9 +13,11 @@
 
 mod activation;
 pub mod check;
+pub mod clock;
 pub mod diagnostic;
 pub mod footprint;
 mod functions;
+pub mod index;
 mod lint;
 mod query;
 pub mod rules_file;
@@ -73,6 +75,12 @@ pub struct Policy {
     path: PathBuf,
     warnings: Vec<Diagnostic>,
     root: Context<'static, 'static>,
+    index: index::RuleIndex,
+    clock: clock::ClockReads,
+    /// Whether some rule is in `mode: shadow`.
+    shadow_rules: bool,
+    /// Each name's first rule.
+    named: std::collections::HashMap<Arc<str>, usize>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -154,10 +162,16 @@ impl Policy {
         let env = functions::environment();
         let mut diagnostics = Vec::new();
         let mut regexes = RegexTable::default();
+        let lines = diagnostic::Lines::of(text);
         let located: Vec<Located<'_>> = file
             .rules
             .iter()
-            .map(|spec| Located { text, path, spec })
+            .map(|spec| Located {
+                text,
+                path,
+                spec,
+                lines: &lines,
+            })
             .collect();
         let mut compiled = Vec::with_capacity(located.len());
         for rule in &located {
@@ -186,7 +200,12 @@ impl Policy {
         }
         let rules: Vec<Rule> = compiled.into_iter().map(|(c, _)| c.rule).collect();
         let footprint = footprint::Footprint::union(rules.iter().map(|r| &r.footprint));
+        let index = index::RuleIndex::build(rules.iter().map(|r| &r.expr));
         Ok(Policy {
+            shadow_rules: rules.iter().any(|r| r.mode == Mode::Shadow),
+            named: first_of_each_name(&rules),
+            index,
+            clock: clock::ClockReads::compile(&footprint.clock),
             footprint,
             rules,
             version: version_of(text),
@@ -238,10 +257,19 @@ impl Policy {
     /// What [`Policy::evaluate`] would decide if the rules in
     /// `mode: shadow` were enforced too; `None` when there are none.
     pub fn evaluate_shadow(&self, input: Input<'_>) -> Option<Decision> {
-        self.rules
-            .iter()
-            .any(|r| r.mode == Mode::Shadow)
+        self.shadow_rules
             .then(|| self.evaluate_rules(input, |_| true))
+    }
+
+    /// Whether some rule is in `mode: shadow`.
+    pub fn has_shadow_rules(&self) -> bool {
+        self.shadow_rules
+    }
+
+    /// The first rule named `name`: a lookup, not a scan, on every check's
+    /// audit record.
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.named.get(name).and_then(|&i| self.rules.get(i))
     }
 
     /// What the rules can depend on, all rules together.
@@ -263,19 +291,53 @@ impl Policy {
             .collect()
     }
 
+    /// What [`Policy::evaluate`] (or, with `shadow`, what
+    /// [`Policy::evaluate_shadow`]) decides, found by evaluating every rule
+    /// in order, without the rule index: the reference the index is tested
+    /// and measured against.
+    pub fn evaluate_sequential(&self, input: Input<'_>, shadow: bool) -> Decision {
+        let included = |r: &Rule| shadow || r.mode == Mode::Enforce;
+        let mut decision =
+            self.evaluate_included(input, || self.rules.iter().filter(|r| included(r)));
+        decision.grant = input.grant.cloned();
+        decision
+    }
+
+    /// Appends to a decision cache key the values of the bounded clock
+    /// reads of the rules (see [`clock`]) for `input`.
+    pub fn clock_key(&self, input: Input<'_>, key: &mut Vec<u8>) {
+        self.clock.key(&self.root, input, key);
+    }
+
+    /// The rule index built at load.
+    pub fn index(&self) -> &index::RuleIndex {
+        &self.index
+    }
+
     fn evaluate_rules(&self, input: Input<'_>, included: impl Fn(&Rule) -> bool) -> Decision {
-        let mut decision = self.evaluate_included(input, included);
+        // Only the rules the index cannot rule out, in file order.
+        let candidates = self.index.candidates(&input);
+        let rules = || {
+            candidates
+                .iter()
+                .filter_map(|&i| self.rules.get(i as usize))
+                .filter(|r| included(r))
+        };
+        let mut decision = self.evaluate_included(input, rules);
         // The grant in force is part of every decision, whoever decided.
         decision.grant = input.grant.cloned();
         decision
     }
 
-    fn evaluate_included(&self, input: Input<'_>, included: impl Fn(&Rule) -> bool) -> Decision {
+    /// Decides with `rules()`, the rules to evaluate in file order.
+    fn evaluate_included<'r, I>(&'r self, input: Input<'_>, rules: impl Fn() -> I) -> Decision
+    where
+        I: Iterator<Item = &'r Rule>,
+    {
         let activation = activation::Activation::new(input);
         let mut ctx = self.root.new_inner_scope();
         ctx.set_variable_resolver(&activation);
         let mut errors = Vec::new();
-        let rules = || self.rules.iter().filter(|r| included(r));
         for rule in rules().filter(|r| r.effect == Effect::Deny) {
             let reason = match evaluate_rule(rule, &ctx) {
                 RuleResult::NoMatch => continue,
@@ -391,7 +453,7 @@ impl Policy {
     /// with the attribute values shown from `shown` (the same input,
     /// redacted). `None` when there is no such rule.
     pub fn trace(&self, name: &str, input: Input<'_>, shown: Input<'_>) -> Option<trace::Clause> {
-        let rule = self.rules.iter().find(|r| &*r.name == name)?;
+        let rule = self.rule(name)?;
         let activation = activation::Activation::new(input);
         let mut truth = self.root.new_inner_scope();
         truth.set_variable_resolver(&activation);
@@ -602,6 +664,15 @@ fn lint_compiled(compiled: &[(Compiled, &Located<'_>)]) -> Vec<Diagnostic> {
     lint::lint(&subjects)
 }
 
+/// The position of each name's first rule.
+fn first_of_each_name(rules: &[Rule]) -> std::collections::HashMap<Arc<str>, usize> {
+    let mut named = std::collections::HashMap::with_capacity(rules.len());
+    for (i, rule) in rules.iter().enumerate() {
+        named.entry(Arc::clone(&rule.name)).or_insert(i);
+    }
+    named
+}
+
 /// The policy version of a rules file: the first 16 hex digits of the
 /// SHA-256 of its text.
 pub(crate) fn version_of(text: &str) -> Arc<str> {
@@ -677,6 +748,7 @@ fn yaml_diagnostic(text: &str, path: &Path, e: crate::yaml::YamlError) -> Diagno
 /// A rule spec with what is needed to place its problems in the file.
 struct Located<'a> {
     text: &'a str,
+    lines: &'a diagnostic::Lines,
     path: &'a Path,
     spec: &'a rules_file::RuleSpec,
 }
@@ -702,7 +774,7 @@ impl Located<'_> {
         };
         let (line, column, line_text) = match file_offset {
             Some(offset) => {
-                let (line, column, text) = diagnostic::line_column(self.text, offset);
+                let (line, column, text) = self.lines.line_column(self.text, offset);
                 (line, column, Some(text))
             }
             None => {
@@ -711,7 +783,7 @@ impl Located<'_> {
                 (
                     line,
                     column,
-                    line_text(self.text, self.spec.name.referenced.line()),
+                    self.lines.text(self.text, self.spec.name.referenced.line()),
                 )
             }
         };

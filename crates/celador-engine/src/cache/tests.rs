@@ -109,6 +109,34 @@ const POLICIES: &[&str] = &[
 "#,
 ];
 
+/// Time-bound rules (cached, keyed on the hour, minute, weekday or side of
+/// an instant they read), with instants around `start`.
+fn time_policy(start: SystemTime) -> String {
+    let t = |offset: u64| crate::time::rfc3339(start + Duration::from_secs(offset));
+    format!(
+        r#"rules:
+  - name: odd-minutes-no-posts
+    effect: deny
+    when: request.time.getMinutes() % 2 == 1 && request.method == "POST"
+  - name: before-cutover
+    effect: allow
+    when: request.time < timestamp("{a}") && request.path.startsWith("/export/")
+  - name: kolkata-mornings
+    effect: allow
+    when: request.time.getHours("Asia/Kolkata") < 12 && request.method == "GET"
+  - name: weekdays-after
+    effect: allow
+    when: timestamp("{b}") <= now && now.getDayOfWeek() in [1, 2, 3, 4, 5] && has(token.id)
+  - name: payments
+    effect: allow
+    when: source.id == "{payments}"
+"#,
+        a = t(300),
+        b = t(700),
+        payments = IDS[0],
+    )
+}
+
 const SHADOW: &str = r#"rules:
   - name: only-gets
     effect: allow
@@ -163,7 +191,12 @@ fn revocations(choice: usize, jti: &str) -> Revocations {
 
 /// A random request: a peer certificate or none, a token or none, and
 /// request attributes from small sets.
-fn random_request(rng: &mut Rng, certs: &[String], tokens: &[(String, String)]) -> Request {
+fn random_request(
+    rng: &mut Rng,
+    certs: &[String],
+    tokens: &[(String, String)],
+    start: SystemTime,
+) -> Request {
     let methods = ["GET", "POST", "DELETE", "HEAD"];
     let paths = ["/", "/export/a", "/export/b", "/admin/x", "/charge"];
     let cert = if rng.one_in(6) {
@@ -197,6 +230,12 @@ fn random_request(rng: &mut Rng, certs: &[String], tokens: &[(String, String)]) 
         request = request.with_context(REQUIREMENT_EXTENSION, requirement);
     }
     request.size = rng.below(20) as i64;
+    // Envoy's time of the request, not celador's clock: two hours around
+    // the start.
+    if rng.one_in(3) {
+        let offset = Duration::from_secs(rng.below(7200) as u64);
+        request.time = Some(start - Duration::from_secs(3600) + offset);
+    }
     request
 }
 
@@ -283,7 +322,11 @@ fn the_cached_engine_decides_exactly_as_the_uncached_one() {
 
     let start = SystemTime::now();
     let mut now = start;
-    let policy = |i: usize| Arc::new(Policy::parse(POLICIES[i], Path::new("p.yaml")).unwrap());
+    let timed = time_policy(start);
+    let policy = |i: usize| {
+        let text = POLICIES.get(i).copied().unwrap_or(&timed);
+        Arc::new(Policy::parse(text, Path::new("p.yaml")).unwrap())
+    };
     let grants = |at: SystemTime| {
         Arc::new(
             Grants::parse(
@@ -324,14 +367,15 @@ fn the_cached_engine_decides_exactly_as_the_uncached_one() {
     let uncached = engine(Duration::ZERO);
 
     let hot: Vec<Request> = (0..40)
-        .map(|_| random_request(&mut rng, &certs, &tokens))
+        .map(|_| random_request(&mut rng, &certs, &tokens, start))
         .collect();
     let mut changes = 0;
+    let (mut timed_lookups, mut timed_hits) = (0, 0);
     for i in 0..decisions {
         // Live inputs change between requests, as the store would publish.
         let mut changed = true;
         match rng.below(2000) {
-            0..=3 => snapshot.policy = policy(rng.below(POLICIES.len())),
+            0..=3 => snapshot.policy = policy(rng.below(POLICIES.len() + 1)),
             4..=5 => snapshot.bundles = bundles(rng.below(3)),
             6..=8 => {
                 let (_, jti) = rng.pick(&tokens);
@@ -364,10 +408,16 @@ fn the_cached_engine_decides_exactly_as_the_uncached_one() {
         let request = if rng.below(10) < 8 {
             hot[rng.below(hot.len())].clone()
         } else {
-            random_request(&mut rng, &certs, &tokens)
+            random_request(&mut rng, &certs, &tokens, start)
         };
         let attrs = request.attributes();
+        let before = cached.decision_cache_stats();
         let with_cache = cached.decide(&snapshot, &attrs, now);
+        if snapshot.policy.footprint().clock.len() > 2 {
+            let after = cached.decision_cache_stats();
+            timed_lookups += after.hits + after.misses - before.hits - before.misses;
+            timed_hits += after.hits - before.hits;
+        }
         let without = uncached.decide(&snapshot, &attrs, now);
         assert!(!without.from_cache);
         assert_eq!(
@@ -387,4 +437,9 @@ fn the_cached_engine_decides_exactly_as_the_uncached_one() {
         stats.hits
     );
     assert_eq!(uncached.decision_cache_stats().hits, 0);
+    // The time-bound policy was looked up often, and served from the cache.
+    assert!(
+        timed_lookups as usize > decisions / 20 && timed_hits > timed_lookups / 3,
+        "{timed_hits} of {timed_lookups} time-bound lookups hit"
+    );
 }

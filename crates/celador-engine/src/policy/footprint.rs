@@ -8,7 +8,8 @@
 //! parts get equal results from every rule. A rule that reads a value that
 //! changes on every request or with the clock (`now`, `request.time`,
 //! `request.id`, `signals`) makes the footprint *volatile*: decisions of
-//! such a policy are not cached.
+//! such a policy are not cached, unless the clock is read only in ways a
+//! cache key can hold ([`super::clock`]).
 //!
 //! The walk errs on the side of more parts: a map read with a constant key
 //! (`request.headers["x"]`, `has(context.route)`, `"x" in request.headers`)
@@ -72,9 +73,15 @@ pub struct Footprint {
     /// The parts of a request the result depends on.
     pub parts: BTreeSet<Part>,
     /// The values read that change with every request or with the clock
-    /// (`now`, `request.time`, `request.id`, `signals`): why a decision
-    /// cannot be cached. Empty when it can.
+    /// (`now`, `request.time`, `request.id`, `signals`).
     pub volatile: BTreeSet<&'static str>,
+    /// Those of them no cache key can hold: why a decision cannot be
+    /// cached. Empty when it can.
+    pub unbounded: BTreeSet<&'static str>,
+    /// The bounded reads of the clock (`request.time.getHours()`,
+    /// `now < timestamp("...")`, see [`super::clock`]), as text: a cached
+    /// decision is keyed on their values.
+    pub clock: BTreeSet<String>,
 }
 
 impl Footprint {
@@ -98,11 +105,19 @@ impl Footprint {
     pub fn merge(&mut self, other: &Footprint) {
         self.parts.extend(other.parts.iter().cloned());
         self.volatile.extend(other.volatile.iter().copied());
+        self.unbounded.extend(other.unbounded.iter().copied());
+        self.clock.extend(other.clock.iter().cloned());
     }
 
     /// Whether decisions with this footprint may be cached.
     pub fn cacheable(&self) -> bool {
-        self.volatile.is_empty()
+        self.unbounded.is_empty()
+    }
+
+    /// A read of a value that changes with every request or the clock.
+    fn volatile(&mut self, name: &'static str) {
+        self.volatile.insert(name);
+        self.unbounded.insert(name);
     }
 
     fn walk(&mut self, expr: &IdedExpr, shadowed: &mut Vec<String>) {
@@ -117,7 +132,14 @@ impl Footprint {
                     self.walk(&select.operand, shadowed);
                 }
             }
-            Expr::Call(call) => self.call(call, shadowed),
+            Expr::Call(call) => match super::clock::projection(call, shadowed) {
+                // Read, but within bounds a cache key can hold.
+                Some(clock) => {
+                    self.volatile.insert(clock);
+                    self.clock.insert(super::unparse::unparse(expr));
+                }
+                None => self.call(call, shadowed),
+            },
             Expr::List(list) => {
                 for element in &list.elements {
                     self.walk(element, shadowed);
@@ -195,7 +217,7 @@ impl Footprint {
                 return;
             }
             "now" => {
-                self.volatile.insert("now");
+                self.volatile("now");
                 return;
             }
             "signals" | "grant" => &["name"],
@@ -215,11 +237,11 @@ impl Footprint {
             ("token", "id" | "trust_domain" | "path" | "expiry") => Part::TokenId,
             ("token", _) => Part::Token,
             ("request", "id") => {
-                self.volatile.insert("request.id");
+                self.volatile("request.id");
                 return;
             }
             ("request", "time") => {
-                self.volatile.insert("request.time");
+                self.volatile("request.time");
                 return;
             }
             ("request", "method") => Part::Method,
@@ -235,7 +257,7 @@ impl Footprint {
             ("destination", "address") => Part::DestinationAddress,
             ("destination", "port") => Part::DestinationPort,
             ("signals", _) => {
-                self.volatile.insert("signals");
+                self.volatile("signals");
                 return;
             }
             ("grant", _) => Part::Grant,
@@ -335,8 +357,13 @@ mod tests {
     #[test]
     fn the_clock_the_request_id_and_signals_are_volatile() {
         for (source, why) in [
-            ("now > timestamp(\"2020-01-01T00:00:00Z\")", "now"),
-            ("request.time.getHours() < 4", "request.time"),
+            (
+                "now - duration(\"1h\") > timestamp(\"2020-01-01T00:00:00Z\")",
+                "now",
+            ),
+            ("request.time > now", "request.time"),
+            ("request.time.getHours(context.tz) < 4", "request.time"),
+            ("request.time.getMilliseconds() < 4", "request.time"),
             ("request.id != \"\"", "request.id"),
             ("signals.requests_1m > 600", "signals"),
             ("request == request", "request.id"),

@@ -42,18 +42,24 @@ pub(super) struct Subject<'a> {
 /// Every warning about `rules`, in file order.
 pub(super) fn lint(rules: &[Subject<'_>]) -> Vec<Diagnostic> {
     let mut warnings = Vec::new();
-    for (i, rule) in rules.iter().enumerate() {
-        rule_warnings(rule, i, rules, &mut warnings);
+    let denies = shadowing::Denies::new(rules);
+    // The first rule of each name: found by a map, not a scan per rule.
+    let mut first: std::collections::HashMap<&str, &Subject<'_>> = Default::default();
+    for rule in rules {
+        let earlier = *first.entry(rule.name).or_insert(rule);
+        let earlier = (!std::ptr::eq(earlier, rule)).then_some(earlier);
+        rule_warnings(rule, earlier, &denies, &mut warnings);
     }
-    warnings.extend(shadowing_everything(rules));
+    warnings.extend(shadowing_everything(rules, &denies));
     warnings
 }
 
-/// The warnings about one rule, the `i`th of `rules`.
+/// The warnings about one rule; `earlier` is a rule of the same name
+/// before it.
 fn rule_warnings(
     rule: &Subject<'_>,
-    i: usize,
-    rules: &[Subject<'_>],
+    earlier: Option<&Subject<'_>>,
+    denies: &shadowing::Denies<'_>,
     warnings: &mut Vec<Diagnostic>,
 ) {
     let warn = |offset, message| {
@@ -61,7 +67,7 @@ fn rule_warnings(
         d.severity = Severity::Warning;
         d
     };
-    if let Some(first) = rules.iter().take(i).find(|r| r.name == rule.name) {
+    if let Some(first) = earlier {
         warnings.push(warn(
             None,
             format!(
@@ -102,7 +108,7 @@ fn rule_warnings(
     }
     match rule.effect {
         Effect::Allow => {
-            if let Some((deny, part)) = shadowing_deny(rule, rules) {
+            if let Some((deny, part)) = denies.shadowing(rule) {
                 warnings.push(warn(
                     Some(0),
                     format!(
@@ -133,7 +139,10 @@ fn rule_warnings(
 
 /// A deny rule that shadows every allow rule of the file: the rules can then
 /// only deny (a grant aside).
-fn shadowing_everything(rules: &[Subject<'_>]) -> Option<Diagnostic> {
+fn shadowing_everything(
+    rules: &[Subject<'_>],
+    denies: &shadowing::Denies<'_>,
+) -> Option<Diagnostic> {
     let allows: Vec<&Subject<'_>> = rules
         .iter()
         .filter(|r| r.effect == Effect::Allow && never(r.expr).is_none())
@@ -142,10 +151,10 @@ fn shadowing_everything(rules: &[Subject<'_>]) -> Option<Diagnostic> {
         // One allow rule shadowed is reported on that rule already.
         return None;
     }
-    let first = shadowing_deny(allows.first()?, rules)?.0;
+    let first = denies.shadowing(allows.first()?)?.0;
     if !allows
         .iter()
-        .all(|a| shadowing_deny(a, rules).is_some_and(|(deny, _)| deny == first))
+        .all(|a| denies.shadowing(a).is_some_and(|(deny, _)| deny == first))
     {
         return None;
     }
@@ -290,29 +299,6 @@ fn visit(expr: &IdedExpr, f: &mut dyn FnMut(&IdedExpr)) {
         }
         _ => {}
     }
-}
-
-/// A deny rule that matches whenever `allow` does, with the part of its
-/// condition that does.
-fn shadowing_deny<'a>(allow: &Subject<'_>, rules: &'a [Subject<'a>]) -> Option<(&'a str, String)> {
-    let allow_conjuncts: Vec<String> = conjuncts(allow.expr).into_iter().map(unparse).collect();
-    rules
-        .iter()
-        .filter(|r| r.effect == Effect::Deny && never(r.expr).is_none())
-        .find_map(|deny| {
-            if always(deny.expr) {
-                return Some((deny.name, unparse(deny.expr)));
-            }
-            // Some alternative of the deny condition whose every conjunct
-            // the allow condition requires too.
-            disjuncts(deny.expr).into_iter().find_map(|alternative| {
-                let needed: Vec<String> = conjuncts(alternative).into_iter().map(unparse).collect();
-                needed
-                    .iter()
-                    .all(|n| allow_conjuncts.contains(n))
-                    .then(|| (deny.name, unparse(alternative)))
-            })
-        })
 }
 
 fn call<'a>(expr: &'a IdedExpr, name: &str) -> Option<&'a [IdedExpr]> {
@@ -505,5 +491,6 @@ fn always(expr: &IdedExpr) -> bool {
 
 mod literals;
 mod ranges;
+mod shadowing;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,350 @@
+//! The rule index: which rules a check has to evaluate at all.
+//!
+//! Data flow: when a [`super::Policy`] is compiled, [`RuleIndex::build`]
+//! reads each rule's compiled (flattened) condition and finds its top-level
+//! conjuncts that pin an attribute to literals: `a == "x"`, `a in ["x",
+//! "y"]` and `a.startsWith("/x/")` on the attributes of [`Attr`]. Each rule
+//! is filed under one such conjunct (the one whose bucket is smallest); a
+//! rule with none is evaluated on every check. Per check,
+//! [`RuleIndex::candidates`] returns, in file order, the rules whose filed
+//! conjunct can hold for the request, plus the rules that are not filed;
+//! [`super::Policy::evaluate`] evaluates only those, with the same
+//! semantics as evaluating every rule.
+//!
+//! Why skipping a rule changes nothing: `cel` evaluates `a && b` to `false`
+//! exactly when `a` or `b` evaluates to `false` (an error on the other side
+//! does not matter), so a rule with a conjunct that evaluates to `false`
+//! evaluates to `false`: no match, and no rule error. A conjunct on an
+//! attribute of an absent credential (`source.id` without an X.509-SVID) is
+//! an *error*, not `false`, so such a rule is never skipped on that
+//! account: it is a candidate whenever the attribute is absent, and may
+//! then fail (which denies, if it is a deny rule), exactly as before.
+//!
+//! The prefix structure is a map from each literal prefix to its rules,
+//! probed with the request value's leading bytes at each prefix length the
+//! policy uses: a handful of hash probes per check, without a trie crate.
+
+use std::collections::HashMap;
+
+use cel::IdedExpr;
+use cel::common::ast::{Expr, LiteralValue, operators};
+
+use super::Input;
+
+/// An attribute rules can be indexed on: a string that is present or, for
+/// an identity's attribute, absent with its credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attr {
+    /// `source.id`.
+    SourceId,
+    /// `source.path`.
+    SourcePath,
+    /// `source.trust_domain`.
+    SourceTrustDomain,
+    /// `token.id`.
+    TokenId,
+    /// `token.path`.
+    TokenPath,
+    /// `token.trust_domain`.
+    TokenTrustDomain,
+    /// `request.method`.
+    Method,
+    /// `request.host`.
+    Host,
+    /// `request.path`.
+    Path,
+    /// `request.scheme`.
+    Scheme,
+    /// `destination.principal`.
+    DestinationPrincipal,
+}
+
+impl Attr {
+    const ALL: [Attr; 11] = [
+        Attr::SourceId,
+        Attr::SourcePath,
+        Attr::SourceTrustDomain,
+        Attr::TokenId,
+        Attr::TokenPath,
+        Attr::TokenTrustDomain,
+        Attr::Method,
+        Attr::Host,
+        Attr::Path,
+        Attr::Scheme,
+        Attr::DestinationPrincipal,
+    ];
+
+    /// Its name in rules.
+    pub fn name(self) -> &'static str {
+        match self {
+            Attr::SourceId => "source.id",
+            Attr::SourcePath => "source.path",
+            Attr::SourceTrustDomain => "source.trust_domain",
+            Attr::TokenId => "token.id",
+            Attr::TokenPath => "token.path",
+            Attr::TokenTrustDomain => "token.trust_domain",
+            Attr::Method => "request.method",
+            Attr::Host => "request.host",
+            Attr::Path => "request.path",
+            Attr::Scheme => "request.scheme",
+            Attr::DestinationPrincipal => "destination.principal",
+        }
+    }
+
+    fn named(name: &str) -> Option<Attr> {
+        Attr::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// Its value for `input`, as the activation serves it; `None` when its
+    /// credential is absent (reading it is then an evaluation error).
+    fn value<'a>(self, input: &Input<'a>) -> Option<&'a str> {
+        let attrs = input.attributes;
+        Some(match self {
+            Attr::SourceId => input.source?.id.as_str(),
+            Attr::SourcePath => input.source?.id.path(),
+            Attr::SourceTrustDomain => input.source?.id.trust_domain(),
+            Attr::TokenId => input.token?.id.as_str(),
+            Attr::TokenPath => input.token?.id.path(),
+            Attr::TokenTrustDomain => input.token?.id.trust_domain(),
+            Attr::Method => attrs.method,
+            Attr::Host => attrs.host,
+            Attr::Path => attrs.path.as_ref(),
+            Attr::Scheme => attrs.scheme,
+            Attr::DestinationPrincipal => attrs.destination_principal,
+        })
+    }
+}
+
+/// A top-level conjunct that pins an attribute to literals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pin {
+    /// `a == "x"` (either way round) or `a in ["x", ...]`: one of these.
+    Equal(Attr, Vec<String>),
+    /// `a.startsWith("x")`.
+    Prefix(Attr, String),
+}
+
+/// The pins among the top-level conjuncts of a compiled condition.
+pub fn pins(expr: &IdedExpr) -> Vec<Pin> {
+    let mut conjuncts = Vec::new();
+    top_level_conjuncts(expr, &mut conjuncts);
+    conjuncts.into_iter().filter_map(pin).collect()
+}
+
+fn top_level_conjuncts<'e>(expr: &'e IdedExpr, out: &mut Vec<&'e IdedExpr>) {
+    match &expr.expr {
+        Expr::Call(call)
+            if call.func_name == operators::LOGICAL_AND
+                && call.target.is_none()
+                && call.args.len() == 2 =>
+        {
+            for arg in &call.args {
+                top_level_conjuncts(arg, out);
+            }
+        }
+        _ => out.push(expr),
+    }
+}
+
+fn pin(expr: &IdedExpr) -> Option<Pin> {
+    let Expr::Call(call) = &expr.expr else {
+        return None;
+    };
+    match (call.func_name.as_str(), &call.target, call.args.as_slice()) {
+        (operators::EQUALS, None, [a, b]) => {
+            let (attr, value) = match (attr(a), string(b)) {
+                (Some(attr), Some(value)) => (attr, value),
+                _ => (attr(b)?, string(a)?),
+            };
+            Some(Pin::Equal(attr, vec![value.to_owned()]))
+        }
+        (operators::IN, None, [a, list]) => {
+            let Expr::List(list) = &list.expr else {
+                return None;
+            };
+            // `?x` elements are optional ones, not plain literals.
+            if !list.optional_indices.is_empty() {
+                return None;
+            }
+            let values = list
+                .elements
+                .iter()
+                .map(|e| string(e).map(str::to_owned))
+                .collect::<Option<Vec<_>>>()?;
+            Some(Pin::Equal(attr(a)?, values))
+        }
+        ("startsWith", Some(target), [prefix]) => {
+            Some(Pin::Prefix(attr(target)?, string(prefix)?.to_owned()))
+        }
+        _ => None,
+    }
+}
+
+/// The attribute a flattened identifier (see `policy::flatten_fields`) is.
+fn attr(expr: &IdedExpr) -> Option<Attr> {
+    match &expr.expr {
+        Expr::Ident(name) => Attr::named(name),
+        _ => None,
+    }
+}
+
+fn string(expr: &IdedExpr) -> Option<&str> {
+    match &expr.expr {
+        Expr::Literal(LiteralValue::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// The rules of one attribute, by the literals they pin it to.
+#[derive(Debug, Default)]
+struct Dimension {
+    /// Rules filed under `a == v` / `a in [..., v]`, by `v`.
+    equal: HashMap<Box<str>, Vec<u32>>,
+    /// Rules filed under `a.startsWith(p)`, by `p`.
+    prefix: HashMap<Box<str>, Vec<u32>>,
+    /// The lengths of those prefixes, ascending, without repeats.
+    lengths: Vec<usize>,
+    /// Every rule filed under this attribute, in file order: the
+    /// candidates when it is absent.
+    all: Vec<u32>,
+}
+
+/// Which rules can match which requests.
+#[derive(Debug, Default)]
+pub struct RuleIndex {
+    /// Rules filed under no pin, in file order.
+    unfiled: Vec<u32>,
+    dimensions: Vec<(Attr, Dimension)>,
+    rules: usize,
+}
+
+impl RuleIndex {
+    /// The index of rules whose compiled conditions are `conditions`, in
+    /// file order.
+    pub fn build<'e>(conditions: impl IntoIterator<Item = &'e IdedExpr>) -> Self {
+        let pinned: Vec<Vec<Pin>> = conditions.into_iter().map(pins).collect();
+        // How many rules pin each (attribute, literal): a rule is filed
+        // under its pin with the fewest rivals, so that a check evaluates
+        // few rules besides the ones that match.
+        let mut counts: HashMap<(Attr, bool, &str), usize> = HashMap::new();
+        for pin in pinned.iter().flatten() {
+            for key in keys(pin) {
+                *counts.entry(key).or_default() += 1;
+            }
+        }
+        let cost = |pin: &Pin| -> usize {
+            let rivals: usize = keys(pin)
+                .map(|k| counts.get(&k).copied().unwrap_or(0))
+                .sum();
+            // A prefix also admits the requests of longer ones: prefer an
+            // equality when the buckets are alike.
+            rivals * 2 + usize::from(matches!(pin, Pin::Prefix(..)))
+        };
+        let mut index = RuleIndex {
+            rules: pinned.len(),
+            ..RuleIndex::default()
+        };
+        for (position, pins) in pinned.iter().enumerate() {
+            let position = u32::try_from(position).unwrap_or(u32::MAX);
+            match pins.iter().min_by_key(|p| cost(p)) {
+                Some(pin) => index.file(position, pin),
+                None => index.unfiled.push(position),
+            }
+        }
+        for (_, dimension) in &mut index.dimensions {
+            dimension.lengths.sort_unstable();
+            dimension.lengths.dedup();
+            for rules in dimension.equal.values_mut() {
+                rules.dedup();
+            }
+        }
+        index
+    }
+
+    fn file(&mut self, position: u32, pin: &Pin) {
+        let attr = match pin {
+            Pin::Equal(attr, _) | Pin::Prefix(attr, _) => *attr,
+        };
+        let dimension = match self.dimensions.iter().position(|(a, _)| *a == attr) {
+            Some(i) => self.dimensions.get_mut(i),
+            None => {
+                self.dimensions.push((attr, Dimension::default()));
+                self.dimensions.last_mut()
+            }
+        };
+        let Some((_, dimension)) = dimension else {
+            return;
+        };
+        dimension.all.push(position);
+        match pin {
+            Pin::Equal(_, values) => {
+                for value in values {
+                    let rules = dimension.equal.entry(value.as_str().into()).or_default();
+                    // `a in ["x", "x"]` files the rule once.
+                    if rules.last() != Some(&position) {
+                        rules.push(position);
+                    }
+                }
+            }
+            Pin::Prefix(_, prefix) => {
+                dimension
+                    .prefix
+                    .entry(prefix.as_str().into())
+                    .or_default()
+                    .push(position);
+                dimension.lengths.push(prefix.len());
+            }
+        }
+    }
+
+    /// The positions of the rules a check of `input` must evaluate, in
+    /// file order: every rule that is not certain to evaluate to `false`.
+    pub fn candidates(&self, input: &Input<'_>) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.unfiled.len() + 8);
+        out.extend_from_slice(&self.unfiled);
+        for (attr, dimension) in &self.dimensions {
+            let Some(value) = attr.value(input) else {
+                // Reading the attribute fails: its rules may fail too.
+                out.extend_from_slice(&dimension.all);
+                continue;
+            };
+            if let Some(rules) = dimension.equal.get(value) {
+                out.extend_from_slice(rules);
+            }
+            for &length in &dimension.lengths {
+                // A value shorter than the prefix, or cut inside a
+                // character, cannot start with it.
+                let Some(head) = value.get(..length) else {
+                    if length > value.len() {
+                        break;
+                    }
+                    continue;
+                };
+                if let Some(rules) = dimension.prefix.get(head) {
+                    out.extend_from_slice(rules);
+                }
+            }
+        }
+        // Each rule is filed once, but buckets come in attribute order.
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// How many rules are filed under a pin (the rest run on every check).
+    pub fn filed(&self) -> usize {
+        self.rules - self.unfiled.len()
+    }
+}
+
+/// The (attribute, is-prefix, literal) buckets a pin is counted in.
+fn keys(pin: &Pin) -> impl Iterator<Item = (Attr, bool, &str)> {
+    let (attr, prefix, values): (Attr, bool, Vec<&str>) = match pin {
+        Pin::Equal(attr, values) => (*attr, false, values.iter().map(String::as_str).collect()),
+        Pin::Prefix(attr, prefix) => (*attr, true, vec![prefix.as_str()]),
+    };
+    values.into_iter().map(move |v| (attr, prefix, v))
+}
+
+#[cfg(test)]
+mod tests;
