@@ -176,14 +176,16 @@ fn token(id: &str) -> JwtSvid {
 }
 
 fn random_request(rng: &mut Rng) -> Request {
+    let (method, path) = (*rng.pick(METHODS), *rng.pick(PATHS));
     let mut request = Request {
         host: (*rng.pick(HOSTS)).into(),
         scheme: (*rng.pick(&["https", "http"])).into(),
         size: rng.below(6) as i64,
-        ..Request::new(rng.pick(METHODS), rng.pick(PATHS))
+        ..Request::new(method, path)
     };
     if rng.one_in(2) {
-        request = request.with_header("x-a", rng.pick(&["0", "1"]));
+        let value = *rng.pick(&["0", "1"]);
+        request = request.with_header("x-a", value);
     }
     if rng.one_in(2) {
         request = request.with_context("route", "r");
