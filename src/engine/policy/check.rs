@@ -291,6 +291,29 @@ impl Checker<'_> {
                 schema::Param::String,
             );
         }
+        // `sets.contains(a, b)`, `ip.isCanonical(s)`: a namespaced function,
+        // which parses as a call on the identifier of its namespace.
+        if let Some(Expr::Ident(namespace)) = target.map(|t| &t.expr)
+            && !self.scopes.iter().any(|(n, _)| n == namespace)
+            && schema::variable(namespace).is_none()
+            && let Some(function) = schema::function(&format!("{namespace}.{name}"))
+        {
+            let tys = self.infer_all(args);
+            return self.function(expr, function.name, None, &tys);
+        }
+        if let Some(Expr::Ident(namespace)) = target.map(|t| &t.expr)
+            && !self.scopes.iter().any(|(n, _)| n == namespace)
+            && schema::variable(namespace).is_none()
+            && let prefix = format!("{namespace}.")
+            && schema::FUNCTIONS
+                .iter()
+                .any(|f| f.name.starts_with(&prefix))
+        {
+            let names = schema::FUNCTIONS.iter().map(|f| f.name);
+            let hint = suggest(&format!("{prefix}{name}"), names);
+            let at = self.name_offset(expr, name);
+            return self.error_at(at, format!("undeclared function '{prefix}{name}'{hint}"));
+        }
         let target_ty = target.map(|t| self.infer(t));
         let tys = self.infer_all(args);
         if target_ty.is_none()
@@ -298,7 +321,11 @@ impl Checker<'_> {
         {
             return ty;
         }
-        self.function(expr, name, target_ty.as_ref(), args, &tys)
+        self.regex_literal(name, args);
+        if let Some(ty) = kubernetes_result(name, target_ty.as_ref()) {
+            return ty;
+        }
+        self.function(expr, name, target_ty.as_ref(), &tys)
     }
 
     /// The type of an operator's call, checking its operands; `None` when
@@ -475,21 +502,7 @@ impl Checker<'_> {
         }
     }
 
-    fn function(
-        &mut self,
-        expr: &IdedExpr,
-        name: &str,
-        target: Option<&Ty>,
-        args: &[IdedExpr],
-        tys: &[Ty],
-    ) -> Ty {
-        if name == "matches"
-            && let Some(pattern) = args.last()
-            && let Expr::Literal(LiteralValue::String(s)) = &pattern.expr
-        {
-            let offset = self.offset(pattern);
-            self.out.regex_literals.push((s.inner().to_owned(), offset));
-        }
+    fn function(&mut self, expr: &IdedExpr, name: &str, target: Option<&Ty>, tys: &[Ty]) -> Ty {
         let at = self.name_offset(expr, name);
         let Some(function) = schema::function(name) else {
             let hint = suggest(name, schema::FUNCTIONS.iter().map(|f| f.name));
@@ -540,6 +553,22 @@ impl Checker<'_> {
         }
     }
 
+    /// Records a literal pattern of `matches` (its last argument), `find`
+    /// or `findAll` (their first), to compile at load.
+    fn regex_literal(&mut self, name: &str, args: &[IdedExpr]) {
+        let pattern = match name {
+            "matches" => args.last(),
+            "find" | "findAll" => args.first(),
+            _ => None,
+        };
+        if let Some(pattern) = pattern
+            && let Expr::Literal(LiteralValue::String(s)) = &pattern.expr
+        {
+            let offset = self.offset(pattern);
+            self.out.regex_literals.push((s.inner().to_owned(), offset));
+        }
+    }
+
     fn check_arity_types(
         &mut self,
         expr: &IdedExpr,
@@ -561,6 +590,17 @@ impl Checker<'_> {
             );
         }
         result.ty()
+    }
+}
+
+/// The type of a call the schema's signatures cannot say: what the lists
+/// extension's `sortBy` macro expands to (the list sorted), and Kubernetes'
+/// list aggregates (`sum`, `min`, `max` of a list are of its element type).
+fn kubernetes_result(name: &str, target: Option<&Ty>) -> Option<Ty> {
+    match (name, target) {
+        ("@sortByAssociatedKeys", target) => Some(target.cloned().unwrap_or(Ty::Dyn)),
+        ("sum" | "min" | "max", Some(Ty::List(elem))) => Some((**elem).clone()),
+        _ => None,
     }
 }
 
@@ -651,6 +691,8 @@ fn arithmetic(op: &str, a: &Ty, b: &Ty) -> Option<Ty> {
         (operators::ADD, List(x), List(y)) => Some(List(Box::new(join(x, y)))),
         (operators::MODULO, Int, Int) => Some(Int),
         (operators::MODULO, Uint, Uint) => Some(Uint),
+        // Unknown on one side: an integer (or unknown) on the other.
+        (operators::MODULO, Dyn, Int | Uint) | (operators::MODULO, Int | Uint, Dyn) => Some(Dyn),
         (operators::MODULO, _, _) => None,
         (_, Int, Int) => Some(Int),
         (_, Uint, Uint) => Some(Uint),

@@ -183,8 +183,9 @@ fn write_call(out: &mut String, call: &CallExpr, prec: u8) {
                 write(out, target, 9);
                 out.push('.');
             }
-            // The loader renames `matches`; messages show it as written.
-            out.push_str(name.strip_suffix("#cached").unwrap_or(name));
+            // The loader renames `matches` and others (`matches#cached`);
+            // messages show them as written.
+            out.push_str(name.split_once('#').map_or(name, |(written, _)| written));
             out.push('(');
             write_list(out, args);
             out.push(')');
