@@ -16,6 +16,7 @@ pub mod check;
 pub mod diagnostic;
 pub mod footprint;
 pub mod functions;
+pub mod kubernetes;
 mod lint;
 mod query;
 pub mod rules_file;
@@ -157,6 +158,7 @@ impl Policy {
         let env = functions::environment();
         let mut diagnostics = Vec::new();
         let mut regexes = RegexTable::default();
+        let mut literals = kubernetes::Literals::default();
         let located: Vec<Located<'_>> = file
             .rules
             .iter()
@@ -164,7 +166,9 @@ impl Policy {
             .collect();
         let mut compiled = Vec::with_capacity(located.len());
         for rule in &located {
-            if let Some(c) = compile_rule(&env, rule, &mut regexes, &mut diagnostics) {
+            if let Some(c) =
+                compile_rule(&env, rule, (&mut regexes, &mut literals), &mut diagnostics)
+            {
                 compiled.push((c, rule));
             }
         }
@@ -196,7 +200,11 @@ impl Policy {
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             path: path.to_owned(),
             warnings: diagnostics,
-            root: functions::root_context(Arc::new(env), Arc::new(regexes)),
+            root: {
+                let mut root = functions::root_context(Arc::new(env), Arc::new(regexes));
+                literals.install(&mut root);
+                root
+            },
         })
     }
 
@@ -751,7 +759,7 @@ struct Compiled {
 fn compile_rule(
     env: &cel::Env,
     located: &Located<'_>,
-    regexes: &mut RegexTable,
+    (regexes, literals): (&mut RegexTable, &mut kubernetes::Literals),
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Compiled> {
     let spec = located.spec;
@@ -772,6 +780,14 @@ fn compile_rule(
         return None;
     }
     let footprint = footprint::Footprint::of(&expr);
+    let problems = kubernetes::prepare(&mut expr, &info, literals);
+    for problem in &problems {
+        let offset = Some(problem.offset as usize);
+        diagnostics.push(located.diagnostic(Severity::Error, offset, problem.message.clone()));
+    }
+    if !problems.is_empty() {
+        return None;
+    }
     rename_matches(&mut expr);
     flatten_fields(&mut expr, &mut Vec::new());
     Some(Compiled {

@@ -122,7 +122,13 @@ impl Checker<'_> {
                 self.call(expr, &call.func_name, target, &call.args)
             }
             Expr::List(list) => {
-                let elems: Vec<Ty> = list.elements.iter().map(|e| self.infer(e)).collect();
+                let mut elems: Vec<Ty> = list.elements.iter().map(|e| self.infer(e)).collect();
+                // `[?x]`: an optional element, its value's type unknown here.
+                for i in &list.optional_indices {
+                    if let Some(elem) = elems.get_mut(*i) {
+                        *elem = Ty::Dyn;
+                    }
+                }
                 Ty::List(Box::new(join_all(&elems)))
             }
             Expr::Map(map) => self.map_literal(map),
@@ -172,7 +178,8 @@ impl Checker<'_> {
                     );
                 }
                 keys.push(key);
-                values.push(self.infer(&e.value));
+                let value = self.infer(&e.value);
+                values.push(if e.optional { Ty::Dyn } else { value });
             }
         }
         Ty::Map(Box::new(join_all(&keys)), Box::new(join_all(&values)))
@@ -249,6 +256,8 @@ impl Checker<'_> {
                 (**value).clone()
             }
             Ty::Dyn => Ty::Dyn,
+            // A select on an optional value is optional too.
+            Ty::Opaque("optional_type") => operand.clone(),
             other => {
                 let other = other.clone();
                 self.error(
@@ -398,8 +407,39 @@ impl Checker<'_> {
                 self.index(expr, container, index)
             }
             (operators::IN, [elem, container]) => self.membership(expr, args, elem, container),
+            (operators::OPT_SELECT | operators::OPT_INDEX, [container, key]) => {
+                self.optional_access(expr, name, args, container, key)
+            }
             _ => return None,
         })
+    }
+
+    /// `a.?b` and `m[?k]`: an optional of what `a.b` or `m[k]` would be,
+    /// empty where that is absent.
+    fn optional_access(
+        &mut self,
+        expr: &IdedExpr,
+        name: &str,
+        args: &[IdedExpr],
+        container: &Ty,
+        key: &Ty,
+    ) -> Ty {
+        let field = match args.get(1).map(|a| &a.expr) {
+            Some(Expr::Literal(LiteralValue::String(field))) => Some(field.inner().to_owned()),
+            _ => None,
+        };
+        // On an optional value, `.?` and `[?]` apply to what it holds.
+        let optional = schema::Param::Optional.ty();
+        let container = if *container == optional {
+            &Ty::Dyn
+        } else {
+            container
+        };
+        match (name, field) {
+            (operators::OPT_SELECT, Some(field)) => self.select(expr, container, &field),
+            _ => self.index(expr, container, key),
+        };
+        schema::Param::Optional.ty()
     }
 
     /// `&&` and `||`: bool operands.

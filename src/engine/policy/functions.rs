@@ -45,8 +45,9 @@ pub(crate) fn bool_val<'b, 'v>(b: bool) -> CowVal<'b, 'v> {
 
 /// The environment every rule compiles and runs in.
 pub fn environment() -> Env {
-    // Optional syntax (`a.?b`) is left out: the checker does not type it.
-    let mut env = Env::stdlib().with_optional_support(false);
+    // With optional values (`a.?b`, `m[?k]`, `optional.of(x)`), as
+    // Kubernetes has them.
+    let mut env = Env::stdlib();
     let mut add = || -> Result<(), cel::DeclarationError> {
         cel::extensions::strings(&mut env)?;
         let in_cidr = super::kubernetes::ip::in_cidr;

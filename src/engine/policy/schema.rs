@@ -506,6 +506,8 @@ pub enum Param {
     Url,
     /// `map(string, list(string))`
     StringListMap,
+    /// `optional_type`: a value that may be absent
+    Optional,
     /// anything
     Any,
 }
@@ -526,7 +528,7 @@ impl Param {
             | (Param::Type, Ty::Type)
             | (Param::List, Ty::List(_))
             | (Param::Map, Ty::Map(..)) => true,
-            (Param::Ip | Param::Cidr | Param::Url, Ty::Opaque(name)) => {
+            (Param::Ip | Param::Cidr | Param::Url | Param::Optional, Ty::Opaque(name)) => {
                 self.ty() == Ty::Opaque(name)
             }
             (Param::StringListMap, ty) => *ty == Param::StringListMap.ty(),
@@ -554,6 +556,7 @@ impl Param {
             Param::Cidr => Ty::Opaque("net.CIDR"),
             Param::Url => Ty::Opaque("kubernetes.URL"),
             Param::StringListMap => Ty::Map(Box::new(Ty::String), Box::new(Ty::string_list())),
+            Param::Optional => Ty::Opaque("optional_type"),
             Param::Any => Ty::Dyn,
         }
     }
@@ -578,6 +581,7 @@ impl fmt::Display for Param {
             Param::Cidr => "net.CIDR",
             Param::Url => "kubernetes.URL",
             Param::StringListMap => "map(string, list(string))",
+            Param::Optional => "optional_type",
             Param::Any => "dyn",
         })
     }
@@ -1201,6 +1205,48 @@ pub static FUNCTIONS: &[Function] = &[
         overloads: &[method(P::String, &[P::List], P::String)],
         doc: "The string with its `%s`, `%d`, `%f`, `%e`, `%x`, `%o`, `%b` verbs replaced by the list's elements (the CEL strings extension).",
         example: "'%s has %d'.format(['a', 2]) == 'a has 2'",
+    },
+    Function {
+        name: "optional.of",
+        overloads: &[global(&[P::Any], P::Optional)],
+        doc: "An optional value holding the value. Optional values come from `a.?field` and `map[?key]` (empty when the field or key is absent) and are read with `hasValue()`, `value()`, `orValue(default)` and `or(other)`.",
+        example: "optional.of(1).value() == 1 && {'a': 1}[?'b'].orValue(0) == 0",
+    },
+    Function {
+        name: "optional.ofNonZeroValue",
+        overloads: &[global(&[P::Any], P::Optional)],
+        doc: "An optional value holding the value, or an empty one for a zero value (`''`, `0`, `[]`, ...).",
+        example: "!optional.ofNonZeroValue('').hasValue()",
+    },
+    Function {
+        name: "optional.none",
+        overloads: &[global(&[], P::Optional)],
+        doc: "An empty optional value.",
+        example: "!optional.none().hasValue()",
+    },
+    Function {
+        name: "hasValue",
+        overloads: &[method(P::Optional, &[], P::Bool)],
+        doc: "Whether the optional value holds a value.",
+        example: "{'x-tenant': 'acme'}[?'x-tenant'].hasValue()",
+    },
+    Function {
+        name: "value",
+        overloads: &[method(P::Optional, &[], P::Any)],
+        doc: "The value an optional value holds; an error when it is empty.",
+        example: "{'a': {'b': 2}}.?a.?b.value() == 2",
+    },
+    Function {
+        name: "orValue",
+        overloads: &[method(P::Optional, &[P::Any], P::Any)],
+        doc: "The value an optional value holds, or the default: the way to read a header or claim that may be absent (`request.headers[?'x-tenant'].orValue('none')`).",
+        example: "{'a': 1}[?'b'].orValue('none') == 'none'",
+    },
+    Function {
+        name: "or",
+        overloads: &[method(P::Optional, &[P::Optional], P::Optional)],
+        doc: "The optional value if it holds a value, else the other one.",
+        example: "optional.none().or(optional.of(2)).value() == 2",
     },
 ];
 

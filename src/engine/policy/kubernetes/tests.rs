@@ -347,6 +347,12 @@ fn celador_check_types_each_new_function() {
             "ip('10.0.0.1') == '10.0.0.1'",
             "'==' compares net.IP with string",
         ),
+        (
+            "request.?methd.orValue('') == 'GET'",
+            "did you mean 'method'?",
+        ),
+        ("request.headers[?1].hasValue()", "cannot be indexed by int"),
+        ("optional.of(1).hasValu()", "did you mean 'hasValue'?"),
     ];
     for (when, wanted) in cases {
         let message = load_error(when);
