@@ -768,7 +768,7 @@ fn compile_rule(
         return None;
     }
     let source = spec.when.value.as_str();
-    let (mut expr, info) = match env.parser().parse_with_source_info(source) {
+    let (mut expr, info) = match functions::parser(env).parse_with_source_info(source) {
         Ok(parsed) => parsed,
         Err(errors) => {
             report_syntax_errors(located, source, &errors, diagnostics);

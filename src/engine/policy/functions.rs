@@ -90,6 +90,12 @@ pub fn environment() -> Env {
     env
 }
 
+/// The parser of rules: `env`'s, with backtick-quoted field names
+/// (`` m.`content-type` ``), as cel-go's `EnableIdentEscapeSyntax`.
+pub fn parser(env: &Env) -> cel::parser::Parser {
+    env.parser().enable_ident_escape_syntax(true)
+}
+
 /// Regular expressions a policy's rules write as literals, compiled at load.
 #[derive(Debug, Default)]
 pub struct RegexTable {

@@ -80,7 +80,18 @@ fn write_bare(out: &mut String, expr: &IdedExpr) {
             }
             write(out, &select.operand, 9);
             out.push('.');
-            out.push_str(&select.field);
+            // A field that is no identifier was written in backticks.
+            let plain =
+                select.field.chars().enumerate().all(|(i, c)| {
+                    c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+                });
+            if plain {
+                out.push_str(&select.field);
+            } else {
+                out.push('`');
+                out.push_str(&select.field);
+                out.push('`');
+            }
             if select.test {
                 out.push(')');
             }

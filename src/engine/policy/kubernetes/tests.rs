@@ -19,8 +19,7 @@ use crate::engine::policy::{Policy, PolicyError};
 /// evaluation error.
 fn eval(source: &str) -> Result<cel::Value, String> {
     let env = Arc::new(environment());
-    let (mut expr, info) = env
-        .parser()
+    let (mut expr, info) = crate::engine::policy::functions::parser(&env)
         .parse_with_source_info(source)
         .map_err(|e| e.to_string())?;
     let checked = check(&expr, &info);
@@ -282,6 +281,23 @@ fn the_checker_accepts_what_the_runtime_runs() {
         "dyn([1, 2, 3, 4]).filter(n, n % 2 == 0) == [2, 4]",
         "dyn(7) % 4 == 3 && 7 % dyn(4) == 3",
     ]);
+}
+
+#[test]
+fn backtick_field_names_select_keys_that_are_not_identifiers() {
+    all_true(&[
+        "{'content-type': 'a'}.`content-type` == 'a'",
+        "has({'x.y': 1}.`x.y`) && !has({'a': 1}.`b-c`)",
+        "{'a b': 1}.?`a b`.orValue(0) == 1",
+    ]);
+    let env = environment();
+    let parsed = crate::engine::policy::functions::parser(&env)
+        .parse("request.headers.`x-tenant` == 'a'")
+        .unwrap();
+    assert_eq!(
+        crate::engine::policy::unparse::unparse(&parsed),
+        "request.headers.`x-tenant` == \"a\""
+    );
 }
 
 #[test]
