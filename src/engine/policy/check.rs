@@ -300,6 +300,10 @@ impl Checker<'_> {
                 schema::Param::String,
             );
         }
+        if let Some(message) = unsupported(name, target, args) {
+            let at = self.name_offset(expr, name);
+            return self.error_at(at, message);
+        }
         // `sets.contains(a, b)`, `ip.isCanonical(s)`: a namespaced function,
         // which parses as a call on the identifier of its namespace.
         if let Some(Expr::Ident(namespace)) = target.map(|t| &t.expr)
@@ -642,6 +646,24 @@ fn kubernetes_result(name: &str, target: Option<&Ty>) -> Option<Ty> {
         ("sum" | "min" | "max", Some(Ty::List(elem))) => Some((**elem).clone()),
         _ => None,
     }
+}
+
+/// Why a call celador cannot evaluate is refused: two-variable
+/// comprehensions, which the `cel` crate's interpreter lacks.
+fn unsupported(name: &str, target: Option<&IdedExpr>, args: &[IdedExpr]) -> Option<String> {
+    let two_variables = matches!(
+        (name, args.len()),
+        ("all" | "exists" | "existsOne" | "exists_one", 3)
+            | (
+                "transformList" | "transformMap" | "transformMapEntry",
+                3 | 4
+            )
+    );
+    (two_variables && target.is_some()).then(|| {
+        format!(
+            "'{name}' with two variables is not supported by celador (the cel crate cannot evaluate two-variable comprehensions); iterate over the keys or indexes instead, as in m.all(k, m[k] > 0)"
+        )
+    })
 }
 
 /// Why no overload of `name` takes these arguments.

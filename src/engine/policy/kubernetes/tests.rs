@@ -284,6 +284,38 @@ fn the_checker_accepts_what_the_runtime_runs() {
 }
 
 #[test]
+fn what_is_not_supported_is_refused_at_load() {
+    for (when, wanted) in [
+        (
+            "[1].all(i, v, v > 0)",
+            "'all' with two variables is not supported",
+        ),
+        (
+            "{'a': 1}.exists(k, v, v > 0)",
+            "'exists' with two variables",
+        ),
+        (
+            "[1].transformList(i, v, v).size() == 1",
+            "'transformList' with two",
+        ),
+        (
+            "{'a': 1}.transformMap(k, v, k == 'a', v).size() == 1",
+            "'transformMap' with",
+        ),
+        (
+            "size(quantity('1Gi')) == 1",
+            "undeclared function 'quantity'",
+        ),
+        ("[1].includes(1)", "undeclared method 'includes'"),
+    ] {
+        let message = load_error(when);
+        assert!(message.contains(wanted), "{when}: {message}");
+    }
+    // The optional library's macros work.
+    all_true(&["optional.of(1).optMap(x, x + 1).value() == 2"]);
+}
+
+#[test]
 fn backtick_field_names_select_keys_that_are_not_identifiers() {
     all_true(&[
         "{'content-type': 'a'}.`content-type` == 'a'",
