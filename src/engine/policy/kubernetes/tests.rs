@@ -432,3 +432,13 @@ fn literals_are_parsed_once_at_load_and_bad_ones_fail_the_load_where_written() {
         "cidr(\"10.0.0.0/8\").containsIP(ip(\"10.0.0.1\"))"
     );
 }
+
+#[test]
+fn the_fuzz_seed_of_the_new_syntax_loads() {
+    // The rules_file fuzz target starts from it: a seed that does not load
+    // would only exercise the error paths.
+    let seed = include_str!("../../../../fuzz/seeds/rules_file/kubernetes.yaml");
+    let policy =
+        Policy::parse(seed, Path::new("kubernetes.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.rules().len(), 3);
+}
