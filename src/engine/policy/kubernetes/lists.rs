@@ -72,6 +72,18 @@ fn sum<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionErr
         // picks the zero of the declared type, an int for `[]`.
         return Ok(CowVal::owned(CelInt::from(0)));
     };
+    // Numbers and durations only, as Kubernetes declares `sum` (strings and
+    // lists add too, but are no sums).
+    let summable = ["int", "uint", "double", "google.protobuf.Duration"];
+    if let Some(item) = items
+        .iter()
+        .find(|item| !summable.contains(&item.get_type().name()))
+    {
+        return Err(ExecutionError::function_error(
+            "sum",
+            format!("{} values cannot be summed", item.get_type().name()),
+        ));
+    }
     let mut total: Box<dyn Val + 'v> = first.clone_as_boxed();
     for item in rest {
         let adder = total.as_adder().ok_or_else(|| {
@@ -82,13 +94,6 @@ fn sum<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionErr
         })?;
         let next = adder.add(*item)?.into_owned();
         total = next;
-    }
-    let adds = total.as_adder().is_some();
-    if !adds {
-        return Err(ExecutionError::function_error(
-            "sum",
-            format!("{} values cannot be added", total.get_type().name()),
-        ));
     }
     Ok(CowVal::Owned(total))
 }

@@ -168,6 +168,7 @@ fn urls_as_kubernetes_documents_them() {
         "isURL('https://user:pass@example.com:80/path?query=val#fragment')",
         "isURL('/absolute-path') && !isURL('https://a:b:c/') && !isURL('../relative-path')",
         "!isURL('') && !isURL(':x') && !isURL('https://ex ample.com/')",
+        "!isURL('https://%41.com/') && url('https://caf%C3%A9.fr/').getHost() == 'café.fr'",
         "url('/path').getScheme() == '' && url('https://example.com/').getScheme() == 'https'",
         "url('https://example.com:80/').getHost() == 'example.com:80'",
         "url('https://example.com/').getHost() == 'example.com'",
@@ -243,6 +244,7 @@ fn lists_as_kubernetes_documents_them() {
         ("[].max() == 0", "max called on empty list"),
         ("[9223372036854775807, 1].sum() == 0", "verflow"),
         ("[1, 'a'].isSorted()", "eval:"),
+        ("['a', 'b'].sum() == 'ab'", "string values cannot be summed"),
         ("[[1], [2]].min() == [1]", "cannot be ordered"),
     ]);
 }

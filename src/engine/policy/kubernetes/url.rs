@@ -157,7 +157,12 @@ fn parse_authority(authority: &str) -> Result<String, String> {
     let valid = host.chars().all(|c| {
         c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:[]<>\"%".contains(c) || !c.is_ascii()
     });
-    if !valid {
+    // Go takes an escape in a host only for a non-ASCII byte or `%25`.
+    let ascii_escape = host.match_indices('%').any(|(i, _)| {
+        let escape = host.get(i..i + 3).unwrap_or("");
+        escape != "%25" && escape.get(1..2).is_some_and(|h| h < "8")
+    });
+    if !valid || ascii_escape {
         return Err(parse_error("invalid character in host name"));
     }
     unescape(host, false).map_err(parse_error)
