@@ -444,3 +444,22 @@ fn the_fuzz_seed_of_the_new_syntax_loads() {
         Policy::parse(seed, Path::new("kubernetes.yaml")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(policy.rules().len(), 3);
 }
+
+#[test]
+fn parse_errors_quote_the_whole_value_never_a_part_so_redaction_finds_it() {
+    // Redaction scrubs the values a rule read from a secret header or query
+    // parameter where an error quotes them whole (`Redaction::message`).
+    let secret = "https://user:hunter2@a:bc/%zz";
+    let errors = [
+        url::parse_url(secret).unwrap_err(),
+        url::parse_url("https://a/p%zzhunter2").unwrap_err(),
+        ip::parse_ip("hunter2").unwrap_err(),
+        ip::parse_cidr("10.0.0.0/hunter2").unwrap_err(),
+        ip::parse_cidr("hunter2/8").unwrap_err(),
+    ];
+    for error in errors {
+        assert_eq!(error.matches("hunter2").count(), 1, "{error}");
+        let quoted = error.split('"').nth(1).unwrap_or_default();
+        assert!(quoted.contains("hunter2"), "{error}");
+    }
+}
