@@ -41,10 +41,12 @@ for t in "${targets[@]}"; do
   fi
   seeds=()
   if [ -d "fuzz/seeds/$t" ]; then seeds=("fuzz/seeds/$t"); fi
+  dict=()
+  if [ -f "fuzz/dictionaries/$t.dict" ]; then dict=(-dict="fuzz/dictionaries/$t.dict"); fi
   log="target/fuzz/$t.log"
   if [ -n "${FUZZ_RUNS:-}" ]; then limit=(-runs="$FUZZ_RUNS"); else limit=(-max_total_time="$seconds"); fi
   started=$(date +%s)
-  if ! "$bin" "${limit[@]}" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
+  if ! "$bin" "${limit[@]}" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 "${dict[@]}" \
       -artifact_prefix="$artifacts" "$corpus" "${seeds[@]}" > "$log" 2>&1; then
     echo "fuzz: $t found a crash:"; tail -60 "$log"; exit 1
   fi

@@ -64,7 +64,7 @@ pub fn markdown() -> String {
     out.push_str(VARIABLE_NOTES);
     out.push_str("## Functions\n\n");
     out.push_str(
-        "Besides CEL's operators (`==`, `!=`, `<`, `<=`, `>`, `>=`, `+`, `-`, `*`, `/`, `%`, `!`, `&&`, `||`, `? :`, `in`, `[]`) and macros (`has`, `all`, `exists`, `exists_one`, `map`, `filter`), rules may call these functions. Each example evaluates to `true` (a test checks that).\n\n",
+        "Besides CEL's operators (`==`, `!=`, `<`, `<=`, `>`, `>=`, `+`, `-`, `*`, `/`, `%`, `!`, `&&`, `||`, `? :`, `in`, `[]`, and for optional values `a.?b` and `m[?k]`) and macros (`has`, `all`, `exists`, `exists_one`, `map`, `filter`, and the lists extension's `sortBy`, as in `list.sortBy(e, key)`), rules may call these functions: CEL's standard library, its strings and lists extensions, and the Kubernetes libraries of `k8s.io/apiserver/pkg/cel/library` that make sense for requests (IP addresses and CIDRs, URLs, regular expressions, lists, sets), with Kubernetes' names, types and semantics. A field that is no identifier can be selected in backticks: ``request.headers.`x-tenant` ``. Each example evaluates to `true` (a test checks that).\n\n",
     );
     for f in schema::FUNCTIONS {
         let _ = writeln!(out, "### `{}`\n", f.name);
@@ -74,6 +74,7 @@ pub fn markdown() -> String {
         }
         let _ = writeln!(out, "\nExample: `{}`\n", f.example);
     }
+    out.push_str(CEL_DIFFERENCES);
     out.push_str(GOVERNANCE);
     out.push_str(FOOTER);
     out
@@ -179,6 +180,56 @@ Timestamps compare with `<`, `>` and subtract into durations
 build them. `token.claims` values are JSON values: strings, numbers (int or
 double), bools, lists and maps; convert with `string()`, `int()` or
 `double()` where a rule needs one type.
+
+"#;
+
+const CEL_DIFFERENCES: &str = r#"## Where celador's CEL differs from cel-go and Kubernetes
+
+celador evaluates rules with the `cel` crate (0.15) and types them with its
+own checker. Every difference known is listed here, with why.
+
+- **Checking.** `celador check` is celador's checker, not cel-go's: it knows
+  the variables and functions above and gives a value of unknown type
+  (`dyn`, such as a claim) the benefit of the doubt; evaluation errors then
+  fail closed. Kubernetes' cost estimation and runtime cost budget do not
+  exist here: a rule is bounded by the size of the request it reads, by the
+  regular expression limits below and by `lists.range` (at most a million
+  elements).
+- **Literals are checked at load.** `ip('…')`, `cidr('…')`, `url('…')` and
+  the patterns of `matches`, `find` and `findAll` written as literals are
+  parsed once, when the file loads, and one that does not parse fails the
+  load at its line and column. In Kubernetes they are evaluation errors.
+- **Regular expressions** are RE2 syntax as in cel-go (Rust's `regex`, which
+  has no backreferences or look-around either). A literal pattern may
+  compile to at most 1 MiB, one computed at evaluation to at most 256 KiB
+  (and such patterns are cached, at most 16 MiB of them): beyond, it is an
+  error. cel-go sets no such limits.
+- **Error messages** are worded differently from Kubernetes', and quote the
+  whole value that failed to parse (never a part), so that a value read
+  from a secret header is found and redacted in errors and audit records.
+- **`duration.getMilliseconds()`** is the millisecond component (321 for
+  123.321456789 s), as the CEL specification and cel-go define it. The
+  `cel` crate returns the total milliseconds; celador's own function table
+  replaces it for `x.getMilliseconds()`.
+- **`sum()` of an empty list** is the int `0`: Kubernetes picks the zero of
+  the list's declared type (`0.0`, `0u`, `duration('0s')`), which a rule's
+  lists, read from a request, do not have.
+- **`inCidr`** is celador's own shorthand for `cidr(range).containsIP(addr)`,
+  with the same parsing (an IPv4-mapped address or range is an error in
+  both); Kubernetes has no `inCidr`.
+- **`url()`** follows Go's `net/url`, which Kubernetes uses, reimplemented for
+  the parts Kubernetes exposes: there may be differences on exotic input
+  (a host is checked for the characters Go allows, not parsed as an IP
+  address).
+- **Two-variable comprehensions** (`all(k, v, …)`, `exists(k, v, …)`,
+  `existsOne(k, v, …)`, `transformList`, `transformMap`,
+  `transformMapEntry`) are **not supported**: the `cel` crate's interpreter
+  does not evaluate them, so they are refused at load. Iterate over the keys
+  (`m.all(k, m[k] …)`) instead.
+- **Not included:** Kubernetes' `quantity`, `semver`, `format.*`,
+  `authorizer` and `includes`, and cel-go's `cel.bind`, math and encoders
+  extensions. A call to any of them is refused at load as an undeclared
+  function.
 
 "#;
 

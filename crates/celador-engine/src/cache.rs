@@ -9,7 +9,7 @@
 //! any reload invalidates by construction. Policies that read a volatile
 //! value (`request.id`, `signals`, the clock) are not cached, except for
 //! clock reads a key can hold: the values of calendar accessors and literal
-//! comparisons ([`crate::engine::policy::clock`]), which the engine appends
+//! comparisons ([`crate::policy::clock`]), which the engine appends
 //! to the key.
 //!
 //! An entry lives for the configured TTL at most, and never past the

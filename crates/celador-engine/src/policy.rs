@@ -18,6 +18,7 @@ pub mod diagnostic;
 pub mod footprint;
 mod functions;
 pub mod index;
+pub mod kubernetes;
 mod lint;
 mod query;
 pub mod rules_file;
@@ -163,6 +164,7 @@ impl Policy {
         let mut diagnostics = Vec::new();
         let mut regexes = RegexTable::default();
         let lines = diagnostic::Lines::of(text);
+        let mut literals = kubernetes::Literals::default();
         let located: Vec<Located<'_>> = file
             .rules
             .iter()
@@ -175,7 +177,9 @@ impl Policy {
             .collect();
         let mut compiled = Vec::with_capacity(located.len());
         for rule in &located {
-            if let Some(c) = compile_rule(&env, rule, &mut regexes, &mut diagnostics) {
+            if let Some(c) =
+                compile_rule(&env, rule, (&mut regexes, &mut literals), &mut diagnostics)
+            {
                 compiled.push((c, rule));
             }
         }
@@ -212,7 +216,11 @@ impl Policy {
             generation: crate::generation::next(),
             path: path.to_owned(),
             warnings: diagnostics,
-            root: functions::root_context(Arc::new(env), Arc::new(regexes)),
+            root: {
+                let mut root = functions::root_context(Arc::new(env), Arc::new(regexes));
+                literals.install(&mut root);
+                root
+            },
         })
     }
 
@@ -815,7 +823,7 @@ struct Compiled {
 fn compile_rule(
     env: &cel::Env,
     located: &Located<'_>,
-    regexes: &mut RegexTable,
+    (regexes, literals): (&mut RegexTable, &mut kubernetes::Literals),
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Compiled> {
     let spec = located.spec;
@@ -824,7 +832,7 @@ fn compile_rule(
         return None;
     }
     let source = spec.when.value.as_str();
-    let (mut expr, info) = match env.parser().parse_with_source_info(source) {
+    let (mut expr, info) = match functions::parser(env).parse_with_source_info(source) {
         Ok(parsed) => parsed,
         Err(errors) => {
             report_syntax_errors(located, source, &errors, diagnostics);
@@ -836,6 +844,14 @@ fn compile_rule(
         return None;
     }
     let footprint = footprint::Footprint::of(&expr);
+    let problems = kubernetes::prepare(&mut expr, &info, literals);
+    for problem in &problems {
+        let offset = Some(problem.offset as usize);
+        diagnostics.push(located.diagnostic(Severity::Error, offset, problem.message.clone()));
+    }
+    if !problems.is_empty() {
+        return None;
+    }
     rename_matches(&mut expr);
     flatten_fields(&mut expr, &mut Vec::new());
     Some(Compiled {

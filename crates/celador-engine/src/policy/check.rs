@@ -122,7 +122,13 @@ impl Checker<'_> {
                 self.call(expr, &call.func_name, target, &call.args)
             }
             Expr::List(list) => {
-                let elems: Vec<Ty> = list.elements.iter().map(|e| self.infer(e)).collect();
+                let mut elems: Vec<Ty> = list.elements.iter().map(|e| self.infer(e)).collect();
+                // `[?x]`: an optional element, its value's type unknown here.
+                for i in &list.optional_indices {
+                    if let Some(elem) = elems.get_mut(*i) {
+                        *elem = Ty::Dyn;
+                    }
+                }
                 Ty::List(Box::new(join_all(&elems)))
             }
             Expr::Map(map) => self.map_literal(map),
@@ -172,7 +178,8 @@ impl Checker<'_> {
                     );
                 }
                 keys.push(key);
-                values.push(self.infer(&e.value));
+                let value = self.infer(&e.value);
+                values.push(if e.optional { Ty::Dyn } else { value });
             }
         }
         Ty::Map(Box::new(join_all(&keys)), Box::new(join_all(&values)))
@@ -249,6 +256,8 @@ impl Checker<'_> {
                 (**value).clone()
             }
             Ty::Dyn => Ty::Dyn,
+            // A select on an optional value is optional too.
+            Ty::Opaque("optional_type") => operand.clone(),
             other => {
                 let other = other.clone();
                 self.error(
@@ -291,6 +300,33 @@ impl Checker<'_> {
                 schema::Param::String,
             );
         }
+        if let Some(message) = unsupported(name, target, args) {
+            let at = self.name_offset(expr, name);
+            return self.error_at(at, message);
+        }
+        // `sets.contains(a, b)`, `ip.isCanonical(s)`: a namespaced function,
+        // which parses as a call on the identifier of its namespace.
+        if let Some(Expr::Ident(namespace)) = target.map(|t| &t.expr)
+            && !self.scopes.iter().any(|(n, _)| n == namespace)
+            && schema::variable(namespace).is_none()
+            && let Some(function) = schema::function(&format!("{namespace}.{name}"))
+        {
+            let tys = self.infer_all(args);
+            return self.function(expr, function.name, None, &tys);
+        }
+        if let Some(Expr::Ident(namespace)) = target.map(|t| &t.expr)
+            && !self.scopes.iter().any(|(n, _)| n == namespace)
+            && schema::variable(namespace).is_none()
+            && let prefix = format!("{namespace}.")
+            && schema::FUNCTIONS
+                .iter()
+                .any(|f| f.name.starts_with(&prefix))
+        {
+            let names = schema::FUNCTIONS.iter().map(|f| f.name);
+            let hint = suggest(&format!("{prefix}{name}"), names);
+            let at = self.name_offset(expr, name);
+            return self.error_at(at, format!("undeclared function '{prefix}{name}'{hint}"));
+        }
         let target_ty = target.map(|t| self.infer(t));
         let tys = self.infer_all(args);
         if target_ty.is_none()
@@ -298,7 +334,11 @@ impl Checker<'_> {
         {
             return ty;
         }
-        self.function(expr, name, target_ty.as_ref(), args, &tys)
+        self.regex_literal(name, args);
+        if let Some(ty) = kubernetes_result(name, target_ty.as_ref()) {
+            return ty;
+        }
+        self.function(expr, name, target_ty.as_ref(), &tys)
     }
 
     /// The type of an operator's call, checking its operands; `None` when
@@ -371,8 +411,39 @@ impl Checker<'_> {
                 self.index(expr, container, index)
             }
             (operators::IN, [elem, container]) => self.membership(expr, args, elem, container),
+            (operators::OPT_SELECT | operators::OPT_INDEX, [container, key]) => {
+                self.optional_access(expr, name, args, container, key)
+            }
             _ => return None,
         })
+    }
+
+    /// `a.?b` and `m[?k]`: an optional of what `a.b` or `m[k]` would be,
+    /// empty where that is absent.
+    fn optional_access(
+        &mut self,
+        expr: &IdedExpr,
+        name: &str,
+        args: &[IdedExpr],
+        container: &Ty,
+        key: &Ty,
+    ) -> Ty {
+        let field = match args.get(1).map(|a| &a.expr) {
+            Some(Expr::Literal(LiteralValue::String(field))) => Some(field.inner().to_owned()),
+            _ => None,
+        };
+        // On an optional value, `.?` and `[?]` apply to what it holds.
+        let optional = schema::Param::Optional.ty();
+        let container = if *container == optional {
+            &Ty::Dyn
+        } else {
+            container
+        };
+        match (name, field) {
+            (operators::OPT_SELECT, Some(field)) => self.select(expr, container, &field),
+            _ => self.index(expr, container, key),
+        };
+        schema::Param::Optional.ty()
     }
 
     /// `&&` and `||`: bool operands.
@@ -475,21 +546,7 @@ impl Checker<'_> {
         }
     }
 
-    fn function(
-        &mut self,
-        expr: &IdedExpr,
-        name: &str,
-        target: Option<&Ty>,
-        args: &[IdedExpr],
-        tys: &[Ty],
-    ) -> Ty {
-        if name == "matches"
-            && let Some(pattern) = args.last()
-            && let Expr::Literal(LiteralValue::String(s)) = &pattern.expr
-        {
-            let offset = self.offset(pattern);
-            self.out.regex_literals.push((s.inner().to_owned(), offset));
-        }
+    fn function(&mut self, expr: &IdedExpr, name: &str, target: Option<&Ty>, tys: &[Ty]) -> Ty {
         let at = self.name_offset(expr, name);
         let Some(function) = schema::function(name) else {
             let hint = suggest(name, schema::FUNCTIONS.iter().map(|f| f.name));
@@ -540,6 +597,22 @@ impl Checker<'_> {
         }
     }
 
+    /// Records a literal pattern of `matches` (its last argument), `find`
+    /// or `findAll` (their first), to compile at load.
+    fn regex_literal(&mut self, name: &str, args: &[IdedExpr]) {
+        let pattern = match name {
+            "matches" => args.last(),
+            "find" | "findAll" => args.first(),
+            _ => None,
+        };
+        if let Some(pattern) = pattern
+            && let Expr::Literal(LiteralValue::String(s)) = &pattern.expr
+        {
+            let offset = self.offset(pattern);
+            self.out.regex_literals.push((s.inner().to_owned(), offset));
+        }
+    }
+
     fn check_arity_types(
         &mut self,
         expr: &IdedExpr,
@@ -562,6 +635,35 @@ impl Checker<'_> {
         }
         result.ty()
     }
+}
+
+/// The type of a call the schema's signatures cannot say: what the lists
+/// extension's `sortBy` macro expands to (the list sorted), and Kubernetes'
+/// list aggregates (`sum`, `min`, `max` of a list are of its element type).
+fn kubernetes_result(name: &str, target: Option<&Ty>) -> Option<Ty> {
+    match (name, target) {
+        ("@sortByAssociatedKeys", target) => Some(target.cloned().unwrap_or(Ty::Dyn)),
+        ("sum" | "min" | "max", Some(Ty::List(elem))) => Some((**elem).clone()),
+        _ => None,
+    }
+}
+
+/// Why a call celador cannot evaluate is refused: two-variable
+/// comprehensions, which the `cel` crate's interpreter lacks.
+fn unsupported(name: &str, target: Option<&IdedExpr>, args: &[IdedExpr]) -> Option<String> {
+    let two_variables = matches!(
+        (name, args.len()),
+        ("all" | "exists" | "existsOne" | "exists_one", 3)
+            | (
+                "transformList" | "transformMap" | "transformMapEntry",
+                3 | 4
+            )
+    );
+    (two_variables && target.is_some()).then(|| {
+        format!(
+            "'{name}' with two variables is not supported by celador (the cel crate cannot evaluate two-variable comprehensions); iterate over the keys or indexes instead, as in m.all(k, m[k] > 0)"
+        )
+    })
 }
 
 /// Why no overload of `name` takes these arguments.
@@ -651,6 +753,8 @@ fn arithmetic(op: &str, a: &Ty, b: &Ty) -> Option<Ty> {
         (operators::ADD, List(x), List(y)) => Some(List(Box::new(join(x, y)))),
         (operators::MODULO, Int, Int) => Some(Int),
         (operators::MODULO, Uint, Uint) => Some(Uint),
+        // Unknown on one side: an integer (or unknown) on the other.
+        (operators::MODULO, Dyn, Int | Uint) | (operators::MODULO, Int | Uint, Dyn) => Some(Dyn),
         (operators::MODULO, _, _) => None,
         (_, Int, Int) => Some(Int),
         (_, Uint, Uint) => Some(Uint),

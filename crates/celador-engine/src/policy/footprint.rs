@@ -172,12 +172,11 @@ impl Footprint {
     /// A call: a constant-key read of a map keys on that entry only.
     fn call(&mut self, call: &cel::common::ast::CallExpr, shadowed: &mut Vec<String>) {
         let keyed = match (call.func_name.as_str(), call.args.as_slice()) {
-            (operators::INDEX, [map, key]) | (operators::IN, [key, map]) => {
-                match (map_of(map, shadowed), string_literal(key)) {
-                    (Some(map), Some(key)) => Some((map, key)),
-                    _ => None,
-                }
-            }
+            (operators::INDEX | operators::OPT_INDEX | operators::OPT_SELECT, [map, key])
+            | (operators::IN, [key, map]) => match (map_of(map, shadowed), string_literal(key)) {
+                (Some(map), Some(key)) => Some((map, key)),
+                _ => None,
+            },
             _ => None,
         };
         if let Some((map, key)) = keyed {

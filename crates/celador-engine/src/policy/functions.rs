@@ -1,8 +1,9 @@
 //! The CEL environment rules run in, and the functions celador adds to it.
 //!
 //! Data flow: a rules file is compiled in [`environment`] (CEL's standard
-//! library, the strings extension, and `inCidr`/`isIP`); each loaded policy
-//! gets a root [`Context`] from [`root_context`] holding its `matches`, whose
+//! library, the strings extension, `inCidr`, and the Kubernetes libraries of
+//! [`super::kubernetes`]); each loaded policy gets a root [`Context`] from
+//! [`root_context`] holding its `matches`, `find` and `findAll`, whose
 //! literal patterns were compiled at load. Per request, evaluation only opens
 //! a child scope of that root: nothing here is built on the request path.
 //!
@@ -13,10 +14,9 @@
 //! shared cache.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
 
-use cel::common::types::{self, CelBool, CelString};
+use cel::common::types::{self, CelBool, CelInt, CelList, CelString};
 use cel::common::value::{CowVal, Val};
 use cel::{Context, Env, ExecutionError, FunctionContext};
 
@@ -39,16 +39,18 @@ const DYNAMIC_REGEX_DFA_CACHE: usize = 256 << 10;
 static TRUE: CelBool = CelBool::TRUE;
 static FALSE: CelBool = CelBool::FALSE;
 
-fn bool_val<'b, 'v>(b: bool) -> CowVal<'b, 'v> {
+pub(crate) fn bool_val<'b, 'v>(b: bool) -> CowVal<'b, 'v> {
     CowVal::Borrowed(if b { &TRUE } else { &FALSE })
 }
 
 /// The environment every rule compiles and runs in.
 pub(crate) fn environment() -> Env {
-    // Optional syntax (`a.?b`) is left out: the checker does not type it.
-    let mut env = Env::stdlib().with_optional_support(false);
+    // With optional values (`a.?b`, `m[?k]`, `optional.of(x)`), as
+    // Kubernetes has them.
+    let mut env = Env::stdlib();
     let mut add = || -> Result<(), cel::DeclarationError> {
         cel::extensions::strings(&mut env)?;
+        let in_cidr = super::kubernetes::ip::in_cidr;
         env.add_member_overload(
             "inCidr",
             "string_in_cidr_string",
@@ -75,7 +77,7 @@ pub(crate) fn environment() -> Env {
             vec![types::STRING_TYPE, types::LIST_TYPE],
             in_cidr,
         )?;
-        env.add_overload("isIP", "is_ip_string", vec![types::STRING_TYPE], is_ip)?;
+        super::kubernetes::register(&mut env)?;
         Ok(())
     };
     // The declarations are fixed and distinct: failing here is a programming
@@ -86,6 +88,12 @@ pub(crate) fn environment() -> Env {
         "declaring celador's CEL functions: {added:?}"
     );
     env
+}
+
+/// The parser of rules: `env`'s, with backtick-quoted field names
+/// (`` m.`content-type` ``), as cel-go's `EnableIdentEscapeSyntax`.
+pub(crate) fn parser(env: &Env) -> cel::parser::Parser {
+    env.parser().enable_ident_escape_syntax(true)
 }
 
 /// Regular expressions a policy's rules write as literals, compiled at load.
@@ -109,14 +117,44 @@ impl RegexTable {
         if let Some(regex) = self.compiled.get(pattern) {
             return Ok(regex.is_match(text));
         }
-        let cache = dynamic_regexes();
-        if let Some(regex) = cache.get(pattern) {
-            return Ok(regex.is_match(text));
-        }
-        let regex = Arc::new(DynamicRegex::compile(pattern)?);
-        cache.insert(pattern.to_owned(), Arc::clone(&regex));
-        Ok(regex.is_match(text))
+        Ok(dynamic_regex(pattern)?.is_match(text))
     }
+
+    /// The first `limit` matches of `pattern` in `text`, for `find` and
+    /// `findAll`, from the same compiled patterns and cache as `matches`.
+    fn find_all<'t>(
+        &self,
+        text: &'t str,
+        pattern: &str,
+        limit: usize,
+    ) -> Result<Vec<&'t str>, String> {
+        if let Some(regex) = self.compiled.get(pattern) {
+            return Ok(regex
+                .find_iter(text)
+                .take(limit)
+                .map(|m| m.as_str())
+                .collect());
+        }
+        let regex = dynamic_regex(pattern)?;
+        Ok(regex
+            .0
+            .find_iter(text)
+            .take(limit)
+            .map(|m| text.get(m.range()).unwrap_or_default())
+            .collect())
+    }
+}
+
+/// A pattern computed at evaluation time, from the shared cache or
+/// compiled into it.
+fn dynamic_regex(pattern: &str) -> Result<Arc<DynamicRegex>, String> {
+    let cache = dynamic_regexes();
+    if let Some(regex) = cache.get(pattern) {
+        return Ok(regex);
+    }
+    let regex = Arc::new(DynamicRegex::compile(pattern)?);
+    cache.insert(pattern.to_owned(), Arc::clone(&regex));
+    Ok(regex)
 }
 
 /// The shared cache of patterns computed at evaluation time, bounded by
@@ -170,7 +208,8 @@ fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
         .map_err(|e| format!("invalid regular expression {pattern:?}: {e}"))
 }
 
-type ContextFunction = Box<
+/// A function of a policy's root context.
+pub(crate) type ContextFunction = Box<
     dyn for<'c, 'a> Fn(&mut FunctionContext<'c, 'a>) -> Result<CowVal<'c, 'a>, ExecutionError>
         + Send
         + Sync,
@@ -179,6 +218,7 @@ type ContextFunction = Box<
 /// The root scope of a policy: its environment and its `matches`.
 pub(crate) fn root_context(env: Arc<Env>, regexes: Arc<RegexTable>) -> Context<'static, 'static> {
     let mut root = Context::with_env(env);
+    let table = Arc::clone(&regexes);
     let matches: ContextFunction = Box::new(move |ftx| {
         // Both `text.matches(re)` and `matches(text, re)` arrive here.
         let (text, pattern) = match (ftx.this.as_ref(), ftx.args.as_slice()) {
@@ -208,133 +248,72 @@ pub(crate) fn root_context(env: Arc<Env>, regexes: Arc<RegexTable>) -> Context<'
     });
     let added = root.add_function(MATCHES_INTERNAL, matches);
     debug_assert!(added.is_ok(), "declaring matches: {added:?}");
+    for name in ["find", "findAll"] {
+        let regexes = Arc::clone(&table);
+        let find: ContextFunction = Box::new(move |ftx| find(&regexes, ftx));
+        let added = root.add_function(name, find);
+        debug_assert!(added.is_ok(), "declaring {name}: {added:?}");
+    }
     root
+}
+
+/// Kubernetes' `text.find(re)` (the first match, or `''`) and
+/// `text.findAll(re)`, `text.findAll(re, limit)` (every match, or the first
+/// `limit` of them when it is not negative).
+fn find<'c, 'a>(
+    regexes: &RegexTable,
+    ftx: &mut FunctionContext<'c, 'a>,
+) -> Result<CowVal<'c, 'a>, ExecutionError> {
+    let name = ftx.name;
+    let usage = || {
+        ExecutionError::function_error(
+            name,
+            format!(
+                "takes a string receiver, a pattern and for findAll an optional int limit: text.{name}(re)"
+            ),
+        )
+    };
+    let text = ftx
+        .this
+        .as_ref()
+        .and_then(|t| as_str(t.as_ref()))
+        .ok_or_else(usage)?;
+    let (pattern, limit) = match (name, ftx.args.as_slice()) {
+        (_, [pattern]) => (pattern, None),
+        ("findAll", [pattern, limit]) => (pattern, Some(limit)),
+        _ => return Err(usage()),
+    };
+    let pattern = as_str(pattern.as_ref()).ok_or_else(usage)?;
+    let limit = match limit {
+        None if name == "find" => 1,
+        None => usize::MAX,
+        Some(limit) => {
+            let limit = limit.downcast_ref::<CelInt>().ok_or_else(usage)?;
+            // A negative limit means all, as Go's `FindAllString`.
+            usize::try_from(*limit.inner()).unwrap_or(usize::MAX)
+        }
+    };
+    let found = regexes
+        .find_all(text, pattern, limit)
+        .map_err(|e| ExecutionError::function_error(name, e))?;
+    if name == "find" {
+        let first = found.first().copied().unwrap_or_default();
+        return Ok(CowVal::owned(CelString::from(first.to_owned())));
+    }
+    let list: Vec<Box<dyn Val + 'a>> = found
+        .into_iter()
+        .map(|m| Box::new(CelString::from(m.to_owned())) as Box<dyn Val + 'a>)
+        .collect();
+    Ok(CowVal::owned(CelList::from(list)))
 }
 
 fn as_str(val: &dyn Val) -> Option<&str> {
     val.downcast_ref::<CelString>().map(CelString::inner)
 }
 
-/// `addr.inCidr(range)`, `addr.inCidr([ranges])`, `inCidr(addr, range)`...
-fn in_cidr<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
-    let [address, ranges] = args.as_slice() else {
-        return Err(ExecutionError::invalid_argument_count(2, args.len()));
-    };
-    let address = as_str(address.as_ref())
-        .ok_or_else(|| ExecutionError::function_error("inCidr", "the address must be a string"))?;
-    let ip = parse_ip(address).map_err(|e| ExecutionError::function_error("inCidr", e))?;
-    if let Some(range) = as_str(ranges.as_ref()) {
-        return cidr_contains(range, ip).map(bool_val);
-    }
-    let list = ranges.as_iterable().ok_or_else(|| {
-        ExecutionError::function_error("inCidr", "takes a CIDR string or a list of them")
-    })?;
-    let mut iter = list.iter();
-    while let Some(item) = iter.next() {
-        let range = as_str(item).ok_or_else(|| {
-            ExecutionError::function_error("inCidr", "the list must hold CIDR strings")
-        })?;
-        if cidr_contains(range, ip)? {
-            return Ok(bool_val(true));
-        }
-    }
-    Ok(bool_val(false))
-}
-
-fn is_ip<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
-    let text = args
-        .first()
-        .and_then(|a| as_str(a.as_ref()))
-        .ok_or_else(|| ExecutionError::function_error("isIP", "takes a string"))?;
-    Ok(bool_val(parse_ip(text).is_ok()))
-}
-
-/// An IP address, v4 or v6, but not an IPv4-mapped IPv6 one
-/// (`::ffff:10.0.0.1`): as Kubernetes' CEL `ip()` and `cidr()` refuse
-/// them, so that one address has one spelling and a rule cannot be
-/// sidestepped by the other. Envoy reports an IPv4 peer of a dual-stack
-/// listener as IPv4, so `source.address` never takes that form.
-fn parse_ip(text: &str) -> Result<IpAddr, String> {
-    let ip: IpAddr = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not an IP address"))?;
-    match ip {
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => Err(format!(
-            "{text:?} is an IPv4-mapped IPv6 address, which is not allowed: write the IPv4 address"
-        )),
-        ip => Ok(ip),
-    }
-}
-
-fn cidr_contains(range: &str, ip: IpAddr) -> Result<bool, ExecutionError> {
-    let invalid =
-        || ExecutionError::function_error("inCidr", format!("{range:?} is not a CIDR range"));
-    let (network, prefix) = range.split_once('/').ok_or_else(invalid)?;
-    let network = match parse_ip(network) {
-        Ok(network) => network,
-        Err(e) if network.parse::<IpAddr>().is_ok() => {
-            return Err(ExecutionError::function_error(
-                "inCidr",
-                format!("in range {range:?}: {e}"),
-            ));
-        }
-        Err(_) => return Err(invalid()),
-    };
-    let prefix: u32 = prefix.parse().map_err(|_| invalid())?;
-    match (network, ip) {
-        (IpAddr::V4(net), IpAddr::V4(ip)) if prefix <= 32 => {
-            let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
-            Ok(u32::from(net) & mask == u32::from(ip) & mask)
-        }
-        (IpAddr::V6(net), IpAddr::V6(ip)) if prefix <= 128 => {
-            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
-            Ok(u128::from(net) & mask == u128::from(ip) & mask)
-        }
-        (IpAddr::V4(_), _) if prefix <= 32 => Ok(false),
-        (IpAddr::V6(_), _) if prefix <= 128 => Ok(false),
-        _ => Err(invalid()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        parse_ip(s).unwrap()
-    }
-
-    #[test]
-    fn cidr_membership_for_v4_v6_and_mapped_addresses() {
-        assert!(cidr_contains("10.0.0.0/8", ip("10.255.0.1")).unwrap());
-        assert!(!cidr_contains("10.0.0.0/8", ip("11.0.0.1")).unwrap());
-        assert!(cidr_contains("0.0.0.0/0", ip("8.8.8.8")).unwrap());
-        assert!(cidr_contains("192.168.1.7/32", ip("192.168.1.7")).unwrap());
-        assert!(cidr_contains("fd00::/8", ip("fd12::1")).unwrap());
-        assert!(!cidr_contains("fd00::/8", ip("10.0.0.1")).unwrap());
-        for bad in [
-            "10.0.0.0",
-            "10.0.0.0/33",
-            "fd00::/129",
-            "x/8",
-            "10.0.0.0/-1",
-        ] {
-            assert!(cidr_contains(bad, ip("10.0.0.1")).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn ipv4_mapped_addresses_and_ranges_are_errors_as_in_kubernetes_cel() {
-        // Kubernetes' `ip()` and `cidr()` refuse them (and `isIP` is false).
-        for mapped in ["::ffff:10.1.2.3", "::FFFF:192.168.0.1", "::ffff:0a01:0203"] {
-            let e = parse_ip(mapped).unwrap_err();
-            assert!(e.contains("IPv4-mapped"), "{e}");
-        }
-        assert!(parse_ip("::1").is_ok() && parse_ip("fd00::ffff:10.0.0.1").is_ok());
-        let e = cidr_contains("::ffff:192.168.0.1/24", ip("192.168.0.1")).unwrap_err();
-        assert!(e.to_string().contains("IPv4-mapped"), "{e}");
-        assert!(cidr_contains("::ffff:0.0.0.0/96", ip("::1")).is_err());
-    }
 
     #[test]
     fn regex_table_reports_invalid_patterns_and_serves_dynamic_ones() {

@@ -37,6 +37,9 @@ pub enum Ty {
     Object(&'static Object),
     /// A type value, as `type(x)` returns and `string` names.
     Type,
+    /// A value of Kubernetes' libraries, named as Kubernetes names it:
+    /// `net.IP`, `net.CIDR`, `kubernetes.URL`.
+    Opaque(&'static str),
     /// Not known before evaluation: accepted everywhere.
     Dyn,
 }
@@ -74,6 +77,7 @@ impl fmt::Display for Ty {
             Ty::Map(k, v) => write!(f, "map({k}, {v})"),
             Ty::Object(o) => f.write_str(o.name),
             Ty::Type => f.write_str("type"),
+            Ty::Opaque(name) => f.write_str(name),
             Ty::Dyn => f.write_str("dyn"),
         }
     }
@@ -536,6 +540,16 @@ pub enum Param {
     Map,
     /// `type`
     Type,
+    /// Kubernetes' `net.IP`
+    Ip,
+    /// Kubernetes' `net.CIDR`
+    Cidr,
+    /// Kubernetes' `kubernetes.URL`
+    Url,
+    /// `map(string, list(string))`
+    StringListMap,
+    /// `optional_type`: a value that may be absent
+    Optional,
     /// anything
     Any,
 }
@@ -556,6 +570,10 @@ impl Param {
             | (Param::Type, Ty::Type)
             | (Param::List, Ty::List(_))
             | (Param::Map, Ty::Map(..)) => true,
+            (Param::Ip | Param::Cidr | Param::Url | Param::Optional, Ty::Opaque(name)) => {
+                self.ty() == Ty::Opaque(name)
+            }
+            (Param::StringListMap, ty) => *ty == Param::StringListMap.ty(),
             (Param::StringList, Ty::List(elem)) => matches!(**elem, Ty::String | Ty::Dyn),
             _ => false,
         }
@@ -576,6 +594,11 @@ impl Param {
             Param::List => Ty::List(Box::new(Ty::Dyn)),
             Param::Map => Ty::Map(Box::new(Ty::Dyn), Box::new(Ty::Dyn)),
             Param::Type => Ty::Type,
+            Param::Ip => Ty::Opaque("net.IP"),
+            Param::Cidr => Ty::Opaque("net.CIDR"),
+            Param::Url => Ty::Opaque("kubernetes.URL"),
+            Param::StringListMap => Ty::Map(Box::new(Ty::String), Box::new(Ty::string_list())),
+            Param::Optional => Ty::Opaque("optional_type"),
             Param::Any => Ty::Dyn,
         }
     }
@@ -596,6 +619,11 @@ impl fmt::Display for Param {
             Param::List => "list",
             Param::Map => "map",
             Param::Type => "type",
+            Param::Ip => "net.IP",
+            Param::Cidr => "net.CIDR",
+            Param::Url => "kubernetes.URL",
+            Param::StringListMap => "map(string, list(string))",
+            Param::Optional => "optional_type",
             Param::Any => "dyn",
         })
     }
@@ -763,18 +791,20 @@ pub static FUNCTIONS: &[Function] = &[
         overloads: &[
             method(P::String, &[P::String], P::Int),
             method(P::String, &[P::String, P::Int], P::Int),
+            method(P::List, &[P::Any], P::Int),
         ],
-        doc: "The index of the first occurrence of the substring (from the offset, if given), or -1.",
-        example: "'a/b'.indexOf('/') == 1",
+        doc: "The index of the first occurrence of the substring (from the offset, if given), or of the element in a list (Kubernetes' lists library), or -1.",
+        example: "'a/b'.indexOf('/') == 1 && [1, 2, 2].indexOf(2) == 1",
     },
     Function {
         name: "lastIndexOf",
         overloads: &[
             method(P::String, &[P::String], P::Int),
             method(P::String, &[P::String, P::Int], P::Int),
+            method(P::List, &[P::Any], P::Int),
         ],
-        doc: "The index of the last occurrence of the substring (up to the offset, if given), or -1.",
-        example: "'a/b/c'.lastIndexOf('/') == 3",
+        doc: "The index of the last occurrence of the substring (up to the offset, if given), or of the element in a list, or -1.",
+        example: "'a/b/c'.lastIndexOf('/') == 3 && ['a', 'b', 'b'].lastIndexOf('b') == 2",
     },
     Function {
         name: "charAt",
@@ -799,13 +829,13 @@ pub static FUNCTIONS: &[Function] = &[
             global(&[P::String, P::String], P::Bool),
             global(&[P::String, P::StringList], P::Bool),
         ],
-        doc: "Whether the IP address (v4 or v6) lies in the CIDR range, or in any of a list of them. An address or range that does not parse is an error, which fails closed; so is an IPv4-mapped IPv6 address or range (`::ffff:10.0.0.1`, `::ffff:10.0.0.0/104`), as in Kubernetes' CEL `ip()` and `cidr()`: write the IPv4 form. An IPv4 address is never in an IPv6 range, nor the reverse.",
+        doc: "celador's shorthand for `cidr(range).containsIP(address)`, parsed the same way: whether the IP address (v4 or v6) lies in the CIDR range, or in any of a list of them. An address or range that does not parse is an error, which fails closed; so is an IPv4-mapped IPv6 address or range (`::ffff:10.0.0.1`, `::ffff:10.0.0.0/104`), as in Kubernetes' CEL `ip()` and `cidr()`: write the IPv4 form. An IPv4 address is never in an IPv6 range, nor the reverse.",
         example: "'10.1.2.3'.inCidr(['192.168.0.0/16', '10.0.0.0/8'])",
     },
     Function {
         name: "isIP",
         overloads: &[global(&[P::String], P::Bool)],
-        doc: "Whether the string is an IPv4 or IPv6 address; false for an IPv4-mapped IPv6 address (`::ffff:10.0.0.1`), as Kubernetes' CEL `isIP` is.",
+        doc: "Whether the string is an IPv4 or IPv6 address that `ip()` accepts; false for an IPv4-mapped IPv6 address (`::ffff:10.0.0.1`), a zone (`fe80::1%eth0`) or a leading zero (`10.01.0.1`), as Kubernetes' `isIP` is.",
         example: "isIP('fd00::1') && !isIP('example.org')",
     },
     Function {
@@ -853,8 +883,10 @@ pub static FUNCTIONS: &[Function] = &[
             global(&[P::Bytes], P::String),
             global(&[P::Timestamp], P::String),
             global(&[P::Duration], P::String),
+            global(&[P::Ip], P::String),
+            global(&[P::Cidr], P::String),
         ],
-        doc: "Converts to string.",
+        doc: "Converts to string; an IP address or CIDR range in its canonical form.",
         example: "string(404) == '404'",
     },
     Function {
@@ -970,8 +1002,293 @@ pub static FUNCTIONS: &[Function] = &[
             method(P::Timestamp, &[P::String], P::Int),
             method(P::Duration, &[], P::Int),
         ],
-        doc: "The millisecond of a timestamp, or the whole milliseconds of a duration.",
-        example: "duration('1.5s').getMilliseconds() == 1500",
+        doc: "The millisecond of a timestamp, or the millisecond component of a duration (0 to 999, negative for a negative duration), as the CEL specification and cel-go define it.",
+        example: "duration('1.5s').getMilliseconds() == 500",
+    },
+    Function {
+        name: "ip",
+        overloads: &[global(&[P::String], P::Ip), method(P::Cidr, &[], P::Ip)],
+        doc: "Kubernetes' IP address: `ip(string)` parses one (an error for anything `isIP` refuses), `cidr.ip()` is the address a CIDR was written with. A literal is parsed once, at load, and one that does not parse fails the load. Compare addresses with `==`.",
+        example: "ip('10.0.0.1') == cidr('10.0.0.1/8').ip() && ip('::1').family() == 6",
+    },
+    Function {
+        name: "ip.isCanonical",
+        overloads: &[global(&[P::String], P::Bool)],
+        doc: "Whether the IP address is written in its one canonical form (lowercase, RFC 5952 for IPv6); an error when it is not an address.",
+        example: "ip.isCanonical('2001:db8::abcd') && !ip.isCanonical('2001:DB8::ABCD')",
+    },
+    Function {
+        name: "family",
+        overloads: &[method(P::Ip, &[], P::Int)],
+        doc: "4 or 6: the address family of an IP address.",
+        example: "ip('192.168.0.1').family() == 4",
+    },
+    Function {
+        name: "isUnspecified",
+        overloads: &[method(P::Ip, &[], P::Bool)],
+        doc: "Whether the IP address is `0.0.0.0` or `::`.",
+        example: "ip('::').isUnspecified()",
+    },
+    Function {
+        name: "isLoopback",
+        overloads: &[method(P::Ip, &[], P::Bool)],
+        doc: "Whether the IP address is a loopback address (`127.0.0.0/8`, `::1`).",
+        example: "ip('127.0.0.2').isLoopback() && !ip('10.0.0.1').isLoopback()",
+    },
+    Function {
+        name: "isLinkLocalMulticast",
+        overloads: &[method(P::Ip, &[], P::Bool)],
+        doc: "Whether the IP address is a link-local multicast address (`224.0.0.0/24`, `ff02::/16` and the other link-local scopes `ffx2::/16`), as Go's `IsLinkLocalMulticast`.",
+        example: "ip('ff02::1').isLinkLocalMulticast() && !ip('224.0.1.1').isLinkLocalMulticast()",
+    },
+    Function {
+        name: "isLinkLocalUnicast",
+        overloads: &[method(P::Ip, &[], P::Bool)],
+        doc: "Whether the IP address is a link-local unicast address (`169.254.0.0/16`, `fe80::/10`).",
+        example: "ip('169.254.169.254').isLinkLocalUnicast()",
+    },
+    Function {
+        name: "isGlobalUnicast",
+        overloads: &[method(P::Ip, &[], P::Bool)],
+        doc: "Go's `IsGlobalUnicast`: not unspecified, broadcast, loopback, multicast or link-local. Private ranges (`10.0.0.0/8`, `fd00::/8`) are global unicast here.",
+        example: "ip('10.0.0.1').isGlobalUnicast() && !ip('255.255.255.255').isGlobalUnicast()",
+    },
+    Function {
+        name: "cidr",
+        overloads: &[global(&[P::String], P::Cidr)],
+        doc: "Kubernetes' CIDR range, from `address/length` (host bits may be set: `masked()` clears them). An error for an address `ip()` refuses, a length beyond 32 or 128, or one with a sign or leading zero. A literal is parsed once, at load, and one that does not parse fails the load.",
+        example: "cidr('10.0.0.0/8').containsIP(ip('10.1.2.3'))",
+    },
+    Function {
+        name: "isCIDR",
+        overloads: &[global(&[P::String], P::Bool)],
+        doc: "Whether `cidr()` accepts the string.",
+        example: "isCIDR('fd00::/8') && !isCIDR('10.0.0.0/33')",
+    },
+    Function {
+        name: "containsIP",
+        overloads: &[
+            method(P::Cidr, &[P::Ip], P::Bool),
+            method(P::Cidr, &[P::String], P::Bool),
+        ],
+        doc: "Whether the range holds the address (given as `ip()` or a string, which is parsed as `ip()` would: an error when it does not parse). Never across families.",
+        example: "cidr('fd00::/8').containsIP('fd12::1') && !cidr('10.0.0.0/8').containsIP('fd00::1')",
+    },
+    Function {
+        name: "containsCIDR",
+        overloads: &[
+            method(P::Cidr, &[P::Cidr], P::Bool),
+            method(P::Cidr, &[P::String], P::Bool),
+        ],
+        doc: "Whether the range holds the whole of the other range.",
+        example: "cidr('192.168.0.0/16').containsCIDR('192.168.10.0/24')",
+    },
+    Function {
+        name: "masked",
+        overloads: &[method(P::Cidr, &[], P::Cidr)],
+        doc: "The range with its host bits cleared: its canonical form.",
+        example: "cidr('192.168.0.1/24').masked() == cidr('192.168.0.0/24')",
+    },
+    Function {
+        name: "prefixLength",
+        overloads: &[method(P::Cidr, &[], P::Int)],
+        doc: "The prefix length of the range, in bits.",
+        example: "cidr('10.0.0.0/8').prefixLength() == 8",
+    },
+    Function {
+        name: "url",
+        overloads: &[global(&[P::String], P::Url)],
+        doc: "Kubernetes' URL: an absolute URI (`https://host:8443/p?q=1`) or an absolute path (`/p?q=1`), parsed as Go's `net/url` does (kept as written: no normalisation). An error for anything else. A literal is parsed once, at load, and one that does not parse fails the load.",
+        example: "url('https://example.com:8443/a?x=1').getPort() == '8443'",
+    },
+    Function {
+        name: "isURL",
+        overloads: &[global(&[P::String], P::Bool)],
+        doc: "Whether `url()` accepts the string.",
+        example: "isURL('/absolute-path') && !isURL('../relative-path')",
+    },
+    Function {
+        name: "getScheme",
+        overloads: &[method(P::Url, &[], P::String)],
+        doc: "The scheme of a URL, lowercase; empty when absent.",
+        example: "url('HTTPS://example.com/').getScheme() == 'https'",
+    },
+    Function {
+        name: "getHost",
+        overloads: &[method(P::Url, &[], P::String)],
+        doc: "`host[:port]` of a URL, an IPv6 address in brackets; empty when absent.",
+        example: "url('https://[::1]:80/').getHost() == '[::1]:80'",
+    },
+    Function {
+        name: "getHostname",
+        overloads: &[method(P::Url, &[], P::String)],
+        doc: "The host of a URL without port, an IPv6 address without brackets; empty when absent.",
+        example: "url('https://[::1]:80/').getHostname() == '::1'",
+    },
+    Function {
+        name: "getPort",
+        overloads: &[method(P::Url, &[], P::String)],
+        doc: "The port of a URL as written; empty when absent.",
+        example: "url('https://example.com/').getPort() == ''",
+    },
+    Function {
+        name: "getEscapedPath",
+        overloads: &[method(P::Url, &[], P::String)],
+        doc: "The path of a URL, percent-escaped (`with space` becomes `with%20space`); empty when absent.",
+        example: "url('https://example.com/path with spaces/').getEscapedPath() == '/path%20with%20spaces/'",
+    },
+    Function {
+        name: "getQuery",
+        overloads: &[method(P::Url, &[], P::StringListMap)],
+        doc: "The query of a URL, decoded, every value of each name in order; a pair with `;` or a bad escape is left out, as Go does.",
+        example: "url('/p?k1=a&k2=b&k2=c').getQuery() == {'k1': ['a'], 'k2': ['b', 'c']}",
+    },
+    Function {
+        name: "find",
+        overloads: &[method(P::String, &[P::String], P::String)],
+        doc: "The first match of the RE2 regular expression in the string, or `''`; compiled and cached as `matches` patterns are.",
+        example: "'abc 123'.find('[0-9]+') == '123'",
+    },
+    Function {
+        name: "findAll",
+        overloads: &[
+            method(P::String, &[P::String], P::StringList),
+            method(P::String, &[P::String, P::Int], P::StringList),
+        ],
+        doc: "Every match of the RE2 regular expression in the string, or at most `limit` of them when a limit is given that is not negative.",
+        example: "'123 abc 456'.findAll('[0-9]+', 1) == ['123']",
+    },
+    Function {
+        name: "isSorted",
+        overloads: &[method(P::List, &[], P::Bool)],
+        doc: "Whether the list's elements are in ascending order; an error for elements that cannot be ordered.",
+        example: "[1, 2, 2, 3].isSorted() && ![2.0, 1.0].isSorted()",
+    },
+    Function {
+        name: "sum",
+        overloads: &[method(P::List, &[], P::Any)],
+        doc: "The sum of a list of ints, uints, doubles or durations; an error on overflow, as `+`. The sum of an empty list is the int 0.",
+        example: "[1, 3].sum() == 4",
+    },
+    Function {
+        name: "min",
+        overloads: &[method(P::List, &[], P::Any)],
+        doc: "The smallest element of the list; an error for an empty list.",
+        example: "[3, 1, 2].min() == 1",
+    },
+    Function {
+        name: "max",
+        overloads: &[method(P::List, &[], P::Any)],
+        doc: "The largest element of the list; an error for an empty list.",
+        example: "['b', 'c', 'a'].max() == 'c'",
+    },
+    Function {
+        name: "sets.contains",
+        overloads: &[global(&[P::List, P::List], P::Bool)],
+        doc: "Whether the first list holds every element of the second.",
+        example: "sets.contains(['read', 'write'], ['read'])",
+    },
+    Function {
+        name: "sets.equivalent",
+        overloads: &[global(&[P::List, P::List], P::Bool)],
+        doc: "Whether the two lists hold the same elements, ignoring order and repeats.",
+        example: "sets.equivalent([1, 2, 2], [2, 1])",
+    },
+    Function {
+        name: "sets.intersects",
+        overloads: &[global(&[P::List, P::List], P::Bool)],
+        doc: "Whether the two lists have an element in common.",
+        example: "sets.intersects(['a', 'b'], ['b', 'c'])",
+    },
+    Function {
+        name: "slice",
+        overloads: &[method(P::List, &[P::Int, P::Int], P::List)],
+        doc: "The elements from the start index up to the end index, exclusive (the CEL lists extension).",
+        example: "[1, 2, 3, 4].slice(1, 3) == [2, 3]",
+    },
+    Function {
+        name: "flatten",
+        overloads: &[
+            method(P::List, &[], P::List),
+            method(P::List, &[P::Int], P::List),
+        ],
+        doc: "The list with nested lists spliced in, one level deep or to the given depth.",
+        example: "[1, [2, [3]]].flatten() == [1, 2, [3]]",
+    },
+    Function {
+        name: "distinct",
+        overloads: &[method(P::List, &[], P::List)],
+        doc: "The list without repeated elements, first occurrences kept.",
+        example: "[1, 2, 2, 1].distinct() == [1, 2]",
+    },
+    Function {
+        name: "reverse",
+        overloads: &[
+            method(P::List, &[], P::List),
+            method(P::String, &[], P::String),
+        ],
+        doc: "The list's elements, or the string's characters, in reverse order.",
+        example: "[1, 2].reverse() == [2, 1] && 'abc'.reverse() == 'cba'",
+    },
+    Function {
+        name: "sort",
+        overloads: &[method(P::List, &[], P::List)],
+        doc: "The list sorted in ascending order; an error for elements that cannot be ordered.",
+        example: "[3, 1, 2].sort() == [1, 2, 3]",
+    },
+    Function {
+        name: "lists.range",
+        overloads: &[global(&[P::Int], P::List)],
+        doc: "The list `[0, 1, ..., n-1]` (at most a million elements).",
+        example: "lists.range(3) == [0, 1, 2]",
+    },
+    Function {
+        name: "format",
+        overloads: &[method(P::String, &[P::List], P::String)],
+        doc: "The string with its `%s`, `%d`, `%f`, `%e`, `%x`, `%o`, `%b` verbs replaced by the list's elements (the CEL strings extension).",
+        example: "'%s has %d'.format(['a', 2]) == 'a has 2'",
+    },
+    Function {
+        name: "optional.of",
+        overloads: &[global(&[P::Any], P::Optional)],
+        doc: "An optional value holding the value. Optional values come from `a.?field` and `map[?key]` (empty when the field or key is absent) and are read with `hasValue()`, `value()`, `orValue(default)` and `or(other)`.",
+        example: "optional.of(1).value() == 1 && {'a': 1}[?'b'].orValue(0) == 0",
+    },
+    Function {
+        name: "optional.ofNonZeroValue",
+        overloads: &[global(&[P::Any], P::Optional)],
+        doc: "An optional value holding the value, or an empty one for a zero value (`''`, `0`, `[]`, ...).",
+        example: "!optional.ofNonZeroValue('').hasValue()",
+    },
+    Function {
+        name: "optional.none",
+        overloads: &[global(&[], P::Optional)],
+        doc: "An empty optional value.",
+        example: "!optional.none().hasValue()",
+    },
+    Function {
+        name: "hasValue",
+        overloads: &[method(P::Optional, &[], P::Bool)],
+        doc: "Whether the optional value holds a value.",
+        example: "{'x-tenant': 'acme'}[?'x-tenant'].hasValue()",
+    },
+    Function {
+        name: "value",
+        overloads: &[method(P::Optional, &[], P::Any)],
+        doc: "The value an optional value holds; an error when it is empty.",
+        example: "{'a': {'b': 2}}.?a.?b.value() == 2",
+    },
+    Function {
+        name: "orValue",
+        overloads: &[method(P::Optional, &[P::Any], P::Any)],
+        doc: "The value an optional value holds, or the default: the way to read a header or claim that may be absent (`request.headers[?'x-tenant'].orValue('none')`).",
+        example: "{'a': 1}[?'b'].orValue('none') == 'none'",
+    },
+    Function {
+        name: "or",
+        overloads: &[method(P::Optional, &[P::Optional], P::Optional)],
+        doc: "The optional value if it holds a value, else the other one.",
+        example: "optional.none().or(optional.of(2)).value() == 2",
     },
 ];
 

@@ -219,6 +219,50 @@ fn an_ipv4_mapped_address_or_range_in_in_cidr_is_an_error_so_a_deny_rule_fails_c
 }
 
 #[test]
+fn kubernetes_functions_and_optional_values_read_the_request() {
+    let p = policy(
+        r#"
+rules:
+  - name: tenant-or-none
+    effect: allow
+    when: >
+      request.headers[?'x-tenant'].orValue('none') == 'acme' &&
+      !request.headers[?'x-absent'].hasValue() &&
+      context.?route.orValue('') == 'export' &&
+      cidr('10.0.0.0/8').containsIP(request.headers['x-real-ip']) &&
+      url(request.headers['x-callback']).getHostname() == 'hooks.example.org' &&
+      request.path.find('[0-9]+') == '42' &&
+      sets.contains(['read', 'write'], token.claims.scopes.filter(s, s == 'read'))
+"#,
+    );
+    let jwt = token("spiffe://example.org/b");
+    let request = |tenant: &str, ip: &str| {
+        http(
+            "GET",
+            "/export/42",
+            &[
+                ("x-tenant", tenant),
+                ("x-real-ip", ip),
+                ("x-callback", "https://hooks.example.org:8443/cb?x=1"),
+            ],
+        )
+    };
+    let id = "spiffe://example.org/a";
+    let allowed = decide_with_token(&p, id, Some(&jwt), &request("acme", "10.1.2.3"));
+    assert!(allowed.allowed, "{:?}", allowed.errors);
+    let other = decide_with_token(&p, id, Some(&jwt), &request("other", "10.1.2.3"));
+    assert_eq!(other.reason, Reason::NoAllowRule);
+    // A mapped address from the request is an error, as in Kubernetes.
+    let mapped = decide_with_token(&p, id, Some(&jwt), &request("acme", "::ffff:10.1.2.3"));
+    assert!(!mapped.allowed);
+    assert!(
+        mapped.errors[0].error.contains("IPv4-mapped"),
+        "{:?}",
+        mapped.errors
+    );
+}
+
+#[test]
 fn a_condition_that_is_not_a_bool_at_runtime_fails_closed() {
     let p = policy(
         r#"

@@ -80,7 +80,18 @@ fn write_bare(out: &mut String, expr: &IdedExpr) {
             }
             write(out, &select.operand, 9);
             out.push('.');
-            out.push_str(&select.field);
+            // A field that is no identifier was written in backticks.
+            let plain =
+                select.field.chars().enumerate().all(|(i, c)| {
+                    c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+                });
+            if plain {
+                out.push_str(&select.field);
+            } else {
+                out.push('`');
+                out.push_str(&select.field);
+                out.push('`');
+            }
             if select.test {
                 out.push(')');
             }
@@ -183,8 +194,9 @@ fn write_call(out: &mut String, call: &CallExpr, prec: u8) {
                 write(out, target, 9);
                 out.push('.');
             }
-            // The loader renames `matches`; messages show it as written.
-            out.push_str(name.strip_suffix("#cached").unwrap_or(name));
+            // The loader renames `matches` and others (`matches#cached`);
+            // messages show them as written.
+            out.push_str(name.split_once('#').map_or(name, |(written, _)| written));
             out.push('(');
             write_list(out, args);
             out.push(')');

@@ -197,14 +197,29 @@ fn literal_regexes_are_collected_for_compilation_at_load() {
 
 #[test]
 fn every_documented_function_example_type_checks_and_is_true() {
+    use crate::policy::functions::{RegexTable, root_context};
+    use crate::policy::kubernetes::{Literals, prepare};
     use crate::policy::schema::FUNCTIONS;
-    use cel::Context;
     use std::sync::Arc;
     let env = Arc::new(environment());
     for function in FUNCTIONS {
         assert_eq!(ty(function.example), Ty::Bool, "{}", function.name);
-        let program = env.compile(function.example).unwrap();
-        let result = program.execute(&Context::with_env(Arc::clone(&env)));
+        // As a rule loads: literals parsed, regexes compiled, in the
+        // policy's root context.
+        let (mut expr, info) = env
+            .parser()
+            .parse_with_source_info(function.example)
+            .unwrap();
+        let checked = check(&expr, &info);
+        let mut regexes = RegexTable::default();
+        for (pattern, _) in &checked.regex_literals {
+            regexes.add(pattern).unwrap();
+        }
+        let mut literals = Literals::default();
+        assert_eq!(prepare(&mut expr, &info, &mut literals), []);
+        let mut root = root_context(Arc::clone(&env), Arc::new(regexes));
+        literals.install(&mut root);
+        let result = cel::Value::resolve(&expr, &root);
         assert_eq!(
             result,
             Ok(cel::Value::Bool(true)),
