@@ -1711,7 +1711,13 @@ fn the_injector_keeps_existing_init_containers_volumes_and_unknown_fields() {
         .collect();
     assert_eq!(
         volumes,
-        ["data", "celador-rules", "celador-podinfo", "celador-bundle"]
+        [
+            "data",
+            "celador-rules",
+            "celador-governance",
+            "celador-podinfo",
+            "celador-bundle"
+        ]
     );
     assert_eq!(injected["metadata"]["annotations"]["team"], "payments");
     assert_eq!(
@@ -2094,6 +2100,63 @@ fn the_rules_annotation_names_another_config_map() {
         .unwrap()
         .clone();
     assert_eq!(rules["configMap"]["name"], "payments-rules");
+}
+
+#[test]
+fn the_governance_config_map_is_mounted_optional_and_an_annotation_names_another() {
+    let settings = default_settings();
+    let governance = |pod: &Value| -> Value {
+        let (_, outcome, injected) = admit(&review(pod, "CREATE"), pod, &settings);
+        assert_eq!(outcome, Outcome::Injected);
+        let celador = &injected["spec"]["initContainers"][0];
+        assert!(
+            celador["volumeMounts"].as_array().unwrap().contains(
+                &json!({"name": "celador-governance", "mountPath": "/etc/celador/governance", "readOnly": true})
+            ),
+            "{celador}"
+        );
+        let config: Value =
+            serde_json::from_str(celador["env"][3]["value"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            (&config["grants"], &config["revocations"]),
+            (
+                &json!({"path": "/etc/celador/governance/grants.yaml", "optional": true}),
+                &json!({"path": "/etc/celador/governance/revocations.yaml", "optional": true})
+            )
+        );
+        injected["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "celador-governance")
+            .unwrap()["configMap"]
+            .clone()
+    };
+    assert_eq!(
+        governance(&pod_in("shop")),
+        json!({"name": "celador-governance", "optional": true})
+    );
+    let annotated = pod(
+        "shop",
+        json!({"metadata": {"annotations": {celador::inject::GOVERNANCE_ANNOTATION: "payments-governance"}}}),
+    );
+    assert_eq!(
+        governance(&annotated),
+        json!({"name": "payments-governance", "optional": true})
+    );
+    // A name Kubernetes would refuse is refused here, naming the annotation.
+    let bad = pod(
+        "shop",
+        json!({"metadata": {"annotations": {celador::inject::GOVERNANCE_ANNOTATION: "Not_A_Name"}}}),
+    );
+    let (_, outcome, _) = admit(&review(&bad, "CREATE"), &bad, &settings);
+    let Outcome::Refused(message) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        message.contains("annotation celador.io/governance"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -2863,6 +2926,78 @@ fn run_plain_envoy_pod(pod: Value, mut objects: Vec<Value>, k8s: &[Value]) {
         "no audit record:\n{}",
         kubelet.log("celador")
     );
+}
+
+/// A namespace without the governance ConfigMap: the chart's injector
+/// mounts it optional, the kubelet lays out an empty directory, and the
+/// sidecar's real command starts with no grants and no revocations, ready
+/// and probed; the ConfigMap created later (the kubelet's sync) revokes
+/// within a second, and deleted again restores access.
+#[test]
+fn a_namespace_without_the_governance_config_map_runs_and_picks_it_up_when_created() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let rendered = Rendered::of(&json!({"rules": {"namespaces": ["shop"]}}));
+    let (settings, _) = settings_of(&rendered);
+    let mut pod = pod_in("shop");
+    assert_eq!(
+        celador::inject::review::inject(&mut pod, &settings),
+        Ok(None)
+    );
+    let ca = Ca::root("cluster.local");
+    let mut objects = rendered.docs.clone();
+    objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "istio-ca-root-cert", "namespace": "shop"},
+        "data": {"root-cert.pem": ca.pem}}));
+    let kubelet = Kubelet::new(pod, "shop", objects, &[9191, 9192, 9901], &[]);
+    let _celador = Running(kubelet.start("celador"));
+    wait_ready(&kubelet, 9901, "celador");
+    probes_pass(&kubelet, "celador");
+    let addr = format!("http://127.0.0.1:{}", kubelet.ports[&9191]);
+    let caller = ca.svid("spiffe://cluster.local/ns/shop/sa/frontend");
+    let decide = || {
+        let request = support::check::request(&caller.envoy_encoded(), "GET", "/orders", &[]);
+        runtime.block_on(async {
+            let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(addr.clone())
+                .await
+                .unwrap();
+            let response = client.check(request).await.unwrap().into_inner();
+            support::check::denial(&response).map(|(_, reason)| reason)
+        })
+    };
+    assert_eq!(decide(), None, "{}", kubelet.log("celador"));
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", kubelet.ports[&9901])
+        .parse()
+        .unwrap();
+    let (_, metrics) = try_get(admin, "/metrics").unwrap();
+    assert!(
+        metrics.contains(
+            "celador_governance_file_reloads_total{file=\"revocations\",outcome=\"absent\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    let written = std::time::Instant::now();
+    kubelet.project(
+        "/etc/celador/governance",
+        &[("revocations.yaml", "revocations:\n  - spiffe_id_prefix: spiffe://cluster.local/ns/shop/\n    reason: \"INC-7: shop compromised\"\n")],
+    );
+    let revoked = support::wait_for(Duration::from_secs(3), || {
+        decide().filter(|reason| reason == "revoked")
+    });
+    let took = written.elapsed();
+    let log = std::fs::read_to_string(kubelet.root.path().join("celador.log")).unwrap();
+    let log: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains("\"decision\""))
+        .collect();
+    assert!(revoked.is_some(), "never revoked:\n{}", log.join("\n"));
+    assert!(took < Duration::from_secs(1), "revocation took {took:?}");
+    // The ConfigMap deleted: the kubelet empties the optional volume.
+    kubelet.project("/etc/celador/governance", &[]);
+    std::fs::remove_file(kubelet.host_path("/etc/celador/governance/revocations.yaml")).unwrap();
+    let back = support::wait_for(Duration::from_secs(3), || decide().is_none().then_some(()));
+    assert!(back.is_some(), "still revoked:\n{}", kubelet.log("celador"));
 }
 
 /// A SPIRE agent without `allow_unauthenticated_verifiers` answers a

@@ -9,6 +9,7 @@
 //! ```yaml
 //! image: ghcr.io/celador-dev/celador:0.1.0
 //! rules: {config_map: celador-rules, key: policy.yaml}
+//! governance: {config_map: celador-governance}   # optional: grants.yaml, revocations.yaml
 //! trust_domain: cluster.local
 //! bundle: {config_map: {name: istio-ca-root-cert, key: root-cert.pem}}
 //! excluded_namespaces: [kube-system, celador-system]
@@ -37,6 +38,10 @@ pub struct Settings {
     /// The default rules ConfigMap; a pod's `celador.io/rules` annotation
     /// names another in its namespace.
     pub rules: RulesSettings,
+    /// The default governance ConfigMap (grants and revocations), mounted
+    /// optional; a pod's `celador.io/governance` annotation names another.
+    #[serde(default)]
+    pub governance: GovernanceSettings,
     /// The trust domain whose SVIDs the sidecar accepts.
     pub trust_domain: String,
     /// Where that trust domain's bundle comes from.
@@ -80,6 +85,28 @@ pub struct RulesSettings {
     /// The key holding the rules file.
     #[serde(default = "default_rules_key")]
     pub key: String,
+}
+
+/// The governance ConfigMap: `grants.yaml` and `revocations.yaml`, each
+/// optional (a namespace without the ConfigMap has neither).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GovernanceSettings {
+    /// Its name, in the pod's namespace.
+    #[serde(default = "default_governance_config_map")]
+    pub config_map: String,
+}
+
+impl Default for GovernanceSettings {
+    fn default() -> Self {
+        GovernanceSettings {
+            config_map: default_governance_config_map(),
+        }
+    }
+}
+
+fn default_governance_config_map() -> String {
+    "celador-governance".into()
 }
 
 /// Where the sidecar's trust bundle comes from.
@@ -228,6 +255,9 @@ impl Settings {
         }
         if let Err(e) = config_key(&self.rules.key) {
             problems.push(format!("rules.key: {e}"));
+        }
+        if let Err(e) = dns_subdomain(&self.governance.config_map) {
+            problems.push(format!("governance.config_map: {e}"));
         }
         if let Err(e) = validate_trust_domain(&self.trust_domain) {
             problems.push(format!(

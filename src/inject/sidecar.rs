@@ -27,6 +27,10 @@ pub const BINARY: &str = "/usr/local/bin/celador";
 pub const CONFIG_ENV: &str = "CELADOR_CONFIG";
 /// Where the rules ConfigMap is mounted.
 pub const RULES_DIR: &str = "/etc/celador/rules";
+/// Where the governance ConfigMap (optional) is mounted.
+pub const GOVERNANCE_DIR: &str = "/etc/celador/governance";
+/// The governance ConfigMap's keys: the grants and revocations files.
+pub const GOVERNANCE_KEYS: [&str; 2] = ["grants.yaml", "revocations.yaml"];
 /// Where a bundle ConfigMap or Secret is mounted.
 pub const BUNDLE_DIR: &str = "/etc/celador/bundle";
 /// Where the Downward API volume (labels, annotations) is mounted.
@@ -36,6 +40,7 @@ pub const WORKLOAD_API_DIR: &str = "/spiffe-workload-api";
 /// The names of the volumes the injector adds.
 pub const VOLUMES: &[&str] = &[
     "celador-rules",
+    "celador-governance",
     "celador-podinfo",
     "celador-bundle",
     "celador-workload-api",
@@ -59,6 +64,17 @@ fn config(settings: &Settings) -> Value {
         "policy",
         json!(format!("{RULES_DIR}/{}", settings.rules.key)),
     );
+    // Optional: a namespace without the governance ConfigMap (or without
+    // one of its keys) runs with no grants or no revocations.
+    for (key, file) in [
+        ("grants", GOVERNANCE_KEYS[0]),
+        ("revocations", GOVERNANCE_KEYS[1]),
+    ] {
+        set(
+            key,
+            json!({"path": format!("{GOVERNANCE_DIR}/{file}"), "optional": true}),
+        );
+    }
     set("workload", json!({"downward_api": PODINFO_DIR}));
     set("log", json!({"format": "json"}));
     let trust_domain = match &settings.bundle {
@@ -180,6 +196,7 @@ fn mounts(settings: &Settings) -> Vec<VolumeMount> {
     };
     let mut mounts = vec![
         mount("celador-rules", RULES_DIR),
+        mount("celador-governance", GOVERNANCE_DIR),
         mount("celador-podinfo", PODINFO_DIR),
     ];
     match settings.bundle {
@@ -193,15 +210,25 @@ fn mounts(settings: &Settings) -> Vec<VolumeMount> {
     mounts
 }
 
-/// The volumes behind the sidecar's mounts; `rules` is the rules
-/// ConfigMap's name. Whole ConfigMaps are mounted (no `subPath`), so the
-/// kubelet's updates reach the watched files.
-pub fn volumes(settings: &Settings, rules: &str) -> Vec<Volume> {
+/// The volumes behind the sidecar's mounts; `rules` and `governance` are
+/// the ConfigMaps' names. Whole ConfigMaps are mounted (no `subPath`), so
+/// the kubelet's updates reach the watched files; the governance one is
+/// optional, so a pod starts without it and sees it when it is created.
+pub fn volumes(settings: &Settings, rules: &str, governance: &str) -> Vec<Volume> {
     let mut volumes = vec![
         Volume {
             name: "celador-rules".to_owned(),
             config_map: Some(ConfigMapVolumeSource {
                 name: rules.to_owned(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "celador-governance".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: governance.to_owned(),
+                optional: Some(true),
                 ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
