@@ -246,6 +246,12 @@ fn value_sets() -> Vec<(&'static str, Value)> {
             "a NetworkPolicy for the injector",
             json!({"injector": {"networkPolicy": {"enabled": true, "from": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}}}),
         ),
+        ("a governance store over TLS", store_values()),
+        (
+            "a governance store, its CA in a Secret, another governance ConfigMap",
+            json!({"governance": {"configMapName": "oncall-governance",
+                "store": {"url": "rediss://redis.platform:6379/0", "ca": {"secret": "redis-ca"}}}}),
+        ),
     ];
     // Rendered without a cluster, as every GitOps tool does: with the
     // provided certificate where cert-manager is not chosen.
@@ -620,6 +626,15 @@ fn the_values_schema_rejects_unknown_keys_and_wrong_types() {
         ),
         (json!({"istio": {"enabled": "yes"}}), "/istio/enabled"),
         (json!({"serviceAccount": {"nmae": "x"}}), "nmae"),
+        (
+            json!({"governance": {"store": {"url": "http://redis:6379"}}}),
+            "/governance/store/url",
+        ),
+        (
+            json!({"governance": {"store": {"ca": {"configMap": "a", "secret": "b"}}}}),
+            "/governance/store/ca",
+        ),
+        (json!({"governance": {"store": {"passwrd": {}}}}), "passwrd"),
         (
             json!({"metrics": {"podMonitor": {"interval": "soon"}}}),
             "/metrics/podMonitor/interval",
@@ -1541,6 +1556,67 @@ fn settings_text(rendered: &Rendered) -> String {
         .find(|m| m["metadata"]["name"] == "celador-injector")
         .unwrap();
     map["data"]["inject.yaml"].as_str().unwrap().to_owned()
+}
+
+/// The chart's values for a governance store over TLS: a password Secret
+/// and a CA ConfigMap in each namespace.
+fn store_values() -> Value {
+    json!({"governance": {"store": {"url": "rediss://redis.platform:6379/0", "username": "celador-sidecar",
+        "passwordSecret": {"name": "redis-celador"}, "ca": {"configMap": "redis-ca"},
+        "keyPrefix": "shop-fleet", "signalsInterval": "1s"}}})
+}
+
+/// `governance.store` reaches the sidecar: its config's `governance`
+/// section, the password from the Secret in an environment variable (never
+/// in the config), the CA mounted where `ca_file` says; and `celador serve`
+/// takes that config.
+#[test]
+fn the_governance_store_values_reach_the_sidecar_config_env_and_mounts() {
+    let (settings, _) = settings_of(&Rendered::of(&store_values()));
+    let mut pod = pod_in("shop");
+    assert_eq!(
+        celador::inject::review::inject(&mut pod, &settings),
+        Ok(None)
+    );
+    let celador = &pod["spec"]["initContainers"][0];
+    let config: Value = serde_json::from_str(celador["env"][3]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        config["governance"],
+        json!({"store": "rediss://redis.platform:6379/0", "username": "celador-sidecar",
+            "password_env": "CELADOR_STORE_PASSWORD", "ca_file": "/etc/celador/store-ca/ca.crt",
+            "key_prefix": "shop-fleet", "startup_wait": "5s", "signals_interval": "1s"})
+    );
+    assert!(
+        celador["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "CELADOR_STORE_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "redis-celador", "key": "password"}}})),
+        "{celador}"
+    );
+    assert!(celador["volumeMounts"].as_array().unwrap().contains(
+        &json!({"name": "celador-store-ca", "mountPath": "/etc/celador/store-ca", "readOnly": true})
+    ));
+    assert!(
+        pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "celador-store-ca",
+        "configMap": {"name": "redis-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}))
+    );
+    assert_eq!(celador::inject::sidecar::check_config(&settings), Ok(()));
+    // Without a store, none of it.
+    let (settings, _) = settings_of(&Rendered::of(&json!({})));
+    let mut pod = pod_in("shop");
+    assert_eq!(
+        celador::inject::review::inject(&mut pod, &settings),
+        Ok(None)
+    );
+    let text = pod.to_string();
+    assert!(
+        !text.contains("CELADOR_STORE_PASSWORD") && !text.contains("store-ca"),
+        "{text}"
+    );
 }
 
 fn default_settings() -> Settings {
