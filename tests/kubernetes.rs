@@ -337,6 +337,56 @@ fn every_rendered_manifest_validates_strictly_against_kubernetes_1_30_and_1_33()
     assert_eq!(kinds.len(), CUSTOM_KINDS.len(), "{kinds:?}");
 }
 
+/// The README's governance examples: the ConfigMap and the on-call Role and
+/// RoleBinding validate strictly, its revocations pass `celador check`,
+/// and the store values pass the schema and reach the injector.
+#[test]
+fn the_readme_governance_examples_validate_and_render() {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let start = readme
+        .find("\n### Governance: grants and revocations per namespace\n")
+        .unwrap();
+    let end = start + 1 + readme[start + 1..].find("\n### ").unwrap();
+    let blocks: Vec<&str> = readme[start..end]
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 3, "{blocks:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    let mut kinds = Vec::new();
+    for (i, doc) in blocks[..2]
+        .iter()
+        .flat_map(|b| b.split("\n---\n"))
+        .enumerate()
+    {
+        let value = serde_saphyr_json(doc);
+        kinds.push(value["kind"].as_str().unwrap().to_owned());
+        if value["kind"] == "ConfigMap" {
+            let file = dir.path().join("revocations.yaml");
+            std::fs::write(&file, value["data"]["revocations.yaml"].as_str().unwrap()).unwrap();
+            let (code, out, err) = support::celador::run(&["check", file.to_str().unwrap()]);
+            assert_eq!(code, 0, "{out}{err}");
+        }
+        let file = dir.path().join(format!("{i}.yaml"));
+        std::fs::write(&file, value.to_string()).unwrap();
+        files.push(file.display().to_string());
+    }
+    assert_eq!(kinds, ["ConfigMap", "Role", "RoleBinding"]);
+    for version in KUBERNETES_VERSIONS {
+        let mut args = vec!["-m", "kubernetes_validate", "--strict", "-k", version];
+        args.extend(files.iter().map(String::as_str));
+        let (ok, out, err) = python(&args);
+        assert!(ok && !out.contains("WARN"), "{version}:\n{out}{err}");
+    }
+    let values = serde_saphyr_json(blocks[2]);
+    let result = helm("schema", &offline(&values), "");
+    assert_eq!(result["ok"], true, "{result}");
+    let (settings, _) = settings_of(&Rendered::of(&values));
+    assert_eq!(celador::inject::sidecar::check_config(&settings), Ok(()));
+}
+
 /// Spellings of a duration in Go's grammar (celador's), and not.
 const GO_DURATIONS: &[&str] = &[
     "10s",
@@ -3718,21 +3768,25 @@ fn the_readme_kubernetes_commands_are_run_or_listed_as_needing_a_cluster() {
                 // with the same values and namespace.
                 assert_eq!((release, chart), ("celador", "charts/celador"));
                 assert!(command.contains("--namespace celador-system"));
-                let set = command
-                    .split("--set '")
-                    .nth(1)
-                    .unwrap()
-                    .split('\'')
-                    .next()
+                // The other way, Helm's, keeps its ConfigMaps when it lets go.
+                let helms = Rendered::of(&json!({"rules": {"namespaces": ["shop"]}}));
+                let rules = helms
+                    .kind("ConfigMap")
+                    .into_iter()
+                    .find(|m| m["metadata"]["name"] == "celador-rules")
                     .unwrap();
-                assert_eq!(set, "rules.namespaces={shop}");
-                let rendered = Rendered::of(&json!({"rules": {"namespaces": ["shop"]}}));
+                assert_eq!(
+                    rules["metadata"]["annotations"]["helm.sh/resource-policy"],
+                    "keep"
+                );
+                // Step 3's `kubectl` owns the rules: Helm renders none to fight it.
+                assert!(!command.contains("--set"), "{command}");
+                let rendered = Rendered::of(&json!({}));
                 assert!(
-                    rendered
+                    !rendered
                         .kind("ConfigMap")
                         .iter()
-                        .any(|m| m["metadata"]["namespace"] == "shop"
-                            && m["metadata"]["name"] == "celador-rules")
+                        .any(|m| m["metadata"]["name"] == "celador-rules")
                 );
                 assert!(not_run.contains("`helm install`"));
             }
