@@ -168,15 +168,7 @@ pub fn load(
         bundles.bundles,
         Arc::clone(&metrics),
     );
-    let mut governance_files = Vec::new();
-    for (file, content, read) in governance {
-        if read.bytes.is_none() {
-            tracing::info!(file = file.name(), path = %read.path.display(), "the optional {} file is missing: no entries until it appears", file.name());
-            metrics.governance.file_absent(file.name());
-        }
-        content.publish(&store, &read.path);
-        governance_files.push((file, read));
-    }
+    let governance_files = publish_governance(governance, &store, &metrics);
     let (engine, fleet_signals) = engine(config, workload, fleet.as_ref());
     Ok(Loaded {
         governance_files,
@@ -188,6 +180,25 @@ pub fn load(
         fleet,
         fleet_signals,
     })
+}
+
+/// Publishes the governance files read at start-up, noting those that are
+/// optional and missing; returns them for their live source.
+fn publish_governance(
+    governance: Vec<(GovernanceFile, Governance, GovernanceContent)>,
+    store: &Store,
+    metrics: &Metrics,
+) -> Vec<(GovernanceFile, GovernanceContent)> {
+    let mut governance_files = Vec::new();
+    for (file, content, read) in governance {
+        if read.bytes.is_none() {
+            tracing::info!(file = file.name(), path = %read.path.display(), "the optional {} file is missing: no entries until it appears", file.name());
+            metrics.governance.file_absent(file.name());
+        }
+        content.publish(store, &read.path);
+        governance_files.push((file, read));
+    }
+    governance_files
 }
 
 /// The engine, counting fleet signals when the store is configured for
