@@ -2352,7 +2352,8 @@ fn the_injector_refuses_settings_that_would_not_work() {
     std::fs::write(
         &path,
         "image: ''\nrules: {config_map: Bad_Name}\ntrust_domain: 'Upper.Case'\nbundle: {secret: {name: s, key: 'a/b'}}\n\
-         ports: {grpc: 9191, health: 9191}\nrun_as_user: 0\nresources: {requests: {cpu: lots}}\nconfig: {listen: '0.0.0.0:1'}\n",
+         ports: {grpc: 9191, health: 9191}\nrun_as_user: 0\nresources: {requests: {cpu: lots}}\nconfig: {listen: '0.0.0.0:1'}\n\
+         governance: {config_map: No_Name, store_password: {name: p, key: password}}\n",
     )
     .unwrap();
     let (code, _, err) = preview(path.to_str().unwrap(), "/dev/null");
@@ -2360,6 +2361,8 @@ fn the_injector_refuses_settings_that_would_not_work() {
     for problem in [
         "image:",
         "rules.config_map:",
+        "governance.config_map:",
+        "governance.store_password: is for a governance store, and config.governance names none",
         "trust_domain:",
         "bundle: key:",
         "ports:",
@@ -3124,6 +3127,91 @@ fn a_namespace_without_the_governance_config_map_runs_and_picks_it_up_when_creat
     std::fs::remove_file(kubelet.host_path("/etc/celador/governance/revocations.yaml")).unwrap();
     let back = support::wait_for(Duration::from_secs(3), || decide().is_none().then_some(()));
     assert!(back.is_some(), "still revoked:\n{}", kubelet.log("celador"));
+}
+
+/// `governance.store` run as the kubelet would: the sidecar's real command
+/// reaches a real Redis that requires a password, the password coming from
+/// the namespace's Secret through the environment; a `celador revoke` on
+/// the store is `403 revoked` there within a second; the password is in no
+/// log line.
+#[test]
+fn the_chart_store_values_connect_the_sidecar_to_a_password_protected_redis() {
+    const SECRET: &str = "s3cret-redis-pass";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let redis = support::redis::Redis::start_with_password(false, Some(SECRET));
+    let values = json!({"governance": {"store": {"url": redis.url(),
+        "passwordSecret": {"name": "redis-celador"}, "startupWait": "10s"}}});
+    let (settings, _) = settings_of(&Rendered::of(&values));
+    let mut pod = pod_in("shop");
+    assert_eq!(
+        celador::inject::review::inject(&mut pod, &settings),
+        Ok(None)
+    );
+    let ca = Ca::root("cluster.local");
+    let mut objects = Rendered::of(&json!({"rules": {"namespaces": ["shop"]}})).docs;
+    objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "istio-ca-root-cert", "namespace": "shop"},
+        "data": {"root-cert.pem": ca.pem}}));
+    objects.push(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "redis-celador", "namespace": "shop"},
+        "data": {"password": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, SECRET)}}));
+    let kubelet = Kubelet::new(pod, "shop", objects, &[9191, 9192, 9901], &[]);
+    let _celador = Running(kubelet.start("celador"));
+    wait_ready(&kubelet, 9901, "celador");
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", kubelet.ports[&9901])
+        .parse()
+        .unwrap();
+    let (_, metrics) = try_get(admin, "/metrics").unwrap();
+    assert!(
+        metrics.contains("celador_governance_store_connected 1"),
+        "{metrics}\n{}",
+        kubelet.log("celador")
+    );
+    let addr = format!("http://127.0.0.1:{}", kubelet.ports[&9191]);
+    let caller = ca.svid("spiffe://cluster.local/ns/shop/sa/frontend");
+    let decide = || {
+        let request = support::check::request(&caller.envoy_encoded(), "GET", "/orders", &[]);
+        runtime.block_on(async {
+            let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(addr.clone())
+                .await
+                .unwrap();
+            let response = client.check(request).await.unwrap().into_inner();
+            support::check::denial(&response).map(|(_, reason)| reason)
+        })
+    };
+    assert_eq!(decide(), None, "{}", kubelet.log("celador"));
+    let started = std::time::Instant::now();
+    let out = Command::new(support::celador::binary())
+        .args([
+            "revoke",
+            "--store",
+            &redis.url(),
+            "--spiffe-id",
+            "spiffe://cluster.local/ns/shop/sa/frontend",
+            "--reason",
+            "INC-9",
+        ])
+        .env("CELADOR_STORE_PASSWORD", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let revoked = support::wait_for(Duration::from_secs(3), || {
+        decide().filter(|reason| reason == "revoked")
+    });
+    let took = started.elapsed();
+    assert!(
+        revoked.is_some(),
+        "never revoked:\n{}",
+        kubelet.log("celador")
+    );
+    assert!(took < Duration::from_secs(1), "revocation took {took:?}");
+    let log = std::fs::read_to_string(kubelet.root.path().join("celador.log")).unwrap();
+    assert!(!log.contains(SECRET), "the password leaked into the log");
 }
 
 /// A SPIRE agent without `allow_unauthenticated_verifiers` answers a

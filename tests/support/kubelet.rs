@@ -1,6 +1,7 @@
 //! What the kubelet does for a pod, done on this machine without a cluster:
 //! ConfigMap, Secret and Downward API volumes laid out as files at their
-//! mount paths under a temporary root, `fieldRef` variables resolved, and
+//! mount paths under a temporary root, `fieldRef` and `secretKeyRef`
+//! variables resolved, and
 //! each container's command, arguments and environment run as the pod spec
 //! gives them.
 //!
@@ -322,6 +323,17 @@ impl Kubelet {
             .current_dir(self.root.path());
         for var in container["env"].as_array().into_iter().flatten() {
             let value = match var.get("valueFrom") {
+                Some(from) if from.get("secretKeyRef").is_some() => {
+                    let r = &from["secretKeyRef"];
+                    let secret = self.object("Secret", r["name"].as_str().unwrap());
+                    let data = secret["data"][r["key"].as_str().unwrap()].as_str().unwrap();
+                    String::from_utf8(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(data)
+                            .unwrap(),
+                    )
+                    .unwrap()
+                }
                 Some(from) => self.field(from["fieldRef"]["fieldPath"].as_str().unwrap()),
                 None => self.translate(var["value"].as_str().unwrap_or_default()),
             };
