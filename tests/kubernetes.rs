@@ -681,6 +681,10 @@ fn the_values_schema_rejects_unknown_keys_and_wrong_types() {
             "/governance/store/url",
         ),
         (
+            json!({"governance": {"store": {"url": "redis://:hunter2@redis:6379/0"}}}),
+            "/governance/store/url",
+        ),
+        (
             json!({"governance": {"store": {"ca": {"configMap": "a", "secret": "b"}}}}),
             "/governance/store/ca",
         ),
