@@ -89,6 +89,14 @@ pub enum StartupError {
 /// live source starts from that content.
 type FileContent = (PathBuf, Vec<u8>);
 
+/// A governance file as read at start-up: its content is `None` when it is
+/// optional and missing (no entries until it appears).
+struct GovernanceContent {
+    path: PathBuf,
+    bytes: Option<Vec<u8>>,
+    optional: bool,
+}
+
 /// Everything loaded at startup, ready to run.
 pub struct Loaded {
     /// The ext_authz edge, deciding with the loaded rules and bundles.
@@ -96,7 +104,7 @@ pub struct Loaded {
     metrics: Arc<Metrics>,
     bundle_files: HashMap<String, FileContent>,
     policy_file: FileContent,
-    governance_files: Vec<(GovernanceFile, FileContent)>,
+    governance_files: Vec<(GovernanceFile, GovernanceContent)>,
     workload_api: Option<WorkloadApiSource>,
     fleet: Option<(ReplicaSettings, Endpoint)>,
     fleet_signals: Option<Arc<FleetCounts>>,
@@ -160,11 +168,7 @@ pub fn load(
         bundles.bundles,
         Arc::clone(&metrics),
     );
-    let mut governance_files = Vec::new();
-    for (file, content, (path, bytes)) in governance {
-        content.publish(&store, &path);
-        governance_files.push((file, (path, bytes)));
-    }
+    let governance_files = publish_governance(governance, &store, &metrics);
     let (engine, fleet_signals) = engine(config, workload, fleet.as_ref());
     Ok(Loaded {
         governance_files,
@@ -176,6 +180,25 @@ pub fn load(
         fleet,
         fleet_signals,
     })
+}
+
+/// Publishes the governance files read at start-up, noting those that are
+/// optional and missing; returns them for their live source.
+fn publish_governance(
+    governance: Vec<(GovernanceFile, Governance, GovernanceContent)>,
+    store: &Store,
+    metrics: &Metrics,
+) -> Vec<(GovernanceFile, GovernanceContent)> {
+    let mut governance_files = Vec::new();
+    for (file, content, read) in governance {
+        if read.bytes.is_none() {
+            tracing::info!(file = file.name(), path = %read.path.display(), "the optional {} file is missing: no entries until it appears", file.name());
+            metrics.governance.file_absent(file.name());
+        }
+        content.publish(store, &read.path);
+        governance_files.push((file, read));
+    }
+    governance_files
 }
 
 /// The engine, counting fleet signals when the store is configured for
@@ -221,7 +244,7 @@ fn load_policy(config: &Config) -> Result<(Policy, FileContent), PolicyError> {
 fn load_governance(
     config: &Config,
     errors: &mut Vec<StartupError>,
-) -> Vec<(GovernanceFile, Governance, FileContent)> {
+) -> Vec<(GovernanceFile, Governance, GovernanceContent)> {
     let files = [
         (
             &config.grants,
@@ -233,14 +256,30 @@ fn load_governance(
         (&config.shadow_policy, GovernanceFile::ShadowPolicy),
     ];
     let mut loaded = Vec::new();
-    for (path, file) in files {
-        let Some(path) = path else { continue };
-        let path = config.resolve(path);
-        let parsed = std::fs::read(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
-            .and_then(|bytes| file.parse(&path, &bytes).map(|g| (g, bytes)));
+    for (watched, file) in files {
+        let Some(watched) = watched else { continue };
+        let path = config.resolve(&watched.path);
+        let parsed = match std::fs::read(&path) {
+            Err(e) if watched.optional && e.kind() == std::io::ErrorKind::NotFound => {
+                file.parse(&path, file.absent()).map(|g| (g, None))
+            }
+            read => read
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|bytes| file.parse(&path, &bytes).map(|g| (g, Some(bytes)))),
+        };
         match parsed {
-            Ok((governance, bytes)) => loaded.push((file, governance, (path, bytes))),
+            Ok((governance, bytes)) => {
+                let optional = watched.optional;
+                loaded.push((
+                    file,
+                    governance,
+                    GovernanceContent {
+                        path,
+                        bytes,
+                        optional,
+                    },
+                ));
+            }
             Err(problem) => errors.push(StartupError::Governance {
                 file: file.name(),
                 problem,
@@ -524,8 +563,13 @@ fn start_sources(loaded: &Loaded, store: &Arc<Store>) {
     for (td, (path, bytes)) in &loaded.bundle_files {
         live.bundle(td.clone(), path.clone(), bytes);
     }
-    for (file, (path, bytes)) in &loaded.governance_files {
-        live.governance(*file, path.clone(), bytes);
+    for (file, read) in &loaded.governance_files {
+        live.governance(
+            *file,
+            read.path.clone(),
+            read.bytes.as_deref(),
+            read.optional,
+        );
     }
     if let Err(e) = live.watch(RESYNC) {
         tracing::error!("{e}: rules and bundle files will not be reloaded");

@@ -25,6 +25,9 @@ pub mod webhook;
 pub const INJECT_KEY: &str = "celador.io/inject";
 /// The pod annotation naming the rules ConfigMap, in the pod's namespace.
 pub const RULES_ANNOTATION: &str = "celador.io/rules";
+/// The pod annotation naming the governance ConfigMap (grants and
+/// revocations), in the pod's namespace.
+pub const GOVERNANCE_ANNOTATION: &str = "celador.io/governance";
 /// The label the injector sets (`"true"`) on the pods it changed; the
 /// chart's Istio resources select pods by it.
 pub const INJECTED_LABEL: &str = "celador.io/injected";

@@ -246,6 +246,12 @@ fn value_sets() -> Vec<(&'static str, Value)> {
             "a NetworkPolicy for the injector",
             json!({"injector": {"networkPolicy": {"enabled": true, "from": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}}}),
         ),
+        ("a governance store over TLS", store_values()),
+        (
+            "a governance store, its CA in a Secret, another governance ConfigMap",
+            json!({"governance": {"configMapName": "oncall-governance",
+                "store": {"url": "rediss://redis.platform:6379/0", "ca": {"secret": "redis-ca"}}}}),
+        ),
     ];
     // Rendered without a cluster, as every GitOps tool does: with the
     // provided certificate where cert-manager is not chosen.
@@ -329,6 +335,56 @@ fn every_rendered_manifest_validates_strictly_against_kubernetes_1_30_and_1_33()
     }
     // The custom resources were rendered by some value set.
     assert_eq!(kinds.len(), CUSTOM_KINDS.len(), "{kinds:?}");
+}
+
+/// The README's governance examples: the ConfigMap and the on-call Role and
+/// RoleBinding validate strictly, its revocations pass `celador check`,
+/// and the store values pass the schema and reach the injector.
+#[test]
+fn the_readme_governance_examples_validate_and_render() {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let start = readme
+        .find("\n### Governance: grants and revocations per namespace\n")
+        .unwrap();
+    let end = start + 1 + readme[start + 1..].find("\n### ").unwrap();
+    let blocks: Vec<&str> = readme[start..end]
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 3, "{blocks:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    let mut kinds = Vec::new();
+    for (i, doc) in blocks[..2]
+        .iter()
+        .flat_map(|b| b.split("\n---\n"))
+        .enumerate()
+    {
+        let value = serde_saphyr_json(doc);
+        kinds.push(value["kind"].as_str().unwrap().to_owned());
+        if value["kind"] == "ConfigMap" {
+            let file = dir.path().join("revocations.yaml");
+            std::fs::write(&file, value["data"]["revocations.yaml"].as_str().unwrap()).unwrap();
+            let (code, out, err) = support::celador::run(&["check", file.to_str().unwrap()]);
+            assert_eq!(code, 0, "{out}{err}");
+        }
+        let file = dir.path().join(format!("{i}.yaml"));
+        std::fs::write(&file, value.to_string()).unwrap();
+        files.push(file.display().to_string());
+    }
+    assert_eq!(kinds, ["ConfigMap", "Role", "RoleBinding"]);
+    for version in KUBERNETES_VERSIONS {
+        let mut args = vec!["-m", "kubernetes_validate", "--strict", "-k", version];
+        args.extend(files.iter().map(String::as_str));
+        let (ok, out, err) = python(&args);
+        assert!(ok && !out.contains("WARN"), "{version}:\n{out}{err}");
+    }
+    let values = serde_saphyr_json(blocks[2]);
+    let result = helm("schema", &offline(&values), "");
+    assert_eq!(result["ok"], true, "{result}");
+    let (settings, _) = settings_of(&Rendered::of(&values));
+    assert_eq!(celador::inject::sidecar::check_config(&settings), Ok(()));
 }
 
 /// Spellings of a duration in Go's grammar (celador's), and not.
@@ -620,6 +676,19 @@ fn the_values_schema_rejects_unknown_keys_and_wrong_types() {
         ),
         (json!({"istio": {"enabled": "yes"}}), "/istio/enabled"),
         (json!({"serviceAccount": {"nmae": "x"}}), "nmae"),
+        (
+            json!({"governance": {"store": {"url": "http://redis:6379"}}}),
+            "/governance/store/url",
+        ),
+        (
+            json!({"governance": {"store": {"url": "redis://:hunter2@redis:6379/0"}}}),
+            "/governance/store/url",
+        ),
+        (
+            json!({"governance": {"store": {"ca": {"configMap": "a", "secret": "b"}}}}),
+            "/governance/store/ca",
+        ),
+        (json!({"governance": {"store": {"passwrd": {}}}}), "passwrd"),
         (
             json!({"metrics": {"podMonitor": {"interval": "soon"}}}),
             "/metrics/podMonitor/interval",
@@ -1543,6 +1612,67 @@ fn settings_text(rendered: &Rendered) -> String {
     map["data"]["inject.yaml"].as_str().unwrap().to_owned()
 }
 
+/// The chart's values for a governance store over TLS: a password Secret
+/// and a CA ConfigMap in each namespace.
+fn store_values() -> Value {
+    json!({"governance": {"store": {"url": "rediss://redis.platform:6379/0", "username": "celador-sidecar",
+        "passwordSecret": {"name": "redis-celador"}, "ca": {"configMap": "redis-ca"},
+        "keyPrefix": "shop-fleet", "signalsInterval": "1s"}}})
+}
+
+/// `governance.store` reaches the sidecar: its config's `governance`
+/// section, the password from the Secret in an environment variable (never
+/// in the config), the CA mounted where `ca_file` says; and `celador serve`
+/// takes that config.
+#[test]
+fn the_governance_store_values_reach_the_sidecar_config_env_and_mounts() {
+    let (settings, _) = settings_of(&Rendered::of(&store_values()));
+    let mut pod = pod_in("shop");
+    assert_eq!(
+        celador::inject::review::inject(&mut pod, &settings),
+        Ok(None)
+    );
+    let celador = &pod["spec"]["initContainers"][0];
+    let config: Value = serde_json::from_str(celador["env"][3]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        config["governance"],
+        json!({"store": "rediss://redis.platform:6379/0", "username": "celador-sidecar",
+            "password_env": "CELADOR_STORE_PASSWORD", "ca_file": "/etc/celador/store-ca/ca.crt",
+            "key_prefix": "shop-fleet", "startup_wait": "5s", "signals_interval": "1s"})
+    );
+    assert!(
+        celador["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "CELADOR_STORE_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "redis-celador", "key": "password"}}})),
+        "{celador}"
+    );
+    assert!(celador["volumeMounts"].as_array().unwrap().contains(
+        &json!({"name": "celador-store-ca", "mountPath": "/etc/celador/store-ca", "readOnly": true})
+    ));
+    assert!(
+        pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "celador-store-ca",
+        "configMap": {"name": "redis-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}))
+    );
+    assert_eq!(celador::inject::sidecar::check_config(&settings), Ok(()));
+    // Without a store, none of it.
+    let (settings, _) = settings_of(&Rendered::of(&json!({})));
+    let mut pod = pod_in("shop");
+    assert_eq!(
+        celador::inject::review::inject(&mut pod, &settings),
+        Ok(None)
+    );
+    let text = pod.to_string();
+    assert!(
+        !text.contains("CELADOR_STORE_PASSWORD") && !text.contains("store-ca"),
+        "{text}"
+    );
+}
+
 fn default_settings() -> Settings {
     settings_of(&Rendered::of(&json!({}))).0
 }
@@ -1711,7 +1841,13 @@ fn the_injector_keeps_existing_init_containers_volumes_and_unknown_fields() {
         .collect();
     assert_eq!(
         volumes,
-        ["data", "celador-rules", "celador-podinfo", "celador-bundle"]
+        [
+            "data",
+            "celador-rules",
+            "celador-governance",
+            "celador-podinfo",
+            "celador-bundle"
+        ]
     );
     assert_eq!(injected["metadata"]["annotations"]["team"], "payments");
     assert_eq!(
@@ -2097,6 +2233,63 @@ fn the_rules_annotation_names_another_config_map() {
 }
 
 #[test]
+fn the_governance_config_map_is_mounted_optional_and_an_annotation_names_another() {
+    let settings = default_settings();
+    let governance = |pod: &Value| -> Value {
+        let (_, outcome, injected) = admit(&review(pod, "CREATE"), pod, &settings);
+        assert_eq!(outcome, Outcome::Injected);
+        let celador = &injected["spec"]["initContainers"][0];
+        assert!(
+            celador["volumeMounts"].as_array().unwrap().contains(
+                &json!({"name": "celador-governance", "mountPath": "/etc/celador/governance", "readOnly": true})
+            ),
+            "{celador}"
+        );
+        let config: Value =
+            serde_json::from_str(celador["env"][3]["value"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            (&config["grants"], &config["revocations"]),
+            (
+                &json!({"path": "/etc/celador/governance/grants.yaml", "optional": true}),
+                &json!({"path": "/etc/celador/governance/revocations.yaml", "optional": true})
+            )
+        );
+        injected["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "celador-governance")
+            .unwrap()["configMap"]
+            .clone()
+    };
+    assert_eq!(
+        governance(&pod_in("shop")),
+        json!({"name": "celador-governance", "optional": true})
+    );
+    let annotated = pod(
+        "shop",
+        json!({"metadata": {"annotations": {celador::inject::GOVERNANCE_ANNOTATION: "payments-governance"}}}),
+    );
+    assert_eq!(
+        governance(&annotated),
+        json!({"name": "payments-governance", "optional": true})
+    );
+    // A name Kubernetes would refuse is refused here, naming the annotation.
+    let bad = pod(
+        "shop",
+        json!({"metadata": {"annotations": {celador::inject::GOVERNANCE_ANNOTATION: "Not_A_Name"}}}),
+    );
+    let (_, outcome, _) = admit(&review(&bad, "CREATE"), &bad, &settings);
+    let Outcome::Refused(message) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        message.contains("annotation celador.io/governance"),
+        "{message}"
+    );
+}
+
+#[test]
 fn bad_input_gets_an_admission_error_never_a_crash() {
     let settings = default_settings();
     let refused = |body: &[u8]| {
@@ -2163,7 +2356,8 @@ fn the_injector_refuses_settings_that_would_not_work() {
     std::fs::write(
         &path,
         "image: ''\nrules: {config_map: Bad_Name}\ntrust_domain: 'Upper.Case'\nbundle: {secret: {name: s, key: 'a/b'}}\n\
-         ports: {grpc: 9191, health: 9191}\nrun_as_user: 0\nresources: {requests: {cpu: lots}}\nconfig: {listen: '0.0.0.0:1'}\n",
+         ports: {grpc: 9191, health: 9191}\nrun_as_user: 0\nresources: {requests: {cpu: lots}}\nconfig: {listen: '0.0.0.0:1'}\n\
+         governance: {config_map: No_Name, store_password: {name: p, key: password}}\n",
     )
     .unwrap();
     let (code, _, err) = preview(path.to_str().unwrap(), "/dev/null");
@@ -2171,6 +2365,8 @@ fn the_injector_refuses_settings_that_would_not_work() {
     for problem in [
         "image:",
         "rules.config_map:",
+        "governance.config_map:",
+        "governance.store_password: is for a governance store, and config.governance names none",
         "trust_domain:",
         "bundle: key:",
         "ports:",
@@ -2865,6 +3061,163 @@ fn run_plain_envoy_pod(pod: Value, mut objects: Vec<Value>, k8s: &[Value]) {
     );
 }
 
+/// A namespace without the governance ConfigMap: the chart's injector
+/// mounts it optional, the kubelet lays out an empty directory, and the
+/// sidecar's real command starts with no grants and no revocations, ready
+/// and probed; the ConfigMap created later (the kubelet's sync) revokes
+/// within a second, and deleted again restores access.
+#[test]
+fn a_namespace_without_the_governance_config_map_runs_and_picks_it_up_when_created() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let rendered = Rendered::of(&json!({"rules": {"namespaces": ["shop"]}}));
+    let (settings, _) = settings_of(&rendered);
+    let mut pod = pod_in("shop");
+    assert_eq!(
+        celador::inject::review::inject(&mut pod, &settings),
+        Ok(None)
+    );
+    let ca = Ca::root("cluster.local");
+    let mut objects = rendered.docs.clone();
+    objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "istio-ca-root-cert", "namespace": "shop"},
+        "data": {"root-cert.pem": ca.pem}}));
+    let kubelet = Kubelet::new(pod, "shop", objects, &[9191, 9192, 9901], &[]);
+    let _celador = Running(kubelet.start("celador"));
+    wait_ready(&kubelet, 9901, "celador");
+    probes_pass(&kubelet, "celador");
+    let addr = format!("http://127.0.0.1:{}", kubelet.ports[&9191]);
+    let caller = ca.svid("spiffe://cluster.local/ns/shop/sa/frontend");
+    let decide = || {
+        let request = support::check::request(&caller.envoy_encoded(), "GET", "/orders", &[]);
+        runtime.block_on(async {
+            let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(addr.clone())
+                .await
+                .unwrap();
+            let response = client.check(request).await.unwrap().into_inner();
+            support::check::denial(&response).map(|(_, reason)| reason)
+        })
+    };
+    assert_eq!(decide(), None, "{}", kubelet.log("celador"));
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", kubelet.ports[&9901])
+        .parse()
+        .unwrap();
+    let (_, metrics) = try_get(admin, "/metrics").unwrap();
+    assert!(
+        metrics.contains(
+            "celador_governance_file_reloads_total{file=\"revocations\",outcome=\"absent\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    let written = std::time::Instant::now();
+    kubelet.project(
+        "/etc/celador/governance",
+        &[("revocations.yaml", "revocations:\n  - spiffe_id_prefix: spiffe://cluster.local/ns/shop/\n    reason: \"INC-7: shop compromised\"\n")],
+    );
+    let revoked = support::wait_for(Duration::from_secs(3), || {
+        decide().filter(|reason| reason == "revoked")
+    });
+    let took = written.elapsed();
+    let log = std::fs::read_to_string(kubelet.root.path().join("celador.log")).unwrap();
+    let log: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains("\"decision\""))
+        .collect();
+    assert!(revoked.is_some(), "never revoked:\n{}", log.join("\n"));
+    assert!(took < Duration::from_secs(1), "revocation took {took:?}");
+    // The ConfigMap deleted: the kubelet empties the optional volume.
+    kubelet.project("/etc/celador/governance", &[]);
+    std::fs::remove_file(kubelet.host_path("/etc/celador/governance/revocations.yaml")).unwrap();
+    let back = support::wait_for(Duration::from_secs(3), || decide().is_none().then_some(()));
+    assert!(back.is_some(), "still revoked:\n{}", kubelet.log("celador"));
+}
+
+/// `governance.store` run as the kubelet would: the sidecar's real command
+/// reaches a real Redis that requires a password, the password coming from
+/// the namespace's Secret through the environment; a `celador revoke` on
+/// the store is `403 revoked` there within a second; the password is in no
+/// log line.
+#[test]
+fn the_chart_store_values_connect_the_sidecar_to_a_password_protected_redis() {
+    const SECRET: &str = "s3cret-redis-pass";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let redis = support::redis::Redis::start_with_password(false, Some(SECRET));
+    let values = json!({"governance": {"store": {"url": redis.url(),
+        "passwordSecret": {"name": "redis-celador"}, "startupWait": "10s"}}});
+    let (settings, _) = settings_of(&Rendered::of(&values));
+    let mut pod = pod_in("shop");
+    assert_eq!(
+        celador::inject::review::inject(&mut pod, &settings),
+        Ok(None)
+    );
+    let ca = Ca::root("cluster.local");
+    let mut objects = Rendered::of(&json!({"rules": {"namespaces": ["shop"]}})).docs;
+    objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "istio-ca-root-cert", "namespace": "shop"},
+        "data": {"root-cert.pem": ca.pem}}));
+    objects.push(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "redis-celador", "namespace": "shop"},
+        "data": {"password": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, SECRET)}}));
+    let kubelet = Kubelet::new(pod, "shop", objects, &[9191, 9192, 9901], &[]);
+    let _celador = Running(kubelet.start("celador"));
+    wait_ready(&kubelet, 9901, "celador");
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", kubelet.ports[&9901])
+        .parse()
+        .unwrap();
+    let (_, metrics) = try_get(admin, "/metrics").unwrap();
+    assert!(
+        metrics.contains("celador_governance_store_connected 1"),
+        "{metrics}\n{}",
+        kubelet.log("celador")
+    );
+    let addr = format!("http://127.0.0.1:{}", kubelet.ports[&9191]);
+    let caller = ca.svid("spiffe://cluster.local/ns/shop/sa/frontend");
+    let decide = || {
+        let request = support::check::request(&caller.envoy_encoded(), "GET", "/orders", &[]);
+        runtime.block_on(async {
+            let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(addr.clone())
+                .await
+                .unwrap();
+            let response = client.check(request).await.unwrap().into_inner();
+            support::check::denial(&response).map(|(_, reason)| reason)
+        })
+    };
+    assert_eq!(decide(), None, "{}", kubelet.log("celador"));
+    let started = std::time::Instant::now();
+    let out = Command::new(support::celador::binary())
+        .args([
+            "revoke",
+            "--store",
+            &redis.url(),
+            "--spiffe-id",
+            "spiffe://cluster.local/ns/shop/sa/frontend",
+            "--reason",
+            "INC-9",
+        ])
+        .env("CELADOR_STORE_PASSWORD", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let revoked = support::wait_for(Duration::from_secs(3), || {
+        decide().filter(|reason| reason == "revoked")
+    });
+    let took = started.elapsed();
+    assert!(
+        revoked.is_some(),
+        "never revoked:\n{}",
+        kubelet.log("celador")
+    );
+    assert!(took < Duration::from_secs(1), "revocation took {took:?}");
+    let log = std::fs::read_to_string(kubelet.root.path().join("celador.log")).unwrap();
+    assert!(!log.contains(SECRET), "the password leaked into the log");
+}
+
 /// A SPIRE agent without `allow_unauthenticated_verifiers` answers a
 /// caller no entry matches with PermissionDenied ("no identity issued"):
 /// celador, injected by the chart with `bundle.source: workloadApi`, stays
@@ -3507,21 +3860,25 @@ fn the_readme_kubernetes_commands_are_run_or_listed_as_needing_a_cluster() {
                 // with the same values and namespace.
                 assert_eq!((release, chart), ("celador", "charts/celador"));
                 assert!(command.contains("--namespace celador-system"));
-                let set = command
-                    .split("--set '")
-                    .nth(1)
-                    .unwrap()
-                    .split('\'')
-                    .next()
+                // The other way, Helm's, keeps its ConfigMaps when it lets go.
+                let helms = Rendered::of(&json!({"rules": {"namespaces": ["shop"]}}));
+                let rules = helms
+                    .kind("ConfigMap")
+                    .into_iter()
+                    .find(|m| m["metadata"]["name"] == "celador-rules")
                     .unwrap();
-                assert_eq!(set, "rules.namespaces={shop}");
-                let rendered = Rendered::of(&json!({"rules": {"namespaces": ["shop"]}}));
+                assert_eq!(
+                    rules["metadata"]["annotations"]["helm.sh/resource-policy"],
+                    "keep"
+                );
+                // Step 3's `kubectl` owns the rules: Helm renders none to fight it.
+                assert!(!command.contains("--set"), "{command}");
+                let rendered = Rendered::of(&json!({}));
                 assert!(
-                    rendered
+                    !rendered
                         .kind("ConfigMap")
                         .iter()
-                        .any(|m| m["metadata"]["namespace"] == "shop"
-                            && m["metadata"]["name"] == "celador-rules")
+                        .any(|m| m["metadata"]["name"] == "celador-rules")
                 );
                 assert!(not_run.contains("`helm install`"));
             }

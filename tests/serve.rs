@@ -620,3 +620,66 @@ async fn a_current_thread_runtime_serves_checks_and_reloads_like_the_default() {
 fn futures_block<F: std::future::Future>(future: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
 }
+
+/// An optional governance mount without its files (a namespace without the
+/// governance ConfigMap): celador starts with no grants and no
+/// revocations, and picks up the file when it appears, within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_governance_files_may_be_missing_and_are_loaded_when_they_appear() {
+    let setup = Setup::new();
+    std::fs::create_dir(setup.path("governance")).unwrap();
+    let celador = Celador::start(&setup.config(
+        "admin: 127.0.0.1:0\ngrants: {path: governance/grants.yaml, optional: true}\nrevocations: {path: governance/revocations.yaml, optional: true}\n",
+    ));
+    let leaf = setup.ca.svid("spiffe://example.org/ns/payments/sa/api");
+    let response = check(&celador, request(&leaf.envoy_encoded(), "GET", "/", &[]))
+        .await
+        .unwrap();
+    assert!(allowed(&response), "{response:?}");
+    assert!(
+        celador
+            .log()
+            .contains("the optional revocations file is missing")
+    );
+    let (_, metrics) = celador.admin_get("/metrics");
+    for file in ["grants", "revocations"] {
+        let line = format!(
+            "celador_governance_file_reloads_total{{file=\"{file}\",outcome=\"absent\"}} 1"
+        );
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+
+    // The ConfigMap appears: written beside, then renamed in, as the kubelet does.
+    let written = std::time::Instant::now();
+    std::fs::write(
+        setup.path("governance/.revocations.tmp"),
+        "revocations:\n  - spiffe_id: spiffe://example.org/ns/payments/sa/api\n    reason: INC-1\n",
+    )
+    .unwrap();
+    std::fs::rename(
+        setup.path("governance/.revocations.tmp"),
+        setup.path("governance/revocations.yaml"),
+    )
+    .unwrap();
+    let revoked = support::wait_for(Duration::from_secs(3), || {
+        let response = futures_block(check(
+            &celador,
+            request(&leaf.envoy_encoded(), "GET", "/", &[]),
+        ));
+        denial(&response.ok()?).filter(|(status, reason)| *status == 403 && reason == "revoked")
+    });
+    let took = written.elapsed();
+    assert!(revoked.is_some(), "never revoked; log:\n{}", celador.log());
+    assert!(took < Duration::from_secs(1), "revocation took {took:?}");
+
+    // It goes away (the ConfigMap deleted): no revocations again.
+    std::fs::remove_file(setup.path("governance/revocations.yaml")).unwrap();
+    let back = support::wait_for(Duration::from_secs(3), || {
+        let response = futures_block(check(
+            &celador,
+            request(&leaf.envoy_encoded(), "GET", "/", &[]),
+        ));
+        allowed(&response.ok()?).then_some(())
+    });
+    assert!(back.is_some(), "still revoked; log:\n{}", celador.log());
+}

@@ -15,6 +15,7 @@
 
 pub mod duration;
 pub mod governance;
+pub mod watched;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -78,17 +79,17 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Time-bound grants: a watched file, and the longest grant accepted.
     #[serde(default)]
-    pub grants: Option<PathBuf>,
+    pub grants: Option<watched::WatchedFile>,
     /// The longest a grant may last (from `not_before`, or from when it is
     /// loaded); longer grants are refused at load.
     #[serde(default = "default_grants_max_duration")]
     pub grants_max_duration: DurationText,
     /// Revoked credentials: a watched file.
     #[serde(default)]
-    pub revocations: Option<PathBuf>,
+    pub revocations: Option<watched::WatchedFile>,
     /// A candidate rules file evaluated beside `policy`, never enforced.
     #[serde(default)]
-    pub shadow_policy: Option<PathBuf>,
+    pub shadow_policy: Option<watched::WatchedFile>,
     /// Behavioural signals.
     #[serde(default)]
     pub signals: SignalsConfig,
@@ -798,6 +799,34 @@ mod tests {
         let nested = MINIMAL.replace("bundle:", "bundel:");
         let err = parse(&nested).unwrap_err().to_string();
         assert!(err.contains("unknown field `bundel`"), "{err}");
+    }
+
+    #[test]
+    fn governance_files_are_paths_or_optional_paths() {
+        use watched::WatchedFile;
+        let config = parse(&format!(
+            "{MINIMAL}grants: g.yaml\nrevocations: {{path: gov/revocations.yaml, optional: true}}\nshadow_policy: {{path: s.yaml}}\n"
+        ))
+        .unwrap();
+        let file = |path: &str, optional| {
+            Some(WatchedFile {
+                path: path.into(),
+                optional,
+            })
+        };
+        assert_eq!(config.grants, file("g.yaml", false));
+        assert_eq!(config.revocations, file("gov/revocations.yaml", true));
+        assert_eq!(config.shadow_policy, file("s.yaml", false));
+        let err = parse(&format!(
+            "{MINIMAL}grants: {{path: g.yaml, optinal: true}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `optinal`"), "{err}");
+        let err = parse(&format!("{MINIMAL}grants: {{optional: true}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing field `path`"), "{err}");
     }
 
     #[test]

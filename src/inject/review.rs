@@ -16,7 +16,9 @@ use serde_json::{Map, Value};
 
 use super::settings::{Settings, dns_subdomain};
 use super::sidecar::{self, CONTAINER, VOLUMES};
-use super::{INJECT_KEY, INJECTED_LABEL, RULES_ANNOTATION, STATUS_ANNOTATION};
+use super::{
+    GOVERNANCE_ANNOTATION, INJECT_KEY, INJECTED_LABEL, RULES_ANNOTATION, STATUS_ANNOTATION,
+};
 
 /// What the injector did with one review, for its logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,13 +165,14 @@ pub fn inject(pod: &mut Value, settings: &Settings) -> Result<Option<&'static st
             "the pod uses the host's network, where celador's ports would be the node's",
         ));
     }
-    let rules = match metadata("annotations", RULES_ANNOTATION) {
-        Some(name) => {
-            dns_subdomain(&name).map_err(|e| format!("annotation {RULES_ANNOTATION}: {e}"))?;
-            name
-        }
-        None => settings.rules.config_map.clone(),
+    let named = |annotation: &str, default: &str| match metadata("annotations", annotation) {
+        Some(name) => dns_subdomain(&name)
+            .map(|()| name)
+            .map_err(|e| format!("annotation {annotation}: {e}")),
+        None => Ok(default.to_owned()),
     };
+    let rules = named(RULES_ANNOTATION, &settings.rules.config_map)?;
+    let governance = named(GOVERNANCE_ANNOTATION, &settings.governance.config_map)?;
     let volumes = list(pod, "/spec/volumes")?;
     if let Some(clash) = volumes
         .iter()
@@ -180,7 +183,7 @@ pub fn inject(pod: &mut Value, settings: &Settings) -> Result<Option<&'static st
             "the pod already has a volume named '{clash}', which celador's sidecar needs"
         ));
     }
-    for volume in sidecar::volumes(settings, &rules) {
+    for volume in sidecar::volumes(settings, &rules, &governance) {
         volumes.push(to_json(&volume)?);
     }
     let container = to_json(&sidecar::container(settings))?;

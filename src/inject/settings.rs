@@ -9,6 +9,7 @@
 //! ```yaml
 //! image: ghcr.io/celador-dev/celador:0.1.0
 //! rules: {config_map: celador-rules, key: policy.yaml}
+//! governance: {config_map: celador-governance}   # optional: grants.yaml, revocations.yaml
 //! trust_domain: cluster.local
 //! bundle: {config_map: {name: istio-ca-root-cert, key: root-cert.pem}}
 //! excluded_namespaces: [kube-system, celador-system]
@@ -37,6 +38,10 @@ pub struct Settings {
     /// The default rules ConfigMap; a pod's `celador.io/rules` annotation
     /// names another in its namespace.
     pub rules: RulesSettings,
+    /// The default governance ConfigMap (grants and revocations), mounted
+    /// optional; a pod's `celador.io/governance` annotation names another.
+    #[serde(default)]
+    pub governance: GovernanceSettings,
     /// The trust domain whose SVIDs the sidecar accepts.
     pub trust_domain: String,
     /// Where that trust domain's bundle comes from.
@@ -80,6 +85,49 @@ pub struct RulesSettings {
     /// The key holding the rules file.
     #[serde(default = "default_rules_key")]
     pub key: String,
+}
+
+/// The governance ConfigMap: `grants.yaml` and `revocations.yaml`, each
+/// optional (a namespace without the ConfigMap has neither).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GovernanceSettings {
+    /// Its name, in the pod's namespace.
+    #[serde(default = "default_governance_config_map")]
+    pub config_map: String,
+    /// A key of a Secret in the pod's namespace holding the governance
+    /// store's password, given to the sidecar in an environment variable
+    /// (needs `config.governance`).
+    #[serde(default)]
+    pub store_password: Option<KeyRef>,
+    /// The CA certificates (PEM) that verify a `rediss://` store: a key of
+    /// a ConfigMap or Secret in the pod's namespace, mounted.
+    #[serde(default)]
+    pub store_ca: Option<CaSource>,
+}
+
+/// Where the governance store's CA certificates come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CaSource {
+    /// A key of a ConfigMap in the pod's namespace.
+    ConfigMap(KeyRef),
+    /// A key of a Secret in the pod's namespace.
+    Secret(KeyRef),
+}
+
+impl Default for GovernanceSettings {
+    fn default() -> Self {
+        GovernanceSettings {
+            config_map: default_governance_config_map(),
+            store_password: None,
+            store_ca: None,
+        }
+    }
+}
+
+fn default_governance_config_map() -> String {
+    "celador-governance".into()
 }
 
 /// Where the sidecar's trust bundle comes from.
@@ -229,6 +277,7 @@ impl Settings {
         if let Err(e) = config_key(&self.rules.key) {
             problems.push(format!("rules.key: {e}"));
         }
+        self.governance_problems(&mut problems);
         if let Err(e) = validate_trust_domain(&self.trust_domain) {
             problems.push(format!(
                 "trust_domain: '{}' is not a trust domain: {e}",
@@ -260,6 +309,32 @@ impl Settings {
 }
 
 impl Settings {
+    fn governance_problems(&self, problems: &mut Vec<String>) {
+        let g = &self.governance;
+        if let Err(e) = dns_subdomain(&g.config_map) {
+            problems.push(format!("governance.config_map: {e}"));
+        }
+        let store = |r: &KeyRef, what: &str, problems: &mut Vec<String>| {
+            if let Err(e) = dns_subdomain(&r.name) {
+                problems.push(format!("governance.{what}: name: {e}"));
+            }
+            if let Err(e) = config_key(&r.key) {
+                problems.push(format!("governance.{what}: key: {e}"));
+            }
+            if !self.config.contains_key("governance") {
+                problems.push(format!(
+                    "governance.{what}: is for a governance store, and config.governance names none"
+                ));
+            }
+        };
+        if let Some(r) = &g.store_password {
+            store(r, "store_password", problems);
+        }
+        if let Some(CaSource::ConfigMap(r) | CaSource::Secret(r)) = &g.store_ca {
+            store(r, "store_ca", problems);
+        }
+    }
+
     fn source_problems(&self, problems: &mut Vec<String>) {
         match &self.bundle {
             BundleSource::ConfigMap(r) | BundleSource::Secret(r) => {

@@ -12,12 +12,12 @@
 use k8s_openapi::api::core::v1::{
     CSIVolumeSource, ConfigMapVolumeSource, Container, ContainerPort, DownwardAPIVolumeFile,
     DownwardAPIVolumeSource, EnvVar, EnvVarSource, GRPCAction, HTTPGetAction, KeyToPath,
-    ObjectFieldSelector, Probe, SecretVolumeSource, Volume, VolumeMount,
+    ObjectFieldSelector, Probe, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
-use super::settings::{BundleSource, Settings};
+use super::settings::{BundleSource, CaSource, Settings};
 
 /// The sidecar container's name.
 pub const CONTAINER: &str = "celador";
@@ -27,6 +27,14 @@ pub const BINARY: &str = "/usr/local/bin/celador";
 pub const CONFIG_ENV: &str = "CELADOR_CONFIG";
 /// Where the rules ConfigMap is mounted.
 pub const RULES_DIR: &str = "/etc/celador/rules";
+/// Where the governance ConfigMap (optional) is mounted.
+pub const GOVERNANCE_DIR: &str = "/etc/celador/governance";
+/// The governance ConfigMap's keys: the grants and revocations files.
+pub const GOVERNANCE_KEYS: [&str; 2] = ["grants.yaml", "revocations.yaml"];
+/// Where the governance store's CA ConfigMap or Secret is mounted.
+pub const STORE_CA_DIR: &str = "/etc/celador/store-ca";
+/// The environment variable holding the governance store's password.
+pub const STORE_PASSWORD_ENV: &str = "CELADOR_STORE_PASSWORD";
 /// Where a bundle ConfigMap or Secret is mounted.
 pub const BUNDLE_DIR: &str = "/etc/celador/bundle";
 /// Where the Downward API volume (labels, annotations) is mounted.
@@ -36,9 +44,11 @@ pub const WORKLOAD_API_DIR: &str = "/spiffe-workload-api";
 /// The names of the volumes the injector adds.
 pub const VOLUMES: &[&str] = &[
     "celador-rules",
+    "celador-governance",
     "celador-podinfo",
     "celador-bundle",
     "celador-workload-api",
+    "celador-store-ca",
 ];
 
 /// The `celador serve` config of the sidecar, as JSON (which is YAML).
@@ -59,6 +69,17 @@ fn config(settings: &Settings) -> Value {
         "policy",
         json!(format!("{RULES_DIR}/{}", settings.rules.key)),
     );
+    // Optional: a namespace without the governance ConfigMap (or without
+    // one of its keys) runs with no grants or no revocations.
+    for (key, file) in [
+        ("grants", GOVERNANCE_KEYS[0]),
+        ("revocations", GOVERNANCE_KEYS[1]),
+    ] {
+        set(
+            key,
+            json!({"path": format!("{GOVERNANCE_DIR}/{file}"), "optional": true}),
+        );
+    }
     set("workload", json!({"downward_api": PODINFO_DIR}));
     set("log", json!({"format": "json"}));
     let trust_domain = match &settings.bundle {
@@ -79,6 +100,15 @@ fn config(settings: &Settings) -> Value {
     );
     for (key, value) in &settings.config {
         set(key, value.clone());
+    }
+    // The store's password and CA, where the injector puts them.
+    if let Some(Value::Object(store)) = config.get_mut("governance") {
+        if settings.governance.store_password.is_some() {
+            store.insert("password_env".into(), json!(STORE_PASSWORD_ENV));
+        }
+        if let Some(CaSource::ConfigMap(r) | CaSource::Secret(r)) = &settings.governance.store_ca {
+            store.insert("ca_file".into(), json!(format!("{STORE_CA_DIR}/{}", r.key)));
+        }
     }
     Value::Object(config)
 }
@@ -108,16 +138,7 @@ pub fn container(settings: &Settings) -> Container {
             CONFIG_ENV.to_owned(),
         ]),
         restart_policy: Some("Always".to_owned()),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-            field_env("POD_SERVICE_ACCOUNT", "spec.serviceAccountName"),
-            EnvVar {
-                name: CONFIG_ENV.to_owned(),
-                value: Some(config_text(settings)),
-                value_from: None,
-            },
-        ]),
+        env: Some(env(settings)),
         ports: Some(vec![
             port("celador-health", ports.health),
             port("celador-admin", ports.admin),
@@ -146,6 +167,34 @@ pub fn container(settings: &Settings) -> Container {
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
     }
+}
+
+fn env(settings: &Settings) -> Vec<EnvVar> {
+    let mut env = vec![
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env("POD_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        EnvVar {
+            name: CONFIG_ENV.to_owned(),
+            value: Some(config_text(settings)),
+            value_from: None,
+        },
+    ];
+    if let Some(r) = &settings.governance.store_password {
+        env.push(EnvVar {
+            name: STORE_PASSWORD_ENV.to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: r.name.clone(),
+                    key: r.key.clone(),
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        });
+    }
+    env
 }
 
 fn field_env(name: &str, path: &str) -> EnvVar {
@@ -180,6 +229,7 @@ fn mounts(settings: &Settings) -> Vec<VolumeMount> {
     };
     let mut mounts = vec![
         mount("celador-rules", RULES_DIR),
+        mount("celador-governance", GOVERNANCE_DIR),
         mount("celador-podinfo", PODINFO_DIR),
     ];
     match settings.bundle {
@@ -190,18 +240,31 @@ fn mounts(settings: &Settings) -> Vec<VolumeMount> {
             mounts.push(mount("celador-workload-api", WORKLOAD_API_DIR));
         }
     }
+    if settings.governance.store_ca.is_some() {
+        mounts.push(mount("celador-store-ca", STORE_CA_DIR));
+    }
     mounts
 }
 
-/// The volumes behind the sidecar's mounts; `rules` is the rules
-/// ConfigMap's name. Whole ConfigMaps are mounted (no `subPath`), so the
-/// kubelet's updates reach the watched files.
-pub fn volumes(settings: &Settings, rules: &str) -> Vec<Volume> {
+/// The volumes behind the sidecar's mounts; `rules` and `governance` are
+/// the ConfigMaps' names. Whole ConfigMaps are mounted (no `subPath`), so
+/// the kubelet's updates reach the watched files; the governance one is
+/// optional, so a pod starts without it and sees it when it is created.
+pub fn volumes(settings: &Settings, rules: &str, governance: &str) -> Vec<Volume> {
     let mut volumes = vec![
         Volume {
             name: "celador-rules".to_owned(),
             config_map: Some(ConfigMapVolumeSource {
                 name: rules.to_owned(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "celador-governance".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: governance.to_owned(),
+                optional: Some(true),
                 ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
@@ -219,7 +282,40 @@ pub fn volumes(settings: &Settings, rules: &str) -> Vec<Volume> {
         },
     ];
     volumes.push(bundle_volume(settings));
+    volumes.extend(store_ca_volume(settings));
     volumes
+}
+
+fn store_ca_volume(settings: &Settings) -> Option<Volume> {
+    let items = |key: &str| {
+        Some(vec![KeyToPath {
+            key: key.to_owned(),
+            path: key.to_owned(),
+            mode: None,
+        }])
+    };
+    let volume = Volume {
+        name: "celador-store-ca".to_owned(),
+        ..Volume::default()
+    };
+    Some(match settings.governance.store_ca.as_ref()? {
+        CaSource::ConfigMap(r) => Volume {
+            config_map: Some(ConfigMapVolumeSource {
+                name: r.name.clone(),
+                items: items(&r.key),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..volume
+        },
+        CaSource::Secret(r) => Volume {
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(r.name.clone()),
+                items: items(&r.key),
+                ..SecretVolumeSource::default()
+            }),
+            ..volume
+        },
+    })
 }
 
 fn bundle_volume(settings: &Settings) -> Volume {

@@ -28,7 +28,7 @@ pub struct ResultLabels {
 pub struct FileReloadLabels {
     /// `grants`, `revocations` or `shadow_policy`.
     pub file: &'static str,
-    /// `ok` or `error`.
+    /// `ok`, `error`, or `absent` (an optional file missing: no entries).
     pub outcome: &'static str,
 }
 
@@ -206,6 +206,16 @@ impl GovernanceMetrics {
                 })
                 .inc();
         }
+    }
+
+    /// Counts an optional governance `file` found missing (no entries).
+    pub fn file_absent(&self, file: &'static str) {
+        self.file_reloads
+            .get_or_create(&FileReloadLabels {
+                file,
+                outcome: "absent",
+            })
+            .inc();
     }
 
     /// Counts a reload of a governance `file`.

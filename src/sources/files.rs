@@ -29,11 +29,14 @@ use crate::store::Store;
 /// How long a burst of file events may last before the files are read.
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
-/// A file and the hash of the content last read from it.
+/// A file and the hash of the content last read from it (`None` while it
+/// is missing or unreadable).
 #[derive(Debug)]
 struct Tracked {
     path: PathBuf,
     last: Option<[u8; 32]>,
+    /// A missing file means no entries (an optional governance file).
+    optional: bool,
 }
 
 impl Tracked {
@@ -41,6 +44,7 @@ impl Tracked {
         Tracked {
             path,
             last: Some(Sha256::digest(content).into()),
+            optional: false,
         }
     }
 
@@ -104,6 +108,15 @@ impl GovernanceFile {
             GovernanceFile::Grants { .. } => "grants",
             GovernanceFile::Revocations => "revocations",
             GovernanceFile::ShadowPolicy => "shadow_policy",
+        }
+    }
+
+    /// The document an optional file's absence stands for: no entries.
+    pub fn absent(self) -> &'static [u8] {
+        match self {
+            GovernanceFile::Grants { .. } => b"grants: []\n",
+            GovernanceFile::Revocations => b"revocations: []\n",
+            GovernanceFile::ShadowPolicy => b"rules: []\n",
         }
     }
 
@@ -195,10 +208,21 @@ impl LiveFiles {
             .push((Tracked::new(path, content), Target::Bundle { trust_domain }));
     }
 
-    /// Tracks a governance file, whose current content is `content`.
-    pub fn governance(&mut self, file: GovernanceFile, path: PathBuf, content: &[u8]) {
-        self.files
-            .push((Tracked::new(path, content), Target::Governance(file)));
+    /// Tracks a governance file, whose current content is `content`
+    /// (`None`: missing); when `optional`, a missing file means no entries.
+    pub fn governance(
+        &mut self,
+        file: GovernanceFile,
+        path: PathBuf,
+        content: Option<&[u8]>,
+        optional: bool,
+    ) {
+        let tracked = Tracked {
+            last: content.map(|c| Sha256::digest(c).into()),
+            path,
+            optional,
+        };
+        self.files.push((tracked, Target::Governance(file)));
     }
 
     /// Re-reads every file and applies what changed.
@@ -213,13 +237,36 @@ impl LiveFiles {
                 Target::Bundle { trust_domain } => {
                     self.sinks.apply_bundle(trust_domain, &path, content);
                 }
-                Target::Governance(file) => self.sinks.apply_governance(*file, &path, content),
+                Target::Governance(file) => match content {
+                    Err(e) if tracked.optional && e.kind() == std::io::ErrorKind::NotFound => {
+                        self.sinks.absent_governance(*file, &path);
+                    }
+                    content => self.sinks.apply_governance(*file, &path, content),
+                },
             }
         }
     }
 }
 
 impl Sinks {
+    /// An optional governance file went missing (its key or its ConfigMap
+    /// was removed): no entries, as at a start without it.
+    fn absent_governance(&self, file: GovernanceFile, path: &Path) {
+        tracing::info!(
+            file = file.name(),
+            path = %path.display(),
+            "the optional {} file is missing: no entries until it appears",
+            file.name()
+        );
+        match file.parse(path, file.absent()) {
+            Ok(governance) => governance.publish(&self.store, path),
+            Err(e) => {
+                tracing::error!(problem = %e, "the empty {} document does not load", file.name())
+            }
+        }
+        self.metrics.governance.file_absent(file.name());
+    }
+
     fn apply_governance(
         &self,
         file: GovernanceFile,
@@ -415,6 +462,12 @@ impl LiveFiles {
             })
             .map_err(|e| format!("cannot watch files: {e}"))?;
         for dir in self.directories() {
+            if !dir.is_dir() {
+                // An optional file's directory that is not there (yet):
+                // the periodic resync reads the file when it appears.
+                tracing::warn!(directory = %dir.display(), "cannot watch a directory that does not exist; its files are re-read every resync");
+                continue;
+            }
             watcher
                 .watch(&dir, RecursiveMode::NonRecursive)
                 .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
@@ -472,6 +525,57 @@ mod tests {
         let events: Vec<_> = rx.try_iter().map(Result::unwrap).collect();
         assert!(!events.is_empty(), "the watcher saw nothing");
         events.iter().any(|e| concerns(e, &names))
+    }
+
+    #[test]
+    fn an_optional_governance_file_missing_means_no_entries_and_is_loaded_when_it_appears() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("revocations.yaml");
+        let metrics = Arc::new(Metrics::default());
+        let store = Store::new(
+            Arc::new(Policy::parse("rules: []\n", Path::new("p.yaml")).unwrap()),
+            BTreeSet::new(),
+            std::collections::HashMap::new(),
+            Arc::clone(&metrics),
+        );
+        let mut live = LiveFiles::new(Arc::clone(&store), Arc::clone(&metrics));
+        live.governance(GovernanceFile::Revocations, path.clone(), None, true);
+        let entries = || store.snapshot().revocations.len();
+        let counted = |outcome: &'static str| {
+            metrics
+                .governance
+                .file_reloads
+                .get_or_create(&crate::metrics::governance::FileReloadLabels {
+                    file: "revocations",
+                    outcome,
+                })
+                .get()
+        };
+        live.reload();
+        assert_eq!((entries(), counted("ok"), counted("absent")), (0, 0, 0));
+        // It appears: loaded like any change.
+        let revoked = "revocations:\n  - spiffe_id: spiffe://example.org/a\n    reason: leaked\n";
+        std::fs::write(&path, revoked).unwrap();
+        live.reload();
+        assert_eq!((entries(), counted("ok")), (1, 1));
+        // Broken: the last good content stays.
+        std::fs::write(&path, "revocations: [ {").unwrap();
+        live.reload();
+        assert_eq!((entries(), counted("error")), (1, 1));
+        // Removed (its key or ConfigMap deleted): no entries, counted once.
+        std::fs::remove_file(&path).unwrap();
+        live.reload();
+        live.reload();
+        assert_eq!((entries(), counted("absent")), (0, 1));
+        // A file that is not optional keeps its last good content instead.
+        std::fs::write(&path, revoked).unwrap();
+        let mut strict = LiveFiles::new(Arc::clone(&store), Arc::clone(&metrics));
+        strict.governance(GovernanceFile::Revocations, path.clone(), None, false);
+        strict.reload();
+        assert_eq!(entries(), 1);
+        std::fs::remove_file(&path).unwrap();
+        strict.reload();
+        assert_eq!((entries(), counted("error")), (1, 2));
     }
 
     #[test]

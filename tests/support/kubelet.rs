@@ -1,6 +1,7 @@
 //! What the kubelet does for a pod, done on this machine without a cluster:
 //! ConfigMap, Secret and Downward API volumes laid out as files at their
-//! mount paths under a temporary root, `fieldRef` variables resolved, and
+//! mount paths under a temporary root, `fieldRef` and `secretKeyRef`
+//! variables resolved, and
 //! each container's command, arguments and environment run as the pod spec
 //! gives them.
 //!
@@ -163,8 +164,13 @@ impl Kubelet {
                 .unwrap_or_else(|| panic!("no volume {name}"))
                 .clone();
             if let Some(source) = volume.get("configMap") {
-                let object = self.object("ConfigMap", source["name"].as_str().unwrap());
-                self.write_keys(&dir, &object["data"], &source["items"], false);
+                let name = source["name"].as_str().unwrap();
+                match self.find("ConfigMap", name) {
+                    Some(object) => self.write_keys(&dir, &object["data"], &source["items"], false),
+                    // An optional ConfigMap that does not exist: an empty directory.
+                    None if source["optional"] == true => {}
+                    None => panic!("no ConfigMap {name} in namespace {}", self.namespace),
+                }
             } else if let Some(source) = volume.get("secret") {
                 let object = self.object("Secret", source["secretName"].as_str().unwrap());
                 self.write_keys(&dir, &object["data"], &source["items"], true);
@@ -192,6 +198,11 @@ impl Kubelet {
     }
 
     fn object(&self, kind: &str, name: &str) -> Value {
+        self.find(kind, name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in namespace {}", self.namespace))
+    }
+
+    fn find(&self, kind: &str, name: &str) -> Option<Value> {
         self.objects
             .iter()
             .find(|o| {
@@ -201,8 +212,34 @@ impl Kubelet {
                         .as_str()
                         .is_none_or(|n| n == self.namespace)
             })
-            .unwrap_or_else(|| panic!("no {kind} {name} in namespace {}", self.namespace))
-            .clone()
+            .cloned()
+    }
+
+    /// Projects `files` into the directory of the volume mounted at
+    /// `mount_path` as the kubelet's atomic writer does on a sync: a new
+    /// timestamped directory, the `..data` symlink swapped to it by a
+    /// rename, and one `key -> ..data/key` symlink per key.
+    pub fn project(&self, mount_path: &str, files: &[(&str, &str)]) {
+        let dir = self.host_path(mount_path);
+        let stamp = format!(
+            "..{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        std::fs::create_dir(dir.join(&stamp)).unwrap();
+        for (key, text) in files {
+            std::fs::write(dir.join(&stamp).join(key), self.translate(text)).unwrap();
+        }
+        std::os::unix::fs::symlink(&stamp, dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        for (key, _) in files {
+            let link = dir.join(key);
+            if std::fs::symlink_metadata(&link).is_err() {
+                std::os::unix::fs::symlink(format!("..data/{key}"), link).unwrap();
+            }
+        }
     }
 
     fn write_keys(&self, dir: &Path, data: &Value, items: &Value, base64: bool) {
@@ -286,6 +323,17 @@ impl Kubelet {
             .current_dir(self.root.path());
         for var in container["env"].as_array().into_iter().flatten() {
             let value = match var.get("valueFrom") {
+                Some(from) if from.get("secretKeyRef").is_some() => {
+                    let r = &from["secretKeyRef"];
+                    let secret = self.object("Secret", r["name"].as_str().unwrap());
+                    let data = secret["data"][r["key"].as_str().unwrap()].as_str().unwrap();
+                    String::from_utf8(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(data)
+                            .unwrap(),
+                    )
+                    .unwrap()
+                }
                 Some(from) => self.field(from["fieldRef"]["fieldPath"].as_str().unwrap()),
                 None => self.translate(var["value"].as_str().unwrap_or_default()),
             };

@@ -81,10 +81,28 @@ app.kubernetes.io/component: injector
 {{- else }}
 {{- $bundle = dict "workload_api" (dict "csi_driver" .Values.bundle.csiDriver "socket" .Values.bundle.socket) }}
 {{- end }}
+{{- $config := deepCopy (.Values.sidecar.config | default dict) }}
+{{- $governance := dict "config_map" .Values.governance.configMapName }}
+{{- with .Values.governance.store }}
+{{- if .url }}
+{{- $store := dict "store" .url "key_prefix" .keyPrefix "startup_wait" .startupWait "signals_interval" .signalsInterval }}
+{{- if .username }}{{- $_ := set $store "username" .username }}{{- end }}
+{{- $_ := set $config "governance" $store }}
+{{- if .passwordSecret.name }}
+{{- $_ := set $governance "store_password" (dict "name" .passwordSecret.name "key" .passwordSecret.key) }}
+{{- end }}
+{{- if .ca.configMap }}
+{{- $_ := set $governance "store_ca" (dict "config_map" (dict "name" .ca.configMap "key" .ca.key)) }}
+{{- else if .ca.secret }}
+{{- $_ := set $governance "store_ca" (dict "secret" (dict "name" .ca.secret "key" .ca.key)) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- $settings := dict
   "image" (include "celador.image" .)
   "image_pull_policy" .Values.image.pullPolicy
   "rules" (dict "config_map" .Values.rules.configMapName "key" .Values.rules.key)
+  "governance" $governance
   "trust_domain" .Values.trustDomain
   "bundle" $bundle
   "excluded_namespaces" (include "celador.excludedNamespaces" . | fromJsonArray)
@@ -92,7 +110,7 @@ app.kubernetes.io/component: injector
   "ports" .Values.sidecar.ports
   "run_as_user" .Values.sidecar.runAsUser
   "security_context" (.Values.sidecar.securityContext | default dict)
-  "config" .Values.sidecar.config
+  "config" $config
   "log" (dict "level" .Values.injector.logLevel "format" "json")
   "istio" .Values.istio.enabled
 }}
