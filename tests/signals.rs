@@ -597,6 +597,16 @@ async fn with_the_store_a_compromise_revokes_at_every_instance_and_order_holds()
         "{stored}"
     );
     assert_eq!(stored["by"], IDP, "{stored}");
+    // The trail: the denied request's audit record ends at the SET.
+    let record = support::wait_for(Duration::from_secs(2), || {
+        celadors[2]
+            .audit_records()
+            .into_iter()
+            .rfind(|r| r["reason"] == "revoked")
+    })
+    .unwrap();
+    assert_eq!(record["revoked"]["origin"], "store", "{record}");
+    assert_eq!(record["revoked"]["reason"], reason, "{record}");
 
     // An enable from before the compromise changes nothing.
     let reply = push(&event("e-0", "account-enabled", now() - 60));
