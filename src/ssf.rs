@@ -10,6 +10,7 @@
 //!   subject    its subject (RFC 9493) -> the SPIFFE IDs it names
 //!   event      each CAEP / RISC event -> governance actions (revoke, unrevoke, risk)
 //!   receiver   actions -> the governance sink; 202, or 400 with the RFC 8935 error
+//!   sink/store a revocations file, or the fleet's governance store (Redis)
 //! ```
 //!
 //! Nothing of a SET that does not verify goes past [`set`]; nothing here
@@ -21,4 +22,5 @@ pub mod receiver;
 pub mod server;
 pub mod set;
 pub mod sink;
+pub mod store;
 pub mod subject;

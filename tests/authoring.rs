@@ -22,6 +22,7 @@ fn example_rules() -> Vec<PathBuf> {
         "agent-export",
         "admin",
         "jit-grant",
+        "payments-risk",
     ] {
         files.push(root().join(format!("examples/policies/{dir}/{dir}.yaml")));
     }
@@ -61,7 +62,7 @@ fn check_accepts_the_shipped_policies_without_a_warning() {
     let (code, output) = check(&refs, &["--deny-warnings"]);
     assert_eq!(code, 0, "{output}");
     assert!(
-        output.ends_with("6 file(s) checked: 0 error(s), 0 warning(s)\n"),
+        output.ends_with("7 file(s) checked: 0 error(s), 0 warning(s)\n"),
         "{output}"
     );
 }
@@ -352,7 +353,7 @@ fn test_runs_the_example_suites() {
         root().join("examples/policies").to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("36 passed, 0 failed\n"), "{stdout}");
+    assert!(stdout.contains("40 passed, 0 failed\n"), "{stdout}");
     assert!(
         stdout.ends_with("100% of rules and grants covered\n"),
         "{stdout}"
@@ -592,7 +593,7 @@ fn check_takes_directories_and_says_when_it_was_given_a_suite() {
     let (code, stdout, _) = run(&["check", root().join("examples/policies").to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}");
     assert!(
-        stdout.ends_with("6 file(s) checked: 0 error(s), 0 warning(s)\n"),
+        stdout.ends_with("7 file(s) checked: 0 error(s), 0 warning(s)\n"),
         "{stdout}"
     );
     let suite = root().join("examples/policies/payments/payments_test.yaml");

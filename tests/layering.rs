@@ -23,7 +23,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("authoring", &["edge"]),
     ("app", &["store", "metrics", "sources", "edge", "authoring"]),
     ("inject", &["app"]),
-    ("ssf", &["app"]),
+    // The receiver writes into the governance store (sources::fleet).
+    ("ssf", &["app", "sources"]),
     (
         "cli",
         &[

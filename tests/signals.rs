@@ -458,3 +458,176 @@ fn tls_get(f: &Fixture, path: &str) -> String {
     )
     .body
 }
+
+/// Instance latencies until `id` gets `denied` at each of `celadors`,
+/// measured from `start`; sorted.
+async fn propagation(
+    celadors: &[Celador],
+    ca: &Ca,
+    id: &str,
+    denied: bool,
+    start: Instant,
+) -> Vec<Duration> {
+    let cert = ca.svid(id).envoy_encoded();
+    let mut watchers = Vec::new();
+    for c in celadors {
+        let (addr, cert) = (c.addr, cert.clone());
+        watchers.push(tokio::spawn(async move {
+            let mut client = AuthorizationClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap();
+            loop {
+                let r = client
+                    .check(request(&cert, "GET", "/export", &[]))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let reason = (!allowed(&r)).then(|| denial(&r).unwrap().1);
+                if reason.is_some() == denied {
+                    return (start.elapsed(), reason);
+                }
+                if start.elapsed() > Duration::from_secs(5) {
+                    return (Duration::MAX, reason);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for w in watchers {
+        let (took, reason) = w.await.unwrap();
+        if denied {
+            assert_eq!(reason.as_deref(), Some("revoked"));
+        }
+        latencies.push(took);
+    }
+    latencies.sort();
+    latencies
+}
+
+fn report(what: &str, latencies: &[Duration]) {
+    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    eprintln!(
+        "{what} reached {} instances: p50 {:?}, p99 {:?} (from the push)",
+        latencies.len(),
+        at(0.5),
+        at(0.99)
+    );
+    assert!(
+        *latencies.last().unwrap() < Duration::from_secs(1),
+        "{what}: {latencies:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_a_compromise_revokes_at_every_instance_and_order_holds() {
+    let redis = support::redis::Redis::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let idp = Signer::es256("idp-1");
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             sink: {{store: {}}}\nlog: {{format: json}}\n",
+            redis.url()
+        ),
+    );
+    let ca = Ca::root("example.org");
+    write("example.org.pem", &ca.pem);
+    write(
+        "policy.yaml",
+        "rules:\n  - name: anyone\n    effect: allow\n    when: source.trust_domain == \"example.org\"\n",
+    );
+    write(
+        "celador.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
+             worker_threads: 1\ngovernance:\n  store: {}\nlog:\n  format: json\n",
+            redis.url()
+        ),
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    let celadors: Vec<Celador> = (0..5)
+        .map(|_| Celador::start(&path("celador.yaml")))
+        .collect();
+    let push = |token: &str| {
+        tls_post(
+            receiver.addr,
+            &server_ca.pem,
+            "/events",
+            &[("content-type", "application/secevent+jwt")],
+            token.as_bytes(),
+        )
+    };
+    let subject = json!({"format": "uri", "uri": EXPORTER});
+    let event = |jti: &str, event: &str, at: i64| {
+        idp.token_with_header(
+            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
+            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti, "sub_id": subject,
+                    "events": {format!("{RISC}{event}"): {"event_timestamp": at}}}),
+        )
+    };
+    propagation(&celadors, &ca, EXPORTER, false, Instant::now()).await;
+
+    let start = Instant::now();
+    let reply = push(&event("c-1", "credential-compromise", now()));
+    assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
+    report(
+        "credential-compromise",
+        &propagation(&celadors, &ca, EXPORTER, true, start).await,
+    );
+    // Exactly what `celador revoke` writes, naming the SET.
+    let stored = redis.cli(&[
+        "HGET",
+        "{celador}:revocations",
+        &format!("spiffe_id:{EXPORTER}"),
+    ]);
+    let stored: Value = serde_json::from_str(stored.trim()).unwrap();
+    let reason = stored["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("credential-compromise SET c-1 from https://idp.example.com/"),
+        "{stored}"
+    );
+    assert_eq!(stored["by"], IDP, "{stored}");
+    // The trail: the denied request's audit record ends at the SET.
+    let record = support::wait_for(Duration::from_secs(2), || {
+        celadors[2]
+            .audit_records()
+            .into_iter()
+            .rfind(|r| r["reason"] == "revoked")
+    })
+    .unwrap();
+    assert_eq!(record["revoked"]["origin"], "store", "{record}");
+    assert_eq!(record["revoked"]["reason"], reason, "{record}");
+
+    // An enable from before the compromise changes nothing.
+    let reply = push(&event("e-0", "account-enabled", now() - 60));
+    assert_eq!(reply.status, 202, "{reply:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    propagation(&celadors, &ca, EXPORTER, true, Instant::now()).await;
+
+    let start = Instant::now();
+    assert_eq!(
+        push(&event("e-1", "account-enabled", now() + 1)).status,
+        202
+    );
+    report(
+        "account-enabled",
+        &propagation(&celadors, &ca, EXPORTER, false, start).await,
+    );
+
+    // Redis gone: the receiver answers 503, and the transmitter retries.
+    drop(celadors);
+    let mut redis = redis;
+    redis.kill();
+    let reply = push(&event("c-2", "credential-compromise", now() + 2));
+    assert_eq!(reply.status, 503, "{reply:?}");
+}

@@ -171,7 +171,7 @@ fn explain_check_request(
                 workload: &Workload::default(),
                 now,
                 grant: None,
-                signals: Default::default(),
+                signals: &crate::engine::signals::Signals::default(),
             },
             None,
         ),

@@ -133,7 +133,7 @@ impl<'a> Trail<'a> {
                 "request.time" => o.str("request.time", &time::rfc3339(attrs.time.unwrap_or(now))),
                 "request.id" => o.str("request.id", &self.redaction.text(attrs.request_id)),
                 "signals" => {
-                    let s = self.decision.signals.unwrap_or_default();
+                    let s = self.decision.signals.clone().unwrap_or_default();
                     o.object("signals", |o| {
                         o.u64("requests_10s", s.requests_10s.into());
                         o.u64("requests_1m", s.requests_1m.into());
@@ -150,6 +150,16 @@ impl<'a> Trail<'a> {
                             o.u64("denials_1m", s.fleet.denials_1m.into());
                             o.u64("denials_10m", s.fleet.denials_10m.into());
                         });
+                        // The trail ends at the security tool's event.
+                        if let Some(r) = &s.risk {
+                            o.object("risk", |o| {
+                                o.str("level", r.level.as_str());
+                                o.str("since", &time::rfc3339(r.since));
+                                o.str("source", &r.source);
+                                o.str("event", &r.event);
+                                o.str("jti", &r.jti);
+                            });
+                        }
                     });
                 }
                 _ => {}

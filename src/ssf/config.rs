@@ -15,8 +15,10 @@
 //!     spiffe_id: spiffe://prod.acme.io/ns/batch/sa/exporter
 //! events:              # overrides of the default handling, by event type
 //!   risc/account-purged: ignore
-//! sink:
-//!   revocations_file: /var/run/celador/revocations.yaml
+//! sink:               # one of:
+//!   revocations_file: /var/run/celador/revocations.yaml   # a single node
+//!   store: rediss://redis.platform:6379/0                 # the fleet's store
+//!   password_file: /var/run/celador-store/password        # (as governance:)
 //! log: { level: info, format: json }
 //! ```
 //!
@@ -36,8 +38,10 @@ use super::event::{Handling, Mapping};
 use super::receiver::Receiver;
 use super::set::{Transmitter, Verifier};
 use super::sink::{FileSink, Sink};
+use super::store::StoreSink;
 use super::subject::{SubjectSpec, Subjects};
 use crate::app::config::{DurationText, LogConfig};
+use crate::sources::fleet::StoreSettings;
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -107,12 +111,66 @@ pub struct TransmitterSpec {
     pub push_token_file: Option<PathBuf>,
 }
 
-/// Where the receiver's actions go.
+/// Where the receiver's actions go: a file, or the governance store (its
+/// connection keys are those of `celador serve`'s `governance:`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkSpec {
     /// A revocations file that `celador serve` watches.
-    pub revocations_file: PathBuf,
+    #[serde(default)]
+    pub revocations_file: Option<PathBuf>,
+    /// The governance store: `redis://HOST:PORT/DB` or `rediss://...`.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// An ACL user.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the store's password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the store's password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// CA certificates (PEM) for a `rediss://` store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The store's key prefix (as the sidecars').
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_key_prefix() -> String {
+    "celador".into()
+}
+
+impl SinkSpec {
+    /// The sink; a problem names its key.
+    fn sink(&self, base: &Path) -> Result<Arc<dyn Sink>, String> {
+        let resolve = |p: &Path| base.join(p);
+        match (&self.revocations_file, &self.store) {
+            (Some(file), None) => Ok(Arc::new(FileSink::new(&resolve(file)))),
+            (None, Some(url)) => {
+                if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
+                    return Err("sink.key_prefix: a non-empty name without braces".into());
+                }
+                if self.password_file.is_some() && self.password_env.is_some() {
+                    return Err("sink: give password_file or password_env, not both".into());
+                }
+                let settings = StoreSettings {
+                    url: url.clone(),
+                    username: self.username.clone(),
+                    password_file: self.password_file.as_deref().map(resolve),
+                    password_env: self.password_env.clone(),
+                    ca_file: self.ca_file.as_deref().map(resolve),
+                    key_prefix: self.key_prefix.clone(),
+                };
+                let sink = StoreSink::new(&settings, |name| std::env::var(name).ok())
+                    .map_err(|e| format!("sink.store: {e}"))?;
+                Ok(Arc::new(sink))
+            }
+            _ => Err("sink: give revocations_file or store, one of them".into()),
+        }
+    }
 }
 
 fn default_listen() -> String {
@@ -228,13 +286,13 @@ fn build(config: ReceiverConfig, base: &Path) -> Result<Loaded, String> {
     if let Err(e) = crate::app::config::log_filter(&config.log.level) {
         problems.push(format!("log.level {:?}: {e}", config.log.level));
     }
-    let (Some(listen), Some(subjects), Some(mapping), true) =
-        (listen, subjects, mapping, problems.is_empty())
+    let sink = config.sink.sink(base).map_err(|e| problems.push(e)).ok();
+    let (Some(listen), Some(subjects), Some(mapping), Some(sink), true) =
+        (listen, subjects, mapping, sink, problems.is_empty())
     else {
         return Err(problems.join("\n"));
     };
     let verifier = Verifier::new(transmitters, config.max_age.0, config.max_future.0);
-    let sink: Arc<dyn Sink> = Arc::new(FileSink::new(&resolve(&config.sink.revocations_file)));
     Ok(Loaded {
         receiver: Receiver::new(verifier, subjects, mapping, tokens, sink),
         listen,

@@ -220,7 +220,7 @@ impl Engine {
             workload: &self.workload,
             now,
             grant: None,
-            signals,
+            signals: &signals,
         };
         let grant = snapshot.grants.find(&identity, input);
         let input = Input {

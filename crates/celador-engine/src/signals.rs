@@ -26,7 +26,7 @@ const SHARDS: usize = 16;
 const BUCKET_MS: [u64; 3] = [1_000, 6_000, 60_000];
 
 /// The counts rules read as `signals`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Signals {
     /// Requests in the last 10 s, the current one included.
@@ -48,6 +48,69 @@ pub struct Signals {
     /// missed changes, in seconds: 0 without a store or while it is
     /// connected and current.
     pub store_stale_seconds: u32,
+    /// The caller's risk as a security tool reported it (Shared Signals
+    /// `risk-level-change`), if any: `signals.risk.*`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub risk: Option<std::sync::Arc<Risk>>,
+}
+
+/// A risk level a security tool reported for an identity, with where it
+/// came from (the audit record names the SET).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Risk {
+    /// `low`, `medium` or `high`.
+    pub level: RiskLevel,
+    /// Since when (the event's time).
+    #[serde(with = "rfc3339_text")]
+    pub since: SystemTime,
+    /// The transmitter that reported it (the SET's `iss`).
+    pub source: String,
+    /// The event type URI.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub event: String,
+    /// The SET's `jti`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub jti: String,
+}
+
+/// A risk level, as rules read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RiskLevel {
+    /// `low`
+    Low,
+    /// `medium`
+    Medium,
+    /// `high`
+    High,
+}
+
+impl RiskLevel {
+    /// Its name in rules.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskLevel::Low => "low",
+            RiskLevel::Medium => "medium",
+            RiskLevel::High => "high",
+        }
+    }
+}
+
+/// A time as RFC 3339 text in JSON and YAML.
+mod rfc3339_text {
+    use std::time::SystemTime;
+
+    pub(super) fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::time::rfc3339(*t))
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<SystemTime, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        crate::time::parse_rfc3339(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The counts of an identity over the whole fleet: rules read them as
@@ -167,6 +230,7 @@ impl Entry {
             denials_10m: d2,
             store_stale_seconds: 0,
             fleet: FleetSignals::default(),
+            risk: None,
         }
     }
 

@@ -214,7 +214,7 @@ impl Prepared {
             workload: &self.workload,
             now: self.now,
             grant: None,
-            signals: self.signals,
+            signals: &self.signals,
         }
     }
 }
@@ -292,7 +292,7 @@ impl Case {
                 .map(WorkloadInput::workload)
                 .unwrap_or_default(),
             now,
-            signals: self.signals.unwrap_or_default(),
+            signals: self.signals.clone().unwrap_or_default(),
         })
     }
 

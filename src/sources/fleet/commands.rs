@@ -222,7 +222,7 @@ impl Writer {
 }
 
 /// 16 random bytes in hex: an epoch no other store has.
-fn random_epoch() -> String {
+pub fn random_epoch() -> String {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 16];
     let _ = ring::rand::SystemRandom::new().fill(&mut bytes);

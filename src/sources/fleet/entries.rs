@@ -47,6 +47,12 @@ pub struct StoredRevocation {
     /// A JWT-SVID's `jti`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_id: Option<String>,
+    /// A certificate's serial number (hex), with its `issuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x509_serial: Option<String>,
+    /// The issuer of `x509_serial` (a distinguished name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
     /// Why.
     pub reason: String,
     /// When it lapses (RFC 3339); never without it.
@@ -60,6 +66,11 @@ pub struct StoredRevocation {
 impl StoredRevocation {
     /// The hash field it is stored under: `kind:value`.
     pub fn field(&self) -> String {
+        // A serial is unique only under its issuer.
+        if let Some(serial) = &self.x509_serial {
+            let issuer = self.issuer.as_deref().unwrap_or_default();
+            return format!("x509_serial:{serial}@{issuer}");
+        }
         let kinds = [
             ("spiffe_id", &self.spiffe_id),
             ("spiffe_id_prefix", &self.spiffe_id_prefix),
@@ -80,6 +91,8 @@ impl StoredRevocation {
             ("spiffe_id_prefix", &self.spiffe_id_prefix),
             ("x509_sha256", &self.x509_sha256),
             ("jwt_id", &self.jwt_id),
+            ("x509_serial", &self.x509_serial),
+            ("issuer", &self.issuer),
         ];
         for (kind, value) in kinds {
             if let (Some(value), Some(map)) = (value, v.as_object_mut()) {

@@ -58,3 +58,42 @@ fn every_problem_is_reported_at_once() {
     );
     assert!(load(&unknown).unwrap_err().contains("store"));
 }
+
+#[test]
+fn the_sink_is_a_file_or_the_store_one_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "idp.json", &jwt::jwks(&[&Signer::es256("k1")]));
+    let with = |sink: &str| {
+        write(
+            dir.path(),
+            "receiver.yaml",
+            &format!(
+                "tls: {{cert: c, key: k}}\ntransmitters:\n  - issuer: https://idp.example.com/\n    audience: a\n    jwks_file: idp.json\nsink: {sink}\n"
+            ),
+        );
+        load(&dir.path().join("receiver.yaml"))
+    };
+    assert!(with("{store: redis://127.0.0.1:6379/0}").is_ok());
+    for (sink, expected) in [
+        ("{}", "sink: give revocations_file or store"),
+        (
+            "{store: redis://x:1/0, revocations_file: r}",
+            "sink: give revocations_file or store",
+        ),
+        (
+            "{store: http://x/}",
+            "sink.store: http://x/: the store's URL",
+        ),
+        (
+            "{store: redis://x:1/0, key_prefix: \"{a}\"}",
+            "sink.key_prefix",
+        ),
+        (
+            "{store: redis://x:1/0, password_env: CELADOR_TEST_NO_SUCH_VARIABLE}",
+            "CELADOR_TEST_NO_SUCH_VARIABLE",
+        ),
+    ] {
+        let error = with(sink).unwrap_err();
+        assert!(error.contains(expected), "{sink}: {expected} in:\n{error}");
+    }
+}

@@ -90,7 +90,7 @@ fn a_grant_is_in_force_only_inside_its_window_for_its_identities_and_condition()
             workload: &workload,
             now: at(now),
             grant: None,
-            signals: Default::default(),
+            signals: &crate::signals::Signals::default(),
         };
         g.find(&who, input).map(|g| g.name.to_string())
     };
@@ -211,7 +211,7 @@ fn a_grant_allows_when_no_rule_does_but_deny_rules_still_win_and_can_read_it() {
             workload: &workload,
             now: at("2026-11-25T11:00:00Z"),
             grant: None,
-            signals: Default::default(),
+            signals: &crate::signals::Signals::default(),
         };
         let grant = g.find(&who, input);
         let d = policy.evaluate(Input {
@@ -256,7 +256,7 @@ fn a_prefix_grants_everyone_under_its_path_and_merged_grants_keep_their_conditio
             workload: &workload,
             now: at("2026-11-25T11:00:00Z"),
             grant: None,
-            signals: Default::default(),
+            signals: &crate::signals::Signals::default(),
         };
         merged
             .find(&who, input)

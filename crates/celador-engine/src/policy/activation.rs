@@ -45,7 +45,7 @@ pub struct Input<'a> {
     /// The grant in force for the caller, if any.
     pub grant: Option<&'a std::sync::Arc<Grant>>,
     /// The caller's behavioural signals, the current request counted.
-    pub signals: Signals,
+    pub signals: &'a Signals,
 }
 
 /// The variables of one evaluation.
@@ -478,8 +478,29 @@ struct SignalsVal<'a> {
     /// then store_stale_seconds.
     counts: [CelInt; 7],
     fleet: FleetVal<'a>,
+    risk: RiskVal<'a>,
     _life: std::marker::PhantomData<&'a ()>,
 }
+
+/// `signals.risk`: always there, its fields absent without a risk, so
+/// `has(signals.risk.level)` is how a rule asks whether one was reported.
+#[derive(Debug, Clone)]
+struct RiskVal<'a> {
+    /// level, since, source.
+    fields: Option<(CelString<'a>, CelTimestamp, CelString<'a>)>,
+}
+
+impl<'a> RiskVal<'a> {
+    fn field<'b>(&'b self, name: &str) -> Result<CowVal<'b, 'a>, ExecutionError> {
+        match (&self.fields, name) {
+            (Some((level, _, _)), "level") => Ok(CowVal::Borrowed(level)),
+            (Some((_, since, _)), "since") => Ok(CowVal::Borrowed(since)),
+            (Some((_, _, source)), "source") => Ok(CowVal::Borrowed(source)),
+            _ => Err(ExecutionError::no_such_key(name)),
+        }
+    }
+}
+record!(RiskVal, "celador.Risk");
 
 #[derive(Debug, Clone)]
 struct FleetVal<'a> {
@@ -508,8 +529,17 @@ impl<'a> FleetVal<'a> {
 record!(FleetVal, "celador.FleetSignals");
 
 impl<'a> SignalsVal<'a> {
-    fn new(s: Signals) -> Self {
+    fn new(s: &'a Signals) -> Self {
         SignalsVal {
+            risk: RiskVal {
+                fields: s.risk.as_deref().map(|r| {
+                    (
+                        r.level.as_str().into(),
+                        timestamp(r.since),
+                        r.source.as_str().into(),
+                    )
+                }),
+            },
             counts: [
                 s.requests_10s,
                 s.requests_1m,
@@ -546,6 +576,7 @@ impl<'a> SignalsVal<'a> {
             "denials_10m" => 5,
             "store_stale_seconds" => 6,
             "fleet" => return Ok(CowVal::Borrowed(&self.fleet)),
+            "risk" => return Ok(CowVal::Borrowed(&self.risk)),
             _ => return Err(ExecutionError::no_such_key(name)),
         };
         match self.counts.get(index) {

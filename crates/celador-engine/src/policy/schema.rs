@@ -410,6 +410,33 @@ pub static SIGNALS: Object = Object {
             FieldTy::Int,
             "How long the replica of the fleet's governance store may have missed revocations and grants, in seconds: 0 without a store or while it is connected and current (`signals.store_stale_seconds > 30` denies what must not rely on stale revocations).",
         ),
+        field(
+            "risk",
+            FieldTy::Object(&RISK),
+            "The caller's risk as a security tool last reported it (an OpenID Shared Signals `risk-level-change` through `celador signals serve`); its fields are absent when none is in force, so guard reads with `has(signals.risk.level)`.",
+        ),
+    ],
+};
+
+/// `signals.risk`: a risk level a security tool reported for the caller.
+pub static RISK: Object = Object {
+    name: "celador.Risk",
+    fields: &[
+        field(
+            "level",
+            FieldTy::String,
+            "`\"low\"`, `\"medium\"` or `\"high\"`; absent when no risk is in force.",
+        ),
+        field(
+            "since",
+            FieldTy::Timestamp,
+            "When the reported event happened (`event_timestamp`, else the SET's `iat`).",
+        ),
+        field(
+            "source",
+            FieldTy::String,
+            "The transmitter that reported it (the SET's `iss`).",
+        ),
     ],
 };
 

@@ -73,7 +73,7 @@ fn decide_with_token(
         workload: &workload,
         now: SystemTime::now(),
         grant: None,
-        signals: Default::default(),
+        signals: &crate::signals::Signals::default(),
     })
 }
 
@@ -379,7 +379,7 @@ fn a_missing_identity_is_an_evaluation_error_not_an_empty_string() {
         workload: &Workload::default(),
         now: SystemTime::now(),
         grant: None,
-        signals: Default::default(),
+        signals: &crate::signals::Signals::default(),
     });
     assert!(!v.allowed);
     assert!(
@@ -413,7 +413,7 @@ fn explain_evaluates_every_rule() {
         workload: &Workload::default(),
         now: SystemTime::now(),
         grant: None,
-        signals: Default::default(),
+        signals: &crate::signals::Signals::default(),
     });
     let summary: Vec<(&str, RuleResult)> = results
         .into_iter()
@@ -621,9 +621,46 @@ fn has_is_false_for_an_absent_identity_never_an_error() {
         workload: &Workload::default(),
         now: SystemTime::now(),
         grant: None,
-        signals: Default::default(),
+        signals: &crate::signals::Signals::default(),
     });
     assert!(v.allowed, "{v:?}");
     assert!(v.errors.is_empty(), "{:?}", v.errors);
     assert_eq!(v.rule.as_deref(), Some("no-token"));
+}
+
+#[test]
+fn rules_read_the_risk_a_security_tool_reported_and_has_says_when_there_is_none() {
+    use crate::signals::{Risk, RiskLevel, Signals};
+    let p = policy(
+        "rules:\n  - name: r\n    effect: allow\n    when: >\n      has(signals.risk.level) && signals.risk.level == 'high' &&\n      signals.risk.source == 'https://idp.example.com/' &&\n      signals.risk.since == timestamp('2026-11-22T10:00:00Z')\n",
+    );
+    let req = http("GET", "/", &[]);
+    let attrs = req.attributes();
+    let svid = svid("spiffe://example.org/a");
+    let decide = |signals: &Signals| {
+        p.evaluate(Input {
+            source: Some(&svid),
+            token: None,
+            attributes: &attrs,
+            workload: &Workload::default(),
+            now: SystemTime::now(),
+            grant: None,
+            signals,
+        })
+    };
+    let none = decide(&Signals::default());
+    assert!(!none.allowed && none.errors.is_empty(), "{none:?}");
+    let risk = |level| Signals {
+        risk: Some(std::sync::Arc::new(Risk {
+            level,
+            since: crate::time::parse_rfc3339("2026-11-22T10:00:00Z").unwrap(),
+            source: "https://idp.example.com/".into(),
+            event: "https://schemas.openid.net/secevent/caep/event-type/risk-level-change".into(),
+            jti: "r-1".into(),
+        })),
+        ..Signals::default()
+    };
+    assert!(decide(&risk(RiskLevel::High)).allowed);
+    let medium = decide(&risk(RiskLevel::Medium));
+    assert!(!medium.allowed && medium.errors.is_empty(), "{medium:?}");
 }

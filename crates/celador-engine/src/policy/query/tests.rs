@@ -21,7 +21,7 @@ fn decide(rules: &str, path: &str) -> crate::Decision {
         workload: &Workload::default(),
         now: SystemTime::now(),
         grant: None,
-        signals: Default::default(),
+        signals: &crate::signals::Signals::default(),
     })
 }
 

@@ -1,0 +1,222 @@
+//! The governance-store sink: the receiver's revocations written into the
+//! fleet's Redis store, where every sidecar's replica sees them within a
+//! second, like a `celador revoke`.
+//!
+//! Data flow: [`super::receiver`] -> [`StoreSink::apply`] -> one Lua script
+//! per action in Redis (the entry in the revocations hash, a feed record,
+//! the event time) -> each sidecar's replica ([`crate::sources::fleet`]).
+//!
+//! An entry is exactly what `celador revoke` writes: a
+//! [`StoredRevocation`] checked by the same [`check_revocation`], under the
+//! same field, with the same feed record; its provenance names the
+//! transmitter (`by`), the receiver's host (`from`), and its reason the
+//! event type and the SET's `jti`.
+//!
+//! Ordering: SETs may arrive in any order (RFC 8417 §5.3). The time of the
+//! event that last set or cleared each field is kept in a hash beside the
+//! revocations (`{prefix}:ssf:event-times`, cleared fields included), and
+//! the script compares it and writes in one atomic step, so an older event
+//! never undoes a newer one, whichever receiver replica applies it. The
+//! comparison is among SETs only: `celador revoke` and `unrevoke` do not
+//! record an event time, so a manual change stands until a SET about the
+//! same entry arrives, whatever that SET's event time.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Mutex;
+
+use super::event::{Action, Outcome, Provenance, Revocation};
+use super::sink::{Applying, Sink, SinkError};
+use crate::sources::fleet::StoreSettings;
+use crate::sources::fleet::commands::random_epoch;
+use crate::sources::fleet::connect::Endpoint;
+use crate::sources::fleet::entries::{self, StoredRevocation, check_revocation};
+use crate::sources::fleet::keys::{FEED_LENGTH, Keys};
+
+/// Compares the event time and writes, atomically.
+///
+/// KEYS: revocations, event times, feed, epoch. ARGV: field, event time
+/// (ms), the entry's JSON (empty: remove), op, by, from, at (text), a new
+/// epoch, the feed's length. Returns 1 if applied, 0 if older than the
+/// field's last event.
+const APPLY: &str = r"
+local last = redis.call('HGET', KEYS[2], ARGV[1])
+if last and tonumber(last) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[4], ARGV[8], 'NX')
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'op', ARGV[4], 'entry', ARGV[1],
+  'by', ARGV[5], 'from', ARGV[6], 'at', ARGV[7])
+return 1
+";
+
+/// Writes the receiver's actions into the governance store.
+pub struct StoreSink {
+    endpoint: Endpoint,
+    keys: Keys,
+    event_times: String,
+    host: String,
+    /// Opened on first use and again after a failure: the receiver starts
+    /// without Redis and answers 503 while it is away.
+    conn: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl std::fmt::Debug for StoreSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSink")
+            .field("store", &self.endpoint.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The stored entry that revokes what `entry` names (no reason yet).
+fn stored(entry: &Revocation) -> StoredRevocation {
+    let mut out = StoredRevocation::default();
+    match entry {
+        Revocation::SpiffeId(id) => out.spiffe_id = Some(id.clone()),
+        Revocation::SpiffeIdPrefix(p) => out.spiffe_id_prefix = Some(p.clone()),
+        Revocation::X509Serial { serial, issuer } => {
+            out.x509_serial = Some(serial.clone());
+            out.issuer = Some(issuer.clone());
+        }
+        Revocation::JwtId(jti) => out.jwt_id = Some(jti.clone()),
+    }
+    out
+}
+
+/// Milliseconds since the epoch (0 before it).
+fn millis(at: SystemTime) -> u128 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+impl StoreSink {
+    /// A sink writing the store `settings` name (`env` reads environment
+    /// variables, for the password); no connection yet.
+    pub fn new(
+        settings: &StoreSettings,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<StoreSink, String> {
+        let endpoint = Endpoint::new(settings, &env)?;
+        let keys = Keys::new(&settings.key_prefix);
+        let host = crate::sources::fleet::commands::provenance(None, &env).from;
+        Ok(StoreSink {
+            event_times: format!("{{{}}}:ssf:event-times", settings.key_prefix),
+            endpoint,
+            keys,
+            host,
+            conn: Mutex::new(None),
+        })
+    }
+
+    /// The stored entry and op for `action`; `None` for a risk level.
+    fn entry(
+        &self,
+        provenance: &Provenance,
+        action: &Action,
+    ) -> Result<Option<(&'static str, String, String)>, SinkError> {
+        let (op, entry, reason) = match action {
+            Action::Revoke { entry, reason } => ("revoke", entry, Some(reason)),
+            Action::Unrevoke { entry } => ("unrevoke", entry, None),
+            Action::Risk { .. } => return Ok(None),
+        };
+        let mut stored = stored(entry);
+        let field = stored.field();
+        let Some(reason) = reason else {
+            return Ok(Some((op, field, String::new())));
+        };
+        stored.reason = format!(
+            "{reason} ({} SET {} from {})",
+            provenance.event, provenance.jti, provenance.transmitter
+        );
+        stored.provenance = entries::Provenance {
+            by: provenance.transmitter.clone(),
+            from: self.host.clone(),
+            at: entries::now_text(),
+        };
+        let json = serde_json::to_string(&stored)
+            .map_err(|e| SinkError(format!("cannot write the revocation: {e}")))?;
+        // The same check a `celador revoke` makes: the replicas load it.
+        check_revocation(&self.keys.revocations, &field, &json).map_err(SinkError)?;
+        Ok(Some((op, field, json)))
+    }
+
+    /// Runs the script for one action.
+    async fn write(
+        &self,
+        conn: &mut MultiplexedConnection,
+        provenance: &Provenance,
+        (op, field, json): (&'static str, String, String),
+    ) -> redis::RedisResult<i64> {
+        // EVAL, not EVALSHA: a short script at the rate security events
+        // arrive, and no `script` feature (another hash crate) for it.
+        redis::cmd("EVAL")
+            .arg(APPLY)
+            .arg(4)
+            .arg(&self.keys.revocations)
+            .arg(&self.event_times)
+            .arg(&self.keys.feed)
+            .arg(&self.keys.epoch)
+            .arg(&field)
+            .arg(millis(provenance.at).to_string())
+            .arg(json)
+            .arg(op)
+            .arg(&provenance.transmitter)
+            .arg(&self.host)
+            .arg(entries::now_text())
+            .arg(random_epoch())
+            .arg(FEED_LENGTH)
+            .query_async(conn)
+            .await
+    }
+
+    async fn apply_all(&self, outcomes: &[Outcome]) -> Result<(), SinkError> {
+        let mut writes = Vec::new();
+        for outcome in outcomes {
+            if let Outcome::Actions(provenance, actions) = outcome {
+                for action in actions {
+                    if let Some(write) = self.entry(provenance, action)? {
+                        writes.push((provenance, write));
+                    }
+                }
+            }
+        }
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut slot = self.conn.lock().await;
+        if slot.is_none() {
+            let conn = self
+                .endpoint
+                .connect(Some(std::time::Duration::from_secs(2)))
+                .await
+                .map_err(|e| SinkError(format!("{}: {e}", self.endpoint.shown)))?;
+            *slot = Some(conn);
+        }
+        let Some(conn) = slot.as_mut() else {
+            return Err(SinkError("no connection".into()));
+        };
+        for (provenance, write) in writes {
+            if let Err(e) = self.write(conn, provenance, write).await {
+                *slot = None;
+                return Err(SinkError(format!("{}: {e}", self.endpoint.shown)));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for StoreSink {
+    fn apply<'a>(&'a self, outcomes: &'a [Outcome]) -> Applying<'a> {
+        Box::pin(self.apply_all(outcomes))
+    }
+}
+
+#[cfg(test)]
+mod tests;
