@@ -208,7 +208,7 @@ fn bench_rule_count(c: &mut Criterion) {
             workload: &workload,
             now,
             grant: None,
-            signals: Default::default(),
+            signals: &Default::default(),
         };
         let name = if pinned {
             format!("{n}")

@@ -296,6 +296,11 @@ A change to the file takes effect within a second; removing an entry
 restores access as fast. A file that does not load keeps the last good list
 in force, is logged, and counted
 (`celador_governance_file_reloads_total{file="revocations",outcome="error"}`).
+Configured as `revocations: {path: FILE, optional: true}` (as the injected
+sidecar reads the namespace's governance ConfigMap), a missing file is an
+empty list instead, at start-up and when it is removed (`outcome="absent"`),
+and a file that appears is loaded like any change; `grants` takes the same
+form.
 
 ## Signals
 

@@ -243,7 +243,7 @@ fn the_index_decides_exactly_as_evaluating_every_rule() {
                 workload: &workload,
                 now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
                 grant: rng.one_in(5).then_some(&grant),
-                signals: Default::default(),
+                signals: &Default::default(),
             };
             let indexed = policy.evaluate(input);
             let sequential = policy.evaluate_sequential(input, false);
@@ -349,7 +349,7 @@ rules:
             workload: &workload,
             now: SystemTime::UNIX_EPOCH,
             grant: None,
-            signals: Default::default(),
+            signals: &Default::default(),
         };
         policy.index().candidates(&input)
     };
