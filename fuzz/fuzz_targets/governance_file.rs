@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
             workload: &workload,
             now,
             grant: None,
-            signals: Default::default(),
+            signals: &Default::default(),
         };
         let _ = grants.find(&Identity::default(), input);
         let _ = grants.active(now);

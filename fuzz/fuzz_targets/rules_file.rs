@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
             workload: &workload,
             now: std::time::SystemTime::now(),
             grant: None,
-            signals: Default::default(),
+            signals: &Default::default(),
         });
     }
 });
