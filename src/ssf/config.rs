@@ -148,7 +148,10 @@ impl SinkSpec {
     fn sink(&self, base: &Path) -> Result<Arc<dyn Sink>, String> {
         let resolve = |p: &Path| base.join(p);
         match (&self.revocations_file, &self.store) {
-            (Some(file), None) => Ok(Arc::new(FileSink::new(&resolve(file)))),
+            (Some(file), None) => Ok(Arc::new(
+                FileSink::open(&resolve(file))
+                    .map_err(|e| format!("sink.revocations_file: {e}"))?,
+            )),
             (None, Some(url)) => {
                 if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
                     return Err("sink.key_prefix: a non-empty name without braces".into());

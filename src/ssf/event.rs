@@ -241,9 +241,12 @@ impl Mapping {
     ) -> Result<Outcome, SetError> {
         let provenance = Provenance {
             transmitter: set.issuer.clone(),
-            event: event.kind.clone(),
-            jti: set.jti.clone(),
-            at: event_time(event)?.unwrap_or(set.issued_at),
+            event: printable(&event.kind),
+            jti: printable(&set.jti),
+            // An event cannot happen after the SET that reports it was
+            // issued: a later `event_timestamp` would pin the entry against
+            // every later event, so it counts as the SET's `iat`.
+            at: event_time(event)?.map_or(set.issued_at, |t| t.min(set.issued_at)),
         };
         let handling = self.handling(&event.kind);
         if handling == Handling::Ignore {
@@ -341,9 +344,25 @@ fn reason(event: &Event) -> String {
 fn truncate(text: &str) -> String {
     const MAX: usize = 200;
     match text.char_indices().nth(MAX) {
-        Some((end, _)) => format!("{}…", text.get(..end).unwrap_or(text)),
-        None => text.to_owned(),
+        Some((end, _)) => format!("{}…", printable(text.get(..end).unwrap_or(text))),
+        None => printable(text),
     }
+}
+
+/// `text` with every control character and non-character replaced by `?`:
+/// a transmitter's text goes into revocation entries, which YAML (the
+/// governance files) and the store's checks refuse with such characters,
+/// and a refused entry would block every revocation after it.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}') {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 fn string<'a>(event: &'a Event, member: &str) -> Result<Option<&'a str>, SetError> {

@@ -72,6 +72,9 @@ pub struct Receiver {
     /// one is configured.
     tokens: HashMap<String, [u8; 32]>,
     seen: moka::sync::Cache<(String, String), [u8; 32]>,
+    /// The SETs whose actions are being kept now: a retransmission of one
+    /// is answered 503, not 202, until the first attempt has succeeded.
+    in_flight: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     sink: Arc<dyn Sink>,
     metrics: ReceiverMetrics,
 }
@@ -82,6 +85,29 @@ impl std::fmt::Debug for Receiver {
             .field("subjects", &self.subjects.len())
             .field("tokens", &self.tokens.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// What the replay memory says of a SET.
+enum Remembered {
+    /// Never seen: apply it.
+    First,
+    /// The same bytes, already kept: 202, applied once.
+    Again,
+    /// The same bytes, being kept by another attempt now: 503, send again.
+    InFlight,
+    /// Other bytes under a `jti` already seen.
+    Other(SetError),
+}
+
+/// The answer when a SET cannot be kept now; the transmitter sends it
+/// again (nothing about the store in it).
+fn unavailable() -> Answer {
+    Answer {
+        status: 503,
+        body: Some(
+            json!({"description": "the SET could not be kept now; send it again"}).to_string(),
+        ),
     }
 }
 
@@ -106,7 +132,12 @@ impl Receiver {
     ) -> Receiver {
         let seen = moka::sync::Cache::builder()
             .max_capacity(MAX_REMEMBERED)
-            .time_to_live(verifier.max_age().saturating_add(Duration::from_secs(300)))
+            .time_to_live(
+                verifier
+                    .max_age()
+                    .saturating_add(verifier.max_future())
+                    .saturating_add(Duration::from_secs(300)),
+            )
             .build();
         Receiver {
             verifier,
@@ -117,6 +148,7 @@ impl Receiver {
                 .map(|(issuer, token)| (issuer, Sha256::digest(token.as_bytes()).into()))
                 .collect(),
             seen,
+            in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
             sink,
             metrics: ReceiverMetrics::default(),
         }
@@ -125,6 +157,22 @@ impl Receiver {
     /// Its counters.
     pub fn metrics(&self) -> &ReceiverMetrics {
         &self.metrics
+    }
+
+    /// The refusal of a delivery whose headers alone refuse it (its media
+    /// type, or no push token when every transmitter has one), counted:
+    /// the server asks before it reads the body.
+    pub fn screen(
+        &self,
+        content_type: Option<&str>,
+        authorization: Option<&str>,
+    ) -> Option<Answer> {
+        let (status, error) = self
+            .admit(content_type, bearer_digest(authorization))
+            .err()?;
+        tracing::warn!(status, err = error.code.as_str(), description = %error.description, "SET refused");
+        self.metrics.delivery(Delivery::Refused(error.code));
+        Some(Answer::refused(status, &error))
     }
 
     /// Answers one push delivery received at `now`.
@@ -171,31 +219,29 @@ impl Receiver {
         }
         let key = (set.issuer.clone(), set.jti.clone());
         match self.remember(&key, set.digest) {
-            Ok(true) => {}
-            Ok(false) => {
+            Remembered::First => {}
+            Remembered::Again => {
                 tracing::info!(issuer = %set.issuer, jti = %set.jti, "SET received again; applied once");
                 return (Answer::accepted(), Delivery::Duplicate);
             }
-            Err(error) => return refuse((400, error)),
+            Remembered::InFlight => return (unavailable(), Delivery::Unavailable),
+            Remembered::Other(error) => return refuse((400, error)),
         }
         let outcomes = match self.mapping.apply(&set, &self.subjects) {
             Ok(outcomes) => outcomes,
             Err(error) => {
-                self.seen.invalidate(&key);
+                self.forget(&key);
                 return refuse((400, error));
             }
         };
-        if let Err(e) = self.sink.apply(&outcomes).await {
+        let kept = self.sink.apply(&outcomes).await;
+        if let Err(e) = kept {
             // Forgotten, so that the transmitter's next attempt is applied.
-            self.seen.invalidate(&key);
+            self.forget(&key);
             tracing::error!(issuer = %set.issuer, jti = %set.jti, "the SET's actions cannot be kept: {e}");
-            let body = json!({"description": e.to_string()}).to_string();
-            let answer = Answer {
-                status: 503,
-                body: Some(body),
-            };
-            return (answer, Delivery::Unavailable);
+            return (unavailable(), Delivery::Unavailable);
         }
+        self.landed(&key);
         for outcome in &outcomes {
             self.log(outcome);
         }
@@ -233,23 +279,42 @@ impl Receiver {
         Ok(())
     }
 
-    /// Remembers `key` with `digest`: `Ok(true)` the first time, `Ok(false)`
-    /// for the same bytes again, an error for other bytes under it.
-    fn remember(&self, key: &(String, String), digest: [u8; 32]) -> Result<bool, SetError> {
+    /// Remembers `key` with `digest`, and marks it in flight the first
+    /// time; one lock, so that a retransmission racing the first attempt
+    /// sees it in flight.
+    fn remember(&self, key: &(String, String), digest: [u8; 32]) -> Remembered {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let entry = self.seen.entry(key.clone()).or_insert(digest);
         if entry.is_fresh() {
-            Ok(true)
-        } else if *entry.value() == digest {
-            Ok(false)
-        } else {
-            Err(SetError::new(
+            in_flight.insert(key.clone());
+            Remembered::First
+        } else if *entry.value() != digest {
+            Remembered::Other(SetError::new(
                 ErrorCode::InvalidRequest,
                 format!(
                     "jti {:?} of {} was already received with other content",
-                    key.1, key.0
+                    super::event::printable(&key.1),
+                    key.0
                 ),
             ))
+        } else if in_flight.contains(key) {
+            Remembered::InFlight
+        } else {
+            Remembered::Again
         }
+    }
+
+    /// `key`'s first attempt failed: the next one is applied afresh.
+    fn forget(&self, key: &(String, String)) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        in_flight.remove(key);
+        self.seen.invalidate(key);
+    }
+
+    /// `key`'s actions are kept: a retransmission is answered 202.
+    fn landed(&self, key: &(String, String)) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        in_flight.remove(key);
     }
 
     /// One log line per outcome: the audit trail of what a SET changed.

@@ -10,10 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use super::receiver::{Answer, Receiver};
 use super::set::MAX_SET_BYTES;
@@ -24,6 +25,11 @@ use crate::app::tls::{self, ReloadingCert};
 pub const PUSH_PATH: &str = "/events";
 /// A body slower than this is refused.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bodies being read at once: each may hold [`MAX_SET_BYTES`], and all of
+/// them at most 8 MiB, whatever the number of connections.
+const BODY_BUDGET_PERMITS: usize = 128;
+/// The permits one body takes (one permit stands for [`MAX_SET_BYTES`]).
+const BODY_PERMIT: u32 = 1;
 /// How much of an oversized body is read (and dropped) before it is refused.
 const DRAIN_BYTES: usize = 1 << 20;
 const LIMITS: Limits = Limits {
@@ -46,12 +52,14 @@ pub async fn serve(
     let (limits, _) = LIMITS.fitting_open_files();
     let reloader = tokio::spawn(tls::reload_loop(cert, reload_every, "the signals receiver"));
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let budget = Arc::new(Semaphore::new(BODY_BUDGET_PERMITS));
     accept::serve(
         listener,
         limits,
         shutdown,
         move |stream, peer, slot, opening| {
             let receiver = Arc::clone(&receiver);
+            let budget = Arc::clone(&budget);
             tls::serve_connection(
                 stream,
                 peer,
@@ -60,7 +68,8 @@ pub async fn serve(
                 opening,
                 move |request| {
                     let receiver = Arc::clone(&receiver);
-                    async move { route(request, &receiver).await }
+                    let budget = Arc::clone(&budget);
+                    async move { route(request, &receiver, &budget).await }
                 },
             )
         },
@@ -69,11 +78,15 @@ pub async fn serve(
     reloader.abort();
 }
 
-async fn route(request: Request<Incoming>, receiver: &Receiver) -> Response<Full<Bytes>> {
+async fn route(
+    request: Request<Incoming>,
+    receiver: &Receiver,
+    budget: &Semaphore,
+) -> Response<Full<Bytes>> {
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/metrics") => text(StatusCode::OK, &receiver.metrics().encode()),
-        (&Method::POST, PUSH_PATH) => answer(push(request, receiver).await),
+        (&Method::POST, PUSH_PATH) => answer(push(request, receiver, budget).await),
         (_, "/healthz" | "/metrics" | PUSH_PATH) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "wrong method\n")
         }
@@ -84,7 +97,7 @@ async fn route(request: Request<Incoming>, receiver: &Receiver) -> Response<Full
     }
 }
 
-async fn push(request: Request<Incoming>, receiver: &Receiver) -> Answer {
+async fn push(request: Request<Incoming>, receiver: &Receiver, budget: &Semaphore) -> Answer {
     let header = |name: hyper::header::HeaderName| {
         request
             .headers()
@@ -94,12 +107,23 @@ async fn push(request: Request<Incoming>, receiver: &Receiver) -> Answer {
     };
     let content_type = header(hyper::header::CONTENT_TYPE);
     let authorization = header(hyper::header::AUTHORIZATION);
-    // Read past the limit (to a point) before refusing, so that the answer
-    // reaches a client still sending instead of a reset connection.
-    let read = Limited::new(request.into_body(), DRAIN_BYTES).collect();
-    let body = match tokio::time::timeout(BODY_TIMEOUT, read).await {
-        Ok(Ok(body)) => body.to_bytes(),
-        Ok(Err(_)) => return too_large(),
+    // Refused on its headers before a byte of the body is read.
+    if let Some(answer) = receiver.screen(content_type.as_deref(), authorization.as_deref()) {
+        return answer;
+    }
+    // What all bodies being read may hold at once; over it, send again.
+    let Ok(_permit) = budget.try_acquire_many(BODY_PERMIT) else {
+        return Answer {
+            status: 503,
+            body: Some(
+                serde_json::json!({"description": "too many SETs are being received; send it again"})
+                    .to_string(),
+            ),
+        };
+    };
+    let body = match tokio::time::timeout(BODY_TIMEOUT, read_body(request.into_body())).await {
+        Ok(Some(body)) => body,
+        Ok(None) => return too_large(),
         Err(_) => {
             return Answer {
                 status: 408,
@@ -111,9 +135,6 @@ async fn push(request: Request<Incoming>, receiver: &Receiver) -> Answer {
             };
         }
     };
-    if body.len() > MAX_SET_BYTES {
-        return too_large();
-    }
     receiver
         .push(
             content_type.as_deref(),
@@ -122,6 +143,26 @@ async fn push(request: Request<Incoming>, receiver: &Receiver) -> Answer {
             SystemTime::now(),
         )
         .await
+}
+
+/// The body, if it is at most [`MAX_SET_BYTES`]. Only that much is kept;
+/// past it the rest is read and dropped (up to [`DRAIN_BYTES`]), so that the
+/// answer reaches a client still sending instead of a reset connection.
+async fn read_body(mut body: Incoming) -> Option<Vec<u8>> {
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.ok()?.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if total <= MAX_SET_BYTES {
+            kept.extend_from_slice(&data);
+        } else if total > DRAIN_BYTES {
+            return None;
+        }
+    }
+    (total <= MAX_SET_BYTES).then_some(kept)
 }
 
 /// A body over the limit (or that broke off): `413` with the RFC's JSON.

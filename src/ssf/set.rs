@@ -275,6 +275,11 @@ impl Verifier {
         self.transmitters.len()
     }
 
+    /// How far ahead of the clock an `iat` may be.
+    pub fn max_future(&self) -> Duration {
+        self.max_future
+    }
+
     /// The transmitter with issuer `issuer`.
     pub fn transmitter(&self, issuer: &str) -> Option<&Transmitter> {
         self.transmitters.get(issuer)

@@ -83,6 +83,28 @@ impl From<&Revocation> for Key {
     }
 }
 
+/// The file as the receiver reads it back at start.
+#[derive(Debug, serde::Deserialize)]
+struct StoredFile {
+    revocations: Vec<StoredEntry>,
+}
+
+/// One entry read back.
+#[derive(Debug, serde::Deserialize)]
+struct StoredEntry {
+    #[serde(default)]
+    spiffe_id: Option<String>,
+    #[serde(default)]
+    spiffe_id_prefix: Option<String>,
+    #[serde(default)]
+    x509_serial: Option<String>,
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    jwt_id: Option<String>,
+    reason: String,
+}
+
 /// One entry of the file, as `celador serve` reads it.
 #[derive(Debug, Serialize)]
 struct FileEntry<'a> {
@@ -100,13 +122,61 @@ struct FileEntry<'a> {
 }
 
 impl FileSink {
-    /// A sink writing `path` (created on the first action; an existing file
-    /// is replaced: the receiver owns it).
-    pub fn new(path: &Path) -> FileSink {
-        FileSink {
-            path: path.to_owned(),
-            entries: Mutex::new(BTreeMap::new()),
+    /// A sink writing `path`, which the receiver owns: created on the first
+    /// action, or, when it exists, its entries kept (a restarted receiver
+    /// forgets no revocation). A file that exists and does not load is an
+    /// error: the receiver would otherwise overwrite it.
+    pub fn open(path: &Path) -> Result<FileSink, String> {
+        let mut entries = BTreeMap::new();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let file: StoredFile = crate::engine::yaml::from_str(&text, path).map_err(|e| {
+                    format!("the revocations file cannot be loaded: {}", e.rendered)
+                })?;
+                for stored in file.revocations {
+                    let key = match stored {
+                        StoredEntry {
+                            spiffe_id: Some(id),
+                            ..
+                        } => Key::SpiffeId(id),
+                        StoredEntry {
+                            spiffe_id_prefix: Some(p),
+                            ..
+                        } => Key::SpiffeIdPrefix(p),
+                        StoredEntry {
+                            x509_serial: Some(serial),
+                            issuer: Some(issuer),
+                            ..
+                        } => Key::X509Serial(serial, issuer),
+                        StoredEntry {
+                            jwt_id: Some(jti), ..
+                        } => Key::JwtId(jti),
+                        StoredEntry { .. } => {
+                            return Err(format!(
+                                "{}: an entry names nothing to revoke",
+                                path.display()
+                            ));
+                        }
+                    };
+                    // Kept from before: any event about it, older or newer,
+                    // is applied (its time was not kept).
+                    let at = SystemTime::UNIX_EPOCH;
+                    entries.insert(
+                        key,
+                        Entry {
+                            at,
+                            reason: Some(stored.reason),
+                        },
+                    );
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         }
+        Ok(FileSink {
+            path: path.to_owned(),
+            entries: Mutex::new(entries),
+        })
     }
 
     /// Records `action`; whether it changed anything.
@@ -207,7 +277,13 @@ impl Sink for FileSink {
                 }
             }
             if changed {
-                self.write(&Self::render(&entries)?)?;
+                let text = Self::render(&entries)?;
+                // What `celador serve` would refuse is never written: it
+                // would keep its last good list, and every later revocation
+                // would wait behind the bad entry.
+                crate::engine::revocations::Revocations::parse(&text, &self.path)
+                    .map_err(|e| SinkError(format!("a revocation would not load: {e}")))?;
+                self.write(&text)?;
             }
             Ok(())
         })

@@ -18,8 +18,10 @@
 //! the script compares it and writes in one atomic step, so an older event
 //! never undoes a newer one, whichever receiver replica applies it. The
 //! comparison is among SETs only: `celador revoke` and `unrevoke` do not
-//! record an event time, so a manual change stands until a SET about the
-//! same entry arrives, whatever that SET's event time.
+//! record an event time. A SET never removes a revocation it did not make
+//! (one with no event time: a `celador revoke` during an incident stands
+//! until `celador unrevoke`); a manual `unrevoke` stands until a SET about
+//! the same entry arrives.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -43,6 +45,7 @@ use crate::sources::fleet::keys::{FEED_LENGTH, Keys};
 const APPLY: &str = r"
 local last = redis.call('HGET', KEYS[2], ARGV[1])
 if last and tonumber(last) > tonumber(ARGV[2]) then return 0 end
+if not last and ARGV[3] == '' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('SET', KEYS[4], ARGV[8], 'NX')
 if ARGV[3] == '' then

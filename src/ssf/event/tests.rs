@@ -266,3 +266,36 @@ fn a_long_reason_is_bounded() {
     };
     assert!(reason.chars().count() < 300, "{}", reason.len());
 }
+
+#[test]
+fn an_event_time_after_the_sets_own_iat_counts_as_the_iat() {
+    let kind = format!("{RISC}account-enabled");
+    let future = set(
+        uri(),
+        &kind,
+        json!({"event_timestamp": 253_402_300_000_i64}),
+    );
+    let Outcome::Actions(provenance, _) = outcome(&future) else {
+        panic!()
+    };
+    assert_eq!(provenance.at, future.issued_at);
+}
+
+#[test]
+fn a_transmitters_text_reaches_entries_without_control_characters() {
+    let kind = format!("{RISC}credential-compromise");
+    let mut with_controls = set(
+        uri(),
+        &kind,
+        json!({"credential_type": "x509", "reason_admin": "a\u{7f}b\u{81}c\u{fffe}\nd"}),
+    );
+    with_controls.jti = "z\u{7f}1".into();
+    let Outcome::Actions(provenance, actions) = outcome(&with_controls) else {
+        panic!()
+    };
+    assert_eq!(provenance.jti, "z?1");
+    let Action::Revoke { reason, .. } = &actions[0] else {
+        panic!()
+    };
+    assert_eq!(reason, "credential-compromise: a?b?c??d");
+}

@@ -232,3 +232,63 @@ async fn refusals_are_counted_by_code() {
     );
     assert_eq!(f.sink.actions(), 0);
 }
+
+/// Holds every apply until released.
+struct Gate {
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl Sink for Gate {
+    fn apply<'a>(&'a self, _outcomes: &'a [Outcome]) -> Applying<'a> {
+        Box::pin(async move {
+            self.entered.notify_one();
+            self.release.notified().await;
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_retransmission_during_the_first_attempt_is_told_to_send_again() {
+    let signer = Signer::es256("k1");
+    let transmitter =
+        Transmitter::new(ISS, vec![AUD.into()], jwt::jwks(&[&signer]).as_bytes()).unwrap();
+    let gate = Arc::new(Gate {
+        entered: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let receiver = Arc::new(Receiver::new(
+        Verifier::new(
+            vec![transmitter],
+            Duration::from_secs(3600),
+            Duration::from_secs(60),
+        ),
+        Subjects::default(),
+        Mapping::default(),
+        HashMap::new(),
+        Arc::clone(&gate) as Arc<dyn Sink>,
+    ));
+    let token = sign(&signer, &claims(ISS, "j1", "spiffe://td/a"));
+    let first = {
+        let (receiver, token) = (Arc::clone(&receiver), token.clone());
+        tokio::spawn(async move {
+            receiver
+                .push(Some(SET_MEDIA_TYPE), None, token.as_bytes(), now())
+                .await
+        })
+    };
+    gate.entered.notified().await;
+    let again = receiver
+        .push(Some(SET_MEDIA_TYPE), None, token.as_bytes(), now())
+        .await;
+    assert_eq!(again.status, 503);
+    gate.release.notify_one();
+    assert_eq!(first.await.unwrap().status, 202);
+    let later = receiver
+        .push(Some(SET_MEDIA_TYPE), None, token.as_bytes(), now())
+        .await;
+    assert_eq!(later.status, 202);
+    assert!(receiver.screen(Some("text/plain"), None).is_some());
+    assert!(receiver.screen(Some(SET_MEDIA_TYPE), None).is_none());
+}

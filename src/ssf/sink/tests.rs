@@ -43,7 +43,7 @@ fn loaded(path: &Path) -> Revocations {
 async fn the_file_is_one_celador_serve_loads_and_older_events_never_undo_newer_ones() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("revocations.yaml");
-    let sink = FileSink::new(&path);
+    let sink = FileSink::open(&path).unwrap();
     sink.apply(&[revoke(A, "j1", 100), revoke(B, "j2", 100)])
         .await
         .unwrap();
@@ -71,7 +71,27 @@ async fn the_file_is_one_celador_serve_loads_and_older_events_never_undo_newer_o
 #[tokio::test]
 async fn a_file_that_cannot_be_written_is_an_error_not_a_silent_loss() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::new(&dir.path().join("missing-dir/revocations.yaml"));
+    let sink = FileSink::open(&dir.path().join("missing-dir/revocations.yaml")).unwrap();
     let error = sink.apply(&[revoke(A, "j1", 100)]).await.unwrap_err();
     assert!(error.0.contains("cannot write"), "{error}");
+}
+
+#[tokio::test]
+async fn a_restarted_sink_keeps_the_entries_of_its_file_and_refuses_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revocations.yaml");
+    FileSink::open(&path)
+        .unwrap()
+        .apply(&[revoke(A, "j1", 100), revoke(B, "j2", 100)])
+        .await
+        .unwrap();
+    let restarted = FileSink::open(&path).unwrap();
+    restarted
+        .apply(&[revoke("spiffe://prod.acme.io/ns/c/sa/c", "j3", 100)])
+        .await
+        .unwrap();
+    assert_eq!(loaded(&path).len(), 3);
+    std::fs::write(&path, "revocations: [ {spiffe_id: 3\n").unwrap();
+    let error = FileSink::open(&path).unwrap_err();
+    assert!(error.contains("cannot be loaded"), "{error}");
 }
