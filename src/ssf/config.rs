@@ -109,6 +109,11 @@ pub struct TransmitterSpec {
     /// A file holding the bearer token it must push with.
     #[serde(default)]
     pub push_token_file: Option<PathBuf>,
+    /// The SPIFFE IDs its events may act on (IDs or prefixes); a SET about
+    /// any other is refused `access_denied`. Unset: any, and certificates
+    /// and tokens too (which a scoped transmitter may not revoke).
+    #[serde(default)]
+    pub scope: Vec<String>,
 }
 
 /// Where the receiver's actions go: a file, or the governance store (its
@@ -233,7 +238,16 @@ fn transmitters(
         let jwks_path = base.join(&spec.jwks_file);
         match std::fs::read(&jwks_path) {
             Ok(jwks) => match Transmitter::new(&spec.issuer, audiences, &jwks) {
-                Ok(t) => transmitters.push(t),
+                Ok(t) => {
+                    for p in &spec.scope {
+                        if let Err(e) =
+                            crate::engine::identity::SpiffeId::parse(p.trim_end_matches('/'))
+                        {
+                            problems.push(format!("{at}: scope {p:?}: {e}"));
+                        }
+                    }
+                    transmitters.push(t.scoped(spec.scope.clone()));
+                }
                 Err(e) => problems.push(format!("{at}: {e}")),
             },
             Err(e) => problems.push(format!("{at}: cannot read {}: {e}", jwks_path.display())),

@@ -25,10 +25,11 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::event::{Action, Mapping, Outcome, Provenance};
+use super::event::{Action, Mapping, Outcome, Provenance, Revocation};
 use super::set::{ErrorCode, SetError, Verifier};
 use super::sink::Sink;
 use super::subject::Subjects;
+use super::subject::Target;
 
 /// The media type of a pushed SET (RFC 8417 §2.3).
 pub const SET_MEDIA_TYPE: &str = "application/secevent+jwt";
@@ -227,7 +228,11 @@ impl Receiver {
             Remembered::InFlight => return (unavailable(), Delivery::Unavailable),
             Remembered::Other(error) => return refuse((400, error)),
         }
-        let outcomes = match self.mapping.apply(&set, &self.subjects) {
+        let outcomes = match self
+            .mapping
+            .apply(&set, &self.subjects)
+            .and_then(|outcomes| self.in_scope(&set.issuer, outcomes))
+        {
             Ok(outcomes) => outcomes,
             Err(error) => {
                 self.forget(&key);
@@ -246,6 +251,51 @@ impl Receiver {
             self.log(outcome);
         }
         (Answer::accepted(), Delivery::Applied)
+    }
+
+    /// `outcomes`, if every action is in the transmitter's scope; else the
+    /// SET is refused `access_denied` (RFC 8935: the transmitter may not
+    /// send this SET here).
+    fn in_scope(&self, issuer: &str, outcomes: Vec<Outcome>) -> Result<Vec<Outcome>, SetError> {
+        let Some(transmitter) = self.verifier.transmitter(issuer) else {
+            return Ok(outcomes);
+        };
+        for outcome in &outcomes {
+            let Outcome::Actions(_, actions) = outcome else {
+                continue;
+            };
+            for action in actions {
+                let named = match action {
+                    Action::Revoke { entry, .. } | Action::Unrevoke { entry } => match entry {
+                        Revocation::SpiffeId(id) | Revocation::SpiffeIdPrefix(id) => {
+                            Some(id.as_str())
+                        }
+                        Revocation::X509Serial { .. } | Revocation::JwtId(_) => None,
+                    },
+                    Action::Risk { target, .. } => match target {
+                        Target::Id(id) | Target::Prefix(id) => Some(id.as_str()),
+                        Target::JwtId(_) => None,
+                    },
+                };
+                let allowed = match named {
+                    Some(id) => transmitter.covers(id),
+                    None => transmitter.scope.is_empty(),
+                };
+                if !allowed {
+                    return Err(SetError::new(
+                        ErrorCode::AccessDenied,
+                        format!(
+                            "{issuer} may act only on {:?}; this SET names {}",
+                            transmitter.scope,
+                            named.unwrap_or(
+                                "a certificate or token, which a scoped transmitter may not revoke"
+                            )
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(outcomes)
     }
 
     /// The checks before any signature: the media type, and, when every

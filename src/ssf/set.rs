@@ -113,6 +113,9 @@ pub struct Transmitter {
     pub issuer: String,
     /// The audiences its SETs must name one of (at least one).
     pub audiences: Vec<String>,
+    /// The SPIFFE IDs its events may act on (IDs or prefixes, no trailing
+    /// `/`); empty: any.
+    pub scope: Vec<String>,
     keys: HashMap<String, JwtKey>,
 }
 
@@ -202,8 +205,30 @@ impl Transmitter {
         Ok(Transmitter {
             issuer,
             audiences,
+            scope: Vec::new(),
             keys,
         })
+    }
+
+    /// This transmitter, allowed to act only on the SPIFFE IDs under
+    /// `scope` (each a SPIFFE ID or a prefix of one).
+    pub fn scoped(mut self, scope: Vec<String>) -> Transmitter {
+        self.scope = scope
+            .into_iter()
+            .map(|p| p.trim_end_matches('/').to_owned())
+            .collect();
+        self
+    }
+
+    /// Whether `id` (a SPIFFE ID, or a prefix of some) is in its scope.
+    pub fn covers(&self, id: &str) -> bool {
+        self.scope.is_empty()
+            || self.scope.iter().any(|p| {
+                id == p
+                    || id
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
     }
 
     /// How many keys it has.

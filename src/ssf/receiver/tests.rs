@@ -292,3 +292,46 @@ async fn a_retransmission_during_the_first_attempt_is_told_to_send_again() {
     assert!(receiver.screen(Some("text/plain"), None).is_some());
     assert!(receiver.screen(Some(SET_MEDIA_TYPE), None).is_none());
 }
+
+#[tokio::test]
+async fn a_scoped_transmitter_acts_only_on_the_identities_it_is_given() {
+    let signer = Signer::es256("k1");
+    let transmitter = Transmitter::new(ISS, vec![AUD.into()], jwt::jwks(&[&signer]).as_bytes())
+        .unwrap()
+        .scoped(vec!["spiffe://td/ns/ci/".into()]);
+    let sink = Arc::new(Recording::default());
+    let receiver = Receiver::new(
+        Verifier::new(
+            vec![transmitter],
+            Duration::from_secs(3600),
+            Duration::from_secs(60),
+        ),
+        Subjects::default(),
+        Mapping::default(),
+        HashMap::new(),
+        Arc::clone(&sink) as Arc<dyn Sink>,
+    );
+    let push = |jti: &str, id: &str| {
+        let token = sign(&signer, &claims(ISS, jti, id));
+        let receiver = &receiver;
+        async move {
+            receiver
+                .push(Some(SET_MEDIA_TYPE), None, token.as_bytes(), now())
+                .await
+        }
+    };
+    for outside in [
+        "spiffe://td/ns/payments/sa/api",
+        "spiffe://td/ns/cix/sa/a",
+        "spiffe://other/ns/ci/sa/a",
+    ] {
+        let answer = push(outside, outside).await;
+        assert_eq!(
+            (answer.status, err(&answer)),
+            (400, "access_denied".into()),
+            "{outside}"
+        );
+    }
+    assert_eq!(push("in", "spiffe://td/ns/ci/sa/runner").await.status, 202);
+    assert_eq!(sink.actions(), 1);
+}
