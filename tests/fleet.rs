@@ -570,6 +570,11 @@ async fn unreachable_at_start_serves_from_the_files_and_an_emptied_redis_is_a_ne
     assert_eq!(status, 200);
     assert!(body.contains("deciding with the files alone"), "{body}");
     assert_eq!(fleet.metric(0, "celador_governance_store_connected"), 0.0);
+    // Never synced: as stale as can be, not "since start-up".
+    assert_eq!(
+        fleet.metric(0, "celador_governance_store_staleness_seconds"),
+        f64::from(u32::MAX)
+    );
     fleet.redis.restart();
     let revoked = fleet
         .propagation(

@@ -33,7 +33,7 @@ pub mod signals;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 #[cfg(doc)]
 use crate::store::Store;
@@ -71,10 +71,14 @@ pub struct ReplicaSettings {
     pub signals_interval: Duration,
 }
 
+/// The staleness of a replica that never synced: the most a rule can read
+/// (`signals.store_stale_seconds` is a `u32`), since it holds no revocation
+/// of the store at all.
+pub const NEVER_SYNCED: Duration = Duration::from_secs(u32::MAX as u64);
+
 /// How the replica stands with the store: for `/readyz` and the metrics.
 #[derive(Debug)]
 pub struct StoreStatus {
-    started: Instant,
     connected: AtomicBool,
     synced: AtomicBool,
     last_sync: Mutex<Option<Instant>>,
@@ -84,7 +88,6 @@ pub struct StoreStatus {
 impl Default for StoreStatus {
     fn default() -> Self {
         StoreStatus {
-            started: Instant::now(),
             connected: AtomicBool::new(false),
             synced: AtomicBool::new(false),
             last_sync: Mutex::new(None),
@@ -119,13 +122,25 @@ impl StoreStatus {
     }
 
     /// How long the replica may have missed changes: zero while connected,
-    /// else the time since the last sync (since start-up if none).
+    /// else the time since the last sync; [`NEVER_SYNCED`] before the first.
     pub fn staleness(&self) -> Duration {
         if self.connected() {
             return Duration::ZERO;
         }
         let last = *self.last_sync.lock().unwrap_or_else(|p| p.into_inner());
-        last.unwrap_or(self.started).elapsed()
+        last.map_or(NEVER_SYNCED, |t| t.elapsed())
+    }
+
+    /// Since when the replica may have missed changes, as the store
+    /// publishes it to rules (`None`: current).
+    pub fn stale_since(&self, now: SystemTime) -> Option<SystemTime> {
+        if self.connected() {
+            return None;
+        }
+        let staleness = self.staleness();
+        // Far enough in the past that rules read the maximum when never
+        // synced; a clock that cannot go back that far gets the epoch.
+        Some(now.checked_sub(staleness).unwrap_or(SystemTime::UNIX_EPOCH))
     }
 
     /// What `/readyz` says about the store, when something is wrong.
@@ -147,5 +162,28 @@ impl StoreStatus {
         } else {
             format!("governance store unreachable ({why}): deciding with the files alone")
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_that_never_synced_is_as_stale_as_can_be() {
+        let status = StoreStatus::default();
+        status.unreachable("connection refused".into());
+        assert_eq!(status.staleness(), NEVER_SYNCED);
+        let now = SystemTime::now();
+        let since = status.stale_since(now).unwrap_or(now);
+        let seen = now.duration_since(since).unwrap_or_default().as_secs();
+        // What rules read as `signals.store_stale_seconds` (a u32).
+        assert_eq!(u32::try_from(seen).unwrap_or(u32::MAX), u32::MAX);
+        // Once synced, then cut off: the time since the last sync.
+        status.in_sync();
+        assert_eq!(status.staleness(), Duration::ZERO);
+        assert_eq!(status.stale_since(now), None);
+        status.unreachable("connection reset".into());
+        assert!(status.staleness() < Duration::from_secs(5));
     }
 }

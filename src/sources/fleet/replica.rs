@@ -88,6 +88,10 @@ impl Replica {
     /// the first full sync.
     pub fn spawn(self) -> watch::Receiver<bool> {
         let (synced, first) = watch::channel(false);
+        // Stale from the start: before the first sync the replica holds none
+        // of the store's revocations (rules read the maximum staleness).
+        self.store
+            .publish_store_staleness(self.status.stale_since(SystemTime::now()));
         tokio::spawn(self.run(synced));
         first
     }
@@ -102,9 +106,8 @@ impl Replica {
             let problem = self.follow(&mut state, &synced).await;
             let was_connected = self.status.connected();
             self.status.unreachable(problem.clone());
-            let now = SystemTime::now();
-            let stale = now.checked_sub(self.status.staleness()).unwrap_or(now);
-            self.store.publish_store_staleness(Some(stale));
+            self.store
+                .publish_store_staleness(self.status.stale_since(SystemTime::now()));
             self.metrics.governance.store.connected.set(0);
             if was_connected || !self.status.ever_synced() && backoff == BACKOFF.0 {
                 tracing::warn!(store = %self.endpoint.shown, "governance store unreachable ({problem}): keeping the last replica; retrying");

@@ -9,6 +9,9 @@
 //! of the last flush plus this instance's increments since, so another
 //! instance's requests show after at most one interval of each instance
 //! plus a round trip (the error bound; `tests/fleet.rs` measures it).
+//! While the store is away nothing is sent: an identity's pending increments
+//! age into coarser buckets and are dropped after the longest window, so
+//! they stay bounded and count only in the windows they are within.
 //!
 //! Redis layout: one hash per identity, `{prefix}:signals:<identity>`,
 //! fields `<window>:<bucket index>:<r|d>` (windows and buckets as the local
@@ -44,20 +47,34 @@ struct Entry {
     last_seen: u64,
 }
 
+/// Whether an increment at `ms` falls in window `w` (of [`WINDOWS_MS`]) at
+/// `now_ms`: in one of its ten buckets, as the store's sums count it.
+fn in_window(ms: u64, now_ms: u64, w: usize) -> bool {
+    WINDOWS_MS
+        .get(w)
+        .is_some_and(|(_, bucket)| (ms / bucket).saturating_add(9) >= now_ms / bucket)
+}
+
 impl Entry {
-    fn counts(&self) -> FleetSignals {
-        let (r, d) = self
-            .pending
-            .iter()
-            .fold(self.in_flight, |(r, d), (_, pr, pd)| (r + pr, d + pd));
+    fn counts(&self, now_ms: u64) -> FleetSignals {
+        let mut sums = [self.in_flight; 3];
+        for (at, pr, pd) in &self.pending {
+            for (w, (r, d)) in sums.iter_mut().enumerate() {
+                if in_window(*at, now_ms, w) {
+                    *r = r.saturating_add(*pr);
+                    *d = d.saturating_add(*pd);
+                }
+            }
+        }
+        let [(r0, d0), (r1, d1), (r2, d2)] = sums;
         let t = self.totals;
         FleetSignals {
-            requests_10s: t.requests_10s.saturating_add(r),
-            requests_1m: t.requests_1m.saturating_add(r),
-            requests_10m: t.requests_10m.saturating_add(r),
-            denials_10s: t.denials_10s.saturating_add(d),
-            denials_1m: t.denials_1m.saturating_add(d),
-            denials_10m: t.denials_10m.saturating_add(d),
+            requests_10s: t.requests_10s.saturating_add(r0),
+            requests_1m: t.requests_1m.saturating_add(r1),
+            requests_10m: t.requests_10m.saturating_add(r2),
+            denials_10s: t.denials_10s.saturating_add(d0),
+            denials_1m: t.denials_1m.saturating_add(d1),
+            denials_10m: t.denials_10m.saturating_add(d2),
         }
     }
 
@@ -66,12 +83,42 @@ impl Entry {
         match self.pending.last_mut() {
             // Same second: one pending increment.
             Some((at, pr, pd)) if *at / 1000 == ms / 1000 => {
-                *pr += r;
-                *pd += d;
+                *pr = pr.saturating_add(r);
+                *pd = pd.saturating_add(d);
             }
-            _ => self.pending.push((ms, r, d)),
+            _ => {
+                self.age(ms);
+                self.pending.push((ms, r, d));
+            }
         }
         self.last_seen = ms;
+    }
+
+    /// Bounds `pending` while nothing takes it (the store is away): drops
+    /// what left the longest window and merges what left a shorter one into
+    /// the buckets of the next window (the buckets nest, so each increment
+    /// stays in the windows it was in): at most 10 buckets of each window
+    /// remain, so `counts` does bounded work. No allocation.
+    fn age(&mut self, now_ms: u64) {
+        self.pending.retain_mut(|(at, _, _)| {
+            // The bucket of the shortest window still holding it; none: gone.
+            let bucket = (0..WINDOWS_MS.len())
+                .find(|w| in_window(*at, now_ms, *w))
+                .and_then(|w| WINDOWS_MS.get(w));
+            if let Some((_, bucket)) = bucket {
+                *at -= *at % bucket;
+            }
+            bucket.is_some()
+        });
+        // Oldest first: increments sharing a bucket are neighbours.
+        self.pending.dedup_by(|(at, r, d), (kept, kr, kd)| {
+            let same = at == kept;
+            if same {
+                *kr = kr.saturating_add(*r);
+                *kd = kd.saturating_add(*d);
+            }
+            same
+        });
     }
 }
 
@@ -139,8 +186,8 @@ impl FleetCounts {
                 }
                 let pending = std::mem::take(&mut e.pending);
                 for (_, r, d) in &pending {
-                    e.in_flight.0 += r;
-                    e.in_flight.1 += d;
+                    e.in_flight.0 = e.in_flight.0.saturating_add(*r);
+                    e.in_flight.1 = e.in_flight.1.saturating_add(*d);
                 }
                 out.push((id.to_string(), pending));
             }
@@ -166,7 +213,7 @@ impl FleetCounter for FleetCounts {
     fn record_request(&self, identity: &str, now: SystemTime) -> FleetSignals {
         self.with_entry(identity, now, |e, ms| {
             e.bump(ms, false);
-            e.counts()
+            e.counts(ms)
         })
         .unwrap_or_default()
     }
@@ -240,7 +287,9 @@ async fn flush(
     for (identity, pending) in &batch {
         let key = format!("{{{}}}:signals:{identity}", keys.prefix);
         for (w, (_, bucket)) in WINDOWS_MS.iter().enumerate() {
-            for (ms, r, d) in pending {
+            // Outside the window (kept for a longer one): not summed, so
+            // not written.
+            for (ms, r, d) in pending.iter().filter(|p| in_window(p.0, now_ms, w)) {
                 let index = ms / bucket;
                 if *r > 0 {
                     pipe.hincr(&key, format!("{w}:{index}:r"), *r).ignore();
@@ -263,4 +312,62 @@ async fn flush(
         counts.settle(identity, totals(&fields, now_ms));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn an_outage_keeps_pending_bounded_and_each_window_counts_only_its_age() {
+        let counts = FleetCounts::new(100);
+        let id = "spiffe://example.org/payments";
+        // Twenty minutes with no store (nothing takes `pending`): a request
+        // and a denial every second, from a minute boundary.
+        let t0: u64 = 1_800_000_000_000; // a whole minute (30_000_000 of them)
+        let mut seen = FleetSignals::default();
+        for s in 0..1200 {
+            counts.record_denial(id, at(t0 + s * 1000));
+            seen = counts.record_request(id, at(t0 + s * 1000 + 500));
+        }
+        let pending = counts
+            .shard(id)
+            .lock()
+            .map(|m| m.get(id).map_or(0, |e| e.pending.len()))
+            .unwrap_or_default();
+        assert!(pending <= 31, "{pending} pending increments");
+        // At t0 + 1199.5 s: the last 10 s, the ten 6 s buckets from 1140 s,
+        // the ten 1 min buckets from 600 s.
+        let want = FleetSignals {
+            requests_10s: 10,
+            requests_1m: 60,
+            requests_10m: 600,
+            denials_10s: 10,
+            denials_1m: 60,
+            denials_10m: 600,
+        };
+        assert_eq!(seen, want);
+        // A new minute bucket: the oldest one (600..659 s) left the window.
+        let later = counts.record_request(id, at(t0 + 1200 * 1000 + 500));
+        assert_eq!(later.requests_10s, 10);
+        assert_eq!(later.requests_10m, 541);
+    }
+
+    #[test]
+    fn increments_older_than_the_longest_window_are_forgotten() {
+        let counts = FleetCounts::new(100);
+        let id = "spiffe://example.org/exporter";
+        for s in 0..5 {
+            counts.record_request(id, at(s * 1000));
+        }
+        // Eleven minutes later: nothing of the burst is in any window.
+        let seen = counts.record_request(id, at(660_000));
+        assert_eq!(seen.requests_10s, 1);
+        assert_eq!(seen.requests_1m, 1);
+        assert_eq!(seen.requests_10m, 1);
+    }
 }
