@@ -408,7 +408,7 @@ pub static SIGNALS: Object = Object {
         field(
             "store_stale_seconds",
             FieldTy::Int,
-            "How long the replica of the fleet's governance store may have missed revocations and grants, in seconds: 0 without a store or while it is connected and current (`signals.store_stale_seconds > 30` denies what must not rely on stale revocations).",
+            "How long the replica of the fleet's governance store may have missed revocations and grants, in seconds: 0 without a store or while it is connected and current, 4294967295 until its first full sync (`signals.store_stale_seconds > 30` denies what must not rely on stale revocations).",
         ),
         field(
             "risk",
