@@ -209,14 +209,8 @@ impl Receiver {
             Ok(set) => set,
             Err(error) => return refuse((400, error)),
         };
-        if let Some(expected) = self.tokens.get(&set.issuer)
-            && presented != Some(*expected)
-        {
-            let why = format!(
-                "the push's Authorization is not the one given to {}",
-                set.issuer
-            );
-            return refuse((400, SetError::new(ErrorCode::AccessDenied, why)));
+        if let Err(error) = self.check_token(&set.issuer, presented) {
+            return refuse((400, error));
         }
         let key = (set.issuer.clone(), set.jti.clone());
         match self.remember(&key, set.digest) {
@@ -251,6 +245,18 @@ impl Receiver {
             self.log(outcome);
         }
         (Answer::accepted(), Delivery::Applied)
+    }
+
+    /// The push token given to `issuer`, if it was given one, is the one
+    /// presented.
+    fn check_token(&self, issuer: &str, presented: Option<[u8; 32]>) -> Result<(), SetError> {
+        match self.tokens.get(issuer) {
+            Some(expected) if presented != Some(*expected) => Err(SetError::new(
+                ErrorCode::AccessDenied,
+                format!("the push's Authorization is not the one given to {issuer}"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// `outcomes`, if every action is in the transmitter's scope; else the
