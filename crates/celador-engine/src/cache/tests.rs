@@ -21,27 +21,7 @@ use crate::{Decision, Engine, EngineSettings, REQUIREMENT_EXTENSION, Snapshot, T
 
 use super::DecisionCacheSettings;
 
-/// A small deterministic generator (xorshift64*), so that a failure
-/// reproduces from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn one_in(&mut self, n: u64) -> bool {
-        self.next().is_multiple_of(n)
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
+use crate::testing::Rng;
 
 const IDS: &[&str] = &[
     "spiffe://example.org/ns/payments/sa/api",
