@@ -714,6 +714,64 @@ async fn a_fleet_signal_rule_denies_once_the_sum_over_four_instances_crosses_it(
     assert!(lag < Duration::from_millis(800), "{lag:?}");
 }
 
+/// The last audit record of `id` on instance `i`: (local, fleet)
+/// `requests_1m`.
+fn counts_1m(fleet: &Fleet, i: usize, id: &str) -> Option<(u64, u64)> {
+    fleet.instances[i]
+        .audit_records()
+        .iter()
+        .rev()
+        .find_map(|r| {
+            let s = &r["read"]["signals"];
+            (r["spiffe_id"] == id).then(|| {
+                (
+                    s["requests_1m"].as_u64().unwrap_or(0),
+                    s["fleet"]["requests_1m"].as_u64().unwrap_or(0),
+                )
+            })
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_fleet_signals_key_is_named_and_neither_inflates_nor_stops_the_others() {
+    // The deciding rule reads both counts, so audit records show them.
+    let policy = "rules:\n  - name: counted\n    effect: allow\n    when: source.id.startsWith(\"spiffe://example.org/ns/\") && signals.fleet.requests_1m < 1000 && signals.requests_1m < 1000\n";
+    let fleet = Fleet::start(Redis::start(false), 2, policy, "").await;
+    // Bad data where the exporter's counts live: a string, not a hash.
+    let key = format!("{{celador}}:signals:{EXPORTER}");
+    assert!(fleet.redis.cli(&["SET", &key, "garbage"]).contains("OK"));
+    for _ in 0..6 {
+        for i in 0..2 {
+            assert_eq!(fleet.outcome(i, &fleet.exporter).await, "allowed");
+            assert_eq!(fleet.outcome(i, &fleet.payments).await, "allowed");
+        }
+        // Several exchanges: each fails for the exporter's key.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    fleet.outcome(1, &fleet.exporter).await;
+    fleet.outcome(1, &fleet.payments).await;
+    // The exporter's fleet count is its local one: nothing exchanged, and
+    // nothing left in flight to inflate it.
+    let (local, total) = counts_1m(&fleet, 1, EXPORTER).unwrap();
+    assert_eq!((local, total), (7, 7));
+    // The payments identity is exchanged as usual: instance 1 sees
+    // instance 0's six requests.
+    let (local, total) = counts_1m(&fleet, 1, PAYMENTS).unwrap();
+    assert_eq!(local, 7);
+    assert_eq!(total, 13);
+    // The key is named in the log, once per instance.
+    let log = fleet.instances[1].log();
+    let named = log
+        .lines()
+        .filter(|l| l.contains("store refused the key"))
+        .count();
+    assert_eq!(named, 1, "{log}");
+    assert!(
+        log.contains("signals:spiffe://example.org/ns/batch/sa/exporter"),
+        "{log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_from_a_file_is_used_and_never_shown() {
     const SECRET: &str = "pw-5f1d0c9e-never-shown";

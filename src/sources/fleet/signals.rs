@@ -9,6 +9,8 @@
 //! of the last flush plus this instance's increments since, so another
 //! instance's requests show after at most one interval of each instance
 //! plus a round trip (the error bound; `tests/fleet.rs` measures it).
+//! A failed exchange puts its increments back; a key with bad data is
+//! logged once and skipped (see [`run`]).
 //! While the store is away nothing is sent: an identity's pending increments
 //! age into coarser buckets and are dropped after the longest window, so
 //! they stay bounded and count only in the windows they are within.
@@ -19,7 +21,7 @@
 //! ten buckets before the window and refreshes the key's TTL (11 min), so a
 //! hash holds at most 60 live fields.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -195,16 +197,42 @@ impl FleetCounts {
         out
     }
 
-    /// Stores the totals read for `identity`; its in-flight increments are
-    /// in them now.
-    fn settle(&self, identity: &str, totals: FleetSignals) {
+    /// Stores the totals read for `identity` (`None`: keeps the last ones);
+    /// its in-flight increments are in them now, or lost (a key Redis
+    /// refused: the fleet undercounts by them, never overcounts).
+    fn settle(&self, identity: &str, totals: Option<FleetSignals>) {
         let mut map = self
             .shard(identity)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(e) = map.get_mut(identity) {
-            e.totals = totals;
+            if let Some(totals) = totals {
+                e.totals = totals;
+            }
             e.in_flight = (0, 0);
+        }
+    }
+
+    /// Puts back the increments a failed exchange took: they are pending
+    /// again (older than any counted since), aged as if never taken, so a
+    /// store that keeps failing neither inflates the counts (they would
+    /// stay in flight for good) nor grows them.
+    fn restore(&self, batch: Vec<(String, Pending)>, now_ms: u64) {
+        for (identity, mut taken) in batch {
+            let mut map = self
+                .shard(&identity)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Some(e) = map.get_mut(identity.as_str()) else {
+                continue;
+            };
+            for (_, r, d) in &taken {
+                e.in_flight.0 = e.in_flight.0.saturating_sub(*r);
+                e.in_flight.1 = e.in_flight.1.saturating_sub(*d);
+            }
+            taken.append(&mut e.pending);
+            e.pending = taken;
+            e.age(now_ms);
         }
     }
 }
@@ -250,13 +278,17 @@ fn totals(fields: &HashMap<String, u32>, now_ms: u64) -> FleetSignals {
     }
 }
 
-/// Flushes `counts` to the store every `interval`, forever; a flush that
-/// fails puts nothing back (the fleet undercounts by it) and is retried on
-/// a new connection at the next interval.
+/// Flushes `counts` to the store every `interval`, forever. A flush the
+/// connection fails puts its increments back (pending again, aged as
+/// usual) and is retried on a new connection at the next interval; a key
+/// Redis refuses (bad data in it) is logged, naming it, once until it
+/// works again, and its increments are lost (an undercount, never an
+/// overcount), while the other identities are exchanged as usual.
 pub async fn run(counts: Arc<FleetCounts>, endpoint: Endpoint, keys: Keys, interval: Duration) {
     let mut conn: Option<MultiplexedConnection> = None;
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refused = HashSet::new();
     loop {
         ticks.tick().await;
         if conn.is_none() {
@@ -266,10 +298,93 @@ pub async fn run(counts: Arc<FleetCounts>, endpoint: Endpoint, keys: Keys, inter
                 .ok();
         }
         let Some(c) = conn.as_mut() else { continue };
-        if let Err(e) = flush(&counts, c, &keys).await {
+        if let Err(e) = flush(&counts, c, &keys, &mut refused).await {
             tracing::debug!(store = %endpoint.shown, "fleet signals not exchanged: {e}");
             conn = None;
         }
+    }
+}
+
+/// The key of `identity`'s counts.
+fn signals_key(keys: &Keys, identity: &str) -> String {
+    format!("{{{}}}:signals:{identity}", keys.prefix)
+}
+
+/// Adds to `pipe` the commands of one identity's exchange (its increments,
+/// the fields that left the windows, the TTL, then `HGETALL`): how many
+/// increments, and how many commands in all.
+fn exchange(
+    pipe: &mut redis::Pipeline,
+    key: &str,
+    pending: &Pending,
+    now_ms: u64,
+) -> (usize, usize) {
+    let before = pipe.len();
+    let mut increments = 0;
+    for (w, (_, bucket)) in WINDOWS_MS.iter().enumerate() {
+        // Outside the window (kept for a longer one): not summed, so
+        // not written.
+        for (ms, r, d) in pending.iter().filter(|p| in_window(p.0, now_ms, w)) {
+            let index = ms / bucket;
+            for (kind, n) in [("r", *r), ("d", *d)] {
+                if n > 0 {
+                    pipe.hincr(key, format!("{w}:{index}:{kind}"), n);
+                    increments += 1;
+                }
+            }
+        }
+    }
+    for (w, (_, bucket)) in WINDOWS_MS.iter().enumerate() {
+        let head = now_ms / bucket;
+        let old: Vec<String> = (head.saturating_sub(19)..head.saturating_sub(9))
+            .flat_map(|i| [format!("{w}:{i}:r"), format!("{w}:{i}:d")])
+            .collect();
+        pipe.hdel(key, old);
+    }
+    pipe.expire(key, 660);
+    pipe.hgetall(key);
+    (increments, pipe.len() - before)
+}
+
+/// What Redis answered to one identity's exchange.
+enum Exchanged {
+    /// The counts (fields that are not counts, which celador never
+    /// writes, are skipped and named).
+    Counts(HashMap<String, u32>, Vec<String>),
+    /// Refused: why, and whether any increment was applied.
+    Refused(String, bool),
+}
+
+fn exchanged(replies: Vec<redis::Value>, increments: usize) -> Exchanged {
+    let applied = replies
+        .iter()
+        .take(increments)
+        .any(|r| !matches!(r, redis::Value::ServerError(_)));
+    if let Some(redis::Value::ServerError(e)) = replies
+        .iter()
+        .find(|r| matches!(r, redis::Value::ServerError(_)))
+    {
+        return Exchanged::Refused(e.to_string(), applied);
+    }
+    let read = replies
+        .into_iter()
+        .last()
+        .map(redis::from_redis_value::<HashMap<String, redis::Value>>)
+        .transpose();
+    match read {
+        Ok(read) => {
+            let (mut counts, mut bad) = (HashMap::new(), Vec::new());
+            for (field, value) in read.unwrap_or_default() {
+                match redis::from_redis_value::<u32>(value) {
+                    Ok(n) => {
+                        counts.insert(field, n);
+                    }
+                    Err(_) => bad.push(field),
+                }
+            }
+            Exchanged::Counts(counts, bad)
+        }
+        Err(e) => Exchanged::Refused(e.to_string(), applied),
     }
 }
 
@@ -277,6 +392,7 @@ async fn flush(
     counts: &FleetCounts,
     conn: &mut MultiplexedConnection,
     keys: &Keys,
+    refused: &mut HashSet<String>,
 ) -> redis::RedisResult<()> {
     let now_ms = millis(SystemTime::now());
     let batch = counts.take(now_ms);
@@ -284,32 +400,46 @@ async fn flush(
         return Ok(());
     }
     let mut pipe = redis::pipe();
-    for (identity, pending) in &batch {
-        let key = format!("{{{}}}:signals:{identity}", keys.prefix);
-        for (w, (_, bucket)) in WINDOWS_MS.iter().enumerate() {
-            // Outside the window (kept for a longer one): not summed, so
-            // not written.
-            for (ms, r, d) in pending.iter().filter(|p| in_window(p.0, now_ms, w)) {
-                let index = ms / bucket;
-                if *r > 0 {
-                    pipe.hincr(&key, format!("{w}:{index}:r"), *r).ignore();
+    // Each identity's replies, even a refused key's: one bad key must not
+    // stop the others' exchange.
+    pipe.ignore_errors();
+    let sizes: Vec<(usize, usize)> = batch
+        .iter()
+        .map(|(identity, pending)| {
+            exchange(&mut pipe, &signals_key(keys, identity), pending, now_ms)
+        })
+        .collect();
+    let mut replies = match pipe.query_async::<Vec<redis::Value>>(conn).await {
+        Ok(replies) => replies.into_iter(),
+        Err(e) => {
+            counts.restore(batch, now_ms);
+            return Err(e);
+        }
+    };
+    for ((identity, pending), (increments, size)) in batch.into_iter().zip(sizes) {
+        let key = signals_key(keys, &identity);
+        match exchanged(replies.by_ref().take(size).collect(), increments) {
+            Exchanged::Counts(fields, bad) => {
+                if !bad.is_empty() && refused.insert(key.clone()) {
+                    tracing::warn!(key = %key, "fleet signals: fields that are not counts are skipped: {}", bad.join(", "));
+                } else if bad.is_empty() {
+                    refused.remove(&key);
                 }
-                if *d > 0 {
-                    pipe.hincr(&key, format!("{w}:{index}:d"), *d).ignore();
+                counts.settle(&identity, Some(totals(&fields, now_ms)));
+            }
+            Exchanged::Refused(e, applied) => {
+                if refused.insert(key.clone()) {
+                    tracing::warn!(key = %key, "fleet signals: the store refused the key, its counts are not exchanged until it is fixed: {e}");
+                }
+                // Not applied: the increments count here until they age
+                // out. Applied in part: they are in the store, not read.
+                if applied {
+                    counts.settle(&identity, None);
+                } else {
+                    counts.restore(vec![(identity, pending)], now_ms);
                 }
             }
-            let head = now_ms / bucket;
-            let old: Vec<String> = (head.saturating_sub(19)..head.saturating_sub(9))
-                .flat_map(|i| [format!("{w}:{i}:r"), format!("{w}:{i}:d")])
-                .collect();
-            pipe.hdel(&key, old).ignore();
         }
-        pipe.expire(&key, 660).ignore();
-        pipe.hgetall(&key);
-    }
-    let read: Vec<HashMap<String, u32>> = pipe.query_async(conn).await?;
-    for ((identity, _), fields) in batch.iter().zip(read) {
-        counts.settle(identity, totals(&fields, now_ms));
     }
     Ok(())
 }
@@ -355,6 +485,36 @@ mod tests {
         let later = counts.record_request(id, at(t0 + 1200 * 1000 + 500));
         assert_eq!(later.requests_10s, 10);
         assert_eq!(later.requests_10m, 541);
+    }
+
+    #[test]
+    fn exchanges_that_keep_failing_neither_inflate_nor_lose_the_counts() {
+        let counts = FleetCounts::new(100);
+        let id = "spiffe://example.org/exporter";
+        let t0: u64 = 1_800_000_000_000;
+        let mut seen = FleetSignals::default();
+        // A request a second for 15 s, each followed by a flush that takes
+        // the increments and fails (the connection broke): put back.
+        for s in 0..15 {
+            seen = counts.record_request(id, at(t0 + s * 1000));
+            let now = t0 + s * 1000 + 100;
+            let batch = counts.take(now);
+            assert_eq!(batch.len(), 1);
+            counts.restore(batch, now);
+        }
+        assert_eq!(seen.requests_10s, 10);
+        assert_eq!(seen.requests_1m, 15);
+        // Nothing stays in flight, and one more request counts once.
+        let next = counts.record_request(id, at(t0 + 15_000));
+        assert_eq!(next.requests_1m, 16);
+        assert_eq!(next.requests_10s, 10);
+        // A flush whose key Redis refused: the increments are gone (an
+        // undercount), none stays in flight for good.
+        let batch = counts.take(t0 + 15_100);
+        assert_eq!(batch.len(), 1);
+        counts.settle(id, None);
+        let after = counts.record_request(id, at(t0 + 16_000));
+        assert_eq!(after.requests_1m, 1);
     }
 
     #[test]
