@@ -773,6 +773,70 @@ async fn a_bad_fleet_signals_key_is_named_and_neither_inflates_nor_stops_the_oth
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_store_is_verified_with_its_ca_file_and_an_unknown_ca_is_refused() {
+    let server_ca = Ca::root("redis CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    let redis = Redis::start_tls(&server.pem, &server.key_pem, &server_ca.pem);
+    let ca = redis.ca_file().unwrap().display().to_string();
+    assert!(redis.url().starts_with("rediss://"));
+    let other = tempfile::tempdir().unwrap();
+    let wrong = other.path().join("other-ca.pem");
+    std::fs::write(&wrong, Ca::root("some other CA").pem).unwrap();
+    let wrong = wrong.display().to_string();
+
+    // The command verifies the server: a CA that did not issue its
+    // certificate is refused, and nothing is written.
+    let url = redis.url();
+    let revoke = |ca: &str| {
+        run(&[
+            "revoke",
+            "--store",
+            &url,
+            "--ca-file",
+            ca,
+            "--spiffe-id",
+            EXPORTER,
+            "--reason",
+            "tls",
+        ])
+    };
+    let (code, out, err) = revoke(&wrong);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    // A sidecar with the wrong CA cannot sync: it serves from the files and
+    // says so; one with the right CA follows the store over TLS.
+    let mut fleet = Fleet::start_with(
+        redis,
+        1,
+        ALLOW_BOTH,
+        &format!("  ca_file: {wrong}\n"),
+        &[],
+        "500ms",
+    )
+    .await;
+    let (status, body) = fleet.instances[0].admin_get("/readyz");
+    assert_eq!(status, 200);
+    assert!(body.contains("deciding with the files alone"), "{body}");
+    let config = fleet._dir.path().join("celador.yaml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&wrong, &ca);
+    std::fs::write(&config, text).unwrap();
+    fleet.add(&config).await;
+    let (code, out, err) = revoke(&ca);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        fleet
+            .until(1, &fleet.exporter, "revoked", Duration::from_secs(3))
+            .await
+    );
+    assert_eq!(fleet.outcome(0, &fleet.exporter).await, "allowed");
+    assert_eq!(fleet.metric(1, "celador_governance_store_connected"), 1.0);
+    assert_eq!(fleet.metric(0, "celador_governance_store_connected"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_from_a_file_is_used_and_never_shown() {
     const SECRET: &str = "pw-5f1d0c9e-never-shown";
     let redis = Redis::start_with_password(false, Some(SECRET));

@@ -35,6 +35,8 @@ pub struct Redis {
     dir: tempfile::TempDir,
     persistent: bool,
     password: Option<String>,
+    /// With TLS: the CA file (PEM) that verifies its certificate.
+    tls: Option<PathBuf>,
 }
 
 /// A port that was free a moment ago.
@@ -60,15 +62,50 @@ impl Redis {
             dir: tempfile::tempdir().unwrap(),
             persistent,
             password: password.map(str::to_owned),
+            tls: None,
         };
+        redis.spawn_on_free_port();
+        redis
+    }
+
+    /// A Redis that speaks only TLS, with `cert_pem`/`key_pem` (issued for
+    /// `localhost`) and `ca_pem` to verify it; clients present no
+    /// certificate.
+    pub fn start_tls(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, pem) in [
+            ("server.pem", cert_pem),
+            ("server.key", key_pem),
+            ("ca.pem", ca_pem),
+        ] {
+            std::fs::write(dir.path().join(name), pem).unwrap();
+        }
+        let mut redis = Redis {
+            child: None,
+            port: free_port(),
+            tls: Some(dir.path().join("ca.pem")),
+            dir,
+            persistent: false,
+            password: None,
+        };
+        redis.spawn_on_free_port();
+        redis
+    }
+
+    /// The CA file that verifies a TLS Redis.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_deref()
+    }
+
+    fn spawn_on_free_port(&mut self) {
         // `--port 0` is not supported: a free port is picked, and another
         // one if some process took it first.
         for _ in 0..10 {
-            if redis.spawn() {
-                return redis;
+            if self.spawn() {
+                return;
             }
-            redis.kill();
-            redis.port = free_port();
+            self.kill();
+            self.port = free_port();
         }
         panic!("redis-server did not start on any port");
     }
@@ -80,8 +117,34 @@ impl Redis {
         } else {
             ("no", "")
         };
+        let port = self.port.to_string();
+        let dir = self.dir.path().to_path_buf();
+        let listen: Vec<String> = match &self.tls {
+            None => vec!["--port".into(), port],
+            Some(_) => [
+                ("--port", "0".to_owned()),
+                ("--tls-port", port),
+                (
+                    "--tls-cert-file",
+                    dir.join("server.pem").display().to_string(),
+                ),
+                (
+                    "--tls-key-file",
+                    dir.join("server.key").display().to_string(),
+                ),
+                (
+                    "--tls-ca-cert-file",
+                    dir.join("ca.pem").display().to_string(),
+                ),
+                ("--tls-auth-clients", "no".to_owned()),
+            ]
+            .into_iter()
+            .flat_map(|(k, v)| [k.to_owned(), v])
+            .collect(),
+        };
         let child = Command::new(binary())
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(&listen)
             .args(["--appendonly", appendonly, "--appendfsync", "always"])
             .args(["--save", save, "--protected-mode", "no"])
             .args(
@@ -107,9 +170,13 @@ impl Redis {
         up == Some(true)
     }
 
-    /// `redis://127.0.0.1:PORT/0`.
+    /// `redis://127.0.0.1:PORT/0`, or `rediss://localhost:PORT/0` with TLS
+    /// (the name its certificate is issued for).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match self.tls {
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+            Some(_) => format!("rediss://localhost:{}/0", self.port),
+        }
     }
 
     /// Runs `redis-cli` with `args` against it: its output.
@@ -118,6 +185,12 @@ impl Redis {
         let out = Command::new(cli)
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .envs(self.password.as_deref().map(|p| ("REDISCLI_AUTH", p)))
+            .args(
+                self.tls
+                    .as_deref()
+                    .map(|ca| vec!["--tls".into(), "--cacert".into(), ca.display().to_string()])
+                    .unwrap_or_default(),
+            )
             .args(args)
             .stdin(Stdio::null())
             .output();
