@@ -170,10 +170,23 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// How many instances the propagation test starts: 20, or
+/// `CELADOR_FLEET_INSTANCES` for BENCHMARKS.md's N = 1 and N = 100 runs.
+fn fleet_size() -> usize {
+    std::env::var("CELADOR_FLEET_INSTANCES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(20)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_instances_see_a_revoke_within_a_second_and_an_unrevoke_as_fast() {
-    let fleet = Fleet::start(Redis::start(false), 20, ALLOW_BOTH, "").await;
-    for i in 0..20 {
+    let n = fleet_size();
+    // Instances the later checks use (all the same one when n is 1).
+    let [three, five, seven] = [3, 5, 7].map(|i| i % n);
+    let fleet = Fleet::start(Redis::start(false), n, ALLOW_BOTH, "").await;
+    for i in 0..n {
         assert_eq!(fleet.outcome(i, &fleet.exporter).await, "allowed");
     }
     let revoke = [
@@ -192,7 +205,7 @@ async fn twenty_instances_see_a_revoke_within_a_second_and_an_unrevoke_as_fast()
         .await;
     for (what, latencies) in [("revoke", &revoked), ("unrevoke", &restored)] {
         eprintln!(
-            "{what} reached 20 instances: p50 {:?}, p99 {:?}, max {:?} (from the command's start)",
+            "{what} reached {n} instances: p50 {:?}, p99 {:?}, max {:?} (from the command's start)",
             percentile(latencies, 0.5),
             percentile(latencies, 0.99),
             latencies.last().unwrap()
@@ -203,7 +216,7 @@ async fn twenty_instances_see_a_revoke_within_a_second_and_an_unrevoke_as_fast()
         );
     }
     // Another identity was never affected.
-    assert_eq!(fleet.outcome(7, &fleet.payments).await, "allowed");
+    assert_eq!(fleet.outcome(seven, &fleet.payments).await, "allowed");
     // The audit record says where the revocation came from; each instance
     // logged the change with who made it.
     let (code, _, err) = fleet.cli(&revoke);
@@ -214,11 +227,11 @@ async fn twenty_instances_see_a_revoke_within_a_second_and_an_unrevoke_as_fast()
     assert_eq!(event["entry"], format!("spiffe_id:{EXPORTER}"));
     assert!(
         fleet
-            .until(3, &fleet.exporter, "revoked", Duration::from_secs(1))
+            .until(three, &fleet.exporter, "revoked", Duration::from_secs(1))
             .await
     );
     let record = wait_for(Duration::from_secs(2), || {
-        fleet.instances[3]
+        fleet.instances[three]
             .audit_records()
             .into_iter()
             .rfind(|r| r["reason"] == "revoked")
@@ -226,7 +239,7 @@ async fn twenty_instances_see_a_revoke_within_a_second_and_an_unrevoke_as_fast()
     .unwrap();
     assert_eq!(record["revoked"]["origin"], "store", "{record}");
     assert_eq!(record["revoked"]["reason"], "INC-4712: key leaked");
-    assert!(fleet.instances[5].wait_for_log("\"by\":\"oncall\"", Duration::from_secs(2)));
+    assert!(fleet.instances[five].wait_for_log("\"by\":\"oncall\"", Duration::from_secs(2)));
 }
 
 /// The next whole second at least `ahead` from now, as RFC 3339 and as a
@@ -712,6 +725,63 @@ async fn a_fleet_signal_rule_denies_once_the_sum_over_four_instances_crosses_it(
     let lag = lag.expect("instance 3 never saw instance 0's burst");
     eprintln!("fleet signal lag (burst of 20 on one instance, seen on another): {lag:?}");
     assert!(lag < Duration::from_millis(800), "{lag:?}");
+}
+
+/// The commands `redis` has processed so far.
+fn commands_processed(redis: &Redis) -> u64 {
+    redis
+        .cli(&["INFO", "stats"])
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("total_commands_processed:")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_operations_per_instance_under_load_stay_within_the_documented_budget() {
+    let fleet = Fleet::start(Redis::start(false), 2, ALLOW_BOTH, "").await;
+    let before = commands_processed(&fleet.redis);
+    let start = Instant::now();
+    let load = Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for client in &fleet.clients {
+        for cert in [&fleet.exporter, &fleet.payments] {
+            let (client, cert) = (client.clone(), cert.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut checks = 0u64;
+                while start.elapsed() < load {
+                    assert_eq!(outcome(client.clone(), &cert).await, "allowed");
+                    checks += 1;
+                }
+                checks
+            }));
+        }
+    }
+    let mut checks = 0;
+    for t in tasks {
+        checks += t.await.unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let per_instance = (commands_processed(&fleet.redis) - before) as f64 / 2.0 / elapsed;
+    eprintln!(
+        "Redis commands per instance per second: {per_instance:.1}, under {:.0} checks/s per instance (2 caller identities each, signals_interval 250ms)",
+        checks as f64 / 2.0 / elapsed
+    );
+    // docs/fleet.md's budget: at most ~11 commands per active identity per
+    // flush, 4 flushes a second, plus the feed's XREAD a second; whatever
+    // the request rate.
+    assert!(
+        checks as f64 / elapsed > 100.0,
+        "not loaded: {checks} checks"
+    );
+    assert!(
+        per_instance <= 2.0 * 44.0 + 3.0,
+        "{per_instance:.1} commands/s"
+    );
 }
 
 /// The last audit record of `id` on instance `i`: (local, fleet)
