@@ -27,6 +27,7 @@ use celador::engine::identity::{SpiffeId, X509Svid};
 use celador::engine::policy::{Input, Policy};
 use celador::engine::workload::Workload;
 use celador::engine::{Engine, EngineSettings};
+use celador::sources::fleet::signals::FleetCounts;
 use celador::store::Store;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -48,6 +49,17 @@ rules:
 /// An authorizer with `cache_entries` verified SVIDs cached, and decisions
 /// cached for `decision_ttl` (zero: every check evaluates the rules).
 fn authorizer(ca: &pki::Ca, cache_entries: u64, decision_ttl: Duration) -> ExtAuthz {
+    authorizer_with(ca, cache_entries, decision_ttl, false)
+}
+
+/// [`authorizer`], also counting every caller for the fleet (as with a
+/// governance store and `signals_interval` on) when `fleet` is set.
+fn authorizer_with(
+    ca: &pki::Ca,
+    cache_entries: u64,
+    decision_ttl: Duration,
+    fleet: bool,
+) -> ExtAuthz {
     let policy = Policy::parse(POLICY, Path::new("bench.yaml")).unwrap();
     let bundle = parse_pem(ca.pem.as_bytes(), Path::new("bench.pem")).unwrap();
     let bundles = TrustBundles::from_domains([("example.org".to_owned(), bundle)]);
@@ -65,6 +77,10 @@ fn authorizer(ca: &pki::Ca, cache_entries: u64, decision_ttl: Duration) -> ExtAu
             ..EngineSettings::default()
         },
     );
+    let engine = match fleet {
+        true => engine.with_fleet(FleetCounts::new(10_000)),
+        false => engine,
+    };
     ExtAuthz::new(
         engine,
         Store::fixed(Arc::new(policy), bundles),
@@ -96,11 +112,18 @@ fn bench_check(c: &mut Criterion) {
     let cached = authorizer(&ca, 10_000, Duration::ZERO);
     let uncached = authorizer(&ca, 0, Duration::ZERO);
     let decisions_cached = authorizer(&ca, 10_000, Duration::from_secs(2));
+    let fleet_counted = authorizer_with(&ca, 10_000, Duration::ZERO, true);
 
     let mut group = c.benchmark_group("check");
     group.bench_function("allowed", |b| {
         b.iter(|| {
             let response = cached.check(black_box(&allowed_req)).unwrap();
+            assert!(check::allowed(&response));
+        })
+    });
+    group.bench_function("allowed_fleet_counted", |b| {
+        b.iter(|| {
+            let response = fleet_counted.check(black_box(&allowed_req)).unwrap();
             assert!(check::allowed(&response));
         })
     });
