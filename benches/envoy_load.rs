@@ -37,6 +37,8 @@
 
 #[path = "../tests/support/pki.rs"]
 mod pki;
+#[path = "envoy_load/rule_counts.rs"]
+mod rule_counts;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -80,6 +82,10 @@ fn main() {
     }
     let rounds = env("ENVOY_LOAD_ROUNDS", 3);
     let requests = env("ENVOY_LOAD_REQUESTS", 20_000);
+    if let Ok(counts) = std::env::var("ENVOY_LOAD_RULE_COUNTS") {
+        rule_counts::run(rounds, requests, &rule_counts::parse_counts(&counts));
+        return;
+    }
     run(rounds, requests);
 }
 
@@ -554,9 +560,23 @@ fn bootstrap(
                 .collect::<Vec<_>>()
                 .join("\n"),
         };
-        let filter: String = filter.lines().map(|l| format!("          {l}\n")).collect();
-        listeners.push_str(&format!(
-            r#"
+        listeners.push_str(&listener(variant, *port, &filter));
+    }
+    format!(
+        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\nstatic_resources:\n  listeners:{listeners}\n  clusters:{}{}{}{}\n",
+        cluster("celador", celador),
+        cluster("baseline", baseline),
+        cluster("floor", floor),
+        cluster("floor_ct", floor_ct)
+    )
+}
+
+/// Envoy's mTLS listener `variant` on `port`, with the HTTP filters
+/// `filter` (YAML, unindented) before the router, answering directly.
+fn listener(variant: &str, port: u16, filter: &str) -> String {
+    let filter: String = filter.lines().map(|l| format!("          {l}\n")).collect();
+    format!(
+        r#"
   - name: {variant}
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
     filter_chains:
@@ -591,11 +611,14 @@ fn bootstrap(
             validation_context:
               trusted_ca: {{ filename: example.org.pem }}
 "#
-        ));
-    }
-    let cluster = |name: &str, port: u16| {
-        format!(
-            r#"
+    )
+}
+
+/// The cluster `name`: an authorization server on `port`, with the
+/// README's HTTP/2 flood limits.
+fn cluster(name: &str, port: u16) -> String {
+    format!(
+        r#"
   - name: {name}
     type: STATIC
     connect_timeout: 1s
@@ -611,14 +634,6 @@ fn bootstrap(
       endpoints:
       - lb_endpoints:
         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}"#
-        )
-    };
-    format!(
-        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\nstatic_resources:\n  listeners:{listeners}\n  clusters:{}{}{}{}\n",
-        cluster("celador", celador),
-        cluster("baseline", baseline),
-        cluster("floor", floor),
-        cluster("floor_ct", floor_ct)
     )
 }
 
