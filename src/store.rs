@@ -29,6 +29,7 @@ use crate::engine::identity::bundle::jwk::JwtKey;
 use crate::engine::identity::bundle::{Authority, DomainBundle, TrustBundles};
 use crate::engine::policy::Policy;
 use crate::engine::revocations::Revocations;
+use crate::engine::risks::Risks;
 use crate::metrics::Metrics;
 
 /// A part of a bundle with the fingerprint of the content it came from.
@@ -243,6 +244,16 @@ impl Store {
     /// store, merged with the files'.
     pub fn publish_store_governance(&self, grants: Arc<Grants>, revocations: Arc<Revocations>) {
         self.publish_governance(|parts| parts.store = Some((grants, revocations)));
+    }
+
+    /// Publishes the risk levels of the fleet's governance store
+    /// (`signals.risk`), unless they did not change.
+    pub fn publish_store_risks(&self, risks: Arc<Risks>) {
+        let _writer = self.lock();
+        if *self.current.load().risks == *risks {
+            return;
+        }
+        self.publish(|s| s.risks = risks);
     }
 
     /// Says since when the replica of the governance store may have missed

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use super::event::{Action, Mapping, Outcome, Provenance, Revocation};
 use super::set::{ErrorCode, SetError, Verifier};
-use super::sink::Sink;
+use super::sink::{Kept, Sink};
 use super::subject::Subjects;
 use super::subject::Target;
 
@@ -233,16 +233,19 @@ impl Receiver {
                 return refuse((400, error));
             }
         };
-        let kept = self.sink.apply(&outcomes).await;
-        if let Err(e) = kept {
-            // Forgotten, so that the transmitter's next attempt is applied.
-            self.forget(&key);
-            tracing::error!(issuer = %set.issuer, jti = %set.jti, "the SET's actions cannot be kept: {e}");
-            return (unavailable(), Delivery::Unavailable);
-        }
+        let kept = match self.sink.apply(&outcomes).await {
+            Ok(kept) => kept,
+            Err(e) => {
+                // Forgotten, so that the transmitter's next attempt is applied.
+                self.forget(&key);
+                tracing::error!(issuer = %set.issuer, jti = %set.jti, "the SET's actions cannot be kept: {e}");
+                return (unavailable(), Delivery::Unavailable);
+            }
+        };
         self.landed(&key);
+        let mut kept = kept.into_iter();
         for outcome in &outcomes {
-            self.log(outcome);
+            self.log(outcome, &mut kept);
         }
         (Answer::accepted(), Delivery::Applied)
     }
@@ -373,18 +376,22 @@ impl Receiver {
         in_flight.remove(key);
     }
 
-    /// One log line per outcome: the audit trail of what a SET changed.
-    fn log(&self, outcome: &Outcome) {
+    /// One log line per action, saying what became of it (`kept`, in the
+    /// order of the actions): the audit trail of what a SET changed.
+    fn log(&self, outcome: &Outcome, kept: &mut impl Iterator<Item = Kept>) {
         match outcome {
             Outcome::Actions(provenance, actions) => {
                 for action in actions {
-                    if matches!(action, Action::Risk { .. }) && !self.sink.keeps_risk() {
-                        self.metrics.ignored.inc();
-                        tracing::warn!(transmitter = %provenance.transmitter, event = %provenance.event, jti = %provenance.jti, "a risk level is not applied: the sink keeps no risk levels");
-                        continue;
+                    // The sink said it kept them all; a sink that gives no
+                    // status for an action applied it.
+                    let kept = kept.next().unwrap_or(Kept::Applied);
+                    if kept == Kept::Applied {
+                        log_action(provenance, action);
+                        self.metrics.action(action);
+                    } else {
+                        log_unapplied(provenance, action, kept);
+                        self.metrics.unapplied(action, kept);
                     }
-                    log_action(provenance, action);
-                    self.metrics.action(action);
                 }
             }
             Outcome::Ignored(p, why) => {
@@ -406,6 +413,35 @@ fn log_action(p: &Provenance, action: &Action) {
         Action::Risk { target, level, .. } => {
             tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, target = %target.describe(), level = level.as_str(), "risk level set")
         }
+    }
+}
+
+/// The log line of an action that changed nothing, and why.
+fn log_unapplied(p: &Provenance, action: &Action, kept: Kept) {
+    let what = match action {
+        Action::Revoke { entry, .. } | Action::Unrevoke { entry } => format!("{entry:?}"),
+        Action::Risk { target, .. } => target.describe(),
+    };
+    let kind = action_name(action);
+    match kept {
+        Kept::Superseded => {
+            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "superseded: a later event about the same entry was applied first; this one changes nothing")
+        }
+        Kept::Lapsed => {
+            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the risk level had lapsed (risk_expiry after its event) before it arrived")
+        }
+        Kept::Unsupported | Kept::Applied => {
+            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the sink keeps no risk levels (a revocations file); use sink.store")
+        }
+    }
+}
+
+/// An action's name in logs and metrics.
+fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::Revoke { .. } => "revoke",
+        Action::Unrevoke { .. } => "unrevoke",
+        Action::Risk { .. } => "risk",
     }
 }
 
@@ -431,12 +467,19 @@ struct ActionLabels {
     action: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnappliedLabels {
+    action: &'static str,
+    why: &'static str,
+}
+
 /// The receiver's counters, served at `GET /metrics`.
 #[derive(Debug)]
 pub struct ReceiverMetrics {
     registry: Registry,
     deliveries: Family<DeliveryLabels, Counter>,
     actions: Family<ActionLabels, Counter>,
+    unapplied: Family<UnappliedLabels, Counter>,
     ignored: Counter,
 }
 
@@ -455,6 +498,12 @@ impl Default for ReceiverMetrics {
             "Governance actions made from SET events (revoke, unrevoke, risk)",
             actions.clone(),
         );
+        let unapplied = Family::<UnappliedLabels, Counter>::default();
+        registry.register(
+            "celador_signals_actions_unapplied",
+            "Actions of accepted SETs that changed nothing, by why (superseded by a later event, lapsed risk level, unsupported by the sink)",
+            unapplied.clone(),
+        );
         let ignored = Counter::default();
         registry.register(
             "celador_signals_events_ignored",
@@ -465,6 +514,7 @@ impl Default for ReceiverMetrics {
             registry,
             deliveries,
             actions,
+            unapplied,
             ignored,
         }
     }
@@ -484,12 +534,33 @@ impl ReceiverMetrics {
     }
 
     fn action(&self, action: &Action) {
-        let action = match action {
-            Action::Revoke { .. } => "revoke",
-            Action::Unrevoke { .. } => "unrevoke",
-            Action::Risk { .. } => "risk",
-        };
+        let action = action_name(action);
         self.actions.get_or_create(&ActionLabels { action }).inc();
+    }
+
+    fn unapplied(&self, action: &Action, kept: Kept) {
+        let why = match kept {
+            Kept::Superseded => "superseded",
+            Kept::Lapsed => "lapsed",
+            Kept::Unsupported | Kept::Applied => "unsupported",
+        };
+        let action = action_name(action);
+        self.unapplied
+            .get_or_create(&UnappliedLabels { action, why })
+            .inc();
+    }
+
+    /// The actions applied, by kind (`revoke`, `unrevoke`, `risk`).
+    pub fn applied(&self, action: &'static str) -> u64 {
+        self.actions.get_or_create(&ActionLabels { action }).get()
+    }
+
+    /// The actions that changed nothing, by kind and why (`superseded`,
+    /// `lapsed`, `unsupported`).
+    pub fn unapplied_count(&self, action: &'static str, why: &'static str) -> u64 {
+        self.unapplied
+            .get_or_create(&UnappliedLabels { action, why })
+            .get()
     }
 
     /// The deliveries counted with `outcome` (and `err`, for refusals).

@@ -31,19 +31,30 @@ use super::event::{Action, Outcome, Provenance, Revocation};
 #[error("{0}")]
 pub struct SinkError(pub String);
 
-/// The future a sink returns.
-pub type Applying<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+/// What became of one action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// It is in force.
+    Applied,
+    /// A later event about the same entry was applied before it: it
+    /// changed nothing (RFC 8417 §5.3: SETs arrive in any order).
+    Superseded,
+    /// A risk level that had lapsed before it arrived: it changed nothing.
+    Lapsed,
+    /// This sink cannot keep it (a revocations file keeps no risk level).
+    Unsupported,
+}
+
+/// The future a sink returns: what became of each action of the outcomes
+/// it was given, in their order.
+pub type Applying<'a> = Pin<Box<dyn Future<Output = Result<Vec<Kept>, SinkError>> + Send + 'a>>;
 
 /// Keeps the receiver's actions where sidecars read them.
 pub trait Sink: Send + Sync {
     /// Applies the actions of `outcomes` (ignored outcomes change nothing);
-    /// done when they are durable.
+    /// done when they are durable. Says what became of each action, in
+    /// order.
     fn apply<'a>(&'a self, outcomes: &'a [Outcome]) -> Applying<'a>;
-
-    /// Whether it keeps risk levels (a file of revocations does not).
-    fn keeps_risk(&self) -> bool {
-        false
-    }
 }
 
 /// An entry, with the time of the event that set or cleared it.
@@ -179,12 +190,12 @@ impl FileSink {
         })
     }
 
-    /// Records `action`; whether it changed anything.
+    /// Records `action`: what became of it.
     fn record(
         entries: &mut BTreeMap<Key, Entry>,
         provenance: &Provenance,
         action: &Action,
-    ) -> bool {
+    ) -> Kept {
         let (key, reason) = match action {
             Action::Revoke { entry, reason } => (
                 Key::from(entry),
@@ -195,10 +206,10 @@ impl FileSink {
             ),
             Action::Unrevoke { entry } => (Key::from(entry), None),
             // Risk levels need the governance store.
-            Action::Risk { .. } => return false,
+            Action::Risk { .. } => return Kept::Unsupported,
         };
         match entries.get(&key) {
-            Some(existing) if existing.at > provenance.at => false,
+            Some(existing) if existing.at > provenance.at => Kept::Superseded,
             _ => {
                 entries.insert(
                     key,
@@ -207,7 +218,7 @@ impl FileSink {
                         reason,
                     },
                 );
-                true
+                Kept::Applied
             }
         }
     }
@@ -268,15 +279,15 @@ impl Sink for FileSink {
             // order their states were made; a small file, written at the
             // rate security events arrive, not on any request path.
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            let mut changed = false;
+            let mut kept = Vec::new();
             for outcome in outcomes {
                 if let Outcome::Actions(provenance, actions) = outcome {
                     for action in actions {
-                        changed |= Self::record(&mut entries, provenance, action);
+                        kept.push(Self::record(&mut entries, provenance, action));
                     }
                 }
             }
-            if changed {
+            if kept.contains(&Kept::Applied) {
                 let text = Self::render(&entries)?;
                 // What `celador serve` would refuse is never written: it
                 // would keep its last good list, and every later revocation
@@ -285,7 +296,7 @@ impl Sink for FileSink {
                     .map_err(|e| SinkError(format!("a revocation would not load: {e}")))?;
                 self.write(&text)?;
             }
-            Ok(())
+            Ok(kept)
         })
     }
 }

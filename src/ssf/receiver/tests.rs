@@ -33,7 +33,11 @@ impl Sink for Recording {
                 .lock()
                 .unwrap()
                 .extend(outcomes.iter().cloned());
-            Ok(())
+            let actions = outcomes.iter().map(|o| match o {
+                Outcome::Actions(_, a) => a.len(),
+                Outcome::Ignored(..) => 0,
+            });
+            Ok(vec![Kept::Applied; actions.sum()])
         })
     }
 }
@@ -244,7 +248,7 @@ impl Sink for Gate {
         Box::pin(async move {
             self.entered.notify_one();
             self.release.notified().await;
-            Ok(())
+            Ok(Vec::new())
         })
     }
 }
@@ -334,4 +338,62 @@ async fn a_scoped_transmitter_acts_only_on_the_identities_it_is_given() {
     }
     assert_eq!(push("in", "spiffe://td/ns/ci/sa/runner").await.status, 202);
     assert_eq!(sink.actions(), 1);
+}
+
+#[tokio::test]
+async fn an_event_older_than_one_applied_is_counted_and_logged_as_superseded_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Signer::es256("k1");
+    let transmitter =
+        Transmitter::new(ISS, vec![AUD.into()], jwt::jwks(&[&signer]).as_bytes()).unwrap();
+    let verifier = Verifier::new(
+        vec![transmitter],
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    );
+    let sink = crate::ssf::sink::FileSink::open(&dir.path().join("revocations.yaml")).unwrap();
+    let receiver = Receiver::new(
+        verifier,
+        Subjects::default(),
+        Mapping::default(),
+        HashMap::new(),
+        Arc::new(sink),
+    );
+    let id = "spiffe://td/ns/a/sa/a";
+    let event = |jti: &str, kind: &str, at: u64| {
+        let mut c = claims(ISS, jti, id);
+        c["events"] = json!({ format!("https://schemas.openid.net/secevent/risc/event-type/{kind}"): {"event_timestamp": at} });
+        sign(&signer, &c)
+    };
+    let push = |token: String| {
+        let receiver = &receiver;
+        async move {
+            receiver
+                .push(Some(SET_MEDIA_TYPE), None, token.as_bytes(), now())
+                .await
+        }
+    };
+    assert_eq!(
+        push(event("d", "account-disabled", NOW - 10)).await.status,
+        202
+    );
+    // An enable from before the disable arrives late: accepted (the
+    // transmitter must not send it again), but it changed nothing.
+    assert_eq!(
+        push(event("e", "account-enabled", NOW - 20)).await.status,
+        202
+    );
+    let m = receiver.metrics();
+    assert_eq!(m.applied("revoke"), 1);
+    assert_eq!(m.applied("unrevoke"), 0);
+    assert_eq!(m.unapplied_count("unrevoke", "superseded"), 1);
+    assert!(m.encode().contains(
+        "celador_signals_actions_unapplied_total{action=\"unrevoke\",why=\"superseded\"} 1"
+    ));
+    // A later enable is applied.
+    assert_eq!(
+        push(event("e2", "account-enabled", NOW - 5)).await.status,
+        202
+    );
+    assert_eq!(m.applied("unrevoke"), 1);
 }

@@ -53,13 +53,16 @@ async fn the_file_is_one_celador_serve_loads_and_older_events_never_undo_newer_o
         "{text}"
     );
     assert_eq!(loaded(&path).len(), 2);
-    // An enable from before the disable changes nothing.
-    sink.apply(&[unrevoke(A, "j3", 50)]).await.unwrap();
+    // An enable from before the disable changes nothing, and says so.
+    let kept = sink.apply(&[unrevoke(A, "j3", 50)]).await.unwrap();
+    assert_eq!(kept, [Kept::Superseded]);
     assert_eq!(loaded(&path).len(), 2);
     // A later one removes it; a revoke older than that removal stays undone.
-    sink.apply(&[unrevoke(A, "j4", 200)]).await.unwrap();
+    let kept = sink.apply(&[unrevoke(A, "j4", 200)]).await.unwrap();
+    assert_eq!(kept, [Kept::Applied]);
     assert_eq!(loaded(&path).len(), 1);
-    sink.apply(&[revoke(A, "j5", 150)]).await.unwrap();
+    let kept = sink.apply(&[revoke(A, "j5", 150)]).await.unwrap();
+    assert_eq!(kept, [Kept::Superseded]);
     assert_eq!(loaded(&path).len(), 1);
     sink.apply(&[revoke(A, "j6", 300)]).await.unwrap();
     assert_eq!(loaded(&path).len(), 2);
