@@ -295,7 +295,9 @@ fn durations(config: &ReceiverConfig, problems: &mut Vec<String>) {
         }
     }
     if config.risk_expiry.problem().is_none() && config.risk_expiry.0 > MAX_RISK_EXPIRY {
-        problems.push("risk_expiry: at most 720h, 30 days (a risk level is refreshed, not kept)".into());
+        problems.push(
+            "risk_expiry: at most 720h, 30 days (a risk level is refreshed, not kept)".into(),
+        );
     }
 }
 
