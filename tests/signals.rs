@@ -813,3 +813,100 @@ async fn a_pushed_risk_level_decides_a_rule_at_every_instance_and_a_later_one_lo
     tokio::time::sleep(Duration::from_millis(300)).await;
     risk_decided(&celadors, &ca, PAYMENTS, "POST", false, Instant::now()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_a_set_replayed_to_another_receiver_is_applied_once_or_refused() {
+    let mut redis = support::redis::Redis::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let idp = Signer::es256("idp-1");
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             sink: {{store: {}}}\nlog: {{format: json}}\n",
+            redis.url()
+        ),
+    );
+    // Two receivers behind one Service: a retransmission may reach either.
+    let receivers = [
+        Receiver::start(&path("receiver.yaml")),
+        Receiver::start(&path("receiver.yaml")),
+    ];
+    let push = |at: usize, token: &str| {
+        tls_post(
+            receivers[at].addr,
+            &server_ca.pem,
+            "/events",
+            &[("content-type", "application/secevent+jwt")],
+            token.as_bytes(),
+        )
+    };
+    let first = set(
+        &idp,
+        IDP,
+        "c-1",
+        json!({"format": "uri", "uri": EXPORTER}),
+        "credential-compromise",
+        json!({"credential_type": "x509"}),
+    );
+    assert_eq!(push(0, &first).status, 202);
+    // The same bytes at the other receiver: a duplicate, applied once.
+    let again = push(1, &first);
+    assert_eq!((again.status, again.body.as_str()), (202, ""), "{again:?}");
+    let logged = support::wait_for(Duration::from_secs(2), || {
+        receivers[1]
+            .log()
+            .contains("applied by another receiver")
+            .then_some(())
+    });
+    assert!(logged.is_some(), "{}", receivers[1].log());
+    let feed = redis.cli(&["XLEN", "{celador}:feed"]);
+    assert_eq!(feed.trim(), "1", "one write for one SET");
+    // Other bytes under the same jti, at the other receiver: a replay.
+    let forged = set(
+        &idp,
+        IDP,
+        "c-1",
+        json!({"format": "uri", "uri": PAYMENTS}),
+        "credential-compromise",
+        json!({"credential_type": "x509"}),
+    );
+    let reply = push(1, &forged);
+    assert_eq!((reply.status, err(&reply)), (400, "invalid_request".into()));
+    assert!(
+        reply.json()["description"]
+            .as_str()
+            .unwrap()
+            .contains("already received with other content")
+    );
+    assert!(
+        redis
+            .cli(&[
+                "HGET",
+                "{celador}:revocations",
+                &format!("spiffe_id:{PAYMENTS}")
+            ])
+            .trim()
+            .is_empty()
+    );
+    // Redis away: the replay memory cannot be read, so the SET is not
+    // taken (503, sent again), never accepted unchecked.
+    redis.kill();
+    let later = set(
+        &idp,
+        IDP,
+        "c-2",
+        json!({"format": "uri", "uri": PAYMENTS}),
+        "credential-compromise",
+        json!({"credential_type": "x509"}),
+    );
+    assert_eq!(push(1, &later).status, 503);
+}

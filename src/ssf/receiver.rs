@@ -12,7 +12,9 @@
 //! (RFC 8935 §2), so the same bytes under a `jti` already accepted are
 //! answered `202` and applied once; other bytes under a `jti` already seen
 //! are refused (`invalid_request`). `jti`s are remembered for the
-//! verifier's `max_age` (a SET older than that is refused by its `iat`).
+//! verifier's `max_age` (a SET older than that is refused by its `iat`),
+//! here and, with the governance store, by every receiver of the fleet
+//! ([`Sink::claim`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use super::event::{Action, Mapping, Outcome, Provenance, Revocation};
 use super::set::{ErrorCode, SetError, Verifier};
-use super::sink::{Kept, Sink};
+use super::sink::{Claim, Kept, SetKey, Sink};
 use super::subject::Subjects;
 use super::subject::Target;
 
@@ -73,6 +75,8 @@ pub struct Receiver {
     /// one is configured.
     tokens: HashMap<String, [u8; 32]>,
     seen: moka::sync::Cache<(String, String), [u8; 32]>,
+    /// How long a `jti` is remembered: past it, the SET's `iat` refuses it.
+    replay_window: Duration,
     /// The SETs whose actions are being kept now: a retransmission of one
     /// is answered 503, not 202, until the first attempt has succeeded.
     in_flight: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
@@ -131,14 +135,13 @@ impl Receiver {
         tokens: HashMap<String, String>,
         sink: Arc<dyn Sink>,
     ) -> Receiver {
+        let replay_window = verifier
+            .max_age()
+            .saturating_add(verifier.max_future())
+            .saturating_add(Duration::from_secs(300));
         let seen = moka::sync::Cache::builder()
             .max_capacity(MAX_REMEMBERED)
-            .time_to_live(
-                verifier
-                    .max_age()
-                    .saturating_add(verifier.max_future())
-                    .saturating_add(Duration::from_secs(300)),
-            )
+            .time_to_live(replay_window)
             .build();
         Receiver {
             verifier,
@@ -149,6 +152,7 @@ impl Receiver {
                 .map(|(issuer, token)| (issuer, Sha256::digest(token.as_bytes()).into()))
                 .collect(),
             seen,
+            replay_window,
             in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
             sink,
             metrics: ReceiverMetrics::default(),
@@ -222,6 +226,10 @@ impl Receiver {
             Remembered::InFlight => return (unavailable(), Delivery::Unavailable),
             Remembered::Other(error) => return refuse((400, error)),
         }
+        let fleet_key = (set.issuer.as_str(), set.jti.as_str(), set.digest);
+        if let Err(answer) = self.claim(&key, fleet_key).await {
+            return answer;
+        }
         let outcomes = match self
             .mapping
             .apply(&set, &self.subjects)
@@ -229,25 +237,90 @@ impl Receiver {
         {
             Ok(outcomes) => outcomes,
             Err(error) => {
-                self.forget(&key);
+                self.abandon(&key, fleet_key).await;
                 return refuse((400, error));
             }
         };
-        let kept = match self.sink.apply(&outcomes).await {
+        self.keep(&key, fleet_key, &outcomes).await
+    }
+
+    /// Hands a claimed SET's `outcomes` to the sink: `202` once kept, else
+    /// `503` with the SET forgotten, so that the next attempt is applied.
+    async fn keep(
+        &self,
+        key: &(String, String),
+        set: SetKey<'_>,
+        outcomes: &[Outcome],
+    ) -> (Answer, Delivery) {
+        let (issuer, jti, _) = set;
+        let kept = match self.sink.apply(outcomes).await {
             Ok(kept) => kept,
             Err(e) => {
-                // Forgotten, so that the transmitter's next attempt is applied.
-                self.forget(&key);
-                tracing::error!(issuer = %set.issuer, jti = %set.jti, "the SET's actions cannot be kept: {e}");
+                self.abandon(key, set).await;
+                tracing::error!(%issuer, %jti, "the SET's actions cannot be kept: {e}");
                 return (unavailable(), Delivery::Unavailable);
             }
         };
-        self.landed(&key);
+        self.landed(key);
+        if let Err(e) = self.sink.settle(set, self.replay_window).await {
+            // Kept already; another receiver may apply a replay again
+            // once the claim lapses (30 s), to the same effect.
+            tracing::warn!(%issuer, %jti, "the SET is kept, but the fleet's replay memory could not record it: {e}");
+        }
         let mut kept = kept.into_iter();
-        for outcome in &outcomes {
+        for outcome in outcomes {
             self.log(outcome, &mut kept);
         }
         (Answer::accepted(), Delivery::Applied)
+    }
+
+    /// Claims the SET in the fleet's replay memory (with the governance
+    /// store): a SET another receiver applied is a duplicate, one it is
+    /// applying now or a store that does not answer is `503` (the
+    /// transmitter sends it again, so no event is lost), other bytes under
+    /// its `jti` a replay.
+    async fn claim(
+        &self,
+        key: &(String, String),
+        set: SetKey<'_>,
+    ) -> Result<(), (Answer, Delivery)> {
+        let (issuer, jti, _) = set;
+        let claim = self.sink.claim(set, self.replay_window).await;
+        match claim {
+            Ok(Claim::First) => return Ok(()),
+            Ok(Claim::Done) => {
+                self.landed(key);
+                tracing::info!(%issuer, %jti, "SET received again (applied by another receiver); applied once");
+                return Err((Answer::accepted(), Delivery::Duplicate));
+            }
+            Ok(Claim::Pending) => {}
+            Ok(Claim::Other) => {
+                self.forget(key);
+                let error = SetError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "jti {:?} of {issuer} was already received with other content (by another receiver)",
+                        super::event::printable(jti),
+                    ),
+                );
+                tracing::warn!(status = 400, err = error.code.as_str(), description = %error.description, "SET refused");
+                return Err((Answer::refused(400, &error), Delivery::Refused(error.code)));
+            }
+            Err(e) => {
+                tracing::error!(%issuer, %jti, "the fleet's replay memory cannot be read: {e}");
+            }
+        }
+        self.forget(key);
+        Err((unavailable(), Delivery::Unavailable))
+    }
+
+    /// The SET was not kept: forgotten here and in the fleet, so that the
+    /// transmitter's next attempt is applied.
+    async fn abandon(&self, key: &(String, String), set: SetKey<'_>) {
+        self.forget(key);
+        if let Err(e) = self.sink.release(set).await {
+            tracing::warn!(issuer = %set.0, jti = %set.1, "the fleet's replay memory keeps the SET's claim until it lapses (30 s): {e}");
+        }
     }
 
     /// The push token given to `issuer`, if it was given one, is the one

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -49,12 +49,53 @@ pub enum Kept {
 /// it was given, in their order.
 pub type Applying<'a> = Pin<Box<dyn Future<Output = Result<Vec<Kept>, SinkError>> + Send + 'a>>;
 
+/// What a fleet-wide replay memory says of a SET (its issuer and `jti`,
+/// with the digest of its bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Claimed here: apply it, then [`Sink::settle`] or [`Sink::release`].
+    First,
+    /// The same bytes, applied by another receiver: 202, applied once.
+    Done,
+    /// The same bytes, being applied by another receiver now: 503.
+    Pending,
+    /// Other bytes under this `jti`: a replay.
+    Other,
+}
+
+/// The future of a replay-memory call.
+pub type Claiming<'a> = Pin<Box<dyn Future<Output = Result<Claim, SinkError>> + Send + 'a>>;
+
+/// The future of a call that only reports failure.
+pub type Settling<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
+/// A SET as the replay memory names it: issuer, `jti`, digest of its bytes.
+pub type SetKey<'a> = (&'a str, &'a str, [u8; 32]);
+
 /// Keeps the receiver's actions where sidecars read them.
 pub trait Sink: Send + Sync {
     /// Applies the actions of `outcomes` (ignored outcomes change nothing);
     /// done when they are durable. Says what became of each action, in
     /// order.
     fn apply<'a>(&'a self, outcomes: &'a [Outcome]) -> Applying<'a>;
+
+    /// Claims a SET in a replay memory every receiver of the fleet shares,
+    /// for `ttl` once settled. A sink without one (a file: one receiver)
+    /// says [`Claim::First`]; each receiver also remembers `jti`s itself.
+    fn claim<'a>(&'a self, _set: SetKey<'a>, _ttl: Duration) -> Claiming<'a> {
+        Box::pin(async { Ok(Claim::First) })
+    }
+
+    /// The claimed SET's actions are kept: a replay anywhere is a duplicate.
+    fn settle<'a>(&'a self, _set: SetKey<'a>, _ttl: Duration) -> Settling<'a> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The claimed SET's actions could not be kept: its next attempt, at
+    /// any receiver, is applied afresh.
+    fn release<'a>(&'a self, _set: SetKey<'a>) -> Settling<'a> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// An entry, with the time of the event that set or cleared it.

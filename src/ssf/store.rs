@@ -30,7 +30,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
 use super::event::{Action, Outcome, Provenance, Revocation};
-use super::sink::{Applying, Kept, Sink, SinkError};
+use super::sink::{Applying, Claiming, Kept, SetKey, Settling, Sink, SinkError};
 use crate::sources::fleet::StoreSettings;
 use crate::sources::fleet::commands::random_epoch;
 use crate::sources::fleet::connect::Endpoint;
@@ -38,6 +38,7 @@ use crate::sources::fleet::entries::{self, StoredRevocation, check_revocation};
 use crate::sources::fleet::keys::{FEED_LENGTH, Keys};
 use crate::sources::fleet::risks::StoredRisk;
 
+mod replay;
 mod risk;
 
 /// Compares the event time and writes, atomically.
@@ -246,15 +247,7 @@ impl StoreSink {
                 })
                 .collect());
         }
-        let mut slot = self.conn.lock().await;
-        if slot.is_none() {
-            let conn = self
-                .endpoint
-                .connect(Some(std::time::Duration::from_secs(2)))
-                .await
-                .map_err(|e| SinkError(format!("{}: {e}", self.endpoint.shown)))?;
-            *slot = Some(conn);
-        }
+        let mut slot = self.connection().await?;
         let Some(conn) = slot.as_mut() else {
             return Err(SinkError("no connection".into()));
         };
@@ -272,6 +265,55 @@ impl StoreSink {
     }
 }
 
+impl StoreSink {
+    /// The connection, opened if there is none; commands on it time out
+    /// after 2 s.
+    async fn connection(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<MultiplexedConnection>>, SinkError> {
+        let mut slot = self.conn.lock().await;
+        if slot.is_none() {
+            let conn = self
+                .endpoint
+                .connect(Some(COMMAND_TIMEOUT))
+                .await
+                .map_err(|e| SinkError(format!("{}: {e}", self.endpoint.shown)))?;
+            *slot = Some(conn);
+        }
+        Ok(slot)
+    }
+
+    /// Runs one replay-memory command for `set`; a failure drops the
+    /// connection (opened again on next use).
+    async fn replay<T>(
+        &self,
+        (issuer, jti, _): SetKey<'_>,
+        command: impl AsyncFnOnce(&mut MultiplexedConnection, &str) -> redis::RedisResult<T>,
+    ) -> Result<T, SinkError> {
+        let key = replay::key(&self.keys.prefix, issuer, jti);
+        let mut slot = self.connection().await?;
+        let Some(conn) = slot.as_mut() else {
+            return Err(SinkError("no connection".into()));
+        };
+        let done = tokio::time::timeout(COMMAND_TIMEOUT, command(conn, &key)).await;
+        match done {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                *slot = None;
+                Err(SinkError(format!("{}: {e}", self.endpoint.shown)))
+            }
+            Err(_) => {
+                *slot = None;
+                Err(SinkError(format!("{}: timed out", self.endpoint.shown)))
+            }
+        }
+    }
+}
+
+/// How long one command to the store may take: the transmitter waits for
+/// the answer.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What one action writes.
 #[derive(Debug)]
 enum Write {
@@ -286,6 +328,27 @@ enum Write {
 impl Sink for StoreSink {
     fn apply<'a>(&'a self, outcomes: &'a [Outcome]) -> Applying<'a> {
         Box::pin(self.apply_all(outcomes))
+    }
+
+    fn claim<'a>(&'a self, set: SetKey<'a>, _ttl: Duration) -> Claiming<'a> {
+        let digest = set.2;
+        Box::pin(self.replay(set, async move |conn, key| {
+            replay::claim(conn, key, digest).await
+        }))
+    }
+
+    fn settle<'a>(&'a self, set: SetKey<'a>, ttl: Duration) -> Settling<'a> {
+        let digest = set.2;
+        Box::pin(self.replay(set, async move |conn, key| {
+            replay::settle(conn, key, digest, ttl).await
+        }))
+    }
+
+    fn release<'a>(&'a self, set: SetKey<'a>) -> Settling<'a> {
+        let digest = set.2;
+        Box::pin(self.replay(set, async move |conn, key| {
+            replay::release(conn, key, digest).await
+        }))
     }
 }
 
