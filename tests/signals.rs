@@ -910,3 +910,74 @@ async fn with_the_store_a_set_replayed_to_another_receiver_is_applied_once_or_re
     );
     assert_eq!(push(1, &later).status, 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_store_a_risks_file_carries_the_risk_level_to_celador_serve() {
+    const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let idp = Signer::es256("idp-1");
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             sink: {{revocations_file: revocations.yaml, risks_file: risks.yaml}}\nlog: {{format: json}}\n"
+        ),
+    );
+    let ca = Ca::root("example.org");
+    write("example.org.pem", &ca.pem);
+    write(
+        "policy.yaml",
+        "rules:\n  - name: anyone\n    effect: allow\n    when: source.trust_domain == \"example.org\"\n\
+         \x20 - name: no-payment-writes-at-high-risk\n    effect: deny\n    when: >\n\
+         \x20     request.method != \"GET\" && has(signals.risk.level) && signals.risk.level == \"high\"\n",
+    );
+    // The risks file does not exist until the first risk level.
+    write(
+        "celador.yaml",
+        "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
+         revocations: {path: revocations.yaml, optional: true}\nrisks: {path: risks.yaml, optional: true}\n\
+         log:\n  format: json\n",
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    let celadors = [Celador::start(&path("celador.yaml"))];
+    let push = |jti: &str, level: &str, at: i64| {
+        let token = idp.token_with_header(
+            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
+            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
+                    "sub_id": {"format": "uri", "uri": PAYMENTS},
+                    "events": {format!("{CAEP}risk-level-change"): {
+                        "principal": "USER", "current_level": level, "event_timestamp": at}}}),
+        );
+        tls_post(
+            receiver.addr,
+            &server_ca.pem,
+            "/events",
+            &[("content-type", "application/secevent+jwt")],
+            token.as_bytes(),
+        )
+    };
+    risk_decided(&celadors, &ca, PAYMENTS, "POST", false, Instant::now()).await;
+    let start = Instant::now();
+    assert_eq!(push("r-1", "HIGH", now() - 5).status, 202);
+    let took = risk_decided(&celadors, &ca, PAYMENTS, "POST", true, start).await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    risk_decided(&celadors, &ca, PAYMENTS, "GET", false, start).await;
+    let text = std::fs::read_to_string(path("risks.yaml")).unwrap();
+    assert!(text.contains("\"jti\": \"r-1\""), "{text}");
+    // Older: superseded; later: lowers it.
+    assert_eq!(push("r-0", "LOW", now() - 30).status, 202);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    risk_decided(&celadors, &ca, PAYMENTS, "POST", true, Instant::now()).await;
+    let start = Instant::now();
+    assert_eq!(push("r-2", "LOW", now()).status, 202);
+    let took = risk_decided(&celadors, &ca, PAYMENTS, "POST", false, start).await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}

@@ -18,6 +18,7 @@
 //!   risc/account-purged: ignore
 //! sink:               # one of:
 //!   revocations_file: /var/run/celador/revocations.yaml   # a single node
+//!   risks_file: /var/run/celador/risks.yaml               # (optional, with it)
 //!   store: rediss://redis.platform:6379/0                 # the fleet's store
 //!   password_file: /var/run/celador-store/password        # (as governance:)
 //! log: { level: info, format: json }
@@ -129,6 +130,9 @@ pub struct SinkSpec {
     /// A revocations file that `celador serve` watches.
     #[serde(default)]
     pub revocations_file: Option<PathBuf>,
+    /// With it, a risks file that `celador serve` watches (`risks:`).
+    #[serde(default)]
+    pub risks_file: Option<PathBuf>,
     /// The governance store: `redis://HOST:PORT/DB` or `rediss://...`.
     #[serde(default)]
     pub store: Option<String>,
@@ -158,10 +162,20 @@ impl SinkSpec {
     fn sink(&self, base: &Path, risk_expiry: Duration) -> Result<Arc<dyn Sink>, String> {
         let resolve = |p: &Path| base.join(p);
         match (&self.revocations_file, &self.store) {
-            (Some(file), None) => Ok(Arc::new(
-                FileSink::open(&resolve(file))
-                    .map_err(|e| format!("sink.revocations_file: {e}"))?,
-            )),
+            (Some(file), None) => {
+                let sink = FileSink::open(&resolve(file))
+                    .map_err(|e| format!("sink.revocations_file: {e}"))?;
+                let sink = match &self.risks_file {
+                    Some(risks) => sink
+                        .with_risks(&resolve(risks), risk_expiry)
+                        .map_err(|e| format!("sink.risks_file: {e}"))?,
+                    None => sink,
+                };
+                Ok(Arc::new(sink))
+            }
+            (None, Some(_)) if self.risks_file.is_some() => {
+                Err("sink.risks_file: with a store, risk levels go into the store".into())
+            }
             (None, Some(url)) => {
                 if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
                     return Err("sink.key_prefix: a non-empty name without braces".into());

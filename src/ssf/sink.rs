@@ -106,11 +106,13 @@ struct Entry {
     reason: Option<String>,
 }
 
-/// Writes revocations to a file in celador's revocations format.
+/// Writes revocations to a file in celador's revocations format, and,
+/// when given one, risk levels to a risks file.
 #[derive(Debug)]
 pub struct FileSink {
     path: PathBuf,
     entries: Mutex<BTreeMap<Key, Entry>>,
+    risks: Option<Mutex<risks::RiskFile>>,
 }
 
 /// A revocation as a sortable key (the file lists entries in this order).
@@ -228,7 +230,16 @@ impl FileSink {
         Ok(FileSink {
             path: path.to_owned(),
             entries: Mutex::new(entries),
+            risks: None,
         })
+    }
+
+    /// This sink, also writing risk levels to the risks file `path`
+    /// (lasting `expiry` after their event), which the receiver owns as it
+    /// owns the revocations file.
+    pub fn with_risks(mut self, path: &Path, expiry: std::time::Duration) -> Result<Self, String> {
+        self.risks = Some(Mutex::new(risks::RiskFile::open(path, expiry)?));
+        Ok(self)
     }
 
     /// Records `action`: what became of it.
@@ -246,7 +257,7 @@ impl FileSink {
                 )),
             ),
             Action::Unrevoke { entry } => (Key::from(entry), None),
-            // Risk levels need the governance store.
+            // Recorded by the risks file, if there is one.
             Action::Risk { .. } => return Kept::Unsupported,
         };
         match entries.get(&key) {
@@ -296,21 +307,20 @@ impl FileSink {
             "# Written by celador signals serve from Shared Signals events; edits are overwritten.\n{body}\n"
         ))
     }
+}
 
-    /// Writes `text` to the file atomically (a temporary file renamed over
-    /// it), so a watching sidecar never reads half of it.
-    fn write(&self, text: &str) -> Result<(), SinkError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        std::fs::write(&temporary, text)
-            .and_then(|()| std::fs::rename(&temporary, &self.path))
-            .map_err(|e| SinkError(format!("cannot write {}: {e}", self.path.display())))
-    }
+/// Writes `text` to `path` atomically (a temporary file renamed over it),
+/// so a watching sidecar never reads half of it.
+fn write(path: &Path, text: &str) -> Result<(), SinkError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(|e| SinkError(format!("cannot write {}: {e}", path.display())))
 }
 
 impl Sink for FileSink {
@@ -320,27 +330,58 @@ impl Sink for FileSink {
             // order their states were made; a small file, written at the
             // rate security events arrive, not on any request path.
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            let mut kept = Vec::new();
+            let mut risks = self
+                .risks
+                .as_ref()
+                .map(|r| r.lock().unwrap_or_else(|p| p.into_inner()));
+            let now = SystemTime::now();
+            let (mut kept, mut risk_changed, mut revoked) = (Vec::new(), false, false);
             for outcome in outcomes {
                 if let Outcome::Actions(provenance, actions) = outcome {
                     for action in actions {
-                        kept.push(Self::record(&mut entries, provenance, action));
+                        let done = match (action, risks.as_deref_mut()) {
+                            (
+                                Action::Risk {
+                                    target,
+                                    level,
+                                    reason,
+                                },
+                                Some(file),
+                            ) => {
+                                let done =
+                                    file.record(provenance, (target, *level, reason.as_ref()), now);
+                                risk_changed |= done == Kept::Applied;
+                                done
+                            }
+                            _ => {
+                                let done = Self::record(&mut entries, provenance, action);
+                                revoked |= done == Kept::Applied;
+                                done
+                            }
+                        };
+                        kept.push(done);
                     }
                 }
             }
-            if kept.contains(&Kept::Applied) {
+            if let (true, Some(file)) = (risk_changed, risks.as_deref_mut()) {
+                let text = file.render(now)?;
+                write(&file.path, &text)?;
+            }
+            if revoked {
                 let text = Self::render(&entries)?;
                 // What `celador serve` would refuse is never written: it
                 // would keep its last good list, and every later revocation
                 // would wait behind the bad entry.
                 crate::engine::revocations::Revocations::parse(&text, &self.path)
                     .map_err(|e| SinkError(format!("a revocation would not load: {e}")))?;
-                self.write(&text)?;
+                write(&self.path, &text)?;
             }
             Ok(kept)
         })
     }
 }
+
+mod risks;
 
 #[cfg(test)]
 mod tests;

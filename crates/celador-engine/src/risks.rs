@@ -13,8 +13,49 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::identity::Identity;
-use super::signals::Risk;
+use super::identity::{Identity, SpiffeId};
+use super::signals::{Risk, RiskLevel};
+use super::time::parse_rfc3339;
+
+/// A risks file: what `celador signals serve` writes without a governance
+/// store, and `celador serve` watches (`risks:` in its config).
+///
+/// ```yaml
+/// risks:
+///   - spiffe_id: spiffe://example.org/ns/pay/sa/api    # or spiffe_id_prefix
+///     level: high
+///     since: 2026-11-22T10:00:00Z
+///     expires: 2026-11-23T10:00:00Z
+///     source: https://idp.example.com/
+///     event: https://schemas.openid.net/secevent/caep/event-type/risk-level-change
+///     jti: r-1
+/// ```
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RisksFile {
+    risks: Vec<RiskSpec>,
+}
+
+/// One entry of a risks file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RiskSpec {
+    #[serde(default)]
+    spiffe_id: Option<String>,
+    #[serde(default)]
+    spiffe_id_prefix: Option<String>,
+    level: RiskLevel,
+    since: String,
+    expires: String,
+    source: String,
+    #[serde(default)]
+    event: String,
+    #[serde(default)]
+    jti: String,
+    #[serde(default)]
+    #[allow(dead_code)] // Kept for people reading the file.
+    reason: Option<String>,
+}
 
 /// A risk and until when it is in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +93,62 @@ impl Risks {
                 }
             }
         }
+    }
+
+    /// Parses the risks file `text` (at `path`); every problem is reported
+    /// at once, and the file is refused whole.
+    pub fn parse(text: &str, path: &std::path::Path) -> Result<Risks, String> {
+        let file: RisksFile = super::yaml::from_str(text, path).map_err(|e| e.rendered)?;
+        let mut out = Risks::default();
+        let mut problems = Vec::new();
+        for (i, spec) in file.risks.iter().enumerate() {
+            let entry = || -> Result<(String, Arc<Risk>, SystemTime), String> {
+                let id = match (&spec.spiffe_id, &spec.spiffe_id_prefix) {
+                    (Some(id), None) => id.clone(),
+                    (None, Some(prefix)) => format!("{}/", prefix.trim_end_matches('/')),
+                    _ => return Err("give exactly one of spiffe_id and spiffe_id_prefix".into()),
+                };
+                SpiffeId::parse(id.trim_end_matches('/')).map_err(|e| format!("{id:?}: {e}"))?;
+                let time = |name: &str, text: &str| {
+                    parse_rfc3339(text).map_err(|e| format!("{name}: {e}"))
+                };
+                if spec.source.trim().is_empty() {
+                    return Err("`source` is empty: name the transmitter".into());
+                }
+                let risk = Risk {
+                    level: spec.level,
+                    since: time("since", &spec.since)?,
+                    source: spec.source.clone(),
+                    event: spec.event.clone(),
+                    jti: spec.jti.clone(),
+                };
+                Ok((id, Arc::new(risk), time("expires", &spec.expires)?))
+            };
+            match entry() {
+                Ok((id, risk, expires)) => out.insert(&id, risk, expires),
+                Err(problem) => {
+                    problems.push(format!("{}: risk {}: {problem}", path.display(), i + 1))
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(problems.join("\n"))
+        }
+    }
+
+    /// Every risk of `first` and of `second` (of two about one subject, the
+    /// later reported).
+    pub fn merged(first: &Risks, second: &Risks) -> Risks {
+        let mut out = first.clone();
+        for (id, e) in &second.ids {
+            out.insert(id, Arc::clone(&e.risk), e.expires);
+        }
+        for (prefix, e) in &second.prefixes {
+            out.insert(&format!("{prefix}/"), Arc::clone(&e.risk), e.expires);
+        }
+        out
     }
 
     /// How many subjects have a risk (expired ones included).
@@ -101,8 +198,7 @@ impl Risks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::{CertificateFacts, SpiffeId, X509Svid};
-    use crate::signals::RiskLevel;
+    use crate::identity::{CertificateFacts, X509Svid};
     use std::time::Duration;
 
     fn caller(id: &str) -> Identity {
@@ -178,5 +274,27 @@ mod tests {
             RiskLevel::Low
         );
         assert_eq!(risks.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn a_risks_file_loads_or_is_refused_naming_every_problem() {
+        let text = "risks:\n  - {spiffe_id: spiffe://a/ns/x/sa/y, level: high, since: 2026-11-22T10:00:00Z, expires: 2026-11-23T10:00:00Z, source: https://idp.example.com/, jti: r-1}\n  - {spiffe_id_prefix: spiffe://a/ns/z, level: low, since: 2026-11-22T10:00:00Z, expires: 2026-11-23T10:00:00Z, source: idp}\n";
+        let risks = Risks::parse(text, Path::new("risks.yaml")).unwrap();
+        assert_eq!(risks.len(), 2);
+        let merged = Risks::merged(&risks, &Risks::default());
+        assert_eq!(merged, risks);
+        let bad = "risks:\n  - {spiffe_id: nope, level: high, since: 2026-11-22T10:00:00Z, expires: x, source: s}\n  - {level: low, since: 2026-11-22T10:00:00Z, expires: 2026-11-23T10:00:00Z, source: s}\n";
+        let error = Risks::parse(bad, Path::new("risks.yaml")).unwrap_err();
+        assert!(
+            error.contains("risk 1") && error.contains("risk 2"),
+            "{error}"
+        );
+        assert!(Risks::parse("risks:\n  - {level: severe}\n", Path::new("r")).is_err());
     }
 }
