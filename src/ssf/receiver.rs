@@ -504,7 +504,7 @@ fn log_unapplied(p: &Provenance, action: &Action, kept: Kept) {
             tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the risk level had lapsed (risk_expiry after its event) before it arrived")
         }
         Kept::Unsupported | Kept::Applied => {
-            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the sink keeps no risk levels (a revocations file); use sink.store")
+            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the sink keeps no risk levels (a revocations file without risks_file)")
         }
     }
 }

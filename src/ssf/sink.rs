@@ -5,8 +5,8 @@
 //! [`Outcome`]s to a [`Sink`] and answers the transmitter `202` only once
 //! the sink has them (RFC 8935 §2.2: a SET is acknowledged once retained).
 //! [`FileSink`] writes a revocations file in celador's own format, which
-//! `celador serve` watches (`revocations:` in its config), for a single
-//! node or a demo; several pods share state through the governance store
+//! `celador serve` watches (`revocations:` in its config), and optionally
+//! a risks file ([`risks`], `risks:`), for a single node or a demo; several pods share state through the governance store
 //! instead.
 //!
 //! Ordering: SETs may arrive in any order (RFC 8417 §5.3), so each entry
@@ -41,7 +41,8 @@ pub enum Kept {
     Superseded,
     /// A risk level that had lapsed before it arrived: it changed nothing.
     Lapsed,
-    /// This sink cannot keep it (a revocations file keeps no risk level).
+    /// This sink cannot keep it (a revocations file without `risks_file`
+    /// keeps no risk level).
     Unsupported,
 }
 
