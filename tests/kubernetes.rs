@@ -3960,6 +3960,9 @@ fn the_signals_receiver_deploys_with_its_service_its_config_and_the_push_url() {
     let mut values = offline(&signals_values());
     values["signals"]["tls"]["issuerRef"] =
         json!({"name": "public-acme", "kind": "ClusterIssuer", "group": "cert-manager.io"});
+    values["signals"]["networkPolicy"] = json!({"enabled": true,
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}],
+        "storeTo": [{"ipBlock": {"cidr": "10.1.2.0/24"}}]});
     let rendered = Rendered::of(&values);
     let docs = signals_docs(&rendered);
     // The certificate, from the issuer given, into the Secret mounted.
@@ -3974,9 +3977,22 @@ fn the_signals_receiver_deploys_with_its_service_its_config_and_the_push_url() {
         ])
     );
     assert_eq!(certificate["spec"]["issuerRef"]["name"], "public-acme");
+    // The NetworkPolicy: the push port from the peers given; out, DNS and
+    // the store only; for the receiver's pods.
+    let policy = *docs.iter().find(|d| d["kind"] == "NetworkPolicy").unwrap();
+    assert_eq!(
+        policy["spec"]["ingress"],
+        json!([{"ports": [{"port": "https", "protocol": "TCP"}],
+                "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}]}])
+    );
+    assert_eq!(
+        policy["spec"]["egress"][1],
+        json!({"to": [{"ipBlock": {"cidr": "10.1.2.0/24"}}]})
+    );
+    assert_eq!(policy["spec"]["egress"][0]["ports"][0]["port"], 53);
     let docs: Vec<&Value> = docs
         .into_iter()
-        .filter(|d| d["kind"] != "Certificate")
+        .filter(|d| d["kind"] != "Certificate" && d["kind"] != "NetworkPolicy")
         .collect();
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["ConfigMap", "Deployment", "Service"], "{docs:?}");
@@ -4041,6 +4057,10 @@ fn the_signals_receiver_deploys_with_its_service_its_config_and_the_push_url() {
     assert_eq!(
         names,
         ["celador-signals", "signals-tls", "transmitters", "redis-ca"]
+    );
+    assert_eq!(
+        &policy["spec"]["podSelector"]["matchLabels"],
+        &service["spec"]["selector"]
     );
     // The Service selects exactly its pods, on 443.
     let labels = &deployment["spec"]["template"]["metadata"]["labels"];
