@@ -254,6 +254,7 @@ fn load_governance(
         ),
         (&config.revocations, GovernanceFile::Revocations),
         (&config.shadow_policy, GovernanceFile::ShadowPolicy),
+        (&config.risks, GovernanceFile::Risks),
     ];
     let mut loaded = Vec::new();
     for (watched, file) in files {
@@ -413,7 +414,7 @@ pub fn envoy_filter(
         match content {
             Governance::Grants(grants) => footprints.push(grants.footprint()),
             Governance::ShadowPolicy(shadow) => footprints.push(shadow.footprint().clone()),
-            Governance::Revocations(_) => {}
+            Governance::Revocations(_) | Governance::Risks(_) => {}
         }
     }
     let refs: Vec<_> = footprints.iter().collect();

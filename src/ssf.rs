@@ -10,7 +10,8 @@
 //!   subject    its subject (RFC 9493) -> the SPIFFE IDs it names
 //!   event      each CAEP / RISC event -> governance actions (revoke, unrevoke, risk)
 //!   receiver   actions -> the governance sink; 202, or 400 with the RFC 8935 error
-//!   sink/store a revocations file, or the fleet's governance store (Redis)
+//!   sink/store a revocations file (and a risks file), or the fleet's governance
+//!              store (Redis), which also holds the fleet's jti replay memory
 //! ```
 //!
 //! Nothing of a SET that does not verify goes past [`set`]; nothing here

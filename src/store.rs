@@ -29,6 +29,7 @@ use crate::engine::identity::bundle::jwk::JwtKey;
 use crate::engine::identity::bundle::{Authority, DomainBundle, TrustBundles};
 use crate::engine::policy::Policy;
 use crate::engine::revocations::Revocations;
+use crate::engine::risks::Risks;
 use crate::metrics::Metrics;
 
 /// A part of a bundle with the fingerprint of the content it came from.
@@ -87,6 +88,9 @@ struct GovernanceParts {
     file_revocations: Arc<Revocations>,
     /// The fleet's governance store's, once it has been read.
     store: Option<(Arc<Grants>, Arc<Revocations>)>,
+    /// Risk levels: the risks file's, and the store's.
+    file_risks: Arc<Risks>,
+    store_risks: Arc<Risks>,
 }
 
 /// The live state.
@@ -243,6 +247,40 @@ impl Store {
     /// store, merged with the files'.
     pub fn publish_store_governance(&self, grants: Arc<Grants>, revocations: Arc<Revocations>) {
         self.publish_governance(|parts| parts.store = Some((grants, revocations)));
+    }
+
+    /// Publishes the risk levels of the fleet's governance store
+    /// (`signals.risk`), merged with the risks file's.
+    pub fn publish_store_risks(&self, risks: Arc<Risks>) {
+        self.publish_risks(|parts| parts.store_risks = risks);
+    }
+
+    /// Publishes the risk levels of the risks file, merged with the
+    /// store's.
+    pub fn publish_file_risks(&self, risks: Arc<Risks>) {
+        self.publish_risks(|parts| parts.file_risks = risks);
+    }
+
+    /// Changes one source of risk levels and publishes the merge, unless
+    /// it did not change.
+    fn publish_risks(&self, change: impl FnOnce(&mut GovernanceParts)) {
+        let _writer = self.lock();
+        let mut parts = self
+            .governance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        change(&mut parts);
+        let risks = if parts.store_risks.is_empty() {
+            Arc::clone(&parts.file_risks)
+        } else if parts.file_risks.is_empty() {
+            Arc::clone(&parts.store_risks)
+        } else {
+            Arc::new(Risks::merged(&parts.file_risks, &parts.store_risks))
+        };
+        if *self.current.load().risks == *risks {
+            return;
+        }
+        self.publish(|s| s.risks = risks);
     }
 
     /// Says since when the replica of the governance store may have missed

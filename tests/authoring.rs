@@ -323,8 +323,13 @@ fn deny_warnings_fails_on_every_new_warning_class() {
             "request.path == \"/x\" || (request.size > 5 && request.size < 2)",
         ),
         ("identity", "token.path.startsWith(\"/agents/\")"),
+        ("risk", "signals.risk.level == \"high\""),
     ] {
-        let effect = if name == "identity" { "deny" } else { "allow" };
+        let effect = if matches!(name, "identity" | "risk") {
+            "deny"
+        } else {
+            "allow"
+        };
         let file = dir.path().join(format!("{name}.yaml"));
         std::fs::write(
             &file,
@@ -339,6 +344,12 @@ fn deny_warnings_fails_on_every_new_warning_class() {
         );
         let (code, _) = check(&[file.to_str().unwrap()], &["--deny-warnings"]);
         assert_eq!(code, 1, "{name}");
+        if name == "risk" {
+            assert!(
+                output.contains("`has(signals.risk.level) && ...`"),
+                "{output}"
+            );
+        }
     }
 }
 

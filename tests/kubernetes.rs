@@ -3929,3 +3929,205 @@ fn the_readme_kubernetes_commands_are_run_or_listed_as_needing_a_cluster() {
         }
     }
 }
+
+// ------------------------------------------------------ the signals receiver
+
+fn signals_values() -> Value {
+    json!({
+        "governance": {"store": {"url": "rediss://redis.platform:6379/0",
+            "passwordSecret": {"name": "redis-password"}, "ca": {"secret": "redis-ca"}}},
+        "signals": {"enabled": true, "host": "signals.example.com",
+            "tls": {"secretName": "signals-tls"}, "transmittersSecret": "transmitters",
+            "config": {"risk_expiry": "12h", "transmitters": [{
+                "issuer": "https://idp.example.com/", "audience": "https://signals.example.com/",
+                "jwks_file": "idp-jwks.json", "push_token_file": "idp-token"}]}}
+    })
+}
+
+/// The documents of the signals receiver.
+fn signals_docs(rendered: &Rendered) -> Vec<&Value> {
+    rendered
+        .docs
+        .iter()
+        .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "signals")
+        .collect()
+}
+
+#[test]
+fn the_signals_receiver_deploys_with_its_service_its_config_and_the_push_url() {
+    // Off by default.
+    assert_eq!(signals_docs(&Rendered::of(&json!({}))).len(), 0);
+    let mut values = offline(&signals_values());
+    values["signals"]["tls"]["issuerRef"] =
+        json!({"name": "public-acme", "kind": "ClusterIssuer", "group": "cert-manager.io"});
+    values["signals"]["networkPolicy"] = json!({"enabled": true,
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}],
+        "storeTo": [{"ipBlock": {"cidr": "10.1.2.0/24"}}]});
+    let rendered = Rendered::of(&values);
+    let docs = signals_docs(&rendered);
+    // The certificate, from the issuer given, into the Secret mounted.
+    let certificate = docs.iter().find(|d| d["kind"] == "Certificate").unwrap();
+    assert_eq!(certificate["spec"]["secretName"], "signals-tls");
+    assert_eq!(
+        certificate["spec"]["dnsNames"],
+        json!([
+            "signals.example.com",
+            "celador-signals.celador-system.svc",
+            "celador-signals.celador-system.svc.cluster.local"
+        ])
+    );
+    assert_eq!(certificate["spec"]["issuerRef"]["name"], "public-acme");
+    // The NetworkPolicy: the push port from the peers given; out, DNS and
+    // the store only; for the receiver's pods.
+    let policy = *docs.iter().find(|d| d["kind"] == "NetworkPolicy").unwrap();
+    assert_eq!(
+        policy["spec"]["ingress"],
+        json!([{"ports": [{"port": "https", "protocol": "TCP"}],
+                "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}]}])
+    );
+    assert_eq!(
+        policy["spec"]["egress"][1],
+        json!({"to": [{"ipBlock": {"cidr": "10.1.2.0/24"}}]})
+    );
+    assert_eq!(policy["spec"]["egress"][0]["ports"][0]["port"], 53);
+    let docs: Vec<&Value> = docs
+        .into_iter()
+        .filter(|d| d["kind"] != "Certificate" && d["kind"] != "NetworkPolicy")
+        .collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ConfigMap", "Deployment", "Service"], "{docs:?}");
+    let [config_map, deployment, service] = [docs[0], docs[1], docs[2]];
+
+    // It lints, and every manifest validates strictly.
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, doc) in rendered.docs.iter().enumerate() {
+        let kind = (
+            doc["apiVersion"].as_str().unwrap(),
+            doc["kind"].as_str().unwrap(),
+        );
+        if CUSTOM_KINDS.contains(&kind) {
+            continue;
+        }
+        let file = dir.path().join(format!("{i}.yaml"));
+        std::fs::write(&file, doc.to_string()).unwrap();
+        files.push(file.display().to_string());
+    }
+    for version in KUBERNETES_VERSIONS {
+        let report = helm("lint", &values, &format!("v{version}"));
+        assert_eq!(report["errors"], json!([]), "{report}");
+        let mut args = vec!["-m", "kubernetes_validate", "--strict", "-k", version];
+        args.extend(files.iter().map(String::as_str));
+        let (ok, out, err) = python(&args);
+        assert!(ok && !out.contains("WARN"), "{version}:\n{out}{err}");
+    }
+
+    // The Deployment runs the receiver on the config, with the store's
+    // password from its Secret, and probes its /healthz over HTTPS.
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["args"],
+        json!([
+            "signals",
+            "serve",
+            "--config",
+            "/etc/celador-signals/receiver.yaml"
+        ])
+    );
+    assert_eq!(
+        container["env"][0]["valueFrom"]["secretKeyRef"],
+        json!({"name": "redis-password", "key": "password"})
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    assert_eq!(container["ports"][0]["containerPort"], 8443);
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    let sources = &pod["volumes"][0]["projected"]["sources"];
+    let names: Vec<&str> = sources
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["configMap"]["name"]
+                .as_str()
+                .or(s["secret"]["name"].as_str())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["celador-signals", "signals-tls", "transmitters", "redis-ca"]
+    );
+    assert_eq!(
+        &policy["spec"]["podSelector"]["matchLabels"],
+        &service["spec"]["selector"]
+    );
+    // The Service selects exactly its pods, on 443.
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&labels[key], value, "{key}");
+    }
+    assert_eq!(service["spec"]["ports"][0]["port"], 443);
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "https");
+    // NOTES print the push URL to register with each transmitter.
+    assert!(
+        rendered
+            .notes
+            .contains("https://signals.example.com/events"),
+        "{}",
+        rendered.notes
+    );
+
+    // The config is one `celador signals check` accepts, given the files
+    // the projected volume holds.
+    let text = config_map["data"]["receiver.yaml"].as_str().unwrap();
+    let config: Value = serde_saphyr_json(text);
+    assert_eq!(config["listen"], "0.0.0.0:8443");
+    assert_eq!(config["risk_expiry"], "12h");
+    assert_eq!(
+        config["sink"],
+        json!({"store": "rediss://redis.platform:6379/0", "key_prefix": "celador",
+               "password_env": "CELADOR_STORE_PASSWORD", "ca_file": "store-ca.pem"})
+    );
+    let mounted = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(mounted.path().join(name), text).unwrap();
+    write("receiver.yaml", text);
+    let ca = Ca::root("signals CA");
+    let leaf = ca.leaf().dns("signals.example.com").build();
+    write("tls.crt", &leaf.pem);
+    write("tls.key", &leaf.key_pem);
+    write("store-ca.pem", &ca.pem);
+    write(
+        "idp-jwks.json",
+        &support::jwt::jwks(&[&support::jwt::Signer::es256("k1")]),
+    );
+    write("idp-token", "push-secret\n");
+    let checked = Command::new(support::celador::binary())
+        .args(["signals", "check", "--config"])
+        .arg(mounted.path().join("receiver.yaml"))
+        .env("CELADOR_STORE_PASSWORD", "redis-secret")
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // Without a store or a certificate, Helm says what is missing.
+    let mut no_store = values.clone();
+    no_store["governance"]["store"]["url"] = json!("");
+    let refused = Rendered::exactly(&no_store).err().unwrap();
+    assert!(
+        refused.contains("signals.enabled needs governance.store.url"),
+        "{refused}"
+    );
+    let mut no_tls = values.clone();
+    no_tls["signals"]["tls"]["secretName"] = json!("");
+    let refused = Rendered::exactly(&no_tls).err().unwrap();
+    assert!(refused.contains("signals.tls.secretName"), "{refused}");
+    // The chart sets what it owns: the schema refuses it in config.
+    let mut owned = values.clone();
+    owned["signals"]["config"]["sink"] = json!({"revocations_file": "r.yaml"});
+    assert!(Rendered::exactly(&owned).is_err());
+}

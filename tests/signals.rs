@@ -631,3 +631,353 @@ async fn with_the_store_a_compromise_revokes_at_every_instance_and_order_holds()
     let reply = push(&event("c-2", "credential-compromise", now() + 2));
     assert_eq!(reply.status, 503, "{reply:?}");
 }
+
+/// Waits up to 3 s for `method /pay` by `id` to be `denied` (or allowed)
+/// at every one of `celadors`; the slowest instance's time from `start`.
+async fn risk_decided(
+    celadors: &[Celador],
+    ca: &Ca,
+    id: &str,
+    method: &str,
+    denied: bool,
+    start: Instant,
+) -> Duration {
+    let cert = ca.svid(id).envoy_encoded();
+    let mut slowest = Duration::ZERO;
+    for c in celadors {
+        let mut client = AuthorizationClient::connect(format!("http://{}", c.addr))
+            .await
+            .unwrap();
+        loop {
+            let r = client
+                .check(request(&cert, method, "/pay", &[]))
+                .await
+                .unwrap()
+                .into_inner();
+            let reason = (!allowed(&r)).then(|| denial(&r).unwrap());
+            if reason.is_some() == denied {
+                if let Some(reason) = reason {
+                    assert_eq!(reason, (403, "denied_by_rule".to_owned()));
+                }
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "{method} by {id} never became denied={denied}; log:\n{}",
+                c.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        slowest = slowest.max(start.elapsed());
+    }
+    slowest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_risk_level_decides_a_rule_at_every_instance_and_a_later_one_lowers_it() {
+    const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
+    let redis = support::redis::Redis::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let idp = Signer::rsa("idp-rsa", "RS256");
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\nrisk_expiry: 1h\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             sink: {{store: {}}}\nlog: {{format: json}}\n",
+            redis.url()
+        ),
+    );
+    let ca = Ca::root("example.org");
+    write("example.org.pem", &ca.pem);
+    // The README's rule: writes to the payments API denied at high risk.
+    write(
+        "policy.yaml",
+        "rules:\n  - name: anyone\n    effect: allow\n    when: source.trust_domain == \"example.org\"\n\
+         \x20 - name: no-payment-writes-at-high-risk\n    effect: deny\n    when: >\n\
+         \x20     request.method != \"GET\" && has(signals.risk.level) && signals.risk.level == \"high\"\n",
+    );
+    write(
+        "celador.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
+             worker_threads: 1\ngovernance:\n  store: {}\nlog:\n  format: json\n",
+            redis.url()
+        ),
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    let celadors: Vec<Celador> = (0..2)
+        .map(|_| Celador::start(&path("celador.yaml")))
+        .collect();
+    let push = |jti: &str, level: &str, at: i64| {
+        let token = idp.token_with_header(
+            &json!({"alg": "RS256", "kid": "idp-rsa", "typ": "secevent+jwt"}),
+            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
+                    "sub_id": {"format": "uri", "uri": PAYMENTS},
+                    "events": {format!("{CAEP}risk-level-change"): {
+                        "principal": "USER", "current_level": level,
+                        "risk_reason": "impossible travel", "event_timestamp": at}}}),
+        );
+        tls_post(
+            receiver.addr,
+            &server_ca.pem,
+            "/events",
+            &[("content-type", "application/secevent+jwt")],
+            token.as_bytes(),
+        )
+    };
+    let start = Instant::now();
+    risk_decided(&celadors, &ca, PAYMENTS, "POST", false, start).await;
+
+    // HIGH: writes are denied at both instances within a second; reads not.
+    let start = Instant::now();
+    let reply = push("r-1", "HIGH", now() - 5);
+    assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
+    let took = risk_decided(&celadors, &ca, PAYMENTS, "POST", true, start).await;
+    eprintln!("risk-level-change HIGH enforced at 2 instances {took:?} after the push");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    risk_decided(&celadors, &ca, PAYMENTS, "GET", false, start).await;
+    risk_decided(&celadors, &ca, EXPORTER, "POST", false, start).await;
+    // Stored for the fleet, naming the SET; the audit record ends at it.
+    let stored = redis.cli(&["HGET", "{celador}:risks", &format!("spiffe_id:{PAYMENTS}")]);
+    let stored: Value = serde_json::from_str(stored.trim()).unwrap();
+    assert_eq!(
+        (
+            stored["level"].as_str(),
+            stored["jti"].as_str(),
+            stored["source"].as_str()
+        ),
+        (Some("high"), Some("r-1"), Some(IDP)),
+        "{stored}"
+    );
+    let record = support::wait_for(Duration::from_secs(2), || {
+        celadors[1]
+            .audit_records()
+            .into_iter()
+            .rfind(|r| r["reason"] == "denied_by_rule")
+    })
+    .unwrap();
+    let risk = &record["read"]["signals"]["risk"];
+    assert_eq!(
+        (
+            risk["level"].as_str(),
+            risk["jti"].as_str(),
+            risk["source"].as_str()
+        ),
+        (Some("high"), Some("r-1"), Some(IDP)),
+        "{record}"
+    );
+    assert_eq!(
+        risk["event"],
+        format!("{CAEP}risk-level-change"),
+        "{record}"
+    );
+
+    // A LOW from before the HIGH arrives late: superseded, logged so.
+    assert_eq!(push("r-0", "LOW", now() - 30).status, 202);
+    assert!(
+        support::wait_for(Duration::from_secs(2), || receiver
+            .log()
+            .contains("superseded")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        receiver.log()
+    );
+    risk_decided(&celadors, &ca, PAYMENTS, "POST", true, Instant::now()).await;
+
+    // A later LOW lowers it everywhere.
+    let start = Instant::now();
+    assert_eq!(push("r-2", "LOW", now()).status, 202);
+    let took = risk_decided(&celadors, &ca, PAYMENTS, "POST", false, start).await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // A risk whose event is older than risk_expiry decides nothing.
+    assert_eq!(push("r-3", "HIGH", now() - 2 * 3600).status, 202);
+    assert!(
+        support::wait_for(Duration::from_secs(2), || receiver
+            .log()
+            .contains("the risk level had lapsed")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        receiver.log()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    risk_decided(&celadors, &ca, PAYMENTS, "POST", false, Instant::now()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_a_set_replayed_to_another_receiver_is_applied_once_or_refused() {
+    let mut redis = support::redis::Redis::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let idp = Signer::es256("idp-1");
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             sink: {{store: {}}}\nlog: {{format: json}}\n",
+            redis.url()
+        ),
+    );
+    // Two receivers behind one Service: a retransmission may reach either.
+    let receivers = [
+        Receiver::start(&path("receiver.yaml")),
+        Receiver::start(&path("receiver.yaml")),
+    ];
+    let push = |at: usize, token: &str| {
+        tls_post(
+            receivers[at].addr,
+            &server_ca.pem,
+            "/events",
+            &[("content-type", "application/secevent+jwt")],
+            token.as_bytes(),
+        )
+    };
+    let first = set(
+        &idp,
+        IDP,
+        "c-1",
+        json!({"format": "uri", "uri": EXPORTER}),
+        "credential-compromise",
+        json!({"credential_type": "x509"}),
+    );
+    assert_eq!(push(0, &first).status, 202);
+    // The same bytes at the other receiver: a duplicate, applied once.
+    let again = push(1, &first);
+    assert_eq!((again.status, again.body.as_str()), (202, ""), "{again:?}");
+    let logged = support::wait_for(Duration::from_secs(2), || {
+        receivers[1]
+            .log()
+            .contains("applied by another receiver")
+            .then_some(())
+    });
+    assert!(logged.is_some(), "{}", receivers[1].log());
+    let feed = redis.cli(&["XLEN", "{celador}:feed"]);
+    assert_eq!(feed.trim(), "1", "one write for one SET");
+    // Other bytes under the same jti, at the other receiver: a replay.
+    let forged = set(
+        &idp,
+        IDP,
+        "c-1",
+        json!({"format": "uri", "uri": PAYMENTS}),
+        "credential-compromise",
+        json!({"credential_type": "x509"}),
+    );
+    let reply = push(1, &forged);
+    assert_eq!((reply.status, err(&reply)), (400, "invalid_request".into()));
+    assert!(
+        reply.json()["description"]
+            .as_str()
+            .unwrap()
+            .contains("already received with other content")
+    );
+    assert!(
+        redis
+            .cli(&[
+                "HGET",
+                "{celador}:revocations",
+                &format!("spiffe_id:{PAYMENTS}")
+            ])
+            .trim()
+            .is_empty()
+    );
+    // Redis away: the replay memory cannot be read, so the SET is not
+    // taken (503, sent again), never accepted unchecked.
+    redis.kill();
+    let later = set(
+        &idp,
+        IDP,
+        "c-2",
+        json!({"format": "uri", "uri": PAYMENTS}),
+        "credential-compromise",
+        json!({"credential_type": "x509"}),
+    );
+    assert_eq!(push(1, &later).status, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_store_a_risks_file_carries_the_risk_level_to_celador_serve() {
+    const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let idp = Signer::es256("idp-1");
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             sink: {{revocations_file: revocations.yaml, risks_file: risks.yaml}}\nlog: {{format: json}}\n"
+        ),
+    );
+    let ca = Ca::root("example.org");
+    write("example.org.pem", &ca.pem);
+    write(
+        "policy.yaml",
+        "rules:\n  - name: anyone\n    effect: allow\n    when: source.trust_domain == \"example.org\"\n\
+         \x20 - name: no-payment-writes-at-high-risk\n    effect: deny\n    when: >\n\
+         \x20     request.method != \"GET\" && has(signals.risk.level) && signals.risk.level == \"high\"\n",
+    );
+    // The risks file does not exist until the first risk level.
+    write(
+        "celador.yaml",
+        "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
+         revocations: {path: revocations.yaml, optional: true}\nrisks: {path: risks.yaml, optional: true}\n\
+         log:\n  format: json\n",
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    let celadors = [Celador::start(&path("celador.yaml"))];
+    let push = |jti: &str, level: &str, at: i64| {
+        let token = idp.token_with_header(
+            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
+            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
+                    "sub_id": {"format": "uri", "uri": PAYMENTS},
+                    "events": {format!("{CAEP}risk-level-change"): {
+                        "principal": "USER", "current_level": level, "event_timestamp": at}}}),
+        );
+        tls_post(
+            receiver.addr,
+            &server_ca.pem,
+            "/events",
+            &[("content-type", "application/secevent+jwt")],
+            token.as_bytes(),
+        )
+    };
+    risk_decided(&celadors, &ca, PAYMENTS, "POST", false, Instant::now()).await;
+    let start = Instant::now();
+    assert_eq!(push("r-1", "HIGH", now() - 5).status, 202);
+    let took = risk_decided(&celadors, &ca, PAYMENTS, "POST", true, start).await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    risk_decided(&celadors, &ca, PAYMENTS, "GET", false, start).await;
+    let text = std::fs::read_to_string(path("risks.yaml")).unwrap();
+    assert!(text.contains("\"jti\": \"r-1\""), "{text}");
+    // Older: superseded; later: lowers it.
+    assert_eq!(push("r-0", "LOW", now() - 30).status, 202);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    risk_decided(&celadors, &ca, PAYMENTS, "POST", true, Instant::now()).await;
+    let start = Instant::now();
+    assert_eq!(push("r-2", "LOW", now()).status, 202);
+    let took = risk_decided(&celadors, &ca, PAYMENTS, "POST", false, start).await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}

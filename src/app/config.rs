@@ -90,6 +90,10 @@ pub struct Config {
     /// A candidate rules file evaluated beside `policy`, never enforced.
     #[serde(default)]
     pub shadow_policy: Option<watched::WatchedFile>,
+    /// Risk levels security tools reported (`signals.risk`): a watched
+    /// file `celador signals serve` writes without a governance store.
+    #[serde(default)]
+    pub risks: Option<watched::WatchedFile>,
     /// Behavioural signals.
     #[serde(default)]
     pub signals: SignalsConfig,

@@ -23,6 +23,7 @@ use crate::engine::grants::Grants;
 use crate::engine::identity::bundle;
 use crate::engine::policy::{Diagnostic, Policy, PolicyError, Severity};
 use crate::engine::revocations::Revocations;
+use crate::engine::risks::Risks;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -88,6 +89,8 @@ pub enum GovernanceFile {
     Revocations,
     /// A candidate rules file evaluated beside the enforced one.
     ShadowPolicy,
+    /// Risk levels security tools reported.
+    Risks,
 }
 
 /// The parsed content of a governance file, ready to publish.
@@ -99,6 +102,8 @@ pub enum Governance {
     Revocations(Revocations),
     /// Shadow rules.
     ShadowPolicy(Policy),
+    /// Risk levels.
+    Risks(Risks),
 }
 
 impl GovernanceFile {
@@ -108,6 +113,7 @@ impl GovernanceFile {
             GovernanceFile::Grants { .. } => "grants",
             GovernanceFile::Revocations => "revocations",
             GovernanceFile::ShadowPolicy => "shadow_policy",
+            GovernanceFile::Risks => "risks",
         }
     }
 
@@ -117,6 +123,7 @@ impl GovernanceFile {
             GovernanceFile::Grants { .. } => b"grants: []\n",
             GovernanceFile::Revocations => b"revocations: []\n",
             GovernanceFile::ShadowPolicy => b"rules: []\n",
+            GovernanceFile::Risks => b"risks: []\n",
         }
     }
 
@@ -140,6 +147,7 @@ impl GovernanceFile {
             GovernanceFile::ShadowPolicy => {
                 Governance::ShadowPolicy(Policy::parse(text, path).map_err(rules_error)?)
             }
+            GovernanceFile::Risks => Governance::Risks(Risks::parse(text, path)?),
         })
     }
 }
@@ -162,6 +170,10 @@ impl Governance {
                 policy.warnings().iter().for_each(log_diagnostic);
                 tracing::info!(%path, rules = policy.rules().len(), policy_version = policy.version(), "shadow rules loaded");
                 store.publish_shadow_policy(Arc::new(policy));
+            }
+            Governance::Risks(risks) => {
+                tracing::info!(%path, entries = risks.len(), "risk levels loaded");
+                store.publish_file_risks(Arc::new(risks));
             }
         }
     }

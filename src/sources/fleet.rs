@@ -1,5 +1,5 @@
-//! The fleet's governance store: revocations and grants shared by every
-//! celador through Redis, kept in a local replica.
+//! The fleet's governance store: revocations, grants and risk levels
+//! shared by every celador through Redis, kept in a local replica.
 //!
 //! A live source, like [`super::files`]: it publishes into the [`Store`]
 //! and nothing on the request path reads from it, so no check ever waits on
@@ -20,7 +20,7 @@
 //! that came back empty from one that kept its data.
 //!
 //! [`keys`] names the keys, [`entries`] is the data's format and its
-//! validation, [`connect`] opens connections, [`replica`] is the reader,
+//! validation ([`risks`] for risk levels), [`connect`] opens connections, [`replica`] is the reader,
 //! [`commands`] the writer behind `celador revoke`, `grant`, ...
 
 pub mod commands;
@@ -28,6 +28,7 @@ pub mod connect;
 pub mod entries;
 pub mod keys;
 pub mod replica;
+pub mod risks;
 pub mod signals;
 
 use std::path::PathBuf;

@@ -5,6 +5,7 @@
 //! tls: { cert: tls/tls.crt, key: tls/tls.key, reload_interval: 10s }
 //! max_age: 1h          # the oldest iat accepted (and how long a jti is remembered)
 //! max_future: 5m       # how far ahead of this clock an iat may be
+//! risk_expiry: 24h     # how long a risk level lasts unless refreshed (at most 720h)
 //! transmitters:
 //!   - issuer: https://idp.example.com/
 //!     audience: https://celador-signals.example.com/   # or a list
@@ -17,6 +18,7 @@
 //!   risc/account-purged: ignore
 //! sink:               # one of:
 //!   revocations_file: /var/run/celador/revocations.yaml   # a single node
+//!   risks_file: /var/run/celador/risks.yaml               # (optional, with it)
 //!   store: rediss://redis.platform:6379/0                 # the fleet's store
 //!   password_file: /var/run/celador-store/password        # (as governance:)
 //! log: { level: info, format: json }
@@ -58,6 +60,10 @@ pub struct ReceiverConfig {
     /// How far ahead of the clock an `iat` may be.
     #[serde(default = "default_max_future")]
     pub max_future: DurationText,
+    /// How long a risk level lasts after its event unless a later event
+    /// refreshes it.
+    #[serde(default = "default_risk_expiry")]
+    pub risk_expiry: DurationText,
     /// The transmitters SETs are accepted from.
     pub transmitters: Vec<TransmitterSpec>,
     /// Subjects that are not SPIFFE IDs, mapped to SPIFFE IDs.
@@ -124,6 +130,9 @@ pub struct SinkSpec {
     /// A revocations file that `celador serve` watches.
     #[serde(default)]
     pub revocations_file: Option<PathBuf>,
+    /// With it, a risks file that `celador serve` watches (`risks:`).
+    #[serde(default)]
+    pub risks_file: Option<PathBuf>,
     /// The governance store: `redis://HOST:PORT/DB` or `rediss://...`.
     #[serde(default)]
     pub store: Option<String>,
@@ -150,13 +159,23 @@ fn default_key_prefix() -> String {
 
 impl SinkSpec {
     /// The sink; a problem names its key.
-    fn sink(&self, base: &Path) -> Result<Arc<dyn Sink>, String> {
+    fn sink(&self, base: &Path, risk_expiry: Duration) -> Result<Arc<dyn Sink>, String> {
         let resolve = |p: &Path| base.join(p);
         match (&self.revocations_file, &self.store) {
-            (Some(file), None) => Ok(Arc::new(
-                FileSink::open(&resolve(file))
-                    .map_err(|e| format!("sink.revocations_file: {e}"))?,
-            )),
+            (Some(file), None) => {
+                let sink = FileSink::open(&resolve(file))
+                    .map_err(|e| format!("sink.revocations_file: {e}"))?;
+                let sink = match &self.risks_file {
+                    Some(risks) => sink
+                        .with_risks(&resolve(risks), risk_expiry)
+                        .map_err(|e| format!("sink.risks_file: {e}"))?,
+                    None => sink,
+                };
+                Ok(Arc::new(sink))
+            }
+            (None, Some(_)) if self.risks_file.is_some() => {
+                Err("sink.risks_file: with a store, risk levels go into the store".into())
+            }
             (None, Some(url)) => {
                 if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
                     return Err("sink.key_prefix: a non-empty name without braces".into());
@@ -172,7 +191,7 @@ impl SinkSpec {
                     ca_file: self.ca_file.as_deref().map(resolve),
                     key_prefix: self.key_prefix.clone(),
                 };
-                let sink = StoreSink::new(&settings, |name| std::env::var(name).ok())
+                let sink = StoreSink::new(&settings, risk_expiry, |name| std::env::var(name).ok())
                     .map_err(|e| format!("sink.store: {e}"))?;
                 Ok(Arc::new(sink))
             }
@@ -187,6 +206,15 @@ fn default_listen() -> String {
 fn default_max_age() -> DurationText {
     DurationText::new(Duration::from_secs(3600))
 }
+/// A day: a tool that judges an identity risky says so again within a day
+/// (or sends a lower level sooner); a report nobody refreshes stops
+/// deciding requests.
+fn default_risk_expiry() -> DurationText {
+    DurationText::new(Duration::from_secs(24 * 3600))
+}
+/// The longest `risk_expiry`: a risk level is a live signal, not a
+/// revocation.
+const MAX_RISK_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);
 fn default_max_future() -> DurationText {
     DurationText::new(Duration::from_secs(300))
 }
@@ -266,6 +294,27 @@ fn transmitters(
     (transmitters, tokens)
 }
 
+/// The durations' problems, each pushed.
+fn durations(config: &ReceiverConfig, problems: &mut Vec<String>) {
+    for (key, value) in [
+        ("max_age", &config.max_age),
+        ("max_future", &config.max_future),
+        ("risk_expiry", &config.risk_expiry),
+        ("tls.reload_interval", &config.tls.reload_interval),
+    ] {
+        if let Some(problem) = value.problem() {
+            problems.push(format!("{key}: {problem}"));
+        } else if value.0.is_zero() && key != "max_future" {
+            problems.push(format!("{key}: must be more than 0"));
+        }
+    }
+    if config.risk_expiry.problem().is_none() && config.risk_expiry.0 > MAX_RISK_EXPIRY {
+        problems.push(
+            "risk_expiry: at most 720h, 30 days (a risk level is refreshed, not kept)".into(),
+        );
+    }
+}
+
 fn build(config: ReceiverConfig, base: &Path) -> Result<Loaded, String> {
     let resolve = |p: &Path| base.join(p);
     let mut problems = Vec::new();
@@ -279,17 +328,7 @@ fn build(config: ReceiverConfig, base: &Path) -> Result<Loaded, String> {
             ))
         })
         .ok();
-    for (key, value) in [
-        ("max_age", &config.max_age),
-        ("max_future", &config.max_future),
-        ("tls.reload_interval", &config.tls.reload_interval),
-    ] {
-        if let Some(problem) = value.problem() {
-            problems.push(format!("{key}: {problem}"));
-        } else if value.0.is_zero() && key != "max_future" {
-            problems.push(format!("{key}: must be more than 0"));
-        }
-    }
+    durations(&config, &mut problems);
     if config.transmitters.is_empty() {
         problems.push("transmitters: name at least one".into());
     }
@@ -303,7 +342,11 @@ fn build(config: ReceiverConfig, base: &Path) -> Result<Loaded, String> {
     if let Err(e) = crate::app::config::log_filter(&config.log.level) {
         problems.push(format!("log.level {:?}: {e}", config.log.level));
     }
-    let sink = config.sink.sink(base).map_err(|e| problems.push(e)).ok();
+    let sink = config
+        .sink
+        .sink(base, config.risk_expiry.0)
+        .map_err(|e| problems.push(e))
+        .ok();
     let (Some(listen), Some(subjects), Some(mapping), Some(sink), true) =
         (listen, subjects, mapping, sink, problems.is_empty())
     else {

@@ -12,7 +12,9 @@
 //! (RFC 8935 §2), so the same bytes under a `jti` already accepted are
 //! answered `202` and applied once; other bytes under a `jti` already seen
 //! are refused (`invalid_request`). `jti`s are remembered for the
-//! verifier's `max_age` (a SET older than that is refused by its `iat`).
+//! verifier's `max_age` (a SET older than that is refused by its `iat`),
+//! here and, with the governance store, by every receiver of the fleet
+//! ([`Sink::claim`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use super::event::{Action, Mapping, Outcome, Provenance, Revocation};
 use super::set::{ErrorCode, SetError, Verifier};
-use super::sink::Sink;
+use super::sink::{Claim, Kept, SetKey, Sink};
 use super::subject::Subjects;
 use super::subject::Target;
 
@@ -73,6 +75,8 @@ pub struct Receiver {
     /// one is configured.
     tokens: HashMap<String, [u8; 32]>,
     seen: moka::sync::Cache<(String, String), [u8; 32]>,
+    /// How long a `jti` is remembered: past it, the SET's `iat` refuses it.
+    replay_window: Duration,
     /// The SETs whose actions are being kept now: a retransmission of one
     /// is answered 503, not 202, until the first attempt has succeeded.
     in_flight: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
@@ -131,14 +135,13 @@ impl Receiver {
         tokens: HashMap<String, String>,
         sink: Arc<dyn Sink>,
     ) -> Receiver {
+        let replay_window = verifier
+            .max_age()
+            .saturating_add(verifier.max_future())
+            .saturating_add(Duration::from_secs(300));
         let seen = moka::sync::Cache::builder()
             .max_capacity(MAX_REMEMBERED)
-            .time_to_live(
-                verifier
-                    .max_age()
-                    .saturating_add(verifier.max_future())
-                    .saturating_add(Duration::from_secs(300)),
-            )
+            .time_to_live(replay_window)
             .build();
         Receiver {
             verifier,
@@ -149,6 +152,7 @@ impl Receiver {
                 .map(|(issuer, token)| (issuer, Sha256::digest(token.as_bytes()).into()))
                 .collect(),
             seen,
+            replay_window,
             in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
             sink,
             metrics: ReceiverMetrics::default(),
@@ -222,6 +226,10 @@ impl Receiver {
             Remembered::InFlight => return (unavailable(), Delivery::Unavailable),
             Remembered::Other(error) => return refuse((400, error)),
         }
+        let fleet_key = (set.issuer.as_str(), set.jti.as_str(), set.digest);
+        if let Err(answer) = self.claim(&key, fleet_key).await {
+            return answer;
+        }
         let outcomes = match self
             .mapping
             .apply(&set, &self.subjects)
@@ -229,22 +237,90 @@ impl Receiver {
         {
             Ok(outcomes) => outcomes,
             Err(error) => {
-                self.forget(&key);
+                self.abandon(&key, fleet_key).await;
                 return refuse((400, error));
             }
         };
-        let kept = self.sink.apply(&outcomes).await;
-        if let Err(e) = kept {
-            // Forgotten, so that the transmitter's next attempt is applied.
-            self.forget(&key);
-            tracing::error!(issuer = %set.issuer, jti = %set.jti, "the SET's actions cannot be kept: {e}");
-            return (unavailable(), Delivery::Unavailable);
+        self.keep(&key, fleet_key, &outcomes).await
+    }
+
+    /// Hands a claimed SET's `outcomes` to the sink: `202` once kept, else
+    /// `503` with the SET forgotten, so that the next attempt is applied.
+    async fn keep(
+        &self,
+        key: &(String, String),
+        set: SetKey<'_>,
+        outcomes: &[Outcome],
+    ) -> (Answer, Delivery) {
+        let (issuer, jti, _) = set;
+        let kept = match self.sink.apply(outcomes).await {
+            Ok(kept) => kept,
+            Err(e) => {
+                self.abandon(key, set).await;
+                tracing::error!(%issuer, %jti, "the SET's actions cannot be kept: {e}");
+                return (unavailable(), Delivery::Unavailable);
+            }
+        };
+        self.landed(key);
+        if let Err(e) = self.sink.settle(set, self.replay_window).await {
+            // Kept already; another receiver may apply a replay again
+            // once the claim lapses (30 s), to the same effect.
+            tracing::warn!(%issuer, %jti, "the SET is kept, but the fleet's replay memory could not record it: {e}");
         }
-        self.landed(&key);
-        for outcome in &outcomes {
-            self.log(outcome);
+        let mut kept = kept.into_iter();
+        for outcome in outcomes {
+            self.log(outcome, &mut kept);
         }
         (Answer::accepted(), Delivery::Applied)
+    }
+
+    /// Claims the SET in the fleet's replay memory (with the governance
+    /// store): a SET another receiver applied is a duplicate, one it is
+    /// applying now or a store that does not answer is `503` (the
+    /// transmitter sends it again, so no event is lost), other bytes under
+    /// its `jti` a replay.
+    async fn claim(
+        &self,
+        key: &(String, String),
+        set: SetKey<'_>,
+    ) -> Result<(), (Answer, Delivery)> {
+        let (issuer, jti, _) = set;
+        let claim = self.sink.claim(set, self.replay_window).await;
+        match claim {
+            Ok(Claim::First) => return Ok(()),
+            Ok(Claim::Done) => {
+                self.landed(key);
+                tracing::info!(%issuer, %jti, "SET received again (applied by another receiver); applied once");
+                return Err((Answer::accepted(), Delivery::Duplicate));
+            }
+            Ok(Claim::Pending) => {}
+            Ok(Claim::Other) => {
+                self.forget(key);
+                let error = SetError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "jti {:?} of {issuer} was already received with other content (by another receiver)",
+                        super::event::printable(jti),
+                    ),
+                );
+                tracing::warn!(status = 400, err = error.code.as_str(), description = %error.description, "SET refused");
+                return Err((Answer::refused(400, &error), Delivery::Refused(error.code)));
+            }
+            Err(e) => {
+                tracing::error!(%issuer, %jti, "the fleet's replay memory cannot be read: {e}");
+            }
+        }
+        self.forget(key);
+        Err((unavailable(), Delivery::Unavailable))
+    }
+
+    /// The SET was not kept: forgotten here and in the fleet, so that the
+    /// transmitter's next attempt is applied.
+    async fn abandon(&self, key: &(String, String), set: SetKey<'_>) {
+        self.forget(key);
+        if let Err(e) = self.sink.release(set).await {
+            tracing::warn!(issuer = %set.0, jti = %set.1, "the fleet's replay memory keeps the SET's claim until it lapses (30 s): {e}");
+        }
     }
 
     /// The push token given to `issuer`, if it was given one, is the one
@@ -373,18 +449,22 @@ impl Receiver {
         in_flight.remove(key);
     }
 
-    /// One log line per outcome: the audit trail of what a SET changed.
-    fn log(&self, outcome: &Outcome) {
+    /// One log line per action, saying what became of it (`kept`, in the
+    /// order of the actions): the audit trail of what a SET changed.
+    fn log(&self, outcome: &Outcome, kept: &mut impl Iterator<Item = Kept>) {
         match outcome {
             Outcome::Actions(provenance, actions) => {
                 for action in actions {
-                    if matches!(action, Action::Risk { .. }) && !self.sink.keeps_risk() {
-                        self.metrics.ignored.inc();
-                        tracing::warn!(transmitter = %provenance.transmitter, event = %provenance.event, jti = %provenance.jti, "a risk level is not applied: the sink keeps no risk levels");
-                        continue;
+                    // The sink said it kept them all; a sink that gives no
+                    // status for an action applied it.
+                    let kept = kept.next().unwrap_or(Kept::Applied);
+                    if kept == Kept::Applied {
+                        log_action(provenance, action);
+                        self.metrics.action(action);
+                    } else {
+                        log_unapplied(provenance, action, kept);
+                        self.metrics.unapplied(action, kept);
                     }
-                    log_action(provenance, action);
-                    self.metrics.action(action);
                 }
             }
             Outcome::Ignored(p, why) => {
@@ -406,6 +486,35 @@ fn log_action(p: &Provenance, action: &Action) {
         Action::Risk { target, level, .. } => {
             tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, target = %target.describe(), level = level.as_str(), "risk level set")
         }
+    }
+}
+
+/// The log line of an action that changed nothing, and why.
+fn log_unapplied(p: &Provenance, action: &Action, kept: Kept) {
+    let what = match action {
+        Action::Revoke { entry, .. } | Action::Unrevoke { entry } => format!("{entry:?}"),
+        Action::Risk { target, .. } => target.describe(),
+    };
+    let kind = action_name(action);
+    match kept {
+        Kept::Superseded => {
+            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "superseded: a later event about the same entry was applied first; this one changes nothing")
+        }
+        Kept::Lapsed => {
+            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the risk level had lapsed (risk_expiry after its event) before it arrived")
+        }
+        Kept::Unsupported | Kept::Applied => {
+            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the sink keeps no risk levels (a revocations file without risks_file)")
+        }
+    }
+}
+
+/// An action's name in logs and metrics.
+fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::Revoke { .. } => "revoke",
+        Action::Unrevoke { .. } => "unrevoke",
+        Action::Risk { .. } => "risk",
     }
 }
 
@@ -431,12 +540,19 @@ struct ActionLabels {
     action: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnappliedLabels {
+    action: &'static str,
+    why: &'static str,
+}
+
 /// The receiver's counters, served at `GET /metrics`.
 #[derive(Debug)]
 pub struct ReceiverMetrics {
     registry: Registry,
     deliveries: Family<DeliveryLabels, Counter>,
     actions: Family<ActionLabels, Counter>,
+    unapplied: Family<UnappliedLabels, Counter>,
     ignored: Counter,
 }
 
@@ -455,6 +571,12 @@ impl Default for ReceiverMetrics {
             "Governance actions made from SET events (revoke, unrevoke, risk)",
             actions.clone(),
         );
+        let unapplied = Family::<UnappliedLabels, Counter>::default();
+        registry.register(
+            "celador_signals_actions_unapplied",
+            "Actions of accepted SETs that changed nothing, by why (superseded by a later event, lapsed risk level, unsupported by the sink)",
+            unapplied.clone(),
+        );
         let ignored = Counter::default();
         registry.register(
             "celador_signals_events_ignored",
@@ -465,6 +587,7 @@ impl Default for ReceiverMetrics {
             registry,
             deliveries,
             actions,
+            unapplied,
             ignored,
         }
     }
@@ -484,12 +607,33 @@ impl ReceiverMetrics {
     }
 
     fn action(&self, action: &Action) {
-        let action = match action {
-            Action::Revoke { .. } => "revoke",
-            Action::Unrevoke { .. } => "unrevoke",
-            Action::Risk { .. } => "risk",
-        };
+        let action = action_name(action);
         self.actions.get_or_create(&ActionLabels { action }).inc();
+    }
+
+    fn unapplied(&self, action: &Action, kept: Kept) {
+        let why = match kept {
+            Kept::Superseded => "superseded",
+            Kept::Lapsed => "lapsed",
+            Kept::Unsupported | Kept::Applied => "unsupported",
+        };
+        let action = action_name(action);
+        self.unapplied
+            .get_or_create(&UnappliedLabels { action, why })
+            .inc();
+    }
+
+    /// The actions applied, by kind (`revoke`, `unrevoke`, `risk`).
+    pub fn applied(&self, action: &'static str) -> u64 {
+        self.actions.get_or_create(&ActionLabels { action }).get()
+    }
+
+    /// The actions that changed nothing, by kind and why (`superseded`,
+    /// `lapsed`, `unsupported`).
+    pub fn unapplied_count(&self, action: &'static str, why: &'static str) -> u64 {
+        self.unapplied
+            .get_or_create(&UnappliedLabels { action, why })
+            .get()
     }
 
     /// The deliveries counted with `outcome` (and `err`, for refusals).

@@ -5,8 +5,8 @@
 //! [`Outcome`]s to a [`Sink`] and answers the transmitter `202` only once
 //! the sink has them (RFC 8935 §2.2: a SET is acknowledged once retained).
 //! [`FileSink`] writes a revocations file in celador's own format, which
-//! `celador serve` watches (`revocations:` in its config), for a single
-//! node or a demo; several pods share state through the governance store
+//! `celador serve` watches (`revocations:` in its config), and optionally
+//! a risks file ([`risks`], `risks:`), for a single node or a demo; several pods share state through the governance store
 //! instead.
 //!
 //! Ordering: SETs may arrive in any order (RFC 8417 §5.3), so each entry
@@ -19,7 +19,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -31,18 +31,71 @@ use super::event::{Action, Outcome, Provenance, Revocation};
 #[error("{0}")]
 pub struct SinkError(pub String);
 
-/// The future a sink returns.
-pub type Applying<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+/// What became of one action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// It is in force.
+    Applied,
+    /// A later event about the same entry was applied before it: it
+    /// changed nothing (RFC 8417 §5.3: SETs arrive in any order).
+    Superseded,
+    /// A risk level that had lapsed before it arrived: it changed nothing.
+    Lapsed,
+    /// This sink cannot keep it (a revocations file without `risks_file`
+    /// keeps no risk level).
+    Unsupported,
+}
+
+/// The future a sink returns: what became of each action of the outcomes
+/// it was given, in their order.
+pub type Applying<'a> = Pin<Box<dyn Future<Output = Result<Vec<Kept>, SinkError>> + Send + 'a>>;
+
+/// What a fleet-wide replay memory says of a SET (its issuer and `jti`,
+/// with the digest of its bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Claimed here: apply it, then [`Sink::settle`] or [`Sink::release`].
+    First,
+    /// The same bytes, applied by another receiver: 202, applied once.
+    Done,
+    /// The same bytes, being applied by another receiver now: 503.
+    Pending,
+    /// Other bytes under this `jti`: a replay.
+    Other,
+}
+
+/// The future of a replay-memory call.
+pub type Claiming<'a> = Pin<Box<dyn Future<Output = Result<Claim, SinkError>> + Send + 'a>>;
+
+/// The future of a call that only reports failure.
+pub type Settling<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
+/// A SET as the replay memory names it: issuer, `jti`, digest of its bytes.
+pub type SetKey<'a> = (&'a str, &'a str, [u8; 32]);
 
 /// Keeps the receiver's actions where sidecars read them.
 pub trait Sink: Send + Sync {
     /// Applies the actions of `outcomes` (ignored outcomes change nothing);
-    /// done when they are durable.
+    /// done when they are durable. Says what became of each action, in
+    /// order.
     fn apply<'a>(&'a self, outcomes: &'a [Outcome]) -> Applying<'a>;
 
-    /// Whether it keeps risk levels (a file of revocations does not).
-    fn keeps_risk(&self) -> bool {
-        false
+    /// Claims a SET in a replay memory every receiver of the fleet shares,
+    /// for `ttl` once settled. A sink without one (a file: one receiver)
+    /// says [`Claim::First`]; each receiver also remembers `jti`s itself.
+    fn claim<'a>(&'a self, _set: SetKey<'a>, _ttl: Duration) -> Claiming<'a> {
+        Box::pin(async { Ok(Claim::First) })
+    }
+
+    /// The claimed SET's actions are kept: a replay anywhere is a duplicate.
+    fn settle<'a>(&'a self, _set: SetKey<'a>, _ttl: Duration) -> Settling<'a> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The claimed SET's actions could not be kept: its next attempt, at
+    /// any receiver, is applied afresh.
+    fn release<'a>(&'a self, _set: SetKey<'a>) -> Settling<'a> {
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -54,11 +107,13 @@ struct Entry {
     reason: Option<String>,
 }
 
-/// Writes revocations to a file in celador's revocations format.
+/// Writes revocations to a file in celador's revocations format, and,
+/// when given one, risk levels to a risks file.
 #[derive(Debug)]
 pub struct FileSink {
     path: PathBuf,
     entries: Mutex<BTreeMap<Key, Entry>>,
+    risks: Option<Mutex<risks::RiskFile>>,
 }
 
 /// A revocation as a sortable key (the file lists entries in this order).
@@ -176,15 +231,24 @@ impl FileSink {
         Ok(FileSink {
             path: path.to_owned(),
             entries: Mutex::new(entries),
+            risks: None,
         })
     }
 
-    /// Records `action`; whether it changed anything.
+    /// This sink, also writing risk levels to the risks file `path`
+    /// (lasting `expiry` after their event), which the receiver owns as it
+    /// owns the revocations file.
+    pub fn with_risks(mut self, path: &Path, expiry: std::time::Duration) -> Result<Self, String> {
+        self.risks = Some(Mutex::new(risks::RiskFile::open(path, expiry)?));
+        Ok(self)
+    }
+
+    /// Records `action`: what became of it.
     fn record(
         entries: &mut BTreeMap<Key, Entry>,
         provenance: &Provenance,
         action: &Action,
-    ) -> bool {
+    ) -> Kept {
         let (key, reason) = match action {
             Action::Revoke { entry, reason } => (
                 Key::from(entry),
@@ -194,11 +258,11 @@ impl FileSink {
                 )),
             ),
             Action::Unrevoke { entry } => (Key::from(entry), None),
-            // Risk levels need the governance store.
-            Action::Risk { .. } => return false,
+            // Recorded by the risks file, if there is one.
+            Action::Risk { .. } => return Kept::Unsupported,
         };
         match entries.get(&key) {
-            Some(existing) if existing.at > provenance.at => false,
+            Some(existing) if existing.at > provenance.at => Kept::Superseded,
             _ => {
                 entries.insert(
                     key,
@@ -207,7 +271,7 @@ impl FileSink {
                         reason,
                     },
                 );
-                true
+                Kept::Applied
             }
         }
     }
@@ -244,21 +308,20 @@ impl FileSink {
             "# Written by celador signals serve from Shared Signals events; edits are overwritten.\n{body}\n"
         ))
     }
+}
 
-    /// Writes `text` to the file atomically (a temporary file renamed over
-    /// it), so a watching sidecar never reads half of it.
-    fn write(&self, text: &str) -> Result<(), SinkError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        std::fs::write(&temporary, text)
-            .and_then(|()| std::fs::rename(&temporary, &self.path))
-            .map_err(|e| SinkError(format!("cannot write {}: {e}", self.path.display())))
-    }
+/// Writes `text` to `path` atomically (a temporary file renamed over it),
+/// so a watching sidecar never reads half of it.
+fn write(path: &Path, text: &str) -> Result<(), SinkError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(|e| SinkError(format!("cannot write {}: {e}", path.display())))
 }
 
 impl Sink for FileSink {
@@ -268,27 +331,58 @@ impl Sink for FileSink {
             // order their states were made; a small file, written at the
             // rate security events arrive, not on any request path.
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            let mut changed = false;
+            let mut risks = self
+                .risks
+                .as_ref()
+                .map(|r| r.lock().unwrap_or_else(|p| p.into_inner()));
+            let now = SystemTime::now();
+            let (mut kept, mut risk_changed, mut revoked) = (Vec::new(), false, false);
             for outcome in outcomes {
                 if let Outcome::Actions(provenance, actions) = outcome {
                     for action in actions {
-                        changed |= Self::record(&mut entries, provenance, action);
+                        let done = match (action, risks.as_deref_mut()) {
+                            (
+                                Action::Risk {
+                                    target,
+                                    level,
+                                    reason,
+                                },
+                                Some(file),
+                            ) => {
+                                let done =
+                                    file.record(provenance, (target, *level, reason.as_ref()), now);
+                                risk_changed |= done == Kept::Applied;
+                                done
+                            }
+                            _ => {
+                                let done = Self::record(&mut entries, provenance, action);
+                                revoked |= done == Kept::Applied;
+                                done
+                            }
+                        };
+                        kept.push(done);
                     }
                 }
             }
-            if changed {
+            if let (true, Some(file)) = (risk_changed, risks.as_deref_mut()) {
+                let text = file.render(now)?;
+                write(&file.path, &text)?;
+            }
+            if revoked {
                 let text = Self::render(&entries)?;
                 // What `celador serve` would refuse is never written: it
                 // would keep its last good list, and every later revocation
                 // would wait behind the bad entry.
                 crate::engine::revocations::Revocations::parse(&text, &self.path)
                     .map_err(|e| SinkError(format!("a revocation would not load: {e}")))?;
-                self.write(&text)?;
+                write(&self.path, &text)?;
             }
-            Ok(())
+            Ok(kept)
         })
     }
 }
+
+mod risks;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
-//! The governance-store sink: the receiver's revocations written into the
-//! fleet's Redis store, where every sidecar's replica sees them within a
-//! second, like a `celador revoke`.
+//! The governance-store sink: the receiver's revocations and risk levels
+//! written into the fleet's Redis store, where every sidecar's replica sees
+//! them within a second, like a `celador revoke` ([`risk`] for risk
+//! levels).
 //!
 //! Data flow: [`super::receiver`] -> [`StoreSink::apply`] -> one Lua script
 //! per action in Redis (the entry in the revocations hash, a feed record,
@@ -23,18 +24,22 @@
 //! until `celador unrevoke`); a manual `unrevoke` stands until a SET about
 //! the same entry arrives.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
 use super::event::{Action, Outcome, Provenance, Revocation};
-use super::sink::{Applying, Sink, SinkError};
+use super::sink::{Applying, Claiming, Kept, SetKey, Settling, Sink, SinkError};
 use crate::sources::fleet::StoreSettings;
 use crate::sources::fleet::commands::random_epoch;
 use crate::sources::fleet::connect::Endpoint;
 use crate::sources::fleet::entries::{self, StoredRevocation, check_revocation};
 use crate::sources::fleet::keys::{FEED_LENGTH, Keys};
+use crate::sources::fleet::risks::StoredRisk;
+
+mod replay;
+mod risk;
 
 /// Compares the event time and writes, atomically.
 ///
@@ -64,6 +69,8 @@ pub struct StoreSink {
     keys: Keys,
     event_times: String,
     host: String,
+    /// How long a risk level lasts after its event unless refreshed.
+    risk_expiry: Duration,
     /// Opened on first use and again after a failure: the receiver starts
     /// without Redis and answers 503 while it is away.
     conn: Mutex<Option<MultiplexedConnection>>,
@@ -100,10 +107,12 @@ fn millis(at: SystemTime) -> u128 {
 }
 
 impl StoreSink {
-    /// A sink writing the store `settings` name (`env` reads environment
-    /// variables, for the password); no connection yet.
+    /// A sink writing the store `settings` name, risk levels lasting
+    /// `risk_expiry` after their event (`env` reads environment variables,
+    /// for the password); no connection yet.
     pub fn new(
         settings: &StoreSettings,
+        risk_expiry: Duration,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<StoreSink, String> {
         let endpoint = Endpoint::new(settings, &env)?;
@@ -114,25 +123,41 @@ impl StoreSink {
             endpoint,
             keys,
             host,
+            risk_expiry,
             conn: Mutex::new(None),
         })
     }
 
-    /// The stored entry and op for `action`; `None` for a risk level.
-    fn entry(
-        &self,
-        provenance: &Provenance,
-        action: &Action,
-    ) -> Result<Option<(&'static str, String, String)>, SinkError> {
+    /// The write `action` asks for, or what became of it without one.
+    fn entry(&self, provenance: &Provenance, action: &Action) -> Result<Write, SinkError> {
         let (op, entry, reason) = match action {
             Action::Revoke { entry, reason } => ("revoke", entry, Some(reason)),
             Action::Unrevoke { entry } => ("unrevoke", entry, None),
-            Action::Risk { .. } => return Ok(None),
+            Action::Risk {
+                target,
+                level,
+                reason,
+            } => {
+                let stored = risk::stored_risk(
+                    &self.keys.risks,
+                    &self.host,
+                    provenance,
+                    (target, *level, reason.as_ref()),
+                    self.risk_expiry,
+                )?;
+                return Ok(match stored {
+                    None => Write::None(Kept::Unsupported),
+                    Some((risk, _)) if risk.lapses().is_none_or(|t| t <= SystemTime::now()) => {
+                        Write::None(Kept::Lapsed)
+                    }
+                    Some((risk, json)) => Write::Risk(Box::new(risk), json),
+                });
+            }
         };
         let mut stored = stored(entry);
         let field = stored.field();
         let Some(reason) = reason else {
-            return Ok(Some((op, field, String::new())));
+            return Ok(Write::Revocation(op, field, String::new()));
         };
         stored.reason = format!(
             "{reason} ({} SET {} from {})",
@@ -147,77 +172,183 @@ impl StoreSink {
             .map_err(|e| SinkError(format!("cannot write the revocation: {e}")))?;
         // The same check a `celador revoke` makes: the replicas load it.
         check_revocation(&self.keys.revocations, &field, &json).map_err(SinkError)?;
-        Ok(Some((op, field, json)))
+        Ok(Write::Revocation(op, field, json))
     }
 
-    /// Runs the script for one action.
+    /// Runs the script for one write: whether it applied.
     async fn write(
         &self,
         conn: &mut MultiplexedConnection,
         provenance: &Provenance,
-        (op, field, json): (&'static str, String, String),
-    ) -> redis::RedisResult<i64> {
+        write: &Write,
+    ) -> redis::RedisResult<Kept> {
         // EVAL, not EVALSHA: a short script at the rate security events
         // arrive, and no `script` feature (another hash crate) for it.
-        redis::cmd("EVAL")
-            .arg(APPLY)
-            .arg(4)
-            .arg(&self.keys.revocations)
-            .arg(&self.event_times)
-            .arg(&self.keys.feed)
-            .arg(&self.keys.epoch)
-            .arg(&field)
-            .arg(millis(provenance.at).to_string())
-            .arg(json)
-            .arg(op)
+        let mut cmd = redis::cmd("EVAL");
+        match write {
+            Write::None(kept) => return Ok(*kept),
+            Write::Revocation(op, field, json) => cmd
+                .arg(APPLY)
+                .arg(4)
+                .arg(&self.keys.revocations)
+                .arg(&self.event_times)
+                .arg(&self.keys.feed)
+                .arg(&self.keys.epoch)
+                .arg(field)
+                .arg(millis(provenance.at).to_string())
+                .arg(json)
+                .arg(*op),
+            Write::Risk(risk, json) => {
+                let lapses = risk.lapses().map_or(0, millis);
+                cmd.arg(risk::APPLY_RISK)
+                    .arg(5)
+                    .arg(&self.keys.risks)
+                    .arg(&self.event_times)
+                    .arg(&self.keys.feed)
+                    .arg(&self.keys.epoch)
+                    .arg(&self.keys.risk_lapses)
+                    .arg(risk.field())
+                    .arg(millis(provenance.at).to_string())
+                    .arg(json)
+                    .arg(millis(SystemTime::now()).to_string())
+                    .arg(lapses.to_string())
+            }
+        };
+        let applied: i64 = cmd
             .arg(&provenance.transmitter)
             .arg(&self.host)
             .arg(entries::now_text())
             .arg(random_epoch())
             .arg(FEED_LENGTH)
             .query_async(conn)
-            .await
+            .await?;
+        Ok(if applied == 1 {
+            Kept::Applied
+        } else {
+            Kept::Superseded
+        })
     }
 
-    async fn apply_all(&self, outcomes: &[Outcome]) -> Result<(), SinkError> {
+    async fn apply_all(&self, outcomes: &[Outcome]) -> Result<Vec<Kept>, SinkError> {
         let mut writes = Vec::new();
         for outcome in outcomes {
             if let Outcome::Actions(provenance, actions) = outcome {
                 for action in actions {
-                    if let Some(write) = self.entry(provenance, action)? {
-                        writes.push((provenance, write));
-                    }
+                    writes.push((provenance, self.entry(provenance, action)?));
                 }
             }
         }
-        if writes.is_empty() {
-            return Ok(());
+        if writes.iter().all(|(_, w)| matches!(w, Write::None(_))) {
+            return Ok(writes
+                .iter()
+                .map(|(_, w)| match w {
+                    Write::None(kept) => *kept,
+                    _ => Kept::Unsupported,
+                })
+                .collect());
         }
+        let mut slot = self.connection().await?;
+        let Some(conn) = slot.as_mut() else {
+            return Err(SinkError("no connection".into()));
+        };
+        let mut kept = Vec::with_capacity(writes.len());
+        for (provenance, write) in &writes {
+            match self.write(conn, provenance, write).await {
+                Ok(k) => kept.push(k),
+                Err(e) => {
+                    *slot = None;
+                    return Err(SinkError(format!("{}: {e}", self.endpoint.shown)));
+                }
+            }
+        }
+        Ok(kept)
+    }
+}
+
+impl StoreSink {
+    /// The connection, opened if there is none; commands on it time out
+    /// after 2 s.
+    async fn connection(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<MultiplexedConnection>>, SinkError> {
         let mut slot = self.conn.lock().await;
         if slot.is_none() {
             let conn = self
                 .endpoint
-                .connect(Some(std::time::Duration::from_secs(2)))
+                .connect(Some(COMMAND_TIMEOUT))
                 .await
                 .map_err(|e| SinkError(format!("{}: {e}", self.endpoint.shown)))?;
             *slot = Some(conn);
         }
+        Ok(slot)
+    }
+
+    /// Runs one replay-memory command for `set`; a failure drops the
+    /// connection (opened again on next use).
+    async fn replay<T>(
+        &self,
+        (issuer, jti, _): SetKey<'_>,
+        command: impl AsyncFnOnce(&mut MultiplexedConnection, &str) -> redis::RedisResult<T>,
+    ) -> Result<T, SinkError> {
+        let key = replay::key(&self.keys.prefix, issuer, jti);
+        let mut slot = self.connection().await?;
         let Some(conn) = slot.as_mut() else {
             return Err(SinkError("no connection".into()));
         };
-        for (provenance, write) in writes {
-            if let Err(e) = self.write(conn, provenance, write).await {
+        let done = tokio::time::timeout(COMMAND_TIMEOUT, command(conn, &key)).await;
+        match done {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
                 *slot = None;
-                return Err(SinkError(format!("{}: {e}", self.endpoint.shown)));
+                Err(SinkError(format!("{}: {e}", self.endpoint.shown)))
+            }
+            Err(_) => {
+                *slot = None;
+                Err(SinkError(format!("{}: timed out", self.endpoint.shown)))
             }
         }
-        Ok(())
     }
+}
+
+/// How long one command to the store may take: the transmitter waits for
+/// the answer.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What one action writes.
+#[derive(Debug)]
+enum Write {
+    /// A revocation's op, field and JSON (empty: remove).
+    Revocation(&'static str, String, String),
+    /// A risk level, and its JSON.
+    Risk(Box<StoredRisk>, String),
+    /// Nothing: what became of the action.
+    None(Kept),
 }
 
 impl Sink for StoreSink {
     fn apply<'a>(&'a self, outcomes: &'a [Outcome]) -> Applying<'a> {
         Box::pin(self.apply_all(outcomes))
+    }
+
+    fn claim<'a>(&'a self, set: SetKey<'a>, _ttl: Duration) -> Claiming<'a> {
+        let digest = set.2;
+        Box::pin(self.replay(set, async move |conn, key| {
+            replay::claim(conn, key, digest).await
+        }))
+    }
+
+    fn settle<'a>(&'a self, set: SetKey<'a>, ttl: Duration) -> Settling<'a> {
+        let digest = set.2;
+        Box::pin(self.replay(set, async move |conn, key| {
+            replay::settle(conn, key, digest, ttl).await
+        }))
+    }
+
+    fn release<'a>(&'a self, set: SetKey<'a>) -> Settling<'a> {
+        let digest = set.2;
+        Box::pin(self.replay(set, async move |conn, key| {
+            replay::release(conn, key, digest).await
+        }))
     }
 }
 

@@ -228,3 +228,31 @@ meshConfig:
         timeout: {{ .Values.istio.timeout | quote }}
         failOpen: false
 {{- end }}
+
+{{/* The signals receiver's selector labels. */}}
+{{- define "celador.signalsSelector" -}}
+app.kubernetes.io/name: {{ include "celador.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: signals
+{{- end }}
+
+{{/* The signals receiver's name. */}}
+{{- define "celador.signals" -}}
+{{- printf "%s-signals" (include "celador.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The signals receiver's config file: signals.config, with the listener,
+     the certificate and the sink (the governance store) set by the chart. */}}
+{{- define "celador.signalsConfig" -}}
+{{- $store := .Values.governance.store }}
+{{- $sink := dict "store" (required "celador: signals.enabled needs governance.store.url: the receiver writes into the fleet's governance store" $store.url) "key_prefix" $store.keyPrefix }}
+{{- if $store.username }}{{- $_ := set $sink "username" $store.username }}{{- end }}
+{{- if $store.passwordSecret.name }}{{- $_ := set $sink "password_env" "CELADOR_STORE_PASSWORD" }}{{- end }}
+{{- if or $store.ca.configMap $store.ca.secret }}{{- $_ := set $sink "ca_file" "store-ca.pem" }}{{- end }}
+{{- $config := deepCopy .Values.signals.config }}
+{{- $_ := set $config "listen" (printf "0.0.0.0:%v" .Values.signals.port) }}
+{{- $_ := set $config "tls" (dict "cert" "tls.crt" "key" "tls.key" "reload_interval" .Values.signals.tls.reloadInterval) }}
+{{- $_ := set $config "sink" $sink }}
+{{- $_ := set $config "log" (dict "format" "json" "level" .Values.signals.logLevel) }}
+{{- toYaml $config }}
+{{- end }}

@@ -36,6 +36,7 @@ pub mod reason;
 pub mod redaction;
 pub mod request_path;
 pub mod revocations;
+pub mod risks;
 pub mod signals;
 mod snapshot;
 pub mod time;
@@ -285,6 +286,7 @@ impl Engine {
             let stale = now.duration_since(since).unwrap_or_default().as_secs();
             u32::try_from(stale).unwrap_or(u32::MAX)
         });
+        signals.risk = snapshot.risks.find(&identity, now);
         if let Some(ambiguity) = attrs.path_ambiguity {
             if let Some(caller) = identity.caller() {
                 self.count_denial(caller, now);

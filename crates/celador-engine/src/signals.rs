@@ -74,8 +74,10 @@ pub struct Risk {
     pub jti: String,
 }
 
-/// A risk level, as rules read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// A risk level, as rules read it; ordered from low to high.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RiskLevel {
     /// `low`

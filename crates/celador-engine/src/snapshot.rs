@@ -13,6 +13,7 @@ use super::grants::Grants;
 use super::identity::bundle::TrustBundles;
 use super::policy::Policy;
 use super::revocations::Revocations;
+use super::risks::Risks;
 
 /// The live state a check is decided with.
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct Snapshot {
     pub grants: Arc<Grants>,
     /// The revoked credentials.
     pub revocations: Arc<Revocations>,
+    /// The risk levels security tools reported (`signals.risk`).
+    pub risks: Arc<Risks>,
     /// A candidate rules file evaluated beside the enforced one, never
     /// enforced (`shadow_policy`).
     pub shadow: Option<Arc<Policy>>,
@@ -43,6 +46,7 @@ impl Snapshot {
             bundles,
             grants: Arc::default(),
             revocations: Arc::default(),
+            risks: Arc::default(),
             shadow: None,
             store_stale_since: None,
             generation: 1,

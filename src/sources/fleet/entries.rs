@@ -235,6 +235,8 @@ pub struct Entries {
     pub revocations: BTreeMap<String, StoredRevocation>,
     /// Grants by name.
     pub grants: BTreeMap<String, StoredGrant>,
+    /// Risk levels by field.
+    pub risks: BTreeMap<String, super::risks::StoredRisk>,
 }
 
 /// What one read of the store's hashes gave.

@@ -16,6 +16,12 @@ pub struct Keys {
     /// A random value set by the first write: a Redis that lost its data
     /// has none, or another.
     pub epoch: String,
+    /// Risk levels security tools reported: a hash, field `spiffe_id:ID`
+    /// or `spiffe_id_prefix:PREFIX`, value a risk as JSON.
+    pub risks: String,
+    /// When each risk lapses: a sorted set (score: milliseconds since the
+    /// epoch, member: the field), so the receiver removes lapsed ones.
+    pub risk_lapses: String,
     /// The prefix itself, for per-identity keys (fleet signals).
     pub prefix: String,
 }
@@ -33,6 +39,8 @@ impl Keys {
             grants: key("grants"),
             feed: key("feed"),
             epoch: key("epoch"),
+            risks: key("risks"),
+            risk_lapses: key("risk-lapses"),
             prefix: prefix.to_owned(),
         }
     }

@@ -1,5 +1,5 @@
 //! The replica: one task per serving celador that keeps the store's
-//! revocations and grants in the live-state store.
+//! revocations, grants and risk levels in the live-state store.
 //!
 //! It reads the whole state and the feed's last id in one transaction,
 //! publishes it, then blocks on the feed (`XREAD BLOCK`) from that id; any
@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use super::connect::{CONNECT_TIMEOUT, Endpoint};
 use super::entries::{self, Entries};
 use super::keys::Keys;
+use super::risks;
 use super::{ReplicaSettings, StoreStatus};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -46,6 +47,21 @@ struct State {
     /// The entries last published, and the time their lapses were judged at.
     published: Option<Entries>,
     next_lapse: Option<SystemTime>,
+}
+
+/// A hash as Redis returns it.
+type Hash = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// A hash's fields and values as text.
+fn text(hash: Hash) -> BTreeMap<String, String> {
+    hash.into_iter()
+        .map(|(f, v)| {
+            (
+                String::from_utf8_lossy(&f).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// The replica's task and what it reports to.
@@ -150,16 +166,16 @@ impl Replica {
         conn: &mut MultiplexedConnection,
         state: &mut State,
     ) -> Result<(), String> {
-        type Hash = BTreeMap<Vec<u8>, Vec<u8>>;
         let k = &self.keys;
         let mut pipe = redis::pipe();
         pipe.atomic()
             .get(&k.epoch)
             .hgetall(&k.revocations)
             .hgetall(&k.grants)
+            .hgetall(&k.risks)
             .xrevrange_count(&k.feed, "+", "-", 1);
-        let read = pipe.query_async::<(Option<String>, Hash, Hash, StreamRangeReply)>(conn);
-        let (epoch, revocations, grants, last) = tokio::time::timeout(SILENCE, read)
+        let read = pipe.query_async::<(Option<String>, Hash, Hash, Hash, StreamRangeReply)>(conn);
+        let (epoch, revocations, grants, risks, last) = tokio::time::timeout(SILENCE, read)
             .await
             .map_err(|_| "timed out reading the store".to_owned())?
             .map_err(|e| e.to_string())?;
@@ -174,17 +190,7 @@ impl Replica {
             .ids
             .last()
             .map_or_else(|| "0-0".into(), |id| id.id.clone());
-        let text = |hash: Hash| -> BTreeMap<String, String> {
-            hash.into_iter()
-                .map(|(f, v)| {
-                    (
-                        String::from_utf8_lossy(&f).into_owned(),
-                        String::from_utf8_lossy(&v).into_owned(),
-                    )
-                })
-                .collect()
-        };
-        let loaded = entries::load(
+        let mut loaded = entries::load(
             k,
             &text(revocations),
             &text(grants),
@@ -192,7 +198,9 @@ impl Replica {
             self.grants_max_duration,
             SystemTime::now(),
         );
-        for problem in &loaded.refused {
+        let (risks, refused) = risks::load(&k.risks, &text(risks), &state.entries.risks);
+        loaded.entries.risks = risks;
+        for problem in loaded.refused.iter().chain(&refused) {
             self.metrics.governance.store.refused_entries.inc();
             tracing::error!(store = %self.endpoint.shown, "refused an entry of the governance store, keeping its last good value (if any): {problem}");
         }
@@ -216,6 +224,11 @@ impl Replica {
                 tracing::info!(store = %self.endpoint.shown, revocations = revocations.len(), grants = grants.grants().len(), "governance store entries in force");
                 self.store
                     .publish_store_governance(Arc::new(grants), Arc::new(revocations));
+                // Lapsed risks are left out here, and each lapses in the
+                // engine at its time: no publish is needed for that.
+                let risks = risks::risks(state.entries.risks.values(), now);
+                tracing::info!(store = %self.endpoint.shown, risks = risks.len(), "governance store risk levels in force");
+                self.store.publish_store_risks(Arc::new(risks));
                 state.published = Some(state.entries.clone());
                 state.next_lapse = next_lapse;
             }

@@ -31,7 +31,7 @@ fn every_problem_is_reported_at_once() {
     write(
         dir.path(),
         "receiver.yaml",
-        "listen: nowhere\ntls: {cert: c, key: k, reload_interval: 0s}\nmax_age: forever\n\
+        "listen: nowhere\ntls: {cert: c, key: k, reload_interval: 0s}\nmax_age: forever\nrisk_expiry: 2160h\n\
          transmitters:\n  - issuer: https://idp.example.com/\n    audience: a\n    jwks_file: missing.json\n    push_token_file: empty-token\n\
          subjects:\n  - subject: {format: opaque, id: x}\n\
          events: {account-purged: ignore}\n\
@@ -42,6 +42,7 @@ fn every_problem_is_reported_at_once() {
         "listen:",
         "max_age:",
         "tls.reload_interval: must be more than 0",
+        "risk_expiry: at most 720h",
         "missing.json",
         "empty-token is empty",
         "subject 1:",

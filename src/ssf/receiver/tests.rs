@@ -33,7 +33,11 @@ impl Sink for Recording {
                 .lock()
                 .unwrap()
                 .extend(outcomes.iter().cloned());
-            Ok(())
+            let actions = outcomes.iter().map(|o| match o {
+                Outcome::Actions(_, a) => a.len(),
+                Outcome::Ignored(..) => 0,
+            });
+            Ok(vec![Kept::Applied; actions.sum()])
         })
     }
 }
@@ -244,7 +248,7 @@ impl Sink for Gate {
         Box::pin(async move {
             self.entered.notify_one();
             self.release.notified().await;
-            Ok(())
+            Ok(Vec::new())
         })
     }
 }
@@ -334,4 +338,145 @@ async fn a_scoped_transmitter_acts_only_on_the_identities_it_is_given() {
     }
     assert_eq!(push("in", "spiffe://td/ns/ci/sa/runner").await.status, 202);
     assert_eq!(sink.actions(), 1);
+}
+
+#[tokio::test]
+async fn an_event_older_than_one_applied_is_counted_and_logged_as_superseded_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Signer::es256("k1");
+    let transmitter =
+        Transmitter::new(ISS, vec![AUD.into()], jwt::jwks(&[&signer]).as_bytes()).unwrap();
+    let verifier = Verifier::new(
+        vec![transmitter],
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    );
+    let sink = crate::ssf::sink::FileSink::open(&dir.path().join("revocations.yaml")).unwrap();
+    let receiver = Receiver::new(
+        verifier,
+        Subjects::default(),
+        Mapping::default(),
+        HashMap::new(),
+        Arc::new(sink),
+    );
+    let id = "spiffe://td/ns/a/sa/a";
+    let event = |jti: &str, kind: &str, at: u64| {
+        let mut c = claims(ISS, jti, id);
+        c["events"] = json!({ format!("https://schemas.openid.net/secevent/risc/event-type/{kind}"): {"event_timestamp": at} });
+        sign(&signer, &c)
+    };
+    let push = |token: String| {
+        let receiver = &receiver;
+        async move {
+            receiver
+                .push(Some(SET_MEDIA_TYPE), None, token.as_bytes(), now())
+                .await
+        }
+    };
+    assert_eq!(
+        push(event("d", "account-disabled", NOW - 10)).await.status,
+        202
+    );
+    // An enable from before the disable arrives late: accepted (the
+    // transmitter must not send it again), but it changed nothing.
+    assert_eq!(
+        push(event("e", "account-enabled", NOW - 20)).await.status,
+        202
+    );
+    let m = receiver.metrics();
+    assert_eq!(m.applied("revoke"), 1);
+    assert_eq!(m.applied("unrevoke"), 0);
+    assert_eq!(m.unapplied_count("unrevoke", "superseded"), 1);
+    assert!(m.encode().contains(
+        "celador_signals_actions_unapplied_total{action=\"unrevoke\",why=\"superseded\"} 1"
+    ));
+    // A later enable is applied.
+    assert_eq!(
+        push(event("e2", "account-enabled", NOW - 5)).await.status,
+        202
+    );
+    assert_eq!(m.applied("unrevoke"), 1);
+}
+
+/// A sink whose fleet replay memory answers `claim` with what it is given.
+struct Fleet {
+    claim: Mutex<Result<Claim, String>>,
+    released: Mutex<usize>,
+    inner: Recording,
+}
+
+impl Sink for Fleet {
+    fn apply<'a>(&'a self, outcomes: &'a [Outcome]) -> Applying<'a> {
+        self.inner.apply(outcomes)
+    }
+
+    fn claim<'a>(&'a self, _set: SetKey<'a>, _ttl: Duration) -> crate::ssf::sink::Claiming<'a> {
+        let claim = self.claim.lock().unwrap().clone().map_err(SinkError);
+        Box::pin(async move { claim })
+    }
+
+    fn release<'a>(&'a self, _set: SetKey<'a>) -> crate::ssf::sink::Settling<'a> {
+        *self.released.lock().unwrap() += 1;
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn the_fleets_replay_memory_decides_sets_another_receiver_saw() {
+    let signer = Signer::es256("k1");
+    let transmitter =
+        Transmitter::new(ISS, vec![AUD.into()], jwt::jwks(&[&signer]).as_bytes()).unwrap();
+    let verifier = Verifier::new(
+        vec![transmitter],
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    );
+    let sink = Arc::new(Fleet {
+        claim: Mutex::new(Ok(Claim::Done)),
+        released: Mutex::new(0),
+        inner: Recording::default(),
+    });
+    let receiver = Receiver::new(
+        verifier,
+        Subjects::default(),
+        Mapping::default(),
+        HashMap::new(),
+        Arc::clone(&sink) as Arc<dyn Sink>,
+    );
+    let push = |jti: &str| {
+        let token = sign(&signer, &claims(ISS, jti, "spiffe://td/ns/a/sa/a"));
+        let receiver = &receiver;
+        async move {
+            receiver
+                .push(Some(SET_MEDIA_TYPE), None, token.as_bytes(), now())
+                .await
+        }
+    };
+    let set_claim = |c: Result<Claim, String>| *sink.claim.lock().unwrap() = c;
+    // Applied by another receiver: 202, not applied here, and remembered.
+    assert_eq!(push("j1").await.status, 202);
+    assert_eq!(sink.inner.actions(), 0);
+    set_claim(Ok(Claim::First));
+    assert_eq!(push("j1").await.status, 202);
+    assert_eq!(sink.inner.actions(), 0);
+    // Being applied elsewhere, or a store that does not answer: send again.
+    set_claim(Ok(Claim::Pending));
+    assert_eq!(push("j2").await.status, 503);
+    set_claim(Err("connection refused".into()));
+    assert_eq!(push("j2").await.status, 503);
+    // Other bytes under the jti elsewhere: a replay, refused.
+    set_claim(Ok(Claim::Other));
+    let answer = push("j2").await;
+    assert_eq!(
+        (answer.status, err(&answer)),
+        (400, "invalid_request".into())
+    );
+    // Each time, forgotten here: once the fleet lets it, it is applied.
+    set_claim(Ok(Claim::First));
+    assert_eq!(push("j2").await.status, 202);
+    assert_eq!(sink.inner.actions(), 1);
+    // A sink that fails releases the fleet's claim.
+    sink.inner.failing.store(true, Ordering::SeqCst);
+    assert_eq!(push("j3").await.status, 503);
+    assert_eq!(*sink.released.lock().unwrap(), 1);
 }

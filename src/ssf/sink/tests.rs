@@ -53,13 +53,16 @@ async fn the_file_is_one_celador_serve_loads_and_older_events_never_undo_newer_o
         "{text}"
     );
     assert_eq!(loaded(&path).len(), 2);
-    // An enable from before the disable changes nothing.
-    sink.apply(&[unrevoke(A, "j3", 50)]).await.unwrap();
+    // An enable from before the disable changes nothing, and says so.
+    let kept = sink.apply(&[unrevoke(A, "j3", 50)]).await.unwrap();
+    assert_eq!(kept, [Kept::Superseded]);
     assert_eq!(loaded(&path).len(), 2);
     // A later one removes it; a revoke older than that removal stays undone.
-    sink.apply(&[unrevoke(A, "j4", 200)]).await.unwrap();
+    let kept = sink.apply(&[unrevoke(A, "j4", 200)]).await.unwrap();
+    assert_eq!(kept, [Kept::Applied]);
     assert_eq!(loaded(&path).len(), 1);
-    sink.apply(&[revoke(A, "j5", 150)]).await.unwrap();
+    let kept = sink.apply(&[revoke(A, "j5", 150)]).await.unwrap();
+    assert_eq!(kept, [Kept::Superseded]);
     assert_eq!(loaded(&path).len(), 1);
     sink.apply(&[revoke(A, "j6", 300)]).await.unwrap();
     assert_eq!(loaded(&path).len(), 2);
@@ -94,4 +97,79 @@ async fn a_restarted_sink_keeps_the_entries_of_its_file_and_refuses_a_broken_one
     std::fs::write(&path, "revocations: [ {spiffe_id: 3\n").unwrap();
     let error = FileSink::open(&path).unwrap_err();
     assert!(error.contains("cannot be loaded"), "{error}");
+}
+
+#[tokio::test]
+async fn risk_levels_go_to_the_risks_file_later_events_win_and_lapsed_ones_are_not_kept() {
+    use crate::engine::risks::Risks;
+    use crate::ssf::event::RiskLevel;
+    use crate::ssf::subject::Target;
+    let dir = tempfile::tempdir().unwrap();
+    let risks_path = dir.path().join("risks.yaml");
+    let day = Duration::from_secs(86_400);
+    let sink = FileSink::open(&dir.path().join("revocations.yaml"))
+        .unwrap()
+        .with_risks(&risks_path, day)
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let risk = |jti: &str, at: u64, level| {
+        Outcome::Actions(
+            provenance(jti, at),
+            vec![Action::Risk {
+                target: Target::Id(A.into()),
+                level,
+                reason: None,
+            }],
+        )
+    };
+    let kept = sink
+        .apply(&[risk("r1", now - 10, RiskLevel::High)])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Applied]);
+    let text = std::fs::read_to_string(&risks_path).unwrap();
+    assert_eq!(Risks::parse(&text, &risks_path).unwrap().len(), 1);
+    assert!(text.contains("\"level\": \"high\""), "{text}");
+    let kept = sink
+        .apply(&[risk("r0", now - 20, RiskLevel::Low)])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Superseded]);
+    let kept = sink
+        .apply(&[risk("old", now - 2 * 86_400, RiskLevel::Low)])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Lapsed]);
+    let kept = sink
+        .apply(&[risk("r2", now, RiskLevel::Low)])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Applied]);
+    let text = std::fs::read_to_string(&risks_path).unwrap();
+    assert!(
+        text.contains("\"level\": \"low\"") && text.contains("r2"),
+        "{text}"
+    );
+    // No revocations file was written for risk levels alone; a restarted
+    // sink keeps the file's risks.
+    assert!(!dir.path().join("revocations.yaml").exists());
+    let restarted = FileSink::open(&dir.path().join("revocations.yaml"))
+        .unwrap()
+        .with_risks(&risks_path, day)
+        .unwrap();
+    let kept = restarted
+        .apply(&[risk("r1", now - 10, RiskLevel::High)])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Superseded]);
+    // Without a risks file, a risk level is not kept, and says so.
+    let plain = FileSink::open(&dir.path().join("other.yaml")).unwrap();
+    let kept = plain
+        .apply(&[risk("r3", now, RiskLevel::High)])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Unsupported]);
 }

@@ -28,3 +28,42 @@ fn every_revocation_a_set_makes_is_one_the_replicas_load() {
         r#"{"x509_serial":"0a","reason":"r","by":"b","from":"f","at":"2026-01-01T00:00:00Z"}"#;
     assert!(check_revocation("k", "x509_serial:0a@", lone).is_err());
 }
+
+#[test]
+fn every_risk_a_set_makes_is_one_the_replicas_load_lapsing_after_the_expiry() {
+    use super::super::event::RiskLevel;
+    use super::super::subject::Target;
+    let provenance = Provenance {
+        transmitter: "https://idp.example.com/".into(),
+        event: "https://schemas.openid.net/secevent/caep/event-type/risk-level-change".into(),
+        jti: "r-1".into(),
+        at: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    };
+    let day = Duration::from_secs(86_400);
+    let reason = "impossible travel".to_owned();
+    for target in [
+        Target::Id("spiffe://example.org/ns/a/sa/b".into()),
+        Target::Prefix("spiffe://example.org/ns/a".into()),
+    ] {
+        let (entry, json) = risk::stored_risk(
+            "{celador}:risks",
+            "host",
+            &provenance,
+            (&target, RiskLevel::High, Some(&reason)),
+            day,
+        )
+        .unwrap()
+        .unwrap();
+        let back =
+            crate::sources::fleet::risks::check_risk("{celador}:risks", &entry.field(), &json)
+                .unwrap();
+        assert_eq!(back, entry);
+        assert_eq!(entry.lapses(), Some(provenance.at + day));
+        assert_eq!(entry.since, "2027-01-15T08:00:00Z");
+        assert_eq!(entry.source, "https://idp.example.com/");
+    }
+    // A token is no subject of a risk level.
+    let token = Target::JwtId("t".into());
+    let none = risk::stored_risk("k", "h", &provenance, (&token, RiskLevel::Low, None), day);
+    assert!(none.unwrap().is_none());
+}

@@ -6,7 +6,8 @@
 //! included ([`ranges`]), literals a field never holds ([`literals`]), allow
 //! rules that a deny rule shadows entirely (and a deny rule that shadows them
 //! all), and deny rules that read a map key or an identity without testing
-//! for it (which then deny every request without it). The analysis is
+//! for it (which then deny every request without it), and rules that read
+//! `signals.risk` without `has()` ([`risk`]). The analysis is
 //! syntactic: it reports what can be seen from the text, never guesses.
 //! `celador check` prints the warnings; `serve` logs them on every load.
 
@@ -49,6 +50,11 @@ pub(super) fn lint(rules: &[Subject<'_>]) -> Vec<Diagnostic> {
         let earlier = *first.entry(rule.name).or_insert(rule);
         let earlier = (!std::ptr::eq(earlier, rule)).then_some(earlier);
         rule_warnings(rule, earlier, &denies, &mut warnings);
+        if let Some((read, message)) = risk::unguarded(rule) {
+            let mut d = (rule.place)(rule.source.find(&read), message);
+            d.severity = Severity::Warning;
+            warnings.push(d);
+        }
     }
     warnings.extend(shadowing_everything(rules, &denies));
     warnings
@@ -491,6 +497,7 @@ fn always(expr: &IdedExpr) -> bool {
 
 mod literals;
 mod ranges;
+mod risk;
 mod shadowing;
 #[cfg(test)]
 mod tests;

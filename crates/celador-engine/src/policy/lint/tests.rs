@@ -446,3 +446,53 @@ fn a_deny_rule_that_shadows_every_allow_rule_is_reported() {
         "{w:?}"
     );
 }
+
+#[test]
+fn rules_reading_a_risk_level_without_testing_for_it_are_reported() {
+    let w = warnings(&file(&[
+        rule(
+            "payments-writes",
+            "deny",
+            "request.method != \"GET\" && signals.risk.level == \"high\"",
+        ),
+        rule("low-risk", "allow", "signals.risk.level == \"low\""),
+        rule(
+            "object-only",
+            "deny",
+            "has(signals.risk) && signals.risk.source == \"https://idp.example.com/\"",
+        ),
+    ]));
+    let found: Vec<(&str, usize, usize)> =
+        w.iter().map(|(r, l, c, _)| (r.as_str(), *l, *c)).collect();
+    assert_eq!(
+        found,
+        [
+            ("payments-writes", 4, 39),
+            ("low-risk", 7, 12),
+            ("object-only", 10, 33)
+        ]
+    );
+    assert!(
+        w[0].3.contains("reads signals.risk.level")
+            && w[0].3.contains("denies every caller without a risk level")
+            && w[0].3.contains("`has(signals.risk.level) && ...`"),
+        "{}",
+        w[0].3
+    );
+    assert!(w[1].3.contains("does not match"), "{}", w[1].3);
+    // Tested, for any of its fields, it is fine.
+    let w = warnings(&file(&[
+        rule(
+            "payments-writes",
+            "deny",
+            "request.method != \"GET\" && has(signals.risk.level) && signals.risk.level == \"high\"",
+        ),
+        rule(
+            "recent",
+            "deny",
+            "has(signals.risk.since) && signals.risk.since > now - duration(\"1h\") && signals.risk.level != \"low\"",
+        ),
+        rule("anyone", "allow", "signals.requests_1m < 600"),
+    ]));
+    assert_eq!(w, []);
+}

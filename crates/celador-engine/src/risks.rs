@@ -1,0 +1,300 @@
+//! Risk levels security tools reported, by SPIFFE ID or prefix, each until
+//! it expires: what rules read as `signals.risk`.
+//!
+//! Data flow: the Shared Signals receiver (`celador signals serve`) turns a
+//! CAEP `risk-level-change` into an entry of the fleet's governance store;
+//! each sidecar's replica reads the store's entries into a [`Risks`] and
+//! publishes it in the live-state store's snapshot; the engine looks the
+//! caller up in it ([`Risks::find`]) before rules run. An entry past its
+//! `expires` is out of force at once, without a publish: the lookup
+//! compares it with the check's time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::identity::{Identity, SpiffeId};
+use super::signals::{Risk, RiskLevel};
+use super::time::parse_rfc3339;
+
+/// A risks file: what `celador signals serve` writes without a governance
+/// store, and `celador serve` watches (`risks:` in its config).
+///
+/// ```yaml
+/// risks:
+///   - spiffe_id: spiffe://example.org/ns/pay/sa/api    # or spiffe_id_prefix
+///     level: high
+///     since: 2026-11-22T10:00:00Z
+///     expires: 2026-11-23T10:00:00Z
+///     source: https://idp.example.com/
+///     event: https://schemas.openid.net/secevent/caep/event-type/risk-level-change
+///     jti: r-1
+/// ```
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RisksFile {
+    risks: Vec<RiskSpec>,
+}
+
+/// One entry of a risks file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RiskSpec {
+    #[serde(default)]
+    spiffe_id: Option<String>,
+    #[serde(default)]
+    spiffe_id_prefix: Option<String>,
+    level: RiskLevel,
+    since: String,
+    expires: String,
+    source: String,
+    #[serde(default)]
+    event: String,
+    #[serde(default)]
+    jti: String,
+    #[serde(default)]
+    #[allow(dead_code)] // Kept for people reading the file.
+    reason: Option<String>,
+}
+
+/// A risk and until when it is in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InForce {
+    risk: Arc<Risk>,
+    expires: SystemTime,
+}
+
+/// The risk levels in force, by SPIFFE ID and by prefix.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Risks {
+    ids: HashMap<String, InForce>,
+    /// Prefixes without their trailing `/`.
+    prefixes: Vec<(String, InForce)>,
+}
+
+impl Risks {
+    /// Adds the risk of `id` (a SPIFFE ID, or a prefix when it ends in
+    /// `/`), in force until `expires`. Of two for the same subject, the one
+    /// reported later (`since`) is kept.
+    pub fn insert(&mut self, id: &str, risk: Arc<Risk>, expires: SystemTime) {
+        let entry = InForce { risk, expires };
+        let newer = |old: &InForce| entry.risk.since >= old.risk.since;
+        if let Some(prefix) = id.strip_suffix('/') {
+            match self.prefixes.iter_mut().find(|(p, _)| p == prefix) {
+                Some((_, old)) if newer(old) => *old = entry,
+                Some(_) => {}
+                None => self.prefixes.push((prefix.to_owned(), entry)),
+            }
+        } else {
+            match self.ids.get(id) {
+                Some(old) if !newer(old) => {}
+                _ => {
+                    self.ids.insert(id.to_owned(), entry);
+                }
+            }
+        }
+    }
+
+    /// Parses the risks file `text` (at `path`); every problem is reported
+    /// at once, and the file is refused whole.
+    pub fn parse(text: &str, path: &std::path::Path) -> Result<Risks, String> {
+        let file: RisksFile = super::yaml::from_str(text, path).map_err(|e| e.rendered)?;
+        let mut out = Risks::default();
+        let mut problems = Vec::new();
+        for (i, spec) in file.risks.iter().enumerate() {
+            let entry = || -> Result<(String, Arc<Risk>, SystemTime), String> {
+                let id = match (&spec.spiffe_id, &spec.spiffe_id_prefix) {
+                    (Some(id), None) => id.clone(),
+                    (None, Some(prefix)) => format!("{}/", prefix.trim_end_matches('/')),
+                    _ => return Err("give exactly one of spiffe_id and spiffe_id_prefix".into()),
+                };
+                SpiffeId::parse(id.trim_end_matches('/')).map_err(|e| format!("{id:?}: {e}"))?;
+                let time = |name: &str, text: &str| {
+                    parse_rfc3339(text).map_err(|e| format!("{name}: {e}"))
+                };
+                if spec.source.trim().is_empty() {
+                    return Err("`source` is empty: name the transmitter".into());
+                }
+                let risk = Risk {
+                    level: spec.level,
+                    since: time("since", &spec.since)?,
+                    source: spec.source.clone(),
+                    event: spec.event.clone(),
+                    jti: spec.jti.clone(),
+                };
+                Ok((id, Arc::new(risk), time("expires", &spec.expires)?))
+            };
+            match entry() {
+                Ok((id, risk, expires)) => out.insert(&id, risk, expires),
+                Err(problem) => {
+                    problems.push(format!("{}: risk {}: {problem}", path.display(), i + 1))
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(problems.join("\n"))
+        }
+    }
+
+    /// Every risk of `first` and of `second` (of two about one subject, the
+    /// later reported).
+    pub fn merged(first: &Risks, second: &Risks) -> Risks {
+        let mut out = first.clone();
+        for (id, e) in &second.ids {
+            out.insert(id, Arc::clone(&e.risk), e.expires);
+        }
+        for (prefix, e) in &second.prefixes {
+            out.insert(&format!("{prefix}/"), Arc::clone(&e.risk), e.expires);
+        }
+        out
+    }
+
+    /// How many subjects have a risk (expired ones included).
+    pub fn len(&self) -> usize {
+        self.ids.len() + self.prefixes.len()
+    }
+
+    /// Whether no subject has a risk.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The risk of `identity` at `now`: of every entry in force naming one
+    /// of its verified IDs (the X.509-SVID's and the JWT-SVID's), exactly
+    /// or by prefix, the highest level, and of those the latest reported.
+    /// Several tools may report about one workload; the worst report in
+    /// force is the one a rule must see.
+    pub fn find(&self, identity: &Identity, now: SystemTime) -> Option<Arc<Risk>> {
+        if self.is_empty() {
+            return None;
+        }
+        let ids = [
+            identity.source.as_ref().map(|s| s.id.as_str()),
+            identity.token.as_ref().map(|t| t.id.as_str()),
+        ];
+        let under = |id: &str, prefix: &str| {
+            id.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        ids.into_iter()
+            .flatten()
+            .flat_map(|id| {
+                let exact = self.ids.get(id);
+                let prefixes = self
+                    .prefixes
+                    .iter()
+                    .filter(move |(p, _)| under(id, p))
+                    .map(|(_, e)| e);
+                exact.into_iter().chain(prefixes)
+            })
+            .filter(|e| e.expires > now)
+            .max_by_key(|e| (e.risk.level, e.risk.since))
+            .map(|e| Arc::clone(&e.risk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{CertificateFacts, X509Svid};
+    use std::time::Duration;
+
+    fn caller(id: &str) -> Identity {
+        Identity {
+            source: Some(Arc::new(X509Svid {
+                id: SpiffeId::parse(id).unwrap(),
+                not_before: SystemTime::UNIX_EPOCH,
+                not_after: SystemTime::UNIX_EPOCH,
+                chain_not_after: SystemTime::UNIX_EPOCH,
+                certificate: CertificateFacts::default(),
+            })),
+            ..Identity::default()
+        }
+    }
+
+    fn risk(level: RiskLevel, since: u64, source: &str) -> Arc<Risk> {
+        Arc::new(Risk {
+            level,
+            since: SystemTime::UNIX_EPOCH + Duration::from_secs(since),
+            source: source.into(),
+            event: String::new(),
+            jti: format!("{source}-{since}"),
+        })
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn a_risk_names_its_id_or_prefix_until_it_expires_and_the_worst_wins() {
+        let mut risks = Risks::default();
+        assert_eq!(risks.find(&caller("spiffe://a/ns/x/sa/y"), at(0)), None);
+        risks.insert(
+            "spiffe://a/ns/x/sa/y",
+            risk(RiskLevel::Medium, 100, "idp"),
+            at(200),
+        );
+        risks.insert(
+            "spiffe://a/ns/x/",
+            risk(RiskLevel::High, 50, "siem"),
+            at(150),
+        );
+        let y = caller("spiffe://a/ns/x/sa/y");
+        // Both in force: the high one.
+        assert_eq!(risks.find(&y, at(120)).unwrap().source, "siem");
+        // The prefix's expired: the medium one, until it expires too.
+        assert_eq!(risks.find(&y, at(150)).unwrap().level, RiskLevel::Medium);
+        assert_eq!(risks.find(&y, at(200)), None);
+        // A prefix covers IDs under it, not IDs that merely start alike.
+        assert!(
+            risks
+                .find(&caller("spiffe://a/ns/x/sa/z"), at(120))
+                .is_some()
+        );
+        assert_eq!(risks.find(&caller("spiffe://a/ns/xy/sa/z"), at(120)), None);
+        assert_eq!(risks.find(&caller("spiffe://b/ns/x/sa/y"), at(120)), None);
+    }
+
+    #[test]
+    fn of_two_reports_about_one_subject_the_later_is_kept() {
+        let mut risks = Risks::default();
+        let id = "spiffe://a/ns/x/sa/y";
+        risks.insert(id, risk(RiskLevel::High, 100, "idp"), at(500));
+        risks.insert(id, risk(RiskLevel::Low, 90, "idp"), at(500));
+        assert_eq!(
+            risks.find(&caller(id), at(120)).unwrap().level,
+            RiskLevel::High
+        );
+        risks.insert(id, risk(RiskLevel::Low, 110, "idp"), at(500));
+        assert_eq!(
+            risks.find(&caller(id), at(120)).unwrap().level,
+            RiskLevel::Low
+        );
+        assert_eq!(risks.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn a_risks_file_loads_or_is_refused_naming_every_problem() {
+        let text = "risks:\n  - {spiffe_id: spiffe://a/ns/x/sa/y, level: high, since: 2026-11-22T10:00:00Z, expires: 2026-11-23T10:00:00Z, source: https://idp.example.com/, jti: r-1}\n  - {spiffe_id_prefix: spiffe://a/ns/z, level: low, since: 2026-11-22T10:00:00Z, expires: 2026-11-23T10:00:00Z, source: idp}\n";
+        let risks = Risks::parse(text, Path::new("risks.yaml")).unwrap();
+        assert_eq!(risks.len(), 2);
+        let merged = Risks::merged(&risks, &Risks::default());
+        assert_eq!(merged, risks);
+        let bad = "risks:\n  - {spiffe_id: nope, level: high, since: 2026-11-22T10:00:00Z, expires: x, source: s}\n  - {level: low, since: 2026-11-22T10:00:00Z, expires: 2026-11-23T10:00:00Z, source: s}\n";
+        let error = Risks::parse(bad, Path::new("risks.yaml")).unwrap_err();
+        assert!(
+            error.contains("risk 1") && error.contains("risk 2"),
+            "{error}"
+        );
+        assert!(Risks::parse("risks:\n  - {level: severe}\n", Path::new("r")).is_err());
+    }
+}

@@ -1,0 +1,95 @@
+//! Risk levels written into the governance store: a CAEP
+//! `risk-level-change` becomes a [`StoredRisk`] in `{prefix}:risks`, which
+//! every sidecar's replica reads ([`crate::sources::fleet::risks`]).
+//!
+//! Data flow: [`super::StoreSink`] -> [`stored_risk`] (the entry, checked
+//! by the replicas' own [`check_risk`]) -> the [`APPLY_RISK`] script: the
+//! event-time comparison, the entry, its lapse time, a feed record, and the
+//! removal of lapsed entries, in one atomic step.
+//!
+//! A risk lapses `risk_expiry` after its event unless a later event
+//! refreshes it. Lapsed entries are removed from Redis by the next risk
+//! write (at most 100 at a time, from a sorted set of lapse times), so the
+//! hash holds at most the subjects reported within `risk_expiry`.
+
+use std::time::{Duration, SystemTime};
+
+use super::super::event::{Provenance, RiskLevel};
+use super::super::sink::SinkError;
+use super::super::subject::Target;
+use crate::engine::signals::RiskLevel as EngineLevel;
+use crate::engine::time::rfc3339;
+use crate::sources::fleet::entries;
+use crate::sources::fleet::risks::{StoredRisk, check_risk};
+
+/// Compares the event time, writes the risk and its lapse time, records
+/// the change, and removes lapsed risks; atomically.
+///
+/// KEYS: risks, event times, feed, epoch, lapses. ARGV: field, event time
+/// (ms), the entry's JSON, now (ms), lapse time (ms), by, from, at (text),
+/// a new epoch, the feed's length. Returns 1 if applied, 0 if older than
+/// the field's last event.
+pub const APPLY_RISK: &str = r"
+local times = 'risk:' .. ARGV[1]
+local last = redis.call('HGET', KEYS[2], times)
+if last and tonumber(last) > tonumber(ARGV[2]) then return 0 end
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[4], 'LIMIT', 0, 100)
+for _, field in ipairs(lapsed) do
+  redis.call('HDEL', KEYS[1], field)
+  redis.call('HDEL', KEYS[2], 'risk:' .. field)
+  redis.call('ZREM', KEYS[5], field)
+end
+redis.call('HSET', KEYS[2], times, ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1])
+redis.call('SET', KEYS[4], ARGV[9], 'NX')
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', 'op', 'risk', 'entry', ARGV[1],
+  'by', ARGV[6], 'from', ARGV[7], 'at', ARGV[8])
+return 1
+";
+
+/// The entry (and its JSON) for the risk `level` of `target` that `provenance` reports,
+/// lapsing `expiry` after the event; `None` for a target a risk cannot
+/// name (a token).
+pub fn stored_risk(
+    key: &str,
+    host: &str,
+    provenance: &Provenance,
+    (target, level, reason): (&Target, RiskLevel, Option<&String>),
+    expiry: Duration,
+) -> Result<Option<(StoredRisk, String)>, SinkError> {
+    let (spiffe_id, spiffe_id_prefix) = match target {
+        Target::Id(id) => (Some(id.clone()), None),
+        Target::Prefix(prefix) => (None, Some(prefix.trim_end_matches('/').to_owned())),
+        Target::JwtId(_) => return Ok(None),
+    };
+    let lapses = provenance
+        .at
+        .checked_add(expiry)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let entry = StoredRisk {
+        spiffe_id,
+        spiffe_id_prefix,
+        level: match level {
+            RiskLevel::Low => EngineLevel::Low,
+            RiskLevel::Medium => EngineLevel::Medium,
+            RiskLevel::High => EngineLevel::High,
+        },
+        since: rfc3339(provenance.at),
+        expires: rfc3339(lapses),
+        source: provenance.transmitter.clone(),
+        event: provenance.event.clone(),
+        jti: provenance.jti.clone(),
+        reason: reason.cloned(),
+        provenance: entries::Provenance {
+            by: provenance.transmitter.clone(),
+            from: host.to_owned(),
+            at: entries::now_text(),
+        },
+    };
+    let json = serde_json::to_string(&entry)
+        .map_err(|e| SinkError(format!("cannot write the risk level: {e}")))?;
+    // The same check the replicas make: they load it.
+    check_risk(key, &entry.field(), &json).map_err(SinkError)?;
+    Ok(Some((entry, json)))
+}
