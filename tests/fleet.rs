@@ -93,6 +93,19 @@ impl Fleet {
         outcome(self.clients[i].clone(), cert).await
     }
 
+    /// Instance `i`'s verdict for `cert` and the audit record it wrote
+    /// (records arrive through the process's output: waited for).
+    async fn checked(&self, i: usize, cert: &str) -> (String, serde_json::Value) {
+        let before = self.instances[i].audit_count();
+        let outcome = self.outcome(i, cert).await;
+        let record = wait_for(Duration::from_secs(3), || {
+            let records = self.instances[i].audit_records();
+            (records.len() > before).then(|| records.into_iter().last())?
+        })
+        .unwrap_or_else(|| panic!("no audit record on instance {i}"));
+        (outcome, record)
+    }
+
     /// Whether instance `i` gives `cert` `expected` within `timeout`.
     async fn until(&self, i: usize, cert: &str, expected: &str, timeout: Duration) -> bool {
         let start = Instant::now();
@@ -641,11 +654,13 @@ async fn rules_can_deny_while_revocations_may_be_stale() {
     // Staleness counts from the last contact (at most a feed wait, 1 s,
     // before the kill).
     assert!(waited >= Duration::from_secs(1), "denied after {waited:?}");
-    let record = fleet.instances[0]
-        .audit_records()
-        .into_iter()
-        .rfind(|r| r["reason"] == "denied_by_rule")
-        .unwrap();
+    let record = wait_for(Duration::from_secs(3), || {
+        fleet.instances[0]
+            .audit_records()
+            .into_iter()
+            .rfind(|r| r["reason"] == "denied_by_rule")
+    })
+    .unwrap();
     let stale = record["read"]["signals"]["store_stale_seconds"].as_u64();
     assert!(stale.unwrap() >= 2, "{record}");
     fleet.redis.restart();
@@ -676,16 +691,8 @@ async fn a_fleet_signal_rule_denies_once_the_sum_over_four_instances_crosses_it(
     // fleet's total: the next request is denied, on every instance.
     tokio::time::sleep(Duration::from_millis(600)).await;
     for i in 0..4 {
-        assert_eq!(
-            fleet.outcome(i, &fleet.exporter).await,
-            "denied_by_rule",
-            "instance {i}"
-        );
-        let record = fleet.instances[i]
-            .audit_records()
-            .into_iter()
-            .last()
-            .unwrap();
+        let (outcome, record) = fleet.checked(i, &fleet.exporter).await;
+        assert_eq!(outcome, "denied_by_rule", "instance {i}");
         let signals = &record["read"]["signals"];
         assert!(signals["requests_1m"].as_u64().unwrap() <= 12, "{record}");
         assert!(
@@ -818,8 +825,8 @@ async fn a_bad_fleet_signals_key_is_named_and_neither_inflates_nor_stops_the_oth
         // Several exchanges: each fails for the exporter's key.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    fleet.outcome(1, &fleet.exporter).await;
-    fleet.outcome(1, &fleet.payments).await;
+    fleet.checked(1, &fleet.exporter).await;
+    fleet.checked(1, &fleet.payments).await;
     // The exporter's fleet count is its local one: nothing exchanged, and
     // nothing left in flight to inflate it.
     let (local, total) = counts_1m(&fleet, 1, EXPORTER).unwrap();
