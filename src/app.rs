@@ -162,17 +162,19 @@ pub fn load(
         };
         metrics.trust_domain_configured(name, source);
     }
+    metrics.rules_loaded(&policy);
     let store = Store::new(
         Arc::new(policy),
         config.trust_domains.keys().cloned().collect(),
         bundles.bundles,
-        Arc::clone(&metrics),
     );
     let governance_files = publish_governance(governance, &store, &metrics);
     let (engine, fleet_signals) = engine(config, workload, fleet.as_ref());
     Ok(Loaded {
         governance_files,
-        ext_authz: Arc::new(ExtAuthz::new(engine, store, edge_settings(config))),
+        ext_authz: Arc::new(
+            ExtAuthz::new(engine, store, edge_settings(config)).with_metrics(Arc::clone(&metrics)),
+        ),
         metrics,
         bundle_files: bundles.files,
         policy_file,
@@ -543,7 +545,8 @@ async fn start_replica(loaded: &Loaded, store: &Arc<Store>) -> Option<Arc<StoreS
     }
     let status = Arc::new(StoreStatus::default());
     tracing::info!(store = %endpoint.shown, "replicating the governance store");
-    let replica = Replica::new(&settings, endpoint, Arc::clone(store), Arc::clone(&status));
+    let sink = (Arc::clone(store), Arc::clone(&loaded.metrics));
+    let replica = Replica::new(&settings, endpoint, sink, Arc::clone(&status));
     let mut synced = replica.spawn();
     let waited = tokio::time::timeout(settings.startup_wait, synced.wait_for(|s| *s)).await;
     if !matches!(waited, Ok(Ok(_))) {

@@ -22,7 +22,8 @@
 //! ```
 //!
 //! Dependencies point one way, down this list: `cli` -> `inject` -> `app` ->
-//! `authoring` -> `edge` | `sources` -> `store` -> `metrics` -> `engine`.
+//! `authoring` -> `edge` | `sources` -> `store` | `metrics` -> `engine` (the
+//! store and the metrics are side by side: the store counts nothing).
 //! The engine is its own crate (`crates/celador-engine`, re-exported here as
 //! [`engine`]), so the compiler keeps it from depending on anything above
 //! it; `tests/layering.rs` fails when a module of this crate imports against

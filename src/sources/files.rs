@@ -312,6 +312,7 @@ impl Sinks {
                     rules = policy.rules().len(),
                     "rules reloaded"
                 );
+                self.metrics.rules_loaded(&policy);
                 self.store.publish_policy(Arc::new(policy));
                 self.metrics.policy_reload(true);
                 self.metrics.rules_reload_attempt(true, unix_now());
@@ -536,7 +537,6 @@ mod tests {
             Arc::new(Policy::parse("rules: []\n", Path::new("p.yaml")).unwrap()),
             BTreeSet::new(),
             std::collections::HashMap::new(),
-            Arc::clone(&metrics),
         );
         let mut live = LiveFiles::new(Arc::clone(&store), Arc::clone(&metrics));
         live.governance(GovernanceFile::Revocations, path.clone(), None, true);
