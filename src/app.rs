@@ -213,7 +213,7 @@ fn engine(
     let engine = Engine::new(workload, engine_settings(config));
     let counts = fleet
         .filter(|(s, _)| !s.signals_interval.is_zero())
-        .map(|_| FleetCounts::new(config.signals.max_identities));
+        .map(|_| FleetCounts::new(config.governance().signals.max_identities));
     match &counts {
         Some(c) => (engine.with_fleet(Arc::clone(c) as _), counts),
         None => (engine, None),
@@ -226,8 +226,9 @@ fn fleet_endpoint(
     env: impl Fn(&str) -> Option<String>,
     errors: &mut Vec<StartupError>,
 ) -> Option<(ReplicaSettings, Endpoint)> {
-    let g = config.governance.as_ref()?;
-    let settings = g.replica(config.grants_max_duration.0, |p| config.resolve(p));
+    let governance = config.governance();
+    let store = governance.store.as_ref()?;
+    let settings = store.replica(governance.grants_max_duration.0, |p| config.resolve(p));
     Endpoint::new(&settings.store, env)
         .map(|endpoint| (settings, endpoint))
         .map_err(|e| errors.push(StartupError::Store(e)))
@@ -247,15 +248,16 @@ fn load_governance(
     config: &Config,
     errors: &mut Vec<StartupError>,
 ) -> Vec<(GovernanceFile, Governance, GovernanceContent)> {
+    let governance = config.governance();
     let files = [
         (
-            &config.grants,
+            &governance.grants,
             GovernanceFile::Grants {
-                max_duration: config.grants_max_duration.0,
+                max_duration: governance.grants_max_duration.0,
             },
         ),
-        (&config.revocations, GovernanceFile::Revocations),
-        (&config.shadow_policy, GovernanceFile::ShadowPolicy),
+        (&governance.revocations, GovernanceFile::Revocations),
+        (&governance.shadow_policy, GovernanceFile::ShadowPolicy),
     ];
     let mut loaded = Vec::new();
     for (watched, file) in files {
@@ -372,7 +374,7 @@ fn engine_settings(config: &Config) -> EngineSettings {
             max_entries: config.cache.decision_entries,
             max_bytes: config.cache.decision_max_bytes,
         },
-        signals_identities: config.signals.max_identities,
+        signals_identities: config.governance().signals.max_identities,
         redaction: Redaction::new(Vec::new(), config.audit.query_params.iter().cloned()),
     }
 }

@@ -433,6 +433,13 @@ fn serve(path: Option<&std::path::Path>, env: Option<&str>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    for deprecation in config.deprecations() {
+        tracing::warn!(
+            old = deprecation.old,
+            new = deprecation.new,
+            "{shown}: {deprecation}"
+        );
+    }
     let loaded = match app::load(&config, |name| std::env::var(name).ok()) {
         Ok(loaded) => loaded,
         Err(errors) => {
