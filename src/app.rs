@@ -13,6 +13,7 @@
 pub mod accept;
 pub mod admin;
 pub mod audit_log;
+pub mod check;
 pub mod config;
 pub mod envoy_config;
 pub mod telemetry;
@@ -264,12 +265,17 @@ fn load_governance(
         let Some(watched) = watched else { continue };
         let path = config.resolve(&watched.path);
         let parsed = match std::fs::read(&path) {
-            Err(e) if watched.optional && e.kind() == std::io::ErrorKind::NotFound => {
-                file.parse(&path, file.absent()).map(|g| (g, None))
-            }
+            Err(e) if watched.optional && e.kind() == std::io::ErrorKind::NotFound => file
+                .parse(&path, file.absent())
+                .map(|g| (g, None))
+                .map_err(|e| e.to_string()),
             read => read
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                .and_then(|bytes| file.parse(&path, &bytes).map(|g| (g, Some(bytes)))),
+                .and_then(|bytes| {
+                    file.parse(&path, &bytes)
+                        .map(|g| (g, Some(bytes)))
+                        .map_err(|e| e.to_string())
+                }),
         };
         match parsed {
             Ok((governance, bytes)) => {

@@ -278,7 +278,7 @@ fn check(paths: &[PathBuf], deny_warnings: bool, format: &str) -> ExitCode {
     }
     let mut diagnostics = Vec::new();
     for file in &files {
-        diagnostics.extend(crate::authoring::check_file(file));
+        diagnostics.extend(crate::app::check::check_file(file));
     }
     let errors = diagnostics
         .iter()

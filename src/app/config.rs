@@ -564,7 +564,19 @@ impl Config {
     /// Parses and validates `text`; relative paths resolve against the
     /// directory of `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = crate::engine::yaml::from_str(text, path)?;
+        Config::parse_reporting(text, path).0
+    }
+
+    /// [`Config::parse`], with the deprecated keys `text` uses whether or
+    /// not it is valid otherwise (what `celador check` reports).
+    pub fn parse_reporting(
+        text: &str,
+        path: &Path,
+    ) -> (Result<Config, ConfigError>, Vec<governance::Deprecation>) {
+        let mut config: Config = match crate::engine::yaml::from_str(text, path) {
+            Ok(config) => config,
+            Err(e) => return (Err(e.into()), Vec::new()),
+        };
         config.base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
         let resolved = governance::resolve(
             config.governance_section.take(),
@@ -580,13 +592,15 @@ impl Config {
         config.deprecations = resolved.deprecations;
         let mut problems = resolved.problems;
         problems.extend(config.problems());
+        let deprecations = config.deprecations.clone();
         if problems.is_empty() {
-            Ok(config)
+            (Ok(config), deprecations)
         } else {
-            Err(ConfigError::Invalid {
+            let invalid = ConfigError::Invalid {
                 path: path.to_owned(),
                 problems,
-            })
+            };
+            (Err(invalid), deprecations)
         }
     }
 

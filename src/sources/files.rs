@@ -19,6 +19,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 
+use crate::engine::file_kind::{self, FileKind, GrantLimits, LoadError, Loaded};
 use crate::engine::grants::Grants;
 use crate::engine::identity::bundle;
 use crate::engine::policy::{Diagnostic, Policy, PolicyError, Severity};
@@ -120,27 +121,48 @@ impl GovernanceFile {
         }
     }
 
-    /// Parses `bytes`, read from `path`; the error says every problem.
-    pub fn parse(self, path: &Path, bytes: &[u8]) -> Result<Governance, String> {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| format!("{}: the file is not UTF-8", path.display()))?;
-        let rules_error = |e: PolicyError| {
-            e.diagnostics
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
+    /// The kind of file it is.
+    pub fn kind(self) -> FileKind {
+        match self {
+            GovernanceFile::Grants { .. } => FileKind::Grants,
+            GovernanceFile::Revocations => FileKind::Revocations,
+            GovernanceFile::ShadowPolicy => FileKind::Rules,
+        }
+    }
+
+    /// Parses `bytes`, read from `path`, as `celador check` does; the
+    /// error places every problem in the file.
+    pub fn parse(self, path: &Path, bytes: &[u8]) -> Result<Governance, LoadError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| LoadError {
+            diagnostics: PolicyError::unreadable(
+                path,
+                &std::io::Error::other("the file is not UTF-8"),
+            )
+            .diagnostics,
+        })?;
+        let max_duration = match self {
+            GovernanceFile::Grants { max_duration } => max_duration,
+            _ => crate::engine::grants::DEFAULT_MAX_DURATION,
         };
-        Ok(match self {
-            GovernanceFile::Grants { max_duration } => Governance::Grants(
-                Grants::parse(text, path, max_duration, std::time::SystemTime::now())
-                    .map_err(rules_error)?,
-            ),
-            GovernanceFile::Revocations => Governance::Revocations(Revocations::parse(text, path)?),
-            GovernanceFile::ShadowPolicy => {
-                Governance::ShadowPolicy(Policy::parse(text, path).map_err(rules_error)?)
-            }
-        })
+        let limits = GrantLimits {
+            max_duration,
+            now: std::time::SystemTime::now(),
+        };
+        let loaded = file_kind::load(self.kind(), text, path, limits);
+        match loaded {
+            Some(Ok(Loaded::Grants(grants))) => Ok(Governance::Grants(grants)),
+            Some(Ok(Loaded::Revocations(revocations))) => Ok(Governance::Revocations(revocations)),
+            Some(Ok(Loaded::Rules(policy))) => Ok(Governance::ShadowPolicy(policy)),
+            Some(Err(e)) => Err(e),
+            // `kind` names only kinds the engine loads.
+            None => Err(LoadError {
+                diagnostics: PolicyError::unreadable(
+                    path,
+                    &std::io::Error::other("not a kind of file the engine loads"),
+                )
+                .diagnostics,
+            }),
+        }
     }
 }
 
@@ -275,7 +297,7 @@ impl Sinks {
     ) {
         let parsed = content
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
-            .and_then(|bytes| file.parse(path, &bytes));
+            .and_then(|bytes| file.parse(path, &bytes).map_err(|e| e.to_string()));
         match parsed {
             Ok(governance) => {
                 governance.publish(&self.store, path);
