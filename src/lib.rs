@@ -16,8 +16,8 @@
 //!   edge::audit       Decision -> one audit record
 //!
 //! sources             watched files, the Workload API, the Downward API -> publish into the store
-//! authoring           celador check / test / eval and the rule reference, built on the engine
-//! app, cli            config -> engine and edge settings at start-up; the command line
+//! authoring           celador test / eval and the rule reference, built on the engine
+//! app, cli            config -> engine and edge settings at start-up; celador check; the command line
 //! inject              `celador inject`: the admission webhook that adds celador to pods
 //! ```
 //!
