@@ -173,9 +173,12 @@ pub fn load(
     let (engine, fleet_signals) = engine(config, workload, fleet.as_ref());
     Ok(Loaded {
         governance_files,
-        ext_authz: Arc::new(
-            ExtAuthz::new(engine, store, edge_settings(config)).with_metrics(Arc::clone(&metrics)),
-        ),
+        ext_authz: Arc::new(ExtAuthz::counting_into(
+            engine,
+            store,
+            edge_settings(config),
+            Arc::clone(&metrics),
+        )),
         metrics,
         bundle_files: bundles.files,
         policy_file,

@@ -77,11 +77,22 @@ impl std::fmt::Debug for ExtAuthz {
 
 impl ExtAuthz {
     /// An edge deciding with `engine` over the live state in `store`,
-    /// counting into metrics of its own ([`ExtAuthz::with_metrics`] shares
-    /// a registry).
+    /// counting into metrics of its own (for tools and tests;
+    /// [`ExtAuthz::counting_into`] shares the process's registry).
     pub fn new(engine: Engine, store: Arc<Store>, settings: EdgeSettings) -> Self {
         let metrics = Arc::new(Metrics::default());
         metrics.rules_loaded(&store.snapshot().policy);
+        ExtAuthz::counting_into(engine, store, settings, metrics)
+    }
+
+    /// An edge as [`ExtAuthz::new`] makes it, counting into `metrics` (the
+    /// process's registry, which the admin listener serves).
+    pub fn counting_into(
+        engine: Engine,
+        store: Arc<Store>,
+        settings: EdgeSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let audited = settings
             .audit_headers
             .iter()
@@ -95,13 +106,6 @@ impl ExtAuthz {
             settings,
             tracing: std::sync::OnceLock::new(),
         }
-    }
-
-    /// This edge counting into `metrics` (the process's registry, which the
-    /// admin listener serves).
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = metrics;
-        self
     }
 
     /// The metrics decisions are counted in.

@@ -1634,6 +1634,11 @@ fn sidecar_governance_keys_are_merged_under_governance_whatever_the_values_spell
             "governance": {"grants_max_duration": "2h"}}}}),
     );
     let (settings, _) = settings_of(&Rendered::of(&values));
+    // The injector names the deprecated key (it logs it at start-up).
+    assert_eq!(
+        settings.deprecated_config_keys().collect::<Vec<_>>(),
+        ["revocations"]
+    );
     let text = celador::inject::sidecar::config_text(&settings);
     let config: Value = serde_json::from_str(&text).unwrap();
     let governance = &config["governance"];

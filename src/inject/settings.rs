@@ -312,6 +312,15 @@ impl Settings {
 }
 
 impl Settings {
+    /// The deprecated top-level governance keys of `config` (`revocations`,
+    /// ...), which the injector moves under `governance`.
+    pub fn deprecated_config_keys(&self) -> impl Iterator<Item = &str> {
+        self.config
+            .keys()
+            .map(String::as_str)
+            .filter(|key| crate::app::config::governance::TOP_LEVEL_KEYS.contains(key))
+    }
+
     fn governance_problems(&self, problems: &mut Vec<String>) {
         let g = &self.governance;
         if let Err(e) = dns_subdomain(&g.config_map) {

@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use super::settings::{BundleSource, CaSource, Settings};
+use crate::app::config::governance::TOP_LEVEL_KEYS;
 
 /// The sidecar container's name.
 pub const CONTAINER: &str = "celador";
@@ -93,7 +94,7 @@ fn config(settings: &Settings) -> Value {
             // The operator's governance keys over the injector's.
             ("governance", Value::Object(theirs)) => governance.extend(theirs.clone()),
             // A deprecated top-level key, written where it now belongs.
-            (key, _) if TOP_LEVEL_GOVERNANCE_KEYS.contains(&key) => {
+            (key, _) if TOP_LEVEL_KEYS.contains(&key) => {
                 governance.insert(key.to_owned(), value.clone());
             }
             _ => set(key, value.clone()),
@@ -115,17 +116,6 @@ fn config(settings: &Settings) -> Value {
     }
     Value::Object(config)
 }
-
-/// The keys that once sat at the top of a `celador serve` config and now
-/// belong under `governance:`; the injector moves an operator's
-/// `config.grants` (say) there.
-pub const TOP_LEVEL_GOVERNANCE_KEYS: [&str; 5] = [
-    "grants",
-    "grants_max_duration",
-    "revocations",
-    "shadow_policy",
-    "signals",
-];
 
 /// The injector's `governance` section: the namespace's governance
 /// ConfigMap, optional: a namespace without it (or without one of its

@@ -81,6 +81,16 @@ pub struct GovernanceSection {
     pub signals_interval: Option<DurationText>,
 }
 
+/// The keys that once sat at the top of a `celador serve` config and now
+/// belong under `governance:` (the injector moves an operator's there).
+pub const TOP_LEVEL_KEYS: [&str; 5] = [
+    "grants",
+    "grants_max_duration",
+    "revocations",
+    "shadow_policy",
+    "signals",
+];
+
 /// The deprecated top-level spellings of the section's file keys, as
 /// written (`grants:` rather than `governance.grants:`).
 #[derive(Debug, Clone, Default)]
@@ -416,13 +426,7 @@ mod tests {
             .map(|d| d.to_string())
             .collect();
         assert_eq!(said.len(), 5, "{said:?}");
-        for key in [
-            "grants",
-            "grants_max_duration",
-            "revocations",
-            "shadow_policy",
-            "signals",
-        ] {
+        for key in TOP_LEVEL_KEYS {
             let expected =
                 format!("the top-level key `{key}` is deprecated: write it as `governance.{key}`");
             assert!(
