@@ -62,17 +62,6 @@ impl FileKind {
             FileKind::Rules
         }
     }
-
-    /// Its name, as `celador check` and logs say it.
-    pub fn name(self) -> &'static str {
-        match self {
-            FileKind::Rules => "rules",
-            FileKind::Grants => "grants",
-            FileKind::Revocations => "revocations",
-            FileKind::Suite => "test suite",
-            FileKind::Config => "config",
-        }
-    }
 }
 
 /// A file of a kind the engine reads, loaded.
