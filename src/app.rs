@@ -13,6 +13,7 @@
 pub mod accept;
 pub mod admin;
 pub mod audit_log;
+pub mod check;
 pub mod config;
 pub mod envoy_config;
 pub mod telemetry;
@@ -162,17 +163,22 @@ pub fn load(
         };
         metrics.trust_domain_configured(name, source);
     }
+    metrics.rules_loaded(&policy);
     let store = Store::new(
         Arc::new(policy),
         config.trust_domains.keys().cloned().collect(),
         bundles.bundles,
-        Arc::clone(&metrics),
     );
     let governance_files = publish_governance(governance, &store, &metrics);
     let (engine, fleet_signals) = engine(config, workload, fleet.as_ref());
     Ok(Loaded {
         governance_files,
-        ext_authz: Arc::new(ExtAuthz::new(engine, store, edge_settings(config))),
+        ext_authz: Arc::new(ExtAuthz::counting_into(
+            engine,
+            store,
+            edge_settings(config),
+            Arc::clone(&metrics),
+        )),
         metrics,
         bundle_files: bundles.files,
         policy_file,
@@ -211,7 +217,7 @@ fn engine(
     let engine = Engine::new(workload, engine_settings(config));
     let counts = fleet
         .filter(|(s, _)| !s.signals_interval.is_zero())
-        .map(|_| FleetCounts::new(config.signals.max_identities));
+        .map(|_| FleetCounts::new(config.governance().signals.max_identities));
     match &counts {
         Some(c) => (engine.with_fleet(Arc::clone(c) as _), counts),
         None => (engine, None),
@@ -224,8 +230,9 @@ fn fleet_endpoint(
     env: impl Fn(&str) -> Option<String>,
     errors: &mut Vec<StartupError>,
 ) -> Option<(ReplicaSettings, Endpoint)> {
-    let g = config.governance.as_ref()?;
-    let settings = g.replica(config.grants_max_duration.0, |p| config.resolve(p));
+    let governance = config.governance();
+    let store = governance.store.as_ref()?;
+    let settings = store.replica(governance.grants_max_duration.0, |p| config.resolve(p));
     Endpoint::new(&settings.store, env)
         .map(|endpoint| (settings, endpoint))
         .map_err(|e| errors.push(StartupError::Store(e)))
@@ -245,28 +252,34 @@ fn load_governance(
     config: &Config,
     errors: &mut Vec<StartupError>,
 ) -> Vec<(GovernanceFile, Governance, GovernanceContent)> {
+    let governance = config.governance();
     let files = [
         (
-            &config.grants,
+            &governance.grants,
             GovernanceFile::Grants {
-                max_duration: config.grants_max_duration.0,
+                max_duration: governance.grants_max_duration.0,
             },
         ),
-        (&config.revocations, GovernanceFile::Revocations),
-        (&config.shadow_policy, GovernanceFile::ShadowPolicy),
-        (&config.risks, GovernanceFile::Risks),
+        (&governance.revocations, GovernanceFile::Revocations),
+        (&governance.shadow_policy, GovernanceFile::ShadowPolicy),
+        (&governance.risks, GovernanceFile::Risks),
     ];
     let mut loaded = Vec::new();
     for (watched, file) in files {
         let Some(watched) = watched else { continue };
         let path = config.resolve(&watched.path);
         let parsed = match std::fs::read(&path) {
-            Err(e) if watched.optional && e.kind() == std::io::ErrorKind::NotFound => {
-                file.parse(&path, file.absent()).map(|g| (g, None))
-            }
+            Err(e) if watched.optional && e.kind() == std::io::ErrorKind::NotFound => file
+                .parse(&path, file.absent())
+                .map(|g| (g, None))
+                .map_err(|e| e.to_string()),
             read => read
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                .and_then(|bytes| file.parse(&path, &bytes).map(|g| (g, Some(bytes)))),
+                .and_then(|bytes| {
+                    file.parse(&path, &bytes)
+                        .map(|g| (g, Some(bytes)))
+                        .map_err(|e| e.to_string())
+                }),
         };
         match parsed {
             Ok((governance, bytes)) => {
@@ -371,7 +384,7 @@ fn engine_settings(config: &Config) -> EngineSettings {
             max_entries: config.cache.decision_entries,
             max_bytes: config.cache.decision_max_bytes,
         },
-        signals_identities: config.signals.max_identities,
+        signals_identities: config.governance().signals.max_identities,
         redaction: Redaction::new(Vec::new(), config.audit.query_params.iter().cloned()),
     }
 }
@@ -544,7 +557,8 @@ async fn start_replica(loaded: &Loaded, store: &Arc<Store>) -> Option<Arc<StoreS
     }
     let status = Arc::new(StoreStatus::default());
     tracing::info!(store = %endpoint.shown, "replicating the governance store");
-    let replica = Replica::new(&settings, endpoint, Arc::clone(store), Arc::clone(&status));
+    let sink = (Arc::clone(store), Arc::clone(&loaded.metrics));
+    let replica = Replica::new(&settings, endpoint, sink, Arc::clone(&status));
     let mut synced = replica.spawn();
     let waited = tokio::time::timeout(settings.startup_wait, synced.wait_for(|s| *s)).await;
     if !matches!(waited, Ok(Ok(_))) {

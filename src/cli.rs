@@ -278,7 +278,7 @@ fn check(paths: &[PathBuf], deny_warnings: bool, format: &str) -> ExitCode {
     }
     let mut diagnostics = Vec::new();
     for file in &files {
-        diagnostics.extend(crate::authoring::check_file(file));
+        diagnostics.extend(crate::app::check::check_file(file));
     }
     let errors = diagnostics
         .iter()
@@ -433,6 +433,13 @@ fn serve(path: Option<&std::path::Path>, env: Option<&str>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    for deprecation in config.deprecations() {
+        tracing::warn!(
+            old = deprecation.old,
+            new = deprecation.new,
+            "{shown}: {deprecation}"
+        );
+    }
     let loaded = match app::load(&config, |name| std::env::var(name).ok()) {
         Ok(loaded) => loaded,
         Err(errors) => {

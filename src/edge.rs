@@ -33,6 +33,7 @@ use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use crate::engine::identity::IdentityError;
 use crate::engine::request_path::PathMode;
 use crate::engine::{Attributes, Decision, Engine, Reason, Snapshot};
+use crate::metrics::Metrics;
 use crate::store::Store;
 use response::AnswerSettings;
 
@@ -55,6 +56,8 @@ pub const MODE_EXTENSION: &str = "celador.mode";
 pub struct ExtAuthz {
     engine: Engine,
     store: Arc<Store>,
+    /// Where decisions are counted: the edge's own handle, not the store's.
+    metrics: Arc<Metrics>,
     settings: EdgeSettings,
     /// `settings.audit_headers`, each with whether its name alone makes it
     /// a credential: worked out once, not per record.
@@ -73,8 +76,23 @@ impl std::fmt::Debug for ExtAuthz {
 }
 
 impl ExtAuthz {
-    /// An edge deciding with `engine` over the live state in `store`.
+    /// An edge deciding with `engine` over the live state in `store`,
+    /// counting into metrics of its own (for tools and tests;
+    /// [`ExtAuthz::counting_into`] shares the process's registry).
     pub fn new(engine: Engine, store: Arc<Store>, settings: EdgeSettings) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        metrics.rules_loaded(&store.snapshot().policy);
+        ExtAuthz::counting_into(engine, store, settings, metrics)
+    }
+
+    /// An edge as [`ExtAuthz::new`] makes it, counting into `metrics` (the
+    /// process's registry, which the admin listener serves).
+    pub fn counting_into(
+        engine: Engine,
+        store: Arc<Store>,
+        settings: EdgeSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let audited = settings
             .audit_headers
             .iter()
@@ -84,9 +102,15 @@ impl ExtAuthz {
             audited,
             engine,
             store,
+            metrics,
             settings,
             tracing: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The metrics decisions are counted in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Records a span per check with `tracing` from now on.
@@ -126,10 +150,7 @@ impl ExtAuthz {
             Err(e) => {
                 let (reason, detail) = (Reason::InvalidRequest, e.to_string());
                 audit::record_error(request, reason, &detail, started.elapsed());
-                self.store
-                    .metrics()
-                    .decisions
-                    .record_error(started.elapsed());
+                self.metrics.decisions.record_error(started.elapsed());
                 return Err(tonic::Status::invalid_argument(format!(
                     "{reason}: {detail}"
                 )));
@@ -197,7 +218,7 @@ impl ExtAuthz {
 
     /// Counts a decision in the metrics.
     fn count(&self, decision: &Decision, enforced: bool, latency: std::time::Duration) {
-        let metrics = self.store.metrics();
+        let metrics = &self.metrics;
         metrics.decisions.record(decision, latency);
         metrics.governance.record(decision);
         if !enforced && !decision.allowed {
@@ -219,10 +240,7 @@ impl ExtAuthz {
         // As for a decision: a failure here is logged, the answer stands.
         let recorded = catch_unwind(AssertUnwindSafe(|| {
             audit::record_refusal(request, reason, detail, latency);
-            self.store
-                .metrics()
-                .decisions
-                .record_refusal(reason, latency);
+            self.metrics.decisions.record_refusal(reason, latency);
         }));
         if recorded.is_err() {
             tracing::error!(%reason, "writing the audit record of a refusal failed");

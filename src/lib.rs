@@ -16,13 +16,14 @@
 //!   edge::audit       Decision -> one audit record
 //!
 //! sources             watched files, the Workload API, the Downward API -> publish into the store
-//! authoring           celador check / test / eval and the rule reference, built on the engine
-//! app, cli            config -> engine and edge settings at start-up; the command line
+//! authoring           celador test / eval and the rule reference, built on the engine
+//! app, cli            config -> engine and edge settings at start-up; celador check; the command line
 //! inject              `celador inject`: the admission webhook that adds celador to pods
 //! ```
 //!
 //! Dependencies point one way, down this list: `cli` -> `inject` -> `app` ->
-//! `authoring` -> `edge` | `sources` -> `store` -> `metrics` -> `engine`.
+//! `authoring` -> `edge` | `sources` -> `store` | `metrics` -> `engine` (the
+//! store and the metrics are side by side: the store counts nothing).
 //! The engine is its own crate (`crates/celador-engine`, re-exported here as
 //! [`engine`]), so the compiler keeps it from depending on anything above
 //! it; `tests/layering.rs` fails when a module of this crate imports against

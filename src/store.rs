@@ -13,6 +13,11 @@
 //! cached verification. The store also tracks readiness: ready once every
 //! configured trust domain has a bundle.
 //!
+//! The store counts nothing: it depends on the engine alone. Its
+//! publishers count what they publish into their own metrics handle, and
+//! the admin listener reads readiness and the merged revocations from it
+//! when `/metrics` is served.
+//!
 //! Adding a live input (grants, revocations) costs one field in
 //! [`Snapshot`], one `publish_*` method here, and one source.
 
@@ -30,7 +35,6 @@ use crate::engine::identity::bundle::{Authority, DomainBundle, TrustBundles};
 use crate::engine::policy::Policy;
 use crate::engine::revocations::Revocations;
 use crate::engine::risks::Risks;
-use crate::metrics::Metrics;
 
 /// A part of a bundle with the fingerprint of the content it came from.
 #[derive(Clone)]
@@ -80,6 +84,15 @@ pub enum PartUpdate {
     Jwt(Option<JwtPart>),
 }
 
+/// What an update of a bundle's part did to the trust domain's bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartChange {
+    /// The bundle changed and has content.
+    Updated,
+    /// Both parts are now redacted: the trust domain has no bundle.
+    Redacted,
+}
+
 /// Grants and revocations by where they came from, merged at each
 /// publish: a revocation in either revokes, a grant in either grants.
 #[derive(Default)]
@@ -100,7 +113,6 @@ pub struct Store {
     /// Serialises publishers, so that no update is lost between reading the
     /// current snapshot and storing the next.
     writer: Mutex<Bundles>,
-    metrics: Arc<Metrics>,
     ready: watch::Sender<bool>,
     /// Why the pending trust domains wait, when a source knows (the
     /// Workload API's refusal), for `/readyz`.
@@ -125,9 +137,7 @@ impl Store {
         policy: Arc<Policy>,
         configured: BTreeSet<String>,
         initial: HashMap<String, Arc<DomainBundle>>,
-        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        metrics.rules_loaded(&policy);
         let now = SystemTime::now();
         let bundles = Bundles {
             configured,
@@ -148,7 +158,6 @@ impl Store {
             writer: Mutex::new(bundles),
             governance: Mutex::default(),
             pending_reason: Mutex::new(None),
-            metrics,
             ready,
         });
         let bundles = store.lock();
@@ -163,7 +172,7 @@ impl Store {
         let pending = bundles.pending().map(str::to_owned);
         let domains = bundles.domains().clone();
         let configured = domains.keys().cloned().chain(pending).collect();
-        Store::new(policy, configured, domains, Arc::new(Metrics::default()))
+        Store::new(policy, configured, domains)
     }
 
     fn lock(&self) -> MutexGuard<'_, Bundles> {
@@ -190,9 +199,9 @@ impl Store {
         self.ready.subscribe()
     }
 
-    /// The metrics the store and its readers count into.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+    /// Whether every configured trust domain has a bundle.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
     }
 
     /// When each trust domain's current bundle arrived.
@@ -229,7 +238,6 @@ impl Store {
     /// Publishes new rules; checks already running keep the old ones.
     pub fn publish_policy(&self, policy: Arc<Policy>) {
         let _writer = self.lock();
-        self.metrics.rules_loaded(&policy);
         self.publish(|s| s.policy = policy);
     }
 
@@ -311,7 +319,6 @@ impl Store {
                 Arc::new(Revocations::merged(&parts.file_revocations, revocations)),
             ),
         };
-        self.metrics.revocations_loaded(revocations.len());
         self.publish(|s| {
             s.grants = grants;
             s.revocations = revocations;
@@ -346,30 +353,28 @@ impl Store {
     }
 
     /// Sets one part of a trust domain's bundle (the Workload API). Returns
-    /// whether anything changed.
-    pub fn update_bundle_part(&self, trust_domain: &str, update: PartUpdate) -> bool {
+    /// what changed: `None` when nothing did.
+    pub fn update_bundle_part(&self, trust_domain: &str, update: PartUpdate) -> Option<PartChange> {
         let mut bundles = self.lock();
         let mut parts = bundles.parts.get(trust_domain).cloned().unwrap_or_default();
         if !parts.apply(update) {
-            return false;
+            return None;
         }
-        if parts.x509.is_none() && parts.jwt.is_none() {
+        let change = if parts.x509.is_none() && parts.jwt.is_none() {
             bundles.domains.remove(trust_domain);
-            self.metrics
-                .bundle_update(trust_domain, "workload_api", "redacted");
+            PartChange::Redacted
         } else {
             bundles
                 .domains
                 .insert(trust_domain.to_owned(), Arc::new(parts.bundle()));
-            self.metrics
-                .bundle_update(trust_domain, "workload_api", "ok");
-        }
+            PartChange::Updated
+        };
         bundles.parts.insert(trust_domain.to_owned(), parts);
         bundles
             .changed
             .insert(trust_domain.to_owned(), SystemTime::now());
         self.publish_bundles(&bundles);
-        true
+        Some(change)
     }
 
     /// Publishes the bundles as they now are, and readiness with them.
@@ -378,7 +383,6 @@ impl Store {
         let ready = pending.is_empty();
         let bundles = Arc::new(TrustBundles::new(bundles.domains.clone(), pending));
         self.publish(|s| s.bundles = bundles);
-        self.metrics.ready.set(i64::from(ready));
         self.ready.send_replace(ready);
     }
 }

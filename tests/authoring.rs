@@ -1430,3 +1430,113 @@ fn a_has_guard_is_explained_without_an_internal_error() {
     assert!(out.contains("has(source.id)  => true\n"), "{out}");
     assert!(!out.contains("Unexpected type"), "{out}");
 }
+
+/// Asserts that `output` has a diagnostic starting with `message` that
+/// points at `file:line:column`, with the line's text and a caret under
+/// the column, as rustc does.
+fn assert_placed(
+    output: &str,
+    file: &Path,
+    (line, column): (usize, usize),
+    text: &str,
+    message: &str,
+) {
+    let pad = " ".repeat(line.to_string().len());
+    let place = format!(
+        " --> {}:{line}:{column}\n{pad} |\n{line} | {text}\n{pad} | {}^",
+        file.display(),
+        " ".repeat(column - 1)
+    );
+    let found = output.match_indices(message).any(|(i, _)| {
+        let rest = &output[i..];
+        rest.find("\n --> ")
+            .is_some_and(|at| rest[at + 1..].starts_with(&place))
+    });
+    assert!(found, "missing\n{message}\n{place}\nin:\n{output}");
+}
+
+#[test]
+fn check_places_every_governance_files_problem_at_its_line_with_a_caret() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    // Revocations: the value at fault, on line 7.
+    let revocations = write(
+        "revocations.yaml",
+        "# revoked on call\nrevocations:\n  - spiffe_id: spiffe://example.org/a\n    reason: leaked\n\n  - x509_serial: \"0a\"\n    issuer: not a name\n    reason: typo\n",
+    );
+    let (code, out) = check(&[revocations.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_placed(
+        &out,
+        &revocations,
+        (7, 13),
+        "    issuer: not a name",
+        "error: revocation 2 (reason \"typo\"): issuer \"not a name\" is not a distinguished name",
+    );
+    // Grants: the grant at fault, on line 4.
+    let grants = write(
+        "grants.yaml",
+        "grants:\n  - name: fine\n    identities: [\"spiffe://example.org/a\"]\n    expires: 2030-01-01T00:00:00Z\n    reason: ok\n  - name: nobody\n    identities: []\n    expires: 2030-01-01T00:00:00Z\n    reason: x\n",
+    );
+    let (code, out) = check(&[grants.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("error: grant 'nobody': `identities` is empty"),
+        "{out}"
+    );
+    assert_placed(
+        &out,
+        &grants,
+        (6, 11),
+        "  - name: nobody",
+        "error: grant 'nobody': `identities` is empty",
+    );
+    // A suite: its shape, placed where YAML reads it wrong.
+    let suite = write(
+        "broken_test.yaml",
+        "rules: rules.yaml\ncases:\n  - name: a\n    expect: { decision: allow }\n  - name: b\n    expct: { decision: deny }\n",
+    );
+    let (code, out) = check(&[suite.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("unknown field `expct`"), "{out}");
+    assert!(
+        out.contains(&format!(" --> {}:6:5\n", suite.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains("6 |     expct: { decision: deny }\n  |     ^"),
+        "{out}"
+    );
+    // A config: the key at fault, and each deprecated key a warning at its line.
+    let config = write(
+        "celador.yaml",
+        "listen: 127.0.0.1:9191\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: b.pem\nrevocations: revocations.yaml\ngovernance:\n  grants: g.yaml\n  store: http://redis:6379\n",
+    );
+    let (code, out) = check(&[config.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_placed(
+        &out,
+        &config,
+        (9, 3),
+        "  store: http://redis:6379",
+        "error: governance.store: 'http://redis:6379' is not a URL like redis://HOST:6379/0 or rediss://HOST:6379/0",
+    );
+    assert_placed(
+        &out,
+        &config,
+        (6, 1),
+        "revocations: revocations.yaml",
+        "warning: the top-level key `revocations` is deprecated: write it as `governance.revocations` (it still works)",
+    );
+    // The same config, valid: it passes with the warning.
+    std::fs::write(&config, "listen: 127.0.0.1:9191\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: b.pem\nrevocations: revocations.yaml\n").unwrap();
+    let (code, out) = check(&[config.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 error(s), 1 warning(s)"), "{out}");
+    let (code, _) = check(&[config.to_str().unwrap()], &["--deny-warnings"]);
+    assert_eq!(code, 1);
+}

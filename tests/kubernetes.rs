@@ -1620,6 +1620,45 @@ fn store_values() -> Value {
         "keyPrefix": "shop-fleet", "signalsInterval": "1s"}}})
 }
 
+/// The sidecar config is in the `governance:` form whatever the values
+/// say: the chart's store merged with `sidecar.config.governance`, and a
+/// deprecated top-level key of `sidecar.config` (`revocations`) moved under
+/// `governance`, over the injector's default; `celador serve` takes it
+/// without a deprecation.
+#[test]
+fn sidecar_governance_keys_are_merged_under_governance_whatever_the_values_spelling() {
+    let mut values = store_values();
+    merge(
+        &mut values,
+        &json!({"sidecar": {"config": {"revocations": "/etc/fleet/revocations.yaml",
+            "governance": {"grants_max_duration": "2h"}}}}),
+    );
+    let (settings, _) = settings_of(&Rendered::of(&values));
+    // The injector names the deprecated key (it logs it at start-up).
+    assert_eq!(
+        settings.deprecated_config_keys().collect::<Vec<_>>(),
+        ["revocations"]
+    );
+    let text = celador::inject::sidecar::config_text(&settings);
+    let config: Value = serde_json::from_str(&text).unwrap();
+    let governance = &config["governance"];
+    assert_eq!(governance["store"], "rediss://redis.platform:6379/0");
+    assert_eq!(governance["grants_max_duration"], "2h");
+    assert_eq!(governance["revocations"], "/etc/fleet/revocations.yaml");
+    assert_eq!(
+        governance["grants"],
+        json!({"path": "/etc/celador/governance/grants.yaml", "optional": true})
+    );
+    assert!(config.get("revocations").is_none(), "{config}");
+    let parsed =
+        celador::app::config::Config::parse(&text, std::path::Path::new("sidecar")).unwrap();
+    assert!(parsed.deprecations().is_empty());
+    assert_eq!(
+        parsed.governance().grants_max_duration.0,
+        std::time::Duration::from_secs(7200)
+    );
+}
+
 /// `governance.store` reaches the sidecar: its config's `governance`
 /// section, the password from the Secret in an environment variable (never
 /// in the config), the CA mounted where `ca_file` says; and `celador serve`
@@ -1638,7 +1677,9 @@ fn the_governance_store_values_reach_the_sidecar_config_env_and_mounts() {
         config["governance"],
         json!({"store": "rediss://redis.platform:6379/0", "username": "celador-sidecar",
             "password_env": "CELADOR_STORE_PASSWORD", "ca_file": "/etc/celador/store-ca/ca.crt",
-            "key_prefix": "shop-fleet", "startup_wait": "5s", "signals_interval": "1s"})
+            "key_prefix": "shop-fleet", "startup_wait": "5s", "signals_interval": "1s",
+            "grants": {"path": "/etc/celador/governance/grants.yaml", "optional": true},
+            "revocations": {"path": "/etc/celador/governance/revocations.yaml", "optional": true}})
     );
     assert!(
         celador["env"]
@@ -2248,7 +2289,10 @@ fn the_governance_config_map_is_mounted_optional_and_an_annotation_names_another
         let config: Value =
             serde_json::from_str(celador["env"][3]["value"].as_str().unwrap()).unwrap();
         assert_eq!(
-            (&config["grants"], &config["revocations"]),
+            (
+                &config["governance"]["grants"],
+                &config["governance"]["revocations"]
+            ),
             (
                 &json!({"path": "/etc/celador/governance/grants.yaml", "optional": true}),
                 &json!({"path": "/etc/celador/governance/revocations.yaml", "optional": true})

@@ -683,3 +683,35 @@ async fn optional_governance_files_may_be_missing_and_are_loaded_when_they_appea
     });
     assert!(back.is_some(), "still revoked; log:\n{}", celador.log());
 }
+
+/// A config written before `governance:` grouped the governance keys
+/// still starts and decides with them; start-up logs a warning for each
+/// deprecated key, naming the old key and the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_form_config_starts_and_logs_each_deprecated_key() {
+    let setup = Setup::new();
+    std::fs::write(
+        setup.path("revocations.yaml"),
+        "revocations:\n  - spiffe_id: spiffe://example.org/ns/payments/sa/api\n    reason: INC-2\n",
+    )
+    .unwrap();
+    let celador = Celador::start(
+        &setup.config("revocations: revocations.yaml\nsignals:\n  max_identities: 5\n"),
+    );
+    let leaf = setup.ca.svid("spiffe://example.org/ns/payments/sa/api");
+    let response = check(&celador, request(&leaf.envoy_encoded(), "GET", "/", &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        denial(&response),
+        Some((403, "revoked".to_owned())),
+        "{response:?}"
+    );
+    let log = celador.log();
+    for key in ["revocations", "signals"] {
+        let warning =
+            format!("the top-level key `{key}` is deprecated: write it as `governance.{key}`");
+        assert!(log.contains(&warning), "{warning} in:\n{log}");
+    }
+    assert!(!log.contains("`grants`"), "{log}");
+}

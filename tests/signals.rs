@@ -943,7 +943,7 @@ async fn without_a_store_a_risks_file_carries_the_risk_level_to_celador_serve() 
     write(
         "celador.yaml",
         "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
-         revocations: {path: revocations.yaml, optional: true}\nrisks: {path: risks.yaml, optional: true}\n\
+         governance:\n  revocations: {path: revocations.yaml, optional: true}\n  risks: {path: risks.yaml, optional: true}\n\
          log:\n  format: json\n",
     );
     let receiver = Receiver::start(&path("receiver.yaml"));

@@ -33,7 +33,8 @@ pub struct AdminState {
 
 /// Sets the metrics whose counts are kept elsewhere, as of now: the log
 /// writers' drops, the SVID and decision caches' lookups, the grants open,
-/// the signals table, and each trust domain's bundle expiry and age.
+/// the signals table, readiness, the revocations in force, and each trust
+/// domain's bundle expiry and age.
 fn observe(state: &AdminState) {
     observe_governance(state);
     let metrics = &state.metrics;
@@ -51,8 +52,10 @@ fn observe(state: &AdminState) {
         Ok(d) => d.as_secs_f64(),
         Err(e) => -e.duration().as_secs_f64(),
     };
+    metrics.ready.set(i64::from(store.is_ready()));
     metrics.live.bundle_expiry.clear();
     let snapshot = store.snapshot();
+    metrics.revocations_loaded(snapshot.revocations.len());
     for (td, bundle) in snapshot.bundles.domains() {
         if let Some(until) = bundle.x509_authorities().iter().map(|a| a.not_after).min() {
             metrics

@@ -77,29 +77,32 @@ pub struct Config {
     /// Caches.
     #[serde(default)]
     pub cache: CacheConfig,
-    /// Time-bound grants: a watched file, and the longest grant accepted.
-    #[serde(default)]
-    pub grants: Option<watched::WatchedFile>,
-    /// The longest a grant may last (from `not_before`, or from when it is
-    /// loaded); longer grants are refused at load.
-    #[serde(default = "default_grants_max_duration")]
-    pub grants_max_duration: DurationText,
-    /// Revoked credentials: a watched file.
-    #[serde(default)]
-    pub revocations: Option<watched::WatchedFile>,
-    /// A candidate rules file evaluated beside `policy`, never enforced.
-    #[serde(default)]
-    pub shadow_policy: Option<watched::WatchedFile>,
-    /// Risk levels security tools reported (`signals.risk`): a watched
-    /// file `celador signals serve` writes without a governance store.
-    #[serde(default)]
-    pub risks: Option<watched::WatchedFile>,
-    /// Behavioural signals.
-    #[serde(default)]
-    pub signals: SignalsConfig,
-    /// The fleet's governance store (Redis), merged with the files.
-    #[serde(default)]
-    pub governance: Option<governance::GovernanceConfig>,
+    /// Runtime governance as written: the `governance` section. Read
+    /// [`Config::governance`], which merges it with the deprecated
+    /// top-level keys.
+    #[serde(default, rename = "governance")]
+    governance_section: Option<governance::GovernanceSection>,
+    /// Deprecated: `governance.grants` at the top level.
+    #[serde(default, rename = "grants")]
+    top_level_grants: Option<watched::WatchedFile>,
+    /// Deprecated: `governance.grants_max_duration` at the top level.
+    #[serde(default, rename = "grants_max_duration")]
+    top_level_grants_max_duration: Option<DurationText>,
+    /// Deprecated: `governance.revocations` at the top level.
+    #[serde(default, rename = "revocations")]
+    top_level_revocations: Option<watched::WatchedFile>,
+    /// Deprecated: `governance.shadow_policy` at the top level.
+    #[serde(default, rename = "shadow_policy")]
+    top_level_shadow_policy: Option<watched::WatchedFile>,
+    /// Deprecated: `governance.signals` at the top level.
+    #[serde(default, rename = "signals")]
+    top_level_signals: Option<SignalsConfig>,
+    /// The governance in force, from whichever spelling said it.
+    #[serde(skip)]
+    governance: governance::Governance,
+    /// The deprecated keys in use.
+    #[serde(skip)]
+    deprecations: Vec<governance::Deprecation>,
     /// Tracing: a span per check, exported over OTLP; off without it.
     #[serde(default)]
     pub tracing: Option<TracingConfig>,
@@ -297,9 +300,6 @@ fn default_decision_entries() -> u64 {
 }
 fn default_decision_max_bytes() -> u64 {
     16 << 20
-}
-fn default_grants_max_duration() -> DurationText {
-    DurationText::new(crate::engine::grants::DEFAULT_MAX_DURATION)
 }
 
 /// Where spans go, and how many.
@@ -564,16 +564,43 @@ impl Config {
     /// Parses and validates `text`; relative paths resolve against the
     /// directory of `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = crate::engine::yaml::from_str(text, path)?;
+        Config::parse_reporting(text, path).0
+    }
+
+    /// [`Config::parse`], with the deprecated keys `text` uses whether or
+    /// not it is valid otherwise (what `celador check` reports).
+    pub fn parse_reporting(
+        text: &str,
+        path: &Path,
+    ) -> (Result<Config, ConfigError>, Vec<governance::Deprecation>) {
+        let mut config: Config = match crate::engine::yaml::from_str(text, path) {
+            Ok(config) => config,
+            Err(e) => return (Err(e.into()), Vec::new()),
+        };
         config.base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
-        let problems = config.problems();
+        let resolved = governance::resolve(
+            config.governance_section.take(),
+            governance::TopLevelKeys {
+                grants: config.top_level_grants.take(),
+                grants_max_duration: config.top_level_grants_max_duration.take(),
+                revocations: config.top_level_revocations.take(),
+                shadow_policy: config.top_level_shadow_policy.take(),
+                signals: config.top_level_signals.take(),
+            },
+        );
+        config.governance = resolved.governance;
+        config.deprecations = resolved.deprecations;
+        let mut problems = resolved.problems;
+        problems.extend(config.problems());
+        let deprecations = config.deprecations.clone();
         if problems.is_empty() {
-            Ok(config)
+            (Ok(config), deprecations)
         } else {
-            Err(ConfigError::Invalid {
+            let invalid = ConfigError::Invalid {
                 path: path.to_owned(),
                 problems,
-            })
+            };
+            (Err(invalid), deprecations)
         }
     }
 
@@ -636,11 +663,10 @@ impl Config {
         problems
     }
 
-    /// The durations' problems, and the governance store's settings'.
+    /// The durations' problems (the governance section's are
+    /// [`governance::resolve`]'s).
     fn duration_problems(&self, problems: &mut Vec<String>) {
-        self.governance.iter().for_each(|g| g.problems(problems));
         let durations = [
-            ("grants_max_duration", Some(&self.grants_max_duration)),
             ("shutdown_grace", Some(&self.shutdown_grace)),
             ("cache.svid_max_ttl", Some(&self.cache.svid_max_ttl)),
             ("cache.decision_ttl", Some(&self.cache.decision_ttl)),
@@ -738,6 +764,19 @@ impl Config {
         }
     }
 
+    /// Runtime governance: the grants, revocations and shadow rules files,
+    /// the longest grant, the signals and the fleet's store, whether the
+    /// config says them under `governance:` or at the deprecated top level.
+    pub fn governance(&self) -> &governance::Governance {
+        &self.governance
+    }
+
+    /// The deprecated keys the config uses, each with what to write
+    /// instead: `celador check` prints them, `celador serve` logs them.
+    pub fn deprecations(&self) -> &[governance::Deprecation] {
+        &self.deprecations
+    }
+
     /// The listen address.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen.parse().ok()
@@ -818,9 +857,10 @@ mod tests {
                 optional,
             })
         };
-        assert_eq!(config.grants, file("g.yaml", false));
-        assert_eq!(config.revocations, file("gov/revocations.yaml", true));
-        assert_eq!(config.shadow_policy, file("s.yaml", false));
+        let governance = config.governance();
+        assert_eq!(governance.grants, file("g.yaml", false));
+        assert_eq!(governance.revocations, file("gov/revocations.yaml", true));
+        assert_eq!(governance.shadow_policy, file("s.yaml", false));
         let err = parse(&format!(
             "{MINIMAL}grants: {{path: g.yaml, optinal: true}}\n"
         ))

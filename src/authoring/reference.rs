@@ -235,7 +235,7 @@ own checker. Every difference known is listed here, with why.
 
 const GOVERNANCE: &str = r#"## Grants
 
-A grants file (config key `grants:`, in Kubernetes a ConfigMap) gives named
+A grants file (config key `governance.grants`, in Kubernetes a ConfigMap) gives named
 identities access for a time, with a reason:
 
 ```yaml
@@ -252,7 +252,7 @@ A grant is in force from `not_before` (inclusive) to `expires` (exclusive),
 to the second and with no reload: it allows what no allow rule does, and
 deny rules still override it. Deny rules read it as `grant`
 (`grant.name != "" && request.path.startsWith("/export/billing/")`).
-A grant longer than `grants_max_duration` (24h by default; measured from
+A grant longer than `governance.grants_max_duration` (24h by default; measured from
 `not_before`, or from when the file is loaded) is an error, as are an empty
 reason, an identity that is not a SPIFFE ID (nor one ending in `/`, a
 prefix), and any problem in a condition. With a governance store
@@ -263,7 +263,7 @@ force for its cases.
 
 ## Revocations
 
-A revocations file (config key `revocations:`) lists credentials that are
+A revocations file (config key `governance.revocations`) lists credentials that are
 denied at once (403, reason `revoked`), before rules, grants and the
 decision cache; each entry names one thing and says why:
 
@@ -319,7 +319,7 @@ of a minute sees `requests_1m == 31`); denial counts are of earlier
 requests. Each window is ten buckets of a tenth of its length, so it covers
 between 90 % and 100 % of its length. The counts are kept **per celador
 instance**: in Kubernetes, per pod, not per service. At most
-`signals.max_identities` identities (10,000) are counted; the least recently
+`governance.signals.max_identities` identities (10,000) are counted; the least recently
 seen are dropped past that (`celador_signals_dropped_identities_total`).
 With a governance store, `signals.fleet.*` are the same counts summed over
 every celador sharing it, lagging by up to one `governance.signals_interval`

@@ -579,7 +579,7 @@ fn a_shadow_rules_file_is_evaluated_beside_the_enforced_one_and_only_audited() {
     assert_eq!(shadow["version"].as_str().map(str::len), Some(16));
     assert_eq!(records[0]["versions"]["shadow_policy"], shadow["version"]);
     assert_eq!(records[1]["shadow"][0]["allowed"], true);
-    let metrics = a.store().metrics().encode();
+    let metrics = a.metrics().encode();
     assert!(
         metrics.contains(
             "celador_shadow_differences_total{source=\"policy\",enforced=\"allow\",shadow=\"deny\"} 1"

@@ -105,6 +105,12 @@ pub fn run(
     let checked = args.check()?;
     let _telemetry =
         crate::app::telemetry::init(&settings.log).map_err(|e| ServeError::Unusable(vec![e]))?;
+    for key in settings.deprecated_config_keys() {
+        tracing::warn!(
+            key,
+            "config.{key}: a deprecated top-level key of the sidecar config; the injector writes it as governance.{key} (write it there)"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

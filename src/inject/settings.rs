@@ -63,8 +63,11 @@ pub struct Settings {
     #[serde(default)]
     pub security_context: Map<String, Value>,
     /// More `celador serve` config keys for the sidecar (for example
-    /// `cache`, `audit`, `identity`, `revocations`); the keys the injector
-    /// sets itself are refused here.
+    /// `cache`, `audit`, `identity`, `governance`); the keys the injector
+    /// sets itself are refused here. `governance` is merged over the
+    /// injector's (the namespace's grants and revocations files), and a
+    /// deprecated top-level governance key (`revocations`, ...) is moved
+    /// under it.
     #[serde(default)]
     pub config: Map<String, Value>,
     /// The injector's own logs.
@@ -309,6 +312,15 @@ impl Settings {
 }
 
 impl Settings {
+    /// The deprecated top-level governance keys of `config` (`revocations`,
+    /// ...), which the injector moves under `governance`.
+    pub fn deprecated_config_keys(&self) -> impl Iterator<Item = &str> {
+        self.config
+            .keys()
+            .map(String::as_str)
+            .filter(|key| crate::app::config::governance::TOP_LEVEL_KEYS.contains(key))
+    }
+
     fn governance_problems(&self, problems: &mut Vec<String>) {
         let g = &self.governance;
         if let Err(e) = dns_subdomain(&g.config_map) {
@@ -321,7 +333,8 @@ impl Settings {
             if let Err(e) = config_key(&r.key) {
                 problems.push(format!("governance.{what}: key: {e}"));
             }
-            if !self.config.contains_key("governance") {
+            let store = self.config.get("governance").and_then(|g| g.get("store"));
+            if store.is_none() {
                 problems.push(format!(
                     "governance.{what}: is for a governance store, and config.governance names none"
                 ));

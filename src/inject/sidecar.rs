@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use super::settings::{BundleSource, CaSource, Settings};
+use crate::app::config::governance::TOP_LEVEL_KEYS;
 
 /// The sidecar container's name.
 pub const CONTAINER: &str = "celador";
@@ -69,17 +70,6 @@ fn config(settings: &Settings) -> Value {
         "policy",
         json!(format!("{RULES_DIR}/{}", settings.rules.key)),
     );
-    // Optional: a namespace without the governance ConfigMap (or without
-    // one of its keys) runs with no grants or no revocations.
-    for (key, file) in [
-        ("grants", GOVERNANCE_KEYS[0]),
-        ("revocations", GOVERNANCE_KEYS[1]),
-    ] {
-        set(
-            key,
-            json!({"path": format!("{GOVERNANCE_DIR}/{file}"), "optional": true}),
-        );
-    }
     set("workload", json!({"downward_api": PODINFO_DIR}));
     set("log", json!({"format": "json"}));
     let trust_domain = match &settings.bundle {
@@ -98,11 +88,25 @@ fn config(settings: &Settings) -> Value {
         "trust_domains",
         json!({ settings.trust_domain.clone(): trust_domain }),
     );
+    let mut governance = governance();
     for (key, value) in &settings.config {
-        set(key, value.clone());
+        match (key.as_str(), value) {
+            // The operator's governance keys over the injector's.
+            ("governance", Value::Object(theirs)) => governance.extend(theirs.clone()),
+            // A deprecated top-level key, written where it now belongs.
+            (key, _) if TOP_LEVEL_KEYS.contains(&key) => {
+                governance.insert(key.to_owned(), value.clone());
+            }
+            _ => set(key, value.clone()),
+        }
+    }
+    if !config.contains_key("governance") {
+        config.insert("governance".into(), Value::Object(governance));
     }
     // The store's password and CA, where the injector puts them.
-    if let Some(Value::Object(store)) = config.get_mut("governance") {
+    if let Some(Value::Object(store)) = config.get_mut("governance")
+        && store.contains_key("store")
+    {
         if settings.governance.store_password.is_some() {
             store.insert("password_env".into(), json!(STORE_PASSWORD_ENV));
         }
@@ -111,6 +115,22 @@ fn config(settings: &Settings) -> Value {
         }
     }
     Value::Object(config)
+}
+
+/// The injector's `governance` section: the namespace's governance
+/// ConfigMap, optional: a namespace without it (or without one of its
+/// keys) runs with no grants or no revocations.
+fn governance() -> serde_json::Map<String, Value> {
+    [
+        ("grants", GOVERNANCE_KEYS[0]),
+        ("revocations", GOVERNANCE_KEYS[1]),
+    ]
+    .into_iter()
+    .map(|(key, file)| {
+        let path = format!("{GOVERNANCE_DIR}/{file}");
+        (key.to_owned(), json!({"path": path, "optional": true}))
+    })
+    .collect()
 }
 
 /// The sidecar container: a native sidecar (`restartPolicy: Always` in

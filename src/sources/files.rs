@@ -19,6 +19,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 
+use crate::engine::file_kind::{self, FileKind, GrantLimits, LoadError, Loaded};
 use crate::engine::grants::Grants;
 use crate::engine::identity::bundle;
 use crate::engine::policy::{Diagnostic, Policy, PolicyError, Severity};
@@ -127,28 +128,68 @@ impl GovernanceFile {
         }
     }
 
-    /// Parses `bytes`, read from `path`; the error says every problem.
-    pub fn parse(self, path: &Path, bytes: &[u8]) -> Result<Governance, String> {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| format!("{}: the file is not UTF-8", path.display()))?;
-        let rules_error = |e: PolicyError| {
-            e.diagnostics
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
+    /// The kind of file it is, of those `celador check` reads (not a
+    /// risks file: `celador signals serve` writes and checks it).
+    pub fn kind(self) -> Option<FileKind> {
+        match self {
+            GovernanceFile::Grants { .. } => Some(FileKind::Grants),
+            GovernanceFile::Revocations => Some(FileKind::Revocations),
+            GovernanceFile::ShadowPolicy => Some(FileKind::Rules),
+            GovernanceFile::Risks => None,
+        }
+    }
+
+    /// Parses `bytes`, read from `path`, as `celador check` does; the
+    /// error places every problem in the file.
+    pub fn parse(self, path: &Path, bytes: &[u8]) -> Result<Governance, LoadError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| LoadError {
+            diagnostics: PolicyError::unreadable(
+                path,
+                &std::io::Error::other("the file is not UTF-8"),
+            )
+            .diagnostics,
+        })?;
+        let max_duration = match self {
+            GovernanceFile::Grants { max_duration } => max_duration,
+            _ => crate::engine::grants::DEFAULT_MAX_DURATION,
         };
-        Ok(match self {
-            GovernanceFile::Grants { max_duration } => Governance::Grants(
-                Grants::parse(text, path, max_duration, std::time::SystemTime::now())
-                    .map_err(rules_error)?,
-            ),
-            GovernanceFile::Revocations => Governance::Revocations(Revocations::parse(text, path)?),
-            GovernanceFile::ShadowPolicy => {
-                Governance::ShadowPolicy(Policy::parse(text, path).map_err(rules_error)?)
-            }
-            GovernanceFile::Risks => Governance::Risks(Risks::parse(text, path)?),
-        })
+        let limits = GrantLimits {
+            max_duration,
+            now: std::time::SystemTime::now(),
+        };
+        let Some(kind) = self.kind() else {
+            // The risks file, written by `celador signals serve` and
+            // checked there with this parser: its problems name the entry,
+            // not a line.
+            return Risks::parse(text, path)
+                .map(Governance::Risks)
+                .map_err(|message| LoadError {
+                    diagnostics: vec![Diagnostic {
+                        severity: Severity::Error,
+                        file: path.to_owned(),
+                        line: 0,
+                        column: 0,
+                        rule: None,
+                        message,
+                        line_text: None,
+                    }],
+                });
+        };
+        let loaded = file_kind::load(kind, text, path, limits);
+        match loaded {
+            Some(Ok(Loaded::Grants(grants))) => Ok(Governance::Grants(grants)),
+            Some(Ok(Loaded::Revocations(revocations))) => Ok(Governance::Revocations(revocations)),
+            Some(Ok(Loaded::Rules(policy))) => Ok(Governance::ShadowPolicy(policy)),
+            Some(Err(e)) => Err(e),
+            // `kind` names only kinds the engine loads.
+            None => Err(LoadError {
+                diagnostics: PolicyError::unreadable(
+                    path,
+                    &std::io::Error::other("not a kind of file the engine loads"),
+                )
+                .diagnostics,
+            }),
+        }
     }
 }
 
@@ -287,7 +328,7 @@ impl Sinks {
     ) {
         let parsed = content
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
-            .and_then(|bytes| file.parse(path, &bytes));
+            .and_then(|bytes| file.parse(path, &bytes).map_err(|e| e.to_string()));
         match parsed {
             Ok(governance) => {
                 governance.publish(&self.store, path);
@@ -324,6 +365,7 @@ impl Sinks {
                     rules = policy.rules().len(),
                     "rules reloaded"
                 );
+                self.metrics.rules_loaded(&policy);
                 self.store.publish_policy(Arc::new(policy));
                 self.metrics.policy_reload(true);
                 self.metrics.rules_reload_attempt(true, unix_now());
@@ -548,7 +590,6 @@ mod tests {
             Arc::new(Policy::parse("rules: []\n", Path::new("p.yaml")).unwrap()),
             BTreeSet::new(),
             std::collections::HashMap::new(),
-            Arc::clone(&metrics),
         );
         let mut live = LiveFiles::new(Arc::clone(&store), Arc::clone(&metrics));
         live.governance(GovernanceFile::Revocations, path.clone(), None, true);

@@ -20,7 +20,7 @@ mod jwt_stream;
 
 use crate::engine::identity::bundle::anchors_from_der_certs;
 use crate::metrics::Metrics;
-use crate::store::{JwtPart, PartUpdate, Store, X509Part};
+use crate::store::{JwtPart, PartChange, PartUpdate, Store, X509Part};
 
 /// The first reconnection delay.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -78,7 +78,7 @@ async fn stream_forever(
     let mut backoff = INITIAL_BACKOFF;
     let mut jitter = Jitter::new();
     loop {
-        match stream_once(&source, &store, kind, &mut backoff).await {
+        match stream_once(&source, (&store, &metrics), kind, &mut backoff).await {
             Ok(()) => tracing::warn!(
                 endpoint = %source.endpoint,
                 "the Workload API ended its stream of {}; keeping the last bundles",
@@ -104,7 +104,7 @@ async fn stream_forever(
                         Kind::X509 => PartUpdate::X509(None),
                         Kind::Jwt => PartUpdate::Jwt(None),
                     };
-                    store.update_bundle_part(td, redaction);
+                    update_part(&store, &metrics, td, redaction);
                 }
             }
             Err(StreamError::Failed(e)) => tracing::warn!(
@@ -124,19 +124,31 @@ async fn stream_forever(
 /// resets `backoff`: the connection works.
 async fn stream_once(
     source: &WorkloadApiSource,
-    store: &Store,
+    sink: (&Store, &Metrics),
     kind: Kind,
     backoff: &mut Duration,
 ) -> Result<(), StreamError> {
     match kind {
-        Kind::X509 => stream_x509(source, store, backoff).await,
-        Kind::Jwt => stream_jwt(source, store, backoff).await,
+        Kind::X509 => stream_x509(source, sink, backoff).await,
+        Kind::Jwt => stream_jwt(source, sink, backoff).await,
     }
+}
+
+/// Sets a part of `td`'s bundle in `store`, counting the update; whether
+/// anything changed.
+fn update_part(store: &Store, metrics: &Metrics, td: &str, update: PartUpdate) -> bool {
+    let change = store.update_bundle_part(td, update);
+    match change {
+        Some(PartChange::Updated) => metrics.bundle_update(td, "workload_api", "ok"),
+        Some(PartChange::Redacted) => metrics.bundle_update(td, "workload_api", "redacted"),
+        None => {}
+    }
+    change.is_some()
 }
 
 async fn stream_x509(
     source: &WorkloadApiSource,
-    store: &Store,
+    (store, metrics): (&Store, &Metrics),
     backoff: &mut Duration,
 ) -> Result<(), StreamError> {
     let client = WorkloadApiClient::connect_to(&source.endpoint)
@@ -155,7 +167,7 @@ async fn stream_x509(
             let Ok(update) = x509_part(td, bundle.as_deref()) else {
                 continue;
             };
-            let changed = store.update_bundle_part(td, PartUpdate::X509(update.clone()));
+            let changed = update_part(store, metrics, td, PartUpdate::X509(update.clone()));
             log_update(td, "X.509", &update, changed);
         }
     }
@@ -164,7 +176,7 @@ async fn stream_x509(
 
 async fn stream_jwt(
     source: &WorkloadApiSource,
-    store: &Store,
+    (store, metrics): (&Store, &Metrics),
     backoff: &mut Duration,
 ) -> Result<(), StreamError> {
     let mut stream = jwt_stream::open(&source.endpoint)
@@ -179,7 +191,7 @@ async fn stream_jwt(
             let Ok(update) = jwt_part(td, jwks.map(Vec::as_slice)) else {
                 continue;
             };
-            let changed = store.update_bundle_part(td, PartUpdate::Jwt(update.clone()));
+            let changed = update_part(store, metrics, td, PartUpdate::Jwt(update.clone()));
             log_update(td, "JWT", &update, changed);
         }
     }

@@ -87,7 +87,8 @@ app.kubernetes.io/component: injector
 {{- if .url }}
 {{- $store := dict "store" .url "key_prefix" .keyPrefix "startup_wait" .startupWait "signals_interval" .signalsInterval }}
 {{- if .username }}{{- $_ := set $store "username" .username }}{{- end }}
-{{- $_ := set $config "governance" $store }}
+{{- /* Merged into sidecar.config.governance (its grants, signals, ...), not over it. */}}
+{{- $_ := set $config "governance" (merge $store (get $config "governance" | default dict)) }}
 {{- if .passwordSecret.name }}
 {{- $_ := set $governance "store_password" (dict "name" .passwordSecret.name "key" .passwordSecret.key) }}
 {{- end }}

@@ -98,16 +98,20 @@ impl Grants {
         now: SystemTime,
     ) -> Result<Grants, PolicyError> {
         let file: GrantsFile = super::yaml::from_str(text, path).map_err(|e| PolicyError {
-            diagnostics: vec![diagnostic(
-                path,
-                (e.line, e.column),
-                Severity::Error,
-                None,
-                e.message,
-            )],
+            diagnostics: with_line_text(
+                text,
+                vec![diagnostic(
+                    path,
+                    (e.line, e.column),
+                    Severity::Error,
+                    None,
+                    e.message,
+                )],
+            ),
         })?;
         let (grants, mut diagnostics) = grants_of(&file.grants, path, max_duration, now);
         let conditions = compile_conditions(text, path, &file.grants, &mut diagnostics);
+        let mut diagnostics = with_line_text(text, diagnostics);
         // Problems are the grant's, not a rule's.
         for d in &mut diagnostics {
             if let Some(grant) = d.rule.take() {
@@ -390,6 +394,21 @@ fn compile_conditions(
             None
         }
     }
+}
+
+/// `diagnostics` with the text of their line, for the caret, where they
+/// have a line and lack it.
+fn with_line_text(text: &str, mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    for d in &mut diagnostics {
+        if d.line_text.is_none() {
+            d.line_text = d
+                .line
+                .checked_sub(1)
+                .and_then(|i| text.lines().nth(i))
+                .map(str::to_owned);
+        }
+    }
+    diagnostics
 }
 
 fn diagnostic(

@@ -26,6 +26,7 @@ pub mod attributes;
 pub mod cache;
 mod clause;
 pub mod decision;
+pub mod file_kind;
 mod generation;
 mod grant;
 pub mod grants;

@@ -26,11 +26,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 
 use super::decision::Revoked;
 use super::grant::Origin;
 use super::identity::dn::DistinguishedName;
 use super::identity::{Identity, SpiffeId, normalize_serial};
+use super::policy::{Diagnostic, Severity};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,22 +40,53 @@ struct RevocationsFile {
     revocations: Vec<EntrySpec>,
 }
 
+/// One entry as written, each value with where it is in the file, so
+/// that a problem points at the value at fault.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EntrySpec {
     #[serde(default)]
-    spiffe_id: Option<String>,
+    spiffe_id: Option<Spanned<String>>,
     #[serde(default)]
-    spiffe_id_prefix: Option<String>,
+    spiffe_id_prefix: Option<Spanned<String>>,
     #[serde(default)]
-    x509_sha256: Option<String>,
+    x509_sha256: Option<Spanned<String>>,
     #[serde(default)]
-    x509_serial: Option<String>,
+    x509_serial: Option<Spanned<String>>,
     #[serde(default)]
-    issuer: Option<String>,
+    issuer: Option<Spanned<String>>,
     #[serde(default)]
-    jwt_id: Option<String>,
-    reason: String,
+    jwt_id: Option<Spanned<String>>,
+    reason: Spanned<String>,
+}
+
+/// A problem with an entry, and the value it points at.
+struct EntryProblem {
+    at: serde_saphyr::Location,
+    message: String,
+}
+
+/// A revocations file that cannot be loaded: every problem, each placed
+/// at its line and column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct RevocationsError {
+    /// The errors, in file order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// One line per problem, `FILE: MESSAGE` (as logs and the governance
+/// store's refusals show it); [`Diagnostic`]'s own rendering adds the
+/// line and a caret.
+impl std::fmt::Display for RevocationsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}", d.file.display(), d.message)?;
+        }
+        Ok(())
+    }
 }
 
 /// Why an entry revokes, and where it came from.
@@ -77,29 +110,42 @@ pub struct Revocations {
 impl Revocations {
     /// Parses the revocations in `text` (the file at `path`); every problem
     /// is reported at once, and the file is refused whole.
-    pub fn parse(text: &str, path: &Path) -> Result<Revocations, String> {
-        let file: RevocationsFile = super::yaml::from_str(text, path).map_err(|e| e.rendered)?;
+    pub fn parse(text: &str, path: &Path) -> Result<Revocations, RevocationsError> {
+        let file: RevocationsFile = super::yaml::from_str(text, path).map_err(|e| {
+            let at = (
+                usize::try_from(e.line).unwrap_or(0),
+                usize::try_from(e.column).unwrap_or(0),
+            );
+            RevocationsError {
+                diagnostics: vec![error_at(text, path, at, e.message)],
+            }
+        })?;
         let mut out = Revocations {
             entries: file.revocations.len(),
             version: Some(super::policy::version_of(text)),
             generation: crate::generation::next(),
             ..Revocations::default()
         };
-        let mut problems = Vec::new();
+        let mut diagnostics = Vec::new();
         for (i, entry) in file.revocations.iter().enumerate() {
             if let Err(problem) = out.add(entry) {
-                problems.push(format!(
-                    "{}: revocation {} (reason {:?}): {problem}",
-                    path.display(),
+                let message = format!(
+                    "revocation {} (reason {:?}): {}",
                     i + 1,
-                    entry.reason
-                ));
+                    entry.reason.value,
+                    problem.message
+                );
+                let at = (
+                    usize::try_from(problem.at.line()).unwrap_or(0),
+                    usize::try_from(problem.at.column()).unwrap_or(0),
+                );
+                diagnostics.push(error_at(text, path, at, message));
             }
         }
-        if problems.is_empty() {
+        if diagnostics.is_empty() {
             Ok(out)
         } else {
-            Err(problems.join("\n"))
+            Err(RevocationsError { diagnostics })
         }
     }
 
@@ -144,58 +190,90 @@ impl Revocations {
         out
     }
 
-    fn add(&mut self, entry: &EntrySpec) -> Result<(), String> {
-        let reason: Why = (Arc::from(entry.reason.as_str()), Origin::File);
-        if entry.reason.trim().is_empty() {
-            return Err("`reason` is empty: say why".into());
+    fn add(&mut self, entry: &EntrySpec) -> Result<(), EntryProblem> {
+        let reason: Why = (Arc::from(entry.reason.value.as_str()), Origin::File);
+        let problem = |at: &Spanned<String>, message: String| EntryProblem {
+            at: at.referenced,
+            message,
+        };
+        if entry.reason.value.trim().is_empty() {
+            return Err(problem(&entry.reason, "`reason` is empty: say why".into()));
         }
         let kinds = [
-            entry.spiffe_id.is_some(),
-            entry.spiffe_id_prefix.is_some(),
-            entry.x509_sha256.is_some(),
-            entry.x509_serial.is_some(),
-            entry.jwt_id.is_some(),
+            &entry.spiffe_id,
+            &entry.spiffe_id_prefix,
+            &entry.x509_sha256,
+            &entry.x509_serial,
+            &entry.jwt_id,
         ];
-        if kinds.iter().filter(|k| **k).count() != 1 {
-            return Err("give exactly one of spiffe_id, spiffe_id_prefix, x509_sha256, x509_serial (with issuer) or jwt_id".into());
+        if kinds.iter().filter(|k| k.is_some()).count() != 1 {
+            // At the second kind given, else at the reason (none given).
+            let at = kinds.iter().filter_map(|k| k.as_ref()).nth(1);
+            return Err(problem(at.unwrap_or(&entry.reason), "give exactly one of spiffe_id, spiffe_id_prefix, x509_sha256, x509_serial (with issuer) or jwt_id".into()));
         }
         if entry.issuer.is_some() != entry.x509_serial.is_some() {
-            return Err("`issuer` goes with `x509_serial`, and `x509_serial` needs it".into());
+            let at = entry.issuer.as_ref().or(entry.x509_serial.as_ref());
+            return Err(problem(
+                at.unwrap_or(&entry.reason),
+                "`issuer` goes with `x509_serial`, and `x509_serial` needs it".into(),
+            ));
         }
+        self.add_kind(entry, reason)
+    }
+
+    /// Adds the one credential `entry` names (checked to name one).
+    fn add_kind(&mut self, entry: &EntrySpec, reason: Why) -> Result<(), EntryProblem> {
+        let problem = |at: &Spanned<String>, message: String| EntryProblem {
+            at: at.referenced,
+            message,
+        };
         if let Some(id) = &entry.spiffe_id {
-            SpiffeId::parse(id).map_err(|e| format!("spiffe_id {id:?}: {e}"))?;
-            self.ids.insert(id.clone(), reason);
+            SpiffeId::parse(&id.value)
+                .map_err(|e| problem(id, format!("spiffe_id {:?}: {e}", id.value)))?;
+            self.ids.insert(id.value.clone(), reason);
         } else if let Some(prefix) = &entry.spiffe_id_prefix {
-            let id = prefix.trim_end_matches('/');
-            SpiffeId::parse(id).map_err(|e| format!("spiffe_id_prefix {prefix:?}: {e}"))?;
+            let id = prefix.value.trim_end_matches('/');
+            SpiffeId::parse(id).map_err(|e| {
+                problem(prefix, format!("spiffe_id_prefix {:?}: {e}", prefix.value))
+            })?;
             self.prefixes.push((id.to_owned(), reason));
         } else if let Some(sha) = &entry.x509_sha256 {
             let hex: String = sha
+                .value
                 .chars()
                 .filter(|c| *c != ':')
                 .map(|c| c.to_ascii_lowercase())
                 .collect();
             if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(format!(
-                    "x509_sha256 {sha:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)"
+                return Err(problem(
+                    sha,
+                    format!(
+                        "x509_sha256 {:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)",
+                        sha.value
+                    ),
                 ));
             }
             self.sha256.insert(hex, reason);
         } else if let (Some(serial), Some(issuer)) = (&entry.x509_serial, &entry.issuer) {
-            if serial.is_empty() || !serial.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
-                return Err(format!("x509_serial {serial:?} is not hex"));
+            let digits = &serial.value;
+            if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
+                return Err(problem(
+                    serial,
+                    format!("x509_serial {digits:?} is not hex"),
+                ));
             }
-            let dn = DistinguishedName::parse(issuer).map_err(|e| {
-                format!(
-                    "issuer {issuer:?} is not a distinguished name ({e}); write it as RFC 4514 (`CN=ca,O=example`), OpenSSL's oneline (`O = example, CN = ca`) or slash form (`/O=example/CN=ca`)"
-                )
+            let dn = DistinguishedName::parse(&issuer.value).map_err(|e| {
+                problem(issuer, format!(
+                    "issuer {:?} is not a distinguished name ({e}); write it as RFC 4514 (`CN=ca,O=example`), OpenSSL's oneline (`O = example, CN = ca`) or slash form (`/O=example/CN=ca`)",
+                    issuer.value
+                ))
             })?;
             self.serials
-                .entry(normalize_serial(serial))
+                .entry(normalize_serial(digits))
                 .or_default()
                 .push((dn, reason));
         } else if let Some(jti) = &entry.jwt_id {
-            self.jwt_ids.insert(jti.clone(), reason);
+            self.jwt_ids.insert(jti.value.clone(), reason);
         }
         Ok(())
     }
@@ -277,6 +355,28 @@ impl Revocations {
     }
 }
 
+/// An error at 1-based `(line, column)` of `text` (0: unknown), with the
+/// line's text for the caret.
+fn error_at(
+    text: &str,
+    path: &Path,
+    (line, column): (usize, usize),
+    message: String,
+) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        file: path.to_owned(),
+        line,
+        column,
+        rule: None,
+        message,
+        line_text: line
+            .checked_sub(1)
+            .and_then(|i| text.lines().nth(i))
+            .map(str::to_owned),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,7 +402,7 @@ mod tests {
             "revocations:\n  - spiffe_id: spiffe://e.org/a\n    reason: one\n  - spiffe_id_prefix: spiffe://e.org/ns/legacy/\n    reason: ns\n  - x509_sha256: \"AB:\"\n    reason: bad\n",
             Path::new("r.yaml"),
         );
-        assert!(r.unwrap_err().contains("revocation 3"));
+        assert!(r.unwrap_err().to_string().contains("revocation 3"));
         let sha = "ab".repeat(32);
         let text = format!(
             "revocations:\n  - spiffe_id: spiffe://e.org/a\n    reason: one\n  - spiffe_id_prefix: spiffe://e.org/ns/legacy/\n    reason: ns\n  - x509_sha256: \"{sha}\"\n    reason: fp\n  - x509_serial: \"00:0A:1b\"\n    issuer: \"CN=ca, O=e\"\n    reason: serial\n"
@@ -409,7 +509,9 @@ mod tests {
     #[test]
     fn an_issuer_that_is_not_a_distinguished_name_refuses_the_file_naming_the_entry() {
         let text = "revocations:\n  - spiffe_id: spiffe://e.org/a\n    reason: fine\n  - x509_serial: \"0a\"\n    issuer: example.org SPIFFE root CA\n    reason: typo\n  - x509_serial: \"0b\"\n    issuer: \"Organisation=Acme\"\n    reason: unknown type\n";
-        let e = Revocations::parse(text, Path::new("r.yaml")).unwrap_err();
+        let e = Revocations::parse(text, Path::new("r.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("r.yaml: revocation 2 (reason \"typo\"): issuer \"example.org SPIFFE root CA\" is not a distinguished name"),
             "{e}"
@@ -456,10 +558,38 @@ mod tests {
             "revocations:\n  - spiffe_id: nope\n    reason: x\n  - jwt_id: a\n    spiffe_id: spiffe://e.org/a\n    reason: two\n  - jwt_id: b\n    reason: \"\"\n  - x509_serial: \"12\"\n    reason: no issuer\n",
             Path::new("r.yaml"),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         for n in 1..=4 {
             assert!(e.contains(&format!("revocation {n} ")), "{e}");
         }
         assert!(Revocations::parse("revocations: 3", Path::new("r.yaml")).is_err());
+    }
+
+    #[test]
+    fn each_problem_is_placed_at_the_value_at_fault_with_its_line() {
+        let text = "revocations:\n  - spiffe_id: spiffe://e.org/a\n    reason: fine\n  - spiffe_id: nope\n    reason: bad id\n  - jwt_id: a\n    reason: \"\"\n";
+        let e = Revocations::parse(text, Path::new("r.yaml")).unwrap_err();
+        let placed: Vec<_> = e
+            .diagnostics
+            .iter()
+            .map(|d| (d.line, d.column, d.line_text.as_deref()))
+            .collect();
+        assert_eq!(
+            placed,
+            [
+                (4, 16, Some("  - spiffe_id: nope")),
+                (7, 13, Some("    reason: \"\"")),
+            ]
+        );
+        assert!(e.diagnostics.iter().all(|d| d.severity == Severity::Error));
+        let rendered = e.diagnostics[0].to_string();
+        assert!(rendered.contains(" --> r.yaml:4:16\n"), "{rendered}");
+        assert!(rendered.ends_with("  |                ^"), "{rendered}");
+        // Not YAML of the right shape: placed where the parser stopped.
+        let e =
+            Revocations::parse("revocations:\n  - spife_id: x\n", Path::new("r.yaml")).unwrap_err();
+        assert_eq!(e.diagnostics[0].line, 2, "{e}");
+        assert!(e.diagnostics[0].line_text.is_some());
     }
 }

@@ -84,7 +84,7 @@ fn ambiguous_paths_are_denied_before_the_rules_with_the_raw_path_audited() {
         assert_eq!(record["raw_path"].as_str(), raw, "{path}: {record}");
     }
     // Counted like any other denial.
-    let metrics = a.store().metrics().encode();
+    let metrics = a.metrics().encode();
     let counted = format!(
         "celador_decisions_total{{outcome=\"deny\",reason=\"invalid_path\",rule=\"none\"}} {}",
         paths.len()

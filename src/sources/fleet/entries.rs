@@ -191,7 +191,7 @@ pub fn check_revocation(key: &str, field: &str, raw: &str) -> Result<StoredRevoc
         parse_rfc3339(t).map_err(|e| format!("{at}: expires: {e}"))?;
     }
     Revocations::parse(&revocations_text([&entry].into_iter()), Path::new(&at))
-        .map_err(|e| e.replace("revocation 1 ", "revocation "))?;
+        .map_err(|e| e.to_string().replace("revocation 1 ", "revocation "))?;
     Ok(entry)
 }
 
@@ -307,7 +307,8 @@ pub fn governance(
         .filter_map(StoredRevocation::lapses)
         .filter(|t| *t > now)
         .min();
-    let revocations = Revocations::parse(&revocations_text(live), Path::new(&keys.revocations))?
+    let revocations = Revocations::parse(&revocations_text(live), Path::new(&keys.revocations))
+        .map_err(|e| e.to_string())?
         .with_origin(Origin::Store);
     // Grants were checked against their longest length already, when first
     // read: a grant in force is not refused later.

@@ -87,14 +87,14 @@ impl Replica {
     pub fn new(
         settings: &ReplicaSettings,
         endpoint: Endpoint,
-        store: Arc<Store>,
+        (store, metrics): (Arc<Store>, Arc<Metrics>),
         status: Arc<StoreStatus>,
     ) -> Self {
         Replica {
             endpoint,
             keys: Keys::new(&settings.store.key_prefix),
             grants_max_duration: settings.grants_max_duration,
-            metrics: Arc::clone(store.metrics()),
+            metrics,
             store,
             status,
         }
