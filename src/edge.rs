@@ -189,7 +189,7 @@ impl ExtAuthz {
         }));
         if recorded.is_err() {
             tracing::error!(
-                request_id = %context.redaction.text(attrs.request_id),
+                request_id = %context.redaction.text(attrs.request_id()),
                 "writing the audit record failed"
             );
         }

@@ -131,7 +131,7 @@ impl<'a> Trail<'a> {
             match *volatile {
                 "now" => o.str("now", &time::rfc3339(now)),
                 "request.time" => o.str("request.time", &time::rfc3339(attrs.time.unwrap_or(now))),
-                "request.id" => o.str("request.id", &self.redaction.text(attrs.request_id)),
+                "request.id" => o.str("request.id", &self.redaction.text(attrs.request_id())),
                 "signals" => {
                     let s = self.decision.signals.clone().unwrap_or_default();
                     o.object("signals", |o| {
