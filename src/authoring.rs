@@ -10,6 +10,7 @@
 
 pub mod clauses;
 pub mod explain;
+pub mod governance;
 pub mod json;
 pub mod reference;
 pub mod suite;

@@ -19,6 +19,7 @@ macro_rules! complain {
 }
 
 mod governance;
+mod offline;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -174,6 +175,8 @@ enum Command {
         /// `<redacted>`, as in audit records); repeatable.
         #[arg(long = "show-query-param", value_name = "NAME")]
         show_query: Vec<String>,
+        #[command(flatten)]
+        governance: offline::GovernanceArgs,
     },
     /// The fleet's governance store: revoke, unrevoke, grant, ungrant,
     /// governance.
@@ -252,7 +255,8 @@ pub fn main() -> ExitCode {
             format,
             redact,
             show_query,
-        } => eval(&rules, &input, &format, &Redaction::new(redact, show_query)),
+            governance,
+        } => eval((&rules, &input), &format, (redact, show_query), &governance),
         Command::Store(command) => governance::run(command),
     }
 }
@@ -365,12 +369,20 @@ fn test(
 }
 
 fn eval(
-    rules: &std::path::Path,
-    input: &std::path::Path,
+    (rules, input): (&std::path::Path, &std::path::Path),
     format: &str,
-    redaction: &Redaction,
+    (redact, show_query): (Vec<String>, Vec<String>),
+    governance: &offline::GovernanceArgs,
 ) -> ExitCode {
-    match explain::explain_redacting(rules, input, redaction) {
+    let redaction = &Redaction::new(redact, show_query);
+    let governance = match governance.read() {
+        Ok(governance) => governance,
+        Err(e) => {
+            complain!("celador: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match explain::explain_governed(rules, input, redaction, &governance) {
         Ok(explanation) => {
             if format == "json" {
                 say(&format!("{}\n", explain::render_json(&explanation)));

@@ -567,7 +567,7 @@ cases:
         "  PASS  right\n",
         "  FAIL  wrong decision\n        expected: allow\n        got:      deny (no_allow_rule)\n",
         "  FAIL  wrong rule\n        expected: deny by rule 'shop-checkout-and-refunds'\n        got:      deny by rule 'refunds-only-refund' (denied_by_rule)\n",
-        "  ERROR a reason rules never give\n        expect.reason \"svid_expired\" is not one rules give: allowed, denied_by_rule, rule_error, no_allow_rule, granted or invalid_path\n",
+        "  ERROR a reason rules never give\n        expect.reason \"svid_expired\" is not one rules give: allowed, denied_by_rule, rule_error, no_allow_rule, granted, invalid_path or revoked\n",
         "  ERROR a broken identity\n        identity \"spiffe://Example.org/x\": the trust domain 'Example.org' has uppercase letters; trust domains are lowercase\n",
         "missing_test.yaml\n  ERROR the rules under test do not load:\n",
     ] {
