@@ -1,6 +1,6 @@
 //! The command line: `celador serve`, `celador inject`, `celador signals`,
 //! `celador envoy-config`, and the rule
-//! author's tools `check`, `test` and `eval`.
+//! author's tools `check`, `test`, `eval` and `replay`.
 //!
 //! Data flow: arguments are parsed here and each command runs to an exit
 //! code; `main.rs` only calls [`main`]. `serve` exits with 0 after a clean
@@ -20,6 +20,7 @@ macro_rules! complain {
 
 mod governance;
 mod offline;
+mod replay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -178,6 +179,9 @@ enum Command {
         #[command(flatten)]
         governance: offline::GovernanceArgs,
     },
+    /// Re-decide recorded audit records with candidate rules and report
+    /// the decisions that would change.
+    Replay(replay::ReplayArgs),
     /// The fleet's governance store: revoke, unrevoke, grant, ungrant,
     /// governance.
     #[command(flatten)]
@@ -257,6 +261,7 @@ pub fn main() -> ExitCode {
             show_query,
             governance,
         } => eval((&rules, &input), &format, (redact, show_query), &governance),
+        Command::Replay(args) => replay::run(&args),
         Command::Store(command) => governance::run(command),
     }
 }

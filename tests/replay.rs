@@ -187,3 +187,161 @@ cases:
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("3 passed, 1 failed"), "{out}");
 }
+
+const EXPORTER: &str = "spiffe://example.org/ns/batch/sa/exporter";
+const PAYMENTS: &str = "spiffe://example.org/ns/payments/sa/api";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `celador serve` with `audit.record: all` and the ledger's rules,
+/// sends it a day of the ledger's traffic, and returns its audit records,
+/// one line each, as it wrote them.
+#[tokio::main(flavor = "current_thread")]
+async fn record_the_ledgers_traffic() -> String {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use support::check::request;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = support::pki::Ca::root("example.org root");
+    std::fs::write(dir.path().join("example.org.pem"), &ca.pem).unwrap();
+    std::fs::copy(
+        root().join("examples/replay/ledger.yaml"),
+        dir.path().join("ledger.yaml"),
+    )
+    .unwrap();
+    let config = write(
+        dir.path(),
+        "celador.yaml",
+        "listen: 127.0.0.1:0\npolicy: ledger.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\nworker_threads: 1\naudit:\n  headers: [user-agent]\n  record: all\nlog:\n  format: json\n",
+    );
+    let celador = support::celador::Celador::start(Path::new(&config));
+    let mut client = AuthorizationClient::connect(format!("http://{}", celador.addr))
+        .await
+        .unwrap();
+    let (exporter, payments) = (
+        ca.svid(EXPORTER).envoy_encoded(),
+        ca.svid(PAYMENTS).envoy_encoded(),
+    );
+    type Call<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let traffic: [Call<'_>; 5] = [
+        (&payments, "POST", "/transfers", &[]),
+        (
+            &exporter,
+            "GET",
+            "/export/daily.csv",
+            &[("x-tenant", "acme")],
+        ),
+        (
+            &exporter,
+            "GET",
+            "/export/all.csv",
+            &[("x-tenant", "globex")],
+        ),
+        (
+            &exporter,
+            "DELETE",
+            "/export/daily.csv",
+            &[("x-tenant", "acme")],
+        ),
+        ("", "GET", "/export/daily.csv", &[]),
+    ];
+    for (i, (cert, method, path, headers)) in traffic.into_iter().enumerate() {
+        let id = format!("ledger-{}", i + 1);
+        let mut headers = headers.to_vec();
+        headers.push(("x-request-id", &id));
+        headers.push(("authorization", "Bearer s3cr3t-not-a-svid"));
+        client
+            .check(request(cert, method, path, &headers))
+            .await
+            .unwrap();
+    }
+    support::wait_for(std::time::Duration::from_secs(5), || {
+        (celador.audit_count() == 5).then_some(())
+    })
+    .unwrap();
+    let mut log = String::new();
+    for record in celador.audit_records() {
+        log.push_str(&record.to_string());
+        log.push('\n');
+    }
+    log
+}
+
+#[test]
+fn replay_re_decides_recorded_traffic_and_reports_what_would_change() {
+    let log = record_the_ledgers_traffic();
+    assert!(!log.contains("s3cr3t"), "{log}");
+    let dir = tempfile::tempdir().unwrap();
+    let audit = write(dir.path(), "audit.jsonl", &log);
+    if std::env::var_os("CELADOR_BLESS").is_some() {
+        std::fs::write(root().join("examples/replay/audit.jsonl"), &log).unwrap();
+    }
+    let current = root().join("examples/replay/ledger.yaml");
+    let candidate = root().join("examples/replay/ledger-candidate.yaml");
+    let (current, candidate) = (current.to_str().unwrap(), candidate.to_str().unwrap());
+
+    // The rules that recorded it decide every record as it was decided.
+    let (code, out, err) = run(&["replay", "--rules", current, &audit]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("replayed 5 record(s) against ")
+            && out.contains(": 4 re-decided, 0 would change, 0 could not be decided, 1 decided before the rules\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("decided before the rules: svid_missing  1"),
+        "{out}"
+    );
+
+    // The candidate denies the exporter's other tenant, and only that.
+    let (code, out, err) = run(&["replay", "--rules", candidate, &audit]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("4 re-decided, 1 would change"), "{out}");
+    assert!(out.contains("  allow -> deny  1\n"), "{out}");
+    assert!(out.contains("  exporter-reads -> (none)  1\n"), "{out}");
+    assert!(out.contains("line 3 (request ledger-3): GET api.example.org/export/all.csv from spiffe://example.org/ns/batch/sa/exporter"), "{out}");
+    assert!(
+        out.contains(
+            "  was: allow by rule 'exporter-reads' (allowed)\n  now: deny (no_allow_rule)\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("allow rule 'exporter-reads-own-tenant' (was expected to decide) did not match; the first false clause is `")
+            && out.contains(".orValue(\"\") == \"acme\"  => false"),
+        "{out}"
+    );
+    let (code, _, _) = run(&["replay", "--rules", candidate, "--allow-changes", &audit]);
+    assert_eq!(code, 0);
+    let (_, json, _) = run(&["replay", "--rules", candidate, "--format", "json", &audit]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["by_outcome"], serde_json::json!({"allow -> deny": 1}));
+    assert_eq!(json["changes"][0]["request_id"], "ledger-3");
+    assert_eq!(json["changes"][0]["new"]["verdict"], "deny (no_allow_rule)");
+
+    // A candidate reading what was recorded only redacted cannot decide.
+    let nosy = write(
+        dir.path(),
+        "nosy.yaml",
+        "rules:\n  - name: bearer\n    effect: allow\n    when: request.headers[\"authorization\"] == \"x\"\n",
+    );
+    let (code, out, _) = run(&["replay", "--rules", &nosy, &audit]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("0 re-decided, 0 would change, 4 could not be decided"),
+        "{out}"
+    );
+    assert!(out.contains("cannot decide line 1 (request ledger-1): the rules read request.headers[\"authorization\"] (recorded as <redacted>)"), "{out}");
+
+    // eval takes one record line as its input (item 2).
+    let line = write(dir.path(), "line.json", log.lines().nth(2).unwrap());
+    let (code, out, err) = run(&["eval", "--rules", candidate, "--input", &line]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("input: an audit record (now = its decision time; recorded: allow allowed)"),
+        "{out}"
+    );
+    assert!(out.contains("decision: deny (no_allow_rule)"), "{out}");
+}

@@ -83,6 +83,12 @@ pub fn explain_governed(
     let envoy = serde_json::from_str::<Value>(&text)
         .ok()
         .filter(|v| v.get("attributes").is_some());
+    let record = serde_json::from_str::<Value>(&text)
+        .ok()
+        .filter(|v| v.get("decision").is_some() && v.get("method").is_some());
+    if record.is_some() {
+        return explain_record(&policy, &text, (redaction, governance));
+    }
     match envoy {
         Some(json) => explain_check_request(&policy, &json, (redaction, governance)),
         None => {
@@ -116,6 +122,47 @@ pub fn explain_governed(
             Ok(explanation)
         }
     }
+}
+
+/// Explains an audit record line re-decided: its identities as recorded
+/// (verified then), `now` its decision time. A record that does not hold
+/// what the rules read is refused, with what it lacks.
+fn explain_record(
+    policy: &Policy,
+    line: &str,
+    (redaction, governance): (&Redaction, &Governance),
+) -> Result<Explanation, String> {
+    let recorded = crate::authoring::record::Recorded::parse(line.trim())?;
+    let missing = recorded.missing(policy);
+    if !missing.is_empty() {
+        return Err(format!(
+            "the audit record does not hold what these rules read: {} (record with `audit.record: all` to replay any rules)",
+            missing.join(", ")
+        ));
+    }
+    let mut identities = Vec::new();
+    if let Some(s) = &recorded.source {
+        identities.push(format!("source: {} (as recorded; verified then)", s.id));
+    }
+    if let Some(t) = &recorded.token {
+        identities.push(format!("token: {} (as recorded; verified then)", t.id));
+    }
+    let attrs = recorded.request.attributes();
+    let (workload, none) = (
+        Workload::default(),
+        crate::engine::signals::Signals::default(),
+    );
+    let old = &recorded.old;
+    Ok(run(
+        (redaction, governance),
+        policy,
+        format!(
+            "an audit record (now = its decision time; recorded: {} {})",
+            old.decision, old.reason
+        ),
+        identities,
+        (recorded.input(&attrs, &workload, &none), None),
+    ))
 }
 
 /// The JWT-SVID in the `authorization` header, read but not verified,

@@ -122,6 +122,8 @@ pub struct Context<'a> {
     pub latency: Duration,
     /// What the record may show of the request.
     pub redaction: &'a Redaction,
+    /// Which attributes the record holds (`audit.record`).
+    pub mode: super::trail::RecordMode,
 }
 
 /// Audits a decision; `headers` are the audited headers, each with
@@ -139,13 +141,16 @@ pub fn record(
         context.time,
         context.latency,
     );
-    record.trail = Some(Trail::of(
-        decision,
-        context.snapshot,
-        (attrs, context.redaction),
-        context.enforced,
-        context.time,
-    ));
+    record.trail = Some(
+        Trail::of(
+            decision,
+            context.snapshot,
+            (attrs, context.redaction),
+            context.enforced,
+            context.time,
+        )
+        .recording(context.mode),
+    );
     emit(&record);
 }
 
