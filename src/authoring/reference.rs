@@ -440,7 +440,8 @@ taken as given (a certificate file is
 read for its SPIFFE ID, not verified): a suite tests rules, not credentials.
 
 `celador eval --rules FILE --input FILE` takes one such case (without
-`expect`), or an Envoy `CheckRequest` in JSON, and explains every rule's
+`expect`), an Envoy `CheckRequest` in JSON, or an audit record line (as
+`celador serve` writes it), and explains every rule's
 result and the value of every attribute the rules read. `--grants FILE`,
 `--revocations FILE` and `--signals FILE` (the caller's signals in YAML or
 JSON, replacing the input's) put in force what can change a decision in

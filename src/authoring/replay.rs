@@ -184,7 +184,13 @@ fn redecide(
         .or(closest.as_deref());
     let why =
         crate::authoring::clauses::explain(policy, &decision, expected, (input, shown), redaction);
-    let why = crate::authoring::clauses::render_text(&why, "    ");
+    // In replay's words: the rule that decided before, or came closest.
+    let role = match old.rule.as_deref() == expected {
+        true => "(decided before)",
+        false => "(came closest)",
+    };
+    let why = crate::authoring::clauses::render_text(&why, "    ")
+        .replace("(was expected to decide)", role);
     Some(change(recorded, &decision, &shown_attrs.path, why))
 }
 
