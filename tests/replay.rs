@@ -404,3 +404,46 @@ fn the_shipped_check_request_evaluates_as_the_readme_says() {
         "{out}"
     );
 }
+
+#[test]
+fn a_record_without_what_the_candidate_reads_is_named_never_guessed() {
+    let log = std::fs::read_to_string(root().join("examples/replay/audit.jsonl")).unwrap();
+    // As `audit.record: read` would have kept it: what the deciding rule
+    // read, no headers.
+    let mut record: serde_json::Value = serde_json::from_str(log.lines().nth(2).unwrap()).unwrap();
+    let read = record["read"].as_object_mut().unwrap();
+    read.retain(|k, _| ["source.id", "request.method", "request.path"].contains(&k.as_str()));
+    let dir = tempfile::tempdir().unwrap();
+    let audit = write(
+        dir.path(),
+        "audit.jsonl",
+        &format!("{record}\nnot json at all\n{{\"a\":1}}\n"),
+    );
+    let candidate = root().join("examples/replay/ledger-candidate.yaml");
+    let (code, out, err) = run(&["replay", "--rules", candidate.to_str().unwrap(), &audit]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("0 re-decided, 0 would change, 1 could not be decided"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "cannot decide line 1 (request ledger-3): the rules read request.headers[\"x-tenant\"] (not recorded)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("cannot read line 3: not an audit record"),
+        "{out}"
+    );
+    // The rules that recorded it read only what it holds: it decides.
+    let current = root().join("examples/replay/ledger.yaml");
+    let (code, out, _) = run(&[
+        "replay",
+        "--rules",
+        current.to_str().unwrap(),
+        &write(dir.path(), "one.jsonl", &record.to_string()),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 re-decided, 0 would change"), "{out}");
+}
