@@ -447,3 +447,41 @@ fn a_record_without_what_the_candidate_reads_is_named_never_guessed() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("1 re-decided, 0 would change"), "{out}");
 }
+
+#[test]
+fn a_suite_that_does_not_parse_reports_every_error_once_with_its_caret() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "r.yaml",
+        "rules:\n  - name: a\n    effect: allow\n    when: \"true\"\n",
+    );
+    let suite = write(
+        dir.path(),
+        "s_test.yaml",
+        "rules: r.yaml\ncases:\n  - name: one\n    identity: spiffe://example.org/a\n    requst: {method: GET}\n    expect: {decision: allow}\n  - name: fine\n    expect: {decision: allow}\n  - name: two\n    expect: {decison: deny}\n",
+    );
+    let (code, out, err) = run(&["test", &suite]);
+    assert_eq!(code, 1, "{out}{err}");
+    for (message, position, line, caret) in [
+        (
+            "unknown field `requst`",
+            ":5:5",
+            "5 |     requst: {method: GET}",
+            "  |     ^\n",
+        ),
+        (
+            "unknown field `decison`",
+            ":10:14",
+            "10 |     expect: {decison: deny}",
+            "   |              ^\n",
+        ),
+    ] {
+        assert_eq!(out.matches(message).count(), 1, "{out}");
+        let at = out.find(message).unwrap();
+        let rest = &out[at..];
+        assert!(rest.contains(&format!("s_test.yaml{position}\n")), "{out}");
+        assert!(rest.contains(line) && rest.contains(caret), "{out}");
+    }
+    assert!(!out.contains("at line"), "{out}");
+}

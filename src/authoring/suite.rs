@@ -19,6 +19,7 @@
 
 pub mod case;
 pub mod coverage;
+mod errors;
 
 use std::path::{Path, PathBuf};
 
@@ -260,13 +261,14 @@ fn load(path: &Path) -> Result<(SuiteFile, Policy, Governance), String> {
 /// The suite in `text`; a rules file given by mistake is named as such.
 fn parse_suite(text: &str, path: &Path) -> Result<SuiteFile, String> {
     crate::engine::yaml::from_str(text, path).map_err(|e| {
+        let all = errors::all(text, path, &e);
         if text.lines().any(|l| l.trim_start().starts_with("- name:")) && text.contains("effect:")
         {
             format!(
-                "{e}\nthis looks like a rules file (its rules have `effect:`): check it with `celador check`, and test it with a suite that names it in `rules:`"
+                "{all}this looks like a rules file (its rules have `effect:`): check it with `celador check`, and test it with a suite that names it in `rules:`"
             )
         } else {
-            e.to_string()
+            all
         }
     })
 }
