@@ -551,7 +551,7 @@ fn inject(
 }
 
 /// `celador inject --pod FILE`: what the webhook would make of each pod and
-/// workload in FILE, printed as YAML documents (each in JSON form).
+/// workload in FILE, printed as YAML documents.
 fn inject_one(settings: &crate::inject::settings::Settings, file: &std::path::Path) -> ExitCode {
     use crate::inject::review;
     let text = match std::fs::read_to_string(file) {
@@ -582,10 +582,10 @@ fn inject_one(settings: &crate::inject::settings::Settings, file: &std::path::Pa
     // A closed pipe (`| head`) ends the output quietly.
     let mut out = std::io::stdout().lock();
     for document in &documents {
-        let Ok(text) = serde_json::to_string_pretty(document) else {
+        let Ok(text) = serde_saphyr::to_string(document) else {
             return ExitCode::FAILURE;
         };
-        if std::io::Write::write_all(&mut out, format!("---\n{text}\n").as_bytes()).is_err() {
+        if std::io::Write::write_all(&mut out, format!("---\n{text}").as_bytes()).is_err() {
             return ExitCode::FAILURE;
         }
     }

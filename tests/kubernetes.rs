@@ -2179,6 +2179,12 @@ fn the_preview_injects_workloads_and_says_what_it_skipped() {
     assert_eq!(code, 0, "{err}");
     let docs: Vec<Value> = serde_saphyr::from_multiple(&out).unwrap();
     assert_eq!(docs.len(), 4);
+    // YAML, as the README says, not JSON documents.
+    assert!(
+        out.starts_with("---\napiVersion: apps/v1\nkind: Deployment\n")
+            && !out.contains("\"kind\""),
+        "{out}"
+    );
     assert_eq!(
         docs[0]["spec"]["template"]["spec"]["initContainers"][0]["name"],
         "celador"
