@@ -485,3 +485,58 @@ fn a_suite_that_does_not_parse_reports_every_error_once_with_its_caret() {
     }
     assert!(!out.contains("at line"), "{out}");
 }
+
+#[test]
+fn the_readmes_set_up_requests_decide_as_it_says() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let setup = readme
+        .split_once("## Set up")
+        .unwrap()
+        .1
+        .split_once("## How a check works")
+        .unwrap()
+        .0;
+    assert!(setup.contains("cargo install --path .\ncelador serve --config examples/celador.yaml"));
+    // Each request the set-up sends, as a case with the certificate it
+    // names, decided by the example's rules as the comment above it says.
+    for (path, verdict) in [
+        (
+            "/export/daily.csv",
+            "allow by rule 'exporter-read-only' (allowed)",
+        ),
+        (
+            "/admin/users",
+            "deny by rule 'admin-closed' (denied_by_rule)",
+        ),
+    ] {
+        assert!(
+            setup.contains(&format!(
+                "--key pki/batch-exporter.key \\\n     https://localhost:10000{path}\n"
+            )),
+            "{setup}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let case = dir.path().join("case.yaml");
+        std::fs::write(
+            &case,
+            format!(
+                "name: set-up\ncertificate: {}\nrequest: {{method: GET, path: \"{path}\", host: localhost}}\n",
+                root().join("examples/pki/batch-exporter.pem").display()
+            ),
+        )
+        .unwrap();
+        let (code, out) = run_in_root(&[
+            "eval",
+            "--rules",
+            "examples/policy.yaml",
+            "--input",
+            case.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!("decision: {verdict}")), "{out}");
+    }
+    // The stand-in upstream is where examples/envoy.yaml sends allowed
+    // requests.
+    let envoy = std::fs::read_to_string(root().join("examples/envoy.yaml")).unwrap();
+    assert!(envoy.contains("port_value: 8080"), "{envoy}");
+}
