@@ -540,3 +540,42 @@ fn the_readmes_set_up_requests_decide_as_it_says() {
     let envoy = std::fs::read_to_string(root().join("examples/envoy.yaml")).unwrap();
     assert!(envoy.contains("port_value: 8080"), "{envoy}");
 }
+
+#[test]
+fn why_not_shows_the_allow_rules_that_came_closest_without_expect_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "rules.yaml", LEDGER_RULES);
+    let suite = write(
+        dir.path(),
+        "why_test.yaml",
+        "rules: rules.yaml\ncases:\n  - name: a busy exporter expected to pass\n    identity: spiffe://example.org/ns/batch/sa/exporter\n    request: {method: GET, path: /ledger}\n    signals: {requests_1m: 700}\n    expect: {decision: allow}\n",
+    );
+    let (code, out, _) = run(&["test", &suite]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("allow rule 'exporter-reads' (came closest) did not match; the first false clause is `signals.requests_1m < 100` (false):"),
+        "{out}"
+    );
+    assert!(out.contains("request.method == \"GET\"  => true"), "{out}");
+    // eval says the same of the case, in JSON too.
+    let case = write(
+        dir.path(),
+        "case.yaml",
+        "name: busy\nidentity: spiffe://example.org/ns/batch/sa/exporter\nrequest: {method: GET, path: /ledger}\nsignals: {requests_1m: 700}\n",
+    );
+    let rules = dir.path().join("rules.yaml");
+    let (_, out, _) = run(&[
+        "eval",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--input",
+        &case,
+        "--format",
+        "json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let why = &json["why"]["rules"][0];
+    assert_eq!(why["rule"], "exporter-reads", "{json}");
+    assert_eq!(why["role"], "came closest");
+    assert_eq!(why["first_false_clause"], "signals.requests_1m < 100");
+}

@@ -176,21 +176,12 @@ fn redecide(
     // The clause that made the difference: the new deciding rule's, and the
     // rule that decided before if the candidate still has it, else the
     // allow rule that came closest.
-    let closest = closest_allow_rule(policy, (input, shown));
-    let expected = old
-        .rule
-        .as_deref()
-        .filter(|r| policy.rule(r).is_some())
-        .or(closest.as_deref());
+    let expected = old.rule.as_deref().filter(|r| policy.rule(r).is_some());
     let why =
         crate::authoring::clauses::explain(policy, &decision, expected, (input, shown), redaction);
-    // In replay's words: the rule that decided before, or came closest.
-    let role = match old.rule.as_deref() == expected {
-        true => "(decided before)",
-        false => "(came closest)",
-    };
+    // In replay's words: the rule that decided before.
     let why = crate::authoring::clauses::render_text(&why, "    ")
-        .replace("(was expected to decide)", role);
+        .replace("(was expected to decide)", "(decided before)");
     Some(change(recorded, &decision, &shown_attrs.path, why))
 }
 
@@ -227,30 +218,6 @@ fn change(recorded: &Recorded, decision: &Decision, path: &str, why: String) -> 
         ),
         why,
     }
-}
-
-/// The allow rule with the most true clauses of its top-level `&&` (the
-/// first in the file among equals), when the decision matched none.
-fn closest_allow_rule(policy: &Policy, (input, shown): (Input<'_>, Input<'_>)) -> Option<String> {
-    use crate::engine::policy::rules_file::Effect;
-    let mut best: Option<(usize, &str)> = None;
-    for rule in policy.rules().iter().filter(|r| r.effect == Effect::Allow) {
-        let Some(tree) = policy.trace(&rule.name, input, shown) else {
-            continue;
-        };
-        let held = match tree.op {
-            Some("&&") => tree
-                .children
-                .iter()
-                .filter(|c| c.value.as_deref() == Ok("true"))
-                .count(),
-            _ => 0,
-        };
-        if held > 0 && best.is_none_or(|(most, _)| held > most) {
-            best = Some((held, &rule.name));
-        }
-    }
-    best.map(|(_, name)| name.to_owned())
 }
 
 /// A recorded decision in the words [`crate::authoring::suite::describe`]
