@@ -427,7 +427,7 @@ fn a_failing_case_is_explained_clause_by_clause_with_other_errors_apart() {
             source.id == "spiffe://example.org/ns/reporting/sa/reporter"  => true  (source.id = "spiffe://example.org/ns/reporting/sa/reporter")
             request.method == "GET"  => true  (request.method = "GET")
             request.path.startsWith("/export/")  => true  (request.path = "/export/daily.csv")
-            request.time.getHours("UTC") < 4  => false  (request.time = timestamp("2026-11-25T04:00:00Z"))
+            request.time.getHours("UTC") < 4  => false  (request.time = timestamp("2026-11-25T04:00:00Z"), request.time.getHours("UTC") = 4)
         other rules failed to evaluate (not the cause of this decision):
           rule 'agent-reads-own-tenant': token.claims: the request has no verified JWT-SVID
 "#;

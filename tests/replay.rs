@@ -579,3 +579,27 @@ fn why_not_shows_the_allow_rules_that_came_closest_without_expect_rule() {
     assert_eq!(why["role"], "came closest");
     assert_eq!(why["first_false_clause"], "signals.requests_1m < 100");
 }
+
+#[test]
+fn explanations_show_the_computed_values_a_clause_compares_never_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "rules.yaml",
+        "rules:\n  - name: night\n    effect: allow\n    when: request.time.getHours(\"UTC\") >= 20 && request.headers[\"authorization\"].size() > 100 && request.path.size() == 7\n",
+    );
+    let case = write(
+        dir.path(),
+        "case.yaml",
+        "name: one\nidentity: spiffe://example.org/ns/a/sa/b\nrequest: {method: GET, path: /ledger, headers: {authorization: Bearer abcdefgh}}\ntime: \"2030-03-08T20:00:00Z\"\n",
+    );
+    let rules = dir.path().join("rules.yaml");
+    let (_, out, _) = run(&["eval", "--rules", rules.to_str().unwrap(), "--input", &case]);
+    assert!(out.contains("request.time.getHours(\"UTC\") = 20"), "{out}");
+    assert!(out.contains("request.path.size() = 7"), "{out}");
+    assert!(
+        out.contains("request.headers[\"authorization\"].size() = \"<redacted>\""),
+        "{out}"
+    );
+    assert!(!out.contains("= 15") && !out.contains("abcdefgh"), "{out}");
+}
