@@ -146,6 +146,10 @@ enum Command {
         /// covered (implies --coverage).
         #[arg(long, value_name = "PERCENT")]
         min_coverage: Option<f64>,
+        /// Fail unless at least PERCENT of the rules' clauses were seen
+        /// both true and false (implies --coverage).
+        #[arg(long, value_name = "PERCENT")]
+        min_clause_coverage: Option<f64>,
         /// Another header whose value is shown as `<redacted>` in
         /// explanations (besides the credentials, which always are);
         /// repeatable.
@@ -242,6 +246,7 @@ pub fn main() -> ExitCode {
             pattern,
             coverage,
             min_coverage,
+            min_clause_coverage,
             redact,
             show_query,
         } => test(
@@ -251,7 +256,7 @@ pub fn main() -> ExitCode {
                 pattern,
                 redaction: Redaction::new(redact, show_query),
             },
-            (coverage || min_coverage.is_some(), min_coverage),
+            (coverage, min_coverage, min_clause_coverage),
         ),
         Command::Eval {
             rules,
@@ -330,8 +335,9 @@ fn test(
     paths: &[PathBuf],
     junit: Option<&std::path::Path>,
     options: &suite::Options,
-    (coverage, min_coverage): (bool, Option<f64>),
+    (coverage, min_coverage, min_clause_coverage): (bool, Option<f64>, Option<f64>),
 ) -> ExitCode {
+    let coverage = coverage || min_coverage.is_some() || min_clause_coverage.is_some();
     let suites = match suite::discover(paths) {
         Ok(suites) if suites.is_empty() => {
             complain!("celador: no test suites (*_test.yaml) found");
@@ -362,6 +368,15 @@ fn test(
         {
             say(&format!(
                 "coverage {percent:.0}% is below --min-coverage {min}%\n"
+            ));
+            ok = false;
+        }
+        let clauses = suite::coverage::clause_percent(&files);
+        if let Some(min) = min_clause_coverage
+            && clauses < min
+        {
+            say(&format!(
+                "clause coverage {clauses:.0}% is below --min-clause-coverage {min}%\n"
             ));
             ok = false;
         }

@@ -603,3 +603,46 @@ fn explanations_show_the_computed_values_a_clause_compares_never_a_secret() {
     );
     assert!(!out.contains("= 15") && !out.contains("abcdefgh"), "{out}");
 }
+
+#[test]
+fn clause_coverage_finds_the_missing_negative_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "rules.yaml", LEDGER_RULES);
+    // Every rule matched once: rule coverage is full, but no case saw the
+    // method or the signals clause false.
+    let suite = write(
+        dir.path(),
+        "cov_test.yaml",
+        "rules: rules.yaml\ncases:\n  - name: the exporter reads\n    identity: spiffe://example.org/ns/batch/sa/exporter\n    request: {method: GET, path: /ledger}\n    expect: {decision: allow}\n  - name: someone else\n    identity: spiffe://example.org/ns/a/sa/b\n    request: {method: GET, path: /ledger}\n    expect: {decision: deny}\n",
+    );
+    let (code, out, _) = run(&["test", &suite, "--min-coverage", "100"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("clauses: 1 of 3 seen both true and false"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rule exporter-reads: `request.method == \"GET\"` never false\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rule exporter-reads: `signals.requests_1m < 100` never false\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("100% of rules and grants covered; 33% of clauses seen both true and false"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["test", &suite, "--min-clause-coverage", "50"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("clause coverage 33% is below --min-clause-coverage 50%"),
+        "{out}"
+    );
+    // The missing negative cases close the gap.
+    let text = std::fs::read_to_string(&suite).unwrap()
+        + "  - name: the exporter may not post\n    identity: spiffe://example.org/ns/batch/sa/exporter\n    request: {method: POST, path: /ledger}\n    signals: {requests_1m: 700}\n    expect: {decision: deny}\n";
+    std::fs::write(&suite, text).unwrap();
+    let (code, out, _) = run(&["test", &suite, "--min-clause-coverage", "100"]);
+    assert_eq!(code, 0, "{out}");
+}

@@ -85,6 +85,9 @@ pub struct CaseResult {
     pub matched: Vec<String>,
     /// The grant in force for the case, if any.
     pub grant: Option<String>,
+    /// Each rule's clauses with their values for the case (`None`: an
+    /// error), for clause coverage.
+    pub clauses: Vec<coverage::RuleClauses>,
 }
 
 /// One suite's results.
@@ -298,6 +301,7 @@ pub fn run_case(
         time: std::time::Duration::ZERO,
         matched: Vec::new(),
         grant: None,
+        clauses: Vec::new(),
     };
     let Some(expect) = &case.expect else {
         result.outcome = Outcome::Error("the case has no `expect`".into());
@@ -315,10 +319,11 @@ pub fn run_case(
         }
     };
     let attrs = prepared.request.attributes();
-    let (outcome, matched, grant) =
+    let (outcome, (matched, clauses), grant) =
         evaluate(policy, governance, expect, &prepared, (&attrs, redaction));
     result.outcome = outcome;
     result.matched = matched;
+    result.clauses = clauses;
     result.grant = grant;
     result
 }
@@ -331,7 +336,11 @@ fn evaluate(
     expect: &case::Expect,
     prepared: &case::Prepared,
     (attrs, redaction): (&Attributes<'_>, &Redaction),
-) -> (Outcome, Vec<String>, Option<String>) {
+) -> (
+    Outcome,
+    (Vec<String>, Vec<coverage::RuleClauses>),
+    Option<String>,
+) {
     let input = prepared.input(attrs);
     let input = Input {
         signals: governance.signals(input.signals),
@@ -345,16 +354,7 @@ fn evaluate(
     };
     let mut decision = governance::decide_screened(policy, screened, input);
     redaction.decision(&mut decision, attrs);
-    // A path or a credential refused before the rules matches none of them.
-    let matched = match (attrs.path_ambiguity, &decision.revoked) {
-        (Some(_), _) | (_, Some(_)) => Vec::new(),
-        (None, None) => policy
-            .explain(input)
-            .into_iter()
-            .filter(|(_, r)| *r == crate::engine::policy::RuleResult::Match)
-            .map(|(rule, _)| rule.name.to_string())
-            .collect(),
-    };
+    let matched = exercised(policy, &decision, input);
     let outcome = match judge(expect, &decision) {
         Outcome::Failed { expected, got, .. } => {
             // Why, down to the clause, with the credentials redacted.
@@ -384,6 +384,25 @@ fn evaluate(
         matched,
         decision.grant.as_ref().map(|g| g.name.to_string()),
     )
+}
+
+/// The rules that matched `input` and every rule's clauses' values, for
+/// coverage: none for a path or a credential refused before the rules.
+fn exercised(
+    policy: &Policy,
+    decision: &Decision,
+    input: Input<'_>,
+) -> (Vec<String>, Vec<coverage::RuleClauses>) {
+    if input.attributes.path_ambiguity.is_some() || decision.revoked.is_some() {
+        return (Vec::new(), Vec::new());
+    }
+    let matched = policy
+        .explain(input)
+        .into_iter()
+        .filter(|(_, r)| *r == crate::engine::policy::RuleResult::Match)
+        .map(|(rule, _)| rule.name.to_string())
+        .collect();
+    (matched, coverage::clause_values(policy, input))
 }
 
 /// An `expect` that names what cannot be: a reason rules never give, a
