@@ -417,7 +417,9 @@ fn a_record_without_what_the_candidate_reads_is_named_never_guessed() {
     let audit = write(
         dir.path(),
         "audit.jsonl",
-        &format!("{record}\nnot json at all\n{{\"a\":1}}\n"),
+        &format!(
+            "{record}\nnot json at all\n{{\"level\":\"INFO\",\"message\":\"reloaded\"}}\n{{\"decision\":\"allow\"}}\n"
+        ),
     );
     let candidate = root().join("examples/replay/ledger-candidate.yaml");
     let (code, out, err) = run(&["replay", "--rules", candidate.to_str().unwrap(), &audit]);
@@ -433,7 +435,11 @@ fn a_record_without_what_the_candidate_reads_is_named_never_guessed() {
         "{out}"
     );
     assert!(
-        out.contains("cannot read line 3: not an audit record"),
+        out.contains("cannot read line 4: not an audit record"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 other line(s) skipped: not audit records"),
         "{out}"
     );
     // The rules that recorded it read only what it holds: it decides.

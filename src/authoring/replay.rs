@@ -53,8 +53,10 @@ pub struct Report {
     pub undecidable: Vec<(usize, String, Vec<String>)>,
     /// Records decided before any rule, by reason.
     pub before_rules: BTreeMap<String, usize>,
-    /// Lines that are not audit records: line, why.
+    /// Lines that look like records but cannot be read: line, why.
     pub unreadable: Vec<(usize, String)>,
+    /// Other lines (`kubectl logs` interleaves the diagnostic log).
+    pub skipped: usize,
 }
 
 impl Report {
@@ -101,9 +103,13 @@ pub fn replay(
     for (i, line) in lines.lines().enumerate() {
         let line = line.map_err(|e| format!("cannot read the records: {e}"))?;
         let number = i + 1;
-        // `kubectl logs` may interleave other lines: only JSON objects are
-        // records, and a JSON object that is not one is said.
-        if !line.trim_start().starts_with('{') {
+        // `kubectl logs` interleaves the diagnostic log: only JSON objects
+        // with a decision and a method are records; a line that looks like
+        // one but does not read is said.
+        let is_record = line.trim_start().starts_with('{')
+            && (line.contains("\"decision\"") || line.contains("\"method\""));
+        if !is_record {
+            report.skipped += 1;
             continue;
         }
         report.records += 1;
@@ -259,6 +265,12 @@ pub fn render_text(report: &Report, candidate: &str) -> String {
     for (line, why) in &report.unreadable {
         out.push_str(&format!("cannot read line {line}: {why}\n"));
     }
+    if report.skipped > 0 {
+        out.push_str(&format!(
+            "{} other line(s) skipped: not audit records\n",
+            report.skipped
+        ));
+    }
     for (reason, n) in &report.before_rules {
         out.push_str(&format!(
             "not re-decided, decided before the rules: {reason}  {n}\n"
@@ -295,5 +307,6 @@ pub fn render_json(report: &Report) -> Value {
             "line": line, "error": why,
         })).collect::<Vec<_>>(),
         "decided_before_rules": report.before_rules,
+        "skipped": report.skipped,
     })
 }
