@@ -652,3 +652,20 @@ fn clause_coverage_finds_the_missing_negative_cases() {
     let (code, out, _) = run(&["test", &suite, "--min-clause-coverage", "100"]);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn audit_record_takes_read_or_all_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "policy.yaml", LEDGER_RULES);
+    let config = write(
+        dir.path(),
+        "celador.yaml",
+        "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\naudit:\n  record: everything\n",
+    );
+    let (code, _, err) = run(&["serve", "--config", &config]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("everything") && err.contains("read") && err.contains("all"),
+        "{err}"
+    );
+}
