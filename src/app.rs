@@ -406,6 +406,7 @@ fn edge_settings(config: &Config) -> EdgeSettings {
             detail: config.answers.detail,
         },
         audit_headers: config.audit.headers.clone(),
+        audit_record: config.audit.record,
         paths: config.request.paths,
     }
 }

@@ -10,8 +10,11 @@
 
 pub mod clauses;
 pub mod explain;
+pub mod governance;
 pub mod json;
+pub mod record;
 pub mod reference;
+pub mod replay;
 pub mod suite;
 
 use std::path::Path;

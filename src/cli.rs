@@ -1,6 +1,6 @@
 //! The command line: `celador serve`, `celador inject`, `celador signals`,
 //! `celador envoy-config`, and the rule
-//! author's tools `check`, `test` and `eval`.
+//! author's tools `check`, `test`, `eval` and `replay`.
 //!
 //! Data flow: arguments are parsed here and each command runs to an exit
 //! code; `main.rs` only calls [`main`]. `serve` exits with 0 after a clean
@@ -19,6 +19,8 @@ macro_rules! complain {
 }
 
 mod governance;
+mod offline;
+mod replay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -144,6 +146,10 @@ enum Command {
         /// covered (implies --coverage).
         #[arg(long, value_name = "PERCENT")]
         min_coverage: Option<f64>,
+        /// Fail unless at least PERCENT of the rules' clauses were seen
+        /// both true and false (implies --coverage).
+        #[arg(long, value_name = "PERCENT")]
+        min_clause_coverage: Option<f64>,
         /// Another header whose value is shown as `<redacted>` in
         /// explanations (besides the credentials, which always are);
         /// repeatable.
@@ -174,7 +180,12 @@ enum Command {
         /// `<redacted>`, as in audit records); repeatable.
         #[arg(long = "show-query-param", value_name = "NAME")]
         show_query: Vec<String>,
+        #[command(flatten)]
+        governance: offline::GovernanceArgs,
     },
+    /// Re-decide recorded audit records with candidate rules and report
+    /// the decisions that would change.
+    Replay(replay::ReplayArgs),
     /// The fleet's governance store: revoke, unrevoke, grant, ungrant,
     /// governance.
     #[command(flatten)]
@@ -235,6 +246,7 @@ pub fn main() -> ExitCode {
             pattern,
             coverage,
             min_coverage,
+            min_clause_coverage,
             redact,
             show_query,
         } => test(
@@ -244,7 +256,7 @@ pub fn main() -> ExitCode {
                 pattern,
                 redaction: Redaction::new(redact, show_query),
             },
-            (coverage || min_coverage.is_some(), min_coverage),
+            (coverage, min_coverage, min_clause_coverage),
         ),
         Command::Eval {
             rules,
@@ -252,7 +264,9 @@ pub fn main() -> ExitCode {
             format,
             redact,
             show_query,
-        } => eval(&rules, &input, &format, &Redaction::new(redact, show_query)),
+            governance,
+        } => eval((&rules, &input), &format, (redact, show_query), &governance),
+        Command::Replay(args) => replay::run(&args),
         Command::Store(command) => governance::run(command),
     }
 }
@@ -321,8 +335,9 @@ fn test(
     paths: &[PathBuf],
     junit: Option<&std::path::Path>,
     options: &suite::Options,
-    (coverage, min_coverage): (bool, Option<f64>),
+    (coverage, min_coverage, min_clause_coverage): (bool, Option<f64>, Option<f64>),
 ) -> ExitCode {
+    let coverage = coverage || min_coverage.is_some() || min_clause_coverage.is_some();
     let suites = match suite::discover(paths) {
         Ok(suites) if suites.is_empty() => {
             complain!("celador: no test suites (*_test.yaml) found");
@@ -356,6 +371,15 @@ fn test(
             ));
             ok = false;
         }
+        let clauses = suite::coverage::clause_percent(&files);
+        if let Some(min) = min_clause_coverage
+            && clauses < min
+        {
+            say(&format!(
+                "clause coverage {clauses:.0}% is below --min-clause-coverage {min}%\n"
+            ));
+            ok = false;
+        }
     }
     if ok {
         ExitCode::SUCCESS
@@ -365,12 +389,20 @@ fn test(
 }
 
 fn eval(
-    rules: &std::path::Path,
-    input: &std::path::Path,
+    (rules, input): (&std::path::Path, &std::path::Path),
     format: &str,
-    redaction: &Redaction,
+    (redact, show_query): (Vec<String>, Vec<String>),
+    governance: &offline::GovernanceArgs,
 ) -> ExitCode {
-    match explain::explain_redacting(rules, input, redaction) {
+    let redaction = &Redaction::new(redact, show_query);
+    let governance = match governance.read() {
+        Ok(governance) => governance,
+        Err(e) => {
+            complain!("celador: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match explain::explain_governed(rules, input, redaction, &governance) {
         Ok(explanation) => {
             if format == "json" {
                 say(&format!("{}\n", explain::render_json(&explanation)));
@@ -541,7 +573,7 @@ fn inject(
 }
 
 /// `celador inject --pod FILE`: what the webhook would make of each pod and
-/// workload in FILE, printed as YAML documents (each in JSON form).
+/// workload in FILE, printed as YAML documents.
 fn inject_one(settings: &crate::inject::settings::Settings, file: &std::path::Path) -> ExitCode {
     use crate::inject::review;
     let text = match std::fs::read_to_string(file) {
@@ -572,10 +604,10 @@ fn inject_one(settings: &crate::inject::settings::Settings, file: &std::path::Pa
     // A closed pipe (`| head`) ends the output quietly.
     let mut out = std::io::stdout().lock();
     for document in &documents {
-        let Ok(text) = serde_json::to_string_pretty(document) else {
+        let Ok(text) = serde_saphyr::to_string(document) else {
             return ExitCode::FAILURE;
         };
-        if std::io::Write::write_all(&mut out, format!("---\n{text}\n").as_bytes()).is_err() {
+        if std::io::Write::write_all(&mut out, format!("---\n{text}").as_bytes()).is_err() {
             return ExitCode::FAILURE;
         }
     }

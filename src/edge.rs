@@ -44,6 +44,8 @@ pub struct EdgeSettings {
     pub answers: AnswerSettings,
     /// Request headers whose values audit records include.
     pub audit_headers: Vec<String>,
+    /// Which attributes audit records hold (`audit.record`).
+    pub audit_record: trail::RecordMode,
     /// How request paths are read and judged (`request.paths`).
     pub paths: PathMode,
 }
@@ -186,6 +188,7 @@ impl ExtAuthz {
             time: now,
             latency: started.elapsed(),
             redaction: self.engine.redaction(),
+            mode: self.settings.audit_record,
         };
         self.record(&decision, &attrs, context);
         self.count(&decision, enforced, started.elapsed());
@@ -210,7 +213,7 @@ impl ExtAuthz {
         }));
         if recorded.is_err() {
             tracing::error!(
-                request_id = %context.redaction.text(attrs.request_id),
+                request_id = %context.redaction.text(attrs.request_id()),
                 "writing the audit record failed"
             );
         }

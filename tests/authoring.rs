@@ -366,7 +366,7 @@ fn test_runs_the_example_suites() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("40 passed, 0 failed\n"), "{stdout}");
     assert!(
-        stdout.ends_with("100% of rules and grants covered\n"),
+        stdout.contains("\n100% of rules and grants covered; "),
         "{stdout}"
     );
     assert!(
@@ -413,7 +413,9 @@ fn coverage_marks_the_rules_no_case_exercised_and_min_coverage_gates_on_it() {
         "{stdout}"
     );
     assert!(
-        stdout.ends_with("67% of rules and grants covered\n"),
+        stdout.ends_with(
+            "67% of rules and grants covered; 33% of clauses seen both true and false\n"
+        ),
         "{stdout}"
     );
     let (code, stdout, _) = run(&["test", "--min-coverage", "90", suite.to_str().unwrap()]);
@@ -438,7 +440,7 @@ fn a_failing_case_is_explained_clause_by_clause_with_other_errors_apart() {
             source.id == "spiffe://example.org/ns/reporting/sa/reporter"  => true  (source.id = "spiffe://example.org/ns/reporting/sa/reporter")
             request.method == "GET"  => true  (request.method = "GET")
             request.path.startsWith("/export/")  => true  (request.path = "/export/daily.csv")
-            request.time.getHours("UTC") < 4  => false  (request.time = timestamp("2026-11-25T04:00:00Z"))
+            request.time.getHours("UTC") < 4  => false  (request.time = timestamp("2026-11-25T04:00:00Z"), request.time.getHours("UTC") = 4)
         other rules failed to evaluate (not the cause of this decision):
           rule 'agent-reads-own-tenant': token.claims: the request has no verified JWT-SVID
 "#;
@@ -578,7 +580,7 @@ cases:
         "  PASS  right\n",
         "  FAIL  wrong decision\n        expected: allow\n        got:      deny (no_allow_rule)\n",
         "  FAIL  wrong rule\n        expected: deny by rule 'shop-checkout-and-refunds'\n        got:      deny by rule 'refunds-only-refund' (denied_by_rule)\n",
-        "  ERROR a reason rules never give\n        expect.reason \"svid_expired\" is not one rules give: allowed, denied_by_rule, rule_error, no_allow_rule, granted or invalid_path\n",
+        "  ERROR a reason rules never give\n        expect.reason \"svid_expired\" is not one rules give: allowed, denied_by_rule, rule_error, no_allow_rule, granted, invalid_path or revoked\n",
         "  ERROR a broken identity\n        identity \"spiffe://Example.org/x\": the trust domain 'Example.org' has uppercase letters; trust domains are lowercase\n",
         "missing_test.yaml\n  ERROR the rules under test do not load:\n",
     ] {

@@ -240,7 +240,17 @@ fn a_valid_svid_is_allowed_by_its_rule_and_reaches_the_upstream_as_itself() {
     assert_eq!(record["headers"]["user-agent"], "nightly-export/1.0");
     assert_eq!(record["policy_version"].as_str().map(str::len), Some(16));
     assert!(record["latency_us"].as_u64().is_some());
-    assert!(!record["request_id"].as_str().unwrap_or_default().is_empty());
+    // `request_id` is the `x-request-id` Envoy generated and the upstream
+    // received, so records join the application's logs; Envoy's stream id
+    // is kept beside it.
+    let upstream_id = seen[0].header_values("x-request-id");
+    assert_eq!(upstream_id.len(), 1, "{upstream_id:?}");
+    assert_eq!(record["request_id"], upstream_id[0]);
+    let stream_id = record["envoy_stream_id"].as_str().unwrap_or_default();
+    assert!(
+        !stream_id.is_empty() && stream_id != upstream_id[0],
+        "{record}"
+    );
 }
 
 #[test]

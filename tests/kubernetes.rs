@@ -2220,6 +2220,12 @@ fn the_preview_injects_workloads_and_says_what_it_skipped() {
     assert_eq!(code, 0, "{err}");
     let docs: Vec<Value> = serde_saphyr::from_multiple(&out).unwrap();
     assert_eq!(docs.len(), 4);
+    // YAML, as the README says, not JSON documents.
+    assert!(
+        out.starts_with("---\napiVersion: apps/v1\nkind: Deployment\n")
+            && !out.contains("\"kind\""),
+        "{out}"
+    );
     assert_eq!(
         docs[0]["spec"]["template"]["spec"]["initContainers"][0]["name"],
         "celador"
@@ -3967,6 +3973,43 @@ fn the_readme_kubernetes_commands_are_run_or_listed_as_needing_a_cluster() {
                 assert_eq!(
                     injected["spec"]["template"]["spec"]["initContainers"][0]["name"],
                     "celador"
+                );
+            }
+            ["helm", "template", "celador", "charts/celador", ..] => {
+                // The injector's settings as the chart renders them (with
+                // the default values: `my-values.yaml` is the reader's),
+                // taken out of its ConfigMap as the command's `yq` does.
+                assert!(command.contains("--show-only templates/settings.yaml"));
+                assert!(command.ends_with("> inject.yaml"), "{command}");
+                let rendered = Rendered::of(&json!({}));
+                let settings = rendered
+                    .kind("ConfigMap")
+                    .into_iter()
+                    .find_map(|m| m["data"]["inject.yaml"].as_str().map(str::to_owned))
+                    .expect("no ConfigMap with inject.yaml");
+                std::fs::write(dir.path().join("inject.yaml"), settings).unwrap();
+            }
+            ["celador", "inject", "--config", "inject.yaml", "--pod", pod] => {
+                // Run after the command above wrote `inject.yaml`.
+                let config = dir.path().join("inject.yaml");
+                assert!(
+                    config.exists(),
+                    "{command} before the helm template that writes it"
+                );
+                let pod = repo(pod);
+                let (code, out, err) = support::celador::run(&[
+                    "inject",
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--pod",
+                    pod.to_str().unwrap(),
+                ]);
+                assert_eq!(code, 0, "{command}: {out}{err}");
+                let docs: Vec<Value> = serde_saphyr::from_multiple(&out).unwrap();
+                assert!(
+                    docs.iter()
+                        .any(|d| d.to_string().contains("\"name\":\"celador\"")),
+                    "{command}: nothing injected:\n{out}"
                 );
             }
             _ => panic!("the README's Kubernetes section has a command no test runs: {command}"),

@@ -221,6 +221,10 @@ pub struct AuditConfig {
     /// `<redacted>`).
     #[serde(default)]
     pub query_params: Vec<String>,
+    /// `read` (what the deciding rule read) or `all` (every attribute a
+    /// rule could read, for `celador replay`).
+    #[serde(default)]
+    pub record: crate::edge::trail::RecordMode,
 }
 
 /// Diagnostic logging (audit records always go to standard output).

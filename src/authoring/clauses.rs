@@ -53,10 +53,17 @@ pub fn explain(
 ) -> Why {
     let mut why = Why::default();
     let deciding = decision.rule.as_deref();
-    for (name, role) in [
+    // Why not, without naming a rule: the allow rules that came closest.
+    let closest = match (expected_rule, decision.reason) {
+        (None, crate::engine::Reason::NoAllowRule) => closest_allow_rules(policy, (input, shown)),
+        _ => Vec::new(),
+    };
+    let named = [
         (deciding, "decided"),
         (expected_rule, "was expected to decide"),
-    ] {
+    ];
+    let closest = closest.iter().map(|n| (Some(n.as_str()), "came closest"));
+    for (name, role) in named.into_iter().chain(closest) {
         let Some(name) = name.filter(|n| !why.rules.iter().any(|t| t.rule == *n)) else {
             continue;
         };
@@ -68,7 +75,7 @@ pub fn explain(
         };
         redaction.clause(&mut tree, input.attributes);
         let expected_to_match = rule.effect == Effect::Allow
-            && Some(name) == expected_rule
+            && (Some(name) == expected_rule || role == "came closest")
             && tree.value.as_deref() != Ok("true");
         why.rules.push(Traced {
             rule: name.to_owned(),
@@ -93,6 +100,39 @@ pub fn explain(
         })
         .collect();
     why
+}
+
+/// At most this many allow rules are shown as the closest.
+const CLOSEST: usize = 3;
+
+/// The allow rules with the most true clauses of their top-level `&&` (at
+/// least one; those tied with the most, in file order, at most
+/// [`CLOSEST`]): the rules that came closest to allowing a request none
+/// allowed.
+pub fn closest_allow_rules(policy: &Policy, (input, shown): (Input<'_>, Input<'_>)) -> Vec<String> {
+    let held: Vec<(usize, &str)> = policy
+        .rules()
+        .iter()
+        .filter(|r| r.effect == Effect::Allow)
+        .filter_map(|rule| {
+            let tree = policy.trace(&rule.name, input, shown)?;
+            let held = match tree.op {
+                Some("&&") => tree
+                    .children
+                    .iter()
+                    .filter(|c| c.value.as_deref() == Ok("true"))
+                    .count(),
+                _ => 0,
+            };
+            Some((held, &*rule.name))
+        })
+        .collect();
+    let most = held.iter().map(|(n, _)| *n).max().unwrap_or(0);
+    held.into_iter()
+        .filter(|(n, _)| most > 0 && *n == most)
+        .take(CLOSEST)
+        .map(|(_, name)| name.to_owned())
+        .collect()
 }
 
 fn verdict(tree: &Clause) -> String {

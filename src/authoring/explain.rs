@@ -15,6 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
+use crate::authoring::governance::{self, Governance};
 use crate::authoring::suite::case::{Case, svid_from_der};
 use crate::authoring::suite::{Outcome, describe};
 use crate::engine::attributes::Attributes;
@@ -65,14 +66,31 @@ pub fn explain_redacting(
     input: &Path,
     redaction: &Redaction,
 ) -> Result<Explanation, String> {
+    explain_governed(rules, input, redaction, &Governance::default())
+}
+
+/// Explains the decision of `rules` on `input` with `governance` (grants,
+/// revocations, signals) in force, as `serve` would decide it.
+pub fn explain_governed(
+    rules: &Path,
+    input: &Path,
+    redaction: &Redaction,
+    governance: &Governance,
+) -> Result<Explanation, String> {
     let policy = crate::authoring::read_policy(rules).map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(input)
         .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
     let envoy = serde_json::from_str::<Value>(&text)
         .ok()
         .filter(|v| v.get("attributes").is_some());
+    let record = serde_json::from_str::<Value>(&text)
+        .ok()
+        .filter(|v| v.get("decision").is_some() && v.get("method").is_some());
+    if record.is_some() {
+        return explain_record(&policy, &text, (redaction, governance));
+    }
     match envoy {
-        Some(json) => explain_check_request(&policy, &json, redaction),
+        Some(json) => explain_check_request(&policy, &json, (redaction, governance)),
         None => {
             let case: Case =
                 crate::engine::yaml::from_str(&text, input).map_err(|e| e.to_string())?;
@@ -90,20 +108,61 @@ pub fn explain_redacting(
             let name = case.name.as_deref().unwrap_or("unnamed");
             let expected_rule = case.expect.as_ref().and_then(|e| e.rule.as_deref());
             let mut explanation = run(
-                redaction,
+                (redaction, governance),
                 &policy,
                 format!("a test case ({name})"),
                 identities,
                 (input, expected_rule),
             );
             explanation.expectation = case.expect.as_ref().map(|expect| {
-                let mut decision = crate::authoring::decide(&policy, input);
+                let mut decision = governance.decide(&policy, input);
                 redaction.decision(&mut decision, &attrs);
                 crate::authoring::suite::judge(expect, &decision)
             });
             Ok(explanation)
         }
     }
+}
+
+/// Explains an audit record line re-decided: its identities as recorded
+/// (verified then), `now` its decision time. A record that does not hold
+/// what the rules read is refused, with what it lacks.
+fn explain_record(
+    policy: &Policy,
+    line: &str,
+    (redaction, governance): (&Redaction, &Governance),
+) -> Result<Explanation, String> {
+    let recorded = crate::authoring::record::Recorded::parse(line.trim())?;
+    let missing = recorded.missing(policy);
+    if !missing.is_empty() {
+        return Err(format!(
+            "the audit record does not hold what these rules read: {} (record with `audit.record: all` to replay any rules)",
+            missing.join(", ")
+        ));
+    }
+    let mut identities = Vec::new();
+    if let Some(s) = &recorded.source {
+        identities.push(format!("source: {} (as recorded; verified then)", s.id));
+    }
+    if let Some(t) = &recorded.token {
+        identities.push(format!("token: {} (as recorded; verified then)", t.id));
+    }
+    let attrs = recorded.request.attributes();
+    let (workload, none) = (
+        Workload::default(),
+        crate::engine::signals::Signals::default(),
+    );
+    let old = &recorded.old;
+    Ok(run(
+        (redaction, governance),
+        policy,
+        format!(
+            "an audit record (now = its decision time; recorded: {} {})",
+            old.decision, old.reason
+        ),
+        identities,
+        (recorded.input(&attrs, &workload, &none), None),
+    ))
 }
 
 /// The JWT-SVID in the `authorization` header, read but not verified,
@@ -133,7 +192,7 @@ fn token_of(attrs: &Attributes<'_>, identities: &mut Vec<String>) -> Option<JwtS
 fn explain_check_request(
     policy: &Policy,
     json: &Value,
-    redaction: &Redaction,
+    (redaction, governance): (&Redaction, &Governance),
 ) -> Result<Explanation, String> {
     let request = crate::authoring::json::check_request(json)?;
     let attrs = crate::edge::request::attributes(&request).map_err(|e| e.to_string())?;
@@ -159,7 +218,7 @@ fn explain_check_request(
     let token = token_of(&attrs, &mut identities);
     let now = attrs.time.unwrap_or_else(SystemTime::now);
     Ok(run(
-        redaction,
+        (redaction, governance),
         policy,
         "an Envoy CheckRequest (now = its request time)".into(),
         identities,
@@ -179,32 +238,26 @@ fn explain_check_request(
 }
 
 fn run(
-    redaction: &Redaction,
+    (redaction, governance): (&Redaction, &Governance),
     policy: &Policy,
     input_kind: String,
     identities: Vec<String>,
     (input, expected_rule): (Input<'_>, Option<&str>),
 ) -> Explanation {
-    let mut decision = crate::authoring::decide(policy, input);
+    let input = Input {
+        signals: governance.signals(input.signals),
+        ..input
+    };
+    let screened = governance.screen(input);
+    let grant = screened.grant.clone();
+    let input = Input {
+        grant: grant.as_ref(),
+        ..input
+    };
+    let mut decision = governance::decide_screened(policy, screened, input);
     redaction.decision(&mut decision, input.attributes);
     let rules = rule_results(policy, input, redaction);
-    let mut reads: Vec<&str> = policy
-        .rules()
-        .iter()
-        .flat_map(|r| r.reads.iter().map(String::as_str))
-        .collect();
-    reads.sort_unstable();
-    reads.dedup();
-    // `request` is read whenever `request.method` is: show the leaves.
-    let leaves: Vec<&str> = reads
-        .iter()
-        .copied()
-        .filter(|r| {
-            !reads.iter().any(|o| {
-                o.len() > r.len() && o.starts_with(r) && o.as_bytes().get(r.len()) == Some(&b'.')
-            })
-        })
-        .collect();
+    let leaves = leaves(policy);
     // Rules see the real request; the attributes shown never hold a
     // credential.
     let shown = redaction.shown(input.attributes);
@@ -232,6 +285,27 @@ fn run(
         expectation: None,
         why,
     }
+}
+
+/// The attributes the rules of `policy` read, leaves only: `request` is
+/// read whenever `request.method` is.
+fn leaves(policy: &Policy) -> Vec<&str> {
+    let mut reads: Vec<&str> = policy
+        .rules()
+        .iter()
+        .flat_map(|r| r.reads.iter().map(String::as_str))
+        .collect();
+    reads.sort_unstable();
+    reads.dedup();
+    reads
+        .iter()
+        .copied()
+        .filter(|r| {
+            !reads.iter().any(|o| {
+                o.len() > r.len() && o.starts_with(r) && o.as_bytes().get(r.len()) == Some(&b'.')
+            })
+        })
+        .collect()
 }
 
 /// Each rule's result, its error as `redaction` lets it be shown.

@@ -388,8 +388,8 @@ const FOOTER: &str = r#"## What `celador check` reports
 ## Test suites
 
 `celador test` runs files named `*_test.yaml` (or the files given). A suite
-names the rules under test (and optionally a grants file in force) and lists
-cases; `defaults` fill what a case
+names the rules under test (and optionally a grants file and a revocations
+file in force) and lists cases; `defaults` fill what a case
 leaves out. Each case needs a name of its own, and a rule a case
 expects (`expect.rule`) must be a rule of the file under test: a typo there
 is an error, never a silent pass or failure. [`test-suite.schema.json`](test-suite.schema.json) is its JSON
@@ -398,6 +398,7 @@ Schema.
 ```yaml
 rules: payments.yaml
 grants: grants.yaml                                      # optional: grants in force for every case
+revocations: revocations.yaml                            # optional: a revoked caller is denied (revoked) before any rule
 defaults:
   request: { host: payments.shop.svc }
 cases:
@@ -418,16 +419,16 @@ cases:
       scheme: https                                      # https if omitted
       size: 0                                            # -1 (unknown) if omitted
       protocol: HTTP/2                                   # HTTP/1.1 if omitted
-      id: r-1                                            # `test` if omitted
+      id: r-1                                            # request.id, sent as x-request-id; empty if omitted
     destination: { principal: spiffe://example.org/ns/shop/sa/payments, address: 10.0.0.9, port: 8443 }
     context: { route: charges }                          # Envoy's context extensions
     workload: { namespace: shop, labels: { app: payments } }   # empty if omitted
     time: "2026-11-22T10:00:00Z"                         # now and request.time; the real time if omitted
-    signals: { requests_1m: 700 }                        # the caller's counts; 0 if omitted
+    signals: { requests_1m: 700, risk: { level: high, since: "2026-11-22T09:00:00Z", source: idp } }   # the caller's signals; 0 and no risk if omitted
     expect:
       decision: deny                                     # allow | deny
       rule: refunds-only-refund                          # optional: the deciding rule
-      reason: denied_by_rule                             # optional: allowed, denied_by_rule, rule_error, no_allow_rule, granted, invalid_path
+      reason: denied_by_rule                             # optional: allowed, denied_by_rule, rule_error, no_allow_rule, granted, invalid_path, revoked
       grant: ""                                          # optional: the grant in force ("" for none)
 ```
 
@@ -439,6 +440,10 @@ taken as given (a certificate file is
 read for its SPIFFE ID, not verified): a suite tests rules, not credentials.
 
 `celador eval --rules FILE --input FILE` takes one such case (without
-`expect`), or an Envoy `CheckRequest` in JSON, and explains every rule's
-result and the value of every attribute the rules read.
+`expect`), an Envoy `CheckRequest` in JSON, or an audit record line (as
+`celador serve` writes it), and explains every rule's
+result and the value of every attribute the rules read. `--grants FILE`,
+`--revocations FILE` and `--signals FILE` (the caller's signals in YAML or
+JSON, replacing the input's) put in force what can change a decision in
+`serve` besides the rules and the request.
 "#;

@@ -19,17 +19,16 @@
 
 pub mod case;
 pub mod coverage;
+mod errors;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use std::sync::Arc;
-
+use crate::authoring::governance::{self, Governance};
 use crate::engine::Decision;
 use crate::engine::attributes::Attributes;
-use crate::engine::grants::{self, Grants};
-use crate::engine::identity::Identity;
+use crate::engine::grants::Grants;
 use crate::engine::policy::{Input, Policy};
 use crate::engine::redaction::Redaction;
 use case::{Case, ExpectedDecision};
@@ -43,6 +42,9 @@ pub struct SuiteFile {
     /// A grants file in force for every case, relative to the suite.
     #[serde(default)]
     pub grants: Option<PathBuf>,
+    /// A revocations file in force for every case, relative to the suite.
+    #[serde(default)]
+    pub revocations: Option<PathBuf>,
     /// Values every case starts from.
     #[serde(default)]
     pub defaults: Case,
@@ -83,6 +85,9 @@ pub struct CaseResult {
     pub matched: Vec<String>,
     /// The grant in force for the case, if any.
     pub grant: Option<String>,
+    /// Each rule's clauses with their values for the case (`None`: an
+    /// error), for clause coverage.
+    pub clauses: Vec<coverage::RuleClauses>,
 }
 
 /// One suite's results.
@@ -192,7 +197,7 @@ pub fn run_with(path: &Path, options: &Options) -> SuiteResult {
         cases: Vec::new(),
         covers: None,
     };
-    let (suite, policy, grants) = match load(path) {
+    let (suite, policy, governance) = match load(path) {
         Ok(loaded) => loaded,
         Err(e) => return failed(e),
     };
@@ -215,7 +220,7 @@ pub fn run_with(path: &Path, options: &Options) -> SuiteResult {
                 return None;
             }
             let started = std::time::Instant::now();
-            let mut result = run_case(&policy, &grants, &case, base, &options.redaction);
+            let mut result = run_case(&policy, &governance, &case, base, &options.redaction);
             result.name = name;
             result.time = started.elapsed();
             Some(result)
@@ -228,41 +233,45 @@ pub fn run_with(path: &Path, options: &Options) -> SuiteResult {
         covers: Some(Covered {
             rules_file: base.join(&suite.rules),
             rules: policy.rules().iter().map(|r| r.name.to_string()).collect(),
-            grants: grants.grants().iter().map(|g| g.name.to_string()).collect(),
+            grants: (governance.grants.grants().iter())
+                .map(|g| g.name.to_string())
+                .collect(),
         }),
     }
 }
 
-/// The suite at `path`, its rules and its grants, or why they do not load.
-fn load(path: &Path) -> Result<(SuiteFile, Policy, Grants), String> {
+/// The suite at `path`, its rules and its grants and revocations, or why
+/// they do not load.
+fn load(path: &Path) -> Result<(SuiteFile, Policy, Governance), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the suite: {e}"))?;
     let suite = parse_suite(&text, path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let policy = crate::authoring::read_policy(&base.join(&suite.rules))
         .map_err(|e| format!("the rules under test do not load:\n{e}"))?;
-    let grants = match suite.grants.as_ref().map(|f| read_grants(&base.join(f))) {
-        None => Grants::default(),
-        Some(Ok(grants)) => grants,
-        Some(Err(e)) => return Err(format!("the grants file does not load:\n{e}")),
-    };
+    let governance = Governance::read(
+        suite.grants.as_ref().map(|f| base.join(f)).as_deref(),
+        suite.revocations.as_ref().map(|f| base.join(f)).as_deref(),
+        None,
+    )?;
     if let Some(name) = duplicate_case_name(&suite.cases) {
         return Err(format!(
             "the case name '{name}' is used twice; each case needs a name of its own"
         ));
     }
-    Ok((suite, policy, grants))
+    Ok((suite, policy, governance))
 }
 
 /// The suite in `text`; a rules file given by mistake is named as such.
 fn parse_suite(text: &str, path: &Path) -> Result<SuiteFile, String> {
     crate::engine::yaml::from_str(text, path).map_err(|e| {
+        let all = errors::all(text, path, &e);
         if text.lines().any(|l| l.trim_start().starts_with("- name:")) && text.contains("effect:")
         {
             format!(
-                "{e}\nthis looks like a rules file (its rules have `effect:`): check it with `celador check`, and test it with a suite that names it in `rules:`"
+                "{all}this looks like a rules file (its rules have `effect:`): check it with `celador check`, and test it with a suite that names it in `rules:`"
             )
         } else {
-            e.to_string()
+            all
         }
     })
 }
@@ -276,26 +285,12 @@ fn duplicate_case_name(cases: &[Case]) -> Option<&str> {
         .find(|name| !seen.insert(*name))
 }
 
-/// Reads the grants file at `path` as `celador check` and `test` do: the
-/// default maximum duration, measured from now.
-pub fn read_grants(path: &Path) -> Result<Grants, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Grants::parse(
-        &text,
-        path,
-        grants::DEFAULT_MAX_DURATION,
-        std::time::SystemTime::now(),
-    )
-    .map_err(|e| e.to_string())
-}
-
-/// Runs one case (its defaults already applied) against `policy` and
-/// `grants`, as `serve` would decide it after verifying its identities;
-/// its explanation shows what `redaction` lets be shown.
+/// Runs one case (its defaults already applied) against `policy` with
+/// `governance` in force, as `serve` would decide it after verifying its
+/// identities; its explanation shows what `redaction` lets be shown.
 pub fn run_case(
     policy: &Policy,
-    grants: &Grants,
+    governance: &Governance,
     case: &Case,
     base: &Path,
     redaction: &Redaction,
@@ -306,12 +301,13 @@ pub fn run_case(
         time: std::time::Duration::ZERO,
         matched: Vec::new(),
         grant: None,
+        clauses: Vec::new(),
     };
     let Some(expect) = &case.expect else {
         result.outcome = Outcome::Error("the case has no `expect`".into());
         return result;
     };
-    if let Err(problem) = check_expect(expect, policy, grants) {
+    if let Err(problem) = check_expect(expect, policy, &governance.grants) {
         result.outcome = Outcome::Error(problem);
         return result;
     }
@@ -323,10 +319,11 @@ pub fn run_case(
         }
     };
     let attrs = prepared.request.attributes();
-    let (outcome, matched, grant) =
-        evaluate(policy, grants, expect, &prepared, (&attrs, redaction));
+    let (outcome, (matched, clauses), grant) =
+        evaluate(policy, governance, expect, &prepared, (&attrs, redaction));
     result.outcome = outcome;
     result.matched = matched;
+    result.clauses = clauses;
     result.grant = grant;
     result
 }
@@ -335,34 +332,29 @@ pub fn run_case(
 /// down to the clause when it failed), the rules that matched, the grant.
 fn evaluate(
     policy: &Policy,
-    grants: &Grants,
+    governance: &Governance,
     expect: &case::Expect,
     prepared: &case::Prepared,
     (attrs, redaction): (&Attributes<'_>, &Redaction),
-) -> (Outcome, Vec<String>, Option<String>) {
-    let identity = Identity {
-        source: prepared.source.clone().map(Arc::new),
-        token: prepared.token.clone().map(Arc::new),
-        from_cache: false,
-    };
+) -> (
+    Outcome,
+    (Vec<String>, Vec<coverage::RuleClauses>),
+    Option<String>,
+) {
     let input = prepared.input(attrs);
-    let grant = grants.find(&identity, input);
+    let input = Input {
+        signals: governance.signals(input.signals),
+        ..input
+    };
+    let screened = governance.screen(input);
+    let grant = screened.grant.clone();
     let input = Input {
         grant: grant.as_ref(),
         ..input
     };
-    let mut decision = crate::authoring::decide(policy, input);
+    let mut decision = governance::decide_screened(policy, screened, input);
     redaction.decision(&mut decision, attrs);
-    // A path refused before the rules matches none of them.
-    let matched = match attrs.path_ambiguity {
-        Some(_) => Vec::new(),
-        None => policy
-            .explain(input)
-            .into_iter()
-            .filter(|(_, r)| *r == crate::engine::policy::RuleResult::Match)
-            .map(|(rule, _)| rule.name.to_string())
-            .collect(),
-    };
+    let matched = exercised(policy, &decision, input);
     let outcome = match judge(expect, &decision) {
         Outcome::Failed { expected, got, .. } => {
             // Why, down to the clause, with the credentials redacted.
@@ -394,6 +386,25 @@ fn evaluate(
     )
 }
 
+/// The rules that matched `input` and every rule's clauses' values, for
+/// coverage: none for a path or a credential refused before the rules.
+fn exercised(
+    policy: &Policy,
+    decision: &Decision,
+    input: Input<'_>,
+) -> (Vec<String>, Vec<coverage::RuleClauses>) {
+    if input.attributes.path_ambiguity.is_some() || decision.revoked.is_some() {
+        return (Vec::new(), Vec::new());
+    }
+    let matched = policy
+        .explain(input)
+        .into_iter()
+        .filter(|(_, r)| *r == crate::engine::policy::RuleResult::Match)
+        .map(|(rule, _)| rule.name.to_string())
+        .collect();
+    (matched, coverage::clause_values(policy, input))
+}
+
 /// An `expect` that names what cannot be: a reason rules never give, a
 /// grant or a rule the files under test do not have.
 fn check_expect(expect: &case::Expect, policy: &Policy, grants: &Grants) -> Result<(), String> {
@@ -405,11 +416,12 @@ fn check_expect(expect: &case::Expect, policy: &Policy, grants: &Grants) -> Resu
             "no_allow_rule",
             "granted",
             "invalid_path",
+            "revoked",
         ]
         .contains(&reason.as_str())
     {
         return Err(format!(
-            "expect.reason {reason:?} is not one rules give: allowed, denied_by_rule, rule_error, no_allow_rule, granted or invalid_path"
+            "expect.reason {reason:?} is not one rules give: allowed, denied_by_rule, rule_error, no_allow_rule, granted, invalid_path or revoked"
         ));
     }
     if let Some(grant) = &expect.grant

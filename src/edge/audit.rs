@@ -43,8 +43,11 @@ pub struct AuditRecord<'a> {
     /// microseconds.
     #[serde(serialize_with = "serialize_time")]
     pub time: SystemTime,
-    /// Envoy's request ID.
+    /// The request's `x-request-id` (`request.id`), which the
+    /// application's and Envoy's logs carry: the key to join them on.
     pub request_id: Cow<'a, str>,
+    /// Envoy's id for the stream (`request.http.id` of the check).
+    pub envoy_stream_id: Cow<'a, str>,
     /// The SPIFFE ID of the verified X.509-SVID (the mTLS peer).
     pub spiffe_id: Option<&'a str>,
     /// The SPIFFE ID of the verified JWT-SVID.
@@ -119,6 +122,8 @@ pub struct Context<'a> {
     pub latency: Duration,
     /// What the record may show of the request.
     pub redaction: &'a Redaction,
+    /// Which attributes the record holds (`audit.record`).
+    pub mode: super::trail::RecordMode,
 }
 
 /// Audits a decision; `headers` are the audited headers, each with
@@ -136,13 +141,16 @@ pub fn record(
         context.time,
         context.latency,
     );
-    record.trail = Some(Trail::of(
-        decision,
-        context.snapshot,
-        (attrs, context.redaction),
-        context.enforced,
-        context.time,
-    ));
+    record.trail = Some(
+        Trail::of(
+            decision,
+            context.snapshot,
+            (attrs, context.redaction),
+            context.enforced,
+            context.time,
+        )
+        .recording(context.mode),
+    );
     emit(&record);
 }
 
@@ -158,7 +166,8 @@ fn audit_record<'a>(
     AuditRecord {
         trail: None,
         time,
-        request_id: redaction.text(attrs.request_id),
+        request_id: redaction.text(attrs.request_id()),
+        envoy_stream_id: redaction.text(attrs.stream_id),
         spiffe_id: decision.identity.source.as_ref().map(|s| s.id.as_str()),
         token_id: decision.identity.token.as_ref().map(|t| t.id.as_str()),
         method: attrs.method,
@@ -205,7 +214,11 @@ pub fn record_error(request: &CheckRequest, reason: Reason, detail: &str, latenc
     ) -> &str| { http.map_or("", f) };
     let record = AuditRecord {
         time: SystemTime::now(),
-        request_id: redaction::text(field(|h| &h.id)),
+        request_id: redaction::text(
+            http.and_then(|h| h.headers.get("x-request-id"))
+                .map_or("", String::as_str),
+        ),
+        envoy_stream_id: redaction::text(field(|h| &h.id)),
         spiffe_id: None,
         token_id: None,
         method: field(|h| &h.method),
@@ -237,6 +250,7 @@ pub fn record_refusal(
     let record = AuditRecord {
         time: SystemTime::now(),
         request_id: redaction::text(&request.request_id),
+        envoy_stream_id: redaction::text(&request.stream_id),
         spiffe_id: None,
         token_id: None,
         method: &request.method,
@@ -292,6 +306,7 @@ impl AuditRecord<'_> {
         write_rfc3339(out.buf, self.time);
         out.buf.push('"');
         out.str("request_id", &self.request_id);
+        out.str("envoy_stream_id", &self.envoy_stream_id);
         out.opt_str("spiffe_id", self.spiffe_id);
         if let Some(id) = self.token_id {
             out.str("token_id", id);
@@ -395,6 +410,7 @@ mod tests {
         AuditRecord {
             time: UNIX_EPOCH + Duration::from_micros(1_795_321_594_880_642),
             request_id: "r-\"1\"".into(),
+            envoy_stream_id: "1234".into(),
             spiffe_id: Some("spiffe://example.org/ns/a/sa/b"),
             token_id: Some("spiffe://example.org/agent"),
             method: "GET",
@@ -468,6 +484,7 @@ mod tests {
                 ("authorization", "Bearer s3cret"),
                 ("cookie", "id=s3cret"),
                 ("user-agent", "t"),
+                ("x-request-id", "req-7"),
             ],
         );
         let attrs = crate::edge::request::attributes(&request).unwrap();
@@ -490,6 +507,14 @@ mod tests {
         assert!(line.contains(r#""authorization":"<redacted>""#), "{line}");
         assert!(line.contains(r#""user-agent":"t""#), "{line}");
         assert!(line.contains(r#""path":"/a""#), "{line}");
+        let record = parsed(&line);
+        assert_eq!(
+            (&record["request_id"], &record["envoy_stream_id"]),
+            (
+                &serde_json::json!("req-7"),
+                &serde_json::json!(attrs.stream_id)
+            )
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub fn attributes(request: &CheckRequest) -> Result<Attributes<'_>, AttributesEr
         destination_principal,
         destination_address,
         destination_port,
-        request_id: &http.id,
+        stream_id: &http.id,
         method: &http.method,
         path: canonical.path,
         raw_path,
@@ -193,6 +193,25 @@ mod tests {
             (raw.path.as_ref(), raw.path_ambiguity),
             (raw.raw_path, None)
         );
+    }
+
+    #[test]
+    fn the_request_id_is_the_x_request_id_and_the_stream_id_envoys() {
+        let req = request(HttpRequest {
+            id: "12977398458817011041".into(),
+            headers: [("x-request-id".to_owned(), "8d5c-app".to_owned())].into(),
+            ..Default::default()
+        });
+        let a = attributes(&req).unwrap();
+        assert_eq!(
+            (a.request_id(), a.stream_id),
+            ("8d5c-app", "12977398458817011041")
+        );
+        let none = request(HttpRequest {
+            id: "1".into(),
+            ..Default::default()
+        });
+        assert_eq!(attributes(&none).unwrap().request_id(), "");
     }
 
     #[test]

@@ -261,7 +261,7 @@ fn denial_body(decision: &Decision, attrs: &Attributes<'_>, detail: bool) -> Str
     // The reason code tells the caller what class of thing to fix; the
     // details (accepted audiences, key counts, the caller's own text) would
     // tell it about the configuration, so they go to the audit record only.
-    let request_id = Some(attrs.request_id).filter(|id| is_plain_id(id));
+    let request_id = Some(attrs.request_id()).filter(|id| is_plain_id(id));
     let body = if detail {
         serde_json::json!({
             "decision": "deny",

@@ -455,7 +455,10 @@ fn a_caller_chosen_request_id_is_not_reflected() {
         .and_then(|a| a.request.as_mut())
         .and_then(|r| r.http.as_mut())
         .unwrap();
-    http.id = format!("<script>{}", "x".repeat(16 * 1024));
+    http.headers.insert(
+        "x-request-id".to_owned(),
+        format!("<script>{}", "x".repeat(16 * 1024)),
+    );
     let body = |request: &CheckRequest| match a.check(request).unwrap().http_response {
         Some(HttpResponse::DeniedResponse(denied)) => denied.body,
         other => panic!("not denied: {other:?}"),
@@ -483,7 +486,9 @@ fn a_caller_chosen_request_id_is_not_reflected() {
                 .and_then(|a| a.request.as_mut())
                 .and_then(|r| r.http.as_mut())
             {
-                http.id = id.to_owned();
+                http.headers
+                    .insert("x-request-id".to_owned(), id.to_owned());
+                http.id = "4711".to_owned();
             }
             denials.push(body(&request));
         }
@@ -496,6 +501,7 @@ fn a_caller_chosen_request_id_is_not_reflected() {
     assert_eq!(records[0]["request_id"], "<redacted>");
     assert!(denials[1].contains(plain), "{}", denials[1]);
     assert_eq!(records[1]["request_id"], plain);
+    assert_eq!(records[1]["envoy_stream_id"], "4711");
 }
 
 #[test]

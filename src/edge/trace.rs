@@ -178,7 +178,7 @@ mod tests {
             destination_principal: "",
             destination_address: "",
             destination_port: 0,
-            request_id: "",
+            stream_id: "",
             method: "GET",
             path: "/".into(),
             raw_path: "/",

@@ -18,9 +18,55 @@ use crate::engine::policy::footprint::{Footprint, Part};
 use crate::engine::redaction::Redaction;
 use crate::engine::{Attributes, Decision, Snapshot, percent, time};
 
+/// Which attributes a record's `read` holds (`audit.record`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordMode {
+    /// What the deciding rule read (every rule's, when none decided).
+    #[default]
+    Read,
+    /// Every attribute a rule could read, so that `celador replay` can
+    /// re-decide the record with rules that read something else.
+    All,
+}
+
+/// Every part of a request a rule can read, and the volatile values: what
+/// `audit.record: all` records. (The signals are written only when the
+/// decision counted them: the engine counts them for policies that read
+/// them, and a record never shows counts it did not have.)
+fn everything() -> &'static Footprint {
+    static ALL: std::sync::OnceLock<Footprint> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| Footprint {
+        parts: [
+            Part::Source,
+            Part::SourceAddress,
+            Part::SourcePort,
+            Part::TokenId,
+            Part::Token,
+            Part::Method,
+            Part::Path,
+            Part::RawPath,
+            Part::Host,
+            Part::Scheme,
+            Part::Protocol,
+            Part::Size,
+            Part::Query,
+            Part::Headers,
+            Part::Context,
+            Part::DestinationPrincipal,
+            Part::DestinationAddress,
+            Part::DestinationPort,
+        ]
+        .into(),
+        volatile: ["now", "request.time", "request.id", "signals"].into(),
+        ..Footprint::default()
+    })
+}
+
 /// The trail of one decision, written into its audit record.
 #[derive(Debug, Clone, Copy)]
 pub struct Trail<'a> {
+    mode: RecordMode,
     decision: &'a Decision,
     snapshot: &'a Snapshot,
     attrs: &'a Attributes<'a>,
@@ -41,6 +87,7 @@ impl<'a> Trail<'a> {
         now: SystemTime,
     ) -> Self {
         Trail {
+            mode: RecordMode::Read,
             decision,
             snapshot,
             attrs,
@@ -48,6 +95,11 @@ impl<'a> Trail<'a> {
             enforced,
             now,
         }
+    }
+
+    /// This trail recording what `mode` says.
+    pub fn recording(self, mode: RecordMode) -> Self {
+        Trail { mode, ..self }
     }
 
     /// Writes the trail's members into `out`:
@@ -63,13 +115,18 @@ impl<'a> Trail<'a> {
         // A revoked credential and an ambiguous path are denied before
         // any rule reads anything.
         let rules_ran = d.revoked.is_none() && d.reason != crate::engine::Reason::InvalidPath;
-        if identified && rules_ran {
+        // `all` records them still: other rules or revocations may decide
+        // them differently on replay.
+        if identified && (rules_ran || self.mode == RecordMode::All) {
             let policy = &self.snapshot.policy;
-            let footprint = d
-                .rule
-                .as_ref()
-                .and_then(|name| policy.rule(name))
-                .map_or(policy.footprint(), |rule| &rule.footprint);
+            let footprint = match self.mode {
+                RecordMode::All => everything(),
+                RecordMode::Read => d
+                    .rule
+                    .as_ref()
+                    .and_then(|name| policy.rule(name))
+                    .map_or(policy.footprint(), |rule| &rule.footprint),
+            };
             if !footprint.parts.is_empty() || !footprint.volatile.is_empty() {
                 out.object("read", |o| self.write_read(o, footprint));
             }
@@ -131,7 +188,8 @@ impl<'a> Trail<'a> {
             match *volatile {
                 "now" => o.str("now", &time::rfc3339(now)),
                 "request.time" => o.str("request.time", &time::rfc3339(attrs.time.unwrap_or(now))),
-                "request.id" => o.str("request.id", &self.redaction.text(attrs.request_id)),
+                "request.id" => o.str("request.id", &self.redaction.text(attrs.request_id())),
+                "signals" if self.mode == RecordMode::All && self.decision.signals.is_none() => {}
                 "signals" => {
                     let s = self.decision.signals.clone().unwrap_or_default();
                     o.object("signals", |o| {

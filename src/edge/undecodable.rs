@@ -16,8 +16,10 @@ const MAX_FIELD: usize = 1024;
 /// What could be read of a request that was not decided.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Salvaged {
-    /// `attributes.request.http.id`.
+    /// The `x-request-id` header of `attributes.request.http.headers`.
     pub request_id: String,
+    /// `attributes.request.http.id`: Envoy's stream id.
+    pub stream_id: String,
     /// `attributes.request.http.method`.
     pub method: String,
     /// `attributes.request.http.host`.
@@ -40,7 +42,13 @@ pub fn salvage(message: &[u8]) -> Salvaged {
         return Salvaged::default();
     };
     Salvaged {
-        request_id: lossy(&http.id),
+        request_id: http
+            .headers
+            .iter()
+            .find(|h| h.key.eq_ignore_ascii_case(b"x-request-id"))
+            .map(|h| lossy(&h.value))
+            .unwrap_or_default(),
+        stream_id: lossy(&http.id),
         method: lossy(&http.method),
         host: lossy(&http.host),
         path: lossy(&http.path),
@@ -80,10 +88,21 @@ struct LossyHttpRequest {
     id: Vec<u8>,
     #[prost(bytes = "vec", tag = "2")]
     method: Vec<u8>,
+    // A `map<string, string>` is, on the wire, a repeated entry message.
+    #[prost(message, repeated, tag = "3")]
+    headers: Vec<LossyHeader>,
     #[prost(bytes = "vec", tag = "4")]
     path: Vec<u8>,
     #[prost(bytes = "vec", tag = "5")]
     host: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct LossyHeader {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
 }
 
 #[cfg(test)]
@@ -93,7 +112,12 @@ mod tests {
 
     #[test]
     fn the_request_line_of_a_message_with_invalid_utf8_is_read_lossily() {
-        let mut request = crate::testing::check::request("", "GET", "/pay/MARK", &[("x", "y")]);
+        let mut request = crate::testing::check::request(
+            "",
+            "GET",
+            "/pay/MARK",
+            &[("x", "y"), ("x-request-id", "app-9")],
+        );
         if let Some(http) = request
             .attributes
             .as_mut()
@@ -108,7 +132,8 @@ mod tests {
         bytes[at] = 0xff;
         assert!(CheckRequest::decode(bytes.as_slice()).is_err());
         let salvaged = salvage(&bytes);
-        assert_eq!(salvaged.request_id, "req-1");
+        assert_eq!(salvaged.request_id, "app-9");
+        assert_eq!(salvaged.stream_id, "req-1");
         assert_eq!(salvaged.method, "GET");
         assert_eq!(salvaged.path, "/pay/\u{fffd}ARK");
         assert_eq!(salvage(b"\xff\xff\xff"), Salvaged::default());

@@ -44,6 +44,13 @@ pub struct DecisionLabels {
     pub rule: RuleLabel,
 }
 
+/// Labels of a granted decision.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrantLabels {
+    /// The grant's name, or `other` past [`MAX_RULE_LABELS`] names.
+    pub grant: RuleLabel,
+}
+
 /// Labels of an SVID cache lookup.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
@@ -58,7 +65,11 @@ pub struct DecisionMetrics {
     decisions: Family<DecisionLabels, Counter>,
     latency: Histogram,
     svid_cache: Family<CacheLabels, Counter>,
+    granted: Family<GrantLabels, Counter>,
     rules: RwLock<HashSet<Arc<str>>>,
+    /// The grant names counted so far: they come from the grants files and
+    /// the governance store, never from a request, and are bounded still.
+    grants: RwLock<HashSet<Arc<str>>>,
     none: RuleLabel,
     other: RuleLabel,
 }
@@ -77,7 +88,9 @@ impl DecisionMetrics {
             // 5 µs to 160 ms.
             latency: Histogram::new(exponential_buckets(5e-6, 2.0, 16)),
             svid_cache: Family::default(),
+            granted: Family::default(),
             rules: RwLock::new(HashSet::new()),
+            grants: RwLock::new(HashSet::new()),
             none: RuleLabel("none".into()),
             other: RuleLabel("other".into()),
         };
@@ -85,6 +98,11 @@ impl DecisionMetrics {
             "decisions",
             "Checks answered, by outcome, reason code and deciding rule",
             metrics.decisions.clone(),
+        );
+        registry.register(
+            "granted_decisions",
+            "Checks allowed by a time-bound grant, by grant name (alert on on-call access)",
+            metrics.granted.clone(),
         );
         registry.register(
             "check_duration_seconds",
@@ -149,7 +167,32 @@ impl DecisionMetrics {
     pub fn record(&self, decision: &Decision, latency: Duration) {
         let labels = self.labels(decision.reason, decision.rule.as_ref());
         self.decisions.get_or_create(&labels).inc();
+        if decision.reason == Reason::Granted
+            && let Some(grant) = &decision.grant
+        {
+            let grant = self.grant_label(&grant.name);
+            self.granted.get_or_create(&GrantLabels { grant }).inc();
+        }
         self.latency.observe(latency.as_secs_f64());
+    }
+
+    /// `name` as a label: admitted while fewer than [`MAX_RULE_LABELS`]
+    /// grant names have been, `other` after.
+    fn grant_label(&self, name: &Arc<str>) -> RuleLabel {
+        if let Some(known) = self
+            .grants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+        {
+            return RuleLabel(Arc::clone(known));
+        }
+        let mut grants = self.grants.write().unwrap_or_else(PoisonError::into_inner);
+        if grants.len() < MAX_RULE_LABELS {
+            grants.insert(Arc::clone(name));
+            return RuleLabel(Arc::clone(name));
+        }
+        self.other.clone()
     }
 
     /// The counter of SVID cache lookups of `kind` with `result`.
@@ -218,6 +261,46 @@ mod tests {
             policy_version: "v".into(),
             ..Decision::default()
         }
+    }
+
+    #[test]
+    fn granted_decisions_are_counted_by_grant_name() {
+        let mut registry = Registry::default();
+        let metrics = DecisionMetrics::register(&mut registry);
+        let now = std::time::SystemTime::now();
+        let grants = crate::engine::grants::Grants::parse(
+            "grants:\n  - name: inc-9-oncall\n    identities: [\"spiffe://example.org/ns/ops/sa/oncall\"]\n    expires: 2099-01-01T00:00:00Z\n    reason: on call\n",
+            std::path::Path::new("g.yaml"),
+            std::time::Duration::from_secs(u64::from(u32::MAX) * 100),
+            now,
+        )
+        .unwrap();
+        let mut granted = decision(Reason::Granted, None);
+        granted.allowed = true;
+        granted.grant = grants.grants().first().cloned();
+        for _ in 0..2 {
+            metrics.record(&granted, Duration::from_micros(7));
+        }
+        // Past the bound, a name counts as `other`.
+        for i in 0..MAX_RULE_LABELS {
+            let name: Arc<str> = format!("g{i}").into();
+            let _ = metrics.grant_label(&name);
+        }
+        assert_eq!(metrics.grant_label(&"late".into()).0.as_ref(), "other");
+        assert_eq!(
+            metrics.grant_label(&"inc-9-oncall".into()).0.as_ref(),
+            "inc-9-oncall"
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(r#"granted_decisions_total{grant="inc-9-oncall"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"decisions_total{outcome="allow",reason="granted",rule="none"} 2"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -29,8 +29,10 @@ pub struct Attributes<'a> {
     pub destination_address: &'a str,
     /// The local port.
     pub destination_port: u32,
-    /// `request.http.id`.
-    pub request_id: &'a str,
+    /// `request.http.id`: Envoy's id for the stream, which joins nothing
+    /// outside Envoy (`request.id`, the request's own id, is
+    /// [`Attributes::request_id`]).
+    pub stream_id: &'a str,
     /// `request.http.method`.
     pub method: &'a str,
     /// `request.path`: the canonical path (see [`super::request_path`]), or
@@ -61,6 +63,13 @@ pub struct Attributes<'a> {
 }
 
 impl Attributes<'_> {
+    /// `request.id`: the `x-request-id` header (which Envoy sets, or keeps
+    /// when trusted), the id the application's and Envoy's own logs carry;
+    /// empty when the request has none.
+    pub fn request_id(&self) -> &str {
+        self.header("x-request-id").unwrap_or("")
+    }
+
     /// The header `name` (lowercase), if present.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)

@@ -362,7 +362,7 @@ impl Redaction {
             query,
             path: self.text(&attrs.path).into_owned(),
             raw_path: self.text(attrs.raw_path).into_owned(),
-            request_id: self.text(attrs.request_id).into_owned(),
+            stream_id: self.text(attrs.stream_id).into_owned(),
             context,
         }
     }
@@ -376,7 +376,7 @@ pub struct Shown<'a> {
     query: String,
     path: String,
     raw_path: String,
-    request_id: String,
+    stream_id: String,
     context: HashMap<String, String>,
 }
 
@@ -388,7 +388,7 @@ impl Shown<'_> {
             query: &self.query,
             path: Cow::Borrowed(&self.path),
             raw_path: &self.raw_path,
-            request_id: &self.request_id,
+            stream_id: &self.stream_id,
             context: &self.context,
             ..self.base.clone()
         }
@@ -767,7 +767,7 @@ mod tests {
             destination_principal: "",
             destination_address: "",
             destination_port: 0,
-            request_id: "r1",
+            stream_id: "r1",
             method: "GET",
             path: Cow::Borrowed("/"),
             raw_path: "/",

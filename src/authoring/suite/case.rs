@@ -93,7 +93,8 @@ pub struct RequestInput {
     /// The body size; -1 (unknown) unless given.
     #[serde(default)]
     pub size: Option<i64>,
-    /// The request ID.
+    /// The request ID (`request.id`), sent as the `x-request-id` header as
+    /// Envoy sends it; also the check's stream id.
     #[serde(default)]
     pub id: Option<String>,
     /// The peer's address, `10.0.0.1` or `10.0.0.1:5555`.
@@ -340,6 +341,10 @@ impl Case {
                 .headers
                 .iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .chain(
+                    r.id.iter()
+                        .map(|id| ("x-request-id".to_owned(), id.clone())),
+                )
                 .collect(),
             path,
             host: r.host.clone().unwrap_or_else(|| "localhost".into()),

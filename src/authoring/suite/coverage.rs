@@ -4,13 +4,62 @@
 //! a CI gate.
 //!
 //! Data flow: every case evaluates every rule ([`super::CaseResult`]'s
-//! `matched`); this module folds the results of all suites by rules file,
-//! so two suites of one file add up.
+//! `matched`) and each rule's clauses (`clauses`); this module folds the
+//! results of all suites by rules file, so two suites of one file add up.
+//! A rule is covered when a case matched it; a clause (a leaf of its
+//! condition's `&&`/`||`/`!` tree) when cases saw it both true and false,
+//! which finds the missing negative cases.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::SuiteResult;
+use crate::engine::policy::trace::Clause;
+use crate::engine::policy::{Input, Policy};
+
+/// A rule's name and its clauses' text and value for one case (`None`:
+/// the clause failed to evaluate).
+pub type RuleClauses = (String, Vec<(String, Option<bool>)>);
+
+/// Every rule's clauses with their values on `input`.
+pub fn clause_values(policy: &Policy, input: Input<'_>) -> Vec<RuleClauses> {
+    fn leaves(c: &Clause, out: &mut Vec<(String, Option<bool>)>) {
+        if c.op.is_some() {
+            c.children.iter().for_each(|child| leaves(child, out));
+        } else {
+            let value = match c.value.as_deref() {
+                Ok("true") => Some(true),
+                Ok("false") => Some(false),
+                _ => None,
+            };
+            out.push((c.text.clone(), value));
+        }
+    }
+    policy
+        .rules()
+        .iter()
+        .filter_map(|rule| {
+            let tree = policy.trace(&rule.name, input, input)?;
+            let mut clauses = Vec::new();
+            leaves(&tree, &mut clauses);
+            Some((rule.name.to_string(), clauses))
+        })
+        .collect()
+}
+
+/// A clause's coverage: its rule, its text, whether a case saw it true, and
+/// false.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClauseCoverage {
+    /// The rule.
+    pub rule: String,
+    /// The clause as written.
+    pub text: String,
+    /// A case saw it true.
+    pub seen_true: bool,
+    /// A case saw it false.
+    pub seen_false: bool,
+}
 
 /// One rules file's coverage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +70,8 @@ pub struct FileCoverage {
     pub rules: Vec<(String, Vec<String>)>,
     /// Each grant, with the cases it was in force for.
     pub grants: Vec<(String, Vec<String>)>,
+    /// Each rule's clauses, in rule order.
+    pub clauses: Vec<ClauseCoverage>,
 }
 
 impl FileCoverage {
@@ -29,6 +80,39 @@ impl FileCoverage {
         let all = self.rules.iter().chain(&self.grants);
         let covered = all.clone().filter(|(_, cases)| !cases.is_empty()).count();
         (covered, all.count())
+    }
+
+    /// Clauses seen both true and false, and all clauses.
+    pub fn clause_counts(&self) -> (usize, usize) {
+        let both = self
+            .clauses
+            .iter()
+            .filter(|c| c.seen_true && c.seen_false)
+            .count();
+        (both, self.clauses.len())
+    }
+
+    fn see(&mut self, rule: &str, text: &str, value: Option<bool>) {
+        let at = match self
+            .clauses
+            .iter()
+            .position(|c| c.rule == rule && c.text == text)
+        {
+            Some(at) => at,
+            None => {
+                self.clauses.push(ClauseCoverage {
+                    rule: rule.to_owned(),
+                    text: text.to_owned(),
+                    seen_true: false,
+                    seen_false: false,
+                });
+                self.clauses.len() - 1
+            }
+        };
+        if let Some(c) = self.clauses.get_mut(at) {
+            c.seen_true |= value == Some(true);
+            c.seen_false |= value == Some(false);
+        }
     }
 }
 
@@ -49,6 +133,7 @@ pub fn coverage(results: &[SuiteResult]) -> Vec<FileCoverage> {
                 .map(|r| (r.clone(), Vec::new()))
                 .collect(),
             grants: Vec::new(),
+            clauses: Vec::new(),
         });
         for grant in &covers.grants {
             if !file.grants.iter().any(|(g, _)| g == grant) {
@@ -56,6 +141,11 @@ pub fn coverage(results: &[SuiteResult]) -> Vec<FileCoverage> {
             }
         }
         for case in &suite.cases {
+            for (rule, clauses) in &case.clauses {
+                for (text, value) in clauses {
+                    file.see(rule, text, *value);
+                }
+            }
             for (rule, cases) in &mut file.rules {
                 if case.matched.contains(rule) {
                     cases.push(case.name.clone());
@@ -85,6 +175,41 @@ pub fn percent(files: &[FileCoverage]) -> f64 {
     }
 }
 
+/// The share of clauses seen both true and false over every file, in
+/// percent (100 when there is none).
+pub fn clause_percent(files: &[FileCoverage]) -> f64 {
+    let (both, all) = files.iter().fold((0, 0), |(b, a), f| {
+        let (fb, fa) = f.clause_counts();
+        (b + fb, a + fa)
+    });
+    if all == 0 {
+        100.0
+    } else {
+        100.0 * both as f64 / all as f64
+    }
+}
+
+/// The clauses of `file` not seen both ways, for people.
+fn render_clauses(file: &FileCoverage, out: &mut String) {
+    let (both, all) = file.clause_counts();
+    out.push_str(&format!(
+        "    clauses: {both} of {all} seen both true and false
+"
+    ));
+    for c in file
+        .clauses
+        .iter()
+        .filter(|c| !(c.seen_true && c.seen_false))
+    {
+        let never = match (c.seen_true, c.seen_false) {
+            (false, false) => "never true nor false",
+            (true, _) => "never false",
+            (_, true) => "never true",
+        };
+        out.push_str(&format!("      rule {}: `{}` {never}\n", c.rule, c.text));
+    }
+}
+
 /// The coverage for people: one block per rules file.
 pub fn render_text(files: &[FileCoverage]) -> String {
     let mut out = String::from("coverage:\n");
@@ -111,10 +236,12 @@ pub fn render_text(files: &[FileCoverage]) -> String {
                 out.push_str(&format!("    {kind:<5} {name:<width$}  {shown}\n"));
             }
         }
+        render_clauses(file, &mut out);
     }
     out.push_str(&format!(
-        "{:.0}% of rules and grants covered\n",
-        percent(files)
+        "{:.0}% of rules and grants covered; {:.0}% of clauses seen both true and false\n",
+        percent(files),
+        clause_percent(files)
     ));
     out
 }

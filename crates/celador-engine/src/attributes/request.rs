@@ -29,7 +29,8 @@ pub struct Request {
     pub destination_address: String,
     /// The local port.
     pub destination_port: u32,
-    /// `request.http.id`.
+    /// `request.http.id`: Envoy's stream id (`request.id` is the
+    /// `x-request-id` header).
     pub id: String,
     /// `request.http.method`.
     pub method: String,
@@ -87,7 +88,7 @@ impl Request {
             destination_principal: &self.destination_principal,
             destination_address: &self.destination_address,
             destination_port: self.destination_port,
-            request_id: &self.id,
+            stream_id: &self.id,
             method: &self.method,
             path: canonical.path,
             raw_path,

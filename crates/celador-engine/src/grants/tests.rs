@@ -50,7 +50,7 @@ fn attrs<'a>(
         destination_principal: "",
         destination_address: "",
         destination_port: 0,
-        request_id: "",
+        stream_id: "",
         method,
         path: path.into(),
         raw_path: path,

@@ -90,7 +90,7 @@ impl<'a> Activation<'a> {
                 }),
             },
             request: RequestVal {
-                id: attrs.request_id.into(),
+                id: attrs.request_id().into(),
                 method: attrs.method.into(),
                 path: attrs.path.as_ref().into(),
                 raw_path: attrs.raw_path.into(),

@@ -230,7 +230,7 @@ pub static REQUEST: Object = Object {
         field(
             "id",
             FieldTy::String,
-            "The request ID Envoy assigned (`attributes.request.http.id`, the `x-request-id`).",
+            "The request's `x-request-id` header (which Envoy generates or keeps), the id the application's and Envoy's logs carry; empty when absent. Envoy's stream id (`attributes.request.http.id`) is the audit record's `envoy_stream_id`.",
         ),
         field(
             "method",

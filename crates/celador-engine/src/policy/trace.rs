@@ -47,6 +47,7 @@ pub(super) fn trace(expr: &IdedExpr, truth: &Context<'_, '_>, shown: &Context<'_
     let reads = reads
         .into_iter()
         .map(|r| (unparse(r), evaluate(r, shown)))
+        .chain(computed(expr, truth, shown))
         .fold(
             Vec::<(String, Result<String, String>)>::new(),
             |mut all, read| {
@@ -72,6 +73,54 @@ pub(super) fn trace(expr: &IdedExpr, truth: &Context<'_, '_>, shown: &Context<'_
         reads,
         children: Vec::new(),
     }
+}
+
+/// The values of the computed operands a comparison compares
+/// (`request.time.getHours("UTC")` in `request.time.getHours("UTC") < 4`):
+/// neither a literal nor a plain attribute. Each is shown only when the
+/// redacted input gives it the same value as the real one; else it was
+/// computed from something redacted, and is `<redacted>` itself.
+fn computed(
+    expr: &IdedExpr,
+    truth: &Context<'_, '_>,
+    shown: &Context<'_, '_>,
+) -> Vec<(String, Result<String, String>)> {
+    const COMPARISONS: [&str; 7] = [
+        operators::EQUALS,
+        operators::NOT_EQUALS,
+        operators::LESS,
+        operators::LESS_EQUALS,
+        operators::GREATER,
+        operators::GREATER_EQUALS,
+        operators::IN,
+    ];
+    let Expr::Call(c) = &expr.expr else {
+        return Vec::new();
+    };
+    if c.target.is_some() || !COMPARISONS.contains(&c.func_name.as_str()) {
+        return Vec::new();
+    }
+    c.args
+        .iter()
+        .filter(|a| {
+            let mut plain = Vec::new();
+            collect_reads(a, &mut plain, &mut Vec::new());
+            // A literal reads nothing; a plain attribute is its one read.
+            match plain.as_slice() {
+                [] => false,
+                [one] => one.id != a.id,
+                _ => true,
+            }
+        })
+        .map(|a| {
+            let value = match (evaluate(a, truth), evaluate(a, shown)) {
+                (Ok(real), Ok(seen)) if real == seen => Ok(seen),
+                (Err(e), Err(_)) => Err(e),
+                _ => Ok(format!("\"{}\"", crate::redaction::REDACTED)),
+            };
+            (unparse(a), value)
+        })
+        .collect()
 }
 
 fn evaluate(expr: &IdedExpr, ctx: &Context<'_, '_>) -> Result<String, String> {
