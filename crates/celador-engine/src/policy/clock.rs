@@ -115,7 +115,7 @@ impl ClockReads {
                 // The text is the parser's own output for an expression it
                 // parsed: it parses again.
                 let mut expr = env.parser().parse(text).ok()?;
-                super::flatten_fields(&mut expr, &mut Vec::new());
+                super::rewrite::flatten_fields(&mut expr, &mut Vec::new());
                 Some(expr)
             })
             .collect();
@@ -138,7 +138,7 @@ impl ClockReads {
         ctx.set_variable_resolver(&activation);
         for read in &self.reads {
             let value = match Value::resolve(read, &ctx) {
-                Ok(v) => format!("={}", super::display(&v)),
+                Ok(v) => format!("={}", super::render::display(&v)),
                 Err(e) => format!("!{e}"),
             };
             key.extend_from_slice(&(value.len() as u64).to_le_bytes());

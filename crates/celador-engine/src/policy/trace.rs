@@ -12,8 +12,9 @@
 use cel::common::ast::{Expr, LiteralValue, operators};
 use cel::{Context, IdedExpr, Value};
 
+use super::render::display;
 use super::unparse::unparse;
-use super::{absent_credential, display, message_of};
+use super::{absent_credential, message_of};
 pub use crate::clause::Clause;
 
 /// The tree of `expr`: `truth` evaluates on the real input, `shown` on the
