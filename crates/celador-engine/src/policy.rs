@@ -83,10 +83,14 @@ pub struct Policy {
     path: PathBuf,
     warnings: Vec<Diagnostic>,
     root: Context<'static, 'static>,
-    index: index::RuleIndex,
+    /// The enforced rules, filed by the literals they pin.
+    enforced: index::RuleIndex,
+    /// Every rule, the enforced and those in `mode: shadow`, filed the
+    /// same way; `None` when no rule is in `mode: shadow` (boxed: most
+    /// policies have none, and a policy is held in enums beside smaller
+    /// things).
+    with_shadow: Option<Box<index::RuleIndex>>,
     clock: clock::ClockReads,
-    /// Whether some rule is in `mode: shadow`.
-    shadow_rules: bool,
     /// Each name's first rule.
     named: std::collections::HashMap<Arc<str>, usize>,
 }
@@ -148,19 +152,15 @@ impl Policy {
     /// Rules in `mode: shadow` are not enforced; a grant in force
     /// (`input.grant`) allows when no allow rule does.
     pub fn evaluate(&self, input: Input<'_>) -> Decision {
-        self.evaluate_rules(input, |r| r.mode == Mode::Enforce)
+        // Only the rules the index cannot rule out, in file order.
+        self.decide(input, &self.enforced.candidates(&input))
     }
 
     /// What [`Policy::evaluate`] would decide if the rules in
     /// `mode: shadow` were enforced too; `None` when there are none.
     pub fn evaluate_shadow(&self, input: Input<'_>) -> Option<Decision> {
-        self.shadow_rules
-            .then(|| self.evaluate_rules(input, |_| true))
-    }
-
-    /// Whether some rule is in `mode: shadow`.
-    pub fn has_shadow_rules(&self) -> bool {
-        self.shadow_rules
+        let index = self.with_shadow.as_ref()?;
+        Some(self.decide(input, &index.candidates(&input)))
     }
 
     /// The first rule named `name`: a lookup, not a scan, on every check's
@@ -193,11 +193,12 @@ impl Policy {
     /// in order, without the rule index: the reference the index is tested
     /// and measured against.
     pub fn evaluate_sequential(&self, input: Input<'_>, shadow: bool) -> Decision {
-        let included = |r: &Rule| shadow || r.mode == Mode::Enforce;
-        let mut decision =
-            self.evaluate_included(input, || self.rules.iter().filter(|r| included(r)));
-        decision.grant = input.grant.cloned();
-        decision
+        let positions: Vec<u32> = (0..self.rules.len())
+            .zip(&self.rules)
+            .filter(|(_, r)| shadow || r.mode == Mode::Enforce)
+            .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
+            .collect();
+        self.decide(input, &positions)
     }
 
     /// Appends to a decision cache key the values of the bounded clock
@@ -206,36 +207,20 @@ impl Policy {
         self.clock.key(&self.root, input, key);
     }
 
-    /// The rule index built at load.
+    /// The index of the enforced rules, built at load.
     pub fn index(&self) -> &index::RuleIndex {
-        &self.index
+        &self.enforced
     }
 
-    fn evaluate_rules(&self, input: Input<'_>, included: impl Fn(&Rule) -> bool) -> Decision {
-        // Only the rules the index cannot rule out, in file order.
-        let candidates = self.index.candidates(&input);
-        let rules = || {
-            candidates
-                .iter()
-                .filter_map(|&i| self.rules.get(i as usize))
-                .filter(|r| included(r))
-        };
-        let mut decision = self.evaluate_included(input, rules);
-        // The grant in force is part of every decision, whoever decided.
-        decision.grant = input.grant.cloned();
-        decision
-    }
-
-    /// Decides with `rules()`, the rules to evaluate in file order.
-    fn evaluate_included<'r, I>(&'r self, input: Input<'_>, rules: impl Fn() -> I) -> Decision
-    where
-        I: Iterator<Item = &'r Rule>,
-    {
+    /// Decides with the rules at `positions` (ascending, so in file
+    /// order): the deny rules, then the allow rules, then the grant.
+    fn decide(&self, input: Input<'_>, positions: &[u32]) -> Decision {
         let activation = activation::Activation::new(input);
         let mut ctx = self.root.new_inner_scope();
         ctx.set_variable_resolver(&activation);
         let mut errors = Vec::new();
-        for rule in rules().filter(|r| r.effect == Effect::Deny) {
+        let rules = positions.iter().filter_map(|&i| self.rules.get(i as usize));
+        for rule in rules.clone().filter(|r| r.effect == Effect::Deny) {
             let reason = match evaluate_rule(rule, &ctx) {
                 RuleResult::NoMatch => continue,
                 RuleResult::Match => Reason::DeniedByRule,
@@ -248,13 +233,13 @@ impl Policy {
                     Reason::RuleError
                 }
             };
-            return self.decision(false, reason, Some(rule), errors);
+            return self.decision(input, false, reason, Some(rule), errors);
         }
-        for rule in rules().filter(|r| r.effect == Effect::Allow) {
+        for rule in rules.filter(|r| r.effect == Effect::Allow) {
             match evaluate_rule(rule, &ctx) {
                 RuleResult::NoMatch => {}
                 RuleResult::Match => {
-                    return self.decision(true, Reason::Allowed, Some(rule), errors);
+                    return self.decision(input, true, Reason::Allowed, Some(rule), errors);
                 }
                 RuleResult::Error(error) => errors.push(RuleError {
                     rule: Arc::clone(&rule.name),
@@ -263,13 +248,16 @@ impl Policy {
             }
         }
         match input.grant {
-            Some(_) => self.decision(true, Reason::Granted, None, errors),
-            None => self.decision(false, Reason::NoAllowRule, None, errors),
+            Some(_) => self.decision(input, true, Reason::Granted, None, errors),
+            None => self.decision(input, false, Reason::NoAllowRule, None, errors),
         }
     }
 
+    /// A decision of these rules; the grant in force is part of every
+    /// decision, whoever decided.
     fn decision(
         &self,
+        input: Input<'_>,
         allowed: bool,
         reason: Reason,
         rule: Option<&Rule>,
@@ -283,6 +271,7 @@ impl Policy {
             identity: Identity::default(),
             errors,
             policy_version: self.shared_version(),
+            grant: input.grant.cloned(),
             ..Decision::default()
         }
     }

@@ -122,11 +122,23 @@ impl Policy {
         }
         let rules: Vec<Rule> = compiled.into_iter().map(|(c, _)| c.rule).collect();
         let footprint = footprint::Footprint::union(rules.iter().map(|r| &r.footprint));
-        let index = index::RuleIndex::build(rules.iter().map(|r| &r.expr));
+        // The split by mode is made here, once: each evaluation walks one
+        // index and evaluates every candidate it yields.
+        let conditions = || rules.iter().enumerate().map(|(i, r)| (i, r, &r.expr));
+        let enforced = index::RuleIndex::build(
+            conditions()
+                .filter(|(_, r, _)| r.mode == Mode::Enforce)
+                .map(|(i, _, expr)| (i, expr)),
+        );
+        let with_shadow = rules.iter().any(|r| r.mode == Mode::Shadow).then(|| {
+            Box::new(index::RuleIndex::build(
+                conditions().map(|(i, _, expr)| (i, expr)),
+            ))
+        });
         Ok(Policy {
-            shadow_rules: rules.iter().any(|r| r.mode == Mode::Shadow),
             named: first_of_each_name(&rules),
-            index,
+            enforced,
+            with_shadow,
             clock: clock::ClockReads::compile(&footprint.clock),
             footprint,
             rules,
