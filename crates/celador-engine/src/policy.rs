@@ -62,7 +62,7 @@ pub struct Rule {
     /// Allow or deny.
     pub effect: Effect,
     /// The `when` expression as written.
-    pub source: String,
+    pub when: String,
     /// 1-based line of the rule's `name` in the file.
     pub line: usize,
     /// The attributes the rule reads (`source.id`, `request.headers`, ...).

@@ -176,7 +176,7 @@ fn lint_compiled(compiled: &[(Compiled, &Located<'_>)]) -> Vec<Diagnostic> {
             guards: &c.guards,
             place,
             line: c.rule.line,
-            source: &c.rule.source,
+            when: &c.rule.when,
         })
         .collect();
     lint::lint(&subjects)
@@ -341,11 +341,11 @@ fn compile_rule(
         diagnostics.push(located.diagnostic(Severity::Error, None, problem));
         return None;
     }
-    let source = spec.when.value.as_str();
-    let (mut expr, info) = match functions::parser(env).parse_with_source_info(source) {
+    let when = spec.when.value.as_str();
+    let (mut expr, info) = match functions::parser(env).parse_with_source_info(when) {
         Ok(parsed) => parsed,
         Err(errors) => {
-            report_syntax_errors(located, source, &errors, diagnostics);
+            report_syntax_errors(located, when, &errors, diagnostics);
             return None;
         }
     };
@@ -369,7 +369,7 @@ fn compile_rule(
             name: Arc::from(spec.name.value.as_str()),
             description: spec.description.clone(),
             effect: spec.effect,
-            source: source.to_owned(),
+            when: when.to_owned(),
             line: usize::try_from(spec.name.referenced.line()).unwrap_or(0),
             reads: checked.reads,
             mode: spec.mode,
@@ -384,7 +384,7 @@ fn compile_rule(
 /// Reports the parser's errors for a rule's condition.
 fn report_syntax_errors(
     located: &Located<'_>,
-    source: &str,
+    when: &str,
     errors: &cel::ParseErrors,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
@@ -395,7 +395,7 @@ fn report_syntax_errors(
         .iter()
         .map(|e| {
             let message = e.msg.trim_start_matches("Syntax error: ");
-            (e, message, syntax_hint(source, message))
+            (e, message, syntax_hint(when, message))
         })
         .collect();
     let hinted = errors.iter().any(|(_, _, hint)| hint.is_some());
@@ -405,7 +405,7 @@ fn report_syntax_errors(
         }
         diagnostics.push(located.diagnostic(
             Severity::Error,
-            Some(offset_of_position(source, e.pos)),
+            Some(offset_of_position(when, e.pos)),
             format!("syntax error: {message}{}", hint.unwrap_or_default()),
         ));
         if hinted {
@@ -452,9 +452,9 @@ fn accept_checked(
     !failed
 }
 
-/// A hint for a common slip behind a parser error in `source`.
-fn syntax_hint(source: &str, message: &str) -> Option<String> {
-    let bytes = source.as_bytes();
+/// A hint for a common slip behind a parser error in `when`.
+fn syntax_hint(when: &str, message: &str) -> Option<String> {
+    let bytes = when.as_bytes();
     let lone_equals = bytes.iter().enumerate().any(|(i, b)| {
         *b == b'='
             && !matches!(bytes.get(i + 1), Some(b'='))
@@ -469,7 +469,7 @@ fn syntax_hint(source: &str, message: &str) -> Option<String> {
     if message.contains("invalid argument to has() macro") {
         // `has(request.headers.x-change-ticket)`: the key is the dotted
         // segment with the dash, the map what comes before it.
-        let inside = source.split_once("has(")?.1.split(')').next()?;
+        let inside = when.split_once("has(")?.1.split(')').next()?;
         let dash = inside.find('-')?;
         let dot = inside.get(..dash)?.rfind('.')?;
         let (map, key) = (inside.get(..dot)?, inside.get(dot + 1..)?);
@@ -508,15 +508,15 @@ fn name_problem(name: &str) -> Option<String> {
 
 /// The byte offset of a parser position (1-based line, 1-based column in
 /// characters).
-fn offset_of_position(source: &str, (line, column): (isize, isize)) -> usize {
+fn offset_of_position(when: &str, (line, column): (isize, isize)) -> usize {
     let line = usize::try_from(line).unwrap_or(1).max(1);
     let column = usize::try_from(column).unwrap_or(1).max(1);
-    let line_start: usize = source
+    let line_start: usize = when
         .split_inclusive('\n')
         .take(line - 1)
         .map(str::len)
         .sum();
-    let rest = source.get(line_start..).unwrap_or_default();
+    let rest = when.get(line_start..).unwrap_or_default();
     let within = rest
         .char_indices()
         .nth(column - 1)

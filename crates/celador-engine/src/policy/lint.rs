@@ -36,7 +36,7 @@ pub(super) struct Subject<'a> {
     /// The line of the rule's name.
     pub line: usize,
     /// The condition's text, to place warnings found in the tree.
-    pub source: &'a str,
+    pub when: &'a str,
 }
 
 /// Every warning about `rules`, in file order.
@@ -90,7 +90,7 @@ fn rule_warnings(
             format!("the condition is always true, so {consequence}"),
         ));
     }
-    for (offset, message) in branches(rule.expr, rule.source) {
+    for (offset, message) in branches(rule.expr, rule.when) {
         warnings.push(warn(offset, message));
     }
     for read in rule.map_reads.iter().filter(|r| r.map == "request.headers") {
@@ -119,7 +119,7 @@ fn rule_warnings(
         }
         Effect::Deny => {
             if let Some(warning) = unguarded_identity(rule) {
-                warnings.push(warn(rule.source.find(&warning.0), warning.1));
+                warnings.push(warn(rule.when.find(&warning.0), warning.1));
             }
             for read in rule.map_reads {
                 if !rule.guards.contains(&(read.map.clone(), read.key.clone())) {
@@ -217,8 +217,8 @@ fn unguarded_identity(rule: &Subject<'_>) -> Option<(String, String)> {
 /// Parts of a condition that decide nothing: an alternative of an `||`
 /// that can never be true, and a clause of an `&&` that is always true,
 /// at any depth (the condition as a whole is judged by [`never`] and
-/// [`always`]). Each with its offset in `source`, when it can be found.
-fn branches(expr: &IdedExpr, source: &str) -> Vec<(Option<usize>, String)> {
+/// [`always`]). Each with its offset in `when`, when it can be found.
+fn branches(expr: &IdedExpr, when: &str) -> Vec<(Option<usize>, String)> {
     let mut found = Vec::new();
     let mut stack = vec![expr];
     while let Some(e) = stack.pop() {
@@ -233,7 +233,7 @@ fn branches(expr: &IdedExpr, source: &str) -> Vec<(Option<usize>, String)> {
                         .map_or(why.clone(), str::to_owned);
                     let text = unparse(a);
                     found.push((
-                        source.find(&text),
+                        when.find(&text),
                         format!("the alternative `{text}` can never be true ({why}), so only the others can match"),
                     ));
                 }
@@ -244,7 +244,7 @@ fn branches(expr: &IdedExpr, source: &str) -> Vec<(Option<usize>, String)> {
                 if always(c) {
                     let text = unparse(c);
                     found.push((
-                        source.find(&text),
+                        when.find(&text),
                         format!("`{text}` is always true, so it adds nothing to the condition"),
                     ));
                 }
