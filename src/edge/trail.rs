@@ -233,7 +233,7 @@ fn write_shadow(out: &mut JsonObject<'_>, shadows: &[Shadow]) {
             out.buf.push(',');
         }
         let mut o = JsonObject::open(out.buf);
-        o.str("source", s.source.as_str());
+        o.str("source", s.rules.as_str());
         o.bool("allowed", s.allowed);
         o.str("reason", s.reason.as_str());
         o.opt_str("rule", s.rule.as_deref());

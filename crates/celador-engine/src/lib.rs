@@ -50,7 +50,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use attributes::Attributes;
-pub use decision::{Decision, RuleError, Shadow, ShadowSource};
+pub use decision::{Decision, RuleError, Shadow, ShadowRules};
 pub use reason::Reason;
 pub use snapshot::Snapshot;
 
@@ -465,22 +465,20 @@ fn evaluate(snapshot: &Snapshot, input: Input<'_>, redaction: &Redaction) -> Dec
     if !decision.errors.is_empty() {
         redaction.decision(&mut decision, input.attributes);
     }
-    let shadow = |source: ShadowSource, d: Decision, version: Option<Arc<str>>| Shadow {
-        source,
+    let shadow = |rules: ShadowRules, d: Decision, version: Option<Arc<str>>| Shadow {
+        rules,
         allowed: d.allowed,
         reason: d.reason,
         rule: d.rule,
         version,
     };
     if let Some(d) = snapshot.policy.evaluate_shadow(input) {
-        decision.shadow.push(shadow(ShadowSource::Rules, d, None));
+        decision.shadow.push(shadow(ShadowRules::Marked, d, None));
     }
     if let Some(policy) = &snapshot.shadow {
         let d = policy.evaluate(input);
         let version = Some(policy.shared_version());
-        decision
-            .shadow
-            .push(shadow(ShadowSource::Policy, d, version));
+        decision.shadow.push(shadow(ShadowRules::File, d, version));
     }
     decision
 }
