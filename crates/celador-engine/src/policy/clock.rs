@@ -45,19 +45,19 @@ const COMPARISONS: &[&str] = &[
 ];
 
 /// The clock `call` reads (`"request.time"` or `"now"`) if it is a bounded
-/// read of it; `shadowed` are the names a macro binds around it.
-pub fn projection(call: &CallExpr, shadowed: &[String]) -> Option<&'static str> {
+/// read of it; `bound` are the names a macro binds around it.
+pub fn projection(call: &CallExpr, bound: &[String]) -> Option<&'static str> {
     if ACCESSORS.contains(&call.func_name.as_str()) {
         // The time zone, if given, must be a literal.
         if !call.args.iter().all(|a| string(a).is_some()) {
             return None;
         }
-        return clock(call.target.as_deref()?, shadowed);
+        return clock(call.target.as_deref()?, bound);
     }
     if COMPARISONS.contains(&call.func_name.as_str()) && call.target.is_none() {
         return match call.args.as_slice() {
-            [a, b] if instant(b) => clock(a, shadowed),
-            [a, b] if instant(a) => clock(b, shadowed),
+            [a, b] if instant(b) => clock(a, bound),
+            [a, b] if instant(a) => clock(b, bound),
             _ => None,
         };
     }
@@ -65,8 +65,8 @@ pub fn projection(call: &CallExpr, shadowed: &[String]) -> Option<&'static str> 
 }
 
 /// `request.time` or `now`, parsed (not yet flattened).
-fn clock(expr: &IdedExpr, shadowed: &[String]) -> Option<&'static str> {
-    let free = |name: &str| !shadowed.iter().any(|s| s == name);
+fn clock(expr: &IdedExpr, bound: &[String]) -> Option<&'static str> {
+    let free = |name: &str| !bound.iter().any(|s| s == name);
     match &expr.expr {
         Expr::Ident(name) if name == "now" && free("now") => Some("now"),
         Expr::Select(select) if !select.test && select.field == "time" => {

@@ -4,8 +4,8 @@
 //! [`lint`] looks at them together: duplicate names, conditions (or parts of
 //! them) that can never be true or are always true, numeric ranges
 //! included ([`ranges`]), literals a field never holds ([`literals`]), allow
-//! rules that a deny rule shadows entirely (and a deny rule that shadows them
-//! all), and deny rules that read a map key or an identity without testing
+//! rules that a deny rule overrides entirely (and a deny rule that overrides
+//! them all), and deny rules that read a map key or an identity without testing
 //! for it (which then deny every request without it). The analysis is
 //! syntactic: it reports what can be seen from the text, never guesses.
 //! `celador check` prints the warnings; `serve` logs them on every load.
@@ -42,7 +42,7 @@ pub(super) struct Subject<'a> {
 /// Every warning about `rules`, in file order.
 pub(super) fn lint(rules: &[Subject<'_>]) -> Vec<Diagnostic> {
     let mut warnings = Vec::new();
-    let denies = shadowing::Denies::new(rules);
+    let denies = overriding::Denies::new(rules);
     // The first rule of each name: found by a map, not a scan per rule.
     let mut first: std::collections::HashMap<&str, &Subject<'_>> = Default::default();
     for rule in rules {
@@ -50,7 +50,7 @@ pub(super) fn lint(rules: &[Subject<'_>]) -> Vec<Diagnostic> {
         let earlier = (!std::ptr::eq(earlier, rule)).then_some(earlier);
         rule_warnings(rule, earlier, &denies, &mut warnings);
     }
-    warnings.extend(shadowing_everything(rules, &denies));
+    warnings.extend(overriding_everything(rules, &denies));
     warnings
 }
 
@@ -59,7 +59,7 @@ pub(super) fn lint(rules: &[Subject<'_>]) -> Vec<Diagnostic> {
 fn rule_warnings(
     rule: &Subject<'_>,
     earlier: Option<&Subject<'_>>,
-    denies: &shadowing::Denies<'_>,
+    denies: &overriding::Denies<'_>,
     warnings: &mut Vec<Diagnostic>,
 ) {
     let warn = |offset, message| {
@@ -108,7 +108,7 @@ fn rule_warnings(
     }
     match rule.effect {
         Effect::Allow => {
-            if let Some((deny, part)) = denies.shadowing(rule) {
+            if let Some((deny, part)) = denies.overriding(rule) {
                 warnings.push(warn(
                     Some(0),
                     format!(
@@ -137,24 +137,24 @@ fn rule_warnings(
     }
 }
 
-/// A deny rule that shadows every allow rule of the file: the rules can then
+/// A deny rule that overrides every allow rule of the file: the rules can then
 /// only deny (a grant aside).
-fn shadowing_everything(
+fn overriding_everything(
     rules: &[Subject<'_>],
-    denies: &shadowing::Denies<'_>,
+    denies: &overriding::Denies<'_>,
 ) -> Option<Diagnostic> {
     let allows: Vec<&Subject<'_>> = rules
         .iter()
         .filter(|r| r.effect == Effect::Allow && never(r.expr).is_none())
         .collect();
     if allows.len() < 2 {
-        // One allow rule shadowed is reported on that rule already.
+        // One allow rule overridden is reported on that rule already.
         return None;
     }
-    let first = denies.shadowing(allows.first()?)?.0;
+    let first = denies.overriding(allows.first()?)?.0;
     if !allows
         .iter()
-        .all(|a| denies.shadowing(a).is_some_and(|(deny, _)| deny == first))
+        .all(|a| denies.overriding(a).is_some_and(|(deny, _)| deny == first))
     {
         return None;
     }
@@ -162,7 +162,7 @@ fn shadowing_everything(
     let mut d = (deny.place)(
         None,
         format!(
-            "this deny rule shadows every allow rule ({}): the rules can only deny",
+            "this deny rule overrides every allow rule ({}): the rules can only deny",
             allows
                 .iter()
                 .map(|a| format!("'{}'", a.name))
@@ -490,7 +490,7 @@ fn always(expr: &IdedExpr) -> bool {
 }
 
 mod literals;
+mod overriding;
 mod ranges;
-mod shadowing;
 #[cfg(test)]
 mod tests;

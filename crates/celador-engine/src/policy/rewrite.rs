@@ -12,54 +12,54 @@ use super::{functions, schema};
 /// Turns `source.id` (a select on a variable) into the single identifier
 /// `source.id`, which the activation resolves in one lookup: `cel` resolves
 /// a select on a name as a qualified name, allocating as it goes. Names that
-/// a comprehension binds (`shadowed`) are left alone.
-pub(super) fn flatten_fields(expr: &mut IdedExpr, shadowed: &mut Vec<String>) {
+/// a comprehension binds (`bound`, which hide a variable of the same name) are left alone.
+pub(super) fn flatten_fields(expr: &mut IdedExpr, bound: &mut Vec<String>) {
     match &mut expr.expr {
         Expr::Select(select) if !select.test => {
             if let Expr::Ident(name) = &select.operand.expr
-                && !shadowed.contains(name)
+                && !bound.contains(name)
                 && let Some(schema::FieldTy::Object(object)) = schema::variable(name).map(|v| v.ty)
                 && object.field(&select.field).is_some()
             {
                 let flat = format!("{name}.{}", select.field);
                 expr.expr = Expr::Ident(flat);
             } else {
-                flatten_fields(&mut select.operand, shadowed);
+                flatten_fields(&mut select.operand, bound);
             }
         }
-        Expr::Select(select) => flatten_fields(&mut select.operand, shadowed),
+        Expr::Select(select) => flatten_fields(&mut select.operand, bound),
         Expr::Call(call) => {
             if let Some(target) = &mut call.target {
-                flatten_fields(target, shadowed);
+                flatten_fields(target, bound);
             }
             for arg in &mut call.args {
-                flatten_fields(arg, shadowed);
+                flatten_fields(arg, bound);
             }
         }
         Expr::List(list) => {
             for element in &mut list.elements {
-                flatten_fields(element, shadowed);
+                flatten_fields(element, bound);
             }
         }
         Expr::Map(map) => {
             for entry in &mut map.entries {
                 if let cel::common::ast::EntryExpr::MapEntry(e) = &mut entry.expr {
-                    flatten_fields(&mut e.key, shadowed);
-                    flatten_fields(&mut e.value, shadowed);
+                    flatten_fields(&mut e.key, bound);
+                    flatten_fields(&mut e.value, bound);
                 }
             }
         }
         Expr::Comprehension(comp) => {
-            flatten_fields(&mut comp.iter_range, shadowed);
-            flatten_fields(&mut comp.accu_init, shadowed);
-            let depth = shadowed.len();
-            shadowed.push(comp.iter_var.clone());
-            shadowed.extend(comp.iter_var2.clone());
-            shadowed.push(comp.accu_var.clone());
-            flatten_fields(&mut comp.loop_cond, shadowed);
-            flatten_fields(&mut comp.loop_step, shadowed);
-            flatten_fields(&mut comp.result, shadowed);
-            shadowed.truncate(depth);
+            flatten_fields(&mut comp.iter_range, bound);
+            flatten_fields(&mut comp.accu_init, bound);
+            let depth = bound.len();
+            bound.push(comp.iter_var.clone());
+            bound.extend(comp.iter_var2.clone());
+            bound.push(comp.accu_var.clone());
+            flatten_fields(&mut comp.loop_cond, bound);
+            flatten_fields(&mut comp.loop_step, bound);
+            flatten_fields(&mut comp.result, bound);
+            bound.truncate(depth);
         }
         Expr::Struct(_) | Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
     }
