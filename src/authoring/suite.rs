@@ -357,7 +357,7 @@ fn evaluate(
     let matched = match attrs.path_ambiguity {
         Some(_) => Vec::new(),
         None => policy
-            .explain(input)
+            .evaluate_all(input)
             .into_iter()
             .filter(|(_, r)| *r == crate::engine::policy::RuleResult::Match)
             .map(|(rule, _)| rule.name.to_string())

@@ -278,9 +278,9 @@ fn query(o: &mut JsonObject<'_>, raw: &str, redaction: &Redaction) {
     }
 }
 
-/// A rule's clause tree (see `engine::policy::trace`) as JSON: each clause
+/// A rule's clause tree (see `engine::policy::explain`) as JSON: each clause
 /// with its value or error, the values it read, and the clauses below it.
-pub fn clause_json(c: &crate::engine::policy::trace::Clause) -> serde_json::Value {
+pub fn clause_json(c: &crate::engine::policy::explain::Clause) -> serde_json::Value {
     let mut v = serde_json::Map::new();
     v.insert("clause".into(), c.text.clone().into());
     if let Some(op) = c.op {

@@ -1,5 +1,5 @@
 //! One clause of a rule's condition and what it evaluated to: the tree
-//! that explains a decision (see `engine::policy::trace`, which builds it).
+//! that explains a decision (see `engine::policy::explain`, which builds it).
 //!
 //! Data flow: built by the policy for `celador test`, `eval` and the audit
 //! record of a `rule_error` ([`crate::Decision::explanation`]);

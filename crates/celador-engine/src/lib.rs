@@ -386,7 +386,9 @@ impl Engine {
         let cached = std::cell::Cell::new(true);
         let source = || {
             let xfcc = attrs.header("x-forwarded-client-cert");
-            let (svid, hit) = self.x509.verify_traced(certificate, xfcc, bundles, now)?;
+            let (svid, hit) = self
+                .x509
+                .verify_noting_hit(certificate, xfcc, bundles, now)?;
             cached.set(cached.get() && hit);
             Ok::<_, IdentityError>(svid)
         };
@@ -435,7 +437,7 @@ impl Engine {
         now: SystemTime,
     ) -> Result<(Arc<identity::jwt::JwtSvid>, bool), IdentityError> {
         match (token, &self.jwt) {
-            (Some(token), Some((_, verifier))) => verifier.verify_traced(token, bundles, now),
+            (Some(token), Some((_, verifier))) => verifier.verify_noting_hit(token, bundles, now),
             _ => Err(IdentityError::new(
                 Reason::JwtMissing,
                 "no JWT-SVID: the request has no token in the configured header",
@@ -459,7 +461,7 @@ fn evaluate(snapshot: &Snapshot, input: Input<'_>, redaction: &Redaction) -> Dec
             attributes: &shown_attrs,
             ..input
         };
-        decision.explanation = snapshot.policy.trace(rule, input, shown).map(Arc::new);
+        decision.explanation = snapshot.policy.explain(rule, input, shown).map(Arc::new);
     }
     // Errors may quote what a rule read; rare, so the cost is theirs.
     if !decision.errors.is_empty() {

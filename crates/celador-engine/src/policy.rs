@@ -21,6 +21,7 @@ pub mod check;
 pub mod clock;
 mod compile;
 pub mod diagnostic;
+pub mod explain;
 pub mod footprint;
 mod functions;
 pub mod index;
@@ -31,7 +32,6 @@ mod render;
 mod rewrite;
 pub mod rules_file;
 pub mod schema;
-pub mod trace;
 mod unparse;
 
 use std::collections::BTreeSet;
@@ -338,7 +338,12 @@ impl Policy {
     /// The condition of rule `name` evaluated clause by clause on `input`,
     /// with the attribute values shown from `shown` (the same input,
     /// redacted). `None` when there is no such rule.
-    pub fn trace(&self, name: &str, input: Input<'_>, shown: Input<'_>) -> Option<trace::Clause> {
+    pub fn explain(
+        &self,
+        name: &str,
+        input: Input<'_>,
+        shown: Input<'_>,
+    ) -> Option<explain::Clause> {
         let rule = self.rule(name)?;
         let activation = activation::Activation::new(input);
         let mut truth = self.root.new_inner_scope();
@@ -346,11 +351,12 @@ impl Policy {
         let shown_activation = activation::Activation::new(shown);
         let mut shown_ctx = self.root.new_inner_scope();
         shown_ctx.set_variable_resolver(&shown_activation);
-        Some(trace::trace(&rule.expr, &truth, &shown_ctx))
+        Some(explain::tree(&rule.expr, &truth, &shown_ctx))
     }
 
-    /// Evaluates every rule, for explaining a decision.
-    pub fn explain(&self, input: Input<'_>) -> Vec<(&Rule, RuleResult)> {
+    /// Evaluates every rule, each on its own, for `celador test` and
+    /// `celador eval` to show rule by rule.
+    pub fn evaluate_all(&self, input: Input<'_>) -> Vec<(&Rule, RuleResult)> {
         let activation = activation::Activation::new(input);
         let mut ctx = self.root.new_inner_scope();
         ctx.set_variable_resolver(&activation);

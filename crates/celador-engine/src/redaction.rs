@@ -313,7 +313,7 @@ impl Redaction {
     }
 
     /// A clause tree (made from the real request, see
-    /// `engine::policy::trace`) as it may be shown.
+    /// `engine::policy::explain`) as it may be shown.
     pub fn clause(&self, tree: &mut Clause, attrs: &Attributes<'_>) {
         tree.redact(&|text| self.text(text), &|value| self.message(value, attrs));
     }

@@ -79,13 +79,13 @@ impl X509Verifier {
         bundles: &TrustBundles,
         now: SystemTime,
     ) -> Result<Arc<X509Svid>, IdentityError> {
-        self.verify_traced(certificate, xfcc, bundles, now)
+        self.verify_noting_hit(certificate, xfcc, bundles, now)
             .map(|(svid, _)| svid)
     }
 
     /// [`X509Verifier::verify`], also saying whether the verdict came from
     /// the cache.
-    pub fn verify_traced(
+    pub fn verify_noting_hit(
         &self,
         certificate: &str,
         xfcc: Option<&str>,
