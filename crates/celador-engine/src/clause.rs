@@ -25,7 +25,7 @@ pub struct Clause {
 
 impl Clause {
     /// Whether it evaluated to `false`.
-    pub fn is_false(&self) -> bool {
+    pub(crate) fn is_false(&self) -> bool {
         self.value.as_deref() == Ok("false")
     }
 

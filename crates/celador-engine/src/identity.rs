@@ -80,7 +80,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// A serial number in hex (with or without colons, any case) as lowercase
 /// hex without leading zeros.
-pub fn normalize_serial(text: &str) -> String {
+pub(crate) fn normalize_serial(text: &str) -> String {
     let digits: String = text
         .chars()
         .filter(|c| *c != ':')
@@ -142,7 +142,7 @@ impl Requirement {
     ];
 
     /// The names of [`Requirement::ALL`], for messages that list them.
-    pub const NAMES: &'static [&'static str] = &["x509", "jwt", "either", "both"];
+    pub(crate) const NAMES: &'static [&'static str] = &["x509", "jwt", "either", "both"];
 
     /// Its name.
     pub fn name(self) -> &'static str {
@@ -208,7 +208,7 @@ impl IdentityError {
 /// The bundle of `id`'s own trust domain: the one lookup both verifiers
 /// make, so that an authority of one trust domain never vouches for an ID
 /// of another.
-pub fn bundle_for<'a>(
+pub(crate) fn bundle_for<'a>(
     bundles: &'a TrustBundles,
     id: &SpiffeId,
 ) -> Result<&'a DomainBundle, IdentityError> {

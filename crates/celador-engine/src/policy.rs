@@ -158,7 +158,7 @@ impl Policy {
 
     /// What [`Policy::evaluate`] would decide if the rules in
     /// `mode: shadow` were enforced too; `None` when there are none.
-    pub fn evaluate_shadow(&self, input: Input<'_>) -> Option<Decision> {
+    pub(crate) fn evaluate_shadow(&self, input: Input<'_>) -> Option<Decision> {
         let index = self.with_shadow.as_ref()?;
         Some(self.decide(input, &index.candidates(&input)))
     }
@@ -175,7 +175,7 @@ impl Policy {
     }
 
     /// The results of the rules at `indices`, in one activation.
-    pub fn evaluate_each(&self, input: Input<'_>, indices: &[usize]) -> Vec<RuleResult> {
+    pub(crate) fn evaluate_each(&self, input: Input<'_>, indices: &[usize]) -> Vec<RuleResult> {
         let activation = activation::Activation::new(input);
         let mut ctx = self.root.new_inner_scope();
         ctx.set_variable_resolver(&activation);
@@ -203,7 +203,7 @@ impl Policy {
 
     /// Appends to a decision cache key the values of the bounded clock
     /// reads of the rules (see [`clock`]) for `input`.
-    pub fn clock_key(&self, input: Input<'_>, key: &mut Vec<u8>) {
+    pub(crate) fn clock_key(&self, input: Input<'_>, key: &mut Vec<u8>) {
         self.clock.key(&self.root, input, key);
     }
 

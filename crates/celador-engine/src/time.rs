@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 /// Seconds from the epoch to 9999-12-31T23:59:59Z, the last second an
 /// RFC 3339 timestamp (and so a CEL timestamp) can name.
-pub const MAX_UNIX_SECONDS: u64 = 253_402_300_799;
+pub(crate) const MAX_UNIX_SECONDS: u64 = 253_402_300_799;
 
 /// The latest time celador represents: 9999-12-31T23:59:59Z.
 pub fn latest() -> SystemTime {

@@ -804,7 +804,7 @@ fn join_all(tys: &[Ty]) -> Ty {
 }
 
 /// `; did you mean 'x'?` for the nearest candidate, if one is near enough.
-pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
     let lower = name.to_ascii_lowercase();
     let mut best: Option<(usize, &str)> = None;
     for candidate in candidates {

@@ -46,7 +46,7 @@ const COMPARISONS: &[&str] = &[
 
 /// The clock `call` reads (`"request.time"` or `"now"`) if it is a bounded
 /// read of it; `bound` are the names a macro binds around it.
-pub fn projection(call: &CallExpr, bound: &[String]) -> Option<&'static str> {
+pub(crate) fn projection(call: &CallExpr, bound: &[String]) -> Option<&'static str> {
     if ACCESSORS.contains(&call.func_name.as_str()) {
         // The time zone, if given, must be a literal.
         if !call.args.iter().all(|a| string(a).is_some()) {
@@ -100,14 +100,14 @@ fn string(expr: &IdedExpr) -> Option<&str> {
 
 /// A policy's bounded clock reads, compiled.
 #[derive(Debug, Default)]
-pub struct ClockReads {
+pub(crate) struct ClockReads {
     reads: Vec<IdedExpr>,
 }
 
 impl ClockReads {
     /// Compiles the reads in `texts` (a footprint's `clock`), as the
     /// rules' own conditions are compiled.
-    pub fn compile<'t>(texts: impl IntoIterator<Item = &'t String>) -> Self {
+    pub(crate) fn compile<'t>(texts: impl IntoIterator<Item = &'t String>) -> Self {
         let env = super::functions::environment();
         let reads = texts
             .into_iter()
@@ -122,14 +122,14 @@ impl ClockReads {
         ClockReads { reads }
     }
 
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.reads.is_empty()
-    }
-
     /// Appends the value (or error) of each read for `input` to `key`,
     /// length-prefixed.
-    pub fn key(&self, root: &Context<'static, 'static>, input: Input<'_>, key: &mut Vec<u8>) {
+    pub(crate) fn key(
+        &self,
+        root: &Context<'static, 'static>,
+        input: Input<'_>,
+        key: &mut Vec<u8>,
+    ) {
         if self.reads.is_empty() {
             return;
         }

@@ -65,7 +65,7 @@ impl fmt::Display for Diagnostic {
 
 /// A located YAML scalar: where it starts in the file, and its raw text.
 #[derive(Debug, Clone, Copy)]
-pub struct ScalarSpan {
+pub(crate) struct ScalarSpan {
     /// Byte offset of the scalar's first character in the file.
     pub start: usize,
     /// Byte length of the scalar as written.
@@ -77,7 +77,7 @@ pub struct ScalarSpan {
 /// YAML quoting and folding only add or change whitespace, quotes and
 /// escapes, so the value's other characters appear in the raw text in the
 /// same order: walk both, matching those characters.
-pub fn map_offset(file: &str, span: ScalarSpan, value: &str, offset: usize) -> usize {
+pub(crate) fn map_offset(file: &str, span: ScalarSpan, value: &str, offset: usize) -> usize {
     let raw = file
         .get(span.start..span.start.saturating_add(span.len))
         .unwrap_or_default();
@@ -109,8 +109,10 @@ pub fn map_offset(file: &str, span: ScalarSpan, value: &str, offset: usize) -> u
 }
 
 /// The 1-based line and column (in characters) of byte `offset` in `text`,
-/// with the line's text.
-pub fn line_column(text: &str, offset: usize) -> (usize, usize, String) {
+/// with the line's text: the reference [`Lines::line_column`] is tested
+/// against.
+#[cfg(test)]
+fn line_column(text: &str, offset: usize) -> (usize, usize, String) {
     let offset = offset.min(text.len());
     let before = text.get(..offset).unwrap_or_default();
     let line = before.matches('\n').count() + 1;
@@ -143,7 +145,7 @@ impl Lines {
 
     /// What [`line_column`] says of `offset` in `text` (whose lines these
     /// are).
-    pub fn line_column(&self, text: &str, offset: usize) -> (usize, usize, String) {
+    pub(crate) fn line_column(&self, text: &str, offset: usize) -> (usize, usize, String) {
         let offset = offset.min(text.len());
         // The last line starting at or before the offset.
         let index = self.0.partition_point(|&start| start <= offset).max(1) - 1;

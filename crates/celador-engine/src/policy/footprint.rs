@@ -93,7 +93,7 @@ impl Footprint {
     }
 
     /// The union of several footprints.
-    pub fn union<'a>(all: impl IntoIterator<Item = &'a Footprint>) -> Self {
+    pub(crate) fn union<'a>(all: impl IntoIterator<Item = &'a Footprint>) -> Self {
         let mut out = Footprint::default();
         for f in all {
             out.merge(f);
@@ -110,7 +110,7 @@ impl Footprint {
     }
 
     /// Whether decisions with this footprint may be cached.
-    pub fn cacheable(&self) -> bool {
+    pub(crate) fn cacheable(&self) -> bool {
         self.unbounded.is_empty()
     }
 

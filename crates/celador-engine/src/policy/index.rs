@@ -125,7 +125,7 @@ pub enum Pin {
 }
 
 /// The pins among the top-level conjuncts of a compiled condition.
-pub fn pins(expr: &IdedExpr) -> Vec<Pin> {
+pub(crate) fn pins(expr: &IdedExpr) -> Vec<Pin> {
     let mut conjuncts = Vec::new();
     top_level_conjuncts(expr, &mut conjuncts);
     conjuncts.into_iter().filter_map(pin).collect()
@@ -302,7 +302,7 @@ impl RuleIndex {
 
     /// The positions of the rules a check of `input` must evaluate, in
     /// file order: every rule that is not certain to evaluate to `false`.
-    pub fn candidates(&self, input: &Input<'_>) -> Vec<u32> {
+    pub(crate) fn candidates(&self, input: &Input<'_>) -> Vec<u32> {
         let mut out = Vec::with_capacity(self.unfiled.len() + 8);
         out.extend_from_slice(&self.unfiled);
         for (attr, dimension) in &self.dimensions {

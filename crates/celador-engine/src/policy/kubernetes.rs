@@ -31,7 +31,7 @@ use super::functions::ContextFunction;
 /// The suffix of the functions a literal's call is renamed to (`ip#literal`).
 const LITERAL_SUFFIX: &str = "#literal";
 /// What `x.getMilliseconds()` is renamed to: the specification's.
-pub const GET_MILLISECONDS_SPEC: &str = "getMilliseconds#spec";
+pub(crate) const GET_MILLISECONDS_SPEC: &str = "getMilliseconds#spec";
 
 /// Declares the Kubernetes libraries, the CEL lists extension and the
 /// specification's `getMilliseconds` on `env`.

@@ -26,7 +26,7 @@ static URL_TYPE: Type = URL;
 
 /// A parsed URL: the parts Kubernetes' accessors return.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
+pub(crate) struct Url {
     scheme: String,
     /// `host[:port]`, percent-decoded, brackets kept around IPv6.
     host: String,
@@ -65,7 +65,7 @@ fn parse_error(why: impl std::fmt::Display) -> String {
 /// The error quotes the whole text, never a part of it: a value a rule read
 /// from a secret header is then found and redacted in errors and audit
 /// records.
-pub fn parse_url(text: &str) -> Result<Url, String> {
+pub(crate) fn parse_url(text: &str) -> Result<Url, String> {
     parse(text)
         .map_err(|why| format!("URL parse error during conversion from string {text:?}: {why}"))
 }
