@@ -17,15 +17,15 @@
 //! evaluation, and [`render`] shows CEL values to rule authors.
 
 mod activation;
-pub mod check;
-pub mod clock;
+mod check;
+mod clock;
 mod compile;
-pub mod diagnostic;
+pub(crate) mod diagnostic;
 pub mod explain;
 pub mod footprint;
 mod functions;
 pub mod index;
-pub mod kubernetes;
+mod kubernetes;
 mod lint;
 mod query;
 mod render;

@@ -132,11 +132,11 @@ fn line_column(text: &str, offset: usize) -> (usize, usize, String) {
 /// a long file (a warning on each of 2,000 rules of 20,000) costs a binary
 /// search each rather than a scan from the top.
 #[derive(Debug, Clone)]
-pub struct Lines(Vec<usize>);
+pub(crate) struct Lines(Vec<usize>);
 
 impl Lines {
     /// The line starts of `text`.
-    pub fn of(text: &str) -> Self {
+    pub(crate) fn of(text: &str) -> Self {
         let starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
@@ -162,7 +162,7 @@ impl Lines {
     }
 
     /// The text of 1-based `line`.
-    pub fn text(&self, text: &str, line: u64) -> Option<String> {
+    pub(crate) fn text(&self, text: &str, line: u64) -> Option<String> {
         let index = usize::try_from(line).ok()?.checked_sub(1)?;
         let start = *self.0.get(index)?;
         Some(

@@ -23,9 +23,9 @@ use crate::policy::functions::bool_val;
 use super::{arg, one, two};
 
 /// The CEL type of an IP address: Kubernetes' name for it.
-pub const IP: Type = Type::new_unspecified_type("net.IP");
+pub(crate) const IP: Type = Type::new_unspecified_type("net.IP");
 /// The CEL type of a CIDR range: Kubernetes' name for it.
-pub const CIDR: Type = Type::new_unspecified_type("net.CIDR");
+pub(crate) const CIDR: Type = Type::new_unspecified_type("net.CIDR");
 static IP_TYPE: Type = IP;
 static CIDR_TYPE: Type = CIDR;
 
@@ -227,7 +227,7 @@ macro_rules! ip_method {
 }
 
 /// Declares the IP and CIDR overloads on `env`.
-pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
+pub(crate) fn register(env: &mut Env) -> Result<(), DeclarationError> {
     env.add_overload("ip", "string_to_ip", vec![STRING_TYPE], |args| {
         let text = one::<CelString>(&args)?;
         let ip = parse_ip(text.inner()).map_err(function_error("ip"))?;

@@ -21,7 +21,7 @@ use cel::{DeclarationError, Env, ExecutionError};
 use super::one;
 
 /// The CEL type of a URL: Kubernetes' name for it.
-pub const URL: Type = Type::new_unspecified_type("kubernetes.URL");
+pub(crate) const URL: Type = Type::new_unspecified_type("kubernetes.URL");
 static URL_TYPE: Type = URL;
 
 /// A parsed URL: the parts Kubernetes' accessors return.
@@ -285,7 +285,7 @@ macro_rules! accessor {
 }
 
 /// Declares the URL overloads on `env`.
-pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
+pub(crate) fn register(env: &mut Env) -> Result<(), DeclarationError> {
     env.add_overload("url", "string_to_url", vec![STRING_TYPE], |args| {
         let text = one::<CelString>(&args)?;
         let url = parse_url(text.inner()).map_err(|e| ExecutionError::function_error("url", e))?;
