@@ -386,9 +386,7 @@ impl Engine {
         let cached = std::cell::Cell::new(true);
         let source = || {
             let xfcc = attrs.header("x-forwarded-client-cert");
-            let (svid, hit) = self
-                .x509
-                .verify_noting_hit(certificate, xfcc, bundles, now)?;
+            let (svid, hit) = self.x509.verify_with_hit(certificate, xfcc, bundles, now)?;
             cached.set(cached.get() && hit);
             Ok::<_, IdentityError>(svid)
         };
@@ -437,7 +435,7 @@ impl Engine {
         now: SystemTime,
     ) -> Result<(Arc<identity::jwt::JwtSvid>, bool), IdentityError> {
         match (token, &self.jwt) {
-            (Some(token), Some((_, verifier))) => verifier.verify_noting_hit(token, bundles, now),
+            (Some(token), Some((_, verifier))) => verifier.verify_with_hit(token, bundles, now),
             _ => Err(IdentityError::new(
                 Reason::JwtMissing,
                 "no JWT-SVID: the request has no token in the configured header",

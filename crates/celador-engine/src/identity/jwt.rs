@@ -113,13 +113,13 @@ impl JwtVerifier {
         bundles: &TrustBundles,
         now: SystemTime,
     ) -> Result<Arc<JwtSvid>, IdentityError> {
-        self.verify_noting_hit(token, bundles, now)
+        self.verify_with_hit(token, bundles, now)
             .map(|(svid, _)| svid)
     }
 
     /// [`JwtVerifier::verify`], also saying whether the verdict came from
     /// the cache.
-    pub(crate) fn verify_noting_hit(
+    pub(crate) fn verify_with_hit(
         &self,
         token: &str,
         bundles: &TrustBundles,

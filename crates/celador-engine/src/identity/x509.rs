@@ -79,13 +79,13 @@ impl X509Verifier {
         bundles: &TrustBundles,
         now: SystemTime,
     ) -> Result<Arc<X509Svid>, IdentityError> {
-        self.verify_noting_hit(certificate, xfcc, bundles, now)
+        self.verify_with_hit(certificate, xfcc, bundles, now)
             .map(|(svid, _)| svid)
     }
 
     /// [`X509Verifier::verify`], also saying whether the verdict came from
     /// the cache.
-    pub(crate) fn verify_noting_hit(
+    pub(crate) fn verify_with_hit(
         &self,
         certificate: &str,
         xfcc: Option<&str>,

@@ -122,19 +122,7 @@ impl Policy {
         }
         let rules: Vec<Rule> = compiled.into_iter().map(|(c, _)| c.rule).collect();
         let footprint = footprint::Footprint::union(rules.iter().map(|r| &r.footprint));
-        // The split by mode is made here, once: each evaluation walks one
-        // index and evaluates every candidate it yields.
-        let conditions = || rules.iter().enumerate().map(|(i, r)| (i, r, &r.expr));
-        let enforced = index::RuleIndex::build(
-            conditions()
-                .filter(|(_, r, _)| r.mode == Mode::Enforce)
-                .map(|(i, _, expr)| (i, expr)),
-        );
-        let with_shadow = rules.iter().any(|r| r.mode == Mode::Shadow).then(|| {
-            Box::new(index::RuleIndex::build(
-                conditions().map(|(i, _, expr)| (i, expr)),
-            ))
-        });
+        let (enforced, with_shadow) = indexes(&rules);
         Ok(Policy {
             named: first_of_each_name(&rules),
             enforced,
@@ -180,6 +168,25 @@ fn lint_compiled(compiled: &[(Compiled, &Located<'_>)]) -> Vec<Diagnostic> {
         })
         .collect();
     lint::lint(&subjects)
+}
+
+/// The index of the enforced rules and, when some rule is in
+/// `mode: shadow`, of all of them: the split by mode is made here, once,
+/// so that each evaluation walks one index and evaluates every candidate
+/// it yields.
+fn indexes(rules: &[Rule]) -> (index::RuleIndex, Option<Box<index::RuleIndex>>) {
+    let conditions = || rules.iter().enumerate().map(|(i, r)| (i, r, &r.expr));
+    let enforced = index::RuleIndex::build(
+        conditions()
+            .filter(|(_, r, _)| r.mode == Mode::Enforce)
+            .map(|(i, _, expr)| (i, expr)),
+    );
+    let with_shadow = rules.iter().any(|r| r.mode == Mode::Shadow).then(|| {
+        Box::new(index::RuleIndex::build(
+            conditions().map(|(i, _, expr)| (i, expr)),
+        ))
+    });
+    (enforced, with_shadow)
 }
 
 /// The position of each name's first rule.
