@@ -52,7 +52,7 @@ impl Clause {
     /// and the paths they read) and `value` to what it evaluated to (values
     /// and errors): how a redaction reaches a tree built from the real
     /// request.
-    pub fn redact<T, V>(&mut self, text: &T, value: &V)
+    pub(crate) fn redact<T, V>(&mut self, text: &T, value: &V)
     where
         T: Fn(&str) -> Cow<'_, str>,
         V: Fn(&str) -> Cow<'_, str>,

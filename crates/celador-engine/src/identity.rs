@@ -70,7 +70,7 @@ impl CertificateFacts {
 }
 
 /// `bytes` as lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::new(), |mut out, b| {
         let _ = write!(out, "{b:02x}");
@@ -109,7 +109,7 @@ impl Identity {
     /// The identity behavioural signals are counted for: the JWT-SVID's
     /// SPIFFE ID when there is one (often the original caller), else the
     /// X.509-SVID's.
-    pub fn caller(&self) -> Option<&str> {
+    pub(crate) fn caller(&self) -> Option<&str> {
         self.token
             .as_ref()
             .map(|t| t.id.as_str())
@@ -195,7 +195,7 @@ impl IdentityError {
     }
 
     /// The bundle of a configured trust domain is not (yet) available.
-    pub fn bundle_unavailable(trust_domain: &str) -> Self {
+    pub(crate) fn bundle_unavailable(trust_domain: &str) -> Self {
         IdentityError::new(
             Reason::BundleUnavailable,
             format!(

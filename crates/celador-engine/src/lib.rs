@@ -191,11 +191,6 @@ impl Engine {
         &self.redaction
     }
 
-    /// The header JWT-SVIDs are read from, if any route may use them.
-    pub fn token_header(&self) -> Option<&str> {
-        self.jwt.as_ref().map(|(header, _)| header.as_str())
-    }
-
     /// Decides a request with `snapshot` at `now`.
     ///
     /// Every request gets a decision; when it cannot be judged (an invalid

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 pub(crate) const MAX_UNIX_SECONDS: u64 = 253_402_300_799;
 
 /// The latest time celador represents: 9999-12-31T23:59:59Z.
-pub fn latest() -> SystemTime {
+pub(crate) fn latest() -> SystemTime {
     // Fits every platform's SystemTime; the fallback is never taken.
     UNIX_EPOCH
         .checked_add(Duration::from_secs(MAX_UNIX_SECONDS))

@@ -181,7 +181,7 @@ impl TrustBundles {
     }
 
     /// Where `trust_domain` stands.
-    pub fn lookup(&self, trust_domain: &str) -> Lookup<'_> {
+    pub(crate) fn lookup(&self, trust_domain: &str) -> Lookup<'_> {
         match self.domains.get(trust_domain) {
             Some(bundle) => Lookup::Found(bundle),
             None if self.pending.contains(trust_domain) => Lookup::Pending,

@@ -102,7 +102,7 @@ impl Footprint {
     }
 
     /// Adds `other` to this footprint.
-    pub fn merge(&mut self, other: &Footprint) {
+    pub(crate) fn merge(&mut self, other: &Footprint) {
         self.parts.extend(other.parts.iter().cloned());
         self.volatile.extend(other.volatile.iter().copied());
         self.unbounded.extend(other.unbounded.iter().copied());

@@ -46,7 +46,7 @@ pub enum Ty {
 
 impl Ty {
     /// `map(string, string)`
-    pub fn string_map() -> Ty {
+    pub(crate) fn string_map() -> Ty {
         Ty::Map(Box::new(Ty::String), Box::new(Ty::String))
     }
 
@@ -1320,11 +1320,11 @@ pub static FUNCTIONS: &[Function] = &[
 ];
 
 /// The function named `name`.
-pub fn function(name: &str) -> Option<&'static Function> {
+pub(crate) fn function(name: &str) -> Option<&'static Function> {
     FUNCTIONS.iter().find(|f| f.name == name)
 }
 
 /// The top-level variable named `name`.
-pub fn variable(name: &str) -> Option<&'static Field> {
+pub(crate) fn variable(name: &str) -> Option<&'static Field> {
     VARIABLES.iter().find(|v| v.name == name)
 }
