@@ -37,12 +37,12 @@ use crate::engine::redaction::Redaction;
 use crate::engine::workload::Workload;
 use crate::engine::{Engine, EngineSettings, TokenSettings};
 use crate::metrics::Metrics;
+use crate::sources::downward_api::WorkloadError;
 use crate::sources::files::{Governance, GovernanceFile, LiveFiles};
 use crate::sources::fleet::connect::Endpoint;
 use crate::sources::fleet::replica::Replica;
 use crate::sources::fleet::signals::FleetCounts;
 use crate::sources::fleet::{ReplicaSettings, StoreStatus};
-use crate::sources::workload::WorkloadError;
 use crate::sources::workload_api::WorkloadApiSource;
 use crate::store::Store;
 use admin::AdminState;
@@ -141,7 +141,7 @@ pub fn load(
         .map_err(|e| errors.push(e))
         .ok()
         .flatten();
-    let workload = crate::sources::workload::load(&config.workload, &env)
+    let workload = crate::sources::downward_api::load(&config.workload, &env)
         .map_err(|e| errors.push(e.into()))
         .ok();
     let fleet = fleet_endpoint(config, &env, &mut errors);

@@ -28,7 +28,7 @@ use crate::edge::response::HeaderValueSource;
 use crate::engine::identity::Requirement;
 use crate::engine::identity::spiffe_id::validate_trust_domain;
 use crate::engine::request_path::PathMode;
-use crate::sources::workload::WorkloadSettings;
+use crate::sources::downward_api::WorkloadSettings;
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]

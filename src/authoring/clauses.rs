@@ -5,14 +5,14 @@
 //!
 //! Data flow: `test` (for a failing case) and `eval` hand over the decision,
 //! the real input and a redacted copy; [`explain`] asks the engine for each
-//! rule's clause tree ([`Policy::trace`]); [`render_text`] and
+//! rule's clause tree ([`Policy::explain`]); [`render_text`] and
 //! [`render_json`] word it.
 
 use serde_json::{Value, json};
 
 use crate::engine::decision::Decision;
+use crate::engine::policy::explain::Clause;
 use crate::engine::policy::rules_file::Effect;
-use crate::engine::policy::trace::Clause;
 use crate::engine::policy::{Input, Policy};
 use crate::engine::redaction::Redaction;
 
@@ -70,7 +70,7 @@ pub fn explain(
         let Some(rule) = policy.rules().iter().find(|r| &*r.name == name) else {
             continue;
         };
-        let Some(mut tree) = policy.trace(name, input, shown) else {
+        let Some(mut tree) = policy.explain(name, input, shown) else {
             continue;
         };
         redaction.clause(&mut tree, input.attributes);
@@ -115,7 +115,7 @@ pub fn closest_allow_rules(policy: &Policy, (input, shown): (Input<'_>, Input<'_
         .iter()
         .filter(|r| r.effect == Effect::Allow)
         .filter_map(|rule| {
-            let tree = policy.trace(&rule.name, input, shown)?;
+            let tree = policy.explain(&rule.name, input, shown)?;
             let held = match tree.op {
                 Some("&&") => tree
                     .children

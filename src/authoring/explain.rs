@@ -315,7 +315,7 @@ fn rule_results(
     redaction: &Redaction,
 ) -> Vec<(String, &'static str, RuleResult)> {
     policy
-        .explain(input)
+        .evaluate_all(input)
         .into_iter()
         .map(|(rule, result)| {
             let result = match result {

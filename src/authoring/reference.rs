@@ -370,7 +370,7 @@ const FOOTER: &str = r#"## What `celador check` reports
   an uppercase scheme or header name (`"X-Tenant" in request.headers`);
 * a part of a condition that decides nothing: an alternative of `||` that
   can never be true, a clause of `&&` that is always true;
-* an allow rule that a deny rule shadows entirely: whenever it matches, the
+* an allow rule that a deny rule overrides entirely: whenever it matches, the
   deny rule matches too;
 * a deny rule that reads a map key without testing that it is present, and
   so denies every request without that key;
@@ -378,7 +378,7 @@ const FOOTER: &str = r#"## What `celador check` reports
   `has(token.id)` in it: on routes that accept the other credential (`jwt`
   or `either` for `source`, `x509` or `either` for `token`), it denies every
   caller without that credential;
-* a deny rule that shadows every allow rule, so that the rules can only deny;
+* a deny rule that overrides every allow rule, so that the rules can only deny;
 * a file with no rules at all, which denies every request;
 * in a grants file, a grant that has already expired.
 

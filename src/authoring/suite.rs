@@ -397,7 +397,7 @@ fn exercised(
         return (Vec::new(), Vec::new());
     }
     let matched = policy
-        .explain(input)
+        .evaluate_all(input)
         .into_iter()
         .filter(|(_, r)| *r == crate::engine::policy::RuleResult::Match)
         .map(|(rule, _)| rule.name.to_string())

@@ -291,7 +291,7 @@ fn write_shadow(out: &mut JsonObject<'_>, shadows: &[Shadow]) {
             out.buf.push(',');
         }
         let mut o = JsonObject::open(out.buf);
-        o.str("source", s.source.as_str());
+        o.str("source", s.rules.as_str());
         o.bool("allowed", s.allowed);
         o.str("reason", s.reason.as_str());
         o.opt_str("rule", s.rule.as_deref());
@@ -336,9 +336,9 @@ fn query(o: &mut JsonObject<'_>, raw: &str, redaction: &Redaction) {
     }
 }
 
-/// A rule's clause tree (see `engine::policy::trace`) as JSON: each clause
+/// A rule's clause tree (see `engine::policy::explain`) as JSON: each clause
 /// with its value or error, the values it read, and the clauses below it.
-pub fn clause_json(c: &crate::engine::policy::trace::Clause) -> serde_json::Value {
+pub fn clause_json(c: &crate::engine::policy::explain::Clause) -> serde_json::Value {
     let mut v = serde_json::Map::new();
     v.insert("clause".into(), c.text.clone().into());
     if let Some(op) = c.op {

@@ -200,7 +200,7 @@ impl GovernanceMetrics {
             let outcome = |allowed: bool| if allowed { "allow" } else { "deny" };
             self.shadow_differences
                 .get_or_create(&ShadowLabels {
-                    source: shadow.source.as_str(),
+                    source: shadow.rules.as_str(),
                     enforced: outcome(decision.allowed),
                     shadow: outcome(shadow.allowed),
                 })

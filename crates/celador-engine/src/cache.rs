@@ -72,7 +72,7 @@ pub struct DecisionCacheStats {
 }
 
 /// Remembered decisions, by what they depend on.
-pub struct DecisionCache {
+pub(crate) struct DecisionCache {
     cache: Option<moka::sync::Cache<Arc<[u8]>, Entry>>,
     settings: DecisionCacheSettings,
     hits: AtomicU64,
@@ -89,7 +89,7 @@ impl std::fmt::Debug for DecisionCache {
 
 impl DecisionCache {
     /// A cache with `settings`; none when the TTL or a bound is zero.
-    pub fn new(settings: DecisionCacheSettings) -> Self {
+    pub(crate) fn new(settings: DecisionCacheSettings) -> Self {
         let on = !settings.ttl.is_zero() && settings.max_entries > 0 && settings.max_bytes > 0;
         // Every entry weighs at least max_bytes / max_entries, so a full
         // cache holds at most max_entries entries and max_bytes bytes.
@@ -112,12 +112,12 @@ impl DecisionCache {
     }
 
     /// Whether decisions are cached at all.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.cache.is_some()
     }
 
     /// The hits and misses so far.
-    pub fn stats(&self) -> DecisionCacheStats {
+    pub(crate) fn stats(&self) -> DecisionCacheStats {
         DecisionCacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
@@ -125,7 +125,7 @@ impl DecisionCache {
     }
 
     /// The decision remembered under `key`, if still good at `now`.
-    pub fn get(&self, key: &[u8], now: SystemTime) -> Option<Arc<Decision>> {
+    pub(crate) fn get(&self, key: &[u8], now: SystemTime) -> Option<Arc<Decision>> {
         let cache = self.cache.as_ref()?;
         match cache.get(key) {
             Some(entry) if now < entry.until => {
@@ -141,7 +141,7 @@ impl DecisionCache {
 
     /// Remembers `decision` under `key` until `until` (wall clock), at most
     /// for the TTL.
-    pub fn insert(
+    pub(crate) fn insert(
         &self,
         key: Arc<[u8]>,
         decision: Arc<Decision>,

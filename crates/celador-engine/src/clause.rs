@@ -1,5 +1,5 @@
 //! One clause of a rule's condition and what it evaluated to: the tree
-//! that explains a decision (see `engine::policy::trace`, which builds it).
+//! that explains a decision (see `engine::policy::explain`, which builds it).
 //!
 //! Data flow: built by the policy for `celador test`, `eval` and the audit
 //! record of a `rule_error` ([`crate::Decision::explanation`]);
@@ -25,7 +25,7 @@ pub struct Clause {
 
 impl Clause {
     /// Whether it evaluated to `false`.
-    pub fn is_false(&self) -> bool {
+    pub(crate) fn is_false(&self) -> bool {
         self.value.as_deref() == Ok("false")
     }
 
@@ -52,7 +52,7 @@ impl Clause {
     /// and the paths they read) and `value` to what it evaluated to (values
     /// and errors): how a redaction reaches a tree built from the real
     /// request.
-    pub fn redact<T, V>(&mut self, text: &T, value: &V)
+    pub(crate) fn redact<T, V>(&mut self, text: &T, value: &V)
     where
         T: Fn(&str) -> Cow<'_, str>,
         V: Fn(&str) -> Cow<'_, str>,

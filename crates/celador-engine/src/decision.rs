@@ -83,22 +83,24 @@ pub struct Revoked {
     pub origin: super::grant::Origin,
 }
 
-/// Where a shadow outcome came from.
+/// Which shadow rules an outcome is of: those marked `mode: shadow` in
+/// the enforced rules file, or the shadow rules file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ShadowSource {
-    /// Rules of the enforced file in `mode: shadow`.
-    Rules,
-    /// The candidate file of `shadow_policy`.
-    Policy,
+pub enum ShadowRules {
+    /// Rules of the enforced file in `mode: shadow` (shown as `rules`).
+    #[serde(rename = "rules")]
+    Marked,
+    /// The shadow rules file of `shadow_policy` (shown as `policy`).
+    #[serde(rename = "policy")]
+    File,
 }
 
-impl ShadowSource {
-    /// `rules` or `policy`.
+impl ShadowRules {
+    /// `rules` or `policy`, as audit records and metrics name them.
     pub fn as_str(self) -> &'static str {
         match self {
-            ShadowSource::Rules => "rules",
-            ShadowSource::Policy => "policy",
+            ShadowRules::Marked => "rules",
+            ShadowRules::File => "policy",
         }
     }
 }
@@ -106,8 +108,9 @@ impl ShadowSource {
 /// What shadow rules would have decided.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Shadow {
-    /// Which shadow.
-    pub source: ShadowSource,
+    /// Which shadow rules (shown as `source`).
+    #[serde(rename = "source")]
+    pub rules: ShadowRules,
     /// Whether it would have allowed.
     pub allowed: bool,
     /// Its reason.

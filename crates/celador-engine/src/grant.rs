@@ -56,7 +56,7 @@ pub struct Grant {
 impl Grant {
     /// Whether the grant is open at `now`: from `not_before` (inclusive) to
     /// `expires` (exclusive).
-    pub fn open_at(&self, now: SystemTime) -> bool {
+    pub(crate) fn open_at(&self, now: SystemTime) -> bool {
         self.not_before.is_none_or(|t| t <= now) && now < self.expires
     }
 

@@ -70,7 +70,7 @@ impl CertificateFacts {
 }
 
 /// `bytes` as lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::new(), |mut out, b| {
         let _ = write!(out, "{b:02x}");
@@ -80,7 +80,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// A serial number in hex (with or without colons, any case) as lowercase
 /// hex without leading zeros.
-pub fn normalize_serial(text: &str) -> String {
+pub(crate) fn normalize_serial(text: &str) -> String {
     let digits: String = text
         .chars()
         .filter(|c| *c != ':')
@@ -109,7 +109,7 @@ impl Identity {
     /// The identity behavioural signals are counted for: the JWT-SVID's
     /// SPIFFE ID when there is one (often the original caller), else the
     /// X.509-SVID's.
-    pub fn caller(&self) -> Option<&str> {
+    pub(crate) fn caller(&self) -> Option<&str> {
         self.token
             .as_ref()
             .map(|t| t.id.as_str())
@@ -142,7 +142,7 @@ impl Requirement {
     ];
 
     /// The names of [`Requirement::ALL`], for messages that list them.
-    pub const NAMES: &'static [&'static str] = &["x509", "jwt", "either", "both"];
+    pub(crate) const NAMES: &'static [&'static str] = &["x509", "jwt", "either", "both"];
 
     /// Its name.
     pub fn name(self) -> &'static str {
@@ -195,7 +195,7 @@ impl IdentityError {
     }
 
     /// The bundle of a configured trust domain is not (yet) available.
-    pub fn bundle_unavailable(trust_domain: &str) -> Self {
+    pub(crate) fn bundle_unavailable(trust_domain: &str) -> Self {
         IdentityError::new(
             Reason::BundleUnavailable,
             format!(
@@ -208,7 +208,7 @@ impl IdentityError {
 /// The bundle of `id`'s own trust domain: the one lookup both verifiers
 /// make, so that an authority of one trust domain never vouches for an ID
 /// of another.
-pub fn bundle_for<'a>(
+pub(crate) fn bundle_for<'a>(
     bundles: &'a TrustBundles,
     id: &SpiffeId,
 ) -> Result<&'a DomainBundle, IdentityError> {

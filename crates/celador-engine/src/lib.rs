@@ -52,7 +52,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use attributes::Attributes;
-pub use decision::{Decision, RuleError, Shadow, ShadowSource};
+pub use decision::{Decision, RuleError, Shadow, ShadowRules};
 pub use reason::Reason;
 pub use snapshot::Snapshot;
 
@@ -191,11 +191,6 @@ impl Engine {
     /// What outputs may show of a request.
     pub fn redaction(&self) -> &Redaction {
         &self.redaction
-    }
-
-    /// The header JWT-SVIDs are read from, if any route may use them.
-    pub fn token_header(&self) -> Option<&str> {
-        self.jwt.as_ref().map(|(header, _)| header.as_str())
     }
 
     /// Decides a request with `snapshot` at `now`.
@@ -389,7 +384,7 @@ impl Engine {
         let cached = std::cell::Cell::new(true);
         let source = || {
             let xfcc = attrs.header("x-forwarded-client-cert");
-            let (svid, hit) = self.x509.verify_traced(certificate, xfcc, bundles, now)?;
+            let (svid, hit) = self.x509.verify_with_hit(certificate, xfcc, bundles, now)?;
             cached.set(cached.get() && hit);
             Ok::<_, IdentityError>(svid)
         };
@@ -438,7 +433,7 @@ impl Engine {
         now: SystemTime,
     ) -> Result<(Arc<identity::jwt::JwtSvid>, bool), IdentityError> {
         match (token, &self.jwt) {
-            (Some(token), Some((_, verifier))) => verifier.verify_traced(token, bundles, now),
+            (Some(token), Some((_, verifier))) => verifier.verify_with_hit(token, bundles, now),
             _ => Err(IdentityError::new(
                 Reason::JwtMissing,
                 "no JWT-SVID: the request has no token in the configured header",
@@ -462,28 +457,26 @@ fn evaluate(snapshot: &Snapshot, input: Input<'_>, redaction: &Redaction) -> Dec
             attributes: &shown_attrs,
             ..input
         };
-        decision.explanation = snapshot.policy.trace(rule, input, shown).map(Arc::new);
+        decision.explanation = snapshot.policy.explain(rule, input, shown).map(Arc::new);
     }
     // Errors may quote what a rule read; rare, so the cost is theirs.
     if !decision.errors.is_empty() {
         redaction.decision(&mut decision, input.attributes);
     }
-    let shadow = |source: ShadowSource, d: Decision, version: Option<Arc<str>>| Shadow {
-        source,
+    let shadow = |rules: ShadowRules, d: Decision, version: Option<Arc<str>>| Shadow {
+        rules,
         allowed: d.allowed,
         reason: d.reason,
         rule: d.rule,
         version,
     };
     if let Some(d) = snapshot.policy.evaluate_shadow(input) {
-        decision.shadow.push(shadow(ShadowSource::Rules, d, None));
+        decision.shadow.push(shadow(ShadowRules::Marked, d, None));
     }
     if let Some(policy) = &snapshot.shadow {
         let d = policy.evaluate(input);
         let version = Some(policy.shared_version());
-        decision
-            .shadow
-            .push(shadow(ShadowSource::Policy, d, version));
+        decision.shadow.push(shadow(ShadowRules::File, d, version));
     }
     decision
 }

@@ -44,7 +44,7 @@ const REDACTED_IN_QUERY: &str = "%3Credacted%3E";
 
 /// Headers that carry credentials by definition: their values are never
 /// shown, and `audit.headers` refuses them.
-pub const CREDENTIAL_HEADERS: &[&str] = &[
+pub(crate) const CREDENTIAL_HEADERS: &[&str] = &[
     "authorization",
     "proxy-authorization",
     "cookie",
@@ -75,7 +75,7 @@ pub const CREDENTIAL_HEADERS: &[&str] = &[
 
 /// HTTP authentication schemes: a value starting with one of them and a
 /// credential is one (the IANA registry's, and common vendors').
-pub const AUTH_SCHEMES: &[&str] = &[
+pub(crate) const AUTH_SCHEMES: &[&str] = &[
     "Basic",
     "Bearer",
     "Digest",
@@ -103,13 +103,13 @@ pub const AUTH_SCHEMES: &[&str] = &[
 
 /// Prefixes of AWS access key ids (`AKIA…`, `ASIA…`, and the STS bearer
 /// and context credential kinds): 20 upper-case letters and digits in all.
-pub const AWS_KEY_ID_PREFIXES: &[&str] = &["AKIA", "ASIA", "ABIA", "ACCA"];
+pub(crate) const AWS_KEY_ID_PREFIXES: &[&str] = &["AKIA", "ASIA", "ABIA", "ACCA"];
 
 /// Prefixes of other providers' access keys and tokens, each with the
 /// shortest whole word that is one: GitHub, GitLab, Slack, Google (API
 /// keys and OAuth access tokens), Stripe, npm, PyPI, OpenAI, Anthropic,
 /// HashiCorp Vault, SendGrid, DigitalOcean and Shopify.
-pub const KEY_PREFIXES: &[(&str, usize)] = &[
+pub(crate) const KEY_PREFIXES: &[(&str, usize)] = &[
     ("ghp_", 20),
     ("gho_", 20),
     ("ghu_", 20),
@@ -209,7 +209,7 @@ impl Redaction {
 
     /// This redaction, also hiding the values of the header `name`.
     #[must_use]
-    pub fn hiding_header(mut self, name: &str) -> Self {
+    pub(crate) fn hiding_header(mut self, name: &str) -> Self {
         let name = name.to_ascii_lowercase();
         if !self.headers.contains(&name) {
             self.headers.push(name);
@@ -313,7 +313,7 @@ impl Redaction {
     }
 
     /// A clause tree (made from the real request, see
-    /// `engine::policy::trace`) as it may be shown.
+    /// `engine::policy::explain`) as it may be shown.
     pub fn clause(&self, tree: &mut Clause, attrs: &Attributes<'_>) {
         tree.redact(&|text| self.text(text), &|value| self.message(value, attrs));
     }

@@ -16,10 +16,10 @@ use chrono::{DateTime, Utc};
 
 /// Seconds from the epoch to 9999-12-31T23:59:59Z, the last second an
 /// RFC 3339 timestamp (and so a CEL timestamp) can name.
-pub const MAX_UNIX_SECONDS: u64 = 253_402_300_799;
+pub(crate) const MAX_UNIX_SECONDS: u64 = 253_402_300_799;
 
 /// The latest time celador represents: 9999-12-31T23:59:59Z.
-pub fn latest() -> SystemTime {
+pub(crate) fn latest() -> SystemTime {
     // Fits every platform's SystemTime; the fallback is never taken.
     UNIX_EPOCH
         .checked_add(Duration::from_secs(MAX_UNIX_SECONDS))

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::SuiteResult;
-use crate::engine::policy::trace::Clause;
+use crate::engine::policy::explain::Clause;
 use crate::engine::policy::{Input, Policy};
 
 /// A rule's name and its clauses' text and value for one case (`None`:
@@ -39,7 +39,7 @@ pub fn clause_values(policy: &Policy, input: Input<'_>) -> Vec<RuleClauses> {
         .rules()
         .iter()
         .filter_map(|rule| {
-            let tree = policy.trace(&rule.name, input, input)?;
+            let tree = policy.explain(&rule.name, input, input)?;
             let mut clauses = Vec::new();
             leaves(&tree, &mut clauses);
             Some((rule.name.to_string(), clauses))

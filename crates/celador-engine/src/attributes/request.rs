@@ -63,14 +63,16 @@ impl Request {
     }
 
     /// This request with the header `name` (lowercased) set to `value`.
-    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers
             .insert(name.to_ascii_lowercase(), value.to_owned());
         self
     }
 
     /// This request with the context extension `key` set to `value`.
-    pub fn with_context(mut self, key: &str, value: &str) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_context(mut self, key: &str, value: &str) -> Self {
         self.context.insert(key.to_owned(), value.to_owned());
         self
     }

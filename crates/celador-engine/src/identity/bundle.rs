@@ -39,7 +39,7 @@ pub struct Authority {
 
 impl Authority {
     /// Whether the authority vouches for anything at `now`.
-    pub fn valid_at(&self, now: SystemTime) -> bool {
+    pub(crate) fn valid_at(&self, now: SystemTime) -> bool {
         self.not_before <= now && now <= self.not_after
     }
 }
@@ -94,11 +94,6 @@ impl DomainBundle {
             sequence: None,
             refresh_hint: None,
         }
-    }
-
-    /// The same JWT keys with other X.509 authorities (a new generation).
-    pub fn with_x509(&self, x509: Vec<Authority>) -> Self {
-        DomainBundle::new(x509, self.jwt.clone())
     }
 
     /// Unique to this bundle's content and lifetime.
@@ -186,7 +181,7 @@ impl TrustBundles {
     }
 
     /// Where `trust_domain` stands.
-    pub fn lookup(&self, trust_domain: &str) -> Lookup<'_> {
+    pub(crate) fn lookup(&self, trust_domain: &str) -> Lookup<'_> {
         match self.domains.get(trust_domain) {
             Some(bundle) => Lookup::Found(bundle),
             None if self.pending.contains(trust_domain) => Lookup::Pending,
@@ -207,11 +202,6 @@ impl TrustBundles {
     /// The configured trust domains still without a bundle.
     pub fn pending(&self) -> impl Iterator<Item = &str> {
         self.pending.iter().map(String::as_str)
-    }
-
-    /// Whether every configured trust domain has a bundle.
-    pub fn is_complete(&self) -> bool {
-        self.pending.is_empty()
     }
 }
 
@@ -344,7 +334,7 @@ pub fn anchors_from_der_certs<'a>(
 }
 
 /// A trust anchor from a root certificate's DER, checked to parse as X.509.
-pub fn anchor_from_der(der: &CertificateDer<'_>) -> Result<Authority, AnchorError> {
+pub(crate) fn anchor_from_der(der: &CertificateDer<'_>) -> Result<Authority, AnchorError> {
     // webpki only extracts subject and key; parse fully so a truncated or
     // garbage block is refused here, not silently trusted, and so that the
     // root's own validity window is known.
@@ -393,7 +383,6 @@ mod tests {
         let a = DomainBundle::new(Vec::new(), HashMap::new());
         let b = DomainBundle::new(Vec::new(), HashMap::new());
         assert_ne!(a.generation(), b.generation());
-        assert_ne!(a.with_x509(Vec::new()).generation(), a.generation());
     }
 
     #[test]
@@ -408,6 +397,6 @@ mod tests {
         assert!(matches!(bundles.lookup("example.org"), Lookup::Found(_)));
         assert!(matches!(bundles.lookup("later.org"), Lookup::Pending));
         assert!(matches!(bundles.lookup("other.org"), Lookup::Unknown));
-        assert!(!bundles.is_complete());
+        assert_eq!(bundles.pending().collect::<Vec<_>>(), ["later.org"]);
     }
 }

@@ -34,7 +34,7 @@ use crate::reason::Reason;
 use crate::time;
 
 /// Longer tokens are refused before any parsing.
-pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// A verified JWT-SVID.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,7 +102,7 @@ impl JwtVerifier {
     }
 
     /// How often the cache served a verification.
-    pub fn cache_stats(&self) -> CacheStats {
+    pub(crate) fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
     }
 
@@ -113,13 +113,13 @@ impl JwtVerifier {
         bundles: &TrustBundles,
         now: SystemTime,
     ) -> Result<Arc<JwtSvid>, IdentityError> {
-        self.verify_traced(token, bundles, now)
+        self.verify_with_hit(token, bundles, now)
             .map(|(svid, _)| svid)
     }
 
     /// [`JwtVerifier::verify`], also saying whether the verdict came from
     /// the cache.
-    pub fn verify_traced(
+    pub(crate) fn verify_with_hit(
         &self,
         token: &str,
         bundles: &TrustBundles,

@@ -41,7 +41,7 @@ impl Default for CacheSettings {
 }
 
 /// A verified credential, as the cache needs to see it.
-pub trait Credential: Send + Sync + 'static {
+pub(crate) trait Credential: Send + Sync + 'static {
     /// The SPIFFE ID it was verified for; its trust domain names the bundle.
     fn id(&self) -> &SpiffeId;
     /// When it stops being valid.
@@ -80,7 +80,7 @@ impl<T: Credential> moka::Expiry<[u8; 32], Entry<T>> for UntilExpiry {
 }
 
 /// Verified credentials of one kind, by the SHA-256 of their bytes.
-pub struct VerifiedCache<T> {
+pub(crate) struct VerifiedCache<T> {
     cache: Option<moka::sync::Cache<[u8; 32], Entry<T>>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -105,7 +105,7 @@ impl<T> std::fmt::Debug for VerifiedCache<T> {
 
 impl<T: Credential> VerifiedCache<T> {
     /// A cache with `settings`; none at all when `max_entries` is 0.
-    pub fn new(settings: CacheSettings) -> Self {
+    pub(crate) fn new(settings: CacheSettings) -> Self {
         let cache = (settings.max_entries > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(settings.max_entries)
@@ -122,7 +122,7 @@ impl<T: Credential> VerifiedCache<T> {
     }
 
     /// The hits and misses so far.
-    pub fn stats(&self) -> CacheStats {
+    pub(crate) fn stats(&self) -> CacheStats {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
@@ -133,7 +133,7 @@ impl<T: Credential> VerifiedCache<T> {
     /// that verified it is still in place and it is valid at `now`, else by
     /// `verify`, which returns it with the generation of the bundle that
     /// verified it.
-    pub fn get_or_verify(
+    pub(crate) fn get_or_verify(
         &self,
         bytes: &[u8],
         bundles: &TrustBundles,

@@ -31,11 +31,11 @@ use crate::reason::Reason;
 use crate::time;
 
 /// Envoy sends one leaf; a PEM this large is not one.
-pub const MAX_CERTIFICATE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_CERTIFICATE_BYTES: usize = 64 * 1024;
 /// Larger XFCC headers are not read for intermediates.
-pub const MAX_XFCC_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_XFCC_BYTES: usize = 64 * 1024;
 /// At most this many intermediates are offered to path building.
-pub const MAX_INTERMEDIATES: usize = 8;
+pub(crate) const MAX_INTERMEDIATES: usize = 8;
 
 /// Verifies X.509-SVIDs and caches the verified ones.
 #[derive(Debug)]
@@ -67,7 +67,7 @@ impl X509Verifier {
     }
 
     /// How often the cache served a verification.
-    pub fn cache_stats(&self) -> CacheStats {
+    pub(crate) fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
     }
 
@@ -79,13 +79,13 @@ impl X509Verifier {
         bundles: &TrustBundles,
         now: SystemTime,
     ) -> Result<Arc<X509Svid>, IdentityError> {
-        self.verify_traced(certificate, xfcc, bundles, now)
+        self.verify_with_hit(certificate, xfcc, bundles, now)
             .map(|(svid, _)| svid)
     }
 
     /// [`X509Verifier::verify`], also saying whether the verdict came from
     /// the cache.
-    pub fn verify_traced(
+    pub(crate) fn verify_with_hit(
         &self,
         certificate: &str,
         xfcc: Option<&str>,

@@ -20,7 +20,7 @@ use super::unparse::unparse;
 
 /// One problem in an expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// Byte offset in the expression where the problem is.
     pub offset: u32,
     /// What is wrong, and the fix when one is likely.
@@ -29,7 +29,7 @@ pub struct Problem {
 
 /// What the checker learned about an expression.
 #[derive(Debug, Default)]
-pub struct Checked {
+pub(crate) struct Checked {
     /// The expression's type.
     pub ty: Option<Ty>,
     /// Every error found.
@@ -50,7 +50,7 @@ pub struct Checked {
 
 /// A read of a key of a map.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MapRead {
+pub(crate) struct MapRead {
     /// Byte offset of the read.
     pub offset: u32,
     /// The map, as source text (`request.headers`).
@@ -60,7 +60,7 @@ pub struct MapRead {
 }
 
 /// Type-checks `expr`, parsed from `info.source`.
-pub fn check(expr: &IdedExpr, info: &SourceInfo) -> Checked {
+pub(crate) fn check(expr: &IdedExpr, info: &SourceInfo) -> Checked {
     let mut checker = Checker {
         info,
         scopes: Vec::new(),
@@ -804,7 +804,7 @@ fn join_all(tys: &[Ty]) -> Ty {
 }
 
 /// `; did you mean 'x'?` for the nearest candidate, if one is near enough.
-pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
     let lower = name.to_ascii_lowercase();
     let mut best: Option<(usize, &str)> = None;
     for candidate in candidates {

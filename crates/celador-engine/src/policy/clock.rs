@@ -45,19 +45,19 @@ const COMPARISONS: &[&str] = &[
 ];
 
 /// The clock `call` reads (`"request.time"` or `"now"`) if it is a bounded
-/// read of it; `shadowed` are the names a macro binds around it.
-pub fn projection(call: &CallExpr, shadowed: &[String]) -> Option<&'static str> {
+/// read of it; `bound` are the names a macro binds around it.
+pub(crate) fn projection(call: &CallExpr, bound: &[String]) -> Option<&'static str> {
     if ACCESSORS.contains(&call.func_name.as_str()) {
         // The time zone, if given, must be a literal.
         if !call.args.iter().all(|a| string(a).is_some()) {
             return None;
         }
-        return clock(call.target.as_deref()?, shadowed);
+        return clock(call.target.as_deref()?, bound);
     }
     if COMPARISONS.contains(&call.func_name.as_str()) && call.target.is_none() {
         return match call.args.as_slice() {
-            [a, b] if instant(b) => clock(a, shadowed),
-            [a, b] if instant(a) => clock(b, shadowed),
+            [a, b] if instant(b) => clock(a, bound),
+            [a, b] if instant(a) => clock(b, bound),
             _ => None,
         };
     }
@@ -65,8 +65,8 @@ pub fn projection(call: &CallExpr, shadowed: &[String]) -> Option<&'static str> 
 }
 
 /// `request.time` or `now`, parsed (not yet flattened).
-fn clock(expr: &IdedExpr, shadowed: &[String]) -> Option<&'static str> {
-    let free = |name: &str| !shadowed.iter().any(|s| s == name);
+fn clock(expr: &IdedExpr, bound: &[String]) -> Option<&'static str> {
+    let free = |name: &str| !bound.iter().any(|s| s == name);
     match &expr.expr {
         Expr::Ident(name) if name == "now" && free("now") => Some("now"),
         Expr::Select(select) if !select.test && select.field == "time" => {
@@ -100,14 +100,14 @@ fn string(expr: &IdedExpr) -> Option<&str> {
 
 /// A policy's bounded clock reads, compiled.
 #[derive(Debug, Default)]
-pub struct ClockReads {
+pub(crate) struct ClockReads {
     reads: Vec<IdedExpr>,
 }
 
 impl ClockReads {
     /// Compiles the reads in `texts` (a footprint's `clock`), as the
     /// rules' own conditions are compiled.
-    pub fn compile<'t>(texts: impl IntoIterator<Item = &'t String>) -> Self {
+    pub(crate) fn compile<'t>(texts: impl IntoIterator<Item = &'t String>) -> Self {
         let env = super::functions::environment();
         let reads = texts
             .into_iter()
@@ -115,21 +115,21 @@ impl ClockReads {
                 // The text is the parser's own output for an expression it
                 // parsed: it parses again.
                 let mut expr = env.parser().parse(text).ok()?;
-                super::flatten_fields(&mut expr, &mut Vec::new());
+                super::rewrite::flatten_fields(&mut expr, &mut Vec::new());
                 Some(expr)
             })
             .collect();
         ClockReads { reads }
     }
 
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.reads.is_empty()
-    }
-
     /// Appends the value (or error) of each read for `input` to `key`,
     /// length-prefixed.
-    pub fn key(&self, root: &Context<'static, 'static>, input: Input<'_>, key: &mut Vec<u8>) {
+    pub(crate) fn key(
+        &self,
+        root: &Context<'static, 'static>,
+        input: Input<'_>,
+        key: &mut Vec<u8>,
+    ) {
         if self.reads.is_empty() {
             return;
         }
@@ -138,7 +138,7 @@ impl ClockReads {
         ctx.set_variable_resolver(&activation);
         for read in &self.reads {
             let value = match Value::resolve(read, &ctx) {
-                Ok(v) => format!("={}", super::display(&v)),
+                Ok(v) => format!("={}", super::render::display(&v)),
                 Err(e) => format!("!{e}"),
             };
             key.extend_from_slice(&(value.len() as u64).to_le_bytes());

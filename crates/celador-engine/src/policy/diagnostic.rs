@@ -65,7 +65,7 @@ impl fmt::Display for Diagnostic {
 
 /// A located YAML scalar: where it starts in the file, and its raw text.
 #[derive(Debug, Clone, Copy)]
-pub struct ScalarSpan {
+pub(crate) struct ScalarSpan {
     /// Byte offset of the scalar's first character in the file.
     pub start: usize,
     /// Byte length of the scalar as written.
@@ -77,7 +77,7 @@ pub struct ScalarSpan {
 /// YAML quoting and folding only add or change whitespace, quotes and
 /// escapes, so the value's other characters appear in the raw text in the
 /// same order: walk both, matching those characters.
-pub fn map_offset(file: &str, span: ScalarSpan, value: &str, offset: usize) -> usize {
+pub(crate) fn map_offset(file: &str, span: ScalarSpan, value: &str, offset: usize) -> usize {
     let raw = file
         .get(span.start..span.start.saturating_add(span.len))
         .unwrap_or_default();
@@ -109,8 +109,10 @@ pub fn map_offset(file: &str, span: ScalarSpan, value: &str, offset: usize) -> u
 }
 
 /// The 1-based line and column (in characters) of byte `offset` in `text`,
-/// with the line's text.
-pub fn line_column(text: &str, offset: usize) -> (usize, usize, String) {
+/// with the line's text: the reference [`Lines::line_column`] is tested
+/// against.
+#[cfg(test)]
+fn line_column(text: &str, offset: usize) -> (usize, usize, String) {
     let offset = offset.min(text.len());
     let before = text.get(..offset).unwrap_or_default();
     let line = before.matches('\n').count() + 1;
@@ -130,11 +132,11 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize, String) {
 /// a long file (a warning on each of 2,000 rules of 20,000) costs a binary
 /// search each rather than a scan from the top.
 #[derive(Debug, Clone)]
-pub struct Lines(Vec<usize>);
+pub(crate) struct Lines(Vec<usize>);
 
 impl Lines {
     /// The line starts of `text`.
-    pub fn of(text: &str) -> Self {
+    pub(crate) fn of(text: &str) -> Self {
         let starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
@@ -143,7 +145,7 @@ impl Lines {
 
     /// What [`line_column`] says of `offset` in `text` (whose lines these
     /// are).
-    pub fn line_column(&self, text: &str, offset: usize) -> (usize, usize, String) {
+    pub(crate) fn line_column(&self, text: &str, offset: usize) -> (usize, usize, String) {
         let offset = offset.min(text.len());
         // The last line starting at or before the offset.
         let index = self.0.partition_point(|&start| start <= offset).max(1) - 1;
@@ -160,7 +162,7 @@ impl Lines {
     }
 
     /// The text of 1-based `line`.
-    pub fn text(&self, text: &str, line: u64) -> Option<String> {
+    pub(crate) fn text(&self, text: &str, line: u64) -> Option<String> {
         let index = usize::try_from(line).ok()?.checked_sub(1)?;
         let start = *self.0.get(index)?;
         Some(

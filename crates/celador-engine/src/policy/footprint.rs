@@ -93,7 +93,7 @@ impl Footprint {
     }
 
     /// The union of several footprints.
-    pub fn union<'a>(all: impl IntoIterator<Item = &'a Footprint>) -> Self {
+    pub(crate) fn union<'a>(all: impl IntoIterator<Item = &'a Footprint>) -> Self {
         let mut out = Footprint::default();
         for f in all {
             out.merge(f);
@@ -102,7 +102,7 @@ impl Footprint {
     }
 
     /// Adds `other` to this footprint.
-    pub fn merge(&mut self, other: &Footprint) {
+    pub(crate) fn merge(&mut self, other: &Footprint) {
         self.parts.extend(other.parts.iter().cloned());
         self.volatile.extend(other.volatile.iter().copied());
         self.unbounded.extend(other.unbounded.iter().copied());
@@ -110,7 +110,7 @@ impl Footprint {
     }
 
     /// Whether decisions with this footprint may be cached.
-    pub fn cacheable(&self) -> bool {
+    pub(crate) fn cacheable(&self) -> bool {
         self.unbounded.is_empty()
     }
 
@@ -120,60 +120,60 @@ impl Footprint {
         self.unbounded.insert(name);
     }
 
-    fn walk(&mut self, expr: &IdedExpr, shadowed: &mut Vec<String>) {
+    fn walk(&mut self, expr: &IdedExpr, bound: &mut Vec<String>) {
         match &expr.expr {
-            Expr::Ident(name) if !shadowed.contains(name) => self.variable(name),
+            Expr::Ident(name) if !bound.contains(name) => self.variable(name),
             Expr::Select(select) => {
-                if let Some(var) = variable_of(&select.operand, shadowed) {
+                if let Some(var) = variable_of(&select.operand, bound) {
                     self.field(var, &select.field);
-                } else if let Some(map) = map_of(&select.operand, shadowed) {
+                } else if let Some(map) = map_of(&select.operand, bound) {
                     self.map_key(map, &select.field);
                 } else {
-                    self.walk(&select.operand, shadowed);
+                    self.walk(&select.operand, bound);
                 }
             }
-            Expr::Call(call) => match super::clock::projection(call, shadowed) {
+            Expr::Call(call) => match super::clock::projection(call, bound) {
                 // Read, but within bounds a cache key can hold.
                 Some(clock) => {
                     self.volatile.insert(clock);
                     self.clock.insert(super::unparse::unparse(expr));
                 }
-                None => self.call(call, shadowed),
+                None => self.call(call, bound),
             },
             Expr::List(list) => {
                 for element in &list.elements {
-                    self.walk(element, shadowed);
+                    self.walk(element, bound);
                 }
             }
             Expr::Map(map) => {
                 for entry in &map.entries {
                     if let cel::common::ast::EntryExpr::MapEntry(e) = &entry.expr {
-                        self.walk(&e.key, shadowed);
-                        self.walk(&e.value, shadowed);
+                        self.walk(&e.key, bound);
+                        self.walk(&e.value, bound);
                     }
                 }
             }
             Expr::Comprehension(comp) => {
-                self.walk(&comp.iter_range, shadowed);
-                self.walk(&comp.accu_init, shadowed);
-                let depth = shadowed.len();
-                shadowed.push(comp.iter_var.clone());
-                shadowed.extend(comp.iter_var2.clone());
-                shadowed.push(comp.accu_var.clone());
-                self.walk(&comp.loop_cond, shadowed);
-                self.walk(&comp.loop_step, shadowed);
-                self.walk(&comp.result, shadowed);
-                shadowed.truncate(depth);
+                self.walk(&comp.iter_range, bound);
+                self.walk(&comp.accu_init, bound);
+                let depth = bound.len();
+                bound.push(comp.iter_var.clone());
+                bound.extend(comp.iter_var2.clone());
+                bound.push(comp.accu_var.clone());
+                self.walk(&comp.loop_cond, bound);
+                self.walk(&comp.loop_step, bound);
+                self.walk(&comp.result, bound);
+                bound.truncate(depth);
             }
             Expr::Struct(_) | Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
         }
     }
 
     /// A call: a constant-key read of a map keys on that entry only.
-    fn call(&mut self, call: &cel::common::ast::CallExpr, shadowed: &mut Vec<String>) {
+    fn call(&mut self, call: &cel::common::ast::CallExpr, bound: &mut Vec<String>) {
         let keyed = match (call.func_name.as_str(), call.args.as_slice()) {
             (operators::INDEX | operators::OPT_INDEX | operators::OPT_SELECT, [map, key])
-            | (operators::IN, [key, map]) => match (map_of(map, shadowed), string_literal(key)) {
+            | (operators::IN, [key, map]) => match (map_of(map, bound), string_literal(key)) {
                 (Some(map), Some(key)) => Some((map, key)),
                 _ => None,
             },
@@ -184,10 +184,10 @@ impl Footprint {
             return;
         }
         if let Some(target) = &call.target {
-            self.walk(target, shadowed);
+            self.walk(target, bound);
         }
         for arg in &call.args {
-            self.walk(arg, shadowed);
+            self.walk(arg, bound);
         }
     }
 
@@ -288,23 +288,20 @@ enum MapName {
 }
 
 /// The top-level variable `expr` names, unless a macro's variable hides it.
-fn variable_of<'e>(expr: &'e IdedExpr, shadowed: &[String]) -> Option<&'e str> {
+fn variable_of<'e>(expr: &'e IdedExpr, bound: &[String]) -> Option<&'e str> {
     match &expr.expr {
-        Expr::Ident(name) if !shadowed.contains(name) && name != "context" => Some(name),
+        Expr::Ident(name) if !bound.contains(name) && name != "context" => Some(name),
         _ => None,
     }
 }
 
-fn map_of(expr: &IdedExpr, shadowed: &[String]) -> Option<MapName> {
+fn map_of(expr: &IdedExpr, bound: &[String]) -> Option<MapName> {
     match &expr.expr {
-        Expr::Ident(name) if name == "context" && !shadowed.iter().any(|s| s == name) => {
+        Expr::Ident(name) if name == "context" && !bound.iter().any(|s| s == name) => {
             Some(MapName::Context)
         }
         Expr::Select(select) if !select.test => {
-            match (
-                variable_of(&select.operand, shadowed)?,
-                select.field.as_str(),
-            ) {
+            match (variable_of(&select.operand, bound)?, select.field.as_str()) {
                 ("request", "headers") => Some(MapName::Headers),
                 ("request", "query" | "query_all") => Some(MapName::Query),
                 ("workload", "labels" | "annotations") => Some(MapName::Constant),

@@ -125,7 +125,7 @@ pub enum Pin {
 }
 
 /// The pins among the top-level conjuncts of a compiled condition.
-pub fn pins(expr: &IdedExpr) -> Vec<Pin> {
+pub(crate) fn pins(expr: &IdedExpr) -> Vec<Pin> {
     let mut conjuncts = Vec::new();
     top_level_conjuncts(expr, &mut conjuncts);
     conjuncts.into_iter().filter_map(pin).collect()
@@ -219,15 +219,18 @@ pub struct RuleIndex {
 }
 
 impl RuleIndex {
-    /// The index of rules whose compiled conditions are `conditions`, in
-    /// file order.
-    pub fn build<'e>(conditions: impl IntoIterator<Item = &'e IdedExpr>) -> Self {
-        let pinned: Vec<Vec<Pin>> = conditions.into_iter().map(pins).collect();
+    /// The index of the rules whose compiled conditions are `conditions`,
+    /// each with its position in the file, in file order.
+    pub fn build<'e>(conditions: impl IntoIterator<Item = (usize, &'e IdedExpr)>) -> Self {
+        let pinned: Vec<(usize, Vec<Pin>)> = conditions
+            .into_iter()
+            .map(|(position, expr)| (position, pins(expr)))
+            .collect();
         // How many rules pin each (attribute, literal): a rule is filed
         // under its pin with the fewest rivals, so that a check evaluates
         // few rules besides the ones that match.
         let mut counts: HashMap<(Attr, bool, &str), usize> = HashMap::new();
-        for pin in pinned.iter().flatten() {
+        for pin in pinned.iter().flat_map(|(_, pins)| pins) {
             for key in keys(pin) {
                 *counts.entry(key).or_default() += 1;
             }
@@ -244,8 +247,8 @@ impl RuleIndex {
             rules: pinned.len(),
             ..RuleIndex::default()
         };
-        for (position, pins) in pinned.iter().enumerate() {
-            let position = u32::try_from(position).unwrap_or(u32::MAX);
+        for (position, pins) in &pinned {
+            let position = u32::try_from(*position).unwrap_or(u32::MAX);
             match pins.iter().min_by_key(|p| cost(p)) {
                 Some(pin) => index.file(position, pin),
                 None => index.unfiled.push(position),
@@ -299,7 +302,7 @@ impl RuleIndex {
 
     /// The positions of the rules a check of `input` must evaluate, in
     /// file order: every rule that is not certain to evaluate to `false`.
-    pub fn candidates(&self, input: &Input<'_>) -> Vec<u32> {
+    pub(crate) fn candidates(&self, input: &Input<'_>) -> Vec<u32> {
         let mut out = Vec::with_capacity(self.unfiled.len() + 8);
         out.extend_from_slice(&self.unfiled);
         for (attr, dimension) in &self.dimensions {

@@ -13,9 +13,9 @@
 //! [`Literals::install`] puts in the policy's root context. Per request,
 //! nothing is parsed that the rules file spelt out.
 
-pub mod ip;
-pub mod lists;
-pub mod url;
+pub(crate) mod ip;
+pub(crate) mod lists;
+pub(crate) mod url;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,11 +31,11 @@ use super::functions::ContextFunction;
 /// The suffix of the functions a literal's call is renamed to (`ip#literal`).
 const LITERAL_SUFFIX: &str = "#literal";
 /// What `x.getMilliseconds()` is renamed to: the specification's.
-pub const GET_MILLISECONDS_SPEC: &str = "getMilliseconds#spec";
+pub(crate) const GET_MILLISECONDS_SPEC: &str = "getMilliseconds#spec";
 
 /// Declares the Kubernetes libraries, the CEL lists extension and the
 /// specification's `getMilliseconds` on `env`.
-pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
+pub(crate) fn register(env: &mut Env) -> Result<(), DeclarationError> {
     ip::register(env)?;
     url::register(env)?;
     lists::register(env)?;
@@ -109,7 +109,7 @@ pub(crate) fn two<'a, 'v, A: FromVal<'a, 'v> + Val, B: FromVal<'a, 'v> + Val>(
 /// The values of a policy's `ip('…')`, `cidr('…')` and `url('…')`
 /// literals, parsed at load.
 #[derive(Debug, Default)]
-pub struct Literals {
+pub(crate) struct Literals {
     /// By function (`ip`, `cidr`, `url`), then by the literal's text.
     parsed: HashMap<&'static str, HashMap<String, Box<dyn Val>>>,
 }
@@ -131,7 +131,7 @@ impl Literals {
     }
 
     /// Adds the functions the renamed calls call to `root`.
-    pub fn install(self, root: &mut Context<'static, 'static>) {
+    pub(crate) fn install(self, root: &mut Context<'static, 'static>) {
         let parsed = Arc::new(self.parsed);
         for function in ["ip", "cidr", "url"] {
             let parsed = Arc::clone(&parsed);
@@ -161,7 +161,11 @@ impl Literals {
 /// and `url` are parsed into `literals` (each one that does not parse is a
 /// problem at its offset), and `x.getMilliseconds()` is pointed at the
 /// specification's.
-pub fn prepare(expr: &mut IdedExpr, info: &SourceInfo, literals: &mut Literals) -> Vec<Problem> {
+pub(crate) fn prepare(
+    expr: &mut IdedExpr,
+    info: &SourceInfo,
+    literals: &mut Literals,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     rewrite(expr, info, literals, &mut problems);
     problems

@@ -4,8 +4,8 @@
 //! [`lint`] looks at them together: duplicate names, conditions (or parts of
 //! them) that can never be true or are always true, numeric ranges
 //! included ([`ranges`]), literals a field never holds ([`literals`]), allow
-//! rules that a deny rule shadows entirely (and a deny rule that shadows them
-//! all), and deny rules that read a map key or an identity without testing
+//! rules that a deny rule overrides entirely (and a deny rule that overrides
+//! them all), deny rules that read a map key or an identity without testing
 //! for it (which then deny every request without it), and rules that read
 //! `signals.risk` without `has()` ([`risk`]). The analysis is
 //! syntactic: it reports what can be seen from the text, never guesses.
@@ -37,13 +37,13 @@ pub(super) struct Subject<'a> {
     /// The line of the rule's name.
     pub line: usize,
     /// The condition's text, to place warnings found in the tree.
-    pub source: &'a str,
+    pub when: &'a str,
 }
 
 /// Every warning about `rules`, in file order.
 pub(super) fn lint(rules: &[Subject<'_>]) -> Vec<Diagnostic> {
     let mut warnings = Vec::new();
-    let denies = shadowing::Denies::new(rules);
+    let denies = overriding::Denies::new(rules);
     // The first rule of each name: found by a map, not a scan per rule.
     let mut first: std::collections::HashMap<&str, &Subject<'_>> = Default::default();
     for rule in rules {
@@ -51,12 +51,12 @@ pub(super) fn lint(rules: &[Subject<'_>]) -> Vec<Diagnostic> {
         let earlier = (!std::ptr::eq(earlier, rule)).then_some(earlier);
         rule_warnings(rule, earlier, &denies, &mut warnings);
         if let Some((read, message)) = risk::unguarded(rule) {
-            let mut d = (rule.place)(rule.source.find(&read), message);
+            let mut d = (rule.place)(rule.when.find(&read), message);
             d.severity = Severity::Warning;
             warnings.push(d);
         }
     }
-    warnings.extend(shadowing_everything(rules, &denies));
+    warnings.extend(overriding_everything(rules, &denies));
     warnings
 }
 
@@ -65,7 +65,7 @@ pub(super) fn lint(rules: &[Subject<'_>]) -> Vec<Diagnostic> {
 fn rule_warnings(
     rule: &Subject<'_>,
     earlier: Option<&Subject<'_>>,
-    denies: &shadowing::Denies<'_>,
+    denies: &overriding::Denies<'_>,
     warnings: &mut Vec<Diagnostic>,
 ) {
     let warn = |offset, message| {
@@ -96,7 +96,7 @@ fn rule_warnings(
             format!("the condition is always true, so {consequence}"),
         ));
     }
-    for (offset, message) in branches(rule.expr, rule.source) {
+    for (offset, message) in branches(rule.expr, rule.when) {
         warnings.push(warn(offset, message));
     }
     for read in rule.map_reads.iter().filter(|r| r.map == "request.headers") {
@@ -114,7 +114,7 @@ fn rule_warnings(
     }
     match rule.effect {
         Effect::Allow => {
-            if let Some((deny, part)) = denies.shadowing(rule) {
+            if let Some((deny, part)) = denies.overriding(rule) {
                 warnings.push(warn(
                     Some(0),
                     format!(
@@ -125,7 +125,7 @@ fn rule_warnings(
         }
         Effect::Deny => {
             if let Some(warning) = unguarded_identity(rule) {
-                warnings.push(warn(rule.source.find(&warning.0), warning.1));
+                warnings.push(warn(rule.when.find(&warning.0), warning.1));
             }
             for read in rule.map_reads {
                 if !rule.guards.contains(&(read.map.clone(), read.key.clone())) {
@@ -143,24 +143,24 @@ fn rule_warnings(
     }
 }
 
-/// A deny rule that shadows every allow rule of the file: the rules can then
+/// A deny rule that overrides every allow rule of the file: the rules can then
 /// only deny (a grant aside).
-fn shadowing_everything(
+fn overriding_everything(
     rules: &[Subject<'_>],
-    denies: &shadowing::Denies<'_>,
+    denies: &overriding::Denies<'_>,
 ) -> Option<Diagnostic> {
     let allows: Vec<&Subject<'_>> = rules
         .iter()
         .filter(|r| r.effect == Effect::Allow && never(r.expr).is_none())
         .collect();
     if allows.len() < 2 {
-        // One allow rule shadowed is reported on that rule already.
+        // One allow rule overridden is reported on that rule already.
         return None;
     }
-    let first = denies.shadowing(allows.first()?)?.0;
+    let first = denies.overriding(allows.first()?)?.0;
     if !allows
         .iter()
-        .all(|a| denies.shadowing(a).is_some_and(|(deny, _)| deny == first))
+        .all(|a| denies.overriding(a).is_some_and(|(deny, _)| deny == first))
     {
         return None;
     }
@@ -168,7 +168,7 @@ fn shadowing_everything(
     let mut d = (deny.place)(
         None,
         format!(
-            "this deny rule shadows every allow rule ({}): the rules can only deny",
+            "this deny rule overrides every allow rule ({}): the rules can only deny",
             allows
                 .iter()
                 .map(|a| format!("'{}'", a.name))
@@ -223,8 +223,8 @@ fn unguarded_identity(rule: &Subject<'_>) -> Option<(String, String)> {
 /// Parts of a condition that decide nothing: an alternative of an `||`
 /// that can never be true, and a clause of an `&&` that is always true,
 /// at any depth (the condition as a whole is judged by [`never`] and
-/// [`always`]). Each with its offset in `source`, when it can be found.
-fn branches(expr: &IdedExpr, source: &str) -> Vec<(Option<usize>, String)> {
+/// [`always`]). Each with its offset in `when`, when it can be found.
+fn branches(expr: &IdedExpr, when: &str) -> Vec<(Option<usize>, String)> {
     let mut found = Vec::new();
     let mut stack = vec![expr];
     while let Some(e) = stack.pop() {
@@ -239,7 +239,7 @@ fn branches(expr: &IdedExpr, source: &str) -> Vec<(Option<usize>, String)> {
                         .map_or(why.clone(), str::to_owned);
                     let text = unparse(a);
                     found.push((
-                        source.find(&text),
+                        when.find(&text),
                         format!("the alternative `{text}` can never be true ({why}), so only the others can match"),
                     ));
                 }
@@ -250,7 +250,7 @@ fn branches(expr: &IdedExpr, source: &str) -> Vec<(Option<usize>, String)> {
                 if always(c) {
                     let text = unparse(c);
                     found.push((
-                        source.find(&text),
+                        when.find(&text),
                         format!("`{text}` is always true, so it adds nothing to the condition"),
                     ));
                 }
@@ -496,8 +496,8 @@ fn always(expr: &IdedExpr) -> bool {
 }
 
 mod literals;
+mod overriding;
 mod ranges;
 mod risk;
-mod shadowing;
 #[cfg(test)]
 mod tests;

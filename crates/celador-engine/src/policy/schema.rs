@@ -46,17 +46,17 @@ pub enum Ty {
 
 impl Ty {
     /// `map(string, string)`
-    pub fn string_map() -> Ty {
+    pub(crate) fn string_map() -> Ty {
         Ty::Map(Box::new(Ty::String), Box::new(Ty::String))
     }
 
     /// `list(string)`
-    pub fn string_list() -> Ty {
+    pub(crate) fn string_list() -> Ty {
         Ty::List(Box::new(Ty::String))
     }
 
     /// Whether it is `int`, `uint` or `double`.
-    pub fn is_numeric(&self) -> bool {
+    pub(crate) fn is_numeric(&self) -> bool {
         matches!(self, Ty::Int | Ty::Uint | Ty::Double)
     }
 }
@@ -158,7 +158,7 @@ const fn field(name: &'static str, ty: FieldTy, doc: &'static str) -> Field {
 }
 
 /// `source`: the mTLS peer.
-pub static SOURCE: Object = Object {
+pub(crate) static SOURCE: Object = Object {
     name: "celador.Source",
     fields: &[
         field(
@@ -224,7 +224,7 @@ pub static TOKEN: Object = Object {
 };
 
 /// `request`: the HTTP request being authorized.
-pub static REQUEST: Object = Object {
+pub(crate) static REQUEST: Object = Object {
     name: "celador.Request",
     fields: &[
         field(
@@ -291,7 +291,7 @@ pub static REQUEST: Object = Object {
 };
 
 /// `destination`: the local side of the connection.
-pub static DESTINATION: Object = Object {
+pub(crate) static DESTINATION: Object = Object {
     name: "celador.Destination",
     fields: &[
         field(
@@ -313,7 +313,7 @@ pub static DESTINATION: Object = Object {
 };
 
 /// `workload`: the pod celador protects.
-pub static WORKLOAD: Object = Object {
+pub(crate) static WORKLOAD: Object = Object {
     name: "celador.Workload",
     fields: &[
         field(
@@ -345,7 +345,7 @@ pub static WORKLOAD: Object = Object {
 };
 
 /// `grant`: the time-bound grant in force for the caller, if any.
-pub static GRANT: Object = Object {
+pub(crate) static GRANT: Object = Object {
     name: "celador.Grant",
     fields: &[
         field(
@@ -367,7 +367,7 @@ pub static GRANT: Object = Object {
 };
 
 /// `signals`: the caller's recent behaviour, counted by this celador.
-pub static SIGNALS: Object = Object {
+pub(crate) static SIGNALS: Object = Object {
     name: "celador.Signals",
     fields: &[
         field(
@@ -419,7 +419,7 @@ pub static SIGNALS: Object = Object {
 };
 
 /// `signals.risk`: a risk level a security tool reported for the caller.
-pub static RISK: Object = Object {
+pub(crate) static RISK: Object = Object {
     name: "celador.Risk",
     fields: &[
         field(
@@ -441,7 +441,7 @@ pub static RISK: Object = Object {
 };
 
 /// `signals.fleet`: the caller's counts over the whole fleet.
-pub static FLEET_SIGNALS: Object = Object {
+pub(crate) static FLEET_SIGNALS: Object = Object {
     name: "celador.FleetSignals",
     fields: &[
         field(
@@ -527,7 +527,7 @@ pub static VARIABLES: &[Field] = &[
 ];
 
 /// Type names usable as values, as in `type(x) == string`.
-pub static TYPE_NAMES: &[&str] = &[
+pub(crate) static TYPE_NAMES: &[&str] = &[
     "bool",
     "int",
     "uint",
@@ -1320,11 +1320,11 @@ pub static FUNCTIONS: &[Function] = &[
 ];
 
 /// The function named `name`.
-pub fn function(name: &str) -> Option<&'static Function> {
+pub(crate) fn function(name: &str) -> Option<&'static Function> {
     FUNCTIONS.iter().find(|f| f.name == name)
 }
 
 /// The top-level variable named `name`.
-pub fn variable(name: &str) -> Option<&'static Field> {
+pub(crate) fn variable(name: &str) -> Option<&'static Field> {
     VARIABLES.iter().find(|v| v.name == name)
 }

@@ -401,12 +401,12 @@ fn the_version_is_a_hash_of_the_file() {
 }
 
 #[test]
-fn explain_evaluates_every_rule() {
+fn evaluate_all_evaluates_every_rule() {
     let p = policy(EXAMPLE);
     let req = http("GET", "/admin", &[]);
     let attrs = req.attributes();
     let svid = svid("spiffe://example.org/ns/payments/sa/api");
-    let results = p.explain(Input {
+    let results = p.evaluate_all(Input {
         source: Some(&svid),
         token: None,
         attributes: &attrs,

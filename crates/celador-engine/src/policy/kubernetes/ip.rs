@@ -23,20 +23,20 @@ use crate::policy::functions::bool_val;
 use super::{arg, one, two};
 
 /// The CEL type of an IP address: Kubernetes' name for it.
-pub const IP: Type = Type::new_unspecified_type("net.IP");
+pub(crate) const IP: Type = Type::new_unspecified_type("net.IP");
 /// The CEL type of a CIDR range: Kubernetes' name for it.
-pub const CIDR: Type = Type::new_unspecified_type("net.CIDR");
+pub(crate) const CIDR: Type = Type::new_unspecified_type("net.CIDR");
 static IP_TYPE: Type = IP;
 static CIDR_TYPE: Type = CIDR;
 
 /// An IP address, never an IPv4-mapped IPv6 one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ip(pub IpAddr);
+pub(crate) struct Ip(pub IpAddr);
 
 /// An IP prefix: the address as written (host bits may be set, as in
 /// Kubernetes) and the prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     addr: IpAddr,
     bits: u8,
 }
@@ -80,7 +80,7 @@ impl Val for Cidr {
 impl StaticVal for Cidr {}
 
 /// Parses an IP address as Kubernetes' `ip()` does; the error says why not.
-pub fn parse_ip(text: &str) -> Result<Ip, String> {
+pub(crate) fn parse_ip(text: &str) -> Result<Ip, String> {
     // The whole text is quoted, never a part: a value the rule read from a
     // secret header is then found and redacted in errors and audit records.
     let ip: IpAddr = text
@@ -97,7 +97,7 @@ pub fn parse_ip(text: &str) -> Result<Ip, String> {
 /// Parses a CIDR range as Kubernetes' `cidr()` does (Go's
 /// `netip.ParsePrefix`: a decimal prefix length without sign or leading
 /// zero, host bits allowed).
-pub fn parse_cidr(text: &str) -> Result<Cidr, String> {
+pub(crate) fn parse_cidr(text: &str) -> Result<Cidr, String> {
     let invalid = |why: &str| format!("{text:?} is not a CIDR range: {why}");
     let (addr, bits) = text.rsplit_once('/').ok_or_else(|| invalid("no '/'"))?;
     let addr = match parse_ip(addr) {
@@ -146,7 +146,7 @@ impl Cidr {
 
     /// Whether `ip` is in the range; never across families (as Go's
     /// `Prefix.Contains`).
-    pub fn contains(self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(self, ip: IpAddr) -> bool {
         if self.addr.is_ipv4() != ip.is_ipv4() {
             return false;
         }
@@ -227,7 +227,7 @@ macro_rules! ip_method {
 }
 
 /// Declares the IP and CIDR overloads on `env`.
-pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
+pub(crate) fn register(env: &mut Env) -> Result<(), DeclarationError> {
     env.add_overload("ip", "string_to_ip", vec![STRING_TYPE], |args| {
         let text = one::<CelString>(&args)?;
         let ip = parse_ip(text.inner()).map_err(function_error("ip"))?;
@@ -361,7 +361,7 @@ fn register_cidr_methods(env: &mut Env) -> Result<(), DeclarationError> {
 /// `addr.inCidr(range)` and its forms: celador's shorthand for
 /// `cidr(range).containsIP(addr)`, with the same parsing, so an
 /// IPv4-mapped address or range is an error in both.
-pub fn in_cidr<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+pub(crate) fn in_cidr<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let error = function_error("inCidr");
     let [address, ranges] = args.as_slice() else {
         return Err(ExecutionError::invalid_argument_count(2, args.len()));

@@ -188,7 +188,7 @@ fn sets_intersects<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, 
 }
 
 /// Declares the lists and sets overloads on `env`.
-pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
+pub(crate) fn register(env: &mut Env) -> Result<(), DeclarationError> {
     let methods: [(&str, Op); 4] = [
         ("isSorted", is_sorted),
         ("sum", sum),

@@ -21,12 +21,12 @@ use cel::{DeclarationError, Env, ExecutionError};
 use super::one;
 
 /// The CEL type of a URL: Kubernetes' name for it.
-pub const URL: Type = Type::new_unspecified_type("kubernetes.URL");
+pub(crate) const URL: Type = Type::new_unspecified_type("kubernetes.URL");
 static URL_TYPE: Type = URL;
 
 /// A parsed URL: the parts Kubernetes' accessors return.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
+pub(crate) struct Url {
     scheme: String,
     /// `host[:port]`, percent-decoded, brackets kept around IPv6.
     host: String,
@@ -65,7 +65,7 @@ fn parse_error(why: impl std::fmt::Display) -> String {
 /// The error quotes the whole text, never a part of it: a value a rule read
 /// from a secret header is then found and redacted in errors and audit
 /// records.
-pub fn parse_url(text: &str) -> Result<Url, String> {
+pub(crate) fn parse_url(text: &str) -> Result<Url, String> {
     parse(text)
         .map_err(|why| format!("URL parse error during conversion from string {text:?}: {why}"))
 }
@@ -285,7 +285,7 @@ macro_rules! accessor {
 }
 
 /// Declares the URL overloads on `env`.
-pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
+pub(crate) fn register(env: &mut Env) -> Result<(), DeclarationError> {
     env.add_overload("url", "string_to_url", vec![STRING_TYPE], |args| {
         let text = one::<CelString>(&args)?;
         let url = parse_url(text.inner()).map_err(|e| ExecutionError::function_error("url", e))?;

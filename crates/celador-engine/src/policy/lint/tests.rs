@@ -126,7 +126,7 @@ fn conditions_that_always_hold_are_reported_with_their_effect() {
 }
 
 #[test]
-fn an_allow_rule_shadowed_by_a_deny_rule_is_reported() {
+fn an_allow_rule_overridden_by_a_deny_rule_is_reported() {
     let w = warnings(&file(&[
         rule("no-admin", "deny", "request.path.startsWith(\"/admin/\")"),
         rule(
@@ -146,7 +146,7 @@ fn an_allow_rule_shadowed_by_a_deny_rule_is_reported() {
         )]
     );
     // One alternative of a deny rule is enough; a deny rule that always
-    // matches shadows everything.
+    // matches overrides everything.
     let w = warnings(&file(&[
         rule(
             "writes",
@@ -410,7 +410,7 @@ fn branches_that_decide_nothing_are_reported_where_they_are() {
 }
 
 #[test]
-fn a_deny_rule_that_shadows_every_allow_rule_is_reported() {
+fn a_deny_rule_that_overrides_every_allow_rule_is_reported() {
     let w = messages(&[
         rule("reads-closed", "deny", "request.method == \"GET\""),
         rule(
@@ -427,7 +427,7 @@ fn a_deny_rule_that_shadows_every_allow_rule_is_reported() {
     assert!(
         w.contains(&(
             "reads-closed".into(),
-            "this deny rule shadows every allow rule ('a', 'b'): the rules can only deny".into()
+            "this deny rule overrides every allow rule ('a', 'b'): the rules can only deny".into()
         )),
         "{w:?}"
     );

@@ -1,10 +1,10 @@
-//! Which deny rule shadows an allow rule, found without comparing every
+//! Which deny rule overrides an allow rule, found without comparing every
 //! allow rule with every deny rule.
 //!
 //! Data flow: [`super::lint`] builds [`Denies`] once per file: each
 //! alternative of each deny condition (its `||` operands) as the texts of
 //! its conjuncts, filed under the one conjunct fewest alternatives share.
-//! [`Denies::shadowing`] then looks up only the alternatives filed under a
+//! [`Denies::overriding`] then looks up only the alternatives filed under a
 //! conjunct of the allow rule, so a file of 20,000 rules lints in linear
 //! time; the answer is the one a scan of the deny rules in file order gives.
 
@@ -78,7 +78,7 @@ impl<'a> Denies<'a> {
 
     /// The first deny rule (in file order) that matches whenever `allow`
     /// does, with the part of its condition that does.
-    pub(super) fn shadowing(&self, allow: &Subject<'_>) -> Option<(&'a str, String)> {
+    pub(super) fn overriding(&self, allow: &Subject<'_>) -> Option<(&'a str, String)> {
         let required: HashSet<String> = conjuncts(allow.expr).into_iter().map(unparse).collect();
         let mut best = self
             .always

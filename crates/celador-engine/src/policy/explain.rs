@@ -3,7 +3,7 @@
 //! attribute values each clause read.
 //!
 //! Data flow: `celador test` (a failing case), `celador eval` and the audit
-//! record of a `rule_error` ask [`super::Policy::trace`] for the tree of one
+//! record of a `rule_error` ask [`super::Policy::explain`] for the tree of one
 //! rule on one input. Truth comes from the real input; the values shown
 //! come from a second, redacted one, so no credential is ever printed.
 //! Off the request path but for `rule_error`, which is rare and already
@@ -12,13 +12,14 @@
 use cel::common::ast::{Expr, LiteralValue, operators};
 use cel::{Context, IdedExpr, Value};
 
+use super::render::display;
 use super::unparse::unparse;
-use super::{absent_credential, display, message_of};
+use super::{absent_credential, message_of};
 pub use crate::clause::Clause;
 
 /// The tree of `expr`: `truth` evaluates on the real input, `shown` on the
 /// redacted one.
-pub(super) fn trace(expr: &IdedExpr, truth: &Context<'_, '_>, shown: &Context<'_, '_>) -> Clause {
+pub(super) fn tree(expr: &IdedExpr, truth: &Context<'_, '_>, shown: &Context<'_, '_>) -> Clause {
     let value = evaluate(expr, truth);
     let text = unparse(expr);
     let (op, parts): (Option<&'static str>, Vec<&IdedExpr>) = match &expr.expr {
@@ -39,7 +40,7 @@ pub(super) fn trace(expr: &IdedExpr, truth: &Context<'_, '_>, shown: &Context<'_
             op,
             value,
             reads: Vec::new(),
-            children: parts.into_iter().map(|p| trace(p, truth, shown)).collect(),
+            children: parts.into_iter().map(|p| tree(p, truth, shown)).collect(),
         };
     }
     let mut reads = Vec::new();
