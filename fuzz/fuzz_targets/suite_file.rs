@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = suite::run_case(
             policy,
-            &celador::engine::grants::Grants::default(),
+            &celador::authoring::governance::Governance::default(),
             &case,
             Path::new("/nonexistent"),
             &celador::engine::redaction::Redaction::default(),
