@@ -24,7 +24,8 @@ use super::{
 };
 
 /// A policy of `n` rules; `indexable: false` writes the caller tests with
-/// `endsWith`, which the rule index cannot file a rule under.
+/// `endsWith`, which the rule index cannot file a rule under, and gives
+/// every allow rule the caller's method and path prefix.
 pub fn rules(n: usize, indexable: bool) -> String {
     let caller = |id: &str, suffix: &str| match indexable {
         true => format!(r#"source.id == \"{id}\""#),
@@ -47,7 +48,10 @@ pub fn rules(n: usize, indexable: bool) -> String {
             _ => {
                 let ns = format!("team-{i}");
                 let id = format!("spiffe://example.org/ns/{ns}/sa/api");
-                ("allow", caller(&id, &format!("/ns/{ns}/sa/api")), "/v1/")
+                // Unindexable: the same path as the caller's, so that no
+                // conjunct tells the rules apart.
+                let path = if indexable { "/v1/" } else { "/export/" };
+                ("allow", caller(&id, &format!("/ns/{ns}/sa/api")), path)
             }
         };
         yaml.push_str(&format!(
