@@ -28,7 +28,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::event::{Action, Mapping, Outcome, Provenance, Revocation};
-use super::set::{ErrorCode, SetError, Verifier};
+use super::jwks::{FetchCounters, KeyRefresh};
+use super::set::{ErrorCode, SetError, VerifiedSet, Verifier};
 use super::sink::{Claim, Kept, SetKey, Sink};
 use super::subject::Subjects;
 use super::subject::Target;
@@ -81,6 +82,8 @@ pub struct Receiver {
     /// is answered 503, not 202, until the first attempt has succeeded.
     in_flight: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     sink: Arc<dyn Sink>,
+    /// The keys kept fresh from a URL, by issuer.
+    refreshes: HashMap<String, Arc<KeyRefresh>>,
     metrics: ReceiverMetrics,
 }
 
@@ -155,7 +158,62 @@ impl Receiver {
             replay_window,
             in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
             sink,
+            refreshes: HashMap::new(),
             metrics: ReceiverMetrics::default(),
+        }
+    }
+
+    /// This receiver, fetching the keys of the transmitters of `refreshes`
+    /// again on a SET with an unknown `kid`, the fetches counted in
+    /// `counters` (served with its other counters).
+    pub fn with_key_refresh(
+        mut self,
+        refreshes: Vec<Arc<KeyRefresh>>,
+        counters: FetchCounters,
+    ) -> Receiver {
+        self.metrics.registry.register(
+            "celador_signals_jwks_fetches",
+            "Fetches of transmitters' JWKS URLs by outcome (updated, unchanged, failed, refused: the last good keys stay; limited: an unknown kid within 30 s of the last fetch)",
+            counters,
+        );
+        self.refreshes = refreshes
+            .into_iter()
+            .map(|r| (r.issuer().to_owned(), r))
+            .collect();
+        self
+    }
+
+    /// The keys it keeps fresh from a URL, whose schedules the server runs.
+    pub fn key_refreshes(&self) -> impl Iterator<Item = &Arc<KeyRefresh>> {
+        self.refreshes.values()
+    }
+
+    /// Verifies `body`; a SET naming a `kid` its transmitter's keys lack,
+    /// when those come from a URL, is verified again once they have been
+    /// fetched again (at most once per [`super::jwks::UNKNOWN_KID_GAP`]).
+    async fn verify(&self, body: &[u8], now: SystemTime) -> Result<VerifiedSet, SetError> {
+        match self.verifier.verify(body, now) {
+            Err(SetError {
+                unknown_kid_of: Some(issuer),
+                ..
+            }) if self.refreshes.contains_key(&issuer) => {
+                let refreshed = match self.refreshes.get(&issuer) {
+                    Some(refresh) => refresh.on_unknown_kid().await,
+                    None => false,
+                };
+                let verified = self.verifier.verify(body, now);
+                match verified {
+                    Err(mut error) if !refreshed && error.unknown_kid_of.is_some() => {
+                        error.description.push_str(&format!(
+                            " (its keys are fetched again at most every {} s)",
+                            super::jwks::UNKNOWN_KID_GAP.as_secs()
+                        ));
+                        Err(error)
+                    }
+                    other => other,
+                }
+            }
+            other => other,
         }
     }
 
@@ -209,7 +267,7 @@ impl Receiver {
         if let Err(refusal) = self.admit(content_type, presented) {
             return refuse(refusal);
         }
-        let set = match self.verifier.verify(body, now) {
+        let set = match self.verify(body, now).await {
             Ok(set) => set,
             Err(error) => return refuse((400, error)),
         };
