@@ -302,15 +302,25 @@ fn replaced_keys_verify_and_a_bad_document_keeps_the_last_good_ones() {
     let forged = set(&Signer::es256("old"), &claims());
     assert_eq!(refused(&verifier, &forged).unknown_kid_of, None);
     // The verifier shares the transmitter's keys: replaced, they verify.
-    assert!(transmitter.replace_keys(jwt::jwks(&[&new]).as_bytes()).unwrap());
+    assert!(
+        transmitter
+            .replace_keys(jwt::jwks(&[&new]).as_bytes())
+            .unwrap()
+    );
     assert!(verifier.verify(by_new.as_bytes(), now()).is_ok());
-    assert!(!transmitter.replace_keys(jwt::jwks(&[&new]).as_bytes()).unwrap());
+    assert!(
+        !transmitter
+            .replace_keys(jwt::jwks(&[&new]).as_bytes())
+            .unwrap()
+    );
     for bad in [&b"not json"[..], b"{\"keys\": []}", b"{\"keys\": 1}"] {
         assert!(transmitter.replace_keys(bad).is_err());
         assert!(verifier.verify(by_new.as_bytes(), now()).is_ok());
     }
     assert_eq!(
-        refused(&verifier, &set(&old, &claims())).unknown_kid_of.as_deref(),
+        refused(&verifier, &set(&old, &claims()))
+            .unknown_kid_of
+            .as_deref(),
         Some(ISS)
     );
 }
