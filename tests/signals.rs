@@ -519,6 +519,17 @@ fn report(what: &str, latencies: &[Duration]) {
     );
 }
 
+/// How many `celador serve` the store test starts: 5, or
+/// `CELADOR_FLEET_INSTANCES` (as tests/fleet.rs reads it), for the
+/// push-to-enforcement latency at N = 1 and N = 20 in BENCHMARKS.md.
+fn fleet_size() -> usize {
+    std::env::var("CELADOR_FLEET_INSTANCES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(5)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_store_a_compromise_revokes_at_every_instance_and_order_holds() {
     let redis = support::redis::Redis::start(false);
@@ -555,7 +566,7 @@ async fn with_the_store_a_compromise_revokes_at_every_instance_and_order_holds()
         ),
     );
     let receiver = Receiver::start(&path("receiver.yaml"));
-    let celadors: Vec<Celador> = (0..5)
+    let celadors: Vec<Celador> = (0..fleet_size())
         .map(|_| Celador::start(&path("celador.yaml")))
         .collect();
     let push = |token: &str| {
@@ -599,7 +610,7 @@ async fn with_the_store_a_compromise_revokes_at_every_instance_and_order_holds()
     assert_eq!(stored["by"], IDP, "{stored}");
     // The trail: the denied request's audit record ends at the SET.
     let record = support::wait_for(Duration::from_secs(2), || {
-        celadors[2]
+        celadors[2 % celadors.len()]
             .audit_records()
             .into_iter()
             .rfind(|r| r["reason"] == "revoked")
