@@ -80,7 +80,10 @@ impl JwksUrl {
         let shown = format!(
             "{}://{}{}",
             uri.scheme_str().unwrap_or(""),
-            uri.authority().map_or("", |a| a.as_str()),
+            // Without any user information: it is not shown, and refused.
+            uri.authority()
+                .and_then(|a| a.as_str().rsplit('@').next())
+                .unwrap_or(""),
             uri.path()
         );
         let loopback =
@@ -398,3 +401,6 @@ pub fn fetch_blocking(url: &JwksUrl) -> Result<Vec<u8>, FetchError> {
             .unwrap_or_else(|_| Err(FetchError("the fetch stopped".into())))
     })
 }
+
+#[cfg(test)]
+mod tests;
