@@ -1003,57 +1003,79 @@ struct JwksServer {
     fetches: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// An HTTPS server (a certificate of its own CA, for `localhost`) that
+/// answers each request with `handler(request head, body)`: a status and
+/// a JSON body.
+fn https_server(
+    handler: impl Fn(&str, &[u8]) -> (u16, String) + Send + 'static,
+) -> (SocketAddr, Ca) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ca = Ca::root("identity provider CA");
+    let leaf = ca.leaf().dns("localhost").build();
+    let chain = CertificateDer::pem_slice_iter(leaf.pem.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().map_while(Result::ok) {
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+            let conn = rustls::ServerConnection::new(Arc::clone(&config)).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match std::io::Read::read(&mut tls, &mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let head = String::from_utf8_lossy(&head).to_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            if std::io::Read::read_exact(&mut tls, &mut body).is_err() {
+                continue;
+            }
+            let (status, body) = handler(&head, &body);
+            let response = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = std::io::Write::write_all(&mut tls, response.as_bytes());
+            tls.conn.send_close_notify();
+            let _ = std::io::Write::flush(&mut tls);
+        }
+    });
+    (addr, ca)
+}
+
 impl JwksServer {
     fn start(document: String) -> JwksServer {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let ca = Ca::root("identity provider CA");
-        let leaf = ca.leaf().dns("localhost").build();
-        let chain = CertificateDer::pem_slice_iter(leaf.pem.as_bytes())
-            .map(Result::unwrap)
-            .collect();
-        let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap(),
-        );
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
         let answer = Arc::new(Mutex::new((200, document)));
         let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (shared, count) = (Arc::clone(&answer), Arc::clone(&fetches));
-        std::thread::spawn(move || {
-            for tcp in listener.incoming().map_while(Result::ok) {
-                let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
-                let conn = rustls::ServerConnection::new(Arc::clone(&config)).unwrap();
-                let mut tls = rustls::StreamOwned::new(conn, tcp);
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match std::io::Read::read(&mut tls, &mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => break,
-                    }
-                }
-                if !head.starts_with(b"GET /jwks ") {
-                    continue;
-                }
-                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let (status, body) = shared.lock().unwrap().clone();
-                let response = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = std::io::Write::write_all(&mut tls, response.as_bytes());
-                tls.conn.send_close_notify();
-                let _ = std::io::Write::flush(&mut tls);
+        let (addr, ca) = https_server(move |head, _| {
+            if !head.starts_with("get /jwks ") {
+                return (404, String::new());
             }
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            shared.lock().unwrap().clone()
         });
         JwksServer {
             addr,
@@ -1256,4 +1278,83 @@ fn a_bad_jwks_document_or_a_failed_fetch_keeps_the_last_good_keys() {
         "{}",
         receiver.log()
     );
+}
+
+#[test]
+fn polled_sets_are_applied_and_acknowledged_and_refused_ones_reported() {
+    let idp = Signer::es256("idp-1");
+    let forger = Signer::es256("idp-1");
+    // The transmitter's queue: SETs stay until acknowledged or reported.
+    let queue = Arc::new(Mutex::new(vec![
+        ("p-1".to_owned(), compromise(&idp, "p-1")),
+        ("p-2".to_owned(), compromise(&forger, "p-2")),
+        ("p-3".to_owned(), compromise(&idp, "p-3")),
+    ]));
+    let polls = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let (queued, seen) = (Arc::clone(&queue), Arc::clone(&polls));
+    let (addr, ca) = https_server(move |head, body| {
+        if !head.starts_with("post /poll ") || !head.contains("authorization: bearer poll-secret") {
+            return (401, "{}".into());
+        }
+        let request: Value = serde_json::from_slice(body).unwrap();
+        let done: Vec<String> = request["ack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j.as_str().unwrap().to_owned())
+            .chain(request["setErrs"].as_object().unwrap().keys().cloned())
+            .collect();
+        seen.lock().unwrap().push(request);
+        let mut queue = queued.lock().unwrap();
+        queue.retain(|(jti, _)| !done.contains(jti));
+        let sets: serde_json::Map<String, Value> = queue
+            .iter()
+            .map(|(jti, set)| (jti.clone(), Value::String(set.clone())))
+            .collect();
+        (
+            200,
+            json!({"sets": sets, "moreAvailable": false}).to_string(),
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write("idp-ca.pem", &ca.pem);
+    write("poll-token", "poll-secret\n");
+    write("revocations.yaml", "revocations: []\n");
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             \x20   poll: {{url: \"https://localhost:{}/poll\", token_file: poll-token, ca_file: idp-ca.pem, interval: 200ms}}\n\
+             sink: {{revocations_file: revocations.yaml}}\nlog: {{format: json}}\n",
+            addr.port()
+        ),
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    support::wait_for(Duration::from_secs(10), || {
+        queue.lock().unwrap().is_empty().then_some(())
+    })
+    .unwrap_or_else(|| panic!("the queue was not emptied: {}", receiver.log()));
+    let polls = polls.lock().unwrap();
+    let acked: Vec<&str> = polls
+        .iter()
+        .flat_map(|p| p["ack"].as_array().unwrap())
+        .map(|j| j.as_str().unwrap())
+        .collect();
+    assert_eq!(acked, ["p-1", "p-3"], "{polls:?}");
+    let error = polls.iter().find_map(|p| p["setErrs"].get("p-2")).unwrap();
+    assert_eq!(error["err"], "invalid_key", "{error}");
+    let text = std::fs::read_to_string(path("revocations.yaml")).unwrap();
+    assert!(
+        text.contains("ns/jwks/sa/p-1") && text.contains("ns/jwks/sa/p-3"),
+        "{text}"
+    );
+    assert!(!text.contains("sa/p-2"), "{text}");
 }

@@ -38,7 +38,8 @@ use serde::Deserialize;
 
 use super::event::{Handling, Mapping};
 use super::jwks::{self, JwksUrl, KeyRefresh};
-use super::receiver::Receiver;
+use super::poll::Poller;
+use super::receiver::{Deliveries, Receiver};
 use super::set::{Transmitter, Verifier};
 use super::sink::{FileSink, Sink};
 use super::store::StoreSink;
@@ -129,11 +130,66 @@ pub struct TransmitterSpec {
     /// A file holding the bearer token it must push with.
     #[serde(default)]
     pub push_token_file: Option<PathBuf>,
+    /// Its poll endpoint (RFC 8936), if SETs are polled from it.
+    #[serde(default)]
+    pub poll: Option<PollSpec>,
     /// The SPIFFE IDs its events may act on (IDs or prefixes); a SET about
     /// any other is refused `access_denied`. Unset: any, and certificates
     /// and tokens too (which a scoped transmitter may not revoke).
     #[serde(default)]
     pub scope: Vec<String>,
+}
+
+/// A transmitter's poll endpoint (RFC 8936).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollSpec {
+    /// The endpoint: `https://` (or `http://` to a loopback address).
+    pub url: String,
+    /// A file holding the bearer token the receiver polls with.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// CA certificates (PEM) that verify its server (default: the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How long to wait after a poll that brought nothing.
+    #[serde(default = "default_poll_interval")]
+    pub interval: DurationText,
+}
+
+impl PollSpec {
+    /// The poller of `issuer`.
+    fn poller(&self, issuer: &str, base: &Path) -> Result<Poller, String> {
+        if let Some(problem) = self.interval.problem() {
+            return Err(format!("poll.interval: {problem}"));
+        }
+        if self.interval.0 < Duration::from_millis(100) {
+            return Err("poll.interval: at least 100ms".into());
+        }
+        let ca = self.ca_file.as_deref().map(|p| base.join(p));
+        let url = JwksUrl::new(&self.url, ca.as_deref()).map_err(|e| format!("poll.url {e}"))?;
+        let token = match &self.token_file {
+            Some(file) => {
+                let file = base.join(file);
+                match std::fs::read_to_string(&file) {
+                    Ok(token) if !token.trim().is_empty() => Some(token.trim().to_owned()),
+                    Ok(_) => return Err(format!("poll.token_file: {} is empty", file.display())),
+                    Err(e) => {
+                        return Err(format!(
+                            "poll.token_file: cannot read {}: {e}",
+                            file.display()
+                        ));
+                    }
+                }
+            }
+            None => None,
+        };
+        Ok(Poller::new(issuer, url, token, self.interval.0))
+    }
+}
+
+fn default_poll_interval() -> DurationText {
+    DurationText::new(Duration::from_secs(5))
 }
 
 /// Where the receiver's actions go: a file, or the governance store (its
@@ -276,6 +332,7 @@ type Transmitters = (
     Vec<Transmitter>,
     HashMap<String, String>,
     Vec<(Transmitter, JwksUrl, Duration)>,
+    Vec<Arc<dyn Deliveries>>,
 );
 
 /// A transmitter with its keys, from its `jwks_file` or fetched from its
@@ -325,6 +382,7 @@ fn transmitters(
     let mut transmitters = Vec::new();
     let mut tokens = HashMap::new();
     let mut refreshes = Vec::new();
+    let mut pollers = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let at = format!("transmitters[{i}] ({})", spec.issuer);
         let audiences = match &spec.audience {
@@ -348,6 +406,12 @@ fn transmitters(
             }
             Err(e) => problems.push(format!("{at}: {e}")),
         }
+        if let Some(poll) = &spec.poll {
+            match poll.poller(&spec.issuer, base) {
+                Ok(poller) => pollers.push(Arc::new(poller) as Arc<dyn Deliveries>),
+                Err(e) => problems.push(format!("{at}: {e}")),
+            }
+        }
         if let Some(file) = &spec.push_token_file {
             let file = base.join(file);
             match std::fs::read_to_string(&file) {
@@ -359,7 +423,7 @@ fn transmitters(
             }
         }
     }
-    (transmitters, tokens, refreshes)
+    (transmitters, tokens, refreshes, pollers)
 }
 
 /// The durations' problems, each pushed.
@@ -400,7 +464,8 @@ fn build(config: ReceiverConfig, base: &Path) -> Result<Loaded, String> {
     if config.transmitters.is_empty() {
         problems.push("transmitters: name at least one".into());
     }
-    let (transmitters, tokens, refreshes) = transmitters(&config.transmitters, base, &mut problems);
+    let (transmitters, tokens, refreshes, pollers) =
+        transmitters(&config.transmitters, base, &mut problems);
     let subjects = Subjects::new(&config.subjects)
         .map_err(|e| problems.push(format!("subjects:\n{e}")))
         .ok();
@@ -427,7 +492,8 @@ fn build(config: ReceiverConfig, base: &Path) -> Result<Loaded, String> {
         .map(|(t, url, every)| Arc::new(KeyRefresh::new(t, url, every, counters.clone())))
         .collect();
     let receiver = Receiver::new(verifier, subjects, mapping, tokens, sink)
-        .with_key_refresh(refreshes, counters);
+        .with_key_refresh(refreshes, counters)
+        .with_pollers(pollers);
     Ok(Loaded {
         receiver,
         listen,

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -103,7 +103,7 @@ impl JwksUrl {
             }
             Some("http") => {
                 return Err(FetchError(format!(
-                    "{shown}: keys are fetched over https:// only (http:// only to a loopback address)"
+                    "{shown}: only https:// is accepted (http:// only to a loopback address)"
                 )));
             }
             _ => return Err(FetchError(format!("{shown}: not an https:// URL"))),
@@ -130,7 +130,45 @@ impl JwksUrl {
     /// The document at the URL: `200`, at most [`MAX_JWKS_BYTES`], within
     /// [`FETCH_TIMEOUT`].
     pub async fn fetch(&self) -> Result<Vec<u8>, FetchError> {
-        tokio::time::timeout(FETCH_TIMEOUT, self.get())
+        let request = hyper::Request::get(self.path())
+            .header(
+                hyper::header::ACCEPT,
+                "application/jwk-set+json, application/json",
+            )
+            .body(Full::new(Bytes::new()));
+        self.call(request).await
+    }
+
+    /// `POST`s `body` (JSON) with `Authorization: Bearer bearer` if given:
+    /// the JSON answer (`200`), at most [`MAX_JWKS_BYTES`], within
+    /// [`FETCH_TIMEOUT`] (a poll that waits for events must return sooner).
+    pub async fn post_json(
+        &self,
+        body: &serde_json::Value,
+        bearer: Option<&str>,
+    ) -> Result<Vec<u8>, FetchError> {
+        let mut request = hyper::Request::post(self.path())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::ACCEPT, "application/json");
+        if let Some(token) = bearer {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        self.call(request.body(Full::new(Bytes::from(body.to_string()))))
+            .await
+    }
+
+    fn path(&self) -> String {
+        self.uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned()
+    }
+
+    async fn call(
+        &self,
+        request: Result<hyper::Request<Full<Bytes>>, hyper::http::Error>,
+    ) -> Result<Vec<u8>, FetchError> {
+        tokio::time::timeout(FETCH_TIMEOUT, self.send(request))
             .await
             .map_err(|_| {
                 FetchError(format!(
@@ -141,7 +179,10 @@ impl JwksUrl {
             })?
     }
 
-    async fn get(&self) -> Result<Vec<u8>, FetchError> {
+    async fn send(
+        &self,
+        request: Result<hyper::Request<Full<Bytes>>, hyper::http::Error>,
+    ) -> Result<Vec<u8>, FetchError> {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             FetchError(format!("{}: {what}: {e}", self.shown))
         };
@@ -149,20 +190,15 @@ impl JwksUrl {
             .await
             .map_err(|e| failed("cannot connect", &e))?;
         let authority = self.uri.authority().map_or("", |a| a.as_str()).to_owned();
-        let path = self
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let request = hyper::Request::get(path)
-            .header(hyper::header::HOST, authority)
-            .header(
-                hyper::header::ACCEPT,
-                "application/jwk-set+json, application/json",
-            )
-            .header(hyper::header::USER_AGENT, "celador-signals")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| failed("bad request", &e))?;
+        let mut request = request.map_err(|e| failed("bad request", &e))?;
+        let headers = request.headers_mut();
+        if let Ok(host) = hyper::header::HeaderValue::from_str(&authority) {
+            headers.insert(hyper::header::HOST, host);
+        }
+        headers.insert(
+            hyper::header::USER_AGENT,
+            hyper::header::HeaderValue::from_static("celador-signals"),
+        );
         let response = match &self.tls {
             Some(tls) => {
                 let name = ServerName::try_from(self.host.clone())
@@ -179,7 +215,7 @@ impl JwksUrl {
         let status = response.status();
         if status != hyper::StatusCode::OK {
             return Err(FetchError(format!(
-                "{}: answered {status} (a JWKS is served with 200; redirects are not followed)",
+                "{}: answered {status} (200 expected; redirects are not followed)",
                 self.shown
             )));
         }
@@ -194,7 +230,7 @@ impl JwksUrl {
 /// One request on a new HTTP/1.1 connection, closed after the answer.
 async fn send<T>(
     io: hyper_util::rt::TokioIo<T>,
-    request: hyper::Request<Empty<Bytes>>,
+    request: hyper::Request<Full<Bytes>>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,

@@ -84,6 +84,8 @@ pub struct Receiver {
     sink: Arc<dyn Sink>,
     /// The keys kept fresh from a URL, by issuer.
     refreshes: HashMap<String, Arc<KeyRefresh>>,
+    /// The transmitters it polls (RFC 8936).
+    pollers: Vec<Arc<dyn Deliveries>>,
     metrics: ReceiverMetrics,
 }
 
@@ -96,6 +98,17 @@ impl std::fmt::Debug for Receiver {
     }
 }
 
+/// A source of SETs the receiver fetches itself (poll delivery,
+/// [`super::poll::Poller`]): a loop the server runs, handing each SET to
+/// [`Receiver::polled`].
+pub trait Deliveries: Send + Sync {
+    /// Runs for ever (the server aborts it).
+    fn run(
+        self: Arc<Self>,
+        receiver: Arc<Receiver>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
 /// What the replay memory says of a SET.
 enum Remembered {
     /// Never seen: apply it.
@@ -106,6 +119,13 @@ enum Remembered {
     InFlight,
     /// Other bytes under a `jti` already seen.
     Other(SetError),
+}
+
+/// A refusal, logged.
+fn refuse((status, error): (u16, SetError)) -> (Answer, Delivery) {
+    tracing::warn!(status, err = error.code.as_str(), description = %error.description, "SET refused");
+    let code = error.code;
+    (Answer::refused(status, &error), Delivery::Refused(code))
 }
 
 /// The answer when a SET cannot be kept now; the transmitter sends it
@@ -159,6 +179,7 @@ impl Receiver {
             in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
             sink,
             refreshes: HashMap::new(),
+            pollers: Vec::new(),
             metrics: ReceiverMetrics::default(),
         }
     }
@@ -181,6 +202,17 @@ impl Receiver {
             .map(|r| (r.issuer().to_owned(), r))
             .collect();
         self
+    }
+
+    /// This receiver, polling the transmitters of `pollers` too.
+    pub fn with_pollers(mut self, pollers: Vec<Arc<dyn Deliveries>>) -> Receiver {
+        self.pollers = pollers;
+        self
+    }
+
+    /// The transmitters it polls, whose loops the server runs.
+    pub fn pollers(&self) -> impl Iterator<Item = &Arc<dyn Deliveries>> {
+        self.pollers.iter()
     }
 
     /// The keys it keeps fresh from a URL, whose schedules the server runs.
@@ -258,11 +290,6 @@ impl Receiver {
         body: &[u8],
         now: SystemTime,
     ) -> (Answer, Delivery) {
-        let refuse = |(status, error): (u16, SetError)| {
-            tracing::warn!(status, err = error.code.as_str(), description = %error.description, "SET refused");
-            let code = error.code;
-            (Answer::refused(status, &error), Delivery::Refused(code))
-        };
         let presented = bearer_digest(authorization);
         if let Err(refusal) = self.admit(content_type, presented) {
             return refuse(refusal);
@@ -274,6 +301,32 @@ impl Receiver {
         if let Err(error) = self.check_token(&set.issuer, presented) {
             return refuse((400, error));
         }
+        self.accept(set).await
+    }
+
+    /// Answers one SET received by polling `issuer`'s endpoint (RFC 8936)
+    /// at `now`: the transmitter polled must be the SET's issuer; no push
+    /// token is asked for (the receiver authenticated the transmitter's
+    /// endpoint itself).
+    pub async fn polled(&self, issuer: &str, token: &[u8], now: SystemTime) -> Answer {
+        let (answer, delivery) = match self.verify(token, now).await {
+            Ok(set) if set.issuer != issuer => refuse((
+                400,
+                SetError::new(
+                    ErrorCode::AccessDenied,
+                    format!("a SET of {} polled from {issuer}", set.issuer),
+                ),
+            )),
+            Ok(set) => self.accept(set).await,
+            Err(error) => refuse((400, error)),
+        };
+        self.metrics.delivery(delivery);
+        answer
+    }
+
+    /// A verified SET from a transmitter allowed to send it: the replay
+    /// memory, the mapping, the sink.
+    async fn accept(&self, set: VerifiedSet) -> (Answer, Delivery) {
         let key = (set.issuer.clone(), set.jti.clone());
         match self.remember(&key, set.digest) {
             Remembered::First => {}

@@ -130,7 +130,7 @@ fn keys_come_from_a_file_or_an_https_url_one_of_them() {
         ),
         (
             "    jwks_uri: http://idp.example.com/jwks",
-            "transmitters[0] (https://idp.example.com/): jwks_uri http://idp.example.com/jwks: keys are fetched over https:// only",
+            "transmitters[0] (https://idp.example.com/): jwks_uri http://idp.example.com/jwks: only https:// is accepted",
         ),
         ("    jwks_uri: ftp://idp/jwks", "not an https:// URL"),
         (
@@ -151,5 +151,46 @@ fn keys_come_from_a_file_or_an_https_url_one_of_them() {
         let error = with(keys).unwrap_err();
         assert!(error.contains(expected), "{keys}: {expected} in:\n{error}");
         assert!(!error.contains("secret=x"), "{error}");
+    }
+}
+
+#[test]
+fn a_poll_endpoint_is_https_with_a_token_file_that_holds_one() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "idp.json", &jwt::jwks(&[&Signer::es256("k1")]));
+    write(dir.path(), "token", "t0k3n\n");
+    write(dir.path(), "empty", "\n");
+    let with = |poll: &str| {
+        write(
+            dir.path(),
+            "receiver.yaml",
+            &format!(
+                "tls: {{cert: c, key: k}}\ntransmitters:\n  - issuer: https://idp.example.com/\n    audience: a\n    jwks_file: idp.json\n    poll: {poll}\nsink: {{revocations_file: r.yaml}}\n"
+            ),
+        );
+        load(&dir.path().join("receiver.yaml"))
+    };
+    let loaded = with("{url: \"https://idp.example.com/poll\", token_file: token}").unwrap();
+    assert_eq!(loaded.receiver.pollers().count(), 1);
+    for (poll, expected) in [
+        (
+            "{url: \"http://idp.example.com/poll\"}",
+            "poll.url http://idp.example.com/poll: only https:// is accepted",
+        ),
+        (
+            "{url: \"https://idp.example.com/poll\", interval: 1ms}",
+            "poll.interval: at least 100ms",
+        ),
+        (
+            "{url: \"https://idp.example.com/poll\", token_file: empty}",
+            "poll.token_file:",
+        ),
+        (
+            "{url: \"https://idp.example.com/poll\", secret: x}",
+            "secret",
+        ),
+    ] {
+        let error = with(poll).unwrap_err();
+        assert!(error.contains(expected), "{poll}: {expected} in:\n{error}");
     }
 }

@@ -83,8 +83,8 @@ fn urls_are_https_or_loopback_http_without_credentials() {
         assert!(JwksUrl::new(ok, None).is_ok(), "{ok}");
     }
     for (bad, why) in [
-        ("http://10.0.0.1/jwks", "https:// only"),
-        ("http://idp.example.com/jwks", "https:// only"),
+        ("http://10.0.0.1/jwks", "only https://"),
+        ("http://idp.example.com/jwks", "only https://"),
         ("https://user:pw@idp.example.com/jwks", "credentials"),
         ("file:///etc/jwks", "not"),
         ("idp.example.com/jwks", "is not a URL"),
