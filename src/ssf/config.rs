@@ -11,6 +11,7 @@
 //!     audience: https://celador-signals.example.com/   # or a list
 //!     jwks_file: idp-jwks.json       # or jwks_uri: https://idp.example.com/jwks
 //!     push_token_file: idp-token     # optional: the bearer it must push with
+//!     poll: { url: https://idp.example.com/poll, token_file: poll-token }  # optional (RFC 8936)
 //! subjects:            # RFC 9493 subjects that are not SPIFFE IDs
 //!   - subject: { format: iss_sub, iss: https://idp.example.com/, sub: exporter-bot }
 //!     spiffe_id: spiffe://prod.acme.io/ns/batch/sa/exporter

@@ -7,6 +7,8 @@
 //! push authorization -> [`super::set::Verifier`] -> the `jti` replay
 //! check -> [`super::event::Mapping`] -> [`super::sink::Sink`] -> the
 //! answer, counted in [`ReceiverMetrics`] and logged (never the token).
+//! A polled SET ([`super::poll`]) enters at [`Receiver::polled`] and takes
+//! the same path from the verifier on.
 //!
 //! Replays. A transmitter sends a SET again when it did not get our answer
 //! (RFC 8935 §2), so the same bytes under a `jti` already accepted are
