@@ -38,7 +38,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::event::{Handling, Mapping};
-use super::jwks::{self, JwksUrl, KeyRefresh};
+use super::jwks::{self, HttpsUrl, KeyRefresh};
 use super::poll::Poller;
 use super::receiver::{Deliveries, Receiver};
 use super::set::{Transmitter, Verifier};
@@ -168,7 +168,7 @@ impl PollSpec {
             return Err("poll.interval: at least 100ms".into());
         }
         let ca = self.ca_file.as_deref().map(|p| base.join(p));
-        let url = JwksUrl::new(&self.url, ca.as_deref()).map_err(|e| format!("poll.url {e}"))?;
+        let url = HttpsUrl::new(&self.url, ca.as_deref()).map_err(|e| format!("poll.url {e}"))?;
         let token = match &self.token_file {
             Some(file) => {
                 let file = base.join(file);
@@ -332,7 +332,7 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
 type Transmitters = (
     Vec<Transmitter>,
     HashMap<String, String>,
-    Vec<(Transmitter, JwksUrl, Duration)>,
+    Vec<(Transmitter, HttpsUrl, Duration)>,
     Vec<Arc<dyn Deliveries>>,
 );
 
@@ -342,7 +342,7 @@ fn keys(
     spec: &TransmitterSpec,
     audiences: Vec<String>,
     base: &Path,
-) -> Result<(Transmitter, Option<JwksUrl>), String> {
+) -> Result<(Transmitter, Option<HttpsUrl>), String> {
     match (&spec.jwks_file, &spec.jwks_uri) {
         (Some(file), None) => {
             if spec.jwks_ca_file.is_some() {
@@ -362,7 +362,7 @@ fn keys(
                 return Err("jwks_refresh: at least 1s".into());
             }
             let ca = spec.jwks_ca_file.as_deref().map(|p| base.join(p));
-            let url = JwksUrl::new(uri, ca.as_deref()).map_err(|e| format!("jwks_uri {e}"))?;
+            let url = HttpsUrl::new(uri, ca.as_deref()).map_err(|e| format!("jwks_uri {e}"))?;
             let jwks = jwks::fetch_blocking(&url)
                 .map_err(|e| format!("jwks_uri: the first fetch failed: {e}"))?;
             let t = Transmitter::new(&spec.issuer, audiences, &jwks)

@@ -46,9 +46,9 @@ pub const MAX_JWKS_BYTES: usize = 1 << 20;
 #[error("{0}")]
 pub struct FetchError(String);
 
-/// A JWKS URL and how to reach it.
+/// An `https://` URL (a JWKS, or a poll endpoint) and how to reach it.
 #[derive(Clone)]
-pub struct JwksUrl {
+pub struct HttpsUrl {
     uri: hyper::Uri,
     /// The URL as logs show it: without a query.
     shown: String,
@@ -58,16 +58,16 @@ pub struct JwksUrl {
     tls: Option<tokio_rustls::TlsConnector>,
 }
 
-impl std::fmt::Debug for JwksUrl {
+impl std::fmt::Debug for HttpsUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.shown)
     }
 }
 
-impl JwksUrl {
+impl HttpsUrl {
     /// `url`, an `https://` URL (or `http://` to a loopback address, for
     /// tests), trusting the CAs of `ca_file` if given, else the system's.
-    pub fn new(url: &str, ca_file: Option<&Path>) -> Result<JwksUrl, FetchError> {
+    pub fn new(url: &str, ca_file: Option<&Path>) -> Result<HttpsUrl, FetchError> {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e| FetchError(format!("{url:?} is not a URL: {e}")))?;
@@ -113,7 +113,7 @@ impl JwksUrl {
                 "{shown}: a URL with credentials is not accepted"
             )));
         }
-        Ok(JwksUrl {
+        Ok(HttpsUrl {
             uri,
             shown,
             host,
@@ -310,7 +310,7 @@ struct Fetched {
 /// Keeps one transmitter's keys fresh from its JWKS URL.
 pub struct KeyRefresh {
     transmitter: Transmitter,
-    url: JwksUrl,
+    url: HttpsUrl,
     every: Duration,
     last: tokio::sync::Mutex<Fetched>,
     counters: FetchCounters,
@@ -331,7 +331,7 @@ impl KeyRefresh {
     /// `every`, counted in `counters`.
     pub fn new(
         transmitter: Transmitter,
-        url: JwksUrl,
+        url: HttpsUrl,
         every: Duration,
         counters: FetchCounters,
     ) -> KeyRefresh {
@@ -422,7 +422,7 @@ impl KeyRefresh {
 
 /// Fetches `url` once, outside any runtime the caller may be in (start-up
 /// and `celador signals check` are synchronous): the document, or why not.
-pub fn fetch_blocking(url: &JwksUrl) -> Result<Vec<u8>, FetchError> {
+pub fn fetch_blocking(url: &HttpsUrl) -> Result<Vec<u8>, FetchError> {
     let url = url.clone();
     std::thread::scope(|scope| {
         scope

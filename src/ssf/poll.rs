@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value, json};
 
-use super::jwks::JwksUrl;
+use super::jwks::HttpsUrl;
 use super::receiver::{Deliveries, Receiver};
 
 /// The most SETs asked for in one poll.
@@ -25,7 +25,7 @@ pub const MAX_EVENTS: usize = 100;
 /// Polls one transmitter.
 pub struct Poller {
     issuer: String,
-    url: JwksUrl,
+    url: HttpsUrl,
     token: Option<String>,
     interval: Duration,
 }
@@ -59,7 +59,7 @@ struct Handled {
 impl Poller {
     /// A poller of `issuer`'s endpoint `url`, with the bearer `token` if
     /// given, waiting `interval` after a poll that brought nothing.
-    pub fn new(issuer: &str, url: JwksUrl, token: Option<String>, interval: Duration) -> Poller {
+    pub fn new(issuer: &str, url: HttpsUrl, token: Option<String>, interval: Duration) -> Poller {
         Poller {
             issuer: issuer.to_owned(),
             url,

@@ -43,7 +43,7 @@ async fn unknown_kids_share_one_fetch_and_then_wait_out_the_gap() {
     let counters = FetchCounters::default();
     let refresh = Arc::new(KeyRefresh::new(
         transmitter.clone(),
-        JwksUrl::new(&url, None).unwrap(),
+        HttpsUrl::new(&url, None).unwrap(),
         Duration::from_secs(3600),
         counters.clone(),
     ));
@@ -80,7 +80,7 @@ fn urls_are_https_or_loopback_http_without_credentials() {
         "http://[::1]:8080/jwks",
         "http://localhost/jwks",
     ] {
-        assert!(JwksUrl::new(ok, None).is_ok(), "{ok}");
+        assert!(HttpsUrl::new(ok, None).is_ok(), "{ok}");
     }
     for (bad, why) in [
         ("http://10.0.0.1/jwks", "only https://"),
@@ -89,12 +89,12 @@ fn urls_are_https_or_loopback_http_without_credentials() {
         ("file:///etc/jwks", "not"),
         ("idp.example.com/jwks", "is not a URL"),
     ] {
-        let error = JwksUrl::new(bad, None).unwrap_err().to_string();
+        let error = HttpsUrl::new(bad, None).unwrap_err().to_string();
         assert!(error.contains(why), "{bad}: {why} in {error}");
         assert!(!error.contains("pw@"), "{error}");
     }
     assert_eq!(
-        JwksUrl::new("https://idp.example.com/jwks?token=s3cret", None)
+        HttpsUrl::new("https://idp.example.com/jwks?token=s3cret", None)
             .unwrap()
             .shown(),
         "https://idp.example.com/jwks"
