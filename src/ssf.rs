@@ -7,6 +7,8 @@
 //! ```text
 //! transmitter --POST application/secevent+jwt--> receiver (celador signals serve)
 //!   set        the SET verified against its transmitter (signature, typ, iss, aud, iat, jti)
+//!   jwks       a transmitter's keys fetched from its JWKS URL, kept fresh
+//!   poll       SETs polled from a transmitter's endpoint (RFC 8936), acknowledged
 //!   subject    its subject (RFC 9493) -> the SPIFFE IDs it names
 //!   event      each CAEP / RISC event -> governance actions (revoke, unrevoke, risk)
 //!   receiver   actions -> the governance sink; 202, or 400 with the RFC 8935 error
@@ -19,6 +21,8 @@
 
 pub mod config;
 pub mod event;
+pub mod jwks;
+pub mod poll;
 pub mod receiver;
 pub mod server;
 pub mod set;

@@ -519,6 +519,17 @@ fn report(what: &str, latencies: &[Duration]) {
     );
 }
 
+/// How many `celador serve` the store test starts: 5, or
+/// `CELADOR_FLEET_INSTANCES` (as tests/fleet.rs reads it), for the
+/// push-to-enforcement latency at N = 1 and N = 20 in BENCHMARKS.md.
+fn fleet_size() -> usize {
+    std::env::var("CELADOR_FLEET_INSTANCES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(5)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_store_a_compromise_revokes_at_every_instance_and_order_holds() {
     let redis = support::redis::Redis::start(false);
@@ -555,7 +566,7 @@ async fn with_the_store_a_compromise_revokes_at_every_instance_and_order_holds()
         ),
     );
     let receiver = Receiver::start(&path("receiver.yaml"));
-    let celadors: Vec<Celador> = (0..5)
+    let celadors: Vec<Celador> = (0..fleet_size())
         .map(|_| Celador::start(&path("celador.yaml")))
         .collect();
     let push = |token: &str| {
@@ -599,7 +610,7 @@ async fn with_the_store_a_compromise_revokes_at_every_instance_and_order_holds()
     assert_eq!(stored["by"], IDP, "{stored}");
     // The trail: the denied request's audit record ends at the SET.
     let record = support::wait_for(Duration::from_secs(2), || {
-        celadors[2]
+        celadors[2 % celadors.len()]
             .audit_records()
             .into_iter()
             .rfind(|r| r["reason"] == "revoked")
@@ -980,4 +991,370 @@ async fn without_a_store_a_risks_file_carries_the_risk_level_to_celador_serve() 
     assert_eq!(push("r-2", "LOW", now()).status, 202);
     let took = risk_decided(&celadors, &ca, PAYMENTS, "POST", false, start).await;
     assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+/// An identity provider's JWKS endpoint over HTTPS (a certificate of its
+/// own CA, for `localhost`): answers each `GET` with the current status and
+/// document, and counts them.
+struct JwksServer {
+    addr: SocketAddr,
+    ca: Ca,
+    answer: Arc<Mutex<(u16, String)>>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// An HTTPS server (a certificate of its own CA, for `localhost`) that
+/// answers each request with `handler(request head, body)`: a status and
+/// a JSON body.
+fn https_server(
+    handler: impl Fn(&str, &[u8]) -> (u16, String) + Send + 'static,
+) -> (SocketAddr, Ca) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ca = Ca::root("identity provider CA");
+    let leaf = ca.leaf().dns("localhost").build();
+    let chain = CertificateDer::pem_slice_iter(leaf.pem.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().map_while(Result::ok) {
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+            let conn = rustls::ServerConnection::new(Arc::clone(&config)).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match std::io::Read::read(&mut tls, &mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let head = String::from_utf8_lossy(&head).to_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            if std::io::Read::read_exact(&mut tls, &mut body).is_err() {
+                continue;
+            }
+            let (status, body) = handler(&head, &body);
+            let response = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = std::io::Write::write_all(&mut tls, response.as_bytes());
+            tls.conn.send_close_notify();
+            let _ = std::io::Write::flush(&mut tls);
+        }
+    });
+    (addr, ca)
+}
+
+impl JwksServer {
+    fn start(document: String) -> JwksServer {
+        let answer = Arc::new(Mutex::new((200, document)));
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (shared, count) = (Arc::clone(&answer), Arc::clone(&fetches));
+        let (addr, ca) = https_server(move |head, _| {
+            if !head.starts_with("get /jwks ") {
+                return (404, String::new());
+            }
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            shared.lock().unwrap().clone()
+        });
+        JwksServer {
+            addr,
+            ca,
+            answer,
+            fetches,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://localhost:{}/jwks", self.addr.port())
+    }
+
+    fn serve(&self, status: u16, document: &str) {
+        *self.answer.lock().unwrap() = (status, document.to_owned());
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A receiver whose one transmitter's keys come from `idp`'s URL,
+/// fetched again every `refresh`; a revocations file as the sink.
+fn url_receiver(idp: &JwksServer, refresh: &str) -> (tempfile::TempDir, Ca, Receiver) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    write("idp-ca.pem", &idp.ca.pem);
+    write("revocations.yaml", "revocations: []\n");
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_uri: {}\n\
+             \x20   jwks_ca_file: idp-ca.pem\n    jwks_refresh: {refresh}\n\
+             sink: {{revocations_file: revocations.yaml}}\nlog: {{format: json}}\n",
+            idp.url()
+        ),
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    (dir, server_ca, receiver)
+}
+
+fn push_to(receiver: &Receiver, server_ca: &Ca, token: &str) -> Reply {
+    tls_post(
+        receiver.addr,
+        &server_ca.pem,
+        "/events",
+        &[("content-type", "application/secevent+jwt")],
+        token.as_bytes(),
+    )
+}
+
+fn compromise(signer: &Signer, jti: &str) -> String {
+    set(
+        signer,
+        IDP,
+        jti,
+        json!({"format": "uri", "uri": format!("spiffe://example.org/ns/jwks/sa/{jti}")}),
+        "credential-compromise",
+        json!({"credential_type": "x509"}),
+    )
+}
+
+/// The value of the series of `celador_signals_jwks_fetches_total` with
+/// `outcome` in the receiver's metrics.
+fn fetch_count(receiver: &Receiver, server_ca: &Ca, outcome: &str) -> u64 {
+    let metrics = support::https::tls(
+        receiver.addr,
+        &server_ca.pem,
+        None,
+        &support::https::Call::get("/metrics"),
+    )
+    .body;
+    let series = format!(
+        "celador_signals_jwks_fetches_total{{transmitter=\"{IDP}\",outcome=\"{outcome}\"}} "
+    );
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn keys_rotated_at_the_idp_are_fetched_on_an_unknown_kid_at_a_bounded_rate() {
+    let old = Signer::es256("old");
+    let new = Signer::rsa("new", "RS256");
+    let idp = JwksServer::start(jwt::jwks(&[&old]));
+    let (dir, server_ca, receiver) = url_receiver(&idp, "1h");
+    assert_eq!(idp.fetches(), 1, "fetched once at start");
+    assert_eq!(
+        push_to(&receiver, &server_ca, &compromise(&old, "k-1")).status,
+        202
+    );
+    // The IdP rotates: the new key only. Its first SET fetches the keys again.
+    idp.serve(200, &jwt::jwks(&[&new]));
+    let reply = push_to(&receiver, &server_ca, &compromise(&new, "k-2"));
+    assert_eq!(reply.status, 202, "{}\n{}", reply.body, receiver.log());
+    assert_eq!(idp.fetches(), 2);
+    assert_eq!(fetch_count(&receiver, &server_ca, "updated"), 1);
+    // The rotated-away key is refused now.
+    let reply = push_to(&receiver, &server_ca, &compromise(&old, "k-3"));
+    assert_eq!((reply.status, err(&reply)), (400, "invalid_key".into()));
+    // A flood of made-up kids, from 4 threads: all refused, no fetch (the
+    // last one was under 30 s ago).
+    const FLOOD: usize = 60;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (addr, ca) = (receiver.addr, server_ca.pem.clone());
+            std::thread::spawn(move || {
+                (t..FLOOD)
+                    .step_by(4)
+                    .map(|i| {
+                        let forger = Signer::es256(&format!("forged-{i}"));
+                        let token = compromise(&forger, &format!("f-{i}"));
+                        let reply = tls_post(
+                            addr,
+                            &ca,
+                            "/events",
+                            &[("content-type", "application/secevent+jwt")],
+                            token.as_bytes(),
+                        );
+                        (reply.status, err(&reply))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for reply in threads.into_iter().flat_map(|t| t.join().unwrap()) {
+        assert_eq!(reply, (400, "invalid_key".into()));
+    }
+    assert_eq!(idp.fetches(), 2, "the flood made no fetch");
+    assert!(fetch_count(&receiver, &server_ca, "limited") >= FLOOD as u64);
+    let text = std::fs::read_to_string(dir.path().join("revocations.yaml")).unwrap();
+    assert!(text.contains("ns/jwks/sa/k-1") && text.contains("ns/jwks/sa/k-2"));
+    assert!(!text.contains("sa/f-"), "{text}");
+}
+
+#[test]
+fn a_bad_jwks_document_or_a_failed_fetch_keeps_the_last_good_keys() {
+    let signer = Signer::es256("idp-1");
+    let idp = JwksServer::start("{\"keys\": 1}".into());
+    // At start, a document that is not a JWKS stops the receiver, naming
+    // the transmitter and the URL.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("idp-ca.pem"), &idp.ca.pem).unwrap();
+    std::fs::write(
+        dir.path().join("receiver.yaml"),
+        format!(
+            "tls: {{cert: c, key: k}}\ntransmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_uri: {}\n    jwks_ca_file: idp-ca.pem\nsink: {{revocations_file: r.yaml}}\n",
+            idp.url()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(support::celador::binary())
+        .args(["signals", "check", "--config"])
+        .arg(dir.path().join("receiver.yaml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    let expected = format!("transmitters[0] ({IDP}): jwks_uri {}: the JWKS", idp.url());
+    assert!(stderr.contains(&expected), "{expected} in {stderr}");
+    idp.serve(200, &jwt::jwks(&[&signer]));
+    let (_dir, server_ca, receiver) = url_receiver(&idp, "1s");
+    // Each bad answer in turn, fetched on the schedule: the keys stay.
+    for (i, (status, document, outcome)) in [
+        (200, "not json", "refused"),
+        (200, "{\"keys\": []}", "refused"),
+        (503, "", "failed"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        idp.serve(status, document);
+        let seen = idp.fetches();
+        // Two fetches after the change: the first one is applied.
+        support::wait_for(Duration::from_secs(10), || {
+            (idp.fetches() >= seen + 2).then_some(())
+        })
+        .unwrap_or_else(|| panic!("no scheduled fetch: {}", receiver.log()));
+        let reply = push_to(
+            &receiver,
+            &server_ca,
+            &compromise(&signer, &format!("b-{i}")),
+        );
+        assert_eq!(reply.status, 202, "{outcome}: {}", reply.body);
+        assert!(
+            fetch_count(&receiver, &server_ca, outcome) >= 1,
+            "{outcome}"
+        );
+    }
+    assert!(
+        receiver.log().contains("the last good keys stay"),
+        "{}",
+        receiver.log()
+    );
+}
+
+#[test]
+fn polled_sets_are_applied_and_acknowledged_and_refused_ones_reported() {
+    let idp = Signer::es256("idp-1");
+    let forger = Signer::es256("idp-1");
+    // The transmitter's queue: SETs stay until acknowledged or reported.
+    let queue = Arc::new(Mutex::new(vec![
+        ("p-1".to_owned(), compromise(&idp, "p-1")),
+        ("p-2".to_owned(), compromise(&forger, "p-2")),
+        ("p-3".to_owned(), compromise(&idp, "p-3")),
+    ]));
+    let polls = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let (queued, seen) = (Arc::clone(&queue), Arc::clone(&polls));
+    let (addr, ca) = https_server(move |head, body| {
+        if !head.starts_with("post /poll ") || !head.contains("authorization: bearer poll-secret") {
+            return (401, "{}".into());
+        }
+        let request: Value = serde_json::from_slice(body).unwrap();
+        let done: Vec<String> = request["ack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j.as_str().unwrap().to_owned())
+            .chain(request["setErrs"].as_object().unwrap().keys().cloned())
+            .collect();
+        seen.lock().unwrap().push(request);
+        let mut queue = queued.lock().unwrap();
+        queue.retain(|(jti, _)| !done.contains(jti));
+        let sets: serde_json::Map<String, Value> = queue
+            .iter()
+            .map(|(jti, set)| (jti.clone(), Value::String(set.clone())))
+            .collect();
+        (
+            200,
+            json!({"sets": sets, "moreAvailable": false}).to_string(),
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write("idp-ca.pem", &ca.pem);
+    write("poll-token", "poll-secret\n");
+    write("revocations.yaml", "revocations: []\n");
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             \x20   poll: {{url: \"https://localhost:{}/poll\", token_file: poll-token, ca_file: idp-ca.pem, interval: 200ms}}\n\
+             sink: {{revocations_file: revocations.yaml}}\nlog: {{format: json}}\n",
+            addr.port()
+        ),
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    support::wait_for(Duration::from_secs(10), || {
+        queue.lock().unwrap().is_empty().then_some(())
+    })
+    .unwrap_or_else(|| panic!("the queue was not emptied: {}", receiver.log()));
+    let polls = polls.lock().unwrap();
+    let acked: Vec<&str> = polls
+        .iter()
+        .flat_map(|p| p["ack"].as_array().unwrap())
+        .map(|j| j.as_str().unwrap())
+        .collect();
+    assert_eq!(acked, ["p-1", "p-3"], "{polls:?}");
+    let error = polls.iter().find_map(|p| p["setErrs"].get("p-2")).unwrap();
+    assert_eq!(error["err"], "invalid_key", "{error}");
+    let text = std::fs::read_to_string(path("revocations.yaml")).unwrap();
+    assert!(
+        text.contains("ns/jwks/sa/p-1") && text.contains("ns/jwks/sa/p-3"),
+        "{text}"
+    );
+    assert!(!text.contains("sa/p-2"), "{text}");
 }

@@ -9,8 +9,9 @@
 //! transmitters:
 //!   - issuer: https://idp.example.com/
 //!     audience: https://celador-signals.example.com/   # or a list
-//!     jwks_file: idp-jwks.json
+//!     jwks_file: idp-jwks.json       # or jwks_uri: https://idp.example.com/jwks
 //!     push_token_file: idp-token     # optional: the bearer it must push with
+//!     poll: { url: https://idp.example.com/poll, token_file: poll-token }  # optional (RFC 8936)
 //! subjects:            # RFC 9493 subjects that are not SPIFFE IDs
 //!   - subject: { format: iss_sub, iss: https://idp.example.com/, sub: exporter-bot }
 //!     spiffe_id: spiffe://prod.acme.io/ns/batch/sa/exporter
@@ -37,7 +38,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::event::{Handling, Mapping};
-use super::receiver::Receiver;
+use super::jwks::{self, HttpsUrl, KeyRefresh};
+use super::poll::Poller;
+use super::receiver::{Deliveries, Receiver};
 use super::set::{Transmitter, Verifier};
 use super::sink::{FileSink, Sink};
 use super::store::StoreSink;
@@ -110,16 +113,84 @@ pub struct TransmitterSpec {
     pub issuer: String,
     /// The `aud` its SETs carry for this receiver.
     pub audience: OneOrMany,
-    /// Its JWKS (the keys its SETs are signed with).
-    pub jwks_file: PathBuf,
+    /// Its JWKS (the keys its SETs are signed with), as a file; or
+    /// `jwks_uri`.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Its JWKS as an `https://` URL, fetched at start-up, every
+    /// `jwks_refresh`, and on a SET with an unknown `kid`.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// CA certificates (PEM) that verify `jwks_uri`'s server (default: the
+    /// system's).
+    #[serde(default)]
+    pub jwks_ca_file: Option<PathBuf>,
+    /// How often `jwks_uri` is fetched again.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh: DurationText,
     /// A file holding the bearer token it must push with.
     #[serde(default)]
     pub push_token_file: Option<PathBuf>,
+    /// Its poll endpoint (RFC 8936), if SETs are polled from it.
+    #[serde(default)]
+    pub poll: Option<PollSpec>,
     /// The SPIFFE IDs its events may act on (IDs or prefixes); a SET about
     /// any other is refused `access_denied`. Unset: any, and certificates
     /// and tokens too (which a scoped transmitter may not revoke).
     #[serde(default)]
     pub scope: Vec<String>,
+}
+
+/// A transmitter's poll endpoint (RFC 8936).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollSpec {
+    /// The endpoint: `https://` (or `http://` to a loopback address).
+    pub url: String,
+    /// A file holding the bearer token the receiver polls with.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// CA certificates (PEM) that verify its server (default: the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How long to wait after a poll that brought nothing.
+    #[serde(default = "default_poll_interval")]
+    pub interval: DurationText,
+}
+
+impl PollSpec {
+    /// The poller of `issuer`.
+    fn poller(&self, issuer: &str, base: &Path) -> Result<Poller, String> {
+        if let Some(problem) = self.interval.problem() {
+            return Err(format!("poll.interval: {problem}"));
+        }
+        if self.interval.0 < Duration::from_millis(100) {
+            return Err("poll.interval: at least 100ms".into());
+        }
+        let ca = self.ca_file.as_deref().map(|p| base.join(p));
+        let url = HttpsUrl::new(&self.url, ca.as_deref()).map_err(|e| format!("poll.url {e}"))?;
+        let token = match &self.token_file {
+            Some(file) => {
+                let file = base.join(file);
+                match std::fs::read_to_string(&file) {
+                    Ok(token) if !token.trim().is_empty() => Some(token.trim().to_owned()),
+                    Ok(_) => return Err(format!("poll.token_file: {} is empty", file.display())),
+                    Err(e) => {
+                        return Err(format!(
+                            "poll.token_file: cannot read {}: {e}",
+                            file.display()
+                        ));
+                    }
+                }
+            }
+            None => None,
+        };
+        Ok(Poller::new(issuer, url, token, self.interval.0))
+    }
+}
+
+fn default_poll_interval() -> DurationText {
+    DurationText::new(Duration::from_secs(5))
 }
 
 /// Where the receiver's actions go: a file, or the governance store (its
@@ -200,6 +271,13 @@ impl SinkSpec {
     }
 }
 
+/// Five minutes: a rotation an IdP announces ahead is picked up well in
+/// time, and one it does not is picked up on the first SET with the new
+/// `kid`.
+fn default_jwks_refresh() -> DurationText {
+    DurationText::new(Duration::from_secs(300))
+}
+
 fn default_listen() -> String {
     "0.0.0.0:8443".into()
 }
@@ -249,36 +327,91 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
     build(config, base)
 }
 
-/// The transmitters and their push tokens; each problem pushed.
+/// What the transmitters' config makes: the transmitters, their push
+/// tokens, and the keys to keep fresh from a URL (with how often).
+type Transmitters = (
+    Vec<Transmitter>,
+    HashMap<String, String>,
+    Vec<(Transmitter, HttpsUrl, Duration)>,
+    Vec<Arc<dyn Deliveries>>,
+);
+
+/// A transmitter with its keys, from its `jwks_file` or fetched from its
+/// `jwks_uri` (then with the URL, to fetch again).
+fn keys(
+    spec: &TransmitterSpec,
+    audiences: Vec<String>,
+    base: &Path,
+) -> Result<(Transmitter, Option<HttpsUrl>), String> {
+    match (&spec.jwks_file, &spec.jwks_uri) {
+        (Some(file), None) => {
+            if spec.jwks_ca_file.is_some() {
+                return Err("jwks_ca_file: a CA file is for jwks_uri".into());
+            }
+            let path = base.join(file);
+            let jwks =
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let t = Transmitter::new(&spec.issuer, audiences, &jwks).map_err(|e| e.to_string())?;
+            Ok((t, None))
+        }
+        (None, Some(uri)) => {
+            if let Some(problem) = spec.jwks_refresh.problem() {
+                return Err(format!("jwks_refresh: {problem}"));
+            }
+            if spec.jwks_refresh.0 < Duration::from_secs(1) {
+                return Err("jwks_refresh: at least 1s".into());
+            }
+            let ca = spec.jwks_ca_file.as_deref().map(|p| base.join(p));
+            let url = HttpsUrl::new(uri, ca.as_deref()).map_err(|e| format!("jwks_uri {e}"))?;
+            let jwks = jwks::fetch_blocking(&url)
+                .map_err(|e| format!("jwks_uri: the first fetch failed: {e}"))?;
+            let t = Transmitter::new(&spec.issuer, audiences, &jwks)
+                .map_err(|e| format!("jwks_uri {}: {e}", url.shown()))?;
+            Ok((t, Some(url)))
+        }
+        _ => Err("give jwks_file or jwks_uri, one of them".into()),
+    }
+}
+
+/// The transmitters, their push tokens and their URL keys; each problem
+/// pushed.
 fn transmitters(
     specs: &[TransmitterSpec],
     base: &Path,
     problems: &mut Vec<String>,
-) -> (Vec<Transmitter>, HashMap<String, String>) {
+) -> Transmitters {
     let mut transmitters = Vec::new();
     let mut tokens = HashMap::new();
+    let mut refreshes = Vec::new();
+    let mut pollers = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let at = format!("transmitters[{i}] ({})", spec.issuer);
         let audiences = match &spec.audience {
             OneOrMany::One(a) => vec![a.clone()],
             OneOrMany::Many(list) => list.clone(),
         };
-        let jwks_path = base.join(&spec.jwks_file);
-        match std::fs::read(&jwks_path) {
-            Ok(jwks) => match Transmitter::new(&spec.issuer, audiences, &jwks) {
-                Ok(t) => {
-                    for p in &spec.scope {
-                        if let Err(e) =
-                            crate::engine::identity::SpiffeId::parse(p.trim_end_matches('/'))
-                        {
-                            problems.push(format!("{at}: scope {p:?}: {e}"));
-                        }
+        match keys(spec, audiences, base) {
+            Ok((t, url)) => {
+                for p in &spec.scope {
+                    if let Err(e) =
+                        crate::engine::identity::SpiffeId::parse(p.trim_end_matches('/'))
+                    {
+                        problems.push(format!("{at}: scope {p:?}: {e}"));
                     }
-                    transmitters.push(t.scoped(spec.scope.clone()));
                 }
+                let t = t.scoped(spec.scope.clone());
+                if let Some(url) = url {
+                    refreshes.push((t.clone(), url, spec.jwks_refresh.0));
+                }
+                transmitters.push(t);
+            }
+            Err(e) => problems.push(format!("{at}: {e}")),
+        }
+        if let Some(poll) = &spec.poll {
+            match poll.poller(&spec.issuer, base) {
+                Ok(poller) => pollers.push(Arc::new(poller) as Arc<dyn Deliveries>),
                 Err(e) => problems.push(format!("{at}: {e}")),
-            },
-            Err(e) => problems.push(format!("{at}: cannot read {}: {e}", jwks_path.display())),
+            }
         }
         if let Some(file) = &spec.push_token_file {
             let file = base.join(file);
@@ -291,7 +424,7 @@ fn transmitters(
             }
         }
     }
-    (transmitters, tokens)
+    (transmitters, tokens, refreshes, pollers)
 }
 
 /// The durations' problems, each pushed.
@@ -332,7 +465,8 @@ fn build(config: ReceiverConfig, base: &Path) -> Result<Loaded, String> {
     if config.transmitters.is_empty() {
         problems.push("transmitters: name at least one".into());
     }
-    let (transmitters, tokens) = transmitters(&config.transmitters, base, &mut problems);
+    let (transmitters, tokens, refreshes, pollers) =
+        transmitters(&config.transmitters, base, &mut problems);
     let subjects = Subjects::new(&config.subjects)
         .map_err(|e| problems.push(format!("subjects:\n{e}")))
         .ok();
@@ -353,8 +487,16 @@ fn build(config: ReceiverConfig, base: &Path) -> Result<Loaded, String> {
         return Err(problems.join("\n"));
     };
     let verifier = Verifier::new(transmitters, config.max_age.0, config.max_future.0);
+    let counters = jwks::FetchCounters::default();
+    let refreshes = refreshes
+        .into_iter()
+        .map(|(t, url, every)| Arc::new(KeyRefresh::new(t, url, every, counters.clone())))
+        .collect();
+    let receiver = Receiver::new(verifier, subjects, mapping, tokens, sink)
+        .with_key_refresh(refreshes, counters)
+        .with_pollers(pollers);
     Ok(Loaded {
-        receiver: Receiver::new(verifier, subjects, mapping, tokens, sink),
+        receiver,
         listen,
         cert: resolve(&config.tls.cert),
         key: resolve(&config.tls.key),

@@ -7,6 +7,8 @@
 //! push authorization -> [`super::set::Verifier`] -> the `jti` replay
 //! check -> [`super::event::Mapping`] -> [`super::sink::Sink`] -> the
 //! answer, counted in [`ReceiverMetrics`] and logged (never the token).
+//! A polled SET ([`super::poll`]) enters at [`Receiver::polled`] and takes
+//! the same path from the verifier on.
 //!
 //! Replays. A transmitter sends a SET again when it did not get our answer
 //! (RFC 8935 §2), so the same bytes under a `jti` already accepted are
@@ -28,7 +30,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::event::{Action, Mapping, Outcome, Provenance, Revocation};
-use super::set::{ErrorCode, SetError, Verifier};
+use super::jwks::{FetchCounters, KeyRefresh};
+use super::set::{ErrorCode, SetError, VerifiedSet, Verifier};
 use super::sink::{Claim, Kept, SetKey, Sink};
 use super::subject::Subjects;
 use super::subject::Target;
@@ -81,6 +84,10 @@ pub struct Receiver {
     /// is answered 503, not 202, until the first attempt has succeeded.
     in_flight: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     sink: Arc<dyn Sink>,
+    /// The keys kept fresh from a URL, by issuer.
+    refreshes: HashMap<String, Arc<KeyRefresh>>,
+    /// The transmitters it polls (RFC 8936).
+    pollers: Vec<Arc<dyn Deliveries>>,
     metrics: ReceiverMetrics,
 }
 
@@ -93,6 +100,17 @@ impl std::fmt::Debug for Receiver {
     }
 }
 
+/// A source of SETs the receiver fetches itself (poll delivery,
+/// [`super::poll::Poller`]): a loop the server runs, handing each SET to
+/// [`Receiver::polled`].
+pub trait Deliveries: Send + Sync {
+    /// Runs for ever (the server aborts it).
+    fn run(
+        self: Arc<Self>,
+        receiver: Arc<Receiver>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
 /// What the replay memory says of a SET.
 enum Remembered {
     /// Never seen: apply it.
@@ -103,6 +121,13 @@ enum Remembered {
     InFlight,
     /// Other bytes under a `jti` already seen.
     Other(SetError),
+}
+
+/// A refusal, logged.
+fn refuse((status, error): (u16, SetError)) -> (Answer, Delivery) {
+    tracing::warn!(status, err = error.code.as_str(), description = %error.description, "SET refused");
+    let code = error.code;
+    (Answer::refused(status, &error), Delivery::Refused(code))
 }
 
 /// The answer when a SET cannot be kept now; the transmitter sends it
@@ -155,7 +180,74 @@ impl Receiver {
             replay_window,
             in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
             sink,
+            refreshes: HashMap::new(),
+            pollers: Vec::new(),
             metrics: ReceiverMetrics::default(),
+        }
+    }
+
+    /// This receiver, fetching the keys of the transmitters of `refreshes`
+    /// again on a SET with an unknown `kid`, the fetches counted in
+    /// `counters` (served with its other counters).
+    pub fn with_key_refresh(
+        mut self,
+        refreshes: Vec<Arc<KeyRefresh>>,
+        counters: FetchCounters,
+    ) -> Receiver {
+        self.metrics.registry.register(
+            "celador_signals_jwks_fetches",
+            "Fetches of transmitters' JWKS URLs by outcome (updated, unchanged, failed, refused: the last good keys stay; limited: an unknown kid within 30 s of the last fetch)",
+            counters,
+        );
+        self.refreshes = refreshes
+            .into_iter()
+            .map(|r| (r.issuer().to_owned(), r))
+            .collect();
+        self
+    }
+
+    /// This receiver, polling the transmitters of `pollers` too.
+    pub fn with_pollers(mut self, pollers: Vec<Arc<dyn Deliveries>>) -> Receiver {
+        self.pollers = pollers;
+        self
+    }
+
+    /// The transmitters it polls, whose loops the server runs.
+    pub fn pollers(&self) -> impl Iterator<Item = &Arc<dyn Deliveries>> {
+        self.pollers.iter()
+    }
+
+    /// The keys it keeps fresh from a URL, whose schedules the server runs.
+    pub fn key_refreshes(&self) -> impl Iterator<Item = &Arc<KeyRefresh>> {
+        self.refreshes.values()
+    }
+
+    /// Verifies `body`; a SET naming a `kid` its transmitter's keys lack,
+    /// when those come from a URL, is verified again once they have been
+    /// fetched again (at most once per [`super::jwks::UNKNOWN_KID_GAP`]).
+    async fn verify(&self, body: &[u8], now: SystemTime) -> Result<VerifiedSet, SetError> {
+        match self.verifier.verify(body, now) {
+            Err(SetError {
+                unknown_kid_of: Some(issuer),
+                ..
+            }) if self.refreshes.contains_key(&issuer) => {
+                let refreshed = match self.refreshes.get(&issuer) {
+                    Some(refresh) => refresh.on_unknown_kid().await,
+                    None => false,
+                };
+                let verified = self.verifier.verify(body, now);
+                match verified {
+                    Err(mut error) if !refreshed && error.unknown_kid_of.is_some() => {
+                        error.description.push_str(&format!(
+                            " (its keys are fetched again at most every {} s)",
+                            super::jwks::UNKNOWN_KID_GAP.as_secs()
+                        ));
+                        Err(error)
+                    }
+                    other => other,
+                }
+            }
+            other => other,
         }
     }
 
@@ -200,22 +292,43 @@ impl Receiver {
         body: &[u8],
         now: SystemTime,
     ) -> (Answer, Delivery) {
-        let refuse = |(status, error): (u16, SetError)| {
-            tracing::warn!(status, err = error.code.as_str(), description = %error.description, "SET refused");
-            let code = error.code;
-            (Answer::refused(status, &error), Delivery::Refused(code))
-        };
         let presented = bearer_digest(authorization);
         if let Err(refusal) = self.admit(content_type, presented) {
             return refuse(refusal);
         }
-        let set = match self.verifier.verify(body, now) {
+        let set = match self.verify(body, now).await {
             Ok(set) => set,
             Err(error) => return refuse((400, error)),
         };
         if let Err(error) = self.check_token(&set.issuer, presented) {
             return refuse((400, error));
         }
+        self.accept(set).await
+    }
+
+    /// Answers one SET received by polling `issuer`'s endpoint (RFC 8936)
+    /// at `now`: the transmitter polled must be the SET's issuer; no push
+    /// token is asked for (the receiver authenticated the transmitter's
+    /// endpoint itself).
+    pub async fn polled(&self, issuer: &str, token: &[u8], now: SystemTime) -> Answer {
+        let (answer, delivery) = match self.verify(token, now).await {
+            Ok(set) if set.issuer != issuer => refuse((
+                400,
+                SetError::new(
+                    ErrorCode::AccessDenied,
+                    format!("a SET of {} polled from {issuer}", set.issuer),
+                ),
+            )),
+            Ok(set) => self.accept(set).await,
+            Err(error) => refuse((400, error)),
+        };
+        self.metrics.delivery(delivery);
+        answer
+    }
+
+    /// A verified SET from a transmitter allowed to send it: the replay
+    /// memory, the mapping, the sink.
+    async fn accept(&self, set: VerifiedSet) -> (Answer, Delivery) {
         let key = (set.issuer.clone(), set.jti.clone());
         match self.remember(&key, set.digest) {
             Remembered::First => {}

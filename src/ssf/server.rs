@@ -51,6 +51,15 @@ pub async fn serve(
     };
     let (limits, _) = LIMITS.fitting_open_files();
     let reloader = tokio::spawn(tls::reload_loop(cert, reload_every, "the signals receiver"));
+    let mut refreshes: Vec<_> = receiver
+        .key_refreshes()
+        .map(|r| tokio::spawn(Arc::clone(r).run()))
+        .collect();
+    refreshes.extend(
+        receiver
+            .pollers()
+            .map(|p| tokio::spawn(Arc::clone(p).run(Arc::clone(&receiver)))),
+    );
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let budget = Arc::new(Semaphore::new(BODY_BUDGET_PERMITS));
     accept::serve(
@@ -76,6 +85,9 @@ pub async fn serve(
     )
     .await;
     reloader.abort();
+    for refresh in refreshes {
+        refresh.abort();
+    }
 }
 
 async fn route(

@@ -15,7 +15,10 @@
 //! needs its own RFC 8935 code, which generic validators fold together.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -89,6 +92,10 @@ pub struct SetError {
     pub code: ErrorCode,
     /// What was wrong, for the transmitter's operators.
     pub description: String,
+    /// The issuer whose JWKS has no key of the SET's `kid`: a transmitter
+    /// whose keys come from a URL may have rotated them
+    /// ([`super::jwks::KeyRefresh`]).
+    pub unknown_kid_of: Option<String>,
 }
 
 impl SetError {
@@ -97,6 +104,7 @@ impl SetError {
         SetError {
             code,
             description: description.into(),
+            unknown_kid_of: None,
         }
     }
 }
@@ -116,7 +124,22 @@ pub struct Transmitter {
     /// The SPIFFE IDs its events may act on (IDs or prefixes, no trailing
     /// `/`); empty: any.
     pub scope: Vec<String>,
+    /// Its keys, shared with the [`super::jwks::KeyRefresh`] that replaces
+    /// them when they come from a URL.
+    keys: Arc<ArcSwap<KeySet>>,
+}
+
+/// The keys of one JWKS document by `kid`, and the SHA-256 of its `keys`
+/// array (which tells a new document from the same one fetched again).
+struct KeySet {
     keys: HashMap<String, JwtKey>,
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.keys.keys()).finish()
+    }
 }
 
 /// Why a transmitter's configuration cannot be used.
@@ -174,40 +197,25 @@ impl Transmitter {
         if audiences.is_empty() {
             return Err(TransmitterError::NoAudience { issuer });
         }
-        let Ok(Value::Object(doc)) = serde_json::from_slice::<Value>(jwks) else {
-            return Err(TransmitterError::NotAJwks { issuer });
-        };
-        let Some(Value::Array(list)) = doc.get("keys") else {
-            return Err(TransmitterError::NotAJwks { issuer });
-        };
-        let mut keys = HashMap::new();
-        for (i, key) in list.iter().enumerate() {
-            let Value::Object(key) = key else {
-                return Err(TransmitterError::NotAJwks { issuer });
-            };
-            let parsed = jwk::parse(key).map_err(|source| TransmitterError::Key {
-                issuer: issuer.clone(),
-                index: i + 1,
-                source,
-            })?;
-            if let jwk::Parsed::Key(key) = parsed
-                && let Some(old) = keys.insert(key.kid.clone(), key)
-            {
-                return Err(TransmitterError::DuplicateKid {
-                    issuer,
-                    kid: old.kid,
-                });
-            }
-        }
-        if keys.is_empty() {
-            return Err(TransmitterError::NoKeys { issuer });
-        }
+        let keys = parse_jwks(&issuer, jwks)?;
         Ok(Transmitter {
             issuer,
             audiences,
             scope: Vec::new(),
-            keys,
+            keys: Arc::new(ArcSwap::from_pointee(keys)),
         })
+    }
+
+    /// Replaces its keys with those of the JWKS document `jwks` if it is
+    /// one with a usable key; else its keys stay and the error says why.
+    /// Returns whether the keys changed.
+    pub fn replace_keys(&self, jwks: &[u8]) -> Result<bool, TransmitterError> {
+        let keys = parse_jwks(&self.issuer, jwks)?;
+        let changed = self.keys.load().digest != keys.digest;
+        if changed {
+            self.keys.store(Arc::new(keys));
+        }
+        Ok(changed)
     }
 
     /// This transmitter, allowed to act only on the SPIFFE IDs under
@@ -233,8 +241,45 @@ impl Transmitter {
 
     /// How many keys it has.
     pub fn key_count(&self) -> usize {
-        self.keys.len()
+        self.keys.load().keys.len()
     }
+}
+
+/// The keys of the JWKS document `jwks` (RFC 7517 §5: `{"keys": [...]}`)
+/// by `kid`; keys of other types are skipped, and a document without a
+/// usable key is refused.
+fn parse_jwks(issuer: &str, jwks: &[u8]) -> Result<KeySet, TransmitterError> {
+    let issuer = issuer.to_owned();
+    let Ok(Value::Object(doc)) = serde_json::from_slice::<Value>(jwks) else {
+        return Err(TransmitterError::NotAJwks { issuer });
+    };
+    let Some(Value::Array(list)) = doc.get("keys") else {
+        return Err(TransmitterError::NotAJwks { issuer });
+    };
+    let mut keys = HashMap::new();
+    for (i, key) in list.iter().enumerate() {
+        let Value::Object(key) = key else {
+            return Err(TransmitterError::NotAJwks { issuer });
+        };
+        let parsed = jwk::parse(key).map_err(|source| TransmitterError::Key {
+            issuer: issuer.clone(),
+            index: i + 1,
+            source,
+        })?;
+        if let jwk::Parsed::Key(key) = parsed
+            && let Some(old) = keys.insert(key.kid.clone(), key)
+        {
+            return Err(TransmitterError::DuplicateKid {
+                issuer,
+                kid: old.kid,
+            });
+        }
+    }
+    if keys.is_empty() {
+        return Err(TransmitterError::NoKeys { issuer });
+    }
+    let digest = Sha256::digest(serde_json::to_vec(list).unwrap_or_default()).into();
+    Ok(KeySet { keys, digest })
 }
 
 /// One event of a SET: its type URI and its payload.
@@ -554,14 +599,16 @@ fn verify_signature(
     jws: &Jws<'_>,
 ) -> Result<(), SetError> {
     let issuer = &transmitter.issuer;
+    let keys = transmitter.keys.load();
     let key = match &header.kid {
-        Some(kid) => transmitter.keys.get(kid).ok_or_else(|| {
-            SetError::new(
+        Some(kid) => keys.keys.get(kid).ok_or_else(|| SetError {
+            unknown_kid_of: Some(issuer.clone()),
+            ..SetError::new(
                 ErrorCode::InvalidKey,
                 format!("the JWKS of {issuer} has no key {kid:?}"),
             )
         })?,
-        None => match transmitter.keys.values().collect::<Vec<_>>().as_slice() {
+        None => match keys.keys.values().collect::<Vec<_>>().as_slice() {
             [only] => *only,
             keys => {
                 return Err(SetError::new(

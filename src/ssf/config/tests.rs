@@ -98,3 +98,99 @@ fn the_sink_is_a_file_or_the_store_one_of_them() {
         assert!(error.contains(expected), "{sink}: {expected} in:\n{error}");
     }
 }
+
+#[test]
+fn keys_come_from_a_file_or_an_https_url_one_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "idp.json", &jwt::jwks(&[&Signer::es256("k1")]));
+    // A port nothing listens on: the first fetch fails at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let with = |keys: &str| {
+        write(
+            dir.path(),
+            "receiver.yaml",
+            &format!(
+                "tls: {{cert: c, key: k}}\ntransmitters:\n  - issuer: https://idp.example.com/\n    audience: a\n{keys}\nsink: {{revocations_file: r.yaml}}\n"
+            ),
+        );
+        load(&dir.path().join("receiver.yaml"))
+    };
+    assert!(with("    jwks_file: idp.json").is_ok());
+    for (keys, expected) in [
+        ("    jwks_ca_file: ca.pem", "give jwks_file or jwks_uri"),
+        (
+            "    jwks_file: idp.json\n    jwks_uri: https://idp.example.com/jwks",
+            "give jwks_file or jwks_uri",
+        ),
+        (
+            "    jwks_file: idp.json\n    jwks_ca_file: ca.pem",
+            "a CA file is for jwks_uri",
+        ),
+        (
+            "    jwks_uri: http://idp.example.com/jwks",
+            "transmitters[0] (https://idp.example.com/): jwks_uri http://idp.example.com/jwks: only https:// is accepted",
+        ),
+        ("    jwks_uri: ftp://idp/jwks", "not an https:// URL"),
+        (
+            "    jwks_uri: https://idp.example.com/jwks\n    jwks_ca_file: missing.pem",
+            "cannot read the CA file",
+        ),
+        (
+            "    jwks_uri: https://idp.example.com/jwks\n    jwks_refresh: 0s",
+            "jwks_refresh: at least 1s",
+        ),
+        (
+            &format!("    jwks_uri: http://127.0.0.1:{port}/jwks?secret=x"),
+            &format!(
+                "transmitters[0] (https://idp.example.com/): jwks_uri: the first fetch failed: http://127.0.0.1:{port}/jwks: cannot connect"
+            ),
+        ),
+    ] {
+        let error = with(keys).unwrap_err();
+        assert!(error.contains(expected), "{keys}: {expected} in:\n{error}");
+        assert!(!error.contains("secret=x"), "{error}");
+    }
+}
+
+#[test]
+fn a_poll_endpoint_is_https_with_a_token_file_that_holds_one() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "idp.json", &jwt::jwks(&[&Signer::es256("k1")]));
+    write(dir.path(), "token", "t0k3n\n");
+    write(dir.path(), "empty", "\n");
+    let with = |poll: &str| {
+        write(
+            dir.path(),
+            "receiver.yaml",
+            &format!(
+                "tls: {{cert: c, key: k}}\ntransmitters:\n  - issuer: https://idp.example.com/\n    audience: a\n    jwks_file: idp.json\n    poll: {poll}\nsink: {{revocations_file: r.yaml}}\n"
+            ),
+        );
+        load(&dir.path().join("receiver.yaml"))
+    };
+    let loaded = with("{url: \"https://idp.example.com/poll\", token_file: token}").unwrap();
+    assert_eq!(loaded.receiver.pollers().count(), 1);
+    for (poll, expected) in [
+        (
+            "{url: \"http://idp.example.com/poll\"}",
+            "poll.url http://idp.example.com/poll: only https:// is accepted",
+        ),
+        (
+            "{url: \"https://idp.example.com/poll\", interval: 1ms}",
+            "poll.interval: at least 100ms",
+        ),
+        (
+            "{url: \"https://idp.example.com/poll\", token_file: empty}",
+            "poll.token_file:",
+        ),
+        (
+            "{url: \"https://idp.example.com/poll\", secret: x}",
+            "secret",
+        ),
+    ] {
+        let error = with(poll).unwrap_err();
+        assert!(error.contains(expected), "{poll}: {expected} in:\n{error}");
+    }
+}

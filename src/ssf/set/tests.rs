@@ -282,3 +282,45 @@ fn transmitters_need_keys_and_an_audience() {
     let error = Transmitter::new(ISS, vec![AUD.into()], bad.to_string().as_bytes()).unwrap_err();
     assert!(error.to_string().contains("key 1 of the JWKS"), "{error}");
 }
+
+#[test]
+fn replaced_keys_verify_and_a_bad_document_keeps_the_last_good_ones() {
+    let old = Signer::es256("old");
+    let new = Signer::rsa("new", "RS256");
+    let transmitter =
+        Transmitter::new(ISS, vec![AUD.to_owned()], jwt::jwks(&[&old]).as_bytes()).unwrap();
+    let verifier = Verifier::new(
+        vec![transmitter.clone()],
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    );
+    let by_new = set(&new, &claims());
+    let error = refused(&verifier, &by_new);
+    assert_eq!(error.code, ErrorCode::InvalidKey);
+    assert_eq!(error.unknown_kid_of.as_deref(), Some(ISS));
+    // A bad signature by a known kid is not an unknown kid.
+    let forged = set(&Signer::es256("old"), &claims());
+    assert_eq!(refused(&verifier, &forged).unknown_kid_of, None);
+    // The verifier shares the transmitter's keys: replaced, they verify.
+    assert!(
+        transmitter
+            .replace_keys(jwt::jwks(&[&new]).as_bytes())
+            .unwrap()
+    );
+    assert!(verifier.verify(by_new.as_bytes(), now()).is_ok());
+    assert!(
+        !transmitter
+            .replace_keys(jwt::jwks(&[&new]).as_bytes())
+            .unwrap()
+    );
+    for bad in [&b"not json"[..], b"{\"keys\": []}", b"{\"keys\": 1}"] {
+        assert!(transmitter.replace_keys(bad).is_err());
+        assert!(verifier.verify(by_new.as_bytes(), now()).is_ok());
+    }
+    assert_eq!(
+        refused(&verifier, &set(&old, &claims()))
+            .unknown_kid_of
+            .as_deref(),
+        Some(ISS)
+    );
+}

@@ -1,0 +1,138 @@
+//! Poll delivery (RFC 8936): the receiver asks a transmitter's endpoint
+//! for SETs, and acknowledges each one once its actions are kept.
+//!
+//! Data flow: [`Poller`]'s loop (one per transmitter with `poll:`, run by the
+//! server) -> `POST` `{"ack": [...], "setErrs": {...}, "maxEvents": N,
+//! "returnImmediately": true}` -> `{"sets": {jti: SET}, "moreAvailable"}` ->
+//! each SET through [`Receiver::polled`] (the push path's verification,
+//! replay memory, mapping and sink) -> its `jti` acknowledged in the next
+//! request if accepted, reported in `setErrs` with its RFC 8935 code if
+//! refused, and neither if it could not be kept now (the transmitter
+//! delivers it again). Acknowledgements are kept until a request carrying
+//! them is answered, so none is lost to a failed poll.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value, json};
+
+use super::jwks::HttpsUrl;
+use super::receiver::{Deliveries, Receiver};
+
+/// The most SETs asked for in one poll.
+pub const MAX_EVENTS: usize = 100;
+
+/// Polls one transmitter.
+pub struct Poller {
+    issuer: String,
+    url: HttpsUrl,
+    token: Option<String>,
+    interval: Duration,
+}
+
+impl std::fmt::Debug for Poller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poller")
+            .field("issuer", &self.issuer)
+            .field("url", &self.url)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deliveries for Poller {
+    fn run(
+        self: Arc<Self>,
+        receiver: Arc<Receiver>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(self.poll(receiver))
+    }
+}
+
+/// What one poll's answer held, once handled.
+#[derive(Debug, Default)]
+struct Handled {
+    ack: Vec<String>,
+    errors: Map<String, Value>,
+}
+
+impl Poller {
+    /// A poller of `issuer`'s endpoint `url`, with the bearer `token` if
+    /// given, waiting `interval` after a poll that brought nothing.
+    pub fn new(issuer: &str, url: HttpsUrl, token: Option<String>, interval: Duration) -> Poller {
+        Poller {
+            issuer: issuer.to_owned(),
+            url,
+            token,
+            interval,
+        }
+    }
+
+    /// Polls for ever (the server aborts it).
+    async fn poll(self: Arc<Self>, receiver: Arc<Receiver>) {
+        let mut pending = Handled::default();
+        loop {
+            let request = json!({
+                "ack": pending.ack,
+                "setErrs": pending.errors,
+                "maxEvents": MAX_EVENTS,
+                "returnImmediately": true,
+            });
+            let answer = self.url.post_json(&request, self.token.as_deref()).await;
+            let handled = match answer.map(|body| serde_json::from_slice::<Value>(&body)) {
+                Ok(Ok(Value::Object(answer))) => self.handle(&receiver, answer).await,
+                Ok(_) => {
+                    tracing::warn!(transmitter = %self.issuer, url = %self.url.shown(), "the poll's answer is not a JSON object; polling again later");
+                    tokio::time::sleep(self.interval).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(transmitter = %self.issuer, "poll failed; polling again later: {e}");
+                    tokio::time::sleep(self.interval).await;
+                    continue;
+                }
+            };
+            // Nothing acknowledged or refused (none came, or none could be
+            // kept now): wait before asking again.
+            let idle = handled.ack.is_empty() && handled.errors.is_empty();
+            pending = handled;
+            if idle {
+                tokio::time::sleep(self.interval).await;
+            }
+        }
+    }
+
+    /// Each SET of `answer` through the receiver.
+    async fn handle(&self, receiver: &Receiver, answer: Map<String, Value>) -> Handled {
+        let mut handled = Handled::default();
+        let Some(Value::Object(sets)) = answer.get("sets") else {
+            return handled;
+        };
+        for (jti, set) in sets.iter().take(MAX_EVENTS) {
+            let Value::String(token) = set else {
+                handled.errors.insert(
+                    jti.clone(),
+                    json!({"err": "invalid_request", "description": "not a SET (a string)"}),
+                );
+                continue;
+            };
+            let reply = receiver
+                .polled(&self.issuer, token.as_bytes(), SystemTime::now())
+                .await;
+            match reply.status {
+                202 => handled.ack.push(jti.clone()),
+                400 => {
+                    let error = reply
+                        .body
+                        .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+                        .unwrap_or_else(|| json!({"err": "invalid_request"}));
+                    handled.errors.insert(jti.clone(), error);
+                }
+                // Not kept now: neither acknowledged nor refused, so the
+                // transmitter delivers it again.
+                _ => {}
+            }
+        }
+        handled
+    }
+}
