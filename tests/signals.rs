@@ -244,7 +244,8 @@ async fn a_pushed_compromise_revokes_within_a_second_and_an_enable_restores() {
         "{revocations}"
     );
 
-    // The CI system enables it again (RS256, with its push token).
+    // The CI system (RS256, with its push token) cannot enable what the
+    // identity provider revoked: accepted, and changes nothing.
     let enabled = set(
         &f.ci,
         CI,
@@ -261,6 +262,18 @@ async fn a_pushed_compromise_revokes_within_a_second_and_an_enable_restores() {
         ],
     );
     assert_eq!(reply.status, 202, "{reply:?}");
+    assert!(f.receiver.log().contains("another transmitter"));
+    assert_eq!(f.decision(EXPORTER).await, Err((403, "revoked".to_owned())));
+    // The identity provider enables it again.
+    let enabled = set(
+        &f.idp,
+        IDP,
+        "e-2",
+        json!({"format": "iss_sub", "iss": IDP, "sub": "exporter-bot"}),
+        "account-enabled",
+        json!({}),
+    );
+    assert_eq!(f.push(&enabled).status, 202);
     f.until(EXPORTER, false).await;
 }
 
@@ -757,7 +770,11 @@ async fn a_pushed_risk_level_decides_a_rule_at_every_instance_and_a_later_one_lo
     risk_decided(&celadors, &ca, PAYMENTS, "GET", false, start).await;
     risk_decided(&celadors, &ca, EXPORTER, "POST", false, start).await;
     // Stored for the fleet, naming the SET; the audit record ends at it.
-    let stored = redis.cli(&["HGET", "{celador}:risks", &format!("spiffe_id:{PAYMENTS}")]);
+    let stored = redis.cli(&[
+        "HGET",
+        "{celador}:risks",
+        &format!("{IDP}|spiffe_id:{PAYMENTS}"),
+    ]);
     let stored: Value = serde_json::from_str(stored.trim()).unwrap();
     assert_eq!(
         (
@@ -1357,4 +1374,103 @@ fn polled_sets_are_applied_and_acknowledged_and_refused_ones_reported() {
         "{text}"
     );
     assert!(!text.contains("sa/p-2"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_reported() {
+    const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
+    let redis = support::redis::Redis::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let (idp, ci) = (Signer::es256("idp-1"), Signer::es256("ci-1"));
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write("ci.json", &jwt::jwks(&[&ci]));
+    write("ci-token", "ci-push-secret\n");
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             \x20 - issuer: {CI}\n    audience: [{AUD}]\n    jwks_file: ci.json\n    push_token_file: ci-token\n\
+             sink: {{store: {}}}\nlog: {{format: json}}\n",
+            redis.url()
+        ),
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    let push = |signer: &Signer, iss: &str, token: &str, jti: &str, iat: i64, events: Value| {
+        let set = signer.token_with_header(
+            &json!({"alg": "ES256", "kid": signer.kid, "typ": "secevent+jwt"}),
+            &json!({"iss": iss, "aud": AUD, "iat": iat, "jti": jti,
+                    "sub_id": {"format": "uri", "uri": EXPORTER}, "events": events}),
+        );
+        let auth = format!("Bearer {token}");
+        let mut headers = vec![("content-type", "application/secevent+jwt")];
+        if !token.is_empty() {
+            headers.push(("authorization", auth.as_str()));
+        }
+        let reply = tls_post(
+            receiver.addr,
+            &server_ca.pem,
+            "/events",
+            &headers,
+            set.as_bytes(),
+        );
+        assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
+    };
+    let risc = |event: &str| json!({format!("{RISC}{event}"): {}});
+    let risk = |level: &str| json!({format!("{CAEP}risk-level-change"): {"principal": "USER", "current_level": level}});
+    let revoked = || {
+        redis
+            .cli(&[
+                "HEXISTS",
+                "{celador}:revocations",
+                &format!("spiffe_id:{EXPORTER}"),
+            ])
+            .trim()
+            == "1"
+    };
+    // CI enables the identity with an `iat` minutes ahead: it pins nothing
+    // of the IdP's.
+    push(
+        &ci,
+        CI,
+        "ci-push-secret",
+        "c-1",
+        now() + 200,
+        risc("account-enabled"),
+    );
+    push(&idp, IDP, "", "i-1", now(), risc("credential-compromise"));
+    assert!(revoked(), "{}", receiver.log());
+    // CI cannot withdraw the IdP's revocation, even later.
+    push(
+        &ci,
+        CI,
+        "ci-push-secret",
+        "c-2",
+        now() + 250,
+        risc("account-enabled"),
+    );
+    assert!(revoked(), "{}", receiver.log());
+    assert!(
+        receiver.log().contains("another transmitter"),
+        "{}",
+        receiver.log()
+    );
+    // The IdP can.
+    push(&idp, IDP, "", "i-2", now(), risc("account-enabled"));
+    assert!(!revoked(), "{}", receiver.log());
+    // Risk levels: each transmitter's report is kept beside the other's.
+    push(&idp, IDP, "", "i-3", now(), risk("HIGH"));
+    push(&ci, CI, "ci-push-secret", "c-3", now() + 10, risk("LOW"));
+    let fields = redis.cli(&["HKEYS", "{celador}:risks"]);
+    assert_eq!(fields.lines().count(), 2, "{fields}");
+    assert!(
+        fields.contains(&format!("{IDP}|spiffe_id:{EXPORTER}")),
+        "{fields}"
+    );
 }

@@ -313,6 +313,8 @@ pub struct KeyRefresh {
     url: HttpsUrl,
     every: Duration,
     last: tokio::sync::Mutex<Fetched>,
+    /// `last.count`, readable without the lock (written under it).
+    fetches: std::sync::atomic::AtomicU64,
     counters: FetchCounters,
 }
 
@@ -340,6 +342,7 @@ impl KeyRefresh {
             url,
             every,
             last: tokio::sync::Mutex::new(Fetched { at: None, count: 0 }),
+            fetches: std::sync::atomic::AtomicU64::new(0),
             counters,
         }
     }
@@ -367,10 +370,10 @@ impl KeyRefresh {
     /// made, by this call or by one it waited for), i.e. whether to verify
     /// the SET again. Concurrent callers share one fetch.
     pub async fn on_unknown_kid(&self) -> bool {
-        // Busy: a fetch is under way; wait for it and look again.
-        let seen = self.last.try_lock().map(|l| l.count).ok();
+        // A fetch made while this call waited for the lock: look again.
+        let seen = self.fetches.load(std::sync::atomic::Ordering::Acquire);
         let mut last = self.last.lock().await;
-        if seen != Some(last.count) {
+        if seen != last.count {
             return true;
         }
         if last.at.is_some_and(|at| at.elapsed() < UNKNOWN_KID_GAP) {
@@ -386,6 +389,8 @@ impl KeyRefresh {
         let fetched = self.url.fetch().await;
         last.at = Some(Instant::now());
         last.count += 1;
+        self.fetches
+            .store(last.count, std::sync::atomic::Ordering::Release);
         let issuer = &self.transmitter.issuer;
         let url = self.url.shown();
         let result = fetched.map(|document| self.transmitter.replace_keys(&document));

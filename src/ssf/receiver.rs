@@ -616,6 +616,9 @@ fn log_unapplied(p: &Provenance, action: &Action, kept: Kept) {
         Kept::Lapsed => {
             tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the risk level had lapsed (risk_expiry after its event) before it arrived")
         }
+        Kept::Another => {
+            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the revocation is another transmitter's (or an operator's); only it may withdraw it")
+        }
         Kept::Unsupported | Kept::Applied => {
             tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the sink keeps no risk levels (a revocations file without risks_file)")
         }
@@ -728,6 +731,7 @@ impl ReceiverMetrics {
         let why = match kept {
             Kept::Superseded => "superseded",
             Kept::Lapsed => "lapsed",
+            Kept::Another => "another_source",
             Kept::Unsupported | Kept::Applied => "unsupported",
         };
         let action = action_name(action);

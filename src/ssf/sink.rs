@@ -44,6 +44,9 @@ pub enum Kept {
     /// This sink cannot keep it (a revocations file without `risks_file`
     /// keeps no risk level).
     Unsupported,
+    /// It would withdraw another transmitter's revocation, which only that
+    /// transmitter (or an operator) may do: it changed nothing.
+    Another,
 }
 
 /// The future a sink returns: what became of each action of the outcomes
@@ -105,6 +108,8 @@ struct Entry {
     at: SystemTime,
     /// `None` once removed (a tombstone, so an older revoke stays undone).
     reason: Option<String>,
+    /// The transmitter that wrote it: only it may withdraw a revocation.
+    by: String,
 }
 
 /// Writes revocations to a file in celador's revocations format, and,
@@ -216,11 +221,21 @@ impl FileSink {
                     // Kept from before: any event about it, older or newer,
                     // is applied (its time was not kept).
                     let at = SystemTime::UNIX_EPOCH;
+                    // Its transmitter, from the reason this sink wrote
+                    // (`... (SET jti from ISSUER)`); none for an entry
+                    // written by hand, which no transmitter may withdraw.
+                    let by = stored
+                        .reason
+                        .strip_suffix(')')
+                        .and_then(|r| r.rsplit_once(" from "))
+                        .map(|(_, by)| by.to_owned())
+                        .unwrap_or_default();
                     entries.insert(
                         key,
                         Entry {
                             at,
                             reason: Some(stored.reason),
+                            by,
                         },
                     );
                 }
@@ -262,13 +277,29 @@ impl FileSink {
             Action::Risk { .. } => return Kept::Unsupported,
         };
         match entries.get(&key) {
-            Some(existing) if existing.at > provenance.at => Kept::Superseded,
+            // Another transmitter's revocation stays: one tool cannot
+            // clear what another reported.
+            Some(existing)
+                if reason.is_none()
+                    && existing.reason.is_some()
+                    && existing.by != provenance.transmitter =>
+            {
+                Kept::Another
+            }
+            // Events are ordered per transmitter: another's (an `iat`
+            // ahead of the clock included) never orders this one's.
+            Some(existing)
+                if existing.by == provenance.transmitter && existing.at > provenance.at =>
+            {
+                Kept::Superseded
+            }
             _ => {
                 entries.insert(
                     key,
                     Entry {
                         at: provenance.at,
                         reason,
+                        by: provenance.transmitter.clone(),
                     },
                 );
                 Kept::Applied

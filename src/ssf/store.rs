@@ -46,12 +46,23 @@ mod risk;
 /// KEYS: revocations, event times, feed, epoch. ARGV: field, event time
 /// (ms), the entry's JSON (empty: remove), op, by, from, at (text), a new
 /// epoch, the feed's length. Returns 1 if applied, 0 if older than the
-/// field's last event.
+/// last event of this transmitter about the field, 2 if it would remove a
+/// revocation another transmitter (or an operator) wrote: only its writer
+/// withdraws it. Event times are kept per transmitter and field, so one
+/// transmitter's events (an `iat` ahead of the clock included) never
+/// order another's.
 const APPLY: &str = r"
-local last = redis.call('HGET', KEYS[2], ARGV[1])
+if ARGV[3] == '' then
+  local cur = redis.call('HGET', KEYS[1], ARGV[1])
+  if cur then
+    local ok, e = pcall(cjson.decode, cur)
+    if (not ok) or type(e) ~= 'table' or e['by'] ~= ARGV[5] then return 2 end
+  end
+end
+local times = ARGV[5] .. '|' .. ARGV[1]
+local last = redis.call('HGET', KEYS[2], times)
 if last and tonumber(last) > tonumber(ARGV[2]) then return 0 end
-if not last and ARGV[3] == '' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], times, ARGV[2])
 redis.call('SET', KEYS[4], ARGV[8], 'NX')
 if ARGV[3] == '' then
   redis.call('HDEL', KEYS[1], ARGV[1])
@@ -222,10 +233,10 @@ impl StoreSink {
             .arg(FEED_LENGTH)
             .query_async(conn)
             .await?;
-        Ok(if applied == 1 {
-            Kept::Applied
-        } else {
-            Kept::Superseded
+        Ok(match applied {
+            1 => Kept::Applied,
+            2 => Kept::Another,
+            _ => Kept::Superseded,
         })
     }
 

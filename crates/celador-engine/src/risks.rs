@@ -18,7 +18,7 @@ use super::signals::{Risk, RiskLevel};
 use super::time::parse_rfc3339;
 
 /// A risks file: what `celador signals serve` writes without a governance
-/// store, and `celador serve` watches (`risks:` in its config).
+/// store, and `celador serve` watches (`governance.risks` in its config).
 ///
 /// ```yaml
 /// risks:
@@ -64,33 +64,40 @@ struct InForce {
     expires: SystemTime,
 }
 
-/// The risk levels in force, by SPIFFE ID and by prefix.
+/// The risk levels in force, by SPIFFE ID and by prefix, one per source
+/// (transmitter) for each: a source replaces its own report only, so one
+/// tool cannot lower or clear what another reported.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Risks {
-    ids: HashMap<String, InForce>,
+    ids: HashMap<String, Vec<InForce>>,
     /// Prefixes without their trailing `/`.
     prefixes: Vec<(String, InForce)>,
 }
 
 impl Risks {
     /// Adds the risk of `id` (a SPIFFE ID, or a prefix when it ends in
-    /// `/`), in force until `expires`. Of two for the same subject, the one
-    /// reported later (`since`) is kept.
+    /// `/`), in force until `expires`. Of two for the same subject from the
+    /// same source, the one reported later (`since`) is kept; reports of
+    /// other sources are kept beside it.
     pub fn insert(&mut self, id: &str, risk: Arc<Risk>, expires: SystemTime) {
         let entry = InForce { risk, expires };
-        let newer = |old: &InForce| entry.risk.since >= old.risk.since;
+        let same = |old: &InForce| old.risk.source == entry.risk.source;
         if let Some(prefix) = id.strip_suffix('/') {
-            match self.prefixes.iter_mut().find(|(p, _)| p == prefix) {
-                Some((_, old)) if newer(old) => *old = entry,
+            let found = self
+                .prefixes
+                .iter_mut()
+                .find(|(p, old)| p == prefix && same(old));
+            match found {
+                Some((_, old)) if entry.risk.since >= old.risk.since => *old = entry,
                 Some(_) => {}
                 None => self.prefixes.push((prefix.to_owned(), entry)),
             }
         } else {
-            match self.ids.get(id) {
-                Some(old) if !newer(old) => {}
-                _ => {
-                    self.ids.insert(id.to_owned(), entry);
-                }
+            let reports = self.ids.entry(id.to_owned()).or_default();
+            match reports.iter_mut().find(|old| same(old)) {
+                Some(old) if entry.risk.since >= old.risk.since => *old = entry,
+                Some(_) => {}
+                None => reports.push(entry),
             }
         }
     }
@@ -142,8 +149,10 @@ impl Risks {
     /// later reported).
     pub fn merged(first: &Risks, second: &Risks) -> Risks {
         let mut out = first.clone();
-        for (id, e) in &second.ids {
-            out.insert(id, Arc::clone(&e.risk), e.expires);
+        for (id, reports) in &second.ids {
+            for e in reports {
+                out.insert(id, Arc::clone(&e.risk), e.expires);
+            }
         }
         for (prefix, e) in &second.prefixes {
             out.insert(&format!("{prefix}/"), Arc::clone(&e.risk), e.expires);
@@ -151,9 +160,9 @@ impl Risks {
         out
     }
 
-    /// How many subjects have a risk (expired ones included).
+    /// How many reports there are (expired ones included).
     pub fn len(&self) -> usize {
-        self.ids.len() + self.prefixes.len()
+        self.ids.values().map(Vec::len).sum::<usize>() + self.prefixes.len()
     }
 
     /// Whether no subject has a risk.
@@ -181,7 +190,7 @@ impl Risks {
         ids.into_iter()
             .flatten()
             .flat_map(|id| {
-                let exact = self.ids.get(id);
+                let exact = self.ids.get(id).into_iter().flatten();
                 let prefixes = self
                     .prefixes
                     .iter()
@@ -226,6 +235,27 @@ mod tests {
 
     fn at(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn a_source_replaces_only_its_own_report() {
+        let mut risks = Risks::default();
+        let id = "spiffe://a/ns/ci/sa/builder";
+        risks.insert(id, risk(RiskLevel::High, 100, "siem"), at(1000));
+        // Another tool's later, lower report does not lower it.
+        risks.insert(id, risk(RiskLevel::Low, 200, "ci"), at(1000));
+        let who = caller(id);
+        assert_eq!(risks.find(&who, at(300)).unwrap().source, "siem");
+        assert_eq!(risks.find(&who, at(300)).unwrap().level, RiskLevel::High);
+        // The same tool lowers its own report.
+        risks.insert(id, risk(RiskLevel::Low, 300, "siem"), at(1000));
+        assert_eq!(risks.find(&who, at(400)).unwrap().level, RiskLevel::Low);
+        assert_eq!(risks.len(), 2);
+        // Merged, both sources' reports are kept.
+        let mut other = Risks::default();
+        other.insert(id, risk(RiskLevel::Medium, 50, "idp"), at(1000));
+        let merged = Risks::merged(&risks, &other);
+        assert_eq!(merged.find(&who, at(400)).unwrap().level, RiskLevel::Medium);
     }
 
     #[test]

@@ -55,12 +55,13 @@ pub struct StoredRisk {
 }
 
 impl StoredRisk {
-    /// The hash field it is stored under: `spiffe_id:ID` or
-    /// `spiffe_id_prefix:PREFIX`.
+    /// The hash field it is stored under: `SOURCE|spiffe_id:ID` or
+    /// `SOURCE|spiffe_id_prefix:PREFIX`, one per transmitter, so that a
+    /// transmitter's report replaces its own only.
     pub fn field(&self) -> String {
         match (&self.spiffe_id, &self.spiffe_id_prefix) {
-            (Some(id), _) => format!("spiffe_id:{id}"),
-            (None, Some(prefix)) => format!("spiffe_id_prefix:{prefix}"),
+            (Some(id), _) => format!("{}|spiffe_id:{id}", self.source),
+            (None, Some(prefix)) => format!("{}|spiffe_id_prefix:{prefix}", self.source),
             (None, None) => String::new(),
         }
     }

@@ -68,8 +68,8 @@ impl RiskFile {
                 for line in file.risks {
                     let since = parse_rfc3339(&line.since).unwrap_or(SystemTime::UNIX_EPOCH);
                     let key = match (&line.spiffe_id, &line.spiffe_id_prefix) {
-                        (Some(id), _) => format!("spiffe_id:{id}"),
-                        (None, Some(p)) => format!("spiffe_id_prefix:{p}"),
+                        (Some(id), _) => format!("{}|spiffe_id:{id}", line.source),
+                        (None, Some(p)) => format!("{}|spiffe_id_prefix:{p}", line.source),
                         (None, None) => continue,
                     };
                     entries.insert(key, (since, line));
@@ -92,11 +92,14 @@ impl RiskFile {
         (target, level, reason): (&Target, RiskLevel, Option<&String>),
         now: SystemTime,
     ) -> Kept {
+        // One entry per transmitter and subject: a transmitter replaces
+        // its own report only.
+        let source = &provenance.transmitter;
         let (key, spiffe_id, spiffe_id_prefix) = match target {
-            Target::Id(id) => (format!("spiffe_id:{id}"), Some(id.clone()), None),
+            Target::Id(id) => (format!("{source}|spiffe_id:{id}"), Some(id.clone()), None),
             Target::Prefix(p) => {
                 let p = p.trim_end_matches('/').to_owned();
-                (format!("spiffe_id_prefix:{p}"), None, Some(p))
+                (format!("{source}|spiffe_id_prefix:{p}"), None, Some(p))
             }
             Target::JwtId(_) => return Kept::Unsupported,
         };

@@ -173,3 +173,41 @@ async fn risk_levels_go_to_the_risks_file_later_events_win_and_lapsed_ones_are_n
         .unwrap();
     assert_eq!(kept, [Kept::Unsupported]);
 }
+
+/// `outcome` as reported by another transmitter.
+fn from_other(outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Actions(mut p, actions) => {
+            p.transmitter = "https://ci.example.com/".into();
+            Outcome::Actions(p, actions)
+        }
+        other => other,
+    }
+}
+
+#[tokio::test]
+async fn only_the_transmitter_that_revoked_withdraws_it_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revocations.yaml");
+    let sink = FileSink::open(&path).unwrap();
+    sink.apply(&[revoke(A, "j1", 100)]).await.unwrap();
+    // Another transmitter's later enable changes nothing, and says why.
+    let kept = sink
+        .apply(&[from_other(unrevoke(A, "c1", 200))])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Another]);
+    assert_eq!(loaded(&path).len(), 1);
+    // A restarted receiver still knows whose revocation it is.
+    drop(sink);
+    let sink = FileSink::open(&path).unwrap();
+    let kept = sink
+        .apply(&[from_other(unrevoke(A, "c2", 300))])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Another]);
+    assert_eq!(loaded(&path).len(), 1);
+    let kept = sink.apply(&[unrevoke(A, "j2", 300)]).await.unwrap();
+    assert_eq!(kept, [Kept::Applied]);
+    assert_eq!(loaded(&path).len(), 0);
+}
