@@ -1659,6 +1659,45 @@ fn sidecar_governance_keys_are_merged_under_governance_whatever_the_values_spell
     );
 }
 
+/// An empty `config.governance` keeps the namespace's files and the
+/// operator's; any other non-mapping, or a key given in both spellings, is
+/// refused when the settings load, naming it.
+#[test]
+fn an_empty_config_governance_drops_nothing_and_ambiguous_ones_are_refused() {
+    let base = std::fs::read_to_string(repo("examples/inject.yaml")).unwrap();
+    let parse = |extra: &str| {
+        let text = base.replace("config:\n", &format!("config:\n{extra}"));
+        assert!(text.contains(extra));
+        Settings::parse(&text, std::path::Path::new("inject.yaml"))
+    };
+    let settings =
+        parse("  revocations: /etc/ops/revocations.yaml\n  governance:\n    # store: later\n")
+            .unwrap();
+    let config: Value =
+        serde_json::from_str(&celador::inject::sidecar::config_text(&settings)).unwrap();
+    let governance = &config["governance"];
+    assert_eq!(
+        governance["revocations"], "/etc/ops/revocations.yaml",
+        "{config}"
+    );
+    assert_eq!(
+        governance["grants"],
+        json!({"path": "/etc/celador/governance/grants.yaml", "optional": true})
+    );
+    let refused = parse("  governance: yes\n").unwrap_err().to_string();
+    assert!(
+        refused.contains("config.governance: a mapping"),
+        "{refused}"
+    );
+    let both = parse("  revocations: /a.yaml\n  governance:\n    revocations: /b.yaml\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        both.contains("config.revocations and config.governance.revocations"),
+        "{both}"
+    );
+}
+
 /// `governance.store` reaches the sidecar: its config's `governance`
 /// section, the password from the Secret in an environment variable (never
 /// in the config), the CA mounted where `ca_file` says; and `celador serve`

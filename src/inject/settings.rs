@@ -307,7 +307,31 @@ impl Settings {
                 ));
             }
         }
+        self.config_governance_problems(&mut problems);
         problems
+    }
+
+    /// `config.governance` is a mapping (or empty), and no key is given
+    /// both there and at the top level: either would otherwise drop the
+    /// namespace's governance files or one of the two spellings silently.
+    fn config_governance_problems(&self, problems: &mut Vec<String>) {
+        let section = match self.config.get("governance") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Object(section)) => Some(section),
+            Some(other) => {
+                problems.push(format!(
+                    "config.governance: a mapping of governance keys, not {other}"
+                ));
+                None
+            }
+        };
+        for key in self.deprecated_config_keys() {
+            if section.is_some_and(|s| s.contains_key(key)) {
+                problems.push(format!(
+                    "config.{key} and config.governance.{key}: the same key twice; keep config.governance.{key}"
+                ));
+            }
+        }
     }
 }
 

@@ -93,6 +93,9 @@ fn config(settings: &Settings) -> Value {
         match (key.as_str(), value) {
             // The operator's governance keys over the injector's.
             ("governance", Value::Object(theirs)) => governance.extend(theirs.clone()),
+            // `governance:` with nothing under it: nothing to add (the
+            // settings refuse any other value).
+            ("governance", _) => {}
             // A deprecated top-level key, written where it now belongs.
             (key, _) if TOP_LEVEL_KEYS.contains(&key) => {
                 governance.insert(key.to_owned(), value.clone());
