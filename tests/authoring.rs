@@ -1542,3 +1542,42 @@ fn check_places_every_governance_files_problem_at_its_line_with_a_caret() {
     let (code, _) = check(&[config.to_str().unwrap()], &["--deny-warnings"]);
     assert_eq!(code, 1);
 }
+
+/// A config whose store URL holds a password, with a problem on its line
+/// and on another: neither `check` nor `serve` quotes the password.
+#[test]
+fn a_password_in_a_store_url_is_never_quoted_by_a_diagnostic() {
+    const SECRET: &str = "hunter2-never-quoted";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), "rules: []\n").unwrap();
+    for (name, config) in [
+        // Refused by the config's own check, at the store's line.
+        (
+            "scheme.yaml",
+            format!(
+                "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains: {{}}\ngovernance:\n  store: REDIS://:{SECRET}@redis:6379/0\n"
+            ),
+        ),
+        // Refused by the YAML reader, quoting the store's line.
+        (
+            "unknown.yaml",
+            format!(
+                "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains: {{}}\ngovernance: {{store: \"redis://:{SECRET}@redis:6379/0\", bogus: 1}}\n"
+            ),
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &config).unwrap();
+        let path = path.to_str().unwrap();
+        let (code, out, err) = run(&["check", path]);
+        assert_ne!(code, 0, "{name}: {out}{err}");
+        let (serve_code, serve_out, serve_err) = run(&["serve", "--config", path]);
+        assert_ne!(serve_code, 0, "{name}");
+        for text in [out, err, serve_out, serve_err] {
+            assert!(
+                !text.contains(SECRET),
+                "{name}: the password is quoted:\n{text}"
+            );
+        }
+    }
+}

@@ -669,3 +669,53 @@ fn audit_record_takes_read_or_all_and_nothing_else() {
         "{err}"
     );
 }
+
+/// `audit.record: all` records every header, each as the one redaction
+/// shows it and bounded as `audit.headers` are.
+#[tokio::test(flavor = "current_thread")]
+async fn recording_all_headers_redacts_credentials_and_bounds_each_value() {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use support::check::request;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = support::pki::Ca::root("example.org root");
+    std::fs::write(dir.path().join("example.org.pem"), &ca.pem).unwrap();
+    write(dir.path(), "policy.yaml", LEDGER_RULES);
+    let config = write(
+        dir.path(),
+        "celador.yaml",
+        "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\nworker_threads: 1\naudit:\n  record: all\nlog:\n  format: json\n",
+    );
+    let celador = support::celador::Celador::start(Path::new(&config));
+    let mut client = AuthorizationClient::connect(format!("http://{}", celador.addr))
+        .await
+        .unwrap();
+    let big = "b".repeat(5000);
+    let headers = [
+        ("x-passcode", "123456"),
+        ("x-authn", "hunter4"),
+        ("x-shopify-hmac-sha256", "c2lnbmF0dXJl"),
+        ("x-big", big.as_str()),
+        ("x-tenant", "acme"),
+    ];
+    let exporter = ca.svid(EXPORTER).envoy_encoded();
+    client
+        .check(request(&exporter, "GET", "/export/daily.csv", &headers))
+        .await
+        .unwrap();
+    let record = support::wait_for(std::time::Duration::from_secs(5), || {
+        celador.audit_records().into_iter().next()
+    })
+    .unwrap();
+    let recorded = &record["read"]["request.headers"];
+    for secret in ["x-passcode", "x-authn", "x-shopify-hmac-sha256"] {
+        assert_eq!(recorded[secret], "<redacted>", "{secret}: {record}");
+    }
+    assert_eq!(recorded["x-tenant"], "acme", "{record}");
+    assert_eq!(recorded["x-big"].as_str().unwrap().len(), 1024, "{record}");
+    let text = record.to_string();
+    assert!(
+        !text.contains("123456") && !text.contains("hunter4"),
+        "{text}"
+    );
+}

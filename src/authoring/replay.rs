@@ -279,10 +279,31 @@ pub fn render_text(report: &Report, candidate: &str) -> String {
     for c in &report.changes {
         out.push_str(&format!(
             "\nline {} (request {}): {}\n  was: {}\n  now: {}\n{}",
-            c.line, c.request_id, c.request, c.reasons.0, c.reasons.1, c.why
+            c.line,
+            escaped(&c.request_id),
+            escaped(&c.request),
+            c.reasons.0,
+            c.reasons.1,
+            c.why
         ));
     }
     out
+}
+
+/// `text` from a record (the client's `x-request-id`, its host and path)
+/// with control characters escaped (`\u{1b}`), so that it cannot forge a
+/// line of the report or reach the terminal as an escape sequence.
+fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// The report as JSON.
@@ -309,4 +330,16 @@ pub fn render_json(report: &Report) -> Value {
         "decided_before_rules": report.before_rules,
         "skipped": report.skipped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_from_a_record_are_escaped() {
+        assert_eq!(super::escaped("r-1"), "r-1");
+        assert_eq!(
+            super::escaped("x\u{1b}[2K\r\n  (all clear)"),
+            "x\\u{1b}[2K\\r\\n  (all clear)"
+        );
+    }
 }

@@ -390,7 +390,9 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn truncate(value: &str) -> &str {
+/// `value`, cut at [`MAX_HEADER_VALUE`] bytes (on a character boundary):
+/// what an audit record holds of a header.
+pub(super) fn truncate(value: &str) -> &str {
     if value.len() <= MAX_HEADER_VALUE {
         return value;
     }

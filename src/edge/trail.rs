@@ -256,15 +256,17 @@ impl<'a> Trail<'a> {
             Part::DestinationPort => o.u64("destination.port", attrs.destination_port.into()),
             Part::Grant => o.str("grant.name", d.grant.as_ref().map_or("", |g| &g.name)),
             Part::Query => o.object("request.query", |o| query(o, attrs.query, redaction)),
+            // Bounded as `audit.headers` are: the client chooses them.
             Part::Header(name) => {
                 let value = attrs.header(name).map(|v| redaction.header(name, v));
+                let value = value.map(super::audit::truncate);
                 o.opt_str(&format!("request.headers[{}]", quoted(name)), value);
             }
             Part::Headers => o.object("request.headers", |o| {
                 let mut headers: Vec<_> = attrs.headers.iter().collect();
                 headers.sort_unstable();
                 for (k, v) in headers {
-                    o.str(k, redaction.header(k, v));
+                    o.str(k, super::audit::truncate(redaction.header(k, v)));
                 }
             }),
             Part::ContextKey(name) => {

@@ -159,6 +159,9 @@ const CREDENTIAL_WORDS: &[&str] = &[
     "jwt",
     "csrf",
     "xsrf",
+    "authent",
+    "hmac",
+    "passcode",
 ];
 
 /// Whole words of a name that say the same (`x-auth-user`, `sig`).
@@ -174,6 +177,7 @@ const CREDENTIAL_WHOLE_WORDS: &[&str] = &[
     "otp",
     "bearer",
     "sid",
+    "authn",
 ];
 
 /// The words shorter than this are never credentials by their shape.
@@ -409,11 +413,45 @@ pub fn is_credential_header(name: &str) -> bool {
     CREDENTIAL_HEADERS.contains(&name) || is_credential_name(name)
 }
 
+/// `text` with the user information of every URL in it (`redis://:PASSWORD@`,
+/// `https://user:pass@`) shown as `<redacted>@`: for the lines of a file a
+/// diagnostic quotes, which may hold a URL with credentials.
+pub fn without_userinfo(text: &str) -> Cow<'_, str> {
+    if !text.contains("://") || !text.contains('@') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority ends at a path, a space, a quote or a bracket.
+        let end = tail
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#' | '"' | '\'' | '`' | ']' | '}' | ',')
+                    || c.is_whitespace()
+            })
+            .unwrap_or(tail.len());
+        let (authority, after) = tail.split_at(end);
+        match authority.rfind('@') {
+            Some(user_end) => {
+                out.push_str(REDACTED);
+                out.push_str(authority.get(user_end..).unwrap_or_default());
+            }
+            None => out.push_str(authority),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
 /// Whether a header or query parameter name says it carries a credential:
 /// one of its words (split at `-`, `_` and `.`) holds `token`, `secret`,
-/// `passw`, `credential`, `apikey`, `session`, `cookie`, `jwt`, `csrf` or
-/// `xsrf`, or is `auth`, `authorization`, `key`, `pass`, `pwd`, `pin`,
-/// `sig`, `signature`, `otp`, `bearer` or `sid`.
+/// `passw`, `credential`, `apikey`, `session`, `cookie`, `jwt`, `csrf`,
+/// `xsrf`, `authent`, `hmac` or `passcode`, or is `auth`, `authorization`,
+/// `key`, `pass`, `pwd`, `pin`, `sig`, `signature`, `otp`, `bearer`, `sid`
+/// or `authn`.
 pub fn is_credential_name(name: &str) -> bool {
     // Header names arrive in lower case; only a config's names may not.
     let lower: Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -672,6 +710,22 @@ mod tests {
     }
 
     #[test]
+    fn user_information_in_urls_is_hidden() {
+        assert_eq!(
+            without_userinfo("  store: REDIS://:hunter2@redis:6379/0"),
+            "  store: REDIS://<redacted>@redis:6379/0"
+        );
+        assert_eq!(
+            without_userinfo("a: \"https://u:p@h/x\", b: redis://h:1/0 c@d"),
+            "a: \"https://<redacted>@h/x\", b: redis://h:1/0 c@d"
+        );
+        assert_eq!(
+            without_userinfo("mail: ops@example.org"),
+            "mail: ops@example.org"
+        );
+    }
+
+    #[test]
     fn credential_headers_by_name_and_by_the_configured_token_header() {
         let r = Redaction::default().hiding_header("X-JWT-SVID");
         for name in [
@@ -687,6 +741,10 @@ mod tests {
             "x-client-secret",
             "x-my-service-token",
             "x-hub-signature-256",
+            "x-authentication",
+            "x-authn",
+            "x-passcode",
+            "x-shopify-hmac-sha256",
         ] {
             assert!(r.is_secret_header(name), "{name}");
             assert_eq!(r.header(name, "plain"), REDACTED, "{name}");

@@ -1,5 +1,5 @@
 //! Risk levels in a file, for a receiver without a governance store: the
-//! risks file `celador serve` watches (`risks:` in its config), written
+//! risks file `celador serve` watches (`governance.risks` in its config), written
 //! whole and atomically like the revocations file.
 //!
 //! Data flow: [`super::FileSink`] hands each risk action here

@@ -56,6 +56,8 @@ impl fmt::Display for Diagnostic {
         if let Some(text) = &self.line_text {
             let number = self.line.to_string();
             let pad = " ".repeat(number.len());
+            // A quoted line may hold a URL with credentials (a config's).
+            let text = crate::redaction::without_userinfo(text);
             write!(f, "\n{pad} |\n{number} | {text}\n{pad} | ")?;
             write!(f, "{}^", " ".repeat(self.column.saturating_sub(1)))?;
         }
