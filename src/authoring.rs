@@ -1,7 +1,7 @@
 //! Authoring tools: what rule writers run before anything is deployed.
 //!
 //! Data flow: `celador test` runs YAML test [`suite`]s through the engine's
-//! rules, `celador eval` [`explain`]s one decision rule by rule (from a test
+//! rules, `celador eval` evaluates ([`evaluation`]) one decision rule by rule (from a test
 //! case or a replayed Envoy `CheckRequest` in [`json`]), and [`reference`]
 //! renders the rule reference from the engine's schema. Authoring builds on
 //! the engine (and on the edge's reading of a `CheckRequest`, so that a
@@ -9,7 +9,7 @@
 //! depends on it.
 
 pub mod clauses;
-pub mod explain;
+pub mod evaluation;
 pub mod governance;
 pub mod json;
 pub mod record;

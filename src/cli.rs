@@ -29,7 +29,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app;
 use crate::app::config::Config;
-use crate::authoring::{explain, suite};
+use crate::authoring::{evaluation, suite};
 use crate::edge::server::ServeError;
 use crate::engine::policy::Severity;
 use crate::engine::redaction::Redaction;
@@ -402,12 +402,12 @@ fn eval(
             return ExitCode::FAILURE;
         }
     };
-    match explain::explain_governed(rules, input, redaction, &governance) {
+    match evaluation::evaluate_governed(rules, input, redaction, &governance) {
         Ok(explanation) => {
             if format == "json" {
-                say(&format!("{}\n", explain::render_json(&explanation)));
+                say(&format!("{}\n", evaluation::render_json(&explanation)));
             } else {
-                say(&explain::render_text(&explanation));
+                say(&evaluation::render_text(&explanation));
             }
             // A case whose `expect` the decision does not meet fails.
             match explanation.expectation {

@@ -31,7 +31,7 @@ pub type AttributeValue = Result<(String, Value), String>;
 
 /// What `eval` found.
 #[derive(Debug)]
-pub struct Explanation {
+pub struct Evaluation {
     /// What the input was.
     pub input: String,
     /// How the identities were obtained.
@@ -55,28 +55,28 @@ pub struct Explanation {
 
 /// Explains the decision of `rules` on `input`, showing what the default
 /// [`Redaction`] lets be shown.
-pub fn explain(rules: &Path, input: &Path) -> Result<Explanation, String> {
-    explain_redacting(rules, input, &Redaction::default())
+pub fn evaluate(rules: &Path, input: &Path) -> Result<Evaluation, String> {
+    evaluate_redacting(rules, input, &Redaction::default())
 }
 
 /// Explains the decision of `rules` on `input`, showing what `redaction`
 /// lets be shown (see [`crate::engine::redaction`]).
-pub fn explain_redacting(
+pub fn evaluate_redacting(
     rules: &Path,
     input: &Path,
     redaction: &Redaction,
-) -> Result<Explanation, String> {
-    explain_governed(rules, input, redaction, &Governance::default())
+) -> Result<Evaluation, String> {
+    evaluate_governed(rules, input, redaction, &Governance::default())
 }
 
 /// Explains the decision of `rules` on `input` with `governance` (grants,
 /// revocations, signals) in force, as `serve` would decide it.
-pub fn explain_governed(
+pub fn evaluate_governed(
     rules: &Path,
     input: &Path,
     redaction: &Redaction,
     governance: &Governance,
-) -> Result<Explanation, String> {
+) -> Result<Evaluation, String> {
     let policy = crate::authoring::read_policy(rules).map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(input)
         .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
@@ -87,10 +87,10 @@ pub fn explain_governed(
         .ok()
         .filter(|v| v.get("decision").is_some() && v.get("method").is_some());
     if record.is_some() {
-        return explain_record(&policy, &text, (redaction, governance));
+        return evaluate_record(&policy, &text, (redaction, governance));
     }
     match envoy {
-        Some(json) => explain_check_request(&policy, &json, (redaction, governance)),
+        Some(json) => evaluate_check_request(&policy, &json, (redaction, governance)),
         None => {
             let case: Case =
                 crate::engine::yaml::from_str(&text, input).map_err(|e| e.to_string())?;
@@ -127,11 +127,11 @@ pub fn explain_governed(
 /// Explains an audit record line re-decided: its identities as recorded
 /// (verified then), `now` its decision time. A record that does not hold
 /// what the rules read is refused, with what it lacks.
-fn explain_record(
+fn evaluate_record(
     policy: &Policy,
     line: &str,
     (redaction, governance): (&Redaction, &Governance),
-) -> Result<Explanation, String> {
+) -> Result<Evaluation, String> {
     let recorded = crate::authoring::record::Recorded::parse(line.trim())?;
     let missing = recorded.missing(policy);
     if !missing.is_empty() {
@@ -189,11 +189,11 @@ fn token_of(attrs: &Attributes<'_>, identities: &mut Vec<String>) -> Option<JwtS
     }
 }
 
-fn explain_check_request(
+fn evaluate_check_request(
     policy: &Policy,
     json: &Value,
     (redaction, governance): (&Redaction, &Governance),
-) -> Result<Explanation, String> {
+) -> Result<Evaluation, String> {
     let request = crate::authoring::json::check_request(json)?;
     let attrs = crate::edge::request::attributes(&request).map_err(|e| e.to_string())?;
     let mut identities = Vec::new();
@@ -243,7 +243,7 @@ fn run(
     input_kind: String,
     identities: Vec<String>,
     (input, expected_rule): (Input<'_>, Option<&str>),
-) -> Explanation {
+) -> Evaluation {
     let input = Input {
         signals: governance.signals(input.signals),
         ..input
@@ -274,7 +274,7 @@ fn run(
         (input, shown),
         redaction,
     );
-    Explanation {
+    Evaluation {
         input: input_kind,
         identities,
         policy_version: policy.version().to_owned(),
@@ -372,7 +372,7 @@ fn read_token(token: &str) -> Result<JwtSvid, String> {
 }
 
 /// The explanation for people.
-pub fn render_text(e: &Explanation) -> String {
+pub fn render_text(e: &Evaluation) -> String {
     let mut out = format!("input: {}\n", e.input);
     for identity in &e.identities {
         out.push_str(&format!("  {identity}\n"));
@@ -413,7 +413,7 @@ pub fn render_text(e: &Explanation) -> String {
 }
 
 /// The explanation as JSON.
-pub fn render_json(e: &Explanation) -> Value {
+pub fn render_json(e: &Evaluation) -> Value {
     json!({
         "input": e.input,
         "identities": e.identities,
