@@ -27,9 +27,6 @@ use crate::engine::redaction::{self, Redaction};
 /// The `tracing` target of audit records.
 pub const TARGET: &str = "celador::edge::audit";
 
-/// Longer header values are cut in audit records.
-const MAX_HEADER_VALUE: usize = 1024;
-
 /// A path without its query string or fragment, which may carry secrets.
 fn without_query(path: &str) -> &str {
     let end = path.find(['?', '#']).unwrap_or(path.len());
@@ -194,7 +191,7 @@ fn audit_record<'a>(
                     } else {
                         redaction.value(value)
                     };
-                    Some((name.as_str(), truncate(value)))
+                    Some((name.as_str(), super::trail::truncate(value)))
                 })
                 .collect(),
         ),
@@ -388,19 +385,6 @@ fn write_rfc3339(out: &mut String, time: SystemTime) {
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// `value`, cut at [`MAX_HEADER_VALUE`] bytes (on a character boundary):
-/// what an audit record holds of a header.
-pub(super) fn truncate(value: &str) -> &str {
-    if value.len() <= MAX_HEADER_VALUE {
-        return value;
-    }
-    let mut end = MAX_HEADER_VALUE;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    value.get(..end).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -259,14 +259,14 @@ impl<'a> Trail<'a> {
             // Bounded as `audit.headers` are: the client chooses them.
             Part::Header(name) => {
                 let value = attrs.header(name).map(|v| redaction.header(name, v));
-                let value = value.map(super::audit::truncate);
+                let value = value.map(truncate);
                 o.opt_str(&format!("request.headers[{}]", quoted(name)), value);
             }
             Part::Headers => o.object("request.headers", |o| {
                 let mut headers: Vec<_> = attrs.headers.iter().collect();
                 headers.sort_unstable();
                 for (k, v) in headers {
-                    o.str(k, super::audit::truncate(redaction.header(k, v)));
+                    o.str(k, truncate(redaction.header(k, v)));
                 }
             }),
             Part::ContextKey(name) => {
@@ -368,4 +368,20 @@ pub fn clause_json(c: &crate::engine::policy::explain::Clause) -> serde_json::Va
         );
     }
     serde_json::Value::Object(v)
+}
+
+/// Longer header values are cut in audit records.
+const MAX_HEADER_VALUE: usize = 1024;
+
+/// `value`, cut at [`MAX_HEADER_VALUE`] bytes (on a character boundary):
+/// what an audit record holds of a header.
+pub(super) fn truncate(value: &str) -> &str {
+    if value.len() <= MAX_HEADER_VALUE {
+        return value;
+    }
+    let mut end = MAX_HEADER_VALUE;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value.get(..end).unwrap_or_default()
 }
