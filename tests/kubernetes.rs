@@ -3370,11 +3370,14 @@ fn a_spire_agent_that_refuses_celador_is_named_in_its_readiness_and_log() {
     ] {
         assert!(body.contains(words), "/readyz lacks {words}: {body}");
     }
-    let log = kubelet.log("celador");
-    assert!(
-        log.contains("PermissionDenied") && log.contains("allow_unauthenticated_verifiers"),
-        "{log}"
-    );
+    // The log line is read from the process's output: it may follow
+    // `/readyz` by a moment.
+    let logged = support::wait_for(Duration::from_secs(5), || {
+        let log = kubelet.log("celador");
+        (log.contains("PermissionDenied") && log.contains("allow_unauthenticated_verifiers"))
+            .then_some(())
+    });
+    assert!(logged.is_some(), "{}", kubelet.log("celador"));
     // The agent lets verifiers in: ready, and the reason is gone.
     agent.set(support::workload_api::bundles_for(
         "example.org",
