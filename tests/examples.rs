@@ -73,9 +73,9 @@ fn ci_runs_the_test_command_the_readme_gives() {
         "README.md"
     );
     assert!(ci.lines().any(|l| l == command), ".ci/run");
-    assert!(readme.contains(
-        "```sh\ncargo install --path .\ncelador serve --config examples/celador.yaml\n```"
-    ));
+    assert!(
+        readme.contains("```sh\ncargo run --release -- serve --config examples/celador.yaml\n```")
+    );
 }
 
 #[test]

@@ -502,7 +502,10 @@ fn the_readmes_set_up_requests_decide_as_it_says() {
         .split_once("## How a check works")
         .unwrap()
         .0;
-    assert!(setup.contains("cargo install --path .\ncelador serve --config examples/celador.yaml"));
+    assert!(
+        setup.contains("```sh\ncargo run --release -- serve --config examples/celador.yaml\n```")
+    );
+    assert!(readme.contains("`cargo install --path .` puts the `celador` command on `PATH`"));
     // Each request the set-up sends, as a case with the certificate it
     // names, decided by the example's rules as the comment above it says.
     for (path, verdict) in [
