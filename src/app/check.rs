@@ -47,21 +47,10 @@ fn at(
     text: &str,
     path: &Path,
     severity: Severity,
-    (line, column): (usize, usize),
+    place: (usize, usize),
     message: String,
 ) -> Diagnostic {
-    Diagnostic {
-        severity,
-        file: path.to_owned(),
-        line,
-        column,
-        rule: None,
-        message,
-        line_text: line
-            .checked_sub(1)
-            .and_then(|i| text.lines().nth(i))
-            .map(str::to_owned),
-    }
+    Diagnostic::at(text, path, severity, place, message)
 }
 
 fn yaml_error(text: &str, path: &Path, e: YamlError, hint: &str) -> Diagnostic {

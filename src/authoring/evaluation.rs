@@ -15,7 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use crate::authoring::governance::{self, Governance};
+use crate::authoring::governance::Governance;
 use crate::authoring::suite::case::{Case, svid_from_der};
 use crate::authoring::suite::{Outcome, describe};
 use crate::engine::attributes::Attributes;
@@ -244,47 +244,38 @@ fn run(
     identities: Vec<String>,
     (input, expected_rule): (Input<'_>, Option<&str>),
 ) -> Evaluation {
-    let input = Input {
-        signals: governance.signals(input.signals),
-        ..input
-    };
-    let screened = governance.screen(input);
-    let grant = screened.grant.clone();
-    let input = Input {
-        grant: grant.as_ref(),
-        ..input
-    };
-    let mut decision = governance::decide_screened(policy, screened, input);
-    redaction.decision(&mut decision, input.attributes);
-    let rules = rule_results(policy, input, redaction);
-    let leaves = leaves(policy);
-    // Rules see the real request; the attributes shown never hold a
-    // credential.
-    let shown = redaction.shown(input.attributes);
-    let shown_attrs = shown.attributes();
-    let shown = Input {
-        attributes: &shown_attrs,
-        ..input
-    };
-    let values = policy.values(&leaves, shown);
-    let why = crate::authoring::clauses::explain(
-        policy,
-        &decision,
-        expected_rule,
-        (input, shown),
-        redaction,
-    );
-    Evaluation {
-        input: input_kind,
-        identities,
-        policy_version: policy.version().to_owned(),
-        rules,
-        decision: describe(&decision),
-        allowed: decision.allowed,
-        attributes: leaves.iter().map(|l| (*l).to_owned()).zip(values).collect(),
-        expectation: None,
-        why,
-    }
+    governance.decide_then(policy, input, |mut decision, input| {
+        redaction.decision(&mut decision, input.attributes);
+        let rules = rule_results(policy, input, redaction);
+        let leaves = leaves(policy);
+        // Rules see the real request; the attributes shown never hold a
+        // credential.
+        let shown = redaction.shown(input.attributes);
+        let shown_attrs = shown.attributes();
+        let shown = Input {
+            attributes: &shown_attrs,
+            ..input
+        };
+        let values = policy.values(&leaves, shown);
+        let why = crate::authoring::clauses::explain(
+            policy,
+            &decision,
+            expected_rule,
+            (input, shown),
+            redaction,
+        );
+        Evaluation {
+            input: input_kind,
+            identities,
+            policy_version: policy.version().to_owned(),
+            rules,
+            decision: describe(&decision),
+            allowed: decision.allowed,
+            attributes: leaves.iter().map(|l| (*l).to_owned()).zip(values).collect(),
+            expectation: None,
+            why,
+        }
+    })
 }
 
 /// The attributes the rules of `policy` read, leaves only: `request` is

@@ -77,6 +77,28 @@ impl Governance {
         self.signals.as_ref().unwrap_or(input)
     }
 
+    /// Decides `input` as `serve` does with these inputs: their signals in
+    /// place of its own, the caller screened (revoked? which grant?), then
+    /// the rules; `then` is given the decision and the input the rules saw.
+    pub fn decide_then<T>(
+        &self,
+        policy: &Policy,
+        input: Input<'_>,
+        then: impl FnOnce(Decision, Input<'_>) -> T,
+    ) -> T {
+        let input = Input {
+            signals: self.signals(input.signals),
+            ..input
+        };
+        let screened = self.screen(input);
+        let grant = screened.grant.clone();
+        let input = Input {
+            grant: grant.as_ref(),
+            ..input
+        };
+        then(decide_screened(policy, screened, input), input)
+    }
+
     /// The caller of `input` screened as `serve` screens it: revoked or
     /// not, and the grant in force.
     pub fn screen(&self, input: Input<'_>) -> Screened {

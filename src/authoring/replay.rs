@@ -13,7 +13,7 @@ use std::io::BufRead;
 
 use serde_json::{Value, json};
 
-use crate::authoring::governance::{self, Governance};
+use crate::authoring::governance::Governance;
 use crate::authoring::record::{RULE_REASONS, Recorded};
 use crate::engine::Decision;
 use crate::engine::policy::{Input, Policy};
@@ -155,40 +155,36 @@ fn redecide(
     let attrs = recorded.request.attributes();
     let (workload, none) = (Workload::default(), Signals::default());
     let input = recorded.input(&attrs, &workload, &none);
-    let input = Input {
-        signals: governance.signals(input.signals),
-        ..input
-    };
-    let screened = governance.screen(input);
-    let grant = screened.grant.clone();
-    let input = Input {
-        grant: grant.as_ref(),
-        ..input
-    };
-    let decision = governance::decide_screened(policy, screened, input);
-    let outcome = if decision.allowed { "allow" } else { "deny" };
-    let old = &recorded.old;
-    // Another rule deciding the same way (a rule renamed, split) is no
-    // change of the decision.
-    if outcome == old.decision && decision.reason.as_str() == old.reason {
-        return None;
-    }
-    let shown = redaction.shown(&attrs);
-    let shown_attrs = shown.attributes();
-    let shown = Input {
-        attributes: &shown_attrs,
-        ..input
-    };
-    // The clause that made the difference: the new deciding rule's, and the
-    // rule that decided before if the candidate still has it, else the
-    // allow rule that came closest.
-    let expected = old.rule.as_deref().filter(|r| policy.rule(r).is_some());
-    let why =
-        crate::authoring::clauses::explain(policy, &decision, expected, (input, shown), redaction);
-    // In replay's words: the rule that decided before.
-    let why = crate::authoring::clauses::render_text(&why, "    ")
-        .replace("(was expected to decide)", "(decided before)");
-    Some(change(recorded, &decision, &shown_attrs.path, why))
+    governance.decide_then(policy, input, |decision, input| {
+        let outcome = if decision.allowed { "allow" } else { "deny" };
+        let old = &recorded.old;
+        // Another rule deciding the same way (a rule renamed, split) is no
+        // change of the decision.
+        if outcome == old.decision && decision.reason.as_str() == old.reason {
+            return None;
+        }
+        let shown = redaction.shown(&attrs);
+        let shown_attrs = shown.attributes();
+        let shown = Input {
+            attributes: &shown_attrs,
+            ..input
+        };
+        // The clause that made the difference: the new deciding rule's, and the
+        // rule that decided before if the candidate still has it, else the
+        // allow rule that came closest.
+        let expected = old.rule.as_deref().filter(|r| policy.rule(r).is_some());
+        let why = crate::authoring::clauses::explain(
+            policy,
+            &decision,
+            expected,
+            (input, shown),
+            redaction,
+        );
+        // In replay's words: the rule that decided before.
+        let why = crate::authoring::clauses::render_text(&why, "    ")
+            .replace("(was expected to decide)", "(decided before)");
+        Some(change(recorded, &decision, &shown_attrs.path, why))
+    })
 }
 
 /// The change of `recorded`'s decision to `decision`, `why` explained.

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::authoring::governance::{self, Governance};
+use crate::authoring::governance::Governance;
 use crate::engine::Decision;
 use crate::engine::attributes::Attributes;
 use crate::engine::grants::Grants;
@@ -342,48 +342,39 @@ fn evaluate(
     Option<String>,
 ) {
     let input = prepared.input(attrs);
-    let input = Input {
-        signals: governance.signals(input.signals),
-        ..input
-    };
-    let screened = governance.screen(input);
-    let grant = screened.grant.clone();
-    let input = Input {
-        grant: grant.as_ref(),
-        ..input
-    };
-    let mut decision = governance::decide_screened(policy, screened, input);
-    redaction.decision(&mut decision, attrs);
-    let matched = exercised(policy, &decision, input);
-    let outcome = match judge(expect, &decision) {
-        Outcome::Failed { expected, got, .. } => {
-            // Why, down to the clause, with the credentials redacted.
-            let shown = redaction.shown(attrs);
-            let shown_attrs = shown.attributes();
-            let shown = Input {
-                attributes: &shown_attrs,
-                ..input
-            };
-            let why = crate::authoring::clauses::explain(
-                policy,
-                &decision,
-                expect.rule.as_deref(),
-                (input, shown),
-                redaction,
-            );
-            Outcome::Failed {
-                expected,
-                got,
-                why: crate::authoring::clauses::render_text(&why, "        "),
+    governance.decide_then(policy, input, |mut decision, input| {
+        redaction.decision(&mut decision, attrs);
+        let matched = exercised(policy, &decision, input);
+        let outcome = match judge(expect, &decision) {
+            Outcome::Failed { expected, got, .. } => {
+                // Why, down to the clause, with the credentials redacted.
+                let shown = redaction.shown(attrs);
+                let shown_attrs = shown.attributes();
+                let shown = Input {
+                    attributes: &shown_attrs,
+                    ..input
+                };
+                let why = crate::authoring::clauses::explain(
+                    policy,
+                    &decision,
+                    expect.rule.as_deref(),
+                    (input, shown),
+                    redaction,
+                );
+                Outcome::Failed {
+                    expected,
+                    got,
+                    why: crate::authoring::clauses::render_text(&why, "        "),
+                }
             }
-        }
-        other => other,
-    };
-    (
-        outcome,
-        matched,
-        decision.grant.as_ref().map(|g| g.name.to_string()),
-    )
+            other => other,
+        };
+        (
+            outcome,
+            matched,
+            decision.grant.as_ref().map(|g| g.name.to_string()),
+        )
+    })
 }
 
 /// The rules that matched `input` and every rule's clauses' values, for

@@ -355,26 +355,9 @@ impl Revocations {
     }
 }
 
-/// An error at 1-based `(line, column)` of `text` (0: unknown), with the
-/// line's text for the caret.
-fn error_at(
-    text: &str,
-    path: &Path,
-    (line, column): (usize, usize),
-    message: String,
-) -> Diagnostic {
-    Diagnostic {
-        severity: Severity::Error,
-        file: path.to_owned(),
-        line,
-        column,
-        rule: None,
-        message,
-        line_text: line
-            .checked_sub(1)
-            .and_then(|i| text.lines().nth(i))
-            .map(str::to_owned),
-    }
+/// An error at 1-based `(line, column)` of `text` (0: unknown).
+fn error_at(text: &str, path: &Path, at: (usize, usize), message: String) -> Diagnostic {
+    Diagnostic::at(text, path, Severity::Error, at, message)
 }
 
 #[cfg(test)]

@@ -38,6 +38,31 @@ pub struct Diagnostic {
     pub line_text: Option<String>,
 }
 
+impl Diagnostic {
+    /// A diagnostic at 1-based `(line, column)` of `text`, the file at
+    /// `path` (0: unknown), quoting the line for the caret.
+    pub fn at(
+        text: &str,
+        path: &std::path::Path,
+        severity: Severity,
+        (line, column): (usize, usize),
+        message: String,
+    ) -> Diagnostic {
+        Diagnostic {
+            severity,
+            file: path.to_owned(),
+            line,
+            column,
+            rule: None,
+            message,
+            line_text: line
+                .checked_sub(1)
+                .and_then(|i| text.lines().nth(i))
+                .map(str::to_owned),
+        }
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let severity = match self.severity {
