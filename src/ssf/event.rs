@@ -52,36 +52,16 @@ pub enum Handling {
     Ignore,
 }
 
-/// A risk level, as rules read it (`signals.risk.level`). CAEP sends
-/// `LOW`, `MEDIUM` or `HIGH`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RiskLevel {
-    /// `low`
-    Low,
-    /// `medium`
-    Medium,
-    /// `high`
-    High,
-}
+/// A risk level, as rules read it (`signals.risk.level`): the engine's.
+pub use crate::engine::signals::RiskLevel;
 
-impl RiskLevel {
-    /// Its name in rules: `low`, `medium` or `high`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RiskLevel::Low => "low",
-            RiskLevel::Medium => "medium",
-            RiskLevel::High => "high",
-        }
-    }
-
-    /// The level named `name` (CAEP's uppercase, or lowercase).
-    pub fn parse(name: &str) -> Option<RiskLevel> {
-        match name.to_ascii_uppercase().as_str() {
-            "LOW" => Some(RiskLevel::Low),
-            "MEDIUM" => Some(RiskLevel::Medium),
-            "HIGH" => Some(RiskLevel::High),
-            _ => None,
-        }
+/// The level CAEP names `name` (`LOW`, `MEDIUM`, `HIGH`; any case).
+pub fn risk_level(name: &str) -> Option<RiskLevel> {
+    match name.to_ascii_uppercase().as_str() {
+        "LOW" => Some(RiskLevel::Low),
+        "MEDIUM" => Some(RiskLevel::Medium),
+        "HIGH" => Some(RiskLevel::High),
+        _ => None,
     }
 }
 
@@ -426,7 +406,7 @@ fn tokens(event: &Event, targets: &[Target]) -> Vec<Action> {
 fn risk(event: &Event, targets: &[Target]) -> Result<Vec<Action>, SetError> {
     let level = string(event, "current_level")?
         .ok_or_else(|| invalid(&event.kind, "current_level is required"))?;
-    let level = RiskLevel::parse(level).ok_or_else(|| {
+    let level = risk_level(level).ok_or_else(|| {
         invalid(
             &event.kind,
             &format!("current_level {level:?} is not LOW, MEDIUM or HIGH"),

@@ -17,7 +17,6 @@ use std::time::{Duration, SystemTime};
 use super::super::event::{Provenance, RiskLevel};
 use super::super::sink::SinkError;
 use super::super::subject::Target;
-use crate::engine::signals::RiskLevel as EngineLevel;
 use crate::engine::time::rfc3339;
 use crate::sources::fleet::entries;
 use crate::sources::fleet::risks::{StoredRisk, check_risk};
@@ -70,11 +69,7 @@ pub fn stored_risk(
     let entry = StoredRisk {
         spiffe_id,
         spiffe_id_prefix,
-        level: match level {
-            RiskLevel::Low => EngineLevel::Low,
-            RiskLevel::Medium => EngineLevel::Medium,
-            RiskLevel::High => EngineLevel::High,
-        },
+        level,
         since: rfc3339(provenance.at),
         expires: rfc3339(lapses),
         source: provenance.transmitter.clone(),
