@@ -140,19 +140,7 @@ pub(crate) fn map_offset(file: &str, span: ScalarSpan, value: &str, offset: usiz
 /// against.
 #[cfg(test)]
 fn line_column(text: &str, offset: usize) -> (usize, usize, String) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or_default();
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = text
-        .get(line_start..offset)
-        .map_or(1, |s| s.chars().count() + 1);
-    let line_text = text
-        .get(line_start..)
-        .and_then(|rest| rest.lines().next())
-        .unwrap_or_default()
-        .to_owned();
-    (line, column, line_text)
+    Lines::of(text).line_column(text, offset)
 }
 
 /// Where each line of a text starts, so that placing many diagnostics in
