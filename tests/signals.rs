@@ -262,7 +262,14 @@ async fn a_pushed_compromise_revokes_within_a_second_and_an_enable_restores() {
         ],
     );
     assert_eq!(reply.status, 202, "{reply:?}");
-    assert!(f.receiver.log().contains("another transmitter"));
+    // The log line is read from the receiver's output: waited for.
+    let said = support::wait_for(Duration::from_secs(3), || {
+        f.receiver
+            .log()
+            .contains("another transmitter")
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", f.receiver.log());
     assert_eq!(f.decision(EXPORTER).await, Err((403, "revoked".to_owned())));
     // The identity provider enables it again.
     let enabled = set(
@@ -1456,11 +1463,10 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
         risc("account-enabled"),
     );
     assert!(revoked(), "{}", receiver.log());
-    assert!(
-        receiver.log().contains("another transmitter"),
-        "{}",
-        receiver.log()
-    );
+    let said = support::wait_for(Duration::from_secs(3), || {
+        receiver.log().contains("another transmitter").then_some(())
+    });
+    assert!(said.is_some(), "{}", receiver.log());
     // The IdP can.
     push(&idp, IDP, "", "i-2", now(), risc("account-enabled"));
     assert!(!revoked(), "{}", receiver.log());
