@@ -2925,12 +2925,20 @@ fn probes_pass(kubelet: &Kubelet, container: &str) {
                 .build()
                 .unwrap();
             let status = runtime.block_on(async {
-                let channel =
+                let endpoint =
                     tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-                        .unwrap()
-                        .connect()
-                        .await
                         .unwrap();
+                // The health listener may still be starting: retried, as
+                // the kubelet retries a probe.
+                let mut tries = 0;
+                let channel = loop {
+                    match endpoint.connect().await {
+                        Ok(channel) => break channel,
+                        Err(e) if tries >= 50 => panic!("{container}'s {probe}: {e}"),
+                        Err(_) => tries += 1,
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                };
                 let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
                 let request = tonic_health::pb::HealthCheckRequest {
                     service: grpc["service"].as_str().unwrap_or_default().to_owned(),
