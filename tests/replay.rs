@@ -465,7 +465,7 @@ fn a_suite_that_does_not_parse_reports_every_error_once_with_its_caret() {
     let suite = write(
         dir.path(),
         "s_test.yaml",
-        "rules: r.yaml\ncases:\n  - name: one\n    identity: spiffe://example.org/a\n    requst: {method: GET}\n    expect: {decision: allow}\n  - name: fine\n    expect: {decision: allow}\n  - name: two\n    expect: {decison: deny}\n",
+        "rules: r.yaml\ncases:\n  - name: one\n    identity: spiffe://example.org/a\n    requst: {method: GET}\n    expect: {decision: allw}\n  - name: fine\n    expect: {decision: allow}\n  - name: two\n    expect: {decison: deny}\n    request:\n      methd: GET\n",
     );
     let (code, out, err) = run(&["test", &suite]);
     assert_eq!(code, 1, "{out}{err}");
@@ -477,10 +477,22 @@ fn a_suite_that_does_not_parse_reports_every_error_once_with_its_caret() {
             "  |     ^\n",
         ),
         (
+            "unknown variant `allw`",
+            ":6:24",
+            "6 |     expect: {decision: allw}",
+            "  |                        ^\n",
+        ),
+        (
             "unknown field `decison`",
             ":10:14",
             "10 |     expect: {decison: deny}",
             "   |              ^\n",
+        ),
+        (
+            "unknown field `methd`",
+            ":12:7",
+            "12 |       methd: GET",
+            "   |       ^\n",
         ),
     ] {
         assert_eq!(out.matches(message).count(), 1, "{out}");
@@ -490,6 +502,21 @@ fn a_suite_that_does_not_parse_reports_every_error_once_with_its_caret() {
         assert!(rest.contains(line) && rest.contains(caret), "{out}");
     }
     assert!(!out.contains("at line"), "{out}");
+    // Each error once, in file order, and no error of recovery's making
+    // (`decision` is missing only because `decison` is misspelled).
+    assert_eq!(out.matches("error: ").count(), 4, "{out}");
+    let order: Vec<usize> = ["requst", "allw", "decison", "methd"]
+        .iter()
+        .map(|m| out.find(m).unwrap())
+        .collect();
+    assert!(order.is_sorted(), "{out}");
+    // `check` says the same errors.
+    let (code, out, err) = run(&["check", &suite]);
+    assert_eq!(code, 1, "{out}{err}");
+    for message in ["`requst`", "`allw`", "`decison`", "`methd`"] {
+        assert_eq!(out.matches(message).count(), 1, "{out}");
+    }
+    assert!(out.contains("4 error(s)"), "{out}");
 }
 
 #[test]
