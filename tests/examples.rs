@@ -112,3 +112,248 @@ fn the_example_envoy_config_holds_what_envoy_config_prints_and_envoy_accepts_it(
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A copy of `examples/` in `dir` (the configs name their files relative
+/// to it).
+fn copy_examples(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_examples(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// One command of the README's walk-through: its continuation lines
+/// joined, its trailing comment dropped, and the comment lines above it.
+struct Step {
+    command: String,
+    comment: String,
+}
+
+/// The commands of the walk-through's `sh` block, in order.
+fn walk_through_steps(readme: &str) -> Vec<Step> {
+    let section = readme
+        .split_once("### Try it through Envoy")
+        .unwrap()
+        .1
+        .split_once("\n## ")
+        .unwrap()
+        .0;
+    let block = section
+        .split_once("```sh\n")
+        .unwrap()
+        .1
+        .split_once("```")
+        .unwrap()
+        .0;
+    let mut steps = Vec::new();
+    let mut comment = String::new();
+    let mut command = String::new();
+    for line in block.lines() {
+        let line = line.trim();
+        if line.starts_with('#') && command.is_empty() {
+            comment.push_str(line);
+            comment.push('\n');
+            continue;
+        }
+        let code = line.split(" #").next().unwrap().trim();
+        match code.strip_suffix('\\') {
+            Some(part) => command.push_str(part),
+            None => {
+                command.push_str(code);
+                steps.push(Step {
+                    command: std::mem::take(&mut command)
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    comment: std::mem::take(&mut comment),
+                });
+            }
+        }
+    }
+    steps
+}
+
+/// The value after `flag` in `command`.
+fn flag<'a>(command: &'a str, name: &str) -> &'a str {
+    let mut words = command.split_whitespace();
+    words.find(|w| *w == name);
+    words
+        .next()
+        .unwrap_or_else(|| panic!("{name} in {command}"))
+}
+
+/// The text of `comment` between `before` and the next `after`.
+fn between<'a>(comment: &'a str, before: &str, after: char) -> &'a str {
+    comment
+        .split_once(before)
+        .and_then(|(_, rest)| rest.split(after).next())
+        .unwrap_or_else(|| panic!("no {before:?} in {comment:?}"))
+        .trim()
+}
+
+/// The README's "Try it through Envoy", run as written: the shipped
+/// `examples/celador.yaml` and `examples/envoy.yaml` (their fixed ports
+/// moved to free ones), the stand-in upstream the README starts (its own
+/// command, on a port the system picks), and each request it sends, with
+/// the outcome its comment promises.
+#[test]
+fn the_readmes_walk_through_through_envoy_answers_as_it_says() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let steps = walk_through_steps(&readme);
+    let dir = tempfile::tempdir().unwrap();
+    let examples = dir.path().join("examples");
+    copy_examples(&root.join("examples"), &examples);
+
+    // The stand-in upstream, by the README's own commands.
+    let upstream_dir = dir.path().join("upstream");
+    let upstream_dir = upstream_dir.to_str().unwrap();
+    let fill = steps
+        .iter()
+        .find(|s| s.command.starts_with("mkdir "))
+        .unwrap();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(fill.command.replace("/tmp/upstream", upstream_dir))
+        .status()
+        .unwrap();
+    assert!(status.success(), "{}", fill.command);
+    let serve = steps
+        .iter()
+        .find(|s| s.command.starts_with("python3 -m http.server "))
+        .unwrap();
+    let readme_port = flag(&serve.command, "http.server");
+    let mut upstream = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec {}",
+            serve
+                .command
+                .replace(&format!("http.server {readme_port}"), "http.server 0")
+                .replace("/tmp/upstream", upstream_dir)
+        ))
+        .env("PYTHONUNBUFFERED", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(upstream.stdout.take().unwrap()),
+        &mut banner,
+    )
+    .unwrap();
+    let upstream_port = between(&banner, " port ", ' ').to_owned();
+    let _upstream = KillOnDrop(upstream);
+
+    // celador on the shipped configuration, on free ports.
+    let config = std::fs::read_to_string(examples.join("celador.yaml")).unwrap();
+    assert!(readme.contains("`127.0.0.1:9191`") && config.contains("listen: 127.0.0.1:9191\n"));
+    let config = config
+        .replace("listen: 127.0.0.1:9191", "listen: 127.0.0.1:0")
+        .replace("admin: 127.0.0.1:9901", "admin: 127.0.0.1:0")
+        // The test support finds the address celador listens on in its log.
+        .replace("format: text", "format: json");
+    std::fs::write(examples.join("celador.yaml"), config).unwrap();
+    let celador = support::celador::Celador::start(&examples.join("celador.yaml"));
+
+    // The shipped Envoy, asking that celador, in front of that upstream.
+    let envoy_step = steps
+        .iter()
+        .find(|s| s.command.starts_with("envoy "))
+        .unwrap();
+    assert_eq!(envoy_step.command, "envoy -c envoy.yaml");
+    let envoy_yaml = std::fs::read_to_string(examples.join("envoy.yaml")).unwrap();
+    let listen_port = "10000";
+    for port in ["9191", readme_port, listen_port] {
+        assert!(
+            envoy_yaml.contains(&format!("port_value: {port} ")),
+            "{port}"
+        );
+    }
+    let envoy_yaml = format!(
+        // An admin interface, for the test support to see Envoy ready.
+        "admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}\n{}",
+        envoy_yaml
+            .replace(
+                "port_value: 9191 ",
+                &format!("port_value: {} ", celador.addr.port())
+            )
+            .replace(
+                &format!("port_value: {readme_port} "),
+                &format!("port_value: {upstream_port} ")
+            )
+            .replace(&format!("port_value: {listen_port} "), "port_value: 0 ")
+            // Envoy runs elsewhere than `examples/`.
+            .replace(
+                "{ filename: ",
+                &format!("{{ filename: {}/", examples.display())
+            )
+    );
+    let envoy = support::envoy::Envoy::start(&envoy_yaml, dir.path());
+    let ingress = envoy.listener("ingress");
+
+    let curls: Vec<&Step> = steps
+        .iter()
+        .filter(|s| s.command.starts_with("curl "))
+        .collect();
+    assert_eq!(curls.len(), 2, "one allowed and one denied request");
+    for step in curls {
+        let url = step
+            .command
+            .split_whitespace()
+            .find(|w| w.starts_with("https://"))
+            .unwrap();
+        let path = url
+            .strip_prefix(&format!("https://localhost:{listen_port}"))
+            .unwrap();
+        let read =
+            |name: &str| std::fs::read_to_string(examples.join(flag(&step.command, name))).unwrap();
+        let client = support::https::ClientCert {
+            chain_pem: read("--cert"),
+            key_pem: read("--key"),
+        };
+        let reply = support::https::tls_pinned(
+            ingress,
+            &read("--cacert"),
+            Some(&client),
+            &support::https::Call::get(path),
+        );
+        let rule = between(&step.comment, "(rule ", ')');
+        let expected: u16 = between(&step.comment, "), ", ' ').parse().unwrap();
+        assert_eq!(reply.status, expected, "{}: {reply:?}", step.command);
+        if step.comment.contains("allowed") {
+            // The upstream's answer: the file the README wrote.
+            let body = between(&step.comment, "and \"", '"');
+            assert_eq!(reply.body.trim(), body, "{reply:?}");
+        } else {
+            assert!(step.comment.contains("denied"), "{}", step.comment);
+            let reason = between(&step.comment, "x-celador-reason: ", '.');
+            assert_eq!(reply.header("x-celador-reason"), Some(reason), "{reply:?}");
+        }
+        let audited = support::wait_for(std::time::Duration::from_secs(5), || {
+            celador
+                .audit_records()
+                .into_iter()
+                .find(|r| r["path"] == path)
+        })
+        .unwrap_or_else(|| panic!("no audit record of {path}"));
+        assert_eq!(audited["rule"], rule, "{audited}");
+    }
+}
+
+/// A child process killed when the test ends, passing or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
