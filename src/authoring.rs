@@ -8,6 +8,7 @@
 //! replay sees exactly what serving sees); nothing on the request path
 //! depends on it.
 
+pub mod capture;
 pub mod clauses;
 pub mod evaluation;
 pub mod governance;

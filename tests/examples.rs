@@ -269,34 +269,13 @@ fn the_readmes_walk_through_through_envoy_answers_as_it_says() {
         .find(|s| s.command.starts_with("envoy "))
         .unwrap();
     assert_eq!(envoy_step.command, "envoy -c envoy.yaml");
-    let envoy_yaml = std::fs::read_to_string(examples.join("envoy.yaml")).unwrap();
     let listen_port = "10000";
-    for port in ["9191", readme_port, listen_port] {
-        assert!(
-            envoy_yaml.contains(&format!("port_value: {port} ")),
-            "{port}"
-        );
-    }
-    let envoy_yaml = format!(
-        // An admin interface, for the test support to see Envoy ready.
-        "admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}\n{}",
-        envoy_yaml
-            .replace(
-                "port_value: 9191 ",
-                &format!("port_value: {} ", celador.addr.port())
-            )
-            .replace(
-                &format!("port_value: {readme_port} "),
-                &format!("port_value: {upstream_port} ")
-            )
-            .replace(&format!("port_value: {listen_port} "), "port_value: 0 ")
-            // Envoy runs elsewhere than `examples/`.
-            .replace(
-                "{ filename: ",
-                &format!("{{ filename: {}/", examples.display())
-            )
+    let envoy = example_envoy(
+        &examples,
+        dir.path(),
+        celador.addr.port(),
+        (readme_port, &upstream_port),
     );
-    let envoy = support::envoy::Envoy::start(&envoy_yaml, dir.path());
     let ingress = envoy.listener("ingress");
 
     let curls: Vec<&Step> = steps
@@ -346,6 +325,197 @@ fn the_readmes_walk_through_through_envoy_answers_as_it_says() {
         .unwrap_or_else(|| panic!("no audit record of {path}"));
         assert_eq!(audited["rule"], rule, "{audited}");
     }
+}
+
+/// The shipped `examples/envoy.yaml` (copied into `examples`), run with
+/// its fixed ports moved: celador's 9191 to `authz_port`, the app's
+/// (`app.0`, as the README starts it) to `app.1`, and its listener's 10000
+/// to one the system picks.
+fn example_envoy(
+    examples: &Path,
+    dir: &Path,
+    authz_port: u16,
+    app: (&str, &str),
+) -> support::envoy::Envoy {
+    let envoy_yaml = std::fs::read_to_string(examples.join("envoy.yaml")).unwrap();
+    for port in ["9191", app.0, "10000"] {
+        assert!(
+            envoy_yaml.contains(&format!("port_value: {port} ")),
+            "{port}"
+        );
+    }
+    let envoy_yaml = format!(
+        // An admin interface, for the test support to see Envoy ready.
+        "admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}\n{}",
+        envoy_yaml
+            .replace("port_value: 9191 ", &format!("port_value: {authz_port} "))
+            .replace(
+                &format!("port_value: {} ", app.0),
+                &format!("port_value: {} ", app.1)
+            )
+            .replace("port_value: 10000 ", "port_value: 0 ")
+            // Envoy runs elsewhere than `examples/`.
+            .replace(
+                "{ filename: ",
+                &format!("{{ filename: {}/", examples.display())
+            )
+    );
+    support::envoy::Envoy::start(&envoy_yaml, dir)
+}
+
+/// `celador capture --listen 127.0.0.1:0` with `args`, and the address it
+/// listens on (its first line on standard error).
+fn start_capture(args: &[&str]) -> (KillOnDrop, std::net::SocketAddr) {
+    let mut child = std::process::Command::new(support::celador::binary())
+        .args(["capture", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    // The rest of its output is not needed; drain it so it never blocks.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let addr = between(&line, "listening on ", ';').parse().unwrap();
+    (KillOnDrop(child), addr)
+}
+
+/// Waits (at most 10 s) for `child` to exit, and its exit code.
+fn exit_code(child: &mut KillOnDrop) -> Option<i32> {
+    support::wait_for(std::time::Duration::from_secs(10), || {
+        child.0.try_wait().unwrap().map(|s| s.code())
+    })
+    .flatten()
+}
+
+/// `celador capture` behind the shipped Envoy: the README's allowed
+/// request is denied ("capture only", it never allows), saved with its
+/// credentials redacted, and `celador eval --input` decides the saved file
+/// as `serve` would have (allowed by the example's rules).
+#[test]
+fn capture_saves_what_envoy_sends_redacted_and_eval_decides_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let examples = dir.path().join("examples");
+    copy_examples(&root.join("examples"), &examples);
+    let out = dir.path().join("captured");
+    let (mut capture, addr) = start_capture(&["--out", out.to_str().unwrap(), "--count", "1"]);
+    let upstream = support::upstream::Upstream::start();
+    let envoy = example_envoy(
+        &examples,
+        dir.path(),
+        addr.port(),
+        ("8080", &upstream.addr.port().to_string()),
+    );
+    let read = |name: &str| std::fs::read_to_string(examples.join("pki").join(name)).unwrap();
+    let client = support::https::ClientCert {
+        chain_pem: read("batch-exporter.pem"),
+        key_pem: read("batch-exporter.key"),
+    };
+    // A credential Envoy forwards (the example lets `x-celador-*` through)
+    // and a query value.
+    let secret = "s3cr3t-session-value-0123456789";
+    let path = format!("/export/daily.csv?sig={secret}");
+    let reply = support::https::tls_pinned(
+        envoy.listener("ingress"),
+        &read("envoy-localhost.pem"),
+        Some(&client),
+        &support::https::Call {
+            method: "GET",
+            path: &path,
+            headers: &[("x-celador-session-token", secret)],
+        },
+    );
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert_eq!(
+        reply.header("x-celador-reason"),
+        Some("capture_only"),
+        "{reply:?}"
+    );
+    assert_eq!(
+        exit_code(&mut capture),
+        Some(0),
+        "capture stops after --count 1"
+    );
+
+    let saved = out.join("check-0001.json");
+    let text = std::fs::read_to_string(&saved).unwrap();
+    assert!(!text.contains(secret), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let http = &json["attributes"]["request"]["http"];
+    assert_eq!(
+        http["headers"]["x-celador-session-token"], "<redacted>",
+        "{text}"
+    );
+    assert_eq!(
+        http["path"], "/export/daily.csv?sig=%3Credacted%3E",
+        "{text}"
+    );
+    assert!(
+        json["attributes"]["source"]["certificate"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN%20CERTIFICATE-----"),
+        "Envoy's peer certificate, as eval reads it: {text}"
+    );
+    let (code, decided, err) = support::celador::run(&[
+        "eval",
+        "--rules",
+        examples.join("policy.yaml").to_str().unwrap(),
+        "--input",
+        saved.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{decided}{err}");
+    assert!(
+        decided.contains("source: spiffe://example.org/ns/batch/sa/exporter"),
+        "{decided}"
+    );
+    assert!(
+        decided.contains("decision: allow by rule 'exporter-read-only' (allowed)"),
+        "{decided}"
+    );
+}
+
+/// `--include-credentials` writes them as received; a second capture into
+/// the same directory never overwrites the first's files.
+#[test]
+fn capture_writes_credentials_only_when_asked_and_never_overwrites() {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap().to_owned();
+    std::fs::write(dir.path().join("check-0001.json"), "earlier").unwrap();
+    let (mut capture, addr) =
+        start_capture(&["--out", &out, "--count", "1", "--include-credentials"]);
+    let token = "Bearer s3cr3t-token-value";
+    let request = support::check::request("", "GET", "/a?sig=v", &[("authorization", token)]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let response = runtime.block_on(async {
+        let mut client = AuthorizationClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        client.check(request).await.unwrap().into_inner()
+    });
+    assert_eq!(
+        support::check::denial(&response),
+        Some((403, "capture_only".to_owned()))
+    );
+    assert_eq!(exit_code(&mut capture), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("check-0001.json")).unwrap(),
+        "earlier"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("check-0002.json")).unwrap())
+            .unwrap();
+    let http = &json["attributes"]["request"]["http"];
+    assert_eq!(http["headers"]["authorization"], token);
+    assert_eq!(http["path"], "/a?sig=v");
 }
 
 /// A child process killed when the test ends, passing or not.
