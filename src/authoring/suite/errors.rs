@@ -225,7 +225,9 @@ fn indent(line: &str) -> usize {
 
 /// The 0-based line of the block-style `cases:` key.
 fn list_line(lines: &[&str]) -> Option<usize> {
-    lines.iter().position(|l| l.trim_end() == "cases:")
+    lines
+        .iter()
+        .position(|l| l.split(" #").next().unwrap_or_default().trim_end() == "cases:")
 }
 
 /// Each case's lines (0-based, end exclusive) in a block-style `cases:`
