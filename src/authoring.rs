@@ -2,12 +2,14 @@
 //!
 //! Data flow: `celador test` runs YAML test [`suite`]s through the engine's
 //! rules, `celador eval` evaluates ([`evaluation`]) one decision rule by rule (from a test
-//! case or a replayed Envoy `CheckRequest` in [`json`]), and [`reference`]
+//! case or a replayed Envoy `CheckRequest` in [`json`], which `celador
+//! capture` writes with [`capture`]), and [`reference`]
 //! renders the rule reference from the engine's schema. Authoring builds on
 //! the engine (and on the edge's reading of a `CheckRequest`, so that a
 //! replay sees exactly what serving sees); nothing on the request path
 //! depends on it.
 
+pub mod capture;
 pub mod clauses;
 pub mod evaluation;
 pub mod governance;

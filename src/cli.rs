@@ -1,6 +1,6 @@
 //! The command line: `celador serve`, `celador inject`, `celador signals`,
 //! `celador envoy-config`, and the rule
-//! author's tools `check`, `test`, `eval` and `replay`.
+//! author's tools `check`, `test`, `eval`, `replay` and `capture`.
 //!
 //! Data flow: arguments are parsed here and each command runs to an exit
 //! code; `main.rs` only calls [`main`]. `serve` exits with 0 after a clean
@@ -18,6 +18,7 @@ macro_rules! complain {
     }};
 }
 
+mod capture;
 mod governance;
 mod offline;
 mod replay;
@@ -186,6 +187,9 @@ enum Command {
     /// Re-decide recorded audit records with candidate rules and report
     /// the decisions that would change.
     Replay(replay::ReplayArgs),
+    /// Save each CheckRequest Envoy sends as JSON for `eval --input`, and
+    /// deny every check.
+    Capture(capture::CaptureArgs),
     /// The fleet's governance store: revoke, unrevoke, grant, ungrant,
     /// governance.
     #[command(flatten)]
@@ -252,10 +256,7 @@ pub fn main() -> ExitCode {
         } => test(
             &paths,
             junit.as_deref(),
-            &suite::Options {
-                pattern,
-                redaction: Redaction::new(redact, show_query),
-            },
+            (pattern, redact, show_query),
             (coverage, min_coverage, min_clause_coverage),
         ),
         Command::Eval {
@@ -267,6 +268,7 @@ pub fn main() -> ExitCode {
             governance,
         } => eval((&rules, &input), &format, (redact, show_query), &governance),
         Command::Replay(args) => replay::run(&args),
+        Command::Capture(args) => capture::run(args),
         Command::Store(command) => governance::run(command),
     }
 }
@@ -334,9 +336,13 @@ fn check(paths: &[PathBuf], deny_warnings: bool, format: &str) -> ExitCode {
 fn test(
     paths: &[PathBuf],
     junit: Option<&std::path::Path>,
-    options: &suite::Options,
+    (pattern, redact, show_query): (Option<String>, Vec<String>, Vec<String>),
     (coverage, min_coverage, min_clause_coverage): (bool, Option<f64>, Option<f64>),
 ) -> ExitCode {
+    let options = &suite::Options {
+        pattern,
+        redaction: Redaction::new(redact, show_query),
+    };
     let coverage = coverage || min_coverage.is_some() || min_clause_coverage.is_some();
     let suites = match suite::discover(paths) {
         Ok(suites) if suites.is_empty() => {

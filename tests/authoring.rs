@@ -1581,3 +1581,90 @@ fn a_password_in_a_store_url_is_never_quoted_by_a_diagnostic() {
         }
     }
 }
+
+/// The JSON revocations and risks files `celador signals serve` writes
+/// (`FileSink`, its own code here) are checked as what they are: clean ones
+/// pass, and a mistake in either is placed at its entry with a caret.
+#[tokio::test(flavor = "current_thread")]
+async fn check_reads_the_signals_receivers_json_revocations_and_risks_files() {
+    use celador::engine::signals::RiskLevel;
+    use celador::ssf::event::{Action, Outcome, Provenance, Revocation};
+    use celador::ssf::sink::{FileSink, Sink};
+    use celador::ssf::subject::Target;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (revocations, risks) = (
+        dir.path().join("revoked.yaml"),
+        dir.path().join("risk.yaml"),
+    );
+    let sink = FileSink::open(&revocations)
+        .unwrap()
+        .with_risks(&risks, std::time::Duration::from_secs(86_400))
+        .unwrap();
+    let provenance = Provenance {
+        transmitter: "https://idp.example.com/".into(),
+        event: "https://schemas.openid.net/secevent/risc/event-type/account-disabled".into(),
+        jti: "j-1".into(),
+        at: std::time::SystemTime::now() - std::time::Duration::from_secs(5),
+    };
+    let actions = vec![
+        Action::Revoke {
+            entry: Revocation::SpiffeId("spiffe://example.org/ns/a/sa/canary".into()),
+            reason: "account-disabled".into(),
+        },
+        Action::Risk {
+            target: Target::Id("spiffe://example.org/ns/a/sa/api".into()),
+            level: RiskLevel::High,
+            reason: None,
+        },
+    ];
+    sink.apply(&[Outcome::Actions(provenance, actions)])
+        .await
+        .unwrap();
+    let (revocations_text, risks_text) = (
+        std::fs::read_to_string(&revocations).unwrap(),
+        std::fs::read_to_string(&risks).unwrap(),
+    );
+    assert!(revocations_text.contains("{\n"), "JSON: {revocations_text}");
+    assert!(risks_text.contains("\"risks\""), "{risks_text}");
+    let paths = [revocations.to_str().unwrap(), risks.to_str().unwrap()];
+    let (code, out) = check(&paths, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 file(s) checked: 0 error(s)"), "{out}");
+
+    // A mistake in each, placed at its line (not read as a rules file).
+    let line_of =
+        |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let broken = revocations_text.replace("spiffe://example.org/ns/a/sa/canary", "not-an-id");
+    std::fs::write(&revocations, &broken).unwrap();
+    let (code, out) = check(&[paths[0]], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains("rules file"), "{out}");
+    let line = line_of(&broken, "not-an-id");
+    assert!(
+        out.contains("error: revocation 1 (reason \"account-disabled")
+            && out.contains(&format!(" --> {}:{line}:", revocations.display())),
+        "{out}"
+    );
+    let broken = risks_text.replace("\"high\"", "\"severe\"");
+    std::fs::write(&risks, &broken).unwrap();
+    let (code, out) = check(&[paths[1]], &[]);
+    assert_eq!(code, 1, "{out}");
+    let line = line_of(&broken, "severe");
+    assert!(out.contains("severe"), "{out}");
+    assert!(
+        out.contains(&format!(" --> {}:{line}:", risks.display())),
+        "{out}"
+    );
+    // An entry's own problem is placed at the entry.
+    let broken = risks_text.replace("spiffe://example.org/ns/a/sa/api", "nope");
+    std::fs::write(&risks, &broken).unwrap();
+    let (code, out) = check(&[paths[1]], &[]);
+    assert_eq!(code, 1, "{out}");
+    let entry = line_of(&broken, "\"risks\"") + 1;
+    assert!(out.contains("error: risk 1: \"nope\""), "{out}");
+    assert!(
+        out.contains(&format!(" --> {}:{entry}:", risks.display())),
+        "{out}"
+    );
+}

@@ -465,7 +465,7 @@ fn a_suite_that_does_not_parse_reports_every_error_once_with_its_caret() {
     let suite = write(
         dir.path(),
         "s_test.yaml",
-        "rules: r.yaml\ncases:\n  - name: one\n    identity: spiffe://example.org/a\n    requst: {method: GET}\n    expect: {decision: allow}\n  - name: fine\n    expect: {decision: allow}\n  - name: two\n    expect: {decison: deny}\n",
+        "rules: r.yaml\ncases:\n  - name: one\n    identity: spiffe://example.org/a\n    requst: {method: GET}\n    expect: {decision: allw}\n  - name: fine\n    expect: {decision: allow}\n  - name: two\n    expect: {decison: deny}\n    request:\n      methd: GET\n",
     );
     let (code, out, err) = run(&["test", &suite]);
     assert_eq!(code, 1, "{out}{err}");
@@ -477,10 +477,22 @@ fn a_suite_that_does_not_parse_reports_every_error_once_with_its_caret() {
             "  |     ^\n",
         ),
         (
+            "unknown variant `allw`",
+            ":6:24",
+            "6 |     expect: {decision: allw}",
+            "  |                        ^\n",
+        ),
+        (
             "unknown field `decison`",
             ":10:14",
             "10 |     expect: {decison: deny}",
             "   |              ^\n",
+        ),
+        (
+            "unknown field `methd`",
+            ":12:7",
+            "12 |       methd: GET",
+            "   |       ^\n",
         ),
     ] {
         assert_eq!(out.matches(message).count(), 1, "{out}");
@@ -490,6 +502,21 @@ fn a_suite_that_does_not_parse_reports_every_error_once_with_its_caret() {
         assert!(rest.contains(line) && rest.contains(caret), "{out}");
     }
     assert!(!out.contains("at line"), "{out}");
+    // Each error once, in file order, and no error of recovery's making
+    // (`decision` is missing only because `decison` is misspelled).
+    assert_eq!(out.matches("error: ").count(), 4, "{out}");
+    let order: Vec<usize> = ["requst", "allw", "decison", "methd"]
+        .iter()
+        .map(|m| out.find(m).unwrap())
+        .collect();
+    assert!(order.is_sorted(), "{out}");
+    // `check` says the same errors.
+    let (code, out, err) = run(&["check", &suite]);
+    assert_eq!(code, 1, "{out}{err}");
+    for message in ["`requst`", "`allw`", "`decison`", "`methd`"] {
+        assert_eq!(out.matches(message).count(), 1, "{out}");
+    }
+    assert!(out.contains("4 error(s)"), "{out}");
 }
 
 #[test]
@@ -721,4 +748,101 @@ async fn recording_all_headers_redacts_credentials_and_bounds_each_value() {
         !text.contains("123456") && !text.contains("hunter4"),
         "{text}"
     );
+}
+
+/// Two checks of the exporter through `celador serve` with `audit.record:
+/// all` and `x-tenant` audited: one with a tenant header longer than a
+/// record keeps (1 KiB), one with a short one; their records.
+#[tokio::main(flavor = "current_thread")]
+async fn record_a_long_header(long: &str) -> Vec<serde_json::Value> {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use support::check::request;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = support::pki::Ca::root("example.org root");
+    std::fs::write(dir.path().join("example.org.pem"), &ca.pem).unwrap();
+    std::fs::copy(
+        root().join("examples/replay/ledger.yaml"),
+        dir.path().join("ledger.yaml"),
+    )
+    .unwrap();
+    let config = write(
+        dir.path(),
+        "celador.yaml",
+        "listen: 127.0.0.1:0\npolicy: ledger.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\nworker_threads: 1\naudit:\n  headers: [x-tenant]\n  record: all\nlog:\n  format: json\n",
+    );
+    let celador = support::celador::Celador::start(Path::new(&config));
+    let mut client = AuthorizationClient::connect(format!("http://{}", celador.addr))
+        .await
+        .unwrap();
+    let exporter = ca.svid(EXPORTER).envoy_encoded();
+    for (id, tenant) in [("long", long), ("short", "acme")] {
+        let headers = [("x-request-id", id), ("x-tenant", tenant)];
+        client
+            .check(request(&exporter, "GET", "/export/daily.csv", &headers))
+            .await
+            .unwrap();
+    }
+    support::wait_for(std::time::Duration::from_secs(5), || {
+        (celador.audit_count() == 2).then_some(())
+    })
+    .unwrap();
+    celador.audit_records()
+}
+
+#[test]
+fn a_value_cut_in_the_record_is_marked_and_replay_never_decides_on_it() {
+    // Longer than a record keeps, and a candidate's test of its end holds
+    // on the request but not on what the record kept.
+    let long = format!("{}-tail", "a".repeat(1500));
+    let records = record_a_long_header(&long);
+    let by_id = |id: &str| records.iter().find(|r| r["request_id"] == id).unwrap();
+    let (cut, whole) = (by_id("long"), by_id("short"));
+    let path = r#"request.headers["x-tenant"]"#;
+    assert_eq!(cut["truncated"], serde_json::json!([path]), "{cut}");
+    assert_eq!(
+        cut["read"]["request.headers"]["x-tenant"]
+            .as_str()
+            .unwrap()
+            .len(),
+        1024
+    );
+    assert_eq!(cut["headers"]["x-tenant"].as_str().unwrap().len(), 1024);
+    assert!(whole.get("truncated").is_none(), "{whole}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("{cut}\n{whole}\n");
+    let audit = write(dir.path(), "audit.jsonl", &log);
+    let candidate = write(
+        dir.path(),
+        "candidate.yaml",
+        "rules:\n  - name: known-tenants\n    effect: allow\n    when: request.headers[\"x-tenant\"].endsWith(\"-tail\") || request.headers[\"x-tenant\"] == \"acme\"\n",
+    );
+    let (code, out, err) = run(&["replay", "--rules", &candidate, &audit]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(
+            ": 1 re-decided, 0 would change, 1 could not be decided, 0 decided before the rules\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "cannot decide line 1 (request long): the rules read {path} (value truncated)\n"
+        )),
+        "{out}"
+    );
+    // `eval` on the record says the same, rather than decide on the cut.
+    let line = write(dir.path(), "record.json", &cut.to_string());
+    let (code, out, err) = run(&["eval", "--rules", &candidate, "--input", &line]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        format!("{out}{err}").contains("(value truncated)"),
+        "{out}{err}"
+    );
+    // Rules that read no cut value decide the record.
+    let current = root().join("examples/replay/ledger.yaml");
+    let (code, out, _) = run(&["replay", "--rules", current.to_str().unwrap(), &audit]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(": 2 re-decided, 0 would change"), "{out}");
 }

@@ -74,7 +74,15 @@ fn suite(text: &str, path: &Path) -> Vec<Diagnostic> {
         "this looks like a test suite (it has `cases:`): run it with `celador test`";
     let suite: SuiteFile = match crate::engine::yaml::from_str(text, path) {
         Ok(suite) => suite,
-        Err(e) => return vec![yaml_error(text, path, e, &format!("; {RUN_IT}"))],
+        Err(e) => {
+            // Every error, as `celador test` says them; the first says
+            // how to run the suite.
+            let mut all = crate::authoring::suite::errors::diagnostics(text, path, &e);
+            if let Some(first) = all.first_mut() {
+                first.message.push_str(&format!("; {RUN_IT}"));
+            }
+            return all;
+        }
     };
     let mut diagnostics = Vec::new();
     let mut seen = std::collections::HashSet::new();

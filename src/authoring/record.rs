@@ -70,6 +70,8 @@ pub struct Recorded {
     known: BTreeSet<String>,
     /// Those recorded only as `<redacted>`.
     redacted: BTreeSet<String>,
+    /// Those recorded cut short (the record's `truncated`).
+    truncated: BTreeSet<String>,
 }
 
 impl Recorded {
@@ -105,11 +107,19 @@ impl Recorded {
     pub fn missing(&self, policy: &Policy) -> Vec<String> {
         let footprint = policy.footprint();
         let mut missing = Vec::new();
+        let truncated = |name: &str| {
+            self.truncated
+                .iter()
+                .any(|t| t == name || (name == "request.headers" && t.starts_with(name)))
+        };
         let mut need = |name: &str, known: bool, redacted: bool| {
             if !known {
                 missing.push(format!("{name} (not recorded)"));
             } else if redacted {
                 missing.push(format!("{name} (recorded as <redacted>)"));
+            } else if truncated(name) {
+                // A cut value decides nothing: a rule may read past the cut.
+                missing.push(format!("{name} (value truncated)"));
             }
         };
         for part in &footprint.parts {
@@ -244,6 +254,14 @@ fn from_value(value: &Value) -> Result<Recorded, String> {
         },
         known: BTreeSet::new(),
         redacted: BTreeSet::new(),
+        truncated: obj
+            .get("truncated")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
     };
     r.now = match read.get("now").and_then(Value::as_str) {
         Some(now) => time::parse_rfc3339(now)?,

@@ -19,7 +19,7 @@
 
 pub mod case;
 pub mod coverage;
-mod errors;
+pub mod errors;
 
 use std::path::{Path, PathBuf};
 

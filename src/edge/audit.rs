@@ -146,7 +146,8 @@ pub fn record(
             context.enforced,
             context.time,
         )
-        .recording(context.mode),
+        .recording(context.mode)
+        .auditing(headers),
     );
     emit(&record);
 }

@@ -73,6 +73,8 @@ pub struct Trail<'a> {
     redaction: &'a Redaction,
     enforced: bool,
     now: SystemTime,
+    /// The headers the record holds at its top level (`audit.headers`).
+    audited: &'a [(String, bool)],
 }
 
 impl<'a> Trail<'a> {
@@ -94,6 +96,16 @@ impl<'a> Trail<'a> {
             redaction,
             enforced,
             now,
+            audited: &[],
+        }
+    }
+
+    /// This trail in a record that also holds the values of `headers` at
+    /// its top level (`audit.headers`), for `truncated`.
+    pub fn auditing(self, headers: &'a [(String, bool)]) -> Self {
+        Trail {
+            audited: headers,
+            ..self
         }
     }
 
@@ -130,6 +142,9 @@ impl<'a> Trail<'a> {
             if !footprint.parts.is_empty() || !footprint.volatile.is_empty() {
                 out.object("read", |o| self.write_read(o, footprint));
             }
+            self.write_truncated(out, footprint);
+        } else {
+            self.write_truncated(out, &Footprint::default());
         }
         if let Some(tree) = &d.explanation {
             out.raw("explanation", &clause_json(tree).to_string());
@@ -158,6 +173,38 @@ impl<'a> Trail<'a> {
             o.bool("identity", identified && d.identity.from_cache);
         });
         out.object("versions", |o| self.write_versions(o));
+    }
+
+    /// `truncated`: the attribute paths of the header values this record
+    /// holds cut at [`MAX_HEADER_VALUE`] (in `read`, the parts of
+    /// `footprint`, or in `headers`), so that no tool takes a cut value for
+    /// the request's. Absent when none is.
+    fn write_truncated(&self, out: &mut JsonObject<'_>, footprint: &Footprint) {
+        let (attrs, redaction) = (self.attrs, self.redaction);
+        // Most requests have no such value: one pass over the lengths.
+        if !attrs.headers.values().any(|v| v.len() > MAX_HEADER_VALUE) {
+            return;
+        }
+        let held = |name: &str| {
+            self.audited.iter().any(|(audited, _)| audited == name)
+                || footprint.parts.iter().any(|part| match part {
+                    Part::Headers => true,
+                    Part::Header(read) => read.as_str() == name,
+                    _ => false,
+                })
+        };
+        let mut cut: Vec<String> = attrs
+            .headers
+            .iter()
+            .filter(|(name, value)| {
+                redaction.header(name, value).len() > MAX_HEADER_VALUE && held(name)
+            })
+            .map(|(name, _)| format!("request.headers[{}]", quoted(name)))
+            .collect();
+        if !cut.is_empty() {
+            cut.sort_unstable();
+            out.strs("truncated", &cut);
+        }
     }
 
     fn write_versions(&self, o: &mut JsonObject<'_>) {

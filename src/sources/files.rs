@@ -128,14 +128,13 @@ impl GovernanceFile {
         }
     }
 
-    /// The kind of file it is, of those `celador check` reads (not a
-    /// risks file: `celador signals serve` writes and checks it).
+    /// The kind of file it is, as `celador check` reads it.
     pub fn kind(self) -> Option<FileKind> {
         match self {
             GovernanceFile::Grants { .. } => Some(FileKind::Grants),
             GovernanceFile::Revocations => Some(FileKind::Revocations),
             GovernanceFile::ShadowPolicy => Some(FileKind::Rules),
-            GovernanceFile::Risks => None,
+            GovernanceFile::Risks => Some(FileKind::Risks),
         }
     }
 
@@ -158,28 +157,20 @@ impl GovernanceFile {
             now: std::time::SystemTime::now(),
         };
         let Some(kind) = self.kind() else {
-            // The risks file, written by `celador signals serve` and
-            // checked there with this parser: its problems name the entry,
-            // not a line.
-            return Risks::parse(text, path)
-                .map(Governance::Risks)
-                .map_err(|message| LoadError {
-                    diagnostics: vec![Diagnostic {
-                        severity: Severity::Error,
-                        file: path.to_owned(),
-                        line: 0,
-                        column: 0,
-                        rule: None,
-                        message,
-                        line_text: None,
-                    }],
-                });
+            return Err(LoadError {
+                diagnostics: PolicyError::unreadable(
+                    path,
+                    &std::io::Error::other("not a kind of file the engine loads"),
+                )
+                .diagnostics,
+            });
         };
         let loaded = file_kind::load(kind, text, path, limits);
         match loaded {
             Some(Ok(Loaded::Grants(grants))) => Ok(Governance::Grants(grants)),
             Some(Ok(Loaded::Revocations(revocations))) => Ok(Governance::Revocations(revocations)),
             Some(Ok(Loaded::Rules(policy))) => Ok(Governance::ShadowPolicy(policy)),
+            Some(Ok(Loaded::Risks(risks))) => Ok(Governance::Risks(risks)),
             Some(Err(e)) => Err(e),
             // `kind` names only kinds the engine loads.
             None => Err(LoadError {

@@ -109,6 +109,95 @@ pub fn tls_post(
     tls_raw(addr, server_ca_pem, None, &bytes)
 }
 
+/// Sends `call` over TLS to a server whose certificate is exactly
+/// `server_pem`, as `curl --cacert` accepts a self-signed server
+/// certificate (webpki refuses a CA certificate as a server's).
+pub fn tls_pinned(
+    addr: SocketAddr,
+    server_pem: &str,
+    client: Option<&ClientCert>,
+    call: &Call<'_>,
+) -> Reply {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let pinned = CertificateDer::pem_slice_iter(server_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            certificate: pinned,
+            algorithms: provider.signature_verification_algorithms,
+        }));
+    send(addr, with_client(builder, client), &request_bytes(call))
+}
+
+/// Trusts one server certificate, byte for byte, and checks the
+/// handshake's signature with its key.
+#[derive(Debug)]
+struct Pinned {
+    certificate: CertificateDer<'static>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.certificate.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("not the pinned certificate".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+fn with_client(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    client: Option<&ClientCert>,
+) -> rustls::ClientConfig {
+    match client {
+        Some(c) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(c.chain_pem.as_bytes())
+                    .map(Result::unwrap)
+                    .collect();
+            let key = PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    }
+}
+
 fn tls_raw(
     addr: SocketAddr,
     server_ca_pem: &str,
@@ -124,17 +213,10 @@ fn tls_raw(
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots);
-    let config = match client {
-        Some(c) => {
-            let chain: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_slice_iter(c.chain_pem.as_bytes())
-                    .map(Result::unwrap)
-                    .collect();
-            let key = PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
+    send(addr, with_client(builder, client), request)
+}
+
+fn send(addr: SocketAddr, config: rustls::ClientConfig, request: &[u8]) -> Reply {
     let name = ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let tcp = connect(addr);

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use crate::grants::Grants;
 use crate::policy::{Diagnostic, Policy};
 use crate::revocations::Revocations;
+use crate::risks::Risks;
 
 /// What a YAML file celador reads is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub enum FileKind {
     Grants,
     /// A revocations file (`revocations:`).
     Revocations,
+    /// A risks file (`risks:`), as `celador signals serve` writes it.
+    Risks,
     /// A test suite (`cases:`, or a name ending in `_test.yaml`).
     Suite,
     /// A `celador serve` config (`listen:`, `trust_domains:`, ...).
@@ -34,8 +37,9 @@ pub enum FileKind {
 impl FileKind {
     /// The kind of the file at `path` holding `text`: a suite by its name
     /// (`*_test.yaml`, as `celador test` finds them), else by its
-    /// top-level keys; a rules file when nothing else fits, so that a
-    /// broken one gets the rules file's diagnostics.
+    /// top-level keys (of the YAML, or of the JSON object that
+    /// `celador signals serve` writes); a rules file when nothing else
+    /// fits, so that a broken one gets the rules file's diagnostics.
     pub fn of(path: &Path, text: &str) -> FileKind {
         let name = path
             .file_name()
@@ -44,12 +48,8 @@ impl FileKind {
         if name.ends_with("_test.yaml") || name.ends_with("_test.yml") {
             return FileKind::Suite;
         }
-        let keys: Vec<&str> = text
-            .lines()
-            .filter(|l| !l.starts_with([' ', '\t', '#', '-']) && !l.is_empty())
-            .filter_map(|l| l.split_once(':').map(|(key, _)| key.trim_end()))
-            .collect();
-        let has = |key: &str| keys.contains(&key);
+        let keys = top_level_keys(text);
+        let has = |key: &str| keys.iter().any(|k| k == key);
         if has("cases") {
             FileKind::Suite
         } else if has("listen") || has("trust_domains") {
@@ -58,10 +58,55 @@ impl FileKind {
             FileKind::Grants
         } else if has("revocations") && !has("rules") {
             FileKind::Revocations
+        } else if has("risks") && !has("rules") {
+            FileKind::Risks
         } else {
             FileKind::Rules
         }
     }
+}
+
+/// The top-level keys of `text`: a block mapping's unindented keys, or, for
+/// a JSON object (JSON is YAML), its members' names; a broken one's are
+/// read from its least indented `"name":` lines.
+fn top_level_keys(text: &str) -> Vec<String> {
+    let significant = text
+        .lines()
+        .map(str::trim_start)
+        .find(|l| !l.is_empty() && !l.starts_with('#'));
+    if !significant.is_some_and(|l| l.starts_with('{')) {
+        return text
+            .lines()
+            .filter(|l| !l.starts_with([' ', '\t', '#', '-']) && !l.is_empty())
+            .filter_map(|l| l.split_once(':').map(|(key, _)| key.trim_end().to_owned()))
+            .collect();
+    }
+    // Comment lines (the header the receiver writes) are not JSON.
+    let json: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if let Ok(object) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&json) {
+        return object.keys().cloned().collect();
+    }
+    let members: Vec<(usize, &str)> = json
+        .lines()
+        .filter_map(|l| {
+            let rest = l.trim_start().strip_prefix('"')?;
+            let (key, after) = rest.split_once('"')?;
+            after
+                .trim_start()
+                .starts_with(':')
+                .then_some((l.len() - l.trim_start().len(), key))
+        })
+        .collect();
+    let outer = members.iter().map(|(indent, _)| *indent).min();
+    members
+        .iter()
+        .filter(|(indent, _)| Some(*indent) == outer)
+        .map(|(_, key)| (*key).to_owned())
+        .collect()
 }
 
 /// A file of a kind the engine reads, loaded.
@@ -73,6 +118,8 @@ pub enum Loaded {
     Grants(Grants),
     /// Revocations.
     Revocations(Revocations),
+    /// Risk levels.
+    Risks(Risks),
 }
 
 impl Loaded {
@@ -81,7 +128,7 @@ impl Loaded {
         match self {
             Loaded::Rules(policy) => policy.warnings(),
             Loaded::Grants(grants) => grants.warnings(),
-            Loaded::Revocations(_) => &[],
+            Loaded::Revocations(_) | Loaded::Risks(_) => &[],
         }
     }
 }
@@ -127,6 +174,7 @@ pub fn load(
         FileKind::Revocations => Revocations::parse(text, path)
             .map(Loaded::Revocations)
             .map_err(|e| e.diagnostics),
+        FileKind::Risks => Risks::parse_placed(text, path).map(Loaded::Risks),
         FileKind::Suite | FileKind::Config => return None,
     };
     Some(loaded.map_err(|diagnostics| LoadError { diagnostics }))
@@ -152,5 +200,16 @@ mod tests {
         assert_eq!(of("r.yaml", "revocations: []\n"), FileKind::Revocations);
         assert_eq!(of("p.yaml", "rules:\n  - name: grants\n"), FileKind::Rules);
         assert_eq!(of("p.yaml", "not: yaml: at all"), FileKind::Rules);
+        assert_eq!(of("k.yaml", "risks: []\n"), FileKind::Risks);
+        // The JSON form `celador signals serve` writes, with its header
+        // comment, whole or broken.
+        let json = "# Written by celador signals serve\n{\n  \"revocations\": [\n    {\n      \"spiffe_id\": \"spiffe://e.org/a\",\n      \"reason\": \"x\"\n    }\n  ]\n}\n";
+        assert_eq!(of("r.yaml", json), FileKind::Revocations);
+        assert_eq!(
+            of("r.yaml", &json.replace("]\n}", "")),
+            FileKind::Revocations
+        );
+        assert_eq!(of("k.yaml", "{\"risks\": []}"), FileKind::Risks);
+        assert_eq!(of("p.yaml", "{\"rules\": []}"), FileKind::Rules);
     }
 }

@@ -105,7 +105,69 @@ impl Risks {
     /// Parses the risks file `text` (at `path`); every problem is reported
     /// at once, and the file is refused whole.
     pub fn parse(text: &str, path: &std::path::Path) -> Result<Risks, String> {
-        let file: RisksFile = super::yaml::from_str(text, path).map_err(|e| e.rendered)?;
+        Risks::parse_placed(text, path).map_err(|problems| {
+            let lines: Vec<String> = problems
+                .iter()
+                .map(|d| match d.line {
+                    0 => format!("{}: {}", path.display(), d.message),
+                    line => format!("{}:{line}:{}: {}", path.display(), d.column, d.message),
+                })
+                .collect();
+            lines.join("\n")
+        })
+    }
+
+    /// [`Risks::parse`], each problem a [`Diagnostic`] placed at its entry
+    /// (or where the YAML or JSON goes wrong), as `celador check` shows the
+    /// other governance files'.
+    pub fn parse_placed(
+        text: &str,
+        path: &std::path::Path,
+    ) -> Result<Risks, Vec<super::policy::Diagnostic>> {
+        use super::policy::{Diagnostic, Severity};
+        let place = |line: u64, column: u64| {
+            (
+                usize::try_from(line).unwrap_or(0),
+                usize::try_from(column).unwrap_or(0),
+            )
+        };
+        let file: RisksFile = super::yaml::from_str(text, path).map_err(|e| {
+            let at = place(e.line, e.column);
+            vec![Diagnostic::at(text, path, Severity::Error, at, e.message)]
+        })?;
+        // Where each entry starts, for its problems.
+        let starts: Vec<(usize, usize)> = super::yaml::from_str::<EntryPlaces>(text, path)
+            .map(|f| {
+                (f.risks.iter())
+                    .map(|e| place(e.referenced.line(), e.referenced.column()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (risks, problems) = file.read();
+        if problems.is_empty() {
+            return Ok(risks);
+        }
+        Err(problems
+            .into_iter()
+            .map(|(i, message)| {
+                let at = starts.get(i).copied().unwrap_or((0, 0));
+                Diagnostic::at(text, path, Severity::Error, at, message)
+            })
+            .collect())
+    }
+}
+
+/// Where each entry of a risks file starts.
+#[derive(serde::Deserialize)]
+struct EntryPlaces {
+    risks: Vec<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+}
+
+impl RisksFile {
+    /// The risks of the entries without a problem, and each other entry's
+    /// problem by index (`risk N: ...`).
+    fn read(&self) -> (Risks, Vec<(usize, String)>) {
+        let file = self;
         let mut out = Risks::default();
         let mut problems = Vec::new();
         for (i, spec) in file.risks.iter().enumerate() {
@@ -133,18 +195,14 @@ impl Risks {
             };
             match entry() {
                 Ok((id, risk, expires)) => out.insert(&id, risk, expires),
-                Err(problem) => {
-                    problems.push(format!("{}: risk {}: {problem}", path.display(), i + 1))
-                }
+                Err(problem) => problems.push((i, format!("risk {}: {problem}", i + 1))),
             }
         }
-        if problems.is_empty() {
-            Ok(out)
-        } else {
-            Err(problems.join("\n"))
-        }
+        (out, problems)
     }
+}
 
+impl Risks {
     /// Every risk of `first` and of `second` (of two about one subject, the
     /// later reported).
     pub fn merged(first: &Risks, second: &Risks) -> Risks {

@@ -42,7 +42,12 @@ pub fn from_str<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, YamlE
         // The message without its location, in our words, everywhere.
         let core = raw.split(" at line ").next().unwrap_or(&raw).to_owned();
         let ours = in_our_words(&core, line_text);
-        let message = raw.replace(&core, &ours);
+        // `line` and `column` say where: a diagnostic says it once.
+        let message = if location.is_some() {
+            ours.clone()
+        } else {
+            raw.replace(&core, &ours)
+        };
         let rendered = e.render_with_options(options).replace(&core, &ours);
         // The snippet quotes the file, which may hold a URL's credentials.
         let rendered = crate::redaction::without_userinfo(&rendered).into_owned();
