@@ -1480,3 +1480,240 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
         "{fields}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transmitter_at_its_risk_cap_adds_no_subject_and_risks_never_hold_up_revocations() {
+    const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
+    let redis = support::redis::Redis::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let idp = Signer::es256("idp-1");
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\nmax_risks: 100\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n    max_risks: 3\n\
+             sink: {{store: {}}}\nlog: {{format: json}}\n",
+            redis.url()
+        ),
+    );
+    let ca = Ca::root("example.org");
+    write("example.org.pem", &ca.pem);
+    write(
+        "policy.yaml",
+        "rules:\n  - name: anyone\n    effect: allow\n    when: source.trust_domain == \"example.org\"\n",
+    );
+    write(
+        "celador.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
+             worker_threads: 1\ngovernance:\n  store: {}\nlog:\n  format: json\n",
+            redis.url()
+        ),
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    let celador = Celador::start(&path("celador.yaml"));
+    let push = |jti: &str, id: &str, events: Value| {
+        let set = idp.token_with_header(
+            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
+            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
+                    "sub_id": {"format": "uri", "uri": id}, "events": events}),
+        );
+        let reply = tls_post(
+            receiver.addr,
+            &server_ca.pem,
+            "/events",
+            &[("content-type", "application/secevent+jwt")],
+            set.as_bytes(),
+        );
+        assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
+    };
+    let risk = |level: &str| json!({format!("{CAEP}risk-level-change"): {"principal": "USER", "current_level": level}});
+    let id = |n: usize| format!("spiffe://example.org/ns/team/sa/s{n}");
+    for n in 0..4 {
+        push(&format!("r-{n}"), &id(n), risk("HIGH"));
+    }
+    // The fourth subject is past the transmitter's cap of 3: accepted (a
+    // valid SET, RFC 8935 §2.2), not kept, counted and logged.
+    let fields = redis.cli(&["HKEYS", "{celador}:risks"]);
+    assert_eq!(fields.lines().count(), 3, "{fields}");
+    assert!(!fields.contains(&id(3)), "{fields}");
+    assert_eq!(
+        redis
+            .cli(&["HGET", "{celador}:ssf:risk-counts", IDP])
+            .trim(),
+        "3"
+    );
+    let metrics = support::https::tls(
+        receiver.addr,
+        &server_ca.pem,
+        None,
+        &support::https::Call::get("/metrics"),
+    )
+    .body;
+    assert!(
+        metrics.contains(r#"celador_signals_actions_unapplied_total{action="risk",why="cap"} 1"#),
+        "{metrics}"
+    );
+    assert!(receiver.log().contains("max_risks"), "{}", receiver.log());
+    // Its own entries are still lowered.
+    push("r-low", &id(0), risk("LOW"));
+    let stored = redis.cli(&[
+        "HGET",
+        "{celador}:risks",
+        &format!("{IDP}|spiffe_id:{}", id(0)),
+    ]);
+    assert!(stored.contains(r#""level":"low""#), "{stored}");
+
+    // A risks hash the replicas cannot read (bad data) holds up no
+    // revocation: revocations are read and published apart.
+    redis.cli(&["DEL", "{celador}:risks"]);
+    redis.cli(&["SET", "{celador}:risks", "not a hash"]);
+    // A risk record on the feed makes every replica read the field again.
+    redis.cli(&[
+        "XADD",
+        "{celador}:feed",
+        "*",
+        "op",
+        "risk",
+        "entry",
+        &format!("{IDP}|spiffe_id:{}", id(1)),
+    ]);
+    propagation(
+        std::slice::from_ref(&celador),
+        &ca,
+        EXPORTER,
+        false,
+        Instant::now(),
+    )
+    .await;
+    let start = Instant::now();
+    push(
+        "c-1",
+        EXPORTER,
+        json!({format!("{RISC}credential-compromise"): {"credential_type": "x509"}}),
+    );
+    report(
+        "credential-compromise beside unreadable risks",
+        &propagation(std::slice::from_ref(&celador), &ca, EXPORTER, true, start).await,
+    );
+    assert!(
+        celador.log().contains("risk levels cannot be read"),
+        "{}",
+        celador.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assurance_level_change_sets_the_risk_its_table_names_with_the_set_in_the_trail() {
+    const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let idp = Signer::es256("idp-1");
+    write("idp.json", &jwt::jwks(&[&idp]));
+    // The defaults for NIST-AAL, and a custom namespace of the IdP's.
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             assurance_levels:\n  https://idp.example.com/acr: {{bronze: high, gold: low}}\n\
+             sink: {{revocations_file: revocations.yaml, risks_file: risks.yaml}}\nlog: {{format: json}}\n"
+        ),
+    );
+    let ca = Ca::root("example.org");
+    write("example.org.pem", &ca.pem);
+    write(
+        "policy.yaml",
+        "rules:\n  - name: anyone\n    effect: allow\n    when: source.trust_domain == \"example.org\"\n\
+         \x20 - name: no-payment-writes-at-high-risk\n    effect: deny\n    when: >\n\
+         \x20     request.method != \"GET\" && has(signals.risk.level) && signals.risk.level == \"high\"\n",
+    );
+    write(
+        "celador.yaml",
+        "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
+         governance:\n  revocations: {path: revocations.yaml, optional: true}\n  risks: {path: risks.yaml, optional: true}\n\
+         log:\n  format: json\n",
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    let celadors = [Celador::start(&path("celador.yaml"))];
+    let push = |jti: &str, event: Value| {
+        let token = idp.token_with_header(
+            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
+            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
+                    "sub_id": {"format": "uri", "uri": PAYMENTS},
+                    "events": {format!("{CAEP}assurance-level-change"): event}}),
+        );
+        let reply = tls_post(
+            receiver.addr,
+            &server_ca.pem,
+            "/events",
+            &[("content-type", "application/secevent+jwt")],
+            token.as_bytes(),
+        );
+        assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
+    };
+    risk_decided(&celadors, &ca, PAYMENTS, "POST", false, Instant::now()).await;
+    // A namespace the table does not name: accepted, changes nothing.
+    push(
+        "a-0",
+        json!({"namespace": "RFC8176", "current_level": "pwd", "event_timestamp": now() - 9}),
+    );
+    let said = support::wait_for(Duration::from_secs(3), || {
+        receiver
+            .log()
+            .contains("is not in assurance_levels")
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", receiver.log());
+    // A decrease to one factor (CAEP's example namespace): high risk.
+    let start = Instant::now();
+    push(
+        "a-1",
+        json!({"namespace": "NIST-AAL", "current_level": "nist-aal1", "previous_level": "nist-aal2",
+               "change_direction": "decrease", "event_timestamp": now() - 5}),
+    );
+    let took = risk_decided(&celadors, &ca, PAYMENTS, "POST", true, start).await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // The trail names the transmitter, the event type and the SET.
+    let record = support::wait_for(Duration::from_secs(2), || {
+        celadors[0]
+            .audit_records()
+            .into_iter()
+            .rfind(|r| r["reason"] == "denied_by_rule")
+    })
+    .unwrap();
+    let risk = &record["read"]["signals"]["risk"];
+    assert_eq!(risk["level"], "high", "{record}");
+    assert_eq!(risk["source"], IDP, "{record}");
+    assert_eq!(risk["jti"], "a-1", "{record}");
+    assert_eq!(
+        risk["event"],
+        format!("{CAEP}assurance-level-change"),
+        "{record}"
+    );
+    let text = std::fs::read_to_string(path("risks.yaml")).unwrap();
+    assert!(
+        text.contains("assurance NIST-AAL nist-aal1 (decrease from nist-aal2)"),
+        "{text}"
+    );
+    // The IdP's own namespace, from the config: gold is low risk.
+    let start = Instant::now();
+    push(
+        "a-2",
+        json!({"namespace": "https://idp.example.com/acr", "current_level": "gold", "event_timestamp": now()}),
+    );
+    let took = risk_decided(&celadors, &ca, PAYMENTS, "POST", false, start).await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
