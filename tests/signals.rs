@@ -1717,3 +1717,189 @@ async fn an_assurance_level_change_sets_the_risk_its_table_names_with_the_set_in
     let took = risk_decided(&celadors, &ca, PAYMENTS, "POST", false, start).await;
     assert!(took < Duration::from_secs(1), "{took:?}");
 }
+
+/// A poll transmitter's queue (SETs by `jti`, kept until acknowledged or
+/// reported) and the requests it was sent; `notify` wakes a held long poll.
+#[derive(Default)]
+struct PollQueue {
+    sets: Mutex<Vec<(String, String)>>,
+    notify: std::sync::Condvar,
+    requests: Mutex<Vec<Value>>,
+}
+
+impl PollQueue {
+    /// An HTTPS poll endpoint serving this queue; a request with
+    /// `returnImmediately: false` is held up to 5 s while the queue is
+    /// empty (long polling, RFC 8936 §2.4).
+    fn serve(self: &Arc<Self>) -> (SocketAddr, Ca) {
+        let queue = Arc::clone(self);
+        https_server(move |head, body| {
+            if !head.starts_with("post /poll ") {
+                return (404, "{}".into());
+            }
+            let request: Value = serde_json::from_slice(body).unwrap();
+            let done: Vec<String> = request["ack"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j.as_str().unwrap().to_owned())
+                .chain(request["setErrs"].as_object().unwrap().keys().cloned())
+                .collect();
+            let hold = request["returnImmediately"] == false;
+            queue.requests.lock().unwrap().push(request);
+            let mut sets = queue.sets.lock().unwrap();
+            sets.retain(|(jti, _)| !done.contains(jti));
+            if hold {
+                sets = queue
+                    .notify
+                    .wait_timeout_while(sets, Duration::from_secs(5), |s| s.is_empty())
+                    .unwrap()
+                    .0;
+            }
+            let sets: serde_json::Map<String, Value> = sets
+                .iter()
+                .map(|(jti, set)| (jti.clone(), Value::String(set.clone())))
+                .collect();
+            (200, json!({"sets": sets}).to_string())
+        })
+    }
+
+    fn add(&self, jti: &str, set: String) {
+        self.sets.lock().unwrap().push((jti.to_owned(), set));
+        self.notify.notify_all();
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// A receiver polling `addr` (its CA `ca`) with the `poll` settings
+/// given, writing to `sink` (the `sink:` value, a YAML flow mapping).
+fn poll_receiver(
+    addr: SocketAddr,
+    ca: &Ca,
+    idp: &Signer,
+    poll: &str,
+    sink: &str,
+) -> (tempfile::TempDir, Receiver) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    write("idp.json", &jwt::jwks(&[idp]));
+    write("idp-ca.pem", &ca.pem);
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             \x20   poll: {{url: \"https://localhost:{}/poll\", ca_file: idp-ca.pem, {poll}}}\n\
+             sink: {sink}\nlog: {{format: json}}\n",
+            addr.port()
+        ),
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    (dir, receiver)
+}
+
+#[test]
+fn a_long_poll_is_held_by_the_transmitter_and_a_set_arriving_meanwhile_is_applied_at_once() {
+    let idp = Signer::es256("idp-1");
+    let queue = Arc::new(PollQueue::default());
+    let (addr, ca) = queue.serve();
+    // A short poller would wait 10 s after an empty poll.
+    let (dir, receiver) = poll_receiver(
+        addr,
+        &ca,
+        &idp,
+        "interval: 10s, wait: 5s",
+        "{revocations_file: revocations.yaml}",
+    );
+    support::wait_for(Duration::from_secs(5), || {
+        (!queue.requests().is_empty()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no poll: {}", receiver.log()));
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    queue.add("l-1", compromise(&idp, "l-1"));
+    let file = dir.path().join("revocations.yaml");
+    support::wait_for(Duration::from_secs(3), || {
+        std::fs::read_to_string(&file)
+            .ok()
+            .filter(|t| t.contains("ns/jwks/sa/l-1"))
+    })
+    .unwrap_or_else(|| panic!("not applied: {}", receiver.log()));
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Acknowledged in the next (held) request; every request a long poll.
+    support::wait_for(Duration::from_secs(3), || {
+        queue.sets.lock().unwrap().is_empty().then_some(())
+    })
+    .unwrap_or_else(|| panic!("not acknowledged: {:?}", queue.requests()));
+    let requests = queue.requests();
+    assert!(
+        requests.iter().all(|r| r["returnImmediately"] == false),
+        "{requests:?}"
+    );
+    assert!(
+        requests.iter().any(|r| r["ack"] == json!(["l-1"])),
+        "{requests:?}"
+    );
+}
+
+#[test]
+fn a_polled_set_the_store_cannot_keep_is_not_acknowledged_until_a_later_poll_keeps_it() {
+    let idp = Signer::es256("idp-1");
+    let mut redis = support::redis::Redis::start(false);
+    redis.kill();
+    let queue = Arc::new(PollQueue::default());
+    queue.add("s-1", compromise(&idp, "s-1"));
+    let (addr, ca) = queue.serve();
+    let (_dir, receiver) = poll_receiver(
+        addr,
+        &ca,
+        &idp,
+        "interval: 200ms",
+        &format!("{{store: {}}}", redis.url()),
+    );
+    // Redis is down: the SET is delivered again and again, neither
+    // acknowledged nor reported.
+    support::wait_for(Duration::from_secs(5), || {
+        (queue.requests().len() >= 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("too few polls: {}", receiver.log()));
+    let unkept = |r: &Value| r["ack"] == json!([]) && r["setErrs"] == json!({});
+    let requests = queue.requests();
+    assert!(requests.iter().all(unkept), "{requests:?}");
+    assert_eq!(queue.sets.lock().unwrap().len(), 1);
+    // Back: a later poll keeps it, and the next one acknowledges it.
+    redis.restart();
+    support::wait_for(Duration::from_secs(10), || {
+        queue.sets.lock().unwrap().is_empty().then_some(())
+    })
+    .unwrap_or_else(|| panic!("never acknowledged: {}", receiver.log()));
+    let field = "spiffe_id:spiffe://example.org/ns/jwks/sa/s-1";
+    assert_eq!(
+        redis
+            .cli(&["HEXISTS", "{celador}:revocations", field])
+            .trim(),
+        "1"
+    );
+    let requests = queue.requests();
+    assert!(
+        requests.iter().all(|r| r["setErrs"] == json!({})),
+        "{requests:?}"
+    );
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r["ack"] == json!(["s-1"]))
+            .count(),
+        1,
+        "{requests:?}"
+    );
+}

@@ -12,7 +12,7 @@
 //!     audience: https://celador-signals.example.com/   # or a list
 //!     jwks_file: idp-jwks.json       # or jwks_uri: https://idp.example.com/jwks
 //!     push_token_file: idp-token     # optional: the bearer it must push with
-//!     poll: { url: https://idp.example.com/poll, token_file: poll-token }  # optional (RFC 8936)
+//!     poll: { url: https://idp.example.com/poll, token_file: poll-token, wait: 30s }  # optional (RFC 8936)
 //! subjects:            # RFC 9493 subjects that are not SPIFFE IDs
 //!   - subject: { format: iss_sub, iss: https://idp.example.com/, sub: exporter-bot }
 //!     spiffe_id: spiffe://prod.acme.io/ns/batch/sa/exporter
@@ -171,9 +171,14 @@ pub struct PollSpec {
     /// CA certificates (PEM) that verify its server (default: the system's).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// How long to wait after a poll that brought nothing.
+    /// How long after the start of a poll that brought nothing the next
+    /// one starts, at the soonest.
     #[serde(default = "default_poll_interval")]
     pub interval: DurationText,
+    /// Long polling (RFC 8936 `returnImmediately: false`): how long the
+    /// transmitter may hold a poll (agreed with it); unset: short polls.
+    #[serde(default)]
+    pub wait: Option<DurationText>,
 }
 
 impl PollSpec {
@@ -203,7 +208,19 @@ impl PollSpec {
             }
             None => None,
         };
-        Ok(Poller::new(issuer, url, token, self.interval.0))
+        let poller = Poller::new(issuer, url, token, self.interval.0);
+        match &self.wait {
+            None => Ok(poller),
+            Some(wait) => {
+                if let Some(problem) = wait.problem() {
+                    return Err(format!("poll.wait: {problem}"));
+                }
+                if wait.0 < Duration::from_secs(1) || wait.0 > super::poll::MAX_WAIT {
+                    return Err("poll.wait: from 1s to 5m".into());
+                }
+                Ok(poller.long(wait.0))
+            }
+        }
     }
 }
 

@@ -216,3 +216,26 @@ fn an_assurance_level_that_is_not_a_risk_level_is_refused_naming_it() {
         "{error}"
     );
 }
+
+#[test]
+fn a_long_poll_waits_from_a_second_to_five_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "idp.json", &jwt::jwks(&[&Signer::es256("k1")]));
+    let with = |poll: &str| {
+        write(
+            dir.path(),
+            "receiver.yaml",
+            &format!(
+                "tls: {{cert: c, key: k}}\ntransmitters:\n  - issuer: https://idp.example.com/\n    audience: a\n    jwks_file: idp.json\n\
+                 \x20   poll: {{url: \"http://127.0.0.1:9/poll\", {poll}}}\nsink: {{revocations_file: r.yaml}}\n"
+            ),
+        );
+        load(&dir.path().join("receiver.yaml"))
+    };
+    assert!(with("wait: 30s").is_ok());
+    assert!(with("interval: 1s").is_ok());
+    for bad in ["wait: 10m", "wait: 500ms", "wait: soon"] {
+        let error = with(bad).unwrap_err();
+        assert!(error.contains("poll.wait"), "{bad}: {error}");
+    }
+}
