@@ -1571,6 +1571,45 @@ async fn a_transmitter_at_its_risk_cap_adds_no_subject_and_risks_never_hold_up_r
     ]);
     assert!(stored.contains(r#""level":"low""#), "{stored}");
 
+    // Volume: 20,000 risk entries and 2,000 feed records about them ahead
+    // of a revocation hold it up by no more than reads of what changed.
+    let expires = SystemTime::now() + Duration::from_secs(3600);
+    let expires = celador::engine::time::rfc3339(expires);
+    redis.cli(&[
+        "EVAL",
+        r#"for i = 1, 20000 do
+             local id = 'spiffe://example.org/ns/load/sa/s' .. i
+             redis.call('HSET', KEYS[1], ARGV[1] .. '|spiffe_id:' .. id,
+               '{"spiffe_id":"' .. id .. '","level":"medium","since":"2026-01-01T00:00:00Z","expires":"'
+               .. ARGV[2] .. '","source":"' .. ARGV[1]
+               .. '","event":"e","jti":"j","by":"b","from":"f","at":"2026-01-01T00:00:00Z"}')
+             if i % 10 == 0 then
+               redis.call('XADD', KEYS[2], '*', 'op', 'risk', 'entry', ARGV[1] .. '|spiffe_id:' .. id)
+             end
+           end
+           return 1"#,
+        "2",
+        "{celador}:risks",
+        "{celador}:feed",
+        "https://load.example.com/",
+        &expires,
+    ]);
+    let start = Instant::now();
+    push(
+        "c-0",
+        PAYMENTS,
+        json!({format!("{RISC}credential-compromise"): {"credential_type": "x509"}}),
+    );
+    report(
+        "credential-compromise behind 2,000 risk records over 20,000 entries",
+        &propagation(std::slice::from_ref(&celador), &ca, PAYMENTS, true, start).await,
+    );
+    // And the risk levels named were read and published.
+    let read = support::wait_for(Duration::from_secs(3), || {
+        celador.log().contains(r#""risks":2003"#).then_some(())
+    });
+    assert!(read.is_some(), "{}", celador.log());
+
     // A risks hash the replicas cannot read (bad data) holds up no
     // revocation: revocations are read and published apart.
     redis.cli(&["DEL", "{celador}:risks"]);

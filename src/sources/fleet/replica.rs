@@ -44,6 +44,13 @@ const SILENCE: Duration = Duration::from_secs(2);
 /// How often the whole state is read even without a feed record: catches
 /// an entry written by hand without one, and a `FLUSHALL`.
 const RESYNC: Duration = Duration::from_secs(30);
+/// How many feed records one read takes: a full batch means more wait.
+const FEED_BATCH: usize = 100;
+/// While feed records keep coming, risk levels read are published at
+/// least this often (and at once when the feed is drained): a burst of
+/// risk levels costs each replica one rebuild of its risks per interval,
+/// not one per batch, and revocations are published at every batch.
+const RISKS_PUBLISH: Duration = Duration::from_millis(250);
 /// Reconnection backoff bounds.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 
@@ -58,8 +65,11 @@ struct State {
         BTreeMap<String, entries::StoredRevocation>,
         BTreeMap<String, entries::StoredGrant>,
     )>,
-    /// The risk levels last published.
+    /// The risk levels last published, and when.
     published_risks: Option<BTreeMap<String, risks::StoredRisk>>,
+    risks_published_at: Option<std::time::Instant>,
+    /// Risk levels read since they were last published.
+    risks_dirty: bool,
     next_lapse: Option<SystemTime>,
 }
 
@@ -325,6 +335,8 @@ impl Replica {
     }
 
     fn publish_risks(&self, state: &mut State) {
+        state.risks_dirty = false;
+        state.risks_published_at = Some(std::time::Instant::now());
         if state.published_risks.as_ref() == Some(&state.entries.risks) {
             return;
         }
@@ -374,6 +386,13 @@ impl Replica {
             let before = std::mem::replace(&mut state.last_id, last.id.clone());
             if !self.read_changed(conn, state, &before, changed).await? {
                 return Ok(());
+            }
+            self.status.in_sync();
+            let due = state
+                .risks_published_at
+                .is_none_or(|t| t.elapsed() >= RISKS_PUBLISH);
+            if state.risks_dirty && (changes.len() < FEED_BATCH || due) {
+                self.publish_risks(state);
             }
         }
         Ok(())
@@ -425,8 +444,8 @@ impl Replica {
         Ok(true)
     }
 
-    /// Reads the risk `fields` again (a field gone is removed) and
-    /// publishes the risk levels.
+    /// Reads the risk `fields` again (a field gone is removed); the caller
+    /// publishes them.
     async fn read_risks(
         &self,
         conn: &mut MultiplexedConnection,
@@ -465,7 +484,7 @@ impl Replica {
                 None => state.entries.risks.remove(field),
             };
         }
-        self.publish_risks(state);
+        state.risks_dirty = true;
         Ok(())
     }
 
@@ -482,7 +501,7 @@ impl Replica {
             .and_then(|t| t.duration_since(SystemTime::now()).ok())
             .map_or(BLOCK, |d| d.clamp(Duration::from_millis(1), BLOCK));
         let millis = usize::try_from(block.as_millis()).unwrap_or(1000);
-        let options = StreamReadOptions::default().block(millis).count(100);
+        let options = StreamReadOptions::default().block(millis).count(FEED_BATCH);
         let (keys, ids) = ([&self.keys.feed], [&state.last_id]);
         let read = conn.xread_options::<_, _, Option<StreamReadReply>>(&keys, &ids, &options);
         let reply = tokio::time::timeout(block + SILENCE, read)
