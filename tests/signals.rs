@@ -1562,6 +1562,18 @@ async fn a_transmitter_at_its_risk_cap_adds_no_subject_and_risks_never_hold_up_r
         "{metrics}"
     );
     assert!(receiver.log().contains("max_risks"), "{}", receiver.log());
+    // A count lost (deleted by hand, or entries from before the cap) is
+    // counted again from the store: still capped.
+    redis.cli(&["DEL", "{celador}:ssf:risk-counts"]);
+    push("r-4", &id(4), risk("HIGH"));
+    let fields = redis.cli(&["HKEYS", "{celador}:risks"]);
+    assert_eq!(fields.lines().count(), 3, "{fields}");
+    assert_eq!(
+        redis
+            .cli(&["HGET", "{celador}:ssf:risk-counts", IDP])
+            .trim(),
+        "3"
+    );
     // Its own entries are still lowered.
     push("r-low", &id(0), risk("LOW"));
     let stored = redis.cli(&[

@@ -40,11 +40,19 @@ use crate::sources::fleet::risks::{StoredRisk, check_risk};
 /// The count of a transmitter is its members of the lapses set, which
 /// only this script changes (a field removed from the risks hash by hand
 /// still counts until it lapses), so it cannot drift; a field is a
-/// transmitter's by its prefix (`SOURCE|spiffe_id...`).
+/// transmitter's by its prefix (`SOURCE|spiffe_id...`). A counts hash that
+/// is missing (entries written before the cap, or the hash deleted by
+/// hand) is counted again from the lapses set, once.
 pub const APPLY_RISK: &str = r"
 local times = 'risk:' .. ARGV[1]
 local last = redis.call('HGET', KEYS[2], times)
 if last and tonumber(last) > tonumber(ARGV[2]) then return 0 end
+if redis.call('EXISTS', KEYS[6]) == 0 then
+  for _, field in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+    local source = string.match(field, '^(.*)|spiffe_id')
+    if source then redis.call('HINCRBY', KEYS[6], source, 1) end
+  end
+end
 local lapsed = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[4], 'LIMIT', 0, 100)
 for _, field in ipairs(lapsed) do
   redis.call('HDEL', KEYS[1], field)
