@@ -1954,3 +1954,109 @@ fn a_polled_set_the_store_cannot_keep_is_not_acknowledged_until_a_later_poll_kee
         "{requests:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_user_without_the_narrow_reads_still_replicates_by_reading_everything() {
+    const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
+    let redis = support::redis::Redis::start(false);
+    // The ACL docs/fleet.md gave sidecars before XRANGE and HMGET (less
+    // `client|setinfo`, which Redis 7.0 does not know).
+    let acl = redis.cli(&[
+        "ACL",
+        "SETUSER",
+        "old-sidecar",
+        "on",
+        ">old-secret",
+        "~{celador}:*",
+        "-@all",
+        "+get",
+        "+hgetall",
+        "+xread",
+        "+xrevrange",
+        "+multi",
+        "+exec",
+        "+ping",
+        "+hello",
+    ]);
+    assert_eq!(acl.trim(), "OK");
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let idp = Signer::es256("idp-1");
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write("password", "old-secret\n");
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             sink: {{store: {}}}\nlog: {{format: json}}\n",
+            redis.url()
+        ),
+    );
+    let ca = Ca::root("example.org");
+    write("example.org.pem", &ca.pem);
+    write(
+        "policy.yaml",
+        "rules:\n  - name: anyone\n    effect: allow\n    when: source.trust_domain == \"example.org\"\n",
+    );
+    write(
+        "celador.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
+             worker_threads: 1\ngovernance:\n  store: {}\n  username: old-sidecar\n  password_file: password\n\
+             \x20 signals_interval: 0s\nlog:\n  format: json\n",
+            redis.url()
+        ),
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    let celador = Celador::start(&path("celador.yaml"));
+    let push = |jti: &str, id: &str, events: Value| {
+        let set = idp.token_with_header(
+            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
+            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
+                    "sub_id": {"format": "uri", "uri": id}, "events": events}),
+        );
+        let reply = tls_post(
+            receiver.addr,
+            &server_ca.pem,
+            "/events",
+            &[("content-type", "application/secevent+jwt")],
+            set.as_bytes(),
+        );
+        assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
+    };
+    propagation(
+        std::slice::from_ref(&celador),
+        &ca,
+        EXPORTER,
+        false,
+        Instant::now(),
+    )
+    .await;
+    push(
+        "r-1",
+        PAYMENTS,
+        json!({format!("{CAEP}risk-level-change"): {"principal": "USER", "current_level": "HIGH"}}),
+    );
+    let start = Instant::now();
+    push(
+        "c-1",
+        EXPORTER,
+        json!({format!("{RISC}credential-compromise"): {"credential_type": "x509"}}),
+    );
+    report(
+        "credential-compromise to a sidecar without XRANGE and HMGET",
+        &propagation(std::slice::from_ref(&celador), &ca, EXPORTER, true, start).await,
+    );
+    let said = support::wait_for(Duration::from_secs(3), || {
+        let log = celador.log();
+        (log.contains("reading the whole state at each change") && log.contains(r#""risks":1"#))
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", celador.log());
+}

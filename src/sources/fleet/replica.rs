@@ -70,6 +70,13 @@ struct State {
     risks_published_at: Option<std::time::Instant>,
     /// Risk levels read since they were last published.
     risks_dirty: bool,
+    /// The store refused a narrow read (`XRANGE`, `HMGET`: an ACL user set
+    /// up for the full re-read only): every feed record reads the whole
+    /// state again, as before those reads existed.
+    narrow_refused: bool,
+    /// A narrow read failed: if the whole state then reads, the narrow
+    /// reads are what the store refuses.
+    narrow_failed: Option<String>,
     next_lapse: Option<SystemTime>,
 }
 
@@ -192,7 +199,11 @@ impl Replica {
         };
         loop {
             if let Err(e) = self.sync(&mut conn, state).await {
+                state.narrow_failed = None;
                 return e;
+            }
+            if let Some(e) = state.narrow_failed.take() {
+                self.narrow_refused(state, &e);
             }
             if !*synced.borrow() {
                 tracing::info!(store = %self.endpoint.shown, revocations = state.entries.revocations.len(), grants = state.entries.grants.len(), "governance store synced");
@@ -295,6 +306,15 @@ impl Replica {
         }
     }
 
+    /// A narrow read was refused: from now on every feed record reads the
+    /// whole state (said once).
+    fn narrow_refused(&self, state: &mut State, e: &str) {
+        if !state.narrow_refused {
+            tracing::warn!(store = %self.endpoint.shown, "the store refused a read of what changed ({e}); reading the whole state at each change instead (grant the sidecars' user XRANGE and HMGET: docs/fleet.md)");
+        }
+        state.narrow_refused = true;
+    }
+
     fn risks_unreadable(&self, e: &redis::RedisError) {
         self.metrics.governance.store.refused_entries.inc();
         tracing::error!(store = %self.endpoint.shown, key = %self.keys.risks, "the store's risk levels cannot be read, keeping the last ones (revocations and grants are read apart): {e}");
@@ -384,7 +404,7 @@ impl Replica {
                 }
             }
             let before = std::mem::replace(&mut state.last_id, last.id.clone());
-            if !self.read_changed(conn, state, &before, changed).await? {
+            if state.narrow_refused || !self.read_changed(conn, state, &before, changed).await? {
                 return Ok(());
             }
             self.status.in_sync();
@@ -418,11 +438,13 @@ impl Replica {
             pipe.hgetall(&k.revocations).hgetall(&k.grants);
         }
         let read = pipe.query_async::<Vec<redis::Value>>(conn);
-        let mut replies = self
-            .bounded(read)
-            .await?
-            .map_err(|e| e.to_string())?
-            .into_iter();
+        let mut replies = match self.bounded(read).await? {
+            Ok(replies) => replies.into_iter(),
+            Err(e) => {
+                state.narrow_failed = Some(e.to_string());
+                return Ok(false);
+            }
+        };
         let mut next = || replies.next().unwrap_or(redis::Value::Nil);
         let epoch: Option<String> = redis::from_redis_value(next()).unwrap_or(None);
         let oldest: StreamRangeReply = redis::from_redis_value(next()).unwrap_or_default();
@@ -459,6 +481,10 @@ impl Replica {
         let read = cmd.query_async::<Vec<Option<Vec<u8>>>>(conn);
         let values = match self.bounded(read).await? {
             Ok(values) => values,
+            Err(e) if e.code() == Some("NOPERM") => {
+                self.narrow_refused(state, &e.to_string());
+                return Ok(());
+            }
             Err(e) => {
                 self.risks_unreadable(&e);
                 return Ok(());
