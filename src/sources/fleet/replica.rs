@@ -12,9 +12,10 @@
 //! are read and published first, and a risks hash that cannot be read
 //! (bad data) leaves the last risks in force without stopping revocations.
 //! So a change made while the replica was disconnected, or between its
-//! read and its wait, is seen at the next read: none is lost (the full
-//! state, risks included, is read again every 30 s and after a gap in the
-//! feed). While the store is unreachable the last replica stays in force
+//! read and its wait, is seen at the next read: none is lost (the
+//! revocations and grants are read again every 30 s, the risk levels
+//! every 5 min, and everything after a gap in the feed or a
+//! reconnection). While the store is unreachable the last replica stays in force
 //! (a revocation seen is never forgotten for want of Redis) and the
 //! replica reconnects with a bounded backoff.
 
@@ -44,6 +45,11 @@ const SILENCE: Duration = Duration::from_secs(2);
 /// How often the whole state is read even without a feed record: catches
 /// an entry written by hand without one, and a `FLUSHALL`.
 const RESYNC: Duration = Duration::from_secs(30);
+/// How often every risk level is read even without a feed record (their
+/// records name each change; this catches a hand edit): less often than
+/// the revocations, since the risks hash is the larger (up to each
+/// transmitter's `max_risks`).
+const RISKS_RESYNC: Duration = Duration::from_secs(300);
 /// How many feed records one read takes: a full batch means more wait.
 const FEED_BATCH: usize = 100;
 /// While feed records keep coming, risk levels read are published at
@@ -68,6 +74,8 @@ struct State {
     /// The risk levels last published, and when.
     published_risks: Option<BTreeMap<String, risks::StoredRisk>>,
     risks_published_at: Option<std::time::Instant>,
+    /// When every risk level was last read.
+    risks_read_at: Option<std::time::Instant>,
     /// Risk levels read since they were last published.
     risks_dirty: bool,
     /// The store refused a narrow read (`XRANGE`, `HMGET`: an ACL user set
@@ -197,8 +205,10 @@ impl Replica {
             Ok(Err(e)) => return e.to_string(),
             Err(_) => return "timed out connecting".into(),
         };
+        // The risk levels too, after a (re)connection.
+        let mut whole = true;
         loop {
-            if let Err(e) = self.sync(&mut conn, state).await {
+            if let Err(e) = self.sync(&mut conn, state, whole).await {
                 state.narrow_failed = None;
                 return e;
             }
@@ -209,19 +219,22 @@ impl Replica {
                 tracing::info!(store = %self.endpoint.shown, revocations = state.entries.revocations.len(), grants = state.entries.grants.len(), "governance store synced");
             }
             synced.send_replace(true);
-            if let Err(e) = self.follow_feed(&mut conn, state).await {
-                return e;
+            match self.follow_feed(&mut conn, state).await {
+                Ok(again) => whole = again,
+                Err(e) => return e,
             }
         }
     }
 
     /// Reads the whole state: the revocations and grants with the feed's
     /// last id, in one transaction, published at once; then the risk
-    /// levels.
+    /// levels, if `risks` (or a new epoch) asks for them or the last full
+    /// read of them is [`RISKS_RESYNC`] old.
     async fn sync(
         &self,
         conn: &mut MultiplexedConnection,
         state: &mut State,
+        risks: bool,
     ) -> Result<(), String> {
         let k = &self.keys;
         let mut pipe = redis::pipe();
@@ -236,23 +249,22 @@ impl Replica {
             .map_err(|_| "timed out reading the store".to_owned())?
             .map_err(|e| e.to_string())?;
         self.metrics.governance.store.syncs.inc();
-        self.epoch(state, epoch);
-        state.last_id = last
-            .ids
-            .last()
-            .map_or_else(|| "0-0".into(), |id| id.id.clone());
+        let risks = self.epoch(state, epoch)
+            || risks
+            || state
+                .risks_read_at
+                .is_none_or(|t| t.elapsed() >= RISKS_RESYNC);
+        // Without the risk levels, the feed is followed from where it was:
+        // a risk record after that is still read when it comes.
+        if risks {
+            state.last_id = last
+                .ids
+                .last()
+                .map_or_else(|| "0-0".into(), |id| id.id.clone());
+        }
         self.load_governance(state, revocations, grants);
-        // Read after the transaction: at least as new as the last id.
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(&k.risks);
-        match self.bounded(cmd.query_async::<Hash>(conn)).await? {
-            Ok(raw) => {
-                let (loaded, refused) = risks::load(&k.risks, &text(raw), &state.entries.risks);
-                self.refused(&refused);
-                state.entries.risks = loaded;
-                self.publish_risks(state);
-            }
-            Err(e) => self.risks_unreadable(&e),
+        if risks {
+            self.read_all_risks(conn, state).await?;
         }
         self.status.in_sync();
         self.store.publish_store_staleness(None);
@@ -260,15 +272,40 @@ impl Replica {
         Ok(())
     }
 
+    /// Reads every risk level (after the transaction: at least as new as
+    /// its last id) and publishes them.
+    async fn read_all_risks(
+        &self,
+        conn: &mut MultiplexedConnection,
+        state: &mut State,
+    ) -> Result<(), String> {
+        let k = &self.keys;
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(&k.risks);
+        match self.bounded(cmd.query_async::<Hash>(conn)).await? {
+            Ok(raw) => {
+                let (loaded, refused) = risks::load(&k.risks, &text(raw), &state.entries.risks);
+                self.refused(&refused);
+                state.entries.risks = loaded;
+                state.risks_read_at = Some(std::time::Instant::now());
+                self.publish_risks(state);
+            }
+            Err(e) => self.risks_unreadable(&e),
+        }
+        Ok(())
+    }
+
     /// Follows the epoch `read`: a different one means the store came
-    /// back empty or was replaced, and its entries are forgotten.
-    fn epoch(&self, state: &mut State, read: Option<String>) {
-        if state.epoch.is_some() && read != state.epoch {
+    /// back empty or was replaced, and its entries are forgotten (true).
+    fn epoch(&self, state: &mut State, read: Option<String>) -> bool {
+        let new = state.epoch.is_some() && read != state.epoch;
+        if new {
             self.metrics.governance.store.epochs.inc();
             tracing::warn!(store = %self.endpoint.shown, key = %self.keys.epoch, "the governance store came back empty or was replaced (a new epoch): following it, with what it holds now");
             state.entries = Entries::default();
         }
         state.epoch = read;
+        new
     }
 
     /// Loads the revocations and grants read, and publishes them.
@@ -369,13 +406,14 @@ impl Replica {
     }
 
     /// Follows the feed for [`RESYNC`], reading again what its records
-    /// name; returns early when the whole state must be read again (a new
-    /// epoch, or records trimmed from the feed before they were read).
+    /// name; returns early, `true`, when the whole state, risk levels
+    /// included, must be read again (a new epoch, records trimmed from the
+    /// feed before they were read, narrow reads refused).
     async fn follow_feed(
         &self,
         conn: &mut MultiplexedConnection,
         state: &mut State,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let since = std::time::Instant::now();
         while since.elapsed() < RESYNC {
             let changes = self.wait_for_change(conn, state).await?;
@@ -405,7 +443,7 @@ impl Replica {
             }
             let before = std::mem::replace(&mut state.last_id, last.id.clone());
             if state.narrow_refused || !self.read_changed(conn, state, &before, changed).await? {
-                return Ok(());
+                return Ok(true);
             }
             self.status.in_sync();
             let due = state
@@ -415,7 +453,7 @@ impl Replica {
                 self.publish_risks(state);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Reads again what `changed` names, revocations first; `false` when
