@@ -321,7 +321,7 @@ impl Replica {
         self.refused(&loaded.refused);
         loaded.entries.risks = std::mem::take(&mut state.entries.risks);
         state.entries = loaded.entries;
-        self.publish(state);
+        self.publish_governance(state);
     }
 
     /// `read`, or the connection's loss if the server is silent.
@@ -357,13 +357,8 @@ impl Replica {
         tracing::error!(store = %self.endpoint.shown, key = %self.keys.risks, "the store's risk levels cannot be read, keeping the last ones (revocations and grants are read apart): {e}");
     }
 
-    /// Publishes what changed: the revocations and grants (or a lapse
-    /// among them), then the risk levels.
-    fn publish(&self, state: &mut State) {
-        self.publish_governance(state);
-        self.publish_risks(state);
-    }
-
+    /// Publishes the revocations and grants, if they changed or one of
+    /// them lapsed.
     fn publish_governance(&self, state: &mut State) {
         let now = SystemTime::now();
         let lapsed = state.next_lapse.is_some_and(|t| t <= now);
@@ -391,6 +386,7 @@ impl Replica {
         }
     }
 
+    /// Publishes the risk levels, if they changed.
     fn publish_risks(&self, state: &mut State) {
         state.risks_dirty = false;
         state.risks_published_at = Some(std::time::Instant::now());
@@ -419,7 +415,10 @@ impl Replica {
             let changes = self.wait_for_change(conn, state).await?;
             let Some(last) = changes.last() else {
                 self.status.in_sync();
-                self.publish(state);
+                self.publish_governance(state);
+                if state.risks_dirty {
+                    self.publish_risks(state);
+                }
                 continue;
             };
             let mut changed = Changed::default();
