@@ -2060,3 +2060,50 @@ async fn a_sidecar_user_without_the_narrow_reads_still_replicates_by_reading_eve
     });
     assert!(said.is_some(), "{}", celador.log());
 }
+
+#[test]
+fn signals_check_validates_the_assurance_table_and_the_risk_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    write("idp.json", &jwt::jwks(&[&Signer::es256("idp-1")]));
+    let check = |extra: &str| {
+        write(
+            "receiver.yaml",
+            &format!(
+                "tls: {{cert: tls.crt, key: tls.key}}\n\
+                 transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+                 sink: {{revocations_file: revocations.yaml}}\n{extra}"
+            ),
+        );
+        support::celador::run(&[
+            "signals",
+            "check",
+            "--config",
+            path("receiver.yaml").to_str().unwrap(),
+        ])
+    };
+    let (code, out, err) = check(
+        "max_risks: 500\nassurance_levels:\n  NIST-AAL: {nist-aal1: high}\n  https://idp.example.com/acr: {gold: low}\n",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    for (extra, said) in [
+        (
+            "assurance_levels:\n  NIST-AAL: {nist-aal1: severe}\n",
+            "severe",
+        ),
+        (
+            "assurance_levels:\n  NIST-AAL: {nist-aal1: high, NIST-AAL1: low}\n",
+            "is given twice",
+        ),
+        ("max_risks: 5000000\n", "max_risks: at most 1000000"),
+    ] {
+        let (code, _, err) = check(extra);
+        assert_eq!(code, 64, "{extra}: {err}");
+        assert!(err.contains(said), "{extra}: {err}");
+    }
+}
