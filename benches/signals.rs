@@ -26,7 +26,7 @@ use celador::sources::fleet::StoreSettings;
 use celador::ssf::event::Mapping;
 use celador::ssf::receiver::Receiver;
 use celador::ssf::set::{Transmitter, Verifier};
-use celador::ssf::sink::{FileSink, Sink};
+use celador::ssf::sink::{FileSink, RiskCap, Sink};
 use celador::ssf::store::StoreSink;
 use celador::ssf::subject::Subjects;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -166,8 +166,14 @@ fn bench_signals(c: &mut Criterion) {
         ca_file: None,
         key_prefix: "celador".into(),
     };
-    let sink: Arc<dyn Sink> =
-        Arc::new(StoreSink::new(&settings, Duration::from_secs(86_400), |_| None).unwrap());
+    let sink: Arc<dyn Sink> = Arc::new(
+        StoreSink::new(
+            &settings,
+            (Duration::from_secs(86_400), RiskCap::default()),
+            |_| None,
+        )
+        .unwrap(),
+    );
     let to_store = receiver(&signer, sink);
     group.bench_function("push_store", |b| {
         b.iter_custom(|iters| push_all(&runtime, &to_store, &signer, &counter, iters))

@@ -4268,3 +4268,150 @@ fn the_signals_receiver_deploys_with_its_service_its_config_and_the_push_url() {
     owned["signals"]["config"]["sink"] = json!({"revocations_file": "r.yaml"});
     assert!(Rendered::exactly(&owned).is_err());
 }
+
+/// A JWKS over plain HTTP on a loopback port (which the receiver accepts
+/// for a loopback address only), for `celador signals check` of a config
+/// with a `jwks_uri`.
+fn loopback_jwks(document: String) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut tcp in listener.incoming().map_while(Result::ok) {
+            let mut head = [0u8; 2048];
+            let _ = std::io::Read::read(&mut tcp, &mut head);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{document}",
+                document.len()
+            );
+            let _ = std::io::Write::write_all(&mut tcp, answer.as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn the_signals_receiver_renders_key_urls_polling_the_risk_cap_and_assurance_levels() {
+    let port = loopback_jwks(support::jwt::jwks(&[&support::jwt::Signer::es256("k1")]));
+    let mut values = offline(&signals_values());
+    let config = &mut values["signals"]["config"];
+    config["max_risks"] = json!(2000);
+    config["assurance_levels"] =
+        json!({"https://idp.example.com/acr": {"bronze": "high", "gold": "low"}});
+    config["transmitters"].as_array_mut().unwrap().push(
+        json!({"issuer": "https://ci.example.com/", "audience": "https://signals.example.com/",
+            "jwks_uri": format!("http://127.0.0.1:{port}/jwks"), "jwks_refresh": "2m",
+            "max_risks": 50, "poll": {"url": "https://ci.example.com/ssf/poll", "wait": "30s"}}),
+    );
+    values["signals"]["networkPolicy"] = json!({"enabled": true,
+        "storeTo": [{"ipBlock": {"cidr": "10.1.2.0/24"}}]});
+    let rendered = Rendered::of(&values);
+    let docs = signals_docs(&rendered);
+    // The receiver may reach the transmitters it fetches keys or polls
+    // SETs from: TCP 443 by default, or the rules given.
+    let policy = *docs.iter().find(|d| d["kind"] == "NetworkPolicy").unwrap();
+    assert_eq!(
+        policy["spec"]["egress"][2],
+        json!({"ports": [{"port": 443, "protocol": "TCP"}]})
+    );
+    let mut to_idp = values.clone();
+    to_idp["signals"]["networkPolicy"]["transmittersTo"] = json!([
+        {"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 8443, "protocol": "TCP"}]}
+    ]);
+    let other = Rendered::of(&to_idp);
+    let policy_to_idp = *signals_docs(&other)
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .unwrap();
+    assert_eq!(
+        policy_to_idp["spec"]["egress"][2]["to"][0]["ipBlock"]["cidr"],
+        "203.0.113.0/24"
+    );
+    // Without a key URL or a poll endpoint, only DNS and the store.
+    let files_only = Rendered::of(&offline(&{
+        let mut v = signals_values();
+        v["signals"]["networkPolicy"] =
+            json!({"enabled": true, "storeTo": [{"ipBlock": {"cidr": "10.1.2.0/24"}}]});
+        v
+    }));
+    let policy_files = *signals_docs(&files_only)
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .unwrap();
+    assert_eq!(policy_files["spec"]["egress"].as_array().unwrap().len(), 2);
+    // Each policy validates strictly.
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, doc) in [policy, policy_to_idp, policy_files].iter().enumerate() {
+        let file = dir.path().join(format!("policy-{i}.yaml"));
+        std::fs::write(&file, doc.to_string()).unwrap();
+        files.push(file.display().to_string());
+    }
+    let version = KUBERNETES_VERSIONS[KUBERNETES_VERSIONS.len() - 1];
+    let mut args = vec!["-m", "kubernetes_validate", "--strict", "-k", version];
+    args.extend(files.iter().map(String::as_str));
+    let (ok, out, err) = python(&args);
+    assert!(ok && !out.contains("WARN"), "{out}{err}");
+    // NOTES say where each transmitter's keys come from, and the cap.
+    for said in [
+        "at most\n   2000 risk levels",
+        "https://idp.example.com/: keys from the file idp-jwks.json of transmitters",
+        "fetched every 2m; SETs also polled from https://ci.example.com/ssf/poll (long polls of 30s)",
+    ] {
+        assert!(rendered.notes.contains(said), "{said}:\n{}", rendered.notes);
+    }
+    // The config carries them, and `celador signals check` accepts it
+    // (fetching the keys from the URL).
+    let config_map = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let text = config_map["data"]["receiver.yaml"].as_str().unwrap();
+    let config: Value = serde_saphyr_json(text);
+    assert_eq!(config["max_risks"], 2000);
+    assert_eq!(config["transmitters"][1]["jwks_refresh"], "2m");
+    assert_eq!(
+        config["assurance_levels"]["https://idp.example.com/acr"]["bronze"],
+        "high"
+    );
+    let mounted = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(mounted.path().join(name), text).unwrap();
+    write("receiver.yaml", text);
+    let ca = Ca::root("signals CA");
+    let leaf = ca.leaf().dns("signals.example.com").build();
+    write("tls.crt", &leaf.pem);
+    write("tls.key", &leaf.key_pem);
+    write("store-ca.pem", &ca.pem);
+    write(
+        "idp-jwks.json",
+        &support::jwt::jwks(&[&support::jwt::Signer::es256("k1")]),
+    );
+    write("idp-token", "push-secret\n");
+    let checked = Command::new(support::celador::binary())
+        .args(["signals", "check", "--config"])
+        .arg(mounted.path().join("receiver.yaml"))
+        .env("CELADOR_STORE_PASSWORD", "redis-secret")
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    // The schema refuses what the receiver would: both key sources, a
+    // refresh that is no duration, a cap out of range, a level that is
+    // no risk level, a key URL that is not https://, a poll without url.
+    for (key, bad) in [
+        ("jwks_file", json!("both.json")),
+        ("jwks_refresh", json!("five minutes")),
+        ("max_risks", json!(-1)),
+        ("jwks_uri", json!("http://ci.example.com/jwks")),
+        ("poll", json!({"wait": "30s"})),
+    ] {
+        let mut refused = values.clone();
+        refused["signals"]["config"]["transmitters"][1][key] = bad;
+        assert!(Rendered::exactly(&refused).is_err(), "{key}");
+    }
+    let mut severe = values.clone();
+    severe["signals"]["config"]["assurance_levels"]["NIST-AAL"] = json!({"nist-aal1": "severe"});
+    assert!(Rendered::exactly(&severe).is_err());
+    let mut unknown = values.clone();
+    unknown["signals"]["config"]["max_risk"] = json!(5);
+    assert!(Rendered::exactly(&unknown).is_err());
+}

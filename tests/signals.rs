@@ -1480,3 +1480,630 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
         "{fields}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transmitter_at_its_risk_cap_adds_no_subject_and_risks_never_hold_up_revocations() {
+    const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
+    let redis = support::redis::Redis::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let idp = Signer::es256("idp-1");
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\nmax_risks: 100\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n    max_risks: 3\n\
+             sink: {{store: {}}}\nlog: {{format: json}}\n",
+            redis.url()
+        ),
+    );
+    let ca = Ca::root("example.org");
+    write("example.org.pem", &ca.pem);
+    write(
+        "policy.yaml",
+        "rules:\n  - name: anyone\n    effect: allow\n    when: source.trust_domain == \"example.org\"\n",
+    );
+    write(
+        "celador.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
+             worker_threads: 1\ngovernance:\n  store: {}\nlog:\n  format: json\n",
+            redis.url()
+        ),
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    let celador = Celador::start(&path("celador.yaml"));
+    let push = |jti: &str, id: &str, events: Value| {
+        let set = idp.token_with_header(
+            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
+            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
+                    "sub_id": {"format": "uri", "uri": id}, "events": events}),
+        );
+        let reply = tls_post(
+            receiver.addr,
+            &server_ca.pem,
+            "/events",
+            &[("content-type", "application/secevent+jwt")],
+            set.as_bytes(),
+        );
+        assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
+    };
+    let risk = |level: &str| json!({format!("{CAEP}risk-level-change"): {"principal": "USER", "current_level": level}});
+    let id = |n: usize| format!("spiffe://example.org/ns/team/sa/s{n}");
+    for n in 0..4 {
+        push(&format!("r-{n}"), &id(n), risk("HIGH"));
+    }
+    // The fourth subject is past the transmitter's cap of 3: accepted (a
+    // valid SET, RFC 8935 §2.2), not kept, counted and logged.
+    let fields = redis.cli(&["HKEYS", "{celador}:risks"]);
+    assert_eq!(fields.lines().count(), 3, "{fields}");
+    assert!(!fields.contains(&id(3)), "{fields}");
+    assert_eq!(
+        redis
+            .cli(&["HGET", "{celador}:ssf:risk-counts", IDP])
+            .trim(),
+        "3"
+    );
+    let metrics = support::https::tls(
+        receiver.addr,
+        &server_ca.pem,
+        None,
+        &support::https::Call::get("/metrics"),
+    )
+    .body;
+    assert!(
+        metrics.contains(r#"celador_signals_actions_unapplied_total{action="risk",why="cap"} 1"#),
+        "{metrics}"
+    );
+    assert!(receiver.log().contains("max_risks"), "{}", receiver.log());
+    // A count lost (deleted by hand, or entries from before the cap) is
+    // counted again from the store: still capped.
+    redis.cli(&["DEL", "{celador}:ssf:risk-counts"]);
+    push("r-4", &id(4), risk("HIGH"));
+    let fields = redis.cli(&["HKEYS", "{celador}:risks"]);
+    assert_eq!(fields.lines().count(), 3, "{fields}");
+    assert_eq!(
+        redis
+            .cli(&["HGET", "{celador}:ssf:risk-counts", IDP])
+            .trim(),
+        "3"
+    );
+    // Its own entries are still lowered.
+    push("r-low", &id(0), risk("LOW"));
+    let stored = redis.cli(&[
+        "HGET",
+        "{celador}:risks",
+        &format!("{IDP}|spiffe_id:{}", id(0)),
+    ]);
+    assert!(stored.contains(r#""level":"low""#), "{stored}");
+
+    // Volume: 20,000 risk entries and 2,000 feed records about them ahead
+    // of a revocation hold it up by no more than reads of what changed.
+    let expires = SystemTime::now() + Duration::from_secs(3600);
+    let expires = celador::engine::time::rfc3339(expires);
+    redis.cli(&[
+        "EVAL",
+        r#"for i = 1, 20000 do
+             local id = 'spiffe://example.org/ns/load/sa/s' .. i
+             redis.call('HSET', KEYS[1], ARGV[1] .. '|spiffe_id:' .. id,
+               '{"spiffe_id":"' .. id .. '","level":"medium","since":"2026-01-01T00:00:00Z","expires":"'
+               .. ARGV[2] .. '","source":"' .. ARGV[1]
+               .. '","event":"e","jti":"j","by":"b","from":"f","at":"2026-01-01T00:00:00Z"}')
+             if i % 10 == 0 then
+               redis.call('XADD', KEYS[2], '*', 'op', 'risk', 'entry', ARGV[1] .. '|spiffe_id:' .. id)
+             end
+           end
+           return 1"#,
+        "2",
+        "{celador}:risks",
+        "{celador}:feed",
+        "https://load.example.com/",
+        &expires,
+    ]);
+    let start = Instant::now();
+    push(
+        "c-0",
+        PAYMENTS,
+        json!({format!("{RISC}credential-compromise"): {"credential_type": "x509"}}),
+    );
+    report(
+        "credential-compromise behind 2,000 risk records over 20,000 entries",
+        &propagation(std::slice::from_ref(&celador), &ca, PAYMENTS, true, start).await,
+    );
+    // And the risk levels named were read and published.
+    let read = support::wait_for(Duration::from_secs(3), || {
+        celador.log().contains(r#""risks":2003"#).then_some(())
+    });
+    assert!(read.is_some(), "{}", celador.log());
+
+    // A risks hash the replicas cannot read (bad data) holds up no
+    // revocation: revocations are read and published apart.
+    redis.cli(&["DEL", "{celador}:risks"]);
+    redis.cli(&["SET", "{celador}:risks", "not a hash"]);
+    // A risk record on the feed makes every replica read the field again.
+    redis.cli(&[
+        "XADD",
+        "{celador}:feed",
+        "*",
+        "op",
+        "risk",
+        "entry",
+        &format!("{IDP}|spiffe_id:{}", id(1)),
+    ]);
+    propagation(
+        std::slice::from_ref(&celador),
+        &ca,
+        EXPORTER,
+        false,
+        Instant::now(),
+    )
+    .await;
+    let start = Instant::now();
+    push(
+        "c-1",
+        EXPORTER,
+        json!({format!("{RISC}credential-compromise"): {"credential_type": "x509"}}),
+    );
+    report(
+        "credential-compromise beside unreadable risks",
+        &propagation(std::slice::from_ref(&celador), &ca, EXPORTER, true, start).await,
+    );
+    assert!(
+        celador.log().contains("risk levels cannot be read"),
+        "{}",
+        celador.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assurance_level_change_sets_the_risk_its_table_names_with_the_set_in_the_trail() {
+    const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let idp = Signer::es256("idp-1");
+    write("idp.json", &jwt::jwks(&[&idp]));
+    // The defaults for NIST-AAL, and a custom namespace of the IdP's.
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             assurance_levels:\n  https://idp.example.com/acr: {{bronze: high, gold: low}}\n\
+             sink: {{revocations_file: revocations.yaml, risks_file: risks.yaml}}\nlog: {{format: json}}\n"
+        ),
+    );
+    let ca = Ca::root("example.org");
+    write("example.org.pem", &ca.pem);
+    write(
+        "policy.yaml",
+        "rules:\n  - name: anyone\n    effect: allow\n    when: source.trust_domain == \"example.org\"\n\
+         \x20 - name: no-payment-writes-at-high-risk\n    effect: deny\n    when: >\n\
+         \x20     request.method != \"GET\" && has(signals.risk.level) && signals.risk.level == \"high\"\n",
+    );
+    write(
+        "celador.yaml",
+        "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
+         governance:\n  revocations: {path: revocations.yaml, optional: true}\n  risks: {path: risks.yaml, optional: true}\n\
+         log:\n  format: json\n",
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    let celadors = [Celador::start(&path("celador.yaml"))];
+    let push = |jti: &str, event: Value| {
+        let token = idp.token_with_header(
+            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
+            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
+                    "sub_id": {"format": "uri", "uri": PAYMENTS},
+                    "events": {format!("{CAEP}assurance-level-change"): event}}),
+        );
+        let reply = tls_post(
+            receiver.addr,
+            &server_ca.pem,
+            "/events",
+            &[("content-type", "application/secevent+jwt")],
+            token.as_bytes(),
+        );
+        assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
+    };
+    risk_decided(&celadors, &ca, PAYMENTS, "POST", false, Instant::now()).await;
+    // A namespace the table does not name: accepted, changes nothing.
+    push(
+        "a-0",
+        json!({"namespace": "RFC8176", "current_level": "pwd", "event_timestamp": now() - 9}),
+    );
+    let said = support::wait_for(Duration::from_secs(3), || {
+        receiver
+            .log()
+            .contains("is not in assurance_levels")
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", receiver.log());
+    // A decrease to one factor (CAEP's example namespace): high risk.
+    let start = Instant::now();
+    push(
+        "a-1",
+        json!({"namespace": "NIST-AAL", "current_level": "nist-aal1", "previous_level": "nist-aal2",
+               "change_direction": "decrease", "event_timestamp": now() - 5}),
+    );
+    let took = risk_decided(&celadors, &ca, PAYMENTS, "POST", true, start).await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // The trail names the transmitter, the event type and the SET.
+    let record = support::wait_for(Duration::from_secs(2), || {
+        celadors[0]
+            .audit_records()
+            .into_iter()
+            .rfind(|r| r["reason"] == "denied_by_rule")
+    })
+    .unwrap();
+    let risk = &record["read"]["signals"]["risk"];
+    assert_eq!(risk["level"], "high", "{record}");
+    assert_eq!(risk["source"], IDP, "{record}");
+    assert_eq!(risk["jti"], "a-1", "{record}");
+    assert_eq!(
+        risk["event"],
+        format!("{CAEP}assurance-level-change"),
+        "{record}"
+    );
+    let text = std::fs::read_to_string(path("risks.yaml")).unwrap();
+    assert!(
+        text.contains("assurance NIST-AAL nist-aal1 (decrease from nist-aal2)"),
+        "{text}"
+    );
+    // The IdP's own namespace, from the config: gold is low risk.
+    let start = Instant::now();
+    push(
+        "a-2",
+        json!({"namespace": "https://idp.example.com/acr", "current_level": "gold", "event_timestamp": now()}),
+    );
+    let took = risk_decided(&celadors, &ca, PAYMENTS, "POST", false, start).await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+/// A poll transmitter's queue (SETs by `jti`, kept until acknowledged or
+/// reported) and the requests it was sent; `notify` wakes a held long poll.
+#[derive(Default)]
+struct PollQueue {
+    sets: Mutex<Vec<(String, String)>>,
+    notify: std::sync::Condvar,
+    requests: Mutex<Vec<Value>>,
+}
+
+impl PollQueue {
+    /// An HTTPS poll endpoint serving this queue; a request with
+    /// `returnImmediately: false` is held up to 5 s while the queue is
+    /// empty (long polling, RFC 8936 §2.4).
+    fn serve(self: &Arc<Self>) -> (SocketAddr, Ca) {
+        let queue = Arc::clone(self);
+        https_server(move |head, body| {
+            if !head.starts_with("post /poll ") {
+                return (404, "{}".into());
+            }
+            let request: Value = serde_json::from_slice(body).unwrap();
+            let done: Vec<String> = request["ack"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j.as_str().unwrap().to_owned())
+                .chain(request["setErrs"].as_object().unwrap().keys().cloned())
+                .collect();
+            let hold = request["returnImmediately"] == false;
+            queue.requests.lock().unwrap().push(request);
+            let mut sets = queue.sets.lock().unwrap();
+            sets.retain(|(jti, _)| !done.contains(jti));
+            if hold {
+                sets = queue
+                    .notify
+                    .wait_timeout_while(sets, Duration::from_secs(5), |s| s.is_empty())
+                    .unwrap()
+                    .0;
+            }
+            let sets: serde_json::Map<String, Value> = sets
+                .iter()
+                .map(|(jti, set)| (jti.clone(), Value::String(set.clone())))
+                .collect();
+            (200, json!({"sets": sets}).to_string())
+        })
+    }
+
+    fn add(&self, jti: &str, set: String) {
+        self.sets.lock().unwrap().push((jti.to_owned(), set));
+        self.notify.notify_all();
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// A receiver polling `addr` (its CA `ca`) with the `poll` settings
+/// given, writing to `sink` (the `sink:` value, a YAML flow mapping).
+fn poll_receiver(
+    addr: SocketAddr,
+    ca: &Ca,
+    idp: &Signer,
+    poll: &str,
+    sink: &str,
+) -> (tempfile::TempDir, Receiver) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    write("idp.json", &jwt::jwks(&[idp]));
+    write("idp-ca.pem", &ca.pem);
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             \x20   poll: {{url: \"https://localhost:{}/poll\", ca_file: idp-ca.pem, {poll}}}\n\
+             sink: {sink}\nlog: {{format: json}}\n",
+            addr.port()
+        ),
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    (dir, receiver)
+}
+
+#[test]
+fn a_long_poll_is_held_by_the_transmitter_and_a_set_arriving_meanwhile_is_applied_at_once() {
+    let idp = Signer::es256("idp-1");
+    let queue = Arc::new(PollQueue::default());
+    let (addr, ca) = queue.serve();
+    // A short poller would wait 10 s after an empty poll.
+    let (dir, receiver) = poll_receiver(
+        addr,
+        &ca,
+        &idp,
+        "interval: 10s, wait: 5s",
+        "{revocations_file: revocations.yaml}",
+    );
+    support::wait_for(Duration::from_secs(5), || {
+        (!queue.requests().is_empty()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no poll: {}", receiver.log()));
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    queue.add("l-1", compromise(&idp, "l-1"));
+    let file = dir.path().join("revocations.yaml");
+    support::wait_for(Duration::from_secs(3), || {
+        std::fs::read_to_string(&file)
+            .ok()
+            .filter(|t| t.contains("ns/jwks/sa/l-1"))
+    })
+    .unwrap_or_else(|| panic!("not applied: {}", receiver.log()));
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Acknowledged in the next (held) request; every request a long poll.
+    support::wait_for(Duration::from_secs(3), || {
+        queue.sets.lock().unwrap().is_empty().then_some(())
+    })
+    .unwrap_or_else(|| panic!("not acknowledged: {:?}", queue.requests()));
+    let requests = queue.requests();
+    assert!(
+        requests.iter().all(|r| r["returnImmediately"] == false),
+        "{requests:?}"
+    );
+    assert!(
+        requests.iter().any(|r| r["ack"] == json!(["l-1"])),
+        "{requests:?}"
+    );
+}
+
+#[test]
+fn a_polled_set_the_store_cannot_keep_is_not_acknowledged_until_a_later_poll_keeps_it() {
+    let idp = Signer::es256("idp-1");
+    let mut redis = support::redis::Redis::start(false);
+    redis.kill();
+    let queue = Arc::new(PollQueue::default());
+    queue.add("s-1", compromise(&idp, "s-1"));
+    let (addr, ca) = queue.serve();
+    let (_dir, receiver) = poll_receiver(
+        addr,
+        &ca,
+        &idp,
+        "interval: 200ms",
+        &format!("{{store: {}}}", redis.url()),
+    );
+    // Redis is down: the SET is delivered again and again, neither
+    // acknowledged nor reported.
+    support::wait_for(Duration::from_secs(5), || {
+        (queue.requests().len() >= 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("too few polls: {}", receiver.log()));
+    let unkept = |r: &Value| r["ack"] == json!([]) && r["setErrs"] == json!({});
+    let requests = queue.requests();
+    assert!(requests.iter().all(unkept), "{requests:?}");
+    assert_eq!(queue.sets.lock().unwrap().len(), 1);
+    // Back: a later poll keeps it, and the next one acknowledges it.
+    redis.restart();
+    support::wait_for(Duration::from_secs(10), || {
+        queue.sets.lock().unwrap().is_empty().then_some(())
+    })
+    .unwrap_or_else(|| panic!("never acknowledged: {}", receiver.log()));
+    let field = "spiffe_id:spiffe://example.org/ns/jwks/sa/s-1";
+    assert_eq!(
+        redis
+            .cli(&["HEXISTS", "{celador}:revocations", field])
+            .trim(),
+        "1"
+    );
+    let requests = queue.requests();
+    assert!(
+        requests.iter().all(|r| r["setErrs"] == json!({})),
+        "{requests:?}"
+    );
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r["ack"] == json!(["s-1"]))
+            .count(),
+        1,
+        "{requests:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_user_without_the_narrow_reads_still_replicates_by_reading_everything() {
+    const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
+    let redis = support::redis::Redis::start(false);
+    // The ACL docs/fleet.md gave sidecars before XRANGE and HMGET (less
+    // `client|setinfo`, which Redis 7.0 does not know).
+    let acl = redis.cli(&[
+        "ACL",
+        "SETUSER",
+        "old-sidecar",
+        "on",
+        ">old-secret",
+        "~{celador}:*",
+        "-@all",
+        "+get",
+        "+hgetall",
+        "+xread",
+        "+xrevrange",
+        "+multi",
+        "+exec",
+        "+ping",
+        "+hello",
+    ]);
+    assert_eq!(acl.trim(), "OK");
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let idp = Signer::es256("idp-1");
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write("password", "old-secret\n");
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             sink: {{store: {}}}\nlog: {{format: json}}\n",
+            redis.url()
+        ),
+    );
+    let ca = Ca::root("example.org");
+    write("example.org.pem", &ca.pem);
+    write(
+        "policy.yaml",
+        "rules:\n  - name: anyone\n    effect: allow\n    when: source.trust_domain == \"example.org\"\n",
+    );
+    write(
+        "celador.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
+             worker_threads: 1\ngovernance:\n  store: {}\n  username: old-sidecar\n  password_file: password\n\
+             \x20 signals_interval: 0s\nlog:\n  format: json\n",
+            redis.url()
+        ),
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    let celador = Celador::start(&path("celador.yaml"));
+    let push = |jti: &str, id: &str, events: Value| {
+        let set = idp.token_with_header(
+            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
+            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
+                    "sub_id": {"format": "uri", "uri": id}, "events": events}),
+        );
+        let reply = tls_post(
+            receiver.addr,
+            &server_ca.pem,
+            "/events",
+            &[("content-type", "application/secevent+jwt")],
+            set.as_bytes(),
+        );
+        assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
+    };
+    propagation(
+        std::slice::from_ref(&celador),
+        &ca,
+        EXPORTER,
+        false,
+        Instant::now(),
+    )
+    .await;
+    push(
+        "r-1",
+        PAYMENTS,
+        json!({format!("{CAEP}risk-level-change"): {"principal": "USER", "current_level": "HIGH"}}),
+    );
+    let start = Instant::now();
+    push(
+        "c-1",
+        EXPORTER,
+        json!({format!("{RISC}credential-compromise"): {"credential_type": "x509"}}),
+    );
+    report(
+        "credential-compromise to a sidecar without XRANGE and HMGET",
+        &propagation(std::slice::from_ref(&celador), &ca, EXPORTER, true, start).await,
+    );
+    let said = support::wait_for(Duration::from_secs(3), || {
+        let log = celador.log();
+        (log.contains("reading the whole state at each change") && log.contains(r#""risks":1"#))
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", celador.log());
+}
+
+#[test]
+fn signals_check_validates_the_assurance_table_and_the_risk_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    write("idp.json", &jwt::jwks(&[&Signer::es256("idp-1")]));
+    let check = |extra: &str| {
+        write(
+            "receiver.yaml",
+            &format!(
+                "tls: {{cert: tls.crt, key: tls.key}}\n\
+                 transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+                 sink: {{revocations_file: revocations.yaml}}\n{extra}"
+            ),
+        );
+        support::celador::run(&[
+            "signals",
+            "check",
+            "--config",
+            path("receiver.yaml").to_str().unwrap(),
+        ])
+    };
+    let (code, out, err) = check(
+        "max_risks: 500\nassurance_levels:\n  NIST-AAL: {nist-aal1: high}\n  https://idp.example.com/acr: {gold: low}\n",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    for (extra, said) in [
+        (
+            "assurance_levels:\n  NIST-AAL: {nist-aal1: severe}\n",
+            "severe",
+        ),
+        (
+            "assurance_levels:\n  NIST-AAL: {nist-aal1: high, NIST-AAL1: low}\n",
+            "is given twice",
+        ),
+        ("max_risks: 5000000\n", "max_risks: at most 1000000"),
+    ] {
+        let (code, _, err) = check(extra);
+        assert_eq!(code, 64, "{extra}: {err}");
+        assert!(err.contains(said), "{extra}: {err}");
+    }
+}

@@ -6,17 +6,20 @@
 //! max_age: 1h          # the oldest iat accepted (and how long a jti is remembered)
 //! max_future: 5m       # how far ahead of this clock an iat may be
 //! risk_expiry: 24h     # how long a risk level lasts unless refreshed (at most 720h)
+//! max_risks: 10000     # risk entries one transmitter may hold (or per transmitter)
 //! transmitters:
 //!   - issuer: https://idp.example.com/
 //!     audience: https://celador-signals.example.com/   # or a list
 //!     jwks_file: idp-jwks.json       # or jwks_uri: https://idp.example.com/jwks
 //!     push_token_file: idp-token     # optional: the bearer it must push with
-//!     poll: { url: https://idp.example.com/poll, token_file: poll-token }  # optional (RFC 8936)
+//!     poll: { url: https://idp.example.com/poll, token_file: poll-token, wait: 30s }  # optional (RFC 8936)
 //! subjects:            # RFC 9493 subjects that are not SPIFFE IDs
 //!   - subject: { format: iss_sub, iss: https://idp.example.com/, sub: exporter-bot }
 //!     spiffe_id: spiffe://prod.acme.io/ns/batch/sa/exporter
 //! events:              # overrides of the default handling, by event type
 //!   risc/account-purged: ignore
+//! assurance_levels:    # CAEP assurance-level-change -> risk (these are the defaults)
+//!   NIST-AAL: { nist-aal1: high, nist-aal2: medium, nist-aal3: low }
 //! sink:               # one of:
 //!   revocations_file: /var/run/celador/revocations.yaml   # a single node
 //!   risks_file: /var/run/celador/risks.yaml               # (optional, with it)
@@ -37,12 +40,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::event::{Handling, Mapping};
+use super::event::{Assurance, Handling, Mapping};
 use super::jwks::{self, HttpsUrl, KeyRefresh};
 use super::poll::Poller;
 use super::receiver::{Deliveries, Receiver};
 use super::set::{Transmitter, Verifier};
-use super::sink::{FileSink, Sink};
+use super::sink::{DEFAULT_MAX_RISKS, FileSink, RiskCap, Sink};
 use super::store::StoreSink;
 use super::subject::{SubjectSpec, Subjects};
 use crate::app::config::{DurationText, LogConfig};
@@ -67,6 +70,10 @@ pub struct ReceiverConfig {
     /// refreshes it.
     #[serde(default = "default_risk_expiry")]
     pub risk_expiry: DurationText,
+    /// How many risk entries (subjects) each transmitter may hold at once,
+    /// unless its own `max_risks` says otherwise.
+    #[serde(default = "default_max_risks")]
+    pub max_risks: u64,
     /// The transmitters SETs are accepted from.
     pub transmitters: Vec<TransmitterSpec>,
     /// Subjects that are not SPIFFE IDs, mapped to SPIFFE IDs.
@@ -75,6 +82,13 @@ pub struct ReceiverConfig {
     /// Overrides of the default handling of event types.
     #[serde(default)]
     pub events: HashMap<String, Handling>,
+    /// CAEP `assurance-level-change` to risk: namespace -> level -> risk
+    /// level; each namespace given replaces its defaults.
+    #[serde(default)]
+    pub assurance_levels: std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, crate::engine::signals::RiskLevel>,
+    >,
     /// Where actions go.
     pub sink: SinkSpec,
     /// The receiver's own logs.
@@ -139,6 +153,10 @@ pub struct TransmitterSpec {
     /// and tokens too (which a scoped transmitter may not revoke).
     #[serde(default)]
     pub scope: Vec<String>,
+    /// How many risk entries it may hold at once (default: the top-level
+    /// `max_risks`).
+    #[serde(default)]
+    pub max_risks: Option<u64>,
 }
 
 /// A transmitter's poll endpoint (RFC 8936).
@@ -153,9 +171,14 @@ pub struct PollSpec {
     /// CA certificates (PEM) that verify its server (default: the system's).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// How long to wait after a poll that brought nothing.
+    /// How long after the start of a poll that brought nothing the next
+    /// one starts, at the soonest.
     #[serde(default = "default_poll_interval")]
     pub interval: DurationText,
+    /// Long polling (RFC 8936 `returnImmediately: false`): how long the
+    /// transmitter may hold a poll (agreed with it); unset: short polls.
+    #[serde(default)]
+    pub wait: Option<DurationText>,
 }
 
 impl PollSpec {
@@ -185,7 +208,19 @@ impl PollSpec {
             }
             None => None,
         };
-        Ok(Poller::new(issuer, url, token, self.interval.0))
+        let poller = Poller::new(issuer, url, token, self.interval.0);
+        match &self.wait {
+            None => Ok(poller),
+            Some(wait) => {
+                if let Some(problem) = wait.problem() {
+                    return Err(format!("poll.wait: {problem}"));
+                }
+                if wait.0 < Duration::from_secs(1) || wait.0 > super::poll::MAX_WAIT {
+                    return Err("poll.wait: from 1s to 5m".into());
+                }
+                Ok(poller.long(wait.0))
+            }
+        }
     }
 }
 
@@ -230,7 +265,11 @@ fn default_key_prefix() -> String {
 
 impl SinkSpec {
     /// The sink; a problem names its key.
-    fn sink(&self, base: &Path, risk_expiry: Duration) -> Result<Arc<dyn Sink>, String> {
+    fn sink(
+        &self,
+        base: &Path,
+        (risk_expiry, cap): (Duration, RiskCap),
+    ) -> Result<Arc<dyn Sink>, String> {
         let resolve = |p: &Path| base.join(p);
         match (&self.revocations_file, &self.store) {
             (Some(file), None) => {
@@ -238,7 +277,7 @@ impl SinkSpec {
                     .map_err(|e| format!("sink.revocations_file: {e}"))?;
                 let sink = match &self.risks_file {
                     Some(risks) => sink
-                        .with_risks(&resolve(risks), risk_expiry)
+                        .with_risks(&resolve(risks), risk_expiry, cap)
                         .map_err(|e| format!("sink.risks_file: {e}"))?,
                     None => sink,
                 };
@@ -262,8 +301,10 @@ impl SinkSpec {
                     ca_file: self.ca_file.as_deref().map(resolve),
                     key_prefix: self.key_prefix.clone(),
                 };
-                let sink = StoreSink::new(&settings, risk_expiry, |name| std::env::var(name).ok())
-                    .map_err(|e| format!("sink.store: {e}"))?;
+                let sink = StoreSink::new(&settings, (risk_expiry, cap), |name| {
+                    std::env::var(name).ok()
+                })
+                .map_err(|e| format!("sink.store: {e}"))?;
                 Ok(Arc::new(sink))
             }
             _ => Err("sink: give revocations_file or store, one of them".into()),
@@ -290,6 +331,32 @@ fn default_max_age() -> DurationText {
 fn default_risk_expiry() -> DurationText {
     DurationText::new(Duration::from_secs(24 * 3600))
 }
+fn default_max_risks() -> u64 {
+    DEFAULT_MAX_RISKS
+}
+/// The largest `max_risks`: every sidecar holds each entry.
+const MAX_MAX_RISKS: u64 = 1_000_000;
+
+/// The cap of each transmitter; each problem pushed.
+fn risk_cap(config: &ReceiverConfig, problems: &mut Vec<String>) -> RiskCap {
+    let mut check = |at: &str, n: u64| {
+        if n > MAX_MAX_RISKS {
+            problems.push(format!(
+                "{at}: at most {MAX_MAX_RISKS} (every sidecar replicates each entry)"
+            ));
+        }
+    };
+    check("max_risks", config.max_risks);
+    let mut by_issuer = HashMap::new();
+    for (i, t) in config.transmitters.iter().enumerate() {
+        if let Some(n) = t.max_risks {
+            check(&format!("transmitters[{i}] ({}): max_risks", t.issuer), n);
+            by_issuer.insert(t.issuer.clone(), n);
+        }
+    }
+    RiskCap::new(config.max_risks, by_issuer)
+}
+
 /// The longest `risk_expiry`: a risk level is a live signal, not a
 /// revocation.
 const MAX_RISK_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -448,6 +515,18 @@ fn durations(config: &ReceiverConfig, problems: &mut Vec<String>) {
     }
 }
 
+/// The event handling: the defaults, `events:` and `assurance_levels:`.
+fn mapping(config: &ReceiverConfig, problems: &mut Vec<String>) -> Option<Mapping> {
+    let assurance = Assurance::new(&config.assurance_levels)
+        .map_err(|e| problems.push(e))
+        .ok();
+    Mapping::new(&config.events)
+        .map_err(|e| problems.push(e))
+        .ok()
+        .zip(assurance)
+        .map(|(m, a)| m.with_assurance(a))
+}
+
 fn build(config: ReceiverConfig, base: &Path) -> Result<Loaded, String> {
     let resolve = |p: &Path| base.join(p);
     let mut problems = Vec::new();
@@ -470,15 +549,14 @@ fn build(config: ReceiverConfig, base: &Path) -> Result<Loaded, String> {
     let subjects = Subjects::new(&config.subjects)
         .map_err(|e| problems.push(format!("subjects:\n{e}")))
         .ok();
-    let mapping = Mapping::new(&config.events)
-        .map_err(|e| problems.push(e))
-        .ok();
+    let mapping = mapping(&config, &mut problems);
     if let Err(e) = crate::app::config::log_filter(&config.log.level) {
         problems.push(format!("log.level {:?}: {e}", config.log.level));
     }
+    let cap = risk_cap(&config, &mut problems);
     let sink = config
         .sink
-        .sink(base, config.risk_expiry.0)
+        .sink(base, (config.risk_expiry.0, cap))
         .map_err(|e| problems.push(e))
         .ok();
     let (Some(listen), Some(subjects), Some(mapping), Some(sink), true) =

@@ -16,6 +16,7 @@
 //! | CAEP `credential-change` (`change_type` `revoke`/`delete`) | revoke the certificate (`x509_issuer` + `x509_serial`) or the token (a `jwt_id` subject) |
 //! | CAEP `session-revoked`, `token-claims-change` | revoke the token a `jwt_id` subject names |
 //! | CAEP `risk-level-change` | set the subject's risk level |
+//! | CAEP `assurance-level-change` | set the subject's risk level through `assurance_levels` ([`assurance`]) |
 //! | anything else (SSF stream events included) | accept, count, change nothing |
 
 use std::collections::HashMap;
@@ -28,6 +29,9 @@ use super::set::{Event, SetError, VerifiedSet};
 use super::subject::{SubjectError, Subjects, Target};
 use crate::engine::identity::dn::DistinguishedName;
 use crate::engine::time;
+
+pub mod assurance;
+pub use assurance::Assurance;
 
 /// The prefix of RISC event types.
 pub const RISC: &str = "https://schemas.openid.net/secevent/risc/event-type/";
@@ -46,7 +50,8 @@ pub enum Handling {
     RevokeCredential,
     /// Revoke the token a `jwt_id` subject names.
     RevokeToken,
-    /// Set the subject's risk level from `current_level`.
+    /// Set the subject's risk level from `current_level` (of an
+    /// `assurance-level-change`: through `assurance_levels`).
     Risk,
     /// Accept and count it; change nothing.
     Ignore,
@@ -150,6 +155,7 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct Mapping {
     handling: HashMap<String, Handling>,
+    assurance: Assurance,
 }
 
 impl Default for Mapping {
@@ -163,12 +169,14 @@ impl Default for Mapping {
             ("caep/session-revoked", Handling::RevokeToken),
             ("caep/token-claims-change", Handling::RevokeToken),
             ("caep/risk-level-change", Handling::Risk),
+            ("caep/assurance-level-change", Handling::Risk),
         ];
         Mapping {
             handling: defaults
                 .into_iter()
                 .filter_map(|(name, h)| Some((expand(name)?, h)))
                 .collect(),
+            assurance: Assurance::default(),
         }
     }
 }
@@ -197,6 +205,12 @@ impl Mapping {
             mapping.handling.insert(uri, *handling);
         }
         Ok(mapping)
+    }
+
+    /// This mapping, with `assurance` turning assurance levels into risk.
+    pub fn with_assurance(mut self, assurance: Assurance) -> Mapping {
+        self.assurance = assurance;
+        self
     }
 
     /// How `kind` is handled.
@@ -261,6 +275,12 @@ impl Mapping {
                 .collect(),
             Handling::RevokeCredential => credential_change(event, &targets)?,
             Handling::RevokeToken => tokens(event, &targets),
+            Handling::Risk if event.kind == format!("{CAEP}assurance-level-change") => {
+                match self.assurance.risk(event)? {
+                    Ok((level, why)) => risk_actions(&targets, level, Some(why)),
+                    Err(why) => return Ok(Outcome::Ignored(provenance, why)),
+                }
+            }
             Handling::Risk => risk(event, &targets)?,
             Handling::Ignore => Vec::new(),
         };
@@ -413,7 +433,12 @@ fn risk(event: &Event, targets: &[Target]) -> Result<Vec<Action>, SetError> {
         )
     })?;
     let reason = string(event, "risk_reason")?.map(truncate);
-    Ok(targets
+    Ok(risk_actions(targets, level, reason))
+}
+
+/// The risk `level` for each identity target (never a single token).
+fn risk_actions(targets: &[Target], level: RiskLevel, reason: Option<String>) -> Vec<Action> {
+    targets
         .iter()
         .filter(|t| !matches!(t, Target::JwtId(_)))
         .map(|target| Action::Risk {
@@ -421,7 +446,7 @@ fn risk(event: &Event, targets: &[Target]) -> Result<Vec<Action>, SetError> {
             level,
             reason: reason.clone(),
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

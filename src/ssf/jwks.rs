@@ -136,16 +136,17 @@ impl HttpsUrl {
                 "application/jwk-set+json, application/json",
             )
             .body(Full::new(Bytes::new()));
-        self.call(request).await
+        self.call(request, FETCH_TIMEOUT).await
     }
 
     /// `POST`s `body` (JSON) with `Authorization: Bearer bearer` if given:
     /// the JSON answer (`200`), at most [`MAX_JWKS_BYTES`], within
-    /// [`FETCH_TIMEOUT`] (a poll that waits for events must return sooner).
+    /// `within` (a long poll's wait and a margin).
     pub async fn post_json(
         &self,
         body: &serde_json::Value,
         bearer: Option<&str>,
+        within: Duration,
     ) -> Result<Vec<u8>, FetchError> {
         let mut request = hyper::Request::post(self.path())
             .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -153,8 +154,11 @@ impl HttpsUrl {
         if let Some(token) = bearer {
             request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        self.call(request.body(Full::new(Bytes::from(body.to_string()))))
-            .await
+        self.call(
+            request.body(Full::new(Bytes::from(body.to_string()))),
+            within,
+        )
+        .await
     }
 
     fn path(&self) -> String {
@@ -167,14 +171,15 @@ impl HttpsUrl {
     async fn call(
         &self,
         request: Result<hyper::Request<Full<Bytes>>, hyper::http::Error>,
+        within: Duration,
     ) -> Result<Vec<u8>, FetchError> {
-        tokio::time::timeout(FETCH_TIMEOUT, self.send(request))
+        tokio::time::timeout(within, self.send(request))
             .await
             .map_err(|_| {
                 FetchError(format!(
                     "{}: no answer within {} s",
                     self.shown,
-                    FETCH_TIMEOUT.as_secs()
+                    within.as_secs()
                 ))
             })?
     }

@@ -3,13 +3,23 @@
 //!
 //! Data flow: [`Poller`]'s loop (one per transmitter with `poll:`, run by the
 //! server) -> `POST` `{"ack": [...], "setErrs": {...}, "maxEvents": N,
-//! "returnImmediately": true}` -> `{"sets": {jti: SET}, "moreAvailable"}` ->
+//! "returnImmediately": ...}` -> `{"sets": {jti: SET}, "moreAvailable"}` ->
 //! each SET through [`Receiver::polled`] (the push path's verification,
 //! replay memory, mapping and sink) -> its `jti` acknowledged in the next
 //! request if accepted, reported in `setErrs` with its RFC 8935 code if
 //! refused, and neither if it could not be kept now (the transmitter
 //! delivers it again). Acknowledgements are kept until a request carrying
 //! them is answered, so none is lost to a failed poll.
+//!
+//! Short or long polling (RFC 8936 §2.4): without `wait` each request asks
+//! `returnImmediately: true` and an empty answer is followed by `interval`
+//! of rest; with `wait` (the long-poll timeout agreed with the transmitter
+//! out of band) each request asks `returnImmediately: false`, the
+//! transmitter holds it until it has SETs or `wait` ends, and the receiver
+//! waits for the answer `wait` plus [`LONG_POLL_MARGIN`]. Either way an
+//! empty answer is never followed by another request within `interval` of
+//! the last one's start, so a transmitter that answers a long poll at once
+//! is not polled in a loop.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,12 +32,21 @@ use super::receiver::{Deliveries, Receiver};
 /// The most SETs asked for in one poll.
 pub const MAX_EVENTS: usize = 100;
 
+/// How long past a long poll's `wait` the receiver waits for the answer
+/// (the transmitter's own timer, the network).
+pub const LONG_POLL_MARGIN: Duration = Duration::from_secs(10);
+
+/// The longest `wait`: a long poll held longer is likely cut by a proxy.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+
 /// Polls one transmitter.
 pub struct Poller {
     issuer: String,
     url: HttpsUrl,
     token: Option<String>,
     interval: Duration,
+    /// The long poll's timeout; `None`: short polls.
+    wait: Option<Duration>,
 }
 
 impl std::fmt::Debug for Poller {
@@ -36,6 +55,7 @@ impl std::fmt::Debug for Poller {
             .field("issuer", &self.issuer)
             .field("url", &self.url)
             .field("interval", &self.interval)
+            .field("wait", &self.wait)
             .finish_non_exhaustive()
     }
 }
@@ -58,14 +78,30 @@ struct Handled {
 
 impl Poller {
     /// A poller of `issuer`'s endpoint `url`, with the bearer `token` if
-    /// given, waiting `interval` after a poll that brought nothing.
+    /// given, polling again no sooner than `interval` after the start of a
+    /// poll that brought nothing.
     pub fn new(issuer: &str, url: HttpsUrl, token: Option<String>, interval: Duration) -> Poller {
         Poller {
             issuer: issuer.to_owned(),
             url,
             token,
             interval,
+            wait: None,
         }
+    }
+
+    /// This poller, long polling: each request may be held `wait` by the
+    /// transmitter (RFC 8936 §2.4, `returnImmediately: false`).
+    pub fn long(mut self, wait: Duration) -> Poller {
+        self.wait = Some(wait);
+        self
+    }
+
+    /// How long to wait for one answer.
+    fn within(&self) -> Duration {
+        self.wait.map_or(super::jwks::FETCH_TIMEOUT, |w| {
+            w.saturating_add(LONG_POLL_MARGIN)
+        })
     }
 
     /// Polls for ever (the server aborts it).
@@ -76,28 +112,34 @@ impl Poller {
                 "ack": pending.ack,
                 "setErrs": pending.errors,
                 "maxEvents": MAX_EVENTS,
-                "returnImmediately": true,
+                "returnImmediately": self.wait.is_none(),
             });
-            let answer = self.url.post_json(&request, self.token.as_deref()).await;
+            let started = tokio::time::Instant::now();
+            let rest = || tokio::time::sleep_until(started + self.interval);
+            let answer = self
+                .url
+                .post_json(&request, self.token.as_deref(), self.within())
+                .await;
             let handled = match answer.map(|body| serde_json::from_slice::<Value>(&body)) {
                 Ok(Ok(Value::Object(answer))) => self.handle(&receiver, answer).await,
                 Ok(_) => {
                     tracing::warn!(transmitter = %self.issuer, url = %self.url.shown(), "the poll's answer is not a JSON object; polling again later");
-                    tokio::time::sleep(self.interval).await;
+                    rest().await;
                     continue;
                 }
                 Err(e) => {
                     tracing::warn!(transmitter = %self.issuer, "poll failed; polling again later: {e}");
-                    tokio::time::sleep(self.interval).await;
+                    rest().await;
                     continue;
                 }
             };
             // Nothing acknowledged or refused (none came, or none could be
-            // kept now): wait before asking again.
+            // kept now): rest before asking again (a long poll that was
+            // held `interval` or more asks again at once).
             let idle = handled.ack.is_empty() && handled.errors.is_empty();
             pending = handled;
             if idle {
-                tokio::time::sleep(self.interval).await;
+                rest().await;
             }
         }
     }

@@ -619,6 +619,9 @@ fn log_unapplied(p: &Provenance, action: &Action, kept: Kept) {
         Kept::Another => {
             tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the revocation is another transmitter's (or an operator's); only it may withdraw it")
         }
+        Kept::Capped => {
+            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the transmitter holds its max_risks risk levels already; a subject new to it waits until some lapse (its existing ones are still updated), the SET is accepted (valid, RFC 8935 §2.2)")
+        }
         Kept::Unsupported | Kept::Applied => {
             tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the sink keeps no risk levels (a revocations file without risks_file)")
         }
@@ -732,6 +735,7 @@ impl ReceiverMetrics {
             Kept::Superseded => "superseded",
             Kept::Lapsed => "lapsed",
             Kept::Another => "another_source",
+            Kept::Capped => "cap",
             Kept::Unsupported | Kept::Applied => "unsupported",
         };
         let action = action_name(action);

@@ -47,6 +47,40 @@ pub enum Kept {
     /// It would withdraw another transmitter's revocation, which only that
     /// transmitter (or an operator) may do: it changed nothing.
     Another,
+    /// A risk level about a subject its transmitter has no entry for, when
+    /// the transmitter already holds its `max_risks`: it changed nothing.
+    Capped,
+}
+
+/// The default of `max_risks`: how many risk entries (subjects) one
+/// transmitter may hold at once. Ample for the identities a tool judges
+/// risky within a day, and a bound on what every sidecar replicates.
+pub const DEFAULT_MAX_RISKS: u64 = 10_000;
+
+/// How many risk entries each transmitter may hold at once (`max_risks`,
+/// per transmitter or for all).
+#[derive(Debug, Clone)]
+pub struct RiskCap {
+    default: u64,
+    by_issuer: std::collections::HashMap<String, u64>,
+}
+
+impl Default for RiskCap {
+    fn default() -> Self {
+        RiskCap::new(DEFAULT_MAX_RISKS, std::collections::HashMap::new())
+    }
+}
+
+impl RiskCap {
+    /// `default` for every transmitter, but those of `by_issuer`.
+    pub fn new(default: u64, by_issuer: std::collections::HashMap<String, u64>) -> RiskCap {
+        RiskCap { default, by_issuer }
+    }
+
+    /// The cap of the transmitter `issuer`.
+    pub fn of(&self, issuer: &str) -> u64 {
+        self.by_issuer.get(issuer).copied().unwrap_or(self.default)
+    }
 }
 
 /// The future a sink returns: what became of each action of the outcomes
@@ -251,10 +285,16 @@ impl FileSink {
     }
 
     /// This sink, also writing risk levels to the risks file `path`
-    /// (lasting `expiry` after their event), which the receiver owns as it
+    /// (lasting `expiry` after their event, at most `cap` per
+    /// transmitter), which the receiver owns as it
     /// owns the revocations file.
-    pub fn with_risks(mut self, path: &Path, expiry: std::time::Duration) -> Result<Self, String> {
-        self.risks = Some(Mutex::new(risks::RiskFile::open(path, expiry)?));
+    pub fn with_risks(
+        mut self,
+        path: &Path,
+        expiry: std::time::Duration,
+        cap: RiskCap,
+    ) -> Result<Self, String> {
+        self.risks = Some(Mutex::new(risks::RiskFile::open(path, expiry, cap)?));
         Ok(self)
     }
 

@@ -30,7 +30,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
 use super::event::{Action, Outcome, Provenance, Revocation};
-use super::sink::{Applying, Claiming, Kept, SetKey, Settling, Sink, SinkError};
+use super::sink::{Applying, Claiming, Kept, RiskCap, SetKey, Settling, Sink, SinkError};
 use crate::sources::fleet::StoreSettings;
 use crate::sources::fleet::commands::random_epoch;
 use crate::sources::fleet::connect::Endpoint;
@@ -79,6 +79,10 @@ pub struct StoreSink {
     endpoint: Endpoint,
     keys: Keys,
     event_times: String,
+    /// Risk entries per transmitter (the cap's count).
+    risk_counts: String,
+    /// How many risk entries each transmitter may hold.
+    cap: RiskCap,
     host: String,
     /// How long a risk level lasts after its event unless refreshed.
     risk_expiry: Duration,
@@ -119,11 +123,12 @@ fn millis(at: SystemTime) -> u128 {
 
 impl StoreSink {
     /// A sink writing the store `settings` name, risk levels lasting
-    /// `risk_expiry` after their event (`env` reads environment variables,
-    /// for the password); no connection yet.
+    /// `risk_expiry` after their event, at most `cap` per transmitter
+    /// (`env` reads environment variables, for the password); no
+    /// connection yet.
     pub fn new(
         settings: &StoreSettings,
-        risk_expiry: Duration,
+        (risk_expiry, cap): (Duration, RiskCap),
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<StoreSink, String> {
         let endpoint = Endpoint::new(settings, &env)?;
@@ -131,6 +136,8 @@ impl StoreSink {
         let host = crate::sources::fleet::commands::provenance(None, &env).from;
         Ok(StoreSink {
             event_times: format!("{{{}}}:ssf:event-times", settings.key_prefix),
+            risk_counts: format!("{{{}}}:ssf:risk-counts", settings.key_prefix),
+            cap,
             endpoint,
             keys,
             host,
@@ -212,12 +219,13 @@ impl StoreSink {
             Write::Risk(risk, json) => {
                 let lapses = risk.lapses().map_or(0, millis);
                 cmd.arg(risk::APPLY_RISK)
-                    .arg(5)
+                    .arg(6)
                     .arg(&self.keys.risks)
                     .arg(&self.event_times)
                     .arg(&self.keys.feed)
                     .arg(&self.keys.epoch)
                     .arg(&self.keys.risk_lapses)
+                    .arg(&self.risk_counts)
                     .arg(risk.field())
                     .arg(millis(provenance.at).to_string())
                     .arg(json)
@@ -225,17 +233,19 @@ impl StoreSink {
                     .arg(lapses.to_string())
             }
         };
-        let applied: i64 = cmd
-            .arg(&provenance.transmitter)
+        cmd.arg(&provenance.transmitter)
             .arg(&self.host)
             .arg(entries::now_text())
             .arg(random_epoch())
-            .arg(FEED_LENGTH)
-            .query_async(conn)
-            .await?;
+            .arg(FEED_LENGTH);
+        if let Write::Risk(..) = write {
+            cmd.arg(self.cap.of(&provenance.transmitter));
+        }
+        let applied: i64 = cmd.query_async(conn).await?;
         Ok(match applied {
             1 => Kept::Applied,
             2 => Kept::Another,
+            3 => Kept::Capped,
             _ => Kept::Superseded,
         })
     }

@@ -35,6 +35,8 @@ fn every_problem_is_reported_at_once() {
          transmitters:\n  - issuer: https://idp.example.com/\n    audience: a\n    jwks_file: missing.json\n    push_token_file: empty-token\n\
          subjects:\n  - subject: {format: opaque, id: x}\n\
          events: {account-purged: ignore}\n\
+         max_risks: 2000000\n\
+         assurance_levels: {NIST-AAL: {nist-aal1: high, NIST-AAL1: low}, \"\": {}}\n\
          sink: {revocations_file: r.yaml}\nlog: {level: \"é\"}\n",
     );
     let error = load(&dir.path().join("receiver.yaml")).unwrap_err();
@@ -48,6 +50,9 @@ fn every_problem_is_reported_at_once() {
         "subject 1:",
         "account-purged",
         "log.level",
+        "max_risks: at most 1000000",
+        "assurance_levels.NIST-AAL: level \"nist-aal1\" is given twice",
+        "assurance_levels: a namespace name is empty",
     ] {
         assert!(error.contains(expected), "{expected} in:\n{error}");
     }
@@ -192,5 +197,45 @@ fn a_poll_endpoint_is_https_with_a_token_file_that_holds_one() {
     ] {
         let error = with(poll).unwrap_err();
         assert!(error.contains(expected), "{poll}: {expected} in:\n{error}");
+    }
+}
+
+#[test]
+fn an_assurance_level_that_is_not_a_risk_level_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "idp.json", &jwt::jwks(&[&Signer::es256("k1")]));
+    write(
+        dir.path(),
+        "receiver.yaml",
+        "tls: {cert: c, key: k}\ntransmitters:\n  - issuer: https://idp.example.com/\n    audience: a\n    jwks_file: idp.json\n    max_risks: 5\n\
+         assurance_levels: {NIST-AAL: {nist-aal1: severe}}\nsink: {revocations_file: r.yaml}\n",
+    );
+    let error = load(&dir.path().join("receiver.yaml")).unwrap_err();
+    assert!(
+        error.contains("severe") && error.contains("low") && error.contains("high"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_long_poll_waits_from_a_second_to_five_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "idp.json", &jwt::jwks(&[&Signer::es256("k1")]));
+    let with = |poll: &str| {
+        write(
+            dir.path(),
+            "receiver.yaml",
+            &format!(
+                "tls: {{cert: c, key: k}}\ntransmitters:\n  - issuer: https://idp.example.com/\n    audience: a\n    jwks_file: idp.json\n\
+                 \x20   poll: {{url: \"http://127.0.0.1:9/poll\", {poll}}}\nsink: {{revocations_file: r.yaml}}\n"
+            ),
+        );
+        load(&dir.path().join("receiver.yaml"))
+    };
+    assert!(with("wait: 30s").is_ok());
+    assert!(with("interval: 1s").is_ok());
+    for bad in ["wait: 10m", "wait: 500ms", "wait: soon"] {
+        let error = with(bad).unwrap_err();
+        assert!(error.contains("poll.wait"), "{bad}: {error}");
     }
 }

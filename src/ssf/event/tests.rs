@@ -299,3 +299,111 @@ fn a_transmitters_text_reaches_entries_without_control_characters() {
     };
     assert_eq!(reason, "credential-compromise: a?b?c??d");
 }
+
+#[test]
+fn an_assurance_level_becomes_a_risk_level_through_the_table_and_an_unknown_one_is_not_guessed() {
+    let kind = format!("{CAEP}assurance-level-change");
+    let aal = |level: &str, extra: Value| {
+        let mut payload = json!({"namespace": "NIST-AAL", "current_level": level});
+        for (k, v) in extra.as_object().unwrap() {
+            payload[k] = v.clone();
+        }
+        set(uri(), &kind, payload)
+    };
+    // CAEP 1.0's own example, a decrease: one factor is high risk.
+    let decrease = aal(
+        "nist-aal1",
+        json!({"previous_level": "nist-aal2", "change_direction": "decrease"}),
+    );
+    let Outcome::Actions(provenance, actions) = outcome(&decrease) else {
+        panic!("expected actions");
+    };
+    assert_eq!(provenance.event, kind);
+    assert_eq!(provenance.jti, "j-1");
+    assert_eq!(
+        actions,
+        [Action::Risk {
+            target: Target::Id(API.into()),
+            level: RiskLevel::High,
+            reason: Some("assurance NIST-AAL nist-aal1 (decrease from nist-aal2)".into()),
+        }]
+    );
+    for (level, risk) in [
+        ("NIST-AAL2", RiskLevel::Medium),
+        ("nist-aal3", RiskLevel::Low),
+    ] {
+        match &actions_of(&aal(level, json!({})))[..] {
+            [Action::Risk { level: got, .. }] => assert_eq!(*got, risk, "{level}"),
+            other => panic!("{level}: {other:?}"),
+        }
+    }
+    // A level or namespace the table does not name changes nothing, and
+    // says why.
+    for unknown in [
+        aal("aal2", json!({})),
+        set(
+            uri(),
+            &kind,
+            json!({"namespace": "RFC8176", "current_level": "mfa"}),
+        ),
+    ] {
+        match outcome(&unknown) {
+            Outcome::Ignored(_, why) => {
+                assert!(why.contains("not in assurance_levels"), "{why}")
+            }
+            other => panic!("expected ignored, got {other:?}"),
+        }
+    }
+    // An event breaking CAEP §3.4 refuses the SET.
+    for broken in [
+        set(uri(), &kind, json!({"current_level": "nist-aal1"})),
+        set(uri(), &kind, json!({"namespace": "NIST-AAL"})),
+        aal("nist-aal1", json!({"change_direction": "sideways"})),
+    ] {
+        assert_eq!(refused(&broken), ErrorCode::InvalidRequest);
+    }
+    // The config's table replaces a namespace's defaults and adds others.
+    let table: std::collections::BTreeMap<String, std::collections::BTreeMap<String, RiskLevel>> =
+        serde_json::from_value(json!({
+            "nist-aal": {"nist-aal1": "medium"},
+            "https://acr.example.com/": {"gold": "low"}
+        }))
+        .unwrap();
+    let mapping = Mapping::default().with_assurance(Assurance::new(&table).unwrap());
+    let outcomes = mapping
+        .apply(&aal("nist-aal1", json!({})), &subjects())
+        .unwrap();
+    assert!(
+        matches!(&outcomes[..], [Outcome::Actions(_, a)] if matches!(a[..], [Action::Risk { level: RiskLevel::Medium, .. }])),
+        "{outcomes:?}"
+    );
+    let outcomes = mapping
+        .apply(&aal("nist-aal2", json!({})), &subjects())
+        .unwrap();
+    assert!(
+        matches!(&outcomes[..], [Outcome::Ignored(..)]),
+        "{outcomes:?}"
+    );
+    let gold = set(
+        uri(),
+        &kind,
+        json!({"namespace": "https://acr.example.com/", "current_level": "gold"}),
+    );
+    let outcomes = mapping.apply(&gold, &subjects()).unwrap();
+    assert!(
+        matches!(&outcomes[..], [Outcome::Actions(..)]),
+        "{outcomes:?}"
+    );
+    // Names equal but for case are one name: refused at load.
+    let twice: std::collections::BTreeMap<String, std::collections::BTreeMap<String, RiskLevel>> =
+        serde_json::from_value(json!({"X": {"a": "low", "A": "high"}, "x": {}})).unwrap();
+    let problem = Assurance::new(&twice).unwrap_err();
+    assert!(
+        problem.contains("one namespace") && problem.contains("given twice"),
+        "{problem}"
+    );
+}
+
+fn actions_of(set: &VerifiedSet) -> Vec<Action> {
+    actions(set)
+}

@@ -4,7 +4,8 @@
 //!
 //! Data flow: [`super::FileSink`] hands each risk action here
 //! ([`RiskFile::record`]: the later event about a subject wins, one whose
-//! risk had lapsed on arrival is not kept), then [`RiskFile::render`]s the
+//! risk had lapsed on arrival is not kept, nor one about a subject new to
+//! a transmitter that holds its `max_risks` already), then [`RiskFile::render`]s the
 //! entries still in force, checked with the parser `celador serve` uses
 //! ([`Risks::parse`]) before the file is written.
 
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::super::event::{Provenance, RiskLevel};
 use super::super::subject::Target;
-use super::{Kept, SinkError};
+use super::{Kept, RiskCap, SinkError};
 use crate::engine::risks::Risks;
 use crate::engine::time::{parse_rfc3339, rfc3339};
 
@@ -50,6 +51,7 @@ struct File {
 pub(super) struct RiskFile {
     pub(super) path: PathBuf,
     expiry: Duration,
+    cap: RiskCap,
     entries: BTreeMap<String, (SystemTime, Line)>,
 }
 
@@ -57,7 +59,7 @@ impl RiskFile {
     /// The file at `path`, risk levels lasting `expiry` after their event;
     /// its entries kept when it exists (a restarted receiver forgets no
     /// risk), an error when it exists and does not load.
-    pub(super) fn open(path: &Path, expiry: Duration) -> Result<RiskFile, String> {
+    pub(super) fn open(path: &Path, expiry: Duration, cap: RiskCap) -> Result<RiskFile, String> {
         let mut entries = BTreeMap::new();
         match std::fs::read_to_string(path) {
             Ok(text) => {
@@ -81,6 +83,7 @@ impl RiskFile {
         Ok(RiskFile {
             path: path.to_owned(),
             expiry,
+            cap,
             entries,
         })
     }
@@ -107,10 +110,22 @@ impl RiskFile {
         if expires.is_none_or(|t| t <= now) {
             return Kept::Lapsed;
         }
-        if let Some((at, _)) = self.entries.get(&key)
-            && *at > provenance.at
-        {
-            return Kept::Superseded;
+        match self.entries.get(&key) {
+            Some((at, _)) if *at > provenance.at => return Kept::Superseded,
+            Some(_) => {}
+            // A subject new to this transmitter: within its cap, counting
+            // its entries still in force.
+            None => {
+                self.drop_lapsed(now);
+                let held = self
+                    .entries
+                    .values()
+                    .filter(|(_, line)| line.source == *source)
+                    .count();
+                if u64::try_from(held).unwrap_or(u64::MAX) >= self.cap.of(source) {
+                    return Kept::Capped;
+                }
+            }
         }
         let line = Line {
             spiffe_id,
@@ -127,11 +142,16 @@ impl RiskFile {
         Kept::Applied
     }
 
+    /// Forgets the entries lapsed at `now`.
+    fn drop_lapsed(&mut self, now: SystemTime) {
+        self.entries
+            .retain(|_, (_, line)| parse_rfc3339(&line.expires).is_ok_and(|t| t > now));
+    }
+
     /// The file's text with the entries in force at `now` (lapsed ones
     /// dropped), checked as `celador serve` will load it.
     pub(super) fn render(&mut self, now: SystemTime) -> Result<String, SinkError> {
-        self.entries
-            .retain(|_, (_, line)| parse_rfc3339(&line.expires).is_ok_and(|t| t > now));
+        self.drop_lapsed(now);
         let lines: Vec<&Line> = self.entries.values().map(|(_, l)| l).collect();
         let body = serde_json::to_string_pretty(&serde_json::json!({ "risks": lines }))
             .map_err(|e| SinkError(format!("cannot write the risk levels: {e}")))?;

@@ -109,7 +109,7 @@ async fn risk_levels_go_to_the_risks_file_later_events_win_and_lapsed_ones_are_n
     let day = Duration::from_secs(86_400);
     let sink = FileSink::open(&dir.path().join("revocations.yaml"))
         .unwrap()
-        .with_risks(&risks_path, day)
+        .with_risks(&risks_path, day, RiskCap::default())
         .unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -158,7 +158,7 @@ async fn risk_levels_go_to_the_risks_file_later_events_win_and_lapsed_ones_are_n
     assert!(!dir.path().join("revocations.yaml").exists());
     let restarted = FileSink::open(&dir.path().join("revocations.yaml"))
         .unwrap()
-        .with_risks(&risks_path, day)
+        .with_risks(&risks_path, day, RiskCap::default())
         .unwrap();
     let kept = restarted
         .apply(&[risk("r1", now - 10, RiskLevel::High)])
@@ -210,4 +210,70 @@ async fn only_the_transmitter_that_revoked_withdraws_it_even_after_a_restart() {
     let kept = sink.apply(&[unrevoke(A, "j2", 300)]).await.unwrap();
     assert_eq!(kept, [Kept::Applied]);
     assert_eq!(loaded(&path).len(), 0);
+}
+
+#[tokio::test]
+async fn a_transmitter_at_its_cap_adds_no_subject_but_updates_its_own_and_others_still_write() {
+    use crate::ssf::event::RiskLevel;
+    use crate::ssf::subject::Target;
+    let dir = tempfile::tempdir().unwrap();
+    let risks_path = dir.path().join("risks.yaml");
+    let day = Duration::from_secs(86_400);
+    let cap = RiskCap::new(2, std::collections::HashMap::new());
+    let sink = FileSink::open(&dir.path().join("revocations.yaml"))
+        .unwrap()
+        .with_risks(&risks_path, day, cap)
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let risk = |id: &str, jti: &str, at: u64, level| {
+        Outcome::Actions(
+            provenance(jti, at),
+            vec![Action::Risk {
+                target: Target::Id(id.into()),
+                level,
+                reason: None,
+            }],
+        )
+    };
+    const C: &str = "spiffe://prod.acme.io/ns/c/sa/c";
+    let kept = sink
+        .apply(&[
+            risk(A, "a", now - 30, RiskLevel::High),
+            risk(B, "b", now - 30, RiskLevel::High),
+            risk(C, "c", now - 30, RiskLevel::High),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Applied, Kept::Applied, Kept::Capped]);
+    // Its own entries are still lowered; another transmitter has its own cap.
+    let kept = sink
+        .apply(&[
+            risk(A, "a2", now - 20, RiskLevel::Low),
+            from_other(risk(C, "o", now - 20, RiskLevel::Medium)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Applied, Kept::Applied]);
+    let text = std::fs::read_to_string(&risks_path).unwrap();
+    assert_eq!(text.matches("\"level\"").count(), 3, "{text}");
+    assert!(
+        text.contains("\"jti\": \"a2\"") && !text.contains("\"jti\": \"c\""),
+        "{text}"
+    );
+    // Revocations are not capped.
+    let kept = sink.apply(&[revoke(C, "r", now)]).await.unwrap();
+    assert_eq!(kept, [Kept::Applied]);
+    // A restarted sink counts the file's entries.
+    let restarted = FileSink::open(&dir.path().join("revocations.yaml"))
+        .unwrap()
+        .with_risks(&risks_path, day, RiskCap::new(2, Default::default()))
+        .unwrap();
+    let kept = restarted
+        .apply(&[risk(C, "c2", now, RiskLevel::High)])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Capped]);
 }

@@ -7,6 +7,12 @@
 //! event-time comparison, the entry, its lapse time, a feed record, and the
 //! removal of lapsed entries, in one atomic step.
 //!
+//! Each transmitter holds at most its `max_risks` entries (10,000 by
+//! default): a risk level about a subject it has no entry for is not kept
+//! past that ([`super::super::sink::Kept::Capped`]), while its existing
+//! entries are still updated and lowered, so a scoped transmitter cannot
+//! grow the hash every sidecar replicates without bound.
+//!
 //! A risk lapses `risk_expiry` after its event unless a later event
 //! refreshes it. Lapsed entries are removed from Redis by the next risk
 //! write (at most 100 at a time, from a sorted set of lapse times), so the
@@ -21,26 +27,52 @@ use crate::engine::time::rfc3339;
 use crate::sources::fleet::entries;
 use crate::sources::fleet::risks::{StoredRisk, check_risk};
 
-/// Compares the event time, writes the risk and its lapse time, records
-/// the change, and removes lapsed risks; atomically.
+/// Compares the event time, enforces the transmitter's cap, writes the
+/// risk and its lapse time, records the change, and removes lapsed risks;
+/// atomically.
 ///
-/// KEYS: risks, event times, feed, epoch, lapses. ARGV: field, event time
-/// (ms), the entry's JSON, now (ms), lapse time (ms), by, from, at (text),
-/// a new epoch, the feed's length. Returns 1 if applied, 0 if older than
-/// the field's last event.
+/// KEYS: risks, event times, feed, epoch, lapses, counts (entries per
+/// transmitter). ARGV: field, event time (ms), the entry's JSON, now (ms),
+/// lapse time (ms), by (the transmitter), from, at (text), a new epoch, the
+/// feed's length, the transmitter's cap. Returns 1 if applied, 0 if older
+/// than the field's last event, 3 if it would add an entry past the cap.
+///
+/// The count of a transmitter is its members of the lapses set, which
+/// only this script changes (a field removed from the risks hash by hand
+/// still counts until it lapses), so it cannot drift; a field is a
+/// transmitter's by its prefix (`SOURCE|spiffe_id...`). A counts hash that
+/// is missing (entries written before the cap, or the hash deleted by
+/// hand) is counted again from the lapses set, once.
 pub const APPLY_RISK: &str = r"
 local times = 'risk:' .. ARGV[1]
 local last = redis.call('HGET', KEYS[2], times)
 if last and tonumber(last) > tonumber(ARGV[2]) then return 0 end
+if redis.call('EXISTS', KEYS[6]) == 0 then
+  for _, field in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+    local source = string.match(field, '^(.*)|spiffe_id')
+    if source then redis.call('HINCRBY', KEYS[6], source, 1) end
+  end
+end
 local lapsed = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[4], 'LIMIT', 0, 100)
 for _, field in ipairs(lapsed) do
   redis.call('HDEL', KEYS[1], field)
   redis.call('HDEL', KEYS[2], 'risk:' .. field)
-  redis.call('ZREM', KEYS[5], field)
+  if redis.call('ZREM', KEYS[5], field) == 1 then
+    local source = string.match(field, '^(.*)|spiffe_id')
+    if source and redis.call('HINCRBY', KEYS[6], source, -1) <= 0 then
+      redis.call('HDEL', KEYS[6], source)
+    end
+  end
+end
+local new = not redis.call('ZSCORE', KEYS[5], ARGV[1])
+if new and tonumber(redis.call('HGET', KEYS[6], ARGV[6]) or '0') >= tonumber(ARGV[11]) then
+  return 3
 end
 redis.call('HSET', KEYS[2], times, ARGV[2])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1])
+if redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[6], ARGV[6], 1)
+end
 redis.call('SET', KEYS[4], ARGV[9], 'NX')
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', 'op', 'risk', 'entry', ARGV[1],
   'by', ARGV[6], 'from', ARGV[7], 'at', ARGV[8])
