@@ -1599,7 +1599,11 @@ async fn check_reads_the_signals_receivers_json_revocations_and_risks_files() {
     );
     let sink = FileSink::open(&revocations)
         .unwrap()
-        .with_risks(&risks, std::time::Duration::from_secs(86_400))
+        .with_risks(
+            &risks,
+            std::time::Duration::from_secs(86_400),
+            celador::ssf::sink::RiskCap::default(),
+        )
         .unwrap();
     let provenance = Provenance {
         transmitter: "https://idp.example.com/".into(),
