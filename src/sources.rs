@@ -7,6 +7,7 @@
 //! once at start-up. A source never reaches into the request path, and a
 //! bad input keeps the last good state in use.
 
+pub mod background;
 pub mod downward_api;
 pub mod files;
 pub mod fleet;

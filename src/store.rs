@@ -236,9 +236,13 @@ impl Store {
     }
 
     /// Publishes new rules; checks already running keep the old ones.
-    pub fn publish_policy(&self, policy: Arc<Policy>) {
+    /// Returns the policy it replaces, for the caller to drop off the
+    /// request path.
+    pub fn publish_policy(&self, policy: Arc<Policy>) -> Arc<Policy> {
         let _writer = self.lock();
-        self.publish(|s| s.policy = policy);
+        let mut replaced = policy;
+        self.publish(|s| std::mem::swap(&mut s.policy, &mut replaced));
+        replaced
     }
 
     /// Publishes new grants from the grants file.

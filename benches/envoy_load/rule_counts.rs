@@ -11,6 +11,9 @@
 //! path prefix, one in ten a deny rule on another namespace, and the
 //! benchmark's caller matching only the last allow rule. Last, a reload of
 //! the largest policy under load: p99 while it reloads, against p99 without.
+//! With `CELADOR_BASELINE_BIN`, every size is also served by that binary
+//! (another build), measured in the same rounds, for before and after in
+//! one run.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,6 +67,9 @@ pub fn rules(n: usize, indexable: bool) -> String {
 /// One policy size and its celador.
 struct Size {
     name: String,
+    /// Which binary: `now` or `baseline`.
+    build: &'static str,
+    bin: PathBuf,
     rules: usize,
     indexable: bool,
     celador: Pinned,
@@ -71,6 +77,19 @@ struct Size {
     policy: PathBuf,
     ready_after: Duration,
     rss_kib: u64,
+}
+
+/// The binaries measured: this build's and, with `CELADOR_BASELINE_BIN`,
+/// another.
+fn builds() -> Vec<(&'static str, PathBuf)> {
+    let now = std::env::var("CELADOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_BIN_EXE_celador")));
+    let mut builds = vec![("now", now)];
+    if let Ok(baseline) = std::env::var("CELADOR_BASELINE_BIN") {
+        builds.push(("baseline", PathBuf::from(baseline)));
+    }
+    builds
 }
 
 /// `2,200,2000u`: the sizes, `u` for unindexable.
@@ -87,8 +106,9 @@ pub fn parse_counts(text: &str) -> Vec<(usize, bool)> {
         .collect()
 }
 
-fn start(dir: &Path, celador_bin: &Path, rules: usize, indexable: bool) -> Size {
-    let name = format!("rules_{rules}{}", if indexable { "" } else { "u" });
+fn start(dir: &Path, (build, bin): (&'static str, &Path), rules: usize, indexable: bool) -> Size {
+    let suffix = if build == "now" { "" } else { "_baseline" };
+    let name = format!("rules_{rules}{}{suffix}", if indexable { "" } else { "u" });
     let (port, admin_port) = (free_port(), free_port());
     let policy = dir.join(format!("{name}.yaml"));
     std::fs::write(&policy, self::rules(rules, indexable)).unwrap();
@@ -101,7 +121,7 @@ fn start(dir: &Path, celador_bin: &Path, rules: usize, indexable: bool) -> Size 
     .unwrap();
     let started = Instant::now();
     let config = format!("{name}.celador.yaml");
-    let celador = pinned(&name, celador_bin, &["serve", "--config", &config], dir);
+    let celador = pinned(&name, bin, &["serve", "--config", &config], dir);
     let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
     wait_for(&format!("{name} to be ready"), dir, || {
         http_get(admin, "/readyz").filter(|(status, _)| *status == 200)
@@ -114,6 +134,8 @@ fn start(dir: &Path, celador_bin: &Path, rules: usize, indexable: bool) -> Size 
     );
     Size {
         name,
+        build,
+        bin: bin.to_owned(),
         rules,
         indexable,
         celador,
@@ -125,8 +147,8 @@ fn start(dir: &Path, celador_bin: &Path, rules: usize, indexable: bool) -> Size 
 }
 
 /// The celador filter `celador envoy-config` prints, sending to `cluster`.
-fn filter(dir: &Path, celador_bin: &Path, size: &Size) -> String {
-    let out = Command::new(celador_bin)
+fn filter(dir: &Path, size: &Size) -> String {
+    let out = Command::new(&size.bin)
         .args(["envoy-config", "--config"])
         .arg(format!("{}.celador.yaml", size.name))
         .args(["--cluster", &size.name])
@@ -148,22 +170,17 @@ pub fn run(rounds: u64, requests: u64, counts: &[(usize, bool)]) {
         .status();
     let s = setup();
     let dir = s.dir.path();
-    let celador_bin = std::env::var("CELADOR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_BIN_EXE_celador")));
+    let builds = builds();
     let sizes: Vec<Size> = counts
         .iter()
-        .map(|&(n, indexable)| start(dir, &celador_bin, n, indexable))
+        .flat_map(|&(n, indexable)| builds.iter().map(move |b| (n, indexable, b)))
+        .map(|(n, indexable, (build, bin))| start(dir, (build, bin), n, indexable))
         .collect();
     let ports: Vec<u16> = sizes.iter().map(|_| free_port()).collect();
     let mut listeners = String::new();
     let mut clusters = String::new();
     for (size, port) in sizes.iter().zip(&ports) {
-        listeners.push_str(&listener(
-            &size.name,
-            *port,
-            &filter(dir, &celador_bin, size),
-        ));
+        listeners.push_str(&listener(&size.name, *port, &filter(dir, size)));
         clusters.push_str(&cluster(&size.name, size.port));
     }
     std::fs::write(
@@ -220,49 +237,64 @@ pub fn run(rounds: u64, requests: u64, counts: &[(usize, bool)]) {
         }
     }
     report(&sizes, &samples);
-    // A reload of the largest indexable policy under load: the file is
-    // rewritten (a comment more) while requests run.
-    if let Some((i, size)) = sizes
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.indexable)
-        .max_by_key(|(_, s)| s.rules)
-    {
-        let policy = size.policy.clone();
-        let writer = std::thread::spawn(move || {
-            for k in 0..3 {
-                std::thread::sleep(Duration::from_millis(300));
-                let text = std::fs::read_to_string(&policy).unwrap();
-                std::fs::write(&policy, format!("# reload {k}\n{text}")).unwrap();
-            }
-        });
-        let during = runtime.block_on(measure(
-            addr(i),
-            Arc::clone(&tls),
-            8,
-            8,
-            requests.max(20_000),
-            Some(size.celador.0.id()),
-        ));
-        writer.join().unwrap();
-        let without = median(samples[i].iter().map(|s| s.p99.as_secs_f64()).collect());
-        println!(
-            "\nReload of {} under load (3 rewrites 300 ms apart during {} requests at 8×8): p99 {:.0} µs, against {:.0} µs without: {:.2}×; {:.0} req/s",
-            size.name,
-            requests.max(20_000),
-            during.p99.as_secs_f64() * 1e6,
-            without * 1e6,
-            during.p99.as_secs_f64() / without,
-            during.throughput,
-        );
+    // A reload of the largest indexable policy under load (per build):
+    // the file is rewritten (a comment more) while requests run.
+    for (build, _) in &builds {
+        let largest = sizes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.indexable && s.build == *build)
+            .max_by_key(|(_, s)| s.rules);
+        if let Some((i, size)) = largest {
+            let during = reload_under_load(&runtime, &tls, addr(i), size, requests);
+            let without = median(samples[i].iter().map(|s| s.p99.as_secs_f64()).collect());
+            println!(
+                "\nReload of {} ({build}) under load (3 rewrites 300 ms apart during {} requests at 8×8): p99 {:.0} µs, against {:.0} µs without: {:.2}×; {:.0} req/s; RSS after {:.1} MiB",
+                size.name,
+                requests.max(20_000),
+                during.p99.as_secs_f64() * 1e6,
+                without * 1e6,
+                during.p99.as_secs_f64() / without,
+                during.throughput,
+                memory(size.celador.0.id()).0 as f64 / 1024.0,
+            );
+        }
     }
+}
+
+/// Requests at 8 × 8 while `size`'s policy file is rewritten three times.
+fn reload_under_load(
+    runtime: &tokio::runtime::Runtime,
+    tls: &Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    size: &Size,
+    requests: u64,
+) -> Sample {
+    let policy = size.policy.clone();
+    let writer = std::thread::spawn(move || {
+        for k in 0..3 {
+            std::thread::sleep(Duration::from_millis(300));
+            let text = std::fs::read_to_string(&policy).unwrap();
+            std::fs::write(&policy, format!("# reload {k}\n{text}")).unwrap();
+        }
+    });
+    let during = runtime.block_on(measure(
+        addr,
+        Arc::clone(tls),
+        8,
+        8,
+        requests.max(20_000),
+        Some(size.celador.0.id()),
+    ));
+    writer.join().unwrap();
+    during
 }
 
 fn report(sizes: &[Size], samples: &[Vec<Sample>]) {
     println!(
-        "| rules | indexable | ready after start | RSS at ready | req/s (median) | p50 | p99 | CPU per check | CPU ÷ at the first size |"
+        "| rules | indexable | build | ready after start | RSS at ready | RSS after the rounds | req/s (median) | p50 | p99 | CPU per check | CPU ÷ at the first size |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let cpu = |s: &[Sample]| {
         median(
             s.iter()
@@ -271,15 +303,22 @@ fn report(sizes: &[Size], samples: &[Vec<Sample>]) {
                 .collect(),
         )
     };
-    let first = samples.first().map(|s| cpu(s)).unwrap_or(f64::NAN);
     for (size, s) in sizes.iter().zip(samples) {
+        // Against the first size of the same build.
+        let first = sizes
+            .iter()
+            .zip(samples)
+            .find(|(f, _)| f.build == size.build)
+            .map_or(f64::NAN, |(_, f)| cpu(f));
         let stat = |f: &dyn Fn(&Sample) -> f64| median(s.iter().map(f).collect());
         println!(
-            "| {} | {} | {:.0} ms | {:.1} MiB | {:.0} | {:.0} µs | {:.0} µs | {:.1} µs | {:.2}× |",
+            "| {} | {} | {} | {:.0} ms | {:.1} MiB | {:.1} MiB | {:.0} | {:.0} µs | {:.0} µs | {:.1} µs | {:.2}× |",
             size.rules,
             if size.indexable { "yes" } else { "no" },
+            size.build,
             size.ready_after.as_secs_f64() * 1e3,
             size.rss_kib as f64 / 1024.0,
+            memory(size.celador.0.id()).0 as f64 / 1024.0,
             stat(&|s| s.throughput),
             stat(&|s| s.p50.as_secs_f64() * 1e6),
             stat(&|s| s.p99.as_secs_f64() * 1e6),

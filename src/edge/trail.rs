@@ -137,7 +137,7 @@ impl<'a> Trail<'a> {
                     .rule
                     .as_ref()
                     .and_then(|name| policy.rule(name))
-                    .map_or(policy.footprint(), |rule| &rule.footprint),
+                    .map_or(policy.footprint(), |rule| &*rule.footprint),
             };
             if !footprint.parts.is_empty() || !footprint.volatile.is_empty() {
                 out.object("read", |o| self.write_read(o, footprint));

@@ -5,7 +5,8 @@
 //! Data flow: Kubernetes updates a mounted ConfigMap or Secret by swapping a
 //! `..data` symlink in the volume's directory, so the *directories* holding
 //! the files are watched, not the files. A burst of events is debounced,
-//! then every file is re-read on a blocking thread; a file whose content
+//! then every file is re-read on a reload thread below the checks'
+//! priority ([`super::background`]); a file whose content
 //! (by SHA-256) did not change is left alone. A file that fails to load
 //! keeps the last good state in use, is logged with the reason, and is
 //! counted. A periodic resync catches anything the watcher missed.
@@ -357,7 +358,9 @@ impl Sinks {
                     "rules reloaded"
                 );
                 self.metrics.rules_loaded(&policy);
-                self.store.publish_policy(Arc::new(policy));
+                let replaced = self.store.publish_policy(Arc::new(policy));
+                // Dropped here, off the request path.
+                super::background::retire(replaced);
                 self.metrics.policy_reload(true);
                 self.metrics.rules_reload_attempt(true, unix_now());
             }
@@ -535,12 +538,13 @@ impl LiveFiles {
                     _ = resync.tick() => {}
                 }
                 let live = Arc::clone(&live);
-                let reloaded = tokio::task::spawn_blocking(move || {
+                // Off the runtime, below the checks (see `background`).
+                let reloaded = super::background::run(move || {
                     live.lock().unwrap_or_else(PoisonError::into_inner).reload();
                 })
                 .await;
-                if let Err(e) = reloaded {
-                    tracing::error!(error = %e, "reloading files failed");
+                if reloaded.is_none() {
+                    tracing::error!("reloading files failed");
                 }
             }
         });

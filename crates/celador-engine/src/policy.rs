@@ -65,12 +65,14 @@ pub struct Rule {
     pub when: String,
     /// 1-based line of the rule's `name` in the file.
     pub line: usize,
-    /// The attributes the rule reads (`source.id`, `request.headers`, ...).
-    pub reads: BTreeSet<String>,
+    /// The attributes the rule reads (`source.id`, `request.headers`, ...);
+    /// shared by the rules of a policy that read the same ones.
+    pub reads: Arc<BTreeSet<String>>,
     /// Whether the rule is only evaluated beside the enforced ones.
     pub mode: Mode,
-    /// What of a request the rule's result can depend on.
-    pub footprint: footprint::Footprint,
+    /// What of a request the rule's result can depend on; shared by the
+    /// rules of a policy with the same one.
+    pub footprint: Arc<footprint::Footprint>,
     expr: IdedExpr,
 }
 
@@ -153,14 +155,14 @@ impl Policy {
     /// (`input.grant`) allows when no allow rule does.
     pub fn evaluate(&self, input: Input<'_>) -> Decision {
         // Only the rules the index cannot rule out, in file order.
-        self.decide(input, &self.enforced.candidates(&input))
+        self.decide(input, self.enforced.candidates(&input))
     }
 
     /// What [`Policy::evaluate`] would decide if the rules in
     /// `mode: shadow` were enforced too; `None` when there are none.
     pub(crate) fn evaluate_shadow(&self, input: Input<'_>) -> Option<Decision> {
         let index = self.with_shadow.as_ref()?;
-        Some(self.decide(input, &index.candidates(&input)))
+        Some(self.decide(input, index.candidates(&input)))
     }
 
     /// The first rule named `name`: a lookup, not a scan, on every check's
@@ -198,7 +200,7 @@ impl Policy {
             .filter(|(_, r)| shadow || r.mode == Mode::Enforce)
             .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
             .collect();
-        self.decide(input, &positions)
+        self.decide(input, positions.into_iter())
     }
 
     /// Appends to a decision cache key the values of the bounded clock
@@ -214,12 +216,12 @@ impl Policy {
 
     /// Decides with the rules at `positions` (ascending, so in file
     /// order): the deny rules, then the allow rules, then the grant.
-    fn decide(&self, input: Input<'_>, positions: &[u32]) -> Decision {
+    fn decide(&self, input: Input<'_>, positions: impl Iterator<Item = u32> + Clone) -> Decision {
         let activation = activation::Activation::new(input);
         let mut ctx = self.root.new_inner_scope();
         ctx.set_variable_resolver(&activation);
         let mut errors = Vec::new();
-        let rules = positions.iter().filter_map(|&i| self.rules.get(i as usize));
+        let rules = positions.filter_map(|i| self.rules.get(i as usize));
         for rule in rules.clone().filter(|r| r.effect == Effect::Deny) {
             let reason = match evaluate_rule(rule, &ctx) {
                 RuleResult::NoMatch => continue,

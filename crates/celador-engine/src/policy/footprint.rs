@@ -68,7 +68,7 @@ pub enum Part {
 }
 
 /// What a rule (or a whole policy) can depend on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Footprint {
     /// The parts of a request the result depends on.
     pub parts: BTreeSet<Part>,

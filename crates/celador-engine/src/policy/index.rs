@@ -28,6 +28,7 @@ use std::collections::HashMap;
 
 use cel::IdedExpr;
 use cel::common::ast::{Expr, LiteralValue, operators};
+use smallvec::SmallVec;
 
 use super::Input;
 
@@ -115,38 +116,40 @@ impl Attr {
     }
 }
 
-/// A top-level conjunct that pins an attribute to literals.
+/// A top-level conjunct that pins an attribute to literals, borrowed
+/// from the compiled condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pin {
-    /// `a == "x"` (either way round) or `a in ["x", ...]`: one of these.
-    Equal(Attr, Vec<String>),
+pub enum Pin<'e> {
+    /// `a == "x"` (either way round), `a in ["x", ...]`, or an `||` of
+    /// such tests on one attribute: one of these.
+    Equal(Attr, Vec<&'e str>),
     /// `a.startsWith("x")`.
-    Prefix(Attr, String),
+    Prefix(Attr, &'e str),
 }
 
 /// The pins among the top-level conjuncts of a compiled condition.
-pub(crate) fn pins(expr: &IdedExpr) -> Vec<Pin> {
+pub(crate) fn pins(expr: &IdedExpr) -> Vec<Pin<'_>> {
     let mut conjuncts = Vec::new();
-    top_level_conjuncts(expr, &mut conjuncts);
+    top_level(operators::LOGICAL_AND, expr, &mut conjuncts);
     conjuncts.into_iter().filter_map(pin).collect()
 }
 
-fn top_level_conjuncts<'e>(expr: &'e IdedExpr, out: &mut Vec<&'e IdedExpr>) {
+/// The operands of a (nested) chain of the logical operator `op` at the
+/// top of `expr`, or `expr` itself.
+fn top_level<'e>(op: &str, expr: &'e IdedExpr, out: &mut Vec<&'e IdedExpr>) {
     match &expr.expr {
         Expr::Call(call)
-            if call.func_name == operators::LOGICAL_AND
-                && call.target.is_none()
-                && call.args.len() == 2 =>
+            if call.func_name == op && call.target.is_none() && call.args.len() == 2 =>
         {
             for arg in &call.args {
-                top_level_conjuncts(arg, out);
+                top_level(op, arg, out);
             }
         }
         _ => out.push(expr),
     }
 }
 
-fn pin(expr: &IdedExpr) -> Option<Pin> {
+fn pin(expr: &IdedExpr) -> Option<Pin<'_>> {
     let Expr::Call(call) = &expr.expr else {
         return None;
     };
@@ -156,7 +159,7 @@ fn pin(expr: &IdedExpr) -> Option<Pin> {
                 (Some(attr), Some(value)) => (attr, value),
                 _ => (attr(b)?, string(a)?),
             };
-            Some(Pin::Equal(attr, vec![value.to_owned()]))
+            Some(Pin::Equal(attr, vec![value]))
         }
         (operators::IN, None, [a, list]) => {
             let Expr::List(list) = &list.expr else {
@@ -169,15 +172,39 @@ fn pin(expr: &IdedExpr) -> Option<Pin> {
             let values = list
                 .elements
                 .iter()
-                .map(|e| string(e).map(str::to_owned))
+                .map(string)
                 .collect::<Option<Vec<_>>>()?;
             Some(Pin::Equal(attr(a)?, values))
         }
-        ("startsWith", Some(target), [prefix]) => {
-            Some(Pin::Prefix(attr(target)?, string(prefix)?.to_owned()))
-        }
+        (operators::LOGICAL_OR, None, [_, _]) => either(expr),
+        ("startsWith", Some(target), [prefix]) => Some(Pin::Prefix(attr(target)?, string(prefix)?)),
         _ => None,
     }
+}
+
+/// `a == "x" || a in ["y", "z"] || ...`: the union of the disjuncts'
+/// literals, when every disjunct pins the same attribute to equal ones.
+///
+/// Why this files the rule soundly: when the attribute is present, each
+/// disjunct evaluates to `false` or `true` without error, and `cel`'s `||`
+/// is `false` exactly when every disjunct is; when it is absent, every
+/// disjunct is an error, so the rule is a candidate (as any rule filed
+/// under the attribute is then).
+fn either(expr: &IdedExpr) -> Option<Pin<'_>> {
+    let mut disjuncts = Vec::new();
+    top_level(operators::LOGICAL_OR, expr, &mut disjuncts);
+    let mut union: Option<(Attr, Vec<&str>)> = None;
+    for disjunct in disjuncts {
+        let Pin::Equal(attr, values) = pin(disjunct)? else {
+            return None;
+        };
+        match &mut union {
+            None => union = Some((attr, values)),
+            Some((first, all)) if *first == attr => all.extend(values),
+            Some(_) => return None,
+        }
+    }
+    union.map(|(attr, values)| Pin::Equal(attr, values))
 }
 
 /// The attribute a flattened identifier (see `policy::flatten_fields`) is.
@@ -221,21 +248,28 @@ pub struct RuleIndex {
 impl RuleIndex {
     /// The index of the rules whose compiled conditions are `conditions`,
     /// each with its position in the file, in file order.
-    pub fn build<'e>(conditions: impl IntoIterator<Item = (usize, &'e IdedExpr)>) -> Self {
-        let pinned: Vec<(usize, Vec<Pin>)> = conditions
-            .into_iter()
-            .map(|(position, expr)| (position, pins(expr)))
-            .collect();
+    ///
+    /// The conditions are read twice (once to count each literal's rules,
+    /// once to file them) rather than their pins kept: at 20,000 rules the
+    /// pins were megabytes more at the peak of a load.
+    pub fn build<'e, I>(conditions: I) -> Self
+    where
+        I: Iterator<Item = (usize, &'e IdedExpr)> + Clone,
+    {
         // How many rules pin each (attribute, literal): a rule is filed
         // under its pin with the fewest rivals, so that a check evaluates
         // few rules besides the ones that match.
         let mut counts: HashMap<(Attr, bool, &str), usize> = HashMap::new();
-        for pin in pinned.iter().flat_map(|(_, pins)| pins) {
-            for key in keys(pin) {
-                *counts.entry(key).or_default() += 1;
+        let mut rules = 0;
+        for (_, expr) in conditions.clone() {
+            rules += 1;
+            for pin in pins(expr) {
+                for key in keys(&pin) {
+                    *counts.entry(key).or_default() += 1;
+                }
             }
         }
-        let cost = |pin: &Pin| -> usize {
+        let cost = |pin: &Pin<'_>| -> usize {
             let rivals: usize = keys(pin)
                 .map(|k| counts.get(&k).copied().unwrap_or(0))
                 .sum();
@@ -244,12 +278,12 @@ impl RuleIndex {
             rivals * 2 + usize::from(matches!(pin, Pin::Prefix(..)))
         };
         let mut index = RuleIndex {
-            rules: pinned.len(),
+            rules,
             ..RuleIndex::default()
         };
-        for (position, pins) in &pinned {
-            let position = u32::try_from(*position).unwrap_or(u32::MAX);
-            match pins.iter().min_by_key(|p| cost(p)) {
+        for (position, expr) in conditions {
+            let position = u32::try_from(position).unwrap_or(u32::MAX);
+            match pins(expr).iter().min_by_key(|p| cost(p)) {
                 Some(pin) => index.file(position, pin),
                 None => index.unfiled.push(position),
             }
@@ -259,12 +293,17 @@ impl RuleIndex {
             dimension.lengths.dedup();
             for rules in dimension.equal.values_mut() {
                 rules.dedup();
+                rules.shrink_to_fit();
             }
+            dimension.equal.shrink_to_fit();
+            dimension.prefix.shrink_to_fit();
+            dimension.all.shrink_to_fit();
         }
+        index.unfiled.shrink_to_fit();
         index
     }
 
-    fn file(&mut self, position: u32, pin: &Pin) {
+    fn file(&mut self, position: u32, pin: &Pin<'_>) {
         let attr = match pin {
             Pin::Equal(attr, _) | Pin::Prefix(attr, _) => *attr,
         };
@@ -282,7 +321,7 @@ impl RuleIndex {
         match pin {
             Pin::Equal(_, values) => {
                 for value in values {
-                    let rules = dimension.equal.entry(value.as_str().into()).or_default();
+                    let rules = dimension.equal.entry((*value).into()).or_default();
                     // `a in ["x", "x"]` files the rule once.
                     if rules.last() != Some(&position) {
                         rules.push(position);
@@ -292,7 +331,7 @@ impl RuleIndex {
             Pin::Prefix(_, prefix) => {
                 dimension
                     .prefix
-                    .entry(prefix.as_str().into())
+                    .entry((*prefix).into())
                     .or_default()
                     .push(position);
                 dimension.lengths.push(prefix.len());
@@ -302,17 +341,19 @@ impl RuleIndex {
 
     /// The positions of the rules a check of `input` must evaluate, in
     /// file order: every rule that is not certain to evaluate to `false`.
-    pub(crate) fn candidates(&self, input: &Input<'_>) -> Vec<u32> {
-        let mut out = Vec::with_capacity(self.unfiled.len() + 8);
-        out.extend_from_slice(&self.unfiled);
+    /// Allocates nothing (for up to [`LISTS`] lists): the candidates are
+    /// a merge of the index's own sorted lists.
+    pub(crate) fn candidates<'a>(&'a self, input: &Input<'_>) -> Candidates<'a> {
+        let mut lists = SmallVec::new();
+        lists.push(self.unfiled.as_slice());
         for (attr, dimension) in &self.dimensions {
             let Some(value) = attr.value(input) else {
                 // Reading the attribute fails: its rules may fail too.
-                out.extend_from_slice(&dimension.all);
+                lists.push(dimension.all.as_slice());
                 continue;
             };
             if let Some(rules) = dimension.equal.get(value) {
-                out.extend_from_slice(rules);
+                lists.push(rules.as_slice());
             }
             for &length in &dimension.lengths {
                 // A value shorter than the prefix, or cut inside a
@@ -324,14 +365,12 @@ impl RuleIndex {
                     continue;
                 };
                 if let Some(rules) = dimension.prefix.get(head) {
-                    out.extend_from_slice(rules);
+                    lists.push(rules.as_slice());
                 }
             }
         }
-        // Each rule is filed once, but buckets come in attribute order.
-        out.sort_unstable();
-        out.dedup();
-        out
+        lists.retain(|list: &mut &[u32]| !list.is_empty());
+        Candidates { lists, last: None }
     }
 
     /// How many rules are filed under a pin (the rest run on every check).
@@ -341,12 +380,49 @@ impl RuleIndex {
 }
 
 /// The (attribute, is-prefix, literal) buckets a pin is counted in.
-fn keys(pin: &Pin) -> impl Iterator<Item = (Attr, bool, &str)> {
-    let (attr, prefix, values): (Attr, bool, Vec<&str>) = match pin {
-        Pin::Equal(attr, values) => (*attr, false, values.iter().map(String::as_str).collect()),
-        Pin::Prefix(attr, prefix) => (*attr, true, vec![prefix.as_str()]),
+fn keys<'e>(pin: &Pin<'e>) -> impl Iterator<Item = (Attr, bool, &'e str)> {
+    let (attr, prefix, values): (Attr, bool, &[&'e str]) = match pin {
+        Pin::Equal(attr, values) => (*attr, false, values.as_slice()),
+        Pin::Prefix(attr, prefix) => (*attr, true, std::slice::from_ref(prefix)),
     };
-    values.into_iter().map(move |v| (attr, prefix, v))
+    values.iter().map(move |v| (attr, prefix, *v))
+}
+
+/// How many sorted lists a check merges without allocating: the rules
+/// filed under no pin, and per attribute one equality bucket and a prefix
+/// bucket per prefix length that matches.
+const LISTS: usize = 8;
+
+/// The candidates of one check, in file order: a merge of sorted lists of
+/// rule positions (each rule is in at most one of them; a repeat would be
+/// skipped). Cloning it restarts nothing: a clone yields what is left.
+#[derive(Debug, Clone)]
+pub(crate) struct Candidates<'a> {
+    lists: SmallVec<[&'a [u32]; LISTS]>,
+    last: Option<u32>,
+}
+
+impl Iterator for Candidates<'_> {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        loop {
+            // A few lists: a scan for the smallest head beats a heap.
+            let (i, head) = self
+                .lists
+                .iter()
+                .enumerate()
+                .filter_map(|(i, list)| list.first().map(|&head| (i, head)))
+                .min_by_key(|&(_, head)| head)?;
+            if let Some(list) = self.lists.get_mut(i) {
+                *list = list.get(1..).unwrap_or_default();
+            }
+            if self.last != Some(head) {
+                self.last = Some(head);
+                return Some(head);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -62,6 +62,11 @@ const PINNED: &[&str] = &[
     "request.path.startsWith(\"/%C3\")",
     "request.scheme == \"https\"",
     "destination.principal == {id}",
+    "(source.id == {id} || source.id == {id})",
+    "(request.method == {method} || {method} == request.method || request.method in [{method}])",
+    "(request.method == {method} || (request.method == {method} || request.method == {method}))",
+    "(token.id == {id} || token.id in [{id}, {id}])",
+    "(request.path == {path} || request.path == {path})",
 ];
 
 /// Conjuncts it cannot: other operators, maps that may lack the key,
@@ -73,6 +78,9 @@ const OTHER: &[&str] = &[
     "!has(token.id)",
     "request.method != \"GET\"",
     "(source.id == {id} || request.method == {method})",
+    "(request.method == {method} || request.path.startsWith({path}))",
+    "(source.id == {id} || 1 / (request.size - request.size) == 0)",
+    "(request.method == {method} || request.method != {method})",
     "token.claims[\"tenant\"] == \"acme\"",
     "request.size > 3",
     "grant.name == \"g1\"",
@@ -179,7 +187,7 @@ fn read<'p>(policy: &'p Policy, d: &Decision) -> &'p Footprint {
     d.rule
         .as_ref()
         .and_then(|name| policy.rules().iter().find(|r| &r.name == name))
-        .map_or(policy.footprint(), |r| &r.footprint)
+        .map_or(policy.footprint(), |r| &*r.footprint)
 }
 
 #[test]
@@ -236,7 +244,7 @@ fn the_index_decides_exactly_as_evaluating_every_rule() {
                 .any(|r| r.mode == Mode::Shadow)
                 .then(|| policy.evaluate_sequential(input, true));
             assert_eq!(shadow, expected, "{request:?}\n{:#?}", policy.rules());
-            let candidates = policy.index().candidates(&input).len();
+            let candidates = policy.index().candidates(&input).count();
             evaluated += candidates;
             // What the index skipped of the rules it files: the enforced ones.
             let enforced = policy.rules().iter().filter(|r| r.mode == Mode::Enforce);
@@ -277,15 +285,27 @@ fn compiled(source: &str) -> IdedExpr {
 
 #[test]
 fn pins_are_the_top_level_conjuncts_on_literals() {
-    let p = pins(&compiled(
+    let expr = compiled(
         r#"request.method in ["GET", "HEAD"] && ("spiffe://a.org/x" == source.id && request.path.startsWith("/v1/"))"#,
-    ));
+    );
+    let p = pins(&expr);
     assert_eq!(
         p,
         vec![
-            Pin::Equal(Attr::Method, vec!["GET".into(), "HEAD".into()]),
-            Pin::Equal(Attr::SourceId, vec!["spiffe://a.org/x".into()]),
-            Pin::Prefix(Attr::Path, "/v1/".into()),
+            Pin::Equal(Attr::Method, vec!["GET", "HEAD"]),
+            Pin::Equal(Attr::SourceId, vec!["spiffe://a.org/x"]),
+            Pin::Prefix(Attr::Path, "/v1/"),
+        ]
+    );
+    // An `||` of equalities on one attribute pins it to their union.
+    let either = compiled(
+        r#"(source.id == "a" || "b" == source.id || source.id in ["c"]) && (request.method == "GET" || request.method == "HEAD")"#,
+    );
+    assert_eq!(
+        pins(&either),
+        vec![
+            Pin::Equal(Attr::SourceId, vec!["a", "b", "c"]),
+            Pin::Equal(Attr::Method, vec!["GET", "HEAD"]),
         ]
     );
     // Not top level, not literal, not a pinnable attribute.
@@ -296,6 +316,9 @@ fn pins_are_the_top_level_conjuncts_on_literals() {
         r#"request.headers["x"] == "1""#,
         r#"request.method in ["GET", request.host]"#,
         r#"request.raw_path == "/a""#,
+        r#"request.method == "GET" || request.path.startsWith("/a")"#,
+        r#"request.method == "GET" || request.method != "POST""#,
+        r#"request.method == "GET" || request.size > 1"#,
     ] {
         assert_eq!(pins(&compiled(source)), vec![], "{source}");
     }
@@ -335,10 +358,50 @@ rules:
             grant: None,
             signals: &Default::default(),
         };
-        policy.index().candidates(&input)
+        policy.index().candidates(&input).collect::<Vec<_>>()
     };
     assert_eq!(candidates("/export/reports/1"), vec![0, 2, 3]);
     assert_eq!(candidates("/export/x"), vec![0, 3]);
     assert_eq!(candidates("/été"), vec![0, 1, 3]);
     assert_eq!(policy.index().filed(), 3);
+}
+
+#[test]
+fn an_either_rule_is_a_candidate_for_each_of_its_values_and_when_absent() {
+    let policy = Policy::parse(
+        r#"
+rules:
+  - name: either
+    effect: allow
+    when: source.id == "spiffe://a.org/ns/n0/sa/x" || source.id == "spiffe://a.org/ns/n1/sa/y"
+  - name: methods
+    effect: deny
+    when: request.method == "PUT" || request.method == "POST"
+"#,
+        Path::new("p.yaml"),
+    )
+    .unwrap();
+    assert_eq!(policy.index().filed(), 2);
+    let svids: Vec<X509Svid> = IDS.iter().map(|id| svid(id)).collect();
+    let workload = Workload::default();
+    let candidates = |source: Option<&X509Svid>, method: &str| {
+        let request = Request::new(method, "/");
+        let attrs = request.attributes();
+        let input = Input {
+            source,
+            token: None,
+            attributes: &attrs,
+            workload: &workload,
+            now: SystemTime::UNIX_EPOCH,
+            grant: None,
+            signals: &Default::default(),
+        };
+        policy.index().candidates(&input).collect::<Vec<_>>()
+    };
+    assert_eq!(candidates(Some(&svids[0]), "GET"), vec![0]);
+    assert_eq!(candidates(Some(&svids[1]), "POST"), vec![0, 1]);
+    assert_eq!(candidates(Some(&svids[2]), "PUT"), vec![1]);
+    assert_eq!(candidates(Some(&svids[3]), "GET"), Vec::<u32>::new());
+    // Without an X.509-SVID, `source.id` is an error: the rule may fail.
+    assert_eq!(candidates(None, "GET"), vec![0]);
 }
