@@ -2344,3 +2344,95 @@ async fn the_documented_acls_let_each_component_work_and_nothing_more() {
         "0"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_event_times_are_kept_for_max_age_and_an_older_event_never_undoes_a_newer_one() {
+    const TIMES: &str = "{celador}:ssf:event-times";
+    const ORDER: &str = "{celador}:ssf:event-order";
+    let redis = support::redis::Redis::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let idp = Signer::es256("idp-1");
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\nmax_age: 3s\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             sink: {{store: {}}}\nlog: {{format: json}}\n",
+            redis.url()
+        ),
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    let push = |jti: &str, id: &str, event: &str, at: i64| {
+        let token = idp.token_with_header(
+            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
+            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
+                    "sub_id": {"format": "uri", "uri": id},
+                    "events": {format!("{RISC}{event}"): {"event_timestamp": at}}}),
+        );
+        let reply = tls_post(
+            receiver.addr,
+            &server_ca.pem,
+            "/events",
+            &[("content-type", "application/secevent+jwt")],
+            token.as_bytes(),
+        );
+        assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
+    };
+    let revoked = |id: &str| {
+        redis
+            .cli(&[
+                "HEXISTS",
+                "{celador}:revocations",
+                &format!("spiffe_id:{id}"),
+            ])
+            .trim()
+            == "1"
+    };
+    let count = |command: &str, key: &str| redis.cli(&[command, key]).trim().to_owned();
+
+    // Within max_age the order holds: an older enable does not undo it.
+    // (Whole seconds: one `t`, so a second ticking between the two cannot
+    // make them equal.)
+    let t = now();
+    push("c-1", EXPORTER, "credential-compromise", t);
+    push("e-1", EXPORTER, "account-enabled", t - 1);
+    assert!(revoked(EXPORTER));
+    assert_eq!(
+        (count("HLEN", TIMES), count("ZCARD", ORDER)),
+        ("1".into(), "1".into())
+    );
+
+    // Past max_age, the next write removes the exporter's event time: the
+    // hash holds only what was reported within max_age.
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    push("c-2", PAYMENTS, "credential-compromise", now());
+    let field = format!("{IDP}|spiffe_id:{PAYMENTS}");
+    assert_eq!(redis.cli(&["HKEYS", TIMES]).trim(), field);
+    assert_eq!(redis.cli(&["ZRANGE", ORDER, "0", "-1"]).trim(), field);
+
+    // An enable older than the forgotten compromise (its SET recent) might
+    // be older than what was applied: it changes nothing, and says so.
+    push("e-2", EXPORTER, "account-enabled", now() - 10);
+    assert!(revoked(EXPORTER));
+    assert!(
+        receiver
+            .log()
+            .contains("the store no longer remembers the entry's order"),
+        "{}",
+        receiver.log()
+    );
+    assert_eq!(count("HLEN", TIMES), "1");
+    // A newer one applies, and its time is kept again.
+    push("e-3", EXPORTER, "account-enabled", now());
+    assert!(!revoked(EXPORTER));
+    assert!(revoked(PAYMENTS));
+    assert_eq!(count("HLEN", TIMES), "2");
+    assert_eq!(count("ZCARD", ORDER), "2");
+}
