@@ -35,7 +35,8 @@
 //! `event_timestamp` lies more than `max_age` before the clock, though
 //! its SET's `iat` is recent) might be older than a removed event, and
 //! changes nothing. An event whose entry is still kept is compared as
-//! always. (Risk levels' event times go with the risk when it lapses.)
+//! always. Event times an older celador wrote are indexed too, 100 per
+//! write, until a scan of the hash is done (`{prefix}:ssf:event-order-scan`). (Risk levels' event times go with the risk when it lapses.)
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -57,7 +58,7 @@ mod risk;
 /// Compares the event time and writes, atomically.
 ///
 /// KEYS: revocations, event times, feed, epoch, event order (a sorted set
-/// of the event-time fields by event time). ARGV: field, event time (ms),
+/// of the event-time fields by event time), the indexing cursor. ARGV: field, event time (ms),
 /// the entry's JSON (empty: remove), op, by, from, at (text), a new epoch,
 /// the feed's length, the order window (ms: `max_age`). Returns 1 if
 /// applied, 0 if older than the last event of this transmitter about the
@@ -68,8 +69,21 @@ mod risk;
 /// ahead of the clock included) never order another's; those older than
 /// the window are removed first (at most 100 per call). Redis's clock
 /// (`TIME`), not the receiver's, sets the window: every receiver replica
-/// prunes and compares against the same clock.
+/// prunes and compares against the same clock. Event times written before
+/// the order was kept (an older celador) are indexed by their time, 100
+/// per call, from a `HSCAN` cursor kept until the scan is `done`.
 const APPLY: &str = r"
+local scan = redis.call('GET', KEYS[6])
+if scan ~= 'done' then
+  local step = redis.call('HSCAN', KEYS[2], scan or '0', 'COUNT', 100)
+  for i = 1, #step[2], 2 do
+    local f = step[2][i]
+    if string.sub(f, 1, 5) ~= 'risk:' then
+      redis.call('ZADD', KEYS[5], 'NX', step[2][i + 1], f)
+    end
+  end
+  if step[1] == '0' then redis.call('SET', KEYS[6], 'done') else redis.call('SET', KEYS[6], step[1]) end
+end
 local clock = redis.call('TIME')
 local horizon = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) - tonumber(ARGV[10])
 local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. string.format('%.0f', horizon), 'LIMIT', 0, 100)
@@ -251,12 +265,13 @@ impl StoreSink {
             Write::None(kept) => return Ok(*kept),
             Write::Revocation(op, field, json) => cmd
                 .arg(APPLY)
-                .arg(5)
+                .arg(6)
                 .arg(&self.keys.revocations)
                 .arg(&self.event_times)
                 .arg(&self.keys.feed)
                 .arg(&self.keys.epoch)
                 .arg(&self.event_order)
+                .arg(format!("{}-scan", self.event_order))
                 .arg(field)
                 .arg(millis(provenance.at).to_string())
                 .arg(json)
