@@ -36,7 +36,9 @@
 //! its SET's `iat` is recent) might be older than a removed event, and
 //! changes nothing. An event whose entry is still kept is compared as
 //! always. Event times an older celador wrote are indexed too, 100 per
-//! write, until a scan of the hash is done (`{prefix}:ssf:event-order-scan`). (Risk levels' event times go with the risk when it lapses.)
+//! write, until a scan of the hash is done
+//! (`{prefix}:ssf:event-order-scan`). Risk levels' event times go with
+//! the risk when it lapses.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -58,9 +60,10 @@ mod risk;
 /// Compares the event time and writes, atomically.
 ///
 /// KEYS: revocations, event times, feed, epoch, event order (a sorted set
-/// of the event-time fields by event time), the indexing cursor. ARGV: field, event time (ms),
-/// the entry's JSON (empty: remove), op, by, from, at (text), a new epoch,
-/// the feed's length, the order window (ms: `max_age`). Returns 1 if
+/// of the event-time fields by event time), the indexing cursor. ARGV:
+/// field, event time (ms), the entry's JSON (empty: remove), op, by,
+/// from, at (text), a new epoch, the feed's length, the order window
+/// (ms: `max_age`). Returns 1 if
 /// applied, 0 if older than the last event of this transmitter about the
 /// field, 2 if it would remove a revocation another transmitter (or an
 /// operator) wrote: only its writer withdraws it, 4 if older than the
