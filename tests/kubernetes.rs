@@ -4290,6 +4290,36 @@ fn loopback_jwks(document: String) -> u16 {
 }
 
 #[test]
+fn the_signals_receiver_connects_as_its_own_store_user_when_given_one() {
+    // docs/fleet.md's one user per component: the sidecars' user cannot
+    // write revocations, so the receiver is given its own.
+    let mut values = offline(&signals_values());
+    values["governance"]["store"]["username"] = json!("celador-sidecar");
+    values["signals"]["store"] = json!({"username": "celador-receiver",
+        "passwordSecret": {"name": "redis-receiver", "key": "pw"}});
+    let rendered = Rendered::of(&values);
+    let docs = signals_docs(&rendered);
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"],
+        json!({"name": "redis-receiver", "key": "pw"})
+    );
+    let config_map = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let config = serde_saphyr_json(config_map["data"]["receiver.yaml"].as_str().unwrap());
+    assert_eq!(config["sink"]["username"], "celador-receiver");
+    assert_eq!(config["sink"]["password_env"], "CELADOR_STORE_PASSWORD");
+    // The sidecars keep theirs.
+    let sidecar = rendered
+        .docs
+        .iter()
+        .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] != "signals")
+        .map(|d| d.to_string())
+        .collect::<String>();
+    assert!(sidecar.contains("celador-sidecar"), "{sidecar}");
+    assert!(!sidecar.contains("redis-receiver"), "{sidecar}");
+}
+
+#[test]
 fn the_signals_receiver_renders_key_urls_polling_the_risk_cap_and_assurance_levels() {
     let port = loopback_jwks(support::jwt::jwks(&[&support::jwt::Signer::es256("k1")]));
     let mut values = offline(&signals_values());

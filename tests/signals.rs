@@ -2107,3 +2107,347 @@ fn signals_check_validates_the_assurance_table_and_the_risk_cap() {
         assert!(err.contains(said), "{extra}: {err}");
     }
 }
+
+/// The `ACL SETUSER` lines of docs/fleet.md: each user and its rules, the
+/// password `pw-USER`.
+fn documented_acls() -> Vec<(String, Vec<String>)> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/fleet.md")).unwrap();
+    doc.lines()
+        .filter_map(|l| l.trim().strip_prefix("ACL SETUSER "))
+        .map(|rest| {
+            let mut words = rest.split_whitespace();
+            let user = words.next().unwrap().to_owned();
+            let rules = words
+                .map(|w| match w {
+                    ">PASSWORD" => format!(">pw-{user}"),
+                    w => w.to_owned(),
+                })
+                .collect();
+            (user, rules)
+        })
+        .collect()
+}
+
+/// An instance's verdict for `cert`: "allowed" or the denial reason.
+async fn verdict(celador: &Celador, cert: &str) -> String {
+    let mut client = AuthorizationClient::connect(format!("http://{}", celador.addr))
+        .await
+        .unwrap();
+    let r = client
+        .check(request(cert, "GET", "/export", &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    if allowed(&r) {
+        "allowed".into()
+    } else {
+        denial(&r).unwrap().1
+    }
+}
+
+/// Whether every instance gives `cert` `expected` within 3 s.
+async fn everywhere(celadors: &[Celador], cert: &str, expected: &str) -> bool {
+    let start = Instant::now();
+    'again: while start.elapsed() < Duration::from_secs(3) {
+        for c in celadors {
+            if verdict(c, cert).await != expected {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue 'again;
+            }
+        }
+        return true;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_acls_let_each_component_work_and_nothing_more() {
+    const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
+    const RISKY: &str = "spiffe://example.org/ns/risky/sa/r";
+    const STOLEN: &str = "spiffe://example.org/ns/stolen/sa/s";
+    const OUTSIDER: &str = "spiffe://example.org/other/sa/x";
+    let redis = support::redis::Redis::start(false);
+    let acls = documented_acls();
+    let users: Vec<&str> = acls.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(
+        users,
+        ["celador-sidecar", "celador-oncall", "celador-receiver"]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    for (user, rules) in &acls {
+        let mut args = vec!["ACL", "SETUSER", user.as_str()];
+        args.extend(rules.iter().map(String::as_str));
+        assert_eq!(redis.cli(&args).trim(), "OK", "{user}: {rules:?}");
+        write(user, &format!("pw-{user}\n"));
+    }
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let idp = Signer::es256("idp-1");
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             sink: {{store: {}, username: celador-receiver, password_file: celador-receiver}}\n\
+             log: {{format: json}}\n",
+            redis.url()
+        ),
+    );
+    let ca = Ca::root("example.org");
+    write("example.org.pem", &ca.pem);
+    write(
+        "policy.yaml",
+        &format!(
+            "rules:\n  - name: known\n    effect: allow\n    when: source.id.startsWith(\"spiffe://example.org/ns/\")\n\
+             \x20 - name: risky\n    effect: deny\n    when: has(signals.risk.level) && signals.risk.level == \"high\"\n\
+             \x20 - name: fleet-volume\n    effect: deny\n    when: source.id == \"{PAYMENTS}\" && signals.fleet.requests_1m > 6\n"
+        ),
+    );
+    write(
+        "celador.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
+             worker_threads: 1\ngovernance:\n  store: {}\n  username: celador-sidecar\n  password_file: celador-sidecar\n\
+             log:\n  format: json\n",
+            redis.url()
+        ),
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    let celadors: Vec<Celador> = (0..2)
+        .map(|_| Celador::start(&path("celador.yaml")))
+        .collect();
+    let cert = |id: &str| ca.svid(id).envoy_encoded();
+    let (exporter, payments) = (cert(EXPORTER), cert(PAYMENTS));
+    assert!(everywhere(&celadors, &exporter, "allowed").await);
+
+    // The on-call user: revoke, unrevoke, grant, ungrant.
+    let url = redis.url();
+    let oncall_pw = path("celador-oncall");
+    let as_user = |user: &str, password: &Path, args: &[&str]| {
+        let mut all = args.to_vec();
+        let password = password.to_str().unwrap();
+        all.extend([
+            "--store",
+            &url,
+            "--username",
+            user,
+            "--password-file",
+            password,
+        ]);
+        support::celador::run(&all)
+    };
+    let oncall = |args: &[&str]| {
+        let (code, out, err) = as_user("celador-oncall", &oncall_pw, args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    };
+    oncall(&["revoke", "--spiffe-id", EXPORTER, "--reason", "INC-1"]);
+    assert!(everywhere(&celadors, &exporter, "revoked").await);
+    oncall(&["unrevoke", "--spiffe-id", EXPORTER]);
+    assert!(everywhere(&celadors, &exporter, "allowed").await);
+    let outsider = cert(OUTSIDER);
+    assert!(everywhere(&celadors, &outsider, "no_allow_rule").await);
+    let grant = [
+        "--name",
+        "inc-2",
+        "--identity",
+        OUTSIDER,
+        "--duration",
+        "1m",
+    ];
+    oncall(&[&["grant"][..], &grant[..], &["--reason", "INC-2"]].concat());
+    assert!(everywhere(&celadors, &outsider, "allowed").await);
+    oncall(&["ungrant", "--name", "inc-2"]);
+    oncall(&["governance"]);
+    assert!(everywhere(&celadors, &outsider, "no_allow_rule").await);
+
+    // The receiver's user: a pushed compromise and a risk level, which
+    // the sidecars' user replicates.
+    let push = |jti: &str, id: &str, events: Value| {
+        let set = idp.token_with_header(
+            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
+            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
+                    "sub_id": {"format": "uri", "uri": id}, "events": events}),
+        );
+        let reply = tls_post(
+            receiver.addr,
+            &server_ca.pem,
+            "/events",
+            &[("content-type", "application/secevent+jwt")],
+            set.as_bytes(),
+        );
+        assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
+    };
+    push(
+        "c-1",
+        STOLEN,
+        json!({format!("{RISC}credential-compromise"): {"credential_type": "x509"}}),
+    );
+    push(
+        "r-1",
+        RISKY,
+        json!({format!("{CAEP}risk-level-change"): {"principal": "USER", "current_level": "HIGH"}}),
+    );
+    assert!(everywhere(&celadors, &cert(STOLEN), "revoked").await);
+    assert!(everywhere(&celadors, &cert(RISKY), "denied_by_rule").await);
+
+    // The sidecars' fleet-signal exchange: 4 requests on each instance,
+    // 8 over the fleet, crosses a rule neither instance's own count does.
+    for round in 0..4 {
+        for (i, c) in celadors.iter().enumerate() {
+            let v = verdict(c, &payments).await;
+            if round < 3 {
+                assert_eq!(v, "allowed", "round {round} on instance {i}");
+            }
+        }
+    }
+    // After an exchange (250 ms) each instance's next request is its
+    // 5th: only the fleet's count crosses 6 (no polling here, which would
+    // add requests).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (i, c) in celadors.iter().enumerate() {
+        assert_eq!(
+            verdict(c, &payments).await,
+            "denied_by_rule",
+            "instance {i}"
+        );
+    }
+
+    // No component was refused anything.
+    assert_eq!(redis.cli(&["ACL", "LOG"]).trim(), "");
+    for log in celadors.iter().map(Celador::log).chain([receiver.log()]) {
+        assert!(!log.to_lowercase().contains("noperm"), "{log}");
+    }
+    // The sidecars' user writes no revocation.
+    let (code, out, err) = as_user(
+        "celador-sidecar",
+        &path("celador-sidecar"),
+        &["revoke", "--spiffe-id", EXPORTER, "--reason", "not mine"],
+    );
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("NoPerm"), "{err}");
+    let log = redis.cli(&["ACL", "LOG"]);
+    assert!(log.contains("celador-sidecar"), "{log}");
+    assert_eq!(
+        redis
+            .cli(&[
+                "HEXISTS",
+                "{celador}:revocations",
+                &format!("spiffe_id:{EXPORTER}")
+            ])
+            .trim(),
+        "0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_event_times_are_kept_for_max_age_and_an_older_event_never_undoes_a_newer_one() {
+    const TIMES: &str = "{celador}:ssf:event-times";
+    const ORDER: &str = "{celador}:ssf:event-order";
+    let redis = support::redis::Redis::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let server_ca = Ca::root("signals server CA");
+    let server = server_ca.leaf().dns("localhost").build();
+    write("tls.crt", &server.pem);
+    write("tls.key", &server.key_pem);
+    let idp = Signer::es256("idp-1");
+    write("idp.json", &jwt::jwks(&[&idp]));
+    write(
+        "receiver.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\nmax_age: 3s\n\
+             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+             sink: {{store: {}}}\nlog: {{format: json}}\n",
+            redis.url()
+        ),
+    );
+    let receiver = Receiver::start(&path("receiver.yaml"));
+    let push = |jti: &str, id: &str, event: &str, at: i64| {
+        let token = idp.token_with_header(
+            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
+            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
+                    "sub_id": {"format": "uri", "uri": id},
+                    "events": {format!("{RISC}{event}"): {"event_timestamp": at}}}),
+        );
+        let reply = tls_post(
+            receiver.addr,
+            &server_ca.pem,
+            "/events",
+            &[("content-type", "application/secevent+jwt")],
+            token.as_bytes(),
+        );
+        assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
+    };
+    let revoked = |id: &str| {
+        redis
+            .cli(&[
+                "HEXISTS",
+                "{celador}:revocations",
+                &format!("spiffe_id:{id}"),
+            ])
+            .trim()
+            == "1"
+    };
+    let count = |command: &str, key: &str| redis.cli(&[command, key]).trim().to_owned();
+    let fields = || {
+        let mut all: Vec<String> = redis
+            .cli(&["HKEYS", TIMES])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        all.sort();
+        all
+    };
+    // An event time an older celador wrote, long ago, and a risk's.
+    let legacy = format!("{IDP}|spiffe_id:spiffe://example.org/ns/old/sa/o");
+    let long_ago = ((now() - 100) * 1000).to_string();
+    redis.cli(&["HSET", TIMES, &legacy, &long_ago, "risk:x", &long_ago]);
+
+    // Within max_age the order holds: an older enable does not undo it.
+    // (Whole seconds: one `t`, so a second ticking between the two cannot
+    // make them equal.)
+    let t = now();
+    push("c-1", EXPORTER, "credential-compromise", t);
+    push("e-1", EXPORTER, "account-enabled", t - 1);
+    assert!(revoked(EXPORTER));
+    // The old one was indexed and removed; the risk's is the risk's.
+    assert_eq!(
+        fields(),
+        [format!("{IDP}|spiffe_id:{EXPORTER}"), "risk:x".into()]
+    );
+    assert_eq!(count("ZCARD", ORDER), "1");
+
+    // Past max_age, the next write removes the exporter's event time: the
+    // hash holds only what was reported within max_age.
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    push("c-2", PAYMENTS, "credential-compromise", now());
+    let field = format!("{IDP}|spiffe_id:{PAYMENTS}");
+    assert_eq!(fields(), [field.clone(), "risk:x".into()]);
+    assert_eq!(redis.cli(&["ZRANGE", ORDER, "0", "-1"]).trim(), field);
+
+    // An enable older than the forgotten compromise (its SET recent) might
+    // be older than what was applied: it changes nothing, and says so.
+    push("e-2", EXPORTER, "account-enabled", now() - 10);
+    assert!(revoked(EXPORTER));
+    assert!(
+        receiver
+            .log()
+            .contains("the store no longer remembers the entry's order"),
+        "{}",
+        receiver.log()
+    );
+    assert_eq!(count("HLEN", TIMES), "2");
+    // A newer one applies, and its time is kept again.
+    push("e-3", EXPORTER, "account-enabled", now());
+    assert!(!revoked(EXPORTER));
+    assert!(revoked(PAYMENTS));
+    assert_eq!(count("HLEN", TIMES), "3");
+    assert_eq!(count("ZCARD", ORDER), "2");
+}

@@ -3,7 +3,7 @@
 //! ```yaml
 //! listen: 0.0.0.0:8443
 //! tls: { cert: tls/tls.crt, key: tls/tls.key, reload_interval: 10s }
-//! max_age: 1h          # the oldest iat accepted (and how long a jti is remembered)
+//! max_age: 1h          # the oldest iat accepted (and how long a jti, and with a store a revocation's event time, is remembered)
 //! max_future: 5m       # how far ahead of this clock an iat may be
 //! risk_expiry: 24h     # how long a risk level lasts unless refreshed (at most 720h)
 //! max_risks: 10000     # risk entries one transmitter may hold (or per transmitter)
@@ -60,7 +60,8 @@ pub struct ReceiverConfig {
     pub listen: String,
     /// The serving certificate.
     pub tls: TlsFiles,
-    /// The oldest `iat` accepted.
+    /// The oldest `iat` accepted; also how long a store keeps a
+    /// revocation's event time (`crate::ssf::store`).
     #[serde(default = "default_max_age")]
     pub max_age: DurationText,
     /// How far ahead of the clock an `iat` may be.
@@ -268,7 +269,7 @@ impl SinkSpec {
     fn sink(
         &self,
         base: &Path,
-        (risk_expiry, cap): (Duration, RiskCap),
+        (risk_expiry, cap, max_age): (Duration, RiskCap, Duration),
     ) -> Result<Arc<dyn Sink>, String> {
         let resolve = |p: &Path| base.join(p);
         match (&self.revocations_file, &self.store) {
@@ -304,7 +305,8 @@ impl SinkSpec {
                 let sink = StoreSink::new(&settings, (risk_expiry, cap), |name| {
                     std::env::var(name).ok()
                 })
-                .map_err(|e| format!("sink.store: {e}"))?;
+                .map_err(|e| format!("sink.store: {e}"))?
+                .with_order_window(max_age);
                 Ok(Arc::new(sink))
             }
             _ => Err("sink: give revocations_file or store, one of them".into()),
@@ -556,7 +558,7 @@ fn build(config: ReceiverConfig, base: &Path) -> Result<Loaded, String> {
     let cap = risk_cap(&config, &mut problems);
     let sink = config
         .sink
-        .sink(base, (config.risk_expiry.0, cap))
+        .sink(base, (config.risk_expiry.0, cap, config.max_age.0))
         .map_err(|e| problems.push(e))
         .ok();
     let (Some(listen), Some(subjects), Some(mapping), Some(sink), true) =

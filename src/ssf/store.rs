@@ -23,6 +23,22 @@
 //! (one with no event time: a `celador revoke` during an incident stands
 //! until `celador unrevoke`); a manual `unrevoke` stands until a SET about
 //! the same entry arrives.
+//!
+//! Bound: a revocation's event time is kept for the receiver's `max_age`
+//! (`{prefix}:ssf:event-order`, a sorted set by event time, beside the
+//! hash): each write first removes up to 100 entries whose event time is
+//! older than Redis's clock minus `max_age`, so the hash holds about the
+//! (transmitter, entry) pairs reported within `max_age`. Soundness: an
+//! event finding no entry is applied only if its time is within `max_age`
+//! of Redis's clock, hence later than every entry removed before it (each
+//! was older than an earlier horizon); an older one ([`Kept::Stale`]: its
+//! `event_timestamp` lies more than `max_age` before the clock, though
+//! its SET's `iat` is recent) might be older than a removed event, and
+//! changes nothing. An event whose entry is still kept is compared as
+//! always. Event times an older celador wrote are indexed too, 100 per
+//! write, until a scan of the hash is done
+//! (`{prefix}:ssf:event-order-scan`). Risk levels' event times go with
+//! the risk when it lapses.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -43,15 +59,41 @@ mod risk;
 
 /// Compares the event time and writes, atomically.
 ///
-/// KEYS: revocations, event times, feed, epoch. ARGV: field, event time
-/// (ms), the entry's JSON (empty: remove), op, by, from, at (text), a new
-/// epoch, the feed's length. Returns 1 if applied, 0 if older than the
-/// last event of this transmitter about the field, 2 if it would remove a
-/// revocation another transmitter (or an operator) wrote: only its writer
-/// withdraws it. Event times are kept per transmitter and field, so one
-/// transmitter's events (an `iat` ahead of the clock included) never
-/// order another's.
+/// KEYS: revocations, event times, feed, epoch, event order (a sorted set
+/// of the event-time fields by event time), the indexing cursor. ARGV:
+/// field, event time (ms), the entry's JSON (empty: remove), op, by,
+/// from, at (text), a new epoch, the feed's length, the order window
+/// (ms: `max_age`). Returns 1 if
+/// applied, 0 if older than the last event of this transmitter about the
+/// field, 2 if it would remove a revocation another transmitter (or an
+/// operator) wrote: only its writer withdraws it, 4 if older than the
+/// window with no event time kept for the field (stale). Event times are
+/// kept per transmitter and field, so one transmitter's events (an `iat`
+/// ahead of the clock included) never order another's; those older than
+/// the window are removed first (at most 100 per call). Redis's clock
+/// (`TIME`), not the receiver's, sets the window: every receiver replica
+/// prunes and compares against the same clock. Event times written before
+/// the order was kept (an older celador) are indexed by their time, 100
+/// per call, from a `HSCAN` cursor kept until the scan is `done`.
 const APPLY: &str = r"
+local scan = redis.call('GET', KEYS[6])
+if scan ~= 'done' then
+  local step = redis.call('HSCAN', KEYS[2], scan or '0', 'COUNT', 100)
+  for i = 1, #step[2], 2 do
+    local f = step[2][i]
+    if string.sub(f, 1, 5) ~= 'risk:' then
+      redis.call('ZADD', KEYS[5], 'NX', step[2][i + 1], f)
+    end
+  end
+  if step[1] == '0' then redis.call('SET', KEYS[6], 'done') else redis.call('SET', KEYS[6], step[1]) end
+end
+local clock = redis.call('TIME')
+local horizon = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) - tonumber(ARGV[10])
+local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. string.format('%.0f', horizon), 'LIMIT', 0, 100)
+for _, f in ipairs(old) do
+  redis.call('HDEL', KEYS[2], f)
+  redis.call('ZREM', KEYS[5], f)
+end
 if ARGV[3] == '' then
   local cur = redis.call('HGET', KEYS[1], ARGV[1])
   if cur then
@@ -61,8 +103,13 @@ if ARGV[3] == '' then
 end
 local times = ARGV[5] .. '|' .. ARGV[1]
 local last = redis.call('HGET', KEYS[2], times)
-if last and tonumber(last) > tonumber(ARGV[2]) then return 0 end
+if last then
+  if tonumber(last) > tonumber(ARGV[2]) then return 0 end
+elseif tonumber(ARGV[2]) < horizon then
+  return 4
+end
 redis.call('HSET', KEYS[2], times, ARGV[2])
+redis.call('ZADD', KEYS[5], ARGV[2], times)
 redis.call('SET', KEYS[4], ARGV[8], 'NX')
 if ARGV[3] == '' then
   redis.call('HDEL', KEYS[1], ARGV[1])
@@ -79,6 +126,11 @@ pub struct StoreSink {
     endpoint: Endpoint,
     keys: Keys,
     event_times: String,
+    /// The revocations' event-time fields by event time, to prune them.
+    event_order: String,
+    /// How long a revocation's event time is kept (the receiver's
+    /// `max_age`).
+    order_window: Duration,
     /// Risk entries per transmitter (the cap's count).
     risk_counts: String,
     /// How many risk entries each transmitter may hold.
@@ -136,6 +188,8 @@ impl StoreSink {
         let host = crate::sources::fleet::commands::provenance(None, &env).from;
         Ok(StoreSink {
             event_times: format!("{{{}}}:ssf:event-times", settings.key_prefix),
+            event_order: format!("{{{}}}:ssf:event-order", settings.key_prefix),
+            order_window: DEFAULT_ORDER_WINDOW,
             risk_counts: format!("{{{}}}:ssf:risk-counts", settings.key_prefix),
             cap,
             endpoint,
@@ -144,6 +198,13 @@ impl StoreSink {
             risk_expiry,
             conn: Mutex::new(None),
         })
+    }
+
+    /// The sink keeping revocations' event times for `window` (the
+    /// receiver's `max_age`: see the module's "Bound").
+    pub fn with_order_window(mut self, window: Duration) -> StoreSink {
+        self.order_window = window;
+        self
     }
 
     /// The write `action` asks for, or what became of it without one.
@@ -207,11 +268,13 @@ impl StoreSink {
             Write::None(kept) => return Ok(*kept),
             Write::Revocation(op, field, json) => cmd
                 .arg(APPLY)
-                .arg(4)
+                .arg(6)
                 .arg(&self.keys.revocations)
                 .arg(&self.event_times)
                 .arg(&self.keys.feed)
                 .arg(&self.keys.epoch)
+                .arg(&self.event_order)
+                .arg(format!("{}-scan", self.event_order))
                 .arg(field)
                 .arg(millis(provenance.at).to_string())
                 .arg(json)
@@ -238,14 +301,16 @@ impl StoreSink {
             .arg(entries::now_text())
             .arg(random_epoch())
             .arg(FEED_LENGTH);
-        if let Write::Risk(..) = write {
-            cmd.arg(self.cap.of(&provenance.transmitter));
-        }
+        match write {
+            Write::Risk(..) => cmd.arg(self.cap.of(&provenance.transmitter)),
+            _ => cmd.arg(self.order_window.as_millis().to_string()),
+        };
         let applied: i64 = cmd.query_async(conn).await?;
         Ok(match applied {
             1 => Kept::Applied,
             2 => Kept::Another,
             3 => Kept::Capped,
+            4 => Kept::Stale,
             _ => Kept::Superseded,
         })
     }
@@ -330,6 +395,10 @@ impl StoreSink {
         }
     }
 }
+
+/// How long revocations' event times are kept unless told
+/// ([`StoreSink::with_order_window`]): the receiver's default `max_age`.
+const DEFAULT_ORDER_WINDOW: Duration = Duration::from_secs(3600);
 
 /// How long one command to the store may take: the transmitter waits for
 /// the answer.

@@ -242,13 +242,23 @@ app.kubernetes.io/component: signals
 {{- printf "%s-signals" (include "celador.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The Secret (name and key) holding the receiver's store password:
+     signals.store.passwordSecret, else governance.store.passwordSecret;
+     empty: none. */}}
+{{- define "celador.signalsPassword" -}}
+{{- $secret := .Values.signals.store.passwordSecret }}
+{{- if not $secret.name }}{{- $secret = .Values.governance.store.passwordSecret }}{{- end }}
+{{- if $secret.name }}{{- toJson $secret }}{{- end }}
+{{- end }}
+
 {{/* The signals receiver's config file: signals.config, with the listener,
      the certificate and the sink (the governance store) set by the chart. */}}
 {{- define "celador.signalsConfig" -}}
 {{- $store := .Values.governance.store }}
 {{- $sink := dict "store" (required "celador: signals.enabled needs governance.store.url: the receiver writes into the fleet's governance store" $store.url) "key_prefix" $store.keyPrefix }}
-{{- if $store.username }}{{- $_ := set $sink "username" $store.username }}{{- end }}
-{{- if $store.passwordSecret.name }}{{- $_ := set $sink "password_env" "CELADOR_STORE_PASSWORD" }}{{- end }}
+{{- $username := .Values.signals.store.username | default $store.username }}
+{{- if $username }}{{- $_ := set $sink "username" $username }}{{- end }}
+{{- if include "celador.signalsPassword" . }}{{- $_ := set $sink "password_env" "CELADOR_STORE_PASSWORD" }}{{- end }}
 {{- if or $store.ca.configMap $store.ca.secret }}{{- $_ := set $sink "ca_file" "store-ca.pem" }}{{- end }}
 {{- $config := deepCopy .Values.signals.config }}
 {{- $_ := set $config "listen" (printf "0.0.0.0:%v" .Values.signals.port) }}

@@ -48,7 +48,11 @@ impl Endpoint {
             .as_str()
             .into_connection_info()
             .map_err(|e| format!("{shown}: not a Redis URL: {e}"))?;
-        let mut redis = info.redis_settings().clone();
+        // No `CLIENT SETINFO` after connecting: Redis 7.0 has no such
+        // command and an ACL cannot name it there, while 7.2+ would log a
+        // refusal per connection under docs/fleet.md's least-privilege
+        // users; the library name is only cosmetic (`CLIENT LIST`).
+        let mut redis = info.redis_settings().clone().set_skip_set_lib_name();
         if let Some(user) = &settings.username {
             redis = redis.set_username(user);
         }
