@@ -2450,4 +2450,10 @@ async fn revocation_event_times_are_kept_for_max_age_and_an_older_event_never_un
     assert!(revoked(PAYMENTS));
     assert_eq!(count("HLEN", TIMES), "3");
     assert_eq!(count("ZCARD", ORDER), "2");
+
+    // A compromise reported that late is applied all the same: a
+    // revocation fails closed.
+    const LATE: &str = "spiffe://example.org/ns/late/sa/l";
+    push("c-3", LATE, "credential-compromise", now() - 10);
+    assert!(revoked(LATE), "{}", receiver.log());
 }

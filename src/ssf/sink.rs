@@ -50,10 +50,11 @@ pub enum Kept {
     /// A risk level about a subject its transmitter has no entry for, when
     /// the transmitter already holds its `max_risks`: it changed nothing.
     Capped,
-    /// A revocation event older than the receiver's `max_age` about an
-    /// entry whose order the store no longer remembers (its event times
+    /// A withdrawal (an enable) older than the receiver's `max_age` about
+    /// an entry whose order the store no longer remembers (its event times
     /// are kept for `max_age`): it might be older than an event already
-    /// applied, so it changed nothing.
+    /// applied, so it changed nothing. (A revocation that old is applied:
+    /// it fails closed.)
     Stale,
 }
 

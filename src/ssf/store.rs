@@ -31,11 +31,14 @@
 //! (transmitter, entry) pairs reported within `max_age`. Soundness: an
 //! event finding no entry is applied only if its time is within `max_age`
 //! of Redis's clock, hence later than every entry removed before it (each
-//! was older than an earlier horizon); an older one ([`Kept::Stale`]: its
+//! was older than an earlier horizon); an older one (its
 //! `event_timestamp` lies more than `max_age` before the clock, though
-//! its SET's `iat` is recent) might be older than a removed event, and
-//! changes nothing. An event whose entry is still kept is compared as
-//! always. Event times an older celador wrote are indexed too, 100 per
+//! its SET's `iat` is recent) might be older than a removed event: a
+//! withdrawal then changes nothing ([`Kept::Stale`]), while a revocation
+//! is applied, failing closed (at worst it revokes again what a newer,
+//! forgotten enable restored, which the transmitter's next enable or an
+//! operator's `unrevoke` undoes). An event whose entry is still kept is
+//! compared as always. Event times an older celador wrote are indexed too, 100 per
 //! write, until a scan of the hash is done
 //! (`{prefix}:ssf:event-order-scan`). Risk levels' event times go with
 //! the risk when it lapses.
@@ -66,8 +69,9 @@ mod risk;
 /// (ms: `max_age`). Returns 1 if
 /// applied, 0 if older than the last event of this transmitter about the
 /// field, 2 if it would remove a revocation another transmitter (or an
-/// operator) wrote: only its writer withdraws it, 4 if older than the
-/// window with no event time kept for the field (stale). Event times are
+/// operator) wrote: only its writer withdraws it, 4 if a withdrawal is
+/// older than the window with no event time kept for the field (stale; a
+/// revocation that old is applied: it fails closed). Event times are
 /// kept per transmitter and field, so one transmitter's events (an `iat`
 /// ahead of the clock included) never order another's; those older than
 /// the window are removed first (at most 100 per call). Redis's clock
@@ -105,7 +109,7 @@ local times = ARGV[5] .. '|' .. ARGV[1]
 local last = redis.call('HGET', KEYS[2], times)
 if last then
   if tonumber(last) > tonumber(ARGV[2]) then return 0 end
-elseif tonumber(ARGV[2]) < horizon then
+elseif ARGV[3] == '' and tonumber(ARGV[2]) < horizon then
   return 4
 end
 redis.call('HSET', KEYS[2], times, ARGV[2])
