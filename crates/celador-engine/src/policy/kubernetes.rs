@@ -1,7 +1,7 @@
 //! CEL as Kubernetes speaks it: the libraries of
 //! `k8s.io/apiserver/pkg/cel/library` that make sense for requests and
 //! identities (IP addresses and CIDRs, URLs, lists, sets), the CEL lists
-//! extension, and the places where the `cel` crate differs from the CEL
+//! extension, two-variable comprehensions ([`comprehensions`]), and the places where the `cel` crate differs from the CEL
 //! specification and celador can set it right.
 //!
 //! Data flow: [`register`] declares the functions on the environment every
@@ -13,6 +13,7 @@
 //! [`Literals::install`] puts in the policy's root context. Per request,
 //! nothing is parsed that the rules file spelt out.
 
+pub(crate) mod comprehensions;
 pub(crate) mod ip;
 pub(crate) mod lists;
 pub(crate) mod url;
@@ -39,6 +40,7 @@ pub(crate) fn register(env: &mut Env) -> Result<(), DeclarationError> {
     ip::register(env)?;
     url::register(env)?;
     lists::register(env)?;
+    comprehensions::register(env)?;
     cel::extensions::lists(env)?;
     env.add_member_overload(
         GET_MILLISECONDS_SPEC,

@@ -114,9 +114,20 @@ fn write_bare(out: &mut String, expr: &IdedExpr) {
     }
 }
 
-/// A macro: `exists` and `all` are recognised by their shape, others are
-/// not spelt out.
+/// A macro: `exists`, `all` and the two-variable comprehensions are
+/// recognised by their shape, others are not spelt out.
 fn write_comprehension(out: &mut String, comp: &cel::common::ast::ComprehensionExpr) {
+    if let Some(written) = super::kubernetes::comprehensions::written(comp) {
+        write(out, written.target, 9);
+        let (k, v) = written.vars;
+        out.push_str(&format!(".{}({k}, {v}", written.name));
+        for arg in written.args {
+            out.push_str(", ");
+            write(out, arg, 0);
+        }
+        out.push(')');
+        return;
+    }
     write(out, &comp.iter_range, 9);
     let step = match &comp.loop_step.expr {
         Expr::Call(c) if c.target.is_none() && c.args.len() == 2 => {

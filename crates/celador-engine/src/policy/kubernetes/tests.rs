@@ -289,22 +289,6 @@ fn the_checker_accepts_what_the_runtime_runs() {
 fn what_is_not_supported_is_refused_at_load() {
     for (when, wanted) in [
         (
-            "[1].all(i, v, v > 0)",
-            "'all' with two variables is not supported",
-        ),
-        (
-            "{'a': 1}.exists(k, v, v > 0)",
-            "'exists' with two variables",
-        ),
-        (
-            "[1].transformList(i, v, v).size() == 1",
-            "'transformList' with two",
-        ),
-        (
-            "{'a': 1}.transformMap(k, v, k == 'a', v).size() == 1",
-            "'transformMap' with",
-        ),
-        (
             "size(quantity('1Gi')) == 1",
             "undeclared function 'quantity'",
         ),
@@ -442,7 +426,7 @@ fn the_fuzz_seed_of_the_new_syntax_loads() {
     let seed = include_str!("../../../../../fuzz/seeds/rules_file/kubernetes.yaml");
     let policy =
         Policy::parse(seed, Path::new("kubernetes.yaml")).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(policy.rules().len(), 3);
+    assert_eq!(policy.rules().len(), 4);
 }
 
 #[test]
@@ -461,5 +445,128 @@ fn parse_errors_quote_the_whole_value_never_a_part_so_redaction_finds_it() {
         assert_eq!(error.matches("hunter2").count(), 1, "{error}");
         let quoted = error.split('"').nth(1).unwrap_or_default();
         assert!(quoted.contains("hunter2"), "{error}");
+    }
+}
+
+#[test]
+fn two_variable_comprehensions_as_cel_go_documents_them() {
+    all_true(&[
+        // Over a list: the index, then the element.
+        "[1, 2, 3].all(i, v, i < v) && ![1, 2, 3].all(i, v, i > 0)",
+        "[10, 20].all(i, v, v == (i + 1) * 10)",
+        "[1, 2, 3].exists(i, v, i == 1 && v == 2) && ![1, 2, 3].exists(i, v, i == v)",
+        "[1, 2, 3].existsOne(i, v, v > 2) && ![1, 2, 3].existsOne(i, v, v > 1)",
+        "![].exists(i, v, true) && [].all(i, v, false) && ![].existsOne(i, v, true)",
+        // Over a map: the key, then its value.
+        "{'a': 1, 'b': 2}.all(k, v, k.size() == 1 && v > 0)",
+        "!{'a': 1, 'b': 2}.all(k, v, v > 1) && {'a': 1, 'b': 2}.exists(k, v, k == 'b' && v == 2)",
+        "{'a': 1, 'b': 2}.existsOne(k, v, v == 2) && !{'a': 2, 'b': 2}.existsOne(k, v, v == 2)",
+        // cel-go's examples (`ext.TwoVarComprehensions`).
+        "[1, 2, 3].transformList(indexVar, valueVar, (indexVar * valueVar) + valueVar) == [1, 4, 9]",
+        "[1, 2, 3].transformList(indexVar, valueVar, indexVar % 2 == 0, (indexVar * valueVar) + valueVar) == [1, 9]",
+        "{'greeting': 'hello', 'farewell': 'goodbye'}.transformList(k, _, k).sort() == ['farewell', 'greeting']",
+        "{'greeting': 'hello', 'farewell': 'goodbye'}.transformList(_, v, v).sort() == ['goodbye', 'hello']",
+        "{'greeting': 'hello', 'farewell': 'goodbye'}.transformMap(k, v, v + '!') == {'greeting': 'hello!', 'farewell': 'goodbye!'}",
+        "{'a': 1, 'b': 2}.transformMap(k, v, v > 1, v * 10) == {'b': 20}",
+        "[1, 2, 3].transformMap(i, v, v * 2) == {0: 2, 1: 4, 2: 6}",
+        "[1, 2, 3].transformMap(i, v, i > 0, v) == {1: 2, 2: 3}",
+        "{'greeting': 'hello'}.transformMapEntry(keyVar, valueVar, {valueVar: keyVar}) == {'hello': 'greeting'}",
+        "[1, 2, 3].transformMapEntry(indexVar, valueVar, {valueVar: indexVar}) == {1: 0, 2: 1, 3: 2}",
+        "{'a': 1, 'b': 2}.transformMapEntry(k, v, v > 1, {k + k: v}) == {'bb': 2}",
+        "{'a': 1}.transformMapEntry(k, v, {}) == {} && [].transformMap(i, v, v) == {}",
+        // The policy reference's examples.
+        "[1, 2, 3].transformList(i, v, i > 0, v * 2) == [4, 6]",
+        "{\"a\": 1}.transformMapEntry(k, v, {v: k}) == {1: \"a\"}",
+        // Nested, shadowed, and the outer variables inside.
+        "{'a': [1, 2], 'b': [3]}.all(k, v, v.all(i, x, x > i))",
+        "[[1], [2]].exists(i, v, v.exists(i, v, i == 0 && v == 2))",
+        "[10, 20].all(i, v, [1].all(j, w, v > w && i >= j))",
+        "[1].all(k, v, [k].all(k, w, w == k))",
+        "[5].all(i, v, [1, 2].map(x, x + v) == [6, 7])",
+        // An operand known only at evaluation.
+        "dyn({'x-a': '1'}).exists(k, v, k.startsWith('x-') && v == '1')",
+        "dyn([3, 4]).transformList(i, v, i + v) == [3, 5]",
+        // Errors absorbed as by `&&` and `||`: a false (true) element decides.
+        "![0, 3].all(i, v, 2 / v == 1) && [0, 2].exists(i, v, 2 / v == 1)",
+    ]);
+    all_fail(&[
+        // An error that no element absorbs, as in cel-go.
+        ("[0, 2].all(i, v, 2 / v == 1)", "eval: "),
+        ("[0, 3].exists(i, v, 2 / v == 1)", "eval: "),
+        ("[0, 1].existsOne(i, v, 2 / v == 2)", "eval: "),
+        ("[0].transformList(i, v, 2 / v).size() == 1", "eval: "),
+        (
+            "{'greeting': 'aloha', 'farewell': 'aloha'}.transformMapEntry(k, v, {v: k}).size() == 1",
+            "already exists",
+        ),
+        ("dyn('abc').all(k, v, true)", "eval: "),
+        (
+            "dyn([1]).transformMapEntry(i, v, dyn(v)).size() == 1",
+            "must give a map",
+        ),
+    ]);
+}
+
+#[test]
+fn celador_check_types_two_variable_comprehensions() {
+    let cases = [
+        (
+            "'abc'.all(k, v, true)",
+            "cannot iterate over a value of type string",
+        ),
+        ("[1].all(i, v, i == 'a')", "'==' compares int with string"),
+        (
+            "{'a': 1}.exists(k, v, v == 'a')",
+            "'==' compares int with string",
+        ),
+        (
+            "{'a': 1}.exists(k, v, k == 1)",
+            "'==' compares string with int",
+        ),
+        (
+            "[1].all(i, v, v)",
+            "'&&' takes bool operands, but this is int",
+        ),
+        (
+            "[1].transformMapEntry(i, v, v).size() == 1",
+            "transformMapEntry's expression must give a map",
+        ),
+        ("[1].all(i, value, vlue > 0)", "did you mean 'value'?"),
+        ("[1].all(k, k, true)", "needs two different variables"),
+        ("[1].all(k.x, v, true)", "argument must be a simple name"),
+        (
+            "[1].transformList(i, v).size() == 1",
+            "'transformList' takes (k, v, expression) or (k, v, filter, expression), not 2 arguments",
+        ),
+        (
+            "[1].exists_one(i, v, true)",
+            "'exists_one' takes (x, predicate)",
+        ),
+    ];
+    for (when, wanted) in cases {
+        let message = load_error(when);
+        assert!(message.contains(wanted), "{when}: {message}");
+    }
+}
+
+#[test]
+fn two_variable_comprehensions_read_back_as_written() {
+    let env = environment();
+    for source in [
+        "[1, 2].all(i, v, i < v)",
+        "m.exists(k, v, k == \"a\" && v > 1)",
+        "m.existsOne(k, v, v == 2)",
+        "l.transformList(i, v, v * 2)",
+        "l.transformList(i, v, i > 0, v * 2)",
+        "m.transformMap(k, v, v + 1)",
+        "m.transformMap(k, v, k != \"a\", v + 1)",
+        "m.transformMapEntry(k, v, {v: k})",
+        "m.transformMapEntry(k, v, v > 0, {v: k})",
+        "m.all(k, v, v.exists(i, x, x == k))",
+    ] {
+        let parsed = crate::policy::functions::parser(&env)
+            .parse(source)
+            .unwrap();
+        assert_eq!(crate::policy::unparse::unparse(&parsed), source);
     }
 }
