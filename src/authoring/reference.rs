@@ -217,9 +217,10 @@ own checker. Every difference known is listed here, with why.
   exist here: a rule is bounded by the size of the request it reads, by the
   regular expression limits below and by `lists.range` (at most a million
   elements).
-- **Literals are checked at load.** `ip('…')`, `cidr('…')`, `url('…')` and
-  the patterns of `matches`, `find` and `findAll` written as literals are
-  parsed once, when the file loads, and one that does not parse fails the
+- **Literals are checked at load.** `ip('…')`, `cidr('…')`, `url('…')`,
+  the ranges of `inCidr`, the arguments of `containsIP` and `containsCIDR`
+  and the patterns of `matches`, `find` and `findAll` written as literals
+  are parsed once, when the file loads, and one that does not parse fails the
   load at its line and column. In Kubernetes they are evaluation errors.
 - **Regular expressions** are RE2 syntax as in cel-go (Rust's `regex`, which
   has no backreferences or look-around either). A literal pattern may

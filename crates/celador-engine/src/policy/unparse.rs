@@ -7,6 +7,8 @@
 use cel::IdedExpr;
 use cel::common::ast::{CallExpr, EntryExpr, Expr, LiteralValue, MapExpr, operators};
 
+use super::kubernetes::{IMPLICIT_SUFFIX, IN_CIDR_LITERAL};
+
 /// The expression as canonical CEL text.
 pub(crate) fn unparse(expr: &IdedExpr) -> String {
     let mut out = String::new();
@@ -200,6 +202,8 @@ fn write_call(out: &mut String, call: &CallExpr, prec: u8) {
             write(out, index, 0);
             out.push(']');
         }
+        // A literal argument the loader parsed, as written.
+        (None, name, [literal]) if name.ends_with(IMPLICIT_SUFFIX) => write(out, literal, prec),
         (target, name, args) => {
             if let Some(target) = target {
                 write(out, target, 9);
@@ -209,7 +213,20 @@ fn write_call(out: &mut String, call: &CallExpr, prec: u8) {
             // messages show them as written.
             out.push_str(name.split_once('#').map_or(name, |(written, _)| written));
             out.push('(');
-            write_list(out, args);
+            match (name, args.split_last()) {
+                // The ranges argument became its own canonical text.
+                (IN_CIDR_LITERAL, Some((last, rest))) => {
+                    write_list(out, rest);
+                    if !rest.is_empty() {
+                        out.push_str(", ");
+                    }
+                    match &last.expr {
+                        Expr::Literal(LiteralValue::String(text)) => out.push_str(text.inner()),
+                        _ => write(out, last, 0),
+                    }
+                }
+                _ => write_list(out, args),
+            }
             out.push(')');
         }
     }

@@ -136,8 +136,11 @@ fn bad_addresses_and_ranges_are_errors_at_load_or_evaluation() {
             "cidr('10.0.0.0/8').containsIP('::ffff:10.0.0.1')",
             "IPv4-mapped",
         ),
-        ("cidr('10.0.0.0/8').containsIP('nope')", "eval:"),
-        ("cidr('10.0.0.0/8').containsCIDR('10.0.0.0/40')", "eval:"),
+        (
+            "cidr('10.0.0.0/8').containsIP('nope')",
+            "load: \"nope\" is not an IP address",
+        ),
+        ("cidr('10.0.0.0/8').containsCIDR('10.0.0.0/40')", "load:"),
         ("ip.isCanonical('nope')", "eval:"),
     ]);
 }
@@ -569,4 +572,81 @@ fn two_variable_comprehensions_read_back_as_written() {
             .unwrap();
         assert_eq!(crate::policy::unparse::unparse(&parsed), source);
     }
+}
+
+#[test]
+fn literal_ranges_of_in_cidr_are_parsed_once_at_load() {
+    let source = "'10.1.2.3'.inCidr(['192.168.0.0/16', '10.0.0.0/8']) && inCidr('fd00::1', 'fd00::/8') \
+        && cidr('10.0.0.0/8').containsIP(ip('10.0.0.1')) && url('https://a.example/p').getHost() == 'a.example' \
+        && cidr('10.0.0.0/8').containsIP('10.0.0.2') && cidr('10.0.0.0/8').containsCIDR('10.1.0.0/16')";
+    let env = Arc::new(environment());
+    let (mut expr, info) = crate::policy::functions::parser(&env)
+        .parse_with_source_info(source)
+        .unwrap();
+    assert_eq!(check(&expr, &info).errors, []);
+    let mut literals = Literals::default();
+    assert_eq!(prepare(&mut expr, &info, &mut literals), []);
+    // The compiled form: both calls find their ranges parsed, by the text
+    // they were written as, which messages show.
+    assert_eq!(
+        literals
+            .ranges
+            .get("[\"192.168.0.0/16\", \"10.0.0.0/8\"]")
+            .map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(literals.ranges.get("\"fd00::/8\"").map(Vec::len), Some(1));
+    let unparsed = crate::policy::unparse::unparse(&expr);
+    assert!(
+        unparsed.contains(
+            "containsIP(\"10.0.0.2\") && cidr(\"10.0.0.0/8\").containsCIDR(\"10.1.0.0/16\")"
+        ),
+        "{unparsed}"
+    );
+    assert!(
+        unparsed.starts_with(
+            "\"10.1.2.3\".inCidr([\"192.168.0.0/16\", \"10.0.0.0/8\"]) && inCidr(\"fd00::1\", \"fd00::/8\")"
+        ),
+        "{unparsed}"
+    );
+    let mut root = root_context(env, Arc::new(RegexTable::default()));
+    literals.install(&mut root);
+    // Per evaluation, only the two addresses `inCidr` reads are parsed:
+    // no range, no `ip('…')`, no `url('…')`, no literal argument.
+    PARSED.with(|parsed| parsed.set([0; 3]));
+    for _ in 0..10 {
+        assert_eq!(
+            cel::Value::resolve(&expr, &root),
+            Ok(cel::Value::Bool(true))
+        );
+    }
+    assert_eq!(PARSED.with(std::cell::Cell::get), [20, 0, 0]);
+}
+
+#[test]
+fn a_bad_literal_range_of_in_cidr_fails_the_load_where_written() {
+    let yaml = "rules:\n  - name: r\n    effect: allow\n    when: source.address.inCidr(['10.0.0.0/8', '10.0.0.0/33'])\n";
+    let error = Policy::parse(yaml, Path::new("rules.yaml")).unwrap_err();
+    let [diagnostic] = error.diagnostics.as_slice() else {
+        panic!("{error}");
+    };
+    assert!(
+        diagnostic
+            .message
+            .contains("\"10.0.0.0/33\" is not a CIDR range"),
+        "{diagnostic}"
+    );
+    assert_eq!(diagnostic.column, 48, "{diagnostic}");
+    all_fail(&[
+        (
+            "'10.1.2.3'.inCidr('::ffff:10.0.0.0/104')",
+            "load: IPv4-mapped",
+        ),
+        (
+            "inCidr('10.1.2.3', ['10.0.0.0'])",
+            "load: \"10.0.0.0\" is not a CIDR range",
+        ),
+        // A range computed at evaluation is parsed there.
+        ("'10.1.2.3'.inCidr(['10.0.0.0/' + '33'])", "eval: "),
+    ]);
 }
