@@ -578,7 +578,8 @@ impl Checker<'_> {
         }
         let at = self.name_offset(expr, name);
         let Some(function) = schema::function(name) else {
-            let hint = suggest(name, schema::FUNCTIONS.iter().map(|f| f.name));
+            let names = schema::FUNCTIONS.iter().map(|f| f.name);
+            let hint = suggest(name, names.chain(MACROS.iter().copied()));
             let what = if target.is_some() {
                 "method"
             } else {
@@ -676,6 +677,24 @@ fn kubernetes_result(name: &str, target: Option<&Ty>) -> Option<Ty> {
         _ => None,
     }
 }
+
+/// The macros a rule can call (expanded by the parser, so not in the
+/// schema), for did-you-mean hints.
+const MACROS: &[&str] = &[
+    "has",
+    "all",
+    "exists",
+    "exists_one",
+    "existsOne",
+    "map",
+    "filter",
+    "sortBy",
+    "optMap",
+    "optFlatMap",
+    "transformList",
+    "transformMap",
+    "transformMapEntry",
+];
 
 /// Why a call of a comprehension macro's name was not expanded: it has
 /// an argument count no macro takes.

@@ -301,7 +301,10 @@ fn what_is_not_supported_is_refused_at_load() {
         assert!(message.contains(wanted), "{when}: {message}");
     }
     // The optional library's macros work.
-    all_true(&["optional.of(1).optMap(x, x + 1).value() == 2"]);
+    all_true(&[
+        "optional.of(1).optMap(x, x + 1).value() == 2",
+        "optional.of(1).optFlatMap(x, optional.of(x + 1)).value() == 2",
+    ]);
 }
 
 #[test]
@@ -545,6 +548,11 @@ fn celador_check_types_two_variable_comprehensions() {
             "[1].exists_one(i, v, true)",
             "'exists_one' takes (x, predicate)",
         ),
+        (
+            "[1].transfromList(1, 2, 3).size() == 1",
+            "did you mean 'transformList'?",
+        ),
+        ("[1].exitsOne(1, 2, true)", "did you mean 'existsOne'?"),
     ];
     for (when, wanted) in cases {
         let message = load_error(when);
