@@ -251,8 +251,7 @@ own checker. Every difference known is listed here, with why.
   error absorption are cel-go's, but the target of `T.all(k, v, …)` is
   copied once per evaluation, and a map is iterated in no fixed order (as
   in cel-go), so `transformList` over a map gives its elements in no fixed
-  order. An error message names `transformMapEntry`'s duplicate key as
-  Rust's debug format prints it.
+  order.
 - **Not included:** Kubernetes' `quantity`, `semver`, `format.*`,
   `authorizer` and `includes`, and cel-go's `cel.bind`, math and encoders
   extensions. A call to any of them is refused at load as an undeclared

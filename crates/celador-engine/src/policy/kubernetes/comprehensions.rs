@@ -41,7 +41,7 @@
 
 use cel::common::ast::{CallExpr, ComprehensionExpr, Expr, IdedExpr, ListExpr, LiteralValue};
 use cel::common::ast::{EntryExpr, IdedEntryExpr, MapEntryExpr, MapExpr, operators};
-use cel::common::types::{CelInt, CelList, CelMap, DYN_TYPE, Kind};
+use cel::common::types::{CelInt, CelList, CelMap, CelMapKey, DYN_TYPE, Kind};
 use cel::common::value::{CowVal, Val};
 use cel::parser::{Macro, MacroExprHelper, ParseError};
 use cel::{DeclarationError, Env, ExecutionError};
@@ -380,11 +380,18 @@ fn merge<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionE
         let mut keys = keys.iter();
         while let Some(key) = keys.next() {
             let value = indexer.get(key)?.into_owned();
-            let key = cel::common::types::CelMapKey::try_from(key.clone_as_boxed())?;
+            let key = CelMapKey::try_from(key.clone_as_boxed())?;
             if merged.contains_key(&key) {
+                // The whole key, quoted: redaction finds a secret one.
+                let shown = match &key {
+                    CelMapKey::String(s) => format!("{:?}", s.inner()),
+                    CelMapKey::Int(i) => i.inner().to_string(),
+                    CelMapKey::UInt(u) => format!("{}u", u.inner()),
+                    CelMapKey::Bool(b) => b.inner().to_string(),
+                };
                 return Err(ExecutionError::function_error(
                     "transformMapEntry",
-                    format!("insert failed: key {key:?} already exists"),
+                    format!("insert failed: key {shown} already exists"),
                 ));
             }
             merged.insert(key, value);

@@ -503,7 +503,7 @@ fn two_variable_comprehensions_as_cel_go_documents_them() {
         ("[0].transformList(i, v, 2 / v).size() == 1", "eval: "),
         (
             "{'greeting': 'aloha', 'farewell': 'aloha'}.transformMapEntry(k, v, {v: k}).size() == 1",
-            "already exists",
+            "insert failed: key \"aloha\" already exists",
         ),
         ("dyn('abc').all(k, v, true)", "eval: "),
         (
