@@ -218,10 +218,12 @@ own checker. Every difference known is listed here, with why.
   regular expression limits below and by `lists.range` (at most a million
   elements).
 - **Literals are checked at load.** `ip('…')`, `cidr('…')`, `url('…')`,
-  the ranges of `inCidr`, the arguments of `containsIP` and `containsCIDR`
-  and the patterns of `matches`, `find` and `findAll` written as literals
-  are parsed once, when the file loads, and one that does not parse fails the
-  load at its line and column. In Kubernetes they are evaluation errors.
+  the ranges of `inCidr` and the patterns of `matches`, `find` and
+  `findAll` written as literals are parsed once, when the file loads, and
+  one that does not parse fails the load at its line and column, as does a
+  bad literal argument of `containsIP` or `containsCIDR` (which is parsed
+  again per request: cheaper, measured, than finding it parsed). In
+  Kubernetes they are evaluation errors.
 - **Regular expressions** are RE2 syntax as in cel-go (Rust's `regex`, which
   has no backreferences or look-around either). A literal pattern may
   compile to at most 1 MiB, one computed at evaluation to at most 256 KiB

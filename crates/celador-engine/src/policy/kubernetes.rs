@@ -9,8 +9,7 @@
 //! [`prepare`] rewrites its expression after type checking: `ip('…')`,
 //! `cidr('…')` and `url('…')` of a literal are parsed there, once (a literal
 //! that does not parse is a load error, as a bad literal regex is), and
-//! their calls (and `inCidr`'s for its literal ranges, and the literal
-//! arguments of `containsIP` and `containsCIDR`) are pointed at the
+//! their calls (and `inCidr`'s, for its literal ranges) are pointed at the
 //! policy's table of parsed values, which
 //! [`Literals::install`] puts in the policy's root context. Per request,
 //! nothing is parsed that the rules file spelt out.
@@ -33,10 +32,6 @@ use super::functions::ContextFunction;
 
 /// The suffix of the functions a literal's call is renamed to (`ip#literal`).
 const LITERAL_SUFFIX: &str = "#literal";
-/// The suffix of the call a literal argument of `containsIP` or
-/// `containsCIDR` is wrapped in (`ip#implicit('…')`), which messages show as
-/// the bare literal.
-pub(crate) const IMPLICIT_SUFFIX: &str = "#implicit";
 /// What `inCidr` is renamed to when its ranges are literals, which the
 /// renamed call finds parsed by its canonical text (its last argument).
 pub(crate) const IN_CIDR_LITERAL: &str = "inCidr#literal";
@@ -191,11 +186,9 @@ impl Literals {
         let added = root.add_function(IN_CIDR_LITERAL, in_cidr);
         debug_assert!(added.is_ok(), "declaring {IN_CIDR_LITERAL}: {added:?}");
         let parsed = Arc::new(self.parsed);
-        let names = [LITERAL_SUFFIX, IMPLICIT_SUFFIX]
-            .into_iter()
-            .flat_map(|suffix| ["ip", "cidr", "url"].map(|f| (f, format!("{f}{suffix}"))));
-        for (function, name) in names {
+        for function in ["ip", "cidr", "url"] {
             let parsed = Arc::clone(&parsed);
+            let name = format!("{function}{LITERAL_SUFFIX}");
             let lookup: ContextFunction = Box::new(move |ftx| {
                 let text = ftx
                     .args
@@ -218,10 +211,9 @@ impl Literals {
 }
 
 /// Rewrites a type-checked rule for evaluation: literals of `ip`, `cidr`
-/// and `url`, the literal ranges of `inCidr` and the literal arguments of
-/// `containsIP` and `containsCIDR` are parsed into
-/// `literals` (each one that does not parse is a problem at its offset),
-/// and `x.getMilliseconds()` is pointed at the
+/// and `url` and the literal ranges of `inCidr` are parsed into
+/// `literals` (each one that does not parse is a problem at its offset, as
+/// is a bad literal argument of `containsIP` or `containsCIDR`), and `x.getMilliseconds()` is pointed at the
 /// specification's.
 pub(crate) fn prepare(
     expr: &mut IdedExpr,
@@ -297,8 +289,8 @@ fn rewrite_call(
     }
     match call.func_name.as_str() {
         "inCidr" => literal_ranges(call, info, literals, problems),
-        "containsIP" => implicit_literal("ip", call, info, literals, problems),
-        "containsCIDR" => implicit_literal("cidr", call, info, literals, problems),
+        "containsIP" => implicit_literal("ip", call, info, problems),
+        "containsCIDR" => implicit_literal("cidr", call, info, problems),
         _ => {}
     }
     if call.func_name == "getMilliseconds" && call.target.is_some() && call.args.is_empty() {
@@ -312,35 +304,30 @@ fn rewrite_call(
     }
 }
 
-/// `c.containsIP('…')` and `c.containsCIDR('…')` of a literal: it is parsed
-/// into `literals` as `function` (`ip`, `cidr`) parses it, and the argument
-/// is wrapped in a call that finds it there.
+/// `c.containsIP('…')` and `c.containsCIDR('…')` of a literal: it is
+/// checked as `function` (`ip`, `cidr`) parses it, so that a bad one fails
+/// the load. The call is left as it is: parsing a short literal per
+/// request measured cheaper than finding it parsed (BENCHMARKS.md).
 fn implicit_literal(
     function: &'static str,
-    call: &mut cel::common::ast::CallExpr,
+    call: &cel::common::ast::CallExpr,
     info: &SourceInfo,
-    literals: &mut Literals,
     problems: &mut Vec<Problem>,
 ) {
-    let (Some(_), [arg]) = (&call.target, call.args.as_mut_slice()) else {
+    let (Some(_), [arg]) = (&call.target, call.args.as_slice()) else {
         return;
     };
     let Expr::Literal(LiteralValue::String(text)) = &arg.expr else {
         return;
     };
-    if let Err(message) = literals.add(function, text.inner()) {
+    let checked = match function {
+        "ip" => ip::parse_ip(text.inner()).map(|_| ()),
+        _ => ip::parse_cidr(text.inner()).map(|_| ()),
+    };
+    if let Err(message) = checked {
         let offset = info.offset_for(arg.id).map_or(0, |(start, _)| start);
         problems.push(Problem { offset, message });
-        return;
     }
-    let literal = std::mem::take(arg);
-    // The wrapping call stands where the literal is.
-    arg.id = literal.id;
-    arg.expr = Expr::Call(cel::common::ast::CallExpr {
-        func_name: format!("{function}{IMPLICIT_SUFFIX}"),
-        target: None,
-        args: vec![literal],
-    });
 }
 
 /// `inCidr` with its ranges written as literals (a string, or a list of

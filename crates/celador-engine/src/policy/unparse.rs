@@ -7,7 +7,7 @@
 use cel::IdedExpr;
 use cel::common::ast::{CallExpr, EntryExpr, Expr, LiteralValue, MapExpr, operators};
 
-use super::kubernetes::{IMPLICIT_SUFFIX, IN_CIDR_LITERAL};
+use super::kubernetes::IN_CIDR_LITERAL;
 
 /// The expression as canonical CEL text.
 pub(crate) fn unparse(expr: &IdedExpr) -> String {
@@ -202,8 +202,6 @@ fn write_call(out: &mut String, call: &CallExpr, prec: u8) {
             write(out, index, 0);
             out.push(']');
         }
-        // A literal argument the loader parsed, as written.
-        (None, name, [literal]) if name.ends_with(IMPLICIT_SUFFIX) => write(out, literal, prec),
         (target, name, args) => {
             if let Some(target) = target {
                 write(out, target, 9);
