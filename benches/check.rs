@@ -277,5 +277,87 @@ fn bench_rule_count(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_check, bench_rule_count);
+/// Conditions of the Kubernetes libraries, with literals (parsed at load)
+/// and a value read from the request, each the one allow rule of a policy;
+/// `string_equals` is the floor. A condition the build cannot load is
+/// skipped, so that an older build runs the same benchmark.
+const KUBERNETES: &[(&str, &str)] = &[
+    (
+        "string_equals",
+        r#"request.headers["x-real-ip"] == "10.1.2.3""#,
+    ),
+    (
+        "in_cidr_literal",
+        r#"request.headers["x-real-ip"].inCidr(["192.168.0.0/16", "10.0.0.0/8"])"#,
+    ),
+    (
+        "cidr_contains_ip",
+        r#"cidr("10.0.0.0/8").containsIP(ip(request.headers["x-real-ip"]))"#,
+    ),
+    (
+        "cidr_contains_ip_literal",
+        r#"cidr("10.0.0.0/8").containsIP("10.1.2.3") && request.headers["x-real-ip"] != """#,
+    ),
+    (
+        "ip_literal_methods",
+        r#"ip("10.1.2.3").isGlobalUnicast() && ip(request.headers["x-real-ip"]) == ip("10.1.2.3")"#,
+    ),
+    (
+        "url",
+        r#"url(request.headers["x-callback"]).getHostname() == url("https://hooks.example.org/a").getHostname()"#,
+    ),
+    (
+        "two_variable_exists",
+        r#"request.headers.exists(k, v, k == "x-real-ip" && v == "10.1.2.3")"#,
+    ),
+];
+
+/// The rules alone (no identity, no answer) for each of [`KUBERNETES`].
+fn bench_kubernetes(c: &mut Criterion) {
+    let request = check::request(
+        "",
+        "GET",
+        "/v1/orders",
+        &[
+            ("x-real-ip", "10.1.2.3"),
+            ("x-callback", "https://hooks.example.org/b?x=1"),
+            ("user-agent", "bench/1.0"),
+            ("accept", "*/*"),
+        ],
+    );
+    let attrs = celador::edge::request::attributes(&request).unwrap();
+    let now = SystemTime::now();
+    let svid = X509Svid {
+        id: SpiffeId::parse("spiffe://example.org/ns/a/sa/b").unwrap(),
+        not_before: now,
+        not_after: now,
+        chain_not_after: now,
+        certificate: Default::default(),
+    };
+    let workload = Workload::default();
+    let input = Input {
+        source: Some(&svid),
+        token: None,
+        attributes: &attrs,
+        workload: &workload,
+        now,
+        grant: None,
+        signals: &Default::default(),
+    };
+    let mut group = c.benchmark_group("kubernetes");
+    for (name, when) in KUBERNETES {
+        let yaml = format!("rules:\n  - name: r\n    effect: allow\n    when: {when:?}\n");
+        let Ok(policy) = Policy::parse(&yaml, Path::new("bench.yaml")) else {
+            eprintln!("kubernetes/{name}: skipped, this build does not load it");
+            continue;
+        };
+        assert!(policy.evaluate(input).allowed, "{name}");
+        group.bench_function(*name, |b| {
+            b.iter(|| assert!(policy.evaluate(black_box(input)).allowed))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_check, bench_rule_count, bench_kubernetes);
 criterion_main!(benches);

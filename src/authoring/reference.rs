@@ -64,8 +64,9 @@ pub fn markdown() -> String {
     out.push_str(VARIABLE_NOTES);
     out.push_str("## Functions\n\n");
     out.push_str(
-        "Besides CEL's operators (`==`, `!=`, `<`, `<=`, `>`, `>=`, `+`, `-`, `*`, `/`, `%`, `!`, `&&`, `||`, `? :`, `in`, `[]`, and for optional values `a.?b` and `m[?k]`) and macros (`has`, `all`, `exists`, `exists_one`, `map`, `filter`, and the lists extension's `sortBy`, as in `list.sortBy(e, key)`), rules may call these functions: CEL's standard library, its strings and lists extensions, and the Kubernetes libraries of `k8s.io/apiserver/pkg/cel/library` that make sense for requests (IP addresses and CIDRs, URLs, regular expressions, lists, sets), with Kubernetes' names, types and semantics. A field that is no identifier can be selected in backticks: ``request.headers.`x-tenant` ``. Each example evaluates to `true` (a test checks that).\n\n",
+        "Besides CEL's operators (`==`, `!=`, `<`, `<=`, `>`, `>=`, `+`, `-`, `*`, `/`, `%`, `!`, `&&`, `||`, `? :`, `in`, `[]`, and for optional values `a.?b` and `m[?k]`) and macros (`has`, `all`, `exists`, `exists_one`, `map`, `filter`, the lists extension's `sortBy`, as in `list.sortBy(e, key)`, and the two-variable comprehensions below), rules may call these functions: CEL's standard library, its strings and lists extensions, and the Kubernetes libraries of `k8s.io/apiserver/pkg/cel/library` that make sense for requests (IP addresses and CIDRs, URLs, regular expressions, lists, sets), with Kubernetes' names, types and semantics. A field that is no identifier can be selected in backticks: ``request.headers.`x-tenant` ``. Each example evaluates to `true` (a test checks that).\n\n",
     );
+    out.push_str(TWO_VARIABLES);
     for f in schema::FUNCTIONS {
         let _ = writeln!(out, "### `{}`\n", f.name);
         let _ = writeln!(out, "{}\n", f.doc);
@@ -183,6 +184,27 @@ double), bools, lists and maps; convert with `string()`, `int()` or
 
 "#;
 
+const TWO_VARIABLES: &str = r#"### Two-variable comprehensions
+
+As in cel-go's `ext.TwoVarComprehensions`, which Kubernetes enables: over a
+list, the first variable is the index and the second the element; over a
+map, the key and its value. `all` and `exists` absorb an error as `&&` and
+`||` do (`[0, 3].all(i, v, 2 / v == 1)` is false, while
+`[0, 2].all(i, v, 2 / v == 1)` is an error); the others pass errors on.
+
+* `list.all(i, v, predicate)`, `map.all(k, v, predicate)`: `bool`
+* `list.exists(i, v, predicate)`, `map.exists(k, v, predicate)`: `bool`
+* `list.existsOne(i, v, predicate)`, `map.existsOne(k, v, predicate)`: `bool`, exactly one
+* `list.transformList(i, v, [filter,] expression)`, `map.transformList(k, v, [filter,] expression)`: `list`
+* `list.transformMap(i, v, [filter,] expression)`, `map.transformMap(k, v, [filter,] expression)`: `map`, the same keys (a list's indexes), the expression's values
+* `list.transformMapEntry(i, v, [filter,] entry)`, `map.transformMapEntry(k, v, [filter,] entry)`: `map`, the union of the entries, each a map; a key given twice is an error
+
+Example: `request.headers.exists(k, v, k.startsWith("x-debug") && v == "1")`,
+`[1, 2, 3].transformList(i, v, i > 0, v * 2) == [4, 6]`,
+`{"a": 1}.transformMapEntry(k, v, {v: k}) == {1: "a"}`
+
+"#;
+
 const CEL_DIFFERENCES: &str = r#"## Where celador's CEL differs from cel-go and Kubernetes
 
 celador evaluates rules with the `cel` crate (0.15) and types them with its
@@ -195,10 +217,13 @@ own checker. Every difference known is listed here, with why.
   exist here: a rule is bounded by the size of the request it reads, by the
   regular expression limits below and by `lists.range` (at most a million
   elements).
-- **Literals are checked at load.** `ip('…')`, `cidr('…')`, `url('…')` and
-  the patterns of `matches`, `find` and `findAll` written as literals are
-  parsed once, when the file loads, and one that does not parse fails the
-  load at its line and column. In Kubernetes they are evaluation errors.
+- **Literals are checked at load.** `ip('…')`, `cidr('…')`, `url('…')`,
+  the ranges of `inCidr` and the patterns of `matches`, `find` and
+  `findAll` written as literals are parsed once, when the file loads, and
+  one that does not parse fails the load at its line and column, as does a
+  bad literal argument of `containsIP` or `containsCIDR` (which is parsed
+  again per request: cheaper, measured, than finding it parsed). In
+  Kubernetes they are evaluation errors.
 - **Regular expressions** are RE2 syntax as in cel-go (Rust's `regex`, which
   has no backreferences or look-around either). A literal pattern may
   compile to at most 1 MiB, one computed at evaluation to at most 256 KiB
@@ -221,11 +246,14 @@ own checker. Every difference known is listed here, with why.
   the parts Kubernetes exposes: there may be differences on exotic input
   (a host is checked for the characters Go allows, not parsed as an IP
   address).
-- **Two-variable comprehensions** (`all(k, v, …)`, `exists(k, v, …)`,
-  `existsOne(k, v, …)`, `transformList`, `transformMap`,
-  `transformMapEntry`) are **not supported**: the `cel` crate's interpreter
-  does not evaluate them, so they are refused at load. Iterate over the keys
-  (`m.all(k, m[k] …)`) instead.
+- **Two-variable comprehensions** are expanded by celador's own parser
+  macros into the one-variable comprehensions the `cel` crate evaluates
+  (its interpreter ignores a comprehension's second variable, and a
+  function cannot receive an unevaluated predicate): the results and the
+  error absorption are cel-go's, but the target of `T.all(k, v, …)` is
+  copied once per evaluation, and a map is iterated in no fixed order (as
+  in cel-go), so `transformList` over a map gives its elements in no fixed
+  order.
 - **Not included:** Kubernetes' `quantity`, `semver`, `format.*`,
   `authorizer` and `includes`, and cel-go's `cel.bind`, math and encoders
   extensions. A call to any of them is refused at load as an undeclared

@@ -15,6 +15,7 @@ use cel::common::ast::{
     ComprehensionExpr, EntryExpr, Expr, LiteralValue, MapExpr, SelectExpr, SourceInfo, operators,
 };
 
+use super::kubernetes::comprehensions;
 use super::schema::{self, Object, Ty};
 use super::unparse::unparse;
 
@@ -234,7 +235,13 @@ impl Checker<'_> {
             return Ty::Type;
         }
         let mut candidates: Vec<&str> = schema::VARIABLES.iter().map(|v| v.name).collect();
-        candidates.extend(self.scopes.iter().map(|(n, _)| n.as_str()));
+        // Not the names of macro expansions (`@result`), which no rule can write.
+        candidates.extend(
+            self.scopes
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .filter(|n| !n.starts_with(['@', '#'])),
+        );
         let hint = suggest(name, candidates);
         self.error(expr, format!("undeclared variable '{name}'{hint}"))
     }
@@ -300,7 +307,7 @@ impl Checker<'_> {
                 schema::Param::String,
             );
         }
-        if let Some(message) = unsupported(name, target, args) {
+        if let Some(message) = macro_arity(name, target, args) {
             let at = self.name_offset(expr, name);
             return self.error_at(at, message);
         }
@@ -400,15 +407,7 @@ impl Checker<'_> {
                 other => self.error(expr, format!("'-' cannot negate {other}")),
             },
             (operators::INDEX, [container, index]) => {
-                if let (Ty::Map(..), [map, key]) = (container, args) {
-                    let offset = self.offset(expr);
-                    self.out.map_reads.push(MapRead {
-                        offset,
-                        map: unparse(map),
-                        key: unparse(key),
-                    });
-                }
-                self.index(expr, container, index)
+                self.index_operator(expr, args, container, index)
             }
             (operators::IN, [elem, container]) => self.membership(expr, args, elem, container),
             (operators::OPT_SELECT | operators::OPT_INDEX, [container, key]) => {
@@ -416,6 +415,31 @@ impl Checker<'_> {
             }
             _ => return None,
         })
+    }
+
+    /// `c[i]`; a read of a map's key is recorded.
+    fn index_operator(
+        &mut self,
+        expr: &IdedExpr,
+        args: &[IdedExpr],
+        container: &Ty,
+        index: &Ty,
+    ) -> Ty {
+        let hidden = args.first().is_some_and(is_hidden);
+        if hidden && !matches!(container, Ty::List(_) | Ty::Map(..) | Ty::Dyn) {
+            // An expansion's `@target[k]` on what it cannot iterate over:
+            // `@iter` said so already.
+            return Ty::Dyn;
+        }
+        if let (Ty::Map(..), [map, key], false) = (container, args, hidden) {
+            let offset = self.offset(expr);
+            self.out.map_reads.push(MapRead {
+                offset,
+                map: unparse(map),
+                key: unparse(key),
+            });
+        }
+        self.index(expr, container, index)
     }
 
     /// `a.?b` and `m[?k]`: an optional of what `a.b` or `m[k]` would be,
@@ -547,9 +571,15 @@ impl Checker<'_> {
     }
 
     fn function(&mut self, expr: &IdedExpr, name: &str, target: Option<&Ty>, tys: &[Ty]) -> Ty {
+        if target.is_none()
+            && let Some(ty) = comprehensions::checked_type(name, tys)
+        {
+            return ty.unwrap_or_else(|message| self.error(expr, message));
+        }
         let at = self.name_offset(expr, name);
         let Some(function) = schema::function(name) else {
-            let hint = suggest(name, schema::FUNCTIONS.iter().map(|f| f.name));
+            let names = schema::FUNCTIONS.iter().map(|f| f.name);
+            let hint = suggest(name, names.chain(MACROS.iter().copied()));
             let what = if target.is_some() {
                 "method"
             } else {
@@ -648,22 +678,40 @@ fn kubernetes_result(name: &str, target: Option<&Ty>) -> Option<Ty> {
     }
 }
 
-/// Why a call celador cannot evaluate is refused: two-variable
-/// comprehensions, which the `cel` crate's interpreter lacks.
-fn unsupported(name: &str, target: Option<&IdedExpr>, args: &[IdedExpr]) -> Option<String> {
-    let two_variables = matches!(
-        (name, args.len()),
-        ("all" | "exists" | "existsOne" | "exists_one", 3)
-            | (
-                "transformList" | "transformMap" | "transformMapEntry",
-                3 | 4
-            )
-    );
-    (two_variables && target.is_some()).then(|| {
-        format!(
-            "'{name}' with two variables is not supported by celador (the cel crate cannot evaluate two-variable comprehensions); iterate over the keys or indexes instead, as in m.all(k, m[k] > 0)"
-        )
-    })
+/// The macros a rule can call (expanded by the parser, so not in the
+/// schema), for did-you-mean hints.
+const MACROS: &[&str] = &[
+    "has",
+    "all",
+    "exists",
+    "exists_one",
+    "existsOne",
+    "map",
+    "filter",
+    "sortBy",
+    "optMap",
+    "optFlatMap",
+    "transformList",
+    "transformMap",
+    "transformMapEntry",
+];
+
+/// Why a call of a comprehension macro's name was not expanded: it has
+/// an argument count no macro takes.
+fn macro_arity(name: &str, target: Option<&IdedExpr>, args: &[IdedExpr]) -> Option<String> {
+    let usage = match name {
+        "all" | "exists" | "existsOne" => "(x, predicate) or (k, v, predicate)",
+        "exists_one" => "(x, predicate)",
+        "map" => "(x, expression) or (x, filter, expression)",
+        "filter" => "(x, predicate)",
+        "transformList" | "transformMap" | "transformMapEntry" => {
+            "(k, v, expression) or (k, v, filter, expression)"
+        }
+        _ => return None,
+    };
+    target
+        .is_some()
+        .then(|| format!("'{name}' takes {usage}, not {} arguments", args.len()))
 }
 
 /// Why no overload of `name` takes these arguments.
@@ -695,6 +743,11 @@ fn literal_type(literal: &LiteralValue) -> Ty {
         LiteralValue::String(_) => Ty::String,
         LiteralValue::UInt(_) => Ty::Uint,
     }
+}
+
+/// A variable of a macro's expansion (`@target`), which no rule can write.
+fn is_hidden(expr: &IdedExpr) -> bool {
+    matches!(&expr.expr, Expr::Ident(name) if name.starts_with('@'))
 }
 
 /// The dotted path of a select chain rooted at a variable: `request.headers`.

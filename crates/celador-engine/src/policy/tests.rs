@@ -190,10 +190,10 @@ fn an_ipv4_mapped_address_or_range_in_in_cidr_is_an_error_so_a_deny_rule_fails_c
     // As Kubernetes' CEL `ip()`/`cidr()`: a mapped form is refused, never
     // silently compared as another family (which made these false).
     for when in [
-        "'192.168.0.1'.inCidr('::ffff:192.168.0.1/24')",
+        "'192.168.0.1'.inCidr('::ffff:192.168.0.1' + '/24')",
         "'::ffff:10.0.0.1'.inCidr('10.0.0.0/8')",
         "request.headers['x-real-ip'].inCidr(['10.0.0.0/8'])",
-        "inCidr('10.1.2.3', ['fd00::/8', '::ffff:10.0.0.0/104'])",
+        "inCidr('10.1.2.3', ['fd00::/8', request.headers['x-real-ip'] + '/104'])",
     ] {
         let p = policy(&format!(
             "rules:\n  - name: everyone\n    effect: allow\n    when: \"true\"\n  - name: blocked-range\n    effect: deny\n    when: \"{when}\"\n"
@@ -210,6 +210,16 @@ fn an_ipv4_mapped_address_or_range_in_in_cidr_is_an_error_so_a_deny_rule_fails_c
             "{when}: {:?}",
             v.errors
         );
+    }
+    // A mapped range written as a literal fails the load, where it is.
+    for when in [
+        "'192.168.0.1'.inCidr('::ffff:192.168.0.1/24')",
+        "inCidr('10.1.2.3', ['fd00::/8', '::ffff:10.0.0.0/104'])",
+    ] {
+        let error = load_error(&format!(
+            "rules:\n  - name: blocked-range\n    effect: deny\n    when: \"{when}\"\n"
+        ));
+        assert!(error.to_string().contains("IPv4-mapped"), "{when}: {error}");
     }
     // isIP is false for one, as in Kubernetes; plain forms still work.
     let p = policy(

@@ -7,6 +7,8 @@
 use cel::IdedExpr;
 use cel::common::ast::{CallExpr, EntryExpr, Expr, LiteralValue, MapExpr, operators};
 
+use super::kubernetes::IN_CIDR_LITERAL;
+
 /// The expression as canonical CEL text.
 pub(crate) fn unparse(expr: &IdedExpr) -> String {
     let mut out = String::new();
@@ -114,9 +116,20 @@ fn write_bare(out: &mut String, expr: &IdedExpr) {
     }
 }
 
-/// A macro: `exists` and `all` are recognised by their shape, others are
-/// not spelt out.
+/// A macro: `exists`, `all` and the two-variable comprehensions are
+/// recognised by their shape, others are not spelt out.
 fn write_comprehension(out: &mut String, comp: &cel::common::ast::ComprehensionExpr) {
+    if let Some(written) = super::kubernetes::comprehensions::written(comp) {
+        write(out, written.target, 9);
+        let (k, v) = written.vars;
+        out.push_str(&format!(".{}({k}, {v}", written.name));
+        for arg in written.args {
+            out.push_str(", ");
+            write(out, arg, 0);
+        }
+        out.push(')');
+        return;
+    }
     write(out, &comp.iter_range, 9);
     let step = match &comp.loop_step.expr {
         Expr::Call(c) if c.target.is_none() && c.args.len() == 2 => {
@@ -198,7 +211,20 @@ fn write_call(out: &mut String, call: &CallExpr, prec: u8) {
             // messages show them as written.
             out.push_str(name.split_once('#').map_or(name, |(written, _)| written));
             out.push('(');
-            write_list(out, args);
+            match (name, args.split_last()) {
+                // The ranges argument became its own canonical text.
+                (IN_CIDR_LITERAL, Some((last, rest))) => {
+                    write_list(out, rest);
+                    if !rest.is_empty() {
+                        out.push_str(", ");
+                    }
+                    match &last.expr {
+                        Expr::Literal(LiteralValue::String(text)) => out.push_str(text.inner()),
+                        _ => write(out, last, 0),
+                    }
+                }
+                _ => write_list(out, args),
+            }
             out.push(')');
         }
     }

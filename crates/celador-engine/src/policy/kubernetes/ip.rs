@@ -81,6 +81,8 @@ impl StaticVal for Cidr {}
 
 /// Parses an IP address as Kubernetes' `ip()` does; the error says why not.
 pub(crate) fn parse_ip(text: &str) -> Result<Ip, String> {
+    #[cfg(test)]
+    super::count_parse(super::Parsed::Ip);
     // The whole text is quoted, never a part: a value the rule read from a
     // secret header is then found and redacted in errors and audit records.
     let ip: IpAddr = text
@@ -98,6 +100,8 @@ pub(crate) fn parse_ip(text: &str) -> Result<Ip, String> {
 /// `netip.ParsePrefix`: a decimal prefix length without sign or leading
 /// zero, host bits allowed).
 pub(crate) fn parse_cidr(text: &str) -> Result<Cidr, String> {
+    #[cfg(test)]
+    super::count_parse(super::Parsed::Cidr);
     let invalid = |why: &str| format!("{text:?} is not a CIDR range: {why}");
     let (addr, bits) = text.rsplit_once('/').ok_or_else(|| invalid("no '/'"))?;
     let addr = match parse_ip(addr) {
@@ -386,4 +390,12 @@ pub(crate) fn in_cidr<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v
         }
     }
     Ok(bool_val(false))
+}
+
+/// `inCidr` whose ranges the rules file spelt out, parsed at load into
+/// `ranges`: only the address, read from the request, is parsed here.
+pub(crate) fn address_in(address: &dyn Val, ranges: &[Cidr]) -> Result<bool, ExecutionError> {
+    let address = arg::<CelString>(address)?;
+    let Ip(ip) = parse_ip(address.inner()).map_err(function_error("inCidr"))?;
+    Ok(ranges.iter().any(|range| range.contains(ip)))
 }

@@ -66,6 +66,8 @@ fn parse_error(why: impl std::fmt::Display) -> String {
 /// from a secret header is then found and redacted in errors and audit
 /// records.
 pub(crate) fn parse_url(text: &str) -> Result<Url, String> {
+    #[cfg(test)]
+    super::count_parse(super::Parsed::Url);
     parse(text)
         .map_err(|why| format!("URL parse error during conversion from string {text:?}: {why}"))
 }
