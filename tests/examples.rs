@@ -479,6 +479,72 @@ fn capture_saves_what_envoy_sends_redacted_and_eval_decides_it() {
     );
 }
 
+/// `celador capture` behind an Envoy that sends every header (no
+/// `allowed_headers`, as many do): Envoy's `:path` and a `referer` carry
+/// the request's query and the page's; neither secret reaches the file,
+/// each URL's query redacted as the path's is.
+#[test]
+fn capture_redacts_the_query_of_every_url_valued_header_envoy_sends() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let examples = dir.path().join("examples");
+    copy_examples(&root.join("examples"), &examples);
+    let envoy_yaml = std::fs::read_to_string(examples.join("envoy.yaml")).unwrap();
+    let start = envoy_yaml.find("              allowed_headers:\n").unwrap();
+    let end = envoy_yaml.find("- prefix: x-celador-\n").unwrap() + "- prefix: x-celador-\n".len();
+    let every_header = format!(
+        "{}{}",
+        envoy_yaml.get(..start).unwrap(),
+        envoy_yaml.get(end..).unwrap()
+    );
+    assert!(!every_header.contains("allowed_headers"), "{every_header}");
+    std::fs::write(examples.join("envoy.yaml"), every_header).unwrap();
+
+    let out = dir.path().join("captured");
+    let (mut capture, addr) = start_capture(&["--out", out.to_str().unwrap(), "--count", "1"]);
+    let upstream = support::upstream::Upstream::start();
+    let envoy = example_envoy(
+        &examples,
+        dir.path(),
+        addr.port(),
+        ("8080", &upstream.addr.port().to_string()),
+    );
+    let read = |name: &str| std::fs::read_to_string(examples.join("pki").join(name)).unwrap();
+    let client = support::https::ClientCert {
+        chain_pem: read("batch-exporter.pem"),
+        key_pem: read("batch-exporter.key"),
+    };
+    let (token, code) = ("s3cr3t-reset-token", "s3cr3t-oauth-code");
+    let path = format!("/export/daily.csv?token={token}");
+    let referer = format!("https://app.example/cb?code={code}");
+    let reply = support::https::tls_pinned(
+        envoy.listener("ingress"),
+        &read("envoy-localhost.pem"),
+        Some(&client),
+        &support::https::Call {
+            method: "GET",
+            path: &path,
+            headers: &[("referer", &referer)],
+        },
+    );
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert_eq!(exit_code(&mut capture), Some(0));
+    let text = std::fs::read_to_string(out.join("check-0001.json")).unwrap();
+    assert!(!text.contains(token) && !text.contains(code), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let http = &json["attributes"]["request"]["http"];
+    // Envoy sent them: they are there, redacted.
+    assert_eq!(
+        http["headers"][":path"], "/export/daily.csv?token=%3Credacted%3E",
+        "{text}"
+    );
+    assert_eq!(
+        http["headers"]["referer"], "https://app.example/cb?code=%3Credacted%3E",
+        "{text}"
+    );
+    assert_eq!(http["path"], "/export/daily.csv?token=%3Credacted%3E");
+}
+
 /// `--include-credentials` writes them as received; a second capture into
 /// the same directory never overwrites the first's files.
 #[test]
