@@ -366,6 +366,19 @@ fn example_envoy(
 /// `celador capture --listen 127.0.0.1:0` with `args`, and the address it
 /// listens on (its first line on standard error).
 fn start_capture(args: &[&str]) -> (KillOnDrop, std::net::SocketAddr) {
+    let (child, addr, _) = start_capture_logged(args);
+    (child, addr)
+}
+
+/// [`start_capture`], and what it writes to standard error after its first
+/// line, as it comes.
+fn start_capture_logged(
+    args: &[&str],
+) -> (
+    KillOnDrop,
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
     let mut child = std::process::Command::new(support::celador::binary())
         .args(["capture", "--listen", "127.0.0.1:0"])
         .args(args)
@@ -377,10 +390,119 @@ fn start_capture(args: &[&str]) -> (KillOnDrop, std::net::SocketAddr) {
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-    // The rest of its output is not needed; drain it so it never blocks.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    // Drained as it comes, so that it never blocks.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let lines = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(stderr) {
+            let Ok(line) = line else { break };
+            let mut log = lines.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
     let addr = between(&line, "listening on ", ';').parse().unwrap();
-    (KillOnDrop(child), addr)
+    (KillOnDrop(child), addr, log)
+}
+
+/// Sends `requests` to the capture at `addr` one after another, and the
+/// longest time one took to be answered (each answer a `capture_only`
+/// denial).
+fn check_capture(
+    addr: std::net::SocketAddr,
+    requests: Vec<envoy_types::pb::envoy::service::auth::v3::CheckRequest>,
+) -> std::time::Duration {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = AuthorizationClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let mut longest = std::time::Duration::ZERO;
+        for request in requests {
+            let start = std::time::Instant::now();
+            let response = client.check(request).await.unwrap().into_inner();
+            longest = longest.max(start.elapsed());
+            assert_eq!(
+                support::check::denial(&response),
+                Some((403, "capture_only".to_owned()))
+            );
+        }
+        longest
+    })
+}
+
+/// A directory already holding many captures costs a scan at start-up,
+/// never a check's answer: the next index is kept, not searched for.
+#[test]
+fn capture_answers_as_quickly_beside_twenty_thousand_earlier_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for n in 1..=20_000 {
+        std::fs::File::create(dir.path().join(format!("check-{n:04}.json"))).unwrap();
+    }
+    let out = dir.path().to_str().unwrap().to_owned();
+    let (mut capture, addr) = start_capture(&["--out", &out, "--count", "5"]);
+    let requests = (0..5)
+        .map(|_| support::check::request("", "GET", "/a", &[]))
+        .collect();
+    let longest = check_capture(addr, requests);
+    // Searching from check-0001 took over a second a check here.
+    assert!(
+        longest < std::time::Duration::from_millis(250),
+        "{longest:?}"
+    );
+    assert_eq!(exit_code(&mut capture), Some(0));
+    for n in 20_001..=20_005 {
+        let file = dir.path().join(format!("check-{n:04}.json"));
+        assert!(std::fs::read_to_string(&file).unwrap().contains("\"/a\""));
+    }
+    assert!(!dir.path().join("check-20006.json").exists());
+    assert_eq!(
+        std::fs::metadata(dir.path().join("check-0001.json"))
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+/// The directory a capture makes and its files are the user's alone, and
+/// its log shows a check's path redacted even when the files hold
+/// credentials.
+#[test]
+fn capture_files_are_private_and_its_log_never_shows_a_query_value() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("new").join("captured");
+    let (mut capture, addr, log) = start_capture_logged(&[
+        "--out",
+        out.to_str().unwrap(),
+        "--count",
+        "1",
+        "--include-credentials",
+    ]);
+    let secret = "s3cr3t-sig-value";
+    let path = format!("/a?sig={secret}&page=2");
+    check_capture(addr, vec![support::check::request("", "GET", &path, &[])]);
+    assert_eq!(exit_code(&mut capture), Some(0));
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), 0o700);
+    assert_eq!(mode(&out.join("check-0001.json")), 0o600);
+    // Asked for: the file holds it.
+    let text = std::fs::read_to_string(out.join("check-0001.json")).unwrap();
+    assert!(text.contains(secret), "{text}");
+    let logged = support::wait_for(std::time::Duration::from_secs(5), || {
+        let log = log.lock().unwrap();
+        log.contains("wrote ").then(|| log.clone())
+    })
+    .unwrap();
+    assert!(
+        logged.contains("(GET /a?sig=%3Credacted%3E&page=%3Credacted%3E)"),
+        "{logged}"
+    );
+    assert!(!logged.contains(secret), "{logged}");
 }
 
 /// Waits (at most 10 s) for `child` to exit, and its exit code.
@@ -477,6 +599,72 @@ fn capture_saves_what_envoy_sends_redacted_and_eval_decides_it() {
         decided.contains("decision: allow by rule 'exporter-read-only' (allowed)"),
         "{decided}"
     );
+}
+
+/// `celador capture` behind an Envoy that sends every header (no
+/// `allowed_headers`, as many do): Envoy's `:path` and a `referer` carry
+/// the request's query and the page's; neither secret reaches the file,
+/// each URL's query redacted as the path's is.
+#[test]
+fn capture_redacts_the_query_of_every_url_valued_header_envoy_sends() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let examples = dir.path().join("examples");
+    copy_examples(&root.join("examples"), &examples);
+    let envoy_yaml = std::fs::read_to_string(examples.join("envoy.yaml")).unwrap();
+    let start = envoy_yaml.find("              allowed_headers:\n").unwrap();
+    let end = envoy_yaml.find("- prefix: x-celador-\n").unwrap() + "- prefix: x-celador-\n".len();
+    let every_header = format!(
+        "{}{}",
+        envoy_yaml.get(..start).unwrap(),
+        envoy_yaml.get(end..).unwrap()
+    );
+    assert!(!every_header.contains("allowed_headers"), "{every_header}");
+    std::fs::write(examples.join("envoy.yaml"), every_header).unwrap();
+
+    let out = dir.path().join("captured");
+    let (mut capture, addr) = start_capture(&["--out", out.to_str().unwrap(), "--count", "1"]);
+    let upstream = support::upstream::Upstream::start();
+    let envoy = example_envoy(
+        &examples,
+        dir.path(),
+        addr.port(),
+        ("8080", &upstream.addr.port().to_string()),
+    );
+    let read = |name: &str| std::fs::read_to_string(examples.join("pki").join(name)).unwrap();
+    let client = support::https::ClientCert {
+        chain_pem: read("batch-exporter.pem"),
+        key_pem: read("batch-exporter.key"),
+    };
+    let (token, code) = ("s3cr3t-reset-token", "s3cr3t-oauth-code");
+    let path = format!("/export/daily.csv?token={token}");
+    let referer = format!("https://app.example/cb?code={code}");
+    let reply = support::https::tls_pinned(
+        envoy.listener("ingress"),
+        &read("envoy-localhost.pem"),
+        Some(&client),
+        &support::https::Call {
+            method: "GET",
+            path: &path,
+            headers: &[("referer", &referer)],
+        },
+    );
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert_eq!(exit_code(&mut capture), Some(0));
+    let text = std::fs::read_to_string(out.join("check-0001.json")).unwrap();
+    assert!(!text.contains(token) && !text.contains(code), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let http = &json["attributes"]["request"]["http"];
+    // Envoy sent them: they are there, redacted.
+    assert_eq!(
+        http["headers"][":path"], "/export/daily.csv?token=%3Credacted%3E",
+        "{text}"
+    );
+    assert_eq!(
+        http["headers"]["referer"], "https://app.example/cb?code=%3Credacted%3E",
+        "{text}"
+    );
+    assert_eq!(http["path"], "/export/daily.csv?token=%3Credacted%3E");
 }
 
 /// `--include-credentials` writes them as received; a second capture into

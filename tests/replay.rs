@@ -846,3 +846,88 @@ fn a_value_cut_in_the_record_is_marked_and_replay_never_decides_on_it() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(": 2 re-decided, 0 would change"), "{out}");
 }
+
+/// A header whose value is a URL or a path (`:path`, `referer`,
+/// `x-forwarded-uri`) has its query redacted as the request's own, in the
+/// record's `headers` (`audit.headers`) and `read` (`audit.record: all`);
+/// a candidate reading one cannot decide on the record, and says so.
+#[tokio::test(flavor = "current_thread")]
+async fn a_query_in_a_url_valued_header_never_reaches_a_record() {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use support::check::request;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = support::pki::Ca::root("example.org root");
+    std::fs::write(dir.path().join("example.org.pem"), &ca.pem).unwrap();
+    let ledger = root().join("examples/replay/ledger.yaml");
+    std::fs::copy(&ledger, dir.path().join("ledger.yaml")).unwrap();
+    let config = write(
+        dir.path(),
+        "celador.yaml",
+        "listen: 127.0.0.1:0\npolicy: ledger.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\nworker_threads: 1\naudit:\n  headers: [referer, x-forwarded-uri]\n  query_params: [page]\n  record: all\nlog:\n  format: json\n",
+    );
+    let celador = support::celador::Celador::start(Path::new(&config));
+    let mut client = AuthorizationClient::connect(format!("http://{}", celador.addr))
+        .await
+        .unwrap();
+    let headers = [
+        (":path", "/export/daily.csv?token=s3cr3t-path"),
+        ("referer", "https://app/cb?code=s3cr3t-referer&page=2"),
+        ("x-forwarded-uri", "/reset?t=s3cr3t-uri"),
+        ("x-tenant", "acme"),
+    ];
+    let exporter = ca.svid(EXPORTER).envoy_encoded();
+    client
+        .check(request(
+            &exporter,
+            "GET",
+            "/export/daily.csv?token=s3cr3t-path",
+            &headers,
+        ))
+        .await
+        .unwrap();
+    let record = support::wait_for(std::time::Duration::from_secs(5), || {
+        celador.audit_records().into_iter().next()
+    })
+    .unwrap();
+    let text = record.to_string();
+    assert!(!text.contains("s3cr3t"), "{text}");
+    let shown_referer = "https://app/cb?code=%3Credacted%3E&page=2";
+    assert_eq!(record["headers"]["referer"], shown_referer, "{record}");
+    assert_eq!(
+        record["headers"]["x-forwarded-uri"], "/reset?t=%3Credacted%3E",
+        "{record}"
+    );
+    let read = &record["read"]["request.headers"];
+    assert_eq!(read["referer"], shown_referer, "{record}");
+    assert_eq!(
+        read[":path"], "/export/daily.csv?token=%3Credacted%3E",
+        "{record}"
+    );
+    assert_eq!(read["x-tenant"], "acme", "{record}");
+
+    // Rules that read no such header decide the record; one that does is
+    // told the value was recorded redacted, never decided on it.
+    let audit = write(dir.path(), "audit.jsonl", &format!("{text}\n"));
+    let (code, out, err) = run(&["replay", "--rules", ledger.to_str().unwrap(), &audit]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(": 1 re-decided, 0 would change"), "{out}");
+    let nosy = write(
+        dir.path(),
+        "nosy.yaml",
+        "rules:\n  - name: from-the-app\n    effect: allow\n    when: request.headers[\"referer\"].startsWith(\"https://app/\")\n",
+    );
+    let (code, out, _) = run(&["replay", "--rules", &nosy, &audit]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("the rules read request.headers[\"referer\"] (recorded as <redacted>)"),
+        "{out}"
+    );
+    let line = write(dir.path(), "record.json", &text);
+    let (code, out, err) = run(&["eval", "--rules", &nosy, "--input", &line]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        format!("{out}{err}").contains("(recorded as <redacted>)"),
+        "{out}{err}"
+    );
+}

@@ -18,7 +18,7 @@ use crate::engine::identity::jwt::JwtSvid;
 use crate::engine::identity::{SpiffeId, X509Svid};
 use crate::engine::policy::footprint::Part;
 use crate::engine::policy::{Input, Policy};
-use crate::engine::redaction::REDACTED;
+use crate::engine::redaction::{REDACTED, holds_redaction};
 use crate::engine::signals::Signals;
 use crate::engine::time;
 use crate::engine::workload::Workload;
@@ -310,7 +310,7 @@ impl Recorded {
     /// Records `name` as known, and as redacted when its value is.
     fn note(&mut self, name: &str, value: &str) {
         self.known.insert(name.to_owned());
-        if value.contains(REDACTED) {
+        if holds_redaction(value) {
             self.redacted.insert(name.to_owned());
         }
     }
@@ -371,7 +371,7 @@ impl Recorded {
         let mut query = Vec::new();
         for (key, v) in map {
             let entry = format!("{name}[{}]", quoted(key));
-            if v.to_string().contains(REDACTED) || key.contains(REDACTED) {
+            if holds_redaction(&v.to_string()) || key.contains(REDACTED) {
                 self.redacted.insert(entry);
             }
             match name {

@@ -87,7 +87,7 @@ pub struct AuditRecord<'a> {
 /// Header names and values, written as a JSON object; a vector, since the
 /// allowlist is short and already free of duplicates.
 #[derive(Debug, Default)]
-pub struct Headers<'a>(Vec<(&'a str, &'a str)>);
+pub struct Headers<'a>(Vec<(&'a str, Cow<'a, str>)>);
 
 impl Headers<'_> {
     fn is_empty(&self) -> bool {
@@ -188,11 +188,16 @@ fn audit_record<'a>(
                     let value = attrs.header(name)?;
                     // As `redaction.header`, its name judged once.
                     let value = if *secret {
-                        redaction::REDACTED
+                        Cow::Borrowed(redaction::REDACTED)
                     } else {
-                        redaction.value(value)
+                        match redaction.header_value(name, value) {
+                            Cow::Borrowed(value) => Cow::Borrowed(super::trail::truncate(value)),
+                            Cow::Owned(value) => {
+                                Cow::Owned(super::trail::truncate(&value).to_owned())
+                            }
+                        }
                     };
-                    Some((name.as_str(), super::trail::truncate(value)))
+                    Some((name.as_str(), value))
                 })
                 .collect(),
         ),
@@ -411,7 +416,7 @@ mod tests {
             policy_version: Some("0a1116db286dfaf5"),
             latency_us: u64::MAX,
             errors,
-            headers: Headers(headers),
+            headers: Headers(headers.into_iter().map(|(k, v)| (k, v.into())).collect()),
             trail: None,
         }
     }

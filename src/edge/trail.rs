@@ -196,8 +196,9 @@ impl<'a> Trail<'a> {
         let mut cut: Vec<String> = attrs
             .headers
             .iter()
+            // `held` first: the value's scan for secrets costs more.
             .filter(|(name, value)| {
-                redaction.header(name, value).len() > MAX_HEADER_VALUE && held(name)
+                held(name) && redaction.header(name, value).len() > MAX_HEADER_VALUE
             })
             .map(|(name, _)| format!("request.headers[{}]", quoted(name)))
             .collect();
@@ -306,14 +307,14 @@ impl<'a> Trail<'a> {
             // Bounded as `audit.headers` are: the client chooses them.
             Part::Header(name) => {
                 let value = attrs.header(name).map(|v| redaction.header(name, v));
-                let value = value.map(truncate);
+                let value = value.as_deref().map(truncate);
                 o.opt_str(&format!("request.headers[{}]", quoted(name)), value);
             }
             Part::Headers => o.object("request.headers", |o| {
                 let mut headers: Vec<_> = attrs.headers.iter().collect();
                 headers.sort_unstable();
                 for (k, v) in headers {
-                    o.str(k, truncate(redaction.header(k, v)));
+                    o.str(k, truncate(&redaction.header(k, v)));
                 }
             }),
             Part::ContextKey(name) => {

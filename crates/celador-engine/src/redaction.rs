@@ -14,7 +14,9 @@
 //!   [`is_credential_name`]), the configured JWT-SVID header, or one named
 //!   by `--redact-header`;
 //! * it is a query parameter's value, unless `audit.query_params` (or
-//!   `--show-query-param`) names the parameter;
+//!   `--show-query-param`) names the parameter: in the request's query, and
+//!   in the query (or fragment) of a URL or path a header holds (`:path`,
+//!   `referer`, `location`, ...; see [`Redaction::header_value`]);
 //! * it looks like a credential wherever it is ([`is_secret_value`]): it
 //!   starts with an HTTP authentication scheme ([`AUTH_SCHEMES`]), or holds
 //!   a compact JWS/JWE (`eyJ…` segments whose first decodes to a JSON
@@ -39,8 +41,31 @@ use super::percent;
 /// What a secret is shown as, everywhere.
 pub const REDACTED: &str = "<redacted>";
 
-/// [`REDACTED`] percent-encoded, as it stands in a query string.
-const REDACTED_IN_QUERY: &str = "%3Credacted%3E";
+/// [`REDACTED`] percent-encoded, as it stands in a query string (of the
+/// path, or of a URL in a header's value).
+pub const REDACTED_IN_QUERY: &str = "%3Credacted%3E";
+
+/// Whether a shown value holds a redaction: [`REDACTED`], or
+/// [`REDACTED_IN_QUERY`] in a query.
+pub fn holds_redaction(value: &str) -> bool {
+    value.contains(REDACTED) || value.contains(REDACTED_IN_QUERY)
+}
+
+/// Headers whose value is a URL or a path by definition (Envoy's `:path`,
+/// the ones HTTP defines, and those proxies forward the original URL in):
+/// its query is redacted as the request's own, whatever the value's shape.
+pub const URL_HEADERS: &[&str] = &[
+    ":path",
+    "referer",
+    "location",
+    "content-location",
+    "origin",
+    "x-envoy-original-path",
+    "x-forwarded-uri",
+    "x-original-uri",
+    "x-original-url",
+    "x-rewrite-url",
+];
 
 /// Headers that carry credentials by definition: their values are never
 /// shown, and `audit.headers` refuses them.
@@ -226,13 +251,96 @@ impl Redaction {
         is_credential_header(name) || self.headers.iter().any(|h| h == name)
     }
 
-    /// The header `name` (lowercase) with `value`, as it may be shown.
-    pub fn header<'v>(&self, name: &str, value: &'v str) -> &'v str {
-        if self.is_secret_header(name) || is_secret_value(value) {
-            REDACTED
+    /// The header `name` (lowercase) with `value`, as it may be shown:
+    /// [`REDACTED`] for a credential header, else
+    /// [`Redaction::header_value`].
+    pub fn header<'v>(&self, name: &str, value: &'v str) -> Cow<'v, str> {
+        if self.is_secret_header(name) {
+            Cow::Borrowed(REDACTED)
         } else {
-            value
+            self.header_value(name, value)
         }
+    }
+
+    /// The value of the header `name` (lowercase), whose name is known to
+    /// be no credential's, as it may be shown: [`REDACTED`] when it looks
+    /// like a credential; and when it is a URL or a path with a query (or
+    /// a fragment), that query as the request's own is shown
+    /// ([`Redaction::query`]): a `:path`, a `referer` or a `location`
+    /// carries the same secrets (`?code=`, `?token=`, `#access_token=`)
+    /// as the request's path.
+    ///
+    /// Which values are URLs: any value of the headers that hold one by
+    /// definition ([`URL_HEADERS`], where even a relative `cb?code=` is
+    /// one), and any other value that parses as an absolute URL
+    /// (`scheme://…`) or an origin-form path (`/…`) without spaces: a list
+    /// of names is never complete (proxies and applications forward the
+    /// original URL under names of their own).
+    pub fn header_value<'v>(&self, name: &str, value: &'v str) -> Cow<'v, str> {
+        if is_secret_value(value) {
+            return Cow::Borrowed(REDACTED);
+        }
+        // Most values hold neither: one pass over their bytes.
+        let Some(at) = value.find(['?', '#']) else {
+            return Cow::Borrowed(value);
+        };
+        if !URL_HEADERS.contains(&name) && !is_url(value) {
+            return Cow::Borrowed(value);
+        }
+        let (base, rest) = value.split_at(at);
+        let (query, fragment) = match rest.strip_prefix('?') {
+            Some(rest) => match rest.split_once('#') {
+                Some((query, fragment)) => (Some(query), Some(fragment)),
+                None => (Some(rest), None),
+            },
+            None => (None, rest.strip_prefix('#')),
+        };
+        let mut shown = base.to_owned();
+        if let Some(query) = query {
+            shown.push('?');
+            shown.push_str(&self.query(query));
+        }
+        // OAuth's implicit flow puts its tokens in the fragment, as a
+        // query: `#access_token=…`.
+        if let Some(fragment) = fragment {
+            shown.push('#');
+            shown.push_str(&self.query(fragment));
+        }
+        if shown == value {
+            Cow::Borrowed(value)
+        } else {
+            Cow::Owned(shown)
+        }
+    }
+
+    /// A raw query string (`a=1&b=2`, still percent-encoded) as it may be
+    /// shown: each name by [`Redaction::query_name`], each value by
+    /// [`Redaction::query_value`], a redacted one as [`REDACTED`]
+    /// percent-encoded, so that the query stays one.
+    pub fn query(&self, query: &str) -> String {
+        query
+            .split('&')
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                let (name, value) = (
+                    percent::decode_lossy(k, true),
+                    percent::decode_lossy(v, true),
+                );
+                let k = if self.query_name(&name) == REDACTED {
+                    REDACTED_IN_QUERY
+                } else {
+                    k
+                };
+                if !pair.contains('=') {
+                    k.to_owned()
+                } else if self.query_value(&name, &value) == REDACTED {
+                    format!("{k}={REDACTED_IN_QUERY}")
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("&")
     }
 
     /// The query parameter `name` (decoded) with `value` (decoded), as it
@@ -278,7 +386,8 @@ impl Redaction {
         let quoted = |value: &str| !value.is_empty() && text.contains(escaped(value).as_ref());
         let mut secrets: Vec<Cow<'_, str>> = Vec::new();
         for (name, value) in attrs.headers.iter() {
-            if quoted(value) && self.header(name, value) == REDACTED {
+            // A URL with its query redacted is a secret as a whole.
+            if quoted(value) && self.header(name, value) != value.as_str() {
                 secrets.push(Cow::Borrowed(value));
             }
         }
@@ -329,32 +438,9 @@ impl Redaction {
         let headers = attrs
             .headers
             .iter()
-            .map(|(name, value)| (name.clone(), self.header(name, value).to_owned()))
+            .map(|(name, value)| (name.clone(), self.header(name, value).into_owned()))
             .collect();
-        let query = attrs
-            .query
-            .split('&')
-            .map(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let (name, value) = (
-                    percent::decode_lossy(k, true),
-                    percent::decode_lossy(v, true),
-                );
-                let k = if self.query_name(&name) == REDACTED {
-                    REDACTED_IN_QUERY
-                } else {
-                    k
-                };
-                if !pair.contains('=') {
-                    k.to_owned()
-                } else if self.query_value(&name, &value) == REDACTED {
-                    format!("{k}={REDACTED_IN_QUERY}")
-                } else {
-                    format!("{k}={v}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("&");
+        let query = self.query(attrs.query);
         let context = attrs
             .context
             .iter()
@@ -444,6 +530,25 @@ pub fn without_userinfo(text: &str) -> Cow<'_, str> {
     }
     out.push_str(rest);
     Cow::Owned(out)
+}
+
+/// Whether `value` parses as an absolute URL (`scheme://…`, the scheme as
+/// RFC 3986 spells one) or an origin-form path (`/…`): no spaces or
+/// control characters. Hand-written: the `url` crate would parse (and
+/// allocate) every header value with a `?`, and only this shape matters.
+fn is_url(value: &str) -> bool {
+    if value.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return false;
+    }
+    if value.starts_with('/') {
+        return true;
+    }
+    let Some((scheme, _)) = value.split_once("://") else {
+        return false;
+    };
+    let mut bytes = scheme.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
 /// Whether a header or query parameter name says it carries a credential:
@@ -783,6 +888,109 @@ mod tests {
         }
         assert_eq!(r.query_name("page"), "page");
         assert_eq!(r.query_name(JWT), REDACTED);
+    }
+
+    #[test]
+    fn a_query_in_a_url_valued_header_is_redacted_as_the_path_query() {
+        let r = Redaction::new(Vec::new(), ["page".to_owned()]);
+        for (name, value, shown) in [
+            (
+                ":path",
+                "/reset?token=s3cr3t",
+                "/reset?token=%3Credacted%3E",
+            ),
+            (
+                "referer",
+                "https://app/cb?code=s3cr3t&page=2",
+                "https://app/cb?code=%3Credacted%3E&page=2",
+            ),
+            (
+                "location",
+                "cb?code=s3cr3t#access_token=s3cr3t",
+                "cb?code=%3Credacted%3E#access_token=%3Credacted%3E",
+            ),
+            (
+                "location",
+                "https://app/#access_token=s3cr3t&state=s3cr3t",
+                "https://app/#access_token=%3Credacted%3E&state=%3Credacted%3E",
+            ),
+            // Any header whose value parses as a URL or a path.
+            (
+                "x-my-forwarded-url",
+                "http://h:8080/a?b=s3cr3t",
+                "http://h:8080/a?b=%3Credacted%3E",
+            ),
+            ("x-upstream-path", "/a/b?s3cr3t", "/a/b?s3cr3t"),
+            ("x-upstream-path", "/a/b?x=s3cr3t", "/a/b?x=%3Credacted%3E"),
+            // What is no URL, and a URL without a query, stays.
+            ("x-note", "why? s3cr3t", "why? s3cr3t"),
+            ("x-note", "a?b=s3cr3t", "a?b=s3cr3t"),
+            ("referer", "https://app/cb", "https://app/cb"),
+            (
+                "referer",
+                "https://app/docs#intro",
+                "https://app/docs#intro",
+            ),
+            ("user-agent", "curl/8.5.0", "curl/8.5.0"),
+        ] {
+            assert_eq!(r.header(name, value), shown, "{name}: {value}");
+            assert_eq!(
+                matches!(r.header(name, value), Cow::Borrowed(_)),
+                value == shown
+            );
+        }
+        // The allow-list is the path's: `page` is shown, a credential-shaped
+        // value of it is not, and a credential header stays whole.
+        assert_eq!(
+            r.header("referer", &format!("/a?page={JWT}")),
+            REDACTED,
+            "a JWT makes the whole value one"
+        );
+        assert_eq!(r.header("cookie", "/a?page=2"), REDACTED);
+        assert_eq!(r.query("page=2&code=x"), "page=2&code=%3Credacted%3E");
+        assert!(holds_redaction(&r.header("referer", "/a?code=x")));
+        // A message quoting such a value loses it whole.
+        let headers: HashMap<String, String> =
+            [("referer".to_owned(), "/cb?code=s3cr3t".to_owned())].into();
+        let context = HashMap::new();
+        let attrs = Attributes {
+            headers: Cow::Owned(headers),
+            ..attributes(&context)
+        };
+        assert_eq!(
+            r.message("\"/cb?code=s3cr3t\" is not an IP address", &attrs),
+            "\"<redacted>\" is not an IP address"
+        );
+        let shown = r.shown(&attrs);
+        assert_eq!(
+            shown.attributes().header("referer"),
+            Some("/cb?code=%3Credacted%3E")
+        );
+    }
+
+    /// A request's attributes with nothing in them but `context`.
+    fn attributes(context: &HashMap<String, String>) -> Attributes<'_> {
+        Attributes {
+            source_certificate: "",
+            source_address: "",
+            source_port: 0,
+            destination_principal: "",
+            destination_address: "",
+            destination_port: 0,
+            stream_id: "r1",
+            method: "GET",
+            path: Cow::Borrowed("/"),
+            raw_path: "/",
+            path_ambiguity: None,
+            query: "",
+            host: "h",
+            scheme: "https",
+            protocol: "HTTP/2",
+            headers: Cow::Owned(HashMap::new()),
+            size: -1,
+            time: None,
+            context,
+        }
     }
 
     #[test]
