@@ -238,8 +238,9 @@ impl StoreSink {
             .arg(entries::now_text())
             .arg(random_epoch())
             .arg(FEED_LENGTH);
-        if let Write::Risk(..) = write {
-            cmd.arg(self.cap.of(&provenance.transmitter));
+        if let Write::Risk(risk, _) = write {
+            cmd.arg(self.cap.of(&provenance.transmitter))
+                .arg(risk.level.as_str());
         }
         let applied: i64 = cmd.query_async(conn).await?;
         Ok(match applied {
