@@ -4,8 +4,10 @@
 //!
 //! Data flow: [`super::FileSink`] hands each risk action here
 //! ([`RiskFile::record`]: the later event about a subject wins, one whose
-//! risk had lapsed on arrival is not kept, nor one about a subject new to
-//! a transmitter that holds its `max_risks` already), then [`RiskFile::render`]s the
+//! risk had lapsed on arrival is not kept; one about a subject new to a
+//! transmitter that holds its `max_risks` takes the place of its lowest
+//! entry if that is lower, and is otherwise not kept), then
+//! [`RiskFile::render`]s the
 //! entries still in force, checked with the parser `celador serve` uses
 //! ([`Risks::parse`]) before the file is written.
 

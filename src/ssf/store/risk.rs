@@ -8,10 +8,12 @@
 //! removal of lapsed entries, in one atomic step.
 //!
 //! Each transmitter holds at most its `max_risks` entries (10,000 by
-//! default): a risk level about a subject it has no entry for is not kept
-//! past that ([`super::super::sink::Kept::Capped`]), while its existing
+//! default): past that, a risk level about a subject it has no entry for
+//! takes the place of its lowest entry if that is lower, and is otherwise
+//! not kept ([`super::super::sink::Kept::Capped`]), while its existing
 //! entries are still updated and lowered, so a scoped transmitter cannot
-//! grow the hash every sidecar replicates without bound.
+//! grow the hash every sidecar replicates without bound, and routine lows
+//! never keep out a later high.
 //!
 //! A risk lapses `risk_expiry` after its event unless a later event
 //! refreshes it. Lapsed entries are removed from Redis by the next risk
