@@ -257,3 +257,32 @@ async fn a_sidecar_user_without_hmget_still_has_each_risk_level_within_a_second(
     });
     assert!(said.is_some(), "{}", rig.celador.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_read_of_every_risk_level_is_tried_again_within_seconds() {
+    let redis = support::redis::Redis::start(false);
+    let rig = Rig::start(&redis, "", "");
+    rig.risk("r-1", PAYMENTS, "HIGH", 0);
+    rig.writes(PAYMENTS, true, Instant::now()).await;
+    // The risks hash cannot be read for a moment (bad data); a risk record
+    // on the feed then has the replica read it, and fail.
+    redis.cli(&["RENAME", "{celador}:risks", "{celador}:risks-aside"]);
+    redis.cli(&["SET", "{celador}:risks", "not a hash"]);
+    let field = format!("{IDP}|spiffe_id:{PAYMENTS}");
+    redis.cli(&["XADD", "{celador}:feed", "*", "op", "risk", "entry", &field]);
+    let said = support::wait_for(Duration::from_secs(3), || {
+        rig.celador
+            .log()
+            .contains("risk levels cannot be read")
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", rig.celador.log());
+    // Readable again, the risk gone meanwhile, with no record on the feed
+    // about it: the replica's next try reads it, not the 5-minute one.
+    redis.cli(&["HDEL", "{celador}:risks-aside", &field]);
+    redis.cli(&["HSET", "{celador}:risks-aside", "placeholder", "x"]);
+    redis.cli(&["RENAME", "{celador}:risks-aside", "{celador}:risks"]);
+    redis.cli(&["HDEL", "{celador}:risks", "placeholder"]);
+    let took = rig.writes(PAYMENTS, false, Instant::now()).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
