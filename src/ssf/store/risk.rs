@@ -44,8 +44,9 @@ use crate::sources::fleet::risks::{StoredRisk, check_risk};
 /// transmitter's entry with the lowest level (of those, the one that
 /// lapses first) if that is lower; a feed record names the entry removed.
 /// Only a transmitter whose every entry is at least as high is refused.
-/// Finding it reads the transmitter's entries in lapse order (stopping at
-/// a `low`), at the cap only.
+/// Finding it reads the lapses set in lapse order, 500 at a time, and the
+/// transmitter's entries in it, stopping at its first `low`; at the cap
+/// only, and not for a new `low` (nothing is lower).
 ///
 /// The count of a transmitter is its members of the lapses set, which
 /// only this script changes (a field removed from the risks hash by hand
@@ -83,14 +84,20 @@ local new = not redis.call('ZSCORE', KEYS[5], ARGV[1])
 if new and tonumber(redis.call('HGET', KEYS[6], ARGV[6]) or '0') >= tonumber(ARGV[11]) then
   local rank = {low = 1, medium = 2, high = 3}
   local victim, lowest = nil, rank[ARGV[12]] or 0
-  for _, field in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
-    if source_of(field) == ARGV[6] then
-      local ok, entry = pcall(cjson.decode, redis.call('HGET', KEYS[1], field) or '')
-      local level = ok and type(entry) == 'table' and rank[entry.level] or 0
-      if level < lowest then victim, lowest = field, level end
-      if lowest <= 1 then break end
+  if lowest <= 1 then return 3 end
+  local from = 0
+  repeat
+    local page = redis.call('ZRANGE', KEYS[5], from, from + 499)
+    from = from + 500
+    for _, field in ipairs(page) do
+      if source_of(field) == ARGV[6] then
+        local ok, entry = pcall(cjson.decode, redis.call('HGET', KEYS[1], field) or '')
+        local level = ok and type(entry) == 'table' and rank[entry.level] or 0
+        if level < lowest then victim, lowest = field, level end
+        if lowest <= 1 then break end
+      end
     end
-  end
+  until lowest <= 1 or #page < 500
   if not victim then return 3 end
   redis.call('HDEL', KEYS[1], victim)
   redis.call('HDEL', KEYS[2], 'risk:' .. victim)
