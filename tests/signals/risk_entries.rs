@@ -184,6 +184,11 @@ async fn with_the_store_a_transmitter_at_its_cap_drops_its_lowest_risk_for_a_hig
         !fields.contains(&field(0)) && fields.contains(&field(1)),
         "{fields}"
     );
+    let log = rig.receiver.log();
+    assert!(
+        log.contains("takes the place of its lowest") && log.contains(&field(0)),
+        "{log}"
+    );
     rig.risk("r-3", &subject(3), "HIGH", 0);
     rig.writes(&subject(3), true, Instant::now()).await;
     // Every entry it holds is high: a fourth high is refused, counted.

@@ -38,7 +38,8 @@ use crate::sources::fleet::risks::{StoredRisk, check_risk};
 /// lapse time (ms), by (the transmitter), from, at (text), a new epoch, the
 /// feed's length, the transmitter's cap, the level (`low`, `medium`,
 /// `high`). Returns 1 if applied, 0 if older than the field's last event,
-/// 3 if it would add an entry past the cap.
+/// 3 if it would add an entry past the cap, `{4, FIELD}` if applied in
+/// place of the entry `FIELD`.
 ///
 /// At the cap, a new subject's level takes the place of the
 /// transmitter's entry with the lowest level (of those, the one that
@@ -83,6 +84,7 @@ for _, field in ipairs(lapsed) do
   end
 end
 local new = not redis.call('ZSCORE', KEYS[5], ARGV[1])
+local evicted = nil
 if new and tonumber(redis.call('HGET', KEYS[6], ARGV[6]) or '0') >= tonumber(ARGV[11]) then
   local rank = {low = 1, medium = 2, high = 3}
   local victim, lowest = nil, rank[ARGV[12]] or 0
@@ -101,6 +103,7 @@ if new and tonumber(redis.call('HGET', KEYS[6], ARGV[6]) or '0') >= tonumber(ARG
     end
   until lowest <= 1 or #page < 500 or from >= 1000
   if not victim then return 3 end
+  evicted = victim
   redis.call('HDEL', KEYS[1], victim)
   redis.call('HDEL', KEYS[2], 'risk:' .. victim)
   redis.call('ZREM', KEYS[5], victim)
@@ -116,6 +119,7 @@ end
 redis.call('SET', KEYS[4], ARGV[9], 'NX')
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', 'op', 'risk', 'entry', ARGV[1],
   'by', ARGV[6], 'from', ARGV[7], 'at', ARGV[8])
+if evicted then return {4, evicted} end
 return 1
 ";
 
