@@ -7,6 +7,9 @@
 
 mod support;
 
+#[path = "signals/risk_entries.rs"]
+mod risk_entries;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;

@@ -48,7 +48,8 @@ pub enum Kept {
     /// transmitter (or an operator) may do: it changed nothing.
     Another,
     /// A risk level about a subject its transmitter has no entry for, when
-    /// the transmitter already holds its `max_risks`: it changed nothing.
+    /// the transmitter already holds its `max_risks`, each at least as
+    /// high: it changed nothing.
     Capped,
     /// A withdrawal (an enable) older than the receiver's `max_age` about
     /// an entry whose order the store no longer remembers (its event times

@@ -170,6 +170,18 @@ fn stored(entry: &Revocation) -> StoredRevocation {
     out
 }
 
+/// The risk script's answer as a number; an entry removed to make room
+/// (`{4, FIELD}`) is logged, since that risk level is no longer in force.
+fn applied(reply: redis::Value, provenance: &Provenance) -> redis::RedisResult<i64> {
+    let redis::Value::Array(reply) = reply else {
+        return Ok(redis::from_redis_value(reply)?);
+    };
+    let removed = reply.get(1).cloned().map(redis::from_redis_value::<String>);
+    let removed = removed.and_then(Result::ok).unwrap_or_default();
+    tracing::info!(transmitter = %provenance.transmitter, event = %provenance.event, jti = %provenance.jti, removed = %removed, "the transmitter holds its max_risks risk levels: this one takes the place of its lowest (of those, the one that lapses first), removed");
+    Ok(1)
+}
+
 /// Milliseconds since the epoch (0 before it).
 fn millis(at: SystemTime) -> u128 {
     at.duration_since(UNIX_EPOCH)
@@ -306,10 +318,12 @@ impl StoreSink {
             .arg(random_epoch())
             .arg(FEED_LENGTH);
         match write {
-            Write::Risk(..) => cmd.arg(self.cap.of(&provenance.transmitter)),
+            Write::Risk(risk, _) => cmd
+                .arg(self.cap.of(&provenance.transmitter))
+                .arg(risk.level.as_str()),
             _ => cmd.arg(self.order_window.as_millis().to_string()),
         };
-        let applied: i64 = cmd.query_async(conn).await?;
+        let applied = applied(cmd.query_async(conn).await?, provenance)?;
         Ok(match applied {
             1 => Kept::Applied,
             2 => Kept::Another,

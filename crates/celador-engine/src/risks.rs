@@ -77,11 +77,15 @@ pub struct Risks {
 impl Risks {
     /// Adds the risk of `id` (a SPIFFE ID, or a prefix when it ends in
     /// `/`), in force until `expires`. Of two for the same subject from the
-    /// same source, the one reported later (`since`) is kept; reports of
-    /// other sources are kept beside it.
+    /// same source and event type, the one reported later (`since`) is
+    /// kept; reports of other sources or event types are kept beside it.
     pub fn insert(&mut self, id: &str, risk: Arc<Risk>, expires: SystemTime) {
         let entry = InForce { risk, expires };
-        let same = |old: &InForce| old.risk.source == entry.risk.source;
+        // A source's reports of different event types (a risk level and
+        // an assurance level) are kept apart: the highest applies.
+        let same = |old: &InForce| {
+            old.risk.source == entry.risk.source && old.risk.event == entry.risk.event
+        };
         if let Some(prefix) = id.strip_suffix('/') {
             let found = self
                 .prefixes

@@ -82,9 +82,13 @@ struct State {
     /// up for the full re-read only): every feed record reads the whole
     /// state again, as before those reads existed.
     narrow_refused: bool,
-    /// A narrow read failed: if the whole state then reads, the narrow
-    /// reads are what the store refuses.
+    /// A narrow read was refused (`NOPERM`): if the whole state then
+    /// reads, the narrow reads are what the store refuses.
     narrow_failed: Option<String>,
+    /// The last read of every risk level failed: when to read the whole
+    /// state again, and the wait after that one (doubling, at most
+    /// [`RESYNC`]), so no risk level is skipped until [`RISKS_RESYNC`].
+    risks_retry: Option<(std::time::Instant, Duration)>,
     next_lapse: Option<SystemTime>,
 }
 
@@ -107,6 +111,27 @@ fn stream_id(id: &str) -> (u64, u64) {
 /// refusal of one command (bad data: keep going).
 fn connection_lost(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal()
+}
+
+/// Whether `e` is the store refusing this user a command (`NOPERM`: an
+/// ACL without the narrow reads, alone or inside the transaction), which
+/// no retry changes; any other refusal (`LOADING`, a failover's
+/// `READONLY`, bad data) is retried by a whole read and not held against
+/// the narrow reads.
+fn refused_by_acl(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOPERM")
+        || e.clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, error)| error.code() == "NOPERM"))
+}
+
+/// The hash of a reply, `None` if the reply is missing or not a hash:
+/// the caller reads the whole state again rather than take it as empty.
+fn hash_reply(value: redis::Value) -> Option<Hash> {
+    match value {
+        redis::Value::Nil => None,
+        value => redis::from_redis_value(value).ok(),
+    }
 }
 
 /// A hash as Redis returns it.
@@ -288,9 +313,19 @@ impl Replica {
                 self.refused(&refused);
                 state.entries.risks = loaded;
                 state.risks_read_at = Some(std::time::Instant::now());
+                state.risks_retry = None;
                 self.publish_risks(state);
             }
-            Err(e) => self.risks_unreadable(&e),
+            Err(e) => {
+                self.risks_unreadable(&e);
+                // Read again soon: the feed's records up to here are
+                // passed, and nothing else would read them before
+                // RISKS_RESYNC.
+                let wait = state
+                    .risks_retry
+                    .map_or(Duration::from_secs(1), |(_, w)| (w * 2).min(RESYNC));
+                state.risks_retry = Some((std::time::Instant::now() + wait, wait));
+            }
         }
         Ok(())
     }
@@ -412,6 +447,12 @@ impl Replica {
     ) -> Result<bool, String> {
         let since = std::time::Instant::now();
         while since.elapsed() < RESYNC {
+            if state
+                .risks_retry
+                .is_some_and(|(at, _)| at <= std::time::Instant::now())
+            {
+                return Ok(true);
+            }
             let changes = self.wait_for_change(conn, state).await?;
             let Some(last) = changes.last() else {
                 self.status.in_sync();
@@ -478,13 +519,21 @@ impl Replica {
         let mut replies = match self.bounded(read).await? {
             Ok(replies) => replies.into_iter(),
             Err(e) => {
-                state.narrow_failed = Some(e.to_string());
+                if refused_by_acl(&e) {
+                    state.narrow_failed = Some(e.to_string());
+                }
                 return Ok(false);
             }
         };
         let mut next = || replies.next().unwrap_or(redis::Value::Nil);
-        let epoch: Option<String> = redis::from_redis_value(next()).unwrap_or(None);
-        let oldest: StreamRangeReply = redis::from_redis_value(next()).unwrap_or_default();
+        // A reply that does not convert is read again whole, never taken
+        // as empty (which would withdraw every revocation).
+        let (Ok(epoch), Ok(oldest)) = (
+            redis::from_redis_value::<Option<String>>(next()),
+            redis::from_redis_value::<StreamRangeReply>(next()),
+        ) else {
+            return Ok(false);
+        };
         let trimmed = oldest
             .ids
             .first()
@@ -493,24 +542,27 @@ impl Replica {
             return Ok(false);
         }
         if changed.governance {
-            let revocations: Hash = redis::from_redis_value(next()).unwrap_or_default();
-            let grants: Hash = redis::from_redis_value(next()).unwrap_or_default();
+            let (Some(revocations), Some(grants)) = (hash_reply(next()), hash_reply(next())) else {
+                return Ok(false);
+            };
             self.load_governance(state, revocations, grants);
         }
         if !changed.risks.is_empty() {
-            self.read_risks(conn, state, changed.risks).await?;
+            return self.read_risks(conn, state, changed.risks).await;
         }
         Ok(true)
     }
 
     /// Reads the risk `fields` again (a field gone is removed); the caller
-    /// publishes them.
+    /// publishes them. `false` when the read failed: the whole state is
+    /// read instead, since the feed's last id is already past these
+    /// records.
     async fn read_risks(
         &self,
         conn: &mut MultiplexedConnection,
         state: &mut State,
         fields: std::collections::BTreeSet<String>,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let k = &self.keys;
         let fields: Vec<String> = fields.into_iter().collect();
         let mut cmd = redis::cmd("HMGET");
@@ -518,13 +570,11 @@ impl Replica {
         let read = cmd.query_async::<Vec<Option<Vec<u8>>>>(conn);
         let values = match self.bounded(read).await? {
             Ok(values) => values,
-            Err(e) if e.code() == Some("NOPERM") => {
-                self.narrow_refused(state, &e.to_string());
-                return Ok(());
-            }
             Err(e) => {
-                self.risks_unreadable(&e);
-                return Ok(());
+                if refused_by_acl(&e) {
+                    self.narrow_refused(state, &e.to_string());
+                }
+                return Ok(false);
             }
         };
         let mut present = BTreeMap::new();
@@ -548,7 +598,7 @@ impl Replica {
             };
         }
         state.risks_dirty = true;
-        Ok(())
+        Ok(true)
     }
 
     /// Blocks on the feed until it has entries after the last id read:
@@ -576,5 +626,41 @@ impl Replica {
             .flat_map(|r| r.keys)
             .flat_map(|k| k.ids)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
+
+    #[test]
+    fn only_an_acl_refusal_gives_up_the_narrow_reads() {
+        let refused = RedisError::from((ErrorKind::Server(ServerErrorKind::NoPerm), "no perm"));
+        assert!(refused_by_acl(&refused));
+        let loading =
+            RedisError::from((ErrorKind::Server(ServerErrorKind::BusyLoading), "loading"));
+        assert!(!refused_by_acl(&loading));
+        let wrong_type = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "WRONGTYPE",
+        ));
+        assert!(!refused_by_acl(&wrong_type));
+        let io = RedisError::from(std::io::Error::other("reset"));
+        assert!(!refused_by_acl(&io));
+    }
+
+    #[test]
+    fn a_reply_that_is_not_a_hash_is_read_again_never_taken_as_empty() {
+        let hash = Value::Map(vec![(
+            Value::BulkString(b"spiffe_id:spiffe://a/b".to_vec()),
+            Value::BulkString(b"{}".to_vec()),
+        )]);
+        assert_eq!(hash_reply(hash).map(|h| h.len()), Some(1));
+        assert_eq!(hash_reply(Value::Array(vec![])), Some(Hash::new()));
+        assert_eq!(hash_reply(Value::Nil), None);
+        assert_eq!(hash_reply(Value::Okay), None);
+        assert_eq!(hash_reply(Value::Int(3)), None);
+        assert_eq!(hash_reply(Value::SimpleString("not a hash".into())), None);
     }
 }

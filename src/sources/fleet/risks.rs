@@ -56,19 +56,40 @@ pub struct StoredRisk {
 
 impl StoredRisk {
     /// The hash field it is stored under: `SOURCE|spiffe_id:ID` or
-    /// `SOURCE|spiffe_id_prefix:PREFIX`, one per transmitter, so that a
-    /// transmitter's report replaces its own only.
+    /// `SOURCE|spiffe_id_prefix:PREFIX` ([`risk_field`]), one per
+    /// transmitter (and kind), so that a transmitter's report replaces its
+    /// own only.
     pub fn field(&self) -> String {
-        match (&self.spiffe_id, &self.spiffe_id_prefix) {
-            (Some(id), _) => format!("{}|spiffe_id:{id}", self.source),
-            (None, Some(prefix)) => format!("{}|spiffe_id_prefix:{prefix}", self.source),
-            (None, None) => String::new(),
-        }
+        let subject = match (&self.spiffe_id, &self.spiffe_id_prefix) {
+            (Some(id), _) => format!("spiffe_id:{id}"),
+            (None, Some(prefix)) => format!("spiffe_id_prefix:{prefix}"),
+            (None, None) => return String::new(),
+        };
+        risk_field(&self.source, &self.event, &subject)
     }
 
     /// When it lapses; an entry whose time does not parse was refused.
     pub fn lapses(&self) -> Option<SystemTime> {
         parse_rfc3339(&self.expires).ok()
+    }
+}
+
+/// CAEP's `assurance-level-change`: the risk it derives is kept in an
+/// entry of its own.
+pub const ASSURANCE_EVENT: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/assurance-level-change";
+
+/// The field (in the store; the key in the risks file) of a risk about
+/// `subject` (`spiffe_id:ID` or `spiffe_id_prefix:PREFIX`) that `source`
+/// reported in an `event`: `SOURCE|SUBJECT`, or `SOURCE|assurance|SUBJECT`
+/// for a risk derived from an assurance level. Kept apart, a step-up in
+/// assurance ("low") never replaces the same transmitter's
+/// `risk-level-change` ("high"): the engine takes the highest in force.
+pub fn risk_field(source: &str, event: &str, subject: &str) -> String {
+    if event == ASSURANCE_EVENT {
+        format!("{source}|assurance|{subject}")
+    } else {
+        format!("{source}|{subject}")
     }
 }
 

@@ -4,8 +4,10 @@
 //!
 //! Data flow: [`super::FileSink`] hands each risk action here
 //! ([`RiskFile::record`]: the later event about a subject wins, one whose
-//! risk had lapsed on arrival is not kept, nor one about a subject new to
-//! a transmitter that holds its `max_risks` already), then [`RiskFile::render`]s the
+//! risk had lapsed on arrival is not kept; one about a subject new to a
+//! transmitter that holds its `max_risks` takes the place of its lowest
+//! entry if that is lower, and is otherwise not kept), then
+//! [`RiskFile::render`]s the
 //! entries still in force, checked with the parser `celador serve` uses
 //! ([`Risks::parse`]) before the file is written.
 
@@ -20,6 +22,7 @@ use super::super::subject::Target;
 use super::{Kept, RiskCap, SinkError};
 use crate::engine::risks::Risks;
 use crate::engine::time::{parse_rfc3339, rfc3339};
+use crate::sources::fleet::risks::risk_field;
 
 /// One entry of the file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,10 +73,11 @@ impl RiskFile {
                 for line in file.risks {
                     let since = parse_rfc3339(&line.since).unwrap_or(SystemTime::UNIX_EPOCH);
                     let key = match (&line.spiffe_id, &line.spiffe_id_prefix) {
-                        (Some(id), _) => format!("{}|spiffe_id:{id}", line.source),
-                        (None, Some(p)) => format!("{}|spiffe_id_prefix:{p}", line.source),
+                        (Some(id), _) => format!("spiffe_id:{id}"),
+                        (None, Some(p)) => format!("spiffe_id_prefix:{p}"),
                         (None, None) => continue,
                     };
+                    let key = risk_field(&line.source, &line.event, &key);
                     entries.insert(key, (since, line));
                 }
             }
@@ -95,17 +99,18 @@ impl RiskFile {
         (target, level, reason): (&Target, RiskLevel, Option<&String>),
         now: SystemTime,
     ) -> Kept {
-        // One entry per transmitter and subject: a transmitter replaces
-        // its own report only.
+        // One entry per transmitter, kind and subject: a transmitter
+        // replaces its own report of the same kind only.
         let source = &provenance.transmitter;
-        let (key, spiffe_id, spiffe_id_prefix) = match target {
-            Target::Id(id) => (format!("{source}|spiffe_id:{id}"), Some(id.clone()), None),
+        let (subject, spiffe_id, spiffe_id_prefix) = match target {
+            Target::Id(id) => (format!("spiffe_id:{id}"), Some(id.clone()), None),
             Target::Prefix(p) => {
                 let p = p.trim_end_matches('/').to_owned();
-                (format!("{source}|spiffe_id_prefix:{p}"), None, Some(p))
+                (format!("spiffe_id_prefix:{p}"), None, Some(p))
             }
             Target::JwtId(_) => return Kept::Unsupported,
         };
+        let key = risk_field(source, &provenance.event, &subject);
         let expires = provenance.at.checked_add(self.expiry);
         if expires.is_none_or(|t| t <= now) {
             return Kept::Lapsed;
@@ -114,15 +119,10 @@ impl RiskFile {
             Some((at, _)) if *at > provenance.at => return Kept::Superseded,
             Some(_) => {}
             // A subject new to this transmitter: within its cap, counting
-            // its entries still in force.
+            // its entries still in force, or in place of a lower one.
             None => {
                 self.drop_lapsed(now);
-                let held = self
-                    .entries
-                    .values()
-                    .filter(|(_, line)| line.source == *source)
-                    .count();
-                if u64::try_from(held).unwrap_or(u64::MAX) >= self.cap.of(source) {
+                if !self.room_for(source, level) {
                     return Kept::Capped;
                 }
             }
@@ -140,6 +140,41 @@ impl RiskFile {
         };
         self.entries.insert(key, (provenance.at, line));
         Kept::Applied
+    }
+
+    /// Whether `source` may hold one entry more at `level`: below its cap,
+    /// or at it with an entry of a lower level, which is dropped (of the
+    /// lowest, the one that lapses first): at the cap a "high" still
+    /// replaces a routine "low", and only a transmitter whose every entry
+    /// is at least as high is refused.
+    fn room_for(&mut self, source: &str, level: RiskLevel) -> bool {
+        let mut held = 0u64;
+        let mut lowest: Option<(RiskLevel, SystemTime, &String)> = None;
+        for (key, (_, line)) in &self.entries {
+            if line.source != source {
+                continue;
+            }
+            held += 1;
+            let Some(mine) = stored_level(&line.level) else {
+                continue;
+            };
+            let lapses = parse_rfc3339(&line.expires).unwrap_or(SystemTime::UNIX_EPOCH);
+            if lowest.is_none_or(|(l, t, _)| (mine, lapses) < (l, t)) {
+                lowest = Some((mine, lapses, key));
+            }
+        }
+        if held < self.cap.of(source) {
+            return true;
+        }
+        match lowest {
+            Some((l, _, key)) if l < level => {
+                let key = key.clone();
+                self.entries.remove(&key);
+                tracing::info!(transmitter = %source, removed = %key, "the transmitter holds its max_risks risk levels: this one takes the place of its lowest (of those, the one that lapses first), removed");
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Forgets the entries lapsed at `now`.
@@ -161,5 +196,16 @@ impl RiskFile {
         Risks::parse(&text, &self.path)
             .map_err(|e| SinkError(format!("a risk level would not load: {e}")))?;
         Ok(text)
+    }
+}
+
+/// The level a line of the file names (the file is checked on load and
+/// write, so it names one).
+fn stored_level(name: &str) -> Option<RiskLevel> {
+    match name {
+        "low" => Some(RiskLevel::Low),
+        "medium" => Some(RiskLevel::Medium),
+        "high" => Some(RiskLevel::High),
+        _ => None,
     }
 }

@@ -271,9 +271,171 @@ async fn a_transmitter_at_its_cap_adds_no_subject_but_updates_its_own_and_others
         .unwrap()
         .with_risks(&risks_path, day, RiskCap::new(2, Default::default()))
         .unwrap();
+    // (A new subject's "low" takes no place: every entry is at least as high.)
     let kept = restarted
-        .apply(&[risk(C, "c2", now, RiskLevel::High)])
+        .apply(&[risk(C, "c2", now, RiskLevel::Low)])
         .await
         .unwrap();
     assert_eq!(kept, [Kept::Capped]);
+}
+
+/// A risk level of `level` about `id`, reported by `event` (a CAEP event
+/// name) at `at`.
+fn risk_of(event: &str, id: &str, jti: &str, at: u64, level: RiskLevel) -> Outcome {
+    let mut provenance = provenance(jti, at);
+    provenance.event = format!("https://schemas.openid.net/secevent/caep/event-type/{event}");
+    Outcome::Actions(
+        provenance,
+        vec![Action::Risk {
+            target: crate::ssf::subject::Target::Id(id.into()),
+            level,
+            reason: None,
+        }],
+    )
+}
+
+use crate::ssf::event::RiskLevel;
+
+/// The level in force for `id` in the risks file at `path`.
+fn level_in_force(path: &Path, id: &str) -> Option<RiskLevel> {
+    use crate::engine::identity::{Identity, SpiffeId, X509Svid};
+    let text = std::fs::read_to_string(path).unwrap();
+    let risks = crate::engine::risks::Risks::parse(&text, path).unwrap();
+    let caller = Identity {
+        source: Some(std::sync::Arc::new(X509Svid {
+            id: SpiffeId::parse(id).unwrap(),
+            not_before: UNIX_EPOCH,
+            not_after: UNIX_EPOCH,
+            chain_not_after: UNIX_EPOCH,
+            certificate: Default::default(),
+        })),
+        ..Identity::default()
+    };
+    risks
+        .find(&caller, std::time::SystemTime::now())
+        .map(|r| r.level)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn an_assurance_step_up_never_lowers_the_same_transmitters_risk_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let risks_path = dir.path().join("risks.yaml");
+    let sink = FileSink::open(&dir.path().join("revocations.yaml"))
+        .unwrap()
+        .with_risks(&risks_path, Duration::from_secs(86_400), RiskCap::default())
+        .unwrap();
+    let now = now_secs();
+    let kept = sink
+        .apply(&[risk_of(
+            "risk-level-change",
+            A,
+            "r1",
+            now - 20,
+            RiskLevel::High,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Applied]);
+    // A later step-up to nist-aal3 ("low"): kept beside it, the highest
+    // applies.
+    let kept = sink
+        .apply(&[risk_of(
+            "assurance-level-change",
+            A,
+            "a1",
+            now - 10,
+            RiskLevel::Low,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Applied]);
+    assert_eq!(level_in_force(&risks_path, A), Some(RiskLevel::High));
+    let text = std::fs::read_to_string(&risks_path).unwrap();
+    assert!(
+        text.contains("\"jti\": \"r1\"") && text.contains("\"jti\": \"a1\""),
+        "{text}"
+    );
+    // The risk engine lowers its own report.
+    let kept = sink
+        .apply(&[risk_of("risk-level-change", A, "r2", now, RiskLevel::Low)])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Applied]);
+    assert_eq!(level_in_force(&risks_path, A), Some(RiskLevel::Low));
+    // Kept apart across a restart too.
+    let restarted = FileSink::open(&dir.path().join("revocations.yaml"))
+        .unwrap()
+        .with_risks(&risks_path, Duration::from_secs(86_400), RiskCap::default())
+        .unwrap();
+    let kept = restarted
+        .apply(&[risk_of(
+            "assurance-level-change",
+            A,
+            "a2",
+            now - 5,
+            RiskLevel::High,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Applied]);
+    assert_eq!(level_in_force(&risks_path, A), Some(RiskLevel::High));
+}
+
+#[tokio::test]
+async fn at_its_cap_a_transmitters_higher_level_takes_the_place_of_its_lowest() {
+    const C: &str = "spiffe://prod.acme.io/ns/c/sa/c";
+    const D: &str = "spiffe://prod.acme.io/ns/d/sa/d";
+    const E: &str = "spiffe://prod.acme.io/ns/e/sa/e";
+    let dir = tempfile::tempdir().unwrap();
+    let risks_path = dir.path().join("risks.yaml");
+    let sink = FileSink::open(&dir.path().join("revocations.yaml"))
+        .unwrap()
+        .with_risks(
+            &risks_path,
+            Duration::from_secs(86_400),
+            RiskCap::new(2, std::collections::HashMap::new()),
+        )
+        .unwrap();
+    let now = now_secs();
+    let risk = |id, jti, at, level| risk_of("risk-level-change", id, jti, at, level);
+    let kept = sink
+        .apply(&[
+            risk(A, "a", now - 30, RiskLevel::Low),
+            risk(B, "b", now - 20, RiskLevel::Low),
+            risk(C, "c", now - 10, RiskLevel::High),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Applied; 3]);
+    // The low that lapses first (A's) made room.
+    assert_eq!(level_in_force(&risks_path, C), Some(RiskLevel::High));
+    assert_eq!(level_in_force(&risks_path, A), None);
+    assert_eq!(level_in_force(&risks_path, B), Some(RiskLevel::Low));
+    // A medium takes B's place; then every entry is at least as high as a
+    // medium or a high: refused.
+    let kept = sink
+        .apply(&[
+            risk(D, "d", now, RiskLevel::Medium),
+            risk(E, "e", now, RiskLevel::Medium),
+            risk(B, "b2", now, RiskLevel::High),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Applied, Kept::Capped, Kept::Applied]);
+    assert_eq!(level_in_force(&risks_path, B), Some(RiskLevel::High));
+    assert_eq!(level_in_force(&risks_path, D), None);
+    let kept = sink
+        .apply(&[risk(E, "e2", now, RiskLevel::High)])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Capped]);
+    let text = std::fs::read_to_string(&risks_path).unwrap();
+    assert_eq!(text.matches("\"level\"").count(), 2, "{text}");
 }
