@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use scene::{ANYONE, Scene, revoked, sign, store_celador, uri_set};
+use scene::{
+    ANYONE, Scene, revoked, sign, store_celador, store_receiver, uri_set, x509_compromise,
+};
 use serde_json::{Value, json};
 use support::celador::Celador;
 use support::check::{allowed, denial, request};
@@ -196,8 +198,8 @@ fn set(
     event: &str,
     payload: Value,
 ) -> String {
-    signer.token_with_header(
-        &json!({"alg": signer.alg, "kid": signer.kid, "typ": "secevent+jwt"}),
+    sign(
+        signer,
         &json!({"iss": iss, "aud": AUD, "iat": now(), "jti": jti, "sub_id": subject,
                 "events": {format!("{RISC}{event}"): payload}}),
     )
@@ -547,15 +549,7 @@ async fn with_the_store_a_compromise_revokes_at_every_instance_and_order_holds()
     let scene = Scene::new();
     let (_, write) = scene.files();
     let idp = scene.idp();
-    write(
-        "receiver.yaml",
-        &format!(
-            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
-             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
-             sink: {{store: {}}}\nlog: {{format: json}}\n",
-            redis.url()
-        ),
-    );
+    write("receiver.yaml", &store_receiver(&redis.url()));
     let ca = scene.trust_domain();
     write("policy.yaml", ANYONE);
     write("celador.yaml", &store_celador(&redis.url(), ""));
@@ -799,15 +793,7 @@ async fn with_the_store_a_set_replayed_to_another_receiver_is_applied_once_or_re
     let scene = Scene::new();
     let (_, write) = scene.files();
     let idp = scene.idp();
-    write(
-        "receiver.yaml",
-        &format!(
-            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
-             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
-             sink: {{store: {}}}\nlog: {{format: json}}\n",
-            redis.url()
-        ),
-    );
+    write("receiver.yaml", &store_receiver(&redis.url()));
     // Two receivers behind one Service: a retransmission may reach either.
     let receivers = [scene.receiver(), scene.receiver()];
     let push = |at: usize, token: &str| scene.push(&receivers[at], token);
@@ -1192,6 +1178,17 @@ fn a_bad_jwks_document_or_a_failed_fetch_keeps_the_last_good_keys() {
     );
 }
 
+/// The `jti`s a poll request acknowledges or reports (RFC 8936 §2.4).
+fn done(request: &Value) -> Vec<String> {
+    request["ack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j.as_str().unwrap().to_owned())
+        .chain(request["setErrs"].as_object().unwrap().keys().cloned())
+        .collect()
+}
+
 #[test]
 fn polled_sets_are_applied_and_acknowledged_and_refused_ones_reported() {
     let idp = Signer::es256("idp-1");
@@ -1209,13 +1206,7 @@ fn polled_sets_are_applied_and_acknowledged_and_refused_ones_reported() {
             return (401, "{}".into());
         }
         let request: Value = serde_json::from_slice(body).unwrap();
-        let done: Vec<String> = request["ack"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|j| j.as_str().unwrap().to_owned())
-            .chain(request["setErrs"].as_object().unwrap().keys().cloned())
-            .collect();
+        let done = done(&request);
         seen.lock().unwrap().push(request);
         let mut queue = queued.lock().unwrap();
         queue.retain(|(jti, _)| !done.contains(jti));
@@ -1617,13 +1608,7 @@ impl PollQueue {
                 return (404, "{}".into());
             }
             let request: Value = serde_json::from_slice(body).unwrap();
-            let done: Vec<String> = request["ack"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|j| j.as_str().unwrap().to_owned())
-                .chain(request["setErrs"].as_object().unwrap().keys().cloned())
-                .collect();
+            let done = done(&request);
             let hold = request["returnImmediately"] == false;
             queue.requests.lock().unwrap().push(request);
             let mut sets = queue.sets.lock().unwrap();
@@ -1805,15 +1790,7 @@ async fn a_sidecar_user_without_the_narrow_reads_still_replicates_by_reading_eve
     let (_, write) = scene.files();
     let idp = scene.idp();
     write("password", "old-secret\n");
-    write(
-        "receiver.yaml",
-        &format!(
-            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
-             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
-             sink: {{store: {}}}\nlog: {{format: json}}\n",
-            redis.url()
-        ),
-    );
+    write("receiver.yaml", &store_receiver(&redis.url()));
     let ca = scene.trust_domain();
     write("policy.yaml", ANYONE);
     let governance = "  username: old-sidecar\n  password_file: password\n  signals_interval: 0s\n";
@@ -1837,11 +1814,7 @@ async fn a_sidecar_user_without_the_narrow_reads_still_replicates_by_reading_eve
         json!({format!("{CAEP}risk-level-change"): {"principal": "USER", "current_level": "HIGH"}}),
     );
     let start = Instant::now();
-    push(
-        "c-1",
-        EXPORTER,
-        json!({format!("{RISC}credential-compromise"): {"credential_type": "x509"}}),
-    );
+    push("c-1", EXPORTER, x509_compromise());
     report(
         "credential-compromise to a sidecar without XRANGE and HMGET",
         &propagation(std::slice::from_ref(&celador), &ca, EXPORTER, true, start).await,
@@ -2043,11 +2016,7 @@ async fn the_documented_acls_let_each_component_work_and_nothing_more() {
     let push = |jti: &str, id: &str, events: Value| {
         scene.push_ok(&receiver, &uri_set(&idp, jti, id, events));
     };
-    push(
-        "c-1",
-        STOLEN,
-        json!({format!("{RISC}credential-compromise"): {"credential_type": "x509"}}),
-    );
+    push("c-1", STOLEN, x509_compromise());
     push(
         "r-1",
         RISKY,
@@ -2127,7 +2096,6 @@ async fn revocation_event_times_are_kept_for_max_age_and_an_older_event_never_un
         let events = json!({format!("{RISC}{event}"): {"event_timestamp": at}});
         scene.push_ok(&receiver, &uri_set(&idp, jti, id, events));
     };
-    let revoked = |id: &str| revoked(&redis, id);
     let count = |command: &str, key: &str| redis.cli(&[command, key]).trim().to_owned();
     let fields = || {
         let mut all: Vec<String> = redis
@@ -2149,7 +2117,7 @@ async fn revocation_event_times_are_kept_for_max_age_and_an_older_event_never_un
     let t = now();
     push("c-1", EXPORTER, "credential-compromise", t);
     push("e-1", EXPORTER, "account-enabled", t - 1);
-    assert!(revoked(EXPORTER));
+    assert!(revoked(&redis, EXPORTER));
     // The old one was indexed and removed; the risk's is the risk's.
     assert_eq!(
         fields(),
@@ -2168,7 +2136,7 @@ async fn revocation_event_times_are_kept_for_max_age_and_an_older_event_never_un
     // An enable older than the forgotten compromise (its SET recent) might
     // be older than what was applied: it changes nothing, and says so.
     push("e-2", EXPORTER, "account-enabled", now() - 10);
-    assert!(revoked(EXPORTER));
+    assert!(revoked(&redis, EXPORTER));
     assert!(
         receiver
             .log()
@@ -2179,8 +2147,8 @@ async fn revocation_event_times_are_kept_for_max_age_and_an_older_event_never_un
     assert_eq!(count("HLEN", TIMES), "2");
     // A newer one applies, and its time is kept again.
     push("e-3", EXPORTER, "account-enabled", now());
-    assert!(!revoked(EXPORTER));
-    assert!(revoked(PAYMENTS));
+    assert!(!revoked(&redis, EXPORTER));
+    assert!(revoked(&redis, PAYMENTS));
     assert_eq!(count("HLEN", TIMES), "3");
     assert_eq!(count("ZCARD", ORDER), "2");
 
@@ -2188,5 +2156,5 @@ async fn revocation_event_times_are_kept_for_max_age_and_an_older_event_never_un
     // revocation fails closed.
     const LATE: &str = "spiffe://example.org/ns/late/sa/l";
     push("c-3", LATE, "credential-compromise", now() - 10);
-    assert!(revoked(LATE), "{}", receiver.log());
+    assert!(revoked(&redis, LATE), "{}", receiver.log());
 }

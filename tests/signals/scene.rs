@@ -12,7 +12,7 @@ use super::support::https::{Reply, tls_post};
 use super::support::jwt::{self, Signer};
 use super::support::pki::Ca;
 use super::support::redis::Redis;
-use super::{AUD, IDP, Receiver, now};
+use super::{AUD, IDP, RISC, Receiver, now};
 
 /// The policy of the tests that need every identity of the trust domain
 /// allowed.
@@ -24,6 +24,16 @@ pub fn store_celador(url: &str, governance: &str) -> String {
     format!(
         "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
          worker_threads: 1\ngovernance:\n  store: {url}\n{governance}log:\n  format: json\n"
+    )
+}
+
+/// A `receiver.yaml` taking the IdP's SETs (keys in `idp.json`) into the
+/// store at `url`.
+pub fn store_receiver(url: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
+         transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
+         sink: {{store: {url}}}\nlog: {{format: json}}\n"
     )
 }
 
@@ -123,6 +133,11 @@ pub fn uri_set(signer: &Signer, jti: &str, id: &str, events: Value) -> String {
         &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
                 "sub_id": {"format": "uri", "uri": id}, "events": events}),
     )
+}
+
+/// A RISC credential-compromise event about an X.509 credential.
+pub fn x509_compromise() -> Value {
+    json!({format!("{RISC}credential-compromise"): {"credential_type": "x509"}})
 }
 
 /// Whether the store holds a revocation of the SPIFFE ID `id`.
