@@ -5,6 +5,8 @@
 //! error JSON.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+#[path = "signals/scene.rs"]
+mod scene;
 mod support;
 
 #[path = "signals/risk_entries.rs"]
@@ -18,6 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use scene::{
+    ANYONE, Scene, revoked, sign, store_celador, store_receiver, uri_set, x509_compromise,
+};
 use serde_json::{Value, json};
 use support::celador::Celador;
 use support::check::{allowed, denial, request};
@@ -87,9 +92,8 @@ impl Receiver {
 }
 
 struct Fixture {
-    dir: tempfile::TempDir,
+    scene: Scene,
     ca: Ca,
-    server_ca: Ca,
     idp: Signer,
     ci: Signer,
     receiver: Receiver,
@@ -104,19 +108,13 @@ fn now() -> i64 {
 }
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
-    let server_ca = Ca::root("signals server CA");
-    let server = server_ca.leaf().dns("localhost").build();
-    write("tls.crt", &server.pem);
-    write("tls.key", &server.key_pem);
+    let scene = Scene::new();
     let idp = Signer::es256("idp-1");
     let ci = Signer::rsa("ci-1", "RS256");
-    write("idp.json", &jwt::jwks(&[&idp]));
-    write("ci.json", &jwt::jwks(&[&ci]));
-    write("ci-token", "ci-push-secret\n");
-    write(
+    scene.write("idp.json", &jwt::jwks(&[&idp]));
+    scene.write("ci.json", &jwt::jwks(&[&ci]));
+    scene.write("ci-token", "ci-push-secret\n");
+    scene.write(
         "receiver.yaml",
         &format!(
             "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\nmax_age: 10m\n\
@@ -126,24 +124,19 @@ fn fixture() -> Fixture {
              sink: {{revocations_file: revocations.yaml}}\nlog: {{format: json}}\n"
         ),
     );
-    write("revocations.yaml", "revocations: []\n");
-    let ca = Ca::root("example.org");
-    write("example.org.pem", &ca.pem);
-    write(
-        "policy.yaml",
-        "rules:\n  - name: anyone\n    effect: allow\n    when: source.trust_domain == \"example.org\"\n",
-    );
-    write(
+    scene.write("revocations.yaml", "revocations: []\n");
+    let ca = scene.trust_domain();
+    scene.write("policy.yaml", ANYONE);
+    scene.write(
         "celador.yaml",
         "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
          revocations: revocations.yaml\ncache:\n  decision_ttl: 30s\nlog:\n  format: json\n",
     );
-    let receiver = Receiver::start(&path("receiver.yaml"));
-    let celador = Celador::start(&path("celador.yaml"));
+    let receiver = scene.receiver();
+    let celador = scene.celador();
     Fixture {
-        dir,
+        scene,
         ca,
-        server_ca,
         idp,
         ci,
         receiver,
@@ -155,7 +148,7 @@ impl Fixture {
     fn push_with(&self, token: &str, headers: &[(&str, &str)]) -> Reply {
         tls_post(
             self.receiver.addr,
-            &self.server_ca.pem,
+            &self.scene.server_ca.pem,
             "/events",
             headers,
             token.as_bytes(),
@@ -208,8 +201,8 @@ fn set(
     event: &str,
     payload: Value,
 ) -> String {
-    signer.token_with_header(
-        &json!({"alg": signer.alg, "kid": signer.kid, "typ": "secevent+jwt"}),
+    sign(
+        signer,
         &json!({"iss": iss, "aud": AUD, "iat": now(), "jti": jti, "sub_id": subject,
                 "events": {format!("{RISC}{event}"): payload}}),
     )
@@ -241,7 +234,7 @@ async fn a_pushed_compromise_revokes_within_a_second_and_an_enable_restores() {
     assert!(took < Duration::from_secs(1), "revocation took {took:?}");
     assert_eq!(f.decision(EXPORTER).await, Err((403, "revoked".to_owned())));
     assert!(f.decision(PAYMENTS).await.is_ok());
-    let revocations = std::fs::read_to_string(f.dir.path().join("revocations.yaml")).unwrap();
+    let revocations = std::fs::read_to_string(f.scene.path("revocations.yaml")).unwrap();
     assert!(
         revocations.contains("SET c-1 from https://idp.example.com/"),
         "{revocations}"
@@ -446,7 +439,7 @@ async fn a_burst_of_sets_is_absorbed_without_losing_one() {
         .map(|t| {
             let tokens = Arc::clone(&tokens);
             let addr = f.receiver.addr;
-            let ca = f.server_ca.pem.clone();
+            let ca = f.scene.server_ca.pem.clone();
             std::thread::spawn(move || {
                 (t..N)
                     .step_by(4)
@@ -467,7 +460,7 @@ async fn a_burst_of_sets_is_absorbed_without_losing_one() {
         .collect();
     let accepted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(accepted, N);
-    let text = std::fs::read_to_string(f.dir.path().join("revocations.yaml")).unwrap();
+    let text = std::fs::read_to_string(f.scene.path("revocations.yaml")).unwrap();
     assert_eq!(text.matches("spiffe://example.org/ns/burst/").count(), N);
     f.until("spiffe://example.org/ns/burst/sa/s299", true).await;
 }
@@ -475,7 +468,7 @@ async fn a_burst_of_sets_is_absorbed_without_losing_one() {
 fn tls_get(f: &Fixture, path: &str) -> String {
     support::https::tls(
         f.receiver.addr,
-        &f.server_ca.pem,
+        &f.scene.server_ca.pem,
         None,
         &support::https::Call::get(path),
     )
@@ -556,58 +549,19 @@ fn fleet_size() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_store_a_compromise_revokes_at_every_instance_and_order_holds() {
     let redis = support::redis::Redis::start(false);
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
-    let server_ca = Ca::root("signals server CA");
-    let server = server_ca.leaf().dns("localhost").build();
-    write("tls.crt", &server.pem);
-    write("tls.key", &server.key_pem);
-    let idp = Signer::es256("idp-1");
-    write("idp.json", &jwt::jwks(&[&idp]));
-    write(
-        "receiver.yaml",
-        &format!(
-            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
-             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
-             sink: {{store: {}}}\nlog: {{format: json}}\n",
-            redis.url()
-        ),
-    );
-    let ca = Ca::root("example.org");
-    write("example.org.pem", &ca.pem);
-    write(
-        "policy.yaml",
-        "rules:\n  - name: anyone\n    effect: allow\n    when: source.trust_domain == \"example.org\"\n",
-    );
-    write(
-        "celador.yaml",
-        &format!(
-            "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
-             worker_threads: 1\ngovernance:\n  store: {}\nlog:\n  format: json\n",
-            redis.url()
-        ),
-    );
-    let receiver = Receiver::start(&path("receiver.yaml"));
-    let celadors: Vec<Celador> = (0..fleet_size())
-        .map(|_| Celador::start(&path("celador.yaml")))
-        .collect();
-    let push = |token: &str| {
-        tls_post(
-            receiver.addr,
-            &server_ca.pem,
-            "/events",
-            &[("content-type", "application/secevent+jwt")],
-            token.as_bytes(),
-        )
-    };
-    let subject = json!({"format": "uri", "uri": EXPORTER});
+    let scene = Scene::new();
+    let (_, write) = scene.files();
+    let idp = scene.idp();
+    write("receiver.yaml", &store_receiver(&redis.url()));
+    let ca = scene.trust_domain();
+    write("policy.yaml", ANYONE);
+    write("celador.yaml", &store_celador(&redis.url(), ""));
+    let receiver = scene.receiver();
+    let celadors: Vec<Celador> = (0..fleet_size()).map(|_| scene.celador()).collect();
+    let push = |token: &str| scene.push(&receiver, token);
     let event = |jti: &str, event: &str, at: i64| {
-        idp.token_with_header(
-            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
-            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti, "sub_id": subject,
-                    "events": {format!("{RISC}{event}"): {"event_timestamp": at}}}),
-        )
+        let events = json!({format!("{RISC}{event}"): {"event_timestamp": at}});
+        uri_set(&idp, jti, EXPORTER, events)
     };
     propagation(&celadors, &ca, EXPORTER, false, Instant::now()).await;
 
@@ -711,13 +665,8 @@ async fn risk_decided(
 async fn a_pushed_risk_level_decides_a_rule_at_every_instance_and_a_later_one_lowers_it() {
     const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
     let redis = support::redis::Redis::start(false);
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
-    let server_ca = Ca::root("signals server CA");
-    let server = server_ca.leaf().dns("localhost").build();
-    write("tls.crt", &server.pem);
-    write("tls.key", &server.key_pem);
+    let scene = Scene::new();
+    let (path, write) = scene.files();
     let idp = Signer::rsa("idp-rsa", "RS256");
     write("idp.json", &jwt::jwks(&[&idp]));
     write(
@@ -746,26 +695,15 @@ async fn a_pushed_risk_level_decides_a_rule_at_every_instance_and_a_later_one_lo
             redis.url()
         ),
     );
-    let receiver = Receiver::start(&path("receiver.yaml"));
+    let receiver = scene.receiver();
     let celadors: Vec<Celador> = (0..2)
         .map(|_| Celador::start(&path("celador.yaml")))
         .collect();
     let push = |jti: &str, level: &str, at: i64| {
-        let token = idp.token_with_header(
-            &json!({"alg": "RS256", "kid": "idp-rsa", "typ": "secevent+jwt"}),
-            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
-                    "sub_id": {"format": "uri", "uri": PAYMENTS},
-                    "events": {format!("{CAEP}risk-level-change"): {
-                        "principal": "USER", "current_level": level,
-                        "risk_reason": "impossible travel", "event_timestamp": at}}}),
-        );
-        tls_post(
-            receiver.addr,
-            &server_ca.pem,
-            "/events",
-            &[("content-type", "application/secevent+jwt")],
-            token.as_bytes(),
-        )
+        let events = json!({format!("{CAEP}risk-level-change"): {
+            "principal": "USER", "current_level": level,
+            "risk_reason": "impossible travel", "event_timestamp": at}});
+        scene.push(&receiver, &uri_set(&idp, jti, PAYMENTS, events))
     };
     let start = Instant::now();
     risk_decided(&celadors, &ca, PAYMENTS, "POST", false, start).await;
@@ -855,38 +793,13 @@ async fn a_pushed_risk_level_decides_a_rule_at_every_instance_and_a_later_one_lo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_store_a_set_replayed_to_another_receiver_is_applied_once_or_refused() {
     let mut redis = support::redis::Redis::start(false);
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
-    let server_ca = Ca::root("signals server CA");
-    let server = server_ca.leaf().dns("localhost").build();
-    write("tls.crt", &server.pem);
-    write("tls.key", &server.key_pem);
-    let idp = Signer::es256("idp-1");
-    write("idp.json", &jwt::jwks(&[&idp]));
-    write(
-        "receiver.yaml",
-        &format!(
-            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
-             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
-             sink: {{store: {}}}\nlog: {{format: json}}\n",
-            redis.url()
-        ),
-    );
+    let scene = Scene::new();
+    let (_, write) = scene.files();
+    let idp = scene.idp();
+    write("receiver.yaml", &store_receiver(&redis.url()));
     // Two receivers behind one Service: a retransmission may reach either.
-    let receivers = [
-        Receiver::start(&path("receiver.yaml")),
-        Receiver::start(&path("receiver.yaml")),
-    ];
-    let push = |at: usize, token: &str| {
-        tls_post(
-            receivers[at].addr,
-            &server_ca.pem,
-            "/events",
-            &[("content-type", "application/secevent+jwt")],
-            token.as_bytes(),
-        )
-    };
+    let receivers = [scene.receiver(), scene.receiver()];
+    let push = |at: usize, token: &str| scene.push(&receivers[at], token);
     let first = set(
         &idp,
         IDP,
@@ -952,13 +865,8 @@ async fn with_the_store_a_set_replayed_to_another_receiver_is_applied_once_or_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_store_a_risks_file_carries_the_risk_level_to_celador_serve() {
     const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
-    let server_ca = Ca::root("signals server CA");
-    let server = server_ca.leaf().dns("localhost").build();
-    write("tls.crt", &server.pem);
-    write("tls.key", &server.key_pem);
+    let scene = Scene::new();
+    let (path, write) = scene.files();
     let idp = Signer::es256("idp-1");
     write("idp.json", &jwt::jwks(&[&idp]));
     write(
@@ -984,23 +892,12 @@ async fn without_a_store_a_risks_file_carries_the_risk_level_to_celador_serve() 
          governance:\n  revocations: {path: revocations.yaml, optional: true}\n  risks: {path: risks.yaml, optional: true}\n\
          log:\n  format: json\n",
     );
-    let receiver = Receiver::start(&path("receiver.yaml"));
+    let receiver = scene.receiver();
     let celadors = [Celador::start(&path("celador.yaml"))];
     let push = |jti: &str, level: &str, at: i64| {
-        let token = idp.token_with_header(
-            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
-            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
-                    "sub_id": {"format": "uri", "uri": PAYMENTS},
-                    "events": {format!("{CAEP}risk-level-change"): {
-                        "principal": "USER", "current_level": level, "event_timestamp": at}}}),
-        );
-        tls_post(
-            receiver.addr,
-            &server_ca.pem,
-            "/events",
-            &[("content-type", "application/secevent+jwt")],
-            token.as_bytes(),
-        )
+        let events = json!({format!("{CAEP}risk-level-change"): {
+            "principal": "USER", "current_level": level, "event_timestamp": at}});
+        scene.push(&receiver, &uri_set(&idp, jti, PAYMENTS, events))
     };
     risk_decided(&celadors, &ca, PAYMENTS, "POST", false, Instant::now()).await;
     let start = Instant::now();
@@ -1127,17 +1024,11 @@ impl JwksServer {
 
 /// A receiver whose one transmitter's keys come from `idp`'s URL,
 /// fetched again every `refresh`; a revocations file as the sink.
-fn url_receiver(idp: &JwksServer, refresh: &str) -> (tempfile::TempDir, Ca, Receiver) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
-    let server_ca = Ca::root("signals server CA");
-    let server = server_ca.leaf().dns("localhost").build();
-    write("tls.crt", &server.pem);
-    write("tls.key", &server.key_pem);
-    write("idp-ca.pem", &idp.ca.pem);
-    write("revocations.yaml", "revocations: []\n");
-    write(
+fn url_receiver(idp: &JwksServer, refresh: &str) -> (Scene, Receiver) {
+    let scene = Scene::new();
+    scene.write("idp-ca.pem", &idp.ca.pem);
+    scene.write("revocations.yaml", "revocations: []\n");
+    scene.write(
         "receiver.yaml",
         &format!(
             "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
@@ -1147,18 +1038,8 @@ fn url_receiver(idp: &JwksServer, refresh: &str) -> (tempfile::TempDir, Ca, Rece
             idp.url()
         ),
     );
-    let receiver = Receiver::start(&path("receiver.yaml"));
-    (dir, server_ca, receiver)
-}
-
-fn push_to(receiver: &Receiver, server_ca: &Ca, token: &str) -> Reply {
-    tls_post(
-        receiver.addr,
-        &server_ca.pem,
-        "/events",
-        &[("content-type", "application/secevent+jwt")],
-        token.as_bytes(),
-    )
+    let receiver = scene.receiver();
+    (scene, receiver)
 }
 
 fn compromise(signer: &Signer, jti: &str) -> String {
@@ -1196,27 +1077,24 @@ fn keys_rotated_at_the_idp_are_fetched_on_an_unknown_kid_at_a_bounded_rate() {
     let old = Signer::es256("old");
     let new = Signer::rsa("new", "RS256");
     let idp = JwksServer::start(jwt::jwks(&[&old]));
-    let (dir, server_ca, receiver) = url_receiver(&idp, "1h");
+    let (scene, receiver) = url_receiver(&idp, "1h");
     assert_eq!(idp.fetches(), 1, "fetched once at start");
-    assert_eq!(
-        push_to(&receiver, &server_ca, &compromise(&old, "k-1")).status,
-        202
-    );
+    assert_eq!(scene.push(&receiver, &compromise(&old, "k-1")).status, 202);
     // The IdP rotates: the new key only. Its first SET fetches the keys again.
     idp.serve(200, &jwt::jwks(&[&new]));
-    let reply = push_to(&receiver, &server_ca, &compromise(&new, "k-2"));
+    let reply = scene.push(&receiver, &compromise(&new, "k-2"));
     assert_eq!(reply.status, 202, "{}\n{}", reply.body, receiver.log());
     assert_eq!(idp.fetches(), 2);
-    assert_eq!(fetch_count(&receiver, &server_ca, "updated"), 1);
+    assert_eq!(fetch_count(&receiver, &scene.server_ca, "updated"), 1);
     // The rotated-away key is refused now.
-    let reply = push_to(&receiver, &server_ca, &compromise(&old, "k-3"));
+    let reply = scene.push(&receiver, &compromise(&old, "k-3"));
     assert_eq!((reply.status, err(&reply)), (400, "invalid_key".into()));
     // A flood of made-up kids, from 4 threads: all refused, no fetch (the
     // last one was under 30 s ago).
     const FLOOD: usize = 60;
     let threads: Vec<_> = (0..4)
         .map(|t| {
-            let (addr, ca) = (receiver.addr, server_ca.pem.clone());
+            let (addr, ca) = (receiver.addr, scene.server_ca.pem.clone());
             std::thread::spawn(move || {
                 (t..FLOOD)
                     .step_by(4)
@@ -1240,8 +1118,8 @@ fn keys_rotated_at_the_idp_are_fetched_on_an_unknown_kid_at_a_bounded_rate() {
         assert_eq!(reply, (400, "invalid_key".into()));
     }
     assert_eq!(idp.fetches(), 2, "the flood made no fetch");
-    assert!(fetch_count(&receiver, &server_ca, "limited") >= FLOOD as u64);
-    let text = std::fs::read_to_string(dir.path().join("revocations.yaml")).unwrap();
+    assert!(fetch_count(&receiver, &scene.server_ca, "limited") >= FLOOD as u64);
+    let text = std::fs::read_to_string(scene.path("revocations.yaml")).unwrap();
     assert!(text.contains("ns/jwks/sa/k-1") && text.contains("ns/jwks/sa/k-2"));
     assert!(!text.contains("sa/f-"), "{text}");
 }
@@ -1272,7 +1150,7 @@ fn a_bad_jwks_document_or_a_failed_fetch_keeps_the_last_good_keys() {
     let expected = format!("transmitters[0] ({IDP}): jwks_uri {}: the JWKS", idp.url());
     assert!(stderr.contains(&expected), "{expected} in {stderr}");
     idp.serve(200, &jwt::jwks(&[&signer]));
-    let (_dir, server_ca, receiver) = url_receiver(&idp, "1s");
+    let (scene, receiver) = url_receiver(&idp, "1s");
     // Each bad answer in turn, fetched on the schedule: the keys stay.
     for (i, (status, document, outcome)) in [
         (200, "not json", "refused"),
@@ -1289,14 +1167,10 @@ fn a_bad_jwks_document_or_a_failed_fetch_keeps_the_last_good_keys() {
             (idp.fetches() >= seen + 2).then_some(())
         })
         .unwrap_or_else(|| panic!("no scheduled fetch: {}", receiver.log()));
-        let reply = push_to(
-            &receiver,
-            &server_ca,
-            &compromise(&signer, &format!("b-{i}")),
-        );
+        let reply = scene.push(&receiver, &compromise(&signer, &format!("b-{i}")));
         assert_eq!(reply.status, 202, "{outcome}: {}", reply.body);
         assert!(
-            fetch_count(&receiver, &server_ca, outcome) >= 1,
+            fetch_count(&receiver, &scene.server_ca, outcome) >= 1,
             "{outcome}"
         );
     }
@@ -1305,6 +1179,17 @@ fn a_bad_jwks_document_or_a_failed_fetch_keeps_the_last_good_keys() {
         "{}",
         receiver.log()
     );
+}
+
+/// The `jti`s a poll request acknowledges or reports (RFC 8936 §2.4).
+fn done(request: &Value) -> Vec<String> {
+    request["ack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j.as_str().unwrap().to_owned())
+        .chain(request["setErrs"].as_object().unwrap().keys().cloned())
+        .collect()
 }
 
 #[test]
@@ -1324,13 +1209,7 @@ fn polled_sets_are_applied_and_acknowledged_and_refused_ones_reported() {
             return (401, "{}".into());
         }
         let request: Value = serde_json::from_slice(body).unwrap();
-        let done: Vec<String> = request["ack"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|j| j.as_str().unwrap().to_owned())
-            .chain(request["setErrs"].as_object().unwrap().keys().cloned())
-            .collect();
+        let done = done(&request);
         seen.lock().unwrap().push(request);
         let mut queue = queued.lock().unwrap();
         queue.retain(|(jti, _)| !done.contains(jti));
@@ -1343,13 +1222,8 @@ fn polled_sets_are_applied_and_acknowledged_and_refused_ones_reported() {
             json!({"sets": sets, "moreAvailable": false}).to_string(),
         )
     });
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
-    let server_ca = Ca::root("signals server CA");
-    let server = server_ca.leaf().dns("localhost").build();
-    write("tls.crt", &server.pem);
-    write("tls.key", &server.key_pem);
+    let scene = Scene::new();
+    let (path, write) = scene.files();
     write("idp.json", &jwt::jwks(&[&idp]));
     write("idp-ca.pem", &ca.pem);
     write("poll-token", "poll-secret\n");
@@ -1364,7 +1238,7 @@ fn polled_sets_are_applied_and_acknowledged_and_refused_ones_reported() {
             addr.port()
         ),
     );
-    let receiver = Receiver::start(&path("receiver.yaml"));
+    let receiver = scene.receiver();
     support::wait_for(Duration::from_secs(10), || {
         queue.lock().unwrap().is_empty().then_some(())
     })
@@ -1390,13 +1264,8 @@ fn polled_sets_are_applied_and_acknowledged_and_refused_ones_reported() {
 async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_reported() {
     const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
     let redis = support::redis::Redis::start(false);
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
-    let server_ca = Ca::root("signals server CA");
-    let server = server_ca.leaf().dns("localhost").build();
-    write("tls.crt", &server.pem);
-    write("tls.key", &server.key_pem);
+    let scene = Scene::new();
+    let (_, write) = scene.files();
     let (idp, ci) = (Signer::es256("idp-1"), Signer::es256("ci-1"));
     write("idp.json", &jwt::jwks(&[&idp]));
     write("ci.json", &jwt::jwks(&[&ci]));
@@ -1411,39 +1280,23 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
             redis.url()
         ),
     );
-    let receiver = Receiver::start(&path("receiver.yaml"));
+    let receiver = scene.receiver();
     let push = |signer: &Signer, iss: &str, token: &str, jti: &str, iat: i64, events: Value| {
-        let set = signer.token_with_header(
-            &json!({"alg": "ES256", "kid": signer.kid, "typ": "secevent+jwt"}),
+        let set = sign(
+            signer,
             &json!({"iss": iss, "aud": AUD, "iat": iat, "jti": jti,
                     "sub_id": {"format": "uri", "uri": EXPORTER}, "events": events}),
         );
         let auth = format!("Bearer {token}");
-        let mut headers = vec![("content-type", "application/secevent+jwt")];
+        let mut headers = vec![];
         if !token.is_empty() {
             headers.push(("authorization", auth.as_str()));
         }
-        let reply = tls_post(
-            receiver.addr,
-            &server_ca.pem,
-            "/events",
-            &headers,
-            set.as_bytes(),
-        );
+        let reply = scene.push_with(&receiver, &set, &headers);
         assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
     };
     let risc = |event: &str| json!({format!("{RISC}{event}"): {}});
     let risk = |level: &str| json!({format!("{CAEP}risk-level-change"): {"principal": "USER", "current_level": level}});
-    let revoked = || {
-        redis
-            .cli(&[
-                "HEXISTS",
-                "{celador}:revocations",
-                &format!("spiffe_id:{EXPORTER}"),
-            ])
-            .trim()
-            == "1"
-    };
     // CI enables the identity with an `iat` minutes ahead: it pins nothing
     // of the IdP's.
     push(
@@ -1455,7 +1308,7 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
         risc("account-enabled"),
     );
     push(&idp, IDP, "", "i-1", now(), risc("credential-compromise"));
-    assert!(revoked(), "{}", receiver.log());
+    assert!(revoked(&redis, EXPORTER), "{}", receiver.log());
     // CI cannot withdraw the IdP's revocation, even later.
     push(
         &ci,
@@ -1465,14 +1318,14 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
         now() + 250,
         risc("account-enabled"),
     );
-    assert!(revoked(), "{}", receiver.log());
+    assert!(revoked(&redis, EXPORTER), "{}", receiver.log());
     let said = support::wait_for(Duration::from_secs(3), || {
         receiver.log().contains("another transmitter").then_some(())
     });
     assert!(said.is_some(), "{}", receiver.log());
     // The IdP can.
     push(&idp, IDP, "", "i-2", now(), risc("account-enabled"));
-    assert!(!revoked(), "{}", receiver.log());
+    assert!(!revoked(&redis, EXPORTER), "{}", receiver.log());
     // Risk levels: each transmitter's report is kept beside the other's.
     push(&idp, IDP, "", "i-3", now(), risk("HIGH"));
     push(&ci, CI, "ci-push-secret", "c-3", now() + 10, risk("LOW"));
@@ -1488,13 +1341,8 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
 async fn a_transmitter_at_its_risk_cap_adds_no_subject_and_risks_never_hold_up_revocations() {
     const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
     let redis = support::redis::Redis::start(false);
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
-    let server_ca = Ca::root("signals server CA");
-    let server = server_ca.leaf().dns("localhost").build();
-    write("tls.crt", &server.pem);
-    write("tls.key", &server.key_pem);
+    let scene = Scene::new();
+    let (path, write) = scene.files();
     let idp = Signer::es256("idp-1");
     write("idp.json", &jwt::jwks(&[&idp]));
     write(
@@ -1520,22 +1368,10 @@ async fn a_transmitter_at_its_risk_cap_adds_no_subject_and_risks_never_hold_up_r
             redis.url()
         ),
     );
-    let receiver = Receiver::start(&path("receiver.yaml"));
+    let receiver = scene.receiver();
     let celador = Celador::start(&path("celador.yaml"));
     let push = |jti: &str, id: &str, events: Value| {
-        let set = idp.token_with_header(
-            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
-            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
-                    "sub_id": {"format": "uri", "uri": id}, "events": events}),
-        );
-        let reply = tls_post(
-            receiver.addr,
-            &server_ca.pem,
-            "/events",
-            &[("content-type", "application/secevent+jwt")],
-            set.as_bytes(),
-        );
-        assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
+        scene.push_ok(&receiver, &uri_set(&idp, jti, id, events));
     };
     let risk = |level: &str| json!({format!("{CAEP}risk-level-change"): {"principal": "USER", "current_level": level}});
     let id = |n: usize| format!("spiffe://example.org/ns/team/sa/s{n}");
@@ -1555,7 +1391,7 @@ async fn a_transmitter_at_its_risk_cap_adds_no_subject_and_risks_never_hold_up_r
     );
     let metrics = support::https::tls(
         receiver.addr,
-        &server_ca.pem,
+        &scene.server_ca.pem,
         None,
         &support::https::Call::get("/metrics"),
     )
@@ -1667,13 +1503,8 @@ async fn a_transmitter_at_its_risk_cap_adds_no_subject_and_risks_never_hold_up_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_assurance_level_change_sets_the_risk_its_table_names_with_the_set_in_the_trail() {
     const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
-    let server_ca = Ca::root("signals server CA");
-    let server = server_ca.leaf().dns("localhost").build();
-    write("tls.crt", &server.pem);
-    write("tls.key", &server.key_pem);
+    let scene = Scene::new();
+    let (path, write) = scene.files();
     let idp = Signer::es256("idp-1");
     write("idp.json", &jwt::jwks(&[&idp]));
     // The defaults for NIST-AAL, and a custom namespace of the IdP's.
@@ -1700,23 +1531,11 @@ async fn an_assurance_level_change_sets_the_risk_its_table_names_with_the_set_in
          governance:\n  revocations: {path: revocations.yaml, optional: true}\n  risks: {path: risks.yaml, optional: true}\n\
          log:\n  format: json\n",
     );
-    let receiver = Receiver::start(&path("receiver.yaml"));
+    let receiver = scene.receiver();
     let celadors = [Celador::start(&path("celador.yaml"))];
     let push = |jti: &str, event: Value| {
-        let token = idp.token_with_header(
-            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
-            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
-                    "sub_id": {"format": "uri", "uri": PAYMENTS},
-                    "events": {format!("{CAEP}assurance-level-change"): event}}),
-        );
-        let reply = tls_post(
-            receiver.addr,
-            &server_ca.pem,
-            "/events",
-            &[("content-type", "application/secevent+jwt")],
-            token.as_bytes(),
-        );
-        assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
+        let events = json!({format!("{CAEP}assurance-level-change"): event});
+        scene.push_ok(&receiver, &uri_set(&idp, jti, PAYMENTS, events));
     };
     risk_decided(&celadors, &ca, PAYMENTS, "POST", false, Instant::now()).await;
     // A namespace the table does not name: accepted, changes nothing.
@@ -1792,13 +1611,7 @@ impl PollQueue {
                 return (404, "{}".into());
             }
             let request: Value = serde_json::from_slice(body).unwrap();
-            let done: Vec<String> = request["ack"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|j| j.as_str().unwrap().to_owned())
-                .chain(request["setErrs"].as_object().unwrap().keys().cloned())
-                .collect();
+            let done = done(&request);
             let hold = request["returnImmediately"] == false;
             queue.requests.lock().unwrap().push(request);
             let mut sets = queue.sets.lock().unwrap();
@@ -1836,17 +1649,11 @@ fn poll_receiver(
     idp: &Signer,
     poll: &str,
     sink: &str,
-) -> (tempfile::TempDir, Receiver) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
-    let server_ca = Ca::root("signals server CA");
-    let server = server_ca.leaf().dns("localhost").build();
-    write("tls.crt", &server.pem);
-    write("tls.key", &server.key_pem);
-    write("idp.json", &jwt::jwks(&[idp]));
-    write("idp-ca.pem", &ca.pem);
-    write(
+) -> (Scene, Receiver) {
+    let scene = Scene::new();
+    scene.write("idp.json", &jwt::jwks(&[idp]));
+    scene.write("idp-ca.pem", &ca.pem);
+    scene.write(
         "receiver.yaml",
         &format!(
             "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
@@ -1856,8 +1663,8 @@ fn poll_receiver(
             addr.port()
         ),
     );
-    let receiver = Receiver::start(&path("receiver.yaml"));
-    (dir, receiver)
+    let receiver = scene.receiver();
+    (scene, receiver)
 }
 
 #[test]
@@ -1866,7 +1673,7 @@ fn a_long_poll_is_held_by_the_transmitter_and_a_set_arriving_meanwhile_is_applie
     let queue = Arc::new(PollQueue::default());
     let (addr, ca) = queue.serve();
     // A short poller would wait 10 s after an empty poll.
-    let (dir, receiver) = poll_receiver(
+    let (scene, receiver) = poll_receiver(
         addr,
         &ca,
         &idp,
@@ -1880,7 +1687,7 @@ fn a_long_poll_is_held_by_the_transmitter_and_a_set_arriving_meanwhile_is_applie
     std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
     queue.add("l-1", compromise(&idp, "l-1"));
-    let file = dir.path().join("revocations.yaml");
+    let file = scene.path("revocations.yaml");
     support::wait_for(Duration::from_secs(3), || {
         std::fs::read_to_string(&file)
             .ok()
@@ -1982,56 +1789,19 @@ async fn a_sidecar_user_without_the_narrow_reads_still_replicates_by_reading_eve
         "+hello",
     ]);
     assert_eq!(acl.trim(), "OK");
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
-    let server_ca = Ca::root("signals server CA");
-    let server = server_ca.leaf().dns("localhost").build();
-    write("tls.crt", &server.pem);
-    write("tls.key", &server.key_pem);
-    let idp = Signer::es256("idp-1");
-    write("idp.json", &jwt::jwks(&[&idp]));
+    let scene = Scene::new();
+    let (_, write) = scene.files();
+    let idp = scene.idp();
     write("password", "old-secret\n");
-    write(
-        "receiver.yaml",
-        &format!(
-            "listen: 127.0.0.1:0\ntls: {{cert: tls.crt, key: tls.key}}\n\
-             transmitters:\n  - issuer: {IDP}\n    audience: {AUD}\n    jwks_file: idp.json\n\
-             sink: {{store: {}}}\nlog: {{format: json}}\n",
-            redis.url()
-        ),
-    );
-    let ca = Ca::root("example.org");
-    write("example.org.pem", &ca.pem);
-    write(
-        "policy.yaml",
-        "rules:\n  - name: anyone\n    effect: allow\n    when: source.trust_domain == \"example.org\"\n",
-    );
-    write(
-        "celador.yaml",
-        &format!(
-            "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
-             worker_threads: 1\ngovernance:\n  store: {}\n  username: old-sidecar\n  password_file: password\n\
-             \x20 signals_interval: 0s\nlog:\n  format: json\n",
-            redis.url()
-        ),
-    );
-    let receiver = Receiver::start(&path("receiver.yaml"));
-    let celador = Celador::start(&path("celador.yaml"));
+    write("receiver.yaml", &store_receiver(&redis.url()));
+    let ca = scene.trust_domain();
+    write("policy.yaml", ANYONE);
+    let governance = "  username: old-sidecar\n  password_file: password\n  signals_interval: 0s\n";
+    write("celador.yaml", &store_celador(&redis.url(), governance));
+    let receiver = scene.receiver();
+    let celador = scene.celador();
     let push = |jti: &str, id: &str, events: Value| {
-        let set = idp.token_with_header(
-            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
-            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
-                    "sub_id": {"format": "uri", "uri": id}, "events": events}),
-        );
-        let reply = tls_post(
-            receiver.addr,
-            &server_ca.pem,
-            "/events",
-            &[("content-type", "application/secevent+jwt")],
-            set.as_bytes(),
-        );
-        assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
+        scene.push_ok(&receiver, &uri_set(&idp, jti, id, events));
     };
     propagation(
         std::slice::from_ref(&celador),
@@ -2047,11 +1817,7 @@ async fn a_sidecar_user_without_the_narrow_reads_still_replicates_by_reading_eve
         json!({format!("{CAEP}risk-level-change"): {"principal": "USER", "current_level": "HIGH"}}),
     );
     let start = Instant::now();
-    push(
-        "c-1",
-        EXPORTER,
-        json!({format!("{RISC}credential-compromise"): {"credential_type": "x509"}}),
-    );
+    push("c-1", EXPORTER, x509_compromise());
     report(
         "credential-compromise to a sidecar without XRANGE and HMGET",
         &propagation(std::slice::from_ref(&celador), &ca, EXPORTER, true, start).await,
@@ -2066,13 +1832,8 @@ async fn a_sidecar_user_without_the_narrow_reads_still_replicates_by_reading_eve
 
 #[test]
 fn signals_check_validates_the_assurance_table_and_the_risk_cap() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
-    let server_ca = Ca::root("signals server CA");
-    let server = server_ca.leaf().dns("localhost").build();
-    write("tls.crt", &server.pem);
-    write("tls.key", &server.key_pem);
+    let scene = Scene::new();
+    let (path, write) = scene.files();
     write("idp.json", &jwt::jwks(&[&Signer::es256("idp-1")]));
     let check = |extra: &str| {
         write(
@@ -2177,21 +1938,15 @@ async fn the_documented_acls_let_each_component_work_and_nothing_more() {
         users,
         ["celador-sidecar", "celador-oncall", "celador-receiver"]
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
+    let scene = Scene::new();
+    let (path, write) = scene.files();
     for (user, rules) in &acls {
         let mut args = vec!["ACL", "SETUSER", user.as_str()];
         args.extend(rules.iter().map(String::as_str));
         assert_eq!(redis.cli(&args).trim(), "OK", "{user}: {rules:?}");
         write(user, &format!("pw-{user}\n"));
     }
-    let server_ca = Ca::root("signals server CA");
-    let server = server_ca.leaf().dns("localhost").build();
-    write("tls.crt", &server.pem);
-    write("tls.key", &server.key_pem);
-    let idp = Signer::es256("idp-1");
-    write("idp.json", &jwt::jwks(&[&idp]));
+    let idp = scene.idp();
     write(
         "receiver.yaml",
         &format!(
@@ -2202,8 +1957,7 @@ async fn the_documented_acls_let_each_component_work_and_nothing_more() {
             redis.url()
         ),
     );
-    let ca = Ca::root("example.org");
-    write("example.org.pem", &ca.pem);
+    let ca = scene.trust_domain();
     write(
         "policy.yaml",
         &format!(
@@ -2212,19 +1966,10 @@ async fn the_documented_acls_let_each_component_work_and_nothing_more() {
              \x20 - name: fleet-volume\n    effect: deny\n    when: source.id == \"{PAYMENTS}\" && signals.fleet.requests_1m > 6\n"
         ),
     );
-    write(
-        "celador.yaml",
-        &format!(
-            "listen: 127.0.0.1:0\npolicy: policy.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\n\
-             worker_threads: 1\ngovernance:\n  store: {}\n  username: celador-sidecar\n  password_file: celador-sidecar\n\
-             log:\n  format: json\n",
-            redis.url()
-        ),
-    );
-    let receiver = Receiver::start(&path("receiver.yaml"));
-    let celadors: Vec<Celador> = (0..2)
-        .map(|_| Celador::start(&path("celador.yaml")))
-        .collect();
+    let governance = "  username: celador-sidecar\n  password_file: celador-sidecar\n";
+    write("celador.yaml", &store_celador(&redis.url(), governance));
+    let receiver = scene.receiver();
+    let celadors: Vec<Celador> = (0..2).map(|_| scene.celador()).collect();
     let cert = |id: &str| ca.svid(id).envoy_encoded();
     let (exporter, payments) = (cert(EXPORTER), cert(PAYMENTS));
     assert!(everywhere(&celadors, &exporter, "allowed").await);
@@ -2272,25 +2017,9 @@ async fn the_documented_acls_let_each_component_work_and_nothing_more() {
     // The receiver's user: a pushed compromise and a risk level, which
     // the sidecars' user replicates.
     let push = |jti: &str, id: &str, events: Value| {
-        let set = idp.token_with_header(
-            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
-            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
-                    "sub_id": {"format": "uri", "uri": id}, "events": events}),
-        );
-        let reply = tls_post(
-            receiver.addr,
-            &server_ca.pem,
-            "/events",
-            &[("content-type", "application/secevent+jwt")],
-            set.as_bytes(),
-        );
-        assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
+        scene.push_ok(&receiver, &uri_set(&idp, jti, id, events));
     };
-    push(
-        "c-1",
-        STOLEN,
-        json!({format!("{RISC}credential-compromise"): {"credential_type": "x509"}}),
-    );
+    push("c-1", STOLEN, x509_compromise());
     push(
         "r-1",
         RISKY,
@@ -2353,15 +2082,9 @@ async fn revocation_event_times_are_kept_for_max_age_and_an_older_event_never_un
     const TIMES: &str = "{celador}:ssf:event-times";
     const ORDER: &str = "{celador}:ssf:event-order";
     let redis = support::redis::Redis::start(false);
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let write = |name: &str, text: &str| std::fs::write(path(name), text).unwrap();
-    let server_ca = Ca::root("signals server CA");
-    let server = server_ca.leaf().dns("localhost").build();
-    write("tls.crt", &server.pem);
-    write("tls.key", &server.key_pem);
-    let idp = Signer::es256("idp-1");
-    write("idp.json", &jwt::jwks(&[&idp]));
+    let scene = Scene::new();
+    let (_, write) = scene.files();
+    let idp = scene.idp();
     write(
         "receiver.yaml",
         &format!(
@@ -2371,32 +2094,10 @@ async fn revocation_event_times_are_kept_for_max_age_and_an_older_event_never_un
             redis.url()
         ),
     );
-    let receiver = Receiver::start(&path("receiver.yaml"));
+    let receiver = scene.receiver();
     let push = |jti: &str, id: &str, event: &str, at: i64| {
-        let token = idp.token_with_header(
-            &json!({"alg": "ES256", "kid": "idp-1", "typ": "secevent+jwt"}),
-            &json!({"iss": IDP, "aud": AUD, "iat": now(), "jti": jti,
-                    "sub_id": {"format": "uri", "uri": id},
-                    "events": {format!("{RISC}{event}"): {"event_timestamp": at}}}),
-        );
-        let reply = tls_post(
-            receiver.addr,
-            &server_ca.pem,
-            "/events",
-            &[("content-type", "application/secevent+jwt")],
-            token.as_bytes(),
-        );
-        assert_eq!(reply.status, 202, "{reply:?} {}", receiver.log());
-    };
-    let revoked = |id: &str| {
-        redis
-            .cli(&[
-                "HEXISTS",
-                "{celador}:revocations",
-                &format!("spiffe_id:{id}"),
-            ])
-            .trim()
-            == "1"
+        let events = json!({format!("{RISC}{event}"): {"event_timestamp": at}});
+        scene.push_ok(&receiver, &uri_set(&idp, jti, id, events));
     };
     let count = |command: &str, key: &str| redis.cli(&[command, key]).trim().to_owned();
     let fields = || {
@@ -2419,7 +2120,7 @@ async fn revocation_event_times_are_kept_for_max_age_and_an_older_event_never_un
     let t = now();
     push("c-1", EXPORTER, "credential-compromise", t);
     push("e-1", EXPORTER, "account-enabled", t - 1);
-    assert!(revoked(EXPORTER));
+    assert!(revoked(&redis, EXPORTER));
     // The old one was indexed and removed; the risk's is the risk's.
     assert_eq!(
         fields(),
@@ -2438,7 +2139,7 @@ async fn revocation_event_times_are_kept_for_max_age_and_an_older_event_never_un
     // An enable older than the forgotten compromise (its SET recent) might
     // be older than what was applied: it changes nothing, and says so.
     push("e-2", EXPORTER, "account-enabled", now() - 10);
-    assert!(revoked(EXPORTER));
+    assert!(revoked(&redis, EXPORTER));
     assert!(
         receiver
             .log()
@@ -2449,8 +2150,8 @@ async fn revocation_event_times_are_kept_for_max_age_and_an_older_event_never_un
     assert_eq!(count("HLEN", TIMES), "2");
     // A newer one applies, and its time is kept again.
     push("e-3", EXPORTER, "account-enabled", now());
-    assert!(!revoked(EXPORTER));
-    assert!(revoked(PAYMENTS));
+    assert!(!revoked(&redis, EXPORTER));
+    assert!(revoked(&redis, PAYMENTS));
     assert_eq!(count("HLEN", TIMES), "3");
     assert_eq!(count("ZCARD", ORDER), "2");
 
@@ -2458,5 +2159,5 @@ async fn revocation_event_times_are_kept_for_max_age_and_an_older_event_never_un
     // revocation fails closed.
     const LATE: &str = "spiffe://example.org/ns/late/sa/l";
     push("c-3", LATE, "credential-compromise", now() - 10);
-    assert!(revoked(LATE), "{}", receiver.log());
+    assert!(revoked(&redis, LATE), "{}", receiver.log());
 }
