@@ -1323,6 +1323,31 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
         receiver.log().contains("another transmitter").then_some(())
     });
     assert!(said.is_some(), "{}", receiver.log());
+    // Nor take it over: a revocation of its own written over the IdP's
+    // would be CI's to withdraw.
+    push(
+        &ci,
+        CI,
+        "ci-push-secret",
+        "c-4",
+        now() + 260,
+        risc("credential-compromise"),
+    );
+    push(
+        &ci,
+        CI,
+        "ci-push-secret",
+        "c-5",
+        now() + 270,
+        risc("account-enabled"),
+    );
+    assert!(revoked(&redis, EXPORTER), "{}", receiver.log());
+    let entry = redis.cli(&[
+        "HGET",
+        "{celador}:revocations",
+        &format!("spiffe_id:{EXPORTER}"),
+    ]);
+    assert!(entry.contains(&format!("\"by\":\"{IDP}\"")), "{entry}");
     // The IdP can.
     push(&idp, IDP, "", "i-2", now(), risc("account-enabled"));
     assert!(!revoked(&redis, EXPORTER), "{}", receiver.log());

@@ -617,7 +617,7 @@ fn log_unapplied(p: &Provenance, action: &Action, kept: Kept) {
             tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the risk level had lapsed (risk_expiry after its event) before it arrived")
         }
         Kept::Another => {
-            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the revocation is another transmitter's (or an operator's); only it may withdraw it")
+            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the entry is another transmitter's (or an operator's) revocation, which only its writer may change or withdraw (the identity stays revoked)")
         }
         Kept::Stale => {
             tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the withdrawal is older than max_age and the store no longer remembers the entry's order (event times are kept for max_age), so it might undo a later event; the SET is accepted (valid)")

@@ -44,8 +44,9 @@ pub enum Kept {
     /// This sink cannot keep it (a revocations file without `risks_file`
     /// keeps no risk level).
     Unsupported,
-    /// It would withdraw another transmitter's revocation, which only that
-    /// transmitter (or an operator) may do: it changed nothing.
+    /// It would withdraw or overwrite another transmitter's (or an
+    /// operator's) revocation, which only its writer may do: it changed
+    /// nothing.
     Another,
     /// A risk level about a subject its transmitter has no entry for, when
     /// the transmitter already holds its `max_risks`, each at least as
@@ -324,12 +325,12 @@ impl FileSink {
             Action::Risk { .. } => return Kept::Unsupported,
         };
         match entries.get(&key) {
-            // Another transmitter's revocation stays: one tool cannot
-            // clear what another reported.
+            // Another transmitter's revocation stays as it was written:
+            // one tool can neither clear what another reported nor take
+            // it over (a revocation written over it would make it the
+            // new writer's to withdraw).
             Some(existing)
-                if reason.is_none()
-                    && existing.reason.is_some()
-                    && existing.by != provenance.transmitter =>
+                if existing.reason.is_some() && existing.by != provenance.transmitter =>
             {
                 Kept::Another
             }

@@ -68,8 +68,9 @@ mod risk;
 /// from, at (text), a new epoch, the feed's length, the order window
 /// (ms: `max_age`). Returns 1 if
 /// applied, 0 if older than the last event of this transmitter about the
-/// field, 2 if it would remove a revocation another transmitter (or an
-/// operator) wrote: only its writer withdraws it, 4 if a withdrawal is
+/// field, 2 if the field holds a revocation another transmitter (or an
+/// operator) wrote: only its writer changes or withdraws it (a revocation
+/// written over it would make it the new writer's to withdraw), 4 if a withdrawal is
 /// older than the window with no event time kept for the field (stale; a
 /// revocation that old is applied: it fails closed). Event times are
 /// kept per transmitter and field, so one transmitter's events (an `iat`
@@ -98,12 +99,10 @@ for _, f in ipairs(old) do
   redis.call('HDEL', KEYS[2], f)
   redis.call('ZREM', KEYS[5], f)
 end
-if ARGV[3] == '' then
-  local cur = redis.call('HGET', KEYS[1], ARGV[1])
-  if cur then
-    local ok, e = pcall(cjson.decode, cur)
-    if (not ok) or type(e) ~= 'table' or e['by'] ~= ARGV[5] then return 2 end
-  end
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local ok, e = pcall(cjson.decode, cur)
+  if (not ok) or type(e) ~= 'table' or e['by'] ~= ARGV[5] then return 2 end
 end
 local times = ARGV[5] .. '|' .. ARGV[1]
 local last = redis.call('HGET', KEYS[2], times)

@@ -207,6 +207,16 @@ async fn only_the_transmitter_that_revoked_withdraws_it_even_after_a_restart() {
         .unwrap();
     assert_eq!(kept, [Kept::Another]);
     assert_eq!(loaded(&path).len(), 1);
+    // Nor can it take the revocation over, to withdraw it as its own.
+    let kept = sink
+        .apply(&[
+            from_other(revoke(A, "c3", 310)),
+            from_other(unrevoke(A, "c4", 320)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Another, Kept::Another]);
+    assert_eq!(loaded(&path).len(), 1);
     let kept = sink.apply(&[unrevoke(A, "j2", 300)]).await.unwrap();
     assert_eq!(kept, [Kept::Applied]);
     assert_eq!(loaded(&path).len(), 0);
