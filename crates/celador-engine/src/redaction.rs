@@ -276,15 +276,28 @@ impl Redaction {
     /// (`scheme://…`) or an origin-form path (`/…`) without spaces: a list
     /// of names is never complete (proxies and applications forward the
     /// original URL under names of their own).
+    ///
+    /// A URL's user information (`https://user:password@host/`) is shown
+    /// as [`REDACTED`] too ([`without_userinfo`]), and a header's name is
+    /// matched whatever its case (a capture or an `eval` input need not be
+    /// lowercase, as Envoy's headers are).
     pub fn header_value<'v>(&self, name: &str, value: &'v str) -> Cow<'v, str> {
         if is_secret_value(value) {
             return Cow::Borrowed(REDACTED);
         }
+        match without_userinfo(value) {
+            Cow::Borrowed(value) => self.url_query(name, value),
+            Cow::Owned(value) => Cow::Owned(self.url_query(name, &value).into_owned()),
+        }
+    }
+
+    /// [`Redaction::header_value`]'s query and fragment part.
+    fn url_query<'v>(&self, name: &str, value: &'v str) -> Cow<'v, str> {
         // Most values hold neither: one pass over their bytes.
         let Some(at) = value.find(['?', '#']) else {
             return Cow::Borrowed(value);
         };
-        if !URL_HEADERS.contains(&name) && !is_url(value) {
+        if !URL_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) && !is_url(value) {
             return Cow::Borrowed(value);
         }
         let (base, rest) = value.split_at(at);
@@ -921,6 +934,18 @@ mod tests {
                 "http://h:8080/a?b=%3Credacted%3E",
             ),
             ("x-upstream-path", "/a/b?s3cr3t", "/a/b?s3cr3t"),
+            // User information in a URL, and a name in another case.
+            (
+                "referer",
+                "https://user:s3cr3t@app/cb?page=2",
+                "https://<redacted>@app/cb?page=2",
+            ),
+            (
+                "x-forwarded-url",
+                "https://user:s3cr3t@app/",
+                "https://<redacted>@app/",
+            ),
+            ("Referer", "cb?code=s3cr3t", "cb?code=%3Credacted%3E"),
             ("x-upstream-path", "/a/b?x=s3cr3t", "/a/b?x=%3Credacted%3E"),
             // What is no URL, and a URL without a query, stays.
             ("x-note", "why? s3cr3t", "why? s3cr3t"),
