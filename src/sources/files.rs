@@ -270,30 +270,57 @@ impl LiveFiles {
         self.files.push((tracked, Target::Governance(file)));
     }
 
-    /// Re-reads every file and applies what changed.
-    pub fn reload(&mut self) {
-        for (tracked, target) in &mut self.files {
-            let Some(content) = tracked.changed() else {
-                continue;
-            };
-            let path = tracked.path.clone();
-            match target {
-                Target::Policy => self.sinks.apply_policy(&path, content),
-                Target::Bundle { trust_domain } => {
-                    self.sinks.apply_bundle(trust_domain, &path, content);
+    /// Re-reads every file and applies what changed: the rules last, so
+    /// that a revocation or a bundle changed in the same pass is not kept
+    /// waiting behind a large policy's compile. Returns the policy a new
+    /// one replaced, for the caller to [`super::background::retire`]
+    /// once it no longer holds these files (a retire waits for the checks
+    /// in flight).
+    pub fn reload(&mut self) -> Option<Arc<Policy>> {
+        let mut replaced = None;
+        for rules in [false, true] {
+            for (tracked, target) in &mut self.files {
+                if matches!(target, Target::Policy) != rules {
+                    continue;
                 }
-                Target::Governance(file) => match content {
-                    Err(e) if tracked.optional && e.kind() == std::io::ErrorKind::NotFound => {
-                        self.sinks.absent_governance(*file, &path);
-                    }
-                    content => self.sinks.apply_governance(*file, &path, content),
-                },
+                let Some(content) = tracked.changed() else {
+                    continue;
+                };
+                let path = tracked.path.clone();
+                if let Some(old) = self.sinks.apply(target, tracked.optional, &path, content) {
+                    replaced = Some(old);
+                }
             }
         }
+        replaced
     }
 }
 
 impl Sinks {
+    /// Applies one changed file's `content` to where `target` says;
+    /// the policy it replaced, if it is the rules file.
+    fn apply(
+        &self,
+        target: &Target,
+        optional: bool,
+        path: &Path,
+        content: Result<Vec<u8>, std::io::Error>,
+    ) -> Option<Arc<Policy>> {
+        match target {
+            Target::Policy => return self.apply_policy(path, content),
+            Target::Bundle { trust_domain } => {
+                self.apply_bundle(trust_domain, path, content);
+            }
+            Target::Governance(file) => match content {
+                Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => {
+                    self.absent_governance(*file, path);
+                }
+                content => self.apply_governance(*file, path, content),
+            },
+        }
+        None
+    }
+
     /// An optional governance file went missing (its key or its ConfigMap
     /// was removed): no entries, as at a start without it.
     fn absent_governance(&self, file: GovernanceFile, path: &Path) {
@@ -339,7 +366,11 @@ impl Sinks {
         }
     }
 
-    fn apply_policy(&self, path: &Path, content: Result<Vec<u8>, std::io::Error>) {
+    fn apply_policy(
+        &self,
+        path: &Path,
+        content: Result<Vec<u8>, std::io::Error>,
+    ) -> Option<Arc<Policy>> {
         let loaded = content
             .map_err(|e| PolicyError::unreadable(path, &e))
             .and_then(|bytes| {
@@ -359,10 +390,10 @@ impl Sinks {
                 );
                 self.metrics.rules_loaded(&policy);
                 let replaced = self.store.publish_policy(Arc::new(policy));
-                // Dropped here, off the request path.
-                super::background::retire(replaced);
                 self.metrics.policy_reload(true);
                 self.metrics.rules_reload_attempt(true, unix_now());
+                // Dropped by the caller, off the request path.
+                Some(replaced)
             }
             Err(e) => {
                 self.metrics.policy_reload(false);
@@ -379,6 +410,7 @@ impl Sinks {
                     "the rules file cannot be loaded; the last good rules stay in use"
                 );
                 e.diagnostics.iter().for_each(log_diagnostic);
+                None
             }
         }
     }
@@ -540,7 +572,12 @@ impl LiveFiles {
                 let live = Arc::clone(&live);
                 // Off the runtime, below the checks (see `background`).
                 let reloaded = super::background::run(move || {
-                    live.lock().unwrap_or_else(PoisonError::into_inner).reload();
+                    let replaced = live.lock().unwrap_or_else(PoisonError::into_inner).reload();
+                    // Once the files are let go of: the next reload need
+                    // not wait for the checks still holding the old rules.
+                    if let Some(old) = replaced {
+                        super::background::retire(old);
+                    }
                 })
                 .await;
                 if reloaded.is_none() {
