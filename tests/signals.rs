@@ -239,6 +239,17 @@ async fn a_pushed_compromise_revokes_within_a_second_and_an_enable_restores() {
         revocations.contains("SET c-1 from https://idp.example.com/"),
         "{revocations}"
     );
+    // The trail: the denied request's audit record names the SET.
+    let record = support::wait_for(Duration::from_secs(2), || {
+        f.celador
+            .audit_records()
+            .into_iter()
+            .rfind(|r| r["reason"] == "revoked")
+    })
+    .unwrap();
+    let the_set =
+        json!({"source": IDP, "event": format!("{RISC}credential-compromise"), "jti": "c-1"});
+    assert_eq!(record["revoked"]["set"], the_set, "{record}");
 
     // The CI system (RS256, with its push token) cannot enable what the
     // identity provider revoked: accepted, and changes nothing.
@@ -595,6 +606,10 @@ async fn with_the_store_a_compromise_revokes_at_every_instance_and_order_holds()
     .unwrap();
     assert_eq!(record["revoked"]["origin"], "store", "{record}");
     assert_eq!(record["revoked"]["reason"], reason, "{record}");
+    let the_set =
+        json!({"source": IDP, "event": format!("{RISC}credential-compromise"), "jti": "c-1"});
+    assert_eq!(stored["set"], the_set, "{stored}");
+    assert_eq!(record["revoked"]["set"], the_set, "{record}");
 
     // An enable from before the compromise changes nothing.
     let reply = push(&event("e-0", "account-enabled", now() - 60));

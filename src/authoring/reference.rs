@@ -308,7 +308,19 @@ revocations:
     reason: mis-issued
   - jwt_id: 4f1c2d9e                                            # a JWT-SVID's jti
     reason: replayed token
+  - spiffe_id: spiffe://example.org/ns/ci/sa/deployer
+    reason: "credential-compromise (SET c-1 from https://idp.example.com/)"
+    set:                                                        # optional: the Security Event Token it came from
+      source: https://idp.example.com/                          # the transmitter (the SET's iss)
+      event: https://schemas.openid.net/secevent/risc/event-type/credential-compromise
+      jti: c-1                                                  # the SET's jti
 ```
+
+`set` is what `celador signals serve` writes on each revocation it makes
+from a Security Event Token; every decision the entry makes carries it in
+its audit record (`revoked.set`). Each of its three values is required when
+`set` is given, at most 512 bytes and free of control characters; an entry
+without `set` (written by hand or by `celador revoke`) is as good.
 
 An `issuer` is the distinguished name of the certificate's issuer, in any of
 the forms tools print it: RFC 4514 (`CN=intermediate,O=example`), OpenSSL's

@@ -118,7 +118,8 @@ impl<'a> Trail<'a> {
     /// * `read`: the values of what the deciding rule read (every rule's,
     ///   when none decided), by attribute path, redacted;
     /// * `grant`, `revoked`, `shadow`: the grant in force, the revocation
-    ///   entry that denied, what shadow rules would have decided;
+    ///   entry that denied (with the SET it came from, `revoked.set`), what
+    ///   shadow rules would have decided;
     /// * `enforced`, `cache` (whether the decision and the identity came from
     ///   caches) and `versions` (of every live input in force).
     pub fn write(&self, out: &mut JsonObject<'_>) {
@@ -158,11 +159,7 @@ impl<'a> Trail<'a> {
             });
         }
         if let Some(r) = &d.revoked {
-            out.object("revoked", |o| {
-                o.str("entry", &r.entry);
-                o.str("reason", &r.reason);
-                o.str("origin", r.origin.as_str());
-            });
+            out.object("revoked", |o| self.write_revoked(o, r));
         }
         if !d.shadow.is_empty() {
             write_shadow(out, &d.shadow);
@@ -173,6 +170,23 @@ impl<'a> Trail<'a> {
             o.bool("identity", identified && d.identity.from_cache);
         });
         out.object("versions", |o| self.write_versions(o));
+    }
+
+    /// `revoked`: the entry that denied, why, where it came from, and the
+    /// Security Event Token that made it (`set`), if one did.
+    fn write_revoked(&self, o: &mut JsonObject<'_>, r: &crate::engine::decision::Revoked) {
+        o.str("entry", &r.entry);
+        o.str("reason", &r.reason);
+        o.str("origin", r.origin.as_str());
+        // The trail ends at the security tool's event.
+        if let Some(set) = &r.set {
+            let redaction = self.redaction;
+            o.object("set", |o| {
+                o.str("source", &redaction.text(&set.source));
+                o.str("event", &redaction.text(&set.event));
+                o.str("jti", &redaction.text(&set.jti));
+            });
+        }
     }
 
     /// `truncated`: the attribute paths of the header values this record

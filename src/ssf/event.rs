@@ -28,7 +28,9 @@ use serde_json::Value;
 use super::set::{Event, SetError, VerifiedSet};
 use super::subject::{SubjectError, Subjects, Target};
 use crate::engine::identity::dn::DistinguishedName;
+use crate::engine::revocations::MAX_SET_TEXT;
 use crate::engine::time;
+use crate::sources::fleet::entries::StoredSet;
 
 pub mod assurance;
 pub use assurance::Assurance;
@@ -138,6 +140,31 @@ pub struct Provenance {
     /// When the event happened (`event_timestamp`), else when the SET was
     /// issued: a later action about the same entry wins.
     pub at: SystemTime,
+}
+
+impl Provenance {
+    /// The SET as a revocation records it (`set:`): each value printable
+    /// and at most [`MAX_SET_TEXT`] bytes, as a revocations file requires
+    /// (a `jti` is at most 256 bytes already; a longer issuer or event type
+    /// from the config is cut, marked `…`).
+    pub fn stored_set(&self) -> StoredSet {
+        let bounded = |text: &str| {
+            let text = printable(text);
+            if text.len() <= MAX_SET_TEXT {
+                return text;
+            }
+            let end = (0..=MAX_SET_TEXT - '…'.len_utf8())
+                .rev()
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(0);
+            format!("{}…", text.get(..end).unwrap_or_default())
+        };
+        StoredSet {
+            source: bounded(&self.transmitter),
+            event: bounded(&self.event),
+            jti: bounded(&self.jti),
+        }
+    }
 }
 
 /// What one event of a SET came to.

@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::event::{Action, Outcome, Provenance, Revocation};
+use crate::sources::fleet::entries::StoredSet;
 
 /// A sink could not keep the actions; the transmitter is answered with an
 /// error and will send the SET again.
@@ -152,6 +153,9 @@ struct Entry {
     reason: Option<String>,
     /// The transmitter that wrote it: only it may withdraw a revocation.
     by: String,
+    /// The SET that set it (the file's `set`); none for an entry kept from
+    /// a file written before entries named their SET.
+    set: Option<StoredSet>,
 }
 
 /// Writes revocations to a file in celador's revocations format, and,
@@ -205,6 +209,26 @@ struct StoredEntry {
     #[serde(default)]
     jwt_id: Option<String>,
     reason: String,
+    #[serde(default)]
+    set: Option<StoredSet>,
+}
+
+impl StoredEntry {
+    /// The transmitter that wrote it: its SET's, else (a file an older
+    /// receiver wrote) from the reason this sink wrote (`... (SET jti from
+    /// ISSUER)`); none for an entry written by hand, which no transmitter
+    /// may withdraw.
+    fn transmitter(&self) -> String {
+        match &self.set {
+            Some(set) => set.source.clone(),
+            None => self
+                .reason
+                .strip_suffix(')')
+                .and_then(|r| r.rsplit_once(" from "))
+                .map(|(_, by)| by.to_owned())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// One entry of the file, as `celador serve` reads it.
@@ -221,6 +245,8 @@ struct FileEntry<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     jwt_id: Option<&'a str>,
     reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    set: Option<&'a StoredSet>,
 }
 
 impl FileSink {
@@ -236,6 +262,7 @@ impl FileSink {
                     format!("the revocations file cannot be loaded: {}", e.rendered)
                 })?;
                 for stored in file.revocations {
+                    let by = stored.transmitter();
                     let key = match stored {
                         StoredEntry {
                             spiffe_id: Some(id),
@@ -263,21 +290,13 @@ impl FileSink {
                     // Kept from before: any event about it, older or newer,
                     // is applied (its time was not kept).
                     let at = SystemTime::UNIX_EPOCH;
-                    // Its transmitter, from the reason this sink wrote
-                    // (`... (SET jti from ISSUER)`); none for an entry
-                    // written by hand, which no transmitter may withdraw.
-                    let by = stored
-                        .reason
-                        .strip_suffix(')')
-                        .and_then(|r| r.rsplit_once(" from "))
-                        .map(|(_, by)| by.to_owned())
-                        .unwrap_or_default();
                     entries.insert(
                         key,
                         Entry {
                             at,
                             reason: Some(stored.reason),
                             by,
+                            set: stored.set,
                         },
                     );
                 }
@@ -312,15 +331,16 @@ impl FileSink {
         provenance: &Provenance,
         action: &Action,
     ) -> Kept {
-        let (key, reason) = match action {
+        let (key, reason, set) = match action {
             Action::Revoke { entry, reason } => (
                 Key::from(entry),
                 Some(format!(
                     "{reason} (SET {} from {})",
                     provenance.jti, provenance.transmitter
                 )),
+                Some(provenance.stored_set()),
             ),
-            Action::Unrevoke { entry } => (Key::from(entry), None),
+            Action::Unrevoke { entry } => (Key::from(entry), None, None),
             // Recorded by the risks file, if there is one.
             Action::Risk { .. } => return Kept::Unsupported,
         };
@@ -348,6 +368,7 @@ impl FileSink {
                         at: provenance.at,
                         reason,
                         by: provenance.transmitter.clone(),
+                        set,
                     },
                 );
                 Kept::Applied
@@ -367,6 +388,7 @@ impl FileSink {
                     issuer: None,
                     jwt_id: None,
                     reason,
+                    set: entry.set.as_ref(),
                 };
                 match key {
                     Key::SpiffeId(id) => out.spiffe_id = Some(id),

@@ -10,8 +10,9 @@
 //! An entry is exactly what `celador revoke` writes: a
 //! [`StoredRevocation`] checked by the same [`check_revocation`], under the
 //! same field, with the same feed record; its provenance names the
-//! transmitter (`by`), the receiver's host (`from`), and its reason the
-//! event type and the SET's `jti`.
+//! transmitter (`by`) and the receiver's host (`from`), and its `set` the
+//! SET it came from (transmitter, event type, `jti`: the audit record's
+//! `revoked.set`), as its reason does in words.
 //!
 //! Ordering: SETs may arrive in any order (RFC 8417 §5.3). The time of the
 //! event that last set or cleared each field is kept in a hash beside the
@@ -257,6 +258,7 @@ impl StoreSink {
             "{reason} ({} SET {} from {})",
             provenance.event, provenance.jti, provenance.transmitter
         );
+        stored.set = Some(provenance.stored_set());
         stored.provenance = entries::Provenance {
             by: provenance.transmitter.clone(),
             from: self.host.clone(),

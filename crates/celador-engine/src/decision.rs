@@ -81,6 +81,24 @@ pub struct Revoked {
     pub reason: Arc<str>,
     /// Where the entry came from: a file or the fleet's store.
     pub origin: super::grant::Origin,
+    /// The Security Event Token the entry came from, when `celador signals
+    /// serve` wrote it: the trail of the decision ends at the security
+    /// tool's event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set: Option<Arc<SecurityEvent>>,
+}
+
+/// A Security Event Token (RFC 8417) as a revocation records it: who sent
+/// it, which event it reported, and its `jti` (named as a risk level's
+/// provenance is, `signals.risk.source` / `event` / `jti`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SecurityEvent {
+    /// The transmitter (the SET's `iss`).
+    pub source: String,
+    /// The event type URI.
+    pub event: String,
+    /// The SET's `jti`.
+    pub jti: String,
 }
 
 /// Which shadow rules an outcome is of: those marked `mode: shadow` in

@@ -14,6 +14,12 @@
 //!     reason: mis-issued
 //!   - jwt_id: 4f1c2d                                        # a token's jti
 //!     reason: replayed token
+//!   - spiffe_id: spiffe://example.org/ns/ci/sa/deployer
+//!     reason: "credential-compromise (SET c-1 from https://idp.example.com/)"
+//!     set:                          # optional: the Security Event Token it came from
+//!       source: https://idp.example.com/
+//!       event: https://schemas.openid.net/secevent/risc/event-type/credential-compromise
+//!       jti: c-1
 //! ```
 //!
 //! Data flow: a watched revocations file is parsed here and published into
@@ -28,7 +34,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::decision::Revoked;
+use super::decision::{Revoked, SecurityEvent};
 use super::grant::Origin;
 use super::identity::dn::DistinguishedName;
 use super::identity::{Identity, SpiffeId, normalize_serial};
@@ -58,7 +64,24 @@ struct EntrySpec {
     #[serde(default)]
     jwt_id: Option<Spanned<String>>,
     reason: Spanned<String>,
+    /// The Security Event Token it came from (`celador signals serve`).
+    #[serde(default)]
+    set: Option<SetSpec>,
 }
+
+/// `set:` of an entry: the Security Event Token it came from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetSpec {
+    source: Spanned<String>,
+    event: Spanned<String>,
+    jti: Spanned<String>,
+}
+
+/// The longest value of an entry's `set` (bytes): it is written into every
+/// audit record the entry decides. The receiver bounds what it writes to
+/// it (a SET's `jti` is at most 256 bytes).
+pub const MAX_SET_TEXT: usize = 512;
 
 /// A problem with an entry, and the value it points at.
 struct EntryProblem {
@@ -89,8 +112,9 @@ impl std::fmt::Display for RevocationsError {
     }
 }
 
-/// Why an entry revokes, and where it came from.
-type Why = (Arc<str>, Origin);
+/// Why an entry revokes, where it came from, and the Security Event Token
+/// that made it, if one did.
+type Why = (Arc<str>, Origin, Option<Arc<SecurityEvent>>);
 
 /// A loaded revocations file, or the revocations of a file and of the
 /// fleet's store merged ([`Revocations::merged`]).
@@ -191,7 +215,6 @@ impl Revocations {
     }
 
     fn add(&mut self, entry: &EntrySpec) -> Result<(), EntryProblem> {
-        let reason: Why = (Arc::from(entry.reason.value.as_str()), Origin::File);
         let problem = |at: &Spanned<String>, message: String| EntryProblem {
             at: at.referenced,
             message,
@@ -199,6 +222,12 @@ impl Revocations {
         if entry.reason.value.trim().is_empty() {
             return Err(problem(&entry.reason, "`reason` is empty: say why".into()));
         }
+        let set = entry.set.as_ref().map(security_event).transpose()?;
+        let reason: Why = (
+            Arc::from(entry.reason.value.as_str()),
+            Origin::File,
+            set.map(Arc::new),
+        );
         let kinds = [
             &entry.spiffe_id,
             &entry.spiffe_id_prefix,
@@ -304,10 +333,11 @@ impl Revocations {
         if self.entries == 0 {
             return None;
         }
-        let hit = |entry: String, (reason, origin): &Why| Revoked {
+        let hit = |entry: String, (reason, origin, set): &Why| Revoked {
             entry,
             reason: Arc::clone(reason),
             origin: *origin,
+            set: set.clone(),
         };
         let ids = [
             identity.source.as_ref().map(|s| s.id.as_str()),
@@ -353,6 +383,37 @@ impl Revocations {
         }
         None
     }
+}
+
+/// The Security Event Token `spec` names: each value non-empty, at most
+/// [`MAX_SET_TEXT`] bytes, without control characters (it goes into audit
+/// records and logs as it is).
+fn security_event(spec: &SetSpec) -> Result<SecurityEvent, EntryProblem> {
+    for (name, value) in [
+        ("source", &spec.source),
+        ("event", &spec.event),
+        ("jti", &spec.jti),
+    ] {
+        let text = &value.value;
+        let why = if text.trim().is_empty() {
+            "is empty".to_owned()
+        } else if text.len() > MAX_SET_TEXT {
+            format!("is {} bytes; at most {MAX_SET_TEXT}", text.len())
+        } else if text.chars().any(char::is_control) {
+            "holds a control character".to_owned()
+        } else {
+            continue;
+        };
+        return Err(EntryProblem {
+            at: value.referenced,
+            message: format!("set.{name} {why}"),
+        });
+    }
+    Ok(SecurityEvent {
+        source: spec.source.value.clone(),
+        event: spec.event.value.clone(),
+        jti: spec.jti.value.clone(),
+    })
 }
 
 /// An error at 1-based `(line, column)` of `text` (0: unknown).
@@ -533,6 +594,66 @@ mod tests {
             Some(("ns".into(), Origin::Store))
         );
         assert_eq!(hit("spiffe://e.org/c"), None);
+    }
+
+    #[test]
+    fn an_entry_names_the_security_event_it_came_from_and_one_without_still_loads() {
+        let text = "revocations:\n  - spiffe_id: spiffe://e.org/a\n    reason: compromised\n    set:\n      source: https://idp.example.com/\n      event: https://schemas.openid.net/secevent/risc/event-type/credential-compromise\n      jti: c-1\n  - spiffe_id: spiffe://e.org/b\n    reason: by hand\n";
+        let r = Revocations::parse(text, Path::new("r.yaml"))
+            .unwrap()
+            .with_origin(Origin::Store);
+        let none = CertificateFacts::default();
+        let a = r.check(&source("spiffe://e.org/a", none.clone())).unwrap();
+        assert_eq!(a.origin, Origin::Store);
+        assert_eq!(
+            a.set.as_deref(),
+            Some(&SecurityEvent {
+                source: "https://idp.example.com/".into(),
+                event: "https://schemas.openid.net/secevent/risc/event-type/credential-compromise"
+                    .into(),
+                jti: "c-1".into(),
+            })
+        );
+        let b = r.check(&source("spiffe://e.org/b", none)).unwrap();
+        assert_eq!(b.set, None);
+    }
+
+    #[test]
+    fn a_malformed_set_refuses_its_entry_naming_the_value() {
+        let entry = |set: &str| {
+            format!(
+                "revocations:\n  - spiffe_id: spiffe://e.org/a\n    reason: fine\n  - spiffe_id: spiffe://e.org/b\n    reason: x\n    set: {set}\n"
+            )
+        };
+        let long = "j".repeat(MAX_SET_TEXT + 1);
+        for (set, says) in [
+            ("{source: s, event: e, jti: \"\"}", "set.jti is empty"),
+            (
+                "{source: \"a\\u0007b\", event: e, jti: j}",
+                "set.source holds a control character",
+            ),
+            (
+                &format!("{{source: s, event: e, jti: {long}}}"),
+                "set.jti is 513 bytes; at most 512",
+            ),
+        ] {
+            let e = Revocations::parse(&entry(set), Path::new("r.yaml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("revocation 2 (reason \"x\"): {says}")),
+                "{e}"
+            );
+            assert!(!e.contains("revocation 1 "), "{e}");
+        }
+        // A value missing or unknown: the file's shape is wrong.
+        for set in [
+            "{source: s, event: e}",
+            "{source: s, event: e, jti: j, by: me}",
+        ] {
+            let e = Revocations::parse(&entry(set), Path::new("r.yaml")).unwrap_err();
+            assert_eq!(e.diagnostics[0].line, 6, "{e}");
+        }
     }
 
     #[test]

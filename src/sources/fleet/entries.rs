@@ -58,9 +58,26 @@ pub struct StoredRevocation {
     /// When it lapses (RFC 3339); never without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// The Security Event Token it came from (`celador signals serve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<StoredSet>,
     /// Who revoked.
     #[serde(flatten)]
     pub provenance: Provenance,
+}
+
+/// The Security Event Token a revocation came from, as the receiver writes
+/// it (and a revocations file's `set`): the transmitter, the event type
+/// URI and the SET's `jti`, named as a risk level's are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredSet {
+    /// The transmitter (the SET's `iss`).
+    pub source: String,
+    /// The event type URI.
+    pub event: String,
+    /// The SET's `jti`.
+    pub jti: String,
 }
 
 impl StoredRevocation {
@@ -83,7 +100,8 @@ impl StoredRevocation {
             .unwrap_or_default()
     }
 
-    /// The entry as a revocations file writes it (no lapse, no provenance).
+    /// The entry as a revocations file writes it (no lapse, no provenance;
+    /// the SET it came from, if one did).
     fn file_entry(&self) -> serde_json::Value {
         let mut v = serde_json::json!({ "reason": self.reason });
         let kinds = [
@@ -98,6 +116,11 @@ impl StoredRevocation {
             if let (Some(value), Some(map)) = (value, v.as_object_mut()) {
                 map.insert(kind.into(), value.clone().into());
             }
+        }
+        if let (Some(set), Some(map)) = (&self.set, v.as_object_mut()) {
+            let set =
+                serde_json::json!({ "source": set.source, "event": set.event, "jti": set.jti });
+            map.insert("set".into(), set);
         }
         v
     }

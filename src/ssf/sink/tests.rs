@@ -71,6 +71,76 @@ async fn the_file_is_one_celador_serve_loads_and_older_events_never_undo_newer_o
     assert_eq!(names.len(), 1);
 }
 
+/// The entries of the revocations file at `path`, as JSON (the file is
+/// JSON after its comment line).
+fn file_entries(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let body = text.split_once('\n').map_or("", |(_, body)| body);
+    let file: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    file["revocations"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_revocation_names_its_set_in_fields_and_a_file_without_them_still_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revocations.yaml");
+    // As an older receiver (the SET only in the reason) and an operator
+    // wrote it.
+    std::fs::write(
+        &path,
+        format!("revocations:\n  - {{spiffe_id: \"{A}\", reason: \"account-disabled (SET j0 from https://idp.example.com/)\"}}\n  - {{spiffe_id: \"{B}\", reason: by hand}}\n"),
+    )
+    .unwrap();
+    let sink = FileSink::open(&path).unwrap();
+    // The older entry's transmitter is still known from its reason.
+    let kept = sink.apply(&[unrevoke(A, "j1", 100)]).await.unwrap();
+    assert_eq!(kept, [Kept::Applied]);
+    sink.apply(&[revoke(A, "j2", 200)]).await.unwrap();
+    let entries = file_entries(&path);
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(
+        entries[0]["set"],
+        serde_json::json!({
+            "source": "https://idp.example.com/",
+            "event": "https://schemas.openid.net/secevent/risc/event-type/account-disabled",
+            "jti": "j2",
+        })
+    );
+    assert_eq!(entries[1]["set"], serde_json::Value::Null);
+    assert_eq!(loaded(&path).len(), 2);
+    // A restarted sink reads the transmitter from `set`, not the reason
+    // (which names no transmitter here).
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(" (SET j2 from https://idp.example.com/)", "");
+    std::fs::write(&path, text).unwrap();
+    let sink = FileSink::open(&path).unwrap();
+    let kept = sink
+        .apply(&[from_other(unrevoke(A, "c1", 300))])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Another]);
+    let kept = sink.apply(&[unrevoke(A, "j3", 300)]).await.unwrap();
+    assert_eq!(kept, [Kept::Applied]);
+    assert_eq!(loaded(&path).len(), 1);
+}
+
+#[test]
+fn a_set_is_recorded_printable_and_bounded() {
+    let mut p = provenance("j\u{7}1", 100);
+    p.transmitter = format!("https://{}/", "é".repeat(400));
+    let set = p.stored_set();
+    assert_eq!(set.jti, "j?1");
+    assert!(
+        set.source.len() <= crate::engine::revocations::MAX_SET_TEXT,
+        "{}",
+        set.source.len()
+    );
+    assert!(set.source.ends_with('…'), "{}", set.source);
+    assert_eq!(set.event, p.event);
+}
+
 #[tokio::test]
 async fn a_file_that_cannot_be_written_is_an_error_not_a_silent_loss() {
     let dir = tempfile::tempdir().unwrap();
