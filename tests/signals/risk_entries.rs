@@ -347,6 +347,9 @@ async fn with_the_store_a_transmitters_high_at_its_cap_replaces_its_low_behind_a
     assert!(!fields.contains(&field(0)), "{fields}");
     assert!((1..6).all(|n| fields.contains(&field(n))), "{fields}");
     assert_eq!(count().trim(), "5");
+    // The order set holds every entry once (and its `index` member).
+    let order = redis.cli(&["ZCARD", "{celador}:ssf:risk-order"]);
+    assert_eq!(order.trim(), "1206");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
