@@ -137,6 +137,9 @@ pub struct StoreSink {
     order_window: Duration,
     /// Risk entries per transmitter (the cap's count).
     risk_counts: String,
+    /// Each transmitter's risk entries by level and lapse (the cap's
+    /// lowest entry).
+    risk_order: String,
     /// How many risk entries each transmitter may hold.
     cap: RiskCap,
     host: String,
@@ -207,6 +210,7 @@ impl StoreSink {
             event_order: format!("{{{}}}:ssf:event-order", settings.key_prefix),
             order_window: DEFAULT_ORDER_WINDOW,
             risk_counts: format!("{{{}}}:ssf:risk-counts", settings.key_prefix),
+            risk_order: format!("{{{}}}:ssf:risk-order", settings.key_prefix),
             cap,
             endpoint,
             keys,
@@ -299,13 +303,14 @@ impl StoreSink {
             Write::Risk(risk, json) => {
                 let lapses = risk.lapses().map_or(0, millis);
                 cmd.arg(risk::APPLY_RISK)
-                    .arg(6)
+                    .arg(7)
                     .arg(&self.keys.risks)
                     .arg(&self.event_times)
                     .arg(&self.keys.feed)
                     .arg(&self.keys.epoch)
                     .arg(&self.keys.risk_lapses)
                     .arg(&self.risk_counts)
+                    .arg(&self.risk_order)
                     .arg(risk.field())
                     .arg(millis(provenance.at).to_string())
                     .arg(json)

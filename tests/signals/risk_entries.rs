@@ -291,3 +291,112 @@ async fn a_failed_read_of_every_risk_level_is_tried_again_within_seconds() {
     let took = rig.writes(PAYMENTS, false, Instant::now()).await;
     assert!(took < Duration::from_secs(3), "{took:?}");
 }
+
+/// Writes `n` `level` risk entries of `source` the way a receiver before
+/// the order set left them (the risks hash, the lapses set, the counts),
+/// lapsing an hour from now, one millisecond apart.
+fn seed(redis: &support::redis::Redis, source: &str, n: usize, level: &str) {
+    let lapse = SystemTime::now() + Duration::from_secs(3600);
+    let ms = lapse.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+    let seeded = redis.cli(&[
+        "EVAL",
+        r#"for i = 1, tonumber(ARGV[2]) do
+             local id = 'spiffe://example.org/ns/seed/sa/s' .. i
+             local field = ARGV[1] .. '|spiffe_id:' .. id
+             redis.call('HSET', KEYS[1], field,
+               '{"spiffe_id":"' .. id .. '","level":"' .. ARGV[3]
+               .. '","since":"2026-01-01T00:00:00Z","expires":"' .. ARGV[4] .. '","source":"'
+               .. ARGV[1] .. '","event":"e","jti":"j","by":"b","from":"f","at":"2026-01-01T00:00:00Z"}')
+             redis.call('ZADD', KEYS[2], tonumber(ARGV[5]) + i, field)
+             redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+           end
+           return 1"#,
+        "3",
+        "{celador}:risks",
+        "{celador}:risk-lapses",
+        "{celador}:ssf:risk-counts",
+        source,
+        &n.to_string(),
+        level,
+        &celador::engine::time::rfc3339(lapse),
+        &ms.as_millis().to_string(),
+    ]);
+    assert_eq!(seeded.trim(), "1", "{seeded}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_a_transmitters_high_at_its_cap_replaces_its_low_behind_another_transmitters_entries()
+ {
+    let redis = support::redis::Redis::start(false);
+    // Another transmitter's 1,200 entries lapse before any of this one's.
+    seed(&redis, "https://other.example.com/", 1200, "high");
+    let rig = Rig::start(&redis, "    max_risks: 5\n", "");
+    let field = |n: usize| format!("{IDP}|spiffe_id:{}", subject(n));
+    for n in 0..5 {
+        rig.risk(&format!("r-{n}"), &subject(n), "LOW", 30 - n as i64);
+    }
+    let count = || redis.cli(&["HGET", "{celador}:ssf:risk-counts", IDP]);
+    assert_eq!(count().trim(), "5");
+    let start = Instant::now();
+    rig.risk("r-5", &subject(5), "HIGH", 0);
+    let took = rig.writes(&subject(5), true, start).await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let fields = redis.cli(&["HKEYS", "{celador}:risks"]);
+    assert_eq!(fields.lines().count(), 1205, "{}", rig.receiver.log());
+    // The low that lapses first is gone, the other four are kept.
+    assert!(!fields.contains(&field(0)), "{fields}");
+    assert!((1..6).all(|n| fields.contains(&field(n))), "{fields}");
+    assert_eq!(count().trim(), "5");
+    // The order set holds every entry once (and its `index` member).
+    let order = redis.cli(&["ZCARD", "{celador}:ssf:risk-order"]);
+    assert_eq!(order.trim(), "1206");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_a_refusal_at_the_cap_reads_the_lowest_entry_only() {
+    let redis = support::redis::Redis::start(false);
+    seed(&redis, IDP, 10_000, "high");
+    let rig = Rig::start(&redis, "    max_risks: 10000\n", "");
+    // The first refusals read the entries written before the order set
+    // (at most 1,000 each); then a refusal reads one.
+    for n in 0..12 {
+        rig.risk(&format!("r-{n}"), &subject(n), "HIGH", 0);
+    }
+    redis.cli(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+    redis.cli(&["CONFIG", "SET", "slowlog-max-len", "32768"]);
+    redis.cli(&["SLOWLOG", "RESET"]);
+    for n in 12..27 {
+        rig.risk(&format!("r-{n}"), &subject(n), "HIGH", 0);
+    }
+    let log: Value =
+        serde_json::from_str(&redis.cli(&["--json", "SLOWLOG", "GET", "32768"])).unwrap();
+    let mut micros: Vec<u64> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e[3][0]
+                .as_str()
+                .is_some_and(|c| c.eq_ignore_ascii_case("eval"))
+        })
+        .map(|e| e[2].as_u64().unwrap())
+        .collect();
+    assert_eq!(micros.len(), 15, "{log}");
+    micros.sort_unstable();
+    // Reading 1,000 entries (the scan this replaced) took over 1 ms. The
+    // commands a script runs are logged too: only the EVALs count here.
+    assert!(micros[7] < 400, "{micros:?}");
+    let fields = redis.cli(&["HLEN", "{celador}:risks"]);
+    assert_eq!(fields.trim(), "10000");
+    let metrics = support::https::tls(
+        rig.receiver.addr,
+        &rig.server_ca.pem,
+        None,
+        &support::https::Call::get("/metrics"),
+    )
+    .body;
+    assert!(
+        metrics.contains(r#"celador_signals_actions_unapplied_total{action="risk",why="cap"} 27"#),
+        "{metrics}"
+    );
+}

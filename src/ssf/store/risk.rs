@@ -10,7 +10,8 @@
 //! Each transmitter holds at most its `max_risks` entries (10,000 by
 //! default): past that, a risk level about a subject it has no entry for
 //! takes the place of its lowest entry if that is lower, and is otherwise
-//! not kept ([`super::super::sink::Kept::Capped`]), while its existing
+//! not kept ([`super::super::sink::Kept::Capped`]; its lowest entry is
+//! found in O(log n), from a sorted set ordered by level), while its existing
 //! entries are still updated and lowered, so a scoped transmitter cannot
 //! grow the hash every sidecar replicates without bound, and routine lows
 //! never keep out a later high.
@@ -34,7 +35,8 @@ use crate::sources::fleet::risks::{StoredRisk, check_risk};
 /// atomically.
 ///
 /// KEYS: risks, event times, feed, epoch, lapses, counts (entries per
-/// transmitter). ARGV: field, event time (ms), the entry's JSON, now (ms),
+/// transmitter), order (each transmitter's entries by level and lapse).
+/// ARGV: field, event time (ms), the entry's JSON, now (ms),
 /// lapse time (ms), by (the transmitter), from, at (text), a new epoch, the
 /// feed's length, the transmitter's cap, the level (`low`, `medium`,
 /// `high`). Returns 1 if applied, 0 if older than the field's last event,
@@ -45,11 +47,23 @@ use crate::sources::fleet::risks::{StoredRisk, check_risk};
 /// transmitter's entry with the lowest level (of those, the one that
 /// lapses first) if that is lower; a feed record names the entry removed.
 /// Only a transmitter whose every entry is at least as high is refused.
-/// Finding it reads the lapses set in lapse order, 500 at a time, and the
-/// transmitter's entries in it, stopping at its first `low`; at the cap
-/// only, not for a new `low` (nothing is lower), and among the first 1,000
-/// members of the lapses set only: a script blocks Redis, and reading
-/// 10,000 entries took 20 ms (a sorted index by level would lift this).
+/// Finding it is one read of the order set: a sorted set whose members
+/// all score 0, so that it is ordered by member, each `LEN:SOURCE\n`, the
+/// rank (one digit), the lapse (ms, 15 digits), `\nFIELD` (the length
+/// keeps one source's range from holding another's), so a transmitter's
+/// lowest entry is the first member of its
+/// range (`ZRANGE BYLEX ... LIMIT 0 1`, O(log n)), whatever the other
+/// transmitters hold. The script keeps it with the lapses set: on every
+/// write, replacement and lapse. Rank 0 is an entry not yet read (written
+/// before the order set existed): the set, missing, is built once from
+/// the lapses set without reading the entries (its member `index` says it
+/// is built), and a transmitter's unread entries are read when they are
+/// the first of its range, at most 1,000 per write (the cap's answer is
+/// "refused" for a write that runs out of them). Rank 1 is an entry
+/// whose level cannot be read; 2, 3 and 4 are `low`, `medium` and `high`.
+/// A member that no longer matches the lapses
+/// set (a hand edit) is read again or dropped, so a replaced entry is
+/// always one the count holds.
 ///
 /// The count of a transmitter is its members of the lapses set, which
 /// only this script changes (a field removed from the risks hash by hand
@@ -63,6 +77,22 @@ local function source_of(field)
   if source then source = string.gsub(source, '|assurance$', '') end
   return source
 end
+local function prefix(source) return #source .. ':' .. source .. '\n' end
+local function member(source, rank, lapse, field)
+  return prefix(source) .. rank .. string.format('%015.0f', tonumber(lapse)) .. '\n' .. field
+end
+local function unindex(field, lapse)
+  local source = source_of(field)
+  if not source then return end
+  local gone = {}
+  for rank = 0, 4 do gone[#gone + 1] = member(source, rank, lapse, field) end
+  redis.call('ZREM', KEYS[7], unpack(gone))
+end
+local ranks = {low = 2, medium = 3, high = 4}
+local function rank_of(field)
+  local ok, entry = pcall(cjson.decode, redis.call('HGET', KEYS[1], field) or '')
+  return ok and type(entry) == 'table' and ranks[entry.level] or 1
+end
 local times = 'risk:' .. ARGV[1]
 local last = redis.call('HGET', KEYS[2], times)
 if last and tonumber(last) > tonumber(ARGV[2]) then return 0 end
@@ -72,10 +102,28 @@ if redis.call('EXISTS', KEYS[6]) == 0 then
     if source then redis.call('HINCRBY', KEYS[6], source, 1) end
   end
 end
-local lapsed = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[4], 'LIMIT', 0, 100)
-for _, field in ipairs(lapsed) do
+if not redis.call('ZSCORE', KEYS[7], 'index') then
+  redis.call('DEL', KEYS[7])
+  local all, batch = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES'), {}
+  for i = 1, #all, 2 do
+    local source = source_of(all[i])
+    if source then
+      batch[#batch + 1] = 0
+      batch[#batch + 1] = member(source, 0, all[i + 1], all[i])
+    end
+    if #batch >= 1000 or (i + 1 >= #all and #batch > 0) then
+      redis.call('ZADD', KEYS[7], unpack(batch))
+      batch = {}
+    end
+  end
+  redis.call('ZADD', KEYS[7], 0, 'index')
+end
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[4], 'WITHSCORES', 'LIMIT', 0, 100)
+for i = 1, #lapsed, 2 do
+  local field = lapsed[i]
   redis.call('HDEL', KEYS[1], field)
   redis.call('HDEL', KEYS[2], 'risk:' .. field)
+  unindex(field, lapsed[i + 1])
   if redis.call('ZREM', KEYS[5], field) == 1 then
     local source = source_of(field)
     if source and redis.call('HINCRBY', KEYS[6], source, -1) <= 0 then
@@ -83,27 +131,29 @@ for _, field in ipairs(lapsed) do
     end
   end
 end
-local new = not redis.call('ZSCORE', KEYS[5], ARGV[1])
+local before = redis.call('ZSCORE', KEYS[5], ARGV[1])
 local evicted = nil
-if new and tonumber(redis.call('HGET', KEYS[6], ARGV[6]) or '0') >= tonumber(ARGV[11]) then
-  local rank = {low = 1, medium = 2, high = 3}
-  local victim, lowest = nil, rank[ARGV[12]] or 0
-  if lowest <= 1 then return 3 end
-  local from = 0
-  repeat
-    local page = redis.call('ZRANGE', KEYS[5], from, from + 499)
-    from = from + 500
-    for _, field in ipairs(page) do
-      if source_of(field) == ARGV[6] then
-        local ok, entry = pcall(cjson.decode, redis.call('HGET', KEYS[1], field) or '')
-        local level = ok and type(entry) == 'table' and rank[entry.level] or 0
-        if level < lowest then victim, lowest = field, level end
-        if lowest <= 1 then break end
-      end
+if not before and tonumber(redis.call('HGET', KEYS[6], ARGV[6]) or '0') >= tonumber(ARGV[11]) then
+  local wanted = ranks[ARGV[12]] or 0
+  if wanted <= 2 then return 3 end
+  local mine, victim, budget = prefix(ARGV[6]), nil, 1000
+  while not victim do
+    local first = redis.call('ZRANGE', KEYS[7], '[' .. mine, '(' .. mine .. '5', 'BYLEX', 'LIMIT', 0, 1)[1]
+    if not first then return 3 end
+    local rank, lapse, field = string.match(string.sub(first, #mine + 1), '^(%d)(%d+)\n(.*)$')
+    local score = field and redis.call('ZSCORE', KEYS[5], field)
+    if score and rank ~= '0' and string.format('%015.0f', tonumber(score)) == lapse then
+      if tonumber(rank) >= wanted then return 3 end
+      victim = field
+    else
+      if budget <= 0 then return 3 end
+      budget = budget - 1
+      redis.call('ZREM', KEYS[7], first)
+      if score then redis.call('ZADD', KEYS[7], 0, member(ARGV[6], rank_of(field), score, field)) end
     end
-  until lowest <= 1 or #page < 500 or from >= 1000
-  if not victim then return 3 end
+  end
   evicted = victim
+  unindex(victim, redis.call('ZSCORE', KEYS[5], victim))
   redis.call('HDEL', KEYS[1], victim)
   redis.call('HDEL', KEYS[2], 'risk:' .. victim)
   redis.call('ZREM', KEYS[5], victim)
@@ -111,11 +161,14 @@ if new and tonumber(redis.call('HGET', KEYS[6], ARGV[6]) or '0') >= tonumber(ARG
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', 'op', 'risk', 'entry', victim,
     'by', ARGV[6], 'from', ARGV[7], 'at', ARGV[8])
 end
+if before then unindex(ARGV[1], before) end
 redis.call('HSET', KEYS[2], times, ARGV[2])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 if redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[6], ARGV[6], 1)
 end
+local source = source_of(ARGV[1])
+if source then redis.call('ZADD', KEYS[7], 0, member(source, ranks[ARGV[12]] or 1, ARGV[5], ARGV[1])) end
 redis.call('SET', KEYS[4], ARGV[9], 'NX')
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', 'op', 'risk', 'entry', ARGV[1],
   'by', ARGV[6], 'from', ARGV[7], 'at', ARGV[8])
