@@ -17,7 +17,8 @@ use cel::common::ast::{EntryExpr, Expr};
 pub(super) const MAX_NESTING: usize = 32;
 
 /// The deepest nesting of comprehensions (`all`, `exists`, `map`, ... and
-/// their two-variable forms; `cel.bind` does not count) in a rule.
+/// their two-variable forms, each once: the bindings a two-variable form
+/// expands to do not count) in a rule.
 pub(super) const MAX_COMPREHENSIONS: usize = 6;
 
 /// The deepest a rule's expanded expression tree may be.
@@ -152,8 +153,8 @@ fn entry<'a>(entry: &'a EntryExpr, push: &mut impl FnMut(&'a IdedExpr)) {
     }
 }
 
-/// A comprehension that loops: not one over `[]` (`cel.bind` and the
-/// bindings of the two-variable forms, which evaluate their step once).
+/// A comprehension that loops: not one over `[]` (the bindings of the
+/// two-variable forms, which evaluate their step once).
 fn is_loop(expr: &IdedExpr) -> bool {
     matches!(&expr.expr, Expr::Comprehension(c)
         if !matches!(&c.iter_range.expr, Expr::List(l) if l.elements.is_empty()))
