@@ -19,10 +19,10 @@ pub(super) const MAX_NESTING: usize = 32;
 /// The deepest nesting of comprehensions (`all`, `exists`, `map`, ... and
 /// their two-variable forms, each once: the bindings a two-variable form
 /// expands to do not count) in a rule.
-pub(super) const MAX_COMPREHENSIONS: usize = 6;
+pub(super) const MAX_COMPREHENSIONS: usize = 5;
 
 /// The deepest a rule's expanded expression tree may be.
-pub(super) const MAX_DEPTH: usize = 32;
+pub(super) const MAX_DEPTH: usize = 24;
 
 /// Where a rule's text first nests brackets deeper than [`MAX_NESTING`] (a
 /// byte offset), and the problem, if it does. Brackets inside string
@@ -161,5 +161,4 @@ fn is_loop(expr: &IdedExpr) -> bool {
 }
 
 #[cfg(test)]
-#[path = "depth/tests.rs"]
 mod tests;
