@@ -229,6 +229,15 @@ own checker. Every difference known is listed here, with why.
   compile to at most 1 MiB, one computed at evaluation to at most 256 KiB
   (and such patterns are cached, at most 16 MiB of them): beyond, it is an
   error. cel-go sets no such limits.
+- **Nesting is bounded at load**, so that no rule can overflow a thread's
+  stack while it is parsed or evaluated: a condition may nest brackets
+  (`(`, `[`, `{`) at most 32 deep, comprehensions (`all`, `exists`, `map`,
+  `filter`, ... and the two-variable forms; each counts once) at most 5
+  deep, and its expression tree, once the macros are expanded (a
+  two-variable comprehension expands into three nested comprehensions), at
+  most 24 deep; a rule beyond is refused at load with the depth found
+  (`comprehensions nested 6 deep; at most 5`). Kubernetes bounds nesting
+  by its parser's recursion limit and its cost budget instead.
 - **Error messages** are worded differently from Kubernetes', and quote the
   whole value that failed to parse (never a part), so that a value read
   from a secret header is found and redacted in errors and audit records.

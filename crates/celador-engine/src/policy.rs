@@ -20,6 +20,7 @@ mod activation;
 mod check;
 mod clock;
 mod compile;
+mod depth;
 pub(crate) mod diagnostic;
 pub mod explain;
 pub mod footprint;

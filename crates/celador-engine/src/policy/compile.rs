@@ -21,8 +21,13 @@ use super::diagnostic::{self, Diagnostic, ScalarSpan, Severity};
 use super::functions::{self, RegexTable};
 use super::rewrite::{flatten_fields, rename_matches};
 use super::{
-    Mode, Policy, Rule, check, clock, footprint, index, kubernetes, lint, rules_file, schema,
+    Mode, Policy, Rule, check, clock, depth, footprint, index, kubernetes, lint, rules_file, schema,
 };
+
+/// The stack of the thread a policy compiles on: reserved, not committed,
+/// so it costs only the pages the parser touches; enough for the deepest
+/// text [`depth::MAX_NESTING`] lets through, many times over.
+const COMPILE_STACK: usize = 64 << 20;
 
 /// A rules file that cannot be loaded, with every problem found.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -74,7 +79,31 @@ impl Policy {
 
     /// Compiles rules already read from `text` (the file at `path`, named
     /// in diagnostics): a rules file, or the conditions of a grants file.
+    ///
+    /// It runs on a thread of its own with a stack of [`COMPILE_STACK`]:
+    /// the parser recurses deeply per bracket (a debug build needs more
+    /// than 100 KiB a level), and the caller's stack may be a runtime
+    /// worker's 2 MiB. Only where no thread can start does it run here.
     pub fn compile(
+        text: &str,
+        path: &Path,
+        file: &rules_file::RulesFile,
+    ) -> Result<Policy, PolicyError> {
+        std::thread::scope(|scope| {
+            let spawned = std::thread::Builder::new()
+                .name("celador-compile".into())
+                .stack_size(COMPILE_STACK)
+                .spawn_scoped(scope, || Policy::compile_here(text, path, file));
+            match spawned {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(_) => Policy::compile_here(text, path, file),
+            }
+        })
+    }
+
+    fn compile_here(
         text: &str,
         path: &Path,
         file: &rules_file::RulesFile,
@@ -375,6 +404,10 @@ fn compile_rule(
         return None;
     }
     let when = spec.when.value.as_str();
+    if let Some((offset, problem)) = depth::source_nesting(when) {
+        diagnostics.push(located.diagnostic(Severity::Error, Some(offset), problem));
+        return None;
+    }
     let (mut expr, info) = match functions::parser(env).parse_with_source_info(when) {
         Ok(parsed) => parsed,
         Err(errors) => {
@@ -397,6 +430,10 @@ fn compile_rule(
     }
     rename_matches(&mut expr);
     flatten_fields(&mut expr, &mut Vec::new());
+    if let Some(problem) = depth::Depth::of(&expr).problem() {
+        diagnostics.push(located.diagnostic(Severity::Error, Some(0), problem));
+        return None;
+    }
     Some(Compiled {
         rule: Rule {
             name: Arc::from(spec.name.value.as_str()),
