@@ -217,12 +217,15 @@ impl Policy {
 
     /// Decides with the rules at `positions` (ascending, so in file
     /// order): the deny rules, then the allow rules, then the grant.
-    fn decide(&self, input: Input<'_>, positions: impl Iterator<Item = u32> + Clone) -> Decision {
+    fn decide(&self, input: Input<'_>, positions: impl Iterator<Item = u32>) -> Decision {
         let activation = activation::Activation::new(input);
         let mut ctx = self.root.new_inner_scope();
         ctx.set_variable_resolver(&activation);
         let mut errors = Vec::new();
-        let rules = positions.filter_map(|i| self.rules.get(i as usize));
+        // Walked twice (deny rules, then allow rules): merged once, on the
+        // stack for the handful of candidates an indexed policy leaves.
+        let positions: smallvec::SmallVec<[u32; 16]> = positions.collect();
+        let rules = positions.iter().filter_map(|&i| self.rules.get(i as usize));
         for rule in rules.clone().filter(|r| r.effect == Effect::Deny) {
             let reason = match evaluate_rule(rule, &ctx) {
                 RuleResult::NoMatch => continue,
