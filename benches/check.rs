@@ -216,13 +216,7 @@ fn bench_rule_count(c: &mut Criterion) {
         let request = check::request("", "GET", "/v1/orders", &[]);
         let attrs = celador::edge::request::attributes(&request).unwrap();
         let now = SystemTime::now();
-        let svid = X509Svid {
-            id: SpiffeId::parse(&caller).unwrap(),
-            not_before: now,
-            not_after: now,
-            chain_not_after: now,
-            certificate: Default::default(),
-        };
+        let svid = svid_of(&caller, now);
         let workload = Workload::default();
         let input = Input {
             source: Some(&svid),
@@ -327,13 +321,7 @@ fn bench_kubernetes(c: &mut Criterion) {
     );
     let attrs = celador::edge::request::attributes(&request).unwrap();
     let now = SystemTime::now();
-    let svid = X509Svid {
-        id: SpiffeId::parse("spiffe://example.org/ns/a/sa/b").unwrap(),
-        not_before: now,
-        not_after: now,
-        chain_not_after: now,
-        certificate: Default::default(),
-    };
+    let svid = svid_of("spiffe://example.org/ns/a/sa/b", now);
     let workload = Workload::default();
     let input = Input {
         source: Some(&svid),
@@ -361,3 +349,14 @@ fn bench_kubernetes(c: &mut Criterion) {
 
 criterion_group!(benches, bench_check, bench_rule_count, bench_kubernetes);
 criterion_main!(benches);
+
+/// An X.509-SVID of `id`, verified as of `now`, as the engine sees one.
+fn svid_of(id: &str, now: SystemTime) -> X509Svid {
+    X509Svid {
+        id: SpiffeId::parse(id).unwrap(),
+        not_before: now,
+        not_after: now,
+        chain_not_after: now,
+        certificate: Default::default(),
+    }
+}
