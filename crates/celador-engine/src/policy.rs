@@ -156,14 +156,14 @@ impl Policy {
     /// (`input.grant`) allows when no allow rule does.
     pub fn evaluate(&self, input: Input<'_>) -> Decision {
         // Only the rules the index cannot rule out, in file order.
-        self.decide(input, self.enforced.candidates(&input))
+        self.decide(input, &self.enforced.candidates(&input))
     }
 
     /// What [`Policy::evaluate`] would decide if the rules in
     /// `mode: shadow` were enforced too; `None` when there are none.
     pub(crate) fn evaluate_shadow(&self, input: Input<'_>) -> Option<Decision> {
         let index = self.with_shadow.as_ref()?;
-        Some(self.decide(input, index.candidates(&input)))
+        Some(self.decide(input, &index.candidates(&input)))
     }
 
     /// The first rule named `name`: a lookup, not a scan, on every check's
@@ -201,7 +201,7 @@ impl Policy {
             .filter(|(_, r)| shadow || r.mode == Mode::Enforce)
             .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
             .collect();
-        self.decide(input, positions.into_iter())
+        self.decide(input, &positions)
     }
 
     /// Appends to a decision cache key the values of the bounded clock
@@ -217,14 +217,11 @@ impl Policy {
 
     /// Decides with the rules at `positions` (ascending, so in file
     /// order): the deny rules, then the allow rules, then the grant.
-    fn decide(&self, input: Input<'_>, positions: impl Iterator<Item = u32>) -> Decision {
+    fn decide(&self, input: Input<'_>, positions: &[u32]) -> Decision {
         let activation = activation::Activation::new(input);
         let mut ctx = self.root.new_inner_scope();
         ctx.set_variable_resolver(&activation);
         let mut errors = Vec::new();
-        // Walked twice (deny rules, then allow rules): merged once, on the
-        // stack for the handful of candidates an indexed policy leaves.
-        let positions: smallvec::SmallVec<[u32; 16]> = positions.collect();
         let rules = positions.iter().filter_map(|&i| self.rules.get(i as usize));
         for rule in rules.clone().filter(|r| r.effect == Effect::Deny) {
             let reason = match evaluate_rule(rule, &ctx) {

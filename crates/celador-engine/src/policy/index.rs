@@ -341,10 +341,11 @@ impl RuleIndex {
 
     /// The positions of the rules a check of `input` must evaluate, in
     /// file order: every rule that is not certain to evaluate to `false`.
-    /// Allocates nothing (for up to [`LISTS`] lists): the candidates are
-    /// a merge of the index's own sorted lists.
+    /// Allocates nothing when they are in one of the index's own sorted
+    /// lists (borrowed), or number up to [`MERGED`] from several (joined
+    /// and sorted on the stack).
     pub(crate) fn candidates<'a>(&'a self, input: &Input<'_>) -> Candidates<'a> {
-        let mut lists = SmallVec::new();
+        let mut lists: SmallVec<[&[u32]; LISTS]> = SmallVec::new();
         lists.push(self.unfiled.as_slice());
         for (attr, dimension) in &self.dimensions {
             let Some(value) = attr.value(input) else {
@@ -370,7 +371,21 @@ impl RuleIndex {
             }
         }
         lists.retain(|list: &mut &[u32]| !list.is_empty());
-        Candidates { lists, last: None }
+        match lists.as_slice() {
+            [] => Candidates::One(&[]),
+            [one] => Candidates::One(one),
+            several => {
+                // A handful of short lists: joining and sorting them costs
+                // less than merging them, head by head (measured in
+                // BENCHMARKS.md, issue 24).
+                let mut merged: SmallVec<[u32; MERGED]> =
+                    several.iter().flat_map(|list| list.iter().copied()).collect();
+                merged.sort_unstable();
+                // Each rule is filed once, but under `||` in two buckets.
+                merged.dedup();
+                Candidates::Merged(merged)
+            }
+        }
     }
 
     /// How many rules are filed under a pin (the rest run on every check).
@@ -388,39 +403,32 @@ fn keys<'e>(pin: &Pin<'e>) -> impl Iterator<Item = (Attr, bool, &'e str)> {
     values.iter().map(move |v| (attr, prefix, *v))
 }
 
-/// How many sorted lists a check merges without allocating: the rules
+/// How many sorted lists a check gathers without allocating: the rules
 /// filed under no pin, and per attribute one equality bucket and a prefix
 /// bucket per prefix length that matches.
 const LISTS: usize = 8;
 
-/// The candidates of one check, in file order: a merge of sorted lists of
-/// rule positions (each rule is in at most one of them; a repeat would be
-/// skipped). Cloning it restarts nothing: a clone yields what is left.
+/// How many candidates from several lists a check holds without
+/// allocating.
+const MERGED: usize = 16;
+
+/// The candidates of one check, in file order, each once: one of the
+/// index's lists as it is, or several joined.
 #[derive(Debug, Clone)]
-pub(crate) struct Candidates<'a> {
-    lists: SmallVec<[&'a [u32]; LISTS]>,
-    last: Option<u32>,
+pub(crate) enum Candidates<'a> {
+    /// All of them are in one list of the index.
+    One(&'a [u32]),
+    /// From several lists, sorted and without repeats.
+    Merged(SmallVec<[u32; MERGED]>),
 }
 
-impl Iterator for Candidates<'_> {
-    type Item = u32;
+impl std::ops::Deref for Candidates<'_> {
+    type Target = [u32];
 
-    fn next(&mut self) -> Option<u32> {
-        loop {
-            // A few lists: a scan for the smallest head beats a heap.
-            let (i, head) = self
-                .lists
-                .iter()
-                .enumerate()
-                .filter_map(|(i, list)| list.first().map(|&head| (i, head)))
-                .min_by_key(|&(_, head)| head)?;
-            if let Some(list) = self.lists.get_mut(i) {
-                *list = list.get(1..).unwrap_or_default();
-            }
-            if self.last != Some(head) {
-                self.last = Some(head);
-                return Some(head);
-            }
+    fn deref(&self) -> &[u32] {
+        match self {
+            Candidates::One(list) => list,
+            Candidates::Merged(merged) => merged,
         }
     }
 }
