@@ -12,102 +12,31 @@
 mod check;
 #[path = "../tests/support/pki.rs"]
 mod pki;
+#[path = "support/setup.rs"]
+mod setup;
 
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use celador::edge::response::{AnswerSettings, HeaderValueSource};
 use celador::edge::{EdgeSettings, ExtAuthz};
 use celador::engine::cache::DecisionCacheSettings;
 use celador::engine::identity::bundle::{TrustBundles, parse_pem};
-use celador::engine::identity::verified::CacheSettings;
-use celador::engine::identity::{SpiffeId, X509Svid};
 use celador::engine::policy::{Input, Policy};
 use celador::engine::workload::Workload;
 use celador::engine::{Engine, EngineSettings};
-use celador::sources::fleet::signals::FleetCounts;
 use celador::store::Store;
 use criterion::{Criterion, criterion_group, criterion_main};
-
-const POLICY: &str = r#"
-rules:
-  - name: payments-full-access
-    effect: allow
-    when: source.id == "spiffe://example.org/ns/payments/sa/api"
-  - name: exporter-read-only
-    effect: allow
-    when: >
-      source.id == "spiffe://example.org/ns/batch/sa/exporter" &&
-      request.method == "GET" && request.path.startsWith("/export/")
-  - name: admin-closed
-    effect: deny
-    when: request.path.matches("^/admin(/|$)")
-"#;
-
-/// An authorizer with `cache_entries` verified SVIDs cached, and decisions
-/// cached for `decision_ttl` (zero: every check evaluates the rules).
-fn authorizer(ca: &pki::Ca, cache_entries: u64, decision_ttl: Duration) -> ExtAuthz {
-    authorizer_with(ca, cache_entries, decision_ttl, false)
-}
-
-/// [`authorizer`], also counting every caller for the fleet (as with a
-/// governance store and `signals_interval` on) when `fleet` is set.
-fn authorizer_with(
-    ca: &pki::Ca,
-    cache_entries: u64,
-    decision_ttl: Duration,
-    fleet: bool,
-) -> ExtAuthz {
-    let policy = Policy::parse(POLICY, Path::new("bench.yaml")).unwrap();
-    let bundle = parse_pem(ca.pem.as_bytes(), Path::new("bench.pem")).unwrap();
-    let bundles = TrustBundles::from_domains([("example.org".to_owned(), bundle)]);
-    let engine = Engine::new(
-        Workload::default(),
-        EngineSettings {
-            svid_cache: CacheSettings {
-                max_entries: cache_entries,
-                max_ttl: Duration::from_secs(300),
-            },
-            decision_cache: DecisionCacheSettings {
-                ttl: decision_ttl,
-                ..DecisionCacheSettings::default()
-            },
-            ..EngineSettings::default()
-        },
-    );
-    let engine = match fleet {
-        true => engine.with_fleet(FleetCounts::new(10_000)),
-        false => engine,
-    };
-    ExtAuthz::new(
-        engine,
-        Store::fixed(Arc::new(policy), bundles),
-        EdgeSettings {
-            answers: AnswerSettings {
-                upstream_headers: vec![("x-spiffe-id".into(), HeaderValueSource::SourceId)],
-                ..AnswerSettings::default()
-            },
-            audit_headers: vec!["user-agent".into()],
-            ..EdgeSettings::default()
-        },
-    )
-}
+use setup::{KUBERNETES, authorizer, authorizer_with, svid_of};
 
 fn bench_check(c: &mut Criterion) {
     let ca = pki::Ca::root("example.org");
-    let exporter = ca
-        .svid("spiffe://example.org/ns/batch/sa/exporter")
-        .envoy_encoded();
-    let headers = [
-        ("user-agent", "bench/1.0"),
-        ("accept", "*/*"),
-        ("x-request-id", "r-1"),
-    ];
-    let allowed_req = check::request(&exporter, "GET", "/export/daily.csv?day=1", &headers);
-    let denied_req = check::request(&exporter, "POST", "/export/daily.csv", &headers);
-    let admin_req = check::request(&exporter, "GET", "/admin/users", &headers);
+    let setup::Requests {
+        allowed: allowed_req,
+        denied: denied_req,
+        admin: admin_req,
+    } = setup::requests(&ca);
 
     let cached = authorizer(&ca, 10_000, Duration::ZERO);
     let uncached = authorizer(&ca, 0, Duration::ZERO);
@@ -271,54 +200,9 @@ fn bench_rule_count(c: &mut Criterion) {
     group.finish();
 }
 
-/// Conditions of the Kubernetes libraries, with literals (parsed at load)
-/// and a value read from the request, each the one allow rule of a policy;
-/// `string_equals` is the floor. A condition the build cannot load is
-/// skipped, so that an older build runs the same benchmark.
-const KUBERNETES: &[(&str, &str)] = &[
-    (
-        "string_equals",
-        r#"request.headers["x-real-ip"] == "10.1.2.3""#,
-    ),
-    (
-        "in_cidr_literal",
-        r#"request.headers["x-real-ip"].inCidr(["192.168.0.0/16", "10.0.0.0/8"])"#,
-    ),
-    (
-        "cidr_contains_ip",
-        r#"cidr("10.0.0.0/8").containsIP(ip(request.headers["x-real-ip"]))"#,
-    ),
-    (
-        "cidr_contains_ip_literal",
-        r#"cidr("10.0.0.0/8").containsIP("10.1.2.3") && request.headers["x-real-ip"] != """#,
-    ),
-    (
-        "ip_literal_methods",
-        r#"ip("10.1.2.3").isGlobalUnicast() && ip(request.headers["x-real-ip"]) == ip("10.1.2.3")"#,
-    ),
-    (
-        "url",
-        r#"url(request.headers["x-callback"]).getHostname() == url("https://hooks.example.org/a").getHostname()"#,
-    ),
-    (
-        "two_variable_exists",
-        r#"request.headers.exists(k, v, k == "x-real-ip" && v == "10.1.2.3")"#,
-    ),
-];
-
 /// The rules alone (no identity, no answer) for each of [`KUBERNETES`].
 fn bench_kubernetes(c: &mut Criterion) {
-    let request = check::request(
-        "",
-        "GET",
-        "/v1/orders",
-        &[
-            ("x-real-ip", "10.1.2.3"),
-            ("x-callback", "https://hooks.example.org/b?x=1"),
-            ("user-agent", "bench/1.0"),
-            ("accept", "*/*"),
-        ],
-    );
+    let request = setup::kubernetes_request();
     let attrs = celador::edge::request::attributes(&request).unwrap();
     let now = SystemTime::now();
     let svid = svid_of("spiffe://example.org/ns/a/sa/b", now);
@@ -349,14 +233,3 @@ fn bench_kubernetes(c: &mut Criterion) {
 
 criterion_group!(benches, bench_check, bench_rule_count, bench_kubernetes);
 criterion_main!(benches);
-
-/// An X.509-SVID of `id`, verified as of `now`, as the engine sees one.
-fn svid_of(id: &str, now: SystemTime) -> X509Svid {
-    X509Svid {
-        id: SpiffeId::parse(id).unwrap(),
-        not_before: now,
-        not_after: now,
-        chain_not_after: now,
-        certificate: Default::default(),
-    }
-}
