@@ -378,8 +378,10 @@ impl RuleIndex {
                 // A handful of short lists: joining and sorting them costs
                 // less than merging them, head by head (measured in
                 // BENCHMARKS.md, issue 24).
-                let mut merged: SmallVec<[u32; MERGED]> =
-                    several.iter().flat_map(|list| list.iter().copied()).collect();
+                let mut merged: SmallVec<[u32; MERGED]> = several
+                    .iter()
+                    .flat_map(|list| list.iter().copied())
+                    .collect();
                 merged.sort_unstable();
                 // Each rule is filed once, but under `||` in two buckets.
                 merged.dedup();
