@@ -16,7 +16,13 @@
 //! * it is a query parameter's value, unless `audit.query_params` (or
 //!   `--show-query-param`) names the parameter: in the request's query, and
 //!   in the query (or fragment) of a URL or path a header holds (`:path`,
-//!   `referer`, `location`, ...; see [`Redaction::header_value`]);
+//!   `referer`, `location`, ..., and every URL inside any header's value;
+//!   see [`Redaction::header_value`]);
+//! * it is a path parameter's value (`/app;jsessionid=…/x`) whose name is a
+//!   credential's, in the request's path and every URL's
+//!   ([`path_parameters`]);
+//! * it stands alone where a query name or a path parameter goes and looks
+//!   like a secret (`?0123…abcdef`; see [`looks_secret`]);
 //! * it looks like a credential wherever it is ([`is_secret_value`]): it
 //!   starts with an HTTP authentication scheme ([`AUTH_SCHEMES`]), or holds
 //!   a compact JWS/JWE (`eyJ…` segments whose first decodes to a JSON
@@ -275,7 +281,11 @@ impl Redaction {
     /// one), and any other value that parses as an absolute URL
     /// (`scheme://…`) or an origin-form path (`/…`) without spaces: a list
     /// of names is never complete (proxies and applications forward the
-    /// original URL under names of their own).
+    /// original URL under names of their own). In any other value, every
+    /// `scheme://…` URL and every `<…>` target inside it is one
+    /// ([`next_url`]: `link: <https://…?token=…>; rel="next"`,
+    /// `refresh: 0; url=…`), the rest of the value kept as it is. A URL's
+    /// path parameters are shown by [`path_parameters`].
     ///
     /// A URL's user information (`https://user:password@host/`) is shown
     /// as [`REDACTED`] too ([`without_userinfo`]), and a header's name is
