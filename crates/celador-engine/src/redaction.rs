@@ -702,6 +702,7 @@ pub fn without_userinfo(text: &str) -> Cow<'_, str> {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
+    let mut changed = false;
     let mut rest = text;
     while let Some(at) = rest.find("://") {
         let (head, tail) = rest.split_at(at + 3);
@@ -718,10 +719,14 @@ pub fn without_userinfo(text: &str) -> Cow<'_, str> {
             Some(user_end) => {
                 out.push_str(REDACTED);
                 out.push_str(authority.get(user_end..).unwrap_or_default());
+                changed = true;
             }
             None => out.push_str(authority),
         }
         rest = after;
+    }
+    if !changed {
+        return Cow::Borrowed(text);
     }
     out.push_str(rest);
     Cow::Owned(out)
@@ -1054,6 +1059,11 @@ mod tests {
             without_userinfo("mail: ops@example.org"),
             "mail: ops@example.org"
         );
+        // Nothing to hide: nothing copied.
+        assert!(matches!(
+            without_userinfo("see redis://h:1/0 or ops@example.org"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
@@ -1405,6 +1415,44 @@ mod tests {
                 shown.len() <= value.len() + markers * REDACTED_IN_QUERY.len(),
                 "{value} -> {shown}"
             );
+        }
+    }
+
+    /// Every value of up to four characters from the bytes the redaction
+    /// acts on: no panic, a value with nothing to hide is returned as it
+    /// is (borrowed), and a redacted one grows only by its markers.
+    #[test]
+    fn odd_values_never_panic_nor_grow_but_by_their_markers() {
+        let r = Redaction::default();
+        let alphabet = [
+            ";", "=", "?", "&", "#", "@", "<", ">", ":", "/", "a", "\u{e9}", " ", ",",
+        ];
+        let mut values = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = values
+                .iter()
+                .filter(|v| v.chars().count() == values.last().map_or(0, |l| l.chars().count()))
+                .flat_map(|v| alphabet.iter().map(move |c| format!("{v}{c}")))
+                .collect();
+            values.extend(longer);
+        }
+        let grown = |value: &str, shown: &str| {
+            let markers = shown.matches(REDACTED_IN_QUERY).count() * REDACTED_IN_QUERY.len()
+                + shown.matches(REDACTED).count() * REDACTED.len();
+            shown.len() <= value.len() + markers
+        };
+        for value in &values {
+            for shown in [
+                r.header("x-note", value),
+                r.header(":path", value),
+                r.path(value),
+            ] {
+                assert!(grown(value, &shown), "{value:?} -> {shown:?}");
+                if shown == value.as_str() {
+                    assert!(matches!(shown, Cow::Borrowed(_)), "{value:?}");
+                }
+            }
+            assert!(grown(value, &r.query(value)), "{value:?}");
         }
     }
 
