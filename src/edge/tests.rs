@@ -939,7 +939,9 @@ fn path_parameters_bare_query_items_and_urls_inside_header_values_never_reach_a_
         .with_simple_exporter(spans.clone())
         .build();
     raw.set_tracing(trace::Tracing::new(provider.tracer("celador")));
-    let path = format!("/app;jsessionid={session}/x;v=1?{key}&debug");
+    // A dot segment: the ambiguous path's record has a `raw_path` too.
+    let raw_path = format!("/app;jsessionid={session}/x/./y;v=1");
+    let path = format!("{raw_path}?{key}&debug");
     let headers = [
         (":path", path.as_str()),
         (
@@ -955,9 +957,21 @@ fn path_parameters_bare_query_items_and_urls_inside_header_values_never_reach_a_
         assert!(!check::allowed(&ambiguous.check(&request).unwrap()));
     });
     assert_eq!(records.len(), 2, "{records:?}");
-    let shown_path = "/app;jsessionid=%3Credacted%3E/x;v=1";
+    let shown_path = "/app;jsessionid=%3Credacted%3E/x/./y;v=1";
+    assert_eq!(records[0]["path"], shown_path, "{}", records[0]);
+    // Denied as ambiguous: the canonical path and the raw one, both shown.
+    assert_eq!(records[1]["reason"], "invalid_path", "{}", records[1]);
+    assert_eq!(records[1]["raw_path"], shown_path, "{}", records[1]);
+    let canonical = crate::engine::request_path::canonicalize(&raw_path).path;
+    assert_ne!(canonical, raw_path);
+    assert!(canonical.contains(session));
+    assert_eq!(
+        records[1]["path"],
+        crate::engine::redaction::path(&canonical).as_ref(),
+        "{}",
+        records[1]
+    );
     for record in &records {
-        assert_eq!(record["path"], shown_path, "{record}");
         let headers = &record["headers"];
         assert_eq!(
             headers["link"],
@@ -983,8 +997,6 @@ fn path_parameters_bare_query_items_and_urls_inside_header_values_never_reach_a_
     assert_eq!(read["request.raw_path"], shown_path, "{read}");
     assert_eq!(read["request.query"]["debug"], "<redacted>", "{read}");
     assert!(read["request.query"].get(key).is_none(), "{read}");
-    // Denied as ambiguous: the canonical path and the raw one, both shown.
-    assert_eq!(records[1]["reason"], "invalid_path", "{}", records[1]);
     let spans = format!("{:?}", spans.0.lock().unwrap());
     assert!(spans.contains(shown_path), "{spans}");
     let text = format!("{records:?}{spans}");
