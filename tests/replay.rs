@@ -864,7 +864,7 @@ async fn a_query_in_a_url_valued_header_never_reaches_a_record() {
     let config = write(
         dir.path(),
         "celador.yaml",
-        "listen: 127.0.0.1:0\npolicy: ledger.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\nworker_threads: 1\naudit:\n  headers: [referer, x-forwarded-uri]\n  query_params: [page]\n  record: all\nlog:\n  format: json\n",
+        "listen: 127.0.0.1:0\npolicy: ledger.yaml\ntrust_domains:\n  example.org:\n    bundle: example.org.pem\nworker_threads: 1\naudit:\n  headers: [referer, x-forwarded-uri, link]\n  query_params: [page]\n  record: all\nlog:\n  format: json\n",
     );
     let celador = support::celador::Celador::start(Path::new(&config));
     let mut client = AuthorizationClient::connect(format!("http://{}", celador.addr))
@@ -874,6 +874,10 @@ async fn a_query_in_a_url_valued_header_never_reaches_a_record() {
         (":path", "/export/daily.csv?token=s3cr3t-path"),
         ("referer", "https://app/cb?code=s3cr3t-referer&page=2"),
         ("x-forwarded-uri", "/reset?t=s3cr3t-uri"),
+        (
+            "link",
+            "<https://app/items;jsessionid=s3cr3t-session?page=2&token=s3cr3t-link>; rel=\"next\"",
+        ),
         ("x-tenant", "acme"),
     ];
     let exporter = ca.svid(EXPORTER).envoy_encoded();
@@ -896,6 +900,12 @@ async fn a_query_in_a_url_valued_header_never_reaches_a_record() {
     assert_eq!(record["headers"]["referer"], shown_referer, "{record}");
     assert_eq!(
         record["headers"]["x-forwarded-uri"], "/reset?t=%3Credacted%3E",
+        "{record}"
+    );
+    // A URL inside a value, its path parameters too.
+    assert_eq!(
+        record["headers"]["link"],
+        "<https://app/items;jsessionid=%3Credacted%3E?page=2&token=%3Credacted%3E>; rel=\"next\"",
         "{record}"
     );
     let read = &record["read"]["request.headers"];

@@ -106,6 +106,44 @@ mod tests {
         assert_eq!(after.header("authorization"), Some("Bearer abc.def.ghi"));
     }
 
+    /// The capture file shows the path, the query and the headers as audit
+    /// records do: a credential path parameter, a secret-shaped bare query
+    /// item and a URL inside a header's value are redacted.
+    #[test]
+    fn path_parameters_bare_query_items_and_urls_inside_headers_are_redacted() {
+        let mut check = request();
+        let http = check
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+            .unwrap();
+        http.path = "/app;jsessionid=0123456789ABCDEF0123456789ABCDEF/x?0123456789abcdef0123456789abcdef&debug".to_owned();
+        http.headers.insert(
+            "link".to_owned(),
+            "<https://api.example.org/items?page=2&token=s3cr3t>; rel=\"next\"".to_owned(),
+        );
+        let written = to_json(
+            &check,
+            Some(&Redaction::new(Vec::new(), ["page".to_owned()])),
+        )
+        .unwrap();
+        let text = written.to_string();
+        assert!(
+            !text.contains("s3cr3t") && !text.contains("0123456789"),
+            "{text}"
+        );
+        let http = &written["attributes"]["request"]["http"];
+        assert_eq!(
+            http["path"],
+            "/app;jsessionid=%3Credacted%3E/x?%3Credacted%3E&debug"
+        );
+        assert_eq!(
+            http["headers"]["link"],
+            "<https://api.example.org/items?page=2&token=%3Credacted%3E>; rel=\"next\""
+        );
+    }
+
     #[test]
     fn credentials_are_redacted_unless_asked_for() {
         let written = to_json(&request(), Some(&Redaction::default())).unwrap();

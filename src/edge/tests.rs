@@ -905,4 +905,104 @@ fn no_secret_of_the_request_reaches_the_record_the_explanation_the_span_or_the_l
     }
 }
 
+/// The redaction's path parameters, bare query items and URLs inside a
+/// header's value: none reaches the record (`path`, `raw_path`, `headers`,
+/// `read`) or the span, and the values around them are kept.
+#[test]
+fn path_parameters_bare_query_items_and_urls_inside_header_values_never_reach_a_record() {
+    use crate::engine::request_path::PathMode;
+    use opentelemetry::trace::TracerProvider as _;
+    let f = Fixture::new();
+    let session = "0123456789ABCDEF0123456789ABCDEF";
+    let key = "0123456789abcdef0123456789abcdef";
+    let authorizer = |paths| {
+        f.deciding_with_settings(
+            r#"rules:
+  - name: reads-all
+    effect: allow
+    when: request.headers.exists(k, k == "x-never") || request.path == "/never" || request.raw_path == "/never" || request.query_all.exists(k, k == "x")
+"#,
+            EngineSettings {
+                redaction: Redaction::new(Vec::new(), ["page".to_owned()]),
+                ..EngineSettings::default()
+            },
+            EdgeSettings {
+                audit_headers: vec!["link".into(), "refresh".into(), "x-original-url".into()],
+                paths,
+                ..EdgeSettings::default()
+            },
+        )
+    };
+    let (raw, ambiguous) = (authorizer(PathMode::Raw), authorizer(PathMode::default()));
+    let spans = Spans::default();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(spans.clone())
+        .build();
+    raw.set_tracing(trace::Tracing::new(provider.tracer("celador")));
+    // A dot segment: the ambiguous path's record has a `raw_path` too.
+    let raw_path = format!("/app;jsessionid={session}/x/./y;v=1");
+    let path = format!("{raw_path}?{key}&debug");
+    let headers = [
+        (":path", path.as_str()),
+        (
+            "link",
+            "<https://api.example.org/items?page=2&token=s3cr3t-link>; rel=\"next\"",
+        ),
+        ("refresh", "0; url=https://app/cb?code=s3cr3t-refresh"),
+        ("x-original-url", "/a;token=s3cr3t-url;v=1"),
+    ];
+    let request = check::request(&f.cert(), "GET", &path, &headers);
+    let records = audited(|| {
+        assert!(!check::allowed(&raw.check(&request).unwrap()));
+        assert!(!check::allowed(&ambiguous.check(&request).unwrap()));
+    });
+    assert_eq!(records.len(), 2, "{records:?}");
+    let shown_path = "/app;jsessionid=%3Credacted%3E/x/./y;v=1";
+    assert_eq!(records[0]["path"], shown_path, "{}", records[0]);
+    // Denied as ambiguous: the canonical path and the raw one, both shown.
+    assert_eq!(records[1]["reason"], "invalid_path", "{}", records[1]);
+    assert_eq!(records[1]["raw_path"], shown_path, "{}", records[1]);
+    let canonical = crate::engine::request_path::canonicalize(&raw_path).path;
+    assert_ne!(canonical, raw_path);
+    assert!(canonical.contains(session));
+    assert_eq!(
+        records[1]["path"],
+        crate::engine::redaction::path(&canonical).as_ref(),
+        "{}",
+        records[1]
+    );
+    for record in &records {
+        let headers = &record["headers"];
+        assert_eq!(
+            headers["link"],
+            "<https://api.example.org/items?page=2&token=%3Credacted%3E>; rel=\"next\"",
+            "{record}"
+        );
+        assert_eq!(
+            headers["refresh"], "0; url=https://app/cb?code=%3Credacted%3E",
+            "{record}"
+        );
+        assert_eq!(
+            headers["x-original-url"], "/a;token=%3Credacted%3E;v=1",
+            "{record}"
+        );
+    }
+    let read = &records[0]["read"];
+    assert_eq!(read["request.path"], shown_path, "{read}");
+    assert_eq!(
+        read["request.headers"][":path"],
+        format!("{shown_path}?%3Credacted%3E&debug"),
+        "{read}"
+    );
+    assert_eq!(read["request.raw_path"], shown_path, "{read}");
+    assert_eq!(read["request.query"]["debug"], "<redacted>", "{read}");
+    assert!(read["request.query"].get(key).is_none(), "{read}");
+    let spans = format!("{:?}", spans.0.lock().unwrap());
+    assert!(spans.contains(shown_path), "{spans}");
+    let text = format!("{records:?}{spans}");
+    for secret in [session, key, "s3cr3t"] {
+        assert!(!text.contains(secret), "{secret}: {text}");
+    }
+}
+
 mod requests;

@@ -56,7 +56,7 @@ impl Tracing {
             KeyValue::new("celador.enforced", enforced),
             KeyValue::new("celador.cache_hit", decision.from_cache),
             KeyValue::new("http.request.method", attrs.method.to_owned()),
-            KeyValue::new("url.path", redaction.text(&attrs.path).into_owned()),
+            KeyValue::new("url.path", redaction.path(&attrs.path).into_owned()),
         ];
         if let Some(rule) = &decision.rule {
             attributes.push(KeyValue::new("celador.rule", rule.to_string()));

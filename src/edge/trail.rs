@@ -305,8 +305,8 @@ impl<'a> Trail<'a> {
                 o.raw("token.claims", claims.as_deref().unwrap_or("null"));
             }
             Part::Method => o.str("request.method", attrs.method),
-            Part::Path => o.str("request.path", &redaction.text(&attrs.path)),
-            Part::RawPath => o.str("request.raw_path", &redaction.text(attrs.raw_path)),
+            Part::Path => o.str("request.path", &redaction.path(&attrs.path)),
+            Part::RawPath => o.str("request.raw_path", &redaction.path(attrs.raw_path)),
             Part::Host => o.str("request.host", &redaction.text(attrs.host)),
             Part::Scheme => o.str("request.scheme", attrs.scheme),
             Part::Protocol => o.str("request.protocol", attrs.protocol),

@@ -16,7 +16,13 @@
 //! * it is a query parameter's value, unless `audit.query_params` (or
 //!   `--show-query-param`) names the parameter: in the request's query, and
 //!   in the query (or fragment) of a URL or path a header holds (`:path`,
-//!   `referer`, `location`, ...; see [`Redaction::header_value`]);
+//!   `referer`, `location`, ..., and every URL inside any header's value;
+//!   see [`Redaction::header_value`]);
+//! * it is a path parameter's value (`/app;jsessionid=…/x`) whose name is a
+//!   credential's, in the request's path and every URL's
+//!   ([`path_parameters`]);
+//! * it stands alone where a query name or a path parameter goes and looks
+//!   like a secret (`?0123…abcdef`; see [`looks_secret`]);
 //! * it looks like a credential wherever it is ([`is_secret_value`]): it
 //!   starts with an HTTP authentication scheme ([`AUTH_SCHEMES`]), or holds
 //!   a compact JWS/JWE (`eyJ…` segments whose first decodes to a JSON
@@ -275,7 +281,11 @@ impl Redaction {
     /// one), and any other value that parses as an absolute URL
     /// (`scheme://…`) or an origin-form path (`/…`) without spaces: a list
     /// of names is never complete (proxies and applications forward the
-    /// original URL under names of their own).
+    /// original URL under names of their own). In any other value, every
+    /// `scheme://…` URL and every `<…>` target inside it is one
+    /// ([`next_url`]: `link: <https://…?token=…>; rel="next"`,
+    /// `refresh: 0; url=…`), the rest of the value kept as it is. A URL's
+    /// path parameters are shown by [`path_parameters`].
     ///
     /// A URL's user information (`https://user:password@host/`) is shown
     /// as [`REDACTED`] too ([`without_userinfo`]), and a header's name is
@@ -285,27 +295,64 @@ impl Redaction {
         if is_secret_value(value) {
             return Cow::Borrowed(REDACTED);
         }
-        // Most values hold neither a query, a fragment nor user
-        // information: one pass over their bytes, on every audit record.
-        if !value.bytes().any(|b| matches!(b, b'?' | b'#' | b'@')) {
+        // Most values hold neither a query, a fragment, user information
+        // nor a path parameter: one pass over their bytes, on every audit
+        // record.
+        if !value
+            .bytes()
+            .any(|b| matches!(b, b'?' | b'#' | b'@' | b';'))
+        {
             return Cow::Borrowed(value);
         }
-        match without_userinfo(value) {
-            Cow::Borrowed(value) => self.url_query(name, value),
-            Cow::Owned(value) => Cow::Owned(self.url_query(name, &value).into_owned()),
+        // User information last: its `<redacted>` would end a URL.
+        match self.urls(name, value) {
+            Cow::Borrowed(value) => without_userinfo(value),
+            Cow::Owned(value) => Cow::Owned(without_userinfo(&value).into_owned()),
         }
     }
 
-    /// [`Redaction::header_value`]'s query and fragment part.
-    fn url_query<'v>(&self, name: &str, value: &'v str) -> Cow<'v, str> {
-        // Bytes, not characters: both are ASCII, so `at` is a boundary.
-        let Some(at) = value.bytes().position(|b| b == b'?' || b == b'#') else {
-            return Cow::Borrowed(value);
-        };
-        if !URL_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) && !is_url(value) {
-            return Cow::Borrowed(value);
+    /// [`Redaction::header_value`]'s URLs: the whole value when it is one
+    /// ([`URL_HEADERS`], [`is_url`]), else every URL inside it
+    /// ([`next_url`]: `<https://…?token=…>; rel="next"`, `0; url=…`).
+    fn urls<'v>(&self, name: &str, value: &'v str) -> Cow<'v, str> {
+        if URL_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) || is_url(value) {
+            return self.url(value);
         }
+        // Most values with a `;` or `?` hold no URL: nothing is copied
+        // until one needs redacting.
+        let mut shown: Option<String> = None;
+        let mut copied = 0;
+        let mut from = 0;
+        while let Some((start, end)) = next_url(value, from) {
+            let url = value.get(start..end).unwrap_or_default();
+            if let Cow::Owned(url) = self.url(url) {
+                let out = shown.get_or_insert_with(|| String::with_capacity(value.len()));
+                out.push_str(value.get(copied..start).unwrap_or_default());
+                out.push_str(&url);
+                copied = end;
+            }
+            from = end.max(start + 1);
+        }
+        match shown {
+            Some(mut out) => {
+                out.push_str(value.get(copied..).unwrap_or_default());
+                Cow::Owned(out)
+            }
+            None => Cow::Borrowed(value),
+        }
+    }
+
+    /// One URL or path as it may be shown: its path's parameters by
+    /// [`path_parameters`], its query and its fragment as the request's
+    /// query ([`Redaction::query`]).
+    fn url<'v>(&self, value: &'v str) -> Cow<'v, str> {
+        // Bytes, not characters: both are ASCII, so `at` is a boundary.
+        let at = value
+            .bytes()
+            .position(|b| b == b'?' || b == b'#')
+            .unwrap_or(value.len());
         let (base, rest) = value.split_at(at);
+        let base = path_parameters(base);
         let (query, fragment) = match rest.strip_prefix('?') {
             Some(rest) => match rest.split_once('#') {
                 Some((query, fragment)) => (Some(query), Some(fragment)),
@@ -313,7 +360,10 @@ impl Redaction {
             },
             None => (None, rest.strip_prefix('#')),
         };
-        let mut shown = base.to_owned();
+        if query.is_none() && fragment.is_none() {
+            return base;
+        }
+        let mut shown = base.into_owned();
         if let Some(query) = query {
             shown.push('?');
             shown.push_str(&self.query(query));
@@ -374,8 +424,12 @@ impl Redaction {
 
     /// A query parameter's name as it may be shown (a credential can stand
     /// alone in a query: `?eyJ…`).
+    ///
+    /// A name that stands where a credential could (a bare `?0123…` as
+    /// much as `?eyJ…=1`) is one when it looks like one
+    /// ([`looks_secret`]); ordinary flags (`?debug`, `?v2`) are shown.
     pub fn query_name<'n>(&self, name: &'n str) -> &'n str {
-        self.value(name)
+        if looks_secret(name) { REDACTED } else { name }
     }
 
     /// A value of any other kind (a context extension, a key), as it may
@@ -392,6 +446,12 @@ impl Redaction {
     /// it replaced.
     pub fn text<'t>(&self, text: &'t str) -> Cow<'t, str> {
         self::text(text)
+    }
+
+    /// A request's path (without its query) as it may be shown: see
+    /// [`path`].
+    pub fn path<'p>(&self, path: &'p str) -> Cow<'p, str> {
+        self::path(path)
     }
 
     /// A message about `attrs` (a rule's error) with every credential-like
@@ -468,8 +528,8 @@ impl Redaction {
             base: attrs.clone(),
             headers,
             query,
-            path: self.text(&attrs.path).into_owned(),
-            raw_path: self.text(attrs.raw_path).into_owned(),
+            path: self.path(&attrs.path).into_owned(),
+            raw_path: self.path(attrs.raw_path).into_owned(),
             stream_id: self.text(attrs.stream_id).into_owned(),
             context,
         }
@@ -510,6 +570,122 @@ pub fn text(text: &str) -> Cow<'_, str> {
     scrub(text, &[])
 }
 
+/// A request's path (without its query) as it may be shown: its path
+/// parameters by [`path_parameters`], and every credential-like word in
+/// it replaced ([`text`]).
+pub fn path(path: &str) -> Cow<'_, str> {
+    match path_parameters(path) {
+        Cow::Borrowed(path) => text(path),
+        Cow::Owned(path) => Cow::Owned(text(&path).into_owned()),
+    }
+}
+
+/// `path` with the `;name=value` parameters of its segments (RFC 3986
+/// §3.3: `/app;jsessionid=…/x`) shown as a query's are: a value as
+/// [`REDACTED_IN_QUERY`] when its name is a credential's
+/// ([`is_credential_name`]) or it looks like a secret ([`looks_secret`]),
+/// and a name (or a parameter without `=`) that looks like one too. The
+/// path keeps its shape; one without a `;` is returned as it is.
+pub fn path_parameters(path: &str) -> Cow<'_, str> {
+    if !path.contains(';') {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut changed = false;
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let mut params = segment.split(';');
+        out.push_str(params.next().unwrap_or_default());
+        for param in params {
+            out.push(';');
+            let (name, value) = param.split_once('=').unwrap_or((param, ""));
+            let decoded = percent::decode_lossy(name, false);
+            if looks_secret(&decoded) {
+                out.push_str(REDACTED_IN_QUERY);
+                changed = true;
+            } else {
+                out.push_str(name);
+            }
+            if !param.contains('=') {
+                continue;
+            }
+            out.push('=');
+            if !value.is_empty()
+                && (is_credential_name(&decoded)
+                    || looks_secret(&percent::decode_lossy(value, false)))
+            {
+                out.push_str(REDACTED_IN_QUERY);
+                changed = true;
+            } else {
+                out.push_str(value);
+            }
+        }
+    }
+    if changed {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(path)
+    }
+}
+
+/// The next URL in a header's value at or after byte `from`, as byte
+/// offsets: a `scheme://…` one, ending where a reader would end it (at
+/// whitespace, `<`, `>`, `"`, `'`, or a `,` or `;` before a space or at
+/// the end), or the inside of a `<…>` without whitespace (a link's
+/// target, relative or not). Hand-written: a URL parser finds no URL
+/// inside text, and this runs on header values.
+fn next_url(value: &str, from: usize) -> Option<(usize, usize)> {
+    let bytes = value.as_bytes();
+    let mut at = from;
+    loop {
+        let i = at
+            + bytes
+                .get(at..)?
+                .iter()
+                .position(|b| matches!(b, b'<' | b':'))?;
+        at = i + 1;
+        if bytes.get(i) == Some(&b'<') {
+            let inner = bytes.get(at..)?;
+            let len = inner
+                .iter()
+                .position(|b| *b == b'>' || *b == b'<' || *b <= b' ' || *b == 0x7f)?;
+            if len > 0 && inner.get(len) == Some(&b'>') {
+                return Some((at, at + len));
+            }
+            continue;
+        }
+        if bytes.get(i..i + 3) != Some(b"://".as_slice()) {
+            continue;
+        }
+        // The scheme: letters, digits, `+`, `-` and `.`, from a letter.
+        let scheme_byte = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.');
+        let head = bytes.get(from..i)?;
+        let len = head.iter().rev().take_while(|b| scheme_byte(b)).count();
+        let skip = head
+            .get(head.len() - len..)?
+            .iter()
+            .take_while(|b| !b.is_ascii_alphabetic())
+            .count();
+        let start = i - len + skip;
+        if start == i {
+            continue;
+        }
+        let tail = bytes.get(i..)?;
+        let end = tail
+            .iter()
+            .enumerate()
+            .position(|(k, b)| match b {
+                b'<' | b'>' | b'"' | b'\'' | 0x7f => true,
+                b',' | b';' => tail.get(k + 1).is_none_or(|next| *next == b' '),
+                b => *b <= b' ',
+            })
+            .map_or(bytes.len(), |k| i + k);
+        return Some((start, end));
+    }
+}
+
 /// Whether the header `name` (lowercase) carries credentials whatever the
 /// config says: one of [`CREDENTIAL_HEADERS`], or a credential word in its
 /// name ([`is_credential_name`]).
@@ -526,6 +702,7 @@ pub fn without_userinfo(text: &str) -> Cow<'_, str> {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
+    let mut changed = false;
     let mut rest = text;
     while let Some(at) = rest.find("://") {
         let (head, tail) = rest.split_at(at + 3);
@@ -542,10 +719,14 @@ pub fn without_userinfo(text: &str) -> Cow<'_, str> {
             Some(user_end) => {
                 out.push_str(REDACTED);
                 out.push_str(authority.get(user_end..).unwrap_or_default());
+                changed = true;
             }
             None => out.push_str(authority),
         }
         rest = after;
+    }
+    if !changed {
+        return Cow::Borrowed(text);
     }
     out.push_str(rest);
     Cow::Owned(out)
@@ -600,6 +781,37 @@ pub fn is_credential_name(name: &str) -> bool {
 pub fn is_secret_value(value: &str) -> bool {
     may_hold_secret(value)
         && (starts_with_scheme(value) || words(value).any(|(_, word)| is_secret_word(word)))
+}
+
+/// Whether a word standing alone where a name or a value goes (a bare
+/// query item `?…`, a path parameter) looks like a secret: it does by
+/// [`is_secret_value`], or it is a long opaque token: 16 or more hex digits
+/// with letters and digits (`0123456789abcdef…`), or 20 or more base64
+/// characters (letters, digits, `+`, `/`, `-`, `_`, `=`) with upper- and
+/// lower-case letters and digits. Ordinary flags and words (`debug`, `v2`,
+/// `utm_campaign_2024`) are none.
+pub fn looks_secret(word: &str) -> bool {
+    is_opaque_token(word) || is_secret_value(word)
+}
+
+/// See [`looks_secret`].
+fn is_opaque_token(word: &str) -> bool {
+    let bytes = word.as_bytes();
+    if bytes.len() < MIN_SECRET_WORD {
+        return false;
+    }
+    let digit = bytes.iter().any(u8::is_ascii_digit);
+    let hex = bytes.iter().all(u8::is_ascii_hexdigit);
+    if hex {
+        return digit && bytes.iter().any(u8::is_ascii_alphabetic);
+    }
+    bytes.len() >= 20
+        && digit
+        && bytes.iter().any(u8::is_ascii_uppercase)
+        && bytes.iter().any(u8::is_ascii_lowercase)
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'='))
 }
 
 /// `Scheme credentials`, the scheme one of [`AUTH_SCHEMES`].
@@ -847,6 +1059,11 @@ mod tests {
             without_userinfo("mail: ops@example.org"),
             "mail: ops@example.org"
         );
+        // Nothing to hide: nothing copied.
+        assert!(matches!(
+            without_userinfo("see redis://h:1/0 or ops@example.org"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
@@ -997,6 +1214,246 @@ mod tests {
             shown.attributes().header("referer"),
             Some("/cb?code=%3Credacted%3E")
         );
+    }
+
+    #[test]
+    fn credential_path_parameters_are_redacted_and_the_path_keeps_its_shape() {
+        let r = Redaction::default();
+        let hex = "0123456789ABCDEF0123456789ABCDEF";
+        for (path, shown) in [
+            (
+                format!("/app;jsessionid={hex}/x"),
+                "/app;jsessionid=%3Credacted%3E/x".to_owned(),
+            ),
+            (
+                "/a;token=abc;v=1".to_owned(),
+                "/a;token=%3Credacted%3E;v=1".to_owned(),
+            ),
+            (
+                format!("/a;x={JWT}/b;{hex}"),
+                "/a;x=%3Credacted%3E/b;%3Credacted%3E".to_owned(),
+            ),
+            (
+                "/a;Session%5FId=abc/".to_owned(),
+                "/a;Session%5FId=%3Credacted%3E/".to_owned(),
+            ),
+        ] {
+            assert_eq!(r.path(&path), shown, "{path}");
+            assert_eq!(path_parameters(&path), shown, "{path}");
+        }
+        // Ordinary parameters, and odd ones, stay as they are.
+        for path in [
+            "/a;v=1/b;color=red",
+            "/a;token=",
+            "/a;",
+            ";",
+            ";=",
+            ";;=;",
+            "/caf\u{e9};\u{1F980}=\u{e9}",
+            "/no/parameters",
+            "",
+        ] {
+            assert_eq!(r.path(path), path);
+            assert!(matches!(r.path(path), Cow::Borrowed(_)), "{path}");
+        }
+        // In a URL-valued header, before its query.
+        assert_eq!(
+            r.header(":path", "/app;jsessionid=abc/x?page=2"),
+            "/app;jsessionid=%3Credacted%3E/x?page=%3Credacted%3E"
+        );
+        assert_eq!(
+            r.header("x-original-url", "https://h/app;jsessionid=abc"),
+            "https://h/app;jsessionid=%3Credacted%3E"
+        );
+        // And in what outputs show of the request.
+        let context = HashMap::new();
+        let attrs = Attributes {
+            path: Cow::Borrowed("/app;jsessionid=abc/x"),
+            raw_path: "/app;jsessionid=abc/x",
+            ..attributes(&context)
+        };
+        let shown = r.shown(&attrs);
+        assert_eq!(shown.attributes().path, "/app;jsessionid=%3Credacted%3E/x");
+        assert_eq!(
+            shown.attributes().raw_path,
+            "/app;jsessionid=%3Credacted%3E/x"
+        );
+    }
+
+    #[test]
+    fn a_bare_query_item_that_looks_like_a_secret_is_redacted_but_flags_are_not() {
+        let r = Redaction::default();
+        for (query, shown) in [
+            ("0123456789abcdef0123456789abcdef", "%3Credacted%3E"),
+            ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc", "%3Credacted%3E"),
+            (
+                "debug&Zm9vYmFyYmF6cXV4UXV1eDEyMzQ1Ng",
+                "debug&%3Credacted%3E",
+            ),
+            (
+                "0123456789abcdef0123456789abcdef=1&v2",
+                "%3Credacted%3E=%3Credacted%3E&v2",
+            ),
+            ("debug&download&v2", "debug&download&v2"),
+            ("utm_campaign_2024_spring", "utm_campaign_2024_spring"),
+            (
+                "8d5c0b4e-1f2a-4b3c-9d8e-7f6a5b4c3d2e",
+                "8d5c0b4e-1f2a-4b3c-9d8e-7f6a5b4c3d2e",
+            ),
+            ("1700000000000000000", "1700000000000000000"),
+            ("", ""),
+            ("&&", "&&"),
+            ("=", "=%3Credacted%3E"),
+        ] {
+            assert_eq!(r.query(query), shown, "{query}");
+        }
+        // Every query: a URL's in a header too.
+        assert_eq!(
+            r.header("referer", "https://app/cb?0123456789abcdef0123456789abcdef"),
+            "https://app/cb?%3Credacted%3E"
+        );
+        assert_eq!(r.header("x-upstream-path", "/a/b?debug"), "/a/b?debug");
+        assert_eq!(r.query_name("debug"), "debug");
+        assert_eq!(r.query_name("0123456789abcdef0123456789abcdef"), REDACTED);
+    }
+
+    #[test]
+    fn urls_inside_a_header_value_are_redacted_as_a_whole_url_is() {
+        let r = Redaction::new(Vec::new(), ["page".to_owned()]);
+        for (name, value, shown) in [
+            (
+                "link",
+                "<https://api.example.org/items?page=2&token=s3cr3t>; rel=\"next\"",
+                "<https://api.example.org/items?page=2&token=%3Credacted%3E>; rel=\"next\"",
+            ),
+            (
+                "link",
+                "</items?page=2&token=s3cr3t>; rel=\"next\", </items?page=1>; rel=\"prev\"",
+                "</items?page=2&token=%3Credacted%3E>; rel=\"next\", </items?page=1>; rel=\"prev\"",
+            ),
+            (
+                "refresh",
+                "0; url=https://app/cb?code=s3cr3t",
+                "0; url=https://app/cb?code=%3Credacted%3E",
+            ),
+            (
+                "forwarded",
+                "for=10.0.0.1;proto=https;url=https://h/a?t=s3cr3t, for=10.0.0.2",
+                "for=10.0.0.1;proto=https;url=https://h/a?t=%3Credacted%3E, for=10.0.0.2",
+            ),
+            (
+                "x-callback",
+                "{\"next\":\"https://h/cb?code=s3cr3t#access_token=s3cr3t\",\"n\":1}",
+                "{\"next\":\"https://h/cb?code=%3Credacted%3E#access_token=%3Credacted%3E\",\"n\":1}",
+            ),
+            (
+                "x-note",
+                "see https://u:s3cr3t@h/a;jsessionid=s3cr3t?x=s3cr3t, thanks",
+                "see https://<redacted>@h/a;jsessionid=%3Credacted%3E?x=%3Credacted%3E, thanks",
+            ),
+            (
+                "x-note",
+                "a 'http://h/?a=s3cr3t' and \"ftp://h/?b=s3cr3t\";",
+                "a 'http://h/?a=%3Credacted%3E' and \"ftp://h/?b=%3Credacted%3E\";",
+            ),
+            // A URL ends at `;` or `,` before a space or at the end.
+            (
+                "x-note",
+                "https://h/?page=1,2&k=s3cr3t; more",
+                "https://h/?page=1,2&k=%3Credacted%3E; more",
+            ),
+            (
+                "x-note",
+                "go to https://h/?k=s3cr3t,",
+                "go to https://h/?k=%3Credacted%3E,",
+            ),
+        ] {
+            assert_eq!(r.header(name, value), shown, "{name}: {value}");
+            assert!(!r.header(name, value).contains("s3cr3t"), "{value}");
+        }
+        // What holds no URL, or a URL with nothing to hide, stays, borrowed.
+        for value in [
+            "text/html; charset=utf-8",
+            "Mozilla/5.0 (X11; Linux x86_64)",
+            "why? because",
+            "a <b> c",
+            "<https://h/items>; rel=\"next\"",
+            "see https://h/a/b, thanks",
+            "https://",
+            "://?x=1",
+            "1://?x=1",
+            "<",
+            "<>",
+            "<?",
+            "@",
+            ";",
+            "?",
+            "?&&",
+            "caf\u{e9} \u{1F980}; https://\u{e9}/\u{1F980}",
+        ] {
+            let shown = r.header("x-note", value);
+            assert_eq!(shown, value);
+            assert!(matches!(shown, Cow::Borrowed(_)), "{value}");
+        }
+        // Odd values never panic, and a redacted one is no longer than it
+        // must be: each hidden value is the marker, nothing else is added.
+        for value in [
+            "<?a=1",
+            "<?a=1>",
+            "x://?",
+            "x://?=",
+            "x://#",
+            "<;a=b>",
+            "https://;=",
+            "\u{1F980}://\u{e9}?\u{e9}=\u{e9}",
+            "a:b://c?d",
+            "<<x?y=1>>",
+        ] {
+            let shown = r.header("x-note", value);
+            let markers = shown.matches(REDACTED_IN_QUERY).count();
+            assert!(
+                shown.len() <= value.len() + markers * REDACTED_IN_QUERY.len(),
+                "{value} -> {shown}"
+            );
+        }
+    }
+
+    /// Every value of up to four characters from the bytes the redaction
+    /// acts on: no panic, a value with nothing to hide is returned as it
+    /// is (borrowed), and a redacted one grows only by its markers.
+    #[test]
+    fn odd_values_never_panic_nor_grow_but_by_their_markers() {
+        let r = Redaction::default();
+        let alphabet = [
+            ";", "=", "?", "&", "#", "@", "<", ">", ":", "/", "a", "\u{e9}", " ", ",",
+        ];
+        let mut values = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = values
+                .iter()
+                .filter(|v| v.chars().count() == values.last().map_or(0, |l| l.chars().count()))
+                .flat_map(|v| alphabet.iter().map(move |c| format!("{v}{c}")))
+                .collect();
+            values.extend(longer);
+        }
+        let grown = |value: &str, shown: &str| {
+            let markers = shown.matches(REDACTED_IN_QUERY).count() * REDACTED_IN_QUERY.len()
+                + shown.matches(REDACTED).count() * REDACTED.len();
+            shown.len() <= value.len() + markers
+        };
+        for value in &values {
+            for shown in [
+                r.header("x-note", value),
+                r.header(":path", value),
+                r.path(value),
+            ] {
+                assert!(grown(value, &shown), "{value:?} -> {shown:?}");
+                if shown == value.as_str() {
+                    assert!(matches!(shown, Cow::Borrowed(_)), "{value:?}");
+                }
+            }
+            assert!(grown(value, &r.query(value)), "{value:?}");
+        }
     }
 
     /// A request's attributes with nothing in them but `context`.
