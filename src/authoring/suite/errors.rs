@@ -58,7 +58,11 @@ pub fn diagnostics(text: &str, path: &Path, first: &YamlError) -> Vec<Diagnostic
             let chunk: Vec<&str> = std::iter::repeat_n("", *start)
                 .chain(lines.get(*start..*end).unwrap_or_default().iter().copied())
                 .collect();
-            errors.extend(every::<Vec<Case>>(&chunk, path));
+            // A case written as a flow mapping (`- {...}`) is one line:
+            // its entries are told apart by their bytes.
+            errors.extend(
+                flow::item(&chunk, path).unwrap_or_else(|| every::<Vec<Case>>(&chunk, path)),
+            );
         }
     } else if let Some(found) = flow::errors(text, path) {
         errors.extend(found);
@@ -344,6 +348,15 @@ mod tests {
         );
         let places: Vec<(usize, usize)> = found.iter().map(|(l, c, _)| (*l, *c)).collect();
         assert_eq!(places, [(3, 15), (4, 15), (6, 1)], "{found:?}");
+    }
+
+    #[test]
+    fn a_block_list_of_flow_mappings_reports_every_error_of_each() {
+        let found = errors(
+            "rules: r.yaml\ncases:\n  - {name: one, requst: {}, expect: {decision: allw}}\n  - name: two\n    methd: 1\n  - {nam: three}\n",
+        );
+        let places: Vec<(usize, usize)> = found.iter().map(|(l, c, _)| (*l, *c)).collect();
+        assert_eq!(places, [(3, 17), (3, 48), (5, 5), (6, 6)], "{found:?}");
     }
 
     #[test]

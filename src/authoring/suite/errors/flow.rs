@@ -62,6 +62,20 @@ pub(super) fn errors(text: &str, path: &Path) -> Option<Vec<YamlError>> {
     Some(found)
 }
 
+/// Every error of one case of a block-style list written as a flow mapping
+/// (`- {name: one, ...}`: `lines`, the rest of the file blank), as a case
+/// of a flow list; none for a block-style case.
+pub(super) fn item(lines: &[&str], path: &Path) -> Option<Vec<YamlError>> {
+    let text = lines.join("\n");
+    let root = tree(&text)?;
+    match root.items.as_slice() {
+        [case] if case.flow && root.entries.is_empty() => {
+            Some(every::<Case>(keep_only(&text, case.span.clone()), path))
+        }
+        _ => None,
+    }
+}
+
 /// The errors of a flow-style suite whose YAML does not read: the YAML
 /// parser cannot go on past a syntax mistake (and no line can be dropped
 /// from a flow list safely), so its first error before the mistake, and the
