@@ -988,6 +988,64 @@ async fn a_revocation_for_a_time_lapses_on_every_instance() {
 }
 
 #[test]
+fn the_listing_names_a_revocations_set_with_credentials_redacted() {
+    const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+    const EVENT: &str = "https://schemas.openid.net/secevent/risc/event-type/credential-compromise";
+    let redis = Redis::start(false);
+    let url = redis.url();
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--store", &url]);
+        run(&all)
+    };
+    // One made by hand, one as the signals receiver writes it: `set` names
+    // the SET (its `jti` here a transmitter's text holding a key).
+    for id in [EXPORTER, PAYMENTS] {
+        let (code, out, err) = cli(&["revoke", "--spiffe-id", id, "--reason", "r"]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let field = format!("spiffe_id:{PAYMENTS}");
+    let raw = redis.cli(&["HGET", "{celador}:revocations", &field]);
+    let mut entry: serde_json::Value = serde_json::from_str(raw.trim()).unwrap();
+    entry["set"] = serde_json::json!({
+        "source": "https://idp.example.com/",
+        "event": EVENT,
+        "jti": format!("c-1 {KEY}"),
+    });
+    redis.cli(&["HSET", "{celador}:revocations", &field, &entry.to_string()]);
+
+    let (code, text, err) = cli(&["governance"]);
+    assert_eq!(code, 0, "{text}{err}");
+    let line = |id: &str| text.lines().find(|l| l.contains(id)).unwrap().to_owned();
+    assert!(
+        line(PAYMENTS).contains(&format!(
+            "set jti \"c-1 <redacted>\" of \"{EVENT}\" from \"https://idp.example.com/\""
+        )),
+        "{text}"
+    );
+    assert!(!line(EXPORTER).contains("set "), "{text}");
+
+    let (code, json, err) = cli(&["governance", "--format", "json"]);
+    assert_eq!(code, 0, "{json}{err}");
+    let listed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let revocations = &listed["revocations"];
+    assert_eq!(
+        revocations[&field]["set"],
+        serde_json::json!({
+            "source": "https://idp.example.com/",
+            "event": EVENT,
+            "jti": "c-1 <redacted>",
+        })
+    );
+    assert!(
+        revocations[&format!("spiffe_id:{EXPORTER}")]
+            .get("set")
+            .is_none()
+    );
+    assert!(!text.contains(KEY) && !json.contains(KEY), "{text}{json}");
+}
+
+#[test]
 fn a_store_that_cannot_be_used_stops_start_up_with_64_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::root("example.org root");

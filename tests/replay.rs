@@ -520,6 +520,73 @@ fn a_suite_that_does_not_parse_reports_every_error_once_with_its_caret() {
 }
 
 #[test]
+fn a_flow_style_suite_that_does_not_parse_reports_every_error_once_with_its_caret() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "r.yaml",
+        "rules:\n  - name: a\n    effect: allow\n    when: \"true\"\n",
+    );
+    let suite = write(
+        dir.path(),
+        "s_test.yaml",
+        "rules: r.yaml\ncases: [{name: one, requst: {method: GET}, expect: {decision: allw}}, {name: fine, expect: {decision: allow}},\n  {name: two, expect: {decison: deny}, request: {methd: GET}}]\n",
+    );
+    let (code, out, err) = run(&["test", &suite]);
+    assert_eq!(code, 1, "{out}{err}");
+    for (message, position, caret) in [
+        (
+            "unknown field `requst`",
+            ":2:21",
+            &format!("  |{}^\n", " ".repeat(21)),
+        ),
+        (
+            "unknown variant `allw`",
+            ":2:63",
+            &format!("  |{}^\n", " ".repeat(63)),
+        ),
+        (
+            "unknown field `decison`",
+            ":3:24",
+            &format!("  |{}^\n", " ".repeat(24)),
+        ),
+        (
+            "unknown field `methd`",
+            ":3:50",
+            &format!("  |{}^\n", " ".repeat(50)),
+        ),
+    ] {
+        assert_eq!(out.matches(message).count(), 1, "{out}");
+        let rest = &out[out.find(message).unwrap()..];
+        assert!(rest.contains(&format!("s_test.yaml{position}\n")), "{out}");
+        assert!(rest.contains(caret.as_str()), "{out}");
+    }
+    assert_eq!(out.matches("error: ").count(), 4, "{out}");
+    let order: Vec<usize> = ["requst", "allw", "decison", "methd"]
+        .iter()
+        .map(|m| out.find(m).unwrap())
+        .collect();
+    assert!(order.is_sorted(), "{out}");
+    let (code, out, err) = run(&["check", &suite]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("4 error(s)"), "{out}");
+
+    // Broken YAML stops the parser: its first error, the mistake, and
+    // that nothing after it was checked.
+    let broken = write(
+        dir.path(),
+        "b_test.yaml",
+        "rules: r.yaml\ncases: [{name: one, requst: {}}, {name: [x}, {name: two, methd: 1}]\n",
+    );
+    let (code, out, err) = run(&["test", &broken]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(out.matches("unknown field `requst`").count(), 1, "{out}");
+    assert!(out.contains("later cases included, was checked"), "{out}");
+    assert_eq!(out.matches("error: ").count(), 2, "{out}");
+    assert!(!out.contains("unknown field `methd`"), "{out}");
+}
+
+#[test]
 fn the_readmes_set_up_requests_decide_as_it_says() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let setup = readme

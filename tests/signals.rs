@@ -2183,7 +2183,7 @@ async fn revocation_event_times_are_kept_for_max_age_and_an_older_event_never_un
     assert!(
         receiver
             .log()
-            .contains("the store no longer remembers the entry's order"),
+            .contains("the sink no longer remembers the entry's order"),
         "{}",
         receiver.log()
     );

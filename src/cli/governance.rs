@@ -15,11 +15,12 @@ use clap::{Args, Subcommand};
 
 use crate::app::config::parse_duration;
 use crate::engine::grants::human;
+use crate::engine::redaction;
 use crate::engine::time::{parse_rfc3339, rfc3339};
 use crate::sources::fleet::StoreSettings;
 use crate::sources::fleet::commands::{Change, Writer, provenance};
 use crate::sources::fleet::entries::{
-    StoredGrant, StoredRevocation, check_grant, check_revocation,
+    StoredGrant, StoredRevocation, StoredSet, check_grant, check_revocation,
 };
 
 /// The commands on the store.
@@ -425,9 +426,11 @@ pub fn list(args: ListArgs) -> ExitCode {
             let all = |map: &Map| -> serde_json::Map<_, _> {
                 map.iter().map(|(f, v)| (f.clone(), parse(v))).collect()
             };
+            let mut revocations = all(&revocations);
+            revocations.values_mut().for_each(redact_set);
             let out = serde_json::json!({
                 "store": w.shown(),
-                "revocations": all(&revocations),
+                "revocations": revocations,
                 "grants": all(&grants),
             });
             format!("{out}\n")
@@ -447,6 +450,32 @@ pub fn list(args: ListArgs) -> ExitCode {
 
 type Map = std::collections::BTreeMap<String, String>;
 
+/// A revocation's `set` (the SET it came from: a transmitter's text) with
+/// every credential-like word replaced, as the audit record's.
+fn redact_set(entry: &mut serde_json::Value) {
+    if let Some(serde_json::Value::Object(set)) = entry.get_mut("set") {
+        for value in set.values_mut() {
+            if let serde_json::Value::String(text) = value {
+                *text = redaction::text(text).into_owned();
+            }
+        }
+    }
+}
+
+/// The text-listing part naming a revocation's SET, redacted as
+/// [`redact_set`]; empty for one made by hand.
+fn set_shown(set: Option<&StoredSet>) -> String {
+    set.map(|s| {
+        format!(
+            "  set jti {:?} of {:?} from {:?}",
+            redaction::text(&s.jti),
+            redaction::text(&s.event),
+            redaction::text(&s.source)
+        )
+    })
+    .unwrap_or_default()
+}
+
 /// One line per stored entry; a refused one says why.
 fn listing(keys: &crate::sources::fleet::keys::Keys, revocations: &Map, grants: &Map) -> String {
     let now = SystemTime::now();
@@ -460,8 +489,12 @@ fn listing(keys: &crate::sources::fleet::keys::Keys, revocations: &Map, grants: 
                     None => "until unrevoked".into(),
                 };
                 format!(
-                    "revoked  {field}  {state}  reason {:?}  by {} from {} at {}\n",
-                    e.reason, e.provenance.by, e.provenance.from, e.provenance.at
+                    "revoked  {field}  {state}  reason {:?}{}  by {} from {} at {}\n",
+                    e.reason,
+                    set_shown(e.set.as_ref()),
+                    e.provenance.by,
+                    e.provenance.from,
+                    e.provenance.at
                 )
             }
             Err(problem) => format!("REFUSED  {problem}\n"),

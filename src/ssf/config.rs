@@ -3,7 +3,7 @@
 //! ```yaml
 //! listen: 0.0.0.0:8443
 //! tls: { cert: tls/tls.crt, key: tls/tls.key, reload_interval: 10s }
-//! max_age: 1h          # the oldest iat accepted (and how long a jti, and with a store a revocation's event time, is remembered)
+//! max_age: 1h          # the oldest iat accepted (and how long a jti, and a revocation's event time, is remembered)
 //! max_future: 5m       # how far ahead of this clock an iat may be
 //! risk_expiry: 24h     # how long a risk level lasts unless refreshed (at most 720h)
 //! max_risks: 10000     # risk entries one transmitter may hold (or per transmitter)
@@ -275,7 +275,8 @@ impl SinkSpec {
         match (&self.revocations_file, &self.store) {
             (Some(file), None) => {
                 let sink = FileSink::open(&resolve(file))
-                    .map_err(|e| format!("sink.revocations_file: {e}"))?;
+                    .map_err(|e| format!("sink.revocations_file: {e}"))?
+                    .with_order_window(max_age);
                 let sink = match &self.risks_file {
                     Some(risks) => sink
                         .with_risks(&resolve(risks), risk_expiry, cap)

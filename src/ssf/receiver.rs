@@ -620,7 +620,7 @@ fn log_unapplied(p: &Provenance, action: &Action, kept: Kept) {
             tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the entry is another transmitter's (or an operator's) revocation, which only its writer may change or withdraw (the identity stays revoked)")
         }
         Kept::Stale => {
-            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the withdrawal is older than max_age and the store no longer remembers the entry's order (event times are kept for max_age), so it might undo a later event; the SET is accepted (valid)")
+            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the withdrawal is older than max_age and the sink no longer remembers the entry's order (event times and withdrawals are kept for max_age), so it might undo a later event; the SET is accepted (valid)")
         }
         Kept::Capped => {
             tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the transmitter holds its max_risks risk levels already, none lower than this one; a subject new to it waits until some lapse (its existing ones are still updated), the SET is accepted (valid, RFC 8935 §2.2)")

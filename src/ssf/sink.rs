@@ -13,6 +13,17 @@
 //! remembers the time of the event that set it, and an older event never
 //! undoes a newer one (an `account-enabled` from before an
 //! `account-disabled` leaves the revocation in place).
+//!
+//! Bound: a withdrawn entry stays as a tombstone so that an older revoke
+//! stays undone, but only for the receiver's `max_age` (as the store keeps
+//! event times, [`super::store`]'s "Bound"): each SET first drops up to
+//! [`PRUNE_PER_WRITE`] tombstones whose event time is older than the clock
+//! minus `max_age`, oldest first (kept in order by time), so memory holds
+//! about the withdrawals reported within `max_age`. A live revocation is
+//! never dropped. The same soundness as the store's: a withdrawal finding
+//! no order for its entry is applied only if its time is within `max_age`
+//! (hence later than every tombstone dropped), else it changes nothing
+//! ([`Kept::Stale`]); a revocation is applied (it fails closed).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -54,10 +65,10 @@ pub enum Kept {
     /// high: it changed nothing.
     Capped,
     /// A withdrawal (an enable) older than the receiver's `max_age` about
-    /// an entry whose order the store no longer remembers (its event times
-    /// are kept for `max_age`): it might be older than an event already
-    /// applied, so it changed nothing. (A revocation that old is applied:
-    /// it fails closed.)
+    /// an entry whose order the sink no longer remembers (the store keeps
+    /// event times, a file sink its tombstones, for `max_age`): it might be
+    /// older than an event already applied, so it changed nothing. (A
+    /// revocation that old is applied: it fails closed.)
     Stale,
 }
 
@@ -158,13 +169,56 @@ struct Entry {
     set: Option<StoredSet>,
 }
 
+/// How many expired tombstones one SET drops at most: bounded work per
+/// SET, and far more than a SET's actions add.
+const PRUNE_PER_WRITE: usize = 100;
+
 /// Writes revocations to a file in celador's revocations format, and,
 /// when given one, risk levels to a risks file.
 #[derive(Debug)]
 pub struct FileSink {
     path: PathBuf,
-    entries: Mutex<BTreeMap<Key, Entry>>,
+    entries: Mutex<Entries>,
     risks: Option<Mutex<risks::RiskFile>>,
+    /// How long a tombstone is kept (the receiver's `max_age`); none: for
+    /// ever.
+    order_window: Option<Duration>,
+}
+
+/// The entries, with their tombstones in order of event time (exactly the
+/// entries whose `reason` is `None`), to drop the expired ones without a
+/// scan.
+#[derive(Debug, Default)]
+struct Entries {
+    by_key: BTreeMap<Key, Entry>,
+    tombstones: std::collections::BTreeSet<(SystemTime, Key)>,
+}
+
+impl Entries {
+    /// Sets `key` to `entry`, keeping the tombstones' order.
+    fn insert(&mut self, key: Key, entry: Entry) {
+        if entry.reason.is_none() {
+            self.tombstones.insert((entry.at, key.clone()));
+        }
+        if let Some(old) = self.by_key.insert(key.clone(), entry)
+            && old.reason.is_none()
+        {
+            self.tombstones.remove(&(old.at, key));
+        }
+    }
+
+    /// Drops up to [`PRUNE_PER_WRITE`] tombstones older than `horizon`.
+    fn prune(&mut self, horizon: SystemTime) {
+        for _ in 0..PRUNE_PER_WRITE {
+            match self.tombstones.first() {
+                Some((at, _)) if *at < horizon => {}
+                _ => return,
+            }
+            if let Some((_, key)) = self.tombstones.pop_first() {
+                self.by_key.remove(&key);
+            }
+        }
+    }
 }
 
 /// A revocation as a sortable key (the file lists entries in this order).
@@ -255,7 +309,7 @@ impl FileSink {
     /// forgets no revocation). A file that exists and does not load is an
     /// error: the receiver would otherwise overwrite it.
     pub fn open(path: &Path) -> Result<FileSink, String> {
-        let mut entries = BTreeMap::new();
+        let mut entries = Entries::default();
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 let file: StoredFile = crate::engine::yaml::from_str(&text, path).map_err(|e| {
@@ -288,7 +342,8 @@ impl FileSink {
                         }
                     };
                     // Kept from before: any event about it, older or newer,
-                    // is applied (its time was not kept).
+                    // is applied (its time was not kept), but a withdrawal
+                    // older than `max_age` (its order unknown: stale).
                     let at = SystemTime::UNIX_EPOCH;
                     entries.insert(
                         key,
@@ -308,7 +363,16 @@ impl FileSink {
             path: path.to_owned(),
             entries: Mutex::new(entries),
             risks: None,
+            order_window: None,
         })
+    }
+
+    /// This sink, keeping a tombstone (a withdrawn entry's event time) for
+    /// `window`, the receiver's `max_age` (see the module's "Bound");
+    /// without it, for ever.
+    pub fn with_order_window(mut self, window: Duration) -> Self {
+        self.order_window = Some(window);
+        self
     }
 
     /// This sink, also writing risk levels to the risks file `path`
@@ -325,11 +389,14 @@ impl FileSink {
         Ok(self)
     }
 
-    /// Records `action`: what became of it.
+    /// Records `action`: what became of it. A withdrawal older than
+    /// `horizon` (the clock minus `max_age`) is applied only about an entry
+    /// whose order this transmitter's last event still gives.
     fn record(
-        entries: &mut BTreeMap<Key, Entry>,
+        entries: &mut Entries,
         provenance: &Provenance,
         action: &Action,
+        horizon: Option<SystemTime>,
     ) -> Kept {
         let (key, reason, set) = match action {
             Action::Revoke { entry, reason } => (
@@ -344,7 +411,7 @@ impl FileSink {
             // Recorded by the risks file, if there is one.
             Action::Risk { .. } => return Kept::Unsupported,
         };
-        match entries.get(&key) {
+        match entries.by_key.get(&key) {
             // Another transmitter's revocation stays as it was written:
             // one tool can neither clear what another reported nor take
             // it over (a revocation written over it would make it the
@@ -361,6 +428,18 @@ impl FileSink {
             {
                 Kept::Superseded
             }
+            // No order kept for it (its tombstone dropped, or its time
+            // unknown: an entry kept from the file at start): a withdrawal
+            // older than every dropped tombstone might undo a later event.
+            existing
+                if reason.is_none()
+                    && horizon.is_some_and(|h| provenance.at < h)
+                    && !existing.is_some_and(|e| {
+                        e.by == provenance.transmitter && e.at != SystemTime::UNIX_EPOCH
+                    }) =>
+            {
+                Kept::Stale
+            }
             _ => {
                 entries.insert(
                     key,
@@ -376,8 +455,9 @@ impl FileSink {
         }
     }
 
-    fn render(entries: &BTreeMap<Key, Entry>) -> Result<String, SinkError> {
+    fn render(entries: &Entries) -> Result<String, SinkError> {
         let list: Vec<FileEntry<'_>> = entries
+            .by_key
             .iter()
             .filter_map(|(key, entry)| {
                 let reason = entry.reason.as_deref()?;
@@ -437,6 +517,12 @@ impl Sink for FileSink {
                 .as_ref()
                 .map(|r| r.lock().unwrap_or_else(|p| p.into_inner()));
             let now = SystemTime::now();
+            let horizon = self
+                .order_window
+                .map(|w| crate::engine::time::saturating_sub(now, w));
+            if let Some(horizon) = horizon {
+                entries.prune(horizon);
+            }
             let (mut kept, mut risk_changed, mut revoked) = (Vec::new(), false, false);
             for outcome in outcomes {
                 if let Outcome::Actions(provenance, actions) = outcome {
@@ -456,7 +542,7 @@ impl Sink for FileSink {
                                 done
                             }
                             _ => {
-                                let done = Self::record(&mut entries, provenance, action);
+                                let done = Self::record(&mut entries, provenance, action, horizon);
                                 revoked |= done == Kept::Applied;
                                 done
                             }

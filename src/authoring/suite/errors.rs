@@ -8,8 +8,10 @@
 //! YAML library stops at a document's first mistake, so within each part
 //! [`every`] drops the entry that holds the mistake (its line and the
 //! lines nested under it, as blank lines) and parses again, as long as
-//! what is left still reads as YAML. Each error becomes an engine
-//! [`Diagnostic`], rendered as `check` renders one.
+//! what is left still reads as YAML. A flow-style list (`cases: [{...},
+//! {...}]`) is split by [`flow`] instead, by the YAML parser's byte ranges.
+//! Each error becomes an engine [`Diagnostic`], rendered as `check`
+//! renders one.
 
 use std::path::Path;
 
@@ -56,8 +58,14 @@ pub fn diagnostics(text: &str, path: &Path, first: &YamlError) -> Vec<Diagnostic
             let chunk: Vec<&str> = std::iter::repeat_n("", *start)
                 .chain(lines.get(*start..*end).unwrap_or_default().iter().copied())
                 .collect();
-            errors.extend(every::<Vec<Case>>(&chunk, path));
+            // A case written as a flow mapping (`- {...}`) is one line:
+            // its entries are told apart by their bytes.
+            errors.extend(
+                flow::item(&chunk, path).unwrap_or_else(|| every::<Vec<Case>>(&chunk, path)),
+            );
         }
+    } else if let Some(found) = flow::errors(text, path) {
+        errors.extend(found);
     }
     if errors.is_empty() {
         errors.push(first.clone());
@@ -283,6 +291,8 @@ fn diagnostic(text: &str, path: &Path, e: &YamlError) -> Diagnostic {
     Diagnostic::at(text, path, Severity::Error, place, message)
 }
 
+mod flow;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +314,67 @@ mod tests {
         let lines: Vec<usize> = found.iter().map(|(line, _, _)| *line).collect();
         assert_eq!(lines, [3, 4, 5, 6], "{found:?}");
         assert!(found[2].2.starts_with("unknown field `nam`"), "{found:?}");
+    }
+
+    #[test]
+    fn a_flow_style_suite_reports_every_error_of_every_case_once() {
+        // Two cases on one line, one over two lines, a last entry, a
+        // nested one, and one outside the list.
+        let found = errors(
+            "rules: r.yaml\nfoo: 1\ncases: [{name: one, requst: {}, expect: {decision: allw}}, {name: fine}, {nam: two,\n  request: {methd: GET, path: /x}, expect: {decision: deny, rle: x}}]\n",
+        );
+        let messages: Vec<(usize, usize, &str)> = found
+            .iter()
+            .map(|(line, column, m)| (*line, *column, m.split(',').next().unwrap()))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                (2, 1, "unknown field `foo`"),
+                (3, 21, "unknown field `requst`"),
+                (3, 52, "unknown variant `allw`"),
+                (3, 75, "unknown field `nam`"),
+                (4, 13, "unknown field `methd`"),
+                (4, 61, "unknown field `rle`"),
+            ],
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_flow_list_over_several_lines_keeps_the_lines_of_what_follows_it() {
+        let found = errors(
+            "rules: r.yaml\ncases: [\n  {name: one, requst: {}},\n  {name: \"é\", methd: 1},\n]\nfoo: 1\n",
+        );
+        let places: Vec<(usize, usize)> = found.iter().map(|(l, c, _)| (*l, *c)).collect();
+        assert_eq!(places, [(3, 15), (4, 15), (6, 1)], "{found:?}");
+    }
+
+    #[test]
+    fn a_block_list_of_flow_mappings_reports_every_error_of_each() {
+        let found = errors(
+            "rules: r.yaml\ncases:\n  - {name: one, requst: {}, expect: {decision: allw}}\n  - name: two\n    methd: 1\n  - {nam: three}\n",
+        );
+        let places: Vec<(usize, usize)> = found.iter().map(|(l, c, _)| (*l, *c)).collect();
+        assert_eq!(places, [(3, 17), (3, 48), (5, 5), (6, 6)], "{found:?}");
+    }
+
+    #[test]
+    fn a_flow_style_suite_with_broken_yaml_says_its_first_error_and_that_later_cases_were_not_checked()
+     {
+        let found = errors("rules: r.yaml\ncases: [{name: one, requst: {}}, {name: [x}]\n");
+        let messages: Vec<(usize, &str)> = found
+            .iter()
+            .map(|(line, _, m)| (*line, m.split(',').next().unwrap()))
+            .collect();
+        assert_eq!(messages[0], (2, "unknown field `requst`"), "{found:?}");
+        assert_eq!(messages.len(), 2, "{found:?}");
+        assert!(
+            found[1]
+                .2
+                .ends_with("nothing after it, later cases included, was checked)"),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -239,3 +239,31 @@ fn a_long_poll_waits_from_a_second_to_five_minutes() {
         assert!(error.contains("poll.wait"), "{bad}: {error}");
     }
 }
+
+#[tokio::test]
+async fn a_file_sink_orders_events_within_max_age_and_a_later_enable_is_stale() {
+    use crate::ssf::event::{Action, Outcome, Provenance, Revocation};
+    use crate::ssf::sink::Kept;
+    let dir = tempfile::tempdir().unwrap();
+    let spec: SinkSpec =
+        crate::engine::yaml::from_str("revocations_file: r.yaml\n", Path::new("receiver.yaml"))
+            .unwrap();
+    let hour = Duration::from_secs(3600);
+    let sink = spec
+        .sink(dir.path(), (hour, RiskCap::default(), hour))
+        .unwrap();
+    // An enable reported two hours late, about an entry the sink has no
+    // order for, is stale under max_age.
+    let enable = Outcome::Actions(
+        Provenance {
+            transmitter: "https://idp.example.com/".into(),
+            event: "https://schemas.openid.net/secevent/risc/event-type/account-enabled".into(),
+            jti: "e-1".into(),
+            at: std::time::SystemTime::now() - 2 * hour,
+        },
+        vec![Action::Unrevoke {
+            entry: Revocation::SpiffeId("spiffe://example.org/ns/a/sa/a".into()),
+        }],
+    );
+    assert_eq!(sink.apply(&[enable]).await.unwrap(), [Kept::Stale]);
+}

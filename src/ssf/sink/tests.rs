@@ -71,6 +71,103 @@ async fn the_file_is_one_celador_serve_loads_and_older_events_never_undo_newer_o
     assert_eq!(names.len(), 1);
 }
 
+/// Whether the sink holds a tombstone (a withdrawn entry) for `id`.
+fn has_tombstone(sink: &FileSink, id: &str) -> bool {
+    let entries = sink.entries.lock().unwrap();
+    let key = Key::SpiffeId(id.into());
+    let kept = entries.by_key.get(&key).is_some_and(|e| e.reason.is_none());
+    assert_eq!(kept, entries.tombstones.iter().any(|(_, k)| *k == key));
+    kept
+}
+
+#[tokio::test]
+async fn tombstones_are_dropped_after_max_age_as_the_store_drops_event_times() {
+    const C: &str = "spiffe://prod.acme.io/ns/c/sa/c";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revocations.yaml");
+    let sink = FileSink::open(&path)
+        .unwrap()
+        .with_order_window(Duration::from_secs(3600));
+    let now = now_secs();
+    // A revocation reported two hours late is applied (it fails closed),
+    // and stays: a live revocation is never dropped.
+    let kept = sink.apply(&[revoke(A, "j1", now - 7200)]).await.unwrap();
+    assert_eq!(kept, [Kept::Applied]);
+    // B revoked and withdrawn more than max_age ago; C within it.
+    let kept = sink
+        .apply(&[
+            revoke(B, "j2", now - 5000),
+            unrevoke(B, "j3", now - 4000),
+            revoke(C, "j4", now - 100),
+            unrevoke(C, "j5", now - 50),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Applied; 4]);
+    assert!(has_tombstone(&sink, B) && has_tombstone(&sink, C));
+    // The next SET drops B's tombstone, keeps C's: a revoke older than
+    // C's withdrawal stays undone.
+    let kept = sink.apply(&[revoke(C, "j6", now - 80)]).await.unwrap();
+    assert_eq!(kept, [Kept::Superseded]);
+    assert!(!has_tombstone(&sink, B) && has_tombstone(&sink, C));
+    assert!(
+        !sink
+            .entries
+            .lock()
+            .unwrap()
+            .by_key
+            .contains_key(&Key::SpiffeId(B.into()))
+    );
+    let listed = file_entries(&path);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["spiffe_id"], A);
+    // A withdrawal older than max_age about an entry whose order is gone
+    // changes nothing (stale), as with the store...
+    let kept = sink.apply(&[unrevoke(B, "j7", now - 4500)]).await.unwrap();
+    assert_eq!(kept, [Kept::Stale]);
+    assert!(!has_tombstone(&sink, B));
+    // ...while one about an entry still ordered (A's revocation, kept with
+    // its time) is compared as always.
+    let kept = sink
+        .apply(&[unrevoke(A, "j8", now - 7300), unrevoke(A, "j9", now - 7100)])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Superseded, Kept::Applied]);
+    assert_eq!(loaded(&path).len(), 0);
+}
+
+#[test]
+fn one_write_drops_a_bounded_number_of_tombstones_oldest_first() {
+    let mut entries = Entries::default();
+    let tombstone = |at: u64| Entry {
+        at: UNIX_EPOCH + Duration::from_secs(at),
+        reason: None,
+        by: "https://idp.example.com/".into(),
+        set: None,
+    };
+    for i in 0..250 {
+        entries.insert(Key::JwtId(format!("t{i}")), tombstone(1000 + i));
+    }
+    // A tombstone replaced by a revocation leaves the order with it.
+    let live = Entry {
+        reason: Some("revoked".into()),
+        ..tombstone(1001)
+    };
+    entries.insert(Key::JwtId("t1".into()), live);
+    assert_eq!(entries.tombstones.len(), 249);
+    let horizon = UNIX_EPOCH + Duration::from_secs(1200);
+    entries.prune(horizon);
+    assert_eq!(entries.tombstones.len(), 149);
+    assert!(entries.by_key.contains_key(&Key::JwtId("t1".into())));
+    assert!(!entries.by_key.contains_key(&Key::JwtId("t100".into())));
+    assert!(entries.by_key.contains_key(&Key::JwtId("t101".into())));
+    // The next write drops the rest of the expired ones, no younger one.
+    entries.prune(horizon);
+    assert_eq!(entries.tombstones.len(), 50);
+    assert_eq!(entries.by_key.len(), 51);
+    assert!(entries.tombstones.iter().all(|(at, _)| *at >= horizon));
+}
+
 /// The entries of the revocations file at `path`, as JSON (the file is
 /// JSON after its comment line).
 fn file_entries(path: &Path) -> Vec<serde_json::Value> {
