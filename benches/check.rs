@@ -18,17 +18,17 @@ mod setup;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use celador::edge::{EdgeSettings, ExtAuthz};
 use celador::engine::cache::DecisionCacheSettings;
 use celador::engine::identity::bundle::{TrustBundles, parse_pem};
-use celador::engine::policy::{Input, Policy};
+use celador::engine::policy::Policy;
 use celador::engine::workload::Workload;
 use celador::engine::{Engine, EngineSettings};
 use celador::store::Store;
 use criterion::{Criterion, criterion_group, criterion_main};
-use setup::{KUBERNETES, authorizer, authorizer_with, svid_of};
+use setup::{KUBERNETES, authorizer, authorizer_with};
 
 fn bench_check(c: &mut Criterion) {
     let ca = pki::Ca::root("example.org");
@@ -144,18 +144,8 @@ fn bench_rule_count(c: &mut Criterion) {
         let caller = format!("spiffe://example.org/ns/team-{last}/sa/api");
         let request = check::request("", "GET", "/v1/orders", &[]);
         let attrs = celador::edge::request::attributes(&request).unwrap();
-        let now = SystemTime::now();
-        let svid = svid_of(&caller, now);
-        let workload = Workload::default();
-        let input = Input {
-            source: Some(&svid),
-            token: None,
-            attributes: &attrs,
-            workload: &workload,
-            now,
-            grant: None,
-            signals: &Default::default(),
-        };
+        let subject = setup::Caller::new(&caller);
+        let input = subject.input(&attrs);
         let name = if pinned {
             format!("{n}")
         } else {
@@ -204,18 +194,8 @@ fn bench_rule_count(c: &mut Criterion) {
 fn bench_kubernetes(c: &mut Criterion) {
     let request = setup::kubernetes_request();
     let attrs = celador::edge::request::attributes(&request).unwrap();
-    let now = SystemTime::now();
-    let svid = svid_of("spiffe://example.org/ns/a/sa/b", now);
-    let workload = Workload::default();
-    let input = Input {
-        source: Some(&svid),
-        token: None,
-        attributes: &attrs,
-        workload: &workload,
-        now,
-        grant: None,
-        signals: &Default::default(),
-    };
+    let caller = setup::Caller::new("spiffe://example.org/ns/a/sa/b");
+    let input = caller.input(&attrs);
     let mut group = c.benchmark_group("kubernetes");
     for (name, when) in KUBERNETES {
         let yaml = format!("rules:\n  - name: r\n    effect: allow\n    when: {when:?}\n");

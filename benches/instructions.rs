@@ -24,11 +24,10 @@ mod setup;
 
 use std::hint::black_box;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use celador::edge::ExtAuthz;
 use celador::engine::policy::{Input, Policy};
-use celador::engine::workload::Workload;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 
 /// The cases, by the names `check.rs` gives them.
@@ -93,18 +92,8 @@ fn run(case: &str, iterations: u64) {
             };
             let request = setup::kubernetes_request();
             let attrs = celador::edge::request::attributes(&request).unwrap();
-            let now = SystemTime::now();
-            let svid = setup::svid_of("spiffe://example.org/ns/a/sa/b", now);
-            let workload = Workload::default();
-            let input = Input {
-                source: Some(&svid),
-                token: None,
-                attributes: &attrs,
-                workload: &workload,
-                now,
-                grant: None,
-                signals: &Default::default(),
-            };
+            let caller = setup::Caller::new("spiffe://example.org/ns/a/sa/b");
+            let input = caller.input(&attrs);
             counted_evaluations(&policy, input, 1);
             counted_evaluations(&policy, input, iterations);
         }

@@ -10,11 +10,13 @@ use std::time::{Duration, SystemTime};
 
 use celador::edge::response::{AnswerSettings, HeaderValueSource};
 use celador::edge::{EdgeSettings, ExtAuthz};
+use celador::engine::Attributes;
 use celador::engine::cache::DecisionCacheSettings;
 use celador::engine::identity::bundle::{TrustBundles, parse_pem};
 use celador::engine::identity::verified::CacheSettings;
 use celador::engine::identity::{SpiffeId, X509Svid};
-use celador::engine::policy::Policy;
+use celador::engine::policy::{Input, Policy};
+use celador::engine::signals::Signals;
 use celador::engine::workload::Workload;
 use celador::engine::{Engine, EngineSettings};
 use celador::sources::fleet::signals::FleetCounts;
@@ -164,12 +166,47 @@ pub fn kubernetes_request() -> CheckRequest {
 }
 
 /// An X.509-SVID of `id`, verified as of `now`, as the engine sees one.
-pub fn svid_of(id: &str, now: SystemTime) -> X509Svid {
+fn svid_of(id: &str, now: SystemTime) -> X509Svid {
     X509Svid {
         id: SpiffeId::parse(id).unwrap(),
         not_before: now,
         not_after: now,
         chain_not_after: now,
         certificate: Default::default(),
+    }
+}
+
+/// The caller of a rule evaluation alone (no identity verified, no
+/// answer): an SVID of `id`, verified now, in the default workload, without
+/// signals.
+pub struct Caller {
+    svid: X509Svid,
+    workload: Workload,
+    signals: Signals,
+    now: SystemTime,
+}
+
+impl Caller {
+    pub fn new(id: &str) -> Caller {
+        let now = SystemTime::now();
+        Caller {
+            svid: svid_of(id, now),
+            workload: Workload::default(),
+            signals: Signals::default(),
+            now,
+        }
+    }
+
+    /// What `Policy::evaluate` reads of this caller's request `attrs`.
+    pub fn input<'a>(&'a self, attrs: &'a Attributes<'a>) -> Input<'a> {
+        Input {
+            source: Some(&self.svid),
+            token: None,
+            attributes: attrs,
+            workload: &self.workload,
+            now: self.now,
+            grant: None,
+            signals: &self.signals,
+        }
     }
 }
