@@ -49,8 +49,10 @@ pub fn from_str<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, YamlE
             raw.replace(&core, &ours)
         };
         let rendered = e.render_with_options(options).replace(&core, &ours);
-        // The snippet quotes the file, which may hold a URL's credentials.
-        let rendered = crate::redaction::without_userinfo(&rendered).into_owned();
+        // The snippet quotes the file, which may hold a URL's credentials
+        // or a credential (`authorization: "Bearer eyJ…"`).
+        let rendered = crate::redaction::without_userinfo(&rendered);
+        let rendered = crate::redaction::text(&rendered).into_owned();
         YamlError {
             line,
             column: location.map_or(0, |l| l.column()),
