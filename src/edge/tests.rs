@@ -948,8 +948,11 @@ fn path_parameters_bare_query_items_and_urls_inside_header_values_never_reach_a_
             "link",
             "<https://api.example.org/items?page=2&token=s3cr3t-link>; rel=\"next\"",
         ),
-        ("refresh", "0; url=https://app/cb?code=s3cr3t-refresh"),
-        ("x-original-url", "/a;token=s3cr3t-url;v=1"),
+        ("refresh", "0; url=/cb?code=s3cr3t-refresh"),
+        (
+            "x-original-url",
+            "https://svc:s3cr3t-pw;key=3@db.internal/a;token=s3cr3t-url;v=1",
+        ),
     ];
     let request = check::request(&f.cert(), "GET", &path, &headers);
     let records = audited(|| {
@@ -979,11 +982,11 @@ fn path_parameters_bare_query_items_and_urls_inside_header_values_never_reach_a_
             "{record}"
         );
         assert_eq!(
-            headers["refresh"], "0; url=https://app/cb?code=%3Credacted%3E",
+            headers["refresh"], "0; url=/cb?code=%3Credacted%3E",
             "{record}"
         );
         assert_eq!(
-            headers["x-original-url"], "/a;token=%3Credacted%3E;v=1",
+            headers["x-original-url"], "https://<redacted>@db.internal/a;token=%3Credacted%3E;v=1",
             "{record}"
         );
     }

@@ -282,10 +282,11 @@ impl Redaction {
     /// (`scheme://…`) or an origin-form path (`/…`) without spaces: a list
     /// of names is never complete (proxies and applications forward the
     /// original URL under names of their own). In any other value, every
-    /// `scheme://…` URL and every `<…>` target inside it is one
-    /// ([`next_url`]: `link: <https://…?token=…>; rel="next"`,
-    /// `refresh: 0; url=…`), the rest of the value kept as it is. A URL's
-    /// path parameters are shown by [`path_parameters`].
+    /// `scheme://…` URL, every path right after `=` and every `<…>` target
+    /// inside it is one ([`next_url`]: `link: <https://…?token=…>;
+    /// rel="next"`, `refresh: 0; url=/cb?…`), the rest of the value kept as
+    /// it is. A URL's path parameters (after its authority) are shown by
+    /// [`path_parameters`].
     ///
     /// A URL's user information (`https://user:password@host/`) is shown
     /// as [`REDACTED`] too ([`without_userinfo`]), and a header's name is
@@ -304,7 +305,9 @@ impl Redaction {
         {
             return Cow::Borrowed(value);
         }
-        // User information last: its `<redacted>` would end a URL.
+        // A URL's user information is hidden first, in `url` (before its
+        // `;` could be read as a path parameter's); this pass hides what
+        // is left (a `scheme://user:pass@` no URL scan took).
         match self.urls(name, value) {
             Cow::Borrowed(value) => without_userinfo(value),
             Cow::Owned(value) => Cow::Owned(without_userinfo(&value).into_owned()),
@@ -352,7 +355,14 @@ impl Redaction {
             .position(|b| b == b'?' || b == b'#')
             .unwrap_or(value.len());
         let (base, rest) = value.split_at(at);
-        let base = path_parameters(base);
+        // The authority is no path: its `;` may stand in user information
+        // (`https://svc:pa;ss@host/`), which is hidden first, whole.
+        let path_at = authority_end(base);
+        let (authority, path) = base.split_at(path_at);
+        let base = match (without_userinfo(authority), path_parameters(path)) {
+            (Cow::Borrowed(_), Cow::Borrowed(_)) => Cow::Borrowed(base),
+            (authority, path) => Cow::Owned(format!("{authority}{path}")),
+        };
         let (query, fragment) = match rest.strip_prefix('?') {
             Some(rest) => match rest.split_once('#') {
                 Some((query, fragment)) => (Some(query), Some(fragment)),
@@ -631,11 +641,11 @@ pub fn path_parameters(path: &str) -> Cow<'_, str> {
 }
 
 /// The next URL in a header's value at or after byte `from`, as byte
-/// offsets: a `scheme://…` one, ending where a reader would end it (at
-/// whitespace, `<`, `>`, `"`, `'`, or a `,` or `;` before a space or at
-/// the end), or the inside of a `<…>` without whitespace (a link's
-/// target, relative or not). Hand-written: a URL parser finds no URL
-/// inside text, and this runs on header values.
+/// offsets: a `scheme://…` one, a path (`/…`) right after `=` (optionally
+/// quoted: `refresh: 0; url=/cb?…`, `next='/cb?…'`), or the inside of a
+/// `<…>` without whitespace (a link's target, relative or not). A URL
+/// ends where a reader would end it ([`url_end`]). Hand-written: a URL
+/// parser finds no URL inside text, and this runs on header values.
 fn next_url(value: &str, from: usize) -> Option<(usize, usize)> {
     let bytes = value.as_bytes();
     let mut at = from;
@@ -644,17 +654,33 @@ fn next_url(value: &str, from: usize) -> Option<(usize, usize)> {
             + bytes
                 .get(at..)?
                 .iter()
-                .position(|b| matches!(b, b'<' | b':'))?;
+                .position(|b| matches!(b, b'<' | b':' | b'='))?;
         at = i + 1;
-        if bytes.get(i) == Some(&b'<') {
-            let inner = bytes.get(at..)?;
-            let len = inner
-                .iter()
-                .position(|b| *b == b'>' || *b == b'<' || *b <= b' ' || *b == 0x7f)?;
-            if len > 0 && inner.get(len) == Some(&b'>') {
-                return Some((at, at + len));
+        match bytes.get(i) {
+            Some(b'<') => {
+                // A `<` with no `>` before whitespace is no link: the scan
+                // goes on (a `scheme://` may follow it).
+                let inner = bytes.get(at..).unwrap_or_default();
+                let len = inner
+                    .iter()
+                    .position(|b| *b == b'>' || *b == b'<' || *b <= b' ' || *b == 0x7f);
+                if let Some(len) = len
+                    && len > 0
+                    && inner.get(len) == Some(&b'>')
+                {
+                    return Some((at, at + len));
+                }
+                continue;
             }
-            continue;
+            Some(b'=') => {
+                let quoted = usize::from(matches!(bytes.get(at), Some(b'"' | b'\'')));
+                let start = at + quoted;
+                if bytes.get(start) == Some(&b'/') {
+                    return Some((start, url_end(bytes, start)));
+                }
+                continue;
+            }
+            _ => {}
         }
         if bytes.get(i..i + 3) != Some(b"://".as_slice()) {
             continue;
@@ -672,18 +698,44 @@ fn next_url(value: &str, from: usize) -> Option<(usize, usize)> {
         if start == i {
             continue;
         }
-        let tail = bytes.get(i..)?;
-        let end = tail
-            .iter()
-            .enumerate()
-            .position(|(k, b)| match b {
-                b'<' | b'>' | b'"' | b'\'' | 0x7f => true,
-                b',' | b';' => tail.get(k + 1).is_none_or(|next| *next == b' '),
-                b => *b <= b' ',
-            })
-            .map_or(bytes.len(), |k| i + k);
-        return Some((start, end));
+        return Some((start, url_end(bytes, start)));
     }
+}
+
+/// Where the URL that starts at byte `start` of `bytes` ends: at
+/// whitespace, or a `,` or `;` before a space or at the end; at a quote
+/// only when the same quote stands right before it (`'https://…'`), at
+/// `>` only when a `<` does. A quote, `<` or `>` is legal inside a query
+/// (`?state=it's`), so a bare URL runs over it.
+fn url_end(bytes: &[u8], start: usize) -> usize {
+    let opener = start.checked_sub(1).and_then(|i| bytes.get(i)).copied();
+    let closer = match opener {
+        Some(b'<') => Some(b'>'),
+        Some(q @ (b'"' | b'\'')) => Some(q),
+        _ => None,
+    };
+    let tail = bytes.get(start..).unwrap_or_default();
+    tail.iter()
+        .enumerate()
+        .position(|(k, b)| match b {
+            b',' | b';' => tail.get(k + 1).is_none_or(|next| *next == b' '),
+            b => *b <= b' ' || *b == 0x7f || Some(*b) == closer,
+        })
+        .map_or(bytes.len(), |k| start + k)
+}
+
+/// Where the path of `url` (without its query) starts: after its
+/// `scheme://authority` or `//authority`, at 0 when it has none.
+fn authority_end(url: &str) -> usize {
+    let after = match url.find("://") {
+        // A `/` before `://` means it is inside a path, not after a scheme.
+        Some(at) if !url.get(..at).is_some_and(|s| s.contains('/')) => at + 3,
+        _ if url.starts_with("//") => 2,
+        _ => return 0,
+    };
+    url.get(after..)
+        .and_then(|rest| rest.find('/'))
+        .map_or(url.len(), |at| after + at)
 }
 
 /// Whether the header `name` (lowercase) carries credentials whatever the
@@ -1416,6 +1468,130 @@ mod tests {
                 "{value} -> {shown}"
             );
         }
+    }
+
+    /// A `;name=` in a URL's user information is no path parameter: the
+    /// user information is hidden whole, and only the path's parameters
+    /// are read as such.
+    #[test]
+    fn user_information_with_a_semicolon_is_hidden_whole() {
+        let r = Redaction::default();
+        for (name, value, shown) in [
+            (
+                "x-original-url",
+                "https://svc:Tr0ub4dor;key=3@db.internal/x",
+                "https://<redacted>@db.internal/x",
+            ),
+            (
+                "x-note",
+                "redis://:s3cr3t;sig=1@h:6379/0",
+                "redis://<redacted>@h:6379/0",
+            ),
+            (
+                "x-note",
+                "see imap://fred:s3cr3t;AUTH=PLAIN@mail.example.com/INBOX",
+                "see imap://<redacted>@mail.example.com/INBOX",
+            ),
+            (
+                "referer",
+                "https://svc:p;token=abc@h/a;jsessionid=s3cr3t",
+                "https://<redacted>@h/a;jsessionid=%3Credacted%3E",
+            ),
+            (
+                "x-note",
+                "<https://u:s3cr3t;k=1@h/x?code=s3cr3t>; rel=next",
+                "<https://<redacted>@h/x?code=%3Credacted%3E>; rel=next",
+            ),
+        ] {
+            assert_eq!(r.header(name, value), shown, "{name}: {value}");
+        }
+    }
+
+    /// A `<` without its `>` ends no scan, and a quote, `<` or `>` inside
+    /// a bare URL's query ends no URL: only the quote (or the `<`) right
+    /// before a URL's start ends it.
+    #[test]
+    fn a_url_ends_only_where_its_opening_quote_or_bracket_closes() {
+        let r = Redaction::default();
+        for (name, value, shown) in [
+            (
+                "link",
+                "<https://h/cb?code=s3cr3t",
+                "<https://h/cb?code=%3Credacted%3E",
+            ),
+            (
+                "x-note",
+                "see <https://h/cb?code=s3cr3t",
+                "see <https://h/cb?code=%3Credacted%3E",
+            ),
+            (
+                "x-note",
+                "see https://h/cb?state=it's&code=s3cr3t",
+                "see https://h/cb?state=%3Credacted%3E&code=%3Credacted%3E",
+            ),
+            (
+                "x-note",
+                "see https://h/cb?state=\"q\"&code=s3cr3t",
+                "see https://h/cb?state=%3Credacted%3E&code=%3Credacted%3E",
+            ),
+            (
+                "x-note",
+                "see https://h/cb?a=<b>&code=s3cr3t",
+                "see https://h/cb?a=%3Credacted%3E&code=%3Credacted%3E",
+            ),
+            (
+                "x-note",
+                "<https://h/a?state=x'&code=s3cr3t>; rel=next",
+                "<https://h/a?state=%3Credacted%3E&code=%3Credacted%3E>; rel=next",
+            ),
+            // Quoted or bracketed, the URL still ends at its closer.
+            (
+                "x-note",
+                "a 'https://h/?a=\"1\"&b=2' \"https://h/?c=it's\" <https://h/?d=1 x>",
+                "a 'https://h/?a=%3Credacted%3E&b=%3Credacted%3E' \"https://h/?c=%3Credacted%3E\" <https://h/?d=%3Credacted%3E x>",
+            ),
+        ] {
+            assert_eq!(r.header(name, value), shown, "{name}: {value}");
+        }
+    }
+
+    /// A path right after `=` (`refresh: 0; url=/cb?…`) is a URL in any
+    /// header's value; a relative URL elsewhere in free text is not.
+    #[test]
+    fn a_path_after_an_equals_sign_is_a_url() {
+        let r = Redaction::new(Vec::new(), ["page".to_owned()]);
+        for (name, value, shown) in [
+            (
+                "refresh",
+                "0; url=/cb?code=s3cr3t",
+                "0; url=/cb?code=%3Credacted%3E",
+            ),
+            (
+                "refresh",
+                "0; URL='/cb?code=s3cr3t'",
+                "0; URL='/cb?code=%3Credacted%3E'",
+            ),
+            (
+                "x-note",
+                "next=/cb?code=s3cr3t",
+                "next=/cb?code=%3Credacted%3E",
+            ),
+            (
+                "x-note",
+                "url=/cb?code=s3cr3t; foo",
+                "url=/cb?code=%3Credacted%3E; foo",
+            ),
+            (
+                "x-note",
+                "a=1; next=\"/a;jsessionid=s3cr3t?page=2\"; b=2",
+                "a=1; next=\"/a;jsessionid=%3Credacted%3E?page=2\"; b=2",
+            ),
+        ] {
+            assert_eq!(r.header(name, value), shown, "{name}: {value}");
+        }
+        // Not after `=`: no URL (free text is not parsed for paths).
+        let value = "see cb?code=1 or /cb?code=2 later";
+        assert!(matches!(r.header("x-note", value), Cow::Borrowed(v) if v == value));
     }
 
     /// Every value of up to four characters from the bytes the redaction

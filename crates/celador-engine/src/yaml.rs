@@ -24,7 +24,12 @@ pub struct YamlError {
 
 /// Deserializes `text`, read from `path` (named in errors).
 pub fn from_str<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, YamlError> {
-    serde_saphyr::from_str(text).map_err(|e| {
+    // A wide crop (the default is 64 columns each side of the error): a
+    // line cut inside a credential would show a part of it that no longer
+    // looks like one (the snippet is redacted below). 0 would drop the
+    // snippet.
+    let options = serde_saphyr::options! { crop_radius: 4096 };
+    serde_saphyr::from_str_with_options(text, options).map_err(|e| {
         let name = path.display().to_string();
         let options = serde_saphyr::render_options! { source_name: Some(name.as_str()) };
         let location = e.location();
@@ -49,8 +54,10 @@ pub fn from_str<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, YamlE
             raw.replace(&core, &ours)
         };
         let rendered = e.render_with_options(options).replace(&core, &ours);
-        // The snippet quotes the file, which may hold a URL's credentials.
-        let rendered = crate::redaction::without_userinfo(&rendered).into_owned();
+        // The snippet quotes the file, which may hold a URL's credentials
+        // or a credential (`authorization: "Bearer eyJ…"`).
+        let rendered = crate::redaction::without_userinfo(&rendered);
+        let rendered = crate::redaction::text(&rendered).into_owned();
         YamlError {
             line,
             column: location.map_or(0, |l| l.column()),
@@ -127,6 +134,32 @@ mod tests {
             "{}",
             err.rendered
         );
+    }
+
+    /// The snippet quotes the line, which loses its credentials.
+    #[test]
+    fn the_snippet_shows_no_credential() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2lnbmF0dXJl";
+        let text = format!("a: {{h: \"Bearer {jwt}\", u: \"redis://:pw@h/0\"}}\na: 2\n");
+        let err = from_str::<serde_json::Value>(&text, Path::new("d.yaml")).unwrap_err();
+        assert_eq!(err.line, 2, "{}", err.rendered);
+        let err = from_str::<serde_json::Value>(
+            &format!("a: {{h: \"Bearer {jwt}\", u: \"redis://:pw@h/0\"}} ]\n"),
+            Path::new("d.yaml"),
+        )
+        .unwrap_err();
+        // The whole line is quoted, not a crop of it.
+        assert!(
+            err.rendered.contains("1 | a: {h: \"Bearer <redacted>\""),
+            "{}",
+            err.rendered
+        );
+        assert!(
+            err.rendered.contains("redis://<redacted>@h/0"),
+            "{}",
+            err.rendered
+        );
+        assert!(!err.rendered.contains("eyJ"), "{}", err.rendered);
     }
 
     #[derive(Debug, serde::Deserialize)]

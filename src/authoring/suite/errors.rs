@@ -316,6 +316,31 @@ mod tests {
         assert!(found[2].2.starts_with("unknown field `nam`"), "{found:?}");
     }
 
+    /// A flow-style suite puts every case on one line: the line a
+    /// diagnostic quotes for one case's error holds another case's
+    /// credential, which is not shown.
+    #[test]
+    fn a_quoted_line_shows_no_other_cases_credential() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2lnbmF0dXJl";
+        let text = format!(
+            "rules: r.yaml\ncases: [{{name: a, request: {{headers: {{authorization: \"Bearer {jwt}\", x-db: \"redis://:pw;k=1@h/0\"}}}}, expect: {{decision: allow}}}}, {{name: b, requst: {{}}}}]\n"
+        );
+        let path = Path::new("s_test.yaml");
+        let first = yaml::from_str::<SuiteFile>(&text, path).unwrap_err();
+        let found = diagnostics(&text, path, &first);
+        assert!(!found.is_empty());
+        for d in &found {
+            let shown = d.to_string();
+            assert!(shown.contains("requst"), "{shown}");
+            assert!(
+                shown.contains("authorization: \"Bearer <redacted>\""),
+                "{shown}"
+            );
+            assert!(shown.contains("redis://<redacted>@h/0"), "{shown}");
+            assert!(!shown.contains("eyJ") && !shown.contains("pw;"), "{shown}");
+        }
+    }
+
     #[test]
     fn a_flow_style_suite_reports_every_error_of_every_case_once() {
         // Two cases on one line, one over two lines, a last entry, a

@@ -81,8 +81,11 @@ impl fmt::Display for Diagnostic {
         if let Some(text) = &self.line_text {
             let number = self.line.to_string();
             let pad = " ".repeat(number.len());
-            // A quoted line may hold a URL with credentials (a config's).
+            // A quoted line may hold a URL with credentials (a config's),
+            // or a credential (a one-line flow-style suite holds every
+            // case's headers: `authorization: "Bearer eyJ…"`).
             let text = crate::redaction::without_userinfo(text);
+            let text = crate::redaction::text(&text);
             write!(f, "\n{pad} |\n{number} | {text}\n{pad} | ")?;
             write!(f, "{}^", " ".repeat(self.column.saturating_sub(1)))?;
         }
@@ -218,6 +221,31 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    /// The quoted line loses a URL's user information and every
+    /// credential-shaped word in it; the rest is shown as written.
+    #[test]
+    fn a_quoted_line_shows_no_credential() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2lnbmF0dXJl";
+        let text = format!(
+            "a: 1\nheaders: {{authorization: \"Bearer {jwt}\", db: \"redis://:pw@h/0\", bogus: 1}}\n"
+        );
+        let d = Diagnostic::at(
+            &text,
+            std::path::Path::new("f.yaml"),
+            Severity::Error,
+            (2, 70),
+            "unknown field `bogus`".to_owned(),
+        );
+        let shown = d.to_string();
+        assert!(
+            shown.contains(
+                "2 | headers: {authorization: \"Bearer <redacted>\", db: \"redis://<redacted>@h/0\", bogus: 1}"
+            ),
+            "{shown}"
+        );
+        assert!(!shown.contains("eyJ") && !shown.contains(":pw@"), "{shown}");
     }
 
     fn position(file: &str, value: &str, token: &str) -> (usize, usize) {
