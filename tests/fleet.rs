@@ -1012,6 +1012,13 @@ fn the_listing_names_a_revocations_set_with_credentials_redacted() {
         "event": EVENT,
         "jti": format!("c-1 {KEY}"),
     });
+    // The reason and who wrote it as src/ssf/store.rs writes them (the
+    // reason naming the SET's `jti`), and free text holding a credential.
+    entry["reason"] = serde_json::json!(format!(
+        "credential-compromise ({EVENT} SET c-1 {KEY} from https://idp.example.com/)"
+    ));
+    entry["by"] = serde_json::json!(format!("https://idp.example.com/ {KEY}"));
+    entry["from"] = serde_json::json!(format!("receiver-0 {KEY}"));
     redis.cli(&["HSET", "{celador}:revocations", &field, &entry.to_string()]);
 
     let (code, text, err) = cli(&["governance"]);
@@ -1024,6 +1031,12 @@ fn the_listing_names_a_revocations_set_with_credentials_redacted() {
         "{text}"
     );
     assert!(!line(EXPORTER).contains("set "), "{text}");
+    assert!(
+        line(PAYMENTS).contains(&format!(
+            "reason \"credential-compromise ({EVENT} SET c-1 <redacted> from https://idp.example.com/)\""
+        )),
+        "{text}"
+    );
 
     let (code, json, err) = cli(&["governance", "--format", "json"]);
     assert_eq!(code, 0, "{json}{err}");
@@ -1041,6 +1054,14 @@ fn the_listing_names_a_revocations_set_with_credentials_redacted() {
         revocations[&format!("spiffe_id:{EXPORTER}")]
             .get("set")
             .is_none()
+    );
+    assert_eq!(
+        revocations[&field]["reason"],
+        format!("credential-compromise ({EVENT} SET c-1 <redacted> from https://idp.example.com/)")
+    );
+    assert_eq!(
+        revocations[&field]["by"],
+        "https://idp.example.com/ <redacted>"
     );
     assert!(!text.contains(KEY) && !json.contains(KEY), "{text}{json}");
 }

@@ -426,12 +426,15 @@ pub fn list(args: ListArgs) -> ExitCode {
             let all = |map: &Map| -> serde_json::Map<_, _> {
                 map.iter().map(|(f, v)| (f.clone(), parse(v))).collect()
             };
-            let mut revocations = all(&revocations);
-            revocations.values_mut().for_each(redact_set);
+            let (mut revocations, mut grants) = (all(&revocations), all(&grants));
+            revocations
+                .values_mut()
+                .chain(grants.values_mut())
+                .for_each(redact_entry);
             let out = serde_json::json!({
                 "store": w.shown(),
                 "revocations": revocations,
-                "grants": all(&grants),
+                "grants": grants,
             });
             format!("{out}\n")
         } else {
@@ -450,27 +453,44 @@ pub fn list(args: ListArgs) -> ExitCode {
 
 type Map = std::collections::BTreeMap<String, String>;
 
-/// A revocation's `set` (the SET it came from: a transmitter's text) with
-/// every credential-like word replaced, as the audit record's.
-fn redact_set(entry: &mut serde_json::Value) {
-    if let Some(serde_json::Value::Object(set)) = entry.get_mut("set") {
-        for value in set.values_mut() {
-            if let serde_json::Value::String(text) = value {
-                *text = redaction::text(text).into_owned();
-            }
+/// A stored entry's free text with every credential-like word replaced, as
+/// the audit record's: its `reason` (a receiver's names its SET's `jti`),
+/// who, where and when (`by`, `from`, `at`) and a revocation's `set` (the SET it
+/// came from: a transmitter's text); a value that is not JSON is shown
+/// redacted as a whole.
+fn redact_entry(entry: &mut serde_json::Value) {
+    let redact = |value: &mut serde_json::Value| {
+        if let serde_json::Value::String(text) = value {
+            *text = redaction::text(text).into_owned();
         }
+    };
+    if entry.is_string() {
+        return redact(entry);
+    }
+    for field in ["reason", "by", "from", "at"] {
+        if let Some(value) = entry.get_mut(field) {
+            redact(value);
+        }
+    }
+    if let Some(serde_json::Value::Object(set)) = entry.get_mut("set") {
+        set.values_mut().for_each(redact);
     }
 }
 
+/// Free text of an entry, as the listing shows it: [`redaction::text`].
+fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    redaction::text(text)
+}
+
 /// The text-listing part naming a revocation's SET, redacted as
-/// [`redact_set`]; empty for one made by hand.
+/// [`redact_entry`]; empty for one made by hand.
 fn set_shown(set: Option<&StoredSet>) -> String {
     set.map(|s| {
         format!(
             "  set jti {:?} of {:?} from {:?}",
-            redaction::text(&s.jti),
-            redaction::text(&s.event),
-            redaction::text(&s.source)
+            shown(&s.jti),
+            shown(&s.event),
+            shown(&s.source)
         )
     })
     .unwrap_or_default()
@@ -490,14 +510,14 @@ fn listing(keys: &crate::sources::fleet::keys::Keys, revocations: &Map, grants: 
                 };
                 format!(
                     "revoked  {field}  {state}  reason {:?}{}  by {} from {} at {}\n",
-                    e.reason,
+                    shown(&e.reason),
                     set_shown(e.set.as_ref()),
-                    e.provenance.by,
-                    e.provenance.from,
-                    e.provenance.at
+                    shown(&e.provenance.by),
+                    shown(&e.provenance.from),
+                    shown(&e.provenance.at)
                 )
             }
-            Err(problem) => format!("REFUSED  {problem}\n"),
+            Err(problem) => format!("REFUSED  {}\n", shown(&problem)),
         });
     }
     for (field, raw) in grants {
@@ -511,12 +531,12 @@ fn listing(keys: &crate::sources::fleet::keys::Keys, revocations: &Map, grants: 
                         .map(|t| format!("from {t} "))
                         .unwrap_or_default(),
                     g.expires,
-                    g.reason,
-                    g.provenance.by,
-                    g.provenance.from,
-                    g.provenance.at
+                    shown(&g.reason),
+                    shown(&g.provenance.by),
+                    shown(&g.provenance.from),
+                    shown(&g.provenance.at)
                 ),
-                Err(problem) => format!("REFUSED  {problem}\n"),
+                Err(problem) => format!("REFUSED  {}\n", shown(&problem)),
             },
         );
     }

@@ -12,7 +12,9 @@
 //! Ordering: SETs may arrive in any order (RFC 8417 §5.3), so each entry
 //! remembers the time of the event that set it, and an older event never
 //! undoes a newer one (an `account-enabled` from before an
-//! `account-disabled` leaves the revocation in place).
+//! `account-disabled` leaves the revocation in place). The file keeps no
+//! event time, so an entry read back at start counts as set at start: an
+//! event from before it changes nothing ([`Kept::Superseded`]).
 //!
 //! Bound: a withdrawn entry stays as a tombstone so that an older revoke
 //! stays undone, but only for the receiver's `max_age` (as the store keeps
@@ -197,14 +199,17 @@ struct Entries {
 impl Entries {
     /// Sets `key` to `entry`, keeping the tombstones' order.
     fn insert(&mut self, key: Key, entry: Entry) {
+        // The old pair goes first: a tombstone replacing one of the same
+        // time is the same pair, which must stay in the order.
+        if let Some(old) = self.by_key.get(&key)
+            && old.reason.is_none()
+        {
+            self.tombstones.remove(&(old.at, key.clone()));
+        }
         if entry.reason.is_none() {
             self.tombstones.insert((entry.at, key.clone()));
         }
-        if let Some(old) = self.by_key.insert(key.clone(), entry)
-            && old.reason.is_none()
-        {
-            self.tombstones.remove(&(old.at, key));
-        }
+        self.by_key.insert(key, entry);
     }
 
     /// Drops up to [`PRUNE_PER_WRITE`] tombstones older than `horizon`.
@@ -310,6 +315,12 @@ impl FileSink {
     /// error: the receiver would otherwise overwrite it.
     pub fn open(path: &Path) -> Result<FileSink, String> {
         let mut entries = Entries::default();
+        // The file keeps no event time (`celador serve` refuses a field it
+        // does not know), so an entry read back counts as set now: an
+        // event from before the restart (a replayed withdrawal the
+        // revocation superseded) is older and changes nothing; it fails
+        // closed.
+        let loaded_at = SystemTime::now();
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 let file: StoredFile = crate::engine::yaml::from_str(&text, path).map_err(|e| {
@@ -341,14 +352,10 @@ impl FileSink {
                             ));
                         }
                     };
-                    // Kept from before: any event about it, older or newer,
-                    // is applied (its time was not kept), but a withdrawal
-                    // older than `max_age` (its order unknown: stale).
-                    let at = SystemTime::UNIX_EPOCH;
                     entries.insert(
                         key,
                         Entry {
-                            at,
+                            at: loaded_at,
                             reason: Some(stored.reason),
                             by,
                             set: stored.set,
@@ -428,15 +435,12 @@ impl FileSink {
             {
                 Kept::Superseded
             }
-            // No order kept for it (its tombstone dropped, or its time
-            // unknown: an entry kept from the file at start): a withdrawal
+            // No order kept for it (its tombstone dropped): a withdrawal
             // older than every dropped tombstone might undo a later event.
             existing
                 if reason.is_none()
                     && horizon.is_some_and(|h| provenance.at < h)
-                    && !existing.is_some_and(|e| {
-                        e.by == provenance.transmitter && e.at != SystemTime::UNIX_EPOCH
-                    }) =>
+                    && existing.is_none_or(|e| e.by != provenance.transmitter) =>
             {
                 Kept::Stale
             }

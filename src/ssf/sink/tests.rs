@@ -190,10 +190,12 @@ async fn a_revocation_names_its_set_in_fields_and_a_file_without_them_still_load
     )
     .unwrap();
     let sink = FileSink::open(&path).unwrap();
-    // The older entry's transmitter is still known from its reason.
-    let kept = sink.apply(&[unrevoke(A, "j1", 100)]).await.unwrap();
+    // The older entry's transmitter is still known from its reason (an
+    // entry read back counts as set at start: later events apply).
+    let now = now_secs();
+    let kept = sink.apply(&[unrevoke(A, "j1", now + 1)]).await.unwrap();
     assert_eq!(kept, [Kept::Applied]);
-    sink.apply(&[revoke(A, "j2", 200)]).await.unwrap();
+    sink.apply(&[revoke(A, "j2", now + 2)]).await.unwrap();
     let entries = file_entries(&path);
     assert_eq!(entries.len(), 2, "{entries:?}");
     assert_eq!(
@@ -214,11 +216,11 @@ async fn a_revocation_names_its_set_in_fields_and_a_file_without_them_still_load
     std::fs::write(&path, text).unwrap();
     let sink = FileSink::open(&path).unwrap();
     let kept = sink
-        .apply(&[from_other(unrevoke(A, "c1", 300))])
+        .apply(&[from_other(unrevoke(A, "c1", now + 3))])
         .await
         .unwrap();
     assert_eq!(kept, [Kept::Another]);
-    let kept = sink.apply(&[unrevoke(A, "j3", 300)]).await.unwrap();
+    let kept = sink.apply(&[unrevoke(A, "j3", now + 3)]).await.unwrap();
     assert_eq!(kept, [Kept::Applied]);
     assert_eq!(loaded(&path).len(), 1);
 }
@@ -384,7 +386,11 @@ async fn only_the_transmitter_that_revoked_withdraws_it_even_after_a_restart() {
         .unwrap();
     assert_eq!(kept, [Kept::Another, Kept::Another]);
     assert_eq!(loaded(&path).len(), 1);
-    let kept = sink.apply(&[unrevoke(A, "j2", 300)]).await.unwrap();
+    // Its own withdrawal, made after the restart, applies.
+    let kept = sink
+        .apply(&[unrevoke(A, "j2", now_secs() + 1)])
+        .await
+        .unwrap();
     assert_eq!(kept, [Kept::Applied]);
     assert_eq!(loaded(&path).len(), 0);
 }
@@ -615,4 +621,63 @@ async fn at_its_cap_a_transmitters_higher_level_takes_the_place_of_its_lowest() 
     assert_eq!(kept, [Kept::Capped]);
     let text = std::fs::read_to_string(&risks_path).unwrap();
     assert_eq!(text.matches("\"level\"").count(), 2, "{text}");
+}
+
+#[tokio::test]
+async fn a_withdrawal_at_the_time_of_the_last_keeps_its_tombstone_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revocations.yaml");
+    let sink = FileSink::open(&path)
+        .unwrap()
+        .with_order_window(Duration::from_secs(3600));
+    let now = now_secs();
+    let kept = sink
+        .apply(&[unrevoke(A, "j1", now - 100), unrevoke(A, "j2", now - 100)])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Applied, Kept::Applied]);
+    let entries = sink.entries.lock().unwrap();
+    let key = Key::SpiffeId(A.into());
+    // The tombstone is in the order, so the prune drops it once expired.
+    assert!(entries.by_key.contains_key(&key));
+    assert_eq!(
+        entries.tombstones.iter().collect::<Vec<_>>(),
+        [&(UNIX_EPOCH + Duration::from_secs(now - 100), key)]
+    );
+    drop(entries);
+    let mut entries = sink.entries.lock().unwrap();
+    entries.prune(UNIX_EPOCH + Duration::from_secs(now));
+    assert!(entries.by_key.is_empty() && entries.tombstones.is_empty());
+}
+
+#[tokio::test]
+async fn after_a_restart_a_replayed_withdrawal_never_undoes_a_newer_revocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revocations.yaml");
+    let now = now_secs();
+    let open = || {
+        FileSink::open(&path)
+            .unwrap()
+            .with_order_window(Duration::from_secs(3600))
+    };
+    let sink = open();
+    // A withdrawal (nothing to withdraw yet), then a later revocation.
+    let kept = sink
+        .apply(&[unrevoke(A, "j1", now - 200), revoke(A, "j2", now - 100)])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Applied, Kept::Applied]);
+    let kept = sink.apply(&[unrevoke(A, "j1", now - 200)]).await.unwrap();
+    assert_eq!(kept, [Kept::Superseded]);
+    drop(sink);
+    // Restarted: the event time is not in the file, and the jti memory is
+    // gone; the entry counts as set at start, so the replay is older.
+    let sink = open();
+    let kept = sink.apply(&[unrevoke(A, "j1", now - 200)]).await.unwrap();
+    assert_eq!(kept, [Kept::Superseded]);
+    assert_eq!(loaded(&path).len(), 1);
+    // A withdrawal made after the restart still applies.
+    let kept = sink.apply(&[unrevoke(A, "j3", now + 60)]).await.unwrap();
+    assert_eq!(kept, [Kept::Applied]);
+    assert_eq!(loaded(&path).len(), 0);
 }
