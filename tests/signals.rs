@@ -212,6 +212,37 @@ fn err(reply: &Reply) -> String {
     reply.json()["err"].as_str().unwrap_or_default().to_owned()
 }
 
+/// A `jti` is the transmitter's to choose: one holding a credential is
+/// shown redacted in the receiver's log lines and in the audit record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_in_a_sets_jti_reaches_neither_the_receivers_log_nor_the_record() {
+    let f = fixture();
+    let key = "AKIAIOSFODNN7EXAMPLE";
+    let compromise = set(
+        &f.idp,
+        IDP,
+        &format!("c-1 {key}"),
+        json!({"format": "iss_sub", "iss": IDP, "sub": "exporter-bot"}),
+        "credential-compromise",
+        json!({"credential_type": "x509"}),
+    );
+    let reply = f.push(&compromise);
+    assert_eq!((reply.status, reply.body.as_str()), (202, ""), "{reply:?}");
+    f.until(EXPORTER, true).await;
+    assert_eq!(f.decision(EXPORTER).await, Err((403, "revoked".to_owned())));
+    let record = support::wait_for(Duration::from_secs(2), || {
+        f.celador
+            .audit_records()
+            .into_iter()
+            .rfind(|r| r["reason"] == "revoked")
+    })
+    .unwrap();
+    assert!(!record.to_string().contains(key), "{record}");
+    let log = f.receiver.log();
+    assert!(log.contains("revoked"), "{log}");
+    assert!(!log.contains(key), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pushed_compromise_revokes_within_a_second_and_an_enable_restores() {
     let f = fixture();

@@ -654,6 +654,50 @@ fn the_trail_records_what_the_deciding_rule_read_without_a_credential() {
 }
 
 #[test]
+fn a_revocations_reason_reaches_the_record_redacted() {
+    // The receiver's reasons quote the SET's `jti`, which the transmitter
+    // chose: the record shows the reason through the one redaction.
+    let f = Fixture::new();
+    let key = "AKIAIOSFODNN7EXAMPLE";
+    let revocations = crate::engine::revocations::Revocations::parse(
+        &format!(
+            "revocations:\n  - spiffe_id: {PEER}\n    reason: \"credential-compromise (SET {key} from https://idp.example.com/)\"\n"
+        ),
+        Path::new("revocations.yaml"),
+    )
+    .unwrap();
+    let store = Store::fixed(
+        Arc::new(
+            Policy::parse(
+                "rules:\n  - name: all\n    effect: allow\n    when: \"true\"\n",
+                Path::new("p.yaml"),
+            )
+            .unwrap(),
+        ),
+        f.bundles(),
+    );
+    store.publish_revocations(Arc::new(revocations));
+    let authorizer = ExtAuthz::new(
+        Engine::new(Workload::default(), EngineSettings::default()),
+        store,
+        EdgeSettings::default(),
+    );
+    let request = check::request(&f.cert(), "GET", "/", &[]);
+    let records = audited(|| {
+        let response = authorizer.check(&request).unwrap();
+        assert_eq!(check::denial(&response).unwrap().1, "revoked");
+    });
+    assert_eq!(records.len(), 1, "{records:?}");
+    let reason = records[0]["revoked"]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("credential-compromise (SET "),
+        "{reason}"
+    );
+    assert!(!reason.contains(key), "{reason}");
+    assert!(reason.contains("<redacted>"), "{reason}");
+}
+
+#[test]
 fn a_rule_error_is_explained_clause_by_clause_in_the_audit_record() {
     let f = Fixture::new();
     let rules = r#"rules:

@@ -153,7 +153,7 @@ impl<'a> Trail<'a> {
         if let Some(g) = &d.grant {
             out.object("grant", |o| {
                 o.str("name", &g.name);
-                o.str("reason", &g.reason);
+                o.str("reason", &self.redaction.text(&g.reason));
                 o.str("expires", &time::rfc3339(g.expires));
                 o.str("origin", g.origin.as_str());
             });
@@ -175,12 +175,13 @@ impl<'a> Trail<'a> {
     /// `revoked`: the entry that denied, why, where it came from, and the
     /// Security Event Token that made it (`set`), if one did.
     fn write_revoked(&self, o: &mut JsonObject<'_>, r: &crate::engine::decision::Revoked) {
+        let redaction = self.redaction;
         o.str("entry", &r.entry);
-        o.str("reason", &r.reason);
+        // A reason from a SET quotes its `jti`, which the transmitter chose.
+        o.str("reason", &redaction.text(&r.reason));
         o.str("origin", r.origin.as_str());
         // The trail ends at the security tool's event.
         if let Some(set) = &r.set {
-            let redaction = self.redaction;
             o.object("set", |o| {
                 o.str("source", &redaction.text(&set.source));
                 o.str("event", &redaction.text(&set.event));

@@ -30,11 +30,14 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::event::{Action, Mapping, Outcome, Provenance, Revocation};
+// Log lines quote what a transmitter sent (a `jti`, a reason) as every
+// output does: through the one redaction.
 use super::jwks::{FetchCounters, KeyRefresh};
 use super::set::{ErrorCode, SetError, VerifiedSet, Verifier};
 use super::sink::{Claim, Kept, SetKey, Sink};
 use super::subject::Subjects;
 use super::subject::Target;
+use crate::engine::redaction::text;
 
 /// The media type of a pushed SET (RFC 8417 §2.3).
 pub const SET_MEDIA_TYPE: &str = "application/secevent+jwt";
@@ -333,7 +336,7 @@ impl Receiver {
         match self.remember(&key, set.digest) {
             Remembered::First => {}
             Remembered::Again => {
-                tracing::info!(issuer = %set.issuer, jti = %set.jti, "SET received again; applied once");
+                tracing::info!(issuer = %set.issuer, jti = %text(&set.jti), "SET received again; applied once");
                 return (Answer::accepted(), Delivery::Duplicate);
             }
             Remembered::InFlight => return (unavailable(), Delivery::Unavailable),
@@ -432,7 +435,7 @@ impl Receiver {
     async fn abandon(&self, key: &(String, String), set: SetKey<'_>) {
         self.forget(key);
         if let Err(e) = self.sink.release(set).await {
-            tracing::warn!(issuer = %set.0, jti = %set.1, "the fleet's replay memory keeps the SET's claim until it lapses (30 s): {e}");
+            tracing::warn!(issuer = %set.0, jti = %text(set.1), "the fleet's replay memory keeps the SET's claim until it lapses (30 s): {e}");
         }
     }
 
@@ -582,7 +585,7 @@ impl Receiver {
             }
             Outcome::Ignored(p, why) => {
                 self.metrics.ignored.inc();
-                tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, why = %why, "event changes nothing");
+                tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), why = %why, "event changes nothing");
             }
         }
     }
@@ -591,13 +594,13 @@ impl Receiver {
 fn log_action(p: &Provenance, action: &Action) {
     match action {
         Action::Revoke { entry, reason } => {
-            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, entry = ?entry, reason = %reason, "revoked")
+            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), entry = ?entry, reason = %text(reason), "revoked")
         }
         Action::Unrevoke { entry } => {
-            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, entry = ?entry, "revocation removed")
+            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), entry = ?entry, "revocation removed")
         }
         Action::Risk { target, level, .. } => {
-            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, target = %target.describe(), level = level.as_str(), "risk level set")
+            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), target = %target.describe(), level = level.as_str(), "risk level set")
         }
     }
 }
@@ -611,22 +614,22 @@ fn log_unapplied(p: &Provenance, action: &Action, kept: Kept) {
     let kind = action_name(action);
     match kept {
         Kept::Superseded => {
-            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "superseded: a later event about the same entry was applied first; this one changes nothing")
+            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), action = kind, entry = %what, "superseded: a later event about the same entry was applied first; this one changes nothing")
         }
         Kept::Lapsed => {
-            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the risk level had lapsed (risk_expiry after its event) before it arrived")
+            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), action = kind, entry = %what, "not applied: the risk level had lapsed (risk_expiry after its event) before it arrived")
         }
         Kept::Another => {
-            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the entry is another transmitter's (or an operator's) revocation, which only its writer may change or withdraw (the identity stays revoked)")
+            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), action = kind, entry = %what, "not applied: the entry is another transmitter's (or an operator's) revocation, which only its writer may change or withdraw (the identity stays revoked)")
         }
         Kept::Stale => {
-            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the withdrawal is older than max_age and the sink no longer remembers the entry's order (event times and withdrawals are kept for max_age), so it might undo a later event; the SET is accepted (valid)")
+            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), action = kind, entry = %what, "not applied: the withdrawal is older than max_age and the sink no longer remembers the entry's order (event times and withdrawals are kept for max_age), so it might undo a later event; the SET is accepted (valid)")
         }
         Kept::Capped => {
-            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the transmitter holds its max_risks risk levels already, none lower than this one; a subject new to it waits until some lapse (its existing ones are still updated), the SET is accepted (valid, RFC 8935 §2.2)")
+            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), action = kind, entry = %what, "not applied: the transmitter holds its max_risks risk levels already, none lower than this one; a subject new to it waits until some lapse (its existing ones are still updated), the SET is accepted (valid, RFC 8935 §2.2)")
         }
         Kept::Unsupported | Kept::Applied => {
-            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %p.jti, action = kind, entry = %what, "not applied: the sink keeps no risk levels (a revocations file without risks_file)")
+            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), action = kind, entry = %what, "not applied: the sink keeps no risk levels (a revocations file without risks_file)")
         }
     }
 }
