@@ -469,47 +469,37 @@ fn a_suite_that_does_not_parse_reports_every_error_once_with_its_caret() {
     );
     let (code, out, err) = run(&["test", &suite]);
     assert_eq!(code, 1, "{out}{err}");
-    for (message, position, line, caret) in [
-        (
-            "unknown field `requst`",
-            ":5:5",
-            "5 |     requst: {method: GET}",
-            "  |     ^\n",
-        ),
-        (
-            "unknown variant `allw`",
-            ":6:24",
-            "6 |     expect: {decision: allw}",
-            "  |                        ^\n",
-        ),
-        (
-            "unknown field `decison`",
-            ":10:14",
-            "10 |     expect: {decison: deny}",
-            "   |              ^\n",
-        ),
-        (
-            "unknown field `methd`",
-            ":12:7",
-            "12 |       methd: GET",
-            "   |       ^\n",
-        ),
-    ] {
-        assert_eq!(out.matches(message).count(), 1, "{out}");
-        let at = out.find(message).unwrap();
-        let rest = &out[at..];
-        assert!(rest.contains(&format!("s_test.yaml{position}\n")), "{out}");
-        assert!(rest.contains(line) && rest.contains(caret), "{out}");
-    }
+    assert_each_error_once_in_order(
+        &out,
+        &[
+            (
+                "unknown field `requst`",
+                ":5:5",
+                &["5 |     requst: {method: GET}", "  |     ^\n"],
+            ),
+            (
+                "unknown variant `allw`",
+                ":6:24",
+                &[
+                    "6 |     expect: {decision: allw}",
+                    "  |                        ^\n",
+                ],
+            ),
+            (
+                "unknown field `decison`",
+                ":10:14",
+                &["10 |     expect: {decison: deny}", "   |              ^\n"],
+            ),
+            (
+                "unknown field `methd`",
+                ":12:7",
+                &["12 |       methd: GET", "   |       ^\n"],
+            ),
+        ],
+    );
+    // No error of recovery's making (`decision` is missing only because
+    // `decison` is misspelled), and no position said twice.
     assert!(!out.contains("at line"), "{out}");
-    // Each error once, in file order, and no error of recovery's making
-    // (`decision` is missing only because `decison` is misspelled).
-    assert_eq!(out.matches("error: ").count(), 4, "{out}");
-    let order: Vec<usize> = ["requst", "allw", "decison", "methd"]
-        .iter()
-        .map(|m| out.find(m).unwrap())
-        .collect();
-    assert!(order.is_sorted(), "{out}");
     // `check` says the same errors.
     let (code, out, err) = run(&["check", &suite]);
     assert_eq!(code, 1, "{out}{err}");
@@ -517,6 +507,26 @@ fn a_suite_that_does_not_parse_reports_every_error_once_with_its_caret() {
         assert_eq!(out.matches(message).count(), 1, "{out}");
     }
     assert!(out.contains("4 error(s)"), "{out}");
+}
+
+/// Asserts that `out` reports exactly the errors `expected`, each once and
+/// in file order: its message, then the file's `:line:column` and each of
+/// the given lines (the quoted source, the caret) after it.
+fn assert_each_error_once_in_order(out: &str, expected: &[(&str, &str, &[&str])]) {
+    for (message, position, lines) in expected {
+        assert_eq!(out.matches(message).count(), 1, "{out}");
+        let rest = &out[out.find(message).unwrap()..];
+        assert!(rest.contains(&format!("s_test.yaml{position}\n")), "{out}");
+        for line in *lines {
+            assert!(rest.contains(line), "{out}");
+        }
+    }
+    assert_eq!(out.matches("error: ").count(), expected.len(), "{out}");
+    let order: Vec<usize> = expected
+        .iter()
+        .map(|(message, _, _)| out.find(message).unwrap())
+        .collect();
+    assert!(order.is_sorted(), "{out}");
 }
 
 #[test]
@@ -534,39 +544,17 @@ fn a_flow_style_suite_that_does_not_parse_reports_every_error_once_with_its_care
     );
     let (code, out, err) = run(&["test", &suite]);
     assert_eq!(code, 1, "{out}{err}");
-    for (message, position, caret) in [
-        (
-            "unknown field `requst`",
-            ":2:21",
-            &format!("  |{}^\n", " ".repeat(21)),
-        ),
-        (
-            "unknown variant `allw`",
-            ":2:63",
-            &format!("  |{}^\n", " ".repeat(63)),
-        ),
-        (
-            "unknown field `decison`",
-            ":3:24",
-            &format!("  |{}^\n", " ".repeat(24)),
-        ),
-        (
-            "unknown field `methd`",
-            ":3:50",
-            &format!("  |{}^\n", " ".repeat(50)),
-        ),
-    ] {
-        assert_eq!(out.matches(message).count(), 1, "{out}");
-        let rest = &out[out.find(message).unwrap()..];
-        assert!(rest.contains(&format!("s_test.yaml{position}\n")), "{out}");
-        assert!(rest.contains(caret.as_str()), "{out}");
-    }
-    assert_eq!(out.matches("error: ").count(), 4, "{out}");
-    let order: Vec<usize> = ["requst", "allw", "decison", "methd"]
-        .iter()
-        .map(|m| out.find(m).unwrap())
-        .collect();
-    assert!(order.is_sorted(), "{out}");
+    let caret = |column: usize| format!("  |{}^\n", " ".repeat(column));
+    let carets = [caret(21), caret(63), caret(24), caret(50)];
+    assert_each_error_once_in_order(
+        &out,
+        &[
+            ("unknown field `requst`", ":2:21", &[carets[0].as_str()]),
+            ("unknown variant `allw`", ":2:63", &[carets[1].as_str()]),
+            ("unknown field `decison`", ":3:24", &[carets[2].as_str()]),
+            ("unknown field `methd`", ":3:50", &[carets[3].as_str()]),
+        ],
+    );
     let (code, out, err) = run(&["check", &suite]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("4 error(s)"), "{out}");
