@@ -18,10 +18,14 @@
 //!
 //! Bound: a withdrawn entry stays as a tombstone so that an older revoke
 //! stays undone, but only for the receiver's `max_age` (as the store keeps
-//! event times, [`super::store`]'s "Bound"): each SET first drops up to
-//! [`PRUNE_PER_WRITE`] tombstones whose event time is older than the clock
-//! minus `max_age`, oldest first (kept in order by time), so memory holds
-//! about the withdrawals reported within `max_age`. A live revocation is
+//! event times, [`super::store`]'s "Bound"): each SET first drops every
+//! tombstone whose event time is older than the clock minus `max_age`,
+//! oldest first (kept in order by time, so without a scan), so memory
+//! holds about the withdrawals reported within `max_age`, however many a
+//! SET withdraws (an `aliases` subject may name 1000 entries). Each
+//! tombstone is dropped once, so the work per entry written stays
+//! constant, amortized; dropping only some per SET let them pile up
+//! faster than they went once a SET withdrew more. A live revocation is
 //! never dropped. The same soundness as the store's: a withdrawal finding
 //! no order for its entry is applied only if its time is within `max_age`
 //! (hence later than every tombstone dropped), else it changes nothing
@@ -171,10 +175,6 @@ struct Entry {
     set: Option<StoredSet>,
 }
 
-/// How many expired tombstones one SET drops at most: bounded work per
-/// SET, and far more than a SET's actions add.
-const PRUNE_PER_WRITE: usize = 100;
-
 /// Writes revocations to a file in celador's revocations format, and,
 /// when given one, risk levels to a risks file.
 #[derive(Debug)]
@@ -212,13 +212,9 @@ impl Entries {
         self.by_key.insert(key, entry);
     }
 
-    /// Drops up to [`PRUNE_PER_WRITE`] tombstones older than `horizon`.
+    /// Drops every tombstone older than `horizon`, oldest first.
     fn prune(&mut self, horizon: SystemTime) {
-        for _ in 0..PRUNE_PER_WRITE {
-            match self.tombstones.first() {
-                Some((at, _)) if *at < horizon => {}
-                _ => return,
-            }
+        while self.tombstones.first().is_some_and(|(at, _)| *at < horizon) {
             if let Some((_, key)) = self.tombstones.pop_first() {
                 self.by_key.remove(&key);
             }
