@@ -329,7 +329,7 @@ impl EventTimes {
             Err(e) => Err(e.to_string()),
         };
         let read = read.unwrap_or_else(|e| {
-            tracing::warn!(file = %times.display(), "the revocations' event times cannot be read; the file's entries count as set now: {e}");
+            tracing::warn!(file = %times.display(), "the revocations' event times cannot be read; the file's entries count as set now: {}", crate::engine::redaction::text(&e));
             EventTimes::default()
         });
         read.entries
