@@ -1066,6 +1066,88 @@ fn the_listing_names_a_revocations_set_with_credentials_redacted() {
     assert!(!text.contains(KEY) && !json.contains(KEY), "{text}{json}");
 }
 
+/// The attacker review's leak: the JSON listing showed raw what the text
+/// listing hides (a field, a name, identities, an expiry, an unknown
+/// member, a grant's `when`); every name and value is redacted in both.
+#[test]
+fn the_json_listing_redacts_every_name_and_value_as_the_text_listing_does() {
+    const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
+    const MIDDLE: &str = "eyJzdWIiOiJ4In0";
+    let redis = Redis::start(false);
+    let url = redis.url();
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--store", &url]);
+        run(&all)
+    };
+    let when = format!("request.headers['authorization'] == 'Bearer {JWT}'");
+    let (code, out, err) = cli(&[
+        "grant",
+        "--name",
+        "g1",
+        "--identity",
+        EXPORTER,
+        "--duration",
+        "1h",
+        "--reason",
+        "r",
+        "--when",
+        &when,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = cli(&["revoke", "--spiffe-id", PAYMENTS, "--reason", "r"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Written by hand into the store: refused by the sidecars, listed.
+    let grant = serde_json::json!({
+        "name": format!("g2 {JWT}"),
+        "identities": [format!("spiffe://a/b?token={JWT}")],
+        "expires": "2030-01-01T00:00:00Z",
+        "reason": "r",
+    });
+    let field = format!("g2 {JWT}");
+    redis.cli(&["HSET", "{celador}:grants", &field, &grant.to_string()]);
+    let revoked = format!("spiffe_id:{PAYMENTS}");
+    let raw = redis.cli(&["HGET", "{celador}:revocations", &revoked]);
+    let mut entry: serde_json::Value = serde_json::from_str(raw.trim()).unwrap();
+    entry["expires"] = serde_json::json!(format!("Bearer {JWT}"));
+    entry["extra"] = serde_json::json!(JWT);
+    redis.cli(&[
+        "HSET",
+        "{celador}:revocations",
+        &revoked,
+        &entry.to_string(),
+    ]);
+
+    let (code, text, err) = cli(&["governance"]);
+    assert_eq!(code, 0, "{text}{err}");
+    assert!(text.contains("field \"g2 <redacted>\""), "{text}");
+    assert!(text.matches("REFUSED").count() == 2, "{text}");
+    let (code, json, err) = cli(&["governance", "--format", "json"]);
+    assert_eq!(code, 0, "{json}{err}");
+    let listed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let hand = &listed["grants"]["g2 <redacted>"];
+    assert_eq!(hand["name"], "g2 <redacted>", "{json}");
+    assert_eq!(
+        hand["identities"][0], "spiffe://a/b?token=<redacted>",
+        "{json}"
+    );
+    assert_eq!(
+        listed["revocations"][&revoked]["expires"], "Bearer <redacted>",
+        "{json}"
+    );
+    assert_eq!(listed["grants"]["g1"]["identities"][0], EXPORTER, "{json}");
+    assert!(
+        listed["grants"]["g1"]["when"]
+            .as_str()
+            .unwrap()
+            .contains("<redacted>"),
+        "{json}"
+    );
+    for shown in [&text, &json] {
+        assert!(!shown.contains(JWT) && !shown.contains(MIDDLE), "{shown}");
+    }
+}
+
 #[test]
 fn a_store_that_cannot_be_used_stops_start_up_with_64_naming_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -427,10 +427,8 @@ pub fn list(args: ListArgs) -> ExitCode {
                 map.iter().map(|(f, v)| (f.clone(), parse(v))).collect()
             };
             let (mut revocations, mut grants) = (all(&revocations), all(&grants));
-            revocations
-                .values_mut()
-                .chain(grants.values_mut())
-                .for_each(redact_entry);
+            redact_members(&mut revocations);
+            redact_members(&mut grants);
             let out = serde_json::json!({
                 "store": w.shown(),
                 "revocations": revocations,
@@ -453,28 +451,36 @@ pub fn list(args: ListArgs) -> ExitCode {
 
 type Map = std::collections::BTreeMap<String, String>;
 
-/// A stored entry's free text with every credential-like word replaced, as
-/// the audit record's: its `reason` (a receiver's names its SET's `jti`),
-/// who, where and when (`by`, `from`, `at`) and a revocation's `set` (the SET it
-/// came from: a transmitter's text); a value that is not JSON is shown
-/// redacted as a whole.
+/// A stored entry (or the listing around it) with every credential-like
+/// word replaced, as the audit record's: every string value and every
+/// member's name, at any depth ([`redaction::text`]). The store is written
+/// by hand and by receivers, so any member may hold a transmitter's or an
+/// operator's text (a refused entry's unknown member, an identity or an
+/// expiry that is not one, a grant's `when`); a value that is not JSON is
+/// shown redacted as a whole. A field's random id (`jwt_id:<jti>`) stays
+/// as it is unless it looks like a credential.
 fn redact_entry(entry: &mut serde_json::Value) {
-    let redact = |value: &mut serde_json::Value| {
-        if let serde_json::Value::String(text) = value {
-            *text = redaction::text(text).into_owned();
+    match entry {
+        serde_json::Value::String(text) => {
+            if let std::borrow::Cow::Owned(shown) = redaction::text(text) {
+                *text = shown;
+            }
         }
-    };
-    if entry.is_string() {
-        return redact(entry);
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_entry),
+        serde_json::Value::Object(members) => redact_members(members),
+        _ => {}
     }
-    for field in ["reason", "by", "from", "at"] {
-        if let Some(value) = entry.get_mut(field) {
-            redact(value);
-        }
-    }
-    if let Some(serde_json::Value::Object(set)) = entry.get_mut("set") {
-        set.values_mut().for_each(redact);
-    }
+}
+
+/// `members` with their names and values redacted as [`redact_entry`].
+fn redact_members(members: &mut serde_json::Map<String, serde_json::Value>) {
+    *members = std::mem::take(members)
+        .into_iter()
+        .map(|(name, mut value)| {
+            redact_entry(&mut value);
+            (redaction::text(&name).into_owned(), value)
+        })
+        .collect();
 }
 
 /// Free text of an entry, as the listing shows it: [`redaction::text`].

@@ -409,12 +409,12 @@ impl KeyRefresh {
             }
             Ok(Err(e)) => {
                 self.count("refused");
-                tracing::warn!(transmitter = %issuer, %url, why, "the fetched JWKS is refused; the last good keys stay: {e}");
+                tracing::warn!(transmitter = %issuer, %url, why, "the fetched JWKS is refused; the last good keys stay: {}", crate::engine::redaction::text(&e.to_string()));
                 false
             }
             Err(e) => {
                 self.count("failed");
-                tracing::warn!(transmitter = %issuer, %url, why, "the JWKS cannot be fetched; the last good keys stay: {e}");
+                tracing::warn!(transmitter = %issuer, %url, why, "the JWKS cannot be fetched; the last good keys stay: {}", crate::engine::redaction::text(&e.to_string()));
                 false
             }
         }

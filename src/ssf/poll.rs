@@ -128,7 +128,7 @@ impl Poller {
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(transmitter = %self.issuer, "poll failed; polling again later: {e}");
+                    tracing::warn!(transmitter = %self.issuer, "poll failed; polling again later: {}", crate::engine::redaction::text(&e.to_string()));
                     rest().await;
                     continue;
                 }

@@ -128,7 +128,7 @@ enum Remembered {
 
 /// A refusal, logged.
 fn refuse((status, error): (u16, SetError)) -> (Answer, Delivery) {
-    tracing::warn!(status, err = error.code.as_str(), description = %error.description, "SET refused");
+    tracing::warn!(status, err = error.code.as_str(), description = %text(&error.description), "SET refused");
     let code = error.code;
     (Answer::refused(status, &error), Delivery::Refused(code))
 }
@@ -270,7 +270,7 @@ impl Receiver {
         let (status, error) = self
             .admit(content_type, bearer_digest(authorization))
             .err()?;
-        tracing::warn!(status, err = error.code.as_str(), description = %error.description, "SET refused");
+        tracing::warn!(status, err = error.code.as_str(), description = %text(&error.description), "SET refused");
         self.metrics.delivery(Delivery::Refused(error.code));
         Some(Answer::refused(status, &error))
     }
@@ -373,7 +373,7 @@ impl Receiver {
             Ok(kept) => kept,
             Err(e) => {
                 self.abandon(key, set).await;
-                tracing::error!(%issuer, %jti, "the SET's actions cannot be kept: {e}");
+                tracing::error!(%issuer, jti = %text(jti), "the SET's actions cannot be kept: {e}");
                 return (unavailable(), Delivery::Unavailable);
             }
         };
@@ -381,7 +381,7 @@ impl Receiver {
         if let Err(e) = self.sink.settle(set, self.replay_window).await {
             // Kept already; another receiver may apply a replay again
             // once the claim lapses (30 s), to the same effect.
-            tracing::warn!(%issuer, %jti, "the SET is kept, but the fleet's replay memory could not record it: {e}");
+            tracing::warn!(%issuer, jti = %text(jti), "the SET is kept, but the fleet's replay memory could not record it: {e}");
         }
         let mut kept = kept.into_iter();
         for outcome in outcomes {
@@ -406,7 +406,7 @@ impl Receiver {
             Ok(Claim::First) => return Ok(()),
             Ok(Claim::Done) => {
                 self.landed(key);
-                tracing::info!(%issuer, %jti, "SET received again (applied by another receiver); applied once");
+                tracing::info!(%issuer, jti = %text(jti), "SET received again (applied by another receiver); applied once");
                 return Err((Answer::accepted(), Delivery::Duplicate));
             }
             Ok(Claim::Pending) => {}
@@ -419,11 +419,11 @@ impl Receiver {
                         super::event::printable(jti),
                     ),
                 );
-                tracing::warn!(status = 400, err = error.code.as_str(), description = %error.description, "SET refused");
+                tracing::warn!(status = 400, err = error.code.as_str(), description = %text(&error.description), "SET refused");
                 return Err((Answer::refused(400, &error), Delivery::Refused(error.code)));
             }
             Err(e) => {
-                tracing::error!(%issuer, %jti, "the fleet's replay memory cannot be read: {e}");
+                tracing::error!(%issuer, jti = %text(jti), "the fleet's replay memory cannot be read: {e}");
             }
         }
         self.forget(key);
@@ -585,7 +585,7 @@ impl Receiver {
             }
             Outcome::Ignored(p, why) => {
                 self.metrics.ignored.inc();
-                tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), why = %why, "event changes nothing");
+                tracing::info!(transmitter = %p.transmitter, event = %text(&p.event), jti = %text(&p.jti), why = %text(why), "event changes nothing");
             }
         }
     }
@@ -594,13 +594,13 @@ impl Receiver {
 fn log_action(p: &Provenance, action: &Action) {
     match action {
         Action::Revoke { entry, reason } => {
-            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), entry = ?entry, reason = %text(reason), "revoked")
+            tracing::info!(transmitter = %p.transmitter, event = %text(&p.event), jti = %text(&p.jti), entry = %text(&format!("{entry:?}")), reason = %text(reason), "revoked")
         }
         Action::Unrevoke { entry } => {
-            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), entry = ?entry, "revocation removed")
+            tracing::info!(transmitter = %p.transmitter, event = %text(&p.event), jti = %text(&p.jti), entry = %text(&format!("{entry:?}")), "revocation removed")
         }
         Action::Risk { target, level, .. } => {
-            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), target = %target.describe(), level = level.as_str(), "risk level set")
+            tracing::info!(transmitter = %p.transmitter, event = %text(&p.event), jti = %text(&p.jti), target = %text(&target.describe()), level = level.as_str(), "risk level set")
         }
     }
 }
@@ -614,22 +614,22 @@ fn log_unapplied(p: &Provenance, action: &Action, kept: Kept) {
     let kind = action_name(action);
     match kept {
         Kept::Superseded => {
-            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), action = kind, entry = %what, "superseded: a later event about the same entry was applied first; this one changes nothing")
+            tracing::info!(transmitter = %p.transmitter, event = %text(&p.event), jti = %text(&p.jti), action = kind, entry = %text(&what), "superseded: a later event about the same entry was applied first; this one changes nothing")
         }
         Kept::Lapsed => {
-            tracing::info!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), action = kind, entry = %what, "not applied: the risk level had lapsed (risk_expiry after its event) before it arrived")
+            tracing::info!(transmitter = %p.transmitter, event = %text(&p.event), jti = %text(&p.jti), action = kind, entry = %text(&what), "not applied: the risk level had lapsed (risk_expiry after its event) before it arrived")
         }
         Kept::Another => {
-            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), action = kind, entry = %what, "not applied: the entry is another transmitter's (or an operator's) revocation, which only its writer may change or withdraw (the identity stays revoked)")
+            tracing::warn!(transmitter = %p.transmitter, event = %text(&p.event), jti = %text(&p.jti), action = kind, entry = %text(&what), "not applied: the entry is another transmitter's (or an operator's) revocation, which only its writer may change or withdraw (the identity stays revoked)")
         }
         Kept::Stale => {
-            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), action = kind, entry = %what, "not applied: the withdrawal is older than max_age and the sink no longer remembers the entry's order (event times and withdrawals are kept for max_age), so it might undo a later event; the SET is accepted (valid)")
+            tracing::warn!(transmitter = %p.transmitter, event = %text(&p.event), jti = %text(&p.jti), action = kind, entry = %text(&what), "not applied: the withdrawal is older than max_age and the sink no longer remembers the entry's order (event times and withdrawals are kept for max_age), so it might undo a later event; the SET is accepted (valid)")
         }
         Kept::Capped => {
-            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), action = kind, entry = %what, "not applied: the transmitter holds its max_risks risk levels already, none lower than this one; a subject new to it waits until some lapse (its existing ones are still updated), the SET is accepted (valid, RFC 8935 §2.2)")
+            tracing::warn!(transmitter = %p.transmitter, event = %text(&p.event), jti = %text(&p.jti), action = kind, entry = %text(&what), "not applied: the transmitter holds its max_risks risk levels already, none lower than this one; a subject new to it waits until some lapse (its existing ones are still updated), the SET is accepted (valid, RFC 8935 §2.2)")
         }
         Kept::Unsupported | Kept::Applied => {
-            tracing::warn!(transmitter = %p.transmitter, event = %p.event, jti = %text(&p.jti), action = kind, entry = %what, "not applied: the sink keeps no risk levels (a revocations file without risks_file)")
+            tracing::warn!(transmitter = %p.transmitter, event = %text(&p.event), jti = %text(&p.jti), action = kind, entry = %text(&what), "not applied: the sink keeps no risk levels (a revocations file without risks_file)")
         }
     }
 }

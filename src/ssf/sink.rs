@@ -13,15 +13,21 @@
 //! remembers the time of the event that set it, and an older event never
 //! undoes a newer one (an `account-enabled` from before an
 //! `account-disabled` leaves the revocation in place). The file keeps no
-//! event time, so an entry read back at start counts as set at start: an
-//! event from before it changes nothing ([`Kept::Superseded`]).
+//! event time; the receiver keeps its entries' beside it
+//! (`<file>.times.json`, [`EventTimes`]), so the order survives a restart.
+//! An entry whose time is not there counts as set at start: an event from
+//! before it changes nothing ([`Kept::Superseded`]), failing closed.
 //!
 //! Bound: a withdrawn entry stays as a tombstone so that an older revoke
 //! stays undone, but only for the receiver's `max_age` (as the store keeps
-//! event times, [`super::store`]'s "Bound"): each SET first drops up to
-//! [`PRUNE_PER_WRITE`] tombstones whose event time is older than the clock
-//! minus `max_age`, oldest first (kept in order by time), so memory holds
-//! about the withdrawals reported within `max_age`. A live revocation is
+//! event times, [`super::store`]'s "Bound"): each SET first drops every
+//! tombstone whose event time is older than the clock minus `max_age`,
+//! oldest first (kept in order by time, so without a scan), so memory
+//! holds about the withdrawals reported within `max_age`, however many a
+//! SET withdraws (an `aliases` subject may name 1000 entries). Each
+//! tombstone is dropped once, so the work per entry written stays
+//! constant, amortized; dropping only some per SET let them pile up
+//! faster than they went once a SET withdrew more. A live revocation is
 //! never dropped. The same soundness as the store's: a withdrawal finding
 //! no order for its entry is applied only if its time is within `max_age`
 //! (hence later than every tombstone dropped), else it changes nothing
@@ -32,7 +38,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -171,10 +177,6 @@ struct Entry {
     set: Option<StoredSet>,
 }
 
-/// How many expired tombstones one SET drops at most: bounded work per
-/// SET, and far more than a SET's actions add.
-const PRUNE_PER_WRITE: usize = 100;
-
 /// Writes revocations to a file in celador's revocations format, and,
 /// when given one, risk levels to a risks file.
 #[derive(Debug)]
@@ -212,13 +214,9 @@ impl Entries {
         self.by_key.insert(key, entry);
     }
 
-    /// Drops up to [`PRUNE_PER_WRITE`] tombstones older than `horizon`.
+    /// Drops every tombstone older than `horizon`, oldest first.
     fn prune(&mut self, horizon: SystemTime) {
-        for _ in 0..PRUNE_PER_WRITE {
-            match self.tombstones.first() {
-                Some((at, _)) if *at < horizon => {}
-                _ => return,
-            }
+        while self.tombstones.first().is_some_and(|(at, _)| *at < horizon) {
             if let Some((_, key)) = self.tombstones.pop_first() {
                 self.by_key.remove(&key);
             }
@@ -227,7 +225,7 @@ impl Entries {
 }
 
 /// A revocation as a sortable key (the file lists entries in this order).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 enum Key {
     SpiffeId(String),
     SpiffeIdPrefix(String),
@@ -290,6 +288,73 @@ impl StoredEntry {
     }
 }
 
+/// The event times of the file's entries, kept beside it
+/// (`<file>.times.json`, the receiver's own): the file keeps none
+/// (`celador serve` refuses a field it does not know), and without them an
+/// entry read back at start counts as set at start, so the owning
+/// transmitter's withdrawal made before a restart but delivered after it
+/// (a push retry) would change nothing. An entry's time is used only when
+/// its key and reason (which names its SET) are the file's: a times file
+/// left behind by a failed write or edited by hand never moves an entry's
+/// time to another event's.
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+struct EventTimes {
+    entries: Vec<EventTime>,
+}
+
+/// One entry's event time.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct EventTime {
+    key: Key,
+    reason: String,
+    /// Since the Unix epoch.
+    at: Duration,
+}
+
+impl EventTimes {
+    /// Where the times of the revocations file `path` are kept.
+    fn path(path: &Path) -> PathBuf {
+        let mut name = path.file_name().unwrap_or_default().to_owned();
+        name.push(".times.json");
+        path.with_file_name(name)
+    }
+
+    /// The times kept beside `path`; none when there are none or they
+    /// cannot be read (every entry then counts as set at start: closed).
+    fn read(path: &Path) -> BTreeMap<(Key, String), SystemTime> {
+        let times = Self::path(path);
+        let read = match std::fs::read(&times) {
+            Ok(bytes) => serde_json::from_slice::<EventTimes>(&bytes).map_err(|e| e.to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(EventTimes::default()),
+            Err(e) => Err(e.to_string()),
+        };
+        let read = read.unwrap_or_else(|e| {
+            tracing::warn!(file = %times.display(), "the revocations' event times cannot be read; the file's entries count as set now: {}", crate::engine::redaction::text(&e));
+            EventTimes::default()
+        });
+        read.entries
+            .into_iter()
+            .map(|t| ((t.key, t.reason), UNIX_EPOCH + t.at))
+            .collect()
+    }
+
+    /// The live entries' times, as JSON.
+    fn render(entries: &Entries) -> String {
+        let entries = entries
+            .by_key
+            .iter()
+            .filter_map(|(key, entry)| {
+                Some(EventTime {
+                    key: key.clone(),
+                    reason: entry.reason.clone()?,
+                    at: entry.at.duration_since(UNIX_EPOCH).unwrap_or_default(),
+                })
+            })
+            .collect();
+        serde_json::to_string(&EventTimes { entries }).unwrap_or_default()
+    }
+}
+
 /// One entry of the file, as `celador serve` reads it.
 #[derive(Debug, Serialize)]
 struct FileEntry<'a> {
@@ -316,11 +381,12 @@ impl FileSink {
     pub fn open(path: &Path) -> Result<FileSink, String> {
         let mut entries = Entries::default();
         // The file keeps no event time (`celador serve` refuses a field it
-        // does not know), so an entry read back counts as set now: an
-        // event from before the restart (a replayed withdrawal the
-        // revocation superseded) is older and changes nothing; it fails
-        // closed.
+        // does not know): an entry's is kept beside it ([`EventTimes`]),
+        // else it counts as set now: an event from before the restart (a
+        // replayed withdrawal the revocation superseded) is older and
+        // changes nothing; it fails closed.
         let loaded_at = SystemTime::now();
+        let times = EventTimes::read(path);
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 let file: StoredFile = crate::engine::yaml::from_str(&text, path).map_err(|e| {
@@ -352,10 +418,11 @@ impl FileSink {
                             ));
                         }
                     };
+                    let at = times.get(&(key.clone(), stored.reason.clone()));
                     entries.insert(
                         key,
                         Entry {
-                            at: loaded_at,
+                            at: at.copied().unwrap_or(loaded_at),
                             reason: Some(stored.reason),
                             by,
                             set: stored.set,
@@ -567,6 +634,13 @@ impl Sink for FileSink {
                 crate::engine::revocations::Revocations::parse(&text, &self.path)
                     .map_err(|e| SinkError(format!("a revocation would not load: {e}")))?;
                 write(&self.path, &text)?;
+                // After the file: times it does not hold are never used.
+                // The file is kept; without its times a restart counts its
+                // entries as set then (closed), as before they were kept.
+                let times = EventTimes::path(&self.path);
+                if let Err(e) = write(&times, &EventTimes::render(&entries)) {
+                    tracing::warn!("the revocations' event times are not kept: {e}");
+                }
             }
             Ok(kept)
         })

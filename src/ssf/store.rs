@@ -181,7 +181,7 @@ fn applied(reply: redis::Value, provenance: &Provenance) -> redis::RedisResult<i
     };
     let removed = reply.get(1).cloned().map(redis::from_redis_value::<String>);
     let removed = removed.and_then(Result::ok).unwrap_or_default();
-    tracing::info!(transmitter = %provenance.transmitter, event = %provenance.event, jti = %crate::engine::redaction::text(&provenance.jti), removed = %removed, "the transmitter holds its max_risks risk levels: this one takes the place of its lowest (of those, the one that lapses first), removed");
+    tracing::info!(transmitter = %provenance.transmitter, event = %crate::engine::redaction::text(&provenance.event), jti = %crate::engine::redaction::text(&provenance.jti), removed = %crate::engine::redaction::text(&removed), "the transmitter holds its max_risks risk levels: this one takes the place of its lowest (of those, the one that lapses first), removed");
     Ok(1)
 }
 

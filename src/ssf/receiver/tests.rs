@@ -480,3 +480,94 @@ async fn the_fleets_replay_memory_decides_sets_another_receiver_saw() {
     assert_eq!(push("j3").await.status, 503);
     assert_eq!(*sink.released.lock().unwrap(), 1);
 }
+
+std::thread_local! {
+    /// The log lines of the test running on this thread, while it captures.
+    static CAPTURED: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes a log line to this thread's capture, if any.
+struct Captured;
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURED.with_borrow_mut(|c| c.as_mut().map(|c| c.extend_from_slice(buf)));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The log lines written on this thread while `f` runs. The subscriber is
+/// the global one (installed once): tracing caches whether a callsite is
+/// wanted when another test's thread first reaches it, which a subscriber
+/// scoped to this thread would miss.
+async fn logged<F: Future<Output = ()>>(f: F) -> String {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(|| Captured)
+            .finish();
+        // A global subscriber set already (none is, in unit tests) fails
+        // the assertions on the log, not this.
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+    CAPTURED.set(Some(Vec::new()));
+    f.await;
+    let lines = CAPTURED.take().unwrap_or_default();
+    String::from_utf8_lossy(&lines).into_owned()
+}
+
+/// The attacker review's leaks: what a transmitter sends (the event type,
+/// a subject quoted in why an event changes nothing or why a SET is
+/// refused, a SPIFFE ID it names) reaches the receiver's log redacted.
+#[tokio::test]
+async fn what_a_transmitter_sends_reaches_the_log_redacted() {
+    const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
+    let f = fixture(&[]);
+    let change = format!("{}credential-change", crate::ssf::event::CAEP);
+    let sets = [
+        // An event type celador does not act on: "event changes nothing".
+        json!({"sub_id": {"format": "uri", "uri": "spiffe://td/a"},
+               "events": {format!("https://x.example/ev?token={JWT}"): {}}}),
+        // A subject not in the subjects table, and a format it does not map.
+        json!({"sub_id": {"format": "opaque", "id": format!("Bearer {JWT}")},
+               "events": {DISABLED: {}}}),
+        json!({"sub_id": {"format": JWT, "id": "x"}, "events": {DISABLED: {}}}),
+        // A refusal whose description quotes the event's member.
+        json!({"sub_id": {"format": "uri", "uri": "spiffe://td/a"},
+               "events": {change: {"change_type": "revoke", "credential_type": "x509",
+                                   "x509_issuer": "CN=ca", "x509_serial": format!("Bearer {JWT}")}}}),
+        // A SPIFFE ID naming the token, revoked.
+        json!({"sub_id": {"format": "uri", "uri": format!("spiffe://td/ns/{JWT}")},
+               "events": {DISABLED: {}}}),
+    ];
+    let mut statuses = Vec::new();
+    let pushes = async {
+        for (n, set) in sets.into_iter().enumerate() {
+            let mut claims = json!({"iss": ISS, "aud": AUD, "iat": NOW, "jti": format!("j{n}")});
+            claims
+                .as_object_mut()
+                .unwrap()
+                .extend(set.as_object().unwrap().clone());
+            statuses.push(push(&f, &sign(&f.signer, &claims), None).await.status);
+        }
+    };
+    let log = logged(pushes).await;
+    assert_eq!(statuses, [202, 202, 202, 400, 202]);
+    for said in [
+        "event changes nothing",
+        "is not in the receiver's subjects table",
+        "is not one celador maps",
+        "is not hex",
+        ": revoked ",
+        "spiffe://td/ns/",
+    ] {
+        assert!(log.contains(said), "{said}: {log}");
+    }
+    assert!(!log.contains(JWT), "{log}");
+    assert!(!log.contains("eyJzdWIiOiJ4In0"), "{log}");
+}

@@ -170,7 +170,7 @@ impl RiskFile {
             Some((l, _, key)) if l < level => {
                 let key = key.clone();
                 self.entries.remove(&key);
-                tracing::info!(transmitter = %source, removed = %key, "the transmitter holds its max_risks risk levels: this one takes the place of its lowest (of those, the one that lapses first), removed");
+                tracing::info!(transmitter = %source, removed = %crate::engine::redaction::text(&key), "the transmitter holds its max_risks risk levels: this one takes the place of its lowest (of those, the one that lapses first), removed");
                 true
             }
             _ => false,

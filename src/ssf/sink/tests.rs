@@ -66,9 +66,13 @@ async fn the_file_is_one_celador_serve_loads_and_older_events_never_undo_newer_o
     assert_eq!(loaded(&path).len(), 1);
     sink.apply(&[revoke(A, "j6", 300)]).await.unwrap();
     assert_eq!(loaded(&path).len(), 2);
-    // Nothing but the file is left in the directory.
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert_eq!(names.len(), 1);
+    // Nothing but the file and its event times is left in the directory.
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["revocations.yaml", "revocations.yaml.times.json"]);
 }
 
 /// Whether the sink holds a tombstone (a withdrawn entry) for `id`.
@@ -137,7 +141,7 @@ async fn tombstones_are_dropped_after_max_age_as_the_store_drops_event_times() {
 }
 
 #[test]
-fn one_write_drops_a_bounded_number_of_tombstones_oldest_first() {
+fn one_write_drops_every_expired_tombstone_and_no_younger_one() {
     let mut entries = Entries::default();
     let tombstone = |at: u64| Entry {
         at: UNIX_EPOCH + Duration::from_secs(at),
@@ -145,7 +149,9 @@ fn one_write_drops_a_bounded_number_of_tombstones_oldest_first() {
         by: "https://idp.example.com/".into(),
         set: None,
     };
-    for i in 0..250 {
+    // More than a SET withdrawing an `aliases` subject's 1000 entries
+    // leaves behind: dropped in one write, however many there are.
+    for i in 0..2500 {
         entries.insert(Key::JwtId(format!("t{i}")), tombstone(1000 + i));
     }
     // A tombstone replaced by a revocation leaves the order with it.
@@ -154,18 +160,18 @@ fn one_write_drops_a_bounded_number_of_tombstones_oldest_first() {
         ..tombstone(1001)
     };
     entries.insert(Key::JwtId("t1".into()), live);
-    assert_eq!(entries.tombstones.len(), 249);
-    let horizon = UNIX_EPOCH + Duration::from_secs(1200);
+    assert_eq!(entries.tombstones.len(), 2499);
+    let horizon = UNIX_EPOCH + Duration::from_secs(3200);
     entries.prune(horizon);
-    assert_eq!(entries.tombstones.len(), 149);
+    assert_eq!(entries.tombstones.len(), 300);
+    assert_eq!(entries.by_key.len(), 301);
     assert!(entries.by_key.contains_key(&Key::JwtId("t1".into())));
-    assert!(!entries.by_key.contains_key(&Key::JwtId("t100".into())));
-    assert!(entries.by_key.contains_key(&Key::JwtId("t101".into())));
-    // The next write drops the rest of the expired ones, no younger one.
-    entries.prune(horizon);
-    assert_eq!(entries.tombstones.len(), 50);
-    assert_eq!(entries.by_key.len(), 51);
+    assert!(!entries.by_key.contains_key(&Key::JwtId("t2199".into())));
+    assert!(entries.by_key.contains_key(&Key::JwtId("t2200".into())));
     assert!(entries.tombstones.iter().all(|(at, _)| *at >= horizon));
+    // Nothing more has expired: the next write drops nothing.
+    entries.prune(horizon);
+    assert_eq!(entries.by_key.len(), 301);
 }
 
 /// The entries of the revocations file at `path`, as JSON (the file is
@@ -670,8 +676,8 @@ async fn after_a_restart_a_replayed_withdrawal_never_undoes_a_newer_revocation()
     let kept = sink.apply(&[unrevoke(A, "j1", now - 200)]).await.unwrap();
     assert_eq!(kept, [Kept::Superseded]);
     drop(sink);
-    // Restarted: the event time is not in the file, and the jti memory is
-    // gone; the entry counts as set at start, so the replay is older.
+    // Restarted: the jti memory is gone; the event time is kept beside
+    // the file, so the replay is still older.
     let sink = open();
     let kept = sink.apply(&[unrevoke(A, "j1", now - 200)]).await.unwrap();
     assert_eq!(kept, [Kept::Superseded]);
@@ -680,4 +686,44 @@ async fn after_a_restart_a_replayed_withdrawal_never_undoes_a_newer_revocation()
     let kept = sink.apply(&[unrevoke(A, "j3", now + 60)]).await.unwrap();
     assert_eq!(kept, [Kept::Applied]);
     assert_eq!(loaded(&path).len(), 0);
+}
+
+/// The attacker review's finding: after a restart, the owning
+/// transmitter's withdrawal made before it (a push retry) was superseded by
+/// the entry counting as set at start; its event time is kept beside the
+/// file, and without it (unreadable, another SET's) the entry fails closed.
+#[tokio::test]
+async fn after_a_restart_the_owners_withdrawal_made_before_it_still_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revocations.yaml");
+    let times = dir.path().join("revocations.yaml.times.json");
+    let now = now_secs();
+    let open = || {
+        FileSink::open(&path)
+            .unwrap()
+            .with_order_window(Duration::from_secs(3600))
+    };
+    let sink = open();
+    sink.apply(&[revoke(A, "j1", now - 100), revoke(B, "j2", now - 100)])
+        .await
+        .unwrap();
+    drop(sink);
+    let sink = open();
+    let kept = sink.apply(&[unrevoke(A, "j3", now - 50)]).await.unwrap();
+    assert_eq!(kept, [Kept::Applied]);
+    assert_eq!(loaded(&path).len(), 1);
+    // An older one still changes nothing.
+    let kept = sink.apply(&[unrevoke(B, "j4", now - 150)]).await.unwrap();
+    assert_eq!(kept, [Kept::Superseded]);
+    drop(sink);
+    // Times that are not the file's entry's (another SET's reason) or that
+    // cannot be read are not used: the entry counts as set at start.
+    let kept_times = std::fs::read_to_string(&times).unwrap();
+    std::fs::write(&times, kept_times.replace("SET j2 ", "SET j9 ")).unwrap();
+    let kept = open().apply(&[unrevoke(B, "j5", now - 50)]).await.unwrap();
+    assert_eq!(kept, [Kept::Superseded]);
+    std::fs::write(&times, "not json").unwrap();
+    let kept = open().apply(&[unrevoke(B, "j5", now - 50)]).await.unwrap();
+    assert_eq!(kept, [Kept::Superseded]);
+    assert_eq!(loaded(&path).len(), 1);
 }
