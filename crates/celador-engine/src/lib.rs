@@ -40,6 +40,7 @@ pub mod revocations;
 pub mod risks;
 pub mod signals;
 mod snapshot;
+mod snippet;
 pub mod time;
 pub mod workload;
 pub mod yaml;

@@ -747,41 +747,105 @@ pub fn is_credential_header(name: &str) -> bool {
 
 /// `text` with the user information of every URL in it (`redis://:PASSWORD@`,
 /// `https://user:pass@`) shown as `<redacted>@`: for the lines of a file a
-/// diagnostic quotes, which may hold a URL with credentials.
+/// diagnostic quotes, which may hold a URL with credentials, and for header
+/// values. An authority is what follows `scheme://`; `//` at the start of
+/// the text or after `=`, `<`, a quote or whitespace (a scheme-relative
+/// URL: `referer: //user:pass@host/`); and, for `http` and `https`, what
+/// follows the colon and any run of `/` and `\` after it, as browsers
+/// read it (`https:\\user:pass@host`, `https:/u:p@h`, `https:u:p@h`).
+/// One pass, linear in the text's length; nothing is copied when nothing
+/// is hidden.
 pub fn without_userinfo(text: &str) -> Cow<'_, str> {
-    // The cheaper test first: a byte, then a substring.
-    if !text.contains('@') || !text.contains("://") {
+    // The cheap test first: no `@`, no user information.
+    if !text.contains('@') {
         return Cow::Borrowed(text);
     }
-    let mut out = String::with_capacity(text.len());
-    let mut changed = false;
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (head, tail) = rest.split_at(at + 3);
-        out.push_str(head);
-        // The authority ends at a path, a space, a quote or a bracket.
-        let end = tail
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(start) = next_authority(text.as_bytes(), from) {
+        let tail = text.get(start..).unwrap_or_default();
+        // The authority ends at a path, a space, a quote or a bracket (a
+        // `\` is a path's `/` to a browser).
+        let len = tail
             .find(|c: char| {
-                matches!(c, '/' | '?' | '#' | '"' | '\'' | '`' | ']' | '}' | ',')
-                    || c.is_whitespace()
+                matches!(
+                    c,
+                    '/' | '\\' | '?' | '#' | '"' | '\'' | '`' | ']' | '}' | '>' | ','
+                ) || c.is_whitespace()
             })
             .unwrap_or(tail.len());
-        let (authority, after) = tail.split_at(end);
-        match authority.rfind('@') {
-            Some(user_end) => {
-                out.push_str(REDACTED);
-                out.push_str(authority.get(user_end..).unwrap_or_default());
-                changed = true;
-            }
-            None => out.push_str(authority),
+        if let Some(user_end) = tail.get(..len).and_then(|a| a.rfind('@')) {
+            let shown = out.get_or_insert_with(|| String::with_capacity(text.len()));
+            shown.push_str(text.get(copied..start).unwrap_or_default());
+            shown.push_str(REDACTED);
+            copied = start + user_end;
         }
-        rest = after;
+        from = start + len;
     }
-    if !changed {
-        return Cow::Borrowed(text);
+    match out {
+        Some(mut shown) => {
+            shown.push_str(text.get(copied..).unwrap_or_default());
+            Cow::Owned(shown)
+        }
+        None => Cow::Borrowed(text),
     }
-    out.push_str(rest);
-    Cow::Owned(out)
+}
+
+/// Where the next authority in `bytes` at or after `from` starts (see
+/// [`without_userinfo`]). Every candidate is after `from`, so a caller
+/// that goes on from the authority's end scans each byte a bounded number
+/// of times. Hand-written: a URL parser finds no URL inside text.
+fn next_authority(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    loop {
+        let i = at
+            + bytes
+                .get(at..)?
+                .iter()
+                .position(|b| matches!(b, b':' | b'/'))?;
+        at = i + 1;
+        let after = bytes.get(i + 1).copied();
+        if bytes.get(i) == Some(&b':') {
+            if is_web_scheme(bytes.get(..i).unwrap_or_default()) {
+                let slashes = bytes
+                    .get(i + 1..)
+                    .unwrap_or_default()
+                    .iter()
+                    .take_while(|b| matches!(b, b'/' | b'\\'))
+                    .count();
+                return Some(i + 1 + slashes);
+            }
+            if bytes.get(i + 1..i + 3) == Some(b"//".as_slice()) {
+                return Some(i + 3);
+            }
+            continue;
+        }
+        // A scheme-relative `//authority`, where a value or a word starts.
+        let before = i.checked_sub(1).and_then(|j| bytes.get(j));
+        if after == Some(b'/')
+            && before.is_none_or(|b| {
+                matches!(b, b'=' | b'<' | b'"' | b'\'' | b'`') || b.is_ascii_whitespace()
+            })
+        {
+            return Some(i + 2);
+        }
+    }
+}
+
+/// Whether `head` ends with the scheme `http` or `https` (any case), as a
+/// whole word: the schemes whose URLs browsers read leniently.
+fn is_web_scheme(head: &[u8]) -> bool {
+    let scheme_byte = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.');
+    // At most six bytes back: a longer word is no `http(s)`.
+    let len = head
+        .iter()
+        .rev()
+        .take(6)
+        .take_while(|b| scheme_byte(b))
+        .count();
+    let scheme = head.get(head.len() - len..).unwrap_or_default();
+    scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https")
 }
 
 /// Whether `value` parses as an absolute URL (`scheme://…`, the scheme as
@@ -1116,6 +1180,64 @@ mod tests {
             without_userinfo("see redis://h:1/0 or ops@example.org"),
             Cow::Borrowed(_)
         ));
+    }
+
+    /// A URL without a scheme (`//user:pass@host`), and an `http(s)` one
+    /// written as browsers still read it (`https:\\…`, `https:/…`,
+    /// `https:user@…`), loses its user information too.
+    #[test]
+    fn user_information_without_a_scheme_or_its_slashes_is_hidden() {
+        for (text, shown) in [
+            ("//user:s3cr3t@host/x", "//<redacted>@host/x"),
+            (
+                "url=//user:s3cr3t@host/x?y=1",
+                "url=//<redacted>@host/x?y=1",
+            ),
+            ("<//user:s3cr3t@host/x;a=1>", "<//<redacted>@host/x;a=1>"),
+            ("r: '//u:s3cr3t@h'", "r: '//<redacted>@h'"),
+            (
+                "https:\\\\user:s3cr3t@host\\x?a",
+                "https:\\\\<redacted>@host\\x?a",
+            ),
+            ("https:/u:s3cr3t@h/?a", "https:/<redacted>@h/?a"),
+            ("https:u:s3cr3t@h/?a", "https:<redacted>@h/?a"),
+            ("x HTTP:///u:s3cr3t@h", "x HTTP:///<redacted>@h"),
+        ] {
+            assert_eq!(without_userinfo(text), shown, "{text}");
+        }
+        // A path's `//`, an address, another scheme without slashes and a
+        // word ending in `http` keep theirs.
+        for text in [
+            "a/b//c@d",
+            "ops@example.org",
+            "mailto:ops@example.org",
+            "xhttp:u@h",
+            "time: 12:30 ops@h",
+        ] {
+            assert!(matches!(without_userinfo(text), Cow::Borrowed(_)), "{text}");
+        }
+        // A header's value (its query shown as a query is).
+        let r = Redaction::default();
+        for (name, value) in [
+            ("referer", "//user:s3cr3t@host/x"),
+            ("x-note", "url=//user:s3cr3t@host/x?y=1"),
+            ("link", "<//user:s3cr3t@host/x;a=1>"),
+            ("referer", "https:\\\\user:s3cr3t@host\\x?a"),
+            ("x-note", "go https:u:s3cr3t@h/?a"),
+        ] {
+            let shown = r.header_value(name, value);
+            assert!(
+                shown.contains("<redacted>@h") && !shown.contains("s3cr3t"),
+                "{value}: {shown}"
+            );
+        }
+        // Linear on adversarial input: many candidates, one `@`.
+        let long = format!("{}@", "https:".repeat(200_000));
+        let started = std::time::Instant::now();
+        let _ = without_userinfo(&long);
+        let long = format!("{}@", " //".repeat(200_000));
+        let _ = without_userinfo(&long);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

@@ -24,14 +24,10 @@ pub struct YamlError {
 
 /// Deserializes `text`, read from `path` (named in errors).
 pub fn from_str<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, YamlError> {
-    // A wide crop (the default is 64 columns each side of the error): a
-    // line cut inside a credential would show a part of it that no longer
-    // looks like one (the snippet is redacted below). 0 would drop the
-    // snippet.
-    let options = serde_saphyr::options! { crop_radius: 4096 };
+    // No snippet from the library: it crops the line before the redaction
+    // below could see a whole credential, and places the caret in its crop.
+    let options = serde_saphyr::options! { crop_radius: 0 };
     serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-        let name = path.display().to_string();
-        let options = serde_saphyr::render_options! { source_name: Some(name.as_str()) };
         let location = e.location();
         let plain = e.without_snippet().to_string();
         // The plain rendering starts with "error: line L column C: ".
@@ -42,25 +38,29 @@ pub fn from_str<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, YamlE
         let line = location.map_or(0, |l| l.line());
         let line_text = usize::try_from(line)
             .ok()
-            .and_then(|l| text.lines().nth(l.checked_sub(1)?))
-            .unwrap_or_default();
+            .and_then(|l| text.lines().nth(l.checked_sub(1)?));
         // The message without its location, in our words, everywhere.
         let core = raw.split(" at line ").next().unwrap_or(&raw).to_owned();
-        let ours = in_our_words(&core, line_text);
+        let ours = in_our_words(&core, line_text.unwrap_or_default());
         // `line` and `column` say where: a diagnostic says it once.
         let message = if location.is_some() {
             ours.clone()
         } else {
             raw.replace(&core, &ours)
         };
-        let rendered = e.render_with_options(options).replace(&core, &ours);
-        // The snippet quotes the file, which may hold a URL's credentials
-        // or a credential (`authorization: "Bearer eyJ…"`).
-        let rendered = crate::redaction::without_userinfo(&rendered);
-        let rendered = crate::redaction::text(&rendered).into_owned();
+        let column = location.map_or(0, |l| l.column());
+        // Rendered as every diagnostic is: the whole line redacted, then
+        // cropped around the true column, the caret under it.
+        let mut rendered = format!("error: {message}");
+        let place = (
+            usize::try_from(line).unwrap_or(0),
+            usize::try_from(column).unwrap_or(0),
+        );
+        // Writing to a String does not fail.
+        let _ = crate::snippet::write_place(&mut rendered, path, place, line_text);
         YamlError {
             line,
-            column: location.map_or(0, |l| l.column()),
+            column,
             message,
             rendered,
         }
@@ -160,6 +160,37 @@ mod tests {
             err.rendered
         );
         assert!(!err.rendered.contains("eyJ"), "{}", err.rendered);
+    }
+
+    /// A long line is redacted whole before it is cropped (the library's
+    /// own snippet showed 24 of a token's 40 characters), and placed at
+    /// its true column, not the crop's.
+    #[test]
+    fn a_long_line_is_redacted_before_it_is_cropped_and_placed_truly() {
+        let token = "9f8a7b6c5d4e3f2a1b0c9f8a7b6c5d4e5f6a7b8c";
+        let text = format!("{{a: \"{} Bearer {token}\", a: 1}}", "y".repeat(120));
+        let err = from_str::<serde_json::Value>(&text, Path::new("d.yaml")).unwrap_err();
+        let r = &err.rendered;
+        assert!(!r.contains("1b0c9f8a"), "{r}");
+        assert!(r.contains("Bearer <redacted>\", a: 1}"), "{r}");
+        let at = text.rfind("a: 1").unwrap() + 1;
+        assert_eq!((err.line, err.column), (1, at as u64), "{r}");
+        assert!(r.contains(&format!(" --> d.yaml:1:{at}\n")), "{r}");
+        // The caret stands under the duplicate key in what is shown.
+        let (quoted, caret) = r.rsplit_once('\n').unwrap();
+        let shown = quoted.rsplit_once('\n').unwrap().1;
+        let caret_at = caret.find('^').unwrap();
+        assert_eq!(&shown[caret_at..caret_at + 4], "a: 1", "{r}");
+        // A megabyte on one line is quoted as a window of it.
+        let long = format!("a: [{}, ]]", "1, ".repeat(300_000));
+        let err = from_str::<serde_json::Value>(&long, Path::new("l.yaml")).unwrap_err();
+        assert!(err.column > 100_000, "{}", err.column);
+        assert!(err.rendered.len() < 600, "{}", err.rendered.len());
+        assert!(
+            err.rendered.contains(&format!("l.yaml:1:{}", err.column)),
+            "{}",
+            err.rendered
+        );
     }
 
     #[derive(Debug, serde::Deserialize)]

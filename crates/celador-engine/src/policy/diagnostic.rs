@@ -74,22 +74,12 @@ impl fmt::Display for Diagnostic {
             write!(f, "rule '{rule}': ")?;
         }
         write!(f, "{}", self.message)?;
-        write!(f, "\n --> {}", self.file.display())?;
-        if self.line > 0 {
-            write!(f, ":{}:{}", self.line, self.column)?;
-        }
-        if let Some(text) = &self.line_text {
-            let number = self.line.to_string();
-            let pad = " ".repeat(number.len());
-            // A quoted line may hold a URL with credentials (a config's),
-            // or a credential (a one-line flow-style suite holds every
-            // case's headers: `authorization: "Bearer eyJ…"`).
-            let text = crate::redaction::without_userinfo(text);
-            let text = crate::redaction::text(&text);
-            write!(f, "\n{pad} |\n{number} | {text}\n{pad} | ")?;
-            write!(f, "{}^", " ".repeat(self.column.saturating_sub(1)))?;
-        }
-        Ok(())
+        crate::snippet::write_place(
+            f,
+            &self.file,
+            (self.line, self.column),
+            self.line_text.as_deref(),
+        )
     }
 }
 
