@@ -383,7 +383,8 @@ impl RuleIndex {
                     .flat_map(|list| list.iter().copied())
                     .collect();
                 merged.sort_unstable();
-                // Each rule is filed once, but under `||` in two buckets.
+                // Each rule is filed under one pin, so the lists do not
+                // overlap; kept so that a rule can never run twice.
                 merged.dedup();
                 Candidates::Merged(merged)
             }
