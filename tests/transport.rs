@@ -401,20 +401,24 @@ async fn sixteen_connections_of_a_thousand_56_kb_checks_fit_in_64_mib_and_each_i
     for connection in &mut connections {
         for _ in 0..STREAMS {
             let (response, mut body) = connection.start(Some("20S")).await.unwrap();
-            body.send_data(message.clone(), true).unwrap();
+            // A check that finds every slot taken is answered on its
+            // headers, before its message, and the server then resets the
+            // stream with NO_ERROR (RFC 9113, 8.1), as Envoy expects: the
+            // message may no longer be sendable, but the answer must come.
+            let sent = body.send_data(message.clone(), true).is_ok();
             calls.push(tokio::spawn(async move {
                 let _body = body;
-                answer(response).await
+                (sent, answer(response).await)
             }));
         }
     }
     let (mut allowed, mut overloaded) = (0, 0);
     for call in calls {
-        let answer = call
-            .await
-            .unwrap()
+        let (sent, answer) = call.await.unwrap();
+        let answer = answer
             .unwrap_or_else(|e| panic!("a check was not answered: {e}; log:\n{}", celador.log()));
         if is_allowed(&answer) {
+            assert!(sent, "a check allowed without its message");
             allowed += 1;
         } else {
             assert_eq!(denied(&answer), (503, "overloaded".to_owned()));
@@ -451,6 +455,12 @@ struct FailOpen {
 impl FailOpen {
     /// With `extra` in celador's config, and Envoy's ext_authz `timeout`.
     fn start(extra: &str, timeout: &str) -> FailOpen {
+        FailOpen::start_with(extra, timeout, "")
+    }
+
+    /// [`FailOpen::start`] with `filter` added to Envoy's ext_authz filter
+    /// settings (indented as they are).
+    fn start_with(extra: &str, timeout: &str, filter: &str) -> FailOpen {
         use support::envoy::{Envoy, Listener, Setup as EnvoySetup, bootstrap};
         let setup = Setup::new(extra);
         let upstream = support::upstream::Upstream::start();
@@ -470,6 +480,8 @@ impl FailOpen {
             }],
         });
         let config = config.replace("timeout: 0.5s", &format!("timeout: {timeout}"));
+        let peer = "include_peer_certificate: true";
+        let config = config.replace(peer, &format!("{peer}{filter}"));
         let envoy = Envoy::start(&config, setup.dir.path());
         FailOpen {
             setup,
@@ -619,4 +631,63 @@ fn behind_a_fail_open_envoy_a_check_past_its_deadlines_share_is_denied_overloade
     );
     assert_eq!(stack.failure_mode(), (0, 0));
     let _ = &stack.setup;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_fail_open_envoy_a_check_answered_before_its_message_is_sent_is_denied() {
+    // A check that finds every slot taken is answered on its headers; when
+    // its message is larger than celador's stream window, Envoy is still
+    // sending it, and the server then resets the stream with NO_ERROR
+    // (RFC 9113, 8.1). Envoy must take the answer, not the reset, which a
+    // fail-open Envoy would turn into an allow.
+    let stack = FailOpen::start_with(
+        "limits:\n  checks: 1\n",
+        "5s",
+        "\n              with_request_body: { max_request_bytes: 1000000 }",
+    );
+    let addr = stack.envoy.listener("failopen");
+    // Four times celador's default stream window (256 KiB).
+    let body = vec![b'b'; 1_000_000];
+    let post = |path: &str| {
+        let body = body.clone();
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || support::https::plain_post(addr, &path, &[], &body))
+    };
+    // With a slot free, the message is read and decided: no client
+    // certificate.
+    let decided = post("/decided").await.unwrap();
+    assert_eq!(
+        (decided.status, decided.header("x-celador-reason")),
+        (401, Some("svid_missing")),
+        "{decided:?}"
+    );
+    // With the one slot held by a check whose message is half sent.
+    let small = stack.setup.check("/holder", &[]);
+    let mut connection = Connection::open(stack.celador.addr).await;
+    let (holder, mut holder_body) = hold(&mut connection, &small).await;
+    for i in 0..5 {
+        let path = format!("/unslotted/{i}");
+        let reply = post(&path).await.unwrap();
+        assert_eq!(
+            (reply.status, reply.header("x-celador-reason")),
+            (503, Some("overloaded")),
+            "{reply:?}"
+        );
+        assert!(stack.upstream.requests_with(&path).is_empty());
+    }
+    holder_body
+        .send_data(small.slice(small.len() / 2..), true)
+        .unwrap();
+    assert!(is_allowed(&answer(holder).await.unwrap()));
+    let records = records_with(&stack.celador, "overloaded", 5);
+    assert!(
+        records
+            .iter()
+            .all(|r| r["detail"] == "celador holds its limit of 1 checks (limits.checks)"),
+        "{records:?}"
+    );
+    // Each was answered while Envoy was still sending its message: the
+    // server reset every one of those streams after its answer.
+    assert_eq!(stack.envoy.counter("cluster.celador.http2.rx_reset"), 5);
+    assert_eq!(stack.failure_mode(), (0, 0));
 }

@@ -96,6 +96,19 @@ pub fn tls_post(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
+    tls_raw(addr, server_ca_pem, None, &post_bytes(path, headers, body))
+}
+
+/// `POST path` with `body` (and `headers`) over plain TCP.
+pub fn plain_post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut tcp = connect(addr);
+    tcp.write_all(&post_bytes(path, headers, body)).unwrap();
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).unwrap();
+    parse(&raw)
+}
+
+fn post_bytes(path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
@@ -106,7 +119,7 @@ pub fn tls_post(
     request.push_str("\r\n");
     let mut bytes = request.into_bytes();
     bytes.extend_from_slice(body);
-    tls_raw(addr, server_ca_pem, None, &bytes)
+    bytes
 }
 
 /// Sends `call` over TLS to a server whose certificate is exactly
