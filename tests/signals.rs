@@ -1307,7 +1307,8 @@ fn polled_sets_are_applied_and_acknowledged_and_refused_ones_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_reported() {
+async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_reported_and_each_report_stands()
+ {
     const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
     let redis = support::redis::Redis::start(false);
     let scene = Scene::new();
@@ -1370,7 +1371,8 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
     });
     assert!(said.is_some(), "{}", receiver.log());
     // Nor take it over: a revocation of its own written over the IdP's
-    // would be CI's to withdraw.
+    // would be CI's to withdraw. It is held behind the IdP's instead, and
+    // CI's withdrawal removes only that.
     push(
         &ci,
         CI,
@@ -1388,15 +1390,135 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
         risc("account-enabled"),
     );
     assert!(revoked(&redis, EXPORTER), "{}", receiver.log());
-    let entry = redis.cli(&[
-        "HGET",
-        "{celador}:revocations",
-        &format!("spiffe_id:{EXPORTER}"),
-    ]);
-    assert!(entry.contains(&format!("\"by\":\"{IDP}\"")), "{entry}");
-    // The IdP can.
+    let field = format!("spiffe_id:{EXPORTER}");
+    let entry = || redis.cli(&["HGET", "{celador}:revocations", &field]);
+    assert!(
+        entry().contains(&format!("\"by\":\"{IDP}\"")),
+        "{}",
+        entry()
+    );
+    assert_eq!(
+        redis.cli(&["HGET", "{celador}:ssf:held", &field]).trim(),
+        ""
+    );
+    // The IdP can; nothing of CI's stands.
     push(&idp, IDP, "", "i-2", now(), risc("account-enabled"));
     assert!(!revoked(&redis, EXPORTER), "{}", receiver.log());
+
+    // Both report a compromise; the IdP's withdrawal leaves CI's report
+    // standing: it takes the entry's place, as CI wrote it.
+    push(&idp, IDP, "", "i-4", now(), risc("credential-compromise"));
+    push(
+        &ci,
+        CI,
+        "ci-push-secret",
+        "c-6",
+        now() + 280,
+        risc("credential-compromise"),
+    );
+    let said = support::wait_for(Duration::from_secs(3), || {
+        receiver
+            .log()
+            .contains("held: the entry is another")
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", receiver.log());
+    assert!(
+        entry().contains(&format!("\"by\":\"{IDP}\"")),
+        "{}",
+        entry()
+    );
+    push(&idp, IDP, "", "i-5", now(), risc("account-enabled"));
+    assert!(revoked(&redis, EXPORTER), "{}", receiver.log());
+    assert!(entry().contains(&format!("\"by\":\"{CI}\"")), "{}", entry());
+    assert!(entry().contains("\"jti\":\"c-6\""), "{}", entry());
+    // CI's own withdrawal ends it.
+    push(
+        &ci,
+        CI,
+        "ci-push-secret",
+        "c-7",
+        now() + 290,
+        risc("account-enabled"),
+    );
+    assert!(!revoked(&redis, EXPORTER), "{}", receiver.log());
+
+    // An operator's revocation with an expiry gives way to a lasting report
+    // (which would otherwise lapse with it), and is held behind it.
+    let expiring = format!(
+        r#"{{"spiffe_id":"{EXPORTER}","reason":"INC-7","by":"oncall","from":"laptop","at":"2026-01-01T00:00:00Z","expires":"2999-01-01T00:00:00Z"}}"#
+    );
+    redis.cli(&["HSET", "{celador}:revocations", &field, &expiring]);
+    push(&idp, IDP, "", "i-6", now(), risc("credential-compromise"));
+    assert!(
+        entry().contains(&format!("\"by\":\"{IDP}\"")),
+        "{}",
+        entry()
+    );
+    push(&idp, IDP, "", "i-7", now(), risc("account-enabled"));
+    assert!(entry().contains("INC-7"), "{}", entry());
+    // An operator's withdrawal clears every report, those held included.
+    push(
+        &ci,
+        CI,
+        "ci-push-secret",
+        "c-8",
+        now() + 300,
+        risc("credential-compromise"),
+    );
+    assert!(
+        !redis
+            .cli(&["HGET", "{celador}:ssf:held", &field])
+            .trim()
+            .is_empty()
+    );
+    // The on-call engineer sees both: the entry in force and what is held
+    // behind it.
+    let governance = |format: &str| {
+        let out = Command::new(support::celador::binary())
+            .args(["governance", "--format", format, "--store", &redis.url()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = governance("text");
+    assert!(listed.contains("1 revocations held behind"), "{listed}");
+    let lines: Vec<&str> = listed.lines().skip(1).collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert!(
+        lines[0].starts_with(&format!("revoked  {field}  until unrevoked")),
+        "{listed}"
+    );
+    assert!(lines[0].contains(&format!("by {CI}")), "{listed}");
+    assert!(
+        lines[1].starts_with(&format!("  held   {field}  until 2999-01-01")),
+        "{listed}"
+    );
+    assert!(lines[1].contains("reason \"INC-7\""), "{listed}");
+    let listed: Value = serde_json::from_str(&governance("json")).unwrap();
+    assert_eq!(
+        listed["held"][&field]["oncall"]["reason"], "INC-7",
+        "{listed}"
+    );
+    let out = Command::new(support::celador::binary())
+        .args(["unrevoke", "--spiffe-id", EXPORTER, "--store", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!revoked(&redis, EXPORTER));
+    assert_eq!(
+        redis.cli(&["HGET", "{celador}:ssf:held", &field]).trim(),
+        ""
+    );
     // Risk levels: each transmitter's report is kept beside the other's.
     push(&idp, IDP, "", "i-3", now(), risk("HIGH"));
     push(&ci, CI, "ci-push-secret", "c-3", now() + 10, risk("LOW"));

@@ -417,7 +417,8 @@ pub fn ungrant(args: UngrantArgs) -> ExitCode {
 pub fn list(args: ListArgs) -> ExitCode {
     let json = args.format == "json";
     with_store(&args.store, |mut w| async move {
-        let (revocations, grants) = w.list().await?;
+        let (revocations, grants, held) = w.list().await?;
+        let held = held_reports(&held);
         let text = if json {
             let parse = |raw: &String| {
                 serde_json::from_str::<serde_json::Value>(raw)
@@ -429,20 +430,37 @@ pub fn list(args: ListArgs) -> ExitCode {
             let (mut revocations, mut grants) = (all(&revocations), all(&grants));
             redact_members(&mut revocations);
             redact_members(&mut grants);
+            let mut held: serde_json::Map<_, _> = held
+                .iter()
+                .map(|(field, reports)| {
+                    let reports: serde_json::Map<_, _> = reports
+                        .iter()
+                        .map(|(by, v)| (by.clone(), parse(v)))
+                        .collect();
+                    (field.clone(), serde_json::Value::Object(reports))
+                })
+                .collect();
+            redact_members(&mut held);
             let out = serde_json::json!({
                 "store": w.shown(),
                 "revocations": revocations,
                 "grants": grants,
+                "held": held,
             });
             format!("{out}\n")
         } else {
+            let count: usize = held.values().map(Map::len).sum();
             let head = format!(
-                "{}: {} revocations, {} grants\n",
+                "{}: {} revocations, {} grants{}\n",
                 w.shown(),
                 revocations.len(),
-                grants.len()
+                grants.len(),
+                match count {
+                    0 => String::new(),
+                    n => format!(", {n} revocations held behind another writer's"),
+                }
             );
-            head + &listing(w.keys(), &revocations, &grants)
+            head + &listing(w.keys(), &revocations, &grants, &held)
         };
         crate::cli::say(&text);
         Ok(())
@@ -450,6 +468,19 @@ pub fn list(args: ListArgs) -> ExitCode {
 }
 
 type Map = std::collections::BTreeMap<String, String>;
+
+/// The held revocations ([`crate::sources::fleet::keys::Keys::held`]) by
+/// field, then by transmitter, raw; a field whose value is not such a map
+/// is shown as it is under the transmitter `?`.
+fn held_reports(held: &Map) -> std::collections::BTreeMap<String, Map> {
+    held.iter()
+        .map(|(field, raw)| {
+            let reports = serde_json::from_str::<Map>(raw)
+                .unwrap_or_else(|_| Map::from([("?".to_owned(), raw.clone())]));
+            (field.clone(), reports)
+        })
+        .collect()
+}
 
 /// A stored entry (or the listing around it) with every credential-like
 /// word replaced, as the audit record's: every string value and every
@@ -502,29 +533,50 @@ fn set_shown(set: Option<&StoredSet>) -> String {
     .unwrap_or_default()
 }
 
-/// One line per stored entry; a refused one says why.
-fn listing(keys: &crate::sources::fleet::keys::Keys, revocations: &Map, grants: &Map) -> String {
+/// One line per stored entry, each held revocation on a line below its
+/// entry's; a refused one says why.
+fn listing(
+    keys: &crate::sources::fleet::keys::Keys,
+    revocations: &Map,
+    grants: &Map,
+    held: &std::collections::BTreeMap<String, Map>,
+) -> String {
     let now = SystemTime::now();
     let mut text = String::new();
-    for (field, raw) in revocations {
-        text.push_str(&match check_revocation(&keys.revocations, field, raw) {
-            Ok(e) => {
-                let state = match e.lapses() {
-                    Some(t) if t <= now => format!("lapsed at {}", rfc3339(t)),
-                    Some(t) => format!("until {}", rfc3339(t)),
-                    None => "until unrevoked".into(),
-                };
-                format!(
-                    "revoked  {field}  {state}  reason {:?}{}  by {} from {} at {}\n",
-                    shown(&e.reason),
-                    set_shown(e.set.as_ref()),
-                    shown(&e.provenance.by),
-                    shown(&e.provenance.from),
-                    shown(&e.provenance.at)
-                )
-            }
-            Err(problem) => format!("REFUSED  {}\n", shown(&problem)),
-        });
+    let revocation = |what: &str, field: &str, raw: &str| match check_revocation(
+        &keys.revocations,
+        field,
+        raw,
+    ) {
+        Ok(e) => {
+            let state = match e.lapses() {
+                Some(t) if t <= now => format!("lapsed at {}", rfc3339(t)),
+                Some(t) => format!("until {}", rfc3339(t)),
+                None => "until unrevoked".into(),
+            };
+            format!(
+                "{what}  {}  {state}  reason {:?}{}  by {} from {} at {}\n",
+                shown(field),
+                shown(&e.reason),
+                set_shown(e.set.as_ref()),
+                shown(&e.provenance.by),
+                shown(&e.provenance.from),
+                shown(&e.provenance.at)
+            )
+        }
+        Err(problem) => format!("REFUSED  {}\n", shown(&problem)),
+    };
+    let fields: std::collections::BTreeSet<&String> =
+        revocations.keys().chain(held.keys()).collect();
+    for field in fields {
+        if let Some(raw) = revocations.get(field) {
+            text.push_str(&revocation("revoked", field, raw));
+        }
+        for raw in held.get(field).into_iter().flat_map(Map::values) {
+            // Held behind the entry above: in force once its writer
+            // withdraws it.
+            text.push_str(&revocation("  held ", field, raw));
+        }
     }
     for (field, raw) in grants {
         text.push_str(

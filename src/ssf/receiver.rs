@@ -622,6 +622,12 @@ fn log_unapplied(p: &Provenance, action: &Action, kept: Kept) {
         Kept::Another => {
             tracing::warn!(transmitter = %p.transmitter, event = %text(&p.event), jti = %text(&p.jti), action = kind, entry = %text(&what), "not applied: the entry is another transmitter's (or an operator's) revocation, which only its writer may change or withdraw (the identity stays revoked)")
         }
+        Kept::Held if matches!(action, Action::Revoke { .. }) => {
+            tracing::info!(transmitter = %p.transmitter, event = %text(&p.event), jti = %text(&p.jti), action = kind, entry = %text(&what), "held: the entry is another transmitter's (or an operator's) revocation; this one is kept behind it and takes its place if its writer withdraws it")
+        }
+        Kept::Held => {
+            tracing::info!(transmitter = %p.transmitter, event = %text(&p.event), jti = %text(&p.jti), action = kind, entry = %text(&what), "held revocation withdrawn: the entry stays as another transmitter (or an operator) wrote it")
+        }
         Kept::Stale => {
             tracing::warn!(transmitter = %p.transmitter, event = %text(&p.event), jti = %text(&p.jti), action = kind, entry = %text(&what), "not applied: the withdrawal is older than max_age and the sink no longer remembers the entry's order (event times and withdrawals are kept for max_age), so it might undo a later event; the SET is accepted (valid)")
         }
@@ -699,7 +705,7 @@ impl Default for ReceiverMetrics {
         let unapplied = Family::<UnappliedLabels, Counter>::default();
         registry.register(
             "celador_signals_actions_unapplied",
-            "Actions of accepted SETs that changed nothing, by why (superseded by a later event, lapsed risk level, unsupported by the sink)",
+            "Actions of accepted SETs that changed nothing in force, by why (superseded by a later event, lapsed risk level, another writer's entry, held behind another writer's entry, stale, capped, unsupported by the sink)",
             unapplied.clone(),
         );
         let ignored = Counter::default();
@@ -741,6 +747,7 @@ impl ReceiverMetrics {
             Kept::Superseded => "superseded",
             Kept::Lapsed => "lapsed",
             Kept::Another => "another_source",
+            Kept::Held => "held",
             Kept::Capped => "cap",
             Kept::Stale => "stale",
             Kept::Unsupported | Kept::Applied => "unsupported",

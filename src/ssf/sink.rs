@@ -18,6 +18,12 @@
 //! An entry whose time is not there counts as set at start: an event from
 //! before it changes nothing ([`Kept::Superseded`]), failing closed.
 //!
+//! Several transmitters: each withdraws only what it reported. A
+//! revocation of an entry another writer holds is held behind it
+//! ([`Kept::Held`], kept in the times file too) and takes its place when
+//! that writer withdraws it, so an entry stays revoked while any report
+//! of it stands, as in the store.
+//!
 //! Bound: a withdrawn entry stays as a tombstone so that an older revoke
 //! stays undone, but only for the receiver's `max_age` (as the store keeps
 //! event times, [`super::store`]'s "Bound"): each SET first drops every
@@ -64,10 +70,15 @@ pub enum Kept {
     /// This sink cannot keep it (a revocations file without `risks_file`
     /// keeps no risk level).
     Unsupported,
-    /// It would withdraw or overwrite another transmitter's (or an
-    /// operator's) revocation, which only its writer may do: it changed
-    /// nothing.
+    /// It would withdraw another transmitter's (or an operator's)
+    /// revocation, which only its writer may do, and this transmitter held
+    /// nothing behind it: it changed nothing.
     Another,
+    /// The entry is another transmitter's (or an operator's) revocation: a
+    /// revocation is held behind it, and takes its place when its writer
+    /// withdraws it (the identity stays revoked while any report stands);
+    /// a withdrawal removes what this transmitter held.
+    Held,
     /// A risk level about a subject its transmitter has no entry for, when
     /// the transmitter already holds its `max_risks`, each at least as
     /// high: it changed nothing.
@@ -191,22 +202,32 @@ pub struct FileSink {
 
 /// The entries, with their tombstones in order of event time (exactly the
 /// entries whose `reason` is `None`), to drop the expired ones without a
-/// scan.
+/// scan; and the reports held behind another writer's entry.
 #[derive(Debug, Default)]
 struct Entries {
     by_key: BTreeMap<Key, Entry>,
     tombstones: std::collections::BTreeSet<(SystemTime, Key)>,
+    /// Each transmitter's revocation of an entry another writer holds, by
+    /// entry and transmitter: one takes the entry's place when its writer
+    /// withdraws it. A `None` reason is a withdrawal, kept (for `max_age`,
+    /// as tombstones are) so that the transmitter's older revoke stays
+    /// undone.
+    held: BTreeMap<(Key, String), Entry>,
+    held_tombstones: std::collections::BTreeSet<(SystemTime, Key, String)>,
 }
 
 impl Entries {
-    /// Sets `key` to `entry`, keeping the tombstones' order.
+    /// Sets `key` to `entry`, keeping the tombstones' order. Another
+    /// writer's tombstone it replaces is held, so that writer's older
+    /// revoke stays undone.
     fn insert(&mut self, key: Key, entry: Entry) {
-        // The old pair goes first: a tombstone replacing one of the same
-        // time is the same pair, which must stay in the order.
-        if let Some(old) = self.by_key.get(&key)
+        if let Some(old) = self.by_key.remove(&key)
             && old.reason.is_none()
         {
             self.tombstones.remove(&(old.at, key.clone()));
+            if old.by != entry.by {
+                self.hold(key.clone(), old);
+            }
         }
         if entry.reason.is_none() {
             self.tombstones.insert((entry.at, key.clone()));
@@ -214,11 +235,55 @@ impl Entries {
         self.by_key.insert(key, entry);
     }
 
+    /// Holds `entry` (its writer's report) behind `key`'s writer's.
+    fn hold(&mut self, key: Key, entry: Entry) {
+        self.unhold(&key, &entry.by);
+        if entry.reason.is_none() {
+            self.held_tombstones
+                .insert((entry.at, key.clone(), entry.by.clone()));
+        }
+        self.held.insert((key, entry.by.clone()), entry);
+    }
+
+    /// Takes `by`'s report of `key` out of those held.
+    fn unhold(&mut self, key: &Key, by: &str) -> Option<Entry> {
+        let old = self.held.remove(&(key.clone(), by.to_owned()))?;
+        if old.reason.is_none() {
+            self.held_tombstones
+                .remove(&(old.at, key.clone(), by.to_owned()));
+        }
+        Some(old)
+    }
+
+    /// After `key`'s writer withdrew it: the revocation held behind it
+    /// with the earliest event (then by transmitter) takes its place.
+    fn promote(&mut self, key: &Key) {
+        let next = self
+            .held
+            .range((key.clone(), String::new())..)
+            .take_while(|((k, _), _)| k == key)
+            .filter(|(_, e)| e.reason.is_some())
+            .min_by(|(a, x), (b, y)| (x.at, &a.1).cmp(&(y.at, &b.1)))
+            .map(|((_, by), _)| by.clone());
+        if let Some(entry) = next.and_then(|by| self.unhold(key, &by)) {
+            self.insert(key.clone(), entry);
+        }
+    }
+
     /// Drops every tombstone older than `horizon`, oldest first.
     fn prune(&mut self, horizon: SystemTime) {
         while self.tombstones.first().is_some_and(|(at, _)| *at < horizon) {
             if let Some((_, key)) = self.tombstones.pop_first() {
                 self.by_key.remove(&key);
+            }
+        }
+        while self
+            .held_tombstones
+            .first()
+            .is_some_and(|(at, _, _)| *at < horizon)
+        {
+            if let Some((_, key, by)) = self.held_tombstones.pop_first() {
+                self.held.remove(&(key, by));
             }
         }
     }
@@ -300,6 +365,22 @@ impl StoredEntry {
 #[derive(Debug, Default, Serialize, serde::Deserialize)]
 struct EventTimes {
     entries: Vec<EventTime>,
+    /// The revocations held behind another writer's entry (the file shows
+    /// one writer's per entry): kept here so that a restart keeps them.
+    #[serde(default)]
+    held: Vec<HeldReport>,
+}
+
+/// A revocation held behind another writer's entry.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct HeldReport {
+    key: Key,
+    by: String,
+    reason: String,
+    #[serde(default)]
+    set: Option<StoredSet>,
+    /// Since the Unix epoch.
+    at: Duration,
 }
 
 /// One entry's event time.
@@ -319,28 +400,25 @@ impl EventTimes {
         path.with_file_name(name)
     }
 
-    /// The times kept beside `path`; none when there are none or they
-    /// cannot be read (every entry then counts as set at start: closed).
-    fn read(path: &Path) -> BTreeMap<(Key, String), SystemTime> {
+    /// The times (and held revocations) kept beside `path`; none when
+    /// there are none or they cannot be read (every entry then counts as
+    /// set at start: closed).
+    fn read(path: &Path) -> EventTimes {
         let times = Self::path(path);
         let read = match std::fs::read(&times) {
             Ok(bytes) => serde_json::from_slice::<EventTimes>(&bytes).map_err(|e| e.to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(EventTimes::default()),
             Err(e) => Err(e.to_string()),
         };
-        let read = read.unwrap_or_else(|e| {
-            tracing::warn!(file = %times.display(), "the revocations' event times cannot be read; the file's entries count as set now: {}", crate::engine::redaction::text(&e));
+        read.unwrap_or_else(|e| {
+            tracing::warn!(file = %times.display(), "the revocations' event times cannot be read; the file's entries count as set now, and revocations held behind another transmitter's are lost: {}", crate::engine::redaction::text(&e));
             EventTimes::default()
-        });
-        read.entries
-            .into_iter()
-            .map(|t| ((t.key, t.reason), UNIX_EPOCH + t.at))
-            .collect()
+        })
     }
 
-    /// The live entries' times, as JSON.
-    fn render(entries: &Entries) -> String {
-        let entries = entries
+    /// The live entries' times and the held revocations, as JSON.
+    fn render(state: &Entries) -> String {
+        let entries = state
             .by_key
             .iter()
             .filter_map(|(key, entry)| {
@@ -351,7 +429,20 @@ impl EventTimes {
                 })
             })
             .collect();
-        serde_json::to_string(&EventTimes { entries }).unwrap_or_default()
+        let held = state
+            .held
+            .iter()
+            .filter_map(|((key, by), entry)| {
+                Some(HeldReport {
+                    key: key.clone(),
+                    by: by.clone(),
+                    reason: entry.reason.clone()?,
+                    set: entry.set.clone(),
+                    at: entry.at.duration_since(UNIX_EPOCH).unwrap_or_default(),
+                })
+            })
+            .collect();
+        serde_json::to_string(&EventTimes { entries, held }).unwrap_or_default()
     }
 }
 
@@ -386,7 +477,12 @@ impl FileSink {
         // replayed withdrawal the revocation superseded) is older and
         // changes nothing; it fails closed.
         let loaded_at = SystemTime::now();
-        let times = EventTimes::read(path);
+        let kept = EventTimes::read(path);
+        let times: BTreeMap<(Key, String), SystemTime> = kept
+            .entries
+            .into_iter()
+            .map(|t| ((t.key, t.reason), UNIX_EPOCH + t.at))
+            .collect();
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 let file: StoredFile = crate::engine::yaml::from_str(&text, path).map_err(|e| {
@@ -432,6 +528,27 @@ impl FileSink {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        }
+        // A held revocation stays behind the entry it was held behind; one
+        // whose entry is no longer in the file (removed by hand, as an
+        // operator's `celador unrevoke` clears those held in the store) is
+        // dropped.
+        for held in kept.held {
+            let behind = entries
+                .by_key
+                .get(&held.key)
+                .is_some_and(|e| e.reason.is_some() && e.by != held.by);
+            if behind {
+                entries.hold(
+                    held.key,
+                    Entry {
+                        at: UNIX_EPOCH + held.at,
+                        reason: Some(held.reason),
+                        by: held.by,
+                        set: held.set,
+                    },
+                );
+            }
         }
         Ok(FileSink {
             path: path.to_owned(),
@@ -485,45 +602,53 @@ impl FileSink {
             // Recorded by the risks file, if there is one.
             Action::Risk { .. } => return Kept::Unsupported,
         };
-        match entries.by_key.get(&key) {
-            // Another transmitter's revocation stays as it was written:
-            // one tool can neither clear what another reported nor take
-            // it over (a revocation written over it would make it the
-            // new writer's to withdraw).
-            Some(existing)
-                if existing.reason.is_some() && existing.by != provenance.transmitter =>
-            {
-                Kept::Another
-            }
-            // Events are ordered per transmitter: another's (an `iat`
-            // ahead of the clock included) never orders this one's.
-            Some(existing)
-                if existing.by == provenance.transmitter && existing.at > provenance.at =>
-            {
-                Kept::Superseded
-            }
-            // No order kept for it (its tombstone dropped): a withdrawal
-            // older than every dropped tombstone might undo a later event.
-            existing
-                if reason.is_none()
-                    && horizon.is_some_and(|h| provenance.at < h)
-                    && existing.is_none_or(|e| e.by != provenance.transmitter) =>
-            {
-                Kept::Stale
-            }
-            _ => {
-                entries.insert(
-                    key,
-                    Entry {
-                        at: provenance.at,
-                        reason,
-                        by: provenance.transmitter.clone(),
-                        set,
-                    },
-                );
-                Kept::Applied
-            }
+        let me = &provenance.transmitter;
+        let displayed = entries.by_key.get(&key);
+        // Events are ordered per transmitter: another's (an `iat` ahead of
+        // the clock included) never orders this one's. Its last event about
+        // the entry is the entry's, or the one held behind it.
+        let last = match displayed {
+            Some(e) if e.by == *me => Some(e.at),
+            _ => entries.held.get(&(key.clone(), me.clone())).map(|e| e.at),
+        };
+        if last.is_some_and(|at| at > provenance.at) {
+            return Kept::Superseded;
         }
+        // No order kept for it (its tombstone dropped): a withdrawal older
+        // than every dropped tombstone might undo a later event.
+        if reason.is_none() && last.is_none() && horizon.is_some_and(|h| provenance.at < h) {
+            return Kept::Stale;
+        }
+        let other = displayed.is_some_and(|e| e.reason.is_some() && e.by != *me);
+        let entry = Entry {
+            at: provenance.at,
+            reason,
+            by: me.clone(),
+            set,
+        };
+        let withdrawal = entry.reason.is_none();
+        if other {
+            // Another transmitter's revocation stays as it was written: one
+            // tool can neither clear what another reported nor take it
+            // over (a revocation written over it would make it the new
+            // writer's to withdraw). This one's is held behind it.
+            let had = entries
+                .held
+                .get(&(key.clone(), me.clone()))
+                .is_some_and(|e| e.reason.is_some());
+            entries.hold(key, entry);
+            return if withdrawal && !had {
+                Kept::Another
+            } else {
+                Kept::Held
+            };
+        }
+        entries.unhold(&key, me);
+        entries.insert(key.clone(), entry);
+        if withdrawal {
+            entries.promote(&key);
+        }
+        Kept::Applied
     }
 
     fn render(entries: &Entries) -> Result<String, SinkError> {
@@ -594,7 +719,8 @@ impl Sink for FileSink {
             if let Some(horizon) = horizon {
                 entries.prune(horizon);
             }
-            let (mut kept, mut risk_changed, mut revoked) = (Vec::new(), false, false);
+            let (mut kept, mut risk_changed, mut revoked, mut held) =
+                (Vec::new(), false, false, false);
             for outcome in outcomes {
                 if let Outcome::Actions(provenance, actions) = outcome {
                     for action in actions {
@@ -615,6 +741,7 @@ impl Sink for FileSink {
                             _ => {
                                 let done = Self::record(&mut entries, provenance, action, horizon);
                                 revoked |= done == Kept::Applied;
+                                held |= done == Kept::Held;
                                 done
                             }
                         };
@@ -634,6 +761,8 @@ impl Sink for FileSink {
                 crate::engine::revocations::Revocations::parse(&text, &self.path)
                     .map_err(|e| SinkError(format!("a revocation would not load: {e}")))?;
                 write(&self.path, &text)?;
+            }
+            if revoked {
                 // After the file: times it does not hold are never used.
                 // The file is kept; without its times a restart counts its
                 // entries as set then (closed), as before they were kept.
@@ -641,6 +770,10 @@ impl Sink for FileSink {
                 if let Err(e) = write(&times, &EventTimes::render(&entries)) {
                     tracing::warn!("the revocations' event times are not kept: {e}");
                 }
+            } else if held {
+                // Only what is held changed: the transmitter is answered
+                // once it is kept, as for a revocation.
+                write(&EventTimes::path(&self.path), &EventTimes::render(&entries))?;
             }
             Ok(kept)
         })

@@ -23,7 +23,10 @@
 //! record an event time. A SET never removes a revocation it did not make
 //! (one with no event time: a `celador revoke` during an incident stands
 //! until `celador unrevoke`); a manual `unrevoke` stands until a SET about
-//! the same entry arrives.
+//! the same entry arrives. A SET's revocation of an entry another writer
+//! holds is kept behind it (`{prefix}:ssf:held`) and takes its place when
+//! that writer withdraws it: an entry stays revoked while any report of it
+//! stands ([`APPLY`]).
 //!
 //! Bound: a revocation's event time is kept for the receiver's `max_age`
 //! (`{prefix}:ssf:event-order`, a sorted set by event time, beside the
@@ -64,23 +67,34 @@ mod risk;
 /// Compares the event time and writes, atomically.
 ///
 /// KEYS: revocations, event times, feed, epoch, event order (a sorted set
-/// of the event-time fields by event time), the indexing cursor. ARGV:
-/// field, event time (ms), the entry's JSON (empty: remove), op, by,
-/// from, at (text), a new epoch, the feed's length, the order window
-/// (ms: `max_age`). Returns 1 if
-/// applied, 0 if older than the last event of this transmitter about the
-/// field, 2 if the field holds a revocation another transmitter (or an
-/// operator) wrote: only its writer changes or withdraws it (a revocation
-/// written over it would make it the new writer's to withdraw), 4 if a withdrawal is
-/// older than the window with no event time kept for the field (stale; a
-/// revocation that old is applied: it fails closed). Event times are
-/// kept per transmitter and field, so one transmitter's events (an `iat`
-/// ahead of the clock included) never order another's; those older than
-/// the window are removed first (at most 100 per call). Redis's clock
-/// (`TIME`), not the receiver's, sets the window: every receiver replica
-/// prunes and compares against the same clock. Event times written before
-/// the order was kept (an older celador) are indexed by their time, 100
-/// per call, from a `HSCAN` cursor kept until the scan is `done`.
+/// of the event-time fields by event time), the indexing cursor, the held
+/// reports. ARGV: field, event time (ms), the entry's JSON (empty:
+/// remove), op, by, from, at (text), a new epoch, the feed's length, the
+/// order window (ms: `max_age`).
+///
+/// Returns 1 if applied, 0 if older than the last event of this
+/// transmitter about the field, 4 if a withdrawal is older than the window
+/// with no event time kept for the field (stale; a revocation that old is
+/// applied: it fails closed). When the field holds a revocation another
+/// transmitter (or an operator) wrote, only its writer changes or
+/// withdraws it (a revocation written over it would make it the new
+/// writer's to withdraw): this transmitter's revocation is **held** behind
+/// it (`KEYS[7]`), and its withdrawal removes what it held (5); a
+/// withdrawal with nothing held changes nothing (2). When the writer
+/// withdraws its entry, the held report without an expiry, then with the
+/// earliest event, then by transmitter, takes its place (1), so the entry
+/// stays revoked while any transmitter's report stands. An operator's
+/// revocation with an expiry is held behind a lasting report rather than
+/// left to lapse with the report held behind it.
+///
+/// Event times are kept per transmitter and field, so one transmitter's
+/// events (an `iat` ahead of the clock included) never order another's;
+/// those older than the window are removed first (at most 100 per call).
+/// Redis's clock (`TIME`), not the receiver's, sets the window: every
+/// receiver replica prunes and compares against the same clock. Event
+/// times written before the order was kept (an older celador) are indexed
+/// by their time, 100 per call, from a `HSCAN` cursor kept until the scan
+/// is `done`.
 const APPLY: &str = r"
 local scan = redis.call('GET', KEYS[6])
 if scan ~= 'done' then
@@ -101,9 +115,11 @@ for _, f in ipairs(old) do
   redis.call('ZREM', KEYS[5], f)
 end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local other = nil
 if cur then
   local ok, e = pcall(cjson.decode, cur)
-  if (not ok) or type(e) ~= 'table' or e['by'] ~= ARGV[5] then return 2 end
+  if (not ok) or type(e) ~= 'table' then return 2 end
+  if e['by'] ~= ARGV[5] then other = e end
 end
 local times = ARGV[5] .. '|' .. ARGV[1]
 local last = redis.call('HGET', KEYS[2], times)
@@ -115,13 +131,69 @@ end
 redis.call('HSET', KEYS[2], times, ARGV[2])
 redis.call('ZADD', KEYS[5], ARGV[2], times)
 redis.call('SET', KEYS[4], ARGV[8], 'NX')
-if ARGV[3] == '' then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-else
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+local held = {}
+local raw = redis.call('HGET', KEYS[7], ARGV[1])
+if raw then
+  local ok, h = pcall(cjson.decode, raw)
+  if ok and type(h) == 'table' then
+    for by, json in pairs(h) do
+      if type(by) == 'string' and type(json) == 'string' then held[by] = json end
+    end
+  end
 end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'op', ARGV[4], 'entry', ARGV[1],
-  'by', ARGV[5], 'from', ARGV[6], 'at', ARGV[7])
+local function save()
+  if next(held) == nil then
+    redis.call('HDEL', KEYS[7], ARGV[1])
+  else
+    redis.call('HSET', KEYS[7], ARGV[1], cjson.encode(held))
+  end
+end
+local function feed(op, by)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'op', op, 'entry', ARGV[1],
+    'by', by, 'from', ARGV[6], 'at', ARGV[7])
+end
+if other then
+  if ARGV[3] ~= '' and other['expires'] ~= nil then
+    held[tostring(other['by'] or '')] = cur
+    held[ARGV[5]] = nil
+    save()
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+    feed(ARGV[4], ARGV[5])
+    return 1
+  end
+  local had = held[ARGV[5]] ~= nil
+  if ARGV[3] == '' then held[ARGV[5]] = nil else held[ARGV[5]] = ARGV[3] end
+  save()
+  if ARGV[3] == '' and not had then return 2 end
+  return 5
+end
+held[ARGV[5]] = nil
+if ARGV[3] ~= '' then
+  save()
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  feed(ARGV[4], ARGV[5])
+  return 1
+end
+local pick, pick_at, pick_lasting = nil, 0, false
+for by, json in pairs(held) do
+  local ok, e = pcall(cjson.decode, json)
+  local lasting = ok and type(e) == 'table' and e['expires'] == nil
+  local at = tonumber(redis.call('HGET', KEYS[2], by .. '|' .. ARGV[1]) or '0') or 0
+  if pick == nil or (lasting and not pick_lasting)
+    or (lasting == pick_lasting and (at < pick_at or (at == pick_at and by < pick))) then
+    pick, pick_at, pick_lasting = by, at, lasting
+  end
+end
+if pick then
+  redis.call('HSET', KEYS[1], ARGV[1], held[pick])
+  held[pick] = nil
+  save()
+  feed('revoke', pick)
+  return 1
+end
+save()
+redis.call('HDEL', KEYS[1], ARGV[1])
+feed(ARGV[4], ARGV[5])
 return 1
 ";
 
@@ -289,13 +361,14 @@ impl StoreSink {
             Write::None(kept) => return Ok(*kept),
             Write::Revocation(op, field, json) => cmd
                 .arg(APPLY)
-                .arg(6)
+                .arg(7)
                 .arg(&self.keys.revocations)
                 .arg(&self.event_times)
                 .arg(&self.keys.feed)
                 .arg(&self.keys.epoch)
                 .arg(&self.event_order)
                 .arg(format!("{}-scan", self.event_order))
+                .arg(&self.keys.held)
                 .arg(field)
                 .arg(millis(provenance.at).to_string())
                 .arg(json)
@@ -335,6 +408,7 @@ impl StoreSink {
             2 => Kept::Another,
             3 => Kept::Capped,
             4 => Kept::Stale,
+            5 => Kept::Held,
             _ => Kept::Superseded,
         })
     }

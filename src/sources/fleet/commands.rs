@@ -119,6 +119,12 @@ impl Writer {
             Some(v) => pipe.hset(&key, &entry, v).ignore(),
             None => pipe.hdel(&key, &entry).ignore(),
         };
+        // An operator's withdrawal overrides every tool's report of the
+        // entry, those held behind it included: a tool that still means it
+        // sends its SET again.
+        if op == "unrevoke" {
+            pipe.hdel(&self.keys.held, &entry).ignore();
+        }
         pipe.xadd_maxlen(
             &self.keys.feed,
             StreamMaxlen::Approx(FEED_LENGTH),
@@ -203,13 +209,13 @@ impl Writer {
         self.change("ungrant", key, name, None, provenance).await
     }
 
-    /// The stored revocations and grants, raw, by field.
-    pub async fn list(
-        &mut self,
-    ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), String> {
+    /// The stored revocations, grants and held revocations
+    /// ([`Keys::held`]), raw, by field.
+    pub async fn list(&mut self) -> Result<Listed, String> {
         let mut pipe = redis::pipe();
         pipe.hgetall(&self.keys.revocations)
-            .hgetall(&self.keys.grants);
+            .hgetall(&self.keys.grants)
+            .hgetall(&self.keys.held);
         pipe.query_async(&mut self.conn)
             .await
             .map_err(|e| format!("{}: {e}", self.endpoint.shown))
@@ -220,6 +226,14 @@ impl Writer {
         &self.keys
     }
 }
+
+/// What [`Writer::list`] reads: revocations, grants and held revocations,
+/// raw, by field.
+pub type Listed = (
+    BTreeMap<String, String>,
+    BTreeMap<String, String>,
+    BTreeMap<String, String>,
+);
 
 /// 16 random bytes in hex: an epoch no other store has.
 pub fn random_epoch() -> String {

@@ -22,6 +22,11 @@ pub struct Keys {
     /// When each risk lapses: a sorted set (score: milliseconds since the
     /// epoch, member: the field), so the receiver removes lapsed ones.
     pub risk_lapses: String,
+    /// Revocations security tools reported about an entry another writer
+    /// holds (`celador signals serve`): a hash, field the entry's field,
+    /// value a JSON object of each such transmitter's entry by transmitter.
+    /// One takes the entry's place when its writer withdraws it.
+    pub held: String,
     /// The prefix itself, for per-identity keys (fleet signals).
     pub prefix: String,
 }
@@ -41,6 +46,7 @@ impl Keys {
             epoch: key("epoch"),
             risks: key("risks"),
             risk_lapses: key("risk-lapses"),
+            held: key("ssf:held"),
             prefix: prefix.to_owned(),
         }
     }

@@ -382,7 +382,9 @@ async fn only_the_transmitter_that_revoked_withdraws_it_even_after_a_restart() {
         .unwrap();
     assert_eq!(kept, [Kept::Another]);
     assert_eq!(loaded(&path).len(), 1);
-    // Nor can it take the revocation over, to withdraw it as its own.
+    // Nor can it take the revocation over, to withdraw it as its own: its
+    // revocation is held behind the first, and its withdrawal removes only
+    // that.
     let kept = sink
         .apply(&[
             from_other(revoke(A, "c3", 310)),
@@ -390,7 +392,7 @@ async fn only_the_transmitter_that_revoked_withdraws_it_even_after_a_restart() {
         ])
         .await
         .unwrap();
-    assert_eq!(kept, [Kept::Another, Kept::Another]);
+    assert_eq!(kept, [Kept::Held, Kept::Held]);
     assert_eq!(loaded(&path).len(), 1);
     // Its own withdrawal, made after the restart, applies.
     let kept = sink
@@ -726,4 +728,83 @@ async fn after_a_restart_the_owners_withdrawal_made_before_it_still_applies() {
     let kept = open().apply(&[unrevoke(B, "j5", now - 50)]).await.unwrap();
     assert_eq!(kept, [Kept::Superseded]);
     assert_eq!(loaded(&path).len(), 1);
+}
+
+/// The transmitter that wrote `path`'s entry for `id`.
+fn writer(path: &Path, id: &str) -> Option<String> {
+    file_entries(path)
+        .into_iter()
+        .find(|e| e["spiffe_id"] == id)
+        .map(|e| e["set"]["source"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn a_revocation_held_behind_another_transmitters_takes_its_place_when_it_is_withdrawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revocations.yaml");
+    let sink = FileSink::open(&path).unwrap();
+    let now = now_secs();
+    let (idp, ci) = ("https://idp.example.com/", "https://ci.example.com/");
+    // The IdP revokes A, then CI reports the same: held behind the IdP's.
+    sink.apply(&[revoke(A, "i1", now)]).await.unwrap();
+    let kept = sink
+        .apply(&[from_other(revoke(A, "c1", now + 1))])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Held]);
+    assert_eq!(writer(&path, A).as_deref(), Some(idp));
+    // A restart keeps what is held (beside the file, in its times).
+    drop(sink);
+    let sink = FileSink::open(&path).unwrap();
+    // The IdP withdraws its revocation: CI's still stands, and takes its
+    // place, as CI wrote it.
+    let kept = sink.apply(&[unrevoke(A, "i2", now + 2)]).await.unwrap();
+    assert_eq!(kept, [Kept::Applied]);
+    assert_eq!(loaded(&path).len(), 1);
+    assert_eq!(writer(&path, A).as_deref(), Some(ci));
+    let entry = &file_entries(&path)[0];
+    assert_eq!(entry["set"]["jti"], "c1", "{entry}");
+    // The IdP's own older revoke, delivered late, stays undone; it does not
+    // come back as held either.
+    let kept = sink.apply(&[revoke(A, "i0", now - 1)]).await.unwrap();
+    assert_eq!(kept, [Kept::Superseded]);
+    // CI's withdrawal now ends it: nothing is held any more.
+    let kept = sink
+        .apply(&[from_other(unrevoke(A, "c2", now + 3))])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Applied]);
+    assert_eq!(loaded(&path).len(), 0);
+
+    // Withdrawn while held: the first writer's withdrawal then ends it.
+    sink.apply(&[revoke(B, "i3", now + 4)]).await.unwrap();
+    sink.apply(&[from_other(revoke(B, "c3", now + 5))])
+        .await
+        .unwrap();
+    let kept = sink
+        .apply(&[from_other(unrevoke(B, "c4", now + 6))])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Held]);
+    // CI's older revoke, delivered late, is not held again.
+    let kept = sink
+        .apply(&[from_other(revoke(B, "c0", now + 5))])
+        .await
+        .unwrap();
+    assert_eq!(kept, [Kept::Superseded]);
+    sink.apply(&[unrevoke(B, "i4", now + 7)]).await.unwrap();
+    assert_eq!(loaded(&path).len(), 0);
+
+    // A held revocation whose entry was removed from the file by hand (an
+    // operator's withdrawal) is dropped at start.
+    sink.apply(&[revoke(A, "i5", now + 8)]).await.unwrap();
+    sink.apply(&[from_other(revoke(A, "c5", now + 9))])
+        .await
+        .unwrap();
+    drop(sink);
+    std::fs::write(&path, "revocations: []\n").unwrap();
+    let sink = FileSink::open(&path).unwrap();
+    sink.apply(&[revoke(A, "i6", now + 10)]).await.unwrap();
+    sink.apply(&[unrevoke(A, "i7", now + 11)]).await.unwrap();
+    assert_eq!(loaded(&path).len(), 0, "{:?}", file_entries(&path));
 }
