@@ -2268,6 +2268,40 @@ async fn the_documented_acls_let_each_component_work_and_nothing_more() {
             .trim(),
         "0"
     );
+
+    // An on-call user whose ACL predates the held revocations (no
+    // `{celador}:ssf:held`) still revokes, withdraws and lists, and is told
+    // what it could not clear or list.
+    let (_, oncall_rules) = documented_acls()
+        .into_iter()
+        .find(|(user, _)| user == "celador-oncall")
+        .unwrap();
+    let older: Vec<&str> = ["SETUSER", "celador-oncall"]
+        .into_iter()
+        .chain(
+            oncall_rules
+                .iter()
+                .map(String::as_str)
+                .filter(|r| *r != "~{celador}:ssf:held"),
+        )
+        .collect();
+    assert_eq!(older.len() + 1, oncall_rules.len() + 2, "{oncall_rules:?}");
+    assert_eq!(redis.cli(&[&["ACL"][..], &older[..]].concat()).trim(), "OK");
+    oncall(&["revoke", "--spiffe-id", EXPORTER, "--reason", "INC-3"]);
+    let (code, out, err) = as_user(
+        "celador-oncall",
+        &oncall_pw,
+        &["unrevoke", "--spiffe-id", EXPORTER],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("unrevoked"), "{out}");
+    assert!(
+        err.contains("were not cleared") && err.contains("{celador}:ssf:held"),
+        "{err}"
+    );
+    let (code, out, err) = as_user("celador-oncall", &oncall_pw, &["governance"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("are not listed"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

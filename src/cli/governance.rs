@@ -313,6 +313,13 @@ pub fn unrevoke(args: UnrevokeArgs) -> ExitCode {
                 change.store
             ));
         }
+        if let Err(e) = &change.held {
+            complain!(
+                "celador: warning: the revocations security tools' SETs hold behind {field} were not cleared ({}): a tool that revokes it again and then withdraws would bring them back; give this user {} (docs/fleet.md)",
+                shown(e),
+                w.keys().held
+            );
+        }
         audit(&change);
         Ok(())
     })
@@ -418,7 +425,16 @@ pub fn list(args: ListArgs) -> ExitCode {
     let json = args.format == "json";
     with_store(&args.store, |mut w| async move {
         let (revocations, grants, held) = w.list().await?;
-        let held = held_reports(&held);
+        let held = match held {
+            Ok(held) => held_reports(&held),
+            Err(e) => {
+                complain!(
+                    "celador: warning: the revocations held behind others are not listed ({})",
+                    shown(&e)
+                );
+                Default::default()
+            }
+        };
         let text = if json {
             let parse = |raw: &String| {
                 serde_json::from_str::<serde_json::Value>(raw)

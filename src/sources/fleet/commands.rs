@@ -36,6 +36,11 @@ pub struct Change {
     pub store: String,
     /// The change feed's id of the change.
     pub feed_id: String,
+    /// Whether the revocations held behind the entry were cleared (an
+    /// `unrevoke`): the error when they were not (a user whose ACL
+    /// predates them).
+    #[serde(skip)]
+    pub held: Result<(), String>,
 }
 
 /// A connection to the store for commands.
@@ -119,12 +124,6 @@ impl Writer {
             Some(v) => pipe.hset(&key, &entry, v).ignore(),
             None => pipe.hdel(&key, &entry).ignore(),
         };
-        // An operator's withdrawal overrides every tool's report of the
-        // entry, those held behind it included: a tool that still means it
-        // sends its SET again.
-        if op == "unrevoke" {
-            pipe.hdel(&self.keys.held, &entry).ignore();
-        }
         pipe.xadd_maxlen(
             &self.keys.feed,
             StreamMaxlen::Approx(FEED_LENGTH),
@@ -141,6 +140,22 @@ impl Writer {
             .query_async(&mut self.conn)
             .await
             .map_err(|e| format!("{}: {e}", self.endpoint.shown))?;
+        // An operator's withdrawal overrides every tool's report of the
+        // entry, those held behind it included: a tool that still means it
+        // sends its SET again. After the withdrawal, not in its
+        // transaction: a user whose ACL predates the held reports still
+        // withdraws (a report left held is in force only if a tool revokes
+        // the entry again and then withdraws: closed), and is told.
+        let held = match op {
+            "unrevoke" => redis::cmd("HDEL")
+                .arg(&self.keys.held)
+                .arg(&entry)
+                .query_async::<i64>(&mut self.conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{}: {e}", self.endpoint.shown)),
+            _ => Ok(()),
+        };
         Ok(Change {
             op,
             key,
@@ -150,6 +165,7 @@ impl Writer {
             provenance,
             store: self.endpoint.shown.clone(),
             feed_id,
+            held,
         })
     }
 
@@ -210,15 +226,22 @@ impl Writer {
     }
 
     /// The stored revocations, grants and held revocations
-    /// ([`Keys::held`]), raw, by field.
+    /// ([`Keys::held`]), raw, by field; the held ones are an error of their
+    /// own (a user whose ACL predates them still lists the rest).
     pub async fn list(&mut self) -> Result<Listed, String> {
         let mut pipe = redis::pipe();
         pipe.hgetall(&self.keys.revocations)
-            .hgetall(&self.keys.grants)
-            .hgetall(&self.keys.held);
-        pipe.query_async(&mut self.conn)
+            .hgetall(&self.keys.grants);
+        let (revocations, grants) = pipe
+            .query_async(&mut self.conn)
             .await
-            .map_err(|e| format!("{}: {e}", self.endpoint.shown))
+            .map_err(|e| format!("{}: {e}", self.endpoint.shown))?;
+        let held = redis::cmd("HGETALL")
+            .arg(&self.keys.held)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| format!("{}: {e}", self.endpoint.shown));
+        Ok((revocations, grants, held))
     }
 
     /// The keys written to.
@@ -232,7 +255,7 @@ impl Writer {
 pub type Listed = (
     BTreeMap<String, String>,
     BTreeMap<String, String>,
-    BTreeMap<String, String>,
+    Result<BTreeMap<String, String>, String>,
 );
 
 /// 16 random bytes in hex: an epoch no other store has.
