@@ -66,7 +66,10 @@ impl Answer {
         Answer {
             status,
             body: Some(
-                json!({"err": error.code.as_str(), "description": error.description}).to_string(),
+                // Redacted as the log is: the description may quote the
+                // SET's values, and the answer may pass proxies that log it.
+                json!({"err": error.code.as_str(), "description": text(&error.description)})
+                    .to_string(),
             ),
         }
     }

@@ -523,7 +523,8 @@ async fn logged<F: Future<Output = ()>>(f: F) -> String {
 
 /// The attacker review's leaks: what a transmitter sends (the event type,
 /// a subject quoted in why an event changes nothing or why a SET is
-/// refused, a SPIFFE ID it names) reaches the receiver's log redacted.
+/// refused, a SPIFFE ID it names) reaches the receiver's log, and the
+/// refusal's answer, redacted.
 #[tokio::test]
 async fn what_a_transmitter_sends_reaches_the_log_redacted() {
     const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
@@ -553,11 +554,18 @@ async fn what_a_transmitter_sends_reaches_the_log_redacted() {
                 .as_object_mut()
                 .unwrap()
                 .extend(set.as_object().unwrap().clone());
-            statuses.push(push(&f, &sign(&f.signer, &claims), None).await.status);
+            let answer = push(&f, &sign(&f.signer, &claims), None).await;
+            statuses.push((answer.status, answer.body.unwrap_or_default()));
         }
     };
     let log = logged(pushes).await;
-    assert_eq!(statuses, [202, 202, 202, 400, 202]);
+    let codes: Vec<u16> = statuses.iter().map(|(status, _)| *status).collect();
+    assert_eq!(codes, [202, 202, 202, 400, 202]);
+    // The refusal's answer says what is wrong, redacted as the log is (it
+    // may pass through proxies that log it).
+    let refusal = &statuses[3].1;
+    assert!(refusal.contains("is not hex"), "{refusal}");
+    assert!(!refusal.contains("eyJzdWIiOiJ4In0"), "{refusal}");
     for said in [
         "event changes nothing",
         "is not in the receiver's subjects table",
