@@ -29,7 +29,14 @@ pub(crate) fn write_place(
         let pad = " ".repeat(number.len());
         let (text, caret) = snippet(text, column);
         write!(out, "\n{pad} |\n{number} | {text}\n{pad} | ")?;
-        write!(out, "{}^", " ".repeat(caret))?;
+        // A tab before the column is repeated under it, so that the caret
+        // lines up whatever width the terminal gives a tab.
+        let under: String = text
+            .chars()
+            .take(caret)
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        write!(out, "{under}^")?;
     }
     Ok(())
 }
@@ -178,5 +185,18 @@ mod tests {
         write_place(&mut rendered, Path::new("l.yaml"), (1, 5_001), Some(&long)).unwrap();
         assert!(rendered.contains(" --> l.yaml:1:5001\n"), "{rendered}");
         assert!(rendered.len() < 2 * (2 * SNIPPET_RADIUS + 50), "{rendered}");
+    }
+
+    /// Tabs before the column are repeated under the line, so the caret
+    /// stands under the column at any tab width.
+    #[test]
+    fn the_caret_lines_up_after_tabs() {
+        let mut rendered = String::new();
+        let line = "\t\tkey: bad";
+        write_place(&mut rendered, Path::new("r.yaml"), (3, 8), Some(line)).unwrap();
+        assert!(
+            rendered.ends_with("3 | \t\tkey: bad\n  | \t\t     ^"),
+            "{rendered:?}"
+        );
     }
 }
