@@ -1474,18 +1474,13 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
     );
     // The on-call engineer sees both: the entry in force and what is held
     // behind it.
-    let governance = |format: &str| {
-        let out = Command::new(support::celador::binary())
-            .args(["governance", "--format", format, "--store", &redis.url()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    let url = redis.url();
+    let celador = |args: &[&str]| {
+        let (code, out, err) = support::celador::run(&[args, &["--store", &url][..]].concat());
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        out
     };
+    let governance = |format: &str| celador(&["governance", "--format", format]);
     let listed = governance("text");
     assert!(listed.contains("1 revocations held behind"), "{listed}");
     let lines: Vec<&str> = listed.lines().skip(1).collect();
@@ -1505,15 +1500,7 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
         listed["held"][&field]["oncall"]["reason"], "INC-7",
         "{listed}"
     );
-    let out = Command::new(support::celador::binary())
-        .args(["unrevoke", "--spiffe-id", EXPORTER, "--store", &redis.url()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    celador(&["unrevoke", "--spiffe-id", EXPORTER]);
     assert!(!revoked(&redis, EXPORTER));
     assert_eq!(
         redis.cli(&["HGET", "{celador}:ssf:held", &field]).trim(),
