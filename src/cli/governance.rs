@@ -18,7 +18,7 @@ use crate::engine::grants::human;
 use crate::engine::redaction;
 use crate::engine::time::{parse_rfc3339, rfc3339};
 use crate::sources::fleet::StoreSettings;
-use crate::sources::fleet::commands::{Change, Writer, provenance};
+use crate::sources::fleet::commands::{Change, HeldOutcome, Writer, provenance};
 use crate::sources::fleet::entries::{
     StoredGrant, StoredRevocation, StoredSet, check_grant, check_revocation,
 };
@@ -276,6 +276,22 @@ pub fn revoke(args: RevokeArgs) -> ExitCode {
         let lapses = entry.expires.clone();
         let change = w.revoke(entry).await?;
         let until = lapses.map_or_else(|| "until unrevoked".to_owned(), |t| format!("until {t}"));
+        if let HeldOutcome::Behind(tool) = &change.held {
+            crate::cli::say(&format!(
+                "{field} is revoked in {} by {}'s revocation (a security tool's SET): yours, {until}, is held behind it and takes its place if that tool withdraws it\n",
+                change.store,
+                shown(tool)
+            ));
+            audit(&change);
+            return Ok(());
+        }
+        if let HeldOutcome::NotTouched(e) = &change.held {
+            complain!(
+                "celador: warning: written over the entry without holding a security tool's revocation of it ({}): give this user EVAL and {} (docs/fleet.md)",
+                shown(e),
+                w.keys().held
+            );
+        }
         crate::cli::say(&format!(
             "revoked {field} in {} ({}), {until}: every celador replicating it denies it (403 revoked) within a second\n",
             change.store,
@@ -313,12 +329,16 @@ pub fn unrevoke(args: UnrevokeArgs) -> ExitCode {
                 change.store
             ));
         }
-        if let Err(e) = &change.held {
-            complain!(
-                "celador: warning: the revocations security tools' SETs hold behind {field} were not cleared ({}): a tool that revokes it again and then withdraws would bring them back; give this user {} (docs/fleet.md)",
+        match &change.held {
+            HeldOutcome::Cleared(n) => crate::cli::say(&format!(
+                "withdrew with it {n} security tools' revocations held behind it (a tool that still means it sends its SET again)\n"
+            )),
+            HeldOutcome::NotTouched(e) => complain!(
+                "celador: warning: the security tools' revocations held behind {field} were not cleared ({}): a tool that revokes it again and then withdraws would bring them back; give this user EVAL and {} (docs/fleet.md)",
                 shown(e),
                 w.keys().held
-            );
+            ),
+            HeldOutcome::None | HeldOutcome::Behind(_) => {}
         }
         audit(&change);
         Ok(())
@@ -436,34 +456,7 @@ pub fn list(args: ListArgs) -> ExitCode {
             }
         };
         let text = if json {
-            let parse = |raw: &String| {
-                serde_json::from_str::<serde_json::Value>(raw)
-                    .unwrap_or_else(|_| raw.clone().into())
-            };
-            let all = |map: &Map| -> serde_json::Map<_, _> {
-                map.iter().map(|(f, v)| (f.clone(), parse(v))).collect()
-            };
-            let (mut revocations, mut grants) = (all(&revocations), all(&grants));
-            redact_members(&mut revocations);
-            redact_members(&mut grants);
-            let mut held: serde_json::Map<_, _> = held
-                .iter()
-                .map(|(field, reports)| {
-                    let reports: serde_json::Map<_, _> = reports
-                        .iter()
-                        .map(|(by, v)| (by.clone(), parse(v)))
-                        .collect();
-                    (field.clone(), serde_json::Value::Object(reports))
-                })
-                .collect();
-            redact_members(&mut held);
-            let out = serde_json::json!({
-                "store": w.shown(),
-                "revocations": revocations,
-                "grants": grants,
-                "held": held,
-            });
-            format!("{out}\n")
+            json_listing(w.shown(), (&revocations, &grants, &held))
         } else {
             let count: usize = held.values().map(Map::len).sum();
             let head = format!(
@@ -484,6 +477,35 @@ pub fn list(args: ListArgs) -> ExitCode {
 }
 
 type Map = std::collections::BTreeMap<String, String>;
+
+/// `celador governance --format json`: every entry as stored, redacted
+/// ([`redact_members`]); a value that is not JSON as a string.
+fn json_listing(
+    store: &str,
+    (revocations, grants, held): (&Map, &Map, &std::collections::BTreeMap<String, Map>),
+) -> String {
+    let parse = |raw: &String| {
+        serde_json::from_str::<serde_json::Value>(raw).unwrap_or_else(|_| raw.clone().into())
+    };
+    let all = |map: &Map| -> serde_json::Map<_, _> {
+        map.iter().map(|(f, v)| (f.clone(), parse(v))).collect()
+    };
+    let (mut revocations, mut grants) = (all(revocations), all(grants));
+    let mut held: serde_json::Map<_, _> = held
+        .iter()
+        .map(|(field, reports)| (field.clone(), serde_json::Value::Object(all(reports))))
+        .collect();
+    for members in [&mut revocations, &mut grants, &mut held] {
+        redact_members(members);
+    }
+    let out = serde_json::json!({
+        "store": store,
+        "revocations": revocations,
+        "grants": grants,
+        "held": held,
+    });
+    format!("{out}\n")
+}
 
 /// The held revocations ([`crate::sources::fleet::keys::Keys::held`]) by
 /// field, then by transmitter, raw; a field whose value is not such a map
@@ -549,21 +571,11 @@ fn set_shown(set: Option<&StoredSet>) -> String {
     .unwrap_or_default()
 }
 
-/// One line per stored entry, each held revocation on a line below its
-/// entry's; a refused one says why.
-fn listing(
-    keys: &crate::sources::fleet::keys::Keys,
-    revocations: &Map,
-    grants: &Map,
-    held: &std::collections::BTreeMap<String, Map>,
-) -> String {
-    let now = SystemTime::now();
-    let mut text = String::new();
-    let revocation = |what: &str, field: &str, raw: &str| match check_revocation(
-        &keys.revocations,
-        field,
-        raw,
-    ) {
+/// The listing's line of the revocation `raw` stored under `field` of
+/// `key`,
+/// starting with `what` (`revoked`, `  held `); a refused one says why.
+fn revocation_line(key: &str, now: SystemTime, (what, field, raw): (&str, &str, &str)) -> String {
+    match check_revocation(key, field, raw) {
         Ok(e) => {
             let state = match e.lapses() {
                 Some(t) if t <= now => format!("lapsed at {}", rfc3339(t)),
@@ -581,17 +593,33 @@ fn listing(
             )
         }
         Err(problem) => format!("REFUSED  {}\n", shown(&problem)),
-    };
+    }
+}
+
+/// One line per stored entry, each held revocation on a line below its
+/// entry's; a refused one says why.
+fn listing(
+    keys: &crate::sources::fleet::keys::Keys,
+    revocations: &Map,
+    grants: &Map,
+    held: &std::collections::BTreeMap<String, Map>,
+) -> String {
+    let now = SystemTime::now();
+    let mut text = String::new();
     let fields: std::collections::BTreeSet<&String> =
         revocations.keys().chain(held.keys()).collect();
     for field in fields {
         if let Some(raw) = revocations.get(field) {
-            text.push_str(&revocation("revoked", field, raw));
+            text.push_str(&revocation_line(
+                &keys.revocations,
+                now,
+                ("revoked", field, raw),
+            ));
         }
         for raw in held.get(field).into_iter().flat_map(Map::values) {
             // Held behind the entry above: in force once its writer
             // withdraws it.
-            text.push_str(&revocation("  held ", field, raw));
+            text.push_str(&revocation_line(&keys.held, now, ("  held ", field, raw)));
         }
     }
     for (field, raw) in grants {

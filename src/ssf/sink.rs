@@ -270,6 +270,28 @@ impl Entries {
         }
     }
 
+    /// Restores the held revocations read at start: each stays behind the
+    /// entry it was held behind; one whose entry is no longer in the file
+    /// (removed by hand, as an operator's `celador unrevoke` clears those
+    /// held in the store) is dropped.
+    fn restore_held(&mut self, held: Vec<HeldReport>) {
+        for report in held {
+            let behind = self
+                .by_key
+                .get(&report.key)
+                .is_some_and(|e| e.reason.is_some() && e.by != report.by);
+            if behind {
+                let entry = Entry {
+                    at: UNIX_EPOCH + report.at,
+                    reason: Some(report.reason),
+                    by: report.by,
+                    set: report.set,
+                };
+                self.hold(report.key, entry);
+            }
+        }
+    }
+
     /// Drops every tombstone older than `horizon`, oldest first.
     fn prune(&mut self, horizon: SystemTime) {
         while self.tombstones.first().is_some_and(|(at, _)| *at < horizon) {
@@ -336,6 +358,29 @@ struct StoredEntry {
 }
 
 impl StoredEntry {
+    /// What it revokes; none when it names nothing.
+    fn key(&self) -> Option<Key> {
+        Some(match self {
+            StoredEntry {
+                spiffe_id: Some(id),
+                ..
+            } => Key::SpiffeId(id.clone()),
+            StoredEntry {
+                spiffe_id_prefix: Some(p),
+                ..
+            } => Key::SpiffeIdPrefix(p.clone()),
+            StoredEntry {
+                x509_serial: Some(serial),
+                issuer: Some(issuer),
+                ..
+            } => Key::X509Serial(serial.clone(), issuer.clone()),
+            StoredEntry {
+                jwt_id: Some(jti), ..
+            } => Key::JwtId(jti.clone()),
+            StoredEntry { .. } => return None,
+        })
+    }
+
     /// The transmitter that wrote it: its SET's, else (a file an older
     /// receiver wrote) from the reason this sink wrote (`... (SET jti from
     /// ISSUER)`); none for an entry written by hand, which no transmitter
@@ -401,18 +446,22 @@ impl EventTimes {
     }
 
     /// The times (and held revocations) kept beside `path`; none when
-    /// there are none or they cannot be read (every entry then counts as
-    /// set at start: closed).
-    fn read(path: &Path) -> EventTimes {
+    /// there are none. Times that cannot be read are an error: they hold
+    /// the revocations held behind another transmitter's, which starting
+    /// without would lose.
+    fn read(path: &Path) -> Result<EventTimes, String> {
         let times = Self::path(path);
         let read = match std::fs::read(&times) {
             Ok(bytes) => serde_json::from_slice::<EventTimes>(&bytes).map_err(|e| e.to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(EventTimes::default()),
             Err(e) => Err(e.to_string()),
         };
-        read.unwrap_or_else(|e| {
-            tracing::warn!(file = %times.display(), "the revocations' event times cannot be read; the file's entries count as set now, and revocations held behind another transmitter's are lost: {}", crate::engine::redaction::text(&e));
-            EventTimes::default()
+        read.map_err(|e| {
+            format!(
+                "the revocations' event times {} cannot be read ({}): they hold the revocations held behind another transmitter's; repair the file, or remove it to start without them (the file's entries then count as set at start)",
+                times.display(),
+                crate::engine::redaction::text(&e)
+            )
         })
     }
 
@@ -477,7 +526,7 @@ impl FileSink {
         // replayed withdrawal the revocation superseded) is older and
         // changes nothing; it fails closed.
         let loaded_at = SystemTime::now();
-        let kept = EventTimes::read(path);
+        let kept = EventTimes::read(path)?;
         let times: BTreeMap<(Key, String), SystemTime> = kept
             .entries
             .into_iter()
@@ -490,30 +539,9 @@ impl FileSink {
                 })?;
                 for stored in file.revocations {
                     let by = stored.transmitter();
-                    let key = match stored {
-                        StoredEntry {
-                            spiffe_id: Some(id),
-                            ..
-                        } => Key::SpiffeId(id),
-                        StoredEntry {
-                            spiffe_id_prefix: Some(p),
-                            ..
-                        } => Key::SpiffeIdPrefix(p),
-                        StoredEntry {
-                            x509_serial: Some(serial),
-                            issuer: Some(issuer),
-                            ..
-                        } => Key::X509Serial(serial, issuer),
-                        StoredEntry {
-                            jwt_id: Some(jti), ..
-                        } => Key::JwtId(jti),
-                        StoredEntry { .. } => {
-                            return Err(format!(
-                                "{}: an entry names nothing to revoke",
-                                path.display()
-                            ));
-                        }
-                    };
+                    let key = stored.key().ok_or_else(|| {
+                        format!("{}: an entry names nothing to revoke", path.display())
+                    })?;
                     let at = times.get(&(key.clone(), stored.reason.clone()));
                     entries.insert(
                         key,
@@ -529,27 +557,7 @@ impl FileSink {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         }
-        // A held revocation stays behind the entry it was held behind; one
-        // whose entry is no longer in the file (removed by hand, as an
-        // operator's `celador unrevoke` clears those held in the store) is
-        // dropped.
-        for held in kept.held {
-            let behind = entries
-                .by_key
-                .get(&held.key)
-                .is_some_and(|e| e.reason.is_some() && e.by != held.by);
-            if behind {
-                entries.hold(
-                    held.key,
-                    Entry {
-                        at: UNIX_EPOCH + held.at,
-                        reason: Some(held.reason),
-                        by: held.by,
-                        set: held.set,
-                    },
-                );
-            }
-        }
+        entries.restore_held(kept.held);
         Ok(FileSink {
             path: path.to_owned(),
             entries: Mutex::new(entries),
@@ -701,6 +709,38 @@ fn write(path: &Path, text: &str) -> Result<(), SinkError> {
         .map_err(|e| SinkError(format!("cannot write {}: {e}", path.display())))
 }
 
+impl FileSink {
+    /// Writes what changed: the revocations file when an entry did, then
+    /// the event times and held revocations beside it. A held revocation
+    /// is kept only there, so while any is, the times must be written or
+    /// the SET is not acknowledged (after a restart its identity would be
+    /// allowed once the entry's writer withdrew); without any, unwritten
+    /// times only fail closed, and are a warning.
+    fn persist(&self, entries: &Entries, revoked: bool, held: bool) -> Result<(), SinkError> {
+        if revoked {
+            let text = Self::render(entries)?;
+            // What `celador serve` would refuse is never written: it
+            // would keep its last good list, and every later revocation
+            // would wait behind the bad entry.
+            crate::engine::revocations::Revocations::parse(&text, &self.path)
+                .map_err(|e| SinkError(format!("a revocation would not load: {e}")))?;
+            write(&self.path, &text)?;
+        }
+        if !(revoked || held) {
+            return Ok(());
+        }
+        // After the file: times it does not hold are never used.
+        match write(&EventTimes::path(&self.path), &EventTimes::render(entries)) {
+            Err(e) if held || entries.held.values().any(|e| e.reason.is_some()) => Err(e),
+            Err(e) => {
+                tracing::warn!("the revocations' event times are not kept: {e}");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+}
+
 impl Sink for FileSink {
     fn apply<'a>(&'a self, outcomes: &'a [Outcome]) -> Applying<'a> {
         Box::pin(async move {
@@ -753,28 +793,7 @@ impl Sink for FileSink {
                 let text = file.render(now)?;
                 write(&file.path, &text)?;
             }
-            if revoked {
-                let text = Self::render(&entries)?;
-                // What `celador serve` would refuse is never written: it
-                // would keep its last good list, and every later revocation
-                // would wait behind the bad entry.
-                crate::engine::revocations::Revocations::parse(&text, &self.path)
-                    .map_err(|e| SinkError(format!("a revocation would not load: {e}")))?;
-                write(&self.path, &text)?;
-            }
-            if revoked {
-                // After the file: times it does not hold are never used.
-                // The file is kept; without its times a restart counts its
-                // entries as set then (closed), as before they were kept.
-                let times = EventTimes::path(&self.path);
-                if let Err(e) = write(&times, &EventTimes::render(&entries)) {
-                    tracing::warn!("the revocations' event times are not kept: {e}");
-                }
-            } else if held {
-                // Only what is held changed: the transmitter is answered
-                // once it is kept, as for a revocation.
-                write(&EventTimes::path(&self.path), &EventTimes::render(&entries))?;
-            }
+            self.persist(&entries, revoked, held)?;
             Ok(kept)
         })
     }

@@ -81,11 +81,15 @@ mod risk;
 /// writer's to withdraw): this transmitter's revocation is **held** behind
 /// it (`KEYS[7]`), and its withdrawal removes what it held (5); a
 /// withdrawal with nothing held changes nothing (2). When the writer
-/// withdraws its entry, the held report without an expiry, then with the
-/// earliest event, then by transmitter, takes its place (1), so the entry
-/// stays revoked while any transmitter's report stands. An operator's
-/// revocation with an expiry is held behind a lasting report rather than
-/// left to lapse with the report held behind it.
+/// withdraws its entry, a held report takes its place (1), so the entry
+/// stays revoked while any transmitter's report stands: one without an
+/// expiry first, then the one lapsing last, then the earliest event, then
+/// by transmitter. An operator's revocation with an expiry is held behind
+/// a lasting report rather than left to lapse with the report held behind
+/// it. An entry that is not one (no JSON, no `by` or `reason`) is written
+/// over by a revocation and left to its writer by a withdrawal (2); a
+/// held-reports key that is not a hash holds nothing (2: the entry stays
+/// its writer's), and every other write still goes through.
 ///
 /// Event times are kept per transmitter and field, so one transmitter's
 /// events (an `iat` ahead of the clock included) never order another's;
@@ -118,8 +122,11 @@ local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local other = nil
 if cur then
   local ok, e = pcall(cjson.decode, cur)
-  if (not ok) or type(e) ~= 'table' then return 2 end
-  if e['by'] ~= ARGV[5] then other = e end
+  if ok and type(e) == 'table' and type(e['by']) == 'string' and type(e['reason']) == 'string' then
+    if e['by'] ~= ARGV[5] then other = e end
+  elseif ARGV[3] == '' then
+    return 2
+  end
 end
 local times = ARGV[5] .. '|' .. ARGV[1]
 local last = redis.call('HGET', KEYS[2], times)
@@ -128,12 +135,11 @@ if last then
 elseif ARGV[3] == '' and tonumber(ARGV[2]) < horizon then
   return 4
 end
-redis.call('HSET', KEYS[2], times, ARGV[2])
-redis.call('ZADD', KEYS[5], ARGV[2], times)
-redis.call('SET', KEYS[4], ARGV[8], 'NX')
-local held = {}
-local raw = redis.call('HGET', KEYS[7], ARGV[1])
-if raw then
+local held, usable = {}, true
+local raw = redis.pcall('HGET', KEYS[7], ARGV[1])
+if type(raw) == 'table' and raw['err'] then
+  usable = false
+elseif raw then
   local ok, h = pcall(cjson.decode, raw)
   if ok and type(h) == 'table' then
     for by, json in pairs(h) do
@@ -141,7 +147,12 @@ if raw then
     end
   end
 end
+if other and not usable then return 2 end
+redis.call('HSET', KEYS[2], times, ARGV[2])
+redis.call('ZADD', KEYS[5], ARGV[2], times)
+redis.call('SET', KEYS[4], ARGV[8], 'NX')
 local function save()
+  if not usable then return end
   if next(held) == nil then
     redis.call('HDEL', KEYS[7], ARGV[1])
   else
@@ -152,9 +163,14 @@ local function feed(op, by)
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'op', op, 'entry', ARGV[1],
     'by', by, 'from', ARGV[6], 'at', ARGV[7])
 end
+local function expiry(e)
+  local t = e['expires']
+  if t == nil or t == cjson.null then return nil end
+  return tostring(t)
+end
 if other then
-  if ARGV[3] ~= '' and other['expires'] ~= nil then
-    held[tostring(other['by'] or '')] = cur
+  if ARGV[3] ~= '' and expiry(other) then
+    held[other['by']] = cur
     held[ARGV[5]] = nil
     save()
     redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
@@ -174,14 +190,23 @@ if ARGV[3] ~= '' then
   feed(ARGV[4], ARGV[5])
   return 1
 end
-local pick, pick_at, pick_lasting = nil, 0, false
+local pick, best = nil, nil
 for by, json in pairs(held) do
   local ok, e = pcall(cjson.decode, json)
-  local lasting = ok and type(e) == 'table' and e['expires'] == nil
-  local at = tonumber(redis.call('HGET', KEYS[2], by .. '|' .. ARGV[1]) or '0') or 0
-  if pick == nil or (lasting and not pick_lasting)
-    or (lasting == pick_lasting and (at < pick_at or (at == pick_at and by < pick))) then
-    pick, pick_at, pick_lasting = by, at, lasting
+  if ok and type(e) == 'table' then
+    local until_ = expiry(e)
+    local at = tonumber(redis.call('HGET', KEYS[2], by .. '|' .. ARGV[1]) or '0') or 0
+    local better = best == nil
+    if not better and (until_ == nil) ~= (best[1] == nil) then
+      better = until_ == nil
+    elseif not better and until_ ~= best[1] then
+      better = until_ > best[1]
+    elseif not better and at ~= best[2] then
+      better = at < best[2]
+    elseif not better then
+      better = by < pick
+    end
+    if better then pick, best = by, {until_, at} end
   end
 end
 if pick then
@@ -255,6 +280,18 @@ fn applied(reply: redis::Value, provenance: &Provenance) -> redis::RedisResult<i
     let removed = removed.and_then(Result::ok).unwrap_or_default();
     tracing::info!(transmitter = %provenance.transmitter, event = %crate::engine::redaction::text(&provenance.event), jti = %crate::engine::redaction::text(&provenance.jti), removed = %crate::engine::redaction::text(&removed), "the transmitter holds its max_risks risk levels: this one takes the place of its lowest (of those, the one that lapses first), removed");
     Ok(1)
+}
+
+/// What a script's answer says became of the action.
+fn kept(applied: i64) -> Kept {
+    match applied {
+        1 => Kept::Applied,
+        2 => Kept::Another,
+        3 => Kept::Capped,
+        4 => Kept::Stale,
+        5 => Kept::Held,
+        _ => Kept::Superseded,
+    }
 }
 
 /// Milliseconds since the epoch (0 before it).
@@ -403,14 +440,7 @@ impl StoreSink {
             _ => cmd.arg(self.order_window.as_millis().to_string()),
         };
         let applied = applied(cmd.query_async(conn).await?, provenance)?;
-        Ok(match applied {
-            1 => Kept::Applied,
-            2 => Kept::Another,
-            3 => Kept::Capped,
-            4 => Kept::Stale,
-            5 => Kept::Held,
-            _ => Kept::Superseded,
-        })
+        Ok(kept(applied))
     }
 
     async fn apply_all(&self, outcomes: &[Outcome]) -> Result<Vec<Kept>, SinkError> {

@@ -13,6 +13,10 @@ use super::connect::{CONNECT_TIMEOUT, Endpoint};
 use super::entries::{Provenance, StoredGrant, StoredRevocation, check_grant, check_revocation};
 use super::keys::{FEED_LENGTH, Keys};
 
+mod held;
+
+pub use held::HeldOutcome;
+
 /// How long one command may wait for the store.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -36,11 +40,9 @@ pub struct Change {
     pub store: String,
     /// The change feed's id of the change.
     pub feed_id: String,
-    /// Whether the revocations held behind the entry were cleared (an
-    /// `unrevoke`): the error when they were not (a user whose ACL
-    /// predates them).
-    #[serde(skip)]
-    pub held: Result<(), String>,
+    /// What became of the security tools' revocations held behind the
+    /// entry ([`Keys::held`]).
+    pub held: HeldOutcome,
 }
 
 /// A connection to the store for commands.
@@ -140,22 +142,6 @@ impl Writer {
             .query_async(&mut self.conn)
             .await
             .map_err(|e| format!("{}: {e}", self.endpoint.shown))?;
-        // An operator's withdrawal overrides every tool's report of the
-        // entry, those held behind it included: a tool that still means it
-        // sends its SET again. After the withdrawal, not in its
-        // transaction: a user whose ACL predates the held reports still
-        // withdraws (a report left held is in force only if a tool revokes
-        // the entry again and then withdraws: closed), and is told.
-        let held = match op {
-            "unrevoke" => redis::cmd("HDEL")
-                .arg(&self.keys.held)
-                .arg(&entry)
-                .query_async::<i64>(&mut self.conn)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("{}: {e}", self.endpoint.shown)),
-            _ => Ok(()),
-        };
         Ok(Change {
             op,
             key,
@@ -165,28 +151,75 @@ impl Writer {
             provenance,
             store: self.endpoint.shown.clone(),
             feed_id,
-            held,
+            held: HeldOutcome::None,
         })
     }
 
-    /// Revokes what `entry` names.
+    /// Revokes what `entry` names; over a security tool's revocation of
+    /// it, held behind that ([`held`]).
     pub async fn revoke(&mut self, entry: StoredRevocation) -> Result<Change, String> {
         let field = entry.field();
         let json = serde_json::to_string(&entry).map_err(|e| e.to_string())?;
         check_revocation(&self.keys.revocations, &field, &json)?;
         let key = self.keys.revocations.clone();
-        self.change("revoke", key, field, Some(json), entry.provenance)
+        let epoch = random_epoch();
+        let done = held::revoke(
+            &mut self.conn,
+            &self.keys,
+            (&field, &json),
+            &entry.provenance,
+            &epoch,
+        )
+        .await;
+        self.scripted("revoke", key, (field, json), entry.provenance, done)
             .await
     }
 
-    /// Withdraws the revocation stored under `field` (`kind:value`).
+    /// Withdraws the revocation stored under `field` (`kind:value`), and
+    /// every tool's revocation held behind it.
     pub async fn unrevoke(
         &mut self,
         field: String,
         provenance: Provenance,
     ) -> Result<Change, String> {
         let key = self.keys.revocations.clone();
-        self.change("unrevoke", key, field, None, provenance).await
+        let epoch = random_epoch();
+        let done = held::unrevoke(&mut self.conn, &self.keys, &field, &provenance, &epoch).await;
+        self.scripted("unrevoke", key, (field, String::new()), provenance, done)
+            .await
+    }
+
+    /// The change a script made; when the user may not run it (an ACL
+    /// older than docs/fleet.md's), the change made as before, in a
+    /// `MULTI`, saying that the held reports were not touched.
+    async fn scripted(
+        &mut self,
+        op: &'static str,
+        key: String,
+        (entry, value): (String, String),
+        provenance: Provenance,
+        done: redis::RedisResult<held::Done>,
+    ) -> Result<Change, String> {
+        match done {
+            Ok(done) => Ok(Change {
+                op,
+                key,
+                entry,
+                value,
+                replaced: done.existed,
+                provenance,
+                store: self.endpoint.shown.clone(),
+                feed_id: done.feed_id,
+                held: done.held,
+            }),
+            Err(e) if held::refused_by_acl(&e) => {
+                let value = (op == "revoke").then_some(value);
+                let mut change = self.change(op, key, entry, value, provenance).await?;
+                change.held = HeldOutcome::NotTouched(e.to_string());
+                Ok(change)
+            }
+            Err(e) => Err(format!("{}: {e}", self.endpoint.shown)),
+        }
     }
 
     /// Stores `grant`, refused as a grants file's would be with

@@ -693,7 +693,7 @@ async fn after_a_restart_a_replayed_withdrawal_never_undoes_a_newer_revocation()
 /// The attacker review's finding: after a restart, the owning
 /// transmitter's withdrawal made before it (a push retry) was superseded by
 /// the entry counting as set at start; its event time is kept beside the
-/// file, and without it (unreadable, another SET's) the entry fails closed.
+/// file, and without it (removed, another SET's) the entry fails closed.
 #[tokio::test]
 async fn after_a_restart_the_owners_withdrawal_made_before_it_still_applies() {
     let dir = tempfile::tempdir().unwrap();
@@ -724,7 +724,16 @@ async fn after_a_restart_the_owners_withdrawal_made_before_it_still_applies() {
     std::fs::write(&times, kept_times.replace("SET j2 ", "SET j9 ")).unwrap();
     let kept = open().apply(&[unrevoke(B, "j5", now - 50)]).await.unwrap();
     assert_eq!(kept, [Kept::Superseded]);
+    // Times that cannot be read hold what is held behind other writers:
+    // the sink does not start without them, unless they are removed.
     std::fs::write(&times, "not json").unwrap();
+    let refused = FileSink::open(&path).unwrap_err();
+    assert!(
+        refused.contains("revocations.yaml.times.json cannot be read")
+            && refused.contains("remove it to start without them"),
+        "{refused}"
+    );
+    std::fs::remove_file(&times).unwrap();
     let kept = open().apply(&[unrevoke(B, "j5", now - 50)]).await.unwrap();
     assert_eq!(kept, [Kept::Superseded]);
     assert_eq!(loaded(&path).len(), 1);
@@ -807,4 +816,42 @@ async fn a_revocation_held_behind_another_transmitters_takes_its_place_when_it_i
     sink.apply(&[revoke(A, "i6", now + 10)]).await.unwrap();
     sink.apply(&[unrevoke(A, "i7", now + 11)]).await.unwrap();
     assert_eq!(loaded(&path).len(), 0, "{:?}", file_entries(&path));
+}
+
+/// The attacker review's finding: a held revocation acknowledged in the
+/// same SET as an applied one lived only in times that failed to be
+/// written (a warning then), and a restart lost it. Now the SET is refused
+/// (the transmitter sends it again) until the times are written.
+#[tokio::test]
+async fn a_held_revocation_is_acknowledged_only_once_its_times_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revocations.yaml");
+    let sink = FileSink::open(&path).unwrap();
+    let now = now_secs();
+    sink.apply(&[revoke(A, "i1", now)]).await.unwrap();
+    // The times cannot be written now (as with a full disk).
+    let times = EventTimes::path(&path);
+    std::fs::remove_file(&times).unwrap();
+    std::fs::create_dir_all(times.join("x")).unwrap();
+    // One SET of CI's names A (the IdP's: held) and B (new: applied).
+    let both = from_other(Outcome::Actions(
+        provenance("c1", now + 1),
+        [A, B]
+            .map(|id| Action::Revoke {
+                entry: Revocation::SpiffeId(id.into()),
+                reason: "compromised".into(),
+            })
+            .into(),
+    ));
+    let refused = sink.apply(std::slice::from_ref(&both)).await.unwrap_err();
+    assert!(refused.0.contains("times.json"), "{refused}");
+    // Sent again once the times can be written: kept, and kept over a
+    // restart.
+    std::fs::remove_dir_all(&times).unwrap();
+    let kept = sink.apply(&[both]).await.unwrap();
+    assert_eq!(kept, [Kept::Held, Kept::Applied]);
+    drop(sink);
+    let sink = FileSink::open(&path).unwrap();
+    sink.apply(&[unrevoke(A, "i2", now + 2)]).await.unwrap();
+    assert_eq!(writer(&path, A).as_deref(), Some("https://ci.example.com/"));
 }
