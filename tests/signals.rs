@@ -1582,6 +1582,14 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
     );
     push(&idp, IDP, "", "i-12", now(), risc("account-enabled"));
     assert!(!revoked(&redis, EXPORTER));
+    // Nor do they stop an operator.
+    let said = celador(&["revoke", "--spiffe-id", EXPORTER, "--reason", "INC-11"]);
+    assert!(said.contains("new entry"), "{said}");
+    assert!(revoked(&redis, EXPORTER));
+    let said = celador(&["unrevoke", "--spiffe-id", EXPORTER]);
+    assert!(said.contains("unrevoked"), "{said}");
+    assert!(!revoked(&redis, EXPORTER));
+    assert_eq!(redis.cli(&["GET", "{celador}:ssf:held"]).trim(), "oops");
     redis.cli(&["DEL", "{celador}:ssf:held"]);
     // `expires: null` lasts, as the sidecars read it: not displaced.
     let lasting = format!(

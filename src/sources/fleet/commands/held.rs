@@ -1,7 +1,8 @@
 //! An operator's revocation and withdrawal beside the revocations security
 //! tools' SETs hold behind an entry (`{prefix}:ssf:held`, written by the
 //! signals receiver's script): each in one script, so no SET slips between
-//! reading the entry and writing it.
+//! reading the entry and writing it. Each reads before it writes, so a
+//! user refused a read by its ACL has changed nothing when it falls back.
 //!
 //! Data flow: `celador revoke` / `unrevoke` ([`super::Writer`]) -> one
 //! `EVAL` here -> the revocations hash, the held reports, the feed -> each
@@ -22,10 +23,12 @@ use super::super::keys::{FEED_LENGTH, Keys};
 /// the operator's is held behind it, not written over it: written over, it
 /// would drop the tool's report, which an expiring operator entry would
 /// then take with it when it lapses. Otherwise it is written (an
-/// operator's own held entry, now in force, leaves what is held). Returns
+/// operator's own held entry, now in force, leaves what is held). Held
+/// reports that are not a hash (bad data) are left alone and the entry is
+/// written, as before held reports existed: an operator's revocation is
+/// never refused for them. Returns
 /// `{existed (0/1), the tool held behind ('' when written), feed id}`.
 const REVOKE: &str = r"
-redis.call('SET', KEYS[4], ARGV[6], 'NX')
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local tool = ''
 if cur then
@@ -35,9 +38,12 @@ if cur then
     tool = e['by']
   end
 end
-local held = {}
-local raw = redis.call('HGET', KEYS[2], ARGV[1])
-if raw then
+local held, usable = {}, true
+local raw = redis.pcall('HGET', KEYS[2], ARGV[1])
+if type(raw) == 'table' and raw['err'] then
+  if string.find(raw['err'], 'NOPERM', 1, true) then return redis.error_reply(raw['err']) end
+  usable, tool = false, ''
+elseif raw then
   local ok, h = pcall(cjson.decode, raw)
   if ok and type(h) == 'table' then
     for by, json in pairs(h) do
@@ -45,11 +51,13 @@ if raw then
     end
   end
 end
+redis.call('SET', KEYS[4], ARGV[6], 'NX')
 if tool ~= '' then held[ARGV[3]] = ARGV[2] else
   held[ARGV[3]] = nil
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
-if next(held) == nil then
+if not usable then
+elseif next(held) == nil then
   redis.call('HDEL', KEYS[2], ARGV[1])
 else
   redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(held))
@@ -61,14 +69,19 @@ return {cur and 1 or 0, tool, id}
 
 /// An operator's withdrawal, atomically: the entry and every report held
 /// behind it (the operator overrides every tool; a tool that still means
-/// it sends its SET again). KEYS: revocations, held reports, feed, epoch.
+/// it sends its SET again; held reports that are not a hash are left
+/// alone). KEYS: revocations, held reports, feed, epoch.
 /// ARGV: field, by, from, at, a new epoch, the feed's length. Returns
 /// `{existed (0/1), reports held that were cleared, feed id}`.
 const UNREVOKE: &str = r"
+local raw = redis.pcall('HGET', KEYS[2], ARGV[1])
+if type(raw) == 'table' and raw['err'] then
+  if string.find(raw['err'], 'NOPERM', 1, true) then return redis.error_reply(raw['err']) end
+  raw = false
+end
 redis.call('SET', KEYS[4], ARGV[5], 'NX')
 local existed = redis.call('HDEL', KEYS[1], ARGV[1])
 local cleared = 0
-local raw = redis.call('HGET', KEYS[2], ARGV[1])
 if raw then
   local ok, h = pcall(cjson.decode, raw)
   if ok and type(h) == 'table' then
