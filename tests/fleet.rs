@@ -1064,6 +1064,20 @@ fn the_listing_names_a_revocations_set_with_credentials_redacted() {
         "https://idp.example.com/ <redacted>"
     );
     assert!(!text.contains(KEY) && !json.contains(KEY), "{text}{json}");
+    // An operator's revocation held behind that tool's: the CLI's line and
+    // its audit event name the tool, redacted.
+    let (code, out, err) = cli(&["revoke", "--spiffe-id", PAYMENTS, "--reason", "INC-1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("https://idp.example.com/ <redacted>'s revocation"),
+        "{out}"
+    );
+    let event: serde_json::Value = serde_json::from_str(err.trim()).unwrap();
+    assert_eq!(
+        event["held"]["behind"], "https://idp.example.com/ <redacted>",
+        "{event}"
+    );
+    assert!(!out.contains(KEY) && !err.contains(KEY), "{out}{err}");
 }
 
 /// The attacker review's leak: the JSON listing showed raw what the text

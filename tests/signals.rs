@@ -1553,19 +1553,47 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
     assert!(!revoked(&redis, EXPORTER));
 
     // Bad data in the store stops no SET and loses no revocation. An
-    // entry that is not one: a withdrawal leaves it to its writer, a
-    // revocation is written over it.
-    redis.cli(&["HSET", "{celador}:revocations", &field, "not json"]);
-    push(&idp, IDP, "", "i-10", now(), risc("account-enabled"));
-    assert_eq!(entry().trim(), "not json");
-    push(&idp, IDP, "", "i-11", now(), risc("credential-compromise"));
-    assert!(
-        entry().contains(&format!("\"by\":\"{IDP}\"")),
-        "{}",
-        entry()
-    );
-    // Held reports that are not a hash: nothing can be held (the entry
-    // stays the IdP's), everything else goes on.
+    // entry that is not one (not JSON, or one the sidecars refuse): a
+    // withdrawal leaves it to its writer, a revocation is written over it.
+    let refused = r#"{"by":"https://edr.example.com/","set":{},"reason":"x"}"#;
+    for (n, bad) in ["not json", refused].into_iter().enumerate() {
+        redis.cli(&["HSET", "{celador}:revocations", &field, bad]);
+        push(
+            &idp,
+            IDP,
+            "",
+            &format!("i-10-{n}"),
+            now(),
+            risc("account-enabled"),
+        );
+        assert_eq!(entry().trim(), bad);
+        push(
+            &idp,
+            IDP,
+            "",
+            &format!("i-11-{n}"),
+            now(),
+            risc("credential-compromise"),
+        );
+        assert!(
+            entry().contains(&format!("\"by\":\"{IDP}\"")),
+            "{}",
+            entry()
+        );
+        push(
+            &idp,
+            IDP,
+            "",
+            &format!("i-12-{n}"),
+            now(),
+            risc("account-enabled"),
+        );
+        assert!(!revoked(&redis, EXPORTER));
+    }
+    // Held reports that are not a hash (nothing readable in them) are
+    // replaced by the receiver's next write: CI's report is held, and
+    // takes the IdP's place.
+    push(&idp, IDP, "", "i-13", now(), risc("credential-compromise"));
     redis.cli(&["SET", "{celador}:ssf:held", "oops"]);
     push(
         &ci,
@@ -1580,9 +1608,20 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
         "{}",
         entry()
     );
-    push(&idp, IDP, "", "i-12", now(), risc("account-enabled"));
+    push(&idp, IDP, "", "i-14", now(), risc("account-enabled"));
+    assert!(entry().contains(&format!("\"by\":\"{CI}\"")), "{}", entry());
+    push(
+        &ci,
+        CI,
+        "ci-push-secret",
+        "c-11b",
+        now() + 235,
+        risc("account-enabled"),
+    );
     assert!(!revoked(&redis, EXPORTER));
-    // Nor do they stop an operator.
+    // Nor do they stop an operator: the change is made as before held
+    // reports existed.
+    redis.cli(&["SET", "{celador}:ssf:held", "oops"]);
     let said = celador(&["revoke", "--spiffe-id", EXPORTER, "--reason", "INC-11"]);
     assert!(said.contains("new entry"), "{said}");
     assert!(revoked(&redis, EXPORTER));
@@ -1607,6 +1646,23 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
     assert!(entry().contains("INC-12"), "{}", entry());
     let held = redis.cli(&["HGET", "{celador}:ssf:held", &field]);
     assert!(held.contains("c-12"), "{held}");
+    // The operator makes its own revocation lapse in an hour: CI's lasting
+    // report, held behind it, takes its place rather than lapse with it.
+    let said = celador(&[
+        "revoke",
+        "--spiffe-id",
+        EXPORTER,
+        "--reason",
+        "INC-13",
+        "--for",
+        "1h",
+        "--by",
+        "oncall",
+    ]);
+    assert!(said.contains("is held behind it"), "{said}");
+    assert!(entry().contains(&format!("\"by\":\"{CI}\"")), "{}", entry());
+    let held = redis.cli(&["HGET", "{celador}:ssf:held", &field]);
+    assert!(held.contains("INC-13"), "{held}");
     // Risk levels: each transmitter's report is kept beside the other's.
     push(&idp, IDP, "", "i-3", now(), risk("HIGH"));
     push(&ci, CI, "ci-push-secret", "c-3", now() + 10, risk("LOW"));
@@ -2370,7 +2426,7 @@ async fn the_documented_acls_let_each_component_work_and_nothing_more() {
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("revoked"), "{out}");
-    assert!(err.contains("without holding"), "{err}");
+    assert!(err.contains("were not considered"), "{err}");
     assert!(revoked(&redis, EXPORTER));
     let (code, out, err) = as_user(
         "celador-oncall",

@@ -224,6 +224,9 @@ fn audit(change: &Change) {
     {
         map.extend(c);
     }
+    // Redacted as the listing is: a writer's name and a reason are text
+    // someone typed or a transmitter sent.
+    redact_entry(&mut event);
     complain!("{event}");
 }
 
@@ -287,7 +290,7 @@ pub fn revoke(args: RevokeArgs) -> ExitCode {
         }
         if let HeldOutcome::NotTouched(e) = &change.held {
             complain!(
-                "celador: warning: written over the entry without holding a security tool's revocation of it ({}): give this user EVAL and {} (docs/fleet.md)",
+                "celador: warning: the revocations security tools' SETs hold behind the entry were not considered ({}): it was written as before they existed, over a tool's revocation if there was one; give this user WATCH, UNWATCH, HGET and {} (docs/fleet.md)",
                 shown(e),
                 w.keys().held
             );
@@ -334,7 +337,7 @@ pub fn unrevoke(args: UnrevokeArgs) -> ExitCode {
                 "withdrew with it {n} security tools' revocations held behind it (a tool that still means it sends its SET again)\n"
             )),
             HeldOutcome::NotTouched(e) => complain!(
-                "celador: warning: the security tools' revocations held behind {field} were not cleared ({}): a tool that revokes it again and then withdraws would bring them back; give this user EVAL and {} (docs/fleet.md)",
+                "celador: warning: the security tools' revocations held behind {field} were not cleared ({}): a tool that revokes it again and then withdraws would bring them back; give this user WATCH, UNWATCH, HGET and {} (docs/fleet.md)",
                 shown(e),
                 w.keys().held
             ),

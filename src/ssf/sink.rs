@@ -696,17 +696,30 @@ impl FileSink {
 }
 
 /// Writes `text` to `path` atomically (a temporary file renamed over it),
-/// so a watching sidecar never reads half of it.
+/// so a watching sidecar never reads half of it, and durably (the file
+/// synced before the rename, the directory after it), so a crash leaves
+/// the old file or the new one, never an empty one: an acknowledged SET
+/// is on disk.
 fn write(path: &Path, text: &str) -> Result<(), SinkError> {
+    use std::io::Write as _;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&temporary, text)
-        .and_then(|()| std::fs::rename(&temporary, path))
-        .map_err(|e| SinkError(format!("cannot write {}: {e}", path.display())))
+    let written = std::fs::File::create(&temporary).and_then(|mut file| {
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)?;
+        // A directory that cannot be opened for syncing (some file
+        // systems) still has the rename.
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    });
+    written.map_err(|e| SinkError(format!("cannot write {}: {e}", path.display())))
 }
 
 impl FileSink {

@@ -70,7 +70,7 @@ mod risk;
 /// of the event-time fields by event time), the indexing cursor, the held
 /// reports. ARGV: field, event time (ms), the entry's JSON (empty:
 /// remove), op, by, from, at (text), a new epoch, the feed's length, the
-/// order window (ms: `max_age`).
+/// order window (ms: `max_age`), the entry as read and whether it loads.
 ///
 /// Returns 1 if applied, 0 if older than the last event of this
 /// transmitter about the field, 4 if a withdrawal is older than the window
@@ -86,10 +86,12 @@ mod risk;
 /// expiry first, then the one lapsing last, then the earliest event, then
 /// by transmitter. An operator's revocation with an expiry is held behind
 /// a lasting report rather than left to lapse with the report held behind
-/// it. An entry that is not one (no JSON, no `by` or `reason`) is written
-/// over by a revocation and left to its writer by a withdrawal (2); a
-/// held-reports key that is not a hash holds nothing (2: the entry stays
-/// its writer's), and every other write still goes through.
+/// it. The receiver reads the entry first and says whether the sidecars
+/// load it (`ARGV[11]`: the value read, `ARGV[12]`: `none`, `loads` or
+/// `refused`, [`check_revocation`]); an entry that changed since is read
+/// again (6). One they refuse is written over by a revocation and left to
+/// its writer by a withdrawal (2). A held-reports key that is not a hash
+/// (nothing readable in it) is deleted and written afresh.
 ///
 /// Event times are kept per transmitter and field, so one transmitter's
 /// events (an `iat` ahead of the clock included) never order another's;
@@ -119,14 +121,14 @@ for _, f in ipairs(old) do
   redis.call('ZREM', KEYS[5], f)
 end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if (ARGV[12] == 'none') ~= (not cur) or (cur and cur ~= ARGV[11]) then return 6 end
 local other = nil
-if cur then
+if cur and ARGV[12] == 'loads' then
   local ok, e = pcall(cjson.decode, cur)
-  if ok and type(e) == 'table' and type(e['by']) == 'string' and type(e['reason']) == 'string' then
-    if e['by'] ~= ARGV[5] then other = e end
-  elseif ARGV[3] == '' then
-    return 2
-  end
+  if ok and type(e) == 'table' and e['by'] ~= ARGV[5] then other = e end
+elseif cur then
+  if ARGV[3] == '' then return 2 end
+  cur = false
 end
 local times = ARGV[5] .. '|' .. ARGV[1]
 local last = redis.call('HGET', KEYS[2], times)
@@ -138,7 +140,11 @@ end
 local held, usable = {}, true
 local raw = redis.pcall('HGET', KEYS[7], ARGV[1])
 if type(raw) == 'table' and raw['err'] then
-  usable = false
+  if string.find(raw['err'], 'WRONGTYPE', 1, true) then
+    redis.call('DEL', KEYS[7])
+  else
+    usable = false
+  end
 elseif raw then
   local ok, h = pcall(cjson.decode, raw)
   if ok and type(h) == 'table' then
@@ -170,7 +176,7 @@ local function expiry(e)
 end
 if other then
   if ARGV[3] ~= '' and expiry(other) then
-    held[other['by']] = cur
+    held[tostring(other['by'])] = cur
     held[ARGV[5]] = nil
     save()
     redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
@@ -391,11 +397,53 @@ impl StoreSink {
         provenance: &Provenance,
         write: &Write,
     ) -> redis::RedisResult<Kept> {
+        let Write::Revocation(_, field, _) = write else {
+            return Ok(self
+                .run(conn, provenance, write, ("", ""))
+                .await?
+                .unwrap_or(Kept::Superseded));
+        };
+        // The script cannot tell an entry the sidecars refuse: it is read
+        // and checked here first, and read again if it changed meanwhile.
+        for _ in 0..READ_AGAIN {
+            let current: Option<String> = redis::cmd("HGET")
+                .arg(&self.keys.revocations)
+                .arg(field)
+                .query_async(conn)
+                .await?;
+            let seen = match &current {
+                None => "none",
+                Some(raw) if check_revocation(&self.keys.revocations, field, raw).is_ok() => {
+                    "loads"
+                }
+                Some(_) => "refused",
+            };
+            let seen = (current.as_deref().unwrap_or_default(), seen);
+            if let Some(kept) = self.run(conn, provenance, write, seen).await? {
+                return Ok(kept);
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "the entry kept changing while the SET was applied ({READ_AGAIN} tries)"
+        ))
+        .into())
+    }
+
+    /// Runs the script of `write`, with the entry as read and whether it
+    /// loads (`seen`, revocations only): what became of it, none when the
+    /// entry changed since it was read.
+    async fn run(
+        &self,
+        conn: &mut MultiplexedConnection,
+        provenance: &Provenance,
+        write: &Write,
+        seen: (&str, &str),
+    ) -> redis::RedisResult<Option<Kept>> {
         // EVAL, not EVALSHA: a short script at the rate security events
         // arrive, and no `script` feature (another hash crate) for it.
         let mut cmd = redis::cmd("EVAL");
         match write {
-            Write::None(kept) => return Ok(*kept),
+            Write::None(kept) => return Ok(Some(*kept)),
             Write::Revocation(op, field, json) => cmd
                 .arg(APPLY)
                 .arg(7)
@@ -437,10 +485,13 @@ impl StoreSink {
             Write::Risk(risk, _) => cmd
                 .arg(self.cap.of(&provenance.transmitter))
                 .arg(risk.level.as_str()),
-            _ => cmd.arg(self.order_window.as_millis().to_string()),
+            _ => cmd
+                .arg(self.order_window.as_millis().to_string())
+                .arg(seen.0)
+                .arg(seen.1),
         };
         let applied = applied(cmd.query_async(conn).await?, provenance)?;
-        Ok(kept(applied))
+        Ok((applied != 6).then(|| kept(applied)))
     }
 
     async fn apply_all(&self, outcomes: &[Outcome]) -> Result<Vec<Kept>, SinkError> {
@@ -527,6 +578,10 @@ impl StoreSink {
 /// How long revocations' event times are kept unless told
 /// ([`StoreSink::with_order_window`]): the receiver's default `max_age`.
 const DEFAULT_ORDER_WINDOW: Duration = Duration::from_secs(3600);
+
+/// How many times a SET's revocation reads its entry again when it
+/// changed between the read and the script.
+const READ_AGAIN: usize = 5;
 
 /// How long one command to the store may take: the transmitter waits for
 /// the answer.

@@ -17,6 +17,10 @@ mod held;
 
 pub use held::HeldOutcome;
 
+/// How many times an operator's revocation or withdrawal is tried when
+/// a security tool's SET changes the entry meanwhile.
+const WATCH_ATTEMPTS: usize = 5;
+
 /// How long one command may wait for the store.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -155,71 +159,208 @@ impl Writer {
         })
     }
 
-    /// Revokes what `entry` names; over a security tool's revocation of
-    /// it, held behind that ([`held`]).
+    /// Revokes what `entry` names, beside the revocations held behind it
+    /// ([`held::plan_revoke`]: over a security tool's revocation, it is
+    /// held behind that).
     pub async fn revoke(&mut self, entry: StoredRevocation) -> Result<Change, String> {
         let field = entry.field();
         let json = serde_json::to_string(&entry).map_err(|e| e.to_string())?;
         check_revocation(&self.keys.revocations, &field, &json)?;
         let key = self.keys.revocations.clone();
-        let epoch = random_epoch();
-        let done = held::revoke(
-            &mut self.conn,
-            &self.keys,
-            (&field, &json),
-            &entry.provenance,
-            &epoch,
-        )
-        .await;
-        self.scripted("revoke", key, (field, json), entry.provenance, done)
-            .await
+        for _ in 0..WATCH_ATTEMPTS {
+            let (current, held) = match self.watch(&field, true).await {
+                Ok(read) => read,
+                Err(e) => {
+                    return self
+                        .unheld("revoke", (field, Some(json)), entry.provenance, e)
+                        .await;
+                }
+            };
+            let plan = held::plan_revoke(
+                (&key, &field),
+                (&entry, &json),
+                current.as_deref(),
+                held::parse(held.as_deref()),
+            );
+            let op = match plan.behind {
+                Some(_) => "hold",
+                None => "revoke",
+            };
+            let mut pipe = self.transaction(op, &field, &entry.provenance);
+            pipe.hset(&key, &field, &plan.entry).ignore();
+            match plan.held.is_empty() {
+                true => pipe.hdel(&self.keys.held, &field).ignore(),
+                false => pipe
+                    .hset(
+                        &self.keys.held,
+                        &field,
+                        serde_json::to_string(&plan.held).unwrap_or_default(),
+                    )
+                    .ignore(),
+            };
+            let Some(feed_id) = self.exec(pipe).await? else {
+                continue;
+            };
+            return Ok(Change {
+                op: "revoke",
+                key,
+                entry: field,
+                value: json,
+                replaced: current.is_some(),
+                provenance: entry.provenance,
+                store: self.endpoint.shown.clone(),
+                feed_id,
+                held: plan.behind.map_or(HeldOutcome::None, HeldOutcome::Behind),
+            });
+        }
+        Err(self.busy())
     }
 
     /// Withdraws the revocation stored under `field` (`kind:value`), and
-    /// every tool's revocation held behind it.
+    /// every revocation held behind it: an operator overrides every tool
+    /// (one that still means it sends its SET again).
     pub async fn unrevoke(
         &mut self,
         field: String,
         provenance: Provenance,
     ) -> Result<Change, String> {
         let key = self.keys.revocations.clone();
-        let epoch = random_epoch();
-        let done = held::unrevoke(&mut self.conn, &self.keys, &field, &provenance, &epoch).await;
-        self.scripted("unrevoke", key, (field, String::new()), provenance, done)
-            .await
-    }
-
-    /// The change a script made; when the user may not run it (an ACL
-    /// older than docs/fleet.md's), the change made as before, in a
-    /// `MULTI`, saying that the held reports were not touched.
-    async fn scripted(
-        &mut self,
-        op: &'static str,
-        key: String,
-        (entry, value): (String, String),
-        provenance: Provenance,
-        done: redis::RedisResult<held::Done>,
-    ) -> Result<Change, String> {
-        match done {
-            Ok(done) => Ok(Change {
-                op,
+        for _ in 0..WATCH_ATTEMPTS {
+            let (current, held) = match self.watch(&field, false).await {
+                Ok(read) => read,
+                Err(e) => return self.unheld("unrevoke", (field, None), provenance, e).await,
+            };
+            let mut pipe = self.transaction("unrevoke", &field, &provenance);
+            pipe.hdel(&key, &field)
+                .ignore()
+                .hdel(&self.keys.held, &field)
+                .ignore();
+            let Some(feed_id) = self.exec(pipe).await? else {
+                continue;
+            };
+            let cleared = held::parse(held.as_deref()).len();
+            return Ok(Change {
+                op: "unrevoke",
                 key,
-                entry,
-                value,
-                replaced: done.existed,
+                entry: field,
+                value: String::new(),
+                replaced: current.is_some(),
                 provenance,
                 store: self.endpoint.shown.clone(),
-                feed_id: done.feed_id,
-                held: done.held,
-            }),
-            Err(e) if held::refused_by_acl(&e) => {
-                let value = (op == "revoke").then_some(value);
-                let mut change = self.change(op, key, entry, value, provenance).await?;
-                change.held = HeldOutcome::NotTouched(e.to_string());
-                Ok(change)
-            }
-            Err(e) => Err(format!("{}: {e}", self.endpoint.shown)),
+                feed_id,
+                held: match cleared {
+                    0 => HeldOutcome::None,
+                    n => HeldOutcome::Cleared(n),
+                },
+            });
         }
+        Err(self.busy())
+    }
+
+    /// `WATCH`es the entry `field` and the reports held behind it, and
+    /// reads them (the entry only when `entry`); the store's refusal (an
+    /// older ACL, held reports that are not a hash) as an error to fall
+    /// back on.
+    async fn watch(
+        &mut self,
+        field: &str,
+        entry: bool,
+    ) -> Result<(Option<String>, Option<String>), redis::RedisError> {
+        redis::cmd("WATCH")
+            .arg(&self.keys.revocations)
+            .arg(&self.keys.held)
+            .query_async::<()>(&mut self.conn)
+            .await?;
+        let read = async {
+            let held: Option<String> = redis::cmd("HGET")
+                .arg(&self.keys.held)
+                .arg(field)
+                .query_async(&mut self.conn)
+                .await?;
+            let current: Option<String> = match entry {
+                true => {
+                    redis::cmd("HGET")
+                        .arg(&self.keys.revocations)
+                        .arg(field)
+                        .query_async(&mut self.conn)
+                        .await?
+                }
+                false => redis::cmd("HEXISTS")
+                    .arg(&self.keys.revocations)
+                    .arg(field)
+                    .query_async::<bool>(&mut self.conn)
+                    .await?
+                    .then(String::new),
+            };
+            Ok::<_, redis::RedisError>((current, held))
+        }
+        .await;
+        if read.is_err() {
+            let _ = redis::cmd("UNWATCH")
+                .query_async::<()>(&mut self.conn)
+                .await;
+        }
+        read
+    }
+
+    /// A `MULTI` starting with the epoch and ending, when run, with the
+    /// feed record of `op` on `field`.
+    fn transaction(&self, op: &str, field: &str, provenance: &Provenance) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(&self.keys.epoch)
+            .arg(random_epoch())
+            .arg("NX")
+            .ignore()
+            .xadd_maxlen(
+                &self.keys.feed,
+                StreamMaxlen::Approx(FEED_LENGTH),
+                "*",
+                &[
+                    ("op", op),
+                    ("entry", field),
+                    ("by", provenance.by.as_str()),
+                    ("from", provenance.from.as_str()),
+                    ("at", provenance.at.as_str()),
+                ],
+            );
+        pipe
+    }
+
+    /// Runs `pipe` ([`Writer::transaction`]): its feed id, or none when a
+    /// watched key changed meanwhile.
+    async fn exec(&mut self, pipe: redis::Pipeline) -> Result<Option<String>, String> {
+        pipe.query_async::<Option<(String,)>>(&mut self.conn)
+            .await
+            .map(|done| done.map(|(id,)| id))
+            .map_err(|e| format!("{}: {e}", self.endpoint.shown))
+    }
+
+    /// The store kept changing under an operator's change.
+    fn busy(&self) -> String {
+        format!(
+            "{}: the entry kept changing while this change was made ({WATCH_ATTEMPTS} tries): try again",
+            self.endpoint.shown
+        )
+    }
+
+    /// The change made as before held reports existed, when the store
+    /// refused to read them (`refused`); an error reaching it is returned.
+    async fn unheld(
+        &mut self,
+        op: &'static str,
+        (field, value): (String, Option<String>),
+        provenance: Provenance,
+        refused: redis::RedisError,
+    ) -> Result<Change, String> {
+        if !held::refused(&refused) {
+            return Err(format!("{}: {refused}", self.endpoint.shown));
+        }
+        let key = self.keys.revocations.clone();
+        let mut change = self.change(op, key, field, value, provenance).await?;
+        change.held = HeldOutcome::NotTouched(refused.to_string());
+        Ok(change)
     }
 
     /// Stores `grant`, refused as a grants file's would be with

@@ -1,106 +1,23 @@
 //! An operator's revocation and withdrawal beside the revocations security
-//! tools' SETs hold behind an entry (`{prefix}:ssf:held`, written by the
-//! signals receiver's script): each in one script, so no SET slips between
-//! reading the entry and writing it. Each reads before it writes, so a
-//! user refused a read by its ACL has changed nothing when it falls back.
+//! tools' SETs hold behind an entry (`{prefix}:ssf:held`, kept by the
+//! signals receiver's script): what `celador revoke` writes, decided from
+//! the entry and the held reports as they are, under `WATCH`, so that no
+//! SET slips between reading them and writing.
 //!
-//! Data flow: `celador revoke` / `unrevoke` ([`super::Writer`]) -> one
-//! `EVAL` here -> the revocations hash, the held reports, the feed -> each
-//! sidecar's replica. A user whose ACL predates this (no `EVAL`) writes
-//! as before, in a `MULTI` ([`super::Writer`]), and is told what that
-//! leaves undone.
+//! Data flow: `celador revoke` / `unrevoke` ([`super::Writer`]) -> `WATCH`,
+//! `HGET` of the entry and of the held reports -> [`plan_revoke`] -> one
+//! `MULTI` (the entry, the held reports, the feed record) -> each sidecar's
+//! replica. `WATCH` and `HGET` rather than a script: an operator's
+//! credential then needs no `EVAL` (which Redis cannot confine to
+//! celador's scripts, and which some deployments rename away).
 
-use redis::aio::MultiplexedConnection;
+use std::collections::BTreeMap;
 
-use super::super::entries::Provenance;
-use super::super::keys::{FEED_LENGTH, Keys};
+use super::super::entries::{StoredRevocation, check_revocation};
 
-/// An operator's revocation, atomically.
-///
-/// KEYS: revocations, held reports, feed, epoch. ARGV: field, the entry's
-/// JSON, by, from, at, a new epoch, the feed's length. Over a security
-/// tool's revocation of the entry (one with a `set`, written by another),
-/// the operator's is held behind it, not written over it: written over, it
-/// would drop the tool's report, which an expiring operator entry would
-/// then take with it when it lapses. Otherwise it is written (an
-/// operator's own held entry, now in force, leaves what is held). Held
-/// reports that are not a hash (bad data) are left alone and the entry is
-/// written, as before held reports existed: an operator's revocation is
-/// never refused for them. Returns
-/// `{existed (0/1), the tool held behind ('' when written), feed id}`.
-const REVOKE: &str = r"
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-local tool = ''
-if cur then
-  local ok, e = pcall(cjson.decode, cur)
-  if ok and type(e) == 'table' and type(e['set']) == 'table' and type(e['by']) == 'string'
-    and e['by'] ~= ARGV[3] then
-    tool = e['by']
-  end
-end
-local held, usable = {}, true
-local raw = redis.pcall('HGET', KEYS[2], ARGV[1])
-if type(raw) == 'table' and raw['err'] then
-  if string.find(raw['err'], 'NOPERM', 1, true) then return redis.error_reply(raw['err']) end
-  usable, tool = false, ''
-elseif raw then
-  local ok, h = pcall(cjson.decode, raw)
-  if ok and type(h) == 'table' then
-    for by, json in pairs(h) do
-      if type(by) == 'string' and type(json) == 'string' then held[by] = json end
-    end
-  end
-end
-redis.call('SET', KEYS[4], ARGV[6], 'NX')
-if tool ~= '' then held[ARGV[3]] = ARGV[2] else
-  held[ARGV[3]] = nil
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-end
-if not usable then
-elseif next(held) == nil then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-else
-  redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(held))
-end
-local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'op', 'revoke',
-  'entry', ARGV[1], 'by', ARGV[3], 'from', ARGV[4], 'at', ARGV[5])
-return {cur and 1 or 0, tool, id}
-";
-
-/// An operator's withdrawal, atomically: the entry and every report held
-/// behind it (the operator overrides every tool; a tool that still means
-/// it sends its SET again; held reports that are not a hash are left
-/// alone). KEYS: revocations, held reports, feed, epoch.
-/// ARGV: field, by, from, at, a new epoch, the feed's length. Returns
-/// `{existed (0/1), reports held that were cleared, feed id}`.
-const UNREVOKE: &str = r"
-local raw = redis.pcall('HGET', KEYS[2], ARGV[1])
-if type(raw) == 'table' and raw['err'] then
-  if string.find(raw['err'], 'NOPERM', 1, true) then return redis.error_reply(raw['err']) end
-  raw = false
-end
-redis.call('SET', KEYS[4], ARGV[5], 'NX')
-local existed = redis.call('HDEL', KEYS[1], ARGV[1])
-local cleared = 0
-if raw then
-  local ok, h = pcall(cjson.decode, raw)
-  if ok and type(h) == 'table' then
-    for _ in pairs(h) do cleared = cleared + 1 end
-  end
-  redis.call('HDEL', KEYS[2], ARGV[1])
-end
-local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'op', 'unrevoke',
-  'entry', ARGV[1], 'by', ARGV[2], 'from', ARGV[3], 'at', ARGV[4])
-return {existed, cleared, id}
-";
-
-/// What a script did: whether the entry existed, what it says of the held
-/// reports (the tool held behind, or how many were cleared), the feed id.
-pub(super) struct Done {
-    pub existed: bool,
-    pub held: HeldOutcome,
-    pub feed_id: String,
-}
+/// The reports held behind one entry, by writer: each writer's entry as
+/// JSON.
+pub(super) type Held = BTreeMap<String, String>;
 
 /// What became of the reports held behind the entry.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -108,86 +25,218 @@ pub(super) struct Done {
 pub enum HeldOutcome {
     /// Nothing to say: the entry was written, or nothing was held.
     None,
-    /// The operator's revocation is held behind this tool's revocation of
-    /// the entry, which already revokes it.
+    /// The operator's revocation is held behind this writer's revocation
+    /// of the entry, which revokes it already (a security tool's, or one
+    /// that lapses later).
     Behind(String),
-    /// This many tools' revocations held behind the entry were withdrawn
-    /// with it.
-    Cleared(u64),
-    /// The user may not run the scripts (an ACL older than
-    /// docs/fleet.md's): written as before, reports held left as they are.
+    /// This many revocations held behind the entry were withdrawn with it.
+    Cleared(usize),
+    /// The held reports were not considered (the user may not read them:
+    /// an ACL older than docs/fleet.md's; or they are not a hash): the
+    /// change was made as before they existed.
     NotTouched(String),
 }
 
-/// Runs [`REVOKE`] for `field` and its entry's `json`.
-pub(super) async fn revoke(
-    conn: &mut MultiplexedConnection,
-    keys: &Keys,
-    (field, json): (&str, &str),
-    provenance: &Provenance,
-    epoch: &str,
-) -> redis::RedisResult<Done> {
-    let (existed, tool, feed_id): (i64, String, String) = redis::cmd("EVAL")
-        .arg(REVOKE)
-        .arg(4)
-        .arg(&keys.revocations)
-        .arg(&keys.held)
-        .arg(&keys.feed)
-        .arg(&keys.epoch)
-        .arg(field)
-        .arg(json)
-        .arg(&provenance.by)
-        .arg(&provenance.from)
-        .arg(&provenance.at)
-        .arg(epoch)
-        .arg(FEED_LENGTH)
-        .query_async(conn)
-        .await?;
-    Ok(Done {
-        existed: existed == 1,
-        held: match tool.as_str() {
-            "" => HeldOutcome::None,
-            _ => HeldOutcome::Behind(tool),
-        },
-        feed_id,
-    })
+/// What an operator's revocation writes.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Plan {
+    /// The entry in force afterwards, as JSON.
+    pub entry: String,
+    /// The held reports afterwards.
+    pub held: Held,
+    /// The writer whose entry the operator's is held behind, if it is.
+    pub behind: Option<String>,
 }
 
-/// Runs [`UNREVOKE`] for `field`.
-pub(super) async fn unrevoke(
-    conn: &mut MultiplexedConnection,
-    keys: &Keys,
-    field: &str,
-    provenance: &Provenance,
-    epoch: &str,
-) -> redis::RedisResult<Done> {
-    let (existed, cleared, feed_id): (i64, u64, String) = redis::cmd("EVAL")
-        .arg(UNREVOKE)
-        .arg(4)
-        .arg(&keys.revocations)
-        .arg(&keys.held)
-        .arg(&keys.feed)
-        .arg(&keys.epoch)
-        .arg(field)
-        .arg(&provenance.by)
-        .arg(&provenance.from)
-        .arg(&provenance.at)
-        .arg(epoch)
-        .arg(FEED_LENGTH)
-        .query_async(conn)
-        .await?;
-    Ok(Done {
-        existed: existed == 1,
-        held: match cleared {
-            0 => HeldOutcome::None,
-            n => HeldOutcome::Cleared(n),
-        },
-        feed_id,
-    })
+/// A stored revocation the sidecars load, with its writer and expiry.
+fn loaded<'a>(key: &str, field: &str, raw: &'a str) -> Option<(StoredRevocation, &'a str)> {
+    check_revocation(key, field, raw).ok().map(|e| (e, raw))
 }
 
-/// Whether `error` is the store refusing the user a command or a key (an
-/// ACL), rather than a failure to reach it.
-pub(super) fn refused_by_acl(error: &redis::RedisError) -> bool {
-    error.code() == Some("NOPERM") || error.to_string().contains("NOPERM")
+/// Which of two revocations stays in force longer: one without an expiry,
+/// else the one lapsing last (RFC 3339 times as the CLI writes them,
+/// compared in time).
+fn outlasts(a: &StoredRevocation, b: &StoredRevocation) -> bool {
+    match (a.lapses(), b.lapses()) {
+        (None, Some(_)) => true,
+        (Some(x), Some(y)) => x > y,
+        _ => false,
+    }
+}
+
+/// Decides an operator's revocation `new` (its JSON `json`) of `field`,
+/// with `current` the entry in force and `held` the reports behind it.
+///
+/// - Over a security tool's revocation the sidecars load (one with a
+///   `set`, by another writer), the operator's is held behind it: written
+///   over, the tool's report would be gone, and with it its revocation
+///   once an expiring operator entry lapsed.
+/// - Otherwise the revocation lasting longest of the operator's and those
+///   held is in force, the rest held: an expiring operator entry never
+///   stands in front of a report that outlasts it, which would lapse with
+///   it. The operator's wins a tie; an entry in force that is not a tool's
+///   (another operator's, or one the sidecars refuse) is replaced.
+pub(super) fn plan_revoke(
+    (key, field): (&str, &str),
+    (new, json): (&StoredRevocation, &str),
+    current: Option<&str>,
+    mut held: Held,
+) -> Plan {
+    let me = &new.provenance.by;
+    held.remove(me);
+    let tool = current
+        .and_then(|raw| loaded(key, field, raw))
+        .filter(|(e, _)| e.set.is_some() && e.provenance.by != *me);
+    if let Some((tool, raw)) = tool {
+        held.insert(me.clone(), json.to_owned());
+        return Plan {
+            entry: raw.to_owned(),
+            held,
+            behind: Some(tool.provenance.by),
+        };
+    }
+    let longest = held
+        .iter()
+        .filter_map(|(by, raw)| Some((by, loaded(key, field, raw)?.0)))
+        .filter(|(_, e)| outlasts(e, new))
+        .reduce(|best, next| {
+            if outlasts(&next.1, &best.1) {
+                next
+            } else {
+                best
+            }
+        })
+        .map(|(by, _)| by.clone());
+    match longest.and_then(|by| Some((held.remove(&by)?, by))) {
+        Some((entry, by)) => {
+            held.insert(me.clone(), json.to_owned());
+            Plan {
+                entry,
+                held,
+                behind: Some(by),
+            }
+        }
+        None => Plan {
+            entry: json.to_owned(),
+            held,
+            behind: None,
+        },
+    }
+}
+
+/// The held reports as stored (a JSON object of each writer's entry);
+/// none when the value is not one (bad data: nothing readable is lost by
+/// writing over it).
+pub(super) fn parse(raw: Option<&str>) -> Held {
+    raw.and_then(|raw| serde_json::from_str::<Held>(raw).ok())
+        .unwrap_or_default()
+}
+
+/// Whether `error` is the store answering that it will not run a command
+/// (an ACL, a command renamed away, a key of another type), rather than
+/// a failure to reach it: the change is then made as before held reports
+/// existed.
+pub(super) fn refused(error: &redis::RedisError) -> bool {
+    !(error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_unrecoverable_error())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::fleet::entries::{Provenance, StoredSet};
+
+    const KEY: &str = "{celador}:revocations";
+    const ID: &str = "spiffe://example.org/ns/a/sa/b";
+
+    fn entry(by: &str, set: bool, expires: Option<&str>) -> (StoredRevocation, String) {
+        let e = StoredRevocation {
+            spiffe_id: Some(ID.into()),
+            reason: format!("by {by}"),
+            expires: expires.map(str::to_owned),
+            set: set.then(|| StoredSet {
+                source: by.into(),
+                event: "https://schemas.openid.net/secevent/risc/event-type/credential-compromise"
+                    .into(),
+                jti: "j".into(),
+            }),
+            provenance: Provenance {
+                by: by.into(),
+                from: "h".into(),
+                at: "2026-01-01T00:00:00Z".into(),
+            },
+            ..StoredRevocation::default()
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        (e, json)
+    }
+
+    fn plan(
+        new: &(StoredRevocation, String),
+        current: Option<&str>,
+        held: &[(&str, &str)],
+    ) -> Plan {
+        let held = held
+            .iter()
+            .map(|(by, raw)| (by.to_string(), raw.to_string()))
+            .collect();
+        plan_revoke((KEY, &new.0.field()), (&new.0, &new.1), current, held)
+    }
+
+    /// Every way an operator's revocation meets what is there: none of the
+    /// reports is dropped, and what is in force lasts longest.
+    #[test]
+    fn an_operators_revocation_drops_no_report_and_the_longest_lasting_is_in_force() {
+        let tool = entry("https://idp.example.com/", true, None);
+        let lasting = entry("alice", false, None);
+        let hour = entry("alice", false, Some("2999-01-01T01:00:00Z"));
+        let two = entry("bob", false, Some("2999-01-01T02:00:00Z"));
+        // Over a tool's: held behind it, whether it lasts or not.
+        for new in [&lasting, &hour] {
+            let p = plan(new, Some(&tool.1), &[]);
+            assert_eq!(p.entry, tool.1);
+            assert_eq!(p.behind.as_deref(), Some("https://idp.example.com/"));
+            assert_eq!(p.held.get("alice"), Some(&new.1));
+        }
+        // Over another operator's: replaced; a tool's report held behind it
+        // takes its place in front of an expiring one.
+        let p = plan(
+            &hour,
+            Some(&lasting.1),
+            &[("https://idp.example.com/", &tool.1)],
+        );
+        assert_eq!(p.entry, tool.1);
+        assert_eq!(p.held.get("alice"), Some(&hour.1));
+        assert!(!p.held.contains_key("https://idp.example.com/"));
+        // An expiring one lapsing later wins over one lapsing sooner.
+        let p = plan(&hour, None, &[("bob", &two.1)]);
+        assert_eq!(
+            (p.entry.as_str(), p.behind.as_deref()),
+            (two.1.as_str(), Some("bob"))
+        );
+        let p = plan(&two, None, &[("alice", &hour.1)]);
+        assert_eq!((p.entry.as_str(), p.behind), (two.1.as_str(), None));
+        assert_eq!(p.held.get("alice"), Some(&hour.1));
+        // A lasting operator's revocation is in force, the rest held.
+        let p = plan(&lasting, None, &[("bob", &two.1)]);
+        assert_eq!((p.entry.as_str(), p.held.len()), (lasting.1.as_str(), 1));
+        // An entry the sidecars refuse is no tool's: written over.
+        let refused = r#"{"by":"https://edr.example.com/","set":{}}"#;
+        let p = plan(&lasting, Some(refused), &[]);
+        assert_eq!((p.entry.as_str(), p.behind), (lasting.1.as_str(), None));
+        // The operator's own earlier report is replaced, not kept twice.
+        let p = plan(&lasting, None, &[("alice", &hour.1)]);
+        assert!(p.held.is_empty(), "{:?}", p.held);
+    }
+
+    #[test]
+    fn held_reports_that_are_not_a_map_of_strings_are_none() {
+        assert!(parse(Some("oops")).is_empty());
+        assert!(parse(Some(r#"{"a": 1}"#)).is_empty());
+        assert_eq!(parse(Some(r#"{"a": "x"}"#)).len(), 1);
+        assert!(parse(None).is_empty());
+    }
 }
