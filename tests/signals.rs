@@ -1663,6 +1663,34 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
     assert!(entry().contains(&format!("\"by\":\"{CI}\"")), "{}", entry());
     let held = redis.cli(&["HGET", "{celador}:ssf:held", &field]);
     assert!(held.contains("INC-13"), "{held}");
+    // Another operator's, lapsing later, is held too; when CI withdraws,
+    // the one lapsing last takes its place.
+    let said = celador(&[
+        "revoke",
+        "--spiffe-id",
+        EXPORTER,
+        "--reason",
+        "INC-14",
+        "--for",
+        "2h",
+        "--by",
+        "zed",
+    ]);
+    assert!(said.contains("is held behind it"), "{said}");
+    push(
+        &ci,
+        CI,
+        "ci-push-secret",
+        "c-14",
+        now() + 250,
+        risc("account-enabled"),
+    );
+    assert!(entry().contains("INC-14"), "{}", entry());
+    let held = redis.cli(&["HGET", "{celador}:ssf:held", &field]);
+    assert!(
+        held.contains("INC-13") && !held.contains("INC-14"),
+        "{held}"
+    );
     // Risk levels: each transmitter's report is kept beside the other's.
     push(&idp, IDP, "", "i-3", now(), risk("HIGH"));
     push(&ci, CI, "ci-push-secret", "c-3", now() + 10, risk("LOW"));
