@@ -1556,8 +1556,14 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
     // entry that is not one (not JSON, or one the sidecars refuse): a
     // withdrawal leaves it to its writer, a revocation is written over it.
     let refused = r#"{"by":"https://edr.example.com/","set":{},"reason":"x"}"#;
-    for (n, bad) in ["not json", refused].into_iter().enumerate() {
-        redis.cli(&["HSET", "{celador}:revocations", &field, bad]);
+    // Written by a script: an entry that is not UTF-8.
+    let not_utf8 = "redis.call('HSET', KEYS[1], ARGV[1], string.char(255, 254))";
+    for (n, bad) in ["not json", refused, not_utf8].into_iter().enumerate() {
+        if bad == not_utf8 {
+            redis.cli(&["EVAL", bad, "1", "{celador}:revocations", &field]);
+        } else {
+            redis.cli(&["HSET", "{celador}:revocations", &field, bad]);
+        }
         push(
             &idp,
             IDP,
@@ -1566,7 +1572,11 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
             now(),
             risc("account-enabled"),
         );
-        assert_eq!(entry().trim(), bad);
+        assert!(
+            revoked(&redis, EXPORTER) && !entry().contains(IDP),
+            "{}",
+            entry()
+        );
         push(
             &idp,
             IDP,
@@ -1691,6 +1701,39 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
         held.contains("INC-13") && !held.contains("INC-14"),
         "{held}"
     );
+    // Operators drop none of each other's: a lasting one takes the place
+    // of the expiring one in force, which is held; a shorter one after it
+    // is held too.
+    let said = celador(&[
+        "revoke",
+        "--spiffe-id",
+        EXPORTER,
+        "--reason",
+        "INC-15",
+        "--by",
+        "alice",
+    ]);
+    assert!(
+        said.contains("zed's, which it outlasts, is held behind it"),
+        "{said}"
+    );
+    let said = celador(&[
+        "revoke",
+        "--spiffe-id",
+        EXPORTER,
+        "--reason",
+        "INC-16",
+        "--for",
+        "30m",
+        "--by",
+        "dave",
+    ]);
+    assert!(said.contains("by alice's revocation"), "{said}");
+    assert!(entry().contains("INC-15"), "{}", entry());
+    let held = redis.cli(&["HGET", "{celador}:ssf:held", &field]);
+    for kept in ["INC-13", "INC-14", "INC-16"] {
+        assert!(held.contains(kept), "{kept}: {held}");
+    }
     // Risk levels: each transmitter's report is kept beside the other's.
     push(&idp, IDP, "", "i-3", now(), risk("HIGH"));
     push(&ci, CI, "ci-push-secret", "c-3", now() + 10, risk("LOW"));

@@ -281,7 +281,7 @@ pub fn revoke(args: RevokeArgs) -> ExitCode {
         let until = lapses.map_or_else(|| "until unrevoked".to_owned(), |t| format!("until {t}"));
         if let HeldOutcome::Behind(tool) = &change.held {
             crate::cli::say(&format!(
-                "{field} is revoked in {} by {}'s revocation (a security tool's SET): yours, {until}, is held behind it and takes its place if that tool withdraws it\n",
+                "{field} is revoked in {} by {}'s revocation, which lasts at least as long: yours, {until}, is held behind it and takes its place if that one is withdrawn\n",
                 change.store,
                 shown(tool)
             ));
@@ -290,19 +290,21 @@ pub fn revoke(args: RevokeArgs) -> ExitCode {
         }
         if let HeldOutcome::NotTouched(e) = &change.held {
             complain!(
-                "celador: warning: the revocations security tools' SETs hold behind the entry were not considered ({}): it was written as before they existed, over a tool's revocation if there was one; give this user WATCH, UNWATCH, HGET and {} (docs/fleet.md)",
+                "celador: warning: the revocations held behind the entry were not considered ({}): it was written as before they existed, over another writer's revocation if there was one; if this user lacks WATCH, UNWATCH, HGET or {}, give it them (docs/fleet.md)",
                 shown(e),
                 w.keys().held
             );
         }
+        let how = match &change.held {
+            HeldOutcome::Holds(by) => {
+                format!("{}'s, which it outlasts, is held behind it", shown(by))
+            }
+            _ if change.replaced => "replaced the entry".to_owned(),
+            _ => "new entry".to_owned(),
+        };
         crate::cli::say(&format!(
-            "revoked {field} in {} ({}), {until}: every celador replicating it denies it (403 revoked) within a second\n",
+            "revoked {field} in {} ({how}), {until}: every celador replicating it denies it (403 revoked) within a second\n",
             change.store,
-            if change.replaced {
-                "replaced the entry"
-            } else {
-                "new entry"
-            },
         ));
         audit(&change);
         Ok(())
@@ -334,14 +336,14 @@ pub fn unrevoke(args: UnrevokeArgs) -> ExitCode {
         }
         match &change.held {
             HeldOutcome::Cleared(n) => crate::cli::say(&format!(
-                "withdrew with it {n} security tools' revocations held behind it (a tool that still means it sends its SET again)\n"
+                "withdrew with it {n} revocations held behind it (a security tool that still means it sends its SET again)\n"
             )),
             HeldOutcome::NotTouched(e) => complain!(
-                "celador: warning: the security tools' revocations held behind {field} were not cleared ({}): a tool that revokes it again and then withdraws would bring them back; give this user WATCH, UNWATCH, HGET and {} (docs/fleet.md)",
+                "celador: warning: the revocations held behind {field} were not cleared ({}): they come back if a tool revokes it again and then withdraws; if this user lacks WATCH, UNWATCH, HGET or {}, give it them (docs/fleet.md)",
                 shown(e),
                 w.keys().held
             ),
-            HeldOutcome::None | HeldOutcome::Behind(_) => {}
+            HeldOutcome::None | HeldOutcome::Behind(_) | HeldOutcome::Holds(_) => {}
         }
         audit(&change);
         Ok(())

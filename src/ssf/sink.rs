@@ -702,7 +702,11 @@ impl FileSink {
 /// is on disk.
 fn write(path: &Path, text: &str) -> Result<(), SinkError> {
     use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare file name's parent is "", which cannot be opened to sync.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

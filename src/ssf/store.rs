@@ -125,7 +125,8 @@ if (ARGV[12] == 'none') ~= (not cur) or (cur and cur ~= ARGV[11]) then return 6 
 local other = nil
 if cur and ARGV[12] == 'loads' then
   local ok, e = pcall(cjson.decode, cur)
-  if ok and type(e) == 'table' and e['by'] ~= ARGV[5] then other = e end
+  if not ok or type(e) ~= 'table' then e = {} end
+  if e['by'] ~= ARGV[5] then other = e end
 elseif cur then
   if ARGV[3] == '' then return 2 end
   cur = false
@@ -399,24 +400,29 @@ impl StoreSink {
     ) -> redis::RedisResult<Kept> {
         let Write::Revocation(_, field, _) = write else {
             return Ok(self
-                .run(conn, provenance, write, ("", ""))
+                .run(conn, provenance, write, (&[], ""))
                 .await?
                 .unwrap_or(Kept::Superseded));
         };
         // The script cannot tell an entry the sidecars refuse: it is read
         // and checked here first, and read again if it changed meanwhile.
         for _ in 0..READ_AGAIN {
-            let current: Option<String> = redis::cmd("HGET")
+            // Bytes, checked as the sidecars' replica reads them (lossily):
+            // an entry that is not UTF-8 must not stop the SETs about it.
+            let current: Option<Vec<u8>> = redis::cmd("HGET")
                 .arg(&self.keys.revocations)
                 .arg(field)
                 .query_async(conn)
                 .await?;
             let seen = match &current {
                 None => "none",
-                Some(raw) if check_revocation(&self.keys.revocations, field, raw).is_ok() => {
-                    "loads"
+                Some(raw) => {
+                    let text = String::from_utf8_lossy(raw);
+                    match check_revocation(&self.keys.revocations, field, &text) {
+                        Ok(_) => "loads",
+                        Err(_) => "refused",
+                    }
                 }
-                Some(_) => "refused",
             };
             let seen = (current.as_deref().unwrap_or_default(), seen);
             if let Some(kept) = self.run(conn, provenance, write, seen).await? {
@@ -437,7 +443,7 @@ impl StoreSink {
         conn: &mut MultiplexedConnection,
         provenance: &Provenance,
         write: &Write,
-        seen: (&str, &str),
+        seen: (&[u8], &str),
     ) -> redis::RedisResult<Option<Kept>> {
         // EVAL, not EVALSHA: a short script at the rate security events
         // arrive, and no `script` feature (another hash crate) for it.

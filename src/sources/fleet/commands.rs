@@ -17,9 +17,9 @@ mod held;
 
 pub use held::HeldOutcome;
 
-/// How many times an operator's revocation or withdrawal is tried when
-/// a security tool's SET changes the entry meanwhile.
-const WATCH_ATTEMPTS: usize = 5;
+/// How long an operator's revocation or withdrawal is tried again while
+/// the receiver's writes to other entries fire its `WATCH`.
+const WATCH_PATIENCE: Duration = Duration::from_secs(3);
 
 /// How long one command may wait for the store.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -117,32 +117,13 @@ impl Writer {
         value: Option<String>,
         provenance: Provenance,
     ) -> Result<Change, String> {
-        let epoch = random_epoch();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(&self.keys.epoch)
-            .arg(&epoch)
-            .arg("NX")
-            .ignore()
-            .hexists(&key, &entry);
+        let mut pipe = self.transaction(op, &entry, &provenance);
+        pipe.hexists(&key, &entry);
         match &value {
             Some(v) => pipe.hset(&key, &entry, v).ignore(),
             None => pipe.hdel(&key, &entry).ignore(),
         };
-        pipe.xadd_maxlen(
-            &self.keys.feed,
-            StreamMaxlen::Approx(FEED_LENGTH),
-            "*",
-            &[
-                ("op", op),
-                ("entry", entry.as_str()),
-                ("by", provenance.by.as_str()),
-                ("from", provenance.from.as_str()),
-                ("at", provenance.at.as_str()),
-            ],
-        );
-        let (existed, feed_id): (bool, String) = pipe
+        let (feed_id, existed): (String, bool) = pipe
             .query_async(&mut self.conn)
             .await
             .map_err(|e| format!("{}: {e}", self.endpoint.shown))?;
@@ -160,15 +141,16 @@ impl Writer {
     }
 
     /// Revokes what `entry` names, beside the revocations held behind it
-    /// ([`held::plan_revoke`]: over a security tool's revocation, it is
-    /// held behind that).
+    /// ([`held::plan_revoke`]: the longest lasting is in force, the rest
+    /// held; over a security tool's revocation, the operator's is held).
     pub async fn revoke(&mut self, entry: StoredRevocation) -> Result<Change, String> {
         let field = entry.field();
         let json = serde_json::to_string(&entry).map_err(|e| e.to_string())?;
         check_revocation(&self.keys.revocations, &field, &json)?;
         let key = self.keys.revocations.clone();
-        for _ in 0..WATCH_ATTEMPTS {
-            let (current, held) = match self.watch(&field, true).await {
+        let started = std::time::Instant::now();
+        loop {
+            let (current, held) = match self.watch(&field).await {
                 Ok(read) => read,
                 Err(e) => {
                     return self
@@ -198,35 +180,39 @@ impl Writer {
                     )
                     .ignore(),
             };
-            let Some(feed_id) = self.exec(pipe).await? else {
-                continue;
-            };
-            return Ok(Change {
-                op: "revoke",
-                key,
-                entry: field,
-                value: json,
-                replaced: current.is_some(),
-                provenance: entry.provenance,
-                store: self.endpoint.shown.clone(),
-                feed_id,
-                held: plan.behind.map_or(HeldOutcome::None, HeldOutcome::Behind),
-            });
+            if let Some(feed_id) = self.exec(pipe).await? {
+                return Ok(Change {
+                    op: "revoke",
+                    key,
+                    entry: field,
+                    value: json,
+                    replaced: current.is_some(),
+                    provenance: entry.provenance,
+                    store: self.endpoint.shown.clone(),
+                    feed_id,
+                    held: match (plan.behind, plan.displaced) {
+                        (Some(by), _) => HeldOutcome::Behind(by),
+                        (None, Some(by)) => HeldOutcome::Holds(by),
+                        (None, None) => HeldOutcome::None,
+                    },
+                });
+            }
+            self.back_off(started).await?;
         }
-        Err(self.busy())
     }
 
     /// Withdraws the revocation stored under `field` (`kind:value`), and
-    /// every revocation held behind it: an operator overrides every tool
-    /// (one that still means it sends its SET again).
+    /// every revocation held behind it: an operator overrides every writer
+    /// (a tool that still means it sends its SET again).
     pub async fn unrevoke(
         &mut self,
         field: String,
         provenance: Provenance,
     ) -> Result<Change, String> {
         let key = self.keys.revocations.clone();
-        for _ in 0..WATCH_ATTEMPTS {
-            let (current, held) = match self.watch(&field, false).await {
+        let started = std::time::Instant::now();
+        loop {
+            let (current, held) = match self.watch(&field).await {
                 Ok(read) => read,
                 Err(e) => return self.unheld("unrevoke", (field, None), provenance, e).await,
             };
@@ -235,72 +221,78 @@ impl Writer {
                 .ignore()
                 .hdel(&self.keys.held, &field)
                 .ignore();
-            let Some(feed_id) = self.exec(pipe).await? else {
-                continue;
-            };
-            let cleared = held::parse(held.as_deref()).len();
-            return Ok(Change {
-                op: "unrevoke",
-                key,
-                entry: field,
-                value: String::new(),
-                replaced: current.is_some(),
-                provenance,
-                store: self.endpoint.shown.clone(),
-                feed_id,
-                held: match cleared {
-                    0 => HeldOutcome::None,
-                    n => HeldOutcome::Cleared(n),
-                },
-            });
+            if let Some(feed_id) = self.exec(pipe).await? {
+                let cleared = held::parse(held.as_deref()).len();
+                return Ok(Change {
+                    op: "unrevoke",
+                    key,
+                    entry: field,
+                    value: String::new(),
+                    replaced: current.is_some(),
+                    provenance,
+                    store: self.endpoint.shown.clone(),
+                    feed_id,
+                    held: match cleared {
+                        0 => HeldOutcome::None,
+                        n => HeldOutcome::Cleared(n),
+                    },
+                });
+            }
+            self.back_off(started).await?;
         }
-        Err(self.busy())
     }
 
-    /// `WATCH`es the entry `field` and the reports held behind it, and
-    /// reads them (the entry only when `entry`); the store's refusal (an
-    /// older ACL, held reports that are not a hash) as an error to fall
-    /// back on.
+    /// `WATCH`es the revocations and the reports held behind entries, and
+    /// reads `field`'s entry and held reports, in one round trip (the
+    /// watch fires on any write to either hash, so the window is kept
+    /// short); bytes that are not UTF-8 are read as the sidecars read
+    /// them. The store's refusal (an older ACL, held reports that are not
+    /// a hash) is an error to fall back on.
     async fn watch(
         &mut self,
         field: &str,
-        entry: bool,
     ) -> Result<(Option<String>, Option<String>), redis::RedisError> {
-        redis::cmd("WATCH")
+        let mut pipe = redis::pipe();
+        pipe.cmd("WATCH")
             .arg(&self.keys.revocations)
             .arg(&self.keys.held)
-            .query_async::<()>(&mut self.conn)
-            .await?;
-        let read = async {
-            let held: Option<String> = redis::cmd("HGET")
-                .arg(&self.keys.held)
-                .arg(field)
-                .query_async(&mut self.conn)
-                .await?;
-            let current: Option<String> = match entry {
-                true => {
-                    redis::cmd("HGET")
-                        .arg(&self.keys.revocations)
-                        .arg(field)
-                        .query_async(&mut self.conn)
-                        .await?
-                }
-                false => redis::cmd("HEXISTS")
-                    .arg(&self.keys.revocations)
-                    .arg(field)
-                    .query_async::<bool>(&mut self.conn)
-                    .await?
-                    .then(String::new),
-            };
-            Ok::<_, redis::RedisError>((current, held))
+            .ignore()
+            .hget(&self.keys.revocations, field)
+            .hget(&self.keys.held, field);
+        let read = pipe
+            .query_async::<(Option<Vec<u8>>, Option<Vec<u8>>)>(&mut self.conn)
+            .await;
+        let lossy =
+            |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
+        match read {
+            Ok((current, held)) => Ok((lossy(current), lossy(held))),
+            Err(e) => {
+                let _ = redis::cmd("UNWATCH")
+                    .query_async::<()>(&mut self.conn)
+                    .await;
+                Err(e)
+            }
         }
+    }
+
+    /// Waits before trying again a change whose watched keys changed (the
+    /// receiver writing other entries), a few milliseconds, growing, with
+    /// jitter; an error past [`WATCH_PATIENCE`].
+    async fn back_off(&self, started: std::time::Instant) -> Result<(), String> {
+        if started.elapsed() > WATCH_PATIENCE {
+            return Err(format!(
+                "{}: the revocations kept changing for {WATCH_PATIENCE:?} while this change was made: try again",
+                self.endpoint.shown
+            ));
+        }
+        let mut jitter = [0u8; 1];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut jitter);
+        let grown = started.elapsed().as_millis().min(40) as u64;
+        tokio::time::sleep(Duration::from_millis(
+            1 + grown / 4 + u64::from(jitter[0] % 8),
+        ))
         .await;
-        if read.is_err() {
-            let _ = redis::cmd("UNWATCH")
-                .query_async::<()>(&mut self.conn)
-                .await;
-        }
-        read
+        Ok(())
     }
 
     /// A `MULTI` starting with the epoch and ending, when run, with the
@@ -335,14 +327,6 @@ impl Writer {
             .await
             .map(|done| done.map(|(id,)| id))
             .map_err(|e| format!("{}: {e}", self.endpoint.shown))
-    }
-
-    /// The store kept changing under an operator's change.
-    fn busy(&self) -> String {
-        format!(
-            "{}: the entry kept changing while this change was made ({WATCH_ATTEMPTS} tries): try again",
-            self.endpoint.shown
-        )
     }
 
     /// The change made as before held reports existed, when the store

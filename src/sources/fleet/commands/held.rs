@@ -29,6 +29,9 @@ pub enum HeldOutcome {
     /// of the entry, which revokes it already (a security tool's, or one
     /// that lapses later).
     Behind(String),
+    /// The operator's revocation is in force, and this writer's, which was,
+    /// is held behind it.
+    Holds(String),
     /// This many revocations held behind the entry were withdrawn with it.
     Cleared(usize),
     /// The held reports were not considered (the user may not read them:
@@ -46,16 +49,18 @@ pub(super) struct Plan {
     pub held: Held,
     /// The writer whose entry the operator's is held behind, if it is.
     pub behind: Option<String>,
+    /// The writer whose entry was in force and is now held behind the
+    /// operator's, if one was.
+    pub displaced: Option<String>,
 }
 
-/// A stored revocation the sidecars load, with its writer and expiry.
-fn loaded<'a>(key: &str, field: &str, raw: &'a str) -> Option<(StoredRevocation, &'a str)> {
-    check_revocation(key, field, raw).ok().map(|e| (e, raw))
+/// A stored revocation the sidecars load.
+fn loads(key: &str, field: &str, raw: &str) -> Option<StoredRevocation> {
+    check_revocation(key, field, raw).ok()
 }
 
-/// Which of two revocations stays in force longer: one without an expiry,
-/// else the one lapsing last (RFC 3339 times as the CLI writes them,
-/// compared in time).
+/// Whether `a` stays in force longer than `b`: `a` lasts and `b` lapses,
+/// or both lapse and `a` later (compared in time).
 fn outlasts(a: &StoredRevocation, b: &StoredRevocation) -> bool {
     match (a.lapses(), b.lapses()) {
         (None, Some(_)) => true,
@@ -67,15 +72,12 @@ fn outlasts(a: &StoredRevocation, b: &StoredRevocation) -> bool {
 /// Decides an operator's revocation `new` (its JSON `json`) of `field`,
 /// with `current` the entry in force and `held` the reports behind it.
 ///
-/// - Over a security tool's revocation the sidecars load (one with a
-///   `set`, by another writer), the operator's is held behind it: written
-///   over, the tool's report would be gone, and with it its revocation
-///   once an expiring operator entry lapsed.
-/// - Otherwise the revocation lasting longest of the operator's and those
-///   held is in force, the rest held: an expiring operator entry never
-///   stands in front of a report that outlasts it, which would lapse with
-///   it. The operator's wins a tie; an entry in force that is not a tool's
-///   (another operator's, or one the sidecars refuse) is replaced.
+/// No report is dropped: the one that stays in force longest of the entry
+/// in force, the operator's and those held is in force, and every other is
+/// held behind it, so none lapses with another's entry (a tie keeps the
+/// entry in force, then the operator's). The operator's own earlier entry,
+/// in force or held, is replaced; an entry in force the sidecars refuse is
+/// written over (it revokes nothing); a held one they refuse stays held.
 pub(super) fn plan_revoke(
     (key, field): (&str, &str),
     (new, json): (&StoredRevocation, &str),
@@ -84,52 +86,69 @@ pub(super) fn plan_revoke(
 ) -> Plan {
     let me = &new.provenance.by;
     held.remove(me);
-    let tool = current
-        .and_then(|raw| loaded(key, field, raw))
-        .filter(|(e, _)| e.set.is_some() && e.provenance.by != *me);
-    if let Some((tool, raw)) = tool {
-        held.insert(me.clone(), json.to_owned());
-        return Plan {
-            entry: raw.to_owned(),
-            held,
-            behind: Some(tool.provenance.by),
-        };
+    // The candidates, in the order a tie prefers them.
+    let mut candidates: Vec<(String, String, StoredRevocation)> = Vec::new();
+    if let Some((raw, entry)) = current.and_then(|raw| Some((raw, loads(key, field, raw)?)))
+        && entry.provenance.by != *me
+    {
+        candidates.push((entry.provenance.by.clone(), raw.to_owned(), entry));
     }
-    let longest = held
-        .iter()
-        .filter_map(|(by, raw)| Some((by, loaded(key, field, raw)?.0)))
-        .filter(|(_, e)| outlasts(e, new))
-        .reduce(|best, next| {
-            if outlasts(&next.1, &best.1) {
-                next
-            } else {
-                best
-            }
-        })
-        .map(|(by, _)| by.clone());
-    match longest.and_then(|by| Some((held.remove(&by)?, by))) {
-        Some((entry, by)) => {
-            held.insert(me.clone(), json.to_owned());
-            Plan {
-                entry,
-                held,
-                behind: Some(by),
-            }
+    candidates.push((me.clone(), json.to_owned(), new.clone()));
+    for (by, raw) in &held {
+        if let Some(entry) = loads(key, field, raw) {
+            candidates.push((by.clone(), raw.clone(), entry));
         }
-        None => Plan {
-            entry: json.to_owned(),
-            held,
-            behind: None,
-        },
     }
+    let mut winner = 0;
+    for (i, (_, _, entry)) in candidates.iter().enumerate().skip(1) {
+        if candidates
+            .get(winner)
+            .is_some_and(|(_, _, best)| outlasts(entry, best))
+        {
+            winner = i;
+        }
+    }
+    let mut plan = Plan {
+        entry: json.to_owned(),
+        held: Held::new(),
+        behind: None,
+        displaced: None,
+    };
+    let in_force = current
+        .and_then(|raw| loads(key, field, raw))
+        .map(|e| e.provenance.by);
+    let mine = candidates.iter().position(|(by, _, _)| by == me);
+    for (i, (by, raw, _)) in candidates.into_iter().enumerate() {
+        held.remove(&by);
+        if i == winner {
+            plan.behind = (by != *me).then_some(by);
+            plan.entry = raw;
+        } else {
+            if in_force.as_ref() == Some(&by) && mine == Some(winner) {
+                plan.displaced = Some(by.clone());
+            }
+            plan.held.insert(by, raw);
+        }
+    }
+    // Held reports the sidecars refuse stay as they were.
+    plan.held.extend(held);
+    plan
 }
 
-/// The held reports as stored (a JSON object of each writer's entry);
-/// none when the value is not one (bad data: nothing readable is lost by
-/// writing over it).
+/// The held reports as stored (a JSON object of each writer's entry),
+/// every member whose value is a string; none when the value is not an
+/// object (bad data: nothing readable is lost by writing over it).
 pub(super) fn parse(raw: Option<&str>) -> Held {
-    raw.and_then(|raw| serde_json::from_str::<Held>(raw).ok())
-        .unwrap_or_default()
+    let Some(Ok(serde_json::Value::Object(members))) = raw.map(serde_json::from_str) else {
+        return Held::new();
+    };
+    members
+        .into_iter()
+        .filter_map(|(by, value)| match value {
+            serde_json::Value::String(json) => Some((by, json)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether `error` is the store answering that it will not run a command
@@ -193,41 +212,66 @@ mod tests {
         let tool = entry("https://idp.example.com/", true, None);
         let lasting = entry("alice", false, None);
         let hour = entry("alice", false, Some("2999-01-01T01:00:00Z"));
+        let bob = entry("bob", false, None);
         let two = entry("bob", false, Some("2999-01-01T02:00:00Z"));
-        // Over a tool's: held behind it, whether it lasts or not.
+        let lapsed_tool = entry(
+            "https://edr.example.com/",
+            true,
+            Some("2020-01-01T00:00:00Z"),
+        );
+        // Over a tool's lasting one: held behind it, whether it lasts or not.
         for new in [&lasting, &hour] {
             let p = plan(new, Some(&tool.1), &[]);
             assert_eq!(p.entry, tool.1);
             assert_eq!(p.behind.as_deref(), Some("https://idp.example.com/"));
             assert_eq!(p.held.get("alice"), Some(&new.1));
         }
-        // Over another operator's: replaced; a tool's report held behind it
-        // takes its place in front of an expiring one.
+        // Over another operator's lasting one, an expiring one is held and
+        // the other kept; a lasting one ties and is held too.
+        for new in [&hour, &lasting] {
+            let p = plan(new, Some(&bob.1), &[]);
+            assert_eq!(
+                (p.entry.as_str(), p.behind.as_deref()),
+                (bob.1.as_str(), Some("bob"))
+            );
+            assert_eq!(p.held.get("alice"), Some(&new.1));
+        }
+        // Over one that lapses sooner, or has lapsed, a later one is in
+        // force and the other held, tool or not.
+        let p = plan(&two, Some(&hour.1), &[]);
+        assert_eq!((p.entry.as_str(), p.behind), (two.1.as_str(), None));
+        assert_eq!(p.displaced.as_deref(), Some("alice"));
+        assert_eq!(p.held.get("alice"), Some(&hour.1));
+        let p = plan(&lasting, Some(&lapsed_tool.1), &[]);
+        assert_eq!((p.entry.as_str(), p.behind), (lasting.1.as_str(), None));
+        assert_eq!(p.displaced.as_deref(), Some("https://edr.example.com/"));
+        assert_eq!(p.held.get("https://edr.example.com/"), Some(&lapsed_tool.1));
+        // A report held behind an operator's lasting entry outlasts an
+        // expiring one: it is in force, the rest held.
         let p = plan(
             &hour,
-            Some(&lasting.1),
+            Some(&bob.1),
             &[("https://idp.example.com/", &tool.1)],
         );
-        assert_eq!(p.entry, tool.1);
-        assert_eq!(p.held.get("alice"), Some(&hour.1));
-        assert!(!p.held.contains_key("https://idp.example.com/"));
-        // An expiring one lapsing later wins over one lapsing sooner.
+        assert_eq!(p.entry, bob.1);
+        assert_eq!(p.held.len(), 2, "{:?}", p.held);
         let p = plan(&hour, None, &[("bob", &two.1)]);
         assert_eq!(
             (p.entry.as_str(), p.behind.as_deref()),
             (two.1.as_str(), Some("bob"))
         );
-        let p = plan(&two, None, &[("alice", &hour.1)]);
-        assert_eq!((p.entry.as_str(), p.behind), (two.1.as_str(), None));
         assert_eq!(p.held.get("alice"), Some(&hour.1));
-        // A lasting operator's revocation is in force, the rest held.
-        let p = plan(&lasting, None, &[("bob", &two.1)]);
-        assert_eq!((p.entry.as_str(), p.held.len()), (lasting.1.as_str(), 1));
-        // An entry the sidecars refuse is no tool's: written over.
+        // An entry the sidecars refuse is no one's: written over.
         let refused = r#"{"by":"https://edr.example.com/","set":{}}"#;
         let p = plan(&lasting, Some(refused), &[]);
         assert_eq!((p.entry.as_str(), p.behind), (lasting.1.as_str(), None));
-        // The operator's own earlier report is replaced, not kept twice.
+        assert!(p.held.is_empty());
+        // A held one they refuse stays held, untouched.
+        let p = plan(&lasting, None, &[("x", refused)]);
+        assert_eq!(p.held.get("x").map(String::as_str), Some(refused));
+        // The operator's own earlier report, in force or held, is replaced.
+        let p = plan(&lasting, Some(&hour.1), &[]);
+        assert!(p.held.is_empty(), "{:?}", p.held);
         let p = plan(&lasting, None, &[("alice", &hour.1)]);
         assert!(p.held.is_empty(), "{:?}", p.held);
     }
@@ -236,6 +280,7 @@ mod tests {
     fn held_reports_that_are_not_a_map_of_strings_are_none() {
         assert!(parse(Some("oops")).is_empty());
         assert!(parse(Some(r#"{"a": 1}"#)).is_empty());
+        assert_eq!(parse(Some(r#"{"a": 1, "b": "x"}"#)).len(), 1);
         assert_eq!(parse(Some(r#"{"a": "x"}"#)).len(), 1);
         assert!(parse(None).is_empty());
     }
