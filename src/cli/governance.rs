@@ -339,7 +339,7 @@ pub fn unrevoke(args: UnrevokeArgs) -> ExitCode {
                 "withdrew with it {n} revocations held behind it (a security tool that still means it sends its SET again)\n"
             )),
             HeldOutcome::NotTouched(e) => complain!(
-                "celador: warning: the revocations held behind {field} were not cleared ({}): they come back if a tool revokes it again and then withdraws; if this user lacks WATCH, UNWATCH, HGET or {}, give it them (docs/fleet.md)",
+                "celador: warning: the revocations held behind {field} were not cleared ({}): one is put in force again if an operator revokes the entry and a longer-lasting one is held, or if a tool revokes it and then withdraws; if this user lacks WATCH, UNWATCH, HGET or {}, give it them (docs/fleet.md)",
                 shown(e),
                 w.keys().held
             ),

@@ -47,6 +47,7 @@
 //! (`{prefix}:ssf:event-order-scan`). Risk levels' event times go with
 //! the risk when it lapses.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
@@ -70,7 +71,9 @@ mod risk;
 /// of the event-time fields by event time), the indexing cursor, the held
 /// reports. ARGV: field, event time (ms), the entry's JSON (empty:
 /// remove), op, by, from, at (text), a new epoch, the feed's length, the
-/// order window (ms: `max_age`), the entry as read and whether it loads.
+/// order window (ms: `max_age`), then what the receiver read before
+/// ([`Seen`]): the entry and whether it loads, the held reports and whether
+/// there are any, and each loading held report's lapse.
 ///
 /// Returns 1 if applied, 0 if older than the last event of this
 /// transmitter about the field, 4 if a withdrawal is older than the window
@@ -81,15 +84,16 @@ mod risk;
 /// writer's to withdraw): this transmitter's revocation is **held** behind
 /// it (`KEYS[7]`), and its withdrawal removes what it held (5); a
 /// withdrawal with nothing held changes nothing (2). When the writer
-/// withdraws its entry, a held report takes its place (1), so the entry
-/// stays revoked while any transmitter's report stands: one without an
-/// expiry first, then the one lapsing last, then the earliest event, then
-/// by transmitter. An operator's revocation with an expiry is held behind
+/// withdraws its entry (one in force: reports held behind none, left by
+/// an operator's withdrawal without `WATCH`, stay held), a held report the
+/// sidecars load takes its place (1), so the entry stays revoked while any transmitter's report stands:
+/// one without an expiry first, then the one lapsing last (in time), then
+/// the earliest event, then by transmitter. An operator's revocation with an expiry is held behind
 /// a lasting report rather than left to lapse with the report held behind
 /// it. The receiver reads the entry first and says whether the sidecars
 /// load it (`ARGV[11]`: the value read, `ARGV[12]`: `none`, `loads` or
-/// `refused`, [`check_revocation`]); an entry that changed since is read
-/// again (6). One they refuse is written over by a revocation and left to
+/// `refused`, [`check_revocation`]); an entry or held reports that changed
+/// since are read again (6). One they refuse is written over by a revocation and left to
 /// its writer by a withdrawal (2). A held-reports key that is not a hash
 /// (nothing readable in it) is deleted and written afresh.
 ///
@@ -141,16 +145,21 @@ end
 local held, usable = {}, true
 local raw = redis.pcall('HGET', KEYS[7], ARGV[1])
 if type(raw) == 'table' and raw['err'] then
+  if ARGV[14] ~= 'unreadable' then return 6 end
   if string.find(raw['err'], 'WRONGTYPE', 1, true) then
     redis.call('DEL', KEYS[7])
   else
     usable = false
   end
-elseif raw then
-  local ok, h = pcall(cjson.decode, raw)
-  if ok and type(h) == 'table' then
-    for by, json in pairs(h) do
-      if type(by) == 'string' and type(json) == 'string' then held[by] = json end
+else
+  if ARGV[14] == 'unreadable' or (ARGV[14] == 'none') ~= (not raw)
+    or (raw and raw ~= ARGV[13]) then return 6 end
+  if raw then
+    local ok, h = pcall(cjson.decode, raw)
+    if ok and type(h) == 'table' then
+      for by, json in pairs(h) do
+        if type(by) == 'string' and type(json) == 'string' then held[by] = json end
+      end
     end
   end
 end
@@ -197,26 +206,29 @@ if ARGV[3] ~= '' then
   feed(ARGV[4], ARGV[5])
   return 1
 end
+local lapses = {}
+local ok, l = pcall(cjson.decode, ARGV[15])
+if ok and type(l) == 'table' then lapses = l end
 local pick, best = nil, nil
-for by, json in pairs(held) do
-  local ok, e = pcall(cjson.decode, json)
-  if ok and type(e) == 'table' then
-    local until_ = expiry(e)
+for by, _ in pairs(held) do
+  local ms = lapses[by]
+  if type(ms) == 'number' then
+    local lasting = ms == 0
     local at = tonumber(redis.call('HGET', KEYS[2], by .. '|' .. ARGV[1]) or '0') or 0
     local better = best == nil
-    if not better and (until_ == nil) ~= (best[1] == nil) then
-      better = until_ == nil
-    elseif not better and until_ ~= best[1] then
-      better = until_ > best[1]
-    elseif not better and at ~= best[2] then
-      better = at < best[2]
+    if not better and lasting ~= best[1] then
+      better = lasting
+    elseif not better and ms ~= best[2] then
+      better = ms > best[2]
+    elseif not better and at ~= best[3] then
+      better = at < best[3]
     elseif not better then
       better = by < pick
     end
-    if better then pick, best = by, {until_, at} end
+    if better then pick, best = by, {lasting, ms, at} end
   end
 end
-if pick then
+if pick and cur then
   redis.call('HSET', KEYS[1], ARGV[1], held[pick])
   held[pick] = nil
   save()
@@ -400,7 +412,7 @@ impl StoreSink {
     ) -> redis::RedisResult<Kept> {
         let Write::Revocation(_, field, _) = write else {
             return Ok(self
-                .run(conn, provenance, write, (&[], ""))
+                .run(conn, provenance, write, Seen::default())
                 .await?
                 .unwrap_or(Kept::Superseded));
         };
@@ -424,7 +436,12 @@ impl StoreSink {
                     }
                 }
             };
-            let seen = (current.as_deref().unwrap_or_default(), seen);
+            let held = self.read_held(conn, field).await?;
+            let seen = Seen {
+                entry: (current.as_deref().unwrap_or_default(), seen),
+                held: (held.0.as_slice(), held.1),
+                lapses: &held.2,
+            };
             if let Some(kept) = self.run(conn, provenance, write, seen).await? {
                 return Ok(kept);
             }
@@ -435,6 +452,65 @@ impl StoreSink {
         .into())
     }
 
+    /// `EVAL` of `script` with `keys` keys to come. EVAL, not EVALSHA: a
+    /// short script at the rate security events arrive, and no `script`
+    /// feature (another hash crate) for it.
+    fn script(&self, script: &str, keys: usize) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(script).arg(keys);
+        cmd
+    }
+
+    /// The arguments every script takes after its own: the transmitter,
+    /// this host, the time, a new epoch, the feed's length.
+    fn provenance_args(&self, cmd: &mut redis::Cmd, provenance: &Provenance) {
+        cmd.arg(&provenance.transmitter)
+            .arg(&self.host)
+            .arg(entries::now_text())
+            .arg(random_epoch())
+            .arg(FEED_LENGTH);
+    }
+
+    /// The reports held behind `field` as read ([`Seen`]): their bytes,
+    /// `none`, `some` or `unreadable` (not a hash: the script replaces it),
+    /// and the lapse of each that the sidecars would load.
+    async fn read_held(
+        &self,
+        conn: &mut MultiplexedConnection,
+        field: &str,
+    ) -> redis::RedisResult<(Vec<u8>, &'static str, String)> {
+        let raw: Option<Vec<u8>> = match redis::cmd("HGET")
+            .arg(&self.keys.held)
+            .arg(field)
+            .query_async(conn)
+            .await
+        {
+            Ok(raw) => raw,
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                return Ok((Vec::new(), "unreadable", "{}".into()));
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(raw) = raw else {
+            return Ok((Vec::new(), "none", "{}".into()));
+        };
+        let members: BTreeMap<String, serde_json::Value> =
+            serde_json::from_slice(&raw).unwrap_or_default();
+        let lapses: BTreeMap<&String, u64> = members
+            .iter()
+            .filter_map(|(by, value)| {
+                let entry = value.as_str()?;
+                let loaded = check_revocation(&self.keys.held, field, entry).ok()?;
+                let ms = loaded
+                    .lapses()
+                    .map_or(0, |t| u64::try_from(millis(t)).unwrap_or(u64::MAX).max(1));
+                Some((by, ms))
+            })
+            .collect();
+        let lapses = serde_json::to_string(&lapses).unwrap_or_else(|_| "{}".into());
+        Ok((raw, "some", lapses))
+    }
+
     /// Runs the script of `write`, with the entry as read and whether it
     /// loads (`seen`, revocations only): what became of it, none when the
     /// entry changed since it was read.
@@ -443,32 +519,36 @@ impl StoreSink {
         conn: &mut MultiplexedConnection,
         provenance: &Provenance,
         write: &Write,
-        seen: (&[u8], &str),
+        seen: Seen<'_>,
     ) -> redis::RedisResult<Option<Kept>> {
-        // EVAL, not EVALSHA: a short script at the rate security events
-        // arrive, and no `script` feature (another hash crate) for it.
-        let mut cmd = redis::cmd("EVAL");
-        match write {
+        let cmd = match write {
             Write::None(kept) => return Ok(Some(*kept)),
-            Write::Revocation(op, field, json) => cmd
-                .arg(APPLY)
-                .arg(7)
-                .arg(&self.keys.revocations)
-                .arg(&self.event_times)
-                .arg(&self.keys.feed)
-                .arg(&self.keys.epoch)
-                .arg(&self.event_order)
-                .arg(format!("{}-scan", self.event_order))
-                .arg(&self.keys.held)
-                .arg(field)
-                .arg(millis(provenance.at).to_string())
-                .arg(json)
-                .arg(*op),
+            Write::Revocation(op, field, json) => {
+                let mut cmd = self.script(APPLY, 7);
+                cmd.arg(&self.keys.revocations)
+                    .arg(&self.event_times)
+                    .arg(&self.keys.feed)
+                    .arg(&self.keys.epoch)
+                    .arg(&self.event_order)
+                    .arg(format!("{}-scan", self.event_order))
+                    .arg(&self.keys.held)
+                    .arg(field)
+                    .arg(millis(provenance.at).to_string())
+                    .arg(json)
+                    .arg(*op);
+                self.provenance_args(&mut cmd, provenance);
+                cmd.arg(self.order_window.as_millis().to_string())
+                    .arg(seen.entry.0)
+                    .arg(seen.entry.1)
+                    .arg(seen.held.0)
+                    .arg(seen.held.1)
+                    .arg(seen.lapses);
+                cmd
+            }
             Write::Risk(risk, json) => {
                 let lapses = risk.lapses().map_or(0, millis);
-                cmd.arg(risk::APPLY_RISK)
-                    .arg(7)
-                    .arg(&self.keys.risks)
+                let mut cmd = self.script(risk::APPLY_RISK, 7);
+                cmd.arg(&self.keys.risks)
                     .arg(&self.event_times)
                     .arg(&self.keys.feed)
                     .arg(&self.keys.epoch)
@@ -479,22 +559,12 @@ impl StoreSink {
                     .arg(millis(provenance.at).to_string())
                     .arg(json)
                     .arg(millis(SystemTime::now()).to_string())
-                    .arg(lapses.to_string())
+                    .arg(lapses.to_string());
+                self.provenance_args(&mut cmd, provenance);
+                cmd.arg(self.cap.of(&provenance.transmitter))
+                    .arg(risk.level.as_str());
+                cmd
             }
-        };
-        cmd.arg(&provenance.transmitter)
-            .arg(&self.host)
-            .arg(entries::now_text())
-            .arg(random_epoch())
-            .arg(FEED_LENGTH);
-        match write {
-            Write::Risk(risk, _) => cmd
-                .arg(self.cap.of(&provenance.transmitter))
-                .arg(risk.level.as_str()),
-            _ => cmd
-                .arg(self.order_window.as_millis().to_string())
-                .arg(seen.0)
-                .arg(seen.1),
         };
         let applied = applied(cmd.query_async(conn).await?, provenance)?;
         Ok((applied != 6).then(|| kept(applied)))
@@ -592,6 +662,19 @@ const READ_AGAIN: usize = 5;
 /// How long one command to the store may take: the transmitter waits for
 /// the answer.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the receiver read before a revocation's script, which the script
+/// checks is still there (else it is read again): the entry and whether
+/// the sidecars load it (`none`, `loads`, `refused`), the held reports and
+/// whether there are any (`none`, `some`, `unreadable`), and when each
+/// held report that loads lapses (`{writer: ms}`, 0: never), which orders
+/// them (in time, not as text) and leaves out those the sidecars refuse.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen<'a> {
+    entry: (&'a [u8], &'a str),
+    held: (&'a [u8], &'a str),
+    lapses: &'a str,
+}
 
 /// What one action writes.
 #[derive(Debug)]

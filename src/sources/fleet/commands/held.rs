@@ -91,6 +91,9 @@ pub(super) fn plan_revoke(
     if let Some((raw, entry)) = current.and_then(|raw| Some((raw, loads(key, field, raw)?)))
         && entry.provenance.by != *me
     {
+        // The entry in force is its writer's latest: an older report of
+        // theirs held (left by a write without `WATCH`) gives way to it.
+        held.remove(&entry.provenance.by);
         candidates.push((entry.provenance.by.clone(), raw.to_owned(), entry));
     }
     candidates.push((me.clone(), json.to_owned(), new.clone()));
@@ -152,15 +155,15 @@ pub(super) fn parse(raw: Option<&str>) -> Held {
 }
 
 /// Whether `error` is the store answering that it will not run a command
-/// (an ACL, a command renamed away, a key of another type), rather than
-/// a failure to reach it: the change is then made as before held reports
-/// existed.
+/// for this user (an ACL: `NOPERM`; a command renamed away) or on this key
+/// (held reports that are not a hash: `WRONGTYPE`): the change is then made
+/// as before held reports existed. Anything else (unreachable, loading,
+/// busy) is an error: falling back then would write over a report.
 pub(super) fn refused(error: &redis::RedisError) -> bool {
-    !(error.is_io_error()
-        || error.is_timeout()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || error.is_unrecoverable_error())
+    let said = error.to_string();
+    ["NOPERM", "WRONGTYPE", "unknown command"]
+        .iter()
+        .any(|code| error.code() == Some(code) || said.contains(code))
 }
 
 #[cfg(test)]
@@ -274,6 +277,42 @@ mod tests {
         assert!(p.held.is_empty(), "{:?}", p.held);
         let p = plan(&lasting, None, &[("alice", &hour.1)]);
         assert!(p.held.is_empty(), "{:?}", p.held);
+        // The writer in force with an older report of its own held: the
+        // one in force is its latest, and is the one kept.
+        let bob_half = entry("bob", false, Some("2999-01-01T00:30:00Z"));
+        let bob_hour = entry("bob", false, Some("2999-01-01T01:00:00Z"));
+        let p = plan(&lasting, Some(&bob_hour.1), &[("bob", &bob_half.1)]);
+        assert_eq!(p.held.get("bob"), Some(&bob_hour.1));
+    }
+
+    /// An ACL's refusal, a command renamed away or held reports of another
+    /// type fall back to the old write; a store loading or busy does not
+    /// (falling back then would write over a report).
+    #[test]
+    fn only_a_refusal_falls_back() {
+        let server = |code: &str, detail: &str| {
+            redis::make_extension_error(code.into(), Some(detail.into()))
+        };
+        for refusal in [
+            server(
+                "NOPERM",
+                "this user has no permissions to run the 'watch' command",
+            ),
+            server(
+                "WRONGTYPE",
+                "Operation against a key holding the wrong kind of value",
+            ),
+            server("ERR", "unknown command 'WATCH', with args beginning with:"),
+        ] {
+            assert!(refused(&refusal), "{refusal}");
+        }
+        for failure in [
+            server("LOADING", "Redis is loading the dataset in memory"),
+            server("BUSY", "Redis is busy running a script"),
+            redis::RedisError::from(std::io::Error::other("connection reset")),
+        ] {
+            assert!(!refused(&failure), "{failure}");
+        }
     }
 
     #[test]
