@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use tonic::transport::Channel;
 
-use support::celador::{Celador, run};
+use support::celador::{Celador, run, run_on_store};
 use support::check::{allowed, denial, request};
 use support::pki::Ca;
 use support::redis::Redis;
@@ -120,10 +120,7 @@ impl Fleet {
 
     /// `celador ARGS --store URL`.
     fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let url = self.redis.url();
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--store", &url]);
-        run(&all)
+        run_on_store(&self.redis.url(), args)
     }
 
     /// Runs `celador ARGS` and measures, per instance, how long until
@@ -993,11 +990,7 @@ fn the_listing_names_a_revocations_set_with_credentials_redacted() {
     const EVENT: &str = "https://schemas.openid.net/secevent/risc/event-type/credential-compromise";
     let redis = Redis::start(false);
     let url = redis.url();
-    let cli = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--store", &url]);
-        run(&all)
-    };
+    let cli = |args: &[&str]| run_on_store(&url, args);
     // One made by hand, one as the signals receiver writes it: `set` names
     // the SET (its `jti` here a transmitter's text holding a key).
     for id in [EXPORTER, PAYMENTS] {
@@ -1089,11 +1082,7 @@ fn the_json_listing_redacts_every_name_and_value_as_the_text_listing_does() {
     const MIDDLE: &str = "eyJzdWIiOiJ4In0";
     let redis = Redis::start(false);
     let url = redis.url();
-    let cli = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--store", &url]);
-        run(&all)
-    };
+    let cli = |args: &[&str]| run_on_store(&url, args);
     let when = format!("request.headers['authorization'] == 'Bearer {JWT}'");
     let (code, out, err) = cli(&[
         "grant",

@@ -1476,7 +1476,7 @@ async fn with_the_store_a_transmitter_neither_withdraws_nor_lowers_what_another_
     // behind it.
     let url = redis.url();
     let celador = |args: &[&str]| {
-        let (code, out, err) = support::celador::run(&[args, &["--store", &url][..]].concat());
+        let (code, out, err) = support::celador::run_on_store(&url, args);
         assert_eq!(code, 0, "{args:?}: {out}{err}");
         out
     };

@@ -290,9 +290,9 @@ pub fn revoke(args: RevokeArgs) -> ExitCode {
         }
         if let HeldOutcome::NotTouched(e) = &change.held {
             complain!(
-                "celador: warning: the revocations held behind the entry were not considered ({}): it was written as before they existed, over another writer's revocation if there was one; if this user lacks WATCH, UNWATCH, HGET or {}, give it them (docs/fleet.md)",
+                "celador: warning: the revocations held behind the entry were not considered ({}): it was written as before they existed, over another writer's revocation if there was one; {}",
                 shown(e),
-                w.keys().held
+                held_acl_hint(w.keys())
             );
         }
         let how = match &change.held {
@@ -339,9 +339,9 @@ pub fn unrevoke(args: UnrevokeArgs) -> ExitCode {
                 "withdrew with it {n} revocations held behind it (a security tool that still means it sends its SET again)\n"
             )),
             HeldOutcome::NotTouched(e) => complain!(
-                "celador: warning: the revocations held behind {field} were not cleared ({}): one is put in force again if an operator revokes the entry and a longer-lasting one is held, or if a tool revokes it and then withdraws; if this user lacks WATCH, UNWATCH, HGET or {}, give it them (docs/fleet.md)",
+                "celador: warning: the revocations held behind {field} were not cleared ({}): one is put in force again if an operator revokes the entry and a longer-lasting one is held, or if a tool revokes it and then withdraws; {}",
                 shown(e),
-                w.keys().held
+                held_acl_hint(w.keys())
             ),
             HeldOutcome::None | HeldOutcome::Behind(_) | HeldOutcome::Holds(_) => {}
         }
@@ -482,6 +482,15 @@ pub fn list(args: ListArgs) -> ExitCode {
 }
 
 type Map = std::collections::BTreeMap<String, String>;
+
+/// What a user told that the held revocations were not considered should
+/// check: the ACL docs/fleet.md gives the on-call user.
+fn held_acl_hint(keys: &crate::sources::fleet::keys::Keys) -> String {
+    format!(
+        "if this user lacks WATCH, UNWATCH, HGET or {}, give it them (docs/fleet.md)",
+        keys.held
+    )
+}
 
 /// `celador governance --format json`: every entry as stored, redacted
 /// ([`redact_members`]); a value that is not JSON as a string.

@@ -160,6 +160,12 @@ fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>
     lines
 }
 
+/// Runs `celador ARGS... --store URL` (a governance command against the
+/// store at `url`) to completion, as [`run`].
+pub fn run_on_store(url: &str, args: &[&str]) -> (i32, String, String) {
+    run(&[args, &["--store", url][..]].concat())
+}
+
 /// Runs `celador ARGS...` to completion: (exit code, stdout, stderr).
 pub fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(binary())
